@@ -1,0 +1,25 @@
+"""pdt-compile: Predictive Differential Training as an optimizer wrapper and a torch.compile transform.
+
+    import pdt_compile as pdt
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=50)
+
+See README.md for the compiled path (``@pdt.compile(optimizer=opt)``).
+"""
+
+from .config import PDTConfig
+from .dmd import forecast
+from .mask import consistency_mask
+from .optim import PDT
+from .runtime.schedule import Phase
+from .runtime.stats import Stats
+
+__all__ = ["PDT", "PDTConfig", "Phase", "Stats", "compile", "consistency_mask", "forecast"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name == "compile":  # imported on first use: keeps `import pdt_compile` light
+        from .api import compile
+
+        return compile
+    raise AttributeError(f"module 'pdt_compile' has no attribute {name!r}")

@@ -1,0 +1,215 @@
+"""Dynamic Mode Decomposition by the method of snapshots: pure functions on tensors.
+
+A prediction is a linear combination of the stored snapshots, so all that depends on the
+dynamics is a small coefficient matrix computed from the h x h Gram matrix K = S Sᵀ of the
+snapshots (rows of S, oldest first) in float64 on the host. The big tensors are touched twice:
+once for the Gram, once for the forecast (see :func:`predicted_displacements`).
+
+Coefficient basis. With s = S[h-1] (the last snapshot) and D_i = S[i] - s, a predicted
+displacement is written ``p_k = sum_{i<h-1} G[k, i] D_i + G[k, h-1] s``. Differences of
+nearly equal snapshots are exact in float32, so forecasting from D keeps the small
+displacements that carry the dynamics; for ``dynamics="affine"`` the s-coefficient is 0.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+from torch import Tensor
+
+Rank = Union[str, int, float]
+
+_RELATIVE_FLOOR = 1e-12  # singular values below this fraction of the largest are noise
+
+
+def gram(ring: Tensor) -> Tensor:
+    """Gram matrix ``ring @ ring.T`` of snapshot rows, accumulated in float64.
+
+    ring: ``[h, n]``; returns ``[h, h]`` float64. Products of float32 values are exact in
+    float64, so only the summation rounds (a float32 Gram of raw weights loses the
+    displacements entirely; see DESIGN.md, Numerics).
+    """
+    rows = ring.to(torch.float64)
+    return rows @ rows.T
+
+
+def gavish_donoho_threshold(sigma: Tensor, rows: int | Tensor) -> Tensor:
+    """Optimal hard threshold for singular values ``sigma`` ``[B, m]`` of ``rows x m``
+    matrices (rows: an int or ``[B]``) with unknown noise (Gavish & Donoho 2014, as PyDMD's
+    ``svd_rank=0``)."""
+    m = torch.tensor(float(sigma.shape[-1]), dtype=torch.float64)
+    rows = torch.as_tensor(rows, dtype=torch.float64)
+    beta = torch.minimum(rows, m) / torch.maximum(rows, m)
+    omega = 0.56 * beta**3 - 0.95 * beta**2 + 1.82 * beta + 1.43
+    return torch.quantile(sigma, 0.5, dim=-1) * omega
+
+
+def select_rank(sigma: Tensor, rows: int | Tensor, rank: Rank) -> Tensor:
+    """Truncation rank for each batch of descending singular values ``sigma`` ``[B, m]``.
+
+    ``rank``: ``"gavish_donoho"``, ``"full"``, an int >= 1 or an energy fraction in (0, 1).
+    Returns ``[B]`` int64, each in [1, m].
+    """
+    batch, m = sigma.shape
+    if rank == "full":
+        chosen = torch.full((batch,), m, dtype=torch.int64)
+    elif rank == "gavish_donoho":
+        threshold = gavish_donoho_threshold(sigma, rows)
+        chosen = (sigma > threshold[:, None]).sum(-1)
+    elif isinstance(rank, float):
+        energy = sigma.square()
+        cumulative = energy.cumsum(-1) / energy.sum(-1, keepdim=True).clamp_min(1e-300)
+        chosen = (cumulative < rank).sum(-1) + 1
+    else:
+        chosen = torch.full((batch,), int(rank), dtype=torch.int64)
+    return chosen.clamp(1, m)
+
+
+def _projected_predictions(gram_matrix: Tensor, steps: int, rows: int | Tensor, rank: Rank) -> Tensor:
+    """Projected-mode DMD of the sequence whose Gram is ``gram_matrix`` ``[B, q, q]``.
+
+    Returns ``a`` ``[B, steps, q-1]``: the prediction k steps after the last element is
+    ``sum_i a[k-1, i] x_i`` over the first q - 1 elements x_i (U Ã^k Uᵀ x_last with
+    U = X V Σ⁻¹, all from the Gram, in real arithmetic).
+    """
+    xtx = gram_matrix[..., :-1, :-1]
+    xty = gram_matrix[..., :-1, 1:]
+    xtlast = gram_matrix[..., :-1, -1]
+    eigenvalues, vectors = torch.linalg.eigh(xtx)
+    eigenvalues, vectors = eigenvalues.flip(-1), vectors.flip(-1)  # descending
+    sigma = eigenvalues.clamp_min(0).sqrt()
+    kept = select_rank(sigma, rows, rank)
+    position = torch.arange(sigma.shape[-1])
+    keep = (position < kept[:, None]) & (sigma > _RELATIVE_FLOOR * sigma[:, :1])
+    inverse_sigma = torch.where(keep, 1.0 / sigma.clamp_min(1e-300), torch.zeros_like(sigma))
+    basis = vectors * inverse_sigma[:, None, :]  # V Σ⁻¹; dropped modes are zero columns
+    reduced = basis.transpose(-1, -2) @ xty @ basis  # Ã
+    state = (basis.transpose(-1, -2) @ xtlast[..., None])  # Uᵀ x_last
+    predictions = []
+    for _ in range(steps):
+        state = reduced @ state
+        predictions.append((basis @ state)[..., 0])
+    return torch.stack(predictions, dim=1)
+
+
+def _exact_predictions(gram_matrix: Tensor, steps: int, rows: int | Tensor, rank: Rank) -> Tensor:
+    """Exact-mode DMD (modes Φ = Y V Σ⁻¹ W, amplitudes fitted to the last element).
+
+    Returns ``[B, steps, q-1]`` coefficients on the *last* q - 1 elements (the columns of Y).
+    Complex eigenvectors are needed here, so each batch entry is solved at its own rank.
+    """
+    batch, q, _ = gram_matrix.shape
+    out = torch.zeros(batch, steps, q - 1, dtype=torch.float64)
+    rows = torch.as_tensor(rows).expand(batch)
+    for b in range(batch):
+        k = gram_matrix[b]
+        eigenvalues, vectors = torch.linalg.eigh(k[:-1, :-1])
+        eigenvalues, vectors = eigenvalues.flip(-1), vectors.flip(-1)
+        sigma = eigenvalues.clamp_min(0).sqrt()
+        r = int(select_rank(sigma[None], rows[b], rank)[0])
+        r = min(r, int((sigma > _RELATIVE_FLOOR * sigma[0]).sum()))
+        if r == 0:
+            continue
+        basis = vectors[:, :r] / sigma[:r]
+        reduced = basis.T @ k[:-1, 1:] @ basis
+        lam, w = torch.linalg.eig(reduced)
+        mode_basis = basis.to(torch.complex128) @ w  # Φ = Y @ mode_basis
+        kyy = k[1:, 1:].to(torch.complex128)
+        kylast = k[1:, -1].to(torch.complex128)
+        normal = mode_basis.conj().T @ kyy @ mode_basis
+        amplitudes = torch.linalg.pinv(normal, hermitian=True) @ (mode_basis.conj().T @ kylast)
+        for step in range(steps):
+            amplitudes = lam * amplitudes
+            out[b, step] = (mode_basis @ amplitudes).real
+    return out
+
+
+def displacement_coefficients(
+    gram_matrix: Tensor,
+    steps: int,
+    *,
+    rows: int | Tensor,
+    rank: Rank = "gavish_donoho",
+    modes: str = "projected",
+    dynamics: str = "linear",
+) -> Tensor:
+    """Coefficients ``G`` ``[B, steps, h]`` of the predicted displacements (module docstring).
+
+    gram_matrix: ``[B, h, h]`` (or ``[h, h]``) Gram of snapshots in logical order (oldest
+    first), float64; rows: elements per snapshot, an int or ``[B]`` (for the Gavish–Donoho
+    threshold).
+    The prediction k intervals ahead of s is ``s + p_k``.
+    """
+    squeeze = gram_matrix.dim() == 2
+    k = gram_matrix[None] if squeeze else gram_matrix
+    k = k.to(torch.float64)
+    h = k.shape[-1]
+    solve = _projected_predictions if modes == "projected" else _exact_predictions
+    if dynamics == "linear":
+        a = solve(k, steps, rows, rank)  # on snapshots 0..h-2 (projected) or 1..h-1 (exact)
+        coefficients = torch.zeros(k.shape[0], steps, h, dtype=torch.float64)
+        if modes == "projected":
+            coefficients[..., :-1] = a
+        else:
+            coefficients[..., 1:] = a
+        coefficients[..., -1] -= 1.0  # p_k = ŵ_k - s
+        total = coefficients.sum(-1)
+    else:
+        difference = torch.zeros(h - 1, h, dtype=torch.float64)
+        index = torch.arange(h - 1)
+        difference[index, index] = -1.0
+        difference[index, index + 1] = 1.0  # Δ_i = s_{i+1} - s_i
+        delta_gram = difference @ k @ difference.T
+        a = solve(delta_gram, steps, rows, rank)
+        if modes == "projected":
+            on_deltas = torch.nn.functional.pad(a, (0, 1))
+        else:
+            on_deltas = torch.nn.functional.pad(a, (1, 0))
+        cumulative = on_deltas.cumsum(1)  # p_k = Δ̂_1 + ... + Δ̂_k
+        coefficients = cumulative @ difference
+        total = torch.zeros_like(coefficients[..., 0])  # displacements sum to zero exactly
+    coefficients[..., -1] = total
+    return coefficients[0] if squeeze else coefficients
+
+
+def predicted_displacements(
+    coefficients: Tensor, ring: Tensor, s: Tensor, s_coefficient: Tensor
+) -> Tensor:
+    """Predicted displacements ``P`` ``[steps, n]`` from the ring.
+
+    ``P[k] = sum_i coefficients[k, i] (ring[i] - s) + s_coefficient[k] s``, where ring
+    ``[h, n]`` may be in any row order as long as ``coefficients`` ``[steps, h]`` follows
+    it and the row holding s has coefficient 0 (its difference is zero anyway).
+    """
+    coefficients = coefficients.to(ring.dtype)
+    return torch.addmm(s_coefficient.to(ring.dtype)[:, None] * s, coefficients, ring - s)
+
+
+def forecast(
+    snapshots: Tensor,
+    steps: int,
+    *,
+    rank: Rank = "gavish_donoho",
+    modes: str = "projected",
+    dynamics: str = "linear",
+) -> Tensor:
+    """DMD predictions ``ŵ_1 .. ŵ_steps`` ``[steps, n]`` made from the last snapshot.
+
+    snapshots: ``[h, n]``, oldest first. Computed by the method of snapshots (a float64
+    Gram and an h x h problem), never an n x h SVD. Same options as
+    :func:`displacement_coefficients`.
+    """
+    if snapshots.dim() != 2 or snapshots.shape[0] < 2:
+        raise ValueError(
+            f"forecast: snapshots must be [h, n] with h >= 2, got shape {tuple(snapshots.shape)}"
+        )
+    if steps < 1:
+        raise ValueError(f"forecast: steps={steps} must be >= 1")
+    coefficients = displacement_coefficients(
+        gram(snapshots), steps, rows=snapshots.shape[1], rank=rank, modes=modes, dynamics=dynamics
+    )
+    s = snapshots[-1]
+    work = snapshots if snapshots.dtype == torch.float64 else snapshots.float()
+    p = predicted_displacements(coefficients, work, work[-1], coefficients[:, -1])
+    return (s.to(p.dtype) + p).to(snapshots.dtype if snapshots.is_floating_point() else p.dtype)

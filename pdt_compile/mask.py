@@ -1,0 +1,92 @@
+"""Dynamic consistency: which predicted elements may be merged, and the merge itself.
+
+Pure functions on tensors. Notation (per element j): ``d`` is what the optimizer moved over
+the last interval (w - s), ``P[k-1]`` the predicted displacement k intervals ahead of s.
+Two elements have the same sign only when both are non-zero (``x * y > 0``), so a zero
+displacement is never "consistent" and an element whose optimizer did not move it is never
+accepted by a rule that checks signs or bounds. Non-finite values are never accepted.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+from torch import Tensor
+
+from .config import RULES
+from .dmd import predicted_displacements
+
+Horizon = Union[int, Tensor]
+
+
+def _same_sign_every_step(d: Tensor, P: Tensor) -> Tensor:
+    return (P * d > 0).all(dim=0)
+
+
+def _accelerates(d: Tensor, p_tau: Tensor, low_strict: bool, factor: Horizon) -> Tensor:
+    magnitude, step = p_tau.abs(), d.abs()
+    above = magnitude > step if low_strict else magnitude >= step
+    return above & (magnitude <= factor * step)
+
+
+def consistency_mask(d: Tensor, P: Tensor, rule: str = "paper", tau: Horizon | None = None) -> Tensor:
+    """Boolean ``[n]``: the elements whose prediction passes ``rule``.
+
+    d: ``[n]`` the optimizer's displacement over the last interval; P: ``[tau, n]`` the
+    predicted displacements p_1..p_tau (rows past the horizon, if any, repeat p_tau).
+    tau: the horizon used in the bounds; default ``P.shape[0]``.
+
+    - ``"paper"``: |d| < |p_tau| <= tau|d| and sign(p_k) = sign(d) for every k;
+    - ``"reference"``: |d| <= |p_tau| <= (tau+1)|d| and sign(p_tau) = sign(d);
+    - ``"accel_only"``: the paper's bounds only; ``"consistency_only"``: its signs only;
+    - ``"none"``: every finite prediction.
+    """
+    if rule not in RULES:
+        raise ValueError(f"consistency_mask: rule={rule!r} is invalid: expected one of {RULES}")
+    if P.dim() != 2 or P.shape[1:] != d.shape:
+        raise ValueError(
+            f"consistency_mask: P must be [tau, n] with n = d.numel(); got P {tuple(P.shape)}, "
+            f"d {tuple(d.shape)}"
+        )
+    horizon = P.shape[0] if tau is None else tau
+    p_tau = P[-1]
+    finite = torch.isfinite(p_tau) & torch.isfinite(d)
+    if rule == "none":
+        return finite
+    if rule == "reference":
+        return finite & _accelerates(d, p_tau, False, horizon + 1) & (p_tau * d > 0)
+    finite = finite & torch.isfinite(P).all(dim=0)
+    if rule == "accel_only":
+        return finite & _accelerates(d, p_tau, True, horizon)
+    if rule == "consistency_only":
+        return finite & _same_sign_every_step(d, P)
+    return finite & _accelerates(d, p_tau, True, horizon) & _same_sign_every_step(d, P)
+
+
+def merge(w: Tensor, s: Tensor, p_tau: Tensor, mask: Tensor) -> Tensor:
+    """Merged weights: ``s + p_tau`` where ``mask``, else ``w`` (all ``[n]``)."""
+    return torch.where(mask, s + p_tau, w)
+
+
+def forecast_mask_merge(
+    w: Tensor,
+    ring: Tensor,
+    s: Tensor,
+    coefficients: Tensor,
+    s_coefficient: Tensor,
+    tau: Horizon,
+    rule: str,
+) -> tuple[Tensor, Tensor]:
+    """One prediction on one block of elements: forecast, mask and merge, fused.
+
+    w: ``[n]`` weights after the optimizer step (float32 view of the parameter);
+    ring: ``[h, n]`` snapshots; s: ``[n]`` the last snapshot (a row of ``ring``);
+    coefficients ``[steps, h]`` and s_coefficient ``[steps]`` from
+    :func:`pdt_compile.dmd.displacement_coefficients` in the ring's row order.
+    Returns ``(merged [n], mask [n])``. The eager path calls it on cache-sized chunks,
+    the compiled path inserts it once per parameter: the same definition serves both.
+    """
+    P = predicted_displacements(coefficients, ring, s, s_coefficient)
+    accepted = consistency_mask(w - s, P, rule, tau)
+    return merge(w, s, P[-1], accepted), accepted

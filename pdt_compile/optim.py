@@ -1,0 +1,263 @@
+"""``PDT``: Predictive Differential Training around any ``torch.optim.Optimizer`` (eager path).
+
+The reference implementation: the compiled path (``pdt.compile``) runs the same runtime and
+the same maths inside its graphs and is tested against this class.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections import OrderedDict
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from .config import PDTConfig
+from .runtime.history import SnapshotRing, _local
+from .runtime.predictor import Prediction, predict_merge_capture_
+from .runtime.schedule import Phase, Schedule
+from .runtime.stats import Stats
+
+_HOOK_DICTS = (
+    "_optimizer_step_pre_hooks",
+    "_optimizer_step_post_hooks",
+    "_optimizer_state_dict_pre_hooks",
+    "_optimizer_state_dict_post_hooks",
+    "_optimizer_load_state_dict_pre_hooks",
+    "_optimizer_load_state_dict_post_hooks",
+)
+
+
+class PDT(Optimizer):
+    """Wrap ``optimizer`` with Predictive Differential Training.
+
+    Shares the wrapped optimizer's ``param_groups`` and ``state`` (LR schedulers, GradScaler
+    and trainers work on it unchanged). ``step`` runs the wrapped step, then the runtime:
+    every ``snap_every`` steps a boundary snapshots the weights; after burn-in a boundary
+    predicts the weights tau intervals ahead by DMD and merges the elements that pass the
+    dynamic-consistency mask. ``config`` or keyword options (``PDTConfig`` fields) set it up.
+
+    ``stats`` (:class:`~pdt_compile.runtime.stats.Stats`) reports what it did;
+    ``state_dict()`` carries the ring, the schedule and the stats, so a resumed run
+    continues exactly.
+    """
+
+    def __init__(self, optimizer: Optimizer, config: PDTConfig | None = None, **options: Any) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(
+                f"PDT(optimizer=...): expected a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
+        if isinstance(optimizer, PDT):
+            raise TypeError("PDT(optimizer=...): the optimizer is already wrapped by PDT")
+        if config is None:
+            if "snap_every" not in options:
+                raise TypeError(
+                    "PDT: snap_every is required (optimizer steps between snapshots, e.g. the "
+                    "number of steps in an epoch): PDT(optimizer, snap_every=100)"
+                )
+            config = PDTConfig(**options)
+        elif options:
+            config = config.replace(**options)
+        self.optimizer = optimizer
+        self.config = config
+        self.defaults = optimizer.defaults
+        for name in _HOOK_DICTS:
+            setattr(self, name, OrderedDict())
+        self._patch_step_function()
+        self.schedule = Schedule(config)
+        self.stats = Stats(tau=config.tau)
+        self._jumps: list[Tensor | None] | None = None
+        self.compiled_step: Callable[[Phase], None] | None = None
+        self._ring = self._build_ring()
+
+    # The wrapped optimizer replaces its param_groups list in load_state_dict: always share.
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return self.optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, value: list[dict[str, Any]]) -> None:
+        self.optimizer.param_groups = value
+
+    @property
+    def state(self) -> Any:  # type: ignore[override]
+        return self.optimizer.state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        self.optimizer.state = value
+
+    @property
+    def ring(self) -> SnapshotRing:
+        """The snapshot ring of the tracked (trainable) parameters."""
+        return self._ring
+
+    def _build_ring(self) -> SnapshotRing:
+        params = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+        if not params:
+            raise ValueError("PDT: the optimizer has no parameter with requires_grad=True")
+        return SnapshotRing(params, self.config.history)
+
+    def __repr__(self) -> str:
+        return f"PDT({self.optimizer!r}, {self.config})"
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group to the wrapped optimizer. PDT's ring is rebuilt: burn-in restarts."""
+        self.optimizer.add_param_group(param_group)
+        if hasattr(self, "_ring"):
+            self._ring = self._build_ring()
+            self.schedule.boundaries_since_reset = 0
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    @torch.compiler.disable
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """Run the wrapped optimizer's step, then PDT's boundary work when one is due.
+
+        With a ``closure``, its loss is also reported (see :meth:`report_loss`)."""
+        phase = self.schedule.next_phase(self._ring.count)
+        if phase != Phase.ORDINARY:
+            self._check_parameters()
+        if self.compiled_step is not None and closure is None:
+            loss = None
+            self.compiled_step(phase)
+            self._finish_boundary(phase, None)
+        else:
+            loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
+            self._finish_boundary(phase, self._run_boundary(phase))
+        if loss is not None:
+            self.report_loss(loss)
+        return loss
+
+    def _check_parameters(self) -> None:
+        self._ring.check_unchanged()
+        for p in self._ring.params:
+            if p.grad is not None and p.grad.is_sparse:
+                raise RuntimeError(
+                    "PDT: sparse gradients are not supported (a parameter of shape "
+                    f"{tuple(p.shape)} has a sparse grad); use dense gradients "
+                    "(e.g. nn.Embedding(sparse=False)) or leave that parameter out of PDT"
+                )
+
+    def _skipped(self) -> list[bool]:
+        """Parameters the optimizer did not update this step (no gradient)."""
+        return [p.grad is None for p in self._ring.params]
+
+    def _run_boundary(self, phase: Phase) -> Prediction | None:
+        """Eager boundary work after the optimizer step: capture, or predict+merge+capture."""
+        if phase == Phase.CAPTURE:
+            self._ring.capture_()
+            return None
+        if phase == Phase.PREDICT:
+            start = time.perf_counter()
+            prediction = predict_merge_capture_(
+                self._ring,
+                self._ring.params,
+                self._skipped(),
+                self.config,
+                self.schedule.tau,
+                keep_jumps=self.config.rollback_factor is not None,
+            )
+            self._ring.advance_()
+            self.stats.prediction_seconds += time.perf_counter() - start
+            return prediction
+        return None
+
+    def _finish_boundary(self, phase: Phase, prediction: Prediction | None) -> None:
+        """Bookkeeping shared by the eager and the compiled path."""
+        if phase == Phase.ORDINARY:
+            self.schedule.commit(phase, merged=False, ring_reset=False)
+            return
+        merged = False
+        if prediction is not None:
+            numels = [self._ring.offsets[i + 1] - self._ring.offsets[i] for i in range(len(self._ring.params))]
+            pairs = [(a, n) for a, n in zip(prediction.accepted, numels) if a is not None]
+            merged = self.stats.record_prediction(
+                self.schedule.steps + 1, [a for a, _ in pairs], [n for _, n in pairs]
+            )
+            self._jumps = prediction.jumps if merged else None
+        reset = False
+        if not self._parameters_finite():
+            self.stats.skipped_nonfinite += 1
+            reset = True
+            warnings.warn(
+                f"PDT: non-finite weights after step {self.schedule.steps + 1}; the snapshot ring "
+                "was cleared so no poisoned snapshot is used (burn-in restarts). The NaN/Inf came "
+                "from the optimizer's update, not from a merge.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self._ring.reset_()
+            self._jumps = None
+        elif merged and self.config.after_merge == "reset":
+            self._ring.reset_()
+            self._ring.capture_()
+            reset = True
+        self.schedule.commit(phase, merged=merged, ring_reset=reset)
+        self.stats.boundaries = self.schedule.boundaries
+        self.stats.tau = self.schedule.tau
+        self.stats.tau_history.append((self.schedule.steps, self.schedule.tau))
+
+    def _parameters_finite(self) -> bool:
+        flags = [torch.isfinite(_local(p)).all() for p in self._ring.params]
+        return bool(torch.stack(flags).all())
+
+    def report_loss(self, loss: Tensor | float) -> None:
+        """Tell PDT the training loss of the step just taken (drives ``adaptive`` tau and
+        ``rollback_factor``; free when neither is on)."""
+        if not self.config.adaptive and self.config.rollback_factor is None:
+            return
+        value = float(loss.detach()) if isinstance(loss, Tensor) else float(loss)
+        if self.schedule.report_loss(value):
+            self._rollback_()
+
+    def _rollback_(self) -> None:
+        """Undo the last merge: subtract its jump from the weights and the snapshots it moved."""
+        if self._jumps is None:
+            return
+        ring = self._ring
+        rows = ring.order() if self.config.after_merge == "shift" else [ring.last_slot]
+        for index, (p, jump) in enumerate(zip(ring.params, self._jumps)):
+            if jump is None:
+                continue
+            tensor = _local(p).detach()
+            tensor.sub_(jump.view(tensor.shape).to(tensor.dtype))
+            ring.rows(index)[rows] -= jump
+        self._jumps = None
+        self.stats.rollbacks += 1
+        self.schedule.shrink()
+        self.stats.tau = self.schedule.tau
+
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        """The wrapped optimizer's state dict plus a ``"pdt"`` entry (ring, schedule, stats)."""
+        state = self.optimizer.state_dict()
+        state["pdt"] = {
+            "ring": self._ring.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "stats": self.stats.as_dict(),
+            "jumps": self._jumps,
+        }
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+        state = dict(state_dict)
+        pdt_state = state.pop("pdt", None)
+        self.optimizer.load_state_dict(state)
+        if pdt_state is None:
+            warnings.warn(
+                "PDT.load_state_dict: the checkpoint has no 'pdt' entry (saved from the plain "
+                "optimizer?); PDT starts its burn-in afresh",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return
+        self._ring.load_state_dict(pdt_state["ring"])
+        self.schedule.load_state_dict(pdt_state["schedule"])
+        self.stats.load_dict(pdt_state["stats"])
+        jumps = pdt_state.get("jumps")
+        self._jumps = None if jumps is None else [None if j is None else j.to(self._ring.device) for j in jumps]

@@ -1,0 +1,1 @@
+"""The stateful shell around the maths: snapshot ring, schedule, telemetry, prediction."""

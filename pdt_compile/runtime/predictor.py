@@ -1,0 +1,133 @@
+"""One prediction over the ring, eager: Gram, batched host solve, streamed forecast/mask/merge.
+
+The big tensors are streamed in cache-sized chunks, so the prediction reads the ring twice and
+the weights once and writes the weights and the ring once: about the bytes of one optimizer
+step. All DMD groups share one batched float64 solve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from ..config import PDTConfig
+from ..dmd import displacement_coefficients, gram
+from ..mask import forecast_mask_merge
+from .history import SnapshotRing, _local
+
+
+@dataclass
+class Prediction:
+    """Per-parameter accepted counts (``None`` for skipped parameters) and applied jumps."""
+
+    accepted: list[int | None]
+    jumps: list[Tensor | None]
+
+
+def group_of(config: PDTConfig, count: int) -> list[int]:
+    """DMD group of each parameter: its own (``"tensor"``) or one for all (``"model"``)."""
+    return list(range(count)) if config.granularity == "tensor" else [0] * count
+
+
+def _chunks(numel: int, size: int) -> range:
+    return range(0, numel, size)
+
+
+def ring_grams(ring: SnapshotRing, groups: Sequence[int], chunk: int) -> Tensor:
+    """Float64 Gram of each group over the ring's physical rows: ``[G, h, h]``."""
+    h = ring.history
+    out = torch.zeros(max(groups) + 1, h, h, dtype=torch.float64, device=ring.device)
+    for index, group in enumerate(groups):
+        rows = ring.rows(index)
+        for start in _chunks(rows.shape[1], chunk):
+            out[group] += gram(rows[:, start : start + chunk])
+    return out
+
+
+def solve_coefficients(
+    grams: Tensor, order: Sequence[int], rows: Tensor, steps: int, config: PDTConfig
+) -> tuple[Tensor, Tensor]:
+    """Batched host solve: physical-order Grams ``[G, h, h]`` -> coefficients in physical
+    row order ``[G, steps, h]`` and s-coefficients ``[G, steps]`` (float64, on the host).
+
+    This is the one device-to-host transfer of a prediction (h x h floats per group).
+    """
+    perm = torch.as_tensor(list(order))
+    logical = grams.cpu()[:, perm][:, :, perm]
+    coefficients = displacement_coefficients(logical, steps, rows=rows, **config.dmd_options())
+    physical = torch.zeros_like(coefficients)
+    physical[..., perm] = coefficients
+    return physical, coefficients[..., -1]
+
+
+def group_rows(numels: Sequence[int], groups: Sequence[int]) -> Tensor:
+    """Elements per DMD group (the Gavish–Donoho threshold needs them)."""
+    rows = torch.zeros(max(groups) + 1, dtype=torch.float64)
+    for numel, group in zip(numels, groups):
+        rows[group] += numel
+    return rows
+
+
+def predict_merge_capture_(
+    ring: SnapshotRing,
+    params: Sequence[Tensor],
+    skip: Sequence[bool],
+    config: PDTConfig,
+    tau: int,
+    keep_jumps: bool,
+) -> Prediction:
+    """Run one prediction boundary in place: merge into ``params``, update the ring.
+
+    For every parameter not in ``skip``: forecast tau intervals from the ring, mask against
+    the displacement the optimizer just made, merge, apply the after-merge policy to the
+    ring and capture the merged weights as the newest snapshot.
+    """
+    groups = group_of(config, len(params))
+    numels = [ring.offsets[i + 1] - ring.offsets[i] for i in range(len(params))]
+    grams = ring_grams(ring, groups, config.chunk_size)
+    coefficients, s_coefficients = solve_coefficients(
+        grams, ring.order(), group_rows(numels, groups), tau, config
+    )
+    coefficients = coefficients.to(ring.device, torch.float32)
+    s_coefficients = s_coefficients.to(ring.device, torch.float32)
+    last, slot, chunk = ring.last_slot, ring.next_slot, config.chunk_size
+    accepted_counts: list[Tensor | None] = []
+    jumps: list[Tensor | None] = []
+    for index, p in enumerate(params):
+        tensor = _local(p).detach()
+        weights = tensor.reshape(-1)  # a copy only for non-contiguous parameters
+        rows = ring.rows(index)
+        if skip[index]:
+            rows[slot].copy_(weights)
+            accepted_counts.append(None)
+            jumps.append(None)
+            continue
+        group = groups[index]
+        count = torch.zeros((), dtype=torch.int64, device=ring.device)
+        jump_all = torch.zeros(weights.shape, dtype=torch.float32, device=ring.device) if keep_jumps else None
+        for start in _chunks(weights.numel(), chunk):
+            block = slice(start, start + chunk)
+            w = weights[block].float()
+            ring_block = rows[:, block]
+            merged, accepted = forecast_mask_merge(
+                w, ring_block, ring_block[last], coefficients[group], s_coefficients[group], tau, config.rule
+            )
+            count += accepted.sum()
+            jump = merged - w
+            weights[block].copy_(merged)
+            if config.after_merge == "shift":
+                ring_block.add_(jump)
+            ring_block[slot].copy_(merged)
+            if jump_all is not None:
+                jump_all[block] = jump
+        if weights.data_ptr() != tensor.data_ptr():
+            tensor.copy_(weights.view(tensor.shape))
+        accepted_counts.append(count)
+        jumps.append(jump_all)
+    present = [c for c in accepted_counts if c is not None]
+    values = iter(torch.stack(present).tolist() if present else [])  # one sync
+    counts = [None if c is None else next(values) for c in accepted_counts]
+    return Prediction(counts, jumps)

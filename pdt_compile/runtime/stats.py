@@ -1,0 +1,60 @@
+"""Telemetry: what PDT did, readable as attributes or keys, exportable to CSV."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+
+@dataclass
+class Stats:
+    """Counters and histories of a PDT run (``opt.stats``)."""
+
+    boundaries: int = 0
+    predictions: int = 0
+    merges: int = 0
+    rollbacks: int = 0
+    skipped_nonfinite: int = 0
+    tau: int = 0
+    mask_ratio: float = 0.0
+    """Accepted fraction of the elements at the last prediction."""
+    mask_ratio_per_tensor: list[float] = field(default_factory=list)
+    mask_ratio_history: list[tuple[int, float]] = field(default_factory=list)
+    """(step, mask ratio) of every prediction."""
+    tau_history: list[tuple[int, int]] = field(default_factory=list)
+    prediction_seconds: float = 0.0
+    """Host wall time spent in predictions (eager path)."""
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def record_prediction(self, step: int, accepted: Sequence[int], numels: Sequence[int]) -> bool:
+        """Record one prediction; returns whether any element was merged."""
+        self.predictions += 1
+        total = sum(numels)
+        self.mask_ratio = sum(accepted) / total if total else 0.0
+        self.mask_ratio_per_tensor = [a / n if n else 0.0 for a, n in zip(accepted, numels)]
+        self.mask_ratio_history.append((step, self.mask_ratio))
+        merged = sum(accepted) > 0
+        self.merges += int(merged)
+        return merged
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write one row per prediction: step, mask ratio, tau in force at that step."""
+        path = Path(path)
+        tau_at = dict(self.tau_history)
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["step", "mask_ratio", "tau"])
+            for step, ratio in self.mask_ratio_history:
+                writer.writerow([step, f"{ratio:.6g}", tau_at.get(step, self.tau)])
+        return path

@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny models and data that make every test fast on 2 CPU cores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def make_mlp(seed: int = 0, hidden: int = 16) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(8, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 3))
+
+
+def batches(count: int, seed: int = 1, size: int = 16) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    teacher = torch.randn(8, 3, generator=g)
+    out = []
+    for _ in range(count):
+        x = torch.randn(size, 8, generator=g)
+        out.append((x, (x @ teacher).argmax(1)))
+    return out
+
+
+def train(model, opt, data, scheduler=None, report=False):
+    """Plain loop: forward, backward, step, zero_grad. Returns the losses."""
+    losses = []
+    for x, y in data:
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        if report:
+            opt.report_loss(loss)
+        opt.zero_grad()
+        if scheduler is not None:
+            scheduler.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+@pytest.fixture
+def mlp():
+    return make_mlp()

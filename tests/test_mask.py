@@ -1,0 +1,117 @@
+"""Properties of the dynamic-consistency mask and the merge, for every input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pdt_compile import consistency_mask
+from pdt_compile.config import RULES
+from pdt_compile.mask import forecast_mask_merge, merge
+
+SIGN_RULES = ("paper", "reference", "consistency_only")
+BOUND_RULES = {"paper": lambda tau: tau, "reference": lambda tau: tau + 1, "accel_only": lambda tau: tau}
+
+values = st.floats(-4.0, 4.0, allow_nan=False, width=32) | st.sampled_from([0.0, -0.0, 1e-30, math.nan, math.inf, -math.inf])
+
+
+@st.composite
+def cases(draw):
+    tau = draw(st.integers(1, 5))
+    n = draw(st.integers(1, 12))
+    d = torch.tensor(draw(st.lists(values, min_size=n, max_size=n)), dtype=torch.float32)
+    P = torch.tensor(draw(st.lists(values, min_size=tau * n, max_size=tau * n)), dtype=torch.float32).view(tau, n)
+    # Make acceptance likely for part of the elements: scaled copies of d.
+    if draw(st.booleans()):
+        scales = torch.tensor(draw(st.lists(st.floats(0.5, 6.0), min_size=tau, max_size=tau)))
+        P = scales[:, None] * d[None, :]
+    return d, P, tau
+
+
+@settings(max_examples=300, deadline=None)
+@given(cases())
+def test_paper_is_the_intersection_of_its_parts(case):
+    d, P, tau = case
+    paper = consistency_mask(d, P, "paper")
+    assert torch.equal(paper, consistency_mask(d, P, "accel_only") & consistency_mask(d, P, "consistency_only"))
+    assert not (paper & ~consistency_mask(d, P, "none")).any()
+
+
+@settings(max_examples=300, deadline=None)
+@given(cases(), st.sampled_from(SIGN_RULES))
+def test_sign_rules_never_move_against_the_optimizer(case, rule):
+    d, P, tau = case
+    accepted = consistency_mask(d, P, rule)
+    assert (P[-1][accepted] * d[accepted] > 0).all()
+    if rule != "reference":
+        assert (P[:, accepted] * d[accepted] > 0).all()
+
+
+@settings(max_examples=300, deadline=None)
+@given(cases(), st.sampled_from(sorted(BOUND_RULES)))
+def test_bound_rules_limit_the_jump(case, rule):
+    d, P, tau = case
+    accepted = consistency_mask(d, P, rule)
+    factor = BOUND_RULES[rule](tau)
+    assert (P[-1][accepted].abs() <= factor * d[accepted].abs()).all()
+    assert not accepted[d == 0].any()  # zero displacement accepts nothing
+
+
+@settings(max_examples=300, deadline=None)
+@given(cases(), st.sampled_from(RULES))
+def test_no_rule_accepts_non_finite_values(case, rule):
+    d, P, tau = case
+    accepted = consistency_mask(d, P, rule)
+    assert torch.isfinite(P[-1][accepted]).all() and torch.isfinite(d[accepted]).all()
+    if rule != "reference" and rule != "none":
+        assert torch.isfinite(P[:, accepted]).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(cases(), st.sampled_from(RULES))
+def test_merge_changes_exactly_the_accepted_elements(case, rule):
+    d, P, tau = case
+    s = torch.linspace(-1, 1, d.numel())
+    w = s + d
+    accepted = consistency_mask(d, P, rule)
+    merged = merge(w, s, P[-1], accepted)
+    assert torch.equal(merged[~accepted].nan_to_num(7.0), w[~accepted].nan_to_num(7.0))
+    assert torch.equal(merged[accepted], (s + P[-1])[accepted])
+    assert torch.isfinite(merged[accepted]).all()
+
+
+def test_paper_rule_by_hand():
+    d = torch.tensor([1.0, 1.0, 1.0, -1.0, 0.0, 1.0])
+    P = torch.tensor([[0.5, 2.0, 1.0, -1.5, 0.0, 2.0], [3.0, 5.0, 6.0, -1.8, 0.0, 1.0]])
+    # tau = 2: |d| < |p2| <= 2|d|; signs of both steps agree with d.
+    assert consistency_mask(d, P, "paper").tolist() == [False, False, False, True, False, False]
+    assert consistency_mask(d, P, "reference").tolist() == [True, False, False, True, False, True]
+    assert consistency_mask(d, P, "none").tolist() == [True] * 6
+
+
+def test_explicit_tau_overrides_padded_rows():
+    d = torch.tensor([1.0])
+    P = torch.tensor([[1.5], [2.5], [2.5]])  # horizon 2, padded to 3 rows
+    assert consistency_mask(d, P, "paper").item()  # inferred horizon 3: 2.5 <= 3
+    assert not consistency_mask(d, P, "paper", tau=2).item()  # the real horizon: 2.5 > 2
+
+
+def test_forecast_mask_merge_is_the_composition():
+    ring = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 2.2]])
+    s = ring[-1]
+    w = torch.tensor([3.0, 2.1])
+    coefficients = torch.tensor([[0.0, -1.0, 0.0], [0.0, -2.0, 0.0]])  # p_k = -k (ring[1] - s)
+    merged, accepted = forecast_mask_merge(w, ring, s, coefficients, torch.zeros(2), 2, "paper")
+    assert accepted.tolist() == [True, False]
+    assert torch.allclose(merged, torch.tensor([4.0, 2.1]))
+
+
+def test_bad_arguments_name_the_problem():
+    with pytest.raises(ValueError, match="rule='bogus'"):
+        consistency_mask(torch.zeros(3), torch.zeros(2, 3), "bogus")
+    with pytest.raises(ValueError, match="P must be"):
+        consistency_mask(torch.zeros(3), torch.zeros(2, 4))

@@ -1,0 +1,254 @@
+"""PDT around real optimizers: merges happen, schedulers and groups work, resume is exact."""
+
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+
+import pytest
+import torch
+
+import pdt_compile as pdt
+from pdt_compile.runtime.schedule import Phase
+
+from conftest import batches, make_mlp, train
+
+OPTIMIZERS = {
+    "sgd": lambda p: torch.optim.SGD(p, lr=0.2),
+    "sgd_momentum": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+    "adam": lambda p: torch.optim.Adam(p, lr=0.01),
+    "adamw": lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.01),
+    "rmsprop": lambda p: torch.optim.RMSprop(p, lr=0.003),
+}
+CONFIG = dict(snap_every=4, history=4, burn_in=4, tau=3, rule="reference")
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_pdt_merges_with_every_optimizer(name):
+    model = make_mlp()
+    baseline = copy.deepcopy(model)
+    opt = pdt.PDT(OPTIMIZERS[name](model.parameters()), **CONFIG)
+    data = batches(60)
+    train(model, opt, data)
+    train(baseline, OPTIMIZERS[name](baseline.parameters()), data)
+    stats = opt.stats
+    assert stats.boundaries == 15 and stats.predictions == 11
+    assert stats.merges >= 1 and 0 < stats.mask_ratio < 1
+    assert len(stats.mask_ratio_history) == stats.predictions and stats.tau == 3
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), baseline.parameters()))
+
+
+def test_isinstance_and_shared_state():
+    model = make_mlp()
+    inner = torch.optim.Adam(model.parameters(), lr=0.01)
+    opt = pdt.PDT(inner, snap_every=3)
+    assert isinstance(opt, torch.optim.Optimizer)
+    assert opt.param_groups is inner.param_groups and opt.state is inner.state
+    train(model, opt, batches(2))
+    assert len(opt.state) == 4  # Adam state created through the shared dict
+
+
+def test_scheduler_and_two_param_groups():
+    model = make_mlp()
+    groups = [
+        {"params": model[0].parameters(), "lr": 0.1},
+        {"params": model[2].parameters(), "lr": 0.05, "momentum": 0.5},
+    ]
+    opt = pdt.PDT(torch.optim.SGD(groups, lr=0.1, momentum=0.9), **CONFIG)
+    scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "lr_scheduler.step() before optimizer.step()"
+        train(model, opt, batches(40), scheduler)
+    assert [g["lr"] for g in opt.optimizer.param_groups] == pytest.approx([0.1 / 16, 0.05 / 16])
+    assert opt.stats.merges >= 1
+    assert len(opt.stats.mask_ratio_per_tensor) == 4
+
+
+def _trajectory(stop_at: int | None, total: int = 48):
+    """Train ``total`` steps; if ``stop_at``, checkpoint there and resume in fresh objects."""
+    data = batches(total)
+    model = make_mlp()
+    make = lambda m: pdt.PDT(torch.optim.AdamW(m.parameters(), lr=0.01), adaptive=True, **CONFIG)
+    opt = make(model)
+    train(model, opt, data[: stop_at or total], report=True)
+    if stop_at is None:
+        return model, opt
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
+    buffer.seek(0)
+    checkpoint = torch.load(buffer, weights_only=False)
+    resumed = make_mlp(seed=5)
+    resumed.load_state_dict(checkpoint["model"])
+    opt2 = make(resumed)
+    opt2.load_state_dict(checkpoint["opt"])
+    train(resumed, opt2, data[stop_at:], report=True)
+    return resumed, opt2
+
+
+@pytest.mark.parametrize("stop_at", [6, 16, 20, 21])  # burn-in, boundary, merge, right after
+def test_resume_follows_the_uninterrupted_trajectory(stop_at):
+    reference, ref_opt = _trajectory(None)
+    model, opt = _trajectory(stop_at)
+    for a, b in zip(reference.parameters(), model.parameters()):
+        assert torch.equal(a, b)
+    timing = lambda stats: {k: v for k, v in stats.as_dict().items() if k != "prediction_seconds"}
+    assert timing(opt.stats) == timing(ref_opt.stats)
+    assert opt.schedule.state_dict() == ref_opt.schedule.state_dict()
+    assert torch.equal(opt.ring.buffer, ref_opt.ring.buffer)
+
+
+def test_checkpoint_points_cover_burn_in_boundary_and_merge():
+    _, opt = _trajectory(None)
+    merge_steps = [step for step, ratio in opt.stats.mask_ratio_history if ratio > 0]
+    assert opt.stats.mask_ratio_history[0][0] == 20  # boundaries 4..16 capture (burn-in)
+    assert 20 in merge_steps  # so stop_at=20 / 21 sit at / right after a merge
+
+
+def test_frozen_and_gradless_parameters_are_untouched():
+    model = make_mlp()
+    model[0].bias.requires_grad_(False)
+    extra = torch.nn.Parameter(torch.randn(5))  # in the optimizer, never gets a gradient
+    frozen, idle = model[0].bias.detach().clone(), extra.detach().clone()
+    opt = pdt.PDT(torch.optim.SGD([*model.parameters(), extra], lr=0.2), rule="none", **{k: v for k, v in CONFIG.items() if k != "rule"})
+    train(model, opt, batches(40))
+    assert opt.stats.merges >= 1
+    assert torch.equal(model[0].bias, frozen) and torch.equal(extra, idle)
+    assert len(opt.ring.params) == 4
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_parameters(dtype):
+    model = make_mlp().to(dtype)
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2), **CONFIG)
+    data = [(x.to(dtype), y) for x, y in batches(40)]
+    train(model, opt, data)
+    assert opt.stats.merges >= 1
+    assert all(p.dtype == dtype and torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_nan_weights_clear_the_ring_and_are_never_merged():
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2), rule="none", **{k: v for k, v in CONFIG.items() if k != "rule"})
+    data = batches(40)
+    train(model, opt, data[:23])
+    x, y = data[23]
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    model[2].bias.grad[0] = float("nan")  # one poisoned gradient element at step 24
+    with pytest.warns(RuntimeWarning, match="non-finite weights"):
+        opt.step()  # step 24: a prediction boundary; even rule="none" must not merge NaN
+    assert opt.stats.skipped_nonfinite == 1 and opt.ring.count == 0
+    assert torch.isnan(model[2].bias[0]) and torch.isfinite(model[2].bias[1:]).all()
+    assert torch.isfinite(model[0].weight).all()
+
+
+def test_zero_learning_rate_merges_nothing():
+    model = make_mlp()
+    start = [p.detach().clone() for p in model.parameters()]
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.0), **CONFIG)
+    train(model, opt, batches(40))
+    assert opt.stats.predictions >= 1 and opt.stats.merges == 0
+    assert all(torch.equal(a, b) for a, b in zip(start, model.parameters()))
+
+
+def test_add_param_group_restarts_burn_in():
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model[0].parameters(), lr=0.2), **CONFIG)
+    train(model, opt, batches(20))
+    opt.add_param_group({"params": model[2].parameters()})
+    assert len(opt.ring.params) == 4 and opt.ring.count == 0
+    train(model, opt, batches(40, seed=3))
+    assert opt.stats.merges >= 1
+
+
+def test_sparse_gradients_raise():
+    embedding = torch.nn.Embedding(10, 4, sparse=True)
+    opt = pdt.PDT(torch.optim.SGD(embedding.parameters(), lr=0.1), snap_every=1)
+    embedding(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse gradients"):
+        opt.step()
+
+
+def test_resized_parameter_raises():
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=2)
+    train(model, opt, batches(1))
+    model[2].bias.data = torch.zeros(7)
+    model[2].bias.grad = torch.zeros(7)
+    with pytest.raises(RuntimeError, match="changed from shape"):
+        opt.step()
+
+
+def test_skipped_amp_step_is_not_counted():
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    x, y = batches(1)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+    scaler.scale(loss).backward()
+    model[0].weight.grad[0, 0] = float("inf")
+    scaler.step(opt)
+    scaler.update()
+    assert opt.schedule.steps == 0 and opt.ring.count == 0
+    opt.zero_grad()
+    for _ in range(2):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+    assert opt.schedule.steps == 2 and opt.ring.count == 1
+
+
+def test_rollback_undoes_a_harmful_merge(monkeypatch):
+    import pdt_compile.runtime.predictor as predictor
+
+    solve = predictor.displacement_coefficients
+    monkeypatch.setattr(predictor, "displacement_coefficients", lambda *a, **k: 400.0 * solve(*a, **k))
+    model = make_mlp()
+    opt = pdt.PDT(
+        torch.optim.SGD(model.parameters(), lr=0.1), rollback_factor=1.5, tau=3, rule="none",
+        snap_every=4, history=4, burn_in=4,
+    )
+    data = batches(30)
+    train(model, opt, data[:20], report=True)  # step 20: the first (harmful) merge
+    assert opt.stats.merges == 1
+    jumps = [j.clone() for j in opt._jumps]
+    x, y = data[20]
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    assert loss.item() > 1.5 * opt.schedule.merge_loss
+    loss.backward()
+    opt.step()
+    stepped = [p.detach().clone() for p in model.parameters()]
+    opt.report_loss(loss)
+    assert opt.stats.rollbacks == 1 and opt.stats.tau == 1
+    for p, s, j in zip(model.parameters(), stepped, jumps):
+        assert torch.allclose(p.detach().view(-1), s.view(-1) - j, atol=1e-6)
+    assert max(j.abs().max() for j in jumps) > 0.1  # the jump undone was a real one
+
+
+def test_snap_every_is_required():
+    with pytest.raises(TypeError, match="snap_every is required"):
+        pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1))
+
+
+def test_wrapping_twice_and_non_optimizers_fail():
+    opt = pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), snap_every=2)
+    with pytest.raises(TypeError, match="already wrapped"):
+        pdt.PDT(opt, snap_every=2)
+    with pytest.raises(TypeError, match="expected a torch.optim.Optimizer"):
+        pdt.PDT([1, 2], snap_every=2)
+
+
+def test_phases_follow_the_schedule():
+    opt = pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), snap_every=2, history=3, burn_in=4, predict_every=2)
+    phases = []
+    for _ in range(16):
+        phase = opt.schedule.next_phase(opt.ring.count)
+        phases.append(int(phase))
+        opt.ring.count = min(opt.ring.count + (phase != Phase.ORDINARY), 3)
+        opt.schedule.commit(phase, merged=False, ring_reset=False)
+    # boundaries at steps 2,4,..; captures until 4 boundaries; then predict every 2nd boundary
+    assert phases == [0, 1, 0, 1, 0, 1, 0, 1, 0, 2, 0, 1, 0, 2, 0, 1]
