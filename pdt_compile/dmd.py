@@ -42,7 +42,10 @@ def gavish_donoho_threshold(sigma: Tensor, rows: int | Tensor) -> Tensor:
     rows = torch.as_tensor(rows, dtype=torch.float64)
     beta = torch.minimum(rows, m) / torch.maximum(rows, m)
     omega = 0.56 * beta**3 - 0.95 * beta**2 + 1.82 * beta + 1.43
-    return torch.quantile(sigma, 0.5, dim=-1) * omega
+    ordered = sigma.sort(dim=-1).values
+    middle = (ordered.shape[-1] - 1) // 2, ordered.shape[-1] // 2
+    median = 0.5 * (ordered[..., middle[0]] + ordered[..., middle[1]])
+    return median * omega
 
 
 def select_rank(sigma: Tensor, rows: int | Tensor, rank: Rank) -> Tensor:

@@ -21,7 +21,8 @@ Horizon = Union[int, Tensor]
 
 
 def _same_sign_every_step(d: Tensor, P: Tensor) -> Tensor:
-    return (P * d > 0).all(dim=0)
+    # One reduction instead of a compare and an all(): NaN propagates through amin and fails.
+    return (P * d).amin(dim=0) > 0
 
 
 def _accelerates(d: Tensor, p_tau: Tensor, low_strict: bool, factor: Horizon) -> Tensor:
@@ -56,7 +57,6 @@ def consistency_mask(d: Tensor, P: Tensor, rule: str = "paper", tau: Horizon | N
         return finite
     if rule == "reference":
         return finite & _accelerates(d, p_tau, False, horizon + 1) & (p_tau * d > 0)
-    finite = finite & torch.isfinite(P).all(dim=0)
     if rule == "accel_only":
         return finite & _accelerates(d, p_tau, True, horizon)
     if rule == "consistency_only":

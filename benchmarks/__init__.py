@@ -1,0 +1,1 @@
+"""Benchmarks of pdt-compile: each script prints a table and writes it to RESULTS.md."""

@@ -1,0 +1,35 @@
+"""Write a benchmark's table into its own section of benchmarks/RESULTS.md."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def machine() -> str:
+    """One line naming what the figures were measured on."""
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return (f"{platform.node() or 'host'}: {os.cpu_count()} CPUs, {device}, Python {platform.python_version()}, "
+            f"torch {torch.__version__}, {torch.get_num_threads()} torch threads")
+
+
+def write_section(title: str, body: str) -> None:
+    """Replace (or append) the section ``## title`` of RESULTS.md with ``body``."""
+    command = "python -m " + " ".join([Path(sys.argv[0]).stem if sys.argv[0].endswith(".py") else sys.argv[0], *sys.argv[1:]])
+    if sys.argv[0].endswith(".py"):
+        command = "python -m benchmarks." + Path(sys.argv[0]).stem + " " + " ".join(sys.argv[1:])
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    section = (f"## {title}\n\nCommand: `{command.strip()}`  \nDate: {stamp}  \nMachine: {machine()}\n\n"
+               f"{body.strip()}\n")
+    text = RESULTS.read_text() if RESULTS.exists() else "# pdt-compile benchmark results\n\n"
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+    RESULTS.write_text(text)

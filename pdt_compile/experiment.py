@@ -1,0 +1,156 @@
+"""Training runs and time-to-baseline metrics shared by the demo and the benchmarks.
+
+A run trains one model from a fixed initialisation and data order, timing only the training
+steps (optimizer and PDT overhead included, evaluation excluded), and evaluates the full
+training loss and the test accuracy every ``eval_every`` steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+Wrap = Callable[[Optimizer], Optimizer]
+
+
+@dataclass
+class Task:
+    """A supervised task: data tensors, a model factory and an optimizer factory."""
+
+    name: str
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    make_model: Callable[[], nn.Module]
+    make_optimizer: Callable[[Iterable[Tensor], float], Optimizer]
+    lr: float
+    batch_size: int
+    steps: int
+    eval_every: int
+    loss: Callable[[Tensor, Tensor], Tensor] = nn.functional.cross_entropy
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.train_x) // self.batch_size)
+
+
+@dataclass
+class Run:
+    """What one training run measured, at each evaluation point."""
+
+    method: str
+    seed: int
+    steps: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    test_accuracy: list[float] = field(default_factory=list)
+    mask_ratio: list[tuple[int, float]] = field(default_factory=list)
+    diverged: bool = False
+
+    @property
+    def final_loss(self) -> float:
+        return self.train_loss[-1]
+
+    @property
+    def best_accuracy(self) -> float:
+        return max(self.test_accuracy)
+
+    def time_to(self, target: float, metric: str = "loss") -> tuple[Optional[int], Optional[float]]:
+        """First (step, seconds) where train loss <= target (or accuracy >= target)."""
+        values = self.train_loss if metric == "loss" else self.test_accuracy
+        for step, seconds, value in zip(self.steps, self.seconds, values):
+            if (value <= target) if metric == "loss" else (value >= target):
+                return step, seconds
+        return None, None
+
+
+@torch.no_grad()
+def evaluate(task: Task, model: nn.Module, chunk: int = 4096) -> tuple[float, float]:
+    """(mean training loss, test accuracy) of ``model``."""
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for start in range(0, len(task.train_x), chunk):
+        x, y = task.train_x[start : start + chunk], task.train_y[start : start + chunk]
+        total += float(task.loss(model(x), y)) * len(x)
+    correct = counted = 0
+    for start in range(0, len(task.test_x), chunk):
+        x, y = task.test_x[start : start + chunk], task.test_y[start : start + chunk]
+        correct += int((model(x).argmax(-1) == y).sum())
+        counted += y.numel()
+    model.train(was_training)
+    return total / len(task.train_x), correct / counted
+
+
+def train(
+    task: Task,
+    wrap: Wrap,
+    *,
+    seed: int,
+    method: str,
+    lr: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Run, Optimizer]:
+    """Train ``task`` with the optimizer wrapped by ``wrap``. Same ``seed``, same
+    initial weights and batch order, whatever the method."""
+    torch.manual_seed(seed)
+    model = task.make_model()
+    optimizer = wrap(task.make_optimizer(model.parameters(), task.lr if lr is None else lr))
+    order = torch.Generator().manual_seed(seed + 1000)
+    n = len(task.train_x)
+    permutation = torch.randperm(n, generator=order)
+    position = 0
+    run = Run(method=method, seed=seed)
+    elapsed = 0.0
+    report = getattr(optimizer, "report_loss", None)
+    for step in range(1, task.steps + 1):
+        if position + task.batch_size > n:
+            permutation, position = torch.randperm(n, generator=order), 0
+        index = permutation[position : position + task.batch_size]
+        position += task.batch_size
+        x, y = task.train_x[index], task.train_y[index]
+        start = time.perf_counter()
+        loss = task.loss(model(x), y)
+        loss.backward()
+        optimizer.step()
+        if report is not None:
+            report(loss)
+        optimizer.zero_grad(set_to_none=True)
+        elapsed += time.perf_counter() - start
+        if progress is not None:
+            progress(1)
+        if step % task.eval_every == 0 or step == task.steps:
+            train_loss, accuracy = evaluate(task, model)
+            run.steps.append(step)
+            run.seconds.append(elapsed)
+            run.train_loss.append(train_loss)
+            run.test_accuracy.append(accuracy)
+            if not math.isfinite(train_loss):
+                run.diverged = True
+                break
+    stats = getattr(optimizer, "stats", None)
+    if stats is not None:
+        run.mask_ratio = list(stats.mask_ratio_history)
+    return run, optimizer
+
+
+def speedup(baseline: Run, run: Run, metric: str = "loss") -> tuple[Optional[float], Optional[float]]:
+    """(step speedup, wall-time speedup) of ``run`` reaching the baseline's final train loss
+    (``metric="loss"``) or best test accuracy (``"accuracy"``); None where it never does."""
+    if metric == "loss":
+        target = baseline.final_loss
+        base_step, base_time = baseline.steps[-1], baseline.seconds[-1]
+    else:
+        target = baseline.best_accuracy
+        base_step, base_time = baseline.time_to(target, "accuracy")
+    step, seconds = run.time_to(target, metric)
+    if step is None or base_step is None:
+        return None, None
+    return base_step / step, base_time / seconds

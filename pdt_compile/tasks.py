@@ -1,0 +1,130 @@
+"""Benchmark tasks on data that ships with a package (no downloads).
+
+- ``digits``: MLP on scikit-learn's 8x8 digits (in the wheel), SGD.
+- ``mnist1d``: small 1-D CNN on mnist1d's generated data set, SGD with momentum.
+- ``chars``: a small character-level transformer on English text (``pydoc_data.topics``,
+  shipped with every CPython; or a text file such as tinyshakespeare), AdamW.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .experiment import Task
+
+
+def digits_mlp(steps: int = 1800, hidden: int = 128, lr: float = 0.05, batch_size: int = 32) -> Task:
+    """MLP 64-hidden-10 on sklearn digits (1437 train / 360 test), plain SGD."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = torch.tensor(x / 16.0, dtype=torch.float32)
+    y = torch.tensor(y, dtype=torch.int64)
+    split = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    train, test = split[:1437], split[1437:]
+    return Task(
+        name="digits-mlp-sgd",
+        train_x=x[train], train_y=y[train], test_x=x[test], test_y=y[test],
+        make_model=lambda: nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10)),
+        make_optimizer=lambda params, lr: torch.optim.SGD(params, lr=lr),
+        lr=lr, batch_size=batch_size, steps=steps, eval_every=45,
+    )
+
+
+class _Conv1d(nn.Module):
+    def __init__(self, channels: int = 32) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv1d(1, channels, 5, stride=2, padding=2), nn.ReLU(),
+            nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.ReLU(),
+        )
+        self.head = nn.Linear(channels * 5, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x.unsqueeze(1)).flatten(1))
+
+
+def mnist1d_cnn(steps: int = 3000, lr: float = 0.05, batch_size: int = 100) -> Task:
+    """1-D CNN on mnist1d (4000 train / 1000 test, generated), SGD with momentum 0.9."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    py_state, np_state = random.getstate(), __import__("numpy").random.get_state()
+    data = make_dataset(get_dataset_args())  # reseeds the global RNGs: restore them
+    random.setstate(py_state)
+    __import__("numpy").random.set_state(np_state)
+    return Task(
+        name="mnist1d-cnn-sgdm",
+        train_x=torch.tensor(data["x"], dtype=torch.float32), train_y=torch.tensor(data["y"]),
+        test_x=torch.tensor(data["x_test"], dtype=torch.float32), test_y=torch.tensor(data["y_test"]),
+        make_model=_Conv1d,
+        make_optimizer=lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
+        lr=lr, batch_size=batch_size, steps=steps, eval_every=40,
+    )
+
+
+class CharTransformer(nn.Module):
+    """A small causal transformer over characters (next-character prediction)."""
+
+    def __init__(self, vocab: int, context: int = 64, width: int = 64, layers: int = 2, heads: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.position = nn.Parameter(torch.zeros(context, width))
+        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, vocab)
+        self.register_buffer("causal", torch.triu(torch.full((context, context), -math.inf), 1), persistent=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        n = tokens.shape[1]
+        h = self.embed(tokens) + self.position[:n]
+        h = self.blocks(h, mask=self.causal[:n, :n], is_causal=True)
+        return self.out(self.norm(h))
+
+
+def _text(path: str | None) -> str:
+    if path is not None and Path(path).exists():
+        return Path(path).read_text()
+    from pydoc_data.topics import topics
+
+    return "\n".join(topics[k] for k in sorted(topics))
+
+
+def char_transformer(
+    steps: int = 1500, lr: float = 3e-3, batch_size: int = 32, context: int = 64,
+    text_path: str | None = None, windows: int = 6000,
+) -> Task:
+    """Character transformer on shipped English text, AdamW. Accuracy is next-character
+    accuracy on held-out windows from the end of the text."""
+    text = _text(text_path)
+    vocab = sorted(set(text))
+    lookup = {c: i for i, c in enumerate(vocab)}
+    ids = torch.tensor([lookup[c] for c in text], dtype=torch.int64)
+    cut = int(0.9 * len(ids))
+    g = torch.Generator().manual_seed(0)
+
+    def sample(source: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = torch.randint(0, len(source) - context - 1, (count,), generator=g)
+        x = torch.stack([source[s : s + context] for s in starts.tolist()])
+        y = torch.stack([source[s + 1 : s + context + 1] for s in starts.tolist()])
+        return x, y
+
+    train_x, train_y = sample(ids[:cut], windows)
+    test_x, test_y = sample(ids[cut:], max(windows // 6, 256))
+
+    def sequence_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+
+    return Task(
+        name="chars-transformer-adamw",
+        train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+        make_model=lambda: CharTransformer(len(vocab), context),
+        make_optimizer=lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=0.01),
+        lr=lr, batch_size=batch_size, steps=steps, eval_every=50, loss=sequence_loss,
+    )
