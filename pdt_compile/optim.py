@@ -71,7 +71,7 @@ class PDT(Optimizer):
         self.schedule = Schedule(config)
         self.stats = Stats(tau=config.tau)
         self._jumps: list[Tensor | None] | None = None
-        self.compiled_step: Callable[[Phase], None] | None = None
+        self.compiled_step: Callable[[Phase], Prediction | None] | None = None
         self._ring = self._build_ring()
 
     # The wrapped optimizer replaces its param_groups list in load_state_dict: always share.
@@ -107,6 +107,11 @@ class PDT(Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group to the wrapped optimizer. PDT's ring is rebuilt: burn-in restarts."""
+        if getattr(self, "compiled_step", None) is not None:
+            raise RuntimeError(
+                "PDT.add_param_group: not supported after pdt.compile (the compiled graphs hold the "
+                "old parameter list); add the group before compiling"
+            )
         self.optimizer.add_param_group(param_group)
         if hasattr(self, "_ring"):
             self._ring = self._build_ring()
@@ -125,8 +130,7 @@ class PDT(Optimizer):
             self._check_parameters()
         if self.compiled_step is not None and closure is None:
             loss = None
-            self.compiled_step(phase)
-            self._finish_boundary(phase, None)
+            self._finish_boundary(phase, self.compiled_step(phase))
         else:
             loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
             self._finish_boundary(phase, self._run_boundary(phase))

@@ -48,7 +48,7 @@ def ring_grams(ring: SnapshotRing, groups: Sequence[int], chunk: int) -> Tensor:
 
 
 def solve_coefficients(
-    grams: Tensor, order: Sequence[int], rows: Tensor, steps: int, config: PDTConfig
+    grams: Tensor, order: Sequence[int], rows: Tensor, steps: int, **dmd_options
 ) -> tuple[Tensor, Tensor]:
     """Batched host solve: physical-order Grams ``[G, h, h]`` -> coefficients in physical
     row order ``[G, steps, h]`` and s-coefficients ``[G, steps]`` (float64, on the host).
@@ -57,7 +57,7 @@ def solve_coefficients(
     """
     perm = torch.as_tensor(list(order))
     logical = grams.cpu()[:, perm][:, :, perm]
-    coefficients = displacement_coefficients(logical, steps, rows=rows, **config.dmd_options())
+    coefficients = displacement_coefficients(logical, steps, rows=rows, **dmd_options)
     physical = torch.zeros_like(coefficients)
     physical[..., perm] = coefficients
     return physical, coefficients[..., -1]
@@ -89,7 +89,7 @@ def predict_merge_capture_(
     numels = [ring.offsets[i + 1] - ring.offsets[i] for i in range(len(params))]
     grams = ring_grams(ring, groups, config.chunk_size)
     coefficients, s_coefficients = solve_coefficients(
-        grams, ring.order(), group_rows(numels, groups), tau, config
+        grams, ring.order(), group_rows(numels, groups), tau, **config.dmd_options()
     )
     coefficients = coefficients.to(ring.device, torch.float32)
     s_coefficients = s_coefficients.to(ring.device, torch.float32)

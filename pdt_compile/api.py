@@ -1,0 +1,212 @@
+"""``@pdt.compile``: compile a training step with PDT inside the optimizer-step graphs.
+
+The user's function (forward, backward, ``optimizer.step()``, ``zero_grad``) is compiled
+once with torch.compile. ``Optimizer.step`` graph-breaks on purpose, so PDT's own
+``PDT.step`` stays outside Dynamo and calls one of three compiled variants of the wrapped
+optimizer's step, each built by :class:`~pdt_compile.passes.backend.PDTBackend`:
+
+- ``ORDINARY``: the optimizer step, untouched (no overhead on ordinary steps);
+- ``CAPTURE``: plus the ring capture fused after the parameter writes;
+- ``PREDICT``: plus Gram, host solve and fused forecast/mask/merge/capture.
+
+The runtime picks the variant on the host from its counters; slot indices and tau live in
+tensors the graphs read, so neither boundaries nor tau changes recompile.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, fx
+
+from .optim import PDT
+from .passes.backend import PDTBackend
+from .runtime.predictor import Prediction, group_of, group_rows
+from .runtime.schedule import Phase
+
+
+class GraphRuntime:
+    """Buffers shared by the host runtime and the compiled graphs (fixed addresses)."""
+
+    def __init__(self, optimizer: PDT) -> None:
+        self.optimizer = optimizer
+        self.config = optimizer.config
+        ring = optimizer.ring
+        self.params = ring.params
+        count, device = len(self.params), ring.device
+        self.groups = group_of(self.config, count)
+        self.steps = self.config.tau_max
+        numels = [ring.offsets[i + 1] - ring.offsets[i] for i in range(count)]
+        self.buffers = {
+            "slot": torch.zeros(1, dtype=torch.int64, device=device),
+            "last": torch.zeros(1, dtype=torch.int64, device=device),
+            "horizon": torch.tensor(float(self.config.tau), device=device),
+            "active": torch.ones(count, dtype=torch.bool, device=device),
+            "counts": torch.zeros(count, dtype=torch.int64, device=device),
+            "host_state": torch.zeros(3, dtype=torch.int64),
+            "rows": group_rows(numels, self.groups),
+        }
+
+    def register(self, gm: fx.GraphModule, register_buffer: Callable) -> dict[str, Any]:
+        """Register the ring and the buffers on ``gm``; returns their attribute names.
+
+        The ring is one input: per-parameter views of it are taken inside the graph, since
+        several mutated inputs aliasing one storage lose writes under AOT functionalization."""
+        ring = self.optimizer.ring
+        names: dict[str, Any] = {"ring": "pdt_ring", "columns": {}}
+        register_buffer(gm, names["ring"], ring.buffer)
+        for index in range(len(self.params)):
+            names["columns"][index] = (ring.offsets[index], ring.offsets[index + 1] - ring.offsets[index])
+        for key, tensor in self.buffers.items():
+            names[key] = f"pdt_{key}"
+            register_buffer(gm, names[key], tensor)
+        return names
+
+    def prepare(self, phase: Phase) -> None:
+        """Write this boundary's slot, horizon and active parameters into the buffers."""
+        ring = self.optimizer.ring
+        self.buffers["slot"].fill_(ring.next_slot)
+        self.buffers["last"].fill_(ring.last_slot)
+        if phase == Phase.PREDICT:
+            tau = self.optimizer.schedule.tau
+            self.buffers["horizon"].fill_(float(tau))
+            self.buffers["host_state"].copy_(torch.tensor([tau, ring.next_slot, ring.count]))
+            active = [not skipped for skipped in self.optimizer._skipped()]
+            self.buffers["active"].copy_(torch.tensor(active))
+
+
+def _own_code(fn: Callable, name: str) -> Callable:
+    """A copy of ``fn`` with a code object of its own. Dynamo caches graphs (and counts
+    recompiles) per code object: variants and PDT instances must not share one."""
+    code = fn.__code__.replace(co_name=name, co_qualname=name) if hasattr(fn.__code__, "co_qualname") else fn.__code__.replace(co_name=name)
+    return types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+
+
+class CompiledOptimizerStep:
+    """The three compiled variants of the wrapped optimizer's step, called by ``PDT.step``."""
+
+    def __init__(self, optimizer: PDT, backend: str, mode: str | None) -> None:
+        self.optimizer = optimizer
+        self.runtime = GraphRuntime(optimizer)
+        inner = optimizer.optimizer
+        # The undecorated step: its decorator graph-breaks around the body on purpose.
+        raw_step = inspect.unwrap(type(inner).step)
+
+        def optimizer_step() -> None:
+            with torch.no_grad():
+                raw_step(inner)
+
+        self.backends = {phase: PDTBackend(phase, self.runtime, backend, mode) for phase in Phase}
+        self.variants = {
+            phase: torch.compile(_own_code(optimizer_step, f"pdt_{phase.name.lower()}_step"), backend=self.backends[phase])
+            for phase in Phase
+        }
+
+    @property
+    def graphs(self) -> dict[str, list[fx.GraphModule]]:
+        """The rewritten optimizer-step graphs of each phase (print them to see PDT's nodes)."""
+        return {phase.name.lower(): backend.graphs for phase, backend in self.backends.items()}
+
+    def __call__(self, phase: Phase) -> Prediction | None:
+        ring = self.optimizer.ring
+        if phase != Phase.ORDINARY:
+            self.runtime.prepare(phase)
+        self.variants[phase]()
+        if phase == Phase.ORDINARY:
+            return None
+        if not self.backends[phase].graphs:
+            raise RuntimeError(
+                f"pdt.compile: the {phase.name.lower()} optimizer step ran without being compiled "
+                "(Dynamo fell back to eager, e.g. recompile limit reached); PDT's boundary work did not run"
+            )
+        ring.advance_()
+        if phase == Phase.CAPTURE:
+            return None
+        counts = self.runtime.buffers["counts"].tolist()
+        active = self.runtime.buffers["active"].tolist()
+        return Prediction([c if a else None for c, a in zip(counts, active)], [None] * len(counts))
+
+
+def compile(
+    fn: Callable | None = None,
+    *,
+    optimizer: PDT,
+    backend: str = "inductor",
+    mode: str | None = None,
+    **torch_compile_kwargs: Any,
+) -> Callable:
+    """Compile a training step so that PDT runs inside its optimizer-step graphs.
+
+    ``fn`` runs forward, ``loss.backward()``, ``optimizer.step()``, ``optimizer.zero_grad()``
+    and returns the loss (fed to the runtime: adaptive tau). ``optimizer`` is the
+    :class:`~pdt_compile.PDT` that ``fn`` steps. ``backend``: ``"inductor"`` (default) or any
+    Dynamo backend name such as ``"aot_eager"``; ``mode`` is passed to Inductor.
+    The returned callable exposes ``pdt_graphs`` (rewritten graphs per phase).
+    """
+    if fn is None:
+        return lambda f: compile(f, optimizer=optimizer, backend=backend, mode=mode, **torch_compile_kwargs)
+    if not isinstance(optimizer, PDT):
+        raise TypeError(
+            f"pdt.compile(optimizer=...): expected a pdt.PDT, got {type(optimizer).__name__}; "
+            "wrap it first: opt = pdt.PDT(opt, snap_every=...)"
+        )
+    if optimizer.config.rollback_factor is not None:
+        raise ValueError(
+            "pdt.compile: rollback_factor is not supported by the compiled path yet; use the eager "
+            "pdt.PDT for rollback, or set rollback_factor=None"
+        )
+    step = CompiledOptimizerStep(optimizer, backend, mode)
+    optimizer.compiled_step = step
+    options = dict(torch_compile_kwargs)
+    if backend == "inductor" and mode is not None:
+        options["mode"] = mode
+    compiled = torch.compile(fn, backend=backend, **options)
+
+    @functools.wraps(fn)
+    def training_step(*args: Any, **kwargs: Any) -> Any:
+        loss = compiled(*args, **kwargs)
+        if isinstance(loss, Tensor):
+            optimizer.report_loss(loss)
+        return loss
+
+    training_step.pdt_graphs = step.graphs  # type: ignore[attr-defined]
+    training_step.compiled_optimizer_step = step  # type: ignore[attr-defined]
+    return training_step
+
+
+def format_graphs(graphs: dict[str, list[fx.GraphModule]]) -> str:
+    """The graphs as text, with every node a PDT pass inserted listed under its pass name."""
+    lines = []
+    for phase, modules in graphs.items():
+        for number, gm in enumerate(modules):
+            lines.append(f"=== {phase} graph {number} ===")
+            lines.append(str(gm.graph))
+            tagged = [f"  [{n.meta['pdt_pass']}] {n.format_node()}" for n in gm.graph.nodes if "pdt_pass" in n.meta]
+            lines.append(f"PDT nodes ({len(tagged)}):" if tagged else "PDT nodes: none (plain optimizer step)")
+            lines.extend(tagged)
+    return "\n".join(lines)
+
+
+def explain_demo(backend: str = "aot_eager", steps: int = 12) -> str:
+    """Compile the demo MLP's training step and return its rewritten optimizer graphs."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    opt = PDT(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, foreach=True),
+              snap_every=2, history=3, burn_in=2, tau=2)
+
+    @compile(optimizer=opt, backend=backend)
+    def train_step(x: Tensor, y: Tensor) -> Tensor:
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return loss
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        train_step(torch.randn(16, 64, generator=g), torch.randint(0, 10, (16,), generator=g))
+    return format_graphs(train_step.pdt_graphs)

@@ -1,0 +1,1 @@
+"""FX graph passes that put PDT into the compiled optimizer step (one file per pass)."""

@@ -1,0 +1,73 @@
+"""The torch.compile backend of the optimizer step: run PDT's passes, then lower.
+
+The only place that touches private torch internals: Dynamo must be told that buffers
+the passes register are graph inputs (``GraphModule._param_name_to_source``, torch 2.11-2.13;
+``tests/test_compile.py`` fails loudly if that changes).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import fx
+
+from ..runtime.schedule import Phase
+from .analysis import find_parameter_writes
+from .predict import insert_predict_merge
+from .snapshot import insert_snapshot
+
+
+def register_buffer(gm: fx.GraphModule, name: str, tensor: torch.Tensor) -> None:
+    """Register ``tensor`` on ``gm`` as a buffer that Dynamo/AOT treat as a graph input."""
+    from torch._dynamo.source import ConstantSource
+
+    gm.register_buffer(name, tensor)
+    sources = getattr(gm, "_param_name_to_source", None)
+    if sources is None:
+        raise RuntimeError(
+            "pdt_compile: this torch version's Dynamo GraphModule has no _param_name_to_source; "
+            "the compiled path needs updating for it (the eager pdt.PDT still works)"
+        )
+    sources[name] = ConstantSource(name)
+
+
+def lower(gm: fx.GraphModule, example_inputs: list, backend: str, mode: str | None) -> Callable:
+    """Compile the rewritten graph with ``backend`` (Inductor options from ``mode``)."""
+    if backend == "inductor":
+        from torch._inductor.compile_fx import compile_fx
+
+        patches = torch._inductor.list_mode_options(mode) if mode else {}
+        return compile_fx(gm, example_inputs, config_patches=patches)
+    return torch._dynamo.lookup_backend(backend)(gm, example_inputs)
+
+
+class PDTBackend:
+    """A Dynamo backend for one phase of the optimizer step.
+
+    ``runtime`` (``api.GraphRuntime``) owns the buffers and the parameters; graphs that do
+    not update the tracked parameters pass through unchanged.
+    """
+
+    def __init__(self, phase: Phase, runtime: Any, backend: str, mode: str | None) -> None:
+        self.phase, self.runtime, self.backend, self.mode = phase, runtime, backend, mode
+        self.graphs: list[fx.GraphModule] = []
+
+    def __call__(self, gm: fx.GraphModule, example_inputs: list, **_: Any) -> Callable:
+        writes = find_parameter_writes(gm, self.runtime.params)
+        if self.phase != Phase.ORDINARY and writes.is_optimizer_step:
+            missing = sorted(set(range(len(self.runtime.params))) - set(writes.parameter_nodes))
+            if missing:
+                raise RuntimeError(
+                    f"pdt.compile: the optimizer-step graph does not read tracked parameters {missing}; "
+                    "every parameter PDT tracks must be updated by the optimizer"
+                )
+            names = self.runtime.register(gm, register_buffer)
+            if self.phase == Phase.CAPTURE:
+                insert_snapshot(gm, writes, names)
+            else:
+                insert_predict_merge(gm, writes, names, self.runtime.groups, self.runtime.steps,
+                                     self.runtime.config.dmd_options(), self.runtime.config.rule,
+                                     self.runtime.config.after_merge == "shift")
+        self.graphs.append(gm)
+        return lower(gm, example_inputs, self.backend, self.mode)

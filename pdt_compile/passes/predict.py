@@ -1,0 +1,133 @@
+"""Predict/merge pass: Gram over the ring, host solve, fused forecast + mask + merge per parameter.
+
+Inserted after the optimizer's last write. The Gram (``dmd.gram``) and the merge
+(``mask.forecast_mask_merge``) are the functions the eager path calls; the h x h solve is
+the custom op ``pdt::solve_coefficients``, which runs on the host and is tagged
+``cudagraph_unsafe`` so that CUDA-graph partitioning keeps it outside capture.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Sequence
+
+import torch
+from torch import Tensor, fx
+
+from ..dmd import gram
+from ..mask import forecast_mask_merge
+from ..runtime.predictor import solve_coefficients
+from .analysis import ParameterWrites
+
+PREDICT, MERGE = "predict", "merge"
+_TAGS = (torch.Tag.cudagraph_unsafe,) if hasattr(torch.Tag, "cudagraph_unsafe") else ()
+
+
+def _decode_rank(text: str):
+    return text if text in ("gavish_donoho", "full") else ast.literal_eval(text)
+
+
+@torch.library.custom_op("pdt::solve_coefficients", mutates_args=(), tags=_TAGS)
+def solve_coefficients_op(
+    grams: Tensor, host_state: Tensor, rows: Tensor, steps: int, rank: str, modes: str, dynamics: str
+) -> tuple[Tensor, Tensor]:
+    """Host solve for the compiled path. host_state (CPU int64): ``[tau, next_slot, count]``.
+    Returns float32 coefficients ``[G, steps, h]`` and s-coefficients ``[G, steps]`` on the
+    Gram's device; rows past tau repeat row tau (the horizon is dynamic, the shape is not)."""
+    tau, next_slot, count = (int(v) for v in host_state.tolist())
+    h = grams.shape[-1]
+    order = [(next_slot - count + i) % h for i in range(count)]
+    coefficients, s_coefficients = solve_coefficients(
+        grams.detach(), order, rows, tau, rank=_decode_rank(rank), modes=modes, dynamics=dynamics
+    )
+    pad = steps - tau
+    if pad > 0:
+        coefficients = torch.cat([coefficients, coefficients[:, -1:].expand(-1, pad, -1)], 1)
+        s_coefficients = torch.cat([s_coefficients, s_coefficients[:, -1:].expand(-1, pad)], 1)
+    device = grams.device
+    return coefficients.to(device, torch.float32), s_coefficients.to(device, torch.float32)
+
+
+@solve_coefficients_op.register_fake
+def _(grams, host_state, rows, steps, rank, modes, dynamics):
+    groups, h = grams.shape[0], grams.shape[-1]
+    return grams.new_empty(groups, steps, h, dtype=torch.float32), grams.new_empty(groups, steps, dtype=torch.float32)
+
+
+def group_grams(grams: Sequence[Tensor], groups: Sequence[int]) -> Tensor:
+    """Per-parameter Grams ``[h, h]`` summed into their DMD groups: ``[G, h, h]``."""
+    count = max(groups) + 1
+    if count == len(grams):
+        return torch.stack(list(grams))
+    return torch.stack(list(grams)).sum(0, keepdim=True)
+
+
+def merge_parameter_(
+    parameter: Tensor, ring: Tensor, slot: Tensor, last: Tensor, coefficients: Tensor,
+    s_coefficients: Tensor, horizon: Tensor, active: Tensor, counts: Tensor,
+    index: int, group: int, rule: str, shift: bool,
+) -> None:
+    """Forecast, mask and merge one parameter; shift its ring and capture the merged value."""
+    w = parameter.detach().reshape(-1).float()
+    s = ring.index_select(0, last).squeeze(0)
+    merged, accepted = forecast_mask_merge(w, ring, s, coefficients[group], s_coefficients[group], horizon, rule)
+    accepted = accepted & active[index]
+    merged = torch.where(accepted, merged, w)
+    if shift:
+        ring.add_(merged - w)  # before the parameter write: w may be a view of the parameter
+    parameter.copy_(merged.view(parameter.shape))
+    ring.index_copy_(0, slot, merged.unsqueeze(0))
+    counts.select(0, index).copy_(accepted.sum())
+
+
+def insert_predict_merge(
+    gm: fx.GraphModule, writes: ParameterWrites, names: dict, groups: Sequence[int],
+    steps: int, dmd_options: dict, rule: str, shift: bool,
+) -> fx.GraphModule:
+    """After the optimizer's writes, insert: one ``gram`` per parameter (tagged ``predict``),
+    the grouped Grams and ``pdt::solve_coefficients`` (``predict``), and one
+    ``merge_parameter_`` per parameter (``merge``). ``names`` maps the runtime buffers."""
+    graph = gm.graph
+    output = next(node for node in graph.nodes if node.op == "output")
+    inserted: list[tuple[fx.Node, str]] = []
+
+    def attr(name: str, tag: str) -> fx.Node:
+        node = graph.get_attr(name)
+        inserted.append((node, tag))
+        return node
+
+    def call(fn, args, tag: str) -> fx.Node:
+        node = graph.call_function(fn, args)
+        inserted.append((node, tag))
+        return node
+
+    with graph.inserting_before(output):
+        ring = attr(names["ring"], PREDICT)
+        rings = {i: call(torch.narrow, (ring, 1, *names["columns"][i]), PREDICT) for i in writes.parameter_nodes}
+        grams = [call(gram, (rings[i],), PREDICT) for i in sorted(rings)]
+        stacked = call(group_grams, (grams, list(groups)), PREDICT)
+        solved = call(
+            torch.ops.pdt.solve_coefficients.default,
+            (stacked, attr(names["host_state"], PREDICT), attr(names["rows"], PREDICT), steps,
+             str(dmd_options["rank"]), dmd_options["modes"], dmd_options["dynamics"]),
+            PREDICT,
+        )
+        coefficients = call(_getitem, (solved, 0), PREDICT)
+        s_coefficients = call(_getitem, (solved, 1), PREDICT)
+        shared = [attr(names[key], MERGE) for key in ("slot", "last")]
+        horizon, active, counts = (attr(names[key], MERGE) for key in ("horizon", "active", "counts"))
+        for index, parameter in sorted(writes.parameter_nodes.items()):
+            call(
+                merge_parameter_,
+                (parameter, rings[index], *shared, coefficients, s_coefficients, horizon, active, counts,
+                 index, groups[index], rule, shift),
+                MERGE,
+            )
+    for node, tag in inserted:
+        node.meta["pdt_pass"] = tag
+    gm.recompile()
+    return gm
+
+
+def _getitem(pair, index: int):
+    return pair[index]
