@@ -52,15 +52,14 @@ class GraphRuntime:
         }
 
     def register(self, gm: fx.GraphModule, register_buffer: Callable) -> dict[str, Any]:
-        """Register the ring and the buffers on ``gm``; returns their attribute names.
-
-        The ring is one input: per-parameter views of it are taken inside the graph, since
-        several mutated inputs aliasing one storage lose writes under AOT functionalization."""
+        """Register each parameter's ring and the shared buffers on ``gm``; returns their
+        attribute names. The rings are separate storages: views of one buffer would make every
+        capture a scatter into the whole ring after functionalization."""
         ring = self.optimizer.ring
-        names: dict[str, Any] = {"ring": "pdt_ring", "columns": {}}
-        register_buffer(gm, names["ring"], ring.buffer)
+        names: dict[str, Any] = {"rings": {}}
         for index in range(len(self.params)):
-            names["columns"][index] = (ring.offsets[index], ring.offsets[index + 1] - ring.offsets[index])
+            names["rings"][index] = f"pdt_ring_{index}"
+            register_buffer(gm, names["rings"][index], ring.rows(index))
         for key, tensor in self.buffers.items():
             names[key] = f"pdt_{key}"
             register_buffer(gm, names[key], tensor)

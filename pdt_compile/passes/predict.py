@@ -102,8 +102,7 @@ def insert_predict_merge(
         return node
 
     with graph.inserting_before(output):
-        ring = attr(names["ring"], PREDICT)
-        rings = {i: call(torch.narrow, (ring, 1, *names["columns"][i]), PREDICT) for i in writes.parameter_nodes}
+        rings = {i: attr(names["rings"][i], PREDICT) for i in writes.parameter_nodes}
         grams = [call(gram, (rings[i],), PREDICT) for i in sorted(rings)]
         stacked = call(group_grams, (grams, list(groups)), PREDICT)
         solved = call(

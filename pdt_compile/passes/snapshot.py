@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, fx
 
 from .analysis import ParameterWrites
@@ -17,20 +16,18 @@ def capture_(ring: Tensor, slot: Tensor, parameter: Tensor) -> None:
 
 def insert_snapshot(gm: fx.GraphModule, writes: ParameterWrites, names: dict) -> fx.GraphModule:
     """After the last write of every parameter (``writes``), insert
-    ``capture_(ring[:, columns_i], slot, parameter_i)``; ring and slot are ``get_attr`` buffers
-    (``names``: their attribute names and each parameter's (start, length) columns)."""
+    ``capture_(ring_i, slot, parameter_i)``; the rings and the slot are ``get_attr`` buffers
+    (``names``: their attribute names)."""
     graph = gm.graph
     for index, parameter in writes.parameter_nodes.items():
         anchor = writes.last_writes.get(index, parameter)
         with graph.inserting_after(anchor):
-            ring = graph.get_attr(names["ring"])
+            ring = graph.get_attr(names["rings"][index])
         with graph.inserting_after(ring):
-            columns = graph.call_function(torch.narrow, (ring, 1, *names["columns"][index]))
-        with graph.inserting_after(columns):
             slot = graph.get_attr(names["slot"])
         with graph.inserting_after(slot):
-            call = graph.call_function(capture_, (columns, slot, parameter))
-        for node in (ring, columns, slot, call):
+            call = graph.call_function(capture_, (ring, slot, parameter))
+        for node in (ring, slot, call):
             node.meta["pdt_pass"] = PASS_NAME
     gm.recompile()
     return gm

@@ -14,11 +14,12 @@ def _local(p: Tensor) -> Tensor:
 
 
 class SnapshotRing:
-    """h snapshots of ``params`` as rows of one ``[h, N]`` float32 buffer.
+    """h snapshots of ``params``: one ``[h, numel_i]`` float32 buffer per parameter.
 
     Rows are written circularly: ``order()`` gives the physical rows oldest first and
-    ``last_slot`` the newest. Parameter i occupies columns ``offsets[i]:offsets[i+1]``;
-    :meth:`rows` is that view, ``[h, numel_i]``. Sharded parameters store their local shard.
+    ``last_slot`` the newest. :meth:`rows` is parameter i's buffer. Separate storages (not views
+    of one flat buffer) let compiled graphs update each in place without aliasing.
+    Sharded parameters store their local shard.
     """
 
     def __init__(self, params: Sequence[Tensor], history: int) -> None:
@@ -39,7 +40,7 @@ class SnapshotRing:
         for n in numels:
             self.offsets.append(self.offsets[-1] + n)
         self.history = history
-        self.buffer = torch.zeros(history, self.offsets[-1], dtype=torch.float32, device=self.device)
+        self.buffers = [torch.zeros(history, n, dtype=torch.float32, device=self.device) for n in numels]
         self.count = 0
         self.next_slot = 0
 
@@ -61,8 +62,12 @@ class SnapshotRing:
         return [(start + i) % self.history for i in range(self.count)]
 
     def rows(self, index: int) -> Tensor:
-        """Parameter ``index``'s columns of the ring, ``[h, numel]``."""
-        return self.buffer[:, self.offsets[index] : self.offsets[index + 1]]
+        """Parameter ``index``'s snapshots, ``[h, numel]``."""
+        return self.buffers[index]
+
+    def flat(self) -> Tensor:
+        """All snapshots side by side, ``[h, N]`` (a copy; for inspection and tests)."""
+        return torch.cat(self.buffers, dim=1)
 
     def check_unchanged(self) -> None:
         """Raise if a parameter changed shape or device since the ring was built."""
@@ -93,15 +98,18 @@ class SnapshotRing:
         self.next_slot = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"buffer": self.buffer.clone(), "count": self.count, "next_slot": self.next_slot}
+        return {"buffers": [b.clone() for b in self.buffers], "count": self.count, "next_slot": self.next_slot}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        buffer = state["buffer"]
-        if tuple(buffer.shape) != tuple(self.buffer.shape):
+        buffers = state["buffers"]
+        shapes = [tuple(b.shape) for b in buffers]
+        expected = [tuple(b.shape) for b in self.buffers]
+        if shapes != expected:
             raise ValueError(
-                f"PDT.load_state_dict: snapshot ring of shape {tuple(buffer.shape)} does not fit "
-                f"this model's ring {tuple(self.buffer.shape)} (different history or parameters)"
+                f"PDT.load_state_dict: snapshot ring of shapes {shapes} does not fit this model's "
+                f"ring {expected} (different history or parameters)"
             )
-        self.buffer.copy_(buffer)
+        for mine, saved in zip(self.buffers, buffers):
+            mine.copy_(saved)
         self.count = int(state["count"])
         self.next_slot = int(state["next_slot"])
