@@ -23,6 +23,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, fx
 
+from .distributed import global_numel, shard_group
 from .optim import PDT
 from .passes.backend import PDTBackend
 from .runtime.predictor import Prediction, group_of, group_rows
@@ -40,7 +41,7 @@ class GraphRuntime:
         count, device = len(self.params), ring.device
         self.groups = group_of(self.config, count)
         self.steps = self.config.tau_max
-        numels = [ring.offsets[i + 1] - ring.offsets[i] for i in range(count)]
+        numels = [global_numel(p) for p in self.params]
         self.buffers = {
             "slot": torch.zeros(1, dtype=torch.int64, device=device),
             "last": torch.zeros(1, dtype=torch.int64, device=device),
@@ -157,6 +158,11 @@ def compile(
         raise ValueError(
             "pdt.compile: rollback_factor is not supported by the compiled path yet; use the eager "
             "pdt.PDT for rollback, or set rollback_factor=None"
+        )
+    if shard_group(optimizer.ring.params) is not None:
+        raise NotImplementedError(
+            "pdt.compile: FSDP2 (sharded DTensor) parameters are not supported by the compiled path "
+            "yet; use the eager pdt.PDT with fully_shard (DDP works with pdt.compile)"
         )
     step = CompiledOptimizerStep(optimizer, backend, mode)
     optimizer.compiled_step = step

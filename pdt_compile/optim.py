@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .config import PDTConfig
+from .distributed import global_numel, shard_group, sum_across_shards_
 from .runtime.history import SnapshotRing, _local
 from .runtime.predictor import Prediction, predict_merge_capture_
 from .runtime.schedule import Phase, Schedule
@@ -179,7 +180,7 @@ class PDT(Optimizer):
             return
         merged = False
         if prediction is not None:
-            numels = [self._ring.offsets[i + 1] - self._ring.offsets[i] for i in range(len(self._ring.params))]
+            numels = [global_numel(p) for p in self._ring.params]
             pairs = [(a, n) for a, n in zip(prediction.accepted, numels) if a is not None]
             merged = self.stats.record_prediction(
                 self.schedule.steps + 1, [a for a, _ in pairs], [n for _, n in pairs]
@@ -208,8 +209,9 @@ class PDT(Optimizer):
         self.stats.tau_history.append((self.schedule.steps, self.schedule.tau))
 
     def _parameters_finite(self) -> bool:
-        flags = [torch.isfinite(_local(p)).all() for p in self._ring.params]
-        return bool(torch.stack(flags).all())
+        """All tracked weights finite, on every rank (so every rank takes the same decision)."""
+        bad = torch.stack([~torch.isfinite(_local(p)).all() for p in self._ring.params]).sum()
+        return int(sum_across_shards_(bad.view(1), shard_group(self._ring.params))) == 0
 
     def report_loss(self, loss: Tensor | float) -> None:
         """Tell PDT the training loss of the step just taken (drives ``adaptive`` tau and

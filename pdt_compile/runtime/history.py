@@ -7,6 +7,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from ..distributed import is_sharded
+
 
 def _local(p: Tensor) -> Tensor:
     """The tensor PDT stores and merges: the local shard of a DTensor, else ``p`` itself."""
@@ -97,11 +99,29 @@ class SnapshotRing:
         self.count = 0
         self.next_slot = 0
 
+    def _saved(self, index: int) -> Tensor:
+        """A copy of parameter ``index``'s snapshots. For a sharded parameter, a DTensor of
+        global shape ``[h, *param.shape]`` sharded like the parameter (one dim further), so
+        that torch.distributed.checkpoint saves each rank's shard, not one rank's copy."""
+        buffer = self.buffers[index].clone()
+        p = self.params[index]
+        if not is_sharded(p):
+            return buffer
+        from torch.distributed.tensor import DTensor, Shard
+
+        shape = (self.history, *p.shape)
+        stride = torch.empty(shape, device="meta").stride()
+        return DTensor.from_local(
+            buffer.view(self.history, *self.shapes[index]), p.device_mesh,
+            [Shard(p.placements[0].dim + 1)], run_check=False, shape=shape, stride=stride,
+        )
+
     def state_dict(self) -> dict[str, Any]:
-        return {"buffers": [b.clone() for b in self.buffers], "count": self.count, "next_slot": self.next_slot}
+        return {"buffers": [self._saved(i) for i in range(len(self.buffers))], "count": self.count,
+                "next_slot": self.next_slot}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        buffers = state["buffers"]
+        buffers = [_local(b).reshape(self.history, -1) for b in state["buffers"]]
         shapes = [tuple(b.shape) for b in buffers]
         expected = [tuple(b.shape) for b in self.buffers]
         if shapes != expected:

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ..config import PDTConfig
+from ..distributed import global_numel, shard_group, sum_across_shards_
 from ..dmd import displacement_coefficients, gram
 from ..mask import forecast_mask_merge
 from .history import SnapshotRing, _local
@@ -86,8 +87,9 @@ def predict_merge_capture_(
     ring and capture the merged weights as the newest snapshot.
     """
     groups = group_of(config, len(params))
-    numels = [ring.offsets[i + 1] - ring.offsets[i] for i in range(len(params))]
-    grams = ring_grams(ring, groups, config.chunk_size)
+    numels = [global_numel(p) for p in params]
+    process_group = shard_group(params)
+    grams = sum_across_shards_(ring_grams(ring, groups, config.chunk_size), process_group)
     coefficients, s_coefficients = solve_coefficients(
         grams, ring.order(), group_rows(numels, groups), tau, **config.dmd_options()
     )
@@ -128,6 +130,7 @@ def predict_merge_capture_(
         accepted_counts.append(count)
         jumps.append(jump_all)
     present = [c for c in accepted_counts if c is not None]
-    values = iter(torch.stack(present).tolist() if present else [])  # one sync
+    totals = sum_across_shards_(torch.stack(present), process_group) if present else None
+    values = iter(totals.tolist() if totals is not None else [])  # one sync
     counts = [None if c is None else next(values) for c in accepted_counts]
     return Prediction(counts, jumps)

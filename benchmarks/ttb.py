@@ -1,0 +1,179 @@
+"""Time to baseline: PDT against a tuned baseline, its own ablations and simple controls.
+
+For each task: sweep the baseline learning rate (seed 0), keep the best; then train every
+method from the same initial weights and data order, for several seeds, and report the time
+(steps, and wall seconds with every overhead included) to reach the tuned baseline's final
+training loss (TTB-Loss) and best test accuracy (TTB-Acc).
+
+    python -m benchmarks.ttb            # full suite, writes RESULTS.md and PNG plots
+    python -m benchmarks.ttb --quick    # smoke run (< 1 min), prints only
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+import pdt_compile as pdt
+from pdt_compile import tasks
+from pdt_compile.experiment import Run, Task, speedup, train
+
+from .controls import LinearExtrapolation
+from .report import write_section
+
+HERE = Path(__file__).parent
+
+
+def task_suite(quick: bool) -> dict[str, tuple[Task, int]]:
+    """Task -> (task, snap_every). The paper snapshots once per epoch; the transformer's
+    budget holds few epochs, so it snapshots every 30 steps."""
+    import pytorch_optimizer as po
+
+    if quick:
+        digits = tasks.digits_mlp(steps=600)
+        return {"digits MLP / SGD": (digits, digits.steps_per_epoch)}
+    digits = tasks.digits_mlp(steps=1800)
+    mnist = tasks.mnist1d_cnn(steps=2400)
+    chars = tasks.char_transformer(steps=1200)
+    lamb = dataclasses.replace(digits, name="digits-mlp-lamb", lr=0.01,
+                               make_optimizer=lambda params, lr: po.Lamb(params, lr=lr))
+    shampoo = dataclasses.replace(digits, name="digits-mlp-shampoo", lr=0.05,
+                                  make_optimizer=lambda params, lr: po.Shampoo(params, lr=lr, momentum=0.9))
+    return {
+        "digits MLP / SGD": (digits, digits.steps_per_epoch),
+        "mnist1d CNN / SGD-momentum": (mnist, mnist.steps_per_epoch),
+        "char transformer / AdamW": (chars, 30),
+        "digits MLP / LAMB": (lamb, digits.steps_per_epoch),
+        "digits MLP / Shampoo": (shampoo, digits.steps_per_epoch),
+    }
+
+
+def methods(snap_every: int, quick: bool) -> dict[str, Callable]:
+    """Method name -> wrap(optimizer). Every PDT-like method uses the same schedule."""
+    import pytorch_optimizer as po
+
+    schedule = dict(snap_every=snap_every)
+    out = {
+        "baseline (tuned lr)": lambda opt: opt,
+        "PDT paper rule": lambda opt: pdt.PDT(opt, rule="paper", **schedule),
+        "PDT reference rule": lambda opt: pdt.PDT(opt, rule="reference", **schedule),
+        "PDT reference, full rank": lambda opt: pdt.PDT(opt, rule="reference", rank="full", **schedule),
+        "DMD no mask, full rank": lambda opt: pdt.PDT(opt, rule="none", rank="full", **schedule),
+        "DMD no mask, rank 3": lambda opt: pdt.PDT(opt, rule="none", rank=3, **schedule),
+        "linear extrapolation": lambda opt: LinearExtrapolation(opt, **schedule),
+        "Lookahead (k=5, alpha=0.5)": lambda opt: po.Lookahead(opt, k=5, alpha=0.5),
+    }
+    if quick:
+        keep = ("baseline (tuned lr)", "PDT paper rule", "linear extrapolation")
+        out = {k: v for k, v in out.items() if k in keep}
+    return out
+
+
+def tune_lr(task: Task, factors: list[float]) -> tuple[float, list[tuple[float, float]]]:
+    """Best baseline learning rate (lowest final training loss, seed 0) over the sweep."""
+    sweep = []
+    for factor in factors:
+        lr = task.lr * factor
+        run, _ = train(task, lambda opt: opt, seed=0, method="sweep", lr=lr)
+        sweep.append((lr, run.final_loss if not run.diverged else float("inf")))
+    best = min(sweep, key=lambda pair: pair[1])[0]
+    return best, sweep
+
+
+def spread(values: list[float | None], fmt: str = "{:.2f}") -> str:
+    present = [v for v in values if v is not None]
+    if not present:
+        return "never"
+    text = fmt.format(statistics.median(present))
+    if len(present) > 1:
+        text += f" [{fmt.format(min(present))}–{fmt.format(max(present))}]"
+    missing = len(values) - len(present)
+    return text + (f" ({missing} never)" if missing else "")
+
+
+def summarise(name: str, runs: dict[str, list[Run]], lr: float, sweep, snap_every: int, task: Task) -> str:
+    baselines = runs["baseline (tuned lr)"]
+    lines = [f"### {name}", "",
+             f"{task.steps} steps, batch {task.batch_size}, snapshot every {snap_every} steps; tuned lr {lr:g} "
+             f"(sweep: {', '.join(f'{l:g} → {v:.4f}' for l, v in sweep)})", "",
+             "| method | TTB-Loss steps × | TTB-Loss wall × | TTB-Acc steps × | TTB-Acc wall × | final acc | diverged | mean mask ratio |",
+             "|---|---|---|---|---|---|---|---|"]
+    for method, method_runs in runs.items():
+        loss = [speedup(b, r, "loss") for b, r in zip(baselines, method_runs)]
+        acc = [speedup(b, r, "accuracy") for b, r in zip(baselines, method_runs)]
+        final = [r.test_accuracy[-1] * 100 for r in method_runs if not r.diverged]
+        masks = [statistics.mean(v for _, v in r.mask_ratio) for r in method_runs if r.mask_ratio]
+        diverged = sum(r.diverged for r in method_runs)
+        lines.append(
+            f"| {method} | {spread([s for s, _ in loss])} | {spread([t for _, t in loss])} | "
+            f"{spread([s for s, _ in acc])} | {spread([t for _, t in acc])} | "
+            f"{spread(final, '{:.1f}') if final else '-'} | {diverged}/{len(method_runs)} | "
+            f"{spread(masks, '{:.3f}') if masks else '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(name: str, runs: dict[str, list[Run]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for method, method_runs in runs.items():
+        run = method_runs[0]
+        left.plot(run.steps, run.train_loss, label=method)
+        if run.mask_ratio:
+            steps, ratios = zip(*run.mask_ratio)
+            right.plot(steps, ratios, marker=".", label=method)
+    left.set(xlabel="step", ylabel="training loss (full train set)", yscale="log", title=f"{name}: seed 0")
+    left.legend(fontsize=7)
+    right.set(xlabel="step", ylabel="accepted fraction", title="mask ratio per prediction (seed 0)")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run: one task, one seed, no sweep, prints only")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--only", default=None, help="run the tasks whose name contains this text")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # steadier timings on a shared 2-core machine
+    seeds = 1 if args.quick else args.seeds
+    sections, started = [], time.perf_counter()
+    for name, (task, snap_every) in task_suite(args.quick).items():
+        if args.only and args.only not in name:
+            continue
+        if args.quick:
+            lr, sweep = task.lr, [(task.lr, float("nan"))]
+        else:
+            lr, sweep = tune_lr(task, [0.25, 0.5, 1.0, 2.0, 4.0])
+        runs: dict[str, list[Run]] = {}
+        for method, wrap in methods(snap_every, args.quick).items():
+            runs[method] = [train(task, wrap, seed=seed, method=method, lr=lr)[0] for seed in range(seeds)]
+        text = summarise(name, runs, lr, sweep, snap_every, task)
+        print(text + "\n", flush=True)
+        sections.append(text)
+        if not args.quick:
+            image = HERE / f"ttb_{task.name}.png"
+            plot(name, runs, image)
+            sections.append(f"![{name}]({image.name})")
+    if not args.quick:
+        intro = (f"Median over {seeds} seeds [min–max]; × = baseline time / method time to the tuned baseline's final "
+                 "training loss (TTB-Loss) or best test accuracy (TTB-Acc); wall time counts every training step with "
+                 "all PDT overhead (evaluation excluded), 1 torch thread. 'never' = did not reach the target within the "
+                 f"budget. Total benchmark time {time.perf_counter() - started:.0f} s.")
+        write_section("Time to baseline (benchmarks/ttb.py)", intro + "\n\n" + "\n\n".join(sections))
+
+
+if __name__ == "__main__":
+    main()

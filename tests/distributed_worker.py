@@ -1,0 +1,102 @@
+"""A PDT training run for the distributed tests: plain (1 process), DDP or FSDP2 (gloo).
+
+    python -m torch.distributed.run --nproc_per_node=2 tests/distributed_worker.py --mode fsdp --out F
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+import torch.distributed as dist
+
+import pdt_compile as pdt
+
+CONFIG = dict(snap_every=3, history=4, burn_in=4, tau=3, rule="reference")
+GLOBAL_BATCH = 16
+
+
+def make_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    # Linear(8, 5): FSDP2 shards its 5 rows unevenly over 2 ranks (3 + 2).
+    return torch.nn.Sequential(torch.nn.Linear(8, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+
+
+def batch(step: int, rank: int, world: int):
+    g = torch.Generator().manual_seed(1000 + step)
+    x = torch.randn(GLOBAL_BATCH, 8, generator=g)
+    y = (x @ torch.randn(8, 3, generator=g)).argmax(1)
+    part = GLOBAL_BATCH // world
+    return x[rank * part : (rank + 1) * part], y[rank * part : (rank + 1) * part]
+
+
+def build(mode: str, world: int):
+    model = make_model()
+    if mode == "ddp":
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    elif mode == "fsdp":
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        fully_shard(model, mesh=init_device_mesh("cpu", (world,)))
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), **CONFIG)
+    return model, opt
+
+
+def train(model, opt, steps: range, rank: int, world: int, compiled: bool) -> None:
+    def step(x, y):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return loss
+
+    if compiled:
+        step = pdt.compile(step, optimizer=opt, backend="aot_eager")
+    for i in steps:
+        step(*batch(i, rank, world))
+
+
+def full_parameters(model) -> list[torch.Tensor]:
+    return [p.full_tensor().detach() if hasattr(p, "full_tensor") else p.detach().clone() for p in model.parameters()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=["plain", "ddp", "fsdp"], required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--checkpoint-at", type=int, default=None)
+    args = parser.parse_args()
+    distributed = args.mode != "plain"
+    if distributed:
+        dist.init_process_group("gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    model, opt = build(args.mode, world)
+    stop = args.checkpoint_at or args.steps
+    train(model, opt, range(stop), rank, world, args.compile)
+    if args.checkpoint_at is not None:
+        import torch.distributed.checkpoint as dcp
+
+        folder = args.out + ".dcp"
+        dcp.save({"model": model.state_dict(), "optim": opt.state_dict()}, checkpoint_id=folder)
+        model, opt = build(args.mode, world)  # fresh objects, as after a restart
+        train(model, opt, range(1), rank, world, False)  # different state, to be overwritten
+        state = {"model": model.state_dict(), "optim": opt.state_dict()}
+        dcp.load(state, checkpoint_id=folder)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optim"])
+        train(model, opt, range(stop, args.steps), rank, world, False)
+    params = full_parameters(model)
+    result = {"params": params, "stats": opt.stats.as_dict(), "schedule": opt.schedule.state_dict()}
+    torch.save(result, f"{args.out}.rank{rank}")
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main()
