@@ -75,15 +75,26 @@ def methods(snap_every: int, quick: bool) -> dict[str, Callable]:
     return out
 
 
-def tune_lr(task: Task, factors: list[float]) -> tuple[float, list[tuple[float, float]]]:
-    """Best baseline learning rate (lowest final training loss, seed 0) over the sweep."""
-    sweep = []
-    for factor in factors:
-        lr = task.lr * factor
+def tune_lr(task: Task, factors: list[float], extend: int = 3) -> tuple[float, list[tuple[float, float]]]:
+    """Best baseline learning rate (lowest final training loss, seed 0). The sweep doubles
+    (or halves) past its edge, up to ``extend`` times, while the best value sits on the edge."""
+    results: dict[float, float] = {}
+
+    def measure(lr: float) -> None:
         run, _ = train(task, lambda opt: opt, seed=0, method="sweep", lr=lr)
-        sweep.append((lr, run.final_loss if not run.diverged else float("inf")))
-    best = min(sweep, key=lambda pair: pair[1])[0]
-    return best, sweep
+        results[lr] = run.final_loss if not run.diverged else float("inf")
+
+    for factor in factors:
+        measure(task.lr * factor)
+    for _ in range(extend):
+        best = min(results, key=results.get)
+        if best == max(results):
+            measure(best * 2)
+        elif best == min(results):
+            measure(best / 2)
+        else:
+            break
+    return min(results, key=results.get), sorted(results.items())
 
 
 def spread(values: list[float | None], fmt: str = "{:.2f}") -> str:

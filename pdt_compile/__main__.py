@@ -52,6 +52,8 @@ def demo(args: argparse.Namespace) -> int:
               f"{time_x:.2f}x sooner in wall time (PDT's overhead included).")
     print(f"PDT: {optimizer.stats.predictions} predictions, {optimizer.stats.merges} merges, "
           f"{optimizer.stats.prediction_seconds * 1e3:.1f} ms spent predicting.")
+    print("Note: this baseline uses an untuned lr. Against a tuned lr, and against controls, see the "
+          "time-to-baseline tables in benchmarks/RESULTS.md (python -m benchmarks.ttb).")
     _plot(runs, Path(args.out))
     print(f"Plot: {args.out}")
     return 0
@@ -64,14 +66,19 @@ def _plot(runs: dict[str, Run], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    twin = right.twinx()
     for name, run in runs.items():
         left.plot(run.steps, run.train_loss, label=name)
         if run.mask_ratio:
             steps, ratios = zip(*run.mask_ratio)
-            right.plot(steps, ratios, marker="o", label=name)
+            right.plot(steps, ratios, marker="o", label=f"{name}: mask ratio")
+            tau_steps, taus = zip(*run.tau)
+            twin.step(tau_steps, taus, where="post", color="gray", alpha=0.6, label="tau")
     left.set(xlabel="step", ylabel="training loss", yscale="log", title="Training loss")
     left.legend()
-    right.set(xlabel="step", ylabel="accepted fraction", title="PDT mask ratio per prediction")
+    right.set(xlabel="step", ylabel="accepted fraction", title="PDT telemetry (opt.stats)")
+    twin.set_ylabel("tau")
+    right.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

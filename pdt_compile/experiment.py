@@ -52,6 +52,7 @@ class Run:
     train_loss: list[float] = field(default_factory=list)
     test_accuracy: list[float] = field(default_factory=list)
     mask_ratio: list[tuple[int, float]] = field(default_factory=list)
+    tau: list[tuple[int, int]] = field(default_factory=list)
     diverged: bool = False
 
     @property
@@ -138,6 +139,7 @@ def train(
     stats = getattr(optimizer, "stats", None)
     if stats is not None:
         run.mask_ratio = list(stats.mask_ratio_history)
+        run.tau = list(stats.tau_history)
     return run, optimizer
 
 

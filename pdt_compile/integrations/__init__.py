@@ -1,0 +1,1 @@
+"""Thin, optional integrations. Each module imports its framework only when used."""

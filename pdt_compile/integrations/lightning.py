@@ -1,0 +1,34 @@
+"""A Lightning callback that turns on PDT for a LightningModule's optimizers.
+
+    trainer = lightning.Trainer(callbacks=[PDTCallback(snap_every=100)])
+
+Lightning keeps stepping the optimizer as before (closures, gradient accumulation, AMP);
+PDT shares the optimizer's ``param_groups``, so the configured LR schedulers act on it, and
+its state is part of the optimizer state that Lightning checkpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning
+
+from ..config import PDTConfig
+from ..optim import PDT
+
+
+class PDTCallback(lightning.Callback):
+    """Wrap every optimizer of the run with :class:`pdt_compile.PDT` when fitting starts.
+
+    ``config`` or keyword options (``PDTConfig`` fields) as for ``PDT``. ``optimizers``
+    (``opt`` after fitting) are the PDT wrappers, for reading ``stats``.
+    """
+
+    def __init__(self, config: PDTConfig | None = None, **options: Any) -> None:
+        self.config = config if config is not None else PDTConfig(**options)
+        self.optimizers: list[PDT] = []
+
+    def on_fit_start(self, trainer: "lightning.Trainer", pl_module: "lightning.LightningModule") -> None:
+        wrapped = [opt if isinstance(opt, PDT) else PDT(opt, self.config) for opt in trainer.optimizers]
+        trainer.optimizers = wrapped
+        self.optimizers = wrapped

@@ -1,0 +1,23 @@
+"""Write PDT's telemetry to TensorBoard (``torch.utils.tensorboard``; needs ``tensorboard``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..runtime.stats import Stats
+
+SCALARS = ("mask_ratio", "tau", "predictions", "merges", "rollbacks", "skipped_nonfinite")
+
+
+def log_stats(writer: Any, stats: Stats, step: int, prefix: str = "pdt") -> None:
+    """Add the current counters and ratios of ``stats`` as scalars at ``step``."""
+    for name in SCALARS:
+        writer.add_scalar(f"{prefix}/{name}", float(getattr(stats, name)), step)
+
+
+def log_history(writer: Any, stats: Stats, prefix: str = "pdt") -> None:
+    """Add the whole mask-ratio and tau histories (one point per prediction / boundary)."""
+    for step, ratio in stats.mask_ratio_history:
+        writer.add_scalar(f"{prefix}/mask_ratio", ratio, step)
+    for step, tau in stats.tau_history:
+        writer.add_scalar(f"{prefix}/tau", tau, step)

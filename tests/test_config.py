@@ -1,0 +1,54 @@
+"""PDTConfig: defaults reproduce the paper; every invalid field raises a ValueError naming it."""
+
+from __future__ import annotations
+
+import pytest
+
+from pdt_compile import PDTConfig
+
+INVALID = [
+    ("snap_every", 0), ("snap_every", 2.5), ("snap_every", True),
+    ("history", 1), ("history", 65),
+    ("tau", 0),
+    ("burn_in", -1),
+    ("predict_every", 0),
+    ("rule", "strict"),
+    ("granularity", "layer"),
+    ("rank", 0), ("rank", 1.0), ("rank", -0.5), ("rank", "auto"), ("rank", True),
+    ("modes", "complex"),
+    ("dynamics", "quadratic"),
+    ("after_merge", "drop"),
+    ("adaptive", "yes"),
+    ("tau_min", 0), ("tau_min", 9),
+    ("tau_max", 2),
+    ("loss_tolerance", -0.1),
+    ("rollback_factor", 1.0), ("rollback_factor", "2"),
+    ("chunk_size", 10),
+]
+
+
+@pytest.mark.parametrize("field,value", INVALID)
+def test_invalid_field_names_field_value_and_allowed(field, value):
+    options = {"snap_every": 10, field: value}
+    with pytest.raises(ValueError) as error:
+        PDTConfig(**options)
+    message = str(error.value)
+    assert f"PDTConfig.{field}={value!r}" in message and "expected" in message
+
+
+def test_affine_dynamics_needs_three_snapshots():
+    with pytest.raises(ValueError, match="PDTConfig.history=2.*affine"):
+        PDTConfig(snap_every=1, history=2, dynamics="affine")
+
+
+def test_defaults_are_the_papers_and_valid():
+    config = PDTConfig(snap_every=100)
+    assert (config.history, config.tau, config.rule, config.rank, config.dynamics) == (5, 5, "paper", "gavish_donoho", "linear")
+    assert config.tau_max == 10
+    for rank in ("full", 3, 0.9):
+        assert PDTConfig(snap_every=1, rank=rank).rank == rank
+
+
+def test_replace_validates_again():
+    with pytest.raises(ValueError, match="PDTConfig.tau=0"):
+        PDTConfig(snap_every=1).replace(tau=0)

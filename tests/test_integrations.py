@@ -1,0 +1,115 @@
+"""Trainer integrations and telemetry: each trains a tiny model a few boundaries and sees merges."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+import pdt_compile as pdt
+
+from conftest import batches, make_mlp, train
+
+PDT_OPTIONS = dict(snap_every=3, history=4, burn_in=4, tau=3, rule="reference")
+
+
+def test_lightning_callback_turns_pdt_on(tmp_path):
+    lightning = pytest.importorskip("lightning")
+    from pdt_compile.integrations.lightning import PDTCallback
+
+    pairs = batches(48)
+    data = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])),
+        batch_size=16,
+    )
+
+    class Module(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = make_mlp()
+
+        def training_step(self, batch, index):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+            return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.5)}
+
+        def train_dataloader(self):
+            return data
+
+    callback = PDTCallback(**PDT_OPTIONS)
+    trainer = lightning.Trainer(
+        max_epochs=1, callbacks=[callback], logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path,
+    )
+    trainer.fit(Module())
+    (opt,) = callback.optimizers
+    assert isinstance(trainer.optimizers[0], pdt.PDT)
+    assert opt.schedule.steps == 48 and opt.stats.merges >= 1
+    checkpoint = trainer.strategy.optimizer_state(trainer.optimizers[0])
+    assert "pdt" in checkpoint  # PDT's ring and schedule travel with Lightning checkpoints
+
+
+def test_huggingface_trainer_recipe(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from pdt_compile.integrations.huggingface import pdt_optimizers
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = make_mlp()
+
+        def forward(self, x, labels=None):
+            logits = self.net(x)
+            loss = torch.nn.functional.cross_entropy(logits, labels)
+            return {"loss": loss, "logits": logits}
+
+    rows = [{"x": x[i], "labels": y[i]} for x, y in batches(12, size=8) for i in range(8)]
+    model = Tiny()
+    optimizer, scheduler = pdt_optimizers(
+        torch.optim.AdamW(model.parameters(), lr=0.01), transformers.get_linear_schedule_with_warmup,
+        num_warmup_steps=0, num_training_steps=48, **PDT_OPTIONS,
+    )
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), max_steps=48, per_device_train_batch_size=8, report_to=[],
+        save_strategy="no", use_cpu=True, logging_strategy="no", disable_tqdm=True,
+        dataloader_num_workers=0, remove_unused_columns=False,
+    )
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=rows, optimizers=(optimizer, scheduler))
+    trainer.train()
+    assert optimizer.schedule.steps == 48 and optimizer.stats.merges >= 1
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-9)  # the scheduler ran to its end
+
+
+def test_stats_export_to_csv(tmp_path):
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2), **PDT_OPTIONS)
+    train(model, opt, batches(30))
+    path = opt.stats.to_csv(tmp_path / "pdt.csv")
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == opt.stats.predictions == 6
+    assert [int(r["step"]) for r in rows] == [15, 18, 21, 24, 27, 30]
+    assert all(0.0 <= float(r["mask_ratio"]) <= 1.0 and int(r["tau"]) == 3 for r in rows)
+
+
+def test_tensorboard_writer(tmp_path):
+    pytest.importorskip("tensorboard")
+    from torch.utils.tensorboard import SummaryWriter
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from pdt_compile.integrations.tensorboard import log_history, log_stats
+
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2), **PDT_OPTIONS)
+    train(model, opt, batches(30))
+    writer = SummaryWriter(str(tmp_path))
+    log_history(writer, opt.stats, prefix="history")
+    log_stats(writer, opt.stats, step=30)
+    writer.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert len(events.Scalars("history/mask_ratio")) == 6
+    assert events.Scalars("pdt/merges")[0].value == opt.stats.merges
