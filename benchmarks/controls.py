@@ -20,11 +20,9 @@ class LinearExtrapolation(pdt.PDT):
         ring, tau = self.ring, self.schedule.tau
         accepted = []
         for index, p in enumerate(ring.params):
-            rows = ring.rows(index)
             w = p.detach().view(-1)
-            s = rows[ring.last_slot].to(w.dtype)
+            s = ring.rows(index)[ring.last_slot].to(w.dtype)
             w.copy_(s + tau * (w - s))
-            rows[ring.next_slot].copy_(w)
             accepted.append(w.numel())
-        ring.advance_()
+        ring.capture_()
         return Prediction(accepted, [None] * len(accepted))

@@ -64,6 +64,8 @@ def methods(snap_every: int, quick: bool) -> dict[str, Callable]:
         "PDT paper rule": lambda opt: pdt.PDT(opt, rule="paper", **schedule),
         "PDT reference rule": lambda opt: pdt.PDT(opt, rule="reference", **schedule),
         "PDT reference, full rank": lambda opt: pdt.PDT(opt, rule="reference", rank="full", **schedule),
+        "PDT reference, full rank, affine": lambda opt: pdt.PDT(opt, rule="reference", rank="full", dynamics="affine", **schedule),
+        "PDT reference, full rank, adaptive tau": lambda opt: pdt.PDT(opt, rule="reference", rank="full", adaptive=True, **schedule),
         "DMD no mask, full rank": lambda opt: pdt.PDT(opt, rule="none", rank="full", **schedule),
         "DMD no mask, rank 3": lambda opt: pdt.PDT(opt, rule="none", rank=3, **schedule),
         "linear extrapolation": lambda opt: LinearExtrapolation(opt, **schedule),

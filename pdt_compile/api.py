@@ -60,7 +60,7 @@ class GraphRuntime:
         names: dict[str, Any] = {"rings": {}}
         for index in range(len(self.params)):
             names["rings"][index] = f"pdt_ring_{index}"
-            register_buffer(gm, names["rings"][index], ring.rows(index))
+            register_buffer(gm, names["rings"][index], ring.buffers[index])
         for key, tensor in self.buffers.items():
             names[key] = f"pdt_{key}"
             register_buffer(gm, names[key], tensor)
@@ -158,6 +158,11 @@ def compile(
         raise ValueError(
             "pdt.compile: rollback_factor is not supported by the compiled path yet; use the eager "
             "pdt.PDT for rollback, or set rollback_factor=None"
+        )
+    if optimizer.config.ring_dtype != "float32":
+        raise ValueError(
+            f"pdt.compile: ring_dtype={optimizer.config.ring_dtype!r} is not supported by the compiled path "
+            "yet; use ring_dtype='float32' or the eager pdt.PDT"
         )
     if shard_group(optimizer.ring.params) is not None:
         raise NotImplementedError(

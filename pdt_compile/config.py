@@ -17,6 +17,7 @@ DYNAMICS = ("linear", "affine")
 MODES = ("projected", "exact")
 AFTER_MERGE = ("shift", "keep", "reset")
 RANK_NAMES = ("gavish_donoho", "full")
+RING_DTYPES = ("float32", "bfloat16")
 
 Rank = Union[str, int, float]
 
@@ -101,6 +102,11 @@ class PDTConfig:
     """Roll a merge back when the first loss reported after it exceeds the last loss
     before it by more than this factor (e.g. 1.5); ``None`` disables rollback."""
 
+    ring_dtype: str = "float32"
+    """Storage of the snapshot ring: ``"float32"`` (4h bytes per parameter element) or
+    ``"bfloat16"`` (the newest snapshot in float32 plus the h - 1 interval displacements in
+    bfloat16: 4 + 2(h - 1) bytes; eager path only)."""
+
     chunk_size: int = 1 << 16
     """Elements per streamed chunk in the eager path (keeps intermediates in cache)."""
 
@@ -115,6 +121,7 @@ class PDTConfig:
         _check_choice("modes", self.modes, MODES)
         _check_choice("dynamics", self.dynamics, DYNAMICS)
         _check_choice("after_merge", self.after_merge, AFTER_MERGE)
+        _check_choice("ring_dtype", self.ring_dtype, RING_DTYPES)
         if not isinstance(self.adaptive, bool):
             _fail("adaptive", self.adaptive, "expected True or False")
         if self.dynamics == "affine" and self.history < 3:

@@ -18,7 +18,7 @@ from torch.optim import Optimizer
 
 from .config import PDTConfig
 from .distributed import global_numel, shard_group, sum_across_shards_
-from .runtime.history import SnapshotRing, _local
+from .runtime.history import SnapshotRing, _local, make_ring
 from .runtime.predictor import Prediction, predict_merge_capture_
 from .runtime.schedule import Phase, Schedule
 from .runtime.stats import Stats
@@ -101,7 +101,7 @@ class PDT(Optimizer):
         params = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
         if not params:
             raise ValueError("PDT: the optimizer has no parameter with requires_grad=True")
-        return SnapshotRing(params, self.config.history)
+        return make_ring(params, self.config.history, self.config.ring_dtype)
 
     def __repr__(self) -> str:
         return f"PDT({self.optimizer!r}, {self.config})"
@@ -227,13 +227,13 @@ class PDT(Optimizer):
         if self._jumps is None:
             return
         ring = self._ring
-        rows = ring.order() if self.config.after_merge == "shift" else [ring.last_slot]
+        shifted = self.config.after_merge == "shift"
         for index, (p, jump) in enumerate(zip(ring.params, self._jumps)):
             if jump is None:
                 continue
             tensor = _local(p).detach()
             tensor.sub_(jump.view(tensor.shape).to(tensor.dtype))
-            ring.rows(index)[rows] -= jump
+            ring.undo_jump_(index, jump, shifted)
         self._jumps = None
         self.stats.rollbacks += 1
         self.schedule.shrink()

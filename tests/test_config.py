@@ -24,6 +24,7 @@ INVALID = [
     ("loss_tolerance", -0.1),
     ("rollback_factor", 1.0), ("rollback_factor", "2"),
     ("chunk_size", 10),
+    ("ring_dtype", "float16"),
 ]
 
 

@@ -1,4 +1,13 @@
-"""The snapshot ring: the last h snapshots of a list of parameters in one flat buffer."""
+"""The snapshot ring: the last h snapshots of a list of parameters.
+
+Two storages behind one interface (:meth:`SnapshotRing.block`, :meth:`store_merged_`,
+:meth:`capture_`, :meth:`undo_jump_`):
+
+- :class:`SnapshotRing`: h float32 rows per parameter (4h bytes per element);
+- :class:`CompressedSnapshotRing`: the newest snapshot in float32 plus the h - 1 interval
+  displacements in bfloat16 (4 + 2(h - 1) bytes per element). Snapshots are nearly collinear,
+  so only what differs is stored; each displacement is rounded once, when it is captured.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +25,12 @@ def _local(p: Tensor) -> Tensor:
 
 
 class SnapshotRing:
-    """h snapshots of ``params``: one ``[h, numel_i]`` float32 buffer per parameter.
+    """h float32 snapshots of ``params``: one ``[h, numel_i]`` buffer per parameter.
 
-    Rows are written circularly: ``order()`` gives the physical rows oldest first and
-    ``last_slot`` the newest. :meth:`rows` is parameter i's buffer. Separate storages (not views
-    of one flat buffer) let compiled graphs update each in place without aliasing.
-    Sharded parameters store their local shard.
+    Rows are written circularly: ``order()`` gives the physical rows oldest first,
+    ``last_slot`` the newest and ``next_slot`` the one the next capture overwrites. Separate
+    storages (not views of one flat buffer) let compiled graphs update each in place without
+    aliasing. Sharded parameters store their local shard.
     """
 
     def __init__(self, params: Sequence[Tensor], history: int) -> None:
@@ -36,19 +45,15 @@ class SnapshotRing:
             )
         self.params = list(params)
         self.shapes = [tuple(t.shape) for t in locals_]
+        self.numels = [t.numel() for t in locals_]
         self.device = locals_[0].device
-        numels = [t.numel() for t in locals_]
-        self.offsets = [0]
-        for n in numels:
-            self.offsets.append(self.offsets[-1] + n)
         self.history = history
-        self.buffers = [torch.zeros(history, n, dtype=torch.float32, device=self.device) for n in numels]
         self.count = 0
         self.next_slot = 0
+        self._allocate()
 
-    @property
-    def numel(self) -> int:
-        return self.offsets[-1]
+    def _allocate(self) -> None:
+        self.buffers = [torch.zeros(self.history, n, dtype=torch.float32, device=self.device) for n in self.numels]
 
     @property
     def full(self) -> bool:
@@ -59,17 +64,37 @@ class SnapshotRing:
         return (self.next_slot - 1) % self.history
 
     def order(self) -> list[int]:
-        """Physical rows of the valid snapshots, oldest first."""
+        """Rows of :meth:`block` holding valid snapshots, oldest first."""
         start = self.next_slot - self.count
         return [(start + i) % self.history for i in range(self.count)]
 
+    def nbytes(self) -> int:
+        """Bytes the ring holds (on its device)."""
+        return sum(t.numel() * t.element_size() for t in self._tensors())
+
+    def _tensors(self) -> list[Tensor]:
+        return list(self.buffers)
+
     def rows(self, index: int) -> Tensor:
-        """Parameter ``index``'s snapshots, ``[h, numel]``."""
-        return self.buffers[index]
+        """Parameter ``index``'s snapshots, ``[h, numel]`` float32, in :meth:`order`'s rows."""
+        return self.block(index, slice(None))
+
+    def block(self, index: int, columns: slice) -> Tensor:
+        """Snapshots of parameter ``index`` for ``columns``: ``[h, c]`` float32, rows as in
+        :meth:`order`, newest at ``last_slot``. A view here; a decoded copy when compressed."""
+        return self.buffers[index][:, columns]
+
+    def store_merged_(self, index: int, columns: slice, block: Tensor, merged: Tensor, jump: Tensor | None) -> None:
+        """After a prediction on ``block`` (from :meth:`block`): translate every snapshot by
+        ``jump`` (``after_merge="shift"``; None to keep them) and capture ``merged``.
+        Call :meth:`advance_` once all parameters are stored."""
+        if jump is not None:
+            block.add_(jump)
+        block[self.next_slot].copy_(merged)
 
     def flat(self) -> Tensor:
         """All snapshots side by side, ``[h, N]`` (a copy; for inspection and tests)."""
-        return torch.cat(self.buffers, dim=1)
+        return torch.cat([self.rows(i) for i in range(len(self.params))], dim=1)
 
     def check_unchanged(self) -> None:
         """Raise if a parameter changed shape or device since the ring was built."""
@@ -82,54 +107,152 @@ class SnapshotRing:
                     "match it. Create the optimizer (and PDT) again after resizing or moving."
                 )
 
-    def capture_(self, skip: Sequence[bool] | None = None) -> None:
-        """Write the current parameters into the next row and advance."""
+    def capture_(self) -> None:
+        """Write the current parameters as the newest snapshot and advance."""
         for index, p in enumerate(self.params):
-            if skip is None or not skip[index]:
-                self.rows(index)[self.next_slot].copy_(_local(p).detach().reshape(-1))
+            self.buffers[index][self.next_slot].copy_(_local(p).detach().reshape(-1))
         self.advance_()
 
     def advance_(self) -> None:
-        """Mark the row at ``next_slot`` as written (by a capture fused elsewhere)."""
+        """Mark the row at ``next_slot`` as written."""
         self.next_slot = (self.next_slot + 1) % self.history
         self.count = min(self.count + 1, self.history)
+
+    def undo_jump_(self, index: int, jump: Tensor, shifted: bool) -> None:
+        """Take back a merge's ``jump`` from the snapshots it moved (all when ``shifted``,
+        else only the newest, which captured the merged weights)."""
+        rows = self.order() if shifted else [self.last_slot]
+        self.buffers[index][rows] -= jump
 
     def reset_(self) -> None:
         """Forget every snapshot (burn-in starts again)."""
         self.count = 0
         self.next_slot = 0
 
-    def _saved(self, index: int) -> Tensor:
-        """A copy of parameter ``index``'s snapshots. For a sharded parameter, a DTensor of
-        global shape ``[h, *param.shape]`` sharded like the parameter (one dim further), so
-        that torch.distributed.checkpoint saves each rank's shard, not one rank's copy."""
-        buffer = self.buffers[index].clone()
+    def _saved(self, index: int, tensor: Tensor) -> Tensor:
+        """A copy of ``tensor`` (``[k, numel_i]`` or ``[numel_i]``). For a sharded parameter, a
+        DTensor of global shape ``[k, *param.shape]`` sharded like the parameter, so that
+        torch.distributed.checkpoint saves each rank's shard, not one rank's copy."""
+        copy = tensor.clone()
         p = self.params[index]
         if not is_sharded(p):
-            return buffer
+            return copy
         from torch.distributed.tensor import DTensor, Shard
 
-        shape = (self.history, *p.shape)
+        lead = tuple(copy.shape[:-1])
+        shape = (*lead, *p.shape)
         stride = torch.empty(shape, device="meta").stride()
         return DTensor.from_local(
-            buffer.view(self.history, *self.shapes[index]), p.device_mesh,
-            [Shard(p.placements[0].dim + 1)], run_check=False, shape=shape, stride=stride,
+            copy.view(*lead, *self.shapes[index]), p.device_mesh,
+            [Shard(p.placements[0].dim + len(lead))], run_check=False, shape=shape, stride=stride,
         )
 
+    def _state_tensors(self) -> dict[str, list[Tensor]]:
+        return {"buffers": self.buffers}
+
     def state_dict(self) -> dict[str, Any]:
-        return {"buffers": [self._saved(i) for i in range(len(self.buffers))], "count": self.count,
-                "next_slot": self.next_slot}
+        state: dict[str, Any] = {
+            key: [self._saved(i, t) for i, t in enumerate(tensors)] for key, tensors in self._state_tensors().items()
+        }
+        state.update(self._state_counters())
+        return state
+
+    def _state_counters(self) -> dict[str, int]:
+        return {"count": self.count, "next_slot": self.next_slot}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        buffers = [_local(b).reshape(self.history, -1) for b in state["buffers"]]
-        shapes = [tuple(b.shape) for b in buffers]
-        expected = [tuple(b.shape) for b in self.buffers]
-        if shapes != expected:
-            raise ValueError(
-                f"PDT.load_state_dict: snapshot ring of shapes {shapes} does not fit this model's "
-                f"ring {expected} (different history or parameters)"
-            )
-        for mine, saved in zip(self.buffers, buffers):
-            mine.copy_(saved)
-        self.count = int(state["count"])
-        self.next_slot = int(state["next_slot"])
+        for key, mine in self._state_tensors().items():
+            if key not in state:
+                raise ValueError(
+                    f"PDT.load_state_dict: the checkpoint's ring has no {key!r} (saved with another ring_dtype?)"
+                )
+            saved = [_local(t).reshape(m.shape) if _local(t).numel() == m.numel() else _local(t) for t, m in zip(state[key], mine)]
+            if [tuple(t.shape) for t in saved] != [tuple(m.shape) for m in mine]:
+                raise ValueError(
+                    f"PDT.load_state_dict: snapshot ring {key} of shapes {[tuple(t.shape) for t in saved]} does not "
+                    f"fit this model's ring {[tuple(m.shape) for m in mine]} (different history or parameters)"
+                )
+            for m, t in zip(mine, saved):
+                m.copy_(t)
+        for key in self._state_counters():
+            setattr(self, key, int(state[key]))
+
+
+class CompressedSnapshotRing(SnapshotRing):
+    """The newest snapshot in float32 (the anchor) and the h - 1 successive displacements
+    s_{i+1} - s_i in bfloat16: 4 + 2(h - 1) bytes per element instead of 4h.
+
+    :meth:`block` decodes the snapshots oldest first (so ``order()`` is the identity) as the
+    anchor minus the later displacements. After a shift-merge the displacements are unchanged
+    and only the anchor moves; the new displacement is the optimizer's own one.
+    """
+
+    def _allocate(self) -> None:
+        self.anchors = [torch.zeros(n, dtype=torch.float32, device=self.device) for n in self.numels]
+        self.deltas = [torch.zeros(self.history - 1, n, dtype=torch.bfloat16, device=self.device) for n in self.numels]
+        self.next_delta = 0
+
+    def _tensors(self) -> list[Tensor]:
+        return [*self.anchors, *self.deltas]
+
+    @property
+    def last_slot(self) -> int:
+        return self.count - 1
+
+    def order(self) -> list[int]:
+        return list(range(self.count))
+
+    def _delta_rows(self) -> list[int]:
+        """Rows of ``deltas`` in logical order (the displacement after snapshot 0 first)."""
+        stored, slots = self.count - 1, self.history - 1
+        return [(self.next_delta - stored + j) % slots for j in range(stored)]
+
+    def block(self, index: int, columns: slice) -> Tensor:
+        anchor = self.anchors[index][columns]
+        rows = self._delta_rows()
+        out = anchor.expand(max(self.count, 1), -1).clone()
+        if rows:
+            deltas = self.deltas[index][rows][:, columns].float()
+            later = deltas.flip(0).cumsum(0).flip(0)  # s_j = anchor - (δ_j + ... + δ_last)
+            out[:-1] -= later
+        return out
+
+    def store_merged_(self, index: int, columns: slice, block: Tensor, merged: Tensor, jump: Tensor | None) -> None:
+        previous = block[self.last_slot] if jump is None else block[self.last_slot] + jump
+        self.deltas[index][self.next_delta, columns] = (merged - previous).to(torch.bfloat16)
+        self.anchors[index][columns] = merged
+
+    def capture_(self) -> None:
+        for index, p in enumerate(self.params):
+            weights = _local(p).detach().reshape(-1).float()
+            if self.count > 0:
+                self.deltas[index][self.next_delta] = (weights - self.anchors[index]).to(torch.bfloat16)
+            self.anchors[index].copy_(weights)
+        self.advance_()
+
+    def advance_(self) -> None:
+        if self.count > 0:
+            self.next_delta = (self.next_delta + 1) % (self.history - 1)
+        self.count = min(self.count + 1, self.history)
+
+    def undo_jump_(self, index: int, jump: Tensor, shifted: bool) -> None:
+        self.anchors[index] -= jump
+        if not shifted:
+            newest = (self.next_delta - 1) % (self.history - 1)
+            self.deltas[index][newest] = (self.deltas[index][newest].float() - jump).to(torch.bfloat16)
+
+    def reset_(self) -> None:
+        self.count = 0
+        self.next_delta = 0
+
+    def _state_tensors(self) -> dict[str, list[Tensor]]:
+        return {"anchors": self.anchors, "deltas": self.deltas}
+
+    def _state_counters(self) -> dict[str, int]:
+        return {"count": self.count, "next_delta": self.next_delta}
+
+
+def make_ring(params: Sequence[Tensor], history: int, dtype: str = "float32") -> SnapshotRing:
+    """The ring for ``PDTConfig.ring_dtype``."""
+    ring_class = CompressedSnapshotRing if dtype == "bfloat16" else SnapshotRing
+    return ring_class(params, history)

@@ -38,13 +38,13 @@ def _chunks(numel: int, size: int) -> range:
 
 
 def ring_grams(ring: SnapshotRing, groups: Sequence[int], chunk: int) -> Tensor:
-    """Float64 Gram of each group over the ring's physical rows: ``[G, h, h]``."""
+    """Float64 Gram of each group over the ring's rows (in ``ring.order()``'s numbering):
+    ``[G, h, h]``, streamed in chunks of ``chunk`` elements."""
     h = ring.history
     out = torch.zeros(max(groups) + 1, h, h, dtype=torch.float64, device=ring.device)
     for index, group in enumerate(groups):
-        rows = ring.rows(index)
-        for start in _chunks(rows.shape[1], chunk):
-            out[group] += gram(rows[:, start : start + chunk])
+        for start in _chunks(ring.numels[index], chunk):
+            out[group] += gram(ring.block(index, slice(start, start + chunk)))
     return out
 
 
@@ -95,36 +95,32 @@ def predict_merge_capture_(
     )
     coefficients = coefficients.to(ring.device, torch.float32)
     s_coefficients = s_coefficients.to(ring.device, torch.float32)
-    last, slot, chunk = ring.last_slot, ring.next_slot, config.chunk_size
+    last, chunk = ring.last_slot, config.chunk_size
+    shift = config.after_merge == "shift"
     accepted_counts: list[Tensor | None] = []
     jumps: list[Tensor | None] = []
     for index, p in enumerate(params):
         tensor = _local(p).detach()
         weights = tensor.reshape(-1)  # a copy only for non-contiguous parameters
-        rows = ring.rows(index)
-        if skip[index]:
-            rows[slot].copy_(weights)
-            accepted_counts.append(None)
-            jumps.append(None)
-            continue
-        group = groups[index]
-        count = torch.zeros((), dtype=torch.int64, device=ring.device)
-        jump_all = torch.zeros(weights.shape, dtype=torch.float32, device=ring.device) if keep_jumps else None
+        count = None if skip[index] else torch.zeros((), dtype=torch.int64, device=ring.device)
+        jump_all = torch.zeros(weights.shape, dtype=torch.float32, device=ring.device) if keep_jumps and not skip[index] else None
         for start in _chunks(weights.numel(), chunk):
-            block = slice(start, start + chunk)
-            w = weights[block].float()
-            ring_block = rows[:, block]
+            columns = slice(start, start + chunk)
+            w = weights[columns].float()
+            block = ring.block(index, columns)
+            if count is None:  # no gradient this step: the snapshot is all that happens
+                ring.store_merged_(index, columns, block, w, None)
+                continue
+            group = groups[index]
             merged, accepted = forecast_mask_merge(
-                w, ring_block, ring_block[last], coefficients[group], s_coefficients[group], tau, config.rule
+                w, block, block[last], coefficients[group], s_coefficients[group], tau, config.rule
             )
             count += accepted.sum()
             jump = merged - w
-            weights[block].copy_(merged)
-            if config.after_merge == "shift":
-                ring_block.add_(jump)
-            ring_block[slot].copy_(merged)
+            ring.store_merged_(index, columns, block, merged, jump if shift else None)
+            weights[columns].copy_(merged)
             if jump_all is not None:
-                jump_all[block] = jump
+                jump_all[columns] = jump
         if weights.data_ptr() != tensor.data_ptr():
             tensor.copy_(weights.view(tensor.shape))
         accepted_counts.append(count)

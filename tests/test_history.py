@@ -1,0 +1,91 @@
+"""The snapshot rings: float32 and compressed (bfloat16 displacements) store the same history."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+import pdt_compile as pdt
+from pdt_compile.runtime.history import CompressedSnapshotRing, SnapshotRing
+
+from conftest import batches, make_mlp, train
+
+
+def drifting_parameters(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    params = [torch.nn.Parameter(torch.randn(6, 5, generator=g)), torch.nn.Parameter(torch.randn(7, generator=g))]
+    return params, g
+
+
+def test_compressed_ring_decodes_the_history_to_bfloat16_precision_of_the_displacements():
+    params, g = drifting_parameters()
+    plain, compressed = SnapshotRing(params, 5), CompressedSnapshotRing(params, 5)
+    for _ in range(8):  # wraps around both rings
+        with torch.no_grad():
+            for p in params:
+                p.add_(1e-3 * torch.randn(p.shape, generator=g))
+        plain.capture_()
+        compressed.capture_()
+    for index in range(2):
+        exact = plain.rows(index)[plain.order()]
+        decoded = compressed.rows(index)[compressed.order()]
+        assert torch.equal(decoded[-1], exact[-1])  # the newest is kept exactly
+        displacement = (exact[1:] - exact[:-1]).abs().max()
+        assert (decoded - exact).abs().max() <= 4 * 2**-8 * displacement
+
+
+def test_compressed_ring_bytes_per_element():
+    params, _ = drifting_parameters()
+    elements = sum(p.numel() for p in params)
+    for h in (3, 5, 8):
+        assert SnapshotRing(params, h).nbytes() == 4 * h * elements
+        assert CompressedSnapshotRing(params, h).nbytes() == (4 + 2 * (h - 1)) * elements
+
+
+def test_bfloat16_ring_trains_like_the_float32_ring():
+    options = dict(snap_every=4, history=4, burn_in=4, tau=3, rule="reference")
+    data = batches(60)
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        model = make_mlp()
+        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2), ring_dtype=dtype, **options)
+        losses = train(model, opt, data)
+        results[dtype] = (opt.stats, losses[-1])
+    full, compressed = results["float32"][0], results["bfloat16"][0]
+    assert compressed.merges == full.merges >= 1
+    assert abs(compressed.mask_ratio - full.mask_ratio) < 0.05
+    assert isinstance(pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), snap_every=2, ring_dtype="bfloat16").ring,
+                      CompressedSnapshotRing)
+
+
+@pytest.mark.parametrize("stop_at", [6, 21])
+def test_bfloat16_ring_resume_is_exact(stop_at):
+    options = dict(snap_every=4, history=4, burn_in=4, tau=3, rule="reference", ring_dtype="bfloat16")
+    data = batches(40)
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=0.01), **options)
+    train(model, opt, data)
+    model2 = make_mlp()
+    opt2 = pdt.PDT(torch.optim.AdamW(model2.parameters(), lr=0.01), **options)
+    train(model2, opt2, data[:stop_at])
+    buffer = io.BytesIO()
+    torch.save({"model": model2.state_dict(), "opt": opt2.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=False)
+    model3 = make_mlp(seed=3)
+    model3.load_state_dict(saved["model"])
+    opt3 = pdt.PDT(torch.optim.AdamW(model3.parameters(), lr=0.01), **options)
+    opt3.load_state_dict(saved["opt"])
+    train(model3, opt3, data[stop_at:])
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), model3.parameters()))
+    assert torch.equal(opt.ring.flat(), opt3.ring.flat())
+
+
+def test_loading_a_checkpoint_from_another_ring_dtype_fails_clearly():
+    model = make_mlp()
+    saved = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=2).state_dict()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=2, ring_dtype="bfloat16")
+    with pytest.raises(ValueError, match="ring_dtype"):
+        opt.load_state_dict(saved)
