@@ -1,0 +1,56 @@
+"""Snapshot-ring memory per parameter element, and what the compressed ring costs in quality.
+
+    python -m benchmarks.memory [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+import pdt_compile as pdt
+from pdt_compile import tasks
+from pdt_compile.experiment import speedup, train
+from pdt_compile.runtime.history import make_ring
+
+from .report import write_section
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=0.2, help="digits SGD lr (0.2: the tuned value of benchmarks.ttb)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    task = tasks.digits_mlp(steps=1800)
+    model = task.make_model()
+    params = list(model.parameters())
+    elements = sum(p.numel() for p in params)
+    config = dict(snap_every=task.steps_per_epoch, rule="reference", rank="full")
+    lines = ["| ring | h | bytes per parameter element | target | mask ratio (mean over training) | TTB-Loss steps × | TTB-Loss wall × |",
+             "|---|---|---|---|---|---|---|"]
+    baselines = [train(task, lambda o: o, seed=s, method="baseline", lr=args.lr)[0] for s in range(args.seeds)]
+    for dtype, target in (("float32", "4h"), ("bfloat16", "4 + 2(h-1)")):
+        h = 5
+        per_element = make_ring(params, h, dtype).nbytes() / elements
+        runs = [train(task, lambda o: pdt.PDT(o, ring_dtype=dtype, **config), seed=s, method=dtype, lr=args.lr)[0]
+                for s in range(args.seeds)]
+        masks = [statistics.mean(r for _, r in run.mask_ratio) for run in runs]
+        ttb = [speedup(b, r) for b, r in zip(baselines, runs)]
+        steps = [s for s, _ in ttb if s is not None]
+        wall = [t for _, t in ttb if t is not None]
+        fmt = lambda v: f"{statistics.median(v):.2f} [{min(v):.2f}–{max(v):.2f}]" if v else "never"
+        lines.append(f"| {dtype} | {h} | {per_element:.1f} | {target} = {4 * h if dtype == 'float32' else 4 + 2 * (h - 1)} | "
+                     f"{statistics.median(masks):.3f} | {fmt(steps)} | {fmt(wall)} |")
+    lines.append("| host offload (pinned, async) | - | not implemented | ~0 device bytes | - | - | - |")
+    body = "\n".join(lines) + (
+        f"\n\nDigits MLP / SGD lr {args.lr}, PDT reference rule, full rank, one snapshot per epoch, "
+        f"{args.seeds} seeds (median [min–max]); TTB against the plain SGD run of the same seed.")
+    print(body)
+    write_section("Snapshot-ring memory (benchmarks/memory.py)", body)
+
+
+if __name__ == "__main__":
+    main()
