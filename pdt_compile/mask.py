@@ -52,16 +52,18 @@ def consistency_mask(d: Tensor, P: Tensor, rule: str = "paper", tau: Horizon | N
         )
     horizon = P.shape[0] if tau is None else tau
     p_tau = P[-1]
-    finite = torch.isfinite(p_tau) & torch.isfinite(d)
     if rule == "none":
-        return finite
-    if rule == "reference":
-        return finite & _accelerates(d, p_tau, False, horizon + 1) & (p_tau * d > 0)
-    if rule == "accel_only":
-        return finite & _accelerates(d, p_tau, True, horizon)
+        return torch.isfinite(p_tau) & torch.isfinite(d)
     if rule == "consistency_only":
-        return finite & _same_sign_every_step(d, P)
-    return finite & _accelerates(d, p_tau, True, horizon) & _same_sign_every_step(d, P)
+        return _same_sign_every_step(d, P) & torch.isfinite(p_tau * d)
+    if rule == "reference":
+        # With |p_tau| <= (tau+1)|d|, p_tau is finite whenever d is.
+        return _accelerates(d, p_tau, False, horizon + 1) & (p_tau * d > 0) & torch.isfinite(d)
+    # |d| < |p_tau| <= tau|d| is false for NaN or infinite d or p_tau: no separate check.
+    bounded = _accelerates(d, p_tau, True, horizon)
+    if rule == "accel_only":
+        return bounded
+    return bounded & _same_sign_every_step(d, P)
 
 
 def merge(w: Tensor, s: Tensor, p_tau: Tensor, mask: Tensor) -> Tensor:

@@ -252,3 +252,16 @@ def test_phases_follow_the_schedule():
         opt.schedule.commit(phase, merged=False, ring_reset=False)
     # boundaries at steps 2,4,..; captures until 4 boundaries; then predict every 2nd boundary
     assert phases == [0, 1, 0, 1, 0, 1, 0, 1, 0, 2, 0, 1, 0, 2, 0, 1]
+
+
+def test_step_hooks_and_profiler_label_still_work():
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=2)
+    calls = []
+    opt.register_step_pre_hook(lambda o, args, kwargs: calls.append("pre"))
+    opt.register_step_post_hook(lambda o, args, kwargs: calls.append("post"))
+    train(model, opt, batches(2))
+    assert calls == ["pre", "post", "pre", "post"] and opt.schedule.steps == 2
+    with torch.profiler.profile() as profile:
+        train(model, opt, batches(1))
+    assert any(e.name == "Optimizer.step#PDT.step" for e in profile.events())
