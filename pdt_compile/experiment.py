@@ -35,6 +35,8 @@ class Task:
     steps: int
     eval_every: int
     loss: Callable[[Tensor, Tensor], Tensor] = nn.functional.cross_entropy
+    eval_train_samples: int | None = None
+    """Training loss measured on the first this many training samples (None: all)."""
 
     @property
     def steps_per_epoch(self) -> int:
@@ -78,8 +80,9 @@ def evaluate(task: Task, model: nn.Module, chunk: int = 4096) -> tuple[float, fl
     was_training = model.training
     model.eval()
     total = 0.0
-    for start in range(0, len(task.train_x), chunk):
-        x, y = task.train_x[start : start + chunk], task.train_y[start : start + chunk]
+    samples = len(task.train_x) if task.eval_train_samples is None else task.eval_train_samples
+    for start in range(0, samples, chunk):
+        x, y = task.train_x[start : min(start + chunk, samples)], task.train_y[start : min(start + chunk, samples)]
         total += float(task.loss(model(x), y)) * len(x)
     correct = counted = 0
     for start in range(0, len(task.test_x), chunk):
@@ -87,7 +90,7 @@ def evaluate(task: Task, model: nn.Module, chunk: int = 4096) -> tuple[float, fl
         correct += int((model(x).argmax(-1) == y).sum())
         counted += y.numel()
     model.train(was_training)
-    return total / len(task.train_x), correct / counted
+    return total / samples, correct / counted
 
 
 def train(

@@ -116,7 +116,7 @@ def char_transformer(
         return x, y
 
     train_x, train_y = sample(ids[:cut], windows)
-    test_x, test_y = sample(ids[cut:], max(windows // 6, 256))
+    test_x, test_y = sample(ids[cut:], 512)
 
     def sequence_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
@@ -126,5 +126,6 @@ def char_transformer(
         train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
         make_model=lambda: CharTransformer(len(vocab), context),
         make_optimizer=lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=0.01),
-        lr=lr, batch_size=batch_size, steps=steps, eval_every=50, loss=sequence_loss,
+        lr=lr, batch_size=batch_size, steps=steps, eval_every=100, loss=sequence_loss,
+        eval_train_samples=1024,
     )
