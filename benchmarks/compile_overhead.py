@@ -17,6 +17,7 @@ import pdt_compile as pdt
 from pdt_compile.runtime.schedule import Phase
 
 from .report import write_section
+from .steps import phase_step
 
 
 def model_and_data(width: int):
@@ -71,20 +72,12 @@ def main() -> None:
         opt.zero_grad()
         return loss
 
-    compiled = pdt_step.compiled_optimizer_step
     start = time.perf_counter()
     pdt_step()
     pdt_step()
     ordinary_compile = time.perf_counter() - start
     ordinary = median_ms(pdt_step, args.repeats)
-
-    def boundary_step(phase):
-        def run():
-            loss = nn.functional.cross_entropy(model2(x), y)
-            loss.backward()
-            compiled(phase)
-            opt.zero_grad()
-        return run
+    boundary_step = lambda phase: phase_step(model2, x, y, opt, phase)
 
     start = time.perf_counter()
     for _ in range(opt.config.history):

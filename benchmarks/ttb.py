@@ -61,9 +61,9 @@ def methods(snap_every: int, quick: bool) -> dict[str, Callable]:
     schedule = dict(snap_every=snap_every)
     out = {
         "baseline (tuned lr)": lambda opt: opt,
-        "PDT paper rule": lambda opt: pdt.PDT(opt, rule="paper", **schedule),
-        "PDT reference rule": lambda opt: pdt.PDT(opt, rule="reference", **schedule),
-        "PDT reference, full rank": lambda opt: pdt.PDT(opt, rule="reference", rank="full", **schedule),
+        "PDT paper config (paper rule, Gavish-Donoho rank)": lambda opt: pdt.PDT(opt, pdt.PDTConfig.paper(snap_every)),
+        "PDT reference rule, Gavish-Donoho rank": lambda opt: pdt.PDT(opt, rule="reference", rank="gavish_donoho", **schedule),
+        "PDT default (reference rule, full rank)": lambda opt: pdt.PDT(opt, **schedule),
         "PDT reference, full rank, affine": lambda opt: pdt.PDT(opt, rule="reference", rank="full", dynamics="affine", **schedule),
         "PDT reference, full rank, adaptive tau": lambda opt: pdt.PDT(opt, rule="reference", rank="full", adaptive=True, **schedule),
         "DMD no mask, full rank": lambda opt: pdt.PDT(opt, rule="none", rank="full", **schedule),
@@ -72,12 +72,12 @@ def methods(snap_every: int, quick: bool) -> dict[str, Callable]:
         "Lookahead (k=5, alpha=0.5)": lambda opt: po.Lookahead(opt, k=5, alpha=0.5),
     }
     if quick:
-        keep = ("baseline (tuned lr)", "PDT paper rule", "linear extrapolation")
+        keep = ("baseline (tuned lr)", "PDT default (reference rule, full rank)", "linear extrapolation")
         out = {k: v for k, v in out.items() if k in keep}
     return out
 
 
-def tune_lr(task: Task, factors: list[float], extend: int = 3) -> tuple[float, list[tuple[float, float]]]:
+def tune_lr(task: Task, factors: list[float], extend: int = 6) -> tuple[float, list[tuple[float, float]]]:
     """Best baseline learning rate (lowest final training loss, seed 0). The sweep doubles
     (or halves) past its edge, up to ``extend`` times, while the best value sits on the edge."""
     results: dict[float, float] = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from . import PDT
+from . import PDT, PDTConfig
 from .experiment import Run, speedup, train
 from .tasks import digits_mlp
 
@@ -27,8 +27,9 @@ def demo(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     task = digits_mlp(steps=args.steps)
-    config = dict(snap_every=task.steps_per_epoch, rule=args.rule)
-    methods = {"SGD (baseline)": lambda opt: opt, f"SGD + PDT ({args.rule})": lambda opt: PDT(opt, **config)}
+    config = PDTConfig.paper(task.steps_per_epoch) if args.paper else PDTConfig(snap_every=task.steps_per_epoch)
+    label = "SGD + PDT (paper config)" if args.paper else "SGD + PDT"
+    methods = {"SGD (baseline)": lambda opt: opt, label: lambda opt: PDT(opt, config)}
     runs: dict[str, Run] = {}
     with tqdm(total=task.steps * len(methods), desc="training", unit="step") as bar:
         for name, wrap in methods.items():
@@ -43,7 +44,7 @@ def demo(args: argparse.Namespace) -> int:
         mask = f"{run.mask_ratio[-1][1]:.3f}" if run.mask_ratio else "-"
         print(f"{name:24s} {_format_target(baseline, run, 'loss'):>24s} {_format_target(baseline, run, 'accuracy'):>22s} "
               f"{run.final_loss:10.4f} {run.test_accuracy[-1]:9.3f} {mask:>6s}")
-    pdt_run = runs[f"SGD + PDT ({args.rule})"]
+    pdt_run = runs[label]
     steps_x, time_x = speedup(baseline, pdt_run)
     if steps_x is None:
         print("\nPDT did not reach the baseline's final training loss in this run.")
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser = commands.add_parser("demo", help="baseline vs PDT on scikit-learn digits")
     demo_parser.add_argument("--steps", type=int, default=1800)
     demo_parser.add_argument("--seed", type=int, default=0)
-    demo_parser.add_argument("--rule", default="paper")
+    demo_parser.add_argument("--paper", action="store_true", help="the paper's mask rule and rank instead of the defaults")
     demo_parser.add_argument("--threads", type=int, default=1)
     demo_parser.add_argument("--out", default="pdt_demo.png")
     demo_parser.set_defaults(run=demo)

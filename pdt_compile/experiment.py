@@ -148,13 +148,11 @@ def train(
 
 def speedup(baseline: Run, run: Run, metric: str = "loss") -> tuple[Optional[float], Optional[float]]:
     """(step speedup, wall-time speedup) of ``run`` reaching the baseline's final train loss
-    (``metric="loss"``) or best test accuracy (``"accuracy"``); None where it never does."""
-    if metric == "loss":
-        target = baseline.final_loss
-        base_step, base_time = baseline.steps[-1], baseline.seconds[-1]
-    else:
-        target = baseline.best_accuracy
-        base_step, base_time = baseline.time_to(target, "accuracy")
+    (``metric="loss"``) or best test accuracy (``"accuracy"``); None where it never does.
+    Both sides are timed to their *first* evaluation at the target: where the baseline's
+    loss is not monotonic, it reaches its own final value before its last step."""
+    target = baseline.final_loss if metric == "loss" else baseline.best_accuracy
+    base_step, base_time = baseline.time_to(target, metric)
     step, seconds = run.time_to(target, metric)
     if step is None or base_step is None:
         return None, None

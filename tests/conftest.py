@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 
@@ -19,6 +21,27 @@ def batches(count: int, seed: int = 1, size: int = 16) -> list[tuple[torch.Tenso
         x = torch.randn(size, 8, generator=g)
         out.append((x, (x @ teacher).argmax(1)))
     return out
+
+
+def step_function(model, opt):
+    """A training step as users write it: forward, backward, step, zero_grad; returns the loss."""
+
+    def train_step(x, y):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return loss
+
+    return train_step
+
+
+def save_and_load(state):
+    """``state`` after a torch.save / torch.load round trip (as a checkpoint file would)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=False)
 
 
 def train(model, opt, data, scheduler=None, report=False):

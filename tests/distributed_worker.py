@@ -13,6 +13,8 @@ import torch.distributed as dist
 
 import pdt_compile as pdt
 
+from conftest import step_function  # tests/ is the script's folder, on sys.path
+
 CONFIG = dict(snap_every=3, history=4, burn_in=4, tau=3, rule="reference")
 GLOBAL_BATCH = 16
 
@@ -45,13 +47,7 @@ def build(mode: str, world: int):
 
 
 def train(model, opt, steps: range, rank: int, world: int, compiled: bool) -> None:
-    def step(x, y):
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        return loss
-
+    step = step_function(model, opt)
     if compiled:
         step = pdt.compile(step, optimizer=opt, backend="aot_eager")
     for i in steps:

@@ -10,7 +10,7 @@ import torch
 import pdt_compile as pdt
 from pdt_compile.passes.analysis import find_parameter_writes
 
-from conftest import batches, make_mlp
+from conftest import batches, make_mlp, step_function
 
 CONFIG = dict(snap_every=3, history=4, burn_in=4, tau=3, rule="reference")
 OPTIMIZERS = {
@@ -37,15 +37,7 @@ def run_eager(make_opt, data, **config):
 def run_compiled(make_opt, data, backend="aot_eager", **config):
     model = make_mlp()
     opt = pdt.PDT(make_opt(model.parameters()), **{**CONFIG, **config})
-
-    @pdt.compile(optimizer=opt, backend=backend)
-    def train_step(x, y):
-        loss = loss_of(model, x, y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        return loss
-
+    train_step = pdt.compile(step_function(model, opt), optimizer=opt, backend=backend)
     for x, y in data:
         train_step(x, y)
     return model, opt, train_step
@@ -114,14 +106,7 @@ def test_no_recompiles_after_warm_up():
     # scheduler step would recompile a plain compiled optimizer too (pytorch #130467/#124544).
     opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=torch.tensor(0.05), momentum=0.9, foreach=True), **CONFIG)
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 / (1 + 0.01 * step))
-
-    @pdt.compile(optimizer=opt, backend="aot_eager")
-    def train_step(x, y):
-        loss = loss_of(model, x, y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        return loss
+    train_step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager")
 
     data = batches(10, size=8)
     for x, y in data * 2:  # warm-up: every phase, and the float LR turning dynamic

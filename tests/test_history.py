@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
 
 import pdt_compile as pdt
 from pdt_compile.runtime.history import CompressedSnapshotRing, SnapshotRing
 
-from conftest import batches, make_mlp, train
+from conftest import batches, make_mlp, save_and_load, train
 
 
 def drifting_parameters(seed: int = 0):
@@ -70,10 +68,7 @@ def test_bfloat16_ring_resume_is_exact(stop_at):
     model2 = make_mlp()
     opt2 = pdt.PDT(torch.optim.AdamW(model2.parameters(), lr=0.01), **options)
     train(model2, opt2, data[:stop_at])
-    buffer = io.BytesIO()
-    torch.save({"model": model2.state_dict(), "opt": opt2.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=False)
+    saved = save_and_load({"model": model2.state_dict(), "opt": opt2.state_dict()})
     model3 = make_mlp(seed=3)
     model3.load_state_dict(saved["model"])
     opt3 = pdt.PDT(torch.optim.AdamW(model3.parameters(), lr=0.01), **options)

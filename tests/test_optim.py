@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import io
 import warnings
 
 import pytest
@@ -12,7 +11,7 @@ import torch
 import pdt_compile as pdt
 from pdt_compile.runtime.schedule import Phase
 
-from conftest import batches, make_mlp, train
+from conftest import batches, make_mlp, save_and_load, train
 
 OPTIMIZERS = {
     "sgd": lambda p: torch.optim.SGD(p, lr=0.2),
@@ -75,10 +74,7 @@ def _trajectory(stop_at: int | None, total: int = 48):
     train(model, opt, data[: stop_at or total], report=True)
     if stop_at is None:
         return model, opt
-    buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
-    buffer.seek(0)
-    checkpoint = torch.load(buffer, weights_only=False)
+    checkpoint = save_and_load({"model": model.state_dict(), "opt": opt.state_dict()})
     resumed = make_mlp(seed=5)
     resumed.load_state_dict(checkpoint["model"])
     opt2 = make(resumed)

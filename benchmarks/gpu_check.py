@@ -1,0 +1,85 @@
+"""Every GPU-specific check and timing in one command (for a lent GPU machine).
+
+    python -m benchmarks.gpu_check
+
+1. runs the GPU tests (``tests/test_gpu.py``: compiled CUDA step, with and without
+   ``mode="reduce-overhead"``, equal to eager PDT);
+2. times, on a ~20M-parameter MLP with AdamW: the plain compiled step, the compiled PDT
+   ordinary / capture / prediction steps, eager PDT's prediction, and the bandwidth floor
+   (2h+2 parameter copies), and writes the table to RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import torch
+from torch import nn
+
+import pdt_compile as pdt
+from pdt_compile.runtime.schedule import Phase
+
+from .report import write_section
+from .steps import phase_step
+
+
+def cuda_ms(fn, repeats: int = 20) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def main() -> None:
+    if not torch.cuda.is_available():
+        sys.exit("gpu_check: no CUDA device")
+    tests = subprocess.run([sys.executable, "-m", "pytest", "tests/test_gpu.py", "-q"], capture_output=True, text=True)
+    print(tests.stdout[-2000:])
+    width, depth = 2048, 5
+    torch.manual_seed(0)
+    layers = [nn.Linear(1024, width), nn.ReLU()] + [m for _ in range(depth - 1) for m in (nn.Linear(width, width), nn.ReLU())]
+    model = nn.Sequential(*layers, nn.Linear(width, 10)).cuda()
+    n = sum(p.numel() for p in model.parameters())
+    x, y = torch.randn(256, 1024, device="cuda"), torch.randint(0, 10, (256,), device="cuda")
+    rows = []
+    for mode in (None, "reduce-overhead"):
+        opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=torch.tensor(1e-4, device="cuda"), capturable=True, foreach=True),
+                      snap_every=10**9, history=5, burn_in=0)
+
+        @pdt.compile(optimizer=opt, mode=mode)
+        def step():
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            return loss
+
+        phase = lambda p: phase_step(model, x, y, opt, p)
+        ordinary = cuda_ms(step)
+        for _ in range(5):
+            phase(Phase.CAPTURE)()
+        capture = cuda_ms(phase(Phase.CAPTURE))
+        predict = cuda_ms(phase(Phase.PREDICT), 5)
+        rows.append((mode or "default", ordinary, capture, predict))
+    source, target = torch.randn(n, device="cuda"), torch.empty(n, device="cuda")
+    floor = 12 * cuda_ms(lambda: target.copy_(source))
+    lines = [f"{torch.cuda.get_device_name()}, MLP {n:,} parameters, AdamW (capturable, tensor lr), batch 256", "",
+             "| mode | ordinary step (ms) | capture step (ms) | prediction step (ms) | prediction / (ordinary + floor) |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {m} | {o:.3f} | {c:.3f} | {p:.3f} | {p / (o + floor):.2f} |" for m, o, c, p in rows]
+    lines.append(f"\nBandwidth floor (12 parameter copies): {floor:.3f} ms. GPU tests: {tests.stdout.strip().splitlines()[-1] if tests.stdout.strip() else tests.stderr[-300:]}")
+    body = "\n".join(lines)
+    print(body)
+    write_section("GPU (benchmarks/gpu_check.py)", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""Training-step helpers shared by the overhead benchmarks."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from pdt_compile.runtime.schedule import Phase
+
+
+def phase_step(model: nn.Module, x, y, opt, phase: Phase) -> Callable[[], None]:
+    """One training step whose optimizer step runs the compiled ``phase`` variant directly
+    (``opt`` must be a PDT handed to ``pdt.compile``): times a boundary on demand."""
+    compiled = opt.compiled_step
+
+    def run() -> None:
+        nn.functional.cross_entropy(model(x), y).backward()
+        compiled(phase)
+        opt.zero_grad()
+
+    return run

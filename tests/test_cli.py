@@ -1,0 +1,36 @@
+"""The commands a new user runs first: the demo, the explain command, the benchmark smoke run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args: str, cwd=None) -> str:
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_demo_prints_the_table_and_writes_the_plot(tmp_path):
+    plot = tmp_path / "demo.png"
+    out = run("-m", "pdt_compile", "demo", "--steps", "400", "--out", str(plot))
+    assert "SGD (baseline)" in out and "SGD + PDT" in out and "to baseline final loss" in out
+    assert "predictions" in out and plot.stat().st_size > 10_000
+
+
+def test_explain_shows_the_tagged_nodes():
+    out = run("-m", "pdt_compile", "explain")
+    assert "[snapshot]" in out and "[predict]" in out and "[merge]" in out
+    assert "pdt.solve_coefficients" in out
+
+
+def test_time_to_baseline_smoke_run():
+    pytest.importorskip("pytorch_optimizer")
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = run("-m", "benchmarks.ttb", "--quick", cwd=root)
+    assert "| PDT default (reference rule, full rank) |" in out and "| linear extrapolation |" in out
