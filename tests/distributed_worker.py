@@ -33,7 +33,7 @@ def batch(step: int, rank: int, world: int):
     return x[rank * part : (rank + 1) * part], y[rank * part : (rank + 1) * part]
 
 
-def build(mode: str, world: int):
+def build(mode: str, world: int, granularity: str = "tensor"):
     model = make_model()
     if mode == "ddp":
         model = torch.nn.parallel.DistributedDataParallel(model)
@@ -42,7 +42,7 @@ def build(mode: str, world: int):
         from torch.distributed.fsdp import fully_shard
 
         fully_shard(model, mesh=init_device_mesh("cpu", (world,)))
-    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), **CONFIG)
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), granularity=granularity, **CONFIG)
     return model, opt
 
 
@@ -65,12 +65,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--checkpoint-at", type=int, default=None)
+    parser.add_argument("--granularity", default="tensor")
     args = parser.parse_args()
     distributed = args.mode != "plain"
     if distributed:
         dist.init_process_group("gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    model, opt = build(args.mode, world)
+    model, opt = build(args.mode, world, args.granularity)
     stop = args.checkpoint_at or args.steps
     train(model, opt, range(stop), rank, world, args.compile)
     if args.checkpoint_at is not None:
@@ -78,7 +79,7 @@ def main() -> None:
 
         folder = args.out + ".dcp"
         dcp.save({"model": model.state_dict(), "optim": opt.state_dict()}, checkpoint_id=folder)
-        model, opt = build(args.mode, world)  # fresh objects, as after a restart
+        model, opt = build(args.mode, world, args.granularity)  # fresh objects, as after a restart
         train(model, opt, range(1), rank, world, False)  # different state, to be overwritten
         state = {"model": model.state_dict(), "optim": opt.state_dict()}
         dcp.load(state, checkpoint_id=folder)

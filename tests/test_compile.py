@@ -146,12 +146,27 @@ def test_private_dynamo_touch_point_exists():
 
 
 @pytest.mark.inductor
-def test_inductor_trains_and_equals_eager():
-    data = batches(24)
-    make = OPTIMIZERS["sgd_momentum"]
-    eager_model, eager = run_eager(make, data)
-    model, opt, step = run_compiled(make, data, backend="inductor")
+def test_inductor_trains_the_demo_model_and_equals_eager():
+    # The demo's model, data and optimizer (plain SGD, CPU default: the for-loop update,
+    # Tensor.add_ writes) compiled end to end with Inductor.
+    from pdt_compile.tasks import digits_mlp
+
+    task = digits_mlp()
+    data = [(task.train_x[i : i + 32], task.train_y[i : i + 32]) for i in range(0, 32 * 30, 32)]
+    runs = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = task.make_model()
+        opt = pdt.PDT(task.make_optimizer(model.parameters(), 0.2), **CONFIG)
+        step = step_function(model, opt)
+        if compiled:
+            step = pdt.compile(step, optimizer=opt)
+        for x, y in data:
+            step(x, y)
+        runs.append((model, opt, step))
+    (eager_model, eager, _), (model, opt, step) = runs
     assert opt.stats.merges == eager.stats.merges >= 1
+    assert [r for _, r in opt.stats.mask_ratio_history] == pytest.approx([r for _, r in eager.stats.mask_ratio_history], abs=2e-3)
     for a, b in zip(eager_model.parameters(), model.parameters()):
         assert torch.allclose(a, b, atol=1e-4)
     assert {n.meta.get("pdt_pass") for gm in step.pdt_graphs["predict"] for n in gm.graph.nodes} >= {"predict", "merge"}

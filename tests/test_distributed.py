@@ -56,6 +56,12 @@ def test_two_processes_follow_the_single_process_run(tmp_path, reference, mode):
     assert_same_run(launch(tmp_path, mode, 2), reference, atol=1e-5)
 
 
+def test_fsdp_with_one_dmd_for_the_whole_model(tmp_path):
+    # granularity="model": one Gram over all local shards of all parameters, all-reduced.
+    reference = launch(tmp_path / "plain", "plain", 1, "--granularity", "model")[0]
+    assert_same_run(launch(tmp_path / "fsdp", "fsdp", 2, "--granularity", "model"), reference, atol=1e-5)
+
+
 def test_ddp_with_pdt_compile(tmp_path, reference):
     assert_same_run(launch(tmp_path, "ddp", 2, "--compile"), reference, atol=1e-5)
 

@@ -56,10 +56,6 @@ class SnapshotRing:
         self.buffers = [torch.zeros(self.history, n, dtype=torch.float32, device=self.device) for n in self.numels]
 
     @property
-    def full(self) -> bool:
-        return self.count >= self.history
-
-    @property
     def last_slot(self) -> int:
         return (self.next_slot - 1) % self.history
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..config import PDTConfig
@@ -34,7 +34,6 @@ class Schedule:
     loss_before_merge: float | None = None
     last_merge_step: int | None = None
     merge_loss: float | None = None
-    history: dict[str, list] = field(default_factory=lambda: {"tau": []})
 
     def __post_init__(self) -> None:
         if self.tau == 0:
@@ -66,7 +65,6 @@ class Schedule:
         if merged:
             self.last_merge_step = self.steps
             self.merge_loss = None
-        self.history["tau"].append((self.steps, self.tau))
 
     def _adapt(self, merged: bool) -> None:
         mean = self.interval_loss_sum / self.interval_loss_count if self.interval_loss_count else None
