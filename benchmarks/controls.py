@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 
 import pdt_compile as pdt
 from pdt_compile.runtime.predictor import Prediction

@@ -6,7 +6,6 @@ the same maths inside its graphs and is tested against this class.
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections import OrderedDict
@@ -181,7 +180,6 @@ class PDT(Optimizer):
                 self.schedule.tau,
                 keep_jumps=self.config.rollback_factor is not None,
             )
-            self._ring.advance_()
             self.stats.prediction_seconds += time.perf_counter() - start
             return prediction
         return None

@@ -9,6 +9,7 @@ the custom op ``pdt::solve_coefficients``, which runs on the host and is tagged
 from __future__ import annotations
 
 import ast
+import operator
 from typing import Sequence
 
 import torch
@@ -111,8 +112,8 @@ def insert_predict_merge(
              str(dmd_options["rank"]), dmd_options["modes"], dmd_options["dynamics"]),
             PREDICT,
         )
-        coefficients = call(_getitem, (solved, 0), PREDICT)
-        s_coefficients = call(_getitem, (solved, 1), PREDICT)
+        coefficients = call(operator.getitem, (solved, 0), PREDICT)
+        s_coefficients = call(operator.getitem, (solved, 1), PREDICT)
         shared = [attr(names[key], MERGE) for key in ("slot", "last")]
         horizon, active, counts = (attr(names[key], MERGE) for key in ("horizon", "active", "counts"))
         for index, parameter in sorted(writes.parameter_nodes.items()):
@@ -126,7 +127,3 @@ def insert_predict_merge(
         node.meta["pdt_pass"] = tag
     gm.recompile()
     return gm
-
-
-def _getitem(pair, index: int):
-    return pair[index]

@@ -80,7 +80,7 @@ def predict_merge_capture_(
     tau: int,
     keep_jumps: bool,
 ) -> Prediction:
-    """Run one prediction boundary in place: merge into ``params``, update the ring.
+    """Run one prediction boundary in place: merge into ``params``, update and advance the ring.
 
     For every parameter not in ``skip``: forecast tau intervals from the ring, mask against
     the displacement the optimizer just made, merge, apply the after-merge policy to the
@@ -125,6 +125,7 @@ def predict_merge_capture_(
             tensor.copy_(weights.view(tensor.shape))
         accepted_counts.append(count)
         jumps.append(jump_all)
+    ring.advance_()
     present = [c for c in accepted_counts if c is not None]
     totals = sum_across_shards_(torch.stack(present), process_group) if present else None
     values = iter(totals.tolist() if totals is not None else [])  # one sync
