@@ -21,7 +21,7 @@ import pdt_compile as pdt
 from pdt_compile.runtime.schedule import Phase
 
 from .report import write_section
-from .steps import phase_step
+from .steps import phase_step, train_step
 
 
 def cuda_ms(fn, repeats: int = 20) -> float:
@@ -54,13 +54,7 @@ def main() -> None:
         opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=torch.tensor(1e-4, device="cuda"), capturable=True, foreach=True),
                       snap_every=10**9, history=5, burn_in=0)
 
-        @pdt.compile(optimizer=opt, mode=mode)
-        def step():
-            loss = nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            return loss
+        step = pdt.compile(train_step(model, x, y, opt), optimizer=opt, mode=mode)
 
         phase = lambda p: phase_step(model, x, y, opt, p)
         ordinary = cuda_ms(step)
