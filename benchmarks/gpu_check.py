@@ -6,7 +6,9 @@
    ``mode="reduce-overhead"``, equal to eager PDT);
 2. times, on a ~20M-parameter MLP with AdamW: the plain compiled step, the compiled PDT
    ordinary / capture / prediction steps, eager PDT's prediction, and the bandwidth floor
-   (2h+2 parameter copies), and writes the table to RESULTS.md.
+   (2h+2 parameter copies), and writes the table to RESULTS.md;
+3. host offload (``ring_location="host"``): device bytes the ring allocates, and the eager
+   capture and prediction costs, against the device ring.
 """
 
 from __future__ import annotations
@@ -36,6 +38,34 @@ def cuda_ms(fn, repeats: int = 20) -> float:
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end))
     return sorted(times)[len(times) // 2]
+
+
+def offload_rows(model: nn.Module, x, y) -> list[str]:
+    """Eager PDT with the ring on the device and on the host: device bytes, step costs."""
+    n = sum(p.numel() for p in model.parameters())
+    rows = ["| ring | device bytes per element | ordinary step (ms) | capture cost (ms, next step included) | prediction (ms) |",
+            "|---|---|---|---|---|"]
+    for location in ("device", "host"):
+        before = torch.cuda.memory_allocated()
+        opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True), snap_every=10**9,
+                      history=5, burn_in=0, ring_location=location)
+        allocated = torch.cuda.memory_allocated() - before
+        step = train_step(model, x, y, opt)
+        ordinary = cuda_ms(step)
+
+        def capture() -> None:
+            step()
+            opt.ring.capture_()
+            step()  # the next step, which the asynchronous capture overlaps
+
+        for _ in range(5):
+            opt.ring.capture_()
+        capture_ms = cuda_ms(capture) - 2 * ordinary
+        nn.functional.cross_entropy(model(x), y).backward()  # gradients present: no parameter is skipped
+        predict = cuda_ms(lambda: opt._run_boundary(Phase.PREDICT), 5)
+        opt.zero_grad()
+        rows.append(f"| {location} | {allocated / n:.1f} | {ordinary:.3f} | {capture_ms:.3f} | {predict:.3f} |")
+    return rows
 
 
 def main() -> None:
@@ -70,6 +100,7 @@ def main() -> None:
              "|---|---|---|---|---|"]
     lines += [f"| {m} | {o:.3f} | {c:.3f} | {p:.3f} | {p / (o + floor):.2f} |" for m, o, c, p in rows]
     lines.append(f"\nBandwidth floor (12 parameter copies): {floor:.3f} ms. GPU tests: {tests.stdout.strip().splitlines()[-1] if tests.stdout.strip() else tests.stderr[-300:]}")
+    lines += ["", *offload_rows(model, x, y)]
     body = "\n".join(lines)
     print(body)
     write_section("GPU (benchmarks/gpu_check.py)", body)

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, fx
 
-from .distributed import global_numel, shard_group
+from .distributed import global_numel, group_key, shard_group, sum_across_shards_
 from .optim import PDT
 from .passes.backend import PDTBackend
 from .runtime.predictor import Prediction, group_of, group_rows
@@ -40,6 +40,8 @@ class GraphRuntime:
         self.params = ring.params
         count, device = len(self.params), ring.device
         self.groups = group_of(self.config, count)
+        self.process_group = shard_group(self.params)
+        self.shard_group = group_key(self.process_group)
         self.steps = self.config.tau_max
         numels = [global_numel(p) for p in self.params]
         self.buffers = {
@@ -126,7 +128,7 @@ class CompiledOptimizerStep:
         ring.advance_()
         if phase == Phase.CAPTURE:
             return None
-        counts = self.runtime.buffers["counts"].tolist()
+        counts = sum_across_shards_(self.runtime.buffers["counts"].clone(), self.runtime.process_group).tolist()
         active = self.runtime.buffers["active"].tolist()
         return Prediction([c if a else None for c, a in zip(counts, active)], [None] * len(counts))
 
@@ -164,10 +166,10 @@ def compile(
             f"pdt.compile: ring_dtype={optimizer.config.ring_dtype!r} is not supported by the compiled path "
             "yet; use ring_dtype='float32' or the eager pdt.PDT"
         )
-    if shard_group(optimizer.ring.params) is not None:
-        raise NotImplementedError(
-            "pdt.compile: FSDP2 (sharded DTensor) parameters are not supported by the compiled path "
-            "yet; use the eager pdt.PDT with fully_shard (DDP works with pdt.compile)"
+    if optimizer.config.ring_location != "device":
+        raise ValueError(
+            f"pdt.compile: ring_location={optimizer.config.ring_location!r} is not supported by the compiled "
+            "path (its graphs update the ring on the device); use ring_location='device' or the eager pdt.PDT"
         )
     step = CompiledOptimizerStep(optimizer, backend, mode)
     optimizer.compiled_step = step

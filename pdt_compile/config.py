@@ -19,6 +19,7 @@ MODES = ("projected", "exact")
 AFTER_MERGE = ("shift", "keep", "reset")
 RANK_NAMES = ("gavish_donoho", "full")
 RING_DTYPES = ("float32", "bfloat16")
+RING_LOCATIONS = ("device", "host")
 
 Rank = Union[str, int, float]
 
@@ -66,6 +67,13 @@ class PDTConfig:
     ``"reference"``: with full rank it reached the tuned baseline sooner than the paper's rule
     on 4 of 5 benchmark tasks (benchmarks/RESULTS.md, time to baseline)."""
 
+    trend: bool = False
+    """Also require every stored snapshot to lie behind the current weights in the direction
+    the optimizer last moved each element (:func:`pdt_compile.mask.trend_mask`): filters
+    elements whose recent path is noise. Measured (benchmarks/RESULTS.md, merge anatomy): on
+    the AdamW transformer it raised the sign agreement of accepted jumps with the optimizer's
+    own later motion from 0.53 to 0.65, at a much smaller mask; it made no task faster."""
+
     granularity: str = "tensor"
     """``"tensor"``: one DMD per parameter tensor; ``"model"``: all parameters as one vector."""
 
@@ -112,6 +120,11 @@ class PDTConfig:
     ``"bfloat16"`` (the newest snapshot in float32 plus the h - 1 interval displacements in
     bfloat16: 4 + 2(h - 1) bytes; eager path only)."""
 
+    ring_location: str = "device"
+    """Where the ring lives: ``"device"`` (the parameters' device; default) or ``"host"``
+    (pinned host memory with asynchronous copies: no ring bytes on the accelerator; each
+    prediction streams the ring to the device and back; float32 ring, eager path only)."""
+
     chunk_size: int = 1 << 16
     """Elements per streamed chunk in the eager path (keeps intermediates in cache)."""
 
@@ -127,8 +140,12 @@ class PDTConfig:
         _check_choice("dynamics", self.dynamics, DYNAMICS)
         _check_choice("after_merge", self.after_merge, AFTER_MERGE)
         _check_choice("ring_dtype", self.ring_dtype, RING_DTYPES)
-        if not isinstance(self.adaptive, bool):
-            _fail("adaptive", self.adaptive, "expected True or False")
+        _check_choice("ring_location", self.ring_location, RING_LOCATIONS)
+        if self.ring_location == "host" and self.ring_dtype != "float32":
+            _fail("ring_dtype", self.ring_dtype, 'ring_location="host" keeps a float32 ring: use ring_dtype="float32"')
+        for flag in ("adaptive", "trend"):
+            if not isinstance(getattr(self, flag), bool):
+                _fail(flag, getattr(self, flag), "expected True or False")
         if self.dynamics == "affine" and self.history < 3:
             _fail("history", self.history, 'dynamics="affine" needs history >= 3')
         _check_rank(self.rank)

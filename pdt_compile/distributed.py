@@ -10,7 +10,7 @@ too, so every rank keeps identical stats and takes identical decisions.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -48,3 +48,21 @@ def sum_across_shards_(tensor: Tensor, group) -> Tensor:
     if group is not None:
         torch.distributed.all_reduce(tensor, group=group)
     return tensor
+
+
+_GROUPS: list[Any] = [None]
+
+
+def group_key(group) -> int:
+    """An int standing for ``group`` (0 for None), for compiled graphs, whose custom ops take
+    ints but not process groups; :func:`group_from_key` maps it back."""
+    for key, known in enumerate(_GROUPS):
+        if known is group:
+            return key
+    _GROUPS.append(group)
+    return len(_GROUPS) - 1
+
+
+def group_from_key(key: int):
+    """The process group :func:`group_key` numbered ``key``."""
+    return _GROUPS[key]

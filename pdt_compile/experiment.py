@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -93,6 +93,17 @@ def evaluate(task: Task, model: nn.Module, chunk: int = 4096) -> tuple[float, fl
     return total / samples, correct / counted
 
 
+def batch_order(task: Task, seed: int) -> Iterator[Tensor]:
+    """The training-sample indices of each step: shuffled epochs, the same for every method
+    with the same ``seed``."""
+    order = torch.Generator().manual_seed(seed + 1000)
+    n = len(task.train_x)
+    while True:
+        permutation = torch.randperm(n, generator=order)
+        for position in range(0, n - task.batch_size + 1, task.batch_size):
+            yield permutation[position : position + task.batch_size]
+
+
 def train(
     task: Task,
     wrap: Wrap,
@@ -101,32 +112,41 @@ def train(
     method: str,
     lr: float | None = None,
     progress: Callable[[int], None] | None = None,
+    compiled: bool = False,
 ) -> tuple[Run, Optimizer]:
     """Train ``task`` with the optimizer wrapped by ``wrap``. Same ``seed``, same
-    initial weights and batch order, whatever the method."""
+    initial weights and batch order, whatever the method. ``compiled``: the training step
+    goes through ``pdt.compile`` (a PDT optimizer) or ``torch.compile`` (any other); the
+    compilation time counts as training time."""
     torch.manual_seed(seed)
     model = task.make_model()
     optimizer = wrap(task.make_optimizer(model.parameters(), task.lr if lr is None else lr))
-    order = torch.Generator().manual_seed(seed + 1000)
-    n = len(task.train_x)
-    permutation = torch.randperm(n, generator=order)
-    position = 0
     run = Run(method=method, seed=seed)
     elapsed = 0.0
     report = getattr(optimizer, "report_loss", None)
-    for step in range(1, task.steps + 1):
-        if position + task.batch_size > n:
-            permutation, position = torch.randperm(n, generator=order), 0
-        index = permutation[position : position + task.batch_size]
-        position += task.batch_size
-        x, y = task.train_x[index], task.train_y[index]
-        start = time.perf_counter()
+
+    def training_step(x: Tensor, y: Tensor) -> Tensor:
         loss = task.loss(model(x), y)
         loss.backward()
         optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    step_fn = training_step
+    if compiled:
+        from .api import compile as pdt_compile
+        from .optim import PDT
+
+        if isinstance(optimizer, PDT):
+            step_fn, report = pdt_compile(training_step, optimizer=optimizer), None  # it reports the loss
+        else:
+            step_fn = torch.compile(training_step)
+    for step, index in zip(range(1, task.steps + 1), batch_order(task, seed)):
+        x, y = task.train_x[index], task.train_y[index]
+        start = time.perf_counter()
+        loss = step_fn(x, y)
         if report is not None:
             report(loss)
-        optimizer.zero_grad(set_to_none=True)
         elapsed += time.perf_counter() - start
         if progress is not None:
             progress(1)

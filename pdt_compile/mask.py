@@ -66,6 +66,14 @@ def consistency_mask(d: Tensor, P: Tensor, rule: str = "paper", tau: Horizon | N
     return bounded & _same_sign_every_step(d, P)
 
 
+def trend_mask(w: Tensor, ring: Tensor, s: Tensor) -> Tensor:
+    """Boolean ``[n]``: elements that every stored snapshot (rows of ``ring`` ``[h, n]``, the
+    last snapshot ``s`` among them) lies behind in the direction the optimizer last moved
+    them: ``(w - s_i) * (w - s) > 0`` for every row i. An element on a steady trend passes;
+    one whose path is a random walk rarely does (about 1 in h). NaN fails."""
+    return ((w - ring) * (w - s)).amin(dim=0) > 0
+
+
 def merge(w: Tensor, s: Tensor, p_tau: Tensor, mask: Tensor) -> Tensor:
     """Merged weights: ``s + p_tau`` where ``mask``, else ``w`` (all ``[n]``)."""
     return torch.where(mask, s + p_tau, w)
@@ -79,6 +87,7 @@ def forecast_mask_merge(
     s_coefficient: Tensor,
     tau: Horizon,
     rule: str,
+    trend: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """One prediction on one block of elements: forecast, mask and merge, fused.
 
@@ -86,9 +95,12 @@ def forecast_mask_merge(
     ring: ``[h, n]`` snapshots; s: ``[n]`` the last snapshot (a row of ``ring``);
     coefficients ``[steps, h]`` and s_coefficient ``[steps]`` from
     :func:`pdt_compile.dmd.displacement_coefficients` in the ring's row order.
-    Returns ``(merged [n], mask [n])``. The eager path calls it on cache-sized chunks,
-    the compiled path inserts it once per parameter: the same definition serves both.
+    ``trend``: also require :func:`trend_mask`. Returns ``(merged [n], mask [n])``.
+    The eager path calls it on cache-sized chunks, the compiled path inserts it once per
+    parameter: the same definition serves both.
     """
     P = predicted_displacements(coefficients, ring, s, s_coefficient)
     accepted = consistency_mask(w - s, P, rule, tau)
+    if trend:
+        accepted = accepted & trend_mask(w, ring, s)
     return merge(w, s, P[-1], accepted), accepted

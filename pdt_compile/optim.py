@@ -101,7 +101,7 @@ class PDT(Optimizer):
         params = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
         if not params:
             raise ValueError("PDT: the optimizer has no parameter with requires_grad=True")
-        return make_ring(params, self.config.history, self.config.ring_dtype)
+        return make_ring(params, self.config.history, self.config.ring_dtype, self.config.ring_location)
 
     def __repr__(self) -> str:
         return f"PDT({self.optimizer!r}, {self.config})"
@@ -145,6 +145,7 @@ class PDT(Optimizer):
             loss = None
             self._finish_boundary(phase, self.compiled_step(phase))
         else:
+            self._ring.before_update_()
             loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
             self._finish_boundary(phase, self._run_boundary(phase))
         if loss is not None:

@@ -46,10 +46,10 @@ def build(mode: str, world: int, granularity: str = "tensor"):
     return model, opt
 
 
-def train(model, opt, steps: range, rank: int, world: int, compiled: bool) -> None:
+def train(model, opt, steps: range, rank: int, world: int, compiled: str | None) -> None:
     step = step_function(model, opt)
     if compiled:
-        step = pdt.compile(step, optimizer=opt, backend="aot_eager")
+        step = pdt.compile(step, optimizer=opt, backend=compiled)
     for i in steps:
         step(*batch(i, rank, world))
 
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=["plain", "ddp", "fsdp"], required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compile", nargs="?", const="aot_eager", default=None, help="Dynamo backend")
     parser.add_argument("--checkpoint-at", type=int, default=None)
     parser.add_argument("--granularity", default="tensor")
     args = parser.parse_args()
@@ -80,12 +80,12 @@ def main() -> None:
         folder = args.out + ".dcp"
         dcp.save({"model": model.state_dict(), "optim": opt.state_dict()}, checkpoint_id=folder)
         model, opt = build(args.mode, world, args.granularity)  # fresh objects, as after a restart
-        train(model, opt, range(1), rank, world, False)  # different state, to be overwritten
+        train(model, opt, range(1), rank, world, None)  # different state, to be overwritten
         state = {"model": model.state_dict(), "optim": opt.state_dict()}
         dcp.load(state, checkpoint_id=folder)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
-        train(model, opt, range(stop, args.steps), rank, world, False)
+        train(model, opt, range(stop, args.steps), rank, world, None)
     params = full_parameters(model)
     result = {"params": params, "stats": opt.stats.as_dict(), "schedule": opt.schedule.state_dict()}
     torch.save(result, f"{args.out}.rank{rank}")

@@ -56,9 +56,17 @@ def run_plain(make_opt, data, compiled):
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_compiled_equals_eager(name):
+    assert_compiled_equals_eager(name)
+
+
+def test_compiled_equals_eager_with_the_trend_filter():
+    assert_compiled_equals_eager("sgd_momentum", trend=True)
+
+
+def assert_compiled_equals_eager(name, **config):
     data = batches(36)
-    eager_model, eager = run_eager(OPTIMIZERS[name], data)
-    model, opt, _ = run_compiled(OPTIMIZERS[name], data)
+    eager_model, eager = run_eager(OPTIMIZERS[name], data, **config)
+    model, opt, _ = run_compiled(OPTIMIZERS[name], data, **config)
     assert eager.stats.predictions == opt.stats.predictions == 8
     assert opt.stats.merges == eager.stats.merges >= 1
     # Tolerance: the plain optimizer's own compiled-vs-eager drift over the same steps,
@@ -86,6 +94,11 @@ def test_graphs_carry_tagged_pdt_nodes():
     predict_graph = graphs["predict"][-1]
     solves = [n for n in predict_graph.graph.nodes if n.target is torch.ops.pdt.solve_coefficients.default]
     assert len(solves) == 1  # one batched host solve for all parameters
+    # PDT's nodes run inside the step's no_grad region (else the merge is traced with autograd)
+    nodes = list(predict_graph.graph.nodes)
+    grad_on = [i for i, n in enumerate(nodes) if n.target is torch._C._set_grad_enabled and n.args == (True,)]
+    pdt_nodes = [i for i, n in enumerate(nodes) if "pdt_pass" in n.meta]
+    assert grad_on and max(pdt_nodes) < min(grad_on)
 
 
 def test_analysis_finds_the_last_write_of_every_parameter():

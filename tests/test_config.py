@@ -25,6 +25,8 @@ INVALID = [
     ("rollback_factor", 1.0), ("rollback_factor", "2"),
     ("chunk_size", 10),
     ("ring_dtype", "float16"),
+    ("ring_location", "cuda"),
+    ("trend", 1),
 ]
 
 
@@ -56,3 +58,8 @@ def test_defaults_and_the_paper_configuration():
 def test_replace_validates_again():
     with pytest.raises(ValueError, match="PDTConfig.tau=0"):
         PDTConfig(snap_every=1).replace(tau=0)
+
+
+def test_host_ring_needs_the_float32_ring():
+    with pytest.raises(ValueError, match=r"ring_dtype='bfloat16'.*ring_location=\"host\""):
+        PDTConfig(snap_every=2, ring_location="host", ring_dtype="bfloat16")

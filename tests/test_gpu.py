@@ -41,3 +41,25 @@ def test_compiled_cuda_step_equals_eager(mode):
     assert opt.stats.merges == eager.stats.merges >= 1
     for a, b in zip(eager_model.parameters(), model.parameters()):
         assert torch.allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.gpu
+@cuda
+def test_host_ring_holds_no_device_memory_and_follows_the_device_ring():
+    runs = {}
+    for location in ("device", "host"):
+        model = make_mlp().cuda()
+        before = torch.cuda.memory_allocated()
+        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), ring_location=location, **CONFIG)
+        allocated = torch.cuda.memory_allocated() - before
+        step = step_function(model, opt)
+        for x, y in batches(36):
+            step(x.cuda(), y.cuda())
+        runs[location] = (model, opt, allocated)
+    (model, opt, allocated), (host_model, host, host_allocated) = runs["device"], runs["host"]
+    assert allocated >= opt.ring.nbytes() and host_allocated == 0
+    assert all(b.is_pinned() and b.device.type == "cpu" for b in host.ring.buffers)
+    assert host.stats.merges == opt.stats.merges >= 1
+    for a, b in zip(model.parameters(), host_model.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert torch.allclose(opt.ring.flat(), host.ring.flat(), atol=1e-6)

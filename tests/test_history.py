@@ -1,4 +1,5 @@
-"""The snapshot rings: float32 and compressed (bfloat16 displacements) store the same history."""
+"""The snapshot rings: float32, compressed (bfloat16 displacements) and host-offloaded store the
+same history."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 import pdt_compile as pdt
-from pdt_compile.runtime.history import CompressedSnapshotRing, SnapshotRing
+from pdt_compile.runtime.history import CompressedSnapshotRing, HostSnapshotRing, SnapshotRing
 
 from conftest import batches, make_mlp, save_and_load, train
 
@@ -58,9 +59,11 @@ def test_bfloat16_ring_trains_like_the_float32_ring():
                       CompressedSnapshotRing)
 
 
-@pytest.mark.parametrize("stop_at", [6, 21])
-def test_bfloat16_ring_resume_is_exact(stop_at):
-    options = dict(snap_every=4, history=4, burn_in=4, tau=3, rule="reference", ring_dtype="bfloat16")
+@pytest.mark.parametrize("ring,stop_at", [
+    (dict(ring_dtype="bfloat16"), 6), (dict(ring_dtype="bfloat16"), 21), (dict(ring_location="host"), 21),
+])  # inside burn-in; right after a merge
+def test_ring_resume_is_exact(ring, stop_at):
+    options = dict(snap_every=4, history=4, burn_in=4, tau=3, rule="reference", **ring)
     data = batches(40)
     model = make_mlp()
     opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=0.01), **options)
@@ -84,3 +87,49 @@ def test_loading_a_checkpoint_from_another_ring_dtype_fails_clearly():
     opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=2, ring_dtype="bfloat16")
     with pytest.raises(ValueError, match="ring_dtype"):
         opt.load_state_dict(saved)
+
+
+def timing_free(stats) -> dict:
+    return {k: v for k, v in stats.as_dict().items() if k != "prediction_seconds"}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_host_ring_follows_the_device_ring_exactly(optimizer):
+    # Same values, same order of operations: only where the ring lives differs.
+    options = dict(snap_every=4, history=4, burn_in=4, tau=3, rule="reference", chunk_size=1024)
+    data = batches(50)
+    runs = {}
+    for location in ("device", "host"):
+        model = make_mlp(hidden=160)  # 1280 elements in its first layer: two chunks of 1024
+        inner = torch.optim.SGD(model.parameters(), lr=0.2) if optimizer == "sgd" else torch.optim.AdamW(model.parameters(), lr=0.01)
+        opt = pdt.PDT(inner, ring_location=location, **options)
+        train(model, opt, data)
+        runs[location] = (model, opt)
+    (model, opt), (host_model, host) = runs["device"], runs["host"]
+    assert isinstance(host.ring, HostSnapshotRing) and host.stats.merges == opt.stats.merges >= 1
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), host_model.parameters()))
+    assert torch.equal(opt.ring.flat(), host.ring.flat())
+    assert timing_free(opt.stats) == timing_free(host.stats)
+    assert host.ring.nbytes() == opt.ring.nbytes() and all(b.device.type == "cpu" for b in host.ring.buffers)
+
+
+def test_host_ring_rollback_restores_the_snapshots(monkeypatch):
+    import pdt_compile.runtime.predictor as predictor
+
+    solve = predictor.displacement_coefficients
+    monkeypatch.setattr(predictor, "displacement_coefficients", lambda *a, **k: 400.0 * solve(*a, **k))
+    rings = {}
+    for location in ("device", "host"):
+        model = make_mlp()
+        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), rollback_factor=1.5, tau=3, rule="none",
+                      snap_every=4, history=4, burn_in=4, ring_location=location)
+        train(model, opt, batches(22), report=True)
+        assert opt.stats.rollbacks == 1
+        rings[location] = opt.ring.flat()
+    assert torch.equal(rings["device"], rings["host"])
+
+
+def test_host_ring_is_eager_only():
+    opt = pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), snap_every=2, ring_location="host")
+    with pytest.raises(ValueError, match="ring_location='device'"):
+        pdt.compile(lambda: None, optimizer=opt)

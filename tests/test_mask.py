@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from pdt_compile import consistency_mask
 from pdt_compile.config import RULES
-from pdt_compile.mask import forecast_mask_merge, merge
+from pdt_compile.mask import forecast_mask_merge, merge, trend_mask
 
 SIGN_RULES = ("paper", "reference", "consistency_only")
 BOUND_RULES = {"paper": lambda tau: tau, "reference": lambda tau: tau + 1, "accel_only": lambda tau: tau}
@@ -115,3 +115,27 @@ def test_bad_arguments_name_the_problem():
         consistency_mask(torch.zeros(3), torch.zeros(2, 3), "bogus")
     with pytest.raises(ValueError, match="P must be"):
         consistency_mask(torch.zeros(3), torch.zeros(2, 4))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(2, 6), st.integers(1, 10), st.integers(0, 2**31 - 1), st.sampled_from(RULES))
+def test_trend_filter_keeps_only_elements_every_snapshot_lies_behind(h, n, seed, rule):
+    g = torch.Generator().manual_seed(seed)
+    ring = torch.randn(h, n, generator=g).cumsum(0)
+    s = ring[-1]
+    w = s + torch.randn(n, generator=g)
+    coefficients = torch.randn(2, h, generator=g)
+    _, plain = forecast_mask_merge(w, ring, s, coefficients, torch.zeros(2), 2, rule)
+    merged, accepted = forecast_mask_merge(w, ring, s, coefficients, torch.zeros(2), 2, rule, trend=True)
+    assert not (accepted & ~plain).any()
+    behind = ((w - ring) * (w - s) > 0).all(0)
+    assert torch.equal(accepted, plain & behind)
+    assert torch.equal(merged[~accepted], w[~accepted])
+
+
+def test_trend_mask_by_hand():
+    ring = torch.tensor([[0.0, 0.0, 1.0], [1.0, 2.0, 0.8], [2.0, 1.0, 0.5]])  # last row is s
+    w = torch.tensor([3.0, 1.5, 0.4])
+    # element 0: monotone up; 1: up last interval but s_1 = 2 lies ahead; 2: down, all behind
+    assert trend_mask(w, ring, ring[-1]).tolist() == [True, False, True]
+    assert not trend_mask(torch.tensor([float("nan")]), ring[:, :1], ring[-1, :1]).item()

@@ -67,7 +67,6 @@ class PDTBackend:
                 insert_snapshot(gm, writes, names)
             else:
                 insert_predict_merge(gm, writes, names, self.runtime.groups, self.runtime.steps,
-                                     self.runtime.config.dmd_options(), self.runtime.config.rule,
-                                     self.runtime.config.after_merge == "shift")
+                                     self.runtime.config, self.runtime.shard_group)
         self.graphs.append(gm)
         return lower(gm, example_inputs, self.backend, self.mode)

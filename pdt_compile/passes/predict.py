@@ -15,8 +15,11 @@ from typing import Sequence
 import torch
 from torch import Tensor, fx
 
+from ..config import PDTConfig
+from ..distributed import group_from_key, sum_across_shards_
 from ..dmd import gram
 from ..mask import forecast_mask_merge
+from ..runtime.history import _local
 from ..runtime.predictor import solve_coefficients
 from .analysis import ParameterWrites
 
@@ -30,16 +33,19 @@ def _decode_rank(text: str):
 
 @torch.library.custom_op("pdt::solve_coefficients", mutates_args=(), tags=_TAGS)
 def solve_coefficients_op(
-    grams: Tensor, host_state: Tensor, rows: Tensor, steps: int, rank: str, modes: str, dynamics: str
+    grams: Tensor, host_state: Tensor, rows: Tensor, steps: int, rank: str, modes: str, dynamics: str,
+    shard_group: int,
 ) -> tuple[Tensor, Tensor]:
     """Host solve for the compiled path. host_state (CPU int64): ``[tau, next_slot, count]``.
-    Returns float32 coefficients ``[G, steps, h]`` and s-coefficients ``[G, steps]`` on the
+    ``shard_group`` (a :func:`~pdt_compile.distributed.group_key`, 0 for none): the Grams are
+    local and summed over its ranks first (FSDP2), as the eager path does. Returns float32 coefficients ``[G, steps, h]`` and s-coefficients ``[G, steps]`` on the
     Gram's device; rows past tau repeat row tau (the horizon is dynamic, the shape is not)."""
     tau, next_slot, count = (int(v) for v in host_state.tolist())
     h = grams.shape[-1]
     order = [(next_slot - count + i) % h for i in range(count)]
+    grams = sum_across_shards_(grams.detach().clone(), group_from_key(shard_group))
     coefficients, s_coefficients = solve_coefficients(
-        grams.detach(), order, rows, tau, rank=_decode_rank(rank), modes=modes, dynamics=dynamics
+        grams, order, rows, tau, rank=_decode_rank(rank), modes=modes, dynamics=dynamics
     )
     pad = steps - tau
     if pad > 0:
@@ -50,7 +56,7 @@ def solve_coefficients_op(
 
 
 @solve_coefficients_op.register_fake
-def _(grams, host_state, rows, steps, rank, modes, dynamics):
+def _(grams, host_state, rows, steps, rank, modes, dynamics, shard_group):
     groups, h = grams.shape[0], grams.shape[-1]
     return grams.new_empty(groups, steps, h, dtype=torch.float32), grams.new_empty(groups, steps, dtype=torch.float32)
 
@@ -66,12 +72,14 @@ def group_grams(grams: Sequence[Tensor], groups: Sequence[int]) -> Tensor:
 def merge_parameter_(
     parameter: Tensor, ring: Tensor, slot: Tensor, last: Tensor, coefficients: Tensor,
     s_coefficients: Tensor, horizon: Tensor, active: Tensor, counts: Tensor,
-    index: int, group: int, rule: str, shift: bool,
+    index: int, group: int, rule: str, shift: bool, trend: bool = False,
 ) -> None:
-    """Forecast, mask and merge one parameter; shift its ring and capture the merged value."""
-    w = parameter.detach().reshape(-1).float()
+    """Forecast, mask and merge one parameter (its local shard, if sharded); shift its ring and
+    capture the merged value."""
+    parameter = _local(parameter.detach())
+    w = parameter.reshape(-1).float()
     s = ring.index_select(0, last).squeeze(0)
-    merged, accepted = forecast_mask_merge(w, ring, s, coefficients[group], s_coefficients[group], horizon, rule)
+    merged, accepted = forecast_mask_merge(w, ring, s, coefficients[group], s_coefficients[group], horizon, rule, trend)
     accepted = accepted & active[index]
     merged = torch.where(accepted, merged, w)
     if shift:
@@ -83,13 +91,18 @@ def merge_parameter_(
 
 def insert_predict_merge(
     gm: fx.GraphModule, writes: ParameterWrites, names: dict, groups: Sequence[int],
-    steps: int, dmd_options: dict, rule: str, shift: bool,
+    steps: int, config: PDTConfig, shard_group: int = 0,
 ) -> fx.GraphModule:
-    """After the optimizer's writes, insert: one ``gram`` per parameter (tagged ``predict``),
+    """After the optimizer's last parameter write, insert: one ``gram`` per parameter (tagged ``predict``),
     the grouped Grams and ``pdt::solve_coefficients`` (``predict``), and one
-    ``merge_parameter_`` per parameter (``merge``). ``names`` maps the runtime buffers."""
+    ``merge_parameter_`` per parameter (``merge``), as ``config`` says. ``names`` maps the
+    runtime buffers; ``shard_group`` is the key of FSDP2's process group (0: none)."""
+    dmd_options, shift = config.dmd_options(), config.after_merge == "shift"
     graph = gm.graph
-    output = next(node for node in graph.nodes if node.op == "output")
+    # Right after the last parameter write, still inside the step's no_grad region: Dynamo
+    # re-enables grad before the output, and a merge traced with grad on gets a backward graph.
+    order = {node: position for position, node in enumerate(graph.nodes)}
+    after_writes = max(writes.last_writes.values(), key=order.__getitem__).next
     inserted: list[tuple[fx.Node, str]] = []
 
     def attr(name: str, tag: str) -> fx.Node:
@@ -102,14 +115,14 @@ def insert_predict_merge(
         inserted.append((node, tag))
         return node
 
-    with graph.inserting_before(output):
+    with graph.inserting_before(after_writes):
         rings = {i: attr(names["rings"][i], PREDICT) for i in writes.parameter_nodes}
         grams = [call(gram, (rings[i],), PREDICT) for i in sorted(rings)]
         stacked = call(group_grams, (grams, list(groups)), PREDICT)
         solved = call(
             torch.ops.pdt.solve_coefficients.default,
             (stacked, attr(names["host_state"], PREDICT), attr(names["rows"], PREDICT), steps,
-             str(dmd_options["rank"]), dmd_options["modes"], dmd_options["dynamics"]),
+             str(dmd_options["rank"]), dmd_options["modes"], dmd_options["dynamics"], shard_group),
             PREDICT,
         )
         coefficients = call(operator.getitem, (solved, 0), PREDICT)
@@ -120,7 +133,7 @@ def insert_predict_merge(
             call(
                 merge_parameter_,
                 (parameter, rings[index], *shared, coefficients, s_coefficients, horizon, active, counts,
-                 index, groups[index], rule, shift),
+                 index, groups[index], config.rule, shift, config.trend),
                 MERGE,
             )
     for node, tag in inserted:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from torch import Tensor, fx
 
+from ..runtime.history import _local
 from .analysis import ParameterWrites
 
 PASS_NAME = "snapshot"
 
 
 def capture_(ring: Tensor, slot: Tensor, parameter: Tensor) -> None:
-    """Write ``parameter`` into row ``slot`` (a 1-element index tensor) of ``ring`` ``[h, n]``."""
-    ring.index_copy_(0, slot, parameter.detach().reshape(1, -1).to(ring.dtype))
+    """Write ``parameter`` (its local shard, if sharded) into row ``slot`` (a 1-element index
+    tensor) of ``ring`` ``[h, n]``."""
+    ring.index_copy_(0, slot, _local(parameter.detach()).reshape(1, -1).to(ring.dtype))
 
 
 def insert_snapshot(gm: fx.GraphModule, writes: ParameterWrites, names: dict) -> fx.GraphModule:

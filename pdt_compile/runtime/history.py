@@ -1,12 +1,14 @@
 """The snapshot ring: the last h snapshots of a list of parameters.
 
-Two storages behind one interface (:meth:`SnapshotRing.block`, :meth:`store_merged_`,
+Three storages behind one interface (:meth:`SnapshotRing.block`, :meth:`store_merged_`,
 :meth:`capture_`, :meth:`undo_jump_`):
 
 - :class:`SnapshotRing`: h float32 rows per parameter (4h bytes per element);
 - :class:`CompressedSnapshotRing`: the newest snapshot in float32 plus the h - 1 interval
   displacements in bfloat16 (4 + 2(h - 1) bytes per element). Snapshots are nearly collinear,
-  so only what differs is stored; each displacement is rounded once, when it is captured.
+  so only what differs is stored; each displacement is rounded once, when it is captured;
+- :class:`HostSnapshotRing`: h float32 rows per parameter in (pinned) host memory, copied
+  asynchronously: no ring bytes on the accelerator.
 """
 
 from __future__ import annotations
@@ -64,8 +66,11 @@ class SnapshotRing:
         start = self.next_slot - self.count
         return [(start + i) % self.history for i in range(self.count)]
 
+    location = "device"
+    """Where the ring's bytes live: ``"device"`` (the parameters') or ``"host"``."""
+
     def nbytes(self) -> int:
-        """Bytes the ring holds (on its device)."""
+        """Bytes the ring holds (where :attr:`location` says)."""
         return sum(t.numel() * t.element_size() for t in self._tensors())
 
     def _tensors(self) -> list[Tensor]:
@@ -113,6 +118,9 @@ class SnapshotRing:
         """Mark the row at ``next_slot`` as written."""
         self.next_slot = (self.next_slot + 1) % self.history
         self.count = min(self.count + 1, self.history)
+
+    def before_update_(self) -> None:
+        """Called before the optimizer writes the parameters (a no-op on the device)."""
 
     def undo_jump_(self, index: int, jump: Tensor, shifted: bool) -> None:
         """Take back a merge's ``jump`` from the snapshots it moved (all when ``shifted``,
@@ -248,7 +256,92 @@ class CompressedSnapshotRing(SnapshotRing):
         return {"count": self.count, "next_delta": self.next_delta}
 
 
-def make_ring(params: Sequence[Tensor], history: int, dtype: str = "float32") -> SnapshotRing:
-    """The ring for ``PDTConfig.ring_dtype``."""
+class HostSnapshotRing(SnapshotRing):
+    """h float32 snapshots per parameter in host memory: no ring bytes on the accelerator.
+
+    With CUDA parameters the buffers are pinned and copies are asynchronous. A capture runs
+    on a side stream, after the optimizer's writes, and overlaps the next forward and backward;
+    :meth:`before_update_` makes the next parameter update wait for it. A prediction streams
+    each chunk's rows to the device (:meth:`block`) and the rows it changed back
+    (:meth:`store_merged_`) on the current stream. Host-side reads and writes wait for pending
+    copies. Rows are copied one by one: each is contiguous, which asynchronous copies need.
+    """
+
+    location = "host"
+
+    def _allocate(self) -> None:
+        pin = self.device.type == "cuda"
+        self.buffers = [torch.zeros(self.history, n, dtype=torch.float32, pin_memory=pin) for n in self.numels]
+        self._stream: Any = torch.cuda.Stream(self.device) if pin else None
+        self._pending: Any = None
+
+    def _copied(self, stream: Any = None) -> None:
+        """Remember that asynchronous copies are in flight on ``stream`` (default: current)."""
+        if self.device.type == "cuda":
+            self._pending = torch.cuda.Event()
+            self._pending.record(stream)
+
+    def _join(self) -> None:
+        """Make the current stream wait (on the device, not the host) for pending copies."""
+        if self._pending is not None:
+            torch.cuda.current_stream(self.device).wait_event(self._pending)
+
+    def before_update_(self) -> None:
+        self._join()
+
+    def wait(self) -> None:
+        """Block until every copy to or from the host buffers has finished."""
+        if self._pending is not None:
+            self._pending.synchronize()
+            self._pending = None
+
+    def block(self, index: int, columns: slice) -> Tensor:
+        self._join()
+        rows = self.buffers[index][:, columns]
+        out = torch.empty(rows.shape, dtype=torch.float32, device=self.device)
+        for row in range(self.history):
+            out[row].copy_(rows[row], non_blocking=True)
+        return out
+
+    def store_merged_(self, index: int, columns: slice, block: Tensor, merged: Tensor, jump: Tensor | None) -> None:
+        super().store_merged_(index, columns, block, merged, jump)
+        rows = self.buffers[index][:, columns]
+        for row in range(self.history) if jump is not None else [self.next_slot]:
+            rows[row].copy_(block[row], non_blocking=True)
+        self._copied()
+
+    def capture_(self) -> None:
+        if self._stream is None:
+            super().capture_()
+            return
+        self._join()
+        self._stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self._stream):
+            for index, p in enumerate(self.params):
+                self.buffers[index][self.next_slot].copy_(_local(p).detach().reshape(-1), non_blocking=True)
+        self._copied(self._stream)
+        self.advance_()
+
+    def undo_jump_(self, index: int, jump: Tensor, shifted: bool) -> None:
+        self.wait()
+        super().undo_jump_(index, jump.to(self.buffers[index].device), shifted)
+
+    def _saved(self, index: int, tensor: Tensor) -> Tensor:
+        # A sharded parameter's DTensor must live on its mesh's device.
+        return super()._saved(index, tensor.to(self.device) if is_sharded(self.params[index]) else tensor)
+
+    def state_dict(self) -> dict[str, Any]:
+        self.wait()
+        return super().state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.wait()
+        super().load_state_dict(state)
+
+
+def make_ring(params: Sequence[Tensor], history: int, dtype: str = "float32", location: str = "device") -> SnapshotRing:
+    """The ring for ``PDTConfig.ring_dtype`` and ``PDTConfig.ring_location``."""
+    if location == "host":
+        return HostSnapshotRing(params, history)
     ring_class = CompressedSnapshotRing if dtype == "bfloat16" else SnapshotRing
     return ring_class(params, history)

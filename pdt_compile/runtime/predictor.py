@@ -113,7 +113,7 @@ def predict_merge_capture_(
                 continue
             group = groups[index]
             merged, accepted = forecast_mask_merge(
-                w, block, block[last], coefficients[group], s_coefficients[group], tau, config.rule
+                w, block, block[last], coefficients[group], s_coefficients[group], tau, config.rule, config.trend
             )
             count += accepted.sum()
             jump = merged - w

@@ -1,0 +1,178 @@
+"""Where a merge's gain goes: fork the run at merges and follow both branches.
+
+    python -m benchmarks.merge_anatomy [--forks 4] [--only transformer]
+
+At a few merges of a PDT run (default configuration, and with ``trend=True``; the task's
+tuned lr), the weights just
+before the merge and just after it are each trained on by the plain optimizer (its state
+copied, the same next batches) for tau intervals. Measured per fork:
+
+- loss gain of the merged branch over the unmerged one (relative, on the evaluation set),
+  right after the merge, after one interval and after tau intervals: does the jump help,
+  and does the help last?
+- how well the accepted jump J agrees with where the optimizer itself went over the next
+  tau intervals (D, unmerged branch), on the accepted elements: sign agreement, cosine, and
+  the realised fraction <J, D> / |J|^2 (1: the optimizer went that far in that direction);
+- the noise share of one interval's displacement: 1 - |sum of h-1 interval displacements|
+  / sum of their norms (0: a straight line, ~1: a random walk), measured on the ring.
+
+The table explains time-to-baseline results per task (benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+import pdt_compile as pdt
+from pdt_compile import tasks
+from pdt_compile.experiment import Task, batch_order, evaluate
+
+from .report import write_section
+
+TASKS = {  # name -> (task factory, tuned lr, snap_every), as benchmarks.ttb measured them
+    "digits MLP / SGD": (lambda: tasks.digits_mlp(steps=1800), 0.8, 44),
+    "mnist1d CNN / SGD-momentum": (lambda: tasks.mnist1d_cnn(steps=2400), 0.05, 40),
+    "char transformer / AdamW": (lambda: tasks.char_transformer(steps=1000), 0.006, 30),
+}
+
+VARIANTS = {"": {}, ", trend filter": {"trend": True}}
+
+
+@dataclass
+class Fork:
+    step: int
+    mask_ratio: float
+    gains: list[float]  # relative loss gain of the merged branch, per interval 0..tau
+    sign_agreement: float
+    cosine: float
+    realised: float
+    noise_share: float
+
+
+def flat(model: nn.Module) -> Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def noise_share(ring) -> float:
+    """1 - |s_last - s_first| / sum |s_{i+1} - s_i| over the ring (all parameters)."""
+    rows = ring.flat()[ring.order()]
+    steps = rows[1:] - rows[:-1]
+    return 1.0 - float((rows[-1] - rows[0]).norm() / steps.norm(dim=1).sum())
+
+
+def branch(task: Task, lr: float, weights: Tensor, optimizer_state: dict, indices: list[Tensor],
+           every: int) -> tuple[list[float], Tensor]:
+    """Plain training from ``weights`` with a copy of the optimizer state: the evaluation
+    loss every ``every`` steps (and at 0) and the final weights."""
+    model = task.make_model()
+    torch.nn.utils.vector_to_parameters(weights.clone(), model.parameters())
+    optimizer = task.make_optimizer(model.parameters(), lr)
+    optimizer.load_state_dict(copy.deepcopy(optimizer_state))
+    losses = [evaluate(task, model)[0]]
+    for step, index in enumerate(indices, 1):
+        task.loss(model(task.train_x[index]), task.train_y[index]).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if step % every == 0:
+            losses.append(evaluate(task, model)[0])
+    return losses, flat(model)
+
+
+def anatomy(task: Task, lr: float, snap_every: int, forks: int, seed: int = 0, **config) -> list[Fork]:
+    torch.manual_seed(seed)
+    model = task.make_model()
+    # rollback_factor: keeps each merge's jump (it never triggers at this factor)
+    opt = pdt.PDT(task.make_optimizer(model.parameters(), lr), snap_every=snap_every, rollback_factor=1e30, **config)
+    tau = opt.schedule.tau
+    horizon = tau * snap_every
+    order = batch_order(task, seed)
+    indices = [next(order) for _ in range(task.steps + horizon)]
+    fork_steps = [int(task.steps * (i + 1) / (forks + 1)) for i in range(forks)]
+    results = []
+    for step in range(1, task.steps + 1):
+        index = indices[step - 1]
+        merges = opt.stats.merges
+        task.loss(model(task.train_x[index]), task.train_y[index]).backward()
+        opt.step()
+        opt.zero_grad()
+        if opt.stats.merges == merges or not fork_steps or step < fork_steps[0]:
+            continue
+        fork_steps.pop(0)
+        merged = flat(model)
+        jump = torch.cat([torch.zeros(p.numel()) if j is None else j for j, p in zip(opt._jumps, model.parameters())])
+        state = opt.optimizer.state_dict()
+        future = indices[step : step + horizon]
+        plain_losses, plain_end = branch(task, lr, merged - jump, state, future, snap_every)
+        merged_losses, _ = branch(task, lr, merged, state, future, snap_every)
+        accepted = jump != 0
+        j, d = jump[accepted], (plain_end - (merged - jump))[accepted]
+        results.append(Fork(
+            step=step,
+            mask_ratio=float(accepted.float().mean()),
+            gains=[(a - b) / a for a, b in zip(plain_losses, merged_losses)],
+            sign_agreement=float((torch.sign(j) == torch.sign(d)).float().mean()),
+            cosine=float(torch.nn.functional.cosine_similarity(j, d, dim=0)),
+            realised=float(j.dot(d) / j.dot(j)),
+            noise_share=noise_share(opt.ring),
+        ))
+        print(f"  fork at step {step}: {results[-1]}", flush=True)
+    return results
+
+
+def summary(name: str, forks: list[Fork]) -> str:
+    if not forks:
+        return f"| {name} | no merge | | | | | | | |"
+    tau = len(forks[0].gains) - 1
+    med = lambda values: statistics.median(values)
+    cells = [
+        f"{med([f.mask_ratio for f in forks]):.2f}",
+        f"{med([f.gains[0] for f in forks]) * 100:+.1f} %",
+        f"{med([f.gains[1] for f in forks]) * 100:+.1f} %",
+        f"{med([f.gains[tau] for f in forks]) * 100:+.1f} %",
+        f"{med([f.sign_agreement for f in forks]):.2f}",
+        f"{med([f.cosine for f in forks]):.2f}",
+        f"{med([f.realised for f in forks]):.2f}",
+        f"{med([f.noise_share for f in forks]):.2f}",
+    ]
+    return f"| {name} ({len(forks)} forks) | " + " | ".join(cells) + " |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--forks", type=int, default=4)
+    parser.add_argument("--only", default=None, help="run only tasks whose name contains this")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    lines = ["| task | mask ratio | loss gain at merge | after 1 interval | after tau intervals | sign agreement "
+             "J vs D | cosine(J, D) | realised <J,D>/|J|² | noise share of the ring's path |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    details = []
+    for name, (factory, lr, snap_every) in TASKS.items():
+        if args.only and args.only.lower() not in name.lower():
+            continue
+        for variant, config in VARIANTS.items():
+            label = f"{name}{variant}"
+            print(label, flush=True)
+            forks = anatomy(factory(), lr, snap_every, args.forks, **config)
+            lines.append(summary(label, forks))
+            details += [f"- {label}, step {f.step}: gain per interval "
+                        + ", ".join(f"{g * 100:+.1f}%" for g in f.gains)
+                        + f"; sign {f.sign_agreement:.2f}, cos {f.cosine:.2f}, realised {f.realised:.2f}, "
+                        f"noise {f.noise_share:.2f}" for f in forks]
+    body = "\n".join(lines) + (
+        "\n\nMedians over forks at merges near 20/40/60/80 % of training, seed 0, PDT defaults, tuned lr. "
+        "Gain = (loss without the merge - loss with it) / loss without it, both branches trained by the "
+        "plain optimizer on the same batches. J = the merge's jump, D = the optimizer's own displacement "
+        "over the next tau intervals, on the accepted elements.\n\n" + "\n".join(details))
+    print(body)
+    write_section("Where a merge's gain goes (benchmarks/merge_anatomy.py)", body)
+
+
+if __name__ == "__main__":
+    main()
