@@ -198,7 +198,7 @@ def main() -> None:
                  "training loss (TTB-Loss) or best test accuracy (TTB-Acc); wall time counts every training step with "
                  "all PDT overhead (evaluation excluded), 1 torch thread. 'never' = did not reach the target within the "
                  "budget. Compiled rows (main three tasks) include their compilation time in wall time: on these "
-                 "sub-second CPU trainings it dominates, so compare their step columns. "
+                 "small CPU trainings (0.4 s to 26 s of training steps) it dominates, so compare their step columns. "
                  f"Total benchmark time {time.perf_counter() - started:.0f} s.")
         write_section("Time to baseline (benchmarks/ttb.py)", intro + "\n\n" + "\n\n".join(sections))
 
