@@ -128,8 +128,11 @@ class PDTConfig:
     (pinned host memory with asynchronous copies: no ring bytes on the accelerator; each
     prediction streams the ring to the device and back; float32 ring, eager path only)."""
 
-    chunk_size: int = 1 << 16
-    """Elements per streamed chunk in the eager path (keeps intermediates in cache)."""
+    chunk_size: int | None = None
+    """Elements per streamed chunk in the eager path. ``None``: 65536 on the CPU (keeps the
+    intermediates in cache; measured in benchmarks/overhead.py) and 2**21 on an accelerator,
+    where each chunk costs ~40 kernel launches and small chunks would be launch-bound (its
+    intermediates then take ~(tau_max + h) x 8 MB)."""
 
     def __post_init__(self) -> None:
         _check_int("snap_every", self.snap_every, 1)
@@ -162,7 +165,8 @@ class PDTConfig:
             not isinstance(self.rollback_factor, (int, float)) or not self.rollback_factor > 1
         ):
             _fail("rollback_factor", self.rollback_factor, "expected None or a float > 1")
-        _check_int("chunk_size", self.chunk_size, 1024)
+        if self.chunk_size is not None:
+            _check_int("chunk_size", self.chunk_size, 1024)
 
     @classmethod
     def paper(cls, snap_every: int, **changes: Any) -> "PDTConfig":
@@ -172,6 +176,12 @@ class PDTConfig:
     def dmd_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`pdt_compile.dmd.displacement_coefficients`."""
         return {"rank": self.rank, "modes": self.modes, "dynamics": self.dynamics}
+
+    def chunk_for(self, device: Any) -> int:
+        """Elements per eager chunk on ``device`` (see :attr:`chunk_size`)."""
+        if self.chunk_size is not None:
+            return self.chunk_size
+        return 1 << 16 if getattr(device, "type", device) == "cpu" else 1 << 21
 
     def replace(self, **changes: Any) -> "PDTConfig":
         """A copy with ``changes`` applied (validated again)."""

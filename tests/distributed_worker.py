@@ -33,7 +33,7 @@ def batch(step: int, rank: int, world: int):
     return x[rank * part : (rank + 1) * part], y[rank * part : (rank + 1) * part]
 
 
-def build(mode: str, world: int, granularity: str = "tensor"):
+def build(mode: str, world: int, granularity: str = "tensor", ring_location: str = "device"):
     model = make_model()
     if mode == "ddp":
         model = torch.nn.parallel.DistributedDataParallel(model)
@@ -42,7 +42,8 @@ def build(mode: str, world: int, granularity: str = "tensor"):
         from torch.distributed.fsdp import fully_shard
 
         fully_shard(model, mesh=init_device_mesh("cpu", (world,)))
-    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), granularity=granularity, **CONFIG)
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), granularity=granularity,
+                  ring_location=ring_location, **CONFIG)
     return model, opt
 
 
@@ -66,12 +67,13 @@ def main() -> None:
     parser.add_argument("--compile", nargs="?", const="aot_eager", default=None, help="Dynamo backend")
     parser.add_argument("--checkpoint-at", type=int, default=None)
     parser.add_argument("--granularity", default="tensor")
+    parser.add_argument("--ring-location", default="device")
     args = parser.parse_args()
     distributed = args.mode != "plain"
     if distributed:
         dist.init_process_group("gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    model, opt = build(args.mode, world, args.granularity)
+    model, opt = build(args.mode, world, args.granularity, args.ring_location)
     stop = args.checkpoint_at or args.steps
     train(model, opt, range(stop), rank, world, args.compile)
     if args.checkpoint_at is not None:
@@ -79,7 +81,7 @@ def main() -> None:
 
         folder = args.out + ".dcp"
         dcp.save({"model": model.state_dict(), "optim": opt.state_dict()}, checkpoint_id=folder)
-        model, opt = build(args.mode, world, args.granularity)  # fresh objects, as after a restart
+        model, opt = build(args.mode, world, args.granularity, args.ring_location)  # fresh objects, as after a restart
         train(model, opt, range(1), rank, world, None)  # different state, to be overwritten
         state = {"model": model.state_dict(), "optim": opt.state_dict()}
         dcp.load(state, checkpoint_id=folder)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from pdt_compile import PDTConfig
 
@@ -63,3 +64,10 @@ def test_replace_validates_again():
 def test_host_ring_needs_the_float32_ring():
     with pytest.raises(ValueError, match=r"ring_dtype='bfloat16'.*ring_location=\"host\""):
         PDTConfig(snap_every=2, ring_location="host", ring_dtype="bfloat16")
+
+
+def test_chunk_size_defaults_per_device_and_can_be_set():
+    config = PDTConfig(snap_every=2)
+    assert config.chunk_for(torch.device("cpu")) == 1 << 16
+    assert config.chunk_for(torch.device("cuda", 0)) == 1 << 21  # a device object is enough; no GPU needed
+    assert PDTConfig(snap_every=2, chunk_size=4096).chunk_for(torch.device("cuda")) == 4096

@@ -68,11 +68,13 @@ def test_pdt_compile_with_two_processes(tmp_path, reference, mode, backend):
     assert_same_run(launch(tmp_path, mode, 2, "--compile", backend), reference, atol=1e-5)
 
 
-@pytest.mark.parametrize("stop", [10, 15])  # inside burn-in; right after the first merge (step 15)
-def test_fsdp_checkpoint_through_dcp_resumes_exactly(tmp_path, reference, stop):
-    uninterrupted = launch(tmp_path / "a", "fsdp", 2)
-    resumed = launch(tmp_path / "b", "fsdp", 2, "--checkpoint-at", str(stop))
+@pytest.mark.parametrize("stop,ring", [(10, "device"), (15, "device"), (15, "host")])  # burn-in; right after the first merge
+def test_fsdp_checkpoint_through_dcp_resumes_exactly(tmp_path, reference, stop, ring):
+    uninterrupted = launch(tmp_path / "a", "fsdp", 2, "--ring-location", ring)
+    resumed = launch(tmp_path / "b", "fsdp", 2, "--checkpoint-at", str(stop), "--ring-location", ring)
     for a, b in zip(uninterrupted, resumed):
         for p, q in zip(a["params"], b["params"]):
             assert torch.equal(p, q)
         assert timing_free(a["stats"]) == timing_free(b["stats"])
+    if ring == "host":  # the host ring follows the same run as the device ring
+        assert_same_run(uninterrupted, reference, atol=1e-5)

@@ -89,13 +89,14 @@ def predict_merge_capture_(
     groups = group_of(config, len(params))
     numels = [global_numel(p) for p in params]
     process_group = shard_group(params)
-    grams = sum_across_shards_(ring_grams(ring, groups, config.chunk_size), process_group)
+    chunk = config.chunk_for(ring.device)
+    grams = sum_across_shards_(ring_grams(ring, groups, chunk), process_group)
     coefficients, s_coefficients = solve_coefficients(
         grams, ring.order(), group_rows(numels, groups), tau, **config.dmd_options()
     )
     coefficients = coefficients.to(ring.device, torch.float32)
     s_coefficients = s_coefficients.to(ring.device, torch.float32)
-    last, chunk = ring.last_slot, config.chunk_size
+    last = ring.last_slot
     shift = config.after_merge == "shift"
     accepted_counts: list[Tensor | None] = []
     jumps: list[Tensor | None] = []
