@@ -52,7 +52,7 @@ def main() -> None:
         lines.append(f"| {name} | {h} | {on_device:.1f} | {on_host:.1f} | {target} | "
                      f"{statistics.median(masks):.3f} | {fmt(steps)} | {fmt(wall)} |")
     body = "\n".join(lines) + (
-        f"\n\nDigits MLP / SGD lr {args.lr}, PDT defaults (reference rule, full rank), one snapshot per epoch, "
+        f"\n\nDigits MLP / SGD lr {args.lr}, PDT defaults (reference rule, full rank, trend filter, tau 8), one snapshot per epoch, "
         f"{args.seeds} seeds (median [min–max]); TTB against the plain SGD run of the same seed. Bytes are "
         "counted from where each ring allocates its buffers. On this CPU-only machine the host ring's "
         "'device' is the host too, so its TTB here measures only the streaming code path (same values as "

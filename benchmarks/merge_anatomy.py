@@ -2,8 +2,8 @@
 
     python -m benchmarks.merge_anatomy [--forks 4] [--only transformer]
 
-At a few merges of a PDT run (default configuration, and with ``trend=True``; the task's
-tuned lr), the weights just
+At a few merges of a PDT run (the defaults, and tau = 5 with and without the trend filter;
+the task's tuned lr), the weights just
 before the merge and just after it are each trained on by the plain optimizer (its state
 copied, the same next batches) for tau intervals. Measured per fork:
 
@@ -41,7 +41,8 @@ TASKS = {  # name -> (task factory, tuned lr, snap_every), as benchmarks.ttb mea
     "char transformer / AdamW": (lambda: tasks.char_transformer(steps=1000), 0.006, 30),
 }
 
-VARIANTS = {"": {}, ", trend filter": {"trend": True}}
+VARIANTS = {", defaults (trend filter, tau 8)": {}, ", tau 5, no trend filter (previous default)": {"trend": False, "tau": 5},
+            ", tau 5, trend filter": {"tau": 5}}
 
 
 @dataclass
@@ -166,7 +167,7 @@ def main() -> None:
                         + f"; sign {f.sign_agreement:.2f}, cos {f.cosine:.2f}, realised {f.realised:.2f}, "
                         f"noise {f.noise_share:.2f}" for f in forks]
     body = "\n".join(lines) + (
-        "\n\nMedians over forks at merges near 20/40/60/80 % of training, seed 0, PDT defaults, tuned lr. "
+        "\n\nMedians over forks at merges near 20/40/60/80 % of training, seed 0, tuned lr, the configuration each row names. "
         "Gain = (loss without the merge - loss with it) / loss without it, both branches trained by the "
         "plain optimizer on the same batches. J = the merge's jump, D = the optimizer's own displacement "
         "over the next tau intervals, on the accepted elements.\n\n" + "\n".join(details))

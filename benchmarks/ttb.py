@@ -59,28 +59,31 @@ def methods(snap_every: int, quick: bool) -> dict[str, Callable]:
     import pytorch_optimizer as po
 
     schedule = dict(snap_every=snap_every)
+    unfiltered = dict(snap_every=snap_every, tau=5, trend=False)  # the paper's tau, no trend filter
     out = {
         "baseline (tuned lr)": lambda opt: opt,
         "PDT paper config (paper rule, Gavish-Donoho rank)": lambda opt: pdt.PDT(opt, pdt.PDTConfig.paper(snap_every)),
-        "PDT reference rule, Gavish-Donoho rank": lambda opt: pdt.PDT(opt, rule="reference", rank="gavish_donoho", **schedule),
-        "PDT default (reference rule, full rank)": lambda opt: pdt.PDT(opt, **schedule),
-        "PDT reference, full rank, affine": lambda opt: pdt.PDT(opt, rule="reference", rank="full", dynamics="affine", **schedule),
-        "PDT reference, full rank, adaptive tau": lambda opt: pdt.PDT(opt, rule="reference", rank="full", adaptive=True, **schedule),
-        "PDT default + trend filter": lambda opt: pdt.PDT(opt, trend=True, **schedule),
-        "DMD no mask, full rank": lambda opt: pdt.PDT(opt, rule="none", rank="full", **schedule),
-        "DMD no mask, rank 3": lambda opt: pdt.PDT(opt, rule="none", rank=3, **schedule),
-        "linear extrapolation": lambda opt: LinearExtrapolation(opt, **schedule),
+        "PDT reference rule, Gavish-Donoho rank, tau 5": lambda opt: pdt.PDT(opt, rule="reference", rank="gavish_donoho", **unfiltered),
+        "PDT reference, full rank, tau 5 (previous default)": lambda opt: pdt.PDT(opt, rule="reference", rank="full", **unfiltered),
+        "PDT reference, full rank, tau 5, affine": lambda opt: pdt.PDT(opt, rule="reference", rank="full", dynamics="affine", **unfiltered),
+        "PDT reference, full rank, tau 5, adaptive tau": lambda opt: pdt.PDT(opt, rule="reference", rank="full", adaptive=True, **unfiltered),
+        "PDT reference, full rank, tau 5, trend filter": lambda opt: pdt.PDT(opt, **{**unfiltered, "trend": True}),
+        "PDT default (reference, full rank, trend filter, tau 8)": lambda opt: pdt.PDT(opt, **schedule),
+        "PDT default + adaptive tau": lambda opt: pdt.PDT(opt, adaptive=True, **schedule),
+        "DMD no mask, full rank": lambda opt: pdt.PDT(opt, rule="none", rank="full", **unfiltered),
+        "DMD no mask, rank 3": lambda opt: pdt.PDT(opt, rule="none", rank=3, **unfiltered),
+        "linear extrapolation": lambda opt: LinearExtrapolation(opt, **unfiltered),
         "Lookahead (k=5, alpha=0.5)": lambda opt: po.Lookahead(opt, k=5, alpha=0.5),
     }
     if quick:
-        keep = ("baseline (tuned lr)", "PDT default (reference rule, full rank)", "linear extrapolation")
+        keep = ("baseline (tuned lr)", "PDT default (reference, full rank, trend filter, tau 8)", "linear extrapolation")
         out = {k: v for k, v in out.items() if k in keep}
     return out
 
 
 COMPILED = {  # compiled rows: (method it compiles, compiled baseline or not); the main three tasks only
     "baseline, torch.compile (Inductor)": "baseline (tuned lr)",
-    "PDT default, pdt.compile (Inductor)": "PDT default (reference rule, full rank)",
+    "PDT default, pdt.compile (Inductor)": "PDT default (reference, full rank, trend filter, tau 8)",
 }
 COMPILED_TASKS = ("digits MLP / SGD", "mnist1d CNN / SGD-momentum", "char transformer / AdamW")
 

@@ -33,4 +33,4 @@ def test_time_to_baseline_smoke_run():
 
     root = Path(__file__).resolve().parents[1]
     out = run("-m", "benchmarks.ttb", "--quick", cwd=root)
-    assert "| PDT default (reference rule, full rank) |" in out and "| linear extrapolation |" in out
+    assert "| PDT default (reference, full rank, trend filter, tau 8) |" in out and "| linear extrapolation |" in out
