@@ -29,7 +29,7 @@ def main() -> None:
     model = task.make_model()
     params = list(model.parameters())
     elements = sum(p.numel() for p in params)
-    config = dict(snap_every=task.steps_per_epoch)  # the defaults: reference rule, full rank
+    config = dict(snap_every=task.steps_per_epoch)  # the defaults
     lines = ["| ring | h | device bytes per parameter element | host bytes per element | target (device bytes) | "
              "mask ratio (mean over training) | TTB-Loss steps × | TTB-Loss wall × |",
              "|---|---|---|---|---|---|---|---|"]
