@@ -81,7 +81,7 @@ def methods(snap_every: int, quick: bool) -> dict[str, Callable]:
     return out
 
 
-COMPILED = {  # compiled rows: (method it compiles, compiled baseline or not); the main three tasks only
+COMPILED = {  # compiled row -> the eager method it compiles; on the main three tasks only
     "baseline, torch.compile (Inductor)": "baseline (tuned lr)",
     "PDT default, pdt.compile (Inductor)": "PDT default (reference, full rank, trend filter, tau 8)",
 }
