@@ -6,11 +6,14 @@ once with torch.compile. ``Optimizer.step`` graph-breaks on purpose, so PDT's ow
 optimizer's step, each built by :class:`~pdt_compile.passes.backend.PDTBackend`:
 
 - ``ORDINARY``: the optimizer step, untouched (no overhead on ordinary steps);
-- ``CAPTURE``: plus the ring capture fused after the parameter writes;
+- ``CAPTURE``: plus the ring capture fused after the parameter writes (one graph per ring
+  row, so a capture writes only its row);
 - ``PREDICT``: plus Gram, host solve and fused forecast/mask/merge/capture.
 
-The runtime picks the variant on the host from its counters; slot indices and tau live in
-tensors the graphs read, so neither boundaries nor tau changes recompile.
+The runtime picks the variant on the host from its counters; the rows a prediction reads
+and writes and tau live in tensors the graphs read, so neither boundaries nor tau changes
+recompile, and float learning rates are handed to the graphs as tensors, so schedulers
+do not recompile either.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from torch import Tensor, fx
 from .distributed import global_numel, group_key, shard_group, sum_across_shards_
 from .optim import PDT
 from .passes.backend import PDTBackend
-from .runtime.predictor import Prediction, group_of, group_rows
+from .runtime.hyperparameters import TensorHyperparameters
+from .runtime.predictor import Prediction, group_of, group_rows, one_hot
 from .runtime.schedule import Phase
 
 
@@ -38,47 +42,52 @@ class GraphRuntime:
         self.config = optimizer.config
         ring = optimizer.ring
         self.params = ring.params
-        count, device = len(self.params), ring.device
+        count, device, h = len(self.params), ring.device, ring.history
         self.groups = group_of(self.config, count)
         self.process_group = shard_group(self.params)
         self.shard_group = group_key(self.process_group)
         self.steps = self.config.tau_max
         numels = [global_numel(p) for p in self.params]
         self.buffers = {
-            "slot": torch.zeros(1, dtype=torch.int64, device=device),
-            "last": torch.zeros(1, dtype=torch.int64, device=device),
+            "s_weights": torch.zeros(h, dtype=torch.float32, device=device),
+            "slot_mask": torch.zeros(h, dtype=torch.bool, device=device),
             "horizon": torch.tensor(float(self.config.tau), device=device),
             "active": torch.ones(count, dtype=torch.bool, device=device),
             "counts": torch.zeros(count, dtype=torch.int64, device=device),
             "host_state": torch.zeros(3, dtype=torch.int64),
             "rows": group_rows(numels, self.groups),
         }
+        self.jumps = (
+            [torch.zeros(n, dtype=torch.float32, device=device) for n in ring.numels]
+            if self.config.rollback_factor is not None else []
+        )
 
     def register(self, gm: fx.GraphModule, register_buffer: Callable) -> dict[str, Any]:
-        """Register each parameter's ring and the shared buffers on ``gm``; returns their
-        attribute names. The rings are separate storages: views of one buffer would make every
-        capture a scatter into the whole ring after functionalization."""
+        """Register each parameter's ring rows, jump buffers and the shared buffers on ``gm``;
+        returns their attribute names."""
         ring = self.optimizer.ring
-        names: dict[str, Any] = {"rings": {}}
+        names: dict[str, Any] = {"rings": {}, "jumps": {}}
         for index in range(len(self.params)):
-            names["rings"][index] = f"pdt_ring_{index}"
-            register_buffer(gm, names["rings"][index], ring.buffers[index])
+            names["rings"][index] = [f"pdt_ring_{index}_{slot}" for slot in range(ring.history)]
+            for name, row in zip(names["rings"][index], ring.row_tensors(index)):
+                register_buffer(gm, name, row)
+        for index, jump in enumerate(self.jumps):
+            names["jumps"][index] = f"pdt_jump_{index}"
+            register_buffer(gm, names["jumps"][index], jump)
         for key, tensor in self.buffers.items():
             names[key] = f"pdt_{key}"
             register_buffer(gm, names[key], tensor)
         return names
 
-    def prepare(self, phase: Phase) -> None:
-        """Write this boundary's slot, horizon and active parameters into the buffers."""
-        ring = self.optimizer.ring
-        self.buffers["slot"].fill_(ring.next_slot)
-        self.buffers["last"].fill_(ring.last_slot)
-        if phase == Phase.PREDICT:
-            tau = self.optimizer.schedule.tau
-            self.buffers["horizon"].fill_(float(tau))
-            self.buffers["host_state"].copy_(torch.tensor([tau, ring.next_slot, ring.count]))
-            active = [not skipped for skipped in self.optimizer._skipped()]
-            self.buffers["active"].copy_(torch.tensor(active))
+    def prepare_prediction(self) -> None:
+        """Write this prediction's rows, horizon and active parameters into the buffers."""
+        ring, h = self.optimizer.ring, self.optimizer.ring.history
+        tau = self.optimizer.schedule.tau
+        self.buffers["s_weights"].copy_(one_hot(ring.last_slot, h, torch.float32, torch.device("cpu")))
+        self.buffers["slot_mask"].copy_(one_hot(ring.next_slot, h, torch.bool, torch.device("cpu")))
+        self.buffers["horizon"].fill_(float(tau))
+        self.buffers["host_state"].copy_(torch.tensor([tau, ring.next_slot, ring.count]))
+        self.buffers["active"].copy_(torch.tensor([not skipped for skipped in self.optimizer._skipped()]))
 
 
 def _own_code(fn: Callable, name: str) -> Callable:
@@ -89,12 +98,21 @@ def _own_code(fn: Callable, name: str) -> Callable:
 
 
 class CompiledOptimizerStep:
-    """The three compiled variants of the wrapped optimizer's step, called by ``PDT.step``."""
+    """The compiled variants of the wrapped optimizer's step, called by ``PDT.step``: ordinary,
+    one capture graph per ring row, and prediction.
+
+    With a ring that is not the float32 device ring (``ring_dtype="bfloat16"``,
+    ``ring_location="host"``) only the ordinary variant is compiled and the boundary work runs
+    after it through the eager path's kernels. A step at which some learning rate is exactly
+    0 runs the optimizer eagerly (see :class:`~pdt_compile.runtime.hyperparameters.TensorHyperparameters`).
+    """
 
     def __init__(self, optimizer: PDT, backend: str, mode: str | None) -> None:
         self.optimizer = optimizer
-        self.runtime = GraphRuntime(optimizer)
+        self.fused = optimizer.ring.fused
+        self.runtime = GraphRuntime(optimizer) if self.fused else None
         inner = optimizer.optimizer
+        self.hyperparameters = TensorHyperparameters(inner)
         # The undecorated step: its decorator graph-breaks around the body on purpose.
         raw_step = inspect.unwrap(type(inner).step)
 
@@ -102,25 +120,36 @@ class CompiledOptimizerStep:
             with torch.no_grad():
                 raw_step(inner)
 
-        self.backends = {phase: PDTBackend(phase, self.runtime, backend, mode) for phase in Phase}
+        keys: list[tuple[Phase, int]] = [(Phase.ORDINARY, 0)]
+        if self.fused:
+            keys += [(Phase.CAPTURE, slot) for slot in range(optimizer.ring.history)] + [(Phase.PREDICT, 0)]
+        self.graphs: dict[str, list[fx.GraphModule]] = {phase.name.lower(): [] for phase in Phase}
+        """The rewritten optimizer-step graphs of each phase (print them to see PDT's nodes)."""
+        self.backends = {
+            key: PDTBackend(key[0], self.runtime, backend, mode, slot=key[1], graphs=self.graphs[key[0].name.lower()])
+            for key in keys
+        }
         self.variants = {
-            phase: torch.compile(_own_code(optimizer_step, f"pdt_{phase.name.lower()}_step"), backend=self.backends[phase])
-            for phase in Phase
+            key: torch.compile(_own_code(optimizer_step, _variant_name(*key)), backend=self.backends[key])
+            for key in keys
         }
 
-    @property
-    def graphs(self) -> dict[str, list[fx.GraphModule]]:
-        """The rewritten optimizer-step graphs of each phase (print them to see PDT's nodes)."""
-        return {phase.name.lower(): backend.graphs for phase, backend in self.backends.items()}
-
     def __call__(self, phase: Phase) -> Prediction | None:
-        ring = self.optimizer.ring
-        if phase != Phase.ORDINARY:
-            self.runtime.prepare(phase)
-        self.variants[phase]()
+        optimizer, ring = self.optimizer, self.optimizer.ring
+        ring.before_update_()
+        if self.hyperparameters.has_zero_lr():
+            optimizer.optimizer.step()  # eager: see TensorHyperparameters
+            return optimizer._run_boundary(phase)
+        key = (phase, ring.next_slot if phase == Phase.CAPTURE else 0) if self.fused else (Phase.ORDINARY, 0)
+        if phase == Phase.PREDICT and self.fused:
+            self.runtime.prepare_prediction()
+        with self.hyperparameters:
+            self.variants[key]()
+        if not self.fused:
+            return optimizer._run_boundary(phase)
         if phase == Phase.ORDINARY:
             return None
-        if not self.backends[phase].graphs:
+        if not self.backends[key].compiled:
             raise RuntimeError(
                 f"pdt.compile: the {phase.name.lower()} optimizer step ran without being compiled "
                 "(Dynamo fell back to eager, e.g. recompile limit reached); PDT's boundary work did not run"
@@ -128,9 +157,17 @@ class CompiledOptimizerStep:
         ring.advance_()
         if phase == Phase.CAPTURE:
             return None
-        counts = sum_across_shards_(self.runtime.buffers["counts"].clone(), self.runtime.process_group).tolist()
-        active = self.runtime.buffers["active"].tolist()
-        return Prediction([c if a else None for c, a in zip(counts, active)], [None] * len(counts))
+        buffers = self.runtime.buffers
+        counts = sum_across_shards_(buffers["counts"].clone(), self.runtime.process_group).tolist()
+        active = buffers["active"].tolist()
+        jumps = self.runtime.jumps or [None] * len(counts)
+        return Prediction(
+            [c if a else None for c, a in zip(counts, active)], [j if a else None for j, a in zip(jumps, active)]
+        )
+
+
+def _variant_name(phase: Phase, slot: int) -> str:
+    return f"pdt_{phase.name.lower()}_step" + (f"_{slot}" if phase == Phase.CAPTURE else "")
 
 
 def compile(
@@ -155,21 +192,6 @@ def compile(
         raise TypeError(
             f"pdt.compile(optimizer=...): expected a pdt.PDT, got {type(optimizer).__name__}; "
             "wrap it first: opt = pdt.PDT(opt, snap_every=...)"
-        )
-    if optimizer.config.rollback_factor is not None:
-        raise ValueError(
-            "pdt.compile: rollback_factor is not supported by the compiled path yet; use the eager "
-            "pdt.PDT for rollback, or set rollback_factor=None"
-        )
-    if optimizer.config.ring_dtype != "float32":
-        raise ValueError(
-            f"pdt.compile: ring_dtype={optimizer.config.ring_dtype!r} is not supported by the compiled path "
-            "yet; use ring_dtype='float32' or the eager pdt.PDT"
-        )
-    if optimizer.config.ring_location != "device":
-        raise ValueError(
-            f"pdt.compile: ring_location={optimizer.config.ring_location!r} is not supported by the compiled "
-            "path (its graphs update the ring on the device); use ring_location='device' or the eager pdt.PDT"
         )
     step = CompiledOptimizerStep(optimizer, backend, mode)
     optimizer.compiled_step = step

@@ -20,6 +20,7 @@ AFTER_MERGE = ("shift", "keep", "reset")
 RANK_NAMES = ("gavish_donoho", "full")
 RING_DTYPES = ("float32", "bfloat16")
 RING_LOCATIONS = ("device", "host")
+KERNELS = ("auto", "inductor", "torch")
 
 Rank = Union[str, int, float]
 
@@ -122,12 +123,23 @@ class PDTConfig:
     ring_dtype: str = "float32"
     """Storage of the snapshot ring: ``"float32"`` (4h bytes per parameter element) or
     ``"bfloat16"`` (the newest snapshot in float32 plus the h - 1 interval displacements in
-    bfloat16: 4 + 2(h - 1) bytes; eager path only)."""
+    bfloat16: 4 + 2(h - 1) bytes). Under ``@pdt.compile`` its boundary work runs after the
+    compiled optimizer step, through the eager path's code."""
 
     ring_location: str = "device"
     """Where the ring lives: ``"device"`` (the parameters' device; default) or ``"host"``
     (pinned host memory with asynchronous copies: no ring bytes on the accelerator; each
-    prediction streams the ring to the device and back; float32 ring, eager path only)."""
+    prediction streams the ring to the device and back; float32 ring). Under ``@pdt.compile``
+    its boundary work runs after the compiled optimizer step, through the eager path's code."""
+
+    kernels: str = "auto"
+    """How the eager path runs a prediction's two passes (Gram; forecast + mask + merge +
+    ring update): ``"inductor"`` compiles them once per configuration into fused kernels
+    (C++/OpenMP on the CPU, Triton on CUDA; the same functions ``@pdt.compile`` inlines),
+    ``"torch"`` runs them as plain torch on chunks, ``"auto"`` compiles when the tracked
+    parameters hold at least 2**20 elements and a compiler is there (below that a prediction
+    costs milliseconds and compiling would cost more). Float32 device ring only; the
+    bfloat16 and host rings stream plain-torch chunks."""
 
     chunk_size: int | None = None
     """Elements per streamed chunk in the eager path. ``None``: 65536 on the CPU (keeps the
@@ -148,6 +160,7 @@ class PDTConfig:
         _check_choice("after_merge", self.after_merge, AFTER_MERGE)
         _check_choice("ring_dtype", self.ring_dtype, RING_DTYPES)
         _check_choice("ring_location", self.ring_location, RING_LOCATIONS)
+        _check_choice("kernels", self.kernels, KERNELS)
         if self.ring_location == "host" and self.ring_dtype != "float32":
             _fail("ring_dtype", self.ring_dtype, 'ring_location="host" keeps a float32 ring: use ring_dtype="float32"')
         for flag in ("adaptive", "trend"):

@@ -13,7 +13,7 @@ displacements that carry the dynamics; for ``dynamics="affine"`` the s-coefficie
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Sequence, Union
 
 import torch
 from torch import Tensor
@@ -23,15 +23,19 @@ Rank = Union[str, int, float]
 _RELATIVE_FLOOR = 1e-12  # singular values below this fraction of the largest are noise
 
 
-def gram(ring: Tensor) -> Tensor:
+def gram(ring: Tensor | Sequence[Tensor]) -> Tensor:
     """Gram matrix ``ring @ ring.T`` of snapshot rows, accumulated in float64.
 
-    ring: ``[h, n]``; returns ``[h, h]`` float64. Products of float32 values are exact in
-    float64, so only the summation rounds (a float32 Gram of raw weights loses the
-    displacements entirely; see DESIGN.md, Numerics).
+    ring: ``[h, n]`` or a sequence of h ``[n]`` rows; returns ``[h, h]`` float64. Products of
+    float32 values are exact in float64, so only the summation rounds (a float32 Gram of raw
+    weights loses the displacements entirely; see DESIGN.md, Numerics). Written as the
+    h(h+1)/2 pairwise products of rows, each summed once: compiled, that is a single pass
+    over the ring (a ``[h, n]`` matmul would stage a float64 copy of it).
     """
-    rows = ring.to(torch.float64)
-    return rows @ rows.T
+    rows = [row.to(torch.float64) for row in ring]
+    h = len(rows)
+    sums = {(i, j): (rows[i] * rows[j]).sum() for i in range(h) for j in range(i, h)}
+    return torch.stack([sums[min(i, j), max(i, j)] for i in range(h) for j in range(h)]).view(h, h)
 
 
 def gavish_donoho_threshold(sigma: Tensor, rows: int | Tensor) -> Tensor:
@@ -176,17 +180,39 @@ def displacement_coefficients(
     return coefficients[0] if squeeze else coefficients
 
 
-def predicted_displacements(
-    coefficients: Tensor, ring: Tensor, s: Tensor, s_coefficient: Tensor
-) -> Tensor:
-    """Predicted displacements ``P`` ``[steps, n]`` from the ring.
+def predicted_displacement(rows: Sequence[Tensor], s: Tensor, coefficients: Tensor, s_coefficient: Tensor) -> Tensor:
+    """One predicted displacement ``[n]``: ``sum_i coefficients[i] (rows[i] - s) + s_coefficient s``.
 
-    ``P[k] = sum_i coefficients[k, i] (ring[i] - s) + s_coefficient[k] s``, where ring
-    ``[h, n]`` may be in any row order as long as ``coefficients`` ``[steps, h]`` follows
-    it and the row holding s has coefficient 0 (its difference is zero anyway).
+    rows: h ``[n]`` snapshots in any order, as long as ``coefficients`` ``[h]`` follows it;
+    the row holding s contributes nothing (its difference is zero). Unrolled over the rows, so
+    a compiler fuses it into one pass with no ``[h, n]`` intermediate.
     """
-    coefficients = coefficients.to(ring.dtype)
-    return torch.addmm(s_coefficient.to(ring.dtype)[:, None] * s, coefficients, ring - s)
+    p = s_coefficient.to(s.dtype) * s
+    for i, row in enumerate(rows):
+        p = p + coefficients[i].to(s.dtype) * (row - s)
+    return p
+
+
+def predicted_displacements(
+    coefficients: Tensor, ring: Tensor | Sequence[Tensor], s: Tensor, s_coefficient: Tensor
+) -> Tensor:
+    """Predicted displacements ``P`` ``[steps, n]``: :func:`predicted_displacement` for every
+    row of ``coefficients`` ``[steps, h]`` (ring ``[h, n]`` or h rows)."""
+    rows = list(ring)
+    return torch.stack([predicted_displacement(rows, s, c, cs) for c, cs in zip(coefficients, s_coefficient)])
+
+
+def pad_horizon(coefficients: Tensor, s_coefficients: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+    """Extend ``[..., tau, h]`` coefficients and ``[..., tau]`` s-coefficients to ``steps``
+    rows by repeating row tau: the last row is then always p_tau, and a sign check over every
+    row equals one over rows 1..tau. Lets kernels take a fixed shape while tau changes."""
+    pad = steps - coefficients.shape[-2]
+    if pad <= 0:
+        return coefficients, s_coefficients
+    return (
+        torch.cat([coefficients, coefficients[..., -1:, :].expand(*coefficients.shape[:-2], pad, -1)], -2),
+        torch.cat([s_coefficients, s_coefficients[..., -1:].expand(*s_coefficients.shape[:-1], pad)], -1),
+    )
 
 
 def forecast(

@@ -9,26 +9,32 @@ accepted by a rule that checks signs or bounds. Non-finite values are never acce
 
 from __future__ import annotations
 
-from typing import Union
+import functools
+from typing import Sequence, Union
 
 import torch
 from torch import Tensor
 
 from .config import RULES
-from .dmd import predicted_displacements
+from .dmd import predicted_displacement
 
 Horizon = Union[int, Tensor]
 
 
-def _same_sign_every_step(d: Tensor, P: Tensor) -> Tensor:
-    # One reduction instead of a compare and an all(): NaN propagates through amin and fails.
-    return (P * d).amin(dim=0) > 0
+def _same_sign_every_step(d: Tensor, predicted: Sequence[Tensor]) -> Tensor:
+    # A running minimum of p_k * d: NaN propagates through torch.minimum and fails.
+    return functools.reduce(torch.minimum, [p * d for p in predicted]) > 0
 
 
 def _accelerates(d: Tensor, p_tau: Tensor, low_strict: bool, factor: Horizon) -> Tensor:
     magnitude, step = p_tau.abs(), d.abs()
     above = magnitude > step if low_strict else magnitude >= step
     return above & (magnitude <= factor * step)
+
+
+def needs_every_step(rule: str) -> bool:
+    """Whether ``rule`` checks the sign of every p_k (else only p_tau is needed)."""
+    return rule in ("paper", "consistency_only")
 
 
 def consistency_mask(d: Tensor, P: Tensor, rule: str = "paper", tau: Horizon | None = None) -> Tensor:
@@ -50,28 +56,35 @@ def consistency_mask(d: Tensor, P: Tensor, rule: str = "paper", tau: Horizon | N
             f"consistency_mask: P must be [tau, n] with n = d.numel(); got P {tuple(P.shape)}, "
             f"d {tuple(d.shape)}"
         )
-    horizon = P.shape[0] if tau is None else tau
-    p_tau = P[-1]
+    return mask_of_rows(d, list(P), rule, P.shape[0] if tau is None else tau)
+
+
+def mask_of_rows(d: Tensor, predicted: Sequence[Tensor], rule: str, tau: Horizon) -> Tensor:
+    """:func:`consistency_mask` on the predicted displacements as a list of ``[n]`` rows, the
+    last being p_tau (only p_tau is read unless :func:`needs_every_step`). Unrolled over the
+    rows: compiled, the whole mask is one pass with no ``[tau, n]`` intermediate."""
+    p_tau = predicted[-1]
     if rule == "none":
         return torch.isfinite(p_tau) & torch.isfinite(d)
     if rule == "consistency_only":
-        return _same_sign_every_step(d, P) & torch.isfinite(p_tau * d)
+        return _same_sign_every_step(d, predicted) & torch.isfinite(p_tau * d)
     if rule == "reference":
         # With |p_tau| <= (tau+1)|d|, p_tau is finite whenever d is.
-        return _accelerates(d, p_tau, False, horizon + 1) & (p_tau * d > 0) & torch.isfinite(d)
+        return _accelerates(d, p_tau, False, tau + 1) & (p_tau * d > 0) & torch.isfinite(d)
     # |d| < |p_tau| <= tau|d| is false for NaN or infinite d or p_tau: no separate check.
-    bounded = _accelerates(d, p_tau, True, horizon)
+    bounded = _accelerates(d, p_tau, True, tau)
     if rule == "accel_only":
         return bounded
-    return bounded & _same_sign_every_step(d, P)
+    return bounded & _same_sign_every_step(d, predicted)
 
 
-def trend_mask(w: Tensor, ring: Tensor, s: Tensor) -> Tensor:
-    """Boolean ``[n]``: elements that every stored snapshot (rows of ``ring`` ``[h, n]``, the
-    last snapshot ``s`` among them) lies behind in the direction the optimizer last moved
-    them: ``(w - s_i) * (w - s) > 0`` for every row i. An element on a steady trend passes;
-    one whose path is a random walk rarely does (about 1 in h). NaN fails."""
-    return ((w - ring) * (w - s)).amin(dim=0) > 0
+def trend_mask(w: Tensor, ring: Tensor | Sequence[Tensor], s: Tensor) -> Tensor:
+    """Boolean ``[n]``: elements that every stored snapshot (rows of ``ring``, ``[h, n]`` or h
+    ``[n]`` rows, the last snapshot ``s`` among them) lies behind in the direction the
+    optimizer last moved them: ``(w - s_i) * (w - s) > 0`` for every row i. An element on a
+    steady trend passes; one whose path is a random walk rarely does (about 1 in h). NaN fails."""
+    d = w - s
+    return functools.reduce(torch.minimum, [(w - row) * d for row in ring]) > 0
 
 
 def merge(w: Tensor, s: Tensor, p_tau: Tensor, mask: Tensor) -> Tensor:
@@ -81,10 +94,10 @@ def merge(w: Tensor, s: Tensor, p_tau: Tensor, mask: Tensor) -> Tensor:
 
 def forecast_mask_merge(
     w: Tensor,
-    ring: Tensor,
+    ring: Tensor | Sequence[Tensor],
     s: Tensor,
     coefficients: Tensor,
-    s_coefficient: Tensor,
+    s_coefficients: Tensor,
     tau: Horizon,
     rule: str,
     trend: bool = False,
@@ -92,15 +105,18 @@ def forecast_mask_merge(
     """One prediction on one block of elements: forecast, mask and merge, fused.
 
     w: ``[n]`` weights after the optimizer step (float32 view of the parameter);
-    ring: ``[h, n]`` snapshots; s: ``[n]`` the last snapshot (a row of ``ring``);
-    coefficients ``[steps, h]`` and s_coefficient ``[steps]`` from
-    :func:`pdt_compile.dmd.displacement_coefficients` in the ring's row order.
+    ring: ``[h, n]`` snapshots or h ``[n]`` rows; s: ``[n]`` the last snapshot (one of them);
+    coefficients ``[steps, h]`` and s_coefficients ``[steps]`` from
+    :func:`pdt_compile.dmd.displacement_coefficients` in the ring's row order, with the last
+    row p_tau (rows past tau repeat it: :func:`pdt_compile.dmd.pad_horizon`).
     ``trend``: also require :func:`trend_mask`. Returns ``(merged [n], mask [n])``.
-    The eager path calls it on cache-sized chunks, the compiled path inserts it once per
-    parameter: the same definition serves both.
+    The single definition of a prediction: the eager path runs it on chunks or compiled on
+    whole parameters, the compiled path inlines it into the optimizer-step graph.
     """
-    P = predicted_displacements(coefficients, ring, s, s_coefficient)
-    accepted = consistency_mask(w - s, P, rule, tau)
+    rows = list(ring)
+    steps = range(coefficients.shape[0]) if needs_every_step(rule) else [coefficients.shape[0] - 1]
+    predicted = [predicted_displacement(rows, s, coefficients[k], s_coefficients[k]) for k in steps]
+    accepted = mask_of_rows(w - s, predicted, rule, tau)
     if trend:
-        accepted = accepted & trend_mask(w, ring, s)
-    return merge(w, s, P[-1], accepted), accepted
+        accepted = accepted & trend_mask(w, rows, s)
+    return merge(w, s, predicted[-1], accepted), accepted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ import torch
 import pdt_compile as pdt
 from pdt_compile.passes.analysis import find_parameter_writes
 
-from conftest import batches, make_mlp, step_function
+from conftest import batches, make_mlp, step_function, train
 
 CONFIG = dict(snap_every=3, history=4, burn_in=4, tau=3, rule="reference")
 OPTIMIZERS = {
@@ -135,13 +136,90 @@ def test_no_recompiles_after_warm_up():
     assert opt.stats.predictions > predictions + 90
 
 
-def test_compile_rejects_plain_optimizers_and_rollback():
+def test_compile_rejects_plain_optimizers():
     model = make_mlp()
     with pytest.raises(TypeError, match="expected a pdt.PDT"):
         pdt.compile(lambda: None, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
-    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=2, rollback_factor=2.0)
-    with pytest.raises(ValueError, match="rollback_factor"):
-        pdt.compile(lambda: None, optimizer=opt)
+
+
+PARITY_OPTIONS = {
+    "bfloat16 ring": dict(ring_dtype="bfloat16"),
+    "host ring": dict(ring_location="host"),
+    "rollback": dict(rollback_factor=1.0005),
+}
+
+
+@pytest.mark.parametrize("option", sorted(PARITY_OPTIONS))
+def test_every_option_runs_compiled_and_follows_eager(option):
+    # SGD-momentum (foreach) is bit-equal compiled and eager, so any difference is PDT's.
+    config = {**CONFIG, **PARITY_OPTIONS[option]}
+    make_opt = OPTIMIZERS["sgd_momentum"]
+    data = batches(60)
+    eager_model = make_mlp()
+    eager = pdt.PDT(make_opt(eager_model.parameters()), **config)
+    train(eager_model, eager, data, report=True)
+    model, opt, _ = run_compiled(make_opt, data, **config)
+    assert opt.stats.predictions == eager.stats.predictions >= 10
+    assert opt.stats.merges == eager.stats.merges >= 1
+    assert opt.stats.rollbacks == eager.stats.rollbacks
+    if option == "rollback":
+        assert eager.stats.rollbacks >= 1
+    assert [r for _, r in opt.stats.mask_ratio_history] == pytest.approx([r for _, r in eager.stats.mask_ratio_history], abs=1e-6)
+    for a, b in zip(eager_model.parameters(), model.parameters()):
+        assert (a - b).abs().max().item() <= 1e-5
+    assert torch.allclose(opt.ring.flat(), eager.ring.flat(), atol=1e-5)
+
+
+def _hf_warmup(opt):
+    from transformers import get_linear_schedule_with_warmup
+
+    return get_linear_schedule_with_warmup(opt, num_warmup_steps=10, num_training_steps=400)
+
+
+SCHEDULERS = {
+    "lambda": lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 / (1 + 0.01 * step)),
+    "cosine": lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=400),
+    "one_cycle": lambda opt: torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=0.05, total_steps=400, cycle_momentum="betas" in opt.defaults
+    ),
+    "hf_warmup_from_zero": _hf_warmup,
+}
+FLOAT_LR_CASES = [
+    ("sgd", True, "one_cycle"), ("sgd", False, "hf_warmup_from_zero"),
+    ("sgd_momentum", True, "lambda"), ("sgd_momentum", False, "cosine"),
+    ("adam", True, "one_cycle"), ("adam", False, "hf_warmup_from_zero"),
+    ("adamw", True, "hf_warmup_from_zero"), ("adamw", False, "one_cycle"),
+]
+FLOAT_LR_OPTIMIZERS = {
+    "sgd": lambda p, foreach: torch.optim.SGD(p, lr=0.05, foreach=foreach),
+    "sgd_momentum": lambda p, foreach: torch.optim.SGD(p, lr=0.05, momentum=0.9, foreach=foreach),
+    "adam": lambda p, foreach: torch.optim.Adam(p, lr=0.01, foreach=foreach),
+    "adamw": lambda p, foreach: torch.optim.AdamW(p, lr=0.01, weight_decay=0.01, foreach=foreach),
+}
+
+
+@pytest.mark.parametrize("name,foreach,scheduler", FLOAT_LR_CASES)
+def test_float_lr_schedulers_never_recompile(name, foreach, scheduler):
+    # Every scheduler and optimizer family is covered at least once with foreach and with
+    # the for-loop update; the Hugging Face warmup starts at an LR of exactly 0.
+    model = make_mlp()
+    opt = pdt.PDT(FLOAT_LR_OPTIMIZERS[name](model.parameters(), foreach), **CONFIG)
+    lr_scheduler = SCHEDULERS[scheduler](opt)
+    train_step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager")
+    data = batches(10, size=8)
+    losses = []
+    for step_index in range(30):  # warm-up: every capture slot and the prediction compiled once
+        losses.append(float(train_step(*data[step_index % len(data)])))
+        lr_scheduler.step()
+    assert opt.stats.predictions >= 2
+    assert all(isinstance(group["lr"], float) for group in opt.param_groups)  # the user still sees floats
+    with torch.compiler.set_stance("fail_on_recompile"):
+        for step_index in range(30, 90):
+            losses.append(float(train_step(*data[step_index % len(data)])))
+            lr_scheduler.step()
+    assert opt.stats.predictions >= 15
+    assert all(math.isfinite(loss) for loss in losses)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def test_private_dynamo_touch_point_exists():

@@ -127,9 +127,3 @@ def test_host_ring_rollback_restores_the_snapshots(monkeypatch):
         assert opt.stats.rollbacks == 1
         rings[location] = opt.ring.flat()
     assert torch.equal(rings["device"], rings["host"])
-
-
-def test_host_ring_is_eager_only():
-    opt = pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), snap_every=2, ring_location="host")
-    with pytest.raises(ValueError, match="ring_location='device'"):
-        pdt.compile(lambda: None, optimizer=opt)

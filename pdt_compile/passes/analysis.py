@@ -61,9 +61,11 @@ def find_parameter_writes(gm: fx.GraphModule, params: Sequence[torch.Tensor]) ->
             if id(value) in index_of:
                 parameter_nodes[index_of[id(value)]] = node
     last_writes: dict[int, fx.Node] = {}
-    order = {node: position for position, node in enumerate(nx.topological_sort(graph))}
     for index, node in parameter_nodes.items():
         writers = [user for user in graph.successors(node) if _is_in_place(user) and node in _first_argument_nodes(user)]
         if writers:
-            last_writes[index] = max(writers, key=order.__getitem__)
+            # Program order, not a topological one: two in-place writes of one parameter
+            # (weight decay, then the update) share no data edge, so a topological sort may
+            # put either first.
+            last_writes[index] = max(writers, key=lambda user: graph.nodes[user]["position"])
     return ParameterWrites(graph, parameter_nodes, last_writes)

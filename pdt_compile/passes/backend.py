@@ -46,16 +46,21 @@ class PDTBackend:
     """A Dynamo backend for one phase of the optimizer step.
 
     ``runtime`` (``api.GraphRuntime``) owns the buffers and the parameters; graphs that do
-    not update the tracked parameters pass through unchanged.
+    not update the tracked parameters pass through unchanged. ``slot``: the ring row a
+    capture graph writes; ``graphs``: the list the rewritten graphs are appended to.
     """
 
-    def __init__(self, phase: Phase, runtime: Any, backend: str, mode: str | None) -> None:
-        self.phase, self.runtime, self.backend, self.mode = phase, runtime, backend, mode
-        self.graphs: list[fx.GraphModule] = []
+    def __init__(
+        self, phase: Phase, runtime: Any, backend: str, mode: str | None, slot: int = 0,
+        graphs: list[fx.GraphModule] | None = None,
+    ) -> None:
+        self.phase, self.runtime, self.backend, self.mode, self.slot = phase, runtime, backend, mode, slot
+        self.graphs: list[fx.GraphModule] = [] if graphs is None else graphs
+        self.compiled = False
 
     def __call__(self, gm: fx.GraphModule, example_inputs: list, **_: Any) -> Callable:
-        writes = find_parameter_writes(gm, self.runtime.params)
-        if self.phase != Phase.ORDINARY and writes.is_optimizer_step:
+        writes = find_parameter_writes(gm, self.runtime.params) if self.phase != Phase.ORDINARY else None
+        if writes is not None and writes.is_optimizer_step:
             missing = sorted(set(range(len(self.runtime.params))) - set(writes.parameter_nodes))
             if missing:
                 raise RuntimeError(
@@ -64,9 +69,10 @@ class PDTBackend:
                 )
             names = self.runtime.register(gm, register_buffer)
             if self.phase == Phase.CAPTURE:
-                insert_snapshot(gm, writes, names)
+                insert_snapshot(gm, writes, names, self.slot)
             else:
                 insert_predict_merge(gm, writes, names, self.runtime.groups, self.runtime.steps,
                                      self.runtime.config, self.runtime.shard_group)
         self.graphs.append(gm)
+        self.compiled = True
         return lower(gm, example_inputs, self.backend, self.mode)

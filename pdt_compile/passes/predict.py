@@ -1,9 +1,10 @@
 """Predict/merge pass: Gram over the ring, host solve, fused forecast + mask + merge per parameter.
 
-Inserted after the optimizer's last write. The Gram (``dmd.gram``) and the merge
-(``mask.forecast_mask_merge``) are the functions the eager path calls; the h x h solve is
-the custom op ``pdt::solve_coefficients``, which runs on the host and is tagged
-``cudagraph_unsafe`` so that CUDA-graph partitioning keeps it outside capture.
+Inserted after the optimizer's last write. The Gram and the merge are the kernels the eager
+path runs (:func:`~pdt_compile.runtime.kernels.gram_pass`,
+:func:`~pdt_compile.runtime.kernels.predict_pass_`), inlined here into the optimizer-step
+graph; the h x h solve is the custom op ``pdt::solve_coefficients``, which runs on the host
+and is tagged ``cudagraph_unsafe`` so that CUDA-graph partitioning keeps it outside capture.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from torch import Tensor, fx
 
 from ..config import PDTConfig
 from ..distributed import group_from_key, sum_across_shards_
-from ..dmd import gram
-from ..mask import forecast_mask_merge
 from ..runtime.history import _local
+from ..runtime.kernels import gram_pass, predict_pass_
 from ..runtime.predictor import solve_coefficients
 from .analysis import ParameterWrites
 
@@ -45,12 +45,8 @@ def solve_coefficients_op(
     order = [(next_slot - count + i) % h for i in range(count)]
     grams = sum_across_shards_(grams.detach().clone(), group_from_key(shard_group))
     coefficients, s_coefficients = solve_coefficients(
-        grams, order, rows, tau, rank=_decode_rank(rank), modes=modes, dynamics=dynamics
+        grams, order, rows, steps, tau, rank=_decode_rank(rank), modes=modes, dynamics=dynamics
     )
-    pad = steps - tau
-    if pad > 0:
-        coefficients = torch.cat([coefficients, coefficients[:, -1:].expand(-1, pad, -1)], 1)
-        s_coefficients = torch.cat([s_coefficients, s_coefficients[:, -1:].expand(-1, pad)], 1)
     device = grams.device
     return coefficients.to(device, torch.float32), s_coefficients.to(device, torch.float32)
 
@@ -70,33 +66,32 @@ def group_grams(grams: Sequence[Tensor], groups: Sequence[int]) -> Tensor:
 
 
 def merge_parameter_(
-    parameter: Tensor, ring: Tensor, slot: Tensor, last: Tensor, coefficients: Tensor,
-    s_coefficients: Tensor, horizon: Tensor, active: Tensor, counts: Tensor,
-    index: int, group: int, rule: str, shift: bool, trend: bool = False,
+    parameter: Tensor, rows: list[Tensor], s_weights: Tensor, slot_mask: Tensor, coefficients: Tensor,
+    s_coefficients: Tensor, horizon: Tensor, active: Tensor, counts: Tensor, jump: Tensor | None,
+    index: int, group: int, rule: str, trend: bool, shift: bool,
 ) -> None:
-    """Forecast, mask and merge one parameter (its local shard, if sharded); shift its ring and
-    capture the merged value."""
+    """:func:`~pdt_compile.runtime.kernels.predict_pass_` on one parameter (its local shard, if
+    sharded); its accepted count goes to ``counts[index]``."""
     parameter = _local(parameter.detach())
-    w = parameter.reshape(-1).float()
-    s = ring.index_select(0, last).squeeze(0)
-    merged, accepted = forecast_mask_merge(w, ring, s, coefficients[group], s_coefficients[group], horizon, rule, trend)
-    accepted = accepted & active[index]
-    merged = torch.where(accepted, merged, w)
-    if shift:
-        ring.add_(merged - w)  # before the parameter write: w may be a view of the parameter
-    parameter.copy_(merged.view(parameter.shape))
-    ring.index_copy_(0, slot, merged.unsqueeze(0))
-    counts.select(0, index).copy_(accepted.sum())
+    weights = parameter.view(-1) if parameter.is_contiguous() else parameter.reshape(-1).clone()
+    count = predict_pass_(
+        weights, rows, s_weights, slot_mask, coefficients[group], s_coefficients[group], horizon,
+        active[index], jump, rule, trend, shift,
+    )
+    if not parameter.is_contiguous():
+        parameter.copy_(weights.view(parameter.shape))
+    counts.select(0, index).copy_(count)
 
 
 def insert_predict_merge(
     gm: fx.GraphModule, writes: ParameterWrites, names: dict, groups: Sequence[int],
     steps: int, config: PDTConfig, shard_group: int = 0,
 ) -> fx.GraphModule:
-    """After the optimizer's last parameter write, insert: one ``gram`` per parameter (tagged ``predict``),
-    the grouped Grams and ``pdt::solve_coefficients`` (``predict``), and one
+    """After the optimizer's last parameter write, insert: one ``gram_pass`` per parameter (tagged
+    ``predict``), the grouped Grams and ``pdt::solve_coefficients`` (``predict``), and one
     ``merge_parameter_`` per parameter (``merge``), as ``config`` says. ``names`` maps the
-    runtime buffers; ``shard_group`` is the key of FSDP2's process group (0: none)."""
+    runtime buffers (``rings[i]``: parameter i's h row buffers; ``jumps``: per-parameter jump
+    buffers when rollback is on); ``shard_group`` is the key of FSDP2's process group (0: none)."""
     dmd_options, shift = config.dmd_options(), config.after_merge == "shift"
     graph = gm.graph
     # Right after the last parameter write, still inside the step's no_grad region: Dynamo
@@ -116,8 +111,8 @@ def insert_predict_merge(
         return node
 
     with graph.inserting_before(after_writes):
-        rings = {i: attr(names["rings"][i], PREDICT) for i in writes.parameter_nodes}
-        grams = [call(gram, (rings[i],), PREDICT) for i in sorted(rings)]
+        rings = {i: [attr(name, PREDICT) for name in names["rings"][i]] for i in writes.parameter_nodes}
+        grams = [call(gram_pass, (rings[i],), PREDICT) for i in sorted(rings)]
         stacked = call(group_grams, (grams, list(groups)), PREDICT)
         solved = call(
             torch.ops.pdt.solve_coefficients.default,
@@ -127,13 +122,14 @@ def insert_predict_merge(
         )
         coefficients = call(operator.getitem, (solved, 0), PREDICT)
         s_coefficients = call(operator.getitem, (solved, 1), PREDICT)
-        shared = [attr(names[key], MERGE) for key in ("slot", "last")]
+        shared = [attr(names[key], MERGE) for key in ("s_weights", "slot_mask")]
         horizon, active, counts = (attr(names[key], MERGE) for key in ("horizon", "active", "counts"))
         for index, parameter in sorted(writes.parameter_nodes.items()):
+            jump = attr(names["jumps"][index], MERGE) if names["jumps"] else None
             call(
                 merge_parameter_,
-                (parameter, rings[index], *shared, coefficients, s_coefficients, horizon, active, counts,
-                 index, groups[index], config.rule, shift, config.trend),
+                (parameter, rings[index], *shared, coefficients, s_coefficients, horizon, active, counts, jump,
+                 index, groups[index], config.rule, config.trend, shift),
                 MERGE,
             )
     for node, tag in inserted:

@@ -10,26 +10,24 @@ from .analysis import ParameterWrites
 PASS_NAME = "snapshot"
 
 
-def capture_(ring: Tensor, slot: Tensor, parameter: Tensor) -> None:
-    """Write ``parameter`` (its local shard, if sharded) into row ``slot`` (a 1-element index
-    tensor) of ``ring`` ``[h, n]``."""
-    ring.index_copy_(0, slot, _local(parameter.detach()).reshape(1, -1).to(ring.dtype))
+def capture_(row: Tensor, parameter: Tensor) -> None:
+    """Write ``parameter`` (its local shard, if sharded) into the ring row ``row`` ``[n]``."""
+    row.copy_(_local(parameter.detach()).reshape(-1).to(row.dtype))
 
 
-def insert_snapshot(gm: fx.GraphModule, writes: ParameterWrites, names: dict) -> fx.GraphModule:
+def insert_snapshot(gm: fx.GraphModule, writes: ParameterWrites, names: dict, slot: int) -> fx.GraphModule:
     """After the last write of every parameter (``writes``), insert
-    ``capture_(ring_i, slot, parameter_i)``; the rings and the slot are ``get_attr`` buffers
-    (``names``: their attribute names)."""
+    ``capture_(row, parameter_i)`` into row ``slot`` of its ring. The slot is fixed per
+    graph (the runtime compiles one capture graph per slot): the write fuses into the
+    optimizer's update kernel, and no other row is touched."""
     graph = gm.graph
     for index, parameter in writes.parameter_nodes.items():
         anchor = writes.last_writes.get(index, parameter)
         with graph.inserting_after(anchor):
-            ring = graph.get_attr(names["rings"][index])
-        with graph.inserting_after(ring):
-            slot = graph.get_attr(names["slot"])
-        with graph.inserting_after(slot):
-            call = graph.call_function(capture_, (ring, slot, parameter))
-        for node in (ring, slot, call):
+            row = graph.get_attr(names["rings"][index][slot])
+        with graph.inserting_after(row):
+            call = graph.call_function(capture_, (row, parameter))
+        for node in (row, call):
             node.meta["pdt_pass"] = PASS_NAME
     gm.recompile()
     return gm

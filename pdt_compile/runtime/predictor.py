@@ -15,9 +15,10 @@ from torch import Tensor
 
 from ..config import PDTConfig
 from ..distributed import global_numel, shard_group, sum_across_shards_
-from ..dmd import displacement_coefficients, gram
+from ..dmd import displacement_coefficients, gram, pad_horizon
 from ..mask import forecast_mask_merge
 from .history import SnapshotRing, _local
+from .kernels import Kernels
 
 
 @dataclass
@@ -37,31 +38,35 @@ def _chunks(numel: int, size: int) -> range:
     return range(0, numel, size)
 
 
-def ring_grams(ring: SnapshotRing, groups: Sequence[int], chunk: int) -> Tensor:
+def ring_grams(ring: SnapshotRing, groups: Sequence[int], kernels: Kernels) -> Tensor:
     """Float64 Gram of each group over the ring's rows (in ``ring.order()``'s numbering):
-    ``[G, h, h]``, streamed in chunks of ``chunk`` elements."""
+    ``[G, h, h]``."""
     h = ring.history
     out = torch.zeros(max(groups) + 1, h, h, dtype=torch.float64, device=ring.device)
     for index, group in enumerate(groups):
-        for start in _chunks(ring.numels[index], chunk):
-            out[group] += gram(ring.block(index, slice(start, start + chunk)))
+        if ring.fused:
+            out[group] += kernels.gram(ring.row_tensors(index))
+            continue
+        for start in _chunks(ring.numels[index], kernels.chunk):
+            out[group] += gram(ring.block(index, slice(start, start + kernels.chunk)))
     return out
 
 
 def solve_coefficients(
-    grams: Tensor, order: Sequence[int], rows: Tensor, steps: int, **dmd_options
+    grams: Tensor, order: Sequence[int], rows: Tensor, steps: int, tau: int, **dmd_options
 ) -> tuple[Tensor, Tensor]:
     """Batched host solve: physical-order Grams ``[G, h, h]`` -> coefficients in physical
-    row order ``[G, steps, h]`` and s-coefficients ``[G, steps]`` (float64, on the host).
+    row order ``[G, steps, h]`` and s-coefficients ``[G, steps]`` (float64, on the host) of
+    p_1..p_tau, padded to ``steps`` rows by repeating p_tau (:func:`~pdt_compile.dmd.pad_horizon`).
 
     This is the one device-to-host transfer of a prediction (h x h floats per group).
     """
     perm = torch.as_tensor(list(order))
     logical = grams.cpu()[:, perm][:, :, perm]
-    coefficients = displacement_coefficients(logical, steps, rows=rows, **dmd_options)
+    coefficients = displacement_coefficients(logical, tau, rows=rows, **dmd_options)
     physical = torch.zeros_like(coefficients)
     physical[..., perm] = coefficients
-    return physical, coefficients[..., -1]
+    return pad_horizon(physical, coefficients[..., -1], steps)
 
 
 def group_rows(numels: Sequence[int], groups: Sequence[int]) -> Tensor:
@@ -70,6 +75,13 @@ def group_rows(numels: Sequence[int], groups: Sequence[int]) -> Tensor:
     for numel, group in zip(numels, groups):
         rows[group] += numel
     return rows
+
+
+def one_hot(slot: int, history: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``[history]`` with 1 at ``slot``: how the kernels pick a row without indexing."""
+    out = torch.zeros(history, dtype=dtype)
+    out[slot] = 1
+    return out.to(device)
 
 
 def predict_merge_capture_(
@@ -89,46 +101,70 @@ def predict_merge_capture_(
     groups = group_of(config, len(params))
     numels = [global_numel(p) for p in params]
     process_group = shard_group(params)
-    chunk = config.chunk_for(ring.device)
-    grams = sum_across_shards_(ring_grams(ring, groups, chunk), process_group)
+    kernels = Kernels(config, ring.device, sum(ring.numels))
+    grams = sum_across_shards_(ring_grams(ring, groups, kernels), process_group)
     coefficients, s_coefficients = solve_coefficients(
-        grams, ring.order(), group_rows(numels, groups), tau, **config.dmd_options()
+        grams, ring.order(), group_rows(numels, groups), config.tau_max, tau, **config.dmd_options()
     )
     coefficients = coefficients.to(ring.device, torch.float32)
     s_coefficients = s_coefficients.to(ring.device, torch.float32)
-    last = ring.last_slot
-    shift = config.after_merge == "shift"
+    horizon = torch.tensor(float(tau), device=ring.device)
+    update = _update_fused if ring.fused else _update_streamed
     accepted_counts: list[Tensor | None] = []
     jumps: list[Tensor | None] = []
     for index, p in enumerate(params):
         tensor = _local(p).detach()
         weights = tensor.reshape(-1)  # a copy only for non-contiguous parameters
-        count = None if skip[index] else torch.zeros((), dtype=torch.int64, device=ring.device)
-        jump_all = torch.zeros(weights.shape, dtype=torch.float32, device=ring.device) if keep_jumps and not skip[index] else None
-        for start in _chunks(weights.numel(), chunk):
-            columns = slice(start, start + chunk)
-            w = weights[columns].float()
-            block = ring.block(index, columns)
-            if count is None:  # no gradient this step: the snapshot is all that happens
-                ring.store_merged_(index, columns, block, w, None)
-                continue
-            group = groups[index]
-            merged, accepted = forecast_mask_merge(
-                w, block, block[last], coefficients[group], s_coefficients[group], tau, config.rule, config.trend
-            )
-            count += accepted.sum()
-            jump = merged - w
-            ring.store_merged_(index, columns, block, merged, jump if shift else None)
-            weights[columns].copy_(merged)
-            if jump_all is not None:
-                jump_all[columns] = jump
+        jump = torch.zeros(weights.shape, dtype=torch.float32, device=ring.device) if keep_jumps and not skip[index] else None
+        group = groups[index]
+        count = update(ring, index, weights, coefficients[group], s_coefficients[group], horizon, not skip[index], jump, kernels)
         if weights.data_ptr() != tensor.data_ptr():
             tensor.copy_(weights.view(tensor.shape))
-        accepted_counts.append(count)
-        jumps.append(jump_all)
+        accepted_counts.append(None if skip[index] else count)
+        jumps.append(jump)
     ring.advance_()
     present = [c for c in accepted_counts if c is not None]
     totals = sum_across_shards_(torch.stack(present), process_group) if present else None
     values = iter(totals.tolist() if totals is not None else [])  # one sync
     counts = [None if c is None else next(values) for c in accepted_counts]
     return Prediction(counts, jumps)
+
+
+def _update_fused(
+    ring: SnapshotRing, index: int, weights: Tensor, coefficients: Tensor, s_coefficients: Tensor,
+    horizon: Tensor, active: bool, jump: Tensor | None, kernels: Kernels,
+) -> Tensor:
+    """The float32 device ring: one fused pass over the weights and the row tensors."""
+    h, device = ring.history, ring.device
+    return kernels.predict_(
+        weights, ring.row_tensors(index), one_hot(ring.last_slot, h, torch.float32, device),
+        one_hot(ring.next_slot, h, torch.bool, device), coefficients, s_coefficients, horizon,
+        torch.tensor(active, device=device), jump,
+    )
+
+
+def _update_streamed(
+    ring: SnapshotRing, index: int, weights: Tensor, coefficients: Tensor, s_coefficients: Tensor,
+    horizon: Tensor, active: bool, jump_all: Tensor | None, kernels: Kernels,
+) -> Tensor:
+    """Rings that decode to blocks (bfloat16, host): chunk by chunk through ``block`` and
+    ``store_merged_``."""
+    count = torch.zeros((), dtype=torch.int64, device=ring.device)
+    shift, last = kernels.shift, ring.last_slot
+    for start in _chunks(weights.numel(), kernels.chunk):
+        columns = slice(start, start + kernels.chunk)
+        w = weights[columns].float()
+        block = ring.block(index, columns)
+        if not active:  # no gradient this step: the snapshot is all that happens
+            ring.store_merged_(index, columns, block, w, None)
+            continue
+        merged, accepted = forecast_mask_merge(
+            w, block, block[last], coefficients, s_coefficients, horizon, kernels.rule, kernels.trend
+        )
+        count += accepted.sum()
+        jump = merged - w
+        ring.store_merged_(index, columns, block, merged, jump if shift else None)
+        weights[columns].copy_(merged)
+        if jump_all is not None:
+            jump_all[columns] = jump
+    return count

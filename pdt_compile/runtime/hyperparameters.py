@@ -1,0 +1,85 @@
+"""Learning rates as tensors inside compiled optimizer steps, so schedulers never recompile.
+
+A float learning rate is a constant of a compiled optimizer graph: SGD's and Adam's foreach
+updates take it as a Python scalar (``alpha=-lr``), Dynamo guards on its value, and every
+scheduler step recompiles until the recompile limit silently drops the step back to eager
+(measured with plain ``torch.compile`` too, torch 2.13, aot_eager and Inductor). While a
+PDT-compiled step runs, :class:`TensorHyperparameters` puts a 0-d tensor holding the same value
+in each param group instead (Adam's ``betas`` too, which OneCycleLR cycles), switching on the
+optimizer's ``capturable`` path that tensor hyperparameters need, and restores the floats
+afterwards: schedulers, checkpoints and the user's code only ever see floats.
+
+Adam's capturable update divides by the step size, so at a learning rate of exactly 0 it
+turns weights whose second moment is 0 into NaN (plain ``torch.compile`` does the same at a
+float LR of 0). Such steps (the first step of a warmup from 0) run the optimizer eagerly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import SGD, Adam, AdamW, Optimizer
+
+TENSOR_HYPERPARAMETERS: dict[type, tuple[str, ...]] = {SGD: ("lr",), Adam: ("lr", "betas"), AdamW: ("lr", "betas")}
+"""Optimizers whose compiled step takes these param-group entries as tensors (tested). Others
+keep floats, which recompile under a scheduler exactly as with plain ``torch.compile``."""
+
+
+def tensor_keys(optimizer: Optimizer) -> tuple[str, ...]:
+    """The param-group entries handed to compiled graphs as tensors for ``optimizer``."""
+    return TENSOR_HYPERPARAMETERS.get(type(optimizer), ())
+
+
+class TensorHyperparameters:
+    """Context manager around a compiled optimizer step: float hyperparameters in, tensors
+    (fixed addresses, refilled each step) during the step, floats back out."""
+
+    def __init__(self, optimizer: Optimizer) -> None:
+        self.optimizer = optimizer
+        self.keys = tensor_keys(optimizer)
+        self.capturable = "betas" in self.keys
+        self._tensors: list[dict[str, Any]] = []
+        self._saved: list[dict[str, Any]] = []
+
+    def has_zero_lr(self) -> bool:
+        """Whether some param group's learning rate is exactly 0 this step."""
+        return any(float(group["lr"]) == 0.0 for group in self.optimizer.param_groups)
+
+    def _tensor(self, group_index: int, key: str, position: int, value: float, device: torch.device) -> Tensor:
+        while len(self._tensors) <= group_index:
+            self._tensors.append({})
+        cache = self._tensors[group_index]
+        tensor = cache.get((key, position))
+        if tensor is None:
+            tensor = torch.zeros((), dtype=torch.float32, device=device)
+            torch._dynamo.mark_static_address(tensor, guard=False)
+            cache[(key, position)] = tensor
+        tensor.fill_(value)
+        return tensor
+
+    def __enter__(self) -> "TensorHyperparameters":
+        self._saved = []
+        for index, group in enumerate(self.optimizer.param_groups):
+            saved: dict[str, Any] = {}
+            device = group["params"][0].device if group["params"] else torch.device("cpu")
+            for key in self.keys:
+                value = group[key]
+                if key == "betas":
+                    if all(isinstance(b, float) for b in value):
+                        saved[key] = value
+                        group[key] = tuple(self._tensor(index, key, i, b, device) for i, b in enumerate(value))
+                elif isinstance(value, float):
+                    saved[key] = value
+                    group[key] = self._tensor(index, key, 0, value, device)
+            if saved and self.capturable and not group.get("capturable", False):
+                saved["capturable"] = group["capturable"]
+                group["capturable"] = True
+            self._saved.append(saved)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for group, saved in zip(self.optimizer.param_groups, self._saved):
+            group.update(saved)
+        self._saved = []

@@ -1,0 +1,138 @@
+"""The two passes of a prediction over one parameter, as kernels: plain torch or Inductor-compiled.
+
+A prediction touches the big tensors twice: :func:`gram_pass` reads the h ring rows once
+(float64 Gram), and :func:`predict_pass_` reads them again with the weights and writes the
+merged weights, the shifted rows and the new snapshot, all in one pass. Both are written with
+the maths of :mod:`pdt_compile.dmd` and :mod:`pdt_compile.mask` unrolled over the h rows
+(no ``[h, n]`` or ``[tau, n]`` intermediate), so Inductor turns each into one loop. The same
+functions are what ``@pdt.compile`` inlines into the optimizer-step graph; the eager
+``pdt.PDT`` calls them compiled once per configuration (dynamic shapes: one kernel for every
+parameter size) or, where compiling does not pay or is unavailable, as plain torch on
+cache-sized chunks.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ..config import PDTConfig
+from ..dmd import gram
+from ..mask import forecast_mask_merge
+
+AUTO_MIN_ELEMENTS = 1 << 20
+"""``kernels="auto"`` compiles from this many tracked elements on: below it a plain-torch
+prediction costs a few milliseconds, less than compiling would cost over a run."""
+
+
+def gram_pass(rows: Sequence[Tensor]) -> Tensor:
+    """Float64 Gram ``[h, h]`` of one parameter's h ring rows (physical order)."""
+    return gram(rows)
+
+
+def predict_pass_(
+    weights: Tensor, rows: Sequence[Tensor], s_weights: Tensor, slot_mask: Tensor, coefficients: Tensor,
+    s_coefficients: Tensor, horizon: Tensor, active: Tensor, jump_out: Tensor | None,
+    rule: str, trend: bool, shift: bool,
+) -> Tensor:
+    """One parameter's prediction, in place; returns the accepted count (0-d int64).
+
+    weights ``[n]`` (any float dtype) and rows (h float32 ``[n]``, physical order) are
+    rewritten: merged weights; every row translated by the jump when ``shift``; the merged
+    weights captured in the row that ``slot_mask`` ``[h]`` (bool, one-hot) marks.
+    ``s_weights`` ``[h]`` (one-hot float) picks the last snapshot s; coefficients
+    ``[steps, h]`` and ``s_coefficients`` ``[steps]`` follow the physical rows, the last
+    being p_tau; ``horizon`` (0-d float) is tau; ``active`` (0-d bool) False makes it a plain
+    capture (a parameter the optimizer skipped). ``jump_out`` ``[n]``, if given, receives the
+    applied jump (for rollback).
+    """
+    w = weights.float()
+    s = functools.reduce(torch.add, [s_weights[i] * row for i, row in enumerate(rows)])
+    merged, accepted = forecast_mask_merge(w, rows, s, coefficients, s_coefficients, horizon, rule, trend)
+    accepted = accepted & active
+    merged = torch.where(accepted, merged, w)
+    jump = merged - w
+    for i, row in enumerate(rows):
+        row.copy_(torch.where(slot_mask[i], merged, row + jump if shift else row))
+    weights.copy_(merged)
+    if jump_out is not None:
+        jump_out.copy_(jump)
+    return accepted.sum()
+
+
+def compiler_available(device: torch.device) -> bool:
+    """Whether Inductor can generate kernels here: a C++ compiler for the CPU, Triton for CUDA."""
+    if device.type == "cpu":
+        return any(shutil.which(cc) for cc in ("g++", "c++", "clang++"))
+    if device.type == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return False
+        return True
+    return False
+
+
+def use_compiled(config: PDTConfig, device: torch.device, elements: int) -> bool:
+    """Resolve ``config.kernels`` for tracked parameters of ``elements`` in total on ``device``."""
+    if config.kernels == "torch":
+        return False
+    if config.kernels == "inductor":
+        if not compiler_available(device):
+            raise RuntimeError(
+                f"PDTConfig.kernels='inductor' needs Inductor on {device.type} (a C++ compiler for the CPU, "
+                "Triton for CUDA), which is not available; use kernels='auto' or 'torch'"
+            )
+        return True
+    return elements >= AUTO_MIN_ELEMENTS and compiler_available(device)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(kind: str, rule: str, trend: bool, shift: bool) -> Callable:
+    if kind == "gram":
+        fn = gram_pass
+    else:
+        def fn(weights, rows, s_weights, slot_mask, coefficients, s_coefficients, horizon, active, jump_out):
+            return predict_pass_(weights, rows, s_weights, slot_mask, coefficients, s_coefficients, horizon,
+                                 active, jump_out, rule, trend, shift)
+    return torch.compile(fn, dynamic=True, fullgraph=True)
+
+
+class Kernels:
+    """The prediction passes for one configuration: compiled with Inductor, or plain torch on
+    chunks of ``chunk`` elements (equal up to float rounding; tested)."""
+
+    def __init__(self, config: PDTConfig, device: torch.device, elements: int) -> None:
+        self.rule, self.trend, self.shift = config.rule, config.trend, config.after_merge == "shift"
+        self.compiled = use_compiled(config, device, elements)
+        self.chunk = config.chunk_for(device)
+
+    def gram(self, rows: Sequence[Tensor]) -> Tensor:
+        if self.compiled:
+            return _compiled("gram", "", False, False)(list(rows))
+        total = None
+        for start in range(0, rows[0].numel(), self.chunk):
+            part = gram_pass([row[start : start + self.chunk] for row in rows])
+            total = part if total is None else total + part
+        return total
+
+    def predict_(
+        self, weights: Tensor, rows: Sequence[Tensor], s_weights: Tensor, slot_mask: Tensor, coefficients: Tensor,
+        s_coefficients: Tensor, horizon: Tensor, active: Tensor, jump_out: Tensor | None,
+    ) -> Tensor:
+        """:func:`predict_pass_` on a whole parameter (compiled) or chunk by chunk."""
+        if self.compiled:
+            kernel = _compiled("predict", self.rule, self.trend, self.shift)
+            return kernel(weights, list(rows), s_weights, slot_mask, coefficients, s_coefficients, horizon, active, jump_out)
+        count = torch.zeros((), dtype=torch.int64, device=weights.device)
+        for start in range(0, weights.numel(), self.chunk):
+            part = slice(start, start + self.chunk)
+            count += predict_pass_(
+                weights[part], [row[part] for row in rows], s_weights, slot_mask, coefficients, s_coefficients,
+                horizon, active, None if jump_out is None else jump_out[part], self.rule, self.trend, self.shift,
+            )
+        return count

@@ -1,0 +1,132 @@
+"""Prediction kernels: the Inductor-compiled passes equal the plain-torch ones, and the Gram
+keeps float64 accuracy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pdt_compile as pdt
+from pdt_compile.dmd import gram
+from pdt_compile.runtime.kernels import Kernels, compiler_available, predict_pass_, use_compiled
+
+from conftest import batches, make_mlp, train
+
+needs_compiler = pytest.mark.skipif(not compiler_available(torch.device("cpu")), reason="no C++ compiler for Inductor")
+
+
+def snapshots(n: int = 5000, h: int = 5, seed: int = 0) -> list[torch.Tensor]:
+    """Nearly collinear float32 snapshots: a large weight vector drifting by small steps."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(n, generator=g, dtype=torch.float64)
+    drift = 1e-3 * torch.randn(n, generator=g, dtype=torch.float64)
+    noise = [1e-4 * torch.randn(n, generator=g, dtype=torch.float64) for _ in range(h)]
+    return [(base + (i + 1) * drift + noise[i]).float() for i in range(h)]
+
+
+def reference_gram(rows: list[torch.Tensor]) -> torch.Tensor:
+    stacked = torch.stack(rows).double()
+    return stacked @ stacked.T
+
+
+def test_gram_of_float32_rows_is_float64_accurate():
+    rows = snapshots()
+    exact = reference_gram(rows)
+    assert gram(rows).dtype == torch.float64
+    assert torch.allclose(gram(rows), exact, rtol=1e-13, atol=0)
+    # What float64 buys: the Gram of the displacements, recovered from the raw Gram, is exact
+    # to ~1e-9; a float32 Gram loses it entirely.
+    d = torch.tensor([[1.0, -1.0, 0, 0, 0]], dtype=torch.float64)
+    truth = (d @ exact @ d.T).item()
+    assert abs((d @ gram(rows) @ d.T).item() - truth) <= 1e-6 * truth
+    float32 = torch.stack(rows) @ torch.stack(rows).T
+    assert abs((d @ float32.double() @ d.T).item() - truth) > 1e-2 * truth
+
+
+def _inputs(n: int = 3000, h: int = 5, steps: int = 4, seed: int = 1):
+    rows = snapshots(n, h, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    weights = rows[-1] + 1e-3 * torch.randn(n, generator=g)
+    coefficients = 0.5 * torch.randn(steps, h, generator=g)
+    s_coefficients = 1e-3 * torch.randn(steps, generator=g)
+    s_weights = torch.zeros(h)
+    s_weights[h - 1] = 1.0
+    slot_mask = torch.zeros(h, dtype=torch.bool)
+    slot_mask[0] = True
+    return weights, rows, s_weights, slot_mask, coefficients, s_coefficients
+
+
+@pytest.mark.parametrize("rule,trend,shift", [("reference", True, True), ("paper", False, False)])
+def test_torch_kernels_on_chunks_equal_one_whole_pass(rule, trend, shift):
+    config = pdt.PDTConfig(snap_every=1, rule=rule, trend=trend, after_merge="shift" if shift else "keep",
+                           kernels="torch", chunk_size=1024)
+    weights, rows, *rest = _inputs()
+    horizon, active = torch.tensor(4.0), torch.tensor(True)
+    whole_w, whole_rows = weights.clone(), [r.clone() for r in rows]
+    count = predict_pass_(whole_w, whole_rows, *rest, horizon, active, None, rule, trend, shift)
+    chunked = Kernels(config, torch.device("cpu"), weights.numel())
+    chunk_count = chunked.predict_(weights, rows, *rest, horizon, active, None)
+    assert 0 < int(count) < weights.numel()
+    assert int(chunk_count) == int(count)
+    assert torch.equal(weights, whole_w)
+    assert all(torch.equal(a, b) for a, b in zip(rows, whole_rows))
+
+
+def test_inactive_parameter_is_only_captured():
+    weights, rows, s_weights, slot_mask, coefficients, s_coefficients = _inputs()
+    before = [r.clone() for r in rows]
+    w = weights.clone()
+    count = predict_pass_(weights, rows, s_weights, slot_mask, coefficients, s_coefficients,
+                          torch.tensor(4.0), torch.tensor(False), None, "reference", True, True)
+    assert int(count) == 0 and torch.equal(weights, w)
+    assert torch.equal(rows[0], w) and all(torch.equal(a, b) for a, b in zip(rows[1:], before[1:]))
+
+
+def test_auto_compiles_only_large_models():
+    config = pdt.PDTConfig(snap_every=1)
+    cpu = torch.device("cpu")
+    assert not use_compiled(config, cpu, 10_000)
+    assert use_compiled(config, cpu, 1 << 21) == compiler_available(cpu)
+    assert not use_compiled(config.replace(kernels="torch"), cpu, 1 << 24)
+
+
+@pytest.mark.inductor
+@needs_compiler
+@pytest.mark.parametrize("rule,trend", [("reference", True), ("paper", False)])
+def test_inductor_kernels_equal_torch_kernels(rule, trend):
+    weights, rows, *rest = _inputs()
+    horizon, active = torch.tensor(4.0), torch.tensor(True)
+    results = {}
+    for kernels in ("torch", "inductor"):
+        config = pdt.PDTConfig(snap_every=1, rule=rule, trend=trend, kernels=kernels)
+        runner = Kernels(config, torch.device("cpu"), weights.numel())
+        w, r = weights.clone(), [row.clone() for row in rows]
+        grams = runner.gram(r)
+        jump = torch.zeros_like(w)
+        count = runner.predict_(w, r, *rest, horizon, active, jump)
+        results[kernels] = (grams, int(count), w, r, jump)
+    (g0, c0, w0, r0, j0), (g1, c1, w1, r1, j1) = results["torch"], results["inductor"]
+    assert torch.allclose(g1, reference_gram(rows), rtol=1e-13, atol=0)
+    assert torch.allclose(g0, g1, rtol=1e-13, atol=0)
+    assert 0 < c1 < weights.numel()
+    assert abs(c0 - c1) <= 2  # an element on a bound may round either way
+    assert torch.allclose(w0, w1, atol=1e-6) and torch.allclose(j0, j1, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(r0, r1))
+
+
+@pytest.mark.inductor
+@needs_compiler
+def test_eager_pdt_with_inductor_kernels_follows_torch_kernels():
+    runs = []
+    for kernels in ("torch", "inductor"):
+        model = make_mlp(hidden=64)
+        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+                      snap_every=3, history=4, burn_in=4, tau=3, kernels=kernels, rollback_factor=1.0005)
+        train(model, opt, batches(45), report=True)
+        runs.append((model, opt))
+    (model0, opt0), (model1, opt1) = runs
+    assert opt1.stats.predictions == opt0.stats.predictions >= 8
+    assert opt1.stats.merges == opt0.stats.merges >= 1 and opt1.stats.rollbacks == opt0.stats.rollbacks
+    assert [r for _, r in opt1.stats.mask_ratio_history] == pytest.approx([r for _, r in opt0.stats.mask_ratio_history], abs=2e-3)
+    for a, b in zip(model0.parameters(), model1.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
