@@ -260,3 +260,20 @@ def test_inductor_trains_the_demo_model_and_equals_eager():
     for a, b in zip(eager_model.parameters(), model.parameters()):
         assert torch.allclose(a, b, atol=1e-4)
     assert {n.meta.get("pdt_pass") for gm in step.pdt_graphs["predict"] for n in gm.graph.nodes} >= {"predict", "merge"}
+
+
+def test_constant_lr_keeps_float_constants_until_it_changes():
+    from pdt_compile.runtime.hyperparameters import TensorHyperparameters
+
+    opt = torch.optim.AdamW(make_mlp().parameters(), lr=0.01, foreach=True)
+    shim = TensorHyperparameters(opt)
+    with shim:
+        assert isinstance(opt.param_groups[0]["lr"], float)  # as plain torch.compile sees it
+    opt.param_groups[0]["lr"] = 0.02
+    with shim:
+        group = opt.param_groups[0]
+        assert isinstance(group["lr"], torch.Tensor) and group["capturable"]
+        assert all(isinstance(beta, torch.Tensor) for beta in group["betas"])
+        assert float(group["lr"]) == pytest.approx(0.02)
+    assert opt.param_groups[0]["lr"] == 0.02 and opt.param_groups[0]["capturable"] is False
+    assert opt.param_groups[0]["betas"] == (0.9, 0.999)

@@ -7,7 +7,10 @@ scheduler step recompiles until the recompile limit silently drops the step back
 PDT-compiled step runs, :class:`TensorHyperparameters` puts a 0-d tensor holding the same value
 in each param group instead (Adam's ``betas`` too, which OneCycleLR cycles), switching on the
 optimizer's ``capturable`` path that tensor hyperparameters need, and restores the floats
-afterwards: schedulers, checkpoints and the user's code only ever see floats.
+afterwards: schedulers, checkpoints and the user's code only ever see floats. It starts doing
+so the first time a value changes: until then the graphs keep the float constants (Adam's
+capturable update costs ~8 % more per step, measured in benchmarks/compile_overhead.py), and
+the switch recompiles each variant once.
 
 Adam's capturable update divides by the step size, so at a learning rate of exactly 0 it
 turns weights whose second moment is 0 into NaN (plain ``torch.compile`` does the same at a
@@ -42,6 +45,25 @@ class TensorHyperparameters:
         self.capturable = "betas" in self.keys
         self._tensors: list[dict[str, Any]] = []
         self._saved: list[dict[str, Any]] = []
+        self._first: list[tuple] | None = None
+        self.active = False
+        """Whether the tensors are in use (a value has changed since the first step)."""
+
+    def _values(self) -> list[tuple]:
+        # Floats by value; anything else (a user's tensor LR) by identity: comparing device
+        # tensors would synchronise.
+        def key_of(value: Any) -> Any:
+            if isinstance(value, tuple):
+                return tuple(key_of(v) for v in value)
+            return value if isinstance(value, float) else id(value)
+
+        return [tuple(key_of(group[key]) for key in self.keys) for group in self.optimizer.param_groups]
+
+    def _changed(self) -> bool:
+        values = self._values()
+        if self._first is None:
+            self._first = values
+        return values != self._first
 
     def has_zero_lr(self) -> bool:
         """Whether some param group's learning rate is exactly 0 this step."""
@@ -61,6 +83,9 @@ class TensorHyperparameters:
 
     def __enter__(self) -> "TensorHyperparameters":
         self._saved = []
+        if not self.keys or not (self.active or self._changed()):
+            return self
+        self.active = True
         for index, group in enumerate(self.optimizer.param_groups):
             saved: dict[str, Any] = {}
             device = group["params"][0].device if group["params"] else torch.device("cpu")
