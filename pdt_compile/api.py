@@ -102,14 +102,15 @@ class CompiledOptimizerStep:
     one capture graph per ring row, and prediction.
 
     With a ring that is not the float32 device ring (``ring_dtype="bfloat16"``,
-    ``ring_location="host"``) only the ordinary variant is compiled and the boundary work runs
-    after it through the eager path's kernels. A step at which some learning rate is exactly
+    ``ring_location="host"``), or when merges also move optimizer state or an average
+    (:meth:`~pdt_compile.PDT.followers`), only the ordinary variant is compiled and the
+    boundary work runs after it through the eager path's kernels. A step at which some learning rate is exactly
     0 runs the optimizer eagerly (see :class:`~pdt_compile.runtime.hyperparameters.TensorHyperparameters`).
     """
 
     def __init__(self, optimizer: PDT, backend: str, mode: str | None) -> None:
         self.optimizer = optimizer
-        self.fused = optimizer.ring.fused
+        self.fused = optimizer.ring.fused and not optimizer.has_followers
         self.runtime = GraphRuntime(optimizer) if self.fused else None
         inner = optimizer.optimizer
         self.hyperparameters = TensorHyperparameters(inner)

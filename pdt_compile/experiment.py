@@ -122,6 +122,10 @@ def train(
     model = task.make_model()
     optimizer = wrap(task.make_optimizer(model.parameters(), task.lr if lr is None else lr))
     run = Run(method=method, seed=seed)
+    # Schedule-free optimizers train at y and are evaluated at x: train()/eval() switch.
+    to_train, to_eval = getattr(optimizer, "train", None), getattr(optimizer, "eval", None)
+    if to_train is not None:
+        to_train()
     elapsed = 0.0
     report = getattr(optimizer, "report_loss", None)
 
@@ -151,7 +155,11 @@ def train(
         if progress is not None:
             progress(1)
         if step % task.eval_every == 0 or step == task.steps:
+            if to_eval is not None:
+                to_eval()
             train_loss, accuracy = evaluate(task, model)
+            if to_train is not None:
+                to_train()
             run.steps.append(step)
             run.seconds.append(elapsed)
             run.train_loss.append(train_loss)

@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
+from .adapters import companions, weight_space_keys
 from .config import PDTConfig
 from .distributed import global_numel, shard_group, sum_across_shards_
 from .runtime.history import SnapshotRing, _local, make_ring
@@ -49,11 +50,13 @@ class PDT(Optimizer):
 
     def __init__(self, optimizer: Optimizer, config: PDTConfig | None = None, **options: Any) -> None:
         if not isinstance(optimizer, Optimizer):
+            weight_space_keys(optimizer)  # names the fix for wrappers PDT knows
             raise TypeError(
                 f"PDT(optimizer=...): expected a torch.optim.Optimizer, got {type(optimizer).__name__}"
             )
         if isinstance(optimizer, PDT):
             raise TypeError("PDT(optimizer=...): the optimizer is already wrapped by PDT")
+        self._weight_space_keys = weight_space_keys(optimizer)
         if config is None:
             if "snap_every" not in options:
                 raise TypeError(
@@ -74,6 +77,7 @@ class PDT(Optimizer):
         self._jumps: list[Tensor | None] | None = None
         self.compiled_step: Callable[[Phase], Prediction | None] | None = None
         self._ring = self._build_ring()
+        self._moved_with_merges: list[list[Tensor]] = [[] for _ in self._ring.params]
 
     # The wrapped optimizer replaces its param_groups list in load_state_dict: always share.
     @property
@@ -120,6 +124,44 @@ class PDT(Optimizer):
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def train(self) -> None:
+        """The wrapped optimizer's ``train()`` (schedule-free optimizers), if it has one."""
+        if hasattr(self.optimizer, "train"):
+            self.optimizer.train()
+
+    def eval(self) -> None:
+        """The wrapped optimizer's ``eval()`` (schedule-free optimizers), if it has one."""
+        if hasattr(self.optimizer, "eval"):
+            self.optimizer.eval()
+
+    def move_with_merges(self, tensors: Any) -> None:
+        """Apply every merge's jump to ``tensors`` too: one tensor per tracked parameter, in
+        the same order and shape (e.g. ``ema_model.module.parameters()`` of a
+        ``torch.optim.swa_utils.AveragedModel``), so a weight average follows the jumps
+        instead of averaging across them."""
+        tensors = list(tensors)
+        params = self._ring.params
+        if len(tensors) != len(params) or any(t.shape != p.shape for t, p in zip(tensors, params)):
+            raise ValueError(
+                f"PDT.move_with_merges: expected {len(params)} tensors shaped like the tracked parameters "
+                f"{[tuple(p.shape) for p in params]}, got {[tuple(t.shape) for t in tensors]}"
+            )
+        if getattr(self, "compiled_step", None) is not None:
+            raise RuntimeError("PDT.move_with_merges: call it before pdt.compile (the compiled graphs are fixed)")
+        for moved, tensor in zip(self._moved_with_merges, tensors):
+            moved.append(tensor.detach() if tensor.requires_grad else tensor)
+
+    def followers(self) -> list[list[Tensor]]:
+        """Per tracked parameter, the tensors a merge moves besides it: the wrapped optimizer's
+        weight-space state (:mod:`pdt_compile.adapters`) and :meth:`move_with_merges`'."""
+        state = companions(self.optimizer, self._ring.params, self._weight_space_keys)
+        return [own + extra for own, extra in zip(state, self._moved_with_merges)]
+
+    @property
+    def has_followers(self) -> bool:
+        """Whether merges move tensors besides the parameters."""
+        return bool(self._weight_space_keys) or any(self._moved_with_merges)
 
     @torch.compiler.disable
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -180,6 +222,7 @@ class PDT(Optimizer):
                 self.config,
                 self.schedule.tau,
                 keep_jumps=self.config.rollback_factor is not None,
+                followers=self.followers() if self.has_followers else None,
             )
             self.stats.prediction_seconds += time.perf_counter() - start
             return prediction
@@ -242,11 +285,12 @@ class PDT(Optimizer):
             return
         ring = self._ring
         shifted = self.config.after_merge == "shift"
+        followers = self.followers()
         for index, (p, jump) in enumerate(zip(ring.params, self._jumps)):
             if jump is None:
                 continue
-            tensor = _local(p).detach()
-            tensor.sub_(jump.view(tensor.shape).to(tensor.dtype))
+            for tensor in [_local(p).detach(), *(_local(f).detach() for f in followers[index])]:
+                tensor.sub_(jump.view(tensor.shape).to(tensor.dtype))
             ring.undo_jump_(index, jump, shifted)
         self._jumps = None
         self.stats.rollbacks += 1

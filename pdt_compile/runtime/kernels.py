@@ -37,7 +37,7 @@ def gram_pass(rows: Sequence[Tensor]) -> Tensor:
 def predict_pass_(
     weights: Tensor, rows: Sequence[Tensor], s_weights: Tensor, slot_mask: Tensor, coefficients: Tensor,
     s_coefficients: Tensor, horizon: Tensor, active: Tensor, jump_out: Tensor | None,
-    rule: str, trend: bool, shift: bool,
+    rule: str, trend: bool, shift: bool, followers: Sequence[Tensor] = (),
 ) -> Tensor:
     """One parameter's prediction, in place; returns the accepted count (0-d int64).
 
@@ -48,7 +48,8 @@ def predict_pass_(
     ``[steps, h]`` and ``s_coefficients`` ``[steps]`` follow the physical rows, the last
     being p_tau; ``horizon`` (0-d float) is tau; ``active`` (0-d bool) False makes it a plain
     capture (a parameter the optimizer skipped). ``jump_out`` ``[n]``, if given, receives the
-    applied jump (for rollback).
+    applied jump (for rollback); each of ``followers`` (``[n]`` float32 tensors that live in
+    weight space: :mod:`pdt_compile.adapters`) is translated by it.
     """
     w = weights.float()
     s = functools.reduce(torch.add, [s_weights[i] * row for i, row in enumerate(rows)])
@@ -59,6 +60,8 @@ def predict_pass_(
     for i, row in enumerate(rows):
         row.copy_(torch.where(slot_mask[i], merged, row + jump if shift else row))
     weights.copy_(merged)
+    for follower in followers:
+        follower.add_(jump)
     if jump_out is not None:
         jump_out.copy_(jump)
     return accepted.sum()
@@ -96,9 +99,9 @@ def _compiled(kind: str, rule: str, trend: bool, shift: bool) -> Callable:
     if kind == "gram":
         fn = gram_pass
     else:
-        def fn(weights, rows, s_weights, slot_mask, coefficients, s_coefficients, horizon, active, jump_out):
+        def fn(weights, rows, s_weights, slot_mask, coefficients, s_coefficients, horizon, active, jump_out, followers):
             return predict_pass_(weights, rows, s_weights, slot_mask, coefficients, s_coefficients, horizon,
-                                 active, jump_out, rule, trend, shift)
+                                 active, jump_out, rule, trend, shift, followers)
     return torch.compile(fn, dynamic=True, fullgraph=True)
 
 
@@ -123,16 +126,19 @@ class Kernels:
     def predict_(
         self, weights: Tensor, rows: Sequence[Tensor], s_weights: Tensor, slot_mask: Tensor, coefficients: Tensor,
         s_coefficients: Tensor, horizon: Tensor, active: Tensor, jump_out: Tensor | None,
+        followers: Sequence[Tensor] = (),
     ) -> Tensor:
         """:func:`predict_pass_` on a whole parameter (compiled) or chunk by chunk."""
         if self.compiled:
             kernel = _compiled("predict", self.rule, self.trend, self.shift)
-            return kernel(weights, list(rows), s_weights, slot_mask, coefficients, s_coefficients, horizon, active, jump_out)
+            return kernel(weights, list(rows), s_weights, slot_mask, coefficients, s_coefficients, horizon, active,
+                          jump_out, list(followers))
         count = torch.zeros((), dtype=torch.int64, device=weights.device)
         for start in range(0, weights.numel(), self.chunk):
             part = slice(start, start + self.chunk)
             count += predict_pass_(
                 weights[part], [row[part] for row in rows], s_weights, slot_mask, coefficients, s_coefficients,
                 horizon, active, None if jump_out is None else jump_out[part], self.rule, self.trend, self.shift,
+                [follower[part] for follower in followers],
             )
         return count

@@ -91,12 +91,14 @@ def predict_merge_capture_(
     config: PDTConfig,
     tau: int,
     keep_jumps: bool,
+    followers: Sequence[Sequence[Tensor]] | None = None,
 ) -> Prediction:
     """Run one prediction boundary in place: merge into ``params``, update and advance the ring.
 
     For every parameter not in ``skip``: forecast tau intervals from the ring, mask against
     the displacement the optimizer just made, merge, apply the after-merge policy to the
-    ring and capture the merged weights as the newest snapshot.
+    ring and capture the merged weights as the newest snapshot. ``followers[i]``: tensors
+    shaped like parameter i that every jump also moves (:mod:`pdt_compile.adapters`).
     """
     groups = group_of(config, len(params))
     numels = [global_numel(p) for p in params]
@@ -117,7 +119,9 @@ def predict_merge_capture_(
         weights = tensor.reshape(-1)  # a copy only for non-contiguous parameters
         jump = torch.zeros(weights.shape, dtype=torch.float32, device=ring.device) if keep_jumps and not skip[index] else None
         group = groups[index]
-        count = update(ring, index, weights, coefficients[group], s_coefficients[group], horizon, not skip[index], jump, kernels)
+        moved = [_local(f).detach().view(-1) for f in followers[index]] if followers else []
+        count = update(ring, index, weights, coefficients[group], s_coefficients[group], horizon, not skip[index], jump,
+                       kernels, moved)
         if weights.data_ptr() != tensor.data_ptr():
             tensor.copy_(weights.view(tensor.shape))
         accepted_counts.append(None if skip[index] else count)
@@ -132,20 +136,20 @@ def predict_merge_capture_(
 
 def _update_fused(
     ring: SnapshotRing, index: int, weights: Tensor, coefficients: Tensor, s_coefficients: Tensor,
-    horizon: Tensor, active: bool, jump: Tensor | None, kernels: Kernels,
+    horizon: Tensor, active: bool, jump: Tensor | None, kernels: Kernels, followers: Sequence[Tensor],
 ) -> Tensor:
     """The float32 device ring: one fused pass over the weights and the row tensors."""
     h, device = ring.history, ring.device
     return kernels.predict_(
         weights, ring.row_tensors(index), one_hot(ring.last_slot, h, torch.float32, device),
         one_hot(ring.next_slot, h, torch.bool, device), coefficients, s_coefficients, horizon,
-        torch.tensor(active, device=device), jump,
+        torch.tensor(active, device=device), jump, followers,
     )
 
 
 def _update_streamed(
     ring: SnapshotRing, index: int, weights: Tensor, coefficients: Tensor, s_coefficients: Tensor,
-    horizon: Tensor, active: bool, jump_all: Tensor | None, kernels: Kernels,
+    horizon: Tensor, active: bool, jump_all: Tensor | None, kernels: Kernels, followers: Sequence[Tensor],
 ) -> Tensor:
     """Rings that decode to blocks (bfloat16, host): chunk by chunk through ``block`` and
     ``store_merged_``."""
@@ -165,6 +169,8 @@ def _update_streamed(
         jump = merged - w
         ring.store_merged_(index, columns, block, merged, jump if shift else None)
         weights[columns].copy_(merged)
+        for follower in followers:
+            follower[columns] += jump
         if jump_all is not None:
             jump_all[columns] = jump
     return count
