@@ -8,7 +8,9 @@
    ordinary / capture / prediction steps, eager PDT's prediction, and the bandwidth floor
    (2h+2 parameter copies), and writes the table to RESULTS.md;
 3. host offload (``ring_location="host"``): device bytes the ring allocates, and the eager
-   capture and prediction costs, against the device ring.
+   capture and prediction costs, against the device ring;
+4. eager prediction kernels: Triton-compiled (``kernels="inductor"``) and plain torch, against
+   the bandwidth floor.
 """
 
 from __future__ import annotations
@@ -68,6 +70,25 @@ def offload_rows(model: nn.Module, x, y) -> list[str]:
     return rows
 
 
+def kernel_rows(model: nn.Module, floor: float) -> list[str]:
+    """One eager prediction (Gram, solve, fused merge) with each kernel choice, vs the floor."""
+    params = list(model.parameters())
+    rows = ["| eager kernels | prediction (ms) | prediction / floor |", "|---|---|---|"]
+    for kernels in ("inductor", "torch"):
+        opt = pdt.PDT(torch.optim.SGD(params, lr=1e-4), snap_every=10**9, history=5, burn_in=0, kernels=kernels)
+        for _ in range(5):
+            with torch.no_grad():
+                for p in params:
+                    p.add_(torch.randn_like(p), alpha=1e-4)
+            opt.ring.capture_()
+        nn.functional.cross_entropy(model(torch.randn(8, params[0].shape[1], device="cuda")),
+                                    torch.randint(0, 10, (8,), device="cuda")).backward()
+        predict = cuda_ms(lambda: opt._run_boundary(Phase.PREDICT), 10)
+        opt.zero_grad()
+        rows.append(f"| {kernels} | {predict:.3f} | {predict / floor:.2f} |")
+    return rows
+
+
 def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("gpu_check: no CUDA device")
@@ -100,7 +121,7 @@ def main() -> None:
              "|---|---|---|---|---|"]
     lines += [f"| {m} | {o:.3f} | {c:.3f} | {p:.3f} | {p / (o + floor):.2f} |" for m, o, c, p in rows]
     lines.append(f"\nBandwidth floor (12 parameter copies): {floor:.3f} ms. GPU tests: {tests.stdout.strip().splitlines()[-1] if tests.stdout.strip() else tests.stderr[-300:]}")
-    lines += ["", *offload_rows(model, x, y)]
+    lines += ["", *offload_rows(model, x, y), "", *kernel_rows(model, floor)]
     body = "\n".join(lines)
     print(body)
     write_section("GPU (benchmarks/gpu_check.py)", body)

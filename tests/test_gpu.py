@@ -63,3 +63,39 @@ def test_host_ring_holds_no_device_memory_and_follows_the_device_ring():
     for a, b in zip(model.parameters(), host_model.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
     assert torch.allclose(opt.ring.flat(), host.ring.flat(), atol=1e-6)
+
+
+@pytest.mark.gpu
+@cuda
+def test_float_lr_scheduler_never_recompiles_on_cuda():
+    model = make_mlp().cuda()
+    opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=0.01, foreach=True), **CONFIG)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 / (1 + 0.01 * step))
+    step = pdt.compile(step_function(model, opt), optimizer=opt, backend="inductor")
+    data = [(x.cuda(), y.cuda()) for x, y in batches(10, size=8)]
+    for index in range(30):
+        step(*data[index % len(data)])
+        scheduler.step()
+    with torch.compiler.set_stance("fail_on_recompile"):
+        for index in range(30, 90):
+            step(*data[index % len(data)])
+            scheduler.step()
+    assert opt.stats.predictions >= 15
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.gpu
+@cuda
+def test_triton_kernels_follow_torch_kernels():
+    runs = []
+    for kernels in ("torch", "inductor"):
+        model = make_mlp(hidden=64).cuda()
+        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), kernels=kernels, **CONFIG)
+        step = step_function(model, opt)
+        for x, y in batches(36):
+            step(x.cuda(), y.cuda())
+        runs.append((model, opt))
+    (model0, opt0), (model1, opt1) = runs
+    assert opt1.stats.merges == opt0.stats.merges >= 1
+    for a, b in zip(model0.parameters(), model1.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)

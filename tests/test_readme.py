@@ -28,8 +28,9 @@ def namespace(tmp_path: Path) -> dict:
 
 
 def test_the_readme_has_the_blocks_this_file_runs():
-    assert len(BLOCKS) == 3
-    assert "pdt.PDT(" in BLOCKS[0] and "@pdt.compile" in BLOCKS[1] and "fully_shard" in BLOCKS[2]
+    assert len(BLOCKS) == 4
+    assert "pdt.PDT(" in BLOCKS[0] and "@pdt.compile" in BLOCKS[1] and "schedulefree" in BLOCKS[2]
+    assert "fully_shard" in BLOCKS[3]
 
 
 def test_eager_block_runs():
@@ -46,13 +47,20 @@ def test_compiled_block_runs_with_inductor():
     assert all(torch.isfinite(p).all() for p in scope["model"].parameters())
 
 
+def test_stacking_block_runs():
+    scope = namespace(Path("."))
+    exec(compile(BLOCKS[2], "README.md[stacking]", "exec"), scope)
+    assert scope["opt"].stats.boundaries == 1
+    assert not scope["opt"].param_groups[0]["train_mode"]  # left in eval mode, as the block says
+
+
 @pytest.mark.distributed
 def test_distributed_block_runs_in_a_one_process_group(tmp_path):
     store = dist.FileStore(str(tmp_path / "store"), 1)
     dist.init_process_group("gloo", store=store, rank=0, world_size=1)
     try:
         scope = namespace(tmp_path)
-        exec(compile(BLOCKS[2], "README.md[distributed]", "exec"), scope)
+        exec(compile(BLOCKS[3], "README.md[distributed]", "exec"), scope)
         assert (tmp_path / "checkpoint").exists()
     finally:
         dist.destroy_process_group()
