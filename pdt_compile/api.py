@@ -59,7 +59,7 @@ class GraphRuntime:
         }
         self.jumps = (
             [torch.zeros(n, dtype=torch.float32, device=device) for n in ring.numels]
-            if self.config.rollback_factor is not None else []
+            if optimizer.keeps_jumps else []
         )
 
     def register(self, gm: fx.GraphModule, register_buffer: Callable) -> dict[str, Any]:

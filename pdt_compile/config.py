@@ -120,6 +120,10 @@ class PDTConfig:
     """Roll a merge back when the first loss reported after it exceeds the last loss
     before it by more than this factor (e.g. 1.5); ``None`` disables rollback."""
 
+    verify_backtracks: int = 2
+    """With ``PDT(..., verify=...)``: how many times a merge that raises the verify loss is
+    halved before it is undone (2: try 1, 1/2 and 1/4 of the jump)."""
+
     ring_dtype: str = "float32"
     """Storage of the snapshot ring: ``"float32"`` (4h bytes per parameter element) or
     ``"bfloat16"`` (the newest snapshot in float32 plus the h - 1 interval displacements in
@@ -152,6 +156,7 @@ class PDTConfig:
         _check_int("history", self.history, 2, 64)
         _check_int("tau", self.tau, 1, 1000)
         _check_int("burn_in", self.burn_in, 0)
+        _check_int("verify_backtracks", self.verify_backtracks, 0, 30)
         _check_int("predict_every", self.predict_every, 1)
         _check_choice("rule", self.rule, RULES)
         _check_choice("granularity", self.granularity, GRANULARITIES)

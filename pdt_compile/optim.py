@@ -6,6 +6,7 @@ the same maths inside its graphs and is tested against this class.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections import OrderedDict
@@ -43,12 +44,20 @@ class PDT(Optimizer):
     predicts the weights tau intervals ahead by DMD and merges the elements that pass the
     dynamic-consistency mask. ``config`` or keyword options (``PDTConfig`` fields) set it up.
 
+    ``verify``: a callable returning a loss of the model at its current weights (a held-out
+    batch, under no_grad). With it, a merge stands only where it does not raise that loss: PDT
+    evaluates the merged weights and the weights without the merge, then half and a quarter of
+    the jump (``verify_backtracks``), and keeps the largest fraction that is no worse, or none.
+
     ``stats`` (:class:`~pdt_compile.runtime.stats.Stats`) reports what it did;
     ``state_dict()`` carries the ring, the schedule and the stats, so a resumed run
     continues exactly.
     """
 
-    def __init__(self, optimizer: Optimizer, config: PDTConfig | None = None, **options: Any) -> None:
+    def __init__(
+        self, optimizer: Optimizer, config: PDTConfig | None = None, *,
+        verify: Callable[[], Any] | None = None, **options: Any,
+    ) -> None:
         if not isinstance(optimizer, Optimizer):
             weight_space_keys(optimizer)  # names the fix for wrappers PDT knows
             raise TypeError(
@@ -68,6 +77,7 @@ class PDT(Optimizer):
             config = config.replace(**options)
         self.optimizer = optimizer
         self.config = config
+        self._verify = verify
         self.defaults = optimizer.defaults
         for name in _HOOK_DICTS:
             setattr(self, name, OrderedDict())
@@ -221,7 +231,7 @@ class PDT(Optimizer):
                 self._skipped(),
                 self.config,
                 self.schedule.tau,
-                keep_jumps=self.config.rollback_factor is not None,
+                keep_jumps=self.keeps_jumps,
                 followers=self.followers() if self.has_followers else None,
             )
             self.stats.prediction_seconds += time.perf_counter() - start
@@ -240,6 +250,8 @@ class PDT(Optimizer):
             merged = self.stats.record_prediction(
                 self.schedule.steps + 1, [a for a, _ in pairs], [n for _, n in pairs]
             )
+            if merged and self._verify is not None:
+                merged = self._verify_merge(prediction.jumps)
             self._jumps = prediction.jumps if merged else None
         reset = False
         if not self._parameters_finite():
@@ -279,19 +291,63 @@ class PDT(Optimizer):
         if self.schedule.report_loss(value):
             self._rollback_()
 
+    @property
+    def keeps_jumps(self) -> bool:
+        """Whether predictions keep each merge's jump (rollback and verification need it)."""
+        return self.config.rollback_factor is not None or self._verify is not None
+
+    def _translate_(self, jumps: list[Tensor | None], scale: float) -> None:
+        """Move the weights, their followers and the snapshots a merge moved by ``scale`` times
+        its ``jumps`` (-1: undo the merge)."""
+        ring = self._ring
+        shifted = self.config.after_merge == "shift"
+        followers = self.followers()
+        for index, (p, jump) in enumerate(zip(ring.params, jumps)):
+            if jump is None:
+                continue
+            step = jump * scale
+            for tensor in [_local(p).detach(), *(_local(f).detach() for f in followers[index])]:
+                tensor.add_(step.view(tensor.shape).to(tensor.dtype))
+            ring.undo_jump_(index, -step, shifted)
+
+    def _verified_loss(self) -> float:
+        with torch.no_grad():
+            value = self._verify()
+        value = float(value.detach()) if isinstance(value, Tensor) else float(value)
+        self.stats.verify_evaluations += 1
+        return value
+
+    def _verify_merge(self, jumps: list[Tensor | None]) -> bool:
+        """Keep the largest fraction of the merge just made (1, 1/2, 1/4, ...) whose verify
+        loss is no higher than without the merge; scales ``jumps`` in place to what stands.
+        Returns whether any of it stands."""
+        fractions = [0.5**k for k in range(self.config.verify_backtracks + 1)]
+        losses = {1.0: self._verified_loss()}
+        self._translate_(jumps, -1.0)
+        plain = self._verified_loss()
+        for fraction in fractions:
+            if fraction not in losses:
+                self._translate_(jumps, fraction)
+                losses[fraction] = self._verified_loss()
+                self._translate_(jumps, -fraction)
+            if math.isfinite(losses[fraction]) and losses[fraction] <= plain:
+                self._translate_(jumps, fraction)
+                for jump in jumps:
+                    if jump is not None:
+                        jump.mul_(fraction)
+                self.stats.verify_backtracks += int(fraction < 1.0)
+                self.stats.verify_loss_change.append((self.schedule.steps + 1, losses[fraction] - plain, fraction))
+                return True
+        self.stats.merges -= 1
+        self.stats.verify_rejections += 1
+        self.stats.verify_loss_change.append((self.schedule.steps + 1, 0.0, 0.0))
+        return False
+
     def _rollback_(self) -> None:
         """Undo the last merge: subtract its jump from the weights and the snapshots it moved."""
         if self._jumps is None:
             return
-        ring = self._ring
-        shifted = self.config.after_merge == "shift"
-        followers = self.followers()
-        for index, (p, jump) in enumerate(zip(ring.params, self._jumps)):
-            if jump is None:
-                continue
-            for tensor in [_local(p).detach(), *(_local(f).detach() for f in followers[index])]:
-                tensor.sub_(jump.view(tensor.shape).to(tensor.dtype))
-            ring.undo_jump_(index, jump, shifted)
+        self._translate_(self._jumps, -1.0)
         self._jumps = None
         self.stats.rollbacks += 1
         self.schedule.shrink()

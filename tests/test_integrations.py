@@ -40,7 +40,9 @@ def test_lightning_callback_turns_pdt_on(tmp_path):
         def train_dataloader(self):
             return data
 
-    callback = PDTCallback(**PDT_OPTIONS)
+    held_out = batches(1, seed=9, size=32)[0]
+    callback = PDTCallback(verify=lambda module: torch.nn.functional.cross_entropy(module.net(held_out[0]), held_out[1]),
+                           **PDT_OPTIONS)
     trainer = lightning.Trainer(
         max_epochs=1, callbacks=[callback], logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path,
@@ -48,7 +50,8 @@ def test_lightning_callback_turns_pdt_on(tmp_path):
     trainer.fit(Module())
     (opt,) = callback.optimizers
     assert isinstance(trainer.optimizers[0], pdt.PDT)
-    assert opt.schedule.steps == 48 and opt.stats.merges >= 1
+    assert opt.schedule.steps == 48 and opt.stats.predictions >= 1
+    assert opt.stats.verify_evaluations >= 2  # the held-out loss verified the merges
     checkpoint = trainer.strategy.optimizer_state(trainer.optimizers[0])
     assert "pdt" in checkpoint  # PDT's ring and schedule travel with Lightning checkpoints
 
@@ -69,9 +72,11 @@ def test_huggingface_trainer_recipe(tmp_path):
 
     rows = [{"x": x[i], "labels": y[i]} for x, y in batches(12, size=8) for i in range(8)]
     model = Tiny()
+    held_out = batches(1, seed=9, size=32)[0]
     optimizer, scheduler = pdt_optimizers(
         torch.optim.AdamW(model.parameters(), lr=0.01), transformers.get_linear_schedule_with_warmup,
-        num_warmup_steps=0, num_training_steps=48, **PDT_OPTIONS,
+        num_warmup_steps=0, num_training_steps=48,
+        verify=lambda: torch.nn.functional.cross_entropy(model.net(held_out[0]), held_out[1]), **PDT_OPTIONS,
     )
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path), max_steps=48, per_device_train_batch_size=8, report_to=[],
@@ -80,7 +85,8 @@ def test_huggingface_trainer_recipe(tmp_path):
     )
     trainer = transformers.Trainer(model=model, args=args, train_dataset=rows, optimizers=(optimizer, scheduler))
     trainer.train()
-    assert optimizer.schedule.steps == 48 and optimizer.stats.merges >= 1
+    assert optimizer.schedule.steps == 48 and optimizer.stats.predictions >= 1
+    assert optimizer.stats.verify_evaluations >= 2
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-9)  # the scheduler ran to its end
 
 

@@ -24,17 +24,20 @@ _PDT_FIELDS = set(PDTConfig.__dataclass_fields__)
 def pdt_optimizers(
     optimizer: torch.optim.Optimizer,
     make_scheduler: Callable[..., Any] | None = None,
+    *,
+    verify: Callable[[], Any] | None = None,
     **options: Any,
 ) -> tuple[PDT, Any]:
     """``(PDT(optimizer), scheduler)`` for ``Trainer(optimizers=...)``.
 
     ``options`` that are ``PDTConfig`` fields configure PDT; the others go to
     ``make_scheduler(pdt_optimizer, ...)`` (e.g. ``num_training_steps``). Without
-    ``make_scheduler`` the learning rate stays constant.
+    ``make_scheduler`` the learning rate stays constant. ``verify``: a held-out loss, as for
+    ``PDT(verify=...)``.
     """
     pdt_options = {k: v for k, v in options.items() if k in _PDT_FIELDS}
     scheduler_options = {k: v for k, v in options.items() if k not in _PDT_FIELDS}
-    wrapped = PDT(optimizer, **pdt_options)
+    wrapped = PDT(optimizer, verify=verify, **pdt_options)
     if make_scheduler is None:
         scheduler = torch.optim.lr_scheduler.LambdaLR(wrapped, lambda step: 1.0)
     else:

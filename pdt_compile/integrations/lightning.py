@@ -9,7 +9,7 @@ its state is part of the optimizer state that Lightning checkpoints.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import lightning
 
@@ -20,15 +20,21 @@ from ..optim import PDT
 class PDTCallback(lightning.Callback):
     """Wrap every optimizer of the run with :class:`pdt_compile.PDT` when fitting starts.
 
-    ``config`` or keyword options (``PDTConfig`` fields) as for ``PDT``. ``optimizers``
+    ``config`` or keyword options (``PDTConfig`` fields) as for ``PDT``. ``verify``: called
+    with the LightningModule, returns a held-out loss (see ``PDT(verify=...)``). ``optimizers``
     (``opt`` after fitting) are the PDT wrappers, for reading ``stats``.
     """
 
-    def __init__(self, config: PDTConfig | None = None, **options: Any) -> None:
+    def __init__(
+        self, config: PDTConfig | None = None, *,
+        verify: Callable[["lightning.LightningModule"], Any] | None = None, **options: Any,
+    ) -> None:
         self.config = config if config is not None else PDTConfig(**options)
+        self.verify = verify
         self.optimizers: list[PDT] = []
 
     def on_fit_start(self, trainer: "lightning.Trainer", pl_module: "lightning.LightningModule") -> None:
-        wrapped = [opt if isinstance(opt, PDT) else PDT(opt, self.config) for opt in trainer.optimizers]
+        verify = None if self.verify is None else (lambda: self.verify(pl_module))
+        wrapped = [opt if isinstance(opt, PDT) else PDT(opt, self.config, verify=verify) for opt in trainer.optimizers]
         trainer.optimizers = wrapped
         self.optimizers = wrapped

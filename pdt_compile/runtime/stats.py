@@ -24,6 +24,14 @@ class Stats:
     mask_ratio_history: list[tuple[int, float]] = field(default_factory=list)
     """(step, mask ratio) of every prediction."""
     tau_history: list[tuple[int, int]] = field(default_factory=list)
+    verify_evaluations: int = 0
+    """Calls of the ``verify`` loss (each one forward pass)."""
+    verify_rejections: int = 0
+    """Merges undone because no fraction of them lowered the verify loss."""
+    verify_backtracks: int = 0
+    """Merges kept at a fraction (1/2, 1/4, ...) of their jump."""
+    verify_loss_change: list[tuple[int, float, float]] = field(default_factory=list)
+    """(step, verify loss change of what was kept, fraction kept) of every verified merge."""
     prediction_seconds: float = 0.0
     """Host wall time spent in predictions (eager path)."""
 
