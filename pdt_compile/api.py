@@ -55,6 +55,9 @@ class GraphRuntime:
             "active": torch.ones(count, dtype=torch.bool, device=device),
             "counts": torch.zeros(count, dtype=torch.int64, device=device),
             "host_state": torch.zeros(3, dtype=torch.int64),
+            "perm": torch.arange(h, device=device),
+            "inverse_perm": torch.arange(h, device=device),
+            "row_index": torch.zeros(self.steps, dtype=torch.int64, device=device),
             "rows": group_rows(numels, self.groups),
         }
         self.jumps = (
@@ -87,6 +90,10 @@ class GraphRuntime:
         self.buffers["slot_mask"].copy_(one_hot(ring.next_slot, h, torch.bool, torch.device("cpu")))
         self.buffers["horizon"].fill_(float(tau))
         self.buffers["host_state"].copy_(torch.tensor([tau, ring.next_slot, ring.count]))
+        order = torch.tensor(ring.order())
+        self.buffers["perm"].copy_(order)
+        self.buffers["inverse_perm"].copy_(torch.argsort(order))
+        self.buffers["row_index"].copy_(torch.arange(self.steps).clamp(max=tau - 1))
         self.buffers["active"].copy_(torch.tensor([not skipped for skipped in self.optimizer._skipped()]))
 
 

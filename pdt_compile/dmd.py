@@ -180,6 +180,37 @@ def displacement_coefficients(
     return coefficients[0] if squeeze else coefficients
 
 
+def full_rank_coefficients(gram_matrix: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+    """:func:`displacement_coefficients` for the default model (linear dynamics, projected
+    modes, full rank) without leaving the device and without a host synchronisation.
+
+    With every mode kept, U Ã^k Uᵀ = X (K⁻¹ XᵀY)^k K⁻¹ Xᵀ (K = XᵀX), so the prediction's
+    coefficients on the first h - 1 snapshots are ``(K⁻¹ XᵀY)^k K⁻¹ Xᵀs``: one Cholesky
+    factorisation (``cholesky_ex``, which reports failure in a tensor instead of raising) and
+    a few h x h products. A group whose K is not numerically positive definite, or whose
+    factor has a pivot below 1e-12 of the largest (the host solve's singular-value floor),
+    gets all-zero coefficients: a zero prediction, which the mask never accepts.
+    gram_matrix: ``[B, h, h]`` float64 in logical order. Returns coefficients ``[B, steps, h]``
+    and s-coefficients ``[B, steps]``, as :func:`displacement_coefficients` with
+    ``rank="full"``.
+    """
+    xtx, xty, xtlast = gram_matrix[..., :-1, :-1], gram_matrix[..., :-1, 1:], gram_matrix[..., :-1, -1:]
+    factor, info = torch.linalg.cholesky_ex(xtx)
+    pivots = factor.diagonal(dim1=-2, dim2=-1)
+    usable = (info == 0) & (pivots.amin(-1) > _RELATIVE_FLOOR * pivots.amax(-1))
+    factor = torch.where(usable[:, None, None], factor, torch.eye(xtx.shape[-1], dtype=xtx.dtype, device=xtx.device))
+    transition = torch.cholesky_solve(xty, factor)
+    state = torch.cholesky_solve(xtlast, factor)
+    predictions = []
+    for _ in range(steps):
+        state = transition @ state
+        predictions.append(state[..., 0])
+    a = torch.stack(predictions, dim=1) * usable[:, None, None]
+    s_coefficients = a.sum(-1) - usable[:, None].to(a.dtype)
+    coefficients = torch.cat([a, s_coefficients[..., None]], dim=-1)
+    return coefficients, s_coefficients
+
+
 def predicted_displacement(rows: Sequence[Tensor], s: Tensor, coefficients: Tensor, s_coefficient: Tensor) -> Tensor:
     """One predicted displacement ``[n]``: ``sum_i coefficients[i] (rows[i] - s) + s_coefficient s``.
 

@@ -24,7 +24,7 @@ def test_demo_prints_the_table_and_writes_the_plot(tmp_path):
 def test_explain_shows_the_tagged_nodes():
     out = run("-m", "pdt_compile", "explain")
     assert "[snapshot]" in out and "[predict]" in out and "[merge]" in out
-    assert "pdt.solve_coefficients" in out
+    assert "solve_on_device" in out
 
 
 def test_time_to_baseline_smoke_run():

@@ -9,6 +9,7 @@ import torch
 
 import pdt_compile as pdt
 from pdt_compile.passes.analysis import find_parameter_writes
+from pdt_compile.passes.predict import solve_on_device
 
 from conftest import batches, make_mlp, step_function, train
 
@@ -93,13 +94,21 @@ def test_graphs_carry_tagged_pdt_nodes():
     assert tags["capture"] == {"snapshot"}
     assert tags["predict"] == {"predict", "merge"}
     predict_graph = graphs["predict"][-1]
-    solves = [n for n in predict_graph.graph.nodes if n.target is torch.ops.pdt.solve_coefficients.default]
-    assert len(solves) == 1  # one batched host solve for all parameters
+    # The default DMD is solved on the device, once for all parameters; no host op in the graph.
+    assert [n.target for n in predict_graph.graph.nodes].count(solve_on_device) == 1
+    assert not [n for n in predict_graph.graph.nodes if n.target is torch.ops.pdt.solve_coefficients.default]
     # PDT's nodes run inside the step's no_grad region (else the merge is traced with autograd)
     nodes = list(predict_graph.graph.nodes)
     grad_on = [i for i, n in enumerate(nodes) if n.target is torch._C._set_grad_enabled and n.args == (True,)]
     pdt_nodes = [i for i, n in enumerate(nodes) if "pdt_pass" in n.meta]
     assert grad_on and max(pdt_nodes) < min(grad_on)
+
+
+def test_other_dmd_options_solve_on_the_host_and_follow_eager():
+    assert_compiled_equals_eager("sgd_momentum", rank="gavish_donoho")
+    _, _, step = run_compiled(OPTIMIZERS["sgd_momentum"], batches(16), rank="gavish_donoho")
+    targets = [n.target for gm in step.pdt_graphs["predict"] for n in gm.graph.nodes]
+    assert torch.ops.pdt.solve_coefficients.default in targets and solve_on_device not in targets
 
 
 def test_analysis_finds_the_last_write_of_every_parameter():
@@ -277,3 +286,41 @@ def test_constant_lr_keeps_float_constants_until_it_changes():
         assert float(group["lr"]) == pytest.approx(0.02)
     assert opt.param_groups[0]["lr"] == 0.02 and opt.param_groups[0]["capturable"] is False
     assert opt.param_groups[0]["betas"] == (0.9, 0.999)
+
+
+def _host_reads_in_the_prediction_graph(**config):
+    """Calls of .item(), .tolist(), .cpu() and bool() on tensors while the compiled
+    prediction variant runs (aot_eager runs the graph's ops in Python, so each would show)."""
+    model = make_mlp()
+    opt = pdt.PDT(OPTIMIZERS["sgd_momentum"](model.parameters()), **{**CONFIG, **config})
+    step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager")
+    data = batches(16)
+    for x, y in data:
+        step(x, y)
+    assert opt.stats.predictions >= 1
+    compiled = step.compiled_optimizer_step
+    variant = compiled.variants[(pdt.Phase.PREDICT, 0)]
+    loss_of(model, *data[0]).backward()
+    compiled.runtime.prepare_prediction()
+    reads = []
+    originals = {name: getattr(torch.Tensor, name) for name in ("item", "tolist", "cpu", "__bool__")}
+
+    def counting(name):
+        def call(self, *args, **kwargs):
+            reads.append(name)
+            return originals[name](self, *args, **kwargs)
+        return call
+
+    try:
+        for name in originals:
+            setattr(torch.Tensor, name, counting(name))
+        variant()
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+    return reads
+
+
+def test_a_default_prediction_step_reads_nothing_on_the_host():
+    assert _host_reads_in_the_prediction_graph() == []
+    assert _host_reads_in_the_prediction_graph(rank="gavish_donoho")  # the host solve reads: the count works

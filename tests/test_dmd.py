@@ -115,3 +115,30 @@ def test_forecast_rejects_bad_input():
         forecast(torch.zeros(1, 5), 2)
     with pytest.raises(ValueError, match="steps"):
         forecast(torch.zeros(4, 5), 0)
+
+
+def test_full_rank_device_solve_equals_the_host_solve():
+    from pdt_compile.dmd import full_rank_coefficients
+
+    g = torch.Generator().manual_seed(3)
+    for scale in (1e-1, 1e-2, 1e-3):  # drift per interval relative to the weights
+        base = torch.randn(2000, generator=g, dtype=torch.float64)
+        drift = scale * torch.randn(2000, generator=g, dtype=torch.float64)
+        noise = [0.1 * scale * torch.randn(2000, generator=g, dtype=torch.float64) for _ in range(5)]
+        snaps = torch.stack([base + (k + 1) * drift + noise[k] for k in range(5)]).float().double()
+        grams = (snaps @ snaps.T)[None]
+        host = displacement_coefficients(grams, 6, rows=2000, rank="full")[0]
+        device, s_coefficients = full_rank_coefficients(grams, 6)
+        assert torch.equal(s_coefficients, device[..., -1])
+        p_host = predicted_displacements(host, snaps, snaps[-1], host[:, -1])
+        p_device = predicted_displacements(device[0], snaps, snaps[-1], device[0, :, -1])
+        assert ((p_host - p_device).norm() / p_host.norm()).item() < 1e-7
+
+
+def test_full_rank_device_solve_predicts_nothing_from_a_singular_gram():
+    from pdt_compile.dmd import full_rank_coefficients
+
+    row = torch.randn(1, 50, dtype=torch.float64)
+    snaps = row.expand(5, 50)  # five identical snapshots: K is singular
+    coefficients, s_coefficients = full_rank_coefficients((snaps @ snaps.T)[None], 3)
+    assert torch.count_nonzero(coefficients) == 0 and torch.count_nonzero(s_coefficients) == 0

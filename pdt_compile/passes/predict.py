@@ -18,6 +18,7 @@ from torch import Tensor, fx
 
 from ..config import PDTConfig
 from ..distributed import group_from_key, sum_across_shards_
+from ..dmd import full_rank_coefficients
 from ..runtime.history import _local
 from ..runtime.kernels import gram_pass, predict_pass_
 from ..runtime.predictor import solve_coefficients
@@ -55,6 +56,26 @@ def solve_coefficients_op(
 def _(grams, host_state, rows, steps, rank, modes, dynamics, shard_group):
     groups, h = grams.shape[0], grams.shape[-1]
     return grams.new_empty(groups, steps, h, dtype=torch.float32), grams.new_empty(groups, steps, dtype=torch.float32)
+
+
+def solve_on_device(
+    grams: Tensor, perm: Tensor, inverse_perm: Tensor, row_index: Tensor, steps: int,
+) -> tuple[Tensor, Tensor]:
+    """The default solve (full rank, projected, linear) as device ops with no host read
+    (:func:`~pdt_compile.dmd.full_rank_coefficients`), so a CUDA graph can hold the whole
+    prediction. perm ``[h]``: physical row of each logical snapshot; inverse_perm its inverse;
+    row_index ``[steps]``: ``min(k, tau - 1)`` (rows past tau repeat p_tau). Same outputs as
+    ``pdt::solve_coefficients``."""
+    logical = grams.index_select(-2, perm).index_select(-1, perm)
+    coefficients, s_coefficients = full_rank_coefficients(logical, steps)
+    coefficients = coefficients.index_select(-1, inverse_perm).index_select(1, row_index)
+    return coefficients.float(), s_coefficients.index_select(1, row_index).float()
+
+
+def solves_on_device(config: PDTConfig, shard_group: int) -> bool:
+    """Whether the predict graph solves on the device: the default DMD, unsharded (FSDP2's
+    Grams are all-reduced by the host solve)."""
+    return config.dmd_options() == {"rank": "full", "modes": "projected", "dynamics": "linear"} and shard_group == 0
 
 
 def group_grams(grams: Sequence[Tensor], groups: Sequence[int]) -> Tensor:
@@ -114,12 +135,16 @@ def insert_predict_merge(
         rings = {i: [attr(name, PREDICT) for name in names["rings"][i]] for i in writes.parameter_nodes}
         grams = [call(gram_pass, (rings[i],), PREDICT) for i in sorted(rings)]
         stacked = call(group_grams, (grams, list(groups)), PREDICT)
-        solved = call(
-            torch.ops.pdt.solve_coefficients.default,
-            (stacked, attr(names["host_state"], PREDICT), attr(names["rows"], PREDICT), steps,
-             str(dmd_options["rank"]), dmd_options["modes"], dmd_options["dynamics"], shard_group),
-            PREDICT,
-        )
+        if solves_on_device(config, shard_group):
+            indices = [attr(names[key], PREDICT) for key in ("perm", "inverse_perm", "row_index")]
+            solved = call(solve_on_device, (stacked, *indices, steps), PREDICT)
+        else:
+            solved = call(
+                torch.ops.pdt.solve_coefficients.default,
+                (stacked, attr(names["host_state"], PREDICT), attr(names["rows"], PREDICT), steps,
+                 str(dmd_options["rank"]), dmd_options["modes"], dmd_options["dynamics"], shard_group),
+                PREDICT,
+            )
         coefficients = call(operator.getitem, (solved, 0), PREDICT)
         s_coefficients = call(operator.getitem, (solved, 1), PREDICT)
         shared = [attr(names[key], MERGE) for key in ("s_weights", "slot_mask")]
