@@ -94,7 +94,8 @@ class GraphRuntime:
         self.buffers["perm"].copy_(order)
         self.buffers["inverse_perm"].copy_(torch.argsort(order))
         self.buffers["row_index"].copy_(torch.arange(self.steps).clamp(max=tau - 1))
-        self.buffers["active"].copy_(torch.tensor([not skipped for skipped in self.optimizer._skipped()]))
+        self.active = [not skipped for skipped in self.optimizer._skipped()]
+        self.buffers["active"].copy_(torch.tensor(self.active))
 
 
 def _own_code(fn: Callable, name: str) -> Callable:
@@ -165,13 +166,11 @@ class CompiledOptimizerStep:
         ring.advance_()
         if phase == Phase.CAPTURE:
             return None
-        buffers = self.runtime.buffers
-        counts = sum_across_shards_(buffers["counts"].clone(), self.runtime.process_group).tolist()
-        active = buffers["active"].tolist()
-        jumps = self.runtime.jumps or [None] * len(counts)
-        return Prediction(
-            [c if a else None for c, a in zip(counts, active)], [j if a else None for j, a in zip(jumps, active)]
-        )
+        counts = sum_across_shards_(self.runtime.buffers["counts"].clone(), self.runtime.process_group)
+        active = self.runtime.active
+        jumps = self.runtime.jumps or [None] * len(active)
+        # Counts stay on the device: PDT reads them when it must (see PDT.defers_host_reads).
+        return Prediction(list(active), [j if a else None for j, a in zip(jumps, active)], pending=counts)
 
 
 def _variant_name(phase: Phase, slot: int) -> str:

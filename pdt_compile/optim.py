@@ -21,7 +21,7 @@ from .adapters import companions, weight_space_keys
 from .config import PDTConfig
 from .distributed import global_numel, shard_group, sum_across_shards_
 from .runtime.history import SnapshotRing, _local, make_ring
-from .runtime.predictor import Prediction, predict_merge_capture_
+from .runtime.predictor import PendingBoundary, Prediction, predict_merge_capture_
 from .runtime.schedule import Phase, Schedule
 from .runtime.stats import Stats
 
@@ -83,7 +83,8 @@ class PDT(Optimizer):
             setattr(self, name, OrderedDict())
         self._zero_grad_profile_name = "Optimizer.zero_grad#PDT.zero_grad"
         self.schedule = Schedule(config)
-        self.stats = Stats(tau=config.tau)
+        self._stats = Stats(tau=config.tau)
+        self._pending: PendingBoundary | None = None
         self._jumps: list[Tensor | None] | None = None
         self.compiled_step: Callable[[Phase], Prediction | None] | None = None
         self._ring = self._build_ring()
@@ -189,7 +190,24 @@ class PDT(Optimizer):
 
     step.hooked = True  # type: ignore[attr-defined]  # Optimizer must not wrap it again
 
+    @property
+    def stats(self) -> Stats:
+        """What PDT did (:class:`~pdt_compile.runtime.stats.Stats`), up to the last step."""
+        self._resolve_pending()
+        return self._stats
+
+    @property
+    def defers_host_reads(self) -> bool:
+        """Whether a compiled prediction's accepted counts and finiteness flag may be read on
+        the host later (at the next boundary, or when ``stats`` or ``state_dict`` is read)
+        rather than right after the step: true unless something must react to a merge at
+        once (adaptive tau, rollback, verification, ``after_merge="reset"``)."""
+        config = self.config
+        return not (config.adaptive or self.keeps_jumps or config.after_merge == "reset")
+
     def _step(self, closure: Callable[[], Any] | None = None) -> Any:
+        if self._pending is not None and self.schedule.boundary_next():
+            self._resolve_pending()
         phase = self.schedule.next_phase(self._ring.count)
         if phase != Phase.ORDINARY:
             self._check_parameters()
@@ -234,7 +252,7 @@ class PDT(Optimizer):
                 keep_jumps=self.keeps_jumps,
                 followers=self.followers() if self.has_followers else None,
             )
-            self.stats.prediction_seconds += time.perf_counter() - start
+            self._stats.prediction_seconds += time.perf_counter() - start
             return prediction
         return None
 
@@ -243,44 +261,69 @@ class PDT(Optimizer):
         if phase == Phase.ORDINARY:
             self.schedule.commit(phase, merged=False, ring_reset=False)
             return
+        if self.compiled_step is not None and self.defers_host_reads and (prediction is None or prediction.pending is not None):
+            self._pending = PendingBoundary(self.schedule.steps + 1, prediction, self._nonfinite_count())
+            self._commit(phase, merged=False, reset=False)
+            return
         merged = False
         if prediction is not None:
-            numels = [global_numel(p) for p in self._ring.params]
-            pairs = [(a, n) for a, n in zip(prediction.accepted, numels) if a is not None]
-            merged = self.stats.record_prediction(
-                self.schedule.steps + 1, [a for a, _ in pairs], [n for _, n in pairs]
-            )
+            merged = self._record(self.schedule.steps + 1, prediction)
             if merged and self._verify is not None:
                 merged = self._verify_merge(prediction.jumps)
             self._jumps = prediction.jumps if merged else None
         reset = False
-        if not self._parameters_finite():
-            self.stats.skipped_nonfinite += 1
+        if int(self._nonfinite_count()):
+            self._clear_nonfinite(self.schedule.steps + 1)
             reset = True
-            warnings.warn(
-                f"PDT: non-finite weights after step {self.schedule.steps + 1}; the snapshot ring "
-                "was cleared so no poisoned snapshot is used (burn-in restarts). The NaN/Inf came "
-                "from the optimizer's update, not from a merge.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            self._ring.reset_()
-            self._jumps = None
         elif merged and self.config.after_merge == "reset":
             self._ring.reset_()
             self._ring.capture_()
             reset = True
-        self.schedule.commit(phase, merged=merged, ring_reset=reset)
-        self.stats.boundaries = self.schedule.boundaries
-        self.stats.tau = self.schedule.tau
-        self.stats.tau_history.append((self.schedule.steps, self.schedule.tau))
+        self._commit(phase, merged, reset)
 
-    def _parameters_finite(self) -> bool:
-        """All tracked weights finite, on every rank (so every rank takes the same decision)."""
+    def _record(self, step: int, prediction: Prediction) -> bool:
+        """Record a prediction's accepted counts in the stats; returns whether it merged."""
+        numels = [global_numel(p) for p in self._ring.params]
+        pairs = [(a, n) for a, n in zip(prediction.resolved(), numels) if a is not None]
+        return self._stats.record_prediction(step, [a for a, _ in pairs], [n for _, n in pairs])
+
+    def _commit(self, phase: Phase, merged: bool, reset: bool) -> None:
+        self.schedule.commit(phase, merged=merged, ring_reset=reset)
+        self._stats.boundaries = self.schedule.boundaries
+        self._stats.tau = self.schedule.tau
+        self._stats.tau_history.append((self.schedule.steps, self.schedule.tau))
+
+    def _clear_nonfinite(self, step: int) -> None:
+        self._stats.skipped_nonfinite += 1
+        warnings.warn(
+            f"PDT: non-finite weights after step {step}; the snapshot ring "
+            "was cleared so no poisoned snapshot is used (burn-in restarts). The NaN/Inf came "
+            "from the optimizer's update, not from a merge.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        self._ring.reset_()
+        self._jumps = None
+
+    def _nonfinite_count(self) -> Tensor:
+        """Tracked tensors holding a NaN/Inf, summed over ranks (so every rank takes the same
+        decision): a device tensor, not read here."""
         # One foreach pass: a norm is NaN/Inf when any element is (or the weights are ~1e38).
         norms = torch._foreach_norm([_local(p).detach() for p in self._ring.params])
         bad = (~torch.isfinite(torch.stack(norms))).sum().view(1)
-        return int(sum_across_shards_(bad, shard_group(self._ring.params))) == 0
+        return sum_across_shards_(bad, shard_group(self._ring.params))
+
+    def _resolve_pending(self) -> None:
+        """Read a deferred prediction's counts and finiteness flag and record them as the
+        boundary itself would have (one host read, long after the device finished)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        if pending.prediction is not None and self._record(pending.step, pending.prediction):
+            self.schedule.last_merge_step = pending.step
+        if int(pending.nonfinite):
+            self._clear_nonfinite(pending.step)
+            self.schedule.boundaries_since_reset = 0
 
     def report_loss(self, loss: Tensor | float) -> None:
         """Tell PDT the training loss of the step just taken (drives ``adaptive`` tau and
@@ -314,7 +357,7 @@ class PDT(Optimizer):
         with torch.no_grad():
             value = self._verify()
         value = float(value.detach()) if isinstance(value, Tensor) else float(value)
-        self.stats.verify_evaluations += 1
+        self._stats.verify_evaluations += 1
         return value
 
     def _verify_merge(self, jumps: list[Tensor | None]) -> bool:
@@ -335,12 +378,12 @@ class PDT(Optimizer):
                 for jump in jumps:
                     if jump is not None:
                         jump.mul_(fraction)
-                self.stats.verify_backtracks += int(fraction < 1.0)
-                self.stats.verify_loss_change.append((self.schedule.steps + 1, losses[fraction] - plain, fraction))
+                self._stats.verify_backtracks += int(fraction < 1.0)
+                self._stats.verify_loss_change.append((self.schedule.steps + 1, losses[fraction] - plain, fraction))
                 return True
-        self.stats.merges -= 1
-        self.stats.verify_rejections += 1
-        self.stats.verify_loss_change.append((self.schedule.steps + 1, 0.0, 0.0))
+        self._stats.merges -= 1
+        self._stats.verify_rejections += 1
+        self._stats.verify_loss_change.append((self.schedule.steps + 1, 0.0, 0.0))
         return False
 
     def _rollback_(self) -> None:
@@ -349,22 +392,24 @@ class PDT(Optimizer):
             return
         self._translate_(self._jumps, -1.0)
         self._jumps = None
-        self.stats.rollbacks += 1
+        self._stats.rollbacks += 1
         self.schedule.shrink()
-        self.stats.tau = self.schedule.tau
+        self._stats.tau = self.schedule.tau
 
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
         """The wrapped optimizer's state dict plus a ``"pdt"`` entry (ring, schedule, stats)."""
+        self._resolve_pending()
         state = self.optimizer.state_dict()
         state["pdt"] = {
             "ring": self._ring.state_dict(),
             "schedule": self.schedule.state_dict(),
-            "stats": self.stats.as_dict(),
+            "stats": self._stats.as_dict(),
             "jumps": self._jumps,
         }
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+        self._pending = None
         state = dict(state_dict)
         pdt_state = state.pop("pdt", None)
         self.optimizer.load_state_dict(state)
@@ -378,7 +423,7 @@ class PDT(Optimizer):
             return
         self._ring.load_state_dict(pdt_state["ring"])
         self.schedule.load_state_dict(pdt_state["schedule"])
-        self.stats.load_dict(pdt_state["stats"])
+        self._stats.load_dict(pdt_state["stats"])
         jumps = pdt_state.get("jumps")
         self._jumps = None if jumps is None else [None if j is None else j.to(self._ring.device) for j in jumps]
 

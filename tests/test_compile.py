@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -324,3 +325,68 @@ def _host_reads_in_the_prediction_graph(**config):
 def test_a_default_prediction_step_reads_nothing_on_the_host():
     assert _host_reads_in_the_prediction_graph() == []
     assert _host_reads_in_the_prediction_graph(rank="gavish_donoho")  # the host solve reads: the count works
+
+
+def _count_host_reads(fn):
+    reads = []
+    originals = {name: getattr(torch.Tensor, name) for name in ("item", "tolist", "cpu", "__bool__")}
+
+    def counting(name):
+        def call(self, *args, **kwargs):
+            reads.append(name)
+            return originals[name](self, *args, **kwargs)
+        return call
+
+    try:
+        for name in originals:
+            setattr(torch.Tensor, name, counting(name))
+        fn()
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+    return reads
+
+
+def test_compiled_boundaries_defer_their_host_reads_to_the_next_boundary():
+    model = make_mlp()
+    opt = pdt.PDT(OPTIMIZERS["sgd_momentum"](model.parameters()), **CONFIG)
+    step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager")
+    data = batches(30)
+    for x, y in data[:17]:  # compiled every variant; step 18 is a prediction boundary
+        step(x, y)
+    assert opt.schedule.next_phase(opt.ring.count) == pdt.Phase.PREDICT
+    opt.stats  # the previous boundary's counts, which the next boundary would read
+    reads = _count_host_reads(lambda: [step(x, y) for x, y in data[17:20]])  # the prediction + 2 ordinary steps
+    assert reads == []
+    assert opt._pending is not None
+    predictions = opt.stats.predictions  # reading the stats resolves the deferred counts
+    assert opt._pending is None and opt.stats.mask_ratio_history[-1][0] == 18 and predictions >= 2
+
+
+def test_non_finite_weights_clear_the_ring_on_the_compiled_path_as_on_the_eager_path():
+    # The compiled path reads the finiteness flag one boundary later; the outcome is the same.
+    results = []
+    for compiled in (False, True):
+        model = make_mlp()
+        opt = pdt.PDT(OPTIMIZERS["sgd_momentum"](model.parameters()), **CONFIG)
+        step = step_function(model, opt)
+        if compiled:
+            step = pdt.compile(step, optimizer=opt, backend="aot_eager")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for index, (x, y) in enumerate(batches(24)):
+                if index == 13:
+                    with torch.no_grad():
+                        model[0].weight[0, 0] = float("nan")  # the boundary at step 15 sees it
+                step(x, y)
+                if index == 15:  # the user repairs the model; training goes on
+                    with torch.no_grad():
+                        for p in model.parameters():
+                            p.nan_to_num_(0.0)
+                        for state in opt.state.values():
+                            state["momentum_buffer"].nan_to_num_(0.0)
+        stats = opt.stats
+        warned = sum("non-finite" in str(w.message) for w in caught)
+        results.append((warned, stats.skipped_nonfinite, opt.schedule.boundaries_since_reset, opt.ring.count, stats.predictions))
+    assert results[0] == results[1]
+    assert results[0][:2] == (1, 1)

@@ -23,10 +23,29 @@ from .kernels import Kernels
 
 @dataclass
 class Prediction:
-    """Per-parameter accepted counts (``None`` for skipped parameters) and applied jumps."""
+    """Per-parameter accepted counts (``None`` for skipped parameters) and applied jumps.
 
-    accepted: list[int | None]
+    A compiled prediction may leave the counts on the device: ``pending`` holds them
+    (``[P]`` int64) and ``accepted`` says only which parameters were active (True)."""
+
+    accepted: list[int | bool | None]
     jumps: list[Tensor | None]
+    pending: Tensor | None = None
+
+    def resolved(self) -> list[int | None]:
+        """The accepted counts as host ints (one read of ``pending``, if any)."""
+        if self.pending is None:
+            return list(self.accepted)  # type: ignore[arg-type]
+        return [count if active else None for count, active in zip(self.pending.tolist(), self.accepted)]
+
+
+@dataclass
+class PendingBoundary:
+    """A prediction boundary whose device results are read later (``PDT.defers_host_reads``)."""
+
+    step: int
+    prediction: Prediction | None
+    nonfinite: Tensor
 
 
 def group_of(config: PDTConfig, count: int) -> list[int]:

@@ -39,6 +39,10 @@ class Schedule:
         if self.tau == 0:
             self.tau = self.config.tau
 
+    def boundary_next(self) -> bool:
+        """Whether the step about to run ends an interval."""
+        return (self.steps + 1) % self.config.snap_every == 0
+
     def next_phase(self, ring_count: int) -> Phase:
         """The phase of the step about to complete (known before it runs)."""
         if (self.steps + 1) % self.config.snap_every:
