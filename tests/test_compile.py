@@ -303,23 +303,7 @@ def _host_reads_in_the_prediction_graph(**config):
     variant = compiled.variants[(pdt.Phase.PREDICT, 0)]
     loss_of(model, *data[0]).backward()
     compiled.runtime.prepare_prediction()
-    reads = []
-    originals = {name: getattr(torch.Tensor, name) for name in ("item", "tolist", "cpu", "__bool__")}
-
-    def counting(name):
-        def call(self, *args, **kwargs):
-            reads.append(name)
-            return originals[name](self, *args, **kwargs)
-        return call
-
-    try:
-        for name in originals:
-            setattr(torch.Tensor, name, counting(name))
-        variant()
-    finally:
-        for name, original in originals.items():
-            setattr(torch.Tensor, name, original)
-    return reads
+    return _count_host_reads(variant)
 
 
 def test_a_default_prediction_step_reads_nothing_on_the_host():
