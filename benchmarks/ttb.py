@@ -3,9 +3,12 @@
 For each task: sweep the baseline learning rate (seed 0), keep the best; then train every
 method from the same initial weights and data order, for several seeds, and report the time
 (steps, and wall seconds with every overhead included) to reach the tuned baseline's final
-training loss (TTB-Loss) and best test accuracy (TTB-Acc).
+training loss (TTB-Loss) and best test accuracy (TTB-Acc). Each task is also run under a
+cosine schedule (per step, to zero) with its own tuned baseline, and PDT's defaults are timed
+on each schedule against each baseline.
 
     python -m benchmarks.ttb            # full suite, writes RESULTS.md and PNG plots
+    python -m benchmarks.ttb --core     # baselines and PDT's defaults only, both schedules
     python -m benchmarks.ttb --quick    # smoke run (< 1 min), prints only
 """
 
@@ -41,6 +44,7 @@ def task_suite(quick: bool) -> dict[str, tuple[Task, int]]:
     digits = tasks.digits_mlp(steps=1800)
     mnist = tasks.mnist1d_cnn(steps=2400)
     chars = tasks.char_transformer(steps=1000)
+    vit = tasks.mnist1d_vit(epochs=60)
     lamb = dataclasses.replace(digits, name="digits-mlp-lamb", lr=0.01,
                                make_optimizer=lambda params, lr: po.Lamb(params, lr=lr))
     shampoo = dataclasses.replace(digits, name="digits-mlp-shampoo", lr=0.05,
@@ -49,6 +53,7 @@ def task_suite(quick: bool) -> dict[str, tuple[Task, int]]:
         "digits MLP / SGD": (digits, digits.steps_per_epoch),
         "mnist1d CNN / SGD-momentum": (mnist, mnist.steps_per_epoch),
         "char transformer / AdamW": (chars, 30),
+        "mnist1d ViT / AdamW": (vit, vit.steps_per_epoch),
         "digits MLP / LAMB": (lamb, digits.steps_per_epoch),
         "digits MLP / Shampoo": (shampoo, digits.steps_per_epoch),
     }
@@ -118,6 +123,47 @@ def peer_sections(name: str, task: Task, snap_every: int, seeds: int, quick: boo
                 for method, wrap in suite.items()}
         sections.append(summarise(f"{name}: PDT stacked on {peer}", runs, lr, sweep, snap_every, peer_task))
     return sections
+
+
+DEFAULT = "PDT default (reference, full rank, trend filter, tau 8)"
+BASELINE = "baseline (tuned lr)"
+
+
+def sweep_factors(name: str) -> list[float]:
+    return [0.5, 1.0, 2.0] if "transformer" in name else [0.25, 0.5, 1.0, 2.0, 4.0]
+
+
+def schedule_sections(name: str, task: Task, snap_every: int, seeds: int, constant: dict[str, list[Run]],
+                      constant_lr: float) -> list[str]:
+    """The cosine schedule (per step, to zero) beside the constant one: tune the cosine
+    baseline's learning rate, run it and PDT's defaults on it, and time PDT on each schedule
+    against each tuned baseline (the better one is the baseline that counts)."""
+    cosine_task = dataclasses.replace(task, schedule="cosine")
+    lr, sweep = tune_lr(cosine_task, sweep_factors(name))
+    suite = {"baseline, cosine (tuned lr)": lambda opt: opt, "PDT default, cosine": lambda opt: pdt.PDT(opt, snap_every=snap_every)}
+    cosine = {method: [train(cosine_task, wrap, seed=seed, method=method, lr=lr)[0] for seed in range(seeds)]
+              for method, wrap in suite.items()}
+    table = summarise(f"{name}: cosine schedule", cosine, lr, sweep, snap_every, cosine_task)
+    baselines = {"constant": constant[BASELINE], "cosine": cosine["baseline, cosine (tuned lr)"]}
+    pdt_runs = {"constant": constant[DEFAULT], "cosine": cosine["PDT default, cosine"]}
+    finals = {k: statistics.median(r.final_loss for r in v) for k, v in baselines.items()}
+    better = min(finals, key=finals.get)
+    lines = [f"#### {name}: which schedule, and PDT against each", "",
+             f"Tuned baselines: constant lr {constant_lr:g}, final loss {finals['constant']:.4g}; cosine lr {lr:g}, "
+             f"final loss {finals['cosine']:.4g}. The better baseline is **{better}**.", "",
+             "| PDT default on | TTB-Loss wall × vs constant baseline | TTB-Loss wall × vs cosine baseline | "
+             "TTB-Loss steps × vs constant | TTB-Loss steps × vs cosine | final acc | baseline final acc (same schedule) |",
+             "|---|---|---|---|---|---|---|"]
+    for schedule, runs in pdt_runs.items():
+        versus = {k: [speedup(b, r, "loss") for b, r in zip(v, runs)] for k, v in baselines.items()}
+        final = [r.test_accuracy[-1] * 100 for r in runs if not r.diverged]
+        base_final = [r.test_accuracy[-1] * 100 for r in baselines[schedule] if not r.diverged]
+        lines.append(
+            f"| {schedule} | {spread([t for _, t in versus['constant']])} | {spread([t for _, t in versus['cosine']])} | "
+            f"{spread([s for s, _ in versus['constant']])} | {spread([s for s, _ in versus['cosine']])} | "
+            f"{spread(final, '{:.1f}')} | {spread(base_final, '{:.1f}')} |"
+        )
+    return [table, "\n".join(lines)]
 
 
 COMPILED = {  # compiled row -> the eager method it compiles; on the main three tasks only
@@ -210,6 +256,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: one task, one seed, no sweep, prints only")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--only", default=None, help="run the tasks whose name contains this text")
+    parser.add_argument("--core", action="store_true",
+                        help="only the tuned baselines and PDT's defaults, under both schedules (no ablations, controls, "
+                             "compiled rows or peers)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # steadier timings on a shared 2-core machine
     seeds = 1 if args.quick else args.seeds
@@ -220,12 +269,14 @@ def main() -> None:
         if args.quick:
             lr, sweep = task.lr, [(task.lr, float("nan"))]
         else:
-            lr, sweep = tune_lr(task, [0.5, 1.0, 2.0] if "transformer" in name else [0.25, 0.5, 1.0, 2.0, 4.0])
+            lr, sweep = tune_lr(task, sweep_factors(name))
         runs: dict[str, list[Run]] = {}
         suite = methods(snap_every, args.quick)
+        if args.core:
+            suite = {method: suite[method] for method in (BASELINE, DEFAULT)}
         for method, wrap in suite.items():
             runs[method] = [train(task, wrap, seed=seed, method=method, lr=lr)[0] for seed in range(seeds)]
-        if name in COMPILED_TASKS and not args.quick:
+        if name in COMPILED_TASKS and not (args.quick or args.core):
             for method, eager_method in COMPILED.items():
                 runs[method] = [train(task, suite[eager_method], seed=seed, method=method, lr=lr, compiled=True)[0]
                                 for seed in range(seeds)]
@@ -236,7 +287,10 @@ def main() -> None:
             image = HERE / f"ttb_{task.name}.png"
             plot(name, runs, image)
             sections.append(f"![{name}]({image.name})")
-        if name in PEER_TASKS or args.quick:
+            for text in schedule_sections(name, task, snap_every, seeds, runs, lr):
+                print(text + "\n", flush=True)
+                sections.append(text)
+        if (name in PEER_TASKS and not args.core) or args.quick:
             for text in peer_sections(name, task, snap_every, seeds, args.quick):
                 print(text + "\n", flush=True)
                 sections.append(text)
@@ -249,7 +303,10 @@ def main() -> None:
                  "Peer sections ('PDT stacked on ...', main three tasks): the peer's learning rate is tuned like the "
                  "baseline's and × is measured against the tuned peer itself. "
                  f"Total benchmark time {time.perf_counter() - started:.0f} s.")
-        write_section("Time to baseline (benchmarks/ttb.py)", intro + "\n\n" + "\n\n".join(sections))
+        title = "Time to baseline (benchmarks/ttb.py)"
+        if args.only or args.core:  # a partial run gets its own section; the full run's stays as it was
+            title = f"Time to baseline{', core' if args.core else ''}{f', tasks matching {args.only!r}' if args.only else ''} (benchmarks/ttb.py)"
+        write_section(title, intro + "\n\n" + "\n\n".join(sections))
 
 
 if __name__ == "__main__":

@@ -124,6 +124,13 @@ class PDTConfig:
     """With ``PDT(..., verify=...)``: how many times a merge that raises the verify loss is
     halved before it is undone (2: try 1, 1/2 and 1/4 of the jump)."""
 
+    sequence: str = "parameters"
+    """Which weight sequence PDT snapshots, predicts and merges: ``"parameters"`` (what the
+    model trains with) or a weight-space state key of the wrapped optimizer
+    (:mod:`pdt_compile.adapters`; ``"z"`` for schedule-free's base iterate, ``"x"`` for its
+    average in the reference variants). Every other weight-space tensor, the parameters
+    included, moves by the same jump."""
+
     ring_dtype: str = "float32"
     """Storage of the snapshot ring: ``"float32"`` (4h bytes per parameter element) or
     ``"bfloat16"`` (the newest snapshot in float32 plus the h - 1 interval displacements in
@@ -166,6 +173,8 @@ class PDTConfig:
         _check_choice("ring_dtype", self.ring_dtype, RING_DTYPES)
         _check_choice("ring_location", self.ring_location, RING_LOCATIONS)
         _check_choice("kernels", self.kernels, KERNELS)
+        if not isinstance(self.sequence, str) or not self.sequence:
+            _fail("sequence", self.sequence, '"parameters" or a weight-space state key such as "z"')
         if self.ring_location == "host" and self.ring_dtype != "float32":
             _fail("ring_dtype", self.ring_dtype, 'ring_location="host" keeps a float32 ring: use ring_dtype="float32"')
         for flag in ("adaptive", "trend"):

@@ -37,6 +37,9 @@ class Task:
     loss: Callable[[Tensor, Tensor], Tensor] = nn.functional.cross_entropy
     eval_train_samples: int | None = None
     """Training loss measured on the first this many training samples (None: all)."""
+    schedule: str = "constant"
+    """Learning-rate schedule: ``"constant"`` or ``"cosine"`` (per step, from lr to zero over
+    ``steps``; a ``LambdaLR`` on the wrapped optimizer, stepped after every training step)."""
 
     @property
     def steps_per_epoch(self) -> int:
@@ -122,6 +125,7 @@ def train(
     model = task.make_model()
     optimizer = wrap(task.make_optimizer(model.parameters(), task.lr if lr is None else lr))
     run = Run(method=method, seed=seed)
+    scheduler = lr_schedule(task, optimizer)
     # Schedule-free optimizers train at y and are evaluated at x: train()/eval() switch.
     to_train, to_eval = getattr(optimizer, "train", None), getattr(optimizer, "eval", None)
     if to_train is not None:
@@ -151,6 +155,8 @@ def train(
         loss = step_fn(x, y)
         if report is not None:
             report(loss)
+        if scheduler is not None:
+            scheduler.step()
         elapsed += time.perf_counter() - start
         if progress is not None:
             progress(1)
@@ -172,6 +178,16 @@ def train(
         run.mask_ratio = list(stats.mask_ratio_history)
         run.tau = list(stats.tau_history)
     return run, optimizer
+
+
+def lr_schedule(task: Task, optimizer: Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The scheduler ``task.schedule`` names, on ``optimizer`` (None for a constant rate)."""
+    if task.schedule == "constant":
+        return None
+    if task.schedule == "cosine":
+        steps = task.steps
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+    raise ValueError(f"Task.schedule: {task.schedule!r} is not a schedule; use 'constant' or 'cosine'")
 
 
 def speedup(baseline: Run, run: Run, metric: str = "loss") -> tuple[Optional[float], Optional[float]]:

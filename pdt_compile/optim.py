@@ -75,6 +75,12 @@ class PDT(Optimizer):
             config = PDTConfig(**options)
         elif options:
             config = config.replace(**options)
+        if config.sequence != "parameters" and config.sequence not in self._weight_space_keys:
+            raise ValueError(
+                f"PDTConfig.sequence: {config.sequence!r} is not a weight-space state key of "
+                f"{type(optimizer).__name__} (it has {list(self._weight_space_keys)}); use \"parameters\" or one of "
+                "those (pdt_compile.adapters)"
+            )
         self.optimizer = optimizer
         self.config = config
         self._verify = verify
@@ -163,11 +169,26 @@ class PDT(Optimizer):
         for moved, tensor in zip(self._moved_with_merges, tensors):
             moved.append(tensor.detach() if tensor.requires_grad else tensor)
 
+    def tracked(self) -> list[Tensor]:
+        """Per tracked parameter, the tensor PDT snapshots and merges: the parameter, or its
+        optimizer state under ``config.sequence`` (the parameter itself where that state does
+        not exist yet)."""
+        params, key = self._ring.params, self.config.sequence
+        if key == "parameters":
+            return list(params)
+        return [own[0] if own else p for p, own in zip(params, companions(self.optimizer, params, [key]))]
+
     def followers(self) -> list[list[Tensor]]:
-        """Per tracked parameter, the tensors a merge moves besides it: the wrapped optimizer's
+        """Per tracked parameter, the tensors a merge moves besides :meth:`tracked`'s: the
+        parameter (when another sequence is tracked), the wrapped optimizer's other
         weight-space state (:mod:`pdt_compile.adapters`) and :meth:`move_with_merges`'."""
-        state = companions(self.optimizer, self._ring.params, self._weight_space_keys)
-        return [own + extra for own, extra in zip(state, self._moved_with_merges)]
+        params = self._ring.params
+        state = companions(self.optimizer, params, self._weight_space_keys)
+        tracked = self.tracked()
+        return [
+            [t for t in [p, *own] if t is not merged] + extra
+            for p, own, merged, extra in zip(params, state, tracked, self._moved_with_merges)
+        ]
 
     @property
     def has_followers(self) -> bool:
@@ -239,13 +260,13 @@ class PDT(Optimizer):
     def _run_boundary(self, phase: Phase) -> Prediction | None:
         """Eager boundary work after the optimizer step: capture, or predict+merge+capture."""
         if phase == Phase.CAPTURE:
-            self._ring.capture_()
+            self._ring.capture_(self.tracked())
             return None
         if phase == Phase.PREDICT:
             start = time.perf_counter()
             prediction = predict_merge_capture_(
                 self._ring,
-                self._ring.params,
+                self.tracked(),
                 self._skipped(),
                 self.config,
                 self.schedule.tau,
@@ -277,7 +298,7 @@ class PDT(Optimizer):
             reset = True
         elif merged and self.config.after_merge == "reset":
             self._ring.reset_()
-            self._ring.capture_()
+            self._ring.capture_(self.tracked())
             reset = True
         self._commit(phase, merged, reset)
 
@@ -345,7 +366,7 @@ class PDT(Optimizer):
         ring = self._ring
         shifted = self.config.after_merge == "shift"
         followers = self.followers()
-        for index, (p, jump) in enumerate(zip(ring.params, jumps)):
+        for index, (p, jump) in enumerate(zip(self.tracked(), jumps)):
             if jump is None:
                 continue
             step = jump * scale

@@ -2,6 +2,7 @@
 
 - ``digits``: MLP on scikit-learn's 8x8 digits (in the wheel), SGD.
 - ``mnist1d``: small 1-D CNN on mnist1d's generated data set, SGD with momentum.
+- ``mnist1d_vit``: small vision transformer on mnist1d (1-D patches), AdamW.
 - ``chars``: a small character-level transformer on English text (``pydoc_data.topics``,
   shipped with every CPython; or a text file such as tinyshakespeare), AdamW.
 """
@@ -52,12 +53,7 @@ class _Conv1d(nn.Module):
 
 def mnist1d_cnn(steps: int = 3000, lr: float = 0.05, batch_size: int = 100) -> Task:
     """1-D CNN on mnist1d (4000 train / 1000 test, generated), SGD with momentum 0.9."""
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    py_state, np_state = random.getstate(), __import__("numpy").random.get_state()
-    data = make_dataset(get_dataset_args())  # reseeds the global RNGs: restore them
-    random.setstate(py_state)
-    __import__("numpy").random.set_state(np_state)
+    data = _mnist1d()
     return Task(
         name="mnist1d-cnn-sgdm",
         train_x=torch.tensor(data["x"], dtype=torch.float32), train_y=torch.tensor(data["y"]),
@@ -65,6 +61,53 @@ def mnist1d_cnn(steps: int = 3000, lr: float = 0.05, batch_size: int = 100) -> T
         make_model=_Conv1d,
         make_optimizer=lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
         lr=lr, batch_size=batch_size, steps=steps, eval_every=40,
+    )
+
+
+def _mnist1d() -> dict:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    py_state, np_state = random.getstate(), __import__("numpy").random.get_state()
+    data = make_dataset(get_dataset_args())  # reseeds the global RNGs: restore them
+    random.setstate(py_state)
+    __import__("numpy").random.set_state(np_state)
+    return data
+
+
+class PatchTransformer(nn.Module):
+    """A vision transformer over 1-D signals: non-overlapping patches, a class token,
+    pre-norm blocks, a linear head on the class token."""
+
+    def __init__(self, length: int = 40, patch: int = 4, width: int = 64, layers: int = 2, heads: int = 4,
+                 classes: int = 10) -> None:
+        super().__init__()
+        self.patch = patch
+        self.embed = nn.Linear(patch, width)
+        self.token = nn.Parameter(torch.zeros(1, 1, width))
+        self.position = nn.Parameter(0.02 * torch.randn(1, length // patch + 1, width))
+        layer = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(x.unflatten(1, (-1, self.patch)))
+        h = torch.cat([self.token.expand(len(x), -1, -1), tokens], dim=1) + self.position
+        return self.head(self.norm(self.blocks(h)[:, 0]))
+
+
+def mnist1d_vit(epochs: int = 60, lr: float = 2e-3, batch_size: int = 100) -> Task:
+    """Vision transformer (patch 4, width 64, 2 pre-norm blocks) on mnist1d, AdamW with
+    weight decay 0.05: the paper's ViT setting in miniature (one snapshot per epoch)."""
+    data = _mnist1d()
+    train_x = torch.tensor(data["x"], dtype=torch.float32)
+    return Task(
+        name="mnist1d-vit-adamw",
+        train_x=train_x, train_y=torch.tensor(data["y"]),
+        test_x=torch.tensor(data["x_test"], dtype=torch.float32), test_y=torch.tensor(data["y_test"]),
+        make_model=PatchTransformer,
+        make_optimizer=lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=0.05),
+        lr=lr, batch_size=batch_size, steps=epochs * (len(train_x) // batch_size), eval_every=40,
     )
 
 

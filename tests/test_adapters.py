@@ -137,3 +137,47 @@ def test_compiled_schedule_free_follows_eager():
         assert torch.allclose(a, b, atol=1e-5)
     for fs, fs2 in zip(eager.followers(), opt.followers()):
         assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fs, fs2))
+
+
+@pytest.mark.parametrize("name,sequence", [("sgd_schedule_free", "z"), ("sgd_schedule_free_reference", "x")])
+def test_another_sequence_is_snapshot_merged_and_the_parameters_follow(name, sequence):
+    model, opt, keys = make(name, sequence=sequence)
+    records = []
+    run_boundary = opt._run_boundary
+
+    def spied(phase):
+        before = ([t.detach().clone() for t in opt.tracked()], [[f.clone() for f in fs] for fs in opt.followers()])
+        result = run_boundary(phase)
+        if phase == Phase.PREDICT:
+            records.append((before, ([t.detach().clone() for t in opt.tracked()], [[f.clone() for f in fs] for fs in opt.followers()])))
+        return result
+
+    opt._run_boundary = spied
+    train(model, opt, batches(45))
+    params = list(model.parameters())
+    tracked = opt.tracked()
+    assert all(t is opt.optimizer.state[p][sequence] for t, p in zip(tracked, params))
+    assert all(any(f is p for f in fs) and all(f is not t for f in fs) for fs, p, t in zip(opt.followers(), params, tracked))
+    assert len(opt.followers()[0]) == len(keys)  # the parameter and the other keys
+    # The ring holds the tracked sequence: its newest snapshot is that tensor (the last
+    # boundary captured it), not the parameter.
+    last = opt.ring.rows(0)[opt.ring.last_slot]
+    assert opt.stats.merges >= 1 and records
+    moved = 0
+    for (t0, f0), (t1, f1) in records:
+        for index in range(len(t0)):
+            jump = t1[index] - t0[index]
+            moved += int((jump != 0).sum())
+            for before, after in zip(f0[index], f1[index]):
+                assert torch.allclose(after - before, jump.view(before.shape), atol=1e-6)
+    assert moved > 0
+    assert opt.schedule.steps % CONFIG["snap_every"] == 0  # the last step was a boundary
+    assert torch.equal(last, tracked[0].detach().reshape(-1))
+    assert not torch.equal(last, params[0].detach().reshape(-1))
+
+
+def test_a_sequence_the_optimizer_does_not_keep_is_refused():
+    with pytest.raises(ValueError, match=r"sequence: 'z'.*SGD.*\[\]"):
+        pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), sequence="z", **CONFIG)
+    with pytest.raises(ValueError, match=r"'x'.*\['z'\]"):
+        pdt.PDT(schedulefree.SGDScheduleFree(make_mlp().parameters(), lr=0.1), sequence="x", **CONFIG)

@@ -121,9 +121,10 @@ class SnapshotRing:
                     "match it. Create the optimizer (and PDT) again after resizing or moving."
                 )
 
-    def capture_(self) -> None:
-        """Write the current parameters as the newest snapshot and advance."""
-        for index, p in enumerate(self.params):
+    def capture_(self, tensors: Sequence[Tensor] | None = None) -> None:
+        """Write the current parameters (or ``tensors``, shaped like them) as the newest
+        snapshot and advance."""
+        for index, p in enumerate(self.params if tensors is None else tensors):
             self.slots[index][self.next_slot].copy_(_local(p).detach().reshape(-1))
         self.advance_()
 
@@ -247,8 +248,8 @@ class CompressedSnapshotRing(SnapshotRing):
         self.deltas[index][self.next_delta, columns] = (merged - previous).to(torch.bfloat16)
         self.anchors[index][columns] = merged
 
-    def capture_(self) -> None:
-        for index, p in enumerate(self.params):
+    def capture_(self, tensors: Sequence[Tensor] | None = None) -> None:
+        for index, p in enumerate(self.params if tensors is None else tensors):
             weights = _local(p).detach().reshape(-1).float()
             if self.count > 0:
                 self.deltas[index][self.next_delta] = (weights - self.anchors[index]).to(torch.bfloat16)
@@ -341,14 +342,14 @@ class HostSnapshotRing(SnapshotRing):
             rows[row].copy_(block[row], non_blocking=True)
         self._copied()
 
-    def capture_(self) -> None:
+    def capture_(self, tensors: Sequence[Tensor] | None = None) -> None:
         if self._stream is None:
-            super().capture_()
+            super().capture_(tensors)
             return
         self._join()
         self._stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self._stream):
-            for index, p in enumerate(self.params):
+            for index, p in enumerate(self.params if tensors is None else tensors):
                 self.buffers[index][self.next_slot].copy_(_local(p).detach().reshape(-1), non_blocking=True)
         self._copied(self._stream)
         self.advance_()

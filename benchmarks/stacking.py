@@ -1,0 +1,93 @@
+"""Which sequence PDT should predict on a schedule-free optimizer: y, z or x.
+
+A schedule-free optimizer keeps three weight sequences: z (the base SGD/AdamW iterate), x (a
+running average of z, the evaluation weights) and y = (1 - beta) z + beta x (the parameters
+it trains with). PDT can snapshot and predict any of them (``PDTConfig.sequence``); every
+merge moves all three by the same jump. This benchmark times each choice against the tuned
+schedule-free optimizer alone, on the three main tasks, with the reference variants (the only
+ones that store x; the same algorithm as the default variants). Also: y with merges rolled
+back when the next reported loss rises 10 % (``rollback_factor=1.1``).
+
+    python -m benchmarks.stacking [--seeds 3] [--only digits]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import time
+
+import torch
+
+import pdt_compile as pdt
+from pdt_compile.experiment import Run, Task, train
+
+from .report import write_section
+from .ttb import summarise, task_suite, tune_lr
+
+TASKS = ("digits MLP / SGD", "mnist1d CNN / SGD-momentum", "char transformer / AdamW")
+
+
+def reference_schedule_free(name: str, task: Task) -> Task:
+    """``task`` with the reference schedule-free optimizer (AdamW for AdamW tasks, else SGD
+    with momentum 0.9), one epoch of warmup: the peers of ``benchmarks.ttb``."""
+    import schedulefree
+
+    warmup = task.steps_per_epoch
+    if "AdamW" in name:
+        make = lambda params, lr: schedulefree.AdamWScheduleFreeReference(params, lr=lr, warmup_steps=warmup)
+    else:
+        make = lambda params, lr: schedulefree.SGDScheduleFreeReference(params, lr=lr, momentum=0.9, warmup_steps=warmup)
+    return dataclasses.replace(task, make_optimizer=make)
+
+
+def methods(snap_every: int) -> dict:
+    return {
+        "schedule-free reference (tuned lr)": lambda opt: opt,
+        "PDT on y (the parameters; default)": lambda opt: pdt.PDT(opt, snap_every=snap_every),
+        "PDT on z (base iterate)": lambda opt: pdt.PDT(opt, snap_every=snap_every, sequence="z"),
+        "PDT on x (average)": lambda opt: pdt.PDT(opt, snap_every=snap_every, sequence="x"),
+        "PDT on y, rollback_factor 1.1": lambda opt: pdt.PDT(opt, snap_every=snap_every, rollback_factor=1.1),
+    }
+
+
+def quiet_train(*args, **kwargs) -> Run:
+    """``train`` without the reference optimizers' train()/eval() messages (printed at
+    evaluations, outside the timed steps)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return train(*args, **kwargs)[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--only", default=None, help="run the tasks whose name contains this text")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    sections, started = [], time.perf_counter()
+    suite = task_suite(quick=False)
+    for name in TASKS:
+        if args.only and args.only not in name:
+            continue
+        task, snap_every = suite[name]
+        task = reference_schedule_free(name, task)
+        with contextlib.redirect_stdout(io.StringIO()):
+            lr, sweep = tune_lr(task, [0.5, 1.0, 2.0] if "transformer" in name else [0.25, 0.5, 1.0, 2.0, 4.0])
+        runs = {method: [quiet_train(task, wrap, seed=seed, method=method, lr=lr) for seed in range(args.seeds)]
+                for method, wrap in methods(snap_every).items()}
+        text = summarise(f"{name}: PDT on schedule-free, by predicted sequence", runs, lr, sweep, snap_every, task)
+        print(text + "\n", flush=True)
+        sections.append(text)
+    intro = (f"Median over {args.seeds} seeds [min–max]; × = the tuned schedule-free optimizer's time / the method's "
+             "time to the schedule-free optimizer's final training loss (TTB-Loss) or best test accuracy (TTB-Acc); "
+             "wall time counts every training step with all PDT overhead, 1 torch thread. Reference schedule-free "
+             "variants (they store x). "
+             f"Total benchmark time {time.perf_counter() - started:.0f} s.")
+    write_section("Stacking on schedule-free: which sequence to predict (benchmarks/stacking.py)",
+                  intro + "\n\n" + "\n\n".join(sections))
+
+
+if __name__ == "__main__":
+    main()

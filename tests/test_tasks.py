@@ -1,0 +1,39 @@
+"""Benchmark tasks and the learning-rate schedules the time-to-baseline suite runs them under."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+import pdt_compile as pdt
+from pdt_compile import tasks
+from pdt_compile.experiment import lr_schedule, train
+
+
+def test_mnist1d_vit_is_an_adamw_transformer_trained_one_epoch_per_snapshot():
+    pytest.importorskip("mnist1d")
+    task = tasks.mnist1d_vit(epochs=50)
+    assert task.steps == 50 * task.steps_per_epoch and task.steps_per_epoch == 40
+    model = task.make_model()
+    assert isinstance(task.make_optimizer(model.parameters(), 1e-3), torch.optim.AdamW)
+    assert model(task.train_x[:3]).shape == (3, 10)
+    assert 50_000 < sum(p.numel() for p in model.parameters()) < 100_000
+
+
+def test_cosine_schedule_decays_the_wrapped_optimizers_lr_to_zero():
+    task = dataclasses.replace(tasks.digits_mlp(steps=90), schedule="cosine")
+    run, opt = train(task, lambda o: pdt.PDT(o, snap_every=10), seed=0, method="cosine", lr=0.1)
+    last = 0.1 * 0.5 * (1 + math.cos(math.pi * 90 / 90))
+    assert opt.param_groups[0]["lr"] == pytest.approx(last, abs=1e-12)
+    assert opt.stats.boundaries == 9 and run.steps[-1] == 90
+    constant, opt = train(dataclasses.replace(task, schedule="constant"), lambda o: o, seed=0, method="c", lr=0.1)
+    assert opt.param_groups[0]["lr"] == 0.1
+
+
+def test_an_unknown_schedule_is_refused():
+    task = dataclasses.replace(tasks.digits_mlp(steps=10), schedule="linear")
+    with pytest.raises(ValueError, match="Task.schedule: 'linear'.*'constant' or 'cosine'"):
+        lr_schedule(task, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
