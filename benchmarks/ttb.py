@@ -25,7 +25,7 @@ import torch
 
 import pdt_compile as pdt
 from pdt_compile import tasks
-from pdt_compile.experiment import Run, Task, speedup, train
+from pdt_compile.experiment import Run, Task, needs_model, speedup, train, verification_loss
 
 from .controls import LinearExtrapolation
 from .report import write_section
@@ -57,6 +57,11 @@ def task_suite(quick: bool) -> dict[str, tuple[Task, int]]:
         "digits MLP / LAMB": (lamb, digits.steps_per_epoch),
         "digits MLP / Shampoo": (shampoo, digits.steps_per_epoch),
     }
+
+
+def verified(task: Task, snap_every: int) -> Callable:
+    """PDT's defaults with every merge verified on a fixed batch of 256 training samples."""
+    return needs_model(lambda opt, model: pdt.PDT(opt, snap_every=snap_every, verify=verification_loss(task, model)))
 
 
 def methods(snap_every: int, quick: bool) -> dict[str, Callable]:
@@ -127,6 +132,7 @@ def peer_sections(name: str, task: Task, snap_every: int, seeds: int, quick: boo
 
 DEFAULT = "PDT default (reference, full rank, trend filter, tau 8)"
 BASELINE = "baseline (tuned lr)"
+VERIFIED = "PDT default + verify (256 training samples)"
 
 
 def sweep_factors(name: str) -> list[float]:
@@ -140,24 +146,26 @@ def schedule_sections(name: str, task: Task, snap_every: int, seeds: int, consta
     against each tuned baseline (the better one is the baseline that counts)."""
     cosine_task = dataclasses.replace(task, schedule="cosine")
     lr, sweep = tune_lr(cosine_task, sweep_factors(name))
-    suite = {"baseline, cosine (tuned lr)": lambda opt: opt, "PDT default, cosine": lambda opt: pdt.PDT(opt, snap_every=snap_every)}
+    suite = {"baseline, cosine (tuned lr)": lambda opt: opt, "PDT default, cosine": lambda opt: pdt.PDT(opt, snap_every=snap_every),
+             "PDT default + verify, cosine": verified(cosine_task, snap_every)}
     cosine = {method: [train(cosine_task, wrap, seed=seed, method=method, lr=lr)[0] for seed in range(seeds)]
               for method, wrap in suite.items()}
     table = summarise(f"{name}: cosine schedule", cosine, lr, sweep, snap_every, cosine_task)
     baselines = {"constant": constant[BASELINE], "cosine": cosine["baseline, cosine (tuned lr)"]}
-    pdt_runs = {"constant": constant[DEFAULT], "cosine": cosine["PDT default, cosine"]}
+    pdt_runs = {"constant": constant[DEFAULT], "cosine": cosine["PDT default, cosine"],
+                "constant, verified": constant[VERIFIED], "cosine, verified": cosine["PDT default + verify, cosine"]}
     finals = {k: statistics.median(r.final_loss for r in v) for k, v in baselines.items()}
     better = min(finals, key=finals.get)
     lines = [f"#### {name}: which schedule, and PDT against each", "",
              f"Tuned baselines: constant lr {constant_lr:g}, final loss {finals['constant']:.4g}; cosine lr {lr:g}, "
              f"final loss {finals['cosine']:.4g}. The better baseline is **{better}**.", "",
-             "| PDT default on | TTB-Loss wall × vs constant baseline | TTB-Loss wall × vs cosine baseline | "
+             "| PDT default on (+ verify) | TTB-Loss wall × vs constant baseline | TTB-Loss wall × vs cosine baseline | "
              "TTB-Loss steps × vs constant | TTB-Loss steps × vs cosine | final acc | baseline final acc (same schedule) |",
              "|---|---|---|---|---|---|---|"]
     for schedule, runs in pdt_runs.items():
         versus = {k: [speedup(b, r, "loss") for b, r in zip(v, runs)] for k, v in baselines.items()}
         final = [r.test_accuracy[-1] * 100 for r in runs if not r.diverged]
-        base_final = [r.test_accuracy[-1] * 100 for r in baselines[schedule] if not r.diverged]
+        base_final = [r.test_accuracy[-1] * 100 for r in baselines[schedule.split(",")[0]] if not r.diverged]
         lines.append(
             f"| {schedule} | {spread([t for _, t in versus['constant']])} | {spread([t for _, t in versus['cosine']])} | "
             f"{spread([s for s, _ in versus['constant']])} | {spread([s for s, _ in versus['cosine']])} | "
@@ -272,8 +280,9 @@ def main() -> None:
             lr, sweep = tune_lr(task, sweep_factors(name))
         runs: dict[str, list[Run]] = {}
         suite = methods(snap_every, args.quick)
+        suite[VERIFIED] = verified(task, snap_every)
         if args.core:
-            suite = {method: suite[method] for method in (BASELINE, DEFAULT)}
+            suite = {method: suite[method] for method in (BASELINE, DEFAULT, VERIFIED)}
         for method, wrap in suite.items():
             runs[method] = [train(task, wrap, seed=seed, method=method, lr=lr)[0] for seed in range(seeds)]
         if name in COMPILED_TASKS and not (args.quick or args.core):

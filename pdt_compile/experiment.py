@@ -17,6 +17,21 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 Wrap = Callable[[Optimizer], Optimizer]
+"""Wraps the task's optimizer (e.g. in ``pdt.PDT``). One marked by :func:`needs_model` is
+called as ``wrap(optimizer, model)``."""
+
+
+def needs_model(wrap: Callable[[Optimizer, nn.Module], Optimizer]) -> Wrap:
+    """Mark ``wrap`` as taking the model too (to build a ``verify=`` loss, for example)."""
+    wrap.needs_model = True  # type: ignore[attr-defined]
+    return wrap  # type: ignore[return-value]
+
+
+def verification_loss(task: "Task", model: nn.Module, samples: int = 256) -> Callable[[], Tensor]:
+    """A ``verify=`` loss for ``pdt.PDT``: the training loss on a fixed batch of the first
+    ``samples`` training samples (training data, so the test set stays unseen)."""
+    x, y = task.train_x[:samples], task.train_y[:samples]
+    return lambda: task.loss(model(x), y)
 
 
 @dataclass
@@ -123,7 +138,8 @@ def train(
     compilation time counts as training time."""
     torch.manual_seed(seed)
     model = task.make_model()
-    optimizer = wrap(task.make_optimizer(model.parameters(), task.lr if lr is None else lr))
+    optimizer = task.make_optimizer(model.parameters(), task.lr if lr is None else lr)
+    optimizer = wrap(optimizer, model) if getattr(wrap, "needs_model", False) else wrap(optimizer)
     run = Run(method=method, seed=seed)
     scheduler = lr_schedule(task, optimizer)
     # Schedule-free optimizers train at y and are evaluated at x: train()/eval() switch.
