@@ -17,6 +17,11 @@ copied, the same next batches) for tau intervals. Measured per fork:
   / sum of their norms (0: a straight line, ~1: a random walk), measured on the ring.
 
 The table explains time-to-baseline results per task (benchmarks/RESULTS.md).
+
+``--verify``: instead, one full run per task with merges verified on a fixed batch of 256
+training samples (``PDT(..., verify=...)``): how often verification keeps a merge whole,
+backtracks it (1/2, 1/4) or rejects it, the verify-loss change at kept merges, and its share of
+the training wall time.
 """
 
 from __future__ import annotations
@@ -31,14 +36,16 @@ from torch import Tensor, nn
 
 import pdt_compile as pdt
 from pdt_compile import tasks
-from pdt_compile.experiment import Task, batch_order, evaluate
+from pdt_compile.experiment import Task, batch_order, evaluate, needs_model, train, verification_loss
 
 from .report import write_section
 
+VIT_LR = 0.0005
 TASKS = {  # name -> (task factory, tuned lr, snap_every), as benchmarks.ttb measured them
     "digits MLP / SGD": (lambda: tasks.digits_mlp(steps=1800), 0.8, 44),
     "mnist1d CNN / SGD-momentum": (lambda: tasks.mnist1d_cnn(steps=2400), 0.05, 40),
     "char transformer / AdamW": (lambda: tasks.char_transformer(steps=1000), 0.006, 30),
+    "mnist1d ViT / AdamW": (lambda: tasks.mnist1d_vit(epochs=60), VIT_LR, 40),
 }
 
 VARIANTS = {", defaults (trend filter, tau 8)": {}, ", tau 5, no trend filter (previous default)": {"trend": False, "tau": 5},
@@ -144,12 +151,40 @@ def summary(name: str, forks: list[Fork]) -> str:
     return f"| {name} ({len(forks)} forks) | " + " | ".join(cells) + " |"
 
 
+def verified_merges(name: str, task: Task, lr: float, snap_every: int) -> str:
+    """One run of PDT's defaults with verified merges (seed 0): the row of the verify table."""
+    wrap = needs_model(lambda opt, model: pdt.PDT(opt, snap_every=snap_every, verify=verification_loss(task, model)))
+    run, opt = train(task, wrap, seed=0, method="verify", lr=lr)
+    stats = opt.stats
+    checked = stats.merges + stats.verify_rejections
+    kept = [change for _, change, fraction in stats.verify_loss_change if fraction > 0]
+    whole = sum(1 for _, _, fraction in stats.verify_loss_change if fraction == 1.0)
+    change = f"{statistics.median(kept):+.2e} [{min(kept):+.1e}, {max(kept):+.1e}]" if kept else "-"
+    return (f"| {name} | {stats.predictions} | {checked} | {whole} | {stats.verify_backtracks} | "
+            f"{stats.verify_rejections} | {change} | {stats.verify_seconds / run.seconds[-1]:.1%} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--forks", type=int, default=4)
     parser.add_argument("--only", default=None, help="run only tasks whose name contains this")
+    parser.add_argument("--verify", action="store_true", help="the verified-merges table instead of the forks")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.verify:
+        rows = ["| task | predictions | merges checked | kept whole | backtracked | rejected | verify-loss change at "
+                "kept merges (median [min, max]) | verification share of training wall time |",
+                "|---|---|---|---|---|---|---|---|"]
+        for name, (factory, lr, snap_every) in TASKS.items():
+            if not args.only or args.only.lower() in name.lower():
+                rows.append(verified_merges(name, factory(), lr, snap_every))
+                print(rows[-1], flush=True)
+        body = "\n".join(rows) + (
+            "\n\nPDT's defaults with `verify=` the loss on a fixed batch of 256 training samples, seed 0, the task's "
+            "tuned constant lr. A checked merge is kept whole, kept at 1/2 or 1/4 of its jump (backtracked), or undone "
+            "(rejected); the loss change is the verify loss with what was kept minus without the merge.")
+        write_section("Verified merges (benchmarks/merge_anatomy.py --verify)", body)
+        return
     lines = ["| task | mask ratio | loss gain at merge | after 1 interval | after tau intervals | sign agreement "
              "J vs D | cosine(J, D) | realised <J,D>/|J|² | noise share of the ring's path |",
              "|---|---|---|---|---|---|---|---|---|"]

@@ -9,6 +9,7 @@ on each schedule against each baseline.
 
     python -m benchmarks.ttb            # full suite, writes RESULTS.md and PNG plots
     python -m benchmarks.ttb --core     # baselines and PDT's defaults only, both schedules
+    python -m benchmarks.ttb --core --cosine-only   # only the cosine sections
     python -m benchmarks.ttb --quick    # smoke run (< 1 min), prints only
 """
 
@@ -139,18 +140,23 @@ def sweep_factors(name: str) -> list[float]:
     return [0.5, 1.0, 2.0] if "transformer" in name else [0.25, 0.5, 1.0, 2.0, 4.0]
 
 
-def schedule_sections(name: str, task: Task, snap_every: int, seeds: int, constant: dict[str, list[Run]],
-                      constant_lr: float) -> list[str]:
+def schedule_sections(name: str, task: Task, snap_every: int, seeds: int, constant: dict[str, list[Run]] | None,
+                      constant_lr: float | None) -> list[str]:
     """The cosine schedule (per step, to zero) beside the constant one: tune the cosine
-    baseline's learning rate, run it and PDT's defaults on it, and time PDT on each schedule
-    against each tuned baseline (the better one is the baseline that counts)."""
+    baseline's learning rate, run it and PDT's defaults on it (with and without verified
+    merges, and with ``lr_horizon`` flipped), and time PDT on each schedule against each tuned
+    baseline (the better one is the baseline that counts; skipped without ``constant``)."""
     cosine_task = dataclasses.replace(task, schedule="cosine")
     lr, sweep = tune_lr(cosine_task, sweep_factors(name))
+    flipped = not pdt.PDTConfig(snap_every=1).lr_horizon
     suite = {"baseline, cosine (tuned lr)": lambda opt: opt, "PDT default, cosine": lambda opt: pdt.PDT(opt, snap_every=snap_every),
-             "PDT default + verify, cosine": verified(cosine_task, snap_every)}
+             "PDT default + verify, cosine": verified(cosine_task, snap_every),
+             f"PDT default with lr_horizon={flipped}, cosine": lambda opt: pdt.PDT(opt, snap_every=snap_every, lr_horizon=flipped)}
     cosine = {method: [train(cosine_task, wrap, seed=seed, method=method, lr=lr)[0] for seed in range(seeds)]
               for method, wrap in suite.items()}
     table = summarise(f"{name}: cosine schedule", cosine, lr, sweep, snap_every, cosine_task)
+    if constant is None:
+        return [table]
     baselines = {"constant": constant[BASELINE], "cosine": cosine["baseline, cosine (tuned lr)"]}
     pdt_runs = {"constant": constant[DEFAULT], "cosine": cosine["PDT default, cosine"],
                 "constant, verified": constant[VERIFIED], "cosine, verified": cosine["PDT default + verify, cosine"]}
@@ -267,12 +273,18 @@ def main() -> None:
     parser.add_argument("--core", action="store_true",
                         help="only the tuned baselines and PDT's defaults, under both schedules (no ablations, controls, "
                              "compiled rows or peers)")
+    parser.add_argument("--cosine-only", action="store_true", help="with --core: only the cosine sections")
     args = parser.parse_args()
     torch.set_num_threads(1)  # steadier timings on a shared 2-core machine
     seeds = 1 if args.quick else args.seeds
     sections, started = [], time.perf_counter()
     for name, (task, snap_every) in task_suite(args.quick).items():
         if args.only and args.only not in name:
+            continue
+        if args.cosine_only:
+            for text in schedule_sections(name, task, snap_every, seeds, None, None):
+                print(text + "\n", flush=True)
+                sections.append(text)
             continue
         if args.quick:
             lr, sweep = task.lr, [(task.lr, float("nan"))]
@@ -293,7 +305,7 @@ def main() -> None:
         print(text + "\n", flush=True)
         sections.append(text)
         if not args.quick:
-            image = HERE / f"ttb_{task.name}.png"
+            image = HERE / f"ttb_{'core_' if args.core else ''}{task.name}.png"
             plot(name, runs, image)
             sections.append(f"![{name}]({image.name})")
             for text in schedule_sections(name, task, snap_every, seeds, runs, lr):
@@ -314,7 +326,8 @@ def main() -> None:
                  f"Total benchmark time {time.perf_counter() - started:.0f} s.")
         title = "Time to baseline (benchmarks/ttb.py)"
         if args.only or args.core:  # a partial run gets its own section; the full run's stays as it was
-            title = f"Time to baseline{', core' if args.core else ''}{f', tasks matching {args.only!r}' if args.only else ''} (benchmarks/ttb.py)"
+            part = ", cosine only" if args.cosine_only else ", core" if args.core else ""
+            title = f"Time to baseline{part}{f', tasks matching {args.only!r}' if args.only else ''} (benchmarks/ttb.py)"
         write_section(title, intro + "\n\n" + "\n\n".join(sections))
 
 

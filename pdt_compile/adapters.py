@@ -66,6 +66,23 @@ def weight_space_keys(optimizer: object) -> tuple[str, ...]:
     return ()
 
 
+MEASURED_UNSAFE = ("schedulefree",)
+"""Packages whose optimizers PDT stacks on but, as measured (``benchmarks/stacking.py``), can
+make worse: wrapping one warns."""
+
+
+def stacking_warning(optimizer: object) -> str | None:
+    """The warning for wrapping ``optimizer``, or None where stacking is not known to hurt."""
+    if class_name(optimizer).split(".")[0] not in MEASURED_UNSAFE:
+        return None
+    return (
+        f"PDT on {type(optimizer).__name__}: measured (benchmarks/stacking.py) faster on one task but worse on "
+        "two: it never reached the schedule-free optimizer's own final loss on mnist1d or a character "
+        "transformer and cost the transformer 3.6 accuracy points. Prefer the schedule-free optimizer alone, "
+        "or PDT on a scheduled optimizer"
+    )
+
+
 def companions(optimizer: Optimizer, params: Sequence[Tensor], keys: Sequence[str]) -> list[list[Tensor]]:
     """For each parameter, the state tensors of ``keys`` that exist now (created lazily by
     most optimizers at their first step)."""

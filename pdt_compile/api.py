@@ -85,7 +85,7 @@ class GraphRuntime:
     def prepare_prediction(self) -> None:
         """Write this prediction's rows, horizon and active parameters into the buffers."""
         ring, h = self.optimizer.ring, self.optimizer.ring.history
-        tau = self.optimizer.schedule.tau
+        tau = self.optimizer.schedule.horizon
         self.buffers["s_weights"].copy_(one_hot(ring.last_slot, h, torch.float32, torch.device("cpu")))
         self.buffers["slot_mask"].copy_(one_hot(ring.next_slot, h, torch.bool, torch.device("cpu")))
         self.buffers["horizon"].fill_(float(tau))

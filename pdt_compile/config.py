@@ -124,6 +124,12 @@ class PDTConfig:
     """With ``PDT(..., verify=...)``: how many times a merge that raises the verify loss is
     halved before it is undone (2: try 1, 1/2 and 1/4 of the jump)."""
 
+    lr_horizon: bool = False
+    """Shorten the horizon while the learning rate falls: with the rate now r times what it
+    was at the previous boundary (r < 1), predict at most sum_{k<=tau} r^k intervals ahead,
+    and not at all below one (the end of a cosine or linear decay). No effect at a constant
+    or rising rate."""
+
     sequence: str = "parameters"
     """Which weight sequence PDT snapshots, predicts and merges: ``"parameters"`` (what the
     model trains with) or a weight-space state key of the wrapped optimizer
@@ -177,7 +183,7 @@ class PDTConfig:
             _fail("sequence", self.sequence, '"parameters" or a weight-space state key such as "z"')
         if self.ring_location == "host" and self.ring_dtype != "float32":
             _fail("ring_dtype", self.ring_dtype, 'ring_location="host" keeps a float32 ring: use ring_dtype="float32"')
-        for flag in ("adaptive", "trend"):
+        for flag in ("adaptive", "trend", "lr_horizon"):
             if not isinstance(getattr(self, flag), bool):
                 _fail(flag, getattr(self, flag), "expected True or False")
         if self.dynamics == "affine" and self.history < 3:

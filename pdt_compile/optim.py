@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
-from .adapters import companions, weight_space_keys
+from .adapters import companions, stacking_warning, weight_space_keys
 from .config import PDTConfig
 from .distributed import global_numel, shard_group, sum_across_shards_
 from .runtime.history import SnapshotRing, _local, make_ring
@@ -66,6 +66,9 @@ class PDT(Optimizer):
         if isinstance(optimizer, PDT):
             raise TypeError("PDT(optimizer=...): the optimizer is already wrapped by PDT")
         self._weight_space_keys = weight_space_keys(optimizer)
+        warning = stacking_warning(optimizer)
+        if warning is not None:
+            warnings.warn(warning, UserWarning, stacklevel=2)
         if config is None:
             if "snap_every" not in options:
                 raise TypeError(
@@ -229,7 +232,8 @@ class PDT(Optimizer):
     def _step(self, closure: Callable[[], Any] | None = None) -> Any:
         if self._pending is not None and self.schedule.boundary_next():
             self._resolve_pending()
-        phase = self.schedule.next_phase(self._ring.count)
+        boundary = self.schedule.boundary_next()
+        phase = self.schedule.next_phase(self._ring.count, self._learning_rate() if boundary else None)
         if phase != Phase.ORDINARY:
             self._check_parameters()
         if self.compiled_step is not None and closure is None:
@@ -242,6 +246,13 @@ class PDT(Optimizer):
         if loss is not None:
             self.report_loss(loss)
         return loss
+
+    def _learning_rate(self) -> float | None:
+        """The summed learning rate of the param groups (what ``lr_horizon`` compares), or
+        None when it is off."""
+        if not self.config.lr_horizon:
+            return None
+        return sum(float(group["lr"]) for group in self.param_groups)
 
     def _check_parameters(self) -> None:
         self._ring.check_unchanged()
@@ -269,7 +280,7 @@ class PDT(Optimizer):
                 self.tracked(),
                 self._skipped(),
                 self.config,
-                self.schedule.tau,
+                self.schedule.horizon,
                 keep_jumps=self.keeps_jumps,
                 followers=self.followers() if self.has_followers else None,
             )
@@ -290,7 +301,9 @@ class PDT(Optimizer):
         if prediction is not None:
             merged = self._record(self.schedule.steps + 1, prediction)
             if merged and self._verify is not None:
+                start = time.perf_counter()
                 merged = self._verify_merge(prediction.jumps)
+                self._stats.verify_seconds += time.perf_counter() - start
             self._jumps = prediction.jumps if merged else None
         reset = False
         if int(self._nonfinite_count()):
@@ -309,7 +322,7 @@ class PDT(Optimizer):
         return self._stats.record_prediction(step, [a for a, _ in pairs], [n for _, n in pairs])
 
     def _commit(self, phase: Phase, merged: bool, reset: bool) -> None:
-        self.schedule.commit(phase, merged=merged, ring_reset=reset)
+        self.schedule.commit(phase, merged=merged, ring_reset=reset, lr=self._learning_rate())
         self._stats.boundaries = self.schedule.boundaries
         self._stats.tau = self.schedule.tau
         self._stats.tau_history.append((self.schedule.steps, self.schedule.tau))

@@ -3,6 +3,8 @@ weights) and registered averages with the weights; train()/eval() and checkpoint
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -24,21 +26,35 @@ STACKED = {
 
 
 def spy_on_predictions(opt):
-    """Record (weights before, weights after, followers before, followers after) of every
-    prediction boundary, around PDT's own boundary work."""
+    """Record ((tracked, followers) before, (tracked, followers) after) of every prediction
+    boundary, around PDT's own boundary work."""
     records = []
     run_boundary = opt._run_boundary
 
+    def snapshot():
+        return [t.detach().clone() for t in opt.tracked()], [[f.clone() for f in fs] for fs in opt.followers()]
+
     def spied(phase):
-        before = ([p.detach().clone() for p in opt.ring.params], [[f.clone() for f in fs] for fs in opt.followers()])
+        before = snapshot()
         result = run_boundary(phase)
         if phase == Phase.PREDICT:
-            after = ([p.detach().clone() for p in opt.ring.params], [[f.clone() for f in fs] for fs in opt.followers()])
-            records.append((before, after))
+            records.append((before, snapshot()))
         return result
 
     opt._run_boundary = spied
     return records
+
+
+def assert_followers_moved_by_the_jump(records):
+    """Every follower moved by exactly its tracked tensor's jump, and something moved."""
+    moved = 0
+    for (w0, f0), (w1, f1) in records:
+        for index in range(len(w0)):
+            jump = w1[index] - w0[index]
+            moved += int((jump != 0).sum())
+            for before, after in zip(f0[index], f1[index]):
+                assert torch.allclose(after - before, jump.view(before.shape), atol=1e-6)
+    assert moved > 0
 
 
 def make(name, **options):
@@ -56,14 +72,7 @@ def test_a_merge_moves_the_optimizers_weight_space_state_by_the_same_jump(name):
     train(model, opt, batches(45))
     assert opt.stats.merges >= 2
     assert all(len(fs) == len(keys) for fs in opt.followers())
-    moved = 0
-    for (w0, f0), (w1, f1) in records:
-        for index in range(len(w0)):
-            jump = w1[index] - w0[index]
-            moved += int((jump != 0).sum())
-            for before, after in zip(f0[index], f1[index]):
-                assert torch.allclose(after - before, jump.view(before.shape), atol=1e-6)
-    assert moved > 0
+    assert_followers_moved_by_the_jump(records)
 
 
 def test_schedule_free_train_and_eval_go_through_the_wrapper():
@@ -142,17 +151,7 @@ def test_compiled_schedule_free_follows_eager():
 @pytest.mark.parametrize("name,sequence", [("sgd_schedule_free", "z"), ("sgd_schedule_free_reference", "x")])
 def test_another_sequence_is_snapshot_merged_and_the_parameters_follow(name, sequence):
     model, opt, keys = make(name, sequence=sequence)
-    records = []
-    run_boundary = opt._run_boundary
-
-    def spied(phase):
-        before = ([t.detach().clone() for t in opt.tracked()], [[f.clone() for f in fs] for fs in opt.followers()])
-        result = run_boundary(phase)
-        if phase == Phase.PREDICT:
-            records.append((before, ([t.detach().clone() for t in opt.tracked()], [[f.clone() for f in fs] for fs in opt.followers()])))
-        return result
-
-    opt._run_boundary = spied
+    records = spy_on_predictions(opt)
     train(model, opt, batches(45))
     params = list(model.parameters())
     tracked = opt.tracked()
@@ -163,14 +162,7 @@ def test_another_sequence_is_snapshot_merged_and_the_parameters_follow(name, seq
     # boundary captured it), not the parameter.
     last = opt.ring.rows(0)[opt.ring.last_slot]
     assert opt.stats.merges >= 1 and records
-    moved = 0
-    for (t0, f0), (t1, f1) in records:
-        for index in range(len(t0)):
-            jump = t1[index] - t0[index]
-            moved += int((jump != 0).sum())
-            for before, after in zip(f0[index], f1[index]):
-                assert torch.allclose(after - before, jump.view(before.shape), atol=1e-6)
-    assert moved > 0
+    assert_followers_moved_by_the_jump(records)
     assert opt.schedule.steps % CONFIG["snap_every"] == 0  # the last step was a boundary
     assert torch.equal(last, tracked[0].detach().reshape(-1))
     assert not torch.equal(last, params[0].detach().reshape(-1))
@@ -181,3 +173,11 @@ def test_a_sequence_the_optimizer_does_not_keep_is_refused():
         pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), sequence="z", **CONFIG)
     with pytest.raises(ValueError, match=r"'x'.*\['z'\]"):
         pdt.PDT(schedulefree.SGDScheduleFree(make_mlp().parameters(), lr=0.1), sequence="x", **CONFIG)
+
+
+def test_stacking_on_schedule_free_warns_with_what_was_measured():
+    with pytest.warns(UserWarning, match="SGDScheduleFree: measured .* worse"):
+        pdt.PDT(schedulefree.SGDScheduleFree(make_mlp().parameters(), lr=0.1), **CONFIG)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pdt.PDT(po.Lookahead(torch.optim.SGD(make_mlp().parameters(), lr=0.1)), **CONFIG)

@@ -7,9 +7,10 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import given, strategies as st
 
 import pdt_compile as pdt
-from pdt_compile.runtime.schedule import Phase
+from pdt_compile.runtime.schedule import Phase, lr_horizon
 
 from conftest import batches, make_mlp, save_and_load, train
 
@@ -261,3 +262,38 @@ def test_step_hooks_and_profiler_label_still_work():
     with torch.profiler.profile() as profile:
         train(model, opt, batches(1))
     assert any(e.name == "Optimizer.step#PDT.step" for e in profile.events())
+
+
+@given(tau=st.integers(1, 40), ratio=st.floats(0.0, 2.0))
+def test_lr_horizon_never_exceeds_tau_and_is_tau_at_a_constant_rate(tau, ratio):
+    horizon = lr_horizon(tau, ratio)
+    assert 0 <= horizon <= tau
+    if ratio >= 1.0:
+        assert horizon == tau
+    assert lr_horizon(tau, min(ratio, 1.0) * 0.9) <= horizon  # a faster fall never predicts further
+
+
+def test_lr_horizon_shortens_predictions_while_the_rate_falls():
+    def horizons(lr_horizon_on, decay):
+        model = make_mlp()
+        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.05), snap_every=3, history=3, burn_in=3, tau=8,
+                      lr_horizon=lr_horizon_on)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: decay ** (step // 3))
+        seen = []
+        for x, y in batches(60):
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            if opt.schedule.next_phase(opt.ring.count, opt._learning_rate()) == Phase.PREDICT:
+                seen.append(opt.schedule.horizon)
+            opt.step()
+            opt.zero_grad()
+            scheduler.step()
+        return seen, opt.stats
+
+    constant, _ = horizons(True, 1.0)
+    assert constant and set(constant) == {8}  # no effect at a constant rate
+    falling, _ = horizons(True, 0.7)  # the rate falls 30 % an interval: 0.7 (1 - 0.7**8) / 0.3 = 2.2
+    assert falling and set(falling) == {2}
+    off, _ = horizons(False, 0.7)
+    assert set(off) == {8}
+    steep, stats = horizons(True, 0.4)  # reach 0.67 intervals: never predicts
+    assert steep == [] and stats.predictions == 0 and stats.boundaries == 20

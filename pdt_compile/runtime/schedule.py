@@ -18,6 +18,19 @@ class Phase(enum.IntEnum):
     PREDICT = 2  # prediction boundary: forecast, mask, merge, then snapshot
 
 
+def lr_horizon(tau: int, ratio: float) -> int:
+    """How many intervals ahead to predict when the learning rate fell by ``ratio`` (now /
+    at the previous boundary) over the last interval: the optimizer would move about
+    sum_k ratio^k intervals' worth over the next tau if the fall went on, so no further,
+    rounded (tau itself when the rate is constant or rising; 0, no prediction, below one
+    interval)."""
+    ratio = min(1.0, max(0.0, ratio))
+    if ratio == 1.0:
+        return tau
+    reach = ratio * (1 - ratio**tau) / (1 - ratio)
+    return 0 if reach < 1 else min(tau, round(reach))
+
+
 @dataclass
 class Schedule:
     """Counters and the adaptive horizon. Decisions depend only on the counters (and the
@@ -34,17 +47,24 @@ class Schedule:
     loss_before_merge: float | None = None
     last_merge_step: int | None = None
     merge_loss: float | None = None
+    lr_at_boundary: float | None = None
+    horizon: int = 0
+    """The horizon of the prediction about to run (``tau``, or less where the learning rate
+    is falling: :func:`lr_horizon`)."""
 
     def __post_init__(self) -> None:
         if self.tau == 0:
             self.tau = self.config.tau
+        if self.horizon == 0:
+            self.horizon = self.tau
 
     def boundary_next(self) -> bool:
         """Whether the step about to run ends an interval."""
         return (self.steps + 1) % self.config.snap_every == 0
 
-    def next_phase(self, ring_count: int) -> Phase:
-        """The phase of the step about to complete (known before it runs)."""
+    def next_phase(self, ring_count: int, lr: float | None = None) -> Phase:
+        """The phase of the step about to complete (known before it runs). ``lr``: the
+        learning rate it runs at (sets :attr:`horizon` when ``config.lr_horizon``)."""
         if (self.steps + 1) % self.config.snap_every:
             return Phase.ORDINARY
         ready = (
@@ -52,14 +72,19 @@ class Schedule:
             and self.boundaries_since_reset >= self.config.burn_in
             and self.boundaries_since_prediction + 1 >= self.config.predict_every
         )
-        return Phase.PREDICT if ready else Phase.CAPTURE
+        self.horizon = self.tau
+        if ready and self.config.lr_horizon and lr is not None and self.lr_at_boundary:
+            self.horizon = lr_horizon(self.tau, lr / self.lr_at_boundary)
+        return Phase.PREDICT if ready and self.horizon >= 1 else Phase.CAPTURE
 
-    def commit(self, phase: Phase, merged: bool, ring_reset: bool) -> None:
-        """Advance the counters after ``phase`` ran; ``merged``: the prediction changed weights."""
+    def commit(self, phase: Phase, merged: bool, ring_reset: bool, lr: float | None = None) -> None:
+        """Advance the counters after ``phase`` ran; ``merged``: the prediction changed
+        weights; ``lr``: the learning rate the step ran at."""
         self.steps += 1
         if phase == Phase.ORDINARY:
             return
         self.boundaries += 1
+        self.lr_at_boundary = lr
         self.boundaries_since_reset = 0 if ring_reset else self.boundaries_since_reset + 1
         if phase == Phase.PREDICT:
             self.boundaries_since_prediction = 0

@@ -32,6 +32,8 @@ class Stats:
     """Merges kept at a fraction (1/2, 1/4, ...) of their jump."""
     verify_loss_change: list[tuple[int, float, float]] = field(default_factory=list)
     """(step, verify loss change of what was kept, fraction kept) of every verified merge."""
+    verify_seconds: float = 0.0
+    """Host wall time spent verifying merges (the verify losses and the weight moves)."""
     prediction_seconds: float = 0.0
     """Host wall time spent in predictions (eager path)."""
 
