@@ -230,9 +230,9 @@ class PDT(Optimizer):
         return not (config.adaptive or self.keeps_jumps or config.after_merge == "reset")
 
     def _step(self, closure: Callable[[], Any] | None = None) -> Any:
-        if self._pending is not None and self.schedule.boundary_next():
-            self._resolve_pending()
         boundary = self.schedule.boundary_next()
+        if self._pending is not None and boundary:
+            self._resolve_pending()
         phase = self.schedule.next_phase(self._ring.count, self._learning_rate() if boundary else None)
         if phase != Phase.ORDINARY:
             self._check_parameters()
