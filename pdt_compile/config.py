@@ -124,6 +124,12 @@ class PDTConfig:
     """With ``PDT(..., verify=...)``: how many times a merge that raises the verify loss is
     halved before it is undone (2: try 1, 1/2 and 1/4 of the jump)."""
 
+    verify_backoff: int = 16
+    """With ``PDT(..., verify=...)``: after r >= 2 merges in a row that verification undid,
+    skip the next min(2^(r-2), ``verify_backoff``) prediction boundaries (snapshots go on), so
+    where merges do not pay, verifying them costs a few evaluations, not a few per boundary.
+    A merge that stands ends the streak. 0 verifies at every prediction boundary."""
+
     lr_horizon: bool = False
     """Shorten the horizon while the learning rate falls: with the rate now r times what it
     was at the previous boundary (r < 1), predict at most sum_{k<=tau} r^k intervals ahead,
@@ -170,6 +176,7 @@ class PDTConfig:
         _check_int("tau", self.tau, 1, 1000)
         _check_int("burn_in", self.burn_in, 0)
         _check_int("verify_backtracks", self.verify_backtracks, 0, 30)
+        _check_int("verify_backoff", self.verify_backoff, 0)
         _check_int("predict_every", self.predict_every, 1)
         _check_choice("rule", self.rule, RULES)
         _check_choice("granularity", self.granularity, GRANULARITIES)

@@ -304,6 +304,7 @@ class PDT(Optimizer):
                 start = time.perf_counter()
                 merged = self._verify_merge(prediction.jumps)
                 self._stats.verify_seconds += time.perf_counter() - start
+                self.schedule.record_verification(kept=merged)
             self._jumps = prediction.jumps if merged else None
         reset = False
         if int(self._nonfinite_count()):

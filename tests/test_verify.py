@@ -3,11 +3,13 @@ along the jump (1, 1/2, 1/4) before it is undone."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
 import pdt_compile as pdt
-from pdt_compile.runtime.schedule import Phase
+from pdt_compile.runtime.schedule import Phase, Schedule
 
 from conftest import batches, make_mlp, step_function, train
 
@@ -82,7 +84,7 @@ def test_with_a_real_held_out_loss_no_kept_merge_raises_it():
     def verify():
         return torch.nn.functional.cross_entropy(model(held_out[0]), held_out[1])
 
-    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9), verify=verify, **CONFIG)
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9), verify=verify, verify_backoff=0, **CONFIG)
     train(model, opt, batches(60))
     assert opt.stats.predictions >= 10
     assert opt.stats.verify_loss_change and all(change <= 0 for _, change, _ in opt.stats.verify_loss_change)
@@ -112,3 +114,49 @@ def test_compiled_path_verifies_like_eager():
 def test_verify_backtracks_is_validated():
     with pytest.raises(ValueError, match="verify_backtracks"):
         pdt.PDTConfig(snap_every=1, verify_backtracks=-1)
+
+
+def prediction_boundaries(verify_backoff: int, steps: int = 120) -> list[int]:
+    """Boundaries at which PDT predicted, with a verify loss that undoes every merge (it
+    answers 1.0 at the merged weights, then 0.0 without the merge)."""
+    model = make_mlp()
+    answers = itertools.cycle([1.0, 0.0])
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9), verify=lambda: next(answers),
+                  verify_backtracks=0, verify_backoff=verify_backoff, **CONFIG)
+    seen, run_boundary = [], opt._run_boundary
+
+    def spied(phase):
+        if phase == Phase.PREDICT:
+            seen.append(opt.schedule.boundaries + 1)
+        return run_boundary(phase)
+
+    opt._run_boundary = spied
+    train(model, opt, batches(steps))
+    assert opt.stats.merges == 0 and opt.stats.verify_rejections == len(seen) >= 3
+    return seen
+
+
+def test_undone_merges_hold_predictions_back_exponentially():
+    gaps = lambda boundaries: [b - a for a, b in zip(boundaries, boundaries[1:])]
+    assert gaps(prediction_boundaries(0)) == [1] * (len(prediction_boundaries(0)) - 1)
+    assert gaps(prediction_boundaries(16))[:4] == [1, 2, 3, 5]
+    assert set(gaps(prediction_boundaries(2))) == {1, 2, 3}
+
+
+def test_a_merge_that_stands_ends_the_streak():
+    schedule = Schedule(pdt.PDTConfig(snap_every=1, verify_backoff=16))
+    for _ in range(3):
+        schedule.record_verification(kept=False)
+    assert schedule.held_boundaries == 2
+    schedule.record_verification(kept=True)
+    assert schedule.rejected_in_a_row == 0
+    schedule.held_boundaries = 0
+    schedule.record_verification(kept=False)
+    assert schedule.held_boundaries == 0
+    schedule.record_verification(kept=False)
+    assert schedule.held_boundaries == 1
+
+
+def test_verify_backoff_is_validated():
+    with pytest.raises(ValueError, match="verify_backoff"):
+        pdt.PDTConfig(snap_every=1, verify_backoff=-1)

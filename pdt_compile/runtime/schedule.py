@@ -48,6 +48,10 @@ class Schedule:
     last_merge_step: int | None = None
     merge_loss: float | None = None
     lr_at_boundary: float | None = None
+    rejected_in_a_row: int = 0
+    """Verified merges undone in a row (``PDTConfig.verify_backoff``)."""
+    held_boundaries: int = 0
+    """Prediction boundaries still to skip after those rejections."""
     horizon: int = 0
     """The horizon of the prediction about to run (``tau``, or less where the learning rate
     is falling: :func:`lr_horizon`)."""
@@ -72,6 +76,9 @@ class Schedule:
             and self.boundaries_since_reset >= self.config.burn_in
             and self.boundaries_since_prediction + 1 >= self.config.predict_every
         )
+        if ready and self.held_boundaries:
+            self.held_boundaries -= 1
+            return Phase.CAPTURE
         self.horizon = self.tau
         if ready and self.config.lr_horizon and lr is not None and self.lr_at_boundary:
             self.horizon = lr_horizon(self.tau, lr / self.lr_at_boundary)
@@ -106,6 +113,14 @@ class Schedule:
             else:
                 self.tau = min(self.config.tau_max, self.tau + 1)
         self.loss_before_merge = mean if merged else None
+
+    def record_verification(self, kept: bool) -> None:
+        """A verified merge stood (``kept``) or was undone: count the streak of undone ones
+        and, from two in a row, hold predictions back by min(2^(streak-2), ``verify_backoff``)
+        boundaries."""
+        self.rejected_in_a_row = 0 if kept else self.rejected_in_a_row + 1
+        if self.rejected_in_a_row >= 2:
+            self.held_boundaries = min(2 ** (self.rejected_in_a_row - 2), self.config.verify_backoff)
 
     def shrink(self) -> None:
         """Halve tau (within tau_min): the last merge did not pay off."""
