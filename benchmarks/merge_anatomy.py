@@ -151,9 +151,11 @@ def summary(name: str, forks: list[Fork]) -> str:
     return f"| {name} ({len(forks)} forks) | " + " | ".join(cells) + " |"
 
 
-def verified_merges(name: str, task: Task, lr: float, snap_every: int) -> str:
-    """One run of PDT's defaults with verified merges (seed 0): the row of the verify table."""
-    wrap = needs_model(lambda opt, model: pdt.PDT(opt, snap_every=snap_every, verify=verification_loss(task, model)))
+def verified_merges(name: str, task: Task, lr: float, snap_every: int, backoff: int = 16) -> str:
+    """One run of PDT's defaults with verified merges (seed 0; ``verify_backoff=backoff``):
+    the row of the verify table."""
+    wrap = needs_model(lambda opt, model: pdt.PDT(opt, snap_every=snap_every, verify=verification_loss(task, model),
+                                                  verify_backoff=backoff))
     run, opt = train(task, wrap, seed=0, method="verify", lr=lr)
     stats = opt.stats
     checked = stats.merges + stats.verify_rejections
@@ -169,6 +171,7 @@ def main() -> None:
     parser.add_argument("--forks", type=int, default=4)
     parser.add_argument("--only", default=None, help="run only tasks whose name contains this")
     parser.add_argument("--verify", action="store_true", help="the verified-merges table instead of the forks")
+    parser.add_argument("--verify-backoff", type=int, default=16, help="with --verify: PDTConfig.verify_backoff")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.verify:
@@ -177,13 +180,15 @@ def main() -> None:
                 "|---|---|---|---|---|---|---|---|"]
         for name, (factory, lr, snap_every) in TASKS.items():
             if not args.only or args.only.lower() in name.lower():
-                rows.append(verified_merges(name, factory(), lr, snap_every))
+                rows.append(verified_merges(name, factory(), lr, snap_every, args.verify_backoff))
                 print(rows[-1], flush=True)
         body = "\n".join(rows) + (
-            "\n\nPDT's defaults with `verify=` the loss on a fixed batch of 256 training samples, seed 0, the task's "
+            f"\n\nPDT's defaults (verify_backoff={args.verify_backoff}) with `verify=` the loss on a fixed batch of 256 "
+            "training samples, seed 0, the task's "
             "tuned constant lr. A checked merge is kept whole, kept at 1/2 or 1/4 of its jump (backtracked), or undone "
             "(rejected); the loss change is the verify loss with what was kept minus without the merge.")
-        write_section("Verified merges (benchmarks/merge_anatomy.py --verify)", body)
+        held = f", verify_backoff={args.verify_backoff}" if args.verify_backoff else ""
+        write_section(f"Verified merges{held} (benchmarks/merge_anatomy.py --verify)", body)
         return
     lines = ["| task | mask ratio | loss gain at merge | after 1 interval | after tau intervals | sign agreement "
              "J vs D | cosine(J, D) | realised <J,D>/|J|² | noise share of the ring's path |",

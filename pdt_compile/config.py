@@ -128,7 +128,11 @@ class PDTConfig:
     """With ``PDT(..., verify=...)``: after r >= 2 merges in a row that verification undid,
     skip the next min(2^(r-2), ``verify_backoff``) prediction boundaries (snapshots go on), so
     where merges do not pay, verifying them costs a few evaluations, not a few per boundary.
-    A merge that stands ends the streak. 0 verifies at every prediction boundary."""
+    A merge that stands ends the streak; 0 verifies at every prediction boundary. Measured
+    (benchmarks/ttb.py --core, 6 tasks x 2 schedules): 16 reached the baseline's loss sooner
+    than 0 in 6 cells (the ViT, LAMB, Shampoo), later in 4 (digits at a constant rate, the
+    mnist1d CNN, the character transformer at a constant rate), and missed it in 5 seeds in
+    all against 6."""
 
     lr_horizon: bool = False
     """Shorten the horizon while the learning rate falls: with the rate now r times what it
