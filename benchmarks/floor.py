@@ -11,7 +11,7 @@ many copies. Two ways to time them, both reported:
 - ``memory``: 2h+2 copies of n elements between 2h+2 distinct pairs of buffers, one after the
   other: the same bytes, each from memory, as the prediction's own passes over its rows.
 
-Above the cache the two agree (checked in each run: the tables show both).
+Above the cache the two agree within this VM's run-to-run noise (each run's tables show both).
 """
 
 from __future__ import annotations

@@ -7,9 +7,8 @@ bad jump, were the cause, stopping merges once the rate falls below a fraction o
 would remove the regression. This runs the baseline, PDT's defaults, PDT that stops merging
 below 1/2, 1/4 and 1/10 of the peak rate, and PDT that merges only below 1/2 of it (the
 converse: are the early merges, at the high peak rate, the cost?), at the cosine learning
-rates ttb tuned, and
-reports the final training loss and the step speedup to the baseline's final loss (steps, not
-wall time: the runs share the machine's cores).
+rates ttb tuned, and reports the final training loss and the step speedup to the baseline's
+final loss (steps, not wall time: the runs share the machine's cores).
 
     python -m benchmarks.late_merges [--seeds 3]
 """

@@ -151,7 +151,7 @@ def summary(name: str, forks: list[Fork]) -> str:
     return f"| {name} ({len(forks)} forks) | " + " | ".join(cells) + " |"
 
 
-def verified_merges(name: str, task: Task, lr: float, snap_every: int, backoff: int = 16) -> str:
+def verified_merges(name: str, task: Task, lr: float, snap_every: int, backoff: int) -> str:
     """One run of PDT's defaults with verified merges (seed 0; ``verify_backoff=backoff``):
     the row of the verify table."""
     wrap = needs_model(lambda opt, model: pdt.PDT(opt, snap_every=snap_every, verify=verification_loss(task, model),
@@ -171,7 +171,8 @@ def main() -> None:
     parser.add_argument("--forks", type=int, default=4)
     parser.add_argument("--only", default=None, help="run only tasks whose name contains this")
     parser.add_argument("--verify", action="store_true", help="the verified-merges table instead of the forks")
-    parser.add_argument("--verify-backoff", type=int, default=16, help="with --verify: PDTConfig.verify_backoff")
+    parser.add_argument("--verify-backoff", type=int, default=pdt.PDTConfig(snap_every=1).verify_backoff,
+                        help="with --verify: PDTConfig.verify_backoff (default: its default)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.verify:
