@@ -4,10 +4,10 @@ Under a cosine schedule (per step, to zero) PDT's defaults never reached the tun
 final training loss on the mnist1d CNN and the character transformer (benchmarks/ttb.py). If
 the late merges, made while the learning rate is small and the optimizer can no longer undo a
 bad jump, were the cause, stopping merges once the rate falls below a fraction of its peak
-would remove the regression. This runs the baseline, PDT's defaults, PDT that stops merging
-below 1/2, 1/4 and 1/10 of the peak rate, and PDT that merges only below 1/2 of it (the
-converse: are the early merges, at the high peak rate, the cost?), at the cosine learning
-rates ttb tuned, and reports the final training loss and the step speedup to the baseline's
+would remove the regression. This runs the baseline, PDT merging at every rate
+(``decay_window=None``), PDT that stops merging below 1/2, 1/4 and 1/10 of the peak rate, and
+PDT's default, which merges only below 1/2 of it during a decay (``decay_window=0.5``: are the
+early merges, at the high peak rate, the cost?), at the cosine learning rates ttb tuned, and reports the final training loss and the step speedup to the baseline's
 final loss (steps, not wall time: the runs share the machine's cores).
 
     python -m benchmarks.late_merges [--seeds 3]
@@ -30,22 +30,23 @@ from pdt_compile.experiment import Task, speedup, train
 from .report import write_section
 
 FRACTIONS = (0.5, 0.25, 0.1)
-LATE_ONLY = "PDT, merges only below lr fraction"
+EVERY_RATE = "PDT, decay_window=None (merges at every rate)"
+DEFAULT = "PDT default (decay_window=0.5: merges only below half the peak)"
 COSINE_LR = {"mnist1d CNN / SGD-momentum": 0.2, "char transformer / AdamW": 0.012}  # ttb --core's tuned cosine lr
 
 
-class MergeWindow(pdt.PDT):
-    """PDT that makes no prediction while the learning rate is below (``late=False``) or at or
-    above (``late=True``) ``fraction`` of the highest rate it has stepped at (snapshots go on)."""
+class EarlyMerges(pdt.PDT):
+    """PDT that makes no prediction while the learning rate is below ``fraction`` of the highest
+    rate it has stepped at (snapshots go on): the converse of ``PDTConfig.decay_window``."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, fraction: float, late: bool = False, **options: Any) -> None:
-        super().__init__(optimizer, **options)
-        self.fraction, self.late, self.peak = fraction, late, 0.0
+    def __init__(self, optimizer: torch.optim.Optimizer, fraction: float, **options: Any) -> None:
+        super().__init__(optimizer, decay_window=None, **options)
+        self.fraction, self.peak = fraction, 0.0
 
     def step(self, closure=None):
         rate = sum(float(group["lr"]) for group in self.param_groups)
         self.peak = max(self.peak, rate)
-        if (rate < self.fraction * self.peak) != self.late:
+        if rate < self.fraction * self.peak:
             self.schedule.held_boundaries = max(self.schedule.held_boundaries, 1)
         return super().step(closure)
 
@@ -62,12 +63,13 @@ def one_run(name: str, method: str, seed: int) -> tuple[str, str, int, Any]:
     task, snap_every = task_of(name)
     if method == "baseline":
         wrap = lambda opt: opt
-    elif method == "PDT default":
+    elif method == EVERY_RATE:
+        wrap = lambda opt: pdt.PDT(opt, snap_every=snap_every, decay_window=None)
+    elif method == DEFAULT:
         wrap = lambda opt: pdt.PDT(opt, snap_every=snap_every)
     else:
         fraction = float(method.rsplit(" ", 1)[-1])
-        late = method.startswith(LATE_ONLY)
-        wrap = lambda opt: MergeWindow(opt, fraction, late, snap_every=snap_every)
+        wrap = lambda opt: EarlyMerges(opt, fraction, snap_every=snap_every)
     run, opt = train(task, wrap, seed=seed, method=method, lr=COSINE_LR[name])
     return name, method, seed, (run, getattr(getattr(opt, "stats", None), "merges", None))
 
@@ -76,8 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
-    methods = ["baseline", "PDT default", *(f"PDT, no merge below lr fraction {f}" for f in FRACTIONS),
-               f"{LATE_ONLY} 0.5"]
+    methods = ["baseline", EVERY_RATE, *(f"PDT, no merge below lr fraction {f}" for f in FRACTIONS), DEFAULT]
     jobs = [(name, method, seed) for name in COSINE_LR for method in methods for seed in range(args.seeds)]
     with ProcessPoolExecutor(2) as pool:
         results = list(pool.map(one_run, *zip(*jobs)))
@@ -100,8 +101,8 @@ def main() -> None:
         lines.append("")
     body = "\n".join(lines) + (
         "\nStopping merges once the rate falls below a fraction of its peak keeps PDT's early merges and drops the late "
-        "ones; 'merges only below' drops the early ones. Where a 'no merge below' row's final loss is no lower than "
-        "'PDT default', the late merges were not what cost the loss.")
+        "ones; PDT's default (decay_window=0.5) drops the early ones. Where a 'no merge below' row's final loss is no "
+        "lower than the every-rate row's, the late merges were not what cost the loss.")
     print(body)
     write_section("Merges late in a cosine decay (benchmarks/late_merges.py)", body)
 

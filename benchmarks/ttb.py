@@ -137,6 +137,7 @@ DEFAULT = "PDT default (reference, full rank, trend filter, tau 8)"
 BASELINE = "baseline (tuned lr)"
 VERIFIED = "PDT default + verify (256 training samples)"
 UNHELD = "PDT default + verify, verify_backoff=0 (every boundary verified)"
+NO_WINDOW = "PDT default with decay_window=None (merges at every rate), cosine"
 
 
 def sweep_factors(name: str) -> list[float]:
@@ -144,21 +145,22 @@ def sweep_factors(name: str) -> list[float]:
 
 
 def schedule_sections(name: str, task: Task, snap_every: int, seeds: int, constant: dict[str, list[Run]] | None,
-                      constant_lr: float | None, flip_lr_horizon: bool = True) -> list[str]:
+                      constant_lr: float | None, ablations: bool = True) -> list[str]:
     """The cosine schedule (per step, to zero) beside the constant one: tune the cosine
     baseline's learning rate, run it and PDT's defaults on it (with and without verified
-    merges, and with ``lr_horizon`` flipped if ``flip_lr_horizon``), and time PDT on each
-    schedule against each tuned baseline (the better one is the baseline that counts; skipped
-    without ``constant``)."""
+    merges, and without the decay window; with ``ablations``, also verified merges without
+    backoff and ``lr_horizon`` flipped), and time PDT on each schedule against each tuned
+    baseline (the better one is the baseline that counts; skipped without ``constant``)."""
     cosine_task = dataclasses.replace(task, schedule="cosine")
     lr, sweep = tune_lr(cosine_task, sweep_factors(name))
     flipped = not pdt.PDTConfig(snap_every=1).lr_horizon
     suite = {"baseline, cosine (tuned lr)": lambda opt: opt, "PDT default, cosine": lambda opt: pdt.PDT(opt, snap_every=snap_every),
              "PDT default + verify, cosine": verified(cosine_task, snap_every),
-             "PDT default + verify, verify_backoff=0, cosine": verified(cosine_task, snap_every, verify_backoff=0),
-             f"PDT default with lr_horizon={flipped}, cosine": lambda opt: pdt.PDT(opt, snap_every=snap_every, lr_horizon=flipped)}
-    if not flip_lr_horizon:
-        suite.pop(f"PDT default with lr_horizon={flipped}, cosine")
+             NO_WINDOW: lambda opt: pdt.PDT(opt, snap_every=snap_every, decay_window=None)}
+    if ablations:
+        suite["PDT default + verify, verify_backoff=0, cosine"] = verified(cosine_task, snap_every, verify_backoff=0)
+        suite[f"PDT default with lr_horizon={flipped}, cosine"] = lambda opt: pdt.PDT(opt, snap_every=snap_every,
+                                                                                    lr_horizon=flipped)
     cosine = {method: [train(cosine_task, wrap, seed=seed, method=method, lr=lr)[0] for seed in range(seeds)]
               for method, wrap in suite.items()}
     table = summarise(f"{name}: cosine schedule", cosine, lr, sweep, snap_every, cosine_task)
@@ -166,7 +168,8 @@ def schedule_sections(name: str, task: Task, snap_every: int, seeds: int, consta
         return [table]
     baselines = {"constant": constant[BASELINE], "cosine": cosine["baseline, cosine (tuned lr)"]}
     pdt_runs = {"constant": constant[DEFAULT], "cosine": cosine["PDT default, cosine"],
-                "constant, verified": constant[VERIFIED], "cosine, verified": cosine["PDT default + verify, cosine"]}
+                "constant, verified": constant[VERIFIED], "cosine, verified": cosine["PDT default + verify, cosine"],
+                "cosine, decay_window=None": cosine[NO_WINDOW]}
     finals = {k: statistics.median(r.final_loss for r in v) for k, v in baselines.items()}
     better = min(finals, key=finals.get)
     lines = [f"#### {name}: which schedule, and PDT against each", "",
@@ -302,7 +305,7 @@ def main() -> None:
         suite[VERIFIED] = verified(task, snap_every)
         suite[UNHELD] = verified(task, snap_every, verify_backoff=0)
         if args.core:
-            suite = {method: suite[method] for method in (BASELINE, DEFAULT, VERIFIED, UNHELD)}
+            suite = {method: suite[method] for method in (BASELINE, DEFAULT, VERIFIED)}
         for method, wrap in suite.items():
             runs[method] = [train(task, wrap, seed=seed, method=method, lr=lr)[0] for seed in range(seeds)]
         if name in COMPILED_TASKS and not (args.quick or args.core):
@@ -316,7 +319,7 @@ def main() -> None:
             image = HERE / f"ttb_{'core_' if args.core else ''}{task.name}.png"
             plot(name, runs, image)
             sections.append(f"![{name}]({image.name})")
-            for text in schedule_sections(name, task, snap_every, seeds, runs, lr, flip_lr_horizon=not args.core):
+            for text in schedule_sections(name, task, snap_every, seeds, runs, lr, ablations=not args.core):
                 print(text + "\n", flush=True)
                 sections.append(text)
         if (name in PEER_TASKS and not args.core) or args.quick:

@@ -1,8 +1,8 @@
 """Every knob of Predictive Differential Training, validated in one place.
 
 Defaults follow the paper (projected linear DMD on h = 5 snapshots) except the mask rule, the
-rank, the trend filter and tau, where benchmarks/RESULTS.md measured a better choice (see
-those fields); :meth:`PDTConfig.paper` gives the paper's exact configuration.
+rank, the trend filter, tau and the decay window, where benchmarks/RESULTS.md measured a better
+choice (see those fields); :meth:`PDTConfig.paper` gives the paper's exact configuration.
 """
 
 from __future__ import annotations
@@ -140,6 +140,17 @@ class PDTConfig:
     and not at all below one (the end of a cosine or linear decay). No effect at a constant
     or rising rate."""
 
+    decay_window: float | None = 0.5
+    """While the learning rate is below the highest it has been at a boundary (a decaying
+    schedule: cosine, linear, step), predict only once it is at most ``decay_window`` times
+    that peak; snapshots go on. A constant or rising rate (warmup, the stable phase of a
+    warmup-stable-decay schedule) is not affected. ``None`` predicts at every rate. Why:
+    merges made early in a decay, at the high rate a cosine schedule is tuned to, cost more
+    loss than the optimizer made up. Measured (benchmarks/ttb.py --core, cosine, wall time to
+    the tuned cosine baseline's final loss): the mnist1d CNN never -> 1.38x, the character
+    transformer never -> 0.96x (1.00x in steps), at the price of digits 2.33x -> 1.62x and
+    the ViT 1.31x -> 1.27x (benchmarks/RESULTS.md; benchmarks/late_merges.py)."""
+
     sequence: str = "parameters"
     """Which weight sequence PDT snapshots, predicts and merges: ``"parameters"`` (what the
     model trains with) or a weight-space state key of the wrapped optimizer
@@ -210,14 +221,20 @@ class PDTConfig:
             not isinstance(self.rollback_factor, (int, float)) or not self.rollback_factor > 1
         ):
             _fail("rollback_factor", self.rollback_factor, "expected None or a float > 1")
+        if self.decay_window is not None and (
+            isinstance(self.decay_window, bool) or not isinstance(self.decay_window, (int, float))
+            or not 0 < self.decay_window <= 1
+        ):
+            _fail("decay_window", self.decay_window, "expected None or a float in (0, 1] (e.g. 0.5: merge below half the peak rate)")
         if self.chunk_size is not None:
             _check_int("chunk_size", self.chunk_size, 1024)
 
     @classmethod
     def paper(cls, snap_every: int, **changes: Any) -> "PDTConfig":
-        """The paper's configuration: its mask equations, the Gavish-Donoho rank, tau = 5 and
-        no trend filter."""
-        return cls(snap_every=snap_every, **{"rule": "paper", "rank": "gavish_donoho", "tau": 5, "trend": False, **changes})
+        """The paper's configuration: its mask equations, the Gavish-Donoho rank, tau = 5, no
+        trend filter and predictions at every learning rate."""
+        return cls(snap_every=snap_every, **{"rule": "paper", "rank": "gavish_donoho", "tau": 5, "trend": False,
+                                             "decay_window": None, **changes})
 
     def dmd_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`pdt_compile.dmd.displacement_coefficients`."""

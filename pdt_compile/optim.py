@@ -248,9 +248,9 @@ class PDT(Optimizer):
         return loss
 
     def _learning_rate(self) -> float | None:
-        """The summed learning rate of the param groups (what ``lr_horizon`` compares), or
-        None when it is off."""
-        if not self.config.lr_horizon:
+        """The summed learning rate of the param groups (what ``lr_horizon`` and
+        ``decay_window`` compare), or None when both are off."""
+        if not self.config.lr_horizon and self.config.decay_window is None:
             return None
         return sum(float(group["lr"]) for group in self.param_groups)
 

@@ -127,7 +127,9 @@ def test_no_recompiles_after_warm_up():
     model = make_mlp()
     # A tensor LR: a float one is specialised by SGD's foreach update (alpha=-lr), so every
     # scheduler step would recompile a plain compiled optimizer too (pytorch #130467/#124544).
-    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=torch.tensor(0.05), momentum=0.9, foreach=True), **CONFIG)
+    # decay_window=None: the warm-up must reach a prediction while the rate decays.
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=torch.tensor(0.05), momentum=0.9, foreach=True),
+                  decay_window=None, **CONFIG)
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 / (1 + 0.01 * step))
     train_step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager")
 
@@ -211,9 +213,10 @@ FLOAT_LR_OPTIMIZERS = {
 @pytest.mark.parametrize("name,foreach,scheduler", FLOAT_LR_CASES)
 def test_float_lr_schedulers_never_recompile(name, foreach, scheduler):
     # Every scheduler and optimizer family is covered at least once with foreach and with
-    # the for-loop update; the Hugging Face warmup starts at an LR of exactly 0.
+    # the for-loop update; the Hugging Face warmup starts at an LR of exactly 0. decay_window=None:
+    # predictions run while the rate decays (the window is tested in test_optim.py).
     model = make_mlp()
-    opt = pdt.PDT(FLOAT_LR_OPTIMIZERS[name](model.parameters(), foreach), **CONFIG)
+    opt = pdt.PDT(FLOAT_LR_OPTIMIZERS[name](model.parameters(), foreach), decay_window=None, **CONFIG)
     lr_scheduler = SCHEDULERS[scheduler](opt)
     train_step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager")
     data = batches(10, size=8)

@@ -28,6 +28,7 @@ INVALID = [
     ("ring_dtype", "float16"),
     ("ring_location", "cuda"),
     ("trend", 1),
+    ("decay_window", 0), ("decay_window", 1.5), ("decay_window", True), ("decay_window", "half"),
 ]
 
 
@@ -48,9 +49,10 @@ def test_affine_dynamics_needs_three_snapshots():
 def test_defaults_and_the_paper_configuration():
     config = PDTConfig(snap_every=100)
     assert (config.history, config.tau, config.rule, config.rank, config.dynamics) == (5, 8, "reference", "full", "linear")
-    assert config.trend and config.tau_max == 16
+    assert config.trend and config.tau_max == 16 and config.decay_window == 0.5
     paper = PDTConfig.paper(100)
     assert (paper.rule, paper.rank, paper.history, paper.tau, paper.trend) == ("paper", "gavish_donoho", 5, 5, False)
+    assert paper.decay_window is None
     assert PDTConfig.paper(10, tau=3).tau == 3
     for rank in ("full", 3, 0.9):
         assert PDTConfig(snap_every=1, rank=rank).rank == rank

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, strategies as st
 
 import pdt_compile as pdt
-from pdt_compile.runtime.schedule import Phase, lr_horizon
+from pdt_compile.runtime.schedule import Phase, Schedule, lr_horizon
 
 from conftest import batches, make_mlp, save_and_load, train
 
@@ -297,3 +297,58 @@ def test_lr_horizon_shortens_predictions_while_the_rate_falls():
     assert set(off) == {8}
     steep, stats = horizons(True, 0.4)  # reach 0.67 intervals: never predicts
     assert steep == [] and stats.predictions == 0 and stats.boundaries == 20
+
+
+@given(rates=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=40), window=st.floats(0.05, 1.0))
+def test_decay_window_holds_predictions_only_between_the_window_and_the_peak(rates, window):
+    schedule = Schedule(pdt.PDTConfig(snap_every=1, history=2, burn_in=0, decay_window=window))
+    peak = 0.0
+    for lr in rates:
+        peak = max(peak, lr)
+        phase = schedule.next_phase(2, lr)
+        assert phase == (Phase.CAPTURE if window * peak < lr < peak else Phase.PREDICT)
+        schedule.commit(phase, merged=False, ring_reset=False, lr=lr)
+
+
+def _prediction_steps(make_scheduler, total=80, **options):
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), **{**CONFIG, **options})
+    scheduler = make_scheduler(opt)
+    steps = []
+    for x, y in batches(total):
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        if opt.schedule.next_phase(opt.ring.count, opt._learning_rate()) == Phase.PREDICT:
+            steps.append(opt.schedule.steps + 1)
+        opt.step()
+        opt.zero_grad()
+        if scheduler is not None:
+            scheduler.step()
+    return steps, opt
+
+
+def test_decay_window_waits_for_half_the_peak_under_cosine_and_leaves_warmup_and_constant_rates_alone():
+    cosine = lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, 80)
+    windowed, _ = _prediction_steps(cosine)
+    free, _ = _prediction_steps(cosine, decay_window=None)
+    assert free[0] < 40 and windowed == [s for s in free if s > 40]  # step 40 runs at 0.52 of the peak rate
+    for make in (lambda opt: None, lambda opt: torch.optim.lr_scheduler.LinearLR(opt, 0.1, 1.0, total_iters=30)):
+        assert _prediction_steps(make)[0] == _prediction_steps(make, decay_window=None)[0]
+
+
+def test_resume_mid_decay_keeps_holding_predictions():
+    cosine = lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, 80)
+    reference, ref_opt = _prediction_steps(cosine)
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), **CONFIG)
+    scheduler = cosine(opt)
+    data = batches(80)
+    train(model, opt, data[:30], scheduler)
+    checkpoint = save_and_load({"opt": opt.state_dict(), "scheduler": scheduler.state_dict()})
+    assert checkpoint["opt"]["pdt"]["schedule"]["peak_lr"] == pytest.approx(0.1, rel=0.01)
+    resumed = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), **CONFIG)
+    scheduler = cosine(resumed)
+    resumed.load_state_dict(checkpoint["opt"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    train(model, resumed, data[30:], scheduler)
+    assert resumed.schedule.state_dict() == ref_opt.schedule.state_dict()
+    assert resumed.stats.predictions == ref_opt.stats.predictions == len(reference)

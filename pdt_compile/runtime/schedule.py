@@ -52,6 +52,8 @@ class Schedule:
     """Verified merges undone in a row (``PDTConfig.verify_backoff``)."""
     held_boundaries: int = 0
     """Prediction boundaries still to skip after those rejections."""
+    peak_lr: float = 0.0
+    """The highest learning rate seen at a boundary (``PDTConfig.decay_window``)."""
     horizon: int = 0
     """The horizon of the prediction about to run (``tau``, or less where the learning rate
     is falling: :func:`lr_horizon`)."""
@@ -68,7 +70,8 @@ class Schedule:
 
     def next_phase(self, ring_count: int, lr: float | None = None) -> Phase:
         """The phase of the step about to complete (known before it runs). ``lr``: the
-        learning rate it runs at (sets :attr:`horizon` when ``config.lr_horizon``)."""
+        learning rate it runs at (sets :attr:`horizon` when ``config.lr_horizon``; holds
+        predictions within ``config.decay_window``)."""
         if (self.steps + 1) % self.config.snap_every:
             return Phase.ORDINARY
         ready = (
@@ -76,6 +79,8 @@ class Schedule:
             and self.boundaries_since_reset >= self.config.burn_in
             and self.boundaries_since_prediction + 1 >= self.config.predict_every
         )
+        if self._decaying_above_window(lr):
+            return Phase.CAPTURE
         if ready and self.held_boundaries:
             self.held_boundaries -= 1
             return Phase.CAPTURE
@@ -83,6 +88,15 @@ class Schedule:
         if ready and self.config.lr_horizon and lr is not None and self.lr_at_boundary:
             self.horizon = lr_horizon(self.tau, lr / self.lr_at_boundary)
         return Phase.PREDICT if ready and self.horizon >= 1 else Phase.CAPTURE
+
+    def _decaying_above_window(self, lr: float | None) -> bool:
+        """Whether ``lr`` has fallen below its peak but not yet to ``decay_window`` of it
+        (updates the peak)."""
+        window = self.config.decay_window
+        if window is None or lr is None:
+            return False
+        self.peak_lr = max(self.peak_lr, lr)
+        return window * self.peak_lr < lr < self.peak_lr
 
     def commit(self, phase: Phase, merged: bool, ring_reset: bool, lr: float | None = None) -> None:
         """Advance the counters after ``phase`` ran; ``merged``: the prediction changed
