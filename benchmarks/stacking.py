@@ -6,7 +6,8 @@ it trains with). PDT can snapshot and predict any of them (``PDTConfig.sequence`
 merge moves all three by the same jump. This benchmark times each choice against the tuned
 schedule-free optimizer alone, on the three main tasks, with the reference variants (the only
 ones that store x; the same algorithm as the default variants). Also: y with merges rolled
-back when the next reported loss rises 10 % (``rollback_factor=1.1``).
+back when the next reported loss rises 10 % (``rollback_factor=1.1``), and y with every merge
+verified on 256 training samples (``verify=``, as in benchmarks/ttb.py).
 
     python -m benchmarks.stacking [--seeds 3] [--only digits]
 """
@@ -25,7 +26,7 @@ import pdt_compile as pdt
 from pdt_compile.experiment import Run, Task, train
 
 from .report import write_section
-from .ttb import summarise, task_suite, tune_lr
+from .ttb import summarise, task_suite, tune_lr, verified
 
 TASKS = ("digits MLP / SGD", "mnist1d CNN / SGD-momentum", "char transformer / AdamW")
 
@@ -43,13 +44,14 @@ def reference_schedule_free(name: str, task: Task) -> Task:
     return dataclasses.replace(task, make_optimizer=make)
 
 
-def methods(snap_every: int) -> dict:
+def methods(task: Task, snap_every: int) -> dict:
     return {
         "schedule-free reference (tuned lr)": lambda opt: opt,
         "PDT on y (the parameters; default)": lambda opt: pdt.PDT(opt, snap_every=snap_every),
         "PDT on z (base iterate)": lambda opt: pdt.PDT(opt, snap_every=snap_every, sequence="z"),
         "PDT on x (average)": lambda opt: pdt.PDT(opt, snap_every=snap_every, sequence="x"),
         "PDT on y, rollback_factor 1.1": lambda opt: pdt.PDT(opt, snap_every=snap_every, rollback_factor=1.1),
+        "PDT on y + verify (256 training samples)": verified(task, snap_every),
     }
 
 
@@ -76,7 +78,7 @@ def main() -> None:
         with contextlib.redirect_stdout(io.StringIO()):
             lr, sweep = tune_lr(task, [0.5, 1.0, 2.0] if "transformer" in name else [0.25, 0.5, 1.0, 2.0, 4.0])
         runs = {method: [quiet_train(task, wrap, seed=seed, method=method, lr=lr) for seed in range(args.seeds)]
-                for method, wrap in methods(snap_every).items()}
+                for method, wrap in methods(task, snap_every).items()}
         text = summarise(f"{name}: PDT on schedule-free, by predicted sequence", runs, lr, sweep, snap_every, task)
         print(text + "\n", flush=True)
         sections.append(text)
@@ -85,7 +87,8 @@ def main() -> None:
              "wall time counts every training step with all PDT overhead, 1 torch thread. Reference schedule-free "
              "variants (they store x). "
              f"Total benchmark time {time.perf_counter() - started:.0f} s.")
-    write_section("Stacking on schedule-free: which sequence to predict (benchmarks/stacking.py)",
+    only = f", tasks matching {args.only!r}" if args.only else ""
+    write_section(f"Stacking on schedule-free: which sequence to predict{only} (benchmarks/stacking.py)",
                   intro + "\n\n" + "\n\n".join(sections))
 
 
