@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, strategies as st
 
 import pdt_compile as pdt
-from pdt_compile.runtime.schedule import Phase, Schedule, lr_horizon
+from pdt_compile.runtime.schedule import PEAK_TOLERANCE, Phase, Schedule, lr_horizon
 
 from conftest import batches, make_mlp, save_and_load, train
 
@@ -306,7 +306,15 @@ def test_decay_window_holds_predictions_only_between_the_window_and_the_peak(rat
     for lr in rates:
         peak = max(peak, lr)
         phase = schedule.next_phase(2, lr)
-        assert phase == (Phase.CAPTURE if window * peak < lr < peak else Phase.PREDICT)
+        assert phase == (Phase.CAPTURE if window * peak < lr < peak * (1 - PEAK_TOLERANCE) else Phase.PREDICT)
+        schedule.commit(phase, merged=False, ring_reset=False, lr=lr)
+
+
+def test_a_rate_a_rounding_error_below_its_peak_is_not_a_decay():
+    schedule = Schedule(pdt.PDTConfig(snap_every=1, history=2, burn_in=0))
+    for lr in (0.1, 0.09999999999999999):  # where ConstantLR(factor=0.7) on lr 0.1 ends
+        phase = schedule.next_phase(2, lr)
+        assert phase == Phase.PREDICT
         schedule.commit(phase, merged=False, ring_reset=False, lr=lr)
 
 

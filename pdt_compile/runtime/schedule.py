@@ -18,6 +18,11 @@ class Phase(enum.IntEnum):
     PREDICT = 2  # prediction boundary: forecast, mask, merge, then snapshot
 
 
+PEAK_TOLERANCE = 1e-6
+"""A learning rate within this relative distance of its peak counts as the peak: schedulers
+that recompute a constant rate (``ConstantLR``'s ``lr / factor``) land a rounding error below it."""
+
+
 def lr_horizon(tau: int, ratio: float) -> int:
     """How many intervals ahead to predict when the learning rate fell by ``ratio`` (now /
     at the previous boundary) over the last interval: the optimizer would move about
@@ -96,7 +101,7 @@ class Schedule:
         if window is None or lr is None:
             return False
         self.peak_lr = max(self.peak_lr, lr)
-        return window * self.peak_lr < lr < self.peak_lr
+        return window * self.peak_lr < lr < self.peak_lr * (1 - PEAK_TOLERANCE)
 
     def commit(self, phase: Phase, merged: bool, ring_reset: bool, lr: float | None = None) -> None:
         """Advance the counters after ``phase`` ran; ``merged``: the prediction changed
