@@ -129,7 +129,8 @@ class PDTConfig:
     skip the next min(2^(r-2), ``verify_backoff``) prediction boundaries (snapshots go on), so
     where merges do not pay, verifying them costs a few evaluations, not a few per boundary.
     A merge that stands ends the streak; 0 verifies at every prediction boundary. Measured
-    (benchmarks/ttb.py --core, 6 tasks x 2 schedules): 16 reached the baseline's loss sooner
+    (benchmarks/ttb.py --core before the decay window, 6 tasks x 2 schedules; the run of
+    2026-11-28 13:42 in benchmarks/RESULTS.md at commit ded202f): 16 reached the baseline's loss sooner
     than 0 in 6 cells (the ViT, LAMB, Shampoo), later in 4 (digits at a constant rate, the
     mnist1d CNN, the character transformer at a constant rate), and missed it in 5 seeds in
     all against 6."""
