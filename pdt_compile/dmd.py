@@ -38,6 +38,18 @@ def gram(ring: Tensor | Sequence[Tensor]) -> Tensor:
     return torch.stack([sums[min(i, j), max(i, j)] for i in range(h) for j in range(h)]).view(h, h)
 
 
+def segment_grams(ring: Sequence[Tensor], spans: Sequence[slice]) -> Tensor:
+    """:func:`gram` of several parameters stored side by side: ``[len(spans), h, h]`` float64.
+
+    ring: h ``[n]`` rows; spans: each parameter's columns. One float64 copy of the rows and a
+    small matmul per parameter, so many small parameters cost a few operations each (rather
+    than :func:`gram`'s h(h+1)/2 products, which fuse when compiled). Products of float32
+    values are exact in float64 either way; only the summation order differs.
+    """
+    rows = torch.stack(list(ring)).to(torch.float64)
+    return torch.stack([rows[:, span] @ rows[:, span].T for span in spans])
+
+
 def gavish_donoho_threshold(sigma: Tensor, rows: int | Tensor) -> Tensor:
     """Optimal hard threshold for singular values ``sigma`` ``[B, m]`` of ``rows x m``
     matrices (rows: an int or ``[B]``) with unknown noise (Gavish & Donoho 2014, as PyDMD's

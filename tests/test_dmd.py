@@ -142,3 +142,16 @@ def test_full_rank_device_solve_predicts_nothing_from_a_singular_gram():
     snaps = row.expand(5, 50)  # five identical snapshots: K is singular
     coefficients, s_coefficients = full_rank_coefficients((snaps @ snaps.T)[None], 3)
     assert torch.count_nonzero(coefficients) == 0 and torch.count_nonzero(s_coefficients) == 0
+
+
+def test_segment_grams_equal_the_gram_of_each_segment():
+    from pdt_compile.dmd import segment_grams
+
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(700, generator=g)
+    rows = [base + 1e-3 * (i + 1) * torch.randn(700, generator=g) for i in range(5)]
+    spans = [slice(0, 1), slice(1, 301), slice(301, 700)]
+    packed = segment_grams(rows, spans)
+    assert packed.shape == (3, 5, 5) and packed.dtype == torch.float64
+    for span, block in zip(spans, packed):
+        assert torch.allclose(block, gram([row[span] for row in rows]), rtol=1e-13, atol=0)

@@ -39,7 +39,17 @@ def predict_pass_(
     s_coefficients: Tensor, horizon: Tensor, active: Tensor, jump_out: Tensor | None,
     rule: str, trend: bool, shift: bool, followers: Sequence[Tensor] = (),
 ) -> Tensor:
-    """One parameter's prediction, in place; returns the accepted count (0-d int64).
+    """:func:`predict_elements_`, returning the accepted count (0-d int64)."""
+    return predict_elements_(weights, rows, s_weights, slot_mask, coefficients, s_coefficients, horizon, active,
+                             jump_out, rule, trend, shift, followers).sum()
+
+
+def predict_elements_(
+    weights: Tensor, rows: Sequence[Tensor], s_weights: Tensor, slot_mask: Tensor, coefficients: Tensor,
+    s_coefficients: Tensor, horizon: Tensor, active: Tensor, jump_out: Tensor | None,
+    rule: str, trend: bool, shift: bool, followers: Sequence[Tensor] = (),
+) -> Tensor:
+    """One parameter's prediction, in place; returns the accepted elements (``[n]`` bool).
 
     weights ``[n]`` (any float dtype) and rows (h float32 ``[n]``, physical order) are
     rewritten: merged weights; every row translated by the jump when ``shift``; the merged
@@ -49,7 +59,8 @@ def predict_pass_(
     being p_tau; ``horizon`` (0-d float) is tau; ``active`` (0-d bool) False makes it a plain
     capture (a parameter the optimizer skipped). ``jump_out`` ``[n]``, if given, receives the
     applied jump (for rollback); each of ``followers`` (``[n]`` float32 tensors that live in
-    weight space: :mod:`pdt_compile.adapters`) is translated by it.
+    weight space: :mod:`pdt_compile.adapters`) is translated by it. Coefficients may also be
+    per element (``[steps, h, n]`` and ``[steps, n]``): several parameters packed side by side.
     """
     w = weights.float()
     s = functools.reduce(torch.add, [s_weights[i] * row for i, row in enumerate(rows)])
@@ -64,7 +75,7 @@ def predict_pass_(
         follower.add_(jump)
     if jump_out is not None:
         jump_out.copy_(jump)
-    return accepted.sum()
+    return accepted
 
 
 def compiler_available(device: torch.device) -> bool:

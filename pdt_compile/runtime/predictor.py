@@ -2,7 +2,9 @@
 
 The big tensors are streamed in cache-sized chunks, so the prediction reads the ring twice and
 the weights once and writes the weights and the ring once: about the bytes of one optimizer
-step. All DMD groups share one batched float64 solve.
+step. All DMD groups share one batched float64 solve. Without compiled kernels, small
+parameters are packed side by side first (:func:`pack_parameters`), so a model of many small
+tensors pays a few hundred torch operations a prediction, not a hundred per tensor.
 """
 
 from __future__ import annotations
@@ -15,10 +17,16 @@ from torch import Tensor
 
 from ..config import PDTConfig
 from ..distributed import global_numel, shard_group, sum_across_shards_
-from ..dmd import displacement_coefficients, gram, pad_horizon
-from ..mask import forecast_mask_merge
+from ..dmd import displacement_coefficients, gram, pad_horizon, segment_grams
+from ..mask import forecast_mask_merge, needs_every_step
 from .history import SnapshotRing, _local
-from .kernels import Kernels
+from .kernels import Kernels, predict_elements_
+
+PACK_ELEMENTS = 1 << 15
+"""Plain-torch predictions pack parameters of at most this many elements side by side, up to
+this many elements a pack: a parameter's prediction is about a hundred torch operations whatever its
+size, so on a model of small tensors (an MLP's biases, a transformer's norms) per-operation
+overhead, not bytes, set its cost (benchmarks/overhead.py)."""
 
 
 @dataclass
@@ -57,12 +65,50 @@ def _chunks(numel: int, size: int) -> range:
     return range(0, numel, size)
 
 
-def ring_grams(ring: SnapshotRing, groups: Sequence[int], kernels: Kernels) -> Tensor:
+@dataclass
+class Pack:
+    """Small parameters side by side: their h ring rows concatenated (copies), each one's
+    span of columns and element count (``sizes``, ``[len(indices)]`` int64 on the device)."""
+
+    indices: list[int]
+    spans: list[slice]
+    rows: list[Tensor]
+    sizes: Tensor
+
+
+def pack_parameters(ring: SnapshotRing, candidates: Sequence[int], limit: int) -> list[Pack]:
+    """Greedy, in order: the ``candidates`` of at most ``limit`` elements, in packs of at most
+    ``limit`` elements (a pack of one parameter is left out: it gains nothing)."""
+    groups: list[list[int]] = [[]]
+    for index in candidates:
+        numel = ring.numels[index]
+        if numel > limit:
+            continue
+        if sum(ring.numels[i] for i in groups[-1]) + numel > limit:
+            groups.append([])
+        groups[-1].append(index)
+    packs = []
+    for indices in (g for g in groups if len(g) > 1):
+        sizes = [ring.numels[i] for i in indices]
+        starts = [sum(sizes[:k]) for k in range(len(sizes))]
+        rows = [torch.cat([ring.row_tensors(i)[r] for i in indices]) for r in range(ring.history)]
+        spans = [slice(a, a + n) for a, n in zip(starts, sizes)]
+        packs.append(Pack(indices, spans, rows, torch.tensor(sizes, device=ring.device)))
+    return packs
+
+
+def ring_grams(ring: SnapshotRing, groups: Sequence[int], kernels: Kernels, packs: Sequence[Pack] = ()) -> Tensor:
     """Float64 Gram of each group over the ring's rows (in ``ring.order()``'s numbering):
-    ``[G, h, h]``."""
+    ``[G, h, h]``. Parameters in ``packs`` are summed from the packs' rows."""
     h = ring.history
     out = torch.zeros(max(groups) + 1, h, h, dtype=torch.float64, device=ring.device)
+    for pack in packs:
+        pack_groups = torch.tensor([groups[i] for i in pack.indices], device=ring.device)
+        out.index_add_(0, pack_groups, segment_grams(pack.rows, pack.spans))
+    packed = {i for pack in packs for i in pack.indices}
     for index, group in enumerate(groups):
+        if index in packed:
+            continue
         if ring.fused:
             out[group] += kernels.gram(ring.row_tensors(index))
             continue
@@ -123,7 +169,10 @@ def predict_merge_capture_(
     numels = [global_numel(p) for p in params]
     process_group = shard_group(params)
     kernels = Kernels(config, ring.device, sum(ring.numels))
-    grams = sum_across_shards_(ring_grams(ring, groups, kernels), process_group)
+    packs = []
+    if ring.fused and not kernels.compiled:
+        packs = pack_parameters(ring, [i for i in range(len(params)) if not skip[i]], min(PACK_ELEMENTS, kernels.chunk))
+    grams = sum_across_shards_(ring_grams(ring, groups, kernels, packs), process_group)
     coefficients, s_coefficients = solve_coefficients(
         grams, ring.order(), group_rows(numels, groups), config.tau_max, tau, **config.dmd_options()
     )
@@ -131,9 +180,16 @@ def predict_merge_capture_(
     s_coefficients = s_coefficients.to(ring.device, torch.float32)
     horizon = torch.tensor(float(tau), device=ring.device)
     update = _update_fused if ring.fused else _update_streamed
-    accepted_counts: list[Tensor | None] = []
-    jumps: list[Tensor | None] = []
+    accepted_counts: list[Tensor | None] = [None] * len(params)
+    jumps: list[Tensor | None] = [None] * len(params)
+    for pack in packs:
+        moved = [[_local(f).detach().view(-1) for f in followers[i]] for i in pack.indices] if followers else None
+        _update_pack(ring, pack, params, groups, coefficients, s_coefficients, horizon, keep_jumps, kernels, moved,
+                     accepted_counts, jumps)
+    packed = {i for pack in packs for i in pack.indices}
     for index, p in enumerate(params):
+        if index in packed:
+            continue
         tensor = _local(p).detach()
         weights = tensor.reshape(-1)  # a copy only for non-contiguous parameters
         jump = torch.zeros(weights.shape, dtype=torch.float32, device=ring.device) if keep_jumps and not skip[index] else None
@@ -143,8 +199,8 @@ def predict_merge_capture_(
                        kernels, moved)
         if weights.data_ptr() != tensor.data_ptr():
             tensor.copy_(weights.view(tensor.shape))
-        accepted_counts.append(None if skip[index] else count)
-        jumps.append(jump)
+        accepted_counts[index] = None if skip[index] else count
+        jumps[index] = jump
     ring.advance_()
     present = [c for c in accepted_counts if c is not None]
     totals = sum_across_shards_(torch.stack(present), process_group) if present else None
@@ -164,6 +220,44 @@ def _update_fused(
         one_hot(ring.next_slot, h, torch.bool, device), coefficients, s_coefficients, horizon,
         torch.tensor(active, device=device), jump, followers,
     )
+
+
+def _update_pack(
+    ring: SnapshotRing, pack: Pack, params: Sequence[Tensor], groups: Sequence[int], coefficients: Tensor,
+    s_coefficients: Tensor, horizon: Tensor, keep_jumps: bool, kernels: Kernels,
+    followers: Sequence[Sequence[Tensor]] | None, counts: list, jumps: list,
+) -> None:
+    """A pack of active parameters in one pass of :func:`predict_elements_` with per-element
+    coefficients, written back to the parameters, their ring rows and followers; fills
+    ``counts`` and ``jumps`` at the pack's indices."""
+    h, device = ring.history, ring.device
+    pack_groups = torch.tensor([groups[i] for i in pack.indices], device=device)
+    steps = slice(None) if needs_every_step(kernels.rule) else slice(-1, None)  # else only p_tau is read
+    n = pack.rows[0].numel()
+
+    def per_element(values: Tensor) -> Tensor:  # [G, steps, ...] -> [steps, ..., n]
+        spread = values[:, steps].index_select(0, pack_groups).repeat_interleave(pack.sizes, 0, output_size=n)
+        return spread.movedim(0, -1).contiguous()
+
+    tensors = [_local(params[i]).detach() for i in pack.indices]
+    weights = torch.cat([t.reshape(-1).float() for t in tensors])
+    jump = torch.zeros_like(weights) if keep_jumps or followers else None
+    accepted = predict_elements_(
+        weights, pack.rows, one_hot(ring.last_slot, h, torch.float32, device), one_hot(ring.next_slot, h, torch.bool, device),
+        per_element(coefficients), per_element(s_coefficients), horizon, torch.tensor(True, device=device), jump,
+        kernels.rule, kernels.trend, kernels.shift,
+    )
+    ends = accepted.cumsum(0)[pack.sizes.cumsum(0) - 1]
+    pack_counts = ends - torch.cat([ends.new_zeros(1), ends[:-1]])
+    for position, (index, tensor, span) in enumerate(zip(pack.indices, tensors, pack.spans)):
+        tensor.copy_(weights[span].view(tensor.shape))
+        for row, packed_row in zip(ring.row_tensors(index), pack.rows):
+            row.copy_(packed_row[span])
+        if followers:
+            for follower in followers[position]:
+                follower.add_(jump[span])
+        counts[index] = pack_counts[position]
+        jumps[index] = jump[span] if keep_jumps else None
 
 
 def _update_streamed(

@@ -1,0 +1,68 @@
+"""One prediction over the ring: packing small parameters side by side changes nothing but
+the number of operations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pdt_compile as pdt
+from pdt_compile.runtime import predictor
+from pdt_compile.runtime.history import SnapshotRing
+
+SHAPES = [(40, 30), (30,), (700, 60), (10, 40), (10,), (1,), (5, 3)]
+
+
+def drifting_ring(history: int, seed: int = 0) -> tuple[list[torch.Tensor], SnapshotRing]:
+    """Parameters of mixed sizes after ``history`` snapshots of a noisy drift, and their ring."""
+    g = torch.Generator().manual_seed(seed)
+    params = [torch.randn(shape, generator=g) for shape in SHAPES]
+    params[3] = params[3].T.contiguous().T  # a non-contiguous parameter
+    ring = SnapshotRing(params, history)
+    drift = [torch.randn(shape, generator=g) * 1e-2 for shape in SHAPES]
+    for _ in range(history):
+        with torch.no_grad():
+            for p, v in zip(params, drift):
+                p.add_(v + 3e-3 * torch.randn(p.shape, generator=g))
+        ring.capture_()
+    with torch.no_grad():
+        for p, v in zip(params, drift):
+            p.add_(v)
+    return params, ring
+
+
+def predict(monkeypatch, pack_elements: int, config: pdt.PDTConfig, skip: list[bool], with_followers: bool):
+    monkeypatch.setattr(predictor, "PACK_ELEMENTS", pack_elements)
+    params, ring = drifting_ring(config.history)
+    followers = [[torch.zeros(p.numel())] for p in params] if with_followers else None
+    result = predictor.predict_merge_capture_(ring, params, skip, config, 3, keep_jumps=True, followers=followers)
+    return params, ring, result, followers
+
+
+@pytest.mark.parametrize("options", [dict(), dict(rule="paper", trend=False, after_merge="keep"),
+                                     dict(granularity="model"), dict(rank="gavish_donoho", dynamics="affine")])
+def test_packed_parameters_predict_as_one_at_a_time(monkeypatch, options):
+    config = pdt.PDTConfig(snap_every=1, history=4, tau=3, kernels="torch", **options)
+    skip = [False, False, False, True, False, False, False]  # the skipped one is only captured
+    one, ring_one, result_one, followers_one = predict(monkeypatch, 0, config, skip, True)
+    packed, ring_packed, result_packed, followers_packed = predict(monkeypatch, 2048, config, skip, True)
+    counts_one, counts_packed = result_one.resolved(), result_packed.resolved()
+    assert counts_one[3] is None and counts_packed[3] is None
+    assert sum(counts_one[i] for i in (0, 1, 4, 5, 6)) > 0  # the packed parameters merged something
+    for i in range(len(SHAPES)):
+        if counts_one[i] is not None:
+            assert abs(counts_one[i] - counts_packed[i]) <= 1  # an element on a bound may round either way
+            assert torch.allclose(result_one.jumps[i], result_packed.jumps[i], atol=1e-6)
+            assert torch.allclose(followers_one[i][0], followers_packed[i][0], atol=1e-6)
+        assert torch.allclose(one[i], packed[i], atol=1e-6)
+        for a, b in zip(ring_one.row_tensors(i), ring_packed.row_tensors(i)):
+            assert torch.allclose(a, b, atol=1e-6)
+    assert ring_one.order() == ring_packed.order()
+
+
+def test_packs_hold_small_active_parameters_in_order(monkeypatch):
+    params, ring = drifting_ring(3)
+    packs = predictor.pack_parameters(ring, [0, 1, 2, 4, 5, 6], limit=1235)
+    assert [pack.indices for pack in packs] == [[0, 1], [4, 5, 6]]  # 42000 > limit; 1200 + 30 + 10 > limit
+    assert [pack.rows[0].numel() for pack in packs] == [1230, 26]
+    assert torch.equal(packs[0].rows[1][30 * 40:], ring.row_tensors(1)[1])
