@@ -60,8 +60,8 @@ def test_packed_parameters_predict_as_one_at_a_time(monkeypatch, options):
     assert ring_one.order() == ring_packed.order()
 
 
-def test_packs_hold_small_active_parameters_in_order(monkeypatch):
-    params, ring = drifting_ring(3)
+def test_packs_hold_small_active_parameters_in_order():
+    _, ring = drifting_ring(3)
     packs = predictor.pack_parameters(ring, [0, 1, 2, 4, 5, 6], limit=1235)
     assert [pack.indices for pack in packs] == [[0, 1], [4, 5, 6]]  # 42000 > limit; 1200 + 30 + 10 > limit
     assert [pack.rows[0].numel() for pack in packs] == [1230, 26]

@@ -24,9 +24,9 @@ from .kernels import Kernels, predict_elements_
 
 PACK_ELEMENTS = 1 << 15
 """Plain-torch predictions pack parameters of at most this many elements side by side, up to
-this many elements a pack: a parameter's prediction is about a hundred torch operations whatever its
-size, so on a model of small tensors (an MLP's biases, a transformer's norms) per-operation
-overhead, not bytes, set its cost (benchmarks/overhead.py)."""
+this many elements a pack: a parameter's prediction is about a hundred torch operations whatever
+its size, so on a model of small tensors (an MLP's biases, a transformer's norms) per-operation
+overhead, not bytes, sets its cost."""
 
 
 @dataclass
@@ -80,13 +80,16 @@ def pack_parameters(ring: SnapshotRing, candidates: Sequence[int], limit: int) -
     """Greedy, in order: the ``candidates`` of at most ``limit`` elements, in packs of at most
     ``limit`` elements (a pack of one parameter is left out: it gains nothing)."""
     groups: list[list[int]] = [[]]
+    filled = 0
     for index in candidates:
         numel = ring.numels[index]
         if numel > limit:
             continue
-        if sum(ring.numels[i] for i in groups[-1]) + numel > limit:
+        if filled + numel > limit:
             groups.append([])
+            filled = 0
         groups[-1].append(index)
+        filled += numel
     packs = []
     for indices in (g for g in groups if len(g) > 1):
         sizes = [ring.numels[i] for i in indices]
