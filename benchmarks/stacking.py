@@ -45,13 +45,16 @@ def reference_schedule_free(name: str, task: Task) -> Task:
 
 
 def methods(task: Task, snap_every: int) -> dict:
+    move = dict(snap_every=snap_every, averages="move")
     return {
         "schedule-free reference (tuned lr)": lambda opt: opt,
-        "PDT on y (the parameters; default)": lambda opt: pdt.PDT(opt, snap_every=snap_every),
-        "PDT on z (base iterate)": lambda opt: pdt.PDT(opt, snap_every=snap_every, sequence="z"),
-        "PDT on x (average)": lambda opt: pdt.PDT(opt, snap_every=snap_every, sequence="x"),
-        "PDT on y, rollback_factor 1.1": lambda opt: pdt.PDT(opt, snap_every=snap_every, rollback_factor=1.1),
-        "PDT on y + verify (256 training samples)": verified(task, snap_every),
+        "PDT default: z jumps, x stays": lambda opt: pdt.PDT(opt, snap_every=snap_every),
+        "PDT default + verify (256 training samples)": verified(task, snap_every),
+        "PDT on y, all move (previous default)": lambda opt: pdt.PDT(opt, **move),
+        "PDT on z, all move": lambda opt: pdt.PDT(opt, sequence="z", **move),
+        "PDT on x, all move": lambda opt: pdt.PDT(opt, sequence="x", **move),
+        "PDT on y, all move, rollback_factor 1.1": lambda opt: pdt.PDT(opt, rollback_factor=1.1, **move),
+        "PDT on y, all move + verify (256 training samples)": verified(task, snap_every, averages="move"),
     }
 
 
@@ -79,7 +82,7 @@ def main() -> None:
             lr, sweep = tune_lr(task, [0.5, 1.0, 2.0] if "transformer" in name else [0.25, 0.5, 1.0, 2.0, 4.0])
         runs = {method: [quiet_train(task, wrap, seed=seed, method=method, lr=lr) for seed in range(args.seeds)]
                 for method, wrap in methods(task, snap_every).items()}
-        text = summarise(f"{name}: PDT on schedule-free, by predicted sequence", runs, lr, sweep, snap_every, task)
+        text = summarise(f"{name}: PDT on schedule-free", runs, lr, sweep, snap_every, task)
         print(text + "\n", flush=True)
         sections.append(text)
     intro = (f"Median over {args.seeds} seeds [min–max]; × = the tuned schedule-free optimizer's time / the method's "
@@ -88,7 +91,7 @@ def main() -> None:
              "variants (they store x). "
              f"Total benchmark time {time.perf_counter() - started:.0f} s.")
     only = f", tasks matching {args.only!r}" if args.only else ""
-    write_section(f"Stacking on schedule-free: which sequence to predict{only} (benchmarks/stacking.py)",
+    write_section(f"Stacking on schedule-free: what to predict, what moves{only} (benchmarks/stacking.py)",
                   intro + "\n\n" + "\n\n".join(sections))
 
 

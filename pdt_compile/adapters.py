@@ -3,17 +3,24 @@
 A merge moves some weights by a jump J. An optimizer that keeps another copy of the weights in
 its state (schedule-free's base iterate z and, in its reference form, the average x;
 Lookahead's slow weights) pulls the weights back toward that copy at its next steps, undoing
-the jump. PDT therefore applies J to every such tensor too: the whole optimizer state in weight
-space is translated, as if the trajectory had been ahead all along. Momentum buffers and Adam
-moments are displacements, not positions, and stay as they are.
+the jump. PDT therefore applies J to such tensors too (``WEIGHT_SPACE_STATE``). Momentum
+buffers and Adam moments are displacements, not positions, and stay as they are.
 
-The registry maps an optimizer class (by ``module.qualname``, so no package is imported here)
-to the keys of ``optimizer.state[p]`` to translate. :func:`register_optimizer` adds one.
+Schedule-free optimizers are handled apart (``AVERAGING``, ``PDTConfig.averages="stay"``):
+their evaluation weights x are a running average of every base iterate z so far, so a jump
+added to x stays in the weights the user evaluates for the rest of training (it fades only as
+t / T), while a wrong jump of z is corrected by the optimizer's next steps. There PDT predicts
+z, jumps z alone, and leaves x where it is; the parameters, an interpolation
+y = (1 - beta) z + beta x, move by (1 - beta) J (:func:`shares`).
+
+The registries map an optimizer class (by ``module.qualname``, so no package is imported
+here). :func:`register_optimizer` adds one.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 from torch import Tensor
 from torch.optim import Optimizer
@@ -21,16 +28,71 @@ from torch.optim import Optimizer
 WEIGHT_SPACE_STATE: dict[str, tuple[str, ...]] = {
     "schedulefree.sgd_schedulefree.SGDScheduleFree": ("z",),
     "schedulefree.sgd_schedulefree_closure.SGDScheduleFreeClosure": ("z",),
-    "schedulefree.sgd_schedulefree_reference.SGDScheduleFreeReference": ("z", "x"),
+    "schedulefree.sgd_schedulefree_reference.SGDScheduleFreeReference": ("z", "x", "y"),
     "schedulefree.adamw_schedulefree.AdamWScheduleFree": ("z",),
     "schedulefree.adamw_schedulefree_closure.AdamWScheduleFreeClosure": ("z",),
-    "schedulefree.adamw_schedulefree_reference.AdamWScheduleFreeReference": ("z", "x"),
+    "schedulefree.adamw_schedulefree_reference.AdamWScheduleFreeReference": ("z", "x", "y"),
     "schedulefree.radam_schedulefree.RAdamScheduleFree": ("z",),
     "schedulefree.radam_schedulefree_closure.RAdamScheduleFreeClosure": ("z",),
     "pytorch_optimizer.optimizer.lookahead.Lookahead": ("slow_params",),
 }
 """``module.qualname`` of an optimizer class -> keys of its per-parameter state that hold
-weights (tested for each schedule-free variant and pytorch-optimizer's Lookahead)."""
+weights, all translated by the jump (``PDTConfig.averages="move"``; tested for each
+schedule-free variant and pytorch-optimizer's Lookahead). The reference schedule-free variants
+keep y in their state too: ``train()`` copies it back into the parameters."""
+
+
+@dataclass(frozen=True)
+class Averaging:
+    """A schedule-free optimizer's layout: base iterate ``base`` (a state key), a running
+    average x of it, and parameters that hold y = (1 - beta) z + beta x in training
+    (``parameters="y"``) or x itself (``"x"``, the closure variants). ``beta`` is the group
+    hyperparameter of the interpolation (``"betas"``: its first entry); ``interpolations``
+    are state keys that also hold y."""
+
+    base: str = "z"
+    beta: str = "momentum"
+    parameters: str = "y"
+    interpolations: tuple[str, ...] = ()
+
+    def share(self, group: dict[str, Any]) -> float:
+        """The fraction of the base iterate's jump that y takes when x stays: 1 - beta."""
+        value = group[self.beta]
+        return 1.0 - float(value[0] if self.beta == "betas" else value)
+
+
+_SF = "schedulefree."
+AVERAGING: dict[str, Averaging] = {
+    _SF + "sgd_schedulefree.SGDScheduleFree": Averaging(),
+    _SF + "sgd_schedulefree_closure.SGDScheduleFreeClosure": Averaging(parameters="x"),
+    _SF + "sgd_schedulefree_reference.SGDScheduleFreeReference": Averaging(interpolations=("y",)),
+    _SF + "adamw_schedulefree.AdamWScheduleFree": Averaging(beta="betas"),
+    _SF + "adamw_schedulefree_closure.AdamWScheduleFreeClosure": Averaging(beta="betas", parameters="x"),
+    _SF + "adamw_schedulefree_reference.AdamWScheduleFreeReference": Averaging(beta="betas", interpolations=("y",)),
+    _SF + "radam_schedulefree.RAdamScheduleFree": Averaging(beta="betas"),
+    _SF + "radam_schedulefree_closure.RAdamScheduleFreeClosure": Averaging(beta="betas", parameters="x"),
+}
+"""``module.qualname`` -> the layout of an optimizer whose evaluation weights average its
+base iterate (``PDTConfig.averages="stay"``)."""
+
+
+def averaging(optimizer: object) -> Averaging | None:
+    """The averaging layout of ``optimizer``, or None for an optimizer without one."""
+    return AVERAGING.get(class_name(optimizer))
+
+
+def shares(optimizer: Optimizer, layout: Averaging, params: Sequence[Tensor]) -> list[list[tuple[Tensor, float]]]:
+    """For each parameter (``params``, in param-group order), the tensors that move with a
+    jump J of its base iterate, each with its fraction of J, so that x stays: the parameter
+    and the interpolation state (1 - beta; 0 where the parameter holds x)."""
+    fraction = {id(p): layout.share(group) for group in optimizer.param_groups for p in group["params"]}
+    out = []
+    for p in params:
+        state = optimizer.state.get(p, {})
+        share = fraction[id(p)]
+        moved = [(p, share)] if layout.parameters == "y" else []
+        out.append(moved + [(state[key], share) for key in layout.interpolations if key in state])
+    return out
 
 _UNSAFE_PACKAGES = ("schedulefree",)
 
@@ -76,10 +138,11 @@ def stacking_warning(optimizer: object) -> str | None:
     if class_name(optimizer).split(".")[0] not in MEASURED_UNSAFE:
         return None
     return (
-        f"PDT on {type(optimizer).__name__}: measured (benchmarks/stacking.py) faster on one task but worse on "
-        "two: it never reached the schedule-free optimizer's own final loss on mnist1d or a character "
-        "transformer and cost the transformer 3.6 accuracy points (with verify=, 0.2 points, and 1 of 3 seeds "
-        "reached it). Prefer the schedule-free optimizer alone, or PDT on a scheduled optimizer"
+        f"PDT on {type(optimizer).__name__}: measured (benchmarks/stacking.py, z jumps and x stays) faster on a "
+        "digits MLP (1.47x wall to the schedule-free optimizer's own final loss), about even on a mnist1d CNN "
+        "(1.08x, one seed of three never reached it) and worse on a character transformer (never reached it, "
+        "0.6 accuracy points lower; with verify=, accuracy kept but 1 seed of 3 still never). Prefer the "
+        "schedule-free optimizer alone, or PDT on a scheduled optimizer"
     )
 
 

@@ -17,6 +17,7 @@ GRANULARITIES = ("tensor", "model")
 DYNAMICS = ("linear", "affine")
 MODES = ("projected", "exact")
 AFTER_MERGE = ("shift", "keep", "reset")
+AVERAGES = ("stay", "move")
 RANK_NAMES = ("gavish_donoho", "full")
 RING_DTYPES = ("float32", "bfloat16")
 RING_LOCATIONS = ("device", "host")
@@ -152,12 +153,22 @@ class PDTConfig:
     transformer never -> 0.96x (1.00x in steps), at the price of digits 2.33x -> 1.62x and
     the ViT 1.31x -> 1.27x (benchmarks/RESULTS.md; benchmarks/late_merges.py)."""
 
-    sequence: str = "parameters"
+    sequence: str = "auto"
     """Which weight sequence PDT snapshots, predicts and merges: ``"parameters"`` (what the
-    model trains with) or a weight-space state key of the wrapped optimizer
+    model trains with), a weight-space state key of the wrapped optimizer
     (:mod:`pdt_compile.adapters`; ``"z"`` for schedule-free's base iterate, ``"x"`` for its
-    average in the reference variants). Every other weight-space tensor, the parameters
-    included, moves by the same jump."""
+    average in the reference variants), or ``"auto"``: the base iterate where
+    :attr:`averages` is ``"stay"`` on a schedule-free optimizer, else the parameters. Every
+    other weight-space tensor, the parameters included, moves with the jump."""
+
+    averages: str = "stay"
+    """On an optimizer whose evaluation weights are a running average of its iterates
+    (schedule-free: x, the average of z; :data:`pdt_compile.adapters.AVERAGING`): ``"stay"``
+    predicts and jumps the base iterate z and leaves the average where it is (the parameters,
+    y = (1 - beta) z + beta x, move by (1 - beta) of the jump); ``"move"`` translates z, x and
+    the parameters by the same jump. Why ``"stay"``: a jump added to x stays in the evaluated
+    weights for the rest of training, while the optimizer corrects a wrong jump of z within a
+    few steps (measured in benchmarks/stacking.py). No effect on other optimizers."""
 
     ring_dtype: str = "float32"
     """Storage of the snapshot ring: ``"float32"`` (4h bytes per parameter element) or
@@ -199,11 +210,12 @@ class PDTConfig:
         _check_choice("modes", self.modes, MODES)
         _check_choice("dynamics", self.dynamics, DYNAMICS)
         _check_choice("after_merge", self.after_merge, AFTER_MERGE)
+        _check_choice("averages", self.averages, AVERAGES)
         _check_choice("ring_dtype", self.ring_dtype, RING_DTYPES)
         _check_choice("ring_location", self.ring_location, RING_LOCATIONS)
         _check_choice("kernels", self.kernels, KERNELS)
         if not isinstance(self.sequence, str) or not self.sequence:
-            _fail("sequence", self.sequence, '"parameters" or a weight-space state key such as "z"')
+            _fail("sequence", self.sequence, '"auto", "parameters" or a weight-space state key such as "z"')
         if self.ring_location == "host" and self.ring_dtype != "float32":
             _fail("ring_dtype", self.ring_dtype, 'ring_location="host" keeps a float32 ring: use ring_dtype="float32"')
         for flag in ("adaptive", "trend", "lr_horizon"):

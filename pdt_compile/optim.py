@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
-from .adapters import companions, stacking_warning, weight_space_keys
+from .adapters import averaging, companions, shares, stacking_warning, weight_space_keys
 from .config import PDTConfig
 from .distributed import global_numel, shard_group, sum_across_shards_
 from .runtime.history import SnapshotRing, _local, make_ring
@@ -78,12 +78,8 @@ class PDT(Optimizer):
             config = PDTConfig(**options)
         elif options:
             config = config.replace(**options)
-        if config.sequence != "parameters" and config.sequence not in self._weight_space_keys:
-            raise ValueError(
-                f"PDTConfig.sequence: {config.sequence!r} is not a weight-space state key of "
-                f"{type(optimizer).__name__} (it has {list(self._weight_space_keys)}); use \"parameters\" or one of "
-                "those (pdt_compile.adapters)"
-            )
+        self._averaging = averaging(optimizer) if config.averages == "stay" else None
+        self._sequence = self._resolve_sequence(optimizer, config)
         self.optimizer = optimizer
         self.config = config
         self._verify = verify
@@ -100,6 +96,27 @@ class PDT(Optimizer):
         self._moved_with_merges: list[list[Tensor]] = [[] for _ in self._ring.params]
 
     # The wrapped optimizer replaces its param_groups list in load_state_dict: always share.
+    def _resolve_sequence(self, optimizer: Optimizer, config: PDTConfig) -> str:
+        """``config.sequence`` with ``"auto"`` resolved; raises for a sequence the optimizer
+        does not keep, or one that ``averages="stay"`` cannot jump."""
+        if self._averaging is not None:
+            if config.sequence not in ("auto", self._averaging.base):
+                raise ValueError(
+                    f"PDTConfig.sequence: {config.sequence!r} on {type(optimizer).__name__} with averages=\"stay\": "
+                    f"PDT predicts the base iterate {self._averaging.base!r} and leaves the average in place; use "
+                    f"sequence=\"auto\" or averages=\"move\" (every sequence translated by the same jump)"
+                )
+            return self._averaging.base
+        if config.sequence == "auto":
+            return "parameters"
+        if config.sequence != "parameters" and config.sequence not in self._weight_space_keys:
+            raise ValueError(
+                f"PDTConfig.sequence: {config.sequence!r} is not a weight-space state key of "
+                f"{type(optimizer).__name__} (it has {list(self._weight_space_keys)}); use \"parameters\" or one of "
+                "those (pdt_compile.adapters)"
+            )
+        return config.sequence
+
     @property
     def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
         return self.optimizer.param_groups
@@ -176,7 +193,7 @@ class PDT(Optimizer):
         """Per tracked parameter, the tensor PDT snapshots and merges: the parameter, or its
         optimizer state under ``config.sequence`` (the parameter itself where that state does
         not exist yet)."""
-        params, key = self._ring.params, self.config.sequence
+        params, key = self._ring.params, self._sequence
         if key == "parameters":
             return list(params)
         return [own[0] if own else p for p, own in zip(params, companions(self.optimizer, params, [key]))]
@@ -185,11 +202,19 @@ class PDT(Optimizer):
         """Per tracked parameter, the tensors a merge moves besides :meth:`tracked`'s: the
         parameter (when another sequence is tracked), the wrapped optimizer's other
         weight-space state (:mod:`pdt_compile.adapters`) and :meth:`move_with_merges`'."""
+        return [[t for t, _ in moved] for moved in self._moved_fractions()]
+
+    def _moved_fractions(self) -> list[list[tuple[Tensor, float]]]:
+        """:meth:`followers` with the fraction of the jump each one takes (1 unless
+        ``averages="stay"`` leaves a schedule-free average in place)."""
         params = self._ring.params
+        if self._averaging is not None:
+            moved = shares(self.optimizer, self._averaging, params)
+            return [own + [(t, 1.0) for t in extra] for own, extra in zip(moved, self._moved_with_merges)]
         state = companions(self.optimizer, params, self._weight_space_keys)
         tracked = self.tracked()
         return [
-            [t for t in [p, *own] if t is not merged] + extra
+            [(t, 1.0) for t in [p, *own] if t is not merged] + [(t, 1.0) for t in extra]
             for p, own, merged, extra in zip(params, state, tracked, self._moved_with_merges)
         ]
 
@@ -275,18 +300,33 @@ class PDT(Optimizer):
             return None
         if phase == Phase.PREDICT:
             start = time.perf_counter()
+            scaled = self._averaging is not None
             prediction = predict_merge_capture_(
                 self._ring,
                 self.tracked(),
                 self._skipped(),
                 self.config,
                 self.schedule.horizon,
-                keep_jumps=self.keeps_jumps,
-                followers=self.followers() if self.has_followers else None,
+                keep_jumps=self.keeps_jumps or scaled,
+                followers=self.followers() if self.has_followers and not scaled else None,
             )
+            if scaled:
+                self._move_followers_(prediction.jumps, 1.0)
+                if not self.keeps_jumps:
+                    prediction.jumps = [None] * len(prediction.jumps)
             self._stats.prediction_seconds += time.perf_counter() - start
             return prediction
         return None
+
+    def _move_followers_(self, jumps: list[Tensor | None], scale: float) -> None:
+        """Add ``scale`` times each jump, times each follower's fraction, to the followers."""
+        for moved, jump in zip(self._moved_fractions(), jumps):
+            if jump is None:
+                continue
+            for tensor, fraction in moved:
+                if fraction:
+                    local = _local(tensor).detach()
+                    local.add_(jump.view(local.shape).to(local.dtype), alpha=scale * fraction)
 
     def _finish_boundary(self, phase: Phase, prediction: Prediction | None) -> None:
         """Bookkeeping shared by the eager and the compiled path."""
@@ -379,14 +419,14 @@ class PDT(Optimizer):
         its ``jumps`` (-1: undo the merge)."""
         ring = self._ring
         shifted = self.config.after_merge == "shift"
-        followers = self.followers()
         for index, (p, jump) in enumerate(zip(self.tracked(), jumps)):
             if jump is None:
                 continue
             step = jump * scale
-            for tensor in [_local(p).detach(), *(_local(f).detach() for f in followers[index])]:
-                tensor.add_(step.view(tensor.shape).to(tensor.dtype))
+            tensor = _local(p).detach()
+            tensor.add_(step.view(tensor.shape).to(tensor.dtype))
             ring.undo_jump_(index, -step, shifted)
+        self._move_followers_(jumps, scale)
 
     def _verified_loss(self) -> float:
         with torch.no_grad():

@@ -1,5 +1,6 @@
 """Merges move the optimizer's own weight-space state (schedule-free z, Lookahead's slow
-weights) and registered averages with the weights; train()/eval() and checkpoints still work."""
+weights) and registered averages with the weights; on schedule-free optimizers the average x
+stays by default; train()/eval() and checkpoints still work."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ CONFIG = dict(snap_every=3, history=4, burn_in=4, tau=3)
 STACKED = {
     "sgd_schedule_free": (lambda p: schedulefree.SGDScheduleFree(p, lr=0.5, momentum=0.9, warmup_steps=3), ("z",)),
     "adamw_schedule_free": (lambda p: schedulefree.AdamWScheduleFree(p, lr=0.02, warmup_steps=3), ("z",)),
-    "sgd_schedule_free_reference": (lambda p: schedulefree.SGDScheduleFreeReference(p, lr=0.5, warmup_steps=3), ("z", "x")),
+    "sgd_schedule_free_reference": (lambda p: schedulefree.SGDScheduleFreeReference(p, lr=0.5, warmup_steps=3), ("z", "x", "y")),
     "lookahead": (lambda p: po.Lookahead(torch.optim.SGD(p, lr=0.2, momentum=0.9), k=4, alpha=0.5), ("slow_params",)),
 }
 
@@ -67,7 +68,7 @@ def make(name, **options):
 
 @pytest.mark.parametrize("name", sorted(STACKED))
 def test_a_merge_moves_the_optimizers_weight_space_state_by_the_same_jump(name):
-    model, opt, keys = make(name)
+    model, opt, keys = make(name, averages="move")
     records = spy_on_predictions(opt)
     train(model, opt, batches(45))
     assert opt.stats.merges >= 2
@@ -150,7 +151,7 @@ def test_compiled_schedule_free_follows_eager():
 
 @pytest.mark.parametrize("name,sequence", [("sgd_schedule_free", "z"), ("sgd_schedule_free_reference", "x")])
 def test_another_sequence_is_snapshot_merged_and_the_parameters_follow(name, sequence):
-    model, opt, keys = make(name, sequence=sequence)
+    model, opt, keys = make(name, sequence=sequence, averages="move")
     records = spy_on_predictions(opt)
     train(model, opt, batches(45))
     params = list(model.parameters())
@@ -172,7 +173,9 @@ def test_a_sequence_the_optimizer_does_not_keep_is_refused():
     with pytest.raises(ValueError, match=r"sequence: 'z'.*SGD.*\[\]"):
         pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), sequence="z", **CONFIG)
     with pytest.raises(ValueError, match=r"'x'.*\['z'\]"):
-        pdt.PDT(schedulefree.SGDScheduleFree(make_mlp().parameters(), lr=0.1), sequence="x", **CONFIG)
+        pdt.PDT(schedulefree.SGDScheduleFree(make_mlp().parameters(), lr=0.1), sequence="x", averages="move", **CONFIG)
+    with pytest.raises(ValueError, match=r"'parameters'.*averages=\"stay\".*'z'.*averages=\"move\""):
+        pdt.PDT(schedulefree.SGDScheduleFree(make_mlp().parameters(), lr=0.1), sequence="parameters", **CONFIG)
 
 
 def test_stacking_on_schedule_free_warns_with_what_was_measured():
@@ -181,3 +184,100 @@ def test_stacking_on_schedule_free_warns_with_what_was_measured():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pdt.PDT(po.Lookahead(torch.optim.SGD(make_mlp().parameters(), lr=0.1)), **CONFIG)
+
+
+AVERAGED = {  # name -> (optimizer, beta, where the parameters are in weight space: "y" or "x")
+    "sgd_schedule_free": (lambda p: schedulefree.SGDScheduleFree(p, lr=0.5, momentum=0.8, warmup_steps=3), 0.8, "y"),
+    "sgd_schedule_free_closure": (lambda p: schedulefree.SGDScheduleFreeClosure(p, lr=0.5, momentum=0.8, warmup_steps=3), 0.8, "x"),
+    "sgd_schedule_free_reference": (lambda p: schedulefree.SGDScheduleFreeReference(p, lr=0.5, momentum=0.8, warmup_steps=3), 0.8, "y"),
+    "adamw_schedule_free": (lambda p: schedulefree.AdamWScheduleFree(p, lr=0.02, betas=(0.7, 0.999), warmup_steps=3), 0.7, "y"),
+    "adamw_schedule_free_reference": (lambda p: schedulefree.AdamWScheduleFreeReference(p, lr=0.02, betas=(0.7, 0.999), warmup_steps=3), 0.7, "y"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(AVERAGED))
+def test_by_default_a_merge_jumps_the_base_iterate_and_leaves_the_average_in_place(name):
+    """averages="stay": z takes the jump, the evaluation weights x do not move, and y (the
+    parameters in training) takes 1 - beta of it."""
+    make_opt, beta, holds = AVERAGED[name]
+    model = make_mlp()
+    opt = pdt.PDT(make_opt(model.parameters()), **CONFIG)
+    params = list(model.parameters())
+    assert all(t is p for t, p in zip(opt.tracked(), params))  # z does not exist before the first step
+    records = []
+    run_boundary = opt._run_boundary
+
+    def positions():
+        z = [opt.optimizer.state[p]["z"].clone() for p in params]
+        w = [p.detach().clone() for p in params]
+        x = w if holds == "x" else [(y - (1 - beta) * b) / beta for y, b in zip(w, z)]
+        return z, w, x
+
+    def spied(phase):
+        before = positions() if phase == Phase.PREDICT else None
+        result = run_boundary(phase)
+        if before is not None:
+            records.append((before, positions()))
+        return result
+
+    opt._run_boundary = spied
+    if holds == "x":
+        for x, y in batches(45):
+            opt.step(lambda: torch.nn.functional.cross_entropy(model(x), y).backward())
+            opt.zero_grad()
+    else:
+        opt.train()
+        train(model, opt, batches(45))
+    assert opt.stats.merges >= 2 and records
+    assert all(t is opt.optimizer.state[p]["z"] for t, p in zip(opt.tracked(), params))
+    moved = 0
+    for (z0, w0, x0), (z1, w1, x1) in records:
+        for index in range(len(params)):
+            jump = z1[index] - z0[index]
+            moved += int((jump != 0).sum())
+            assert torch.allclose(x1[index], x0[index], atol=1e-5)
+            share = 0.0 if holds == "x" else 1 - beta
+            assert torch.allclose(w1[index] - w0[index], share * jump, atol=1e-5)
+    assert moved > 0
+    if "reference" in name:  # train() copies the stored y back: it moved with the parameters
+        opt.eval()
+        opt.train()
+        assert all(torch.equal(p, opt.optimizer.state[p]["y"]) for p in params)
+        assert torch.allclose(opt.optimizer.state[params[0]]["y"],
+                              beta * opt.optimizer.state[params[0]]["x"] + (1 - beta) * opt.optimizer.state[params[0]]["z"],
+                              atol=1e-5)
+
+
+def test_verification_undoes_a_schedule_free_merge_exactly():
+    """A verify= loss that always prefers the unmerged weights: every merge is undone, and the
+    parameters and z are back where the optimizer left them (x never moved)."""
+    model = make_mlp()
+    calls = []
+
+    def verify():  # PDT evaluates the merged weights first, then the unmerged ones
+        calls.append(None)
+        return 2.0 if len(calls) % 2 else 1.0
+
+    opt = pdt.PDT(schedulefree.SGDScheduleFree(model.parameters(), lr=0.5, momentum=0.8, warmup_steps=3),
+                  verify=verify, verify_backtracks=0, verify_backoff=0, **CONFIG)
+    opt.train()
+    params = list(model.parameters())
+    checked = []
+    run_boundary, finish_boundary = opt._run_boundary, opt._finish_boundary
+
+    def positions():
+        return [p.detach().clone() for p in params] + [opt.optimizer.state[p]["z"].clone() for p in params]
+
+    def spied_run(phase):
+        spied_run.before = positions()
+        return run_boundary(phase)
+
+    def spied_finish(phase, prediction):
+        finish_boundary(phase, prediction)
+        if phase == Phase.PREDICT:
+            checked.append(all(torch.allclose(a, b, atol=1e-6) for a, b in zip(spied_run.before, positions())))
+
+    opt._run_boundary, opt._finish_boundary = spied_run, spied_finish
+    train(model, opt, batches(45))
+    assert opt.stats.verify_rejections >= 2 and opt.stats.merges == 0
+    assert checked and all(checked)
