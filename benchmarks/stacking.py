@@ -7,7 +7,8 @@ merge moves all three by the same jump. This benchmark times each choice against
 schedule-free optimizer alone, on the three main tasks, with the reference variants (the only
 ones that store x; the same algorithm as the default variants). Also: y with merges rolled
 back when the next reported loss rises 10 % (``rollback_factor=1.1``), and y with every merge
-verified on 256 training samples (``verify=``, as in benchmarks/ttb.py).
+verified on 256 training samples (``verify=``, as in benchmarks/ttb.py), and the default with snapshots
+twice as often as the task's ``snap_every`` (tau 8 and 16).
 
     python -m benchmarks.stacking [--seeds 3] [--only digits]
 """
@@ -50,6 +51,8 @@ def methods(task: Task, snap_every: int) -> dict:
         "schedule-free reference (tuned lr)": lambda opt: opt,
         "PDT default: z jumps, x stays": lambda opt: pdt.PDT(opt, snap_every=snap_every),
         "PDT default + verify (256 training samples)": verified(task, snap_every),
+        "PDT default, snapshots twice as often": lambda opt: pdt.PDT(opt, snap_every=snap_every // 2),
+        "PDT default, snapshots twice as often, tau 16": lambda opt: pdt.PDT(opt, snap_every=snap_every // 2, tau=16),
         "PDT on y, all move (previous default)": lambda opt: pdt.PDT(opt, **move),
         "PDT on z, all move": lambda opt: pdt.PDT(opt, sequence="z", **move),
         "PDT on x, all move": lambda opt: pdt.PDT(opt, sequence="x", **move),
