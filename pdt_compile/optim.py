@@ -95,7 +95,6 @@ class PDT(Optimizer):
         self._ring = self._build_ring()
         self._moved_with_merges: list[list[Tensor]] = [[] for _ in self._ring.params]
 
-    # The wrapped optimizer replaces its param_groups list in load_state_dict: always share.
     def _resolve_sequence(self, optimizer: Optimizer, config: PDTConfig) -> str:
         """``config.sequence`` with ``"auto"`` resolved; raises for a sequence the optimizer
         does not keep, or one that ``averages="stay"`` cannot jump."""
@@ -117,6 +116,7 @@ class PDT(Optimizer):
             )
         return config.sequence
 
+    # The wrapped optimizer replaces its param_groups list in load_state_dict: always share.
     @property
     def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
         return self.optimizer.param_groups
