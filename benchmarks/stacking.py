@@ -1,14 +1,16 @@
-"""Which sequence PDT should predict on a schedule-free optimizer: y, z or x.
+"""What PDT should predict and move on a schedule-free optimizer, and how often to snapshot it.
 
 A schedule-free optimizer keeps three weight sequences: z (the base SGD/AdamW iterate), x (a
 running average of z, the evaluation weights) and y = (1 - beta) z + beta x (the parameters
-it trains with). PDT can snapshot and predict any of them (``PDTConfig.sequence``); every
-merge moves all three by the same jump. This benchmark times each choice against the tuned
-schedule-free optimizer alone, on the three main tasks, with the reference variants (the only
-ones that store x; the same algorithm as the default variants). Also: y with merges rolled
-back when the next reported loss rises 10 % (``rollback_factor=1.1``), and y with every merge
-verified on 256 training samples (``verify=``, as in benchmarks/ttb.py), and the default with snapshots
-twice as often as the task's ``snap_every`` (tau 8 and 16).
+it trains with). PDT's default (``averages="stay"``) snapshots, predicts and jumps z every
+``base_spacing * snap_every`` steps (default 0.5) and leaves x in place; ``averages="move"``
+translates all three by one jump, predicting y, z or x (``PDTConfig.sequence``). This
+benchmark times each against the tuned schedule-free optimizer alone, on the three main tasks,
+with the reference variants (the only ones that store x; the same algorithm as the default
+variants): the default, the default with every merge verified on 256 training samples
+(``verify=``, as in benchmarks/ttb.py), the default at other snapshot spacings
+(``base_spacing`` 1.0: every ``snap_every`` steps; 0.25) and with tau 16, and the three
+all-move variants.
 
     python -m benchmarks.stacking [--seeds 3] [--only digits]
 """
@@ -49,15 +51,14 @@ def methods(task: Task, snap_every: int) -> dict:
     move = dict(snap_every=snap_every, averages="move")
     return {
         "schedule-free reference (tuned lr)": lambda opt: opt,
-        "PDT default: z jumps, x stays": lambda opt: pdt.PDT(opt, snap_every=snap_every),
+        "PDT default: z jumps, x stays, snapshots every snap_every / 2": lambda opt: pdt.PDT(opt, snap_every=snap_every),
         "PDT default + verify (256 training samples)": verified(task, snap_every),
-        "PDT default, snapshots twice as often": lambda opt: pdt.PDT(opt, snap_every=snap_every // 2),
-        "PDT default, snapshots twice as often, tau 16": lambda opt: pdt.PDT(opt, snap_every=snap_every // 2, tau=16),
-        "PDT on y, all move (previous default)": lambda opt: pdt.PDT(opt, **move),
+        "PDT default, base_spacing 1.0 (snapshots every snap_every)": lambda opt: pdt.PDT(opt, snap_every=snap_every, base_spacing=1.0),
+        "PDT default, base_spacing 0.25": lambda opt: pdt.PDT(opt, snap_every=snap_every, base_spacing=0.25),
+        "PDT default, tau 16": lambda opt: pdt.PDT(opt, snap_every=snap_every, tau=16),
+        "PDT on y, all move": lambda opt: pdt.PDT(opt, **move),
         "PDT on z, all move": lambda opt: pdt.PDT(opt, sequence="z", **move),
         "PDT on x, all move": lambda opt: pdt.PDT(opt, sequence="x", **move),
-        "PDT on y, all move, rollback_factor 1.1": lambda opt: pdt.PDT(opt, rollback_factor=1.1, **move),
-        "PDT on y, all move + verify (256 training samples)": verified(task, snap_every, averages="move"),
     }
 
 
@@ -94,7 +95,7 @@ def main() -> None:
              "variants (they store x). "
              f"Total benchmark time {time.perf_counter() - started:.0f} s.")
     only = f", tasks matching {args.only!r}" if args.only else ""
-    write_section(f"Stacking on schedule-free: what to predict, what moves{only} (benchmarks/stacking.py)",
+    write_section(f"Stacking on schedule-free: what to predict, what moves, how often{only} (benchmarks/stacking.py)",
                   intro + "\n\n" + "\n\n".join(sections))
 
 

@@ -10,6 +10,7 @@ on each schedule against each baseline.
     python -m benchmarks.ttb            # full suite, writes RESULTS.md and PNG plots
     python -m benchmarks.ttb --core     # baselines and PDT's defaults only, both schedules
     python -m benchmarks.ttb --core --cosine-only   # only the cosine sections
+    python -m benchmarks.ttb --peers    # only schedule-free and Lookahead, alone and with PDT
     python -m benchmarks.ttb --quick    # smoke run (< 1 min), prints only
 """
 
@@ -284,12 +285,20 @@ def main() -> None:
                         help="only the tuned baselines and PDT's defaults, under both schedules (no ablations, controls, "
                              "compiled rows or peers)")
     parser.add_argument("--cosine-only", action="store_true", help="with --core: only the cosine sections")
+    parser.add_argument("--peers", action="store_true",
+                        help="only the peer sections: schedule-free and Lookahead, alone and with PDT, main three tasks")
     args = parser.parse_args()
     torch.set_num_threads(1)  # steadier timings on a shared 2-core machine
     seeds = 1 if args.quick else args.seeds
     sections, started = [], time.perf_counter()
     for name, (task, snap_every) in task_suite(args.quick).items():
         if args.only and args.only not in name:
+            continue
+        if args.peers:
+            if name in PEER_TASKS:
+                for text in peer_sections(name, task, snap_every, seeds, args.quick):
+                    print(text + "\n", flush=True)
+                    sections.append(text)
             continue
         if args.cosine_only:
             for text in schedule_sections(name, task, snap_every, seeds, None, None):
@@ -336,8 +345,8 @@ def main() -> None:
                  "baseline's and × is measured against the tuned peer itself. "
                  f"Total benchmark time {time.perf_counter() - started:.0f} s.")
         title = "Time to baseline (benchmarks/ttb.py)"
-        if args.only or args.core:  # a partial run gets its own section; the full run's stays as it was
-            part = ", cosine only" if args.cosine_only else ", core" if args.core else ""
+        if args.only or args.core or args.peers:  # a partial run gets its own section; the full run's stays as it was
+            part = ", peers" if args.peers else ", cosine only" if args.cosine_only else ", core" if args.core else ""
             title = f"Time to baseline{part}{f', tasks matching {args.only!r}' if args.only else ''} (benchmarks/ttb.py)"
         write_section(title, intro + "\n\n" + "\n\n".join(sections))
 

@@ -49,6 +49,9 @@ class PDT(Optimizer):
     evaluates the merged weights and the weights without the merge, then half and a quarter of
     the jump (``verify_backtracks``), and keeps the largest fraction that is no worse, or none.
 
+    ``config`` is the configuration in force: on a schedule-free optimizer its ``snap_every``
+    is the base iterate's snapshot spacing (``PDTConfig.base_spacing`` applied).
+
     ``stats`` (:class:`~pdt_compile.runtime.stats.Stats`) reports what it did;
     ``state_dict()`` carries the ring, the schedule and the stats, so a resumed run
     continues exactly.
@@ -80,6 +83,8 @@ class PDT(Optimizer):
             config = config.replace(**options)
         self._averaging = averaging(optimizer) if config.averages == "stay" else None
         self._sequence = self._resolve_sequence(optimizer, config)
+        if self._averaging is not None and config.base_spacing != 1.0:
+            config = config.replace(snap_every=max(1, round(config.snap_every * config.base_spacing)), base_spacing=1.0)
         self.optimizer = optimizer
         self.config = config
         self._verify = verify

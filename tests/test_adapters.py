@@ -179,7 +179,7 @@ def test_a_sequence_the_optimizer_does_not_keep_is_refused():
 
 
 def test_stacking_on_schedule_free_warns_with_what_was_measured():
-    with pytest.warns(UserWarning, match="SGDScheduleFree: measured .* worse"):
+    with pytest.warns(UserWarning, match="SGDScheduleFree: measured .* no faster"):
         pdt.PDT(schedulefree.SGDScheduleFree(make_mlp().parameters(), lr=0.1), **CONFIG)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -246,6 +246,32 @@ def test_by_default_a_merge_jumps_the_base_iterate_and_leaves_the_average_in_pla
         assert torch.allclose(opt.optimizer.state[params[0]]["y"],
                               beta * opt.optimizer.state[params[0]]["x"] + (1 - beta) * opt.optimizer.state[params[0]]["z"],
                               atol=1e-5)
+
+
+def test_schedule_free_base_iterate_is_snapshot_at_base_spacing():
+    """On a schedule-free optimizer (averages="stay") z is snapshot every
+    base_spacing * snap_every steps; the spacing is exact elsewhere and with base_spacing=1."""
+    def first_snapshot_step(opt, model):
+        for step, (x, y) in enumerate(batches(12), start=1):
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+            if opt.ring.count:
+                return step
+
+    def spacing(make_opt, **options):
+        model = make_mlp()
+        opt = pdt.PDT(make_opt(model.parameters()), snap_every=10, **options)
+        if hasattr(opt.optimizer, "train"):
+            opt.train()
+        return opt.config.snap_every, first_snapshot_step(opt, model)
+
+    sf = lambda p: schedulefree.SGDScheduleFree(p, lr=0.5, momentum=0.8, warmup_steps=3)
+    assert spacing(sf) == (5, 5)
+    assert spacing(sf, base_spacing=0.3) == (3, 3)
+    assert spacing(sf, base_spacing=1.0) == (10, 10)
+    assert spacing(sf, averages="move") == (10, 10)
+    assert spacing(lambda p: torch.optim.SGD(p, lr=0.1), base_spacing=0.5) == (10, 10)
 
 
 def test_verification_undoes_a_schedule_free_merge_exactly():

@@ -29,6 +29,7 @@ INVALID = [
     ("ring_location", "cuda"),
     ("trend", 1),
     ("decay_window", 0), ("decay_window", 1.5), ("decay_window", True), ("decay_window", "half"),
+    ("base_spacing", 0), ("base_spacing", 1.5), ("base_spacing", "half"),
 ]
 
 

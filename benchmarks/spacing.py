@@ -1,0 +1,84 @@
+"""How much PDT can gain on the character transformer (AdamW), over snapshot spacings and tau.
+
+On this task PDT's defaults reach the tuned baseline's final training loss at the same
+evaluation step (benchmarks/ttb.py evaluates every 100 of 1000 steps, so 1.11x would need the
+loss reached at step 900). This measures the gain at a finer grain: evaluations every 25 steps,
+seeds run one after another (baseline and every method of a seed back to back, so a slow spell
+of the shared machine does not land on one method), for snapshots every 15, 30 (ttb's
+setting), 60 and 90 steps and tau 4, 8 and 16, at the tuned constant learning rate of
+benchmarks/ttb.py --core. 'final loss gap' is the baseline's final training loss minus the
+method's (positive: PDT ends lower).
+
+    python -m benchmarks.spacing [--seeds 3] [--steps 1000] [--lr 0.006]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+
+import torch
+
+import pdt_compile as pdt
+from pdt_compile.experiment import Run, speedup, train
+
+from .report import write_section
+from .ttb import spread, task_suite
+
+SETTINGS = {  # method -> (snap_every, tau)
+    "PDT default (snapshot every 30, tau 8)": (30, 8),
+    "snapshot every 15, tau 8": (15, 8),
+    "snapshot every 60, tau 8": (60, 8),
+    "snapshot every 90, tau 8": (90, 8),
+    "snapshot every 30, tau 4": (30, 4),
+    "snapshot every 30, tau 16": (30, 16),
+    "snapshot every 15, tau 16": (15, 16),
+}
+
+
+def row(method: str, baselines: list[Run], runs: list[Run]) -> str:
+    loss = [speedup(b, r, "loss") for b, r in zip(baselines, runs)]
+    gaps = [b.final_loss - r.final_loss for b, r in zip(baselines, runs)]
+    accuracy = [100 * r.test_accuracy[-1] for r in runs]
+    masks = [statistics.mean(v for _, v in r.mask_ratio) for r in runs if r.mask_ratio]
+    return (f"| {method} | {', '.join('never' if s is None else f'{s:.2f}' for s, _ in loss)} | "
+            f"{spread([t for _, t in loss])} | {spread(gaps, '{:+.4f}')} | {spread(accuracy, '{:.1f}')} | "
+            f"{spread(masks, '{:.3f}') if masks else '-'} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--lr", type=float, default=0.006, help="default: ttb --core's tuned constant lr")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    task, _ = task_suite(quick=False)["char transformer / AdamW"]
+    task = dataclasses.replace(task, steps=args.steps, eval_every=25)
+    wraps = {"baseline": lambda opt: opt}
+    wraps.update({method: (lambda opt, s=snap, t=tau: pdt.PDT(opt, snap_every=s, tau=t))
+                  for method, (snap, tau) in SETTINGS.items()})
+    runs: dict[str, list[Run]] = {method: [] for method in wraps}
+    for seed in range(args.seeds):
+        for method, wrap in wraps.items():
+            runs[method].append(train(task, wrap, seed=seed, method=method, lr=args.lr)[0])
+    baselines = runs["baseline"]
+    lines = [f"char transformer / AdamW, constant lr {args.lr:g}, {args.steps} steps, batch {task.batch_size}, "
+             f"evaluation every 25 steps, {args.seeds} seeds (seed-major order). Baseline final training loss "
+             f"{spread([b.final_loss for b in baselines], '{:.4f}')}, final accuracy "
+             f"{spread([100 * b.test_accuracy[-1] for b in baselines], '{:.1f}')}. "
+             f"Total benchmark time {time.perf_counter() - started:.0f} s.", "",
+             "| method | TTB-Loss steps × per seed | TTB-Loss wall × | final loss gap | final acc | mean mask ratio |",
+             "|---|---|---|---|---|---|"]
+    lines += [row(method, baselines, method_runs) for method, method_runs in runs.items() if method != "baseline"]
+    body = "\n".join(lines)
+    print(body)
+    suffix = "" if args.steps == 1000 else f", {args.steps} steps"
+    write_section(f"Snapshot spacing and tau on the character transformer{suffix} (benchmarks/spacing.py)", body)
+
+
+if __name__ == "__main__":
+    main()
