@@ -50,7 +50,7 @@ def test_compiled_block_runs_with_inductor():
 def test_stacking_block_runs():
     scope = namespace(Path("."))
     exec(compile(BLOCKS[2], "README.md[stacking]", "exec"), scope)
-    assert scope["opt"].stats.boundaries == 1
+    assert scope["opt"].stats.boundaries == 2  # z is snapshot every half epoch of 4 steps (base_spacing)
     assert not scope["opt"].param_groups[0]["train_mode"]  # left in eval mode, as the block says
 
 
