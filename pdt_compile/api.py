@@ -41,6 +41,7 @@ class GraphRuntime:
         self.optimizer = optimizer
         self.config = optimizer.config
         ring = optimizer.ring
+        ring.unpack_()  # the graphs take every ring row as a buffer of its own
         self.params = ring.params
         count, device, h = len(self.params), ring.device, ring.history
         self.groups = group_of(self.config, count)

@@ -105,11 +105,11 @@ def _projected_predictions(gram_matrix: Tensor, steps: int, rows: int | Tensor, 
     basis = vectors * inverse_sigma[:, None, :]  # V Σ⁻¹; dropped modes are zero columns
     reduced = basis.transpose(-1, -2) @ xty @ basis  # Ã
     state = (basis.transpose(-1, -2) @ xtlast[..., None])  # Uᵀ x_last
-    predictions = []
+    states = []
     for _ in range(steps):
         state = reduced @ state
-        predictions.append((basis @ state)[..., 0])
-    return torch.stack(predictions, dim=1)
+        states.append(state)
+    return (basis @ torch.cat(states, dim=-1)).transpose(-1, -2)
 
 
 def _exact_predictions(gram_matrix: Tensor, steps: int, rows: int | Tensor, rank: Rank) -> Tensor:

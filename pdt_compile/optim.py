@@ -21,7 +21,7 @@ from .adapters import averaging, companions, shares, stacking_warning, weight_sp
 from .config import PDTConfig
 from .distributed import global_numel, shard_group, sum_across_shards_
 from .runtime.history import SnapshotRing, _local, make_ring
-from .runtime.predictor import PendingBoundary, Prediction, predict_merge_capture_
+from .runtime.predictor import PendingBoundary, Prediction, pack_limit, predict_merge_capture_
 from .runtime.schedule import Phase, Schedule
 from .runtime.stats import Stats
 
@@ -147,7 +147,9 @@ class PDT(Optimizer):
         params = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
         if not params:
             raise ValueError("PDT: the optimizer has no parameter with requires_grad=True")
-        return make_ring(params, self.config.history, self.config.ring_dtype, self.config.ring_location)
+        locals_ = [_local(p) for p in params]
+        limit = pack_limit(self.config, locals_[0].device, sum(t.numel() for t in locals_))
+        return make_ring(params, self.config.history, self.config.ring_dtype, self.config.ring_location, limit)
 
     def __repr__(self) -> str:
         return f"PDT({self.optimizer!r}, {self.config})"

@@ -71,6 +71,7 @@ def assert_compiled_equals_eager(name, **config):
     eager_model, eager = run_eager(OPTIMIZERS[name], data, **config)
     model, opt, _ = run_compiled(OPTIMIZERS[name], data, **config)
     assert eager.stats.predictions == opt.stats.predictions == 8
+    assert eager.ring.packs and not opt.ring.packs  # eager: small parameters share rows; compiled: each its own
     assert opt.stats.merges == eager.stats.merges >= 1
     # Tolerance: the plain optimizer's own compiled-vs-eager drift over the same steps,
     # plus float32 rounding of the merge (a few ulps of the weights).

@@ -13,12 +13,13 @@ from pdt_compile.runtime.history import SnapshotRing
 SHAPES = [(40, 30), (30,), (700, 60), (10, 40), (10,), (1,), (5, 3)]
 
 
-def drifting_ring(history: int, seed: int = 0) -> tuple[list[torch.Tensor], SnapshotRing]:
-    """Parameters of mixed sizes after ``history`` snapshots of a noisy drift, and their ring."""
+def drifting_ring(history: int, seed: int = 0, pack_limit: int = 0) -> tuple[list[torch.Tensor], SnapshotRing]:
+    """Parameters of mixed sizes after ``history`` snapshots of a noisy drift, and their ring
+    (small parameters in shared rows up to ``pack_limit`` elements)."""
     g = torch.Generator().manual_seed(seed)
     params = [torch.randn(shape, generator=g) for shape in SHAPES]
     params[3] = params[3].T.contiguous().T  # a non-contiguous parameter
-    ring = SnapshotRing(params, history)
+    ring = SnapshotRing(params, history, pack_limit)
     drift = [torch.randn(shape, generator=g) * 1e-2 for shape in SHAPES]
     for _ in range(history):
         with torch.no_grad():
@@ -31,21 +32,27 @@ def drifting_ring(history: int, seed: int = 0) -> tuple[list[torch.Tensor], Snap
     return params, ring
 
 
-def predict(monkeypatch, pack_elements: int, config: pdt.PDTConfig, skip: list[bool], with_followers: bool):
+def predict(monkeypatch, pack_elements: int, config: pdt.PDTConfig, skip: list[bool], with_followers: bool,
+            ring_packs: int = 0):
     monkeypatch.setattr(predictor, "PACK_ELEMENTS", pack_elements)
-    params, ring = drifting_ring(config.history)
+    params, ring = drifting_ring(config.history, pack_limit=ring_packs)
     followers = [[torch.zeros(p.numel())] for p in params] if with_followers else None
     result = predictor.predict_merge_capture_(ring, params, skip, config, 3, keep_jumps=True, followers=followers)
     return params, ring, result, followers
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["copied packs", "ring packs"])
 @pytest.mark.parametrize("options", [dict(), dict(rule="paper", trend=False, after_merge="keep"),
                                      dict(granularity="model"), dict(rank="gavish_donoho", dynamics="affine")])
-def test_packed_parameters_predict_as_one_at_a_time(monkeypatch, options):
+def test_packed_parameters_predict_as_one_at_a_time(monkeypatch, options, shared):
     config = pdt.PDTConfig(snap_every=1, history=4, tau=3, kernels="torch", **options)
     skip = [False, False, False, True, False, False, False]  # the skipped one is only captured
     one, ring_one, result_one, followers_one = predict(monkeypatch, 0, config, skip, True)
-    packed, ring_packed, result_packed, followers_packed = predict(monkeypatch, 2048, config, skip, True)
+    # Ring packs hold the skipped parameter 3 too (1200 + 30 + 400 + 10 + 1 + 15 elements): it
+    # rides along inactive. Copied packs leave it out.
+    packed, ring_packed, result_packed, followers_packed = predict(monkeypatch, 2048, config, skip, True,
+                                                                   ring_packs=2048 if shared else 0)
+    assert [pack.indices for pack in ring_packed.packs] == ([[0, 1, 3, 4, 5, 6]] if shared else [])
     counts_one, counts_packed = result_one.resolved(), result_packed.resolved()
     assert counts_one[3] is None and counts_packed[3] is None
     assert sum(counts_one[i] for i in (0, 1, 4, 5, 6)) > 0  # the packed parameters merged something
@@ -66,3 +73,39 @@ def test_packs_hold_small_active_parameters_in_order():
     assert [pack.indices for pack in packs] == [[0, 1], [4, 5, 6]]  # 42000 > limit; 1200 + 30 + 10 > limit
     assert [pack.rows[0].numel() for pack in packs] == [1230, 26]
     assert torch.equal(packs[0].rows[1][30 * 40:], ring.row_tensors(1)[1])
+
+
+def test_ring_packs_are_the_parameters_rows_and_unpack_keeps_them():
+    params, ring = drifting_ring(3, pack_limit=2048)
+    (pack,) = ring.packs
+    assert pack.shared and pack.rows[0].numel() == 1656
+    before = [[row.clone() for row in ring.row_tensors(i)] for i in range(len(SHAPES))]
+    ring.row_tensors(1)[2].fill_(7.0)  # a parameter's row is a view of the shared row
+    assert torch.equal(pack.rows[2][pack.spans[1]], torch.full((30,), 7.0))
+    ring.row_tensors(1)[2].copy_(before[1][2])
+    ring.unpack_()
+    assert ring.packs == []
+    pointers = {row.untyped_storage().data_ptr() for i in range(len(SHAPES)) for row in ring.row_tensors(i)}
+    assert len(pointers) == len(SHAPES) * 3  # every row a storage of its own
+    for i in range(len(SHAPES)):
+        for a, b in zip(ring.row_tensors(i), before[i]):
+            assert torch.equal(a, b)
+    pack.rows[0].fill_(0.0)  # the old shared rows no longer reach the ring
+    assert torch.equal(ring.row_tensors(0)[0], before[0][0])
+
+
+def test_default_eager_ring_packs_small_parameters_and_checkpoints_through_them():
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=1, history=3, burn_in=3)
+    assert [pack.indices for pack in opt.ring.packs] == [[0, 1, 2, 3]]
+    for _ in range(5):
+        model(torch.randn(4, 8)).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+    state = opt.state_dict()
+    other = pdt.PDT(torch.optim.SGD(torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(),
+                                                        torch.nn.Linear(16, 4)).parameters(), lr=0.1),
+                    snap_every=1, history=3, burn_in=3)
+    other.load_state_dict(state)
+    assert torch.equal(other.ring.flat(), opt.ring.flat())
+    assert torch.equal(other.ring.packs[0].rows[1], opt.ring.packs[0].rows[1])

@@ -13,6 +13,7 @@ Three storages behind one interface (:meth:`SnapshotRing.block`, :meth:`store_me
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
@@ -26,17 +27,61 @@ def _local(p: Tensor) -> Tensor:
     return p.to_local() if hasattr(p, "to_local") else p
 
 
+@dataclass
+class Pack:
+    """Small parameters side by side: their h ring rows concatenated, each one's span of
+    columns and element count (``sizes``, ``[len(indices)]`` int64 on the device).
+
+    ``shared``: the rows are the ring's own storage (the parameters' row tensors are views
+    of them), so a prediction on the pack rewrites the ring in place; else they are copies."""
+
+    indices: list[int]
+    spans: list[slice]
+    rows: list[Tensor]
+    sizes: Tensor
+    shared: bool = False
+    cache: dict = field(default_factory=dict, repr=False)
+    """Tensors derived from the layout alone, kept across predictions of a shared pack."""
+
+
+def pack_layout(numels: Sequence[int], candidates: Sequence[int], limit: int) -> list[list[int]]:
+    """Greedy, in order: the ``candidates`` of at most ``limit`` elements, in packs of at most
+    ``limit`` elements (a pack of one parameter is left out: it gains nothing)."""
+    groups: list[list[int]] = [[]]
+    filled = 0
+    for index in candidates:
+        numel = numels[index]
+        if numel > limit:
+            continue
+        if filled + numel > limit:
+            groups.append([])
+            filled = 0
+        groups[-1].append(index)
+        filled += numel
+    return [g for g in groups if len(g) > 1]
+
+
+def spans_of(sizes: Sequence[int]) -> list[slice]:
+    """Consecutive column spans of parameters of ``sizes`` elements laid side by side."""
+    starts = [sum(sizes[:k]) for k in range(len(sizes))]
+    return [slice(a, a + n) for a, n in zip(starts, sizes)]
+
+
 class SnapshotRing:
-    """h float32 snapshots of ``params``: h separate ``[numel_i]`` row tensors per parameter.
+    """h float32 snapshots of ``params``: h ``[numel_i]`` row tensors per parameter.
 
     Rows are written circularly: ``order()`` gives the physical rows oldest first,
-    ``last_slot`` the newest and ``next_slot`` the one the next capture overwrites. Separate
-    storages (not views of one buffer) let compiled kernels read and rewrite every row in one
-    fused pass without aliasing: written through views of one ``[h, n]`` buffer, the same
-    prediction ran 12-50x slower under Inductor. Sharded parameters store their local shard.
+    ``last_slot`` the newest and ``next_slot`` the one the next capture overwrites. Each
+    parameter's rows are separate storages (not views of one ``[h, n]`` buffer), so compiled
+    kernels read and rewrite every row in one fused pass without aliasing (through views of
+    one buffer the same prediction ran 12-50x slower under Inductor). Parameters of at most
+    ``pack_limit`` elements are laid side by side in shared rows (:attr:`packs`, by
+    :func:`pack_layout`): a plain-torch prediction then runs on each pack as on one tensor,
+    with no copying, where per-operation overhead, not bytes, sets the cost; ``unpack_``
+    gives them storages of their own. Sharded parameters store their local shard.
     """
 
-    def __init__(self, params: Sequence[Tensor], history: int) -> None:
+    def __init__(self, params: Sequence[Tensor], history: int, pack_limit: int = 0) -> None:
         if not params:
             raise ValueError("SnapshotRing: no parameters to track (all frozen?)")
         locals_ = [_local(p) for p in params]
@@ -51,14 +96,35 @@ class SnapshotRing:
         self.numels = [t.numel() for t in locals_]
         self.device = locals_[0].device
         self.history = history
+        self.pack_limit = pack_limit
         self.count = 0
         self.next_slot = 0
+        self.packs: list[Pack] = []
         self._allocate()
 
     def _allocate(self) -> None:
-        self.slots = [
-            [torch.zeros(n, dtype=torch.float32, device=self.device) for _ in range(self.history)] for n in self.numels
-        ]
+        self.packs = [self._shared_pack(indices) for indices in pack_layout(self.numels, range(len(self.numels)), self.pack_limit)]
+        packed = {i for pack in self.packs for i in pack.indices}
+        self.slots: list[list[Tensor]] = [[] for _ in self.numels]
+        for pack in self.packs:
+            for index, span in zip(pack.indices, pack.spans):
+                self.slots[index] = [row[span] for row in pack.rows]
+        for index, n in enumerate(self.numels):
+            if index not in packed:
+                self.slots[index] = [torch.zeros(n, dtype=torch.float32, device=self.device) for _ in range(self.history)]
+
+    def _shared_pack(self, indices: list[int]) -> Pack:
+        sizes = [self.numels[i] for i in indices]
+        rows = [torch.zeros(sum(sizes), dtype=torch.float32, device=self.device) for _ in range(self.history)]
+        return Pack(indices, spans_of(sizes), rows, torch.tensor(sizes, device=self.device), shared=True)
+
+    def unpack_(self) -> None:
+        """Give every packed parameter row storages of its own (copies of its rows), as
+        compiled graphs that take the rows as buffers need."""
+        for pack in self.packs:
+            for index in pack.indices:
+                self.slots[index] = [row.clone() for row in self.slots[index]]
+        self.packs = []
 
     def row_tensors(self, index: int) -> list[Tensor]:
         """Parameter ``index``'s h row tensors in physical order (the storage itself)."""
@@ -378,9 +444,13 @@ class HostSnapshotRing(SnapshotRing):
         super().load_state_dict(state)
 
 
-def make_ring(params: Sequence[Tensor], history: int, dtype: str = "float32", location: str = "device") -> SnapshotRing:
-    """The ring for ``PDTConfig.ring_dtype`` and ``PDTConfig.ring_location``."""
+def make_ring(
+    params: Sequence[Tensor], history: int, dtype: str = "float32", location: str = "device", pack_limit: int = 0,
+) -> SnapshotRing:
+    """The ring for ``PDTConfig.ring_dtype`` and ``PDTConfig.ring_location``; ``pack_limit``
+    applies to the float32 device ring (the others decode chunk by chunk, unpacked)."""
     if location == "host":
         return HostSnapshotRing(params, history)
-    ring_class = CompressedSnapshotRing if dtype == "bfloat16" else SnapshotRing
-    return ring_class(params, history)
+    if dtype == "bfloat16":
+        return CompressedSnapshotRing(params, history)
+    return SnapshotRing(params, history, pack_limit)

@@ -10,7 +10,7 @@ tensors pays a few hundred torch operations a prediction, not a hundred per tens
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -19,8 +19,8 @@ from ..config import PDTConfig
 from ..distributed import global_numel, shard_group, sum_across_shards_
 from ..dmd import displacement_coefficients, gram, pad_horizon, segment_grams
 from ..mask import forecast_mask_merge, needs_every_step
-from .history import SnapshotRing, _local
-from .kernels import Kernels, predict_elements_
+from .history import Pack, SnapshotRing, _local, pack_layout, spans_of
+from .kernels import Kernels, predict_elements_, use_compiled
 
 PACK_ELEMENTS = 1 << 15
 """Plain-torch predictions pack parameters of at most this many elements side by side, up to
@@ -65,39 +65,32 @@ def _chunks(numel: int, size: int) -> range:
     return range(0, numel, size)
 
 
-@dataclass
-class Pack:
-    """Small parameters side by side: their h ring rows concatenated (copies), each one's
-    span of columns and element count (``sizes``, ``[len(indices)]`` int64 on the device)."""
-
-    indices: list[int]
-    spans: list[slice]
-    rows: list[Tensor]
-    sizes: Tensor
+def pack_limit(config: PDTConfig, device: torch.device, elements: int) -> int:
+    """Largest parameter (in elements) that plain-torch predictions pack with others; 0 when
+    the kernels are compiled (they run each parameter in one fused pass anyway)."""
+    return 0 if use_compiled(config, device, elements) else min(PACK_ELEMENTS, config.chunk_for(device))
 
 
 def pack_parameters(ring: SnapshotRing, candidates: Sequence[int], limit: int) -> list[Pack]:
-    """Greedy, in order: the ``candidates`` of at most ``limit`` elements, in packs of at most
-    ``limit`` elements (a pack of one parameter is left out: it gains nothing)."""
-    groups: list[list[int]] = [[]]
-    filled = 0
-    for index in candidates:
-        numel = ring.numels[index]
-        if numel > limit:
-            continue
-        if filled + numel > limit:
-            groups.append([])
-            filled = 0
-        groups[-1].append(index)
-        filled += numel
+    """The ring's own packs (:attr:`SnapshotRing.packs`), or, for a ring without them, the
+    ``candidates`` of at most ``limit`` elements copied side by side (:func:`pack_layout`)."""
+    if ring.packs:
+        return ring.packs
     packs = []
-    for indices in (g for g in groups if len(g) > 1):
+    for indices in pack_layout(ring.numels, candidates, limit):
         sizes = [ring.numels[i] for i in indices]
-        starts = [sum(sizes[:k]) for k in range(len(sizes))]
         rows = [torch.cat([ring.row_tensors(i)[r] for i in indices]) for r in range(ring.history)]
-        spans = [slice(a, a + n) for a, n in zip(starts, sizes)]
-        packs.append(Pack(indices, spans, rows, torch.tensor(sizes, device=ring.device)))
+        packs.append(Pack(indices, spans_of(sizes), rows, torch.tensor(sizes, device=ring.device)))
     return packs
+
+
+def _cached(pack: Pack, key: tuple, make: Callable[[], Tensor]) -> Tensor:
+    """``make()``, kept on a shared pack (its layout does not change) under ``key``."""
+    if not pack.shared:
+        return make()
+    if key not in pack.cache:
+        pack.cache[key] = make()
+    return pack.cache[key]
 
 
 def ring_grams(ring: SnapshotRing, groups: Sequence[int], kernels: Kernels, packs: Sequence[Pack] = ()) -> Tensor:
@@ -106,8 +99,7 @@ def ring_grams(ring: SnapshotRing, groups: Sequence[int], kernels: Kernels, pack
     h = ring.history
     out = torch.zeros(max(groups) + 1, h, h, dtype=torch.float64, device=ring.device)
     for pack in packs:
-        pack_groups = torch.tensor([groups[i] for i in pack.indices], device=ring.device)
-        out.index_add_(0, pack_groups, segment_grams(pack.rows, pack.spans))
+        out.index_add_(0, _pack_groups(pack, groups), segment_grams(pack.rows, pack.spans))
     packed = {i for pack in packs for i in pack.indices}
     for index, group in enumerate(groups):
         if index in packed:
@@ -139,10 +131,10 @@ def solve_coefficients(
 
 def group_rows(numels: Sequence[int], groups: Sequence[int]) -> Tensor:
     """Elements per DMD group (the Gavish–Donoho threshold needs them)."""
-    rows = torch.zeros(max(groups) + 1, dtype=torch.float64)
+    rows = [0] * (max(groups) + 1)
     for numel, group in zip(numels, groups):
         rows[group] += numel
-    return rows
+    return torch.tensor(rows, dtype=torch.float64)
 
 
 def one_hot(slot: int, history: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -174,7 +166,7 @@ def predict_merge_capture_(
     kernels = Kernels(config, ring.device, sum(ring.numels))
     packs = []
     if ring.fused and not kernels.compiled:
-        packs = pack_parameters(ring, [i for i in range(len(params)) if not skip[i]], min(PACK_ELEMENTS, kernels.chunk))
+        packs = pack_parameters(ring, [i for i in range(len(params)) if not skip[i]], pack_limit(config, ring.device, sum(ring.numels)))
     grams = sum_across_shards_(ring_grams(ring, groups, kernels, packs), process_group)
     coefficients, s_coefficients = solve_coefficients(
         grams, ring.order(), group_rows(numels, groups), config.tau_max, tau, **config.dmd_options()
@@ -187,7 +179,7 @@ def predict_merge_capture_(
     jumps: list[Tensor | None] = [None] * len(params)
     for pack in packs:
         moved = [[_local(f).detach().view(-1) for f in followers[i]] for i in pack.indices] if followers else None
-        _update_pack(ring, pack, params, groups, coefficients, s_coefficients, horizon, keep_jumps, kernels, moved,
+        _update_pack(ring, pack, params, skip, groups, coefficients, s_coefficients, horizon, keep_jumps, kernels, moved,
                      accepted_counts, jumps)
     packed = {i for pack in packs for i in pack.indices}
     for index, p in enumerate(params):
@@ -225,42 +217,54 @@ def _update_fused(
     )
 
 
+def _pack_groups(pack: Pack, groups: Sequence[int]) -> Tensor:
+    """The DMD group of each parameter in ``pack`` (``[len(indices)]`` int64 on the device)."""
+    key = tuple(groups[i] for i in pack.indices)
+    return _cached(pack, ("groups", key), lambda: torch.tensor(key, device=pack.sizes.device))
+
+
 def _update_pack(
-    ring: SnapshotRing, pack: Pack, params: Sequence[Tensor], groups: Sequence[int], coefficients: Tensor,
-    s_coefficients: Tensor, horizon: Tensor, keep_jumps: bool, kernels: Kernels,
+    ring: SnapshotRing, pack: Pack, params: Sequence[Tensor], skip: Sequence[bool], groups: Sequence[int],
+    coefficients: Tensor, s_coefficients: Tensor, horizon: Tensor, keep_jumps: bool, kernels: Kernels,
     followers: Sequence[Sequence[Tensor]] | None, counts: list, jumps: list,
 ) -> None:
-    """A pack of active parameters in one pass of :func:`predict_elements_` with per-element
-    coefficients, written back to the parameters, their ring rows and followers; fills
-    ``counts`` and ``jumps`` at the pack's indices."""
+    """A pack in one pass of :func:`predict_elements_` with per-element coefficients, written
+    back to the parameters, their followers and (a copied pack) their ring rows; fills
+    ``counts`` and ``jumps`` at the pack's indices. A skipped parameter in a shared pack is
+    only captured."""
     h, device = ring.history, ring.device
-    pack_groups = torch.tensor([groups[i] for i in pack.indices], device=device)
     steps = slice(None) if needs_every_step(kernels.rule) else slice(-1, None)  # else only p_tau is read
     n = pack.rows[0].numel()
+    key = tuple(groups[i] for i in pack.indices)
+    element_groups = _cached(
+        pack, ("elements", key), lambda: _pack_groups(pack, groups).repeat_interleave(pack.sizes, 0, output_size=n)
+    )
 
-    def per_element(values: Tensor) -> Tensor:  # [G, steps, ...] -> [steps, ..., n]
-        spread = values[:, steps].index_select(0, pack_groups).repeat_interleave(pack.sizes, 0, output_size=n)
-        return spread.movedim(0, -1).contiguous()
+    both = torch.cat([coefficients[:, steps], s_coefficients[:, steps, None]], -1)  # [G, steps, h + 1]
+    spread = both.index_select(0, element_groups).movedim(0, -1).contiguous()  # [steps, h + 1, n]
 
+    live = [not skip[i] for i in pack.indices]
+    active = torch.tensor(True, device=device) if all(live) else (
+        torch.tensor(live, device=device).repeat_interleave(pack.sizes, output_size=n))
     tensors = [_local(params[i]).detach() for i in pack.indices]
     weights = torch.cat([t.reshape(-1).float() for t in tensors])
     jump = torch.zeros_like(weights) if keep_jumps or followers else None
     accepted = predict_elements_(
         weights, pack.rows, one_hot(ring.last_slot, h, torch.float32, device), one_hot(ring.next_slot, h, torch.bool, device),
-        per_element(coefficients), per_element(s_coefficients), horizon, torch.tensor(True, device=device), jump,
-        kernels.rule, kernels.trend, kernels.shift,
+        spread[:, :h], spread[:, h], horizon, active, jump, kernels.rule, kernels.trend, kernels.shift,
     )
-    ends = accepted.cumsum(0)[pack.sizes.cumsum(0) - 1]
+    ends = accepted.cumsum(0)[_cached(pack, ("ends",), lambda: pack.sizes.cumsum(0) - 1)]
     pack_counts = ends - torch.cat([ends.new_zeros(1), ends[:-1]])
     for position, (index, tensor, span) in enumerate(zip(pack.indices, tensors, pack.spans)):
         tensor.copy_(weights[span].view(tensor.shape))
-        for row, packed_row in zip(ring.row_tensors(index), pack.rows):
-            row.copy_(packed_row[span])
+        if not pack.shared:
+            for row, packed_row in zip(ring.row_tensors(index), pack.rows):
+                row.copy_(packed_row[span])
         if followers:
             for follower in followers[position]:
                 follower.add_(jump[span])
-        counts[index] = pack_counts[position]
-        jumps[index] = jump[span] if keep_jumps else None
+        counts[index] = pack_counts[position] if live[position] else None
+        jumps[index] = jump[span] if keep_jumps and live[position] else None
 
 
 def _update_streamed(
