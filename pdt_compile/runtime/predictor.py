@@ -3,8 +3,9 @@
 The big tensors are streamed in cache-sized chunks, so the prediction reads the ring twice and
 the weights once and writes the weights and the ring once: about the bytes of one optimizer
 step. All DMD groups share one batched float64 solve. Without compiled kernels, small
-parameters are packed side by side first (:func:`pack_parameters`), so a model of many small
-tensors pays a few hundred torch operations a prediction, not a hundred per tensor.
+parameters run side by side as one tensor: the ring keeps them so (:attr:`SnapshotRing.packs`,
+no copy per prediction), or :func:`pack_parameters` copies them together. A model of many small
+tensors then pays a few hundred torch operations a prediction, not a hundred per tensor.
 """
 
 from __future__ import annotations
