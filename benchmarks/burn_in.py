@@ -1,0 +1,69 @@
+"""Burn-in on the peers: does waiting longer before the first prediction remove the early merge
+that sets a run back?
+
+On mnist1d with Lookahead one seed in three never reached Lookahead's final loss in
+``benchmarks.ttb --peers``: its first merge, in the fast early descent, raised the training loss
+and the run never caught up. This times PDT's defaults (``burn_in=5`` boundaries) against
+``burn_in`` 10 on the peers of ``benchmarks.ttb`` (schedule-free and Lookahead on the two SGD
+tasks), each at the learning rate that ``python -m benchmarks.ttb --peers`` tuned for it (run of
+2026-11-29 04:28 UTC), 3 seeds, × against the peer alone.
+
+    python -m benchmarks.burn_in [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import time
+
+import torch
+
+import pdt_compile as pdt
+from pdt_compile.experiment import train
+
+from .report import write_section
+from .ttb import peers, summarise, task_suite
+
+TUNED = {
+    ("digits MLP / SGD", "schedule-free"): 6.4,
+    ("digits MLP / SGD", "Lookahead (k=5, alpha=0.5)"): 0.8,
+    ("mnist1d CNN / SGD-momentum", "schedule-free"): 1.6,
+    ("mnist1d CNN / SGD-momentum", "Lookahead (k=5, alpha=0.5)"): 0.1,
+}
+"""(task, peer) -> the learning rate ``benchmarks.ttb --peers`` tuned (its RESULTS.md section)."""
+
+BURN_INS = (5, 10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    started, sections = time.perf_counter(), []
+    suite = task_suite(quick=False)
+    for (name, peer), lr in TUNED.items():
+        task, snap_every = suite[name]
+        peer_task = dataclasses.replace(task, make_optimizer=peers(name, task)[peer])
+        methods = {f"{peer} (tuned lr)": lambda opt: opt}
+        for burn_in in BURN_INS:
+            label = f"PDT burn_in {burn_in}" + (" (default)" if burn_in == pdt.PDTConfig.burn_in else "")
+            methods[label] = lambda opt, b=burn_in: pdt.PDT(opt, snap_every=snap_every, burn_in=b)
+        with contextlib.redirect_stdout(io.StringIO()):
+            runs = {method: [train(peer_task, wrap, seed=seed, method=method, lr=lr)[0] for seed in range(args.seeds)]
+                    for method, wrap in methods.items()}
+        text = summarise(f"{name}: PDT on {peer}", runs, lr, [(lr, float("nan"))], snap_every, peer_task)
+        print(text + "\n", flush=True)
+        sections.append(text)
+    intro = (f"Median over {args.seeds} seeds [min–max]; × = the peer's time / the method's time to the peer's final "
+             "training loss (TTB-Loss) or best test accuracy (TTB-Acc), wall time with all PDT overhead, 1 torch thread. "
+             "Learning rates as tuned by `benchmarks.ttb --peers` (the sweep column shows only that rate). "
+             f"Total benchmark time {time.perf_counter() - started:.0f} s.")
+    write_section("Burn-in on the peers (benchmarks/burn_in.py)", intro + "\n\n" + "\n\n".join(sections))
+
+
+if __name__ == "__main__":
+    main()
