@@ -6,6 +6,7 @@ import datetime
 import os
 import platform
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -23,9 +24,9 @@ def machine() -> str:
 
 def write_section(title: str, body: str) -> None:
     """Replace (or append) the section ``## title`` of RESULTS.md with ``body``."""
-    command = "python -m " + " ".join([Path(sys.argv[0]).stem if sys.argv[0].endswith(".py") else sys.argv[0], *sys.argv[1:]])
+    command = "python -m " + shlex.join([Path(sys.argv[0]).stem if sys.argv[0].endswith(".py") else sys.argv[0], *sys.argv[1:]])
     if sys.argv[0].endswith(".py"):
-        command = "python -m benchmarks." + Path(sys.argv[0]).stem + " " + " ".join(sys.argv[1:])
+        command = "python -m benchmarks." + Path(sys.argv[0]).stem + " " + shlex.join(sys.argv[1:])
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     section = (f"## {title}\n\nCommand: `{command.strip()}`  \nDate: {stamp}  \nMachine: {machine()}\n\n"
                f"{body.strip()}\n")
