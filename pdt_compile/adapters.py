@@ -129,7 +129,7 @@ def weight_space_keys(optimizer: object) -> tuple[str, ...]:
 
 
 MEASURED_UNSAFE = ("schedulefree",)
-"""Packages whose optimizers PDT stacks on but, as measured (``benchmarks/stacking.py``), can
+"""Packages whose optimizers PDT stacks on but, as measured (``benchmarks/stacking.py``, ``benchmarks.ttb --peers``), can
 make worse: wrapping one warns."""
 
 
@@ -138,11 +138,11 @@ def stacking_warning(optimizer: object) -> str | None:
     if class_name(optimizer).split(".")[0] not in MEASURED_UNSAFE:
         return None
     return (
-        f"PDT on {type(optimizer).__name__}: measured (benchmarks/stacking.py; z jumps, x stays, z snapshot every "
-        "snap_every / 2 steps) faster on a digits MLP (1.32x wall to the schedule-free optimizer's own final loss) "
-        "and a mnist1d CNN (1.23x), but no faster on a character transformer (the same loss at the same step on 2 "
-        "seeds of 3, never on the third; accuracy unchanged). Prefer the schedule-free optimizer alone where "
-        "that is not enough"
+        f"PDT on {type(optimizer).__name__}: measured (python -m benchmarks.ttb --peers; z jumps, x stays, z snapshot "
+        "every snap_every / 2 steps) faster on a digits MLP (1.33x wall to the schedule-free optimizer's own final "
+        "loss) and a mnist1d CNN (1.42x), but no faster on a character transformer (2 seeds of 3 never reached that "
+        "loss, the third at the same step; accuracy unchanged). Prefer the schedule-free optimizer alone where that "
+        "is not enough"
     )
 
 
