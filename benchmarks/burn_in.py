@@ -4,7 +4,8 @@ that sets a run back?
 On mnist1d with Lookahead one seed in three never reached Lookahead's final loss in
 ``benchmarks.ttb --peers``: its first merge, in the fast early descent, raised the training loss
 and the run never caught up. This times PDT's defaults (``burn_in=5`` boundaries) against
-``burn_in`` 10 on the peers of ``benchmarks.ttb`` (schedule-free and Lookahead on the two SGD
+``burn_in`` 10, and against the two guards that react to a rising loss (``rollback_factor=1.5``
+and adaptive tau), on the peers of ``benchmarks.ttb`` (schedule-free and Lookahead on the two SGD
 tasks), each at the learning rate that ``python -m benchmarks.ttb --peers`` tuned for it (run of
 2026-11-29 04:28 UTC), 3 seeds, × against the peer alone.
 
@@ -36,6 +37,8 @@ TUNED = {
 """(task, peer) -> the learning rate ``benchmarks.ttb --peers`` tuned (its RESULTS.md section)."""
 
 BURN_INS = (5, 10)
+GUARDS = {"PDT rollback_factor 1.5": dict(rollback_factor=1.5), "PDT adaptive tau": dict(adaptive=True)}
+"""Defaults plus a guard that needs the training loss (``train`` reports it every step)."""
 
 
 def main() -> None:
@@ -52,6 +55,8 @@ def main() -> None:
         for burn_in in BURN_INS:
             label = f"PDT burn_in {burn_in}" + (" (default)" if burn_in == pdt.PDTConfig.burn_in else "")
             methods[label] = lambda opt, b=burn_in: pdt.PDT(opt, snap_every=snap_every, burn_in=b)
+        for label, guard in GUARDS.items():
+            methods[label] = lambda opt, g=guard: pdt.PDT(opt, snap_every=snap_every, **g)
         with contextlib.redirect_stdout(io.StringIO()):
             runs = {method: [train(peer_task, wrap, seed=seed, method=method, lr=lr)[0] for seed in range(args.seeds)]
                     for method, wrap in methods.items()}
