@@ -57,15 +57,18 @@ def main() -> None:
             methods[label] = lambda opt, b=burn_in: pdt.PDT(opt, snap_every=snap_every, burn_in=b)
         for label, guard in GUARDS.items():
             methods[label] = lambda opt, g=guard: pdt.PDT(opt, snap_every=snap_every, **g)
+        runs: dict = {method: [] for method in methods}
         with contextlib.redirect_stdout(io.StringIO()):
-            runs = {method: [train(peer_task, wrap, seed=seed, method=method, lr=lr)[0] for seed in range(args.seeds)]
-                    for method, wrap in methods.items()}
+            for seed in range(args.seeds):  # seed-major: a drift in the machine's speed hits every method alike
+                for method, wrap in methods.items():
+                    runs[method].append(train(peer_task, wrap, seed=seed, method=method, lr=lr)[0])
         text = summarise(f"{name}: PDT on {peer}", runs, lr, [(lr, float("nan"))], snap_every, peer_task)
         print(text + "\n", flush=True)
         sections.append(text)
     intro = (f"Median over {args.seeds} seeds [min–max]; × = the peer's time / the method's time to the peer's final "
              "training loss (TTB-Loss) or best test accuracy (TTB-Acc), wall time with all PDT overhead, 1 torch thread. "
-             "Learning rates as tuned by `benchmarks.ttb --peers` (the sweep column shows only that rate). "
+             "Learning rates as tuned by `benchmarks.ttb --peers` (the sweep column shows only that rate); seeds run one "
+             "after the other, each with the peer and every method back to back. "
              f"Total benchmark time {time.perf_counter() - started:.0f} s.")
     write_section("Burn-in on the peers (benchmarks/burn_in.py)", intro + "\n\n" + "\n\n".join(sections))
 
