@@ -41,7 +41,7 @@ class Pack:
     sizes: Tensor
     shared: bool = False
     cache: dict = field(default_factory=dict, repr=False)
-    """Tensors derived from the layout alone, kept across predictions of a shared pack."""
+    """Tensors derived from the layout alone (for a shared pack, kept across predictions)."""
 
 
 def pack_layout(numels: Sequence[int], candidates: Sequence[int], limit: int) -> list[list[int]]:

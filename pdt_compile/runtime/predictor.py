@@ -86,9 +86,8 @@ def pack_parameters(ring: SnapshotRing, candidates: Sequence[int], limit: int) -
 
 
 def _cached(pack: Pack, key: tuple, make: Callable[[], Tensor]) -> Tensor:
-    """``make()``, kept on a shared pack (its layout does not change) under ``key``."""
-    if not pack.shared:
-        return make()
+    """``make()``, kept on ``pack`` under ``key``: it depends on the layout alone, which a
+    shared pack keeps across predictions (a copied pack lives for one)."""
     if key not in pack.cache:
         pack.cache[key] = make()
     return pack.cache[key]
