@@ -15,18 +15,15 @@ tasks), each at the learning rate that ``python -m benchmarks.ttb --peers`` tune
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import io
 import time
 
 import torch
 
 import pdt_compile as pdt
-from pdt_compile.experiment import train
 
 from .report import write_section
-from .ttb import peers, summarise, task_suite
+from .ttb import peers, seed_major, summarise, task_suite
 
 TUNED = {
     ("digits MLP / SGD", "schedule-free"): 6.4,
@@ -57,11 +54,7 @@ def main() -> None:
             methods[label] = lambda opt, b=burn_in: pdt.PDT(opt, snap_every=snap_every, burn_in=b)
         for label, guard in GUARDS.items():
             methods[label] = lambda opt, g=guard: pdt.PDT(opt, snap_every=snap_every, **g)
-        runs: dict = {method: [] for method in methods}
-        with contextlib.redirect_stdout(io.StringIO()):
-            for seed in range(args.seeds):  # seed-major: a drift in the machine's speed hits every method alike
-                for method, wrap in methods.items():
-                    runs[method].append(train(peer_task, wrap, seed=seed, method=method, lr=lr)[0])
+        runs = seed_major(peer_task, methods, args.seeds, lr)
         text = summarise(f"{name}: PDT on {peer}", runs, lr, [(lr, float("nan"))], snap_every, peer_task)
         print(text + "\n", flush=True)
         sections.append(text)

@@ -17,7 +17,9 @@ on each schedule against each baseline.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import statistics
 import time
 from pathlib import Path
@@ -229,6 +231,17 @@ def spread(values: list[float | None], fmt: str = "{:.2f}") -> str:
         text += f" [{fmt.format(min(present))}–{fmt.format(max(present))}]"
     missing = len(values) - len(present)
     return text + (f" ({missing} never)" if missing else "")
+
+
+def seed_major(task: Task, methods: dict[str, Callable], seeds: int, lr: float) -> dict[str, list[Run]]:
+    """Every method on ``task`` at ``lr``, seed by seed (each seed's methods back to back: a drift
+    in the machine's speed hits every method alike), training output silenced."""
+    runs: dict[str, list[Run]] = {method: [] for method in methods}
+    with contextlib.redirect_stdout(io.StringIO()):
+        for seed in range(seeds):
+            for method, wrap in methods.items():
+                runs[method].append(train(task, wrap, seed=seed, method=method, lr=lr)[0])
+    return runs
 
 
 def summarise(name: str, runs: dict[str, list[Run]], lr: float, sweep, snap_every: int, task: Task) -> str:

@@ -402,7 +402,7 @@ class PDT(Optimizer):
         if pending is None:
             return
         if pending.prediction is not None and self._record(pending.step, pending.prediction):
-            self.schedule.last_merge_step = pending.step
+            self.schedule.merged_at(pending.step)
         if int(pending.nonfinite):
             self._clear_nonfinite(pending.step)
             self.schedule.boundaries_since_reset = 0

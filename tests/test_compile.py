@@ -159,6 +159,7 @@ PARITY_OPTIONS = {
     "bfloat16 ring": dict(ring_dtype="bfloat16"),
     "host ring": dict(ring_location="host"),
     "rollback": dict(rollback_factor=1.0005),
+    "tau ramp": dict(tau_ramp=1),
 }
 
 

@@ -12,6 +12,7 @@ INVALID = [
     ("history", 1), ("history", 65),
     ("tau", 0),
     ("burn_in", -1),
+    ("tau_ramp", 0), ("tau_ramp", 9), ("tau_ramp", True), ("tau_ramp", 1.5),
     ("predict_every", 0),
     ("rule", "strict"),
     ("granularity", "layer"),

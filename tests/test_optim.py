@@ -310,6 +310,29 @@ def test_decay_window_holds_predictions_only_between_the_window_and_the_peak(rat
         schedule.commit(phase, merged=False, ring_reset=False, lr=lr)
 
 
+@given(ramp=st.integers(1, 8), tau=st.integers(8, 40), merged=st.lists(st.booleans(), min_size=1, max_size=30))
+def test_tau_ramp_doubles_the_horizon_with_each_merge_up_to_tau(ramp, tau, merged):
+    schedule = Schedule(pdt.PDTConfig(snap_every=1, history=2, burn_in=0, tau=tau, tau_ramp=ramp))
+    merges = 0
+    for did_merge in merged:
+        phase = schedule.next_phase(2)
+        assert phase == Phase.PREDICT and schedule.horizon == min(tau, ramp * 2**merges)
+        schedule.commit(phase, merged=did_merge, ring_reset=False)
+        merges += did_merge  # a prediction that moved nothing does not advance the ramp
+
+
+def test_tau_ramp_survives_a_checkpoint_and_none_jumps_tau_from_the_first_merge():
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), **{**CONFIG, "tau": 8, "tau_ramp": 1})
+    train(model, opt, batches(60))
+    assert opt.stats.merges >= 2 and opt.schedule.merges == opt.stats.merges
+    resumed = pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), **{**CONFIG, "tau": 8, "tau_ramp": 1})
+    resumed.load_state_dict(save_and_load(opt.state_dict()))
+    assert resumed.schedule.merges == opt.schedule.merges
+    free = Schedule(pdt.PDTConfig(snap_every=1, history=2, burn_in=0, tau=8, tau_ramp=None))
+    assert free.next_phase(2) == Phase.PREDICT and free.horizon == 8
+
+
 def test_a_rate_a_rounding_error_below_its_peak_is_not_a_decay():
     schedule = Schedule(pdt.PDTConfig(snap_every=1, history=2, burn_in=0))
     for lr in (0.1, 0.09999999999999999):  # where ConstantLR(factor=0.7) on lr 0.1 ends

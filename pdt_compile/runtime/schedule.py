@@ -60,8 +60,10 @@ class Schedule:
     peak_lr: float = 0.0
     """The highest learning rate seen at a boundary (``PDTConfig.decay_window``)."""
     horizon: int = 0
-    """The horizon of the prediction about to run (``tau``, or less where the learning rate
-    is falling: :func:`lr_horizon`)."""
+    """The horizon of the prediction about to run (``tau``, or less early on,
+    :attr:`PDTConfig.tau_ramp`, or where the learning rate is falling: :func:`lr_horizon`)."""
+    merges: int = 0
+    """Predictions that changed weights so far (``PDTConfig.tau_ramp``)."""
 
     def __post_init__(self) -> None:
         if self.tau == 0:
@@ -90,8 +92,10 @@ class Schedule:
             self.held_boundaries -= 1
             return Phase.CAPTURE
         self.horizon = self.tau
+        if self.config.tau_ramp is not None and self.merges < 30:
+            self.horizon = min(self.tau, self.config.tau_ramp * 2**self.merges)
         if ready and self.config.lr_horizon and lr is not None and self.lr_at_boundary:
-            self.horizon = lr_horizon(self.tau, lr / self.lr_at_boundary)
+            self.horizon = min(self.horizon, lr_horizon(self.tau, lr / self.lr_at_boundary))
         return Phase.PREDICT if ready and self.horizon >= 1 else Phase.CAPTURE
 
     def _decaying_above_window(self, lr: float | None) -> bool:
@@ -118,8 +122,14 @@ class Schedule:
             self.boundaries_since_prediction += 1
         self._adapt(merged)
         if merged:
-            self.last_merge_step = self.steps
+            self.merged_at(self.steps)
             self.merge_loss = None
+
+    def merged_at(self, step: int) -> None:
+        """The prediction at ``step`` changed weights (known at once on the eager path, at the
+        next boundary on a compiled one that defers its host reads)."""
+        self.merges += 1
+        self.last_merge_step = step
 
     def _adapt(self, merged: bool) -> None:
         mean = self.interval_loss_sum / self.interval_loss_count if self.interval_loss_count else None
