@@ -22,6 +22,16 @@ def machine() -> str:
             f"torch {torch.__version__}, {torch.get_num_threads()} torch threads")
 
 
+def _section_pattern(title: str) -> re.Pattern:
+    return re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+
+
+def remove_section(title: str) -> None:
+    """Drop the section ``## title`` from RESULTS.md (a run's progress, once it has finished)."""
+    if RESULTS.exists():
+        RESULTS.write_text(_section_pattern(title).sub("", RESULTS.read_text()).rstrip() + "\n")
+
+
 def write_section(title: str, body: str) -> None:
     """Replace (or append) the section ``## title`` of RESULTS.md with ``body``."""
     command = "python -m " + shlex.join([Path(sys.argv[0]).stem if sys.argv[0].endswith(".py") else sys.argv[0], *sys.argv[1:]])
@@ -31,6 +41,6 @@ def write_section(title: str, body: str) -> None:
     section = (f"## {title}\n\nCommand: `{command.strip()}`  \nDate: {stamp}  \nMachine: {machine()}\n\n"
                f"{body.strip()}\n")
     text = RESULTS.read_text() if RESULTS.exists() else "# pdt-compile benchmark results\n\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = _section_pattern(title)
     text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
     RESULTS.write_text(text)

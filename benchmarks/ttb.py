@@ -32,7 +32,7 @@ from pdt_compile import tasks
 from pdt_compile.experiment import Run, Task, needs_model, speedup, train, verification_loss
 
 from .controls import LinearExtrapolation
-from .report import write_section
+from .report import remove_section, write_section
 
 HERE = Path(__file__).parent
 
@@ -289,6 +289,27 @@ def plot(name: str, runs: dict[str, list[Run]], path: Path) -> None:
     plt.close(fig)
 
 
+def save(args: argparse.Namespace, seeds: int, started: float, sections: list[str], done: list[str] | None) -> None:
+    """Write the sections so far into RESULTS.md: after every task into a section of its own
+    (``done``: the tasks finished; a run stopped early keeps what it measured, and the last
+    finished run's section stays as it was), and at the end into the run's section (``done=None``)."""
+    progress = "" if done is None else f" **Run in progress: {len(done)} task(s) done ({', '.join(done)}).**"
+    intro = (f"Median over {seeds} seeds [min–max]; × = baseline time / method time to the tuned baseline's final "
+             "training loss (TTB-Loss) or best test accuracy (TTB-Acc); wall time counts every training step with "
+             "all PDT overhead (evaluation excluded), 1 torch thread. 'never' = did not reach the target within the "
+             "budget. Compiled rows (main three tasks) include their compilation time in wall time: on these "
+             "small CPU trainings (0.4 s to 26 s of training steps) it dominates, so compare their step columns. "
+             "Peer sections ('PDT stacked on ...', main three tasks): the peer's learning rate is tuned like the "
+             "baseline's and × is measured against the tuned peer itself. "
+             f"Total benchmark time {time.perf_counter() - started:.0f} s.{progress}")
+    part = ", peers" if args.peers else ", cosine only" if args.cosine_only else ", core" if args.core else ""
+    part += f", tasks matching {args.only!r}" if args.only else ""  # a partial run gets its own section
+    title, in_progress = f"Time to baseline{part} (benchmarks/ttb.py)", f"Time to baseline{part}, run in progress (benchmarks/ttb.py)"
+    write_section(title if done is None else in_progress, intro + "\n\n" + "\n\n".join(sections))
+    if done is None:
+        remove_section(in_progress)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: one task, one seed, no sweep, prints only")
@@ -303,7 +324,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # steadier timings on a shared 2-core machine
     seeds = 1 if args.quick else args.seeds
-    sections, started = [], time.perf_counter()
+    sections, started, done = [], time.perf_counter(), []
     for name, (task, snap_every) in task_suite(args.quick).items():
         if args.only and args.only not in name:
             continue
@@ -348,20 +369,11 @@ def main() -> None:
             for text in peer_sections(name, task, snap_every, seeds, args.quick):
                 print(text + "\n", flush=True)
                 sections.append(text)
+        if not args.quick:
+            done.append(name)
+            save(args, seeds, started, sections, done=done)
     if not args.quick:
-        intro = (f"Median over {seeds} seeds [min–max]; × = baseline time / method time to the tuned baseline's final "
-                 "training loss (TTB-Loss) or best test accuracy (TTB-Acc); wall time counts every training step with "
-                 "all PDT overhead (evaluation excluded), 1 torch thread. 'never' = did not reach the target within the "
-                 "budget. Compiled rows (main three tasks) include their compilation time in wall time: on these "
-                 "small CPU trainings (0.4 s to 26 s of training steps) it dominates, so compare their step columns. "
-                 "Peer sections ('PDT stacked on ...', main three tasks): the peer's learning rate is tuned like the "
-                 "baseline's and × is measured against the tuned peer itself. "
-                 f"Total benchmark time {time.perf_counter() - started:.0f} s.")
-        title = "Time to baseline (benchmarks/ttb.py)"
-        if args.only or args.core or args.peers:  # a partial run gets its own section; the full run's stays as it was
-            part = ", peers" if args.peers else ", cosine only" if args.cosine_only else ", core" if args.core else ""
-            title = f"Time to baseline{part}{f', tasks matching {args.only!r}' if args.only else ''} (benchmarks/ttb.py)"
-        write_section(title, intro + "\n\n" + "\n\n".join(sections))
+        save(args, seeds, started, sections, done=None)
 
 
 if __name__ == "__main__":
