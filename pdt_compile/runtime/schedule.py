@@ -92,8 +92,8 @@ class Schedule:
             self.held_boundaries -= 1
             return Phase.CAPTURE
         self.horizon = self.tau
-        if self.config.tau_ramp is not None and self.merges < 30:
-            self.horizon = min(self.tau, self.config.tau_ramp * 2**self.merges)
+        if self.config.tau_ramp is not None:  # past tau.bit_length() doublings the ramp is over
+            self.horizon = min(self.tau, self.config.tau_ramp << min(self.merges, self.tau.bit_length()))
         if ready and self.config.lr_horizon and lr is not None and self.lr_at_boundary:
             self.horizon = min(self.horizon, lr_horizon(self.tau, lr / self.lr_at_boundary))
         return Phase.PREDICT if ready and self.horizon >= 1 else Phase.CAPTURE
