@@ -11,6 +11,7 @@ on each schedule against each baseline.
     python -m benchmarks.ttb --core     # baselines and PDT's defaults only, both schedules
     python -m benchmarks.ttb --core --cosine-only   # only the cosine sections
     python -m benchmarks.ttb --peers    # only schedule-free and Lookahead, alone and with PDT
+    python -m benchmarks.ttb --peers --only ViT LAMB   # tasks whose name contains one of these
     python -m benchmarks.ttb --quick    # smoke run (< 1 min), prints only
 """
 
@@ -97,7 +98,8 @@ def methods(snap_every: int, quick: bool) -> dict[str, Callable]:
     return out
 
 
-PEER_TASKS = ("digits MLP / SGD", "mnist1d CNN / SGD-momentum", "char transformer / AdamW")
+PEER_TASKS = ("digits MLP / SGD", "mnist1d CNN / SGD-momentum", "char transformer / AdamW", "mnist1d ViT / AdamW",
+              "digits MLP / LAMB", "digits MLP / Shampoo")
 
 
 def peers(name: str, task: Task) -> dict[str, Callable]:
@@ -299,11 +301,11 @@ def save(args: argparse.Namespace, seeds: int, started: float, sections: list[st
              "all PDT overhead (evaluation excluded), 1 torch thread. 'never' = did not reach the target within the "
              "budget. Compiled rows (main three tasks) include their compilation time in wall time: on these "
              "small CPU trainings (0.4 s to 26 s of training steps) it dominates, so compare their step columns. "
-             "Peer sections ('PDT stacked on ...', main three tasks): the peer's learning rate is tuned like the "
+             "Peer sections ('PDT stacked on ...', every task): the peer's learning rate is tuned like the "
              "baseline's and × is measured against the tuned peer itself. "
              f"Total benchmark time {time.perf_counter() - started:.0f} s.{progress}")
     part = ", peers" if args.peers else ", cosine only" if args.cosine_only else ", core" if args.core else ""
-    part += f", tasks matching {args.only!r}" if args.only else ""  # a partial run gets its own section
+    part += f", tasks matching {', '.join(map(repr, args.only))}" if args.only else ""  # a partial run gets its own section
     title, in_progress = f"Time to baseline{part} (benchmarks/ttb.py)", f"Time to baseline{part}, run in progress (benchmarks/ttb.py)"
     write_section(title if done is None else in_progress, intro + "\n\n" + "\n\n".join(sections))
     if done is None:
@@ -314,19 +316,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: one task, one seed, no sweep, prints only")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--only", default=None, help="run the tasks whose name contains this text")
+    parser.add_argument("--only", nargs="+", default=None, help="run the tasks whose name contains one of these texts")
     parser.add_argument("--core", action="store_true",
                         help="only the tuned baselines and PDT's defaults, under both schedules (no ablations, controls, "
                              "compiled rows or peers)")
     parser.add_argument("--cosine-only", action="store_true", help="with --core: only the cosine sections")
     parser.add_argument("--peers", action="store_true",
-                        help="only the peer sections: schedule-free and Lookahead, alone and with PDT, main three tasks")
+                        help="only the peer sections: schedule-free and Lookahead, alone and with PDT, every task")
     args = parser.parse_args()
     torch.set_num_threads(1)  # steadier timings on a shared 2-core machine
     seeds = 1 if args.quick else args.seeds
     sections, started, done = [], time.perf_counter(), []
     for name, (task, snap_every) in task_suite(args.quick).items():
-        if args.only and args.only not in name:
+        if args.only and not any(text in name for text in args.only):
             continue
         if args.peers:
             if name in PEER_TASKS:

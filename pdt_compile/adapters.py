@@ -128,22 +128,33 @@ def weight_space_keys(optimizer: object) -> tuple[str, ...]:
     return ()
 
 
-MEASURED_UNSAFE = ("schedulefree",)
-"""Packages whose optimizers PDT stacks on but, as measured (``benchmarks/stacking.py``, ``benchmarks.ttb --peers``), can
-make worse: wrapping one warns."""
+MEASURED_UNSAFE = {
+    ("schedulefree", None): (
+        "measured (python -m benchmarks.ttb --peers, runs of 2026-11-29; z jumps, x stays, z snapshot every "
+        "snap_every / 2 steps) faster in steps to the schedule-free optimizer's own final loss on digits MLPs "
+        "(1.74-1.90x; 1.19-1.33x in wall time), a mnist1d CNN (1.30x; one seed of three at 0.93x wall) and a "
+        "mnist1d ViT (1.25x, one seed of three never reached that loss), but no faster on a character transformer "
+        "(2 seeds of 3 never reached that loss, the third at the same step; accuracy unchanged). Prefer the "
+        "schedule-free optimizer alone where that is not enough"
+    ),
+    ("pytorch_optimizer", "Lookahead"): (
+        "measured (python -m benchmarks.ttb --peers, runs of 2026-11-29; slow weights take every jump) faster in "
+        "steps to Lookahead's own final loss on digits MLPs (1.29-1.76x) and a mnist1d CNN (1.46x, one seed of "
+        "three never reached that loss), at the same step on a character transformer, and never reached it on a "
+        "mnist1d ViT (every seed; PDT on plain AdamW reaches its baselines there). Compare against Lookahead "
+        "alone before relying on it"
+    ),
+}
+"""(package, class name or None for every class) -> what was measured, for optimizers PDT stacks
+on but, as measured (``benchmarks/stacking.py``, ``benchmarks.ttb --peers``), can make worse:
+wrapping one warns."""
 
 
 def stacking_warning(optimizer: object) -> str | None:
     """The warning for wrapping ``optimizer``, or None where stacking is not known to hurt."""
-    if class_name(optimizer).split(".")[0] not in MEASURED_UNSAFE:
-        return None
-    return (
-        f"PDT on {type(optimizer).__name__}: measured (python -m benchmarks.ttb --peers; z jumps, x stays, z snapshot "
-        "every snap_every / 2 steps) faster on a digits MLP (1.33x wall to the schedule-free optimizer's own final "
-        "loss) and a mnist1d CNN (1.42x), but no faster on a character transformer (2 seeds of 3 never reached that "
-        "loss, the third at the same step; accuracy unchanged). Prefer the schedule-free optimizer alone where that "
-        "is not enough"
-    )
+    package, name = type(optimizer).__module__.split(".")[0], type(optimizer).__qualname__
+    measured = MEASURED_UNSAFE.get((package, name), MEASURED_UNSAFE.get((package, None)))
+    return None if measured is None else f"PDT on {name}: {measured}"
 
 
 def companions(optimizer: Optimizer, params: Sequence[Tensor], keys: Sequence[str]) -> list[list[Tensor]]:

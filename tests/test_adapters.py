@@ -178,12 +178,15 @@ def test_a_sequence_the_optimizer_does_not_keep_is_refused():
         pdt.PDT(schedulefree.SGDScheduleFree(make_mlp().parameters(), lr=0.1), sequence="parameters", **CONFIG)
 
 
-def test_stacking_on_schedule_free_warns_with_what_was_measured():
+def test_stacking_where_measured_to_hurt_warns_with_what_was_measured():
     with pytest.warns(UserWarning, match="SGDScheduleFree: measured .* no faster"):
         pdt.PDT(schedulefree.SGDScheduleFree(make_mlp().parameters(), lr=0.1), **CONFIG)
+    with pytest.warns(UserWarning, match="Lookahead: measured .* never reached it on a mnist1d ViT"):
+        pdt.PDT(po.Lookahead(torch.optim.SGD(make_mlp().parameters(), lr=0.1)), **CONFIG)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        pdt.PDT(po.Lookahead(torch.optim.SGD(make_mlp().parameters(), lr=0.1)), **CONFIG)
+        pdt.PDT(po.Lamb(make_mlp().parameters(), lr=0.01), **CONFIG)
+        pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), **CONFIG)
 
 
 AVERAGED = {  # name -> (optimizer, beta, where the parameters are in weight space: "y" or "x")
