@@ -30,8 +30,10 @@ TUNED = {
     ("digits MLP / SGD", "Lookahead (k=5, alpha=0.5)"): 0.8,
     ("mnist1d CNN / SGD-momentum", "schedule-free"): 1.6,
     ("mnist1d CNN / SGD-momentum", "Lookahead (k=5, alpha=0.5)"): 0.1,
+    ("mnist1d ViT / AdamW", "Lookahead (k=5, alpha=0.5)"): 0.002,
 }
-"""(task, peer) -> the learning rate ``benchmarks.ttb --peers`` tuned (its RESULTS.md section)."""
+"""(task, peer) -> the learning rate ``benchmarks.ttb --peers`` tuned (its RESULTS.md sections; the ViT's:
+``--peers --only ViT LAMB Shampoo``, 2026-11-29 10:05)."""
 
 BURN_INS = (5, 10)
 GUARDS = {"PDT rollback_factor 1.5": dict(rollback_factor=1.5), "PDT adaptive tau": dict(adaptive=True)}

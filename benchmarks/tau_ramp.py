@@ -6,7 +6,7 @@ On mnist1d with Lookahead one seed in three never reached Lookahead's final loss
 fast early descent, raised the training loss and the run never caught up. With ``tau_ramp=r`` the first
 merge jumps r intervals ahead and each merge doubles that until tau. This times PDT's defaults
 with and without the ramp on every ``benchmarks.ttb`` task at each schedule's tuned learning
-rate (constant, and cosine where cosine is the better baseline) and on the four SGD-task peers,
+rate (constant, and cosine where cosine is the better baseline) and on the peers of ``burn_in.TUNED``,
 3 seeds, × against the plain (or peer) optimizer at the same rate and schedule.
 
     python -m benchmarks.tau_ramp [--seeds 3] [--only SUBSTRING]
