@@ -98,10 +98,6 @@ def methods(snap_every: int, quick: bool) -> dict[str, Callable]:
     return out
 
 
-PEER_TASKS = ("digits MLP / SGD", "mnist1d CNN / SGD-momentum", "char transformer / AdamW", "mnist1d ViT / AdamW",
-              "digits MLP / LAMB", "digits MLP / Shampoo")
-
-
 def peers(name: str, task: Task) -> dict[str, Callable]:
     """What a user would pick instead of PDT on ``task``: a schedule-free optimizer (the
     AdamW variant for AdamW tasks, else SGD with momentum 0.9; one epoch of warmup) and
@@ -331,10 +327,9 @@ def main() -> None:
         if args.only and not any(text in name for text in args.only):
             continue
         if args.peers:
-            if name in PEER_TASKS:
-                for text in peer_sections(name, task, snap_every, seeds, args.quick):
-                    print(text + "\n", flush=True)
-                    sections.append(text)
+            for text in peer_sections(name, task, snap_every, seeds, args.quick):
+                print(text + "\n", flush=True)
+                sections.append(text)
             continue
         if args.cosine_only:
             for text in schedule_sections(name, task, snap_every, seeds, None, None):
@@ -367,7 +362,7 @@ def main() -> None:
             for text in schedule_sections(name, task, snap_every, seeds, runs, lr, ablations=not args.core):
                 print(text + "\n", flush=True)
                 sections.append(text)
-        if (name in PEER_TASKS and not args.core) or args.quick:
+        if not args.core:
             for text in peer_sections(name, task, snap_every, seeds, args.quick):
                 print(text + "\n", flush=True)
                 sections.append(text)
