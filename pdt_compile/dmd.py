@@ -2,7 +2,7 @@
 
 A prediction is a linear combination of the stored snapshots, so all that depends on the
 dynamics is a small coefficient matrix computed from the h x h Gram matrix K = S Sᵀ of the
-snapshots (rows of S, oldest first) in float64 on the host. The big tensors are touched twice:
+snapshots (rows of S, oldest first) in float64 on the host (in numpy: :func:`solve_dmd`). The big tensors are touched twice:
 once for the Gram, once for the forecast (see :func:`predicted_displacements`).
 
 Coefficient basis. With s = S[h-1] (the last snapshot) and D_i = S[i] - s, a predicted
@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from typing import Sequence, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
 Rank = Union[str, int, float]
+ArrayLike = Union[np.ndarray, Tensor]
 
 _RELATIVE_FLOOR = 1e-12  # singular values below this fraction of the largest are noise
 
@@ -50,42 +52,51 @@ def segment_grams(ring: Sequence[Tensor], spans: Sequence[slice]) -> Tensor:
     return torch.stack([rows[:, span] @ rows[:, span].T for span in spans])
 
 
-def gavish_donoho_threshold(sigma: Tensor, rows: int | Tensor) -> Tensor:
+def gavish_donoho_threshold(sigma: ArrayLike, rows: int | ArrayLike) -> np.ndarray:
     """Optimal hard threshold for singular values ``sigma`` ``[B, m]`` of ``rows x m``
     matrices (rows: an int or ``[B]``) with unknown noise (Gavish & Donoho 2014, as PyDMD's
     ``svd_rank=0``)."""
-    m = torch.tensor(float(sigma.shape[-1]), dtype=torch.float64)
-    rows = torch.as_tensor(rows, dtype=torch.float64)
-    beta = torch.minimum(rows, m) / torch.maximum(rows, m)
+    sigma = np.asarray(sigma, dtype=np.float64)
+    m = float(sigma.shape[-1])
+    rows = np.asarray(rows, dtype=np.float64)
+    beta = np.minimum(rows, m) / np.maximum(rows, m)
     omega = 0.56 * beta**3 - 0.95 * beta**2 + 1.82 * beta + 1.43
-    ordered = sigma.sort(dim=-1).values
+    ordered = np.sort(sigma, axis=-1)
     middle = (ordered.shape[-1] - 1) // 2, ordered.shape[-1] // 2
     median = 0.5 * (ordered[..., middle[0]] + ordered[..., middle[1]])
     return median * omega
 
 
-def select_rank(sigma: Tensor, rows: int | Tensor, rank: Rank) -> Tensor:
+def select_rank(sigma: ArrayLike, rows: int | ArrayLike, rank: Rank) -> np.ndarray:
     """Truncation rank for each batch of descending singular values ``sigma`` ``[B, m]``.
 
     ``rank``: ``"gavish_donoho"``, ``"full"``, an int >= 1 or an energy fraction in (0, 1).
     Returns ``[B]`` int64, each in [1, m].
     """
+    sigma = np.asarray(sigma, dtype=np.float64)
     batch, m = sigma.shape
     if rank == "full":
-        chosen = torch.full((batch,), m, dtype=torch.int64)
+        chosen = np.full(batch, m, dtype=np.int64)
     elif rank == "gavish_donoho":
         threshold = gavish_donoho_threshold(sigma, rows)
-        chosen = (sigma > threshold[:, None]).sum(-1)
+        chosen = (sigma > np.reshape(threshold, (-1, 1))).sum(-1)
     elif isinstance(rank, float):
-        energy = sigma.square()
-        cumulative = energy.cumsum(-1) / energy.sum(-1, keepdim=True).clamp_min(1e-300)
+        energy = np.square(sigma)
+        cumulative = np.cumsum(energy, -1) / np.maximum(energy.sum(-1, keepdims=True), 1e-300)
         chosen = (cumulative < rank).sum(-1) + 1
     else:
-        chosen = torch.full((batch,), int(rank), dtype=torch.int64)
-    return chosen.clamp(1, m)
+        chosen = np.full(batch, int(rank), dtype=np.int64)
+    return np.clip(chosen, 1, m).astype(np.int64)
 
 
-def _projected_predictions(gram_matrix: Tensor, steps: int, rows: int | Tensor, rank: Rank) -> Tensor:
+def _descending_eigh(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Singular values (square roots of the eigenvalues, clamped at 0) and eigenvectors of
+    symmetric ``matrix`` ``[..., q, q]``, largest first."""
+    eigenvalues, vectors = np.linalg.eigh(matrix)
+    return np.sqrt(np.maximum(eigenvalues[..., ::-1], 0.0)), vectors[..., ::-1]
+
+
+def _projected_predictions(gram_matrix: np.ndarray, steps: int, rows: int | ArrayLike, rank: Rank) -> np.ndarray:
     """Projected-mode DMD of the sequence whose Gram is ``gram_matrix`` ``[B, q, q]``.
 
     Returns ``a`` ``[B, steps, q-1]``: the prediction k steps after the last element is
@@ -94,54 +105,91 @@ def _projected_predictions(gram_matrix: Tensor, steps: int, rows: int | Tensor, 
     """
     xtx = gram_matrix[..., :-1, :-1]
     xty = gram_matrix[..., :-1, 1:]
-    xtlast = gram_matrix[..., :-1, -1]
-    eigenvalues, vectors = torch.linalg.eigh(xtx)
-    eigenvalues, vectors = eigenvalues.flip(-1), vectors.flip(-1)  # descending
-    sigma = eigenvalues.clamp_min(0).sqrt()
+    xtlast = gram_matrix[..., :-1, -1:]
+    sigma, vectors = _descending_eigh(xtx)
     kept = select_rank(sigma, rows, rank)
-    position = torch.arange(sigma.shape[-1])
-    keep = (position < kept[:, None]) & (sigma > _RELATIVE_FLOOR * sigma[:, :1])
-    inverse_sigma = torch.where(keep, 1.0 / sigma.clamp_min(1e-300), torch.zeros_like(sigma))
+    keep = (np.arange(sigma.shape[-1]) < kept[:, None]) & (sigma > _RELATIVE_FLOOR * sigma[:, :1])
+    inverse_sigma = np.where(keep, 1.0 / np.maximum(sigma, 1e-300), 0.0)
     basis = vectors * inverse_sigma[:, None, :]  # V Σ⁻¹; dropped modes are zero columns
-    reduced = basis.transpose(-1, -2) @ xty @ basis  # Ã
-    state = (basis.transpose(-1, -2) @ xtlast[..., None])  # Uᵀ x_last
-    states = []
-    for _ in range(steps):
+    projector = basis.swapaxes(-1, -2)
+    reduced = projector @ xty @ basis  # Ã
+    state = projector @ xtlast  # Uᵀ x_last
+    states = np.empty(state.shape[:-1] + (steps,))
+    for step in range(steps):
         state = reduced @ state
-        states.append(state)
-    return (basis @ torch.cat(states, dim=-1)).transpose(-1, -2)
+        states[..., step] = state[..., 0]
+    return (basis @ states).swapaxes(-1, -2)
 
 
-def _exact_predictions(gram_matrix: Tensor, steps: int, rows: int | Tensor, rank: Rank) -> Tensor:
+def _exact_predictions(gram_matrix: np.ndarray, steps: int, rows: int | ArrayLike, rank: Rank) -> np.ndarray:
     """Exact-mode DMD (modes Φ = Y V Σ⁻¹ W, amplitudes fitted to the last element).
 
     Returns ``[B, steps, q-1]`` coefficients on the *last* q - 1 elements (the columns of Y).
     Complex eigenvectors are needed here, so each batch entry is solved at its own rank.
     """
     batch, q, _ = gram_matrix.shape
-    out = torch.zeros(batch, steps, q - 1, dtype=torch.float64)
-    rows = torch.as_tensor(rows).expand(batch)
+    out = np.zeros((batch, steps, q - 1))
+    rows = np.broadcast_to(np.asarray(rows, dtype=np.float64), (batch,))
     for b in range(batch):
         k = gram_matrix[b]
-        eigenvalues, vectors = torch.linalg.eigh(k[:-1, :-1])
-        eigenvalues, vectors = eigenvalues.flip(-1), vectors.flip(-1)
-        sigma = eigenvalues.clamp_min(0).sqrt()
+        sigma, vectors = _descending_eigh(k[:-1, :-1])
         r = int(select_rank(sigma[None], rows[b], rank)[0])
         r = min(r, int((sigma > _RELATIVE_FLOOR * sigma[0]).sum()))
         if r == 0:
             continue
         basis = vectors[:, :r] / sigma[:r]
         reduced = basis.T @ k[:-1, 1:] @ basis
-        lam, w = torch.linalg.eig(reduced)
-        mode_basis = basis.to(torch.complex128) @ w  # Φ = Y @ mode_basis
-        kyy = k[1:, 1:].to(torch.complex128)
-        kylast = k[1:, -1].to(torch.complex128)
-        normal = mode_basis.conj().T @ kyy @ mode_basis
-        amplitudes = torch.linalg.pinv(normal, hermitian=True) @ (mode_basis.conj().T @ kylast)
+        lam, w = np.linalg.eig(reduced)
+        mode_basis = basis.astype(np.complex128) @ w  # Φ = Y @ mode_basis
+        adjoint = mode_basis.conj().T
+        normal = adjoint @ k[1:, 1:] @ mode_basis
+        # torch.linalg.pinv's default cut-off, which this solve was validated with
+        cutoff = np.finfo(np.float64).eps * normal.shape[-1]
+        amplitudes = np.linalg.pinv(normal, rcond=cutoff, hermitian=True) @ (adjoint @ k[1:, -1])
         for step in range(steps):
             amplitudes = lam * amplitudes
             out[b, step] = (mode_basis @ amplitudes).real
     return out
+
+
+def solve_dmd(
+    gram_matrix: np.ndarray,
+    steps: int,
+    *,
+    rows: int | ArrayLike,
+    rank: Rank = "gavish_donoho",
+    modes: str = "projected",
+    dynamics: str = "linear",
+) -> np.ndarray:
+    """:func:`displacement_coefficients` on a float64 numpy Gram ``[B, h, h]``: the host
+    solve. Its few dozen operations on h x h matrices cost microseconds each in numpy and
+    several times that as torch operations, which on a small model is most of a prediction."""
+    h = gram_matrix.shape[-1]
+    solve = _projected_predictions if modes == "projected" else _exact_predictions
+    if dynamics == "linear":
+        a = solve(gram_matrix, steps, rows, rank)  # on snapshots 0..h-2 (projected) or 1..h-1 (exact)
+        coefficients = np.zeros((gram_matrix.shape[0], steps, h))
+        if modes == "projected":
+            coefficients[..., :-1] = a
+        else:
+            coefficients[..., 1:] = a
+        coefficients[..., -1] -= 1.0  # p_k = ŵ_k - s
+        total = coefficients.sum(-1)
+    else:
+        difference = np.zeros((h - 1, h))
+        index = np.arange(h - 1)
+        difference[index, index] = -1.0
+        difference[index, index + 1] = 1.0  # Δ_i = s_{i+1} - s_i
+        a = solve(difference @ gram_matrix @ difference.T, steps, rows, rank)
+        on_deltas = np.zeros(a.shape[:-1] + (h - 1,))
+        if modes == "projected":
+            on_deltas[..., :-1] = a
+        else:
+            on_deltas[..., 1:] = a
+        coefficients = np.cumsum(on_deltas, 1) @ difference  # p_k = Δ̂_1 + ... + Δ̂_k
+        total = np.zeros(coefficients.shape[:-1])  # displacements sum to zero exactly
+    coefficients[..., -1] = total
+    return coefficients
 
 
 def displacement_coefficients(
@@ -156,40 +204,15 @@ def displacement_coefficients(
     """Coefficients ``G`` ``[B, steps, h]`` of the predicted displacements (module docstring).
 
     gram_matrix: ``[B, h, h]`` (or ``[h, h]``) Gram of snapshots in logical order (oldest
-    first), float64; rows: elements per snapshot, an int or ``[B]`` (for the Gavish–Donoho
-    threshold).
+    first); rows: elements per snapshot, an int or ``[B]`` (for the Gavish–Donoho
+    threshold). Solved in float64 on the host (:func:`solve_dmd`); returns a float64 CPU tensor.
     The prediction k intervals ahead of s is ``s + p_k``.
     """
     squeeze = gram_matrix.dim() == 2
-    k = gram_matrix[None] if squeeze else gram_matrix
-    k = k.to(torch.float64)
-    h = k.shape[-1]
-    solve = _projected_predictions if modes == "projected" else _exact_predictions
-    if dynamics == "linear":
-        a = solve(k, steps, rows, rank)  # on snapshots 0..h-2 (projected) or 1..h-1 (exact)
-        coefficients = torch.zeros(k.shape[0], steps, h, dtype=torch.float64)
-        if modes == "projected":
-            coefficients[..., :-1] = a
-        else:
-            coefficients[..., 1:] = a
-        coefficients[..., -1] -= 1.0  # p_k = ŵ_k - s
-        total = coefficients.sum(-1)
-    else:
-        difference = torch.zeros(h - 1, h, dtype=torch.float64)
-        index = torch.arange(h - 1)
-        difference[index, index] = -1.0
-        difference[index, index + 1] = 1.0  # Δ_i = s_{i+1} - s_i
-        delta_gram = difference @ k @ difference.T
-        a = solve(delta_gram, steps, rows, rank)
-        if modes == "projected":
-            on_deltas = torch.nn.functional.pad(a, (0, 1))
-        else:
-            on_deltas = torch.nn.functional.pad(a, (1, 0))
-        cumulative = on_deltas.cumsum(1)  # p_k = Δ̂_1 + ... + Δ̂_k
-        coefficients = cumulative @ difference
-        total = torch.zeros_like(coefficients[..., 0])  # displacements sum to zero exactly
-    coefficients[..., -1] = total
-    return coefficients[0] if squeeze else coefficients
+    k = np.asarray(gram_matrix.detach().cpu(), dtype=np.float64)
+    coefficients = solve_dmd(k[None] if squeeze else k, steps, rows=np.asarray(rows, dtype=np.float64), rank=rank,
+                             modes=modes, dynamics=dynamics)
+    return torch.from_numpy(coefficients[0] if squeeze else coefficients)
 
 
 def full_rank_coefficients(gram_matrix: Tensor, steps: int) -> tuple[Tensor, Tensor]:
@@ -243,19 +266,6 @@ def predicted_displacements(
     row of ``coefficients`` ``[steps, h]`` (ring ``[h, n]`` or h rows)."""
     rows = list(ring)
     return torch.stack([predicted_displacement(rows, s, c, cs) for c, cs in zip(coefficients, s_coefficient)])
-
-
-def pad_horizon(coefficients: Tensor, s_coefficients: Tensor, steps: int) -> tuple[Tensor, Tensor]:
-    """Extend ``[..., tau, h]`` coefficients and ``[..., tau]`` s-coefficients to ``steps``
-    rows by repeating row tau: the last row is then always p_tau, and a sign check over every
-    row equals one over rows 1..tau. Lets kernels take a fixed shape while tau changes."""
-    pad = steps - coefficients.shape[-2]
-    if pad <= 0:
-        return coefficients, s_coefficients
-    return (
-        torch.cat([coefficients, coefficients[..., -1:, :].expand(*coefficients.shape[:-2], pad, -1)], -2),
-        torch.cat([s_coefficients, s_coefficients[..., -1:].expand(*s_coefficients.shape[:-1], pad)], -1),
-    )
 
 
 def forecast(

@@ -108,7 +108,7 @@ def forecast_mask_merge(
     ring: ``[h, n]`` snapshots or h ``[n]`` rows; s: ``[n]`` the last snapshot (one of them);
     coefficients ``[steps, h]`` and s_coefficients ``[steps]`` from
     :func:`pdt_compile.dmd.displacement_coefficients` in the ring's row order, with the last
-    row p_tau (rows past tau repeat it: :func:`pdt_compile.dmd.pad_horizon`).
+    row p_tau (rows past tau repeat it: :func:`pdt_compile.runtime.predictor.solve_coefficients`).
     ``trend``: also require :func:`trend_mask`. Returns ``(merged [n], mask [n])``.
     The single definition of a prediction: the eager path runs it on chunks or compiled on
     whole parameters, the compiled path inlines it into the optimizer-step graph.

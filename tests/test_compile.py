@@ -379,3 +379,16 @@ def test_non_finite_weights_clear_the_ring_on_the_compiled_path_as_on_the_eager_
         results.append((warned, stats.skipped_nonfinite, opt.schedule.boundaries_since_reset, opt.ring.count, stats.predictions))
     assert results[0] == results[1]
     assert results[0][:2] == (1, 1)
+
+
+@pytest.mark.parametrize("tau", [1, 3, 5])
+def test_the_host_solve_op_matches_its_fake_kernel(tau):
+    # Inductor trusts the fake kernel's shapes and strides (FSDP2 and non-default DMD options
+    # reach the host op); opcheck compares them, and the schema, with real outputs.
+    snapshots = torch.randn(3, 4, 20, dtype=torch.float64).cumsum(1)
+    grams = snapshots @ snapshots.transpose(1, 2)
+    host_state = torch.tensor([tau, 1, 4])
+    rows = torch.full((3,), 20.0, dtype=torch.float64)
+    for rank in ("full", "gavish_donoho"):
+        torch.library.opcheck(torch.ops.pdt.solve_coefficients.default,
+                              (grams, host_state, rows, 5, rank, "projected", "linear", 0))

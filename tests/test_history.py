@@ -116,8 +116,8 @@ def test_host_ring_follows_the_device_ring_exactly(optimizer):
 def test_host_ring_rollback_restores_the_snapshots(monkeypatch):
     import pdt_compile.runtime.predictor as predictor
 
-    solve = predictor.displacement_coefficients
-    monkeypatch.setattr(predictor, "displacement_coefficients", lambda *a, **k: 400.0 * solve(*a, **k))
+    solve = predictor.solve_dmd
+    monkeypatch.setattr(predictor, "solve_dmd", lambda *a, **k: 400.0 * solve(*a, **k))
     rings = {}
     for location in ("device", "host"):
         model = make_mlp()

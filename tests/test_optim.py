@@ -202,8 +202,8 @@ def test_skipped_amp_step_is_not_counted():
 def test_rollback_undoes_a_harmful_merge(monkeypatch):
     import pdt_compile.runtime.predictor as predictor
 
-    solve = predictor.displacement_coefficients
-    monkeypatch.setattr(predictor, "displacement_coefficients", lambda *a, **k: 400.0 * solve(*a, **k))
+    solve = predictor.solve_dmd
+    monkeypatch.setattr(predictor, "solve_dmd", lambda *a, **k: 400.0 * solve(*a, **k))
     model = make_mlp()
     opt = pdt.PDT(
         torch.optim.SGD(model.parameters(), lr=0.1), rollback_factor=1.5, tau=3, rule="none",

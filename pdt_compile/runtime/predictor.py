@@ -13,12 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..config import PDTConfig
 from ..distributed import global_numel, shard_group, sum_across_shards_
-from ..dmd import displacement_coefficients, gram, pad_horizon, segment_grams
+from ..dmd import gram, segment_grams, solve_dmd
 from ..mask import forecast_mask_merge, needs_every_step
 from .history import Pack, SnapshotRing, _local, pack_layout, spans_of
 from .kernels import Kernels, predict_elements_, use_compiled
@@ -117,16 +118,19 @@ def solve_coefficients(
 ) -> tuple[Tensor, Tensor]:
     """Batched host solve: physical-order Grams ``[G, h, h]`` -> coefficients in physical
     row order ``[G, steps, h]`` and s-coefficients ``[G, steps]`` (float64, on the host) of
-    p_1..p_tau, padded to ``steps`` rows by repeating p_tau (:func:`~pdt_compile.dmd.pad_horizon`).
+    p_1..p_tau, padded to ``steps`` rows by repeating p_tau: the last row is then always
+    p_tau, and a sign check over every row equals one over rows 1..tau, so kernels take a
+    fixed shape while tau changes.
 
     This is the one device-to-host transfer of a prediction (h x h floats per group).
     """
-    perm = torch.as_tensor(list(order))
-    logical = grams.cpu()[:, perm][:, :, perm]
-    coefficients = displacement_coefficients(logical, tau, rows=rows, **dmd_options)
-    physical = torch.zeros_like(coefficients)
-    physical[..., perm] = coefficients
-    return pad_horizon(physical, coefficients[..., -1], steps)
+    perm = np.asarray(list(order))
+    logical = grams.detach().cpu().numpy()[:, perm[:, None], perm]
+    coefficients = solve_dmd(logical, tau, rows=rows.cpu().numpy(), **dmd_options)
+    padded = coefficients[:, np.minimum(np.arange(max(steps, tau)), tau - 1)]  # rows past tau repeat p_tau
+    physical = np.zeros(padded.shape)
+    physical[..., perm] = padded
+    return torch.from_numpy(physical), torch.from_numpy(padded[..., -1].copy())
 
 
 def group_rows(numels: Sequence[int], groups: Sequence[int]) -> Tensor:
