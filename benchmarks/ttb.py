@@ -128,8 +128,7 @@ def peer_sections(name: str, task: Task, snap_every: int, seeds: int, quick: boo
             lr, sweep = tune_lr(peer_task, [0.5, 1.0, 2.0] if "transformer" in name else [0.25, 0.5, 1.0, 2.0, 4.0])
         suite = {f"{peer} (tuned lr)": lambda opt: opt,
                  f"PDT default on {peer}": lambda opt: pdt.PDT(opt, snap_every=snap_every)}
-        runs = {method: [train(peer_task, wrap, seed=seed, method=method, lr=lr)[0] for seed in range(seeds)]
-                for method, wrap in suite.items()}
+        runs = seed_major(peer_task, suite, seeds, lr)
         sections.append(summarise(f"{name}: PDT stacked on {peer}", runs, lr, sweep, snap_every, peer_task))
     return sections
 
@@ -162,8 +161,7 @@ def schedule_sections(name: str, task: Task, snap_every: int, seeds: int, consta
         suite["PDT default + verify, verify_backoff=0, cosine"] = verified(cosine_task, snap_every, verify_backoff=0)
         suite[f"PDT default with lr_horizon={flipped}, cosine"] = lambda opt: pdt.PDT(opt, snap_every=snap_every,
                                                                                     lr_horizon=flipped)
-    cosine = {method: [train(cosine_task, wrap, seed=seed, method=method, lr=lr)[0] for seed in range(seeds)]
-              for method, wrap in suite.items()}
+    cosine = seed_major(cosine_task, suite, seeds, lr)
     table = summarise(f"{name}: cosine schedule", cosine, lr, sweep, snap_every, cosine_task)
     if constant is None:
         return [table]
@@ -294,7 +292,9 @@ def save(args: argparse.Namespace, seeds: int, started: float, sections: list[st
     progress = "" if done is None else f" **Run in progress: {len(done)} task(s) done ({', '.join(done)}).**"
     intro = (f"Median over {seeds} seeds [min–max]; × = baseline time / method time to the tuned baseline's final "
              "training loss (TTB-Loss) or best test accuracy (TTB-Acc); wall time counts every training step with "
-             "all PDT overhead (evaluation excluded), 1 torch thread. 'never' = did not reach the target within the "
+             "all PDT overhead (evaluation excluded), 1 torch thread; seeds run one after the other, each with every method "
+             "of its table back to back (from 2026-11-29 11:22 UTC; earlier runs ran each method's seeds back to back, "
+             "which let a drift in this VM's speed favour one method). 'never' = did not reach the target within the "
              "budget. Compiled rows (main three tasks) include their compilation time in wall time: on these "
              "small CPU trainings (0.4 s to 26 s of training steps) it dominates, so compare their step columns. "
              "Peer sections ('PDT stacked on ...', every task): the peer's learning rate is tuned like the "
@@ -340,14 +340,12 @@ def main() -> None:
             lr, sweep = task.lr, [(task.lr, float("nan"))]
         else:
             lr, sweep = tune_lr(task, sweep_factors(name))
-        runs: dict[str, list[Run]] = {}
         suite = methods(snap_every, args.quick)
         suite[VERIFIED] = verified(task, snap_every)
         suite[UNHELD] = verified(task, snap_every, verify_backoff=0)
         if args.core:
             suite = {method: suite[method] for method in (BASELINE, DEFAULT, VERIFIED)}
-        for method, wrap in suite.items():
-            runs[method] = [train(task, wrap, seed=seed, method=method, lr=lr)[0] for seed in range(seeds)]
+        runs = seed_major(task, suite, seeds, lr)
         if name in COMPILED_TASKS and not (args.quick or args.core):
             for method, eager_method in COMPILED.items():
                 runs[method] = [train(task, suite[eager_method], seed=seed, method=method, lr=lr, compiled=True)[0]
