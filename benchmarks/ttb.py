@@ -231,11 +231,15 @@ def spread(values: list[float | None], fmt: str = "{:.2f}") -> str:
 
 def seed_major(task: Task, methods: dict[str, Callable], seeds: int, lr: float) -> dict[str, list[Run]]:
     """Every method on ``task`` at ``lr``, seed by seed (each seed's methods back to back: a drift
-    in the machine's speed hits every method alike), training output silenced."""
+    in the machine's speed hits every method alike), training output silenced. Seed s starts
+    at the s-th method and goes round, so no method always runs first in its block (a run's
+    place in it, e.g. first after a pause, must not favour one method)."""
     runs: dict[str, list[Run]] = {method: [] for method in methods}
+    order = list(methods.items())
     with contextlib.redirect_stdout(io.StringIO()):
         for seed in range(seeds):
-            for method, wrap in methods.items():
+            shift = seed % len(order)
+            for method, wrap in order[shift:] + order[:shift]:
                 runs[method].append(train(task, wrap, seed=seed, method=method, lr=lr)[0])
     return runs
 
@@ -293,8 +297,8 @@ def save(args: argparse.Namespace, seeds: int, started: float, sections: list[st
     intro = (f"Median over {seeds} seeds [min–max]; × = baseline time / method time to the tuned baseline's final "
              "training loss (TTB-Loss) or best test accuracy (TTB-Acc); wall time counts every training step with "
              "all PDT overhead (evaluation excluded), 1 torch thread; seeds run one after the other, each with every method "
-             "of its table back to back (from 2026-11-29 11:22 UTC; earlier runs ran each method's seeds back to back, "
-             "which let a drift in this VM's speed favour one method). 'never' = did not reach the target within the "
+             "of its table back to back, seed s starting at the s-th method (from 2026-11-29 11:30 UTC; earlier runs ran "
+             "each method's seeds back to back, which let a drift in this VM's speed favour one method). 'never' = did not reach the target within the "
              "budget. Compiled rows (main three tasks) include their compilation time in wall time: on these "
              "small CPU trainings (0.4 s to 26 s of training steps) it dominates, so compare their step columns. "
              "Peer sections ('PDT stacked on ...', every task): the peer's learning rate is tuned like the "
