@@ -7,19 +7,51 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pdt_compile.experiment import Run  # noqa: E402
+
 
 def test_seed_major_runs_each_seed_back_to_back_and_rotates_which_method_goes_first(monkeypatch):
     import benchmarks.ttb as ttb
 
     calls = []
 
-    def fake_train(task, wrap, *, seed, method, lr):
+    def fake_train_timed(task, wrap, *, seed, method, lr):
         calls.append((seed, method))
-        return f"{method}{seed}", None
+        return f"{method}{seed}"
 
-    monkeypatch.setattr(ttb, "train", fake_train)
+    monkeypatch.setattr(ttb, "train_timed", fake_train_timed)
     runs = ttb.seed_major(None, {"a": None, "b": None, "c": None}, seeds=4, lr=0.1)
     assert calls == [(0, "a"), (0, "b"), (0, "c"), (1, "b"), (1, "c"), (1, "a"),
                      (2, "c"), (2, "a"), (2, "b"), (3, "a"), (3, "b"), (3, "c")]
     assert list(runs) == ["a", "b", "c"]  # the first method stays the baseline of every table
     assert runs["b"] == ["b0", "b1", "b2", "b3"]
+
+
+def fake_runs(monkeypatch, repeats):
+    """Make ``benchmarks.ttb.train`` return the given (seconds, losses) one call after another."""
+    import benchmarks.ttb as ttb
+
+    made = iter(repeats)
+    calls = []
+
+    def fake_train(task, wrap, *, seed, method, lr):
+        seconds, losses = next(made)
+        calls.append(seed)
+        return Run(method=method, seed=seed, steps=[10, 20], seconds=seconds, train_loss=losses), None
+
+    monkeypatch.setattr(ttb, "train", fake_train)
+    return ttb, calls
+
+
+def test_short_runs_keep_the_least_time_to_each_evaluation_of_their_repeats(monkeypatch):
+    ttb, calls = fake_runs(monkeypatch, [([0.3, 0.9], [1.0, 0.5]), ([0.4, 0.7], [1.0, 0.5]), ([0.2, 0.8], [1.0, 0.5])])
+    run = ttb.train_timed(None, None, seed=2, method="m", lr=0.1)
+    assert calls == [2, 2, 2] and run.seconds == [0.2, 0.7] and run.train_loss == [1.0, 0.5]
+
+
+def test_a_repeat_off_the_trajectory_is_not_used_and_long_runs_are_not_repeated(monkeypatch):
+    ttb, _ = fake_runs(monkeypatch, [([0.3, 0.9], [1.0, 0.5]), ([0.1, 0.2], [1.0, 0.6]), ([0.2, 0.8], [1.0, 0.5])])
+    assert ttb.train_timed(None, None, seed=0, method="m", lr=0.1).seconds == [0.2, 0.8]
+    ttb, calls = fake_runs(monkeypatch, [([3.0, ttb.SHORT_RUN_SECONDS + 1], [1.0, 0.5])])
+    assert ttb.train_timed(None, None, seed=0, method="m", lr=0.1).seconds == [3.0, ttb.SHORT_RUN_SECONDS + 1]
+    assert calls == [0]
