@@ -9,8 +9,8 @@ benchmark times each against the tuned schedule-free optimizer alone, on the thr
 with the reference variants (the only ones that store x; the same algorithm as the default
 variants): the default, the default with every merge verified on 256 training samples
 (``verify=``, as in benchmarks/ttb.py), the default at other snapshot spacings
-(``base_spacing`` 1.0: every ``snap_every`` steps; 0.25) and with tau 16, and the three
-all-move variants.
+(``base_spacing`` 1.0: every ``snap_every`` steps; 0.25), with tau 16 and predicting at every
+second boundary (half the predictions, on the same snapshots), and the three all-move variants.
 
     python -m benchmarks.stacking [--seeds 3] [--only digits]
 """
@@ -26,10 +26,10 @@ import time
 import torch
 
 import pdt_compile as pdt
-from pdt_compile.experiment import Run, Task, train
+from pdt_compile.experiment import Task
 
 from .report import write_section
-from .ttb import summarise, task_suite, tune_lr, verified
+from .ttb import seed_major, summarise, task_suite, tune_lr, verified
 
 TASKS = ("digits MLP / SGD", "mnist1d CNN / SGD-momentum", "char transformer / AdamW")
 
@@ -56,17 +56,12 @@ def methods(task: Task, snap_every: int) -> dict:
         "PDT default, base_spacing 1.0 (snapshots every snap_every)": lambda opt: pdt.PDT(opt, snap_every=snap_every, base_spacing=1.0),
         "PDT default, base_spacing 0.25": lambda opt: pdt.PDT(opt, snap_every=snap_every, base_spacing=0.25),
         "PDT default, tau 16": lambda opt: pdt.PDT(opt, snap_every=snap_every, tau=16),
+        "PDT default, predicting at every 2nd boundary (predict_every=2)":
+            lambda opt: pdt.PDT(opt, snap_every=snap_every, predict_every=2),
         "PDT on y, all move": lambda opt: pdt.PDT(opt, **move),
         "PDT on z, all move": lambda opt: pdt.PDT(opt, sequence="z", **move),
         "PDT on x, all move": lambda opt: pdt.PDT(opt, sequence="x", **move),
     }
-
-
-def quiet_train(*args, **kwargs) -> Run:
-    """``train`` without the reference optimizers' train()/eval() messages (printed at
-    evaluations, outside the timed steps)."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        return train(*args, **kwargs)[0]
 
 
 def main() -> None:
@@ -84,15 +79,15 @@ def main() -> None:
         task = reference_schedule_free(name, task)
         with contextlib.redirect_stdout(io.StringIO()):
             lr, sweep = tune_lr(task, [0.5, 1.0, 2.0] if "transformer" in name else [0.25, 0.5, 1.0, 2.0, 4.0])
-        runs = {method: [quiet_train(task, wrap, seed=seed, method=method, lr=lr) for seed in range(args.seeds)]
-                for method, wrap in methods(task, snap_every).items()}
+        runs = seed_major(task, methods(task, snap_every), args.seeds, lr)
         text = summarise(f"{name}: PDT on schedule-free", runs, lr, sweep, snap_every, task)
         print(text + "\n", flush=True)
         sections.append(text)
     intro = (f"Median over {args.seeds} seeds [min–max]; × = the tuned schedule-free optimizer's time / the method's "
              "time to the schedule-free optimizer's final training loss (TTB-Loss) or best test accuracy (TTB-Acc); "
-             "wall time counts every training step with all PDT overhead, 1 torch thread. Reference schedule-free "
-             "variants (they store x). "
+             "wall time counts every training step with all PDT overhead, 1 torch thread; timed as benchmarks.ttb times "
+             "its tables (benchmarks.ttb.seed_major: seed by seed, rotated, short runs repeated; from 2026-11-29 "
+             "12:44 UTC). Reference schedule-free variants (they store x). "
              f"Total benchmark time {time.perf_counter() - started:.0f} s.")
     only = f", tasks matching {args.only!r}" if args.only else ""
     write_section(f"Stacking on schedule-free: what to predict, what moves, how often{only} (benchmarks/stacking.py)",

@@ -132,7 +132,7 @@ MEASURED_UNSAFE = {
     ("schedulefree", None): (
         "measured (python -m benchmarks.ttb --peers, runs of 2026-11-29; z jumps, x stays, z snapshot every "
         "snap_every / 2 steps) faster in steps to the schedule-free optimizer's own final loss on digits MLPs "
-        "(1.74-1.90x; 1.19-1.33x in wall time), a mnist1d CNN (1.30x; one seed of three at 0.93x wall) and a "
+        "(1.74-1.90x; 1.27-1.43x in wall time), a mnist1d CNN (1.30x; 1.03-1.33x in wall time) and a "
         "mnist1d ViT (1.25x, one seed of three never reached that loss), but no faster on a character transformer "
         "(2 seeds of 3 never reached that loss, the third at the same step; accuracy unchanged). Prefer the "
         "schedule-free optimizer alone where that is not enough"
