@@ -229,7 +229,7 @@ def spread(values: list[float | None], fmt: str = "{:.2f}") -> str:
     return text + (f" ({missing} never)" if missing else "")
 
 
-SHORT_RUN_SECONDS = 2.0
+SHORT_RUN_SECONDS = 5.0
 TIMING_REPEATS = 3
 
 
@@ -321,7 +321,7 @@ def save(args: argparse.Namespace, seeds: int, started: float, sections: list[st
              "of its table back to back, seed s starting at the s-th method (from 2026-11-29 11:32 UTC; earlier runs ran "
              "each method's seeds back to back, which let a drift in this VM's speed favour one method); a run whose "
              f"training takes under {SHORT_RUN_SECONDS:g} s is repeated up to {TIMING_REPEATS} times on the same trajectory and "
-             "keeps the least time to each evaluation (from 2026-11-29 11:32 UTC). 'never' = did not reach the target within the "
+             "keeps the least time to each evaluation (from 2026-11-29 11:32 UTC; under 2 s until 12:55 UTC). 'never' = did not reach the target within the "
              "budget. Compiled rows (main three tasks) include their compilation time in wall time: on these "
              "small CPU trainings (0.4 s to 26 s of training steps) it dominates, so compare their step columns. "
              "Peer sections ('PDT stacked on ...', every task): the peer's learning rate is tuned like the "
