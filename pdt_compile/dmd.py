@@ -2,8 +2,9 @@
 
 A prediction is a linear combination of the stored snapshots, so all that depends on the
 dynamics is a small coefficient matrix computed from the h x h Gram matrix K = S Sᵀ of the
-snapshots (rows of S, oldest first) in float64 on the host (in numpy: :func:`solve_dmd`). The big tensors are touched twice:
-once for the Gram, once for the forecast (see :func:`predicted_displacements`).
+snapshots (rows of S, oldest first) in float64 on the host (in numpy: :func:`solve_dmd`). The
+big tensors are touched twice: once for the Gram, once for the forecast (see
+:func:`predicted_displacements`).
 
 Coefficient basis. With s = S[h-1] (the last snapshot) and D_i = S[i] - s, a predicted
 displacement is written ``p_k = sum_{i<h-1} G[k, i] D_i + G[k, h-1] s``. Differences of
@@ -162,8 +163,8 @@ def solve_dmd(
     dynamics: str = "linear",
 ) -> np.ndarray:
     """:func:`displacement_coefficients` on a float64 numpy Gram ``[B, h, h]``: the host
-    solve. Its few dozen operations on h x h matrices cost microseconds each in numpy and
-    several times that as torch operations, which on a small model is most of a prediction."""
+    solve. Its few dozen operations on h x h matrices each cost less in numpy than as torch
+    operations, whose per-operation overhead is a visible part of a prediction on a small model."""
     h = gram_matrix.shape[-1]
     solve = _projected_predictions if modes == "projected" else _exact_predictions
     if dynamics == "linear":
