@@ -41,15 +41,15 @@ def gram(ring: Tensor | Sequence[Tensor]) -> Tensor:
     return torch.stack([sums[min(i, j), max(i, j)] for i in range(h) for j in range(h)]).view(h, h)
 
 
-def segment_grams(ring: Sequence[Tensor], spans: Sequence[slice]) -> Tensor:
+def segment_grams(ring: Tensor | Sequence[Tensor], spans: Sequence[slice]) -> Tensor:
     """:func:`gram` of several parameters stored side by side: ``[len(spans), h, h]`` float64.
 
-    ring: h ``[n]`` rows; spans: each parameter's columns. One float64 copy of the rows and a
-    small matmul per parameter, so many small parameters cost a few operations each (rather
-    than :func:`gram`'s h(h+1)/2 products, which fuse when compiled). Products of float32
-    values are exact in float64 either way; only the summation order differs.
+    ring: ``[h, n]`` or h ``[n]`` rows; spans: each parameter's columns. One float64 copy of
+    the rows and a small matmul per parameter, so many small parameters cost a few operations
+    each (rather than :func:`gram`'s h(h+1)/2 products, which fuse when compiled). Products of
+    float32 values are exact in float64 either way; only the summation order differs.
     """
-    rows = torch.stack(list(ring)).to(torch.float64)
+    rows = (ring if isinstance(ring, Tensor) else torch.stack(list(ring))).to(torch.float64)
     return torch.stack([rows[:, span] @ rows[:, span].T for span in spans])
 
 
@@ -108,8 +108,9 @@ def _projected_predictions(gram_matrix: np.ndarray, steps: int, rows: int | Arra
     xty = gram_matrix[..., :-1, 1:]
     xtlast = gram_matrix[..., :-1, -1:]
     sigma, vectors = _descending_eigh(xtx)
-    kept = select_rank(sigma, rows, rank)
-    keep = (np.arange(sigma.shape[-1]) < kept[:, None]) & (sigma > _RELATIVE_FLOOR * sigma[:, :1])
+    keep = sigma > _RELATIVE_FLOOR * sigma[:, :1]
+    if rank != "full":
+        keep &= np.arange(sigma.shape[-1]) < select_rank(sigma, rows, rank)[:, None]
     inverse_sigma = np.where(keep, 1.0 / np.maximum(sigma, 1e-300), 0.0)
     basis = vectors * inverse_sigma[:, None, :]  # V Σ⁻¹; dropped modes are zero columns
     projector = basis.swapaxes(-1, -2)
@@ -247,16 +248,23 @@ def full_rank_coefficients(gram_matrix: Tensor, steps: int) -> tuple[Tensor, Ten
     return coefficients, s_coefficients
 
 
-def predicted_displacement(rows: Sequence[Tensor], s: Tensor, coefficients: Tensor, s_coefficient: Tensor) -> Tensor:
+def predicted_displacement(
+    rows: Tensor | Sequence[Tensor], s: Tensor, coefficients: Tensor, s_coefficient: Tensor
+) -> Tensor:
     """One predicted displacement ``[n]``: ``sum_i coefficients[i] (rows[i] - s) + s_coefficient s``.
 
-    rows: h ``[n]`` snapshots in any order, as long as ``coefficients`` ``[h]`` follows it;
-    the row holding s contributes nothing (its difference is zero). Unrolled over the rows, so
-    a compiler fuses it into one pass with no ``[h, n]`` intermediate.
+    rows: h snapshots in any order, as long as ``coefficients`` (``[h]``, or ``[h, n]`` per
+    element) follows it; the row holding s contributes nothing (its difference is zero).
+    A sequence of h ``[n]`` rows is unrolled, so a compiler fuses it into one pass with no
+    ``[h, n]`` intermediate; an ``[h, n]`` tensor is reduced over its rows in one operation
+    (plain torch, where each operation's fixed cost counts).
     """
+    c = coefficients.to(s.dtype)
     p = s_coefficient.to(s.dtype) * s
+    if isinstance(rows, Tensor):
+        return p + ((c if c.dim() == 2 else c[:, None]) * (rows - s)).sum(0)
     for i, row in enumerate(rows):
-        p = p + coefficients[i].to(s.dtype) * (row - s)
+        p = p + c[i] * (row - s)
     return p
 
 

@@ -82,8 +82,12 @@ def trend_mask(w: Tensor, ring: Tensor | Sequence[Tensor], s: Tensor) -> Tensor:
     """Boolean ``[n]``: elements that every stored snapshot (rows of ``ring``, ``[h, n]`` or h
     ``[n]`` rows, the last snapshot ``s`` among them) lies behind in the direction the
     optimizer last moved them: ``(w - s_i) * (w - s) > 0`` for every row i. An element on a
-    steady trend passes; one whose path is a random walk rarely does (about 1 in h). NaN fails."""
+    steady trend passes; one whose path is a random walk rarely does (about 1 in h). NaN fails.
+    An ``[h, n]`` ring is reduced in one operation, h rows unrolled (see
+    :func:`pdt_compile.dmd.predicted_displacement`)."""
     d = w - s
+    if isinstance(ring, Tensor):
+        return ((w - ring) * d).amin(0) > 0  # amin propagates NaN
     return functools.reduce(torch.minimum, [(w - row) * d for row in ring]) > 0
 
 
@@ -105,7 +109,8 @@ def forecast_mask_merge(
     """One prediction on one block of elements: forecast, mask and merge, fused.
 
     w: ``[n]`` weights after the optimizer step (float32 view of the parameter);
-    ring: ``[h, n]`` snapshots or h ``[n]`` rows; s: ``[n]`` the last snapshot (one of them);
+    ring: ``[h, n]`` snapshots (whole-tensor operations over the rows: plain torch) or h
+    ``[n]`` rows (unrolled: compiled kernels); s: ``[n]`` the last snapshot (one of them);
     coefficients ``[steps, h]`` and s_coefficients ``[steps]`` from
     :func:`pdt_compile.dmd.displacement_coefficients` in the ring's row order, with the last
     row p_tau (rows past tau repeat it: :func:`pdt_compile.runtime.predictor.solve_coefficients`).
@@ -113,7 +118,7 @@ def forecast_mask_merge(
     The single definition of a prediction: the eager path runs it on chunks or compiled on
     whole parameters, the compiled path inlines it into the optimizer-step graph.
     """
-    rows = list(ring)
+    rows = ring if isinstance(ring, Tensor) else list(ring)
     steps = range(coefficients.shape[0]) if needs_every_step(rule) else [coefficients.shape[0] - 1]
     predicted = [predicted_displacement(rows, s, coefficients[k], s_coefficients[k]) for k in steps]
     accepted = mask_of_rows(w - s, predicted, rule, tau)

@@ -60,16 +60,34 @@ def _inputs(n: int = 3000, h: int = 5, steps: int = 4, seed: int = 1):
 def test_torch_kernels_on_chunks_equal_one_whole_pass(rule, trend, shift):
     config = pdt.PDTConfig(snap_every=1, rule=rule, trend=trend, after_merge="shift" if shift else "keep",
                            kernels="torch", chunk_size=1024)
-    weights, rows, *rest = _inputs()
+    weights, rows, _, _, *coefficients = _inputs()
     horizon, active = torch.tensor(4.0), torch.tensor(True)
-    whole_w, whole_rows = weights.clone(), [r.clone() for r in rows]
-    count = predict_pass_(whole_w, whole_rows, *rest, horizon, active, None, rule, trend, shift)
+    whole_w, whole_rows = weights.clone(), torch.stack(rows)
+    count = predict_pass_(whole_w, whole_rows, len(rows) - 1, 0, *coefficients, horizon, active, None, rule, trend, shift)
     chunked = Kernels(config, torch.device("cpu"), weights.numel())
-    chunk_count = chunked.predict_(weights, rows, *rest, horizon, active, None)
+    chunk_count = chunked.predict_(weights, rows, len(rows) - 1, 0, *coefficients, horizon, active, None)
     assert 0 < int(count) < weights.numel()
     assert int(chunk_count) == int(count)
     assert torch.equal(weights, whole_w)
     assert all(torch.equal(a, b) for a, b in zip(rows, whole_rows))
+
+
+@pytest.mark.parametrize("rule,trend,shift", [("reference", True, True), ("paper", False, False)])
+def test_stacked_rows_equal_unrolled_rows(rule, trend, shift):
+    # Plain torch runs over an [h, n] tensor with row indices, compiled kernels over h unrolled
+    # rows with one-hot selectors: the same maths, summed in another order.
+    weights, rows, s_weights, slot_mask, *coefficients = _inputs()
+    horizon, active = torch.tensor(4.0), torch.tensor(True)
+    unrolled_w, unrolled_rows, unrolled_jump = weights.clone(), [r.clone() for r in rows], torch.zeros_like(weights)
+    unrolled = predict_pass_(unrolled_w, unrolled_rows, s_weights, slot_mask, *coefficients, horizon, active,
+                             unrolled_jump, rule, trend, shift)
+    stacked_w, stacked_rows, stacked_jump = weights.clone(), torch.stack(rows), torch.zeros_like(weights)
+    stacked = predict_pass_(stacked_w, stacked_rows, len(rows) - 1, 0, *coefficients, horizon, active, stacked_jump,
+                            rule, trend, shift)
+    assert 0 < int(stacked) < weights.numel() and abs(int(stacked) - int(unrolled)) <= 2
+    assert torch.allclose(stacked_w, unrolled_w, atol=1e-6) and torch.allclose(stacked_jump, unrolled_jump, atol=1e-6)
+    assert torch.equal(stacked_rows[0], stacked_w)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(stacked_rows, unrolled_rows))
 
 
 def test_inactive_parameter_is_only_captured():

@@ -29,19 +29,26 @@ def _local(p: Tensor) -> Tensor:
 
 @dataclass
 class Pack:
-    """Small parameters side by side: their h ring rows concatenated, each one's span of
-    columns and element count (``sizes``, ``[len(indices)]`` int64 on the device).
+    """Small parameters side by side: their h ring rows concatenated as one ``[h, n]``
+    ``matrix``, each one's span of columns and element count (``sizes``, ``[len(indices)]``
+    int64 on the device). One matrix, so plain-torch maths runs over all h rows in a single
+    operation (:func:`pdt_compile.mask.forecast_mask_merge` on stacked rows).
 
-    ``shared``: the rows are the ring's own storage (the parameters' row tensors are views
-    of them), so a prediction on the pack rewrites the ring in place; else they are copies."""
+    ``shared``: the matrix is the ring's own storage (the parameters' row tensors are views
+    of it), so a prediction on the pack rewrites the ring in place; else it is a copy."""
 
     indices: list[int]
     spans: list[slice]
-    rows: list[Tensor]
+    matrix: Tensor
     sizes: Tensor
     shared: bool = False
     cache: dict = field(default_factory=dict, repr=False)
     """Tensors derived from the layout alone (for a shared pack, kept across predictions)."""
+
+    @property
+    def rows(self) -> list[Tensor]:
+        """The h rows of :attr:`matrix` (views)."""
+        return list(self.matrix.unbind(0))
 
 
 def pack_layout(numels: Sequence[int], candidates: Sequence[int], limit: int) -> list[list[int]]:
@@ -75,10 +82,11 @@ class SnapshotRing:
     parameter's rows are separate storages (not views of one ``[h, n]`` buffer), so compiled
     kernels read and rewrite every row in one fused pass without aliasing (through views of
     one buffer the same prediction ran 12-50x slower under Inductor). Parameters of at most
-    ``pack_limit`` elements are laid side by side in shared rows (:attr:`packs`, by
-    :func:`pack_layout`): a plain-torch prediction then runs on each pack as on one tensor,
-    with no copying, where per-operation overhead, not bytes, sets the cost; ``unpack_``
-    gives them storages of their own. Sharded parameters store their local shard.
+    ``pack_limit`` elements are laid side by side in one ``[h, n]`` matrix per pack
+    (:attr:`packs`, by :func:`pack_layout`; only plain-torch predictions use packs): a
+    prediction then runs on each pack as on one tensor, over all its rows at once, with no
+    copying, where per-operation overhead, not bytes, sets the cost; ``unpack_`` gives them
+    storages of their own. Sharded parameters store their local shard.
     """
 
     def __init__(self, params: Sequence[Tensor], history: int, pack_limit: int = 0) -> None:
@@ -115,8 +123,8 @@ class SnapshotRing:
 
     def _shared_pack(self, indices: list[int]) -> Pack:
         sizes = [self.numels[i] for i in indices]
-        rows = [torch.zeros(sum(sizes), dtype=torch.float32, device=self.device) for _ in range(self.history)]
-        return Pack(indices, spans_of(sizes), rows, torch.tensor(sizes, device=self.device), shared=True)
+        matrix = torch.zeros(self.history, sum(sizes), dtype=torch.float32, device=self.device)
+        return Pack(indices, spans_of(sizes), matrix, torch.tensor(sizes, device=self.device), shared=True)
 
     def unpack_(self) -> None:
         """Give every packed parameter row storages of its own (copies of its rows), as

@@ -8,7 +8,8 @@ the maths of :mod:`pdt_compile.dmd` and :mod:`pdt_compile.mask` unrolled over th
 functions are what ``@pdt.compile`` inlines into the optimizer-step graph; the eager
 ``pdt.PDT`` calls them compiled once per configuration (dynamic shapes: one kernel for every
 parameter size) or, where compiling does not pay or is unavailable, as plain torch on
-cache-sized chunks.
+cache-sized chunks, each chunk's h rows stacked so that every step of the maths is one operation
+over all of them (per-operation overhead, not bytes, sets the cost of small predictions).
 """
 
 from __future__ import annotations
@@ -45,16 +46,17 @@ def predict_pass_(
 
 
 def predict_elements_(
-    weights: Tensor, rows: Sequence[Tensor], s_weights: Tensor, slot_mask: Tensor, coefficients: Tensor,
+    weights: Tensor, rows: Tensor | Sequence[Tensor], s_weights: Tensor | int, slot_mask: Tensor | int, coefficients: Tensor,
     s_coefficients: Tensor, horizon: Tensor, active: Tensor, jump_out: Tensor | None,
     rule: str, trend: bool, shift: bool, followers: Sequence[Tensor] = (),
 ) -> Tensor:
     """One parameter's prediction, in place; returns the accepted elements (``[n]`` bool).
 
-    weights ``[n]`` (any float dtype) and rows (h float32 ``[n]``, physical order) are
-    rewritten: merged weights; every row translated by the jump when ``shift``; the merged
-    weights captured in the row that ``slot_mask`` ``[h]`` (bool, one-hot) marks.
-    ``s_weights`` ``[h]`` (one-hot float) picks the last snapshot s; coefficients
+    weights ``[n]`` (any float dtype) and rows (h float32 ``[n]`` rows, or one ``[h, n]``
+    tensor, in physical order) are rewritten: merged weights; every row translated by the jump
+    when ``shift``; the merged weights captured in the row that ``slot_mask`` marks.
+    ``s_weights`` picks the last snapshot s. Both are one-hot ``[h]`` tensors (float and bool:
+    a compiled kernel then serves every slot) or, for plain torch, row indices. Coefficients
     ``[steps, h]`` and ``s_coefficients`` ``[steps]`` follow the physical rows, the last
     being p_tau; ``horizon`` (0-d float) is tau; ``active`` (0-d bool) False makes it a plain
     capture (a parameter the optimizer skipped). ``jump_out`` ``[n]``, if given, receives the
@@ -63,13 +65,20 @@ def predict_elements_(
     per element (``[steps, h, n]`` and ``[steps, n]``): several parameters packed side by side.
     """
     w = weights.float()
-    s = functools.reduce(torch.add, [s_weights[i] * row for i, row in enumerate(rows)])
+    s = rows[s_weights] if isinstance(s_weights, int) else functools.reduce(
+        torch.add, [s_weights[i] * row for i, row in enumerate(rows)])
     merged, accepted = forecast_mask_merge(w, rows, s, coefficients, s_coefficients, horizon, rule, trend)
     accepted = accepted & active
     merged = torch.where(accepted, merged, w)
     jump = merged - w
-    for i, row in enumerate(rows):
-        row.copy_(torch.where(slot_mask[i], merged, row + jump if shift else row))
+    if isinstance(slot_mask, int):
+        if shift:
+            for row in [rows] if isinstance(rows, Tensor) else rows:
+                row.add_(jump)
+        rows[slot_mask].copy_(merged)
+    else:
+        for i, row in enumerate(rows):
+            row.copy_(torch.where(slot_mask[i], merged, row + jump if shift else row))
     weights.copy_(merged)
     for follower in followers:
         follower.add_(jump)
@@ -135,11 +144,12 @@ class Kernels:
         return total
 
     def predict_(
-        self, weights: Tensor, rows: Sequence[Tensor], s_weights: Tensor, slot_mask: Tensor, coefficients: Tensor,
-        s_coefficients: Tensor, horizon: Tensor, active: Tensor, jump_out: Tensor | None,
+        self, weights: Tensor, rows: Sequence[Tensor], s_weights: Tensor | int, slot_mask: Tensor | int,
+        coefficients: Tensor, s_coefficients: Tensor, horizon: Tensor, active: Tensor, jump_out: Tensor | None,
         followers: Sequence[Tensor] = (),
     ) -> Tensor:
-        """:func:`predict_pass_` on a whole parameter (compiled) or chunk by chunk."""
+        """:func:`predict_pass_` on a whole parameter (compiled: ``s_weights`` and ``slot_mask``
+        one-hot) or chunk by chunk, each chunk's rows stacked (plain torch: row indices)."""
         if self.compiled:
             kernel = _compiled("predict", self.rule, self.trend, self.shift)
             return kernel(weights, list(rows), s_weights, slot_mask, coefficients, s_coefficients, horizon, active,
@@ -147,9 +157,12 @@ class Kernels:
         count = torch.zeros((), dtype=torch.int64, device=weights.device)
         for start in range(0, weights.numel(), self.chunk):
             part = slice(start, start + self.chunk)
+            block = torch.stack([row[part] for row in rows])
             count += predict_pass_(
-                weights[part], [row[part] for row in rows], s_weights, slot_mask, coefficients, s_coefficients,
+                weights[part], block, s_weights, slot_mask, coefficients, s_coefficients,
                 horizon, active, None if jump_out is None else jump_out[part], self.rule, self.trend, self.shift,
                 [follower[part] for follower in followers],
             )
+            for row, stored in zip(rows, block):
+                row[part].copy_(stored)
         return count

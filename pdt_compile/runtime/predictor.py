@@ -4,8 +4,9 @@ The big tensors are streamed in cache-sized chunks, so the prediction reads the 
 the weights once and writes the weights and the ring once: about the bytes of one optimizer
 step. All DMD groups share one batched float64 solve. Without compiled kernels, small
 parameters run side by side as one tensor: the ring keeps them so (:attr:`SnapshotRing.packs`,
-no copy per prediction), or :func:`pack_parameters` copies them together. A model of many small
-tensors then pays a few hundred torch operations a prediction, not a hundred per tensor.
+no copy per prediction), or :func:`pack_parameters` copies them together, and the maths runs
+over a pack's h rows at once (an ``[h, n]`` matrix). A model of many small tensors then pays a
+few dozen torch operations a prediction, not a hundred per tensor.
 """
 
 from __future__ import annotations
@@ -81,8 +82,8 @@ def pack_parameters(ring: SnapshotRing, candidates: Sequence[int], limit: int) -
     packs = []
     for indices in pack_layout(ring.numels, candidates, limit):
         sizes = [ring.numels[i] for i in indices]
-        rows = [torch.cat([ring.row_tensors(i)[r] for i in indices]) for r in range(ring.history)]
-        packs.append(Pack(indices, spans_of(sizes), rows, torch.tensor(sizes, device=ring.device)))
+        matrix = torch.stack([torch.cat([ring.row_tensors(i)[r] for i in indices]) for r in range(ring.history)])
+        packs.append(Pack(indices, spans_of(sizes), matrix, torch.tensor(sizes, device=ring.device)))
     return packs
 
 
@@ -100,7 +101,7 @@ def ring_grams(ring: SnapshotRing, groups: Sequence[int], kernels: Kernels, pack
     h = ring.history
     out = torch.zeros(max(groups) + 1, h, h, dtype=torch.float64, device=ring.device)
     for pack in packs:
-        out.index_add_(0, _pack_groups(pack, groups), segment_grams(pack.rows, pack.spans))
+        out.index_add_(0, _pack_groups(pack, groups), segment_grams(pack.matrix, pack.spans))
     packed = {i for pack in packs for i in pack.indices}
     for index, group in enumerate(groups):
         if index in packed:
@@ -214,9 +215,11 @@ def _update_fused(
 ) -> Tensor:
     """The float32 device ring: one fused pass over the weights and the row tensors."""
     h, device = ring.history, ring.device
+    last, slot = ring.last_slot, ring.next_slot
+    if kernels.compiled:
+        last, slot = one_hot(last, h, torch.float32, device), one_hot(slot, h, torch.bool, device)
     return kernels.predict_(
-        weights, ring.row_tensors(index), one_hot(ring.last_slot, h, torch.float32, device),
-        one_hot(ring.next_slot, h, torch.bool, device), coefficients, s_coefficients, horizon,
+        weights, ring.row_tensors(index), last, slot, coefficients, s_coefficients, horizon,
         torch.tensor(active, device=device), jump, followers,
     )
 
@@ -238,27 +241,25 @@ def _update_pack(
     only captured."""
     h, device = ring.history, ring.device
     steps = slice(None) if needs_every_step(kernels.rule) else slice(-1, None)  # else only p_tau is read
-    n = pack.rows[0].numel()
+    n = pack.matrix.shape[1]
     key = tuple(groups[i] for i in pack.indices)
     element_groups = _cached(
         pack, ("elements", key), lambda: _pack_groups(pack, groups).repeat_interleave(pack.sizes, 0, output_size=n)
     )
 
     both = torch.cat([coefficients[:, steps], s_coefficients[:, steps, None]], -1)  # [G, steps, h + 1]
-    spread = both.index_select(0, element_groups).movedim(0, -1).contiguous()  # [steps, h + 1, n]
+    spread = both.flatten(1).T.contiguous().index_select(1, element_groups).view(-1, h + 1, n)  # [steps, h + 1, n]
 
     live = [not skip[i] for i in pack.indices]
-    active = torch.tensor(True, device=device) if all(live) else (
-        torch.tensor(live, device=device).repeat_interleave(pack.sizes, output_size=n))
+    active = _cached(pack, ("active", tuple(live)), lambda: torch.tensor(True, device=device) if all(live) else (
+        torch.tensor(live, device=device).repeat_interleave(pack.sizes, output_size=n)))
     tensors = [_local(params[i]).detach() for i in pack.indices]
     weights = torch.cat([t.reshape(-1).float() for t in tensors])
     jump = torch.zeros_like(weights) if keep_jumps or followers else None
     accepted = predict_elements_(
-        weights, pack.rows, one_hot(ring.last_slot, h, torch.float32, device), one_hot(ring.next_slot, h, torch.bool, device),
-        spread[:, :h], spread[:, h], horizon, active, jump, kernels.rule, kernels.trend, kernels.shift,
+        weights, pack.matrix, ring.last_slot, ring.next_slot, spread[:, :h], spread[:, h], horizon, active, jump, kernels.rule, kernels.trend, kernels.shift,
     )
-    ends = accepted.cumsum(0)[_cached(pack, ("ends",), lambda: pack.sizes.cumsum(0) - 1)]
-    pack_counts = ends - torch.cat([ends.new_zeros(1), ends[:-1]])
+    pack_counts = torch.segment_reduce(accepted.float(), "sum", lengths=pack.sizes).to(torch.int64).unbind(0)  # exact: n < 2**24
     for position, (index, tensor, span) in enumerate(zip(pack.indices, tensors, pack.spans)):
         tensor.copy_(weights[span].view(tensor.shape))
         if not pack.shared:
