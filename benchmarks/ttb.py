@@ -357,6 +357,9 @@ def main() -> None:
             for text in peer_sections(name, task, snap_every, seeds, args.quick):
                 print(text + "\n", flush=True)
                 sections.append(text)
+            if not args.quick:
+                done.append(name)
+                save(args, seeds, started, sections, done=done)
             continue
         if args.cosine_only:
             for text in schedule_sections(name, task, snap_every, seeds, None, None):

@@ -131,18 +131,19 @@ def weight_space_keys(optimizer: object) -> tuple[str, ...]:
 MEASURED_UNSAFE = {
     ("schedulefree", None): (
         "measured (python -m benchmarks.ttb --peers, runs of 2026-11-29; z jumps, x stays, z snapshot every "
-        "snap_every / 2 steps) faster in steps to the schedule-free optimizer's own final loss on digits MLPs"
-        " (1.74-1.90x; 1.32-1.60x in wall time, run of 14:15), a mnist1d CNN (1.28x; 1.23x in wall time, one "
-        "seed of three 1.05x) and a mnist1d ViT (1.25x, one seed of three never reached that loss), but no "
-        "faster on a character transformer (2 seeds of 3 never reached that loss, the third at the same step;"
-        " accuracy unchanged). Prefer the schedule-free optimizer alone where that is not enough"
+        "snap_every / 2 steps) faster in steps to the schedule-free optimizer's own final loss on digits "
+        "MLPs (1.74-1.90x; 1.32-1.60x in wall time, run of 14:15), a mnist1d CNN (1.28x; 1.23x in wall "
+        "time, one seed of three 1.05x) and a mnist1d ViT (1.25x, one seed of three never reached that "
+        "loss), but no faster on a character transformer (2 seeds of 3 never reached that loss, the third "
+        "at the same step; accuracy unchanged). Prefer the schedule-free optimizer alone where that is not "
+        "enough"
     ),
     ("pytorch_optimizer", "Lookahead"): (
-        "measured (python -m benchmarks.ttb --peers, runs of 2026-11-29; slow weights take every jump) faster"
-        " in steps to Lookahead's own final loss on digits MLPs (1.11-1.76x; one seed 0.83x in wall time on "
-        "Shampoo) and a mnist1d CNN (1.46x, one seed of three never reached that loss), at the same step on a"
-        " character transformer, and never reached it on a mnist1d ViT (every seed; PDT on plain AdamW "
-        "reaches its baselines there). Compare against Lookahead alone before relying on it"
+        "measured (python -m benchmarks.ttb --peers, runs of 2026-11-29; slow weights take every jump) "
+        "faster in steps to Lookahead's own final loss on digits MLPs (1.11-1.76x; one seed 0.83x in wall "
+        "time on Shampoo) and a mnist1d CNN (1.46x, one seed of three never reached that loss), at the same "
+        "step on a character transformer, and never reached it on a mnist1d ViT (every seed; PDT on plain "
+        "AdamW reaches its baselines there). Compare against Lookahead alone before relying on it"
     ),
 }
 """(package, class name or None for every class) -> what was measured, for optimizers PDT stacks
