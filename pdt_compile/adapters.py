@@ -135,8 +135,8 @@ MEASURED_UNSAFE = {
         "MLPs (1.74-1.90x; 1.32-1.60x in wall time, run of 14:15), a mnist1d CNN (1.28x; 1.23x in wall "
         "time, one seed of three 1.05x) and a mnist1d ViT (1.25x, one seed of three never reached that "
         "loss), but no faster on a character transformer (2 seeds of 3 never reached that loss, the third "
-        "at the same step; accuracy within 0.2 points). Prefer the schedule-free optimizer alone where that is not "
-        "enough"
+        "at the same step; accuracy within 0.2 points). Prefer the schedule-free optimizer alone where that "
+        "is not enough"
     ),
     ("pytorch_optimizer", "Lookahead"): (
         "measured (python -m benchmarks.ttb --peers, runs of 2026-11-29; slow weights take every jump) "

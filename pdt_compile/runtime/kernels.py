@@ -46,8 +46,8 @@ def predict_pass_(
 
 
 def predict_elements_(
-    weights: Tensor, rows: Tensor | Sequence[Tensor], s_weights: Tensor | int, slot_mask: Tensor | int, coefficients: Tensor,
-    s_coefficients: Tensor, horizon: Tensor, active: Tensor, jump_out: Tensor | None,
+    weights: Tensor, rows: Tensor | Sequence[Tensor], s_weights: Tensor | int, slot_mask: Tensor | int,
+    coefficients: Tensor, s_coefficients: Tensor, horizon: Tensor, active: Tensor, jump_out: Tensor | None,
     rule: str, trend: bool, shift: bool, followers: Sequence[Tensor] = (),
 ) -> Tensor:
     """One parameter's prediction, in place; returns the accepted elements (``[n]`` bool).
@@ -56,7 +56,8 @@ def predict_elements_(
     tensor, in physical order) are rewritten: merged weights; every row translated by the jump
     when ``shift``; the merged weights captured in the row that ``slot_mask`` marks.
     ``s_weights`` picks the last snapshot s. Both are one-hot ``[h]`` tensors (float and bool:
-    a compiled kernel then serves every slot) or, for plain torch, row indices. Coefficients
+    a compiled kernel then serves every slot) or, for plain torch on an ``[h, n]`` tensor, row
+    indices. Coefficients
     ``[steps, h]`` and ``s_coefficients`` ``[steps]`` follow the physical rows, the last
     being p_tau; ``horizon`` (0-d float) is tau; ``active`` (0-d bool) False makes it a plain
     capture (a parameter the optimizer skipped). ``jump_out`` ``[n]``, if given, receives the
@@ -71,10 +72,9 @@ def predict_elements_(
     accepted = accepted & active
     merged = torch.where(accepted, merged, w)
     jump = merged - w
-    if isinstance(slot_mask, int):
+    if isinstance(slot_mask, int):  # rows: one [h, n] tensor
         if shift:
-            for row in [rows] if isinstance(rows, Tensor) else rows:
-                row.add_(jump)
+            rows.add_(jump)
         rows[slot_mask].copy_(merged)
     else:
         for i, row in enumerate(rows):

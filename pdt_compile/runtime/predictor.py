@@ -257,9 +257,11 @@ def _update_pack(
     weights = torch.cat([t.reshape(-1).float() for t in tensors])
     jump = torch.zeros_like(weights) if keep_jumps or followers else None
     accepted = predict_elements_(
-        weights, pack.matrix, ring.last_slot, ring.next_slot, spread[:, :h], spread[:, h], horizon, active, jump, kernels.rule, kernels.trend, kernels.shift,
+        weights, pack.matrix, ring.last_slot, ring.next_slot, spread[:, :h], spread[:, h], horizon, active, jump,
+        kernels.rule, kernels.trend, kernels.shift,
     )
-    pack_counts = torch.segment_reduce(accepted.float(), "sum", lengths=pack.sizes).to(torch.int64).unbind(0)  # exact: n < 2**24
+    # float sums are exact: a pack holds far fewer than 2**24 elements
+    pack_counts = torch.segment_reduce(accepted.float(), "sum", lengths=pack.sizes).to(torch.int64).unbind(0)
     for position, (index, tensor, span) in enumerate(zip(pack.indices, tensors, pack.spans)):
         tensor.copy_(weights[span].view(tensor.shape))
         if not pack.shared:
