@@ -24,7 +24,7 @@ import io
 import statistics
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -335,6 +335,38 @@ def save(args: argparse.Namespace, seeds: int, started: float, sections: list[st
         remove_section(in_progress)
 
 
+def task_sections(args: argparse.Namespace, name: str, task: Task, snap_every: int, seeds: int) -> Iterator[str]:
+    """The RESULTS.md sections of one task for the mode ``args`` selects, each as soon as it is measured."""
+    if args.peers:
+        yield from peer_sections(name, task, snap_every, seeds, args.quick)
+        return
+    if args.cosine_only:
+        yield from schedule_sections(name, task, snap_every, seeds, None, None)
+        return
+    if args.quick:
+        lr, sweep = task.lr, [(task.lr, float("nan"))]
+    else:
+        lr, sweep = tune_lr(task, sweep_factors(name))
+    suite = methods(snap_every, args.quick)
+    suite[VERIFIED] = verified(task, snap_every)
+    suite[UNHELD] = verified(task, snap_every, verify_backoff=0)
+    if args.core:
+        suite = {method: suite[method] for method in (BASELINE, DEFAULT, VERIFIED)}
+    runs = seed_major(task, suite, seeds, lr)
+    if name in COMPILED_TASKS and not (args.quick or args.core):
+        for method, eager_method in COMPILED.items():
+            runs[method] = [train(task, suite[eager_method], seed=seed, method=method, lr=lr, compiled=True)[0]
+                            for seed in range(seeds)]
+    yield summarise(name, runs, lr, sweep, snap_every, task)
+    if not args.quick:
+        image = HERE / f"ttb_{'core_' if args.core else ''}{task.name}.png"
+        plot(name, runs, image)
+        yield f"![{name}]({image.name})"
+        yield from schedule_sections(name, task, snap_every, seeds, runs, lr, ablations=not args.core)
+    if not args.core:
+        yield from peer_sections(name, task, snap_every, seeds, args.quick)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: one task, one seed, no sweep, prints only")
@@ -353,47 +385,9 @@ def main() -> None:
     for name, (task, snap_every) in task_suite(args.quick).items():
         if args.only and not any(text in name for text in args.only):
             continue
-        if args.peers:
-            for text in peer_sections(name, task, snap_every, seeds, args.quick):
-                print(text + "\n", flush=True)
-                sections.append(text)
-            if not args.quick:
-                done.append(name)
-                save(args, seeds, started, sections, done=done)
-            continue
-        if args.cosine_only:
-            for text in schedule_sections(name, task, snap_every, seeds, None, None):
-                print(text + "\n", flush=True)
-                sections.append(text)
-            continue
-        if args.quick:
-            lr, sweep = task.lr, [(task.lr, float("nan"))]
-        else:
-            lr, sweep = tune_lr(task, sweep_factors(name))
-        suite = methods(snap_every, args.quick)
-        suite[VERIFIED] = verified(task, snap_every)
-        suite[UNHELD] = verified(task, snap_every, verify_backoff=0)
-        if args.core:
-            suite = {method: suite[method] for method in (BASELINE, DEFAULT, VERIFIED)}
-        runs = seed_major(task, suite, seeds, lr)
-        if name in COMPILED_TASKS and not (args.quick or args.core):
-            for method, eager_method in COMPILED.items():
-                runs[method] = [train(task, suite[eager_method], seed=seed, method=method, lr=lr, compiled=True)[0]
-                                for seed in range(seeds)]
-        text = summarise(name, runs, lr, sweep, snap_every, task)
-        print(text + "\n", flush=True)
-        sections.append(text)
-        if not args.quick:
-            image = HERE / f"ttb_{'core_' if args.core else ''}{task.name}.png"
-            plot(name, runs, image)
-            sections.append(f"![{name}]({image.name})")
-            for text in schedule_sections(name, task, snap_every, seeds, runs, lr, ablations=not args.core):
-                print(text + "\n", flush=True)
-                sections.append(text)
-        if not args.core:
-            for text in peer_sections(name, task, snap_every, seeds, args.quick):
-                print(text + "\n", flush=True)
-                sections.append(text)
+        for text in task_sections(args, name, task, snap_every, seeds):
+            print(text + "\n", flush=True)
+            sections.append(text)
         if not args.quick:
             done.append(name)
             save(args, seeds, started, sections, done=done)
