@@ -11,6 +11,7 @@ on each schedule against each baseline.
     python -m benchmarks.ttb --core     # baselines and PDT's defaults only, both schedules
     python -m benchmarks.ttb --core --cosine-only   # only the cosine sections
     python -m benchmarks.ttb --peers    # only schedule-free and Lookahead, alone and with PDT
+    python -m benchmarks.ttb --core --peers   # both: what issues 11 and 12 measure, without the ablations
     python -m benchmarks.ttb --peers --only ViT LAMB   # tasks whose name contains one of these
     python -m benchmarks.ttb --quick    # smoke run (< 1 min), prints only
 """
@@ -327,7 +328,8 @@ def save(args: argparse.Namespace, seeds: int, started: float, sections: list[st
              "Peer sections ('PDT stacked on ...', every task): the peer's learning rate is tuned like the "
              "baseline's and × is measured against the tuned peer itself. "
              f"Total benchmark time {time.perf_counter() - started:.0f} s.{progress}")
-    part = ", peers" if args.peers else ", cosine only" if args.cosine_only else ", core" if args.core else ""
+    part = (", core and peers" if args.core and args.peers else ", peers" if args.peers else ", cosine only" if args.cosine_only
+            else ", core" if args.core else "")
     part += f", tasks matching {', '.join(map(repr, args.only))}" if args.only else ""  # a partial run gets its own section
     title, in_progress = f"Time to baseline{part} (benchmarks/ttb.py)", f"Time to baseline{part}, run in progress (benchmarks/ttb.py)"
     write_section(title if done is None else in_progress, intro + "\n\n" + "\n\n".join(sections))
@@ -337,7 +339,7 @@ def save(args: argparse.Namespace, seeds: int, started: float, sections: list[st
 
 def task_sections(args: argparse.Namespace, name: str, task: Task, snap_every: int, seeds: int) -> Iterator[str]:
     """The RESULTS.md sections of one task for the mode ``args`` selects, each as soon as it is measured."""
-    if args.peers:
+    if args.peers and not args.core:
         yield from peer_sections(name, task, snap_every, seeds, args.quick)
         return
     if args.cosine_only:
@@ -363,7 +365,7 @@ def task_sections(args: argparse.Namespace, name: str, task: Task, snap_every: i
         plot(name, runs, image)
         yield f"![{name}]({image.name})"
         yield from schedule_sections(name, task, snap_every, seeds, runs, lr, ablations=not args.core)
-    if not args.core:
+    if args.peers or not args.core:
         yield from peer_sections(name, task, snap_every, seeds, args.quick)
 
 
@@ -377,7 +379,8 @@ def main() -> None:
                              "compiled rows or peers)")
     parser.add_argument("--cosine-only", action="store_true", help="with --core: only the cosine sections")
     parser.add_argument("--peers", action="store_true",
-                        help="only the peer sections: schedule-free and Lookahead, alone and with PDT, every task")
+                        help="only the peer sections: schedule-free and Lookahead, alone and with PDT, every task; "
+                             "with --core, the core sections and then the peer sections of each task")
     args = parser.parse_args()
     torch.set_num_threads(1)  # steadier timings on a shared 2-core machine
     seeds = 1 if args.quick else args.seeds
