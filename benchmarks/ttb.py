@@ -197,9 +197,11 @@ COMPILED = {  # compiled row -> the eager method it compiles; on the main three 
 COMPILED_TASKS = ("digits MLP / SGD", "mnist1d CNN / SGD-momentum", "char transformer / AdamW")
 
 
-def tune_lr(task: Task, factors: list[float], extend: int = 6) -> tuple[float, list[tuple[float, float]]]:
+def tune_lr(task: Task, factors: list[float], extend: int = 12) -> tuple[float, list[tuple[float, float]]]:
     """Best baseline learning rate (lowest final training loss, seed 0). The sweep doubles
-    (or halves) past its edge, up to ``extend`` times, while the best value sits on the edge."""
+    (or halves) past its edge, up to ``extend`` times, while the best value sits on the edge
+    (6 times until 2026-11-29 18:00, which left schedule-free on the LAMB task at its edge);
+    :func:`summarise` says when it still does."""
     results: dict[float, float] = {}
 
     def measure(lr: float) -> None:
@@ -269,9 +271,12 @@ def seed_major(task: Task, methods: dict[str, Callable], seeds: int, lr: float) 
 def summarise(name: str, runs: dict[str, list[Run]], lr: float, sweep, snap_every: int, task: Task) -> str:
     """The table of ``runs``; the first method is the baseline every × is measured against."""
     baselines = next(iter(runs.values()))
+    swept = [l for l, _ in sweep]
+    edge = " **The best rate is at the sweep's edge: the peer or baseline may be under-tuned.**" if (
+        len(swept) > 1 and lr in (min(swept), max(swept))) else ""
     lines = [f"### {name}", "",
              f"{task.steps} steps, batch {task.batch_size}, snapshot every {snap_every} steps; tuned lr {lr:g} "
-             f"(sweep: {', '.join(f'{l:g} → {v:.4f}' for l, v in sweep)})", "",
+             f"(sweep: {', '.join(f'{l:g} → {v:.4f}' for l, v in sweep)}){edge}", "",
              "| method | TTB-Loss steps × | TTB-Loss wall × | TTB-Acc steps × | TTB-Acc wall × | final acc | diverged | mean mask ratio |",
              "|---|---|---|---|---|---|---|---|"]
     for method, method_runs in runs.items():

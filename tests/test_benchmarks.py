@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import sys
+import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -55,3 +57,19 @@ def test_a_repeat_off_the_trajectory_is_not_used_and_long_runs_are_not_repeated(
     ttb, calls = fake_runs(monkeypatch, [([3.0, ttb.SHORT_RUN_SECONDS + 1], [1.0, 0.5])])
     assert ttb.train_timed(None, None, seed=0, method="m", lr=0.1).seconds == [3.0, ttb.SHORT_RUN_SECONDS + 1]
     assert calls == [0]
+
+
+def test_the_learning_rate_sweep_follows_a_best_rate_far_past_its_first_edge(monkeypatch):
+    """Schedule-free on the LAMB task is best 640x above LAMB's rate: a sweep that stops
+    doubling early times PDT against an under-tuned peer."""
+    import benchmarks.ttb as ttb
+
+    best = 0.01 * 2**9
+
+    def fake_train(task, wrap, *, seed, method, lr):
+        return Run(method=method, seed=seed, steps=[10], seconds=[1.0], train_loss=[abs(math.log2(lr / best)) + 1]), None
+
+    monkeypatch.setattr(ttb, "train", fake_train)
+    task = types.SimpleNamespace(lr=0.01)
+    lr, sweep = ttb.tune_lr(task, [0.25, 0.5, 1.0, 2.0, 4.0])
+    assert lr == best and max(l for l, _ in sweep) == 2 * best  # one past the best, which is worse
