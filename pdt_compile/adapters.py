@@ -130,17 +130,16 @@ def weight_space_keys(optimizer: object) -> tuple[str, ...]:
 
 MEASURED_UNSAFE = {
     ("schedulefree", None): (
-        "measured (python -m benchmarks.ttb --peers, runs of 2026-11-29; z jumps, x stays, z snapshot every "
-        "snap_every / 2 steps) faster in steps to the schedule-free optimizer's own final loss on digits "
-        "MLPs (1.74-1.90x; 1.32-1.60x in wall time, run of 14:15), a mnist1d CNN (1.28x; 1.23x in wall "
-        "time, one seed of three 1.05x) and a mnist1d ViT (1.25x, one seed of three never reached that "
-        "loss), but no faster on a character transformer (2 seeds of 3 never reached that loss, the third "
-        "at the same step; accuracy within 0.2 points). Prefer the schedule-free optimizer alone where that "
-        "is not enough"
+        "measured (python -m benchmarks.ttb --core --peers, run of 2026-11-29 18:00; z jumps, x stays, z "
+        "snapshot every snap_every / 2 steps) faster in steps to the schedule-free optimizer's own final loss "
+        "on digits MLPs (1.74-1.90x; 1.32-1.54x in wall time), a mnist1d CNN (1.28x; 1.22x in wall time, one "
+        "seed of three 1.04x) and a mnist1d ViT (1.18x; 1.08x in wall time, one seed of three 1.00x), but no "
+        "faster on a character transformer (2 seeds of 3 never reached that loss, the third at the same "
+        "step; accuracy within 0.2 points). Prefer the schedule-free optimizer alone where that is not enough"
     ),
     ("pytorch_optimizer", "Lookahead"): (
-        "measured (python -m benchmarks.ttb --peers, runs of 2026-11-29; slow weights take every jump) "
-        "faster in steps to Lookahead's own final loss on digits MLPs (1.11-1.76x; one seed 0.83x in wall "
+        "measured (python -m benchmarks.ttb --core --peers, run of 2026-11-29 18:00; slow weights take every "
+        "jump) faster in steps to Lookahead's own final loss on digits MLPs (1.11-1.76x; one seed 0.89x in wall "
         "time on Shampoo) and a mnist1d CNN (1.46x, one seed of three never reached that loss), at the same "
         "step on a character transformer, and never reached it on a mnist1d ViT (every seed; PDT on plain "
         "AdamW reaches its baselines there). Compare against Lookahead alone before relying on it"
