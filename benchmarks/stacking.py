@@ -29,7 +29,7 @@ import pdt_compile as pdt
 from pdt_compile.experiment import Task
 
 from .report import write_section
-from .ttb import seed_major, summarise, task_suite, tune_lr, verified
+from .ttb import seed_major, summarise, sweep_factors, task_suite, tune_lr, verified
 
 TASKS = ("digits MLP / SGD", "mnist1d CNN / SGD-momentum", "char transformer / AdamW")
 
@@ -78,7 +78,7 @@ def main() -> None:
         task, snap_every = suite[name]
         task = reference_schedule_free(name, task)
         with contextlib.redirect_stdout(io.StringIO()):
-            lr, sweep = tune_lr(task, [0.5, 1.0, 2.0] if "transformer" in name else [0.25, 0.5, 1.0, 2.0, 4.0])
+            lr, sweep = tune_lr(task, sweep_factors(name))
         runs = seed_major(task, methods(task, snap_every), args.seeds, lr)
         text = summarise(f"{name}: PDT on schedule-free", runs, lr, sweep, snap_every, task)
         print(text + "\n", flush=True)

@@ -126,7 +126,7 @@ def peer_sections(name: str, task: Task, snap_every: int, seeds: int, quick: boo
         if quick:
             lr, sweep = task.lr, [(task.lr, float("nan"))]
         else:
-            lr, sweep = tune_lr(peer_task, [0.5, 1.0, 2.0] if "transformer" in name else [0.25, 0.5, 1.0, 2.0, 4.0])
+            lr, sweep = tune_lr(peer_task, sweep_factors(name))
         suite = {f"{peer} (tuned lr)": lambda opt: opt,
                  f"PDT default on {peer}": lambda opt: pdt.PDT(opt, snap_every=snap_every)}
         runs = seed_major(peer_task, suite, seeds, lr)
@@ -221,6 +221,12 @@ def tune_lr(task: Task, factors: list[float], extend: int = 12) -> tuple[float, 
     return min(results, key=results.get), sorted(results.items())
 
 
+def at_edge(lr: float, sweep: list[tuple[float, float]]) -> bool:
+    """Whether ``lr`` is the lowest or highest rate of a sweep of several: a better rate may lie beyond."""
+    swept = [rate for rate, _ in sweep]
+    return len(swept) > 1 and lr in (min(swept), max(swept))
+
+
 def spread(values: list[float | None], fmt: str = "{:.2f}") -> str:
     present = [v for v in values if v is not None]
     if not present:
@@ -271,9 +277,7 @@ def seed_major(task: Task, methods: dict[str, Callable], seeds: int, lr: float) 
 def summarise(name: str, runs: dict[str, list[Run]], lr: float, sweep, snap_every: int, task: Task) -> str:
     """The table of ``runs``; the first method is the baseline every × is measured against."""
     baselines = next(iter(runs.values()))
-    swept = [l for l, _ in sweep]
-    edge = " **The best rate is at the sweep's edge: the peer or baseline may be under-tuned.**" if (
-        len(swept) > 1 and lr in (min(swept), max(swept))) else ""
+    edge = " **The best rate is at the sweep's edge: the peer or baseline may be under-tuned.**" if at_edge(lr, sweep) else ""
     lines = [f"### {name}", "",
              f"{task.steps} steps, batch {task.batch_size}, snapshot every {snap_every} steps; tuned lr {lr:g} "
              f"(sweep: {', '.join(f'{l:g} → {v:.4f}' for l, v in sweep)}){edge}", "",

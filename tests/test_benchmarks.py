@@ -60,7 +60,7 @@ def test_a_repeat_off_the_trajectory_is_not_used_and_long_runs_are_not_repeated(
 
 
 def test_the_learning_rate_sweep_follows_a_best_rate_far_past_its_first_edge(monkeypatch):
-    """Schedule-free on the LAMB task is best 640x above LAMB's rate: a sweep that stops
+    """Schedule-free on the LAMB task is best 512x above LAMB's rate: a sweep that stops
     doubling early times PDT against an under-tuned peer."""
     import benchmarks.ttb as ttb
 
@@ -73,3 +73,6 @@ def test_the_learning_rate_sweep_follows_a_best_rate_far_past_its_first_edge(mon
     task = types.SimpleNamespace(lr=0.01)
     lr, sweep = ttb.tune_lr(task, [0.25, 0.5, 1.0, 2.0, 4.0])
     assert lr == best and max(l for l, _ in sweep) == 2 * best  # one past the best, which is worse
+    assert not ttb.at_edge(lr, sweep)
+    assert ttb.at_edge(2.56, [(0.64, 0.009), (1.28, 0.002), (2.56, 0.0006)])  # the 18:00 run's LAMB peer
+    assert ttb.at_edge(0.64, [(0.64, 0.0001), (1.28, 0.002)]) and not ttb.at_edge(0.1, [(0.1, float("nan"))])
