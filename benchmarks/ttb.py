@@ -201,8 +201,11 @@ def tune_lr(task: Task, factors: list[float], extend: int = 12) -> tuple[float, 
     """Best baseline learning rate (lowest final training loss, seed 0). The sweep doubles
     (or halves) past its edge, up to ``extend`` times, while the best value sits on the edge
     (6 times until 2026-11-29 18:00, which left schedule-free on the LAMB task at its edge);
-    :func:`summarise` says when it still does."""
+    :func:`summarise` says when it still does. Sweep runs evaluate only at their end: the final
+    loss is all a sweep compares, and on the character transformer evaluation takes longer than
+    training."""
     results: dict[float, float] = {}
+    task = dataclasses.replace(task, eval_every=task.steps)
 
     def measure(lr: float) -> None:
         run, _ = train(task, lambda opt: opt, seed=0, method="sweep", lr=lr)

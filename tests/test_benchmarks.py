@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
-import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pdt_compile import tasks  # noqa: E402
 from pdt_compile.experiment import Run  # noqa: E402
 
 
@@ -67,10 +68,11 @@ def test_the_learning_rate_sweep_follows_a_best_rate_far_past_its_first_edge(mon
     best = 0.01 * 2**9
 
     def fake_train(task, wrap, *, seed, method, lr):
+        assert task.eval_every == task.steps  # a sweep compares final losses only
         return Run(method=method, seed=seed, steps=[10], seconds=[1.0], train_loss=[abs(math.log2(lr / best)) + 1]), None
 
     monkeypatch.setattr(ttb, "train", fake_train)
-    task = types.SimpleNamespace(lr=0.01)
+    task = dataclasses.replace(tasks.digits_mlp(steps=10), lr=0.01)
     lr, sweep = ttb.tune_lr(task, [0.25, 0.5, 1.0, 2.0, 4.0])
     assert lr == best and max(l for l, _ in sweep) == 2 * best  # one past the best, which is worse
     assert not ttb.at_edge(lr, sweep)
