@@ -5,9 +5,9 @@ running average of z, the evaluation weights) and y = (1 - beta) z + beta x (the
 it trains with). PDT's default (``averages="stay"``) snapshots, predicts and jumps z every
 ``base_spacing * snap_every`` steps (default 0.5) and leaves x in place; ``averages="move"``
 translates all three by one jump, predicting y, z or x (``PDTConfig.sequence``). This
-benchmark times each against the tuned schedule-free optimizer alone, on the three main tasks,
-with the reference variants (the only ones that store x; the same algorithm as the default
-variants): the default, the default with every merge verified on 256 training samples
+benchmark times each against the tuned schedule-free optimizer alone, on the three main tasks
+and the ViT (from 2026-11-29 19:45), with the reference variants (the only ones that store x;
+the same algorithm as the default variants): the default, the default with every merge verified on 256 training samples
 (``verify=``, as in benchmarks/ttb.py), the default at other snapshot spacings
 (``base_spacing`` 1.0: every ``snap_every`` steps; 0.25), with tau 16 and predicting at every
 second boundary (half the predictions, on the same snapshots), and the three all-move variants.
@@ -31,7 +31,7 @@ from pdt_compile.experiment import Task
 from .report import write_section
 from .ttb import seed_major, summarise, sweep_factors, task_suite, tune_lr, verified
 
-TASKS = ("digits MLP / SGD", "mnist1d CNN / SGD-momentum", "char transformer / AdamW")
+TASKS = ("digits MLP / SGD", "mnist1d CNN / SGD-momentum", "char transformer / AdamW", "mnist1d ViT / AdamW")
 
 
 def reference_schedule_free(name: str, task: Task) -> Task:
