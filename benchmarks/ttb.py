@@ -201,11 +201,13 @@ def tune_lr(task: Task, factors: list[float], extend: int = 12) -> tuple[float, 
     """Best baseline learning rate (lowest final training loss, seed 0). The sweep doubles
     (or halves) past its edge, up to ``extend`` times, while the best value sits on the edge
     (6 times until 2026-11-29 18:00, which left schedule-free on the LAMB task at its edge);
-    :func:`summarise` says when it still does. Sweep runs evaluate only at their end: the final
-    loss is all a sweep compares, and on the character transformer evaluation takes longer than
-    training."""
+    :func:`summarise` says when it still does. A sweep compares final losses only, so its runs
+    skip the evaluations in between (on the character transformer they take longer than the
+    training), unless evaluating moves the weights: a schedule-free optimizer's ``eval()`` and
+    ``train()`` do, and its sweep then follows the timed runs' trajectory, evaluations and all."""
     results: dict[float, float] = {}
-    task = dataclasses.replace(task, eval_every=task.steps)
+    if not evaluation_moves_weights(task):
+        task = dataclasses.replace(task, eval_every=task.steps)
 
     def measure(lr: float) -> None:
         run, _ = train(task, lambda opt: opt, seed=0, method="sweep", lr=lr)
@@ -222,6 +224,14 @@ def tune_lr(task: Task, factors: list[float], extend: int = 12) -> tuple[float, 
         else:
             break
     return min(results, key=results.get), sorted(results.items())
+
+
+def evaluation_moves_weights(task: Task) -> bool:
+    """Whether ``task``'s optimizer switches weights for evaluation (``eval()``/``train()``, as
+    schedule-free optimizers do): the float round trip then changes the trajectory, so where
+    a run evaluates changes where it ends."""
+    probe = torch.zeros(1, requires_grad=True)
+    return callable(getattr(task.make_optimizer([probe], task.lr), "eval", None))
 
 
 def at_edge(lr: float, sweep: list[tuple[float, float]]) -> bool:

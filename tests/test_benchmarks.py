@@ -68,7 +68,7 @@ def test_the_learning_rate_sweep_follows_a_best_rate_far_past_its_first_edge(mon
     best = 0.01 * 2**9
 
     def fake_train(task, wrap, *, seed, method, lr):
-        assert task.eval_every == task.steps  # a sweep compares final losses only
+        assert task.eval_every == task.steps  # SGD: no evaluation between, a sweep compares final losses only
         return Run(method=method, seed=seed, steps=[10], seconds=[1.0], train_loss=[abs(math.log2(lr / best)) + 1]), None
 
     monkeypatch.setattr(ttb, "train", fake_train)
@@ -78,3 +78,22 @@ def test_the_learning_rate_sweep_follows_a_best_rate_far_past_its_first_edge(mon
     assert not ttb.at_edge(lr, sweep)
     assert ttb.at_edge(2.56, [(0.64, 0.009), (1.28, 0.002), (2.56, 0.0006)])  # the 18:00 run's LAMB peer
     assert ttb.at_edge(0.64, [(0.64, 0.0001), (1.28, 0.002)]) and not ttb.at_edge(0.1, [(0.1, float("nan"))])
+
+
+def test_a_schedule_free_sweep_evaluates_where_its_timed_runs_do(monkeypatch):
+    """Schedule-free's eval()/train() round trip changes its trajectory: a sweep without the
+    evaluations would tune the rate on other runs than those it times (on the character
+    transformer it chose 0.024 where the timed runs' trajectory is best at 0.048)."""
+    import schedulefree
+
+    import benchmarks.ttb as ttb
+
+    def fake_train(task, wrap, *, seed, method, lr):
+        assert task.eval_every == 45
+        return Run(method=method, seed=seed, steps=[10], seconds=[1.0], train_loss=[abs(math.log2(lr))]), None
+
+    monkeypatch.setattr(ttb, "train", fake_train)
+    task = dataclasses.replace(tasks.digits_mlp(steps=90), lr=1.0,
+                               make_optimizer=lambda params, lr: schedulefree.SGDScheduleFree(params, lr=lr))
+    assert ttb.evaluation_moves_weights(task) and not ttb.evaluation_moves_weights(tasks.digits_mlp(steps=90))
+    assert ttb.tune_lr(task, [0.5, 1.0, 2.0])[0] == 1.0
