@@ -133,16 +133,17 @@ MEASURED_UNSAFE = {
         "measured (python -m benchmarks.ttb --core --peers, run of 2026-11-29 18:00; z jumps, x stays, z "
         "snapshot every snap_every / 2 steps) faster in steps to the schedule-free optimizer's own final loss "
         "on digits MLPs (1.74-1.90x; 1.32-1.54x in wall time), a mnist1d CNN (1.28x; 1.22x in wall time, one "
-        "seed of three 1.04x) and a mnist1d ViT (1.18x; 1.08x in wall time, one seed of three 1.00x), but no "
-        "faster on a character transformer (2 seeds of 3 never reached that loss, the third at the same "
-        "step; accuracy within 0.2 points). Prefer the schedule-free optimizer alone where that is not enough"
+        "seed of three 1.04x) and a mnist1d ViT (1.18x; 1.08x in wall time, one seed of three 1.00x), but "
+        "never reached it on a character transformer (every seed of 3, run of 20:38; accuracy within 0.2 "
+        "points). Prefer the schedule-free optimizer alone where that is not enough"
     ),
     ("pytorch_optimizer", "Lookahead"): (
         "measured (python -m benchmarks.ttb --core --peers, run of 2026-11-29 18:00; slow weights take every "
         "jump) faster in steps to Lookahead's own final loss on digits MLPs (1.11-1.76x; one seed 0.89x in wall "
-        "time on Shampoo) and a mnist1d CNN (1.46x, one seed of three never reached that loss), at the same "
-        "step on a character transformer, and never reached it on a mnist1d ViT (every seed; PDT on plain "
-        "AdamW reaches its baselines there). Compare against Lookahead alone before relying on it"
+        "time on Shampoo), a mnist1d CNN (1.46x, one seed of three never reached that loss) and a character "
+        "transformer (1.05x; 1.02x in wall time, one seed 1.00x; run of 20:38), and never reached it on a "
+        "mnist1d ViT (every seed; PDT on plain AdamW reaches its baselines there). Compare against "
+        "Lookahead alone before relying on it"
     ),
 }
 """(package, class name or None for every class) -> what was measured, for optimizers PDT stacks
