@@ -6,11 +6,12 @@ it trains with). PDT's default (``averages="stay"``) snapshots, predicts and jum
 ``base_spacing * snap_every`` steps (default 0.5) and leaves x in place; ``averages="move"``
 translates all three by one jump, predicting y, z or x (``PDTConfig.sequence``). This
 benchmark times each against the tuned schedule-free optimizer alone, on the three main tasks
-and the ViT (from 2026-11-29 19:45), with the reference variants (the only ones that store x;
-the same algorithm as the default variants): the default, the default with every merge verified on 256 training samples
-(``verify=``, as in benchmarks/ttb.py), the default at other snapshot spacings
-(``base_spacing`` 1.0: every ``snap_every`` steps; 0.25), with tau 16 and predicting at every
-second boundary (half the predictions, on the same snapshots), and the three all-move variants.
+and the ViT (from the run of 2026-11-29 20:12), with the reference variants (the only ones
+that store x; the same algorithm as the default variants): the default, the default with every
+merge verified on 256 training samples (``verify=``, as in benchmarks/ttb.py), the default at
+other snapshot spacings (``base_spacing`` 1.0: every ``snap_every`` steps; 0.25), with tau 16
+and predicting at every second boundary (half the predictions, on the same snapshots), and the
+three all-move variants.
 
     python -m benchmarks.stacking [--seeds 3] [--only digits]
 """

@@ -145,7 +145,7 @@ def char_transformer(
 ) -> Task:
     """Character transformer on shipped English text, AdamW. Accuracy is next-character
     accuracy on held-out windows from the end of the text. Evaluated every 25 steps: 2.5 % of
-    benchmarks/ttb.py's 1000-step budget, as the digits and mnist1d tasks (every 100 steps, a
+    benchmarks/ttb.py's 1000-step budget, as on digits (mnist1d: 1.7 %; every 100 steps, a
     gain under 11 % in steps could not show: ttb timed PDT at the same step as its baseline
     where benchmarks/spacing.py, every 25, measured 1.03-1.05x)."""
     text = _text(text_path)
