@@ -6,8 +6,8 @@ evaluation step (1.11x would need it reached at step 900); this measured the gai
 grain, evaluations every 25 steps (the task's own grain since), seeds run one after another
 (baseline and every method of a seed back to back, so a slow spell of the shared machine does
 not land on one method), for snapshots every 15, 30 (ttb's setting), 60 and 90 steps and tau
-4, 8 and 16, at the tuned constant learning rate of benchmarks/ttb.py --core. 'final loss gap' is the baseline's final training loss minus the
-method's (positive: PDT ends lower).
+4, 8 and 16, at the tuned constant learning rate of benchmarks/ttb.py --core. 'final loss gap'
+is the baseline's final training loss minus the method's (positive: PDT ends lower).
 
     python -m benchmarks.spacing [--seeds 3] [--steps 1000] [--lr 0.006]
 """
