@@ -13,7 +13,7 @@ other snapshot spacings (``base_spacing`` 1.0: every ``snap_every`` steps; 0.25)
 and predicting at every second boundary (half the predictions, on the same snapshots), and the
 three all-move variants.
 
-    python -m benchmarks.stacking [--seeds 3] [--only digits]
+    python -m benchmarks.stacking [--seeds 3] [--only digits] [--methods 'default:,tau 16']
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--only", default=None, help="run the tasks whose name contains this text")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated texts: run only the PDT rows whose name contains one (the reference always runs)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     sections, started = [], time.perf_counter()
@@ -80,7 +82,11 @@ def main() -> None:
         task = reference_schedule_free(name, task)
         with contextlib.redirect_stdout(io.StringIO()):
             lr, sweep = tune_lr(task, sweep_factors(name))
-        runs = seed_major(task, methods(task, snap_every), args.seeds, lr)
+        chosen = methods(task, snap_every)
+        if args.methods:
+            wanted = args.methods.split(",")
+            chosen = {m: wrap for i, (m, wrap) in enumerate(chosen.items()) if i == 0 or any(w in m for w in wanted)}
+        runs = seed_major(task, chosen, args.seeds, lr)
         text = summarise(f"{name}: PDT on schedule-free", runs, lr, sweep, snap_every, task)
         print(text + "\n", flush=True)
         sections.append(text)
@@ -91,6 +97,7 @@ def main() -> None:
              "12:44 UTC). Reference schedule-free variants (they store x). "
              f"Total benchmark time {time.perf_counter() - started:.0f} s.")
     only = f", tasks matching {args.only!r}" if args.only else ""
+    only += f", rows matching {args.methods!r}" if args.methods else ""
     write_section(f"Stacking on schedule-free: what to predict, what moves, how often{only} (benchmarks/stacking.py)",
                   intro + "\n\n" + "\n\n".join(sections))
 

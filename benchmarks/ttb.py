@@ -13,6 +13,7 @@ on each schedule against each baseline.
     python -m benchmarks.ttb --peers    # only schedule-free and Lookahead, alone and with PDT
     python -m benchmarks.ttb --core --peers   # both: what issues 11 and 12 measure, without the ablations
     python -m benchmarks.ttb --peers --only ViT LAMB   # tasks whose name contains one of these
+    python -m benchmarks.ttb --peers --peer schedule-free   # one peer only
     python -m benchmarks.ttb --quick    # smoke run (< 1 min), prints only
 """
 
@@ -117,11 +118,14 @@ def peers(name: str, task: Task) -> dict[str, Callable]:
     }
 
 
-def peer_sections(name: str, task: Task, snap_every: int, seeds: int, quick: bool) -> list[str]:
-    """For each peer: tune its learning rate like the baseline's, then time the peer alone and
-    PDT's defaults stacked on it to the tuned peer's final training loss."""
+def peer_sections(name: str, task: Task, snap_every: int, seeds: int, quick: bool, only: str | None = None) -> list[str]:
+    """For each peer (or the peers whose name contains ``only``): tune its learning rate like
+    the baseline's, then time the peer alone and PDT's defaults stacked on it to the tuned
+    peer's final training loss."""
     sections = []
     for peer, make_optimizer in peers(name, task).items():
+        if only and only not in peer:
+            continue
         peer_task = dataclasses.replace(task, make_optimizer=make_optimizer)
         if quick:
             lr, sweep = task.lr, [(task.lr, float("nan"))]
@@ -352,7 +356,8 @@ def save(args: argparse.Namespace, seeds: int, started: float, sections: list[st
              f"Total benchmark time {time.perf_counter() - started:.0f} s.{progress}")
     part = (", core and peers" if args.core and args.peers else ", peers" if args.peers else ", cosine only" if args.cosine_only
             else ", core" if args.core else "")
-    part += f", tasks matching {', '.join(map(repr, args.only))}" if args.only else ""  # a partial run gets its own section
+    part += f", tasks matching {', '.join(map(repr, args.only))}" if args.only else ""
+    part += f", peers matching {args.peer!r}" if args.peer else ""  # a partial run gets its own section
     title, in_progress = f"Time to baseline{part} (benchmarks/ttb.py)", f"Time to baseline{part}, run in progress (benchmarks/ttb.py)"
     write_section(title if done is None else in_progress, intro + "\n\n" + "\n\n".join(sections))
     if done is None:
@@ -362,7 +367,7 @@ def save(args: argparse.Namespace, seeds: int, started: float, sections: list[st
 def task_sections(args: argparse.Namespace, name: str, task: Task, snap_every: int, seeds: int) -> Iterator[str]:
     """The RESULTS.md sections of one task for the mode ``args`` selects, each as soon as it is measured."""
     if args.peers and not args.core:
-        yield from peer_sections(name, task, snap_every, seeds, args.quick)
+        yield from peer_sections(name, task, snap_every, seeds, args.quick, args.peer)
         return
     if args.cosine_only:
         yield from schedule_sections(name, task, snap_every, seeds, None, None)
@@ -388,7 +393,7 @@ def task_sections(args: argparse.Namespace, name: str, task: Task, snap_every: i
         yield f"![{name}]({image.name})"
         yield from schedule_sections(name, task, snap_every, seeds, runs, lr, ablations=not args.core)
     if args.peers or not args.core:
-        yield from peer_sections(name, task, snap_every, seeds, args.quick)
+        yield from peer_sections(name, task, snap_every, seeds, args.quick, args.peer)
 
 
 def main() -> None:
@@ -403,6 +408,7 @@ def main() -> None:
     parser.add_argument("--peers", action="store_true",
                         help="only the peer sections: schedule-free and Lookahead, alone and with PDT, every task; "
                              "with --core, the core sections and then the peer sections of each task")
+    parser.add_argument("--peer", default=None, help="only the peers whose name contains this text (e.g. schedule-free)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # steadier timings on a shared 2-core machine
     seeds = 1 if args.quick else args.seeds

@@ -50,7 +50,8 @@ class PDT(Optimizer):
     the jump (``verify_backtracks``), and keeps the largest fraction that is no worse, or none.
 
     ``config`` is the configuration in force: on a schedule-free optimizer its ``snap_every``
-    is the base iterate's snapshot spacing (``PDTConfig.base_spacing`` applied).
+    is the base iterate's snapshot spacing and its horizons count those intervals
+    (``PDTConfig.base_spacing`` applied by :meth:`PDTConfig.spaced`).
 
     ``stats`` (:class:`~pdt_compile.runtime.stats.Stats`) reports what it did;
     ``state_dict()`` carries the ring, the schedule and the stats, so a resumed run
@@ -84,7 +85,7 @@ class PDT(Optimizer):
         self._averaging = averaging(optimizer) if config.averages == "stay" else None
         self._sequence = self._resolve_sequence(optimizer, config)
         if self._averaging is not None and config.base_spacing != 1.0:
-            config = config.replace(snap_every=max(1, round(config.snap_every * config.base_spacing)), base_spacing=1.0)
+            config = config.spaced(config.base_spacing)
         self.optimizer = optimizer
         self.config = config
         self._verify = verify

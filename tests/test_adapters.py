@@ -253,7 +253,8 @@ def test_by_default_a_merge_jumps_the_base_iterate_and_leaves_the_average_in_pla
 
 def test_schedule_free_base_iterate_is_snapshot_at_base_spacing():
     """On a schedule-free optimizer (averages="stay") z is snapshot every
-    base_spacing * snap_every steps; the spacing is exact elsewhere and with base_spacing=1."""
+    base_spacing * snap_every steps and tau counts those intervals, as many steps ahead; the
+    spacing is exact elsewhere and with base_spacing=1."""
     def first_snapshot_step(opt, model):
         for step, (x, y) in enumerate(batches(12), start=1):
             torch.nn.functional.cross_entropy(model(x), y).backward()
@@ -267,14 +268,14 @@ def test_schedule_free_base_iterate_is_snapshot_at_base_spacing():
         opt = pdt.PDT(make_opt(model.parameters()), snap_every=10, **options)
         if hasattr(opt.optimizer, "train"):
             opt.train()
-        return opt.config.snap_every, first_snapshot_step(opt, model)
+        return opt.config.snap_every, first_snapshot_step(opt, model), opt.config.tau
 
     sf = lambda p: schedulefree.SGDScheduleFree(p, lr=0.5, momentum=0.8, warmup_steps=3)
-    assert spacing(sf) == (5, 5)
-    assert spacing(sf, base_spacing=0.3) == (3, 3)
-    assert spacing(sf, base_spacing=1.0) == (10, 10)
-    assert spacing(sf, averages="move") == (10, 10)
-    assert spacing(lambda p: torch.optim.SGD(p, lr=0.1), base_spacing=0.5) == (10, 10)
+    assert spacing(sf) == (5, 5, 16)  # tau still reaches 8 x snap_every steps ahead
+    assert spacing(sf, base_spacing=0.3) == (3, 3, 27)
+    assert spacing(sf, base_spacing=1.0) == (10, 10, 8)
+    assert spacing(sf, averages="move") == (10, 10, 8)
+    assert spacing(lambda p: torch.optim.SGD(p, lr=0.1), base_spacing=0.5) == (10, 10, 8)
 
 
 def test_verification_undoes_a_schedule_free_merge_exactly():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, strategies as st
 
 from pdt_compile import PDTConfig
 
@@ -58,6 +59,23 @@ def test_defaults_and_the_paper_configuration():
     assert PDTConfig.paper(10, tau=3).tau == 3
     for rank in ("full", 3, 0.9):
         assert PDTConfig(snap_every=1, rank=rank).rank == rank
+
+
+def test_spacing_keeps_every_horizon_as_many_steps_ahead():
+    """Snapshots at half the spacing: tau, tau_min, tau_max and tau_ramp count the shorter
+    intervals, twice as many of them."""
+    spaced = PDTConfig(snap_every=40, tau=8, tau_min=2, tau_max=12, tau_ramp=1).spaced(0.5)
+    assert (spaced.snap_every, spaced.tau, spaced.tau_min, spaced.tau_max, spaced.tau_ramp) == (20, 16, 4, 24, 2)
+    assert spaced.base_spacing == 1.0 and PDTConfig(snap_every=40).spaced(0.5).tau_ramp is None
+    assert PDTConfig(snap_every=40).spaced(1.0) == PDTConfig(snap_every=40, base_spacing=1.0)
+    assert PDTConfig(snap_every=1, tau=3).spaced(0.5).tau == 3  # snapshots cannot come closer than every step
+
+
+@given(snap_every=st.integers(1, 500), tau=st.integers(1, 64), spacing=st.floats(0.1, 1.0))
+def test_a_spaced_horizon_reaches_the_same_step_within_half_an_interval(snap_every, tau, spacing):
+    spaced = PDTConfig(snap_every=snap_every, tau=tau).spaced(spacing)
+    assert abs(spaced.tau * spaced.snap_every - tau * snap_every) <= spaced.snap_every / 2
+    assert 1 <= spaced.tau_min <= spaced.tau <= spaced.tau_max
 
 
 def test_replace_validates_again():
