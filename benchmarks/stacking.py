@@ -9,11 +9,14 @@ benchmark times each against the tuned schedule-free optimizer alone, on the thr
 and the ViT (from the run of 2026-11-29 20:12), with the reference variants (the only ones
 that store x; the same algorithm as the default variants): the default, the default with every
 merge verified on 256 training samples (``verify=``, as in benchmarks/ttb.py), the default at
-other snapshot spacings (``base_spacing`` 1.0: every ``snap_every`` steps; 0.25), with tau 16
-and predicting at every second boundary (half the predictions, on the same snapshots), and the
-three all-move variants.
+other snapshot spacings (``base_spacing`` 1.0: every ``snap_every`` steps; 0.25), with tau 4
+and 16 and predicting at every second boundary (half the predictions, on the same snapshots), and the
+three all-move variants. Tau counts ``snap_every`` intervals at any spacing (from 2026-11-29
+21:42, :meth:`pdt_compile.PDTConfig.spaced`): the default, tau 8, predicts 16 half intervals
+ahead, and tau 4 is the previous default's horizon; in runs before then, "tau 16" was 16 half
+intervals ahead, today's default.
 
-    python -m benchmarks.stacking [--seeds 3] [--only digits] [--methods 'default:,tau 16']
+    python -m benchmarks.stacking [--seeds 3] [--only digits] [--methods 'default:,tau 4']
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ def methods(task: Task, snap_every: int) -> dict:
         "PDT default + verify (256 training samples)": verified(task, snap_every),
         "PDT default, base_spacing 1.0 (snapshots every snap_every)": lambda opt: pdt.PDT(opt, snap_every=snap_every, base_spacing=1.0),
         "PDT default, base_spacing 0.25": lambda opt: pdt.PDT(opt, snap_every=snap_every, base_spacing=0.25),
+        "PDT default, tau 4 (8 half intervals ahead: the default until 2026-11-29 21:42)":
+            lambda opt: pdt.PDT(opt, snap_every=snap_every, tau=4),
         "PDT default, tau 16": lambda opt: pdt.PDT(opt, snap_every=snap_every, tau=16),
         "PDT default, predicting at every 2nd boundary (predict_every=2)":
             lambda opt: pdt.PDT(opt, snap_every=snap_every, predict_every=2),

@@ -130,12 +130,13 @@ def weight_space_keys(optimizer: object) -> tuple[str, ...]:
 
 MEASURED_UNSAFE = {
     ("schedulefree", None): (
-        "measured (python -m benchmarks.ttb --core --peers, run of 2026-11-29 18:00; z jumps, x stays, z "
-        "snapshot every snap_every / 2 steps) faster in steps to the schedule-free optimizer's own final loss "
-        "on digits MLPs (1.74-1.90x; 1.32-1.54x in wall time), a mnist1d CNN (1.28x; 1.22x in wall time, one "
-        "seed of three 1.04x) and a mnist1d ViT (1.18x; 1.08x in wall time, one seed of three 1.00x), but "
-        "never reached it on a character transformer (every seed of 3, run of 20:38; accuracy within 0.2 "
-        "points). Prefer the schedule-free optimizer alone where that is not enough"
+        "measured (python -m benchmarks.ttb --peers --peer schedule-free, run of 2026-11-29 22:14; z jumps, x "
+        "stays, z snapshot every snap_every / 2 steps, tau counted in snap_every intervals) faster to the "
+        "schedule-free optimizer's own final loss on digits MLPs (1.86-2.53x in wall time) and a mnist1d ViT "
+        "(1.49x; slowest seed of three 1.17x), but one seed of three never reached it on a mnist1d CNN (the "
+        "others 1.01x and 1.28x; over 10 seeds, python -m benchmarks.stacking, run of 22:28: 3 never, one run "
+        "lost at chance accuracy) and none did on a character transformer (accuracy 0.8 points lower). Prefer "
+        "the schedule-free optimizer alone where that is not enough"
     ),
     ("pytorch_optimizer", "Lookahead"): (
         "measured (python -m benchmarks.ttb --core --peers, run of 2026-11-29 18:00; slow weights take every "

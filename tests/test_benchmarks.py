@@ -97,3 +97,24 @@ def test_a_schedule_free_sweep_evaluates_where_its_timed_runs_do(monkeypatch):
                                make_optimizer=lambda params, lr: schedulefree.SGDScheduleFree(params, lr=lr))
     assert ttb.evaluation_moves_weights(task) and not ttb.evaluation_moves_weights(tasks.digits_mlp(steps=90))
     assert ttb.tune_lr(task, [0.5, 1.0, 2.0])[0] == 1.0
+
+
+def test_a_peer_filter_times_only_the_peers_it_names(monkeypatch):
+    import benchmarks.ttb as ttb
+
+    timed = []
+    monkeypatch.setattr(ttb, "tune_lr", lambda task, factors: (0.1, [(0.1, 1.0)]))
+    monkeypatch.setattr(ttb, "seed_major", lambda task, suite, seeds, lr: {method: [] for method in suite})
+    monkeypatch.setattr(ttb, "summarise", lambda name, runs, *rest: timed.append(name) or name)
+    task = tasks.digits_mlp(steps=90)
+    assert len(ttb.peer_sections("digits MLP / SGD", task, 10, 1, False)) == 2
+    timed.clear()
+    assert ttb.peer_sections("digits MLP / SGD", task, 10, 1, False, "schedule-free") == timed
+    assert timed == ["digits MLP / SGD: PDT stacked on schedule-free"]
+
+
+def test_the_largest_loss_rise_is_found_between_two_evaluations():
+    from benchmarks.blowups import worst_rise
+
+    run = Run(method="m", seed=0, steps=[0, 10, 20, 30], seconds=[0, 1, 2, 3], train_loss=[1.0, 0.01, 3.0, 2.0])
+    assert worst_rise(run) == (300.0, 2)
