@@ -8,6 +8,12 @@ steadily, is a merge that threw the run out of its basin; a run that ends at cha
 never came back.
 
     python -m benchmarks.blowups [--task 'mnist1d CNN'] [--seeds 10] [--taus 8,4]
+    python -m benchmarks.blowups --trace 4 --taus 8   # one seed's merges: jump against z's own motion
+
+``--trace SEED`` records, at every merge of that seed, the size of the jump of z (its norm
+over every tracked parameter), of z itself, and of z's own motion since the previous merge:
+whether a blow-up starts with a large jump or with the optimizer's own motion, which PDT then
+extrapolates.
 """
 
 from __future__ import annotations
@@ -34,11 +40,37 @@ def worst_rise(run: Run) -> tuple[float, int]:
     return max(ratios)
 
 
+def trace(task, snap_every: int, lr: float, seed: int, tau: int) -> list[str]:
+    """Per merge of one run: the step, |J| (the jump of z), |z| and |z - z at the previous merge|."""
+    rows, previous = [], {}
+    original = pdt.PDT._move_followers_
+
+    def recording(self, jumps, scale):
+        zs = [self.optimizer.state[p]["z"] for p in self._ring.params]
+        jump = sum(float(j.norm()) ** 2 for j in jumps if j is not None) ** 0.5
+        norm = sum(float(z.norm()) ** 2 for z in zs) ** 0.5
+        moved = sum(float((z - previous[i]).norm()) ** 2 for i, z in enumerate(zs)) ** 0.5 if previous else float("nan")
+        previous.update({i: z.detach().clone() for i, z in enumerate(zs)})
+        rows.append(f"| {self.schedule.steps} | {jump:.3g} | {norm:.4g} | {moved:.3g} |")
+        return original(self, jumps, scale)
+
+    pdt.PDT._move_followers_ = recording
+    try:
+        run = train(task, lambda opt: pdt.PDT(opt, snap_every=snap_every, tau=tau), seed=seed, method="PDT", lr=lr)[0]
+    finally:
+        pdt.PDT._move_followers_ = original
+    rise, at = worst_rise(run)
+    losses = ", ".join(f"{step}: {loss:.2g}" for step, loss in zip(run.steps, run.train_loss))
+    return [f"Seed {seed}, tau {tau}: largest loss rise {rise:.1f}x at step {run.steps[at]}; training loss by step: "
+            f"{losses}.", "", "| step | jump of z | z | z's motion since the previous merge |", "|---|---|---|---|"] + rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="mnist1d CNN")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--taus", default="8,4", help="horizons in snap_every intervals (the default is 8)")
+    parser.add_argument("--trace", type=int, default=None, help="only this seed, every merge of the first tau in --taus")
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message="PDT on")
@@ -47,6 +79,13 @@ def main() -> None:
     task, snap_every = task_suite(quick=False)[name]
     task = reference_schedule_free(name, task)
     lr = SCHEDULE_FREE_LR[name]
+    if args.trace is not None:
+        lines = trace(task, snap_every, lr, args.trace, int(args.taus.split(",")[0]))
+        print("\n".join(lines))
+        write_section(f"Merges of one seed, {name} on schedule-free (benchmarks/blowups.py --trace)",
+                      f"{name} on the reference schedule-free optimizer, lr {lr:g}; norms over every tracked parameter.\n\n"
+                      + "\n".join(lines))
+        return
     lines = ["| seed | method | final loss | final acc | largest loss rise between evaluations (at step) |",
              "|---|---|---|---|---|"]
     for seed in range(args.seeds):
