@@ -4,8 +4,9 @@ optimizer (at ``benchmarks.prediction_cost.SCHEDULE_FREE_LR``'s rate), for each 
 
 Time-to-target tables say that a seed never reached the target, not why. A rise of the loss by
 hundreds of times between two evaluations, where the schedule-free optimizer alone falls
-steadily, is a merge that threw the run out of its basin; a run that ends at chance accuracy
-never came back.
+steadily, is a run thrown out of its basin; one that ends at chance accuracy never came back.
+Whether a merge threw it out or the optimizer's own motion ran away first (which PDT then
+extrapolates), ``--trace`` tells: on the seed it traced (run of 2026-11-29 22:42), the latter.
 
     python -m benchmarks.blowups [--task 'mnist1d CNN'] [--seeds 10] [--taus 8,4]
     python -m benchmarks.blowups --trace 4 --taus 8   # one seed's merges: jump against z's own motion

@@ -10,8 +10,8 @@ and the ViT (from the run of 2026-11-29 20:12), with the reference variants (the
 that store x; the same algorithm as the default variants): the default, the default with every
 merge verified on 256 training samples (``verify=``, as in benchmarks/ttb.py), the default at
 other snapshot spacings (``base_spacing`` 1.0: every ``snap_every`` steps; 0.25), with tau 4
-and 16 and predicting at every second boundary (half the predictions, on the same snapshots), and the
-three all-move variants. Tau counts ``snap_every`` intervals at any spacing (from 2026-11-29
+and 16 and predicting at every second boundary (half the predictions, on the same snapshots),
+and the three all-move variants. Tau counts ``snap_every`` intervals at any spacing (from 2026-11-29
 21:42, :meth:`pdt_compile.PDTConfig.spaced`): the default, tau 8, predicts 16 half intervals
 ahead, and tau 4 is the previous default's horizon; in runs before then, "tau 16" was 16 half
 intervals ahead, today's default.

@@ -184,8 +184,8 @@ class PDTConfig:
     """Where :attr:`averages` is ``"stay"`` on a schedule-free optimizer: PDT snapshots the
     base iterate z every ``base_spacing * snap_every`` steps (at least 1); tau and the other
     horizons still count ``snap_every`` intervals (:meth:`spaced`: tau 8 at 0.5 predicts 16
-    of the shorter intervals ahead). Default 0.5: z, driven by a schedule-free learning rate several
-    times the plain optimizer's, is fitted better from snapshots half an epoch apart
+    of the shorter intervals ahead). Default 0.5: z, driven by a schedule-free learning rate
+    several times the plain optimizer's, is fitted better from snapshots half an epoch apart
     (benchmarks/stacking.py, time to the schedule-free optimizer's final loss: mnist1d CNN
     1.33x in steps on every seed against 1.17x with one seed of three never at 1.0, digits
     1.74x against 1.60x in steps, the character transformer reached on 2 seeds of 3 against
@@ -193,10 +193,11 @@ class PDTConfig:
     Counting tau in ``snap_every`` intervals, from 2026-11-29 21:42, jumps twice as far
     (``python -m benchmarks.ttb --peers --peer schedule-free``, run of 22:14, against the run
     of 18:00, wall time to the schedule-free optimizer's final loss): digits 1.32x -> 1.86x,
-    the ViT 1.08x -> 1.49x, LAMB's task 1.54x -> 2.53x, Shampoo's 1.40x -> 2.09x, the mnist1d
-    CNN 1.22x -> one seed of three never (the others 1.01x and 1.28x), the character transformer never either way
-    (accuracy 0.8 points below schedule-free's, 0.2 before). 1.0 keeps ``snap_every``
-    exactly. No effect on other optimizers."""
+    the ViT 1.08x -> 1.49x, LAMB's task 1.54x -> 2.53x, Shampoo's 1.40x -> 2.09x; the mnist1d
+    CNN 1.22x -> one seed of three never (the others 1.01x and 1.28x; 3 of 10 never against
+    1 of 10 over ten seeds, benchmarks/stacking.py, run of 22:28), the character transformer
+    never either way (accuracy 0.8 points below schedule-free's, 0.2 before). 1.0 keeps
+    ``snap_every`` exactly. No effect on other optimizers."""
 
     ring_dtype: str = "float32"
     """Storage of the snapshot ring: ``"float32"`` (4h bytes per parameter element) or
