@@ -130,13 +130,14 @@ def weight_space_keys(optimizer: object) -> tuple[str, ...]:
 
 MEASURED_UNSAFE = {
     ("schedulefree", None): (
-        "measured (python -m benchmarks.ttb --peers --peer schedule-free, run of 2026-11-29 22:14; z jumps, x "
-        "stays, z snapshot every snap_every / 2 steps, tau counted in snap_every intervals) faster to the "
-        "schedule-free optimizer's own final loss on digits MLPs (1.86-2.53x in wall time) and a mnist1d ViT "
-        "(1.49x; slowest seed of three 1.17x), but one seed of three never reached it on a mnist1d CNN (the "
-        "others 1.01x and 1.28x; over 10 seeds, python -m benchmarks.stacking, run of 22:28: 3 never, one run "
-        "lost at chance accuracy) and none did on a character transformer (accuracy 0.8 points lower). Prefer "
-        "the schedule-free optimizer alone where that is not enough"
+        "measured (python -m benchmarks.ttb --peers --peer schedule-free, run of 2026-11-30 00:38; z jumps, x "
+        "stays, z snapshot every snap_every / 2 steps, tau counted in snap_every intervals, runaway guard on) "
+        "faster to the schedule-free optimizer's own final loss on digits MLPs (1.79-2.06x in wall time) and a "
+        "mnist1d ViT (1.41x; slowest seed of three 1.26x), but one seed of three never reached it on a mnist1d "
+        "CNN (the others 1.23x and 1.31x; over 30 seeds, python -m benchmarks.blowups, run of 00:08: 3 never, "
+        "none lost to a blow-up) and none did on a character transformer (accuracy 0.8 points lower). Report "
+        "the loss (opt.report_loss(loss) after each step, or pdt.compile) so that PDT can restore a run that "
+        "blows up, and prefer the schedule-free optimizer alone where that is not enough"
     ),
     ("pytorch_optimizer", "Lookahead"): (
         "measured (python -m benchmarks.ttb --core --peers, run of 2026-11-29 18:00; slow weights take every "

@@ -131,6 +131,20 @@ class PDTConfig:
     """Roll a merge back when the first loss reported after it exceeds the last loss
     before it by more than this factor (e.g. 1.5); ``None`` disables rollback."""
 
+    runaway_factor: float | str | None = "auto"
+    """Guard against a run that blows up: when two training losses in a row exceed this
+    factor times the largest of the 40 reported before them (or are not finite; from 20
+    reported on), the optimizer has run away, and PDT moves the tracked weights, and
+    everything a merge moves, back to the newest snapshot taken before those losses, forgets
+    the other snapshots and burns in again (``stats.runaways``), so that it does not
+    extrapolate the runaway. One loss alone is a spike the optimizer settles by itself. Each
+    runaway doubles the factor for the next, so that PDT does not fight the optimizer's own
+    oscillations at the edge of stability. Optimizer state other than weights (momentum,
+    Adam's moments) is left as it is. Needs the loss (``PDT.report_loss`` or a
+    ``@pdt.compile`` step that returns it; then one host read per step). ``None`` turns it
+    off; ``"auto"`` (default): 3.0 on a schedule-free optimizer with :attr:`averages`
+    ``"stay"`` (where ``benchmarks/blowups.py`` measured it), else off."""
+
     verify_backtracks: int = 2
     """With ``PDT(..., verify=...)``: how many times a merge that raises the verify loss is
     halved before it is undone (2: try 1, 1/2 and 1/4 of the jump)."""
@@ -265,6 +279,11 @@ class PDTConfig:
             not isinstance(self.rollback_factor, (int, float)) or not self.rollback_factor > 1
         ):
             _fail("rollback_factor", self.rollback_factor, "expected None or a float > 1")
+        if self.runaway_factor not in (None, "auto") and (
+            isinstance(self.runaway_factor, bool) or not isinstance(self.runaway_factor, (int, float))
+            or not self.runaway_factor > 1
+        ):
+            _fail("runaway_factor", self.runaway_factor, 'expected None, "auto" or a float > 1 (e.g. 3.0)')
         if self.decay_window is not None and (
             isinstance(self.decay_window, bool) or not isinstance(self.decay_window, (int, float))
             or not 0 < self.decay_window <= 1

@@ -35,6 +35,10 @@ _HOOK_DICTS = (
 )
 
 
+SCHEDULE_FREE_RUNAWAY_FACTOR = 3.0
+"""``PDTConfig.runaway_factor="auto"`` on a schedule-free optimizer (``benchmarks/blowups.py``)."""
+
+
 class PDT(Optimizer):
     """Wrap ``optimizer`` with Predictive Differential Training.
 
@@ -86,6 +90,8 @@ class PDT(Optimizer):
         self._sequence = self._resolve_sequence(optimizer, config)
         if self._averaging is not None and config.base_spacing != 1.0:
             config = config.spaced(config.base_spacing)
+        if config.runaway_factor == "auto":
+            config = config.replace(runaway_factor=SCHEDULE_FREE_RUNAWAY_FACTOR if self._averaging is not None else None)
         self.optimizer = optimizer
         self.config = config
         self._verify = verify
@@ -409,12 +415,15 @@ class PDT(Optimizer):
             self.schedule.boundaries_since_reset = 0
 
     def report_loss(self, loss: Tensor | float) -> None:
-        """Tell PDT the training loss of the step just taken (drives ``adaptive`` tau and
-        ``rollback_factor``; free when neither is on)."""
-        if not self.config.adaptive and self.config.rollback_factor is None:
+        """Tell PDT the training loss of the step just taken (drives ``adaptive`` tau,
+        ``rollback_factor`` and ``runaway_factor``; free when none is on)."""
+        config = self.config
+        if not config.adaptive and config.rollback_factor is None and config.runaway_factor is None:
             return
         value = float(loss.detach()) if isinstance(loss, Tensor) else float(loss)
-        if self.schedule.report_loss(value):
+        if self.schedule.runaway(value):
+            self._restore_()
+        elif self.schedule.report_loss(value):
             self._rollback_()
 
     @property
@@ -478,6 +487,33 @@ class PDT(Optimizer):
         self._stats.rollbacks += 1
         self.schedule.shrink()
         self._stats.tau = self.schedule.tau
+
+    def _restore_(self) -> None:
+        """The run blew up (``PDTConfig.runaway_factor``): move the tracked weights, and what
+        moves with a merge, back to the newest snapshot taken before the loss rose, so that
+        PDT does not extrapolate the runaway and the run resumes from where it was sound;
+        then forget the snapshots and burn in again."""
+        self._resolve_pending()
+        ring, back = self._ring, self.schedule.clean_snapshot()
+        self._stats.runaways += 1
+        warnings.warn(
+            f"PDT: the training loss ran away after step {self.schedule.steps} (over "
+            f"{self.config.runaway_factor * 2 ** (self.schedule.runaways - 1):g} times the largest of the last ones, "
+            "runaway_factor doubled at each runaway); "
+            + ("the weights were moved back to the last snapshot before it and " if ring.count > back else "")
+            + "burn-in restarts",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        if ring.count > back:
+            slot = ring.order()[-1 - back]
+            jumps = [ring.block(i, slice(None))[slot] - _local(t).detach().reshape(-1).float()
+                     for i, t in enumerate(self.tracked())]
+            self._translate_(jumps, 1.0)
+        ring.reset_()
+        ring.capture_(self.tracked())
+        self._jumps = None
+        self.schedule.boundaries_since_reset = 0
 
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
         """The wrapped optimizer's state dict plus a ``"pdt"`` entry (ring, schedule, stats)."""

@@ -311,3 +311,36 @@ def test_verification_undoes_a_schedule_free_merge_exactly():
     train(model, opt, batches(45))
     assert opt.stats.verify_rejections >= 2 and opt.stats.merges == 0
     assert checked and all(checked)
+
+
+@pytest.mark.parametrize("name", sorted(AVERAGED))
+def test_the_runaway_guard_is_on_by_default_on_schedule_free_only(name):
+    model = make_mlp()
+    assert pdt.PDT(AVERAGED[name][0](model.parameters()), snap_every=10).config.runaway_factor == 3.0
+    assert pdt.PDT(AVERAGED[name][0](model.parameters()), snap_every=10, averages="move").config.runaway_factor is None
+    assert pdt.PDT(AVERAGED[name][0](model.parameters()), snap_every=10, runaway_factor=None).config.runaway_factor is None
+    assert pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=10).config.runaway_factor is None
+    assert pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=10, runaway_factor=5.0).config.runaway_factor == 5.0
+
+
+def test_a_runaway_moves_schedule_free_z_back_and_leaves_the_average():
+    """On schedule-free, a runaway restores z (the sequence PDT tracks) to its snapshot; the
+    parameters y move by 1 - beta of that, so x stays where it was."""
+    model = make_mlp()
+    beta = 0.8
+    opt = pdt.PDT(schedulefree.SGDScheduleFree(model.parameters(), lr=0.5, momentum=beta, warmup_steps=3), **CONFIG)
+    opt.train()
+    params = list(model.parameters())
+    train(model, opt, batches(31), report=True)
+    z = [opt.optimizer.state[p]["z"].clone() for p in params]
+    x = [(p.detach() - (1 - beta) * b) / beta for p, b in zip(params, z)]
+    back = opt.schedule.clean_snapshot()
+    sound = [opt.ring.block(i, slice(None))[opt.ring.order()[-1 - back]].view(p.shape) for i, p in enumerate(params)]
+    with pytest.warns(RuntimeWarning, match="ran away"):
+        opt.report_loss(float("nan"))
+        opt.report_loss(float("nan"))
+    assert opt.stats.runaways == 1
+    for p, before, after_z, want in zip(params, x, [opt.optimizer.state[p]["z"] for p in params], sound):
+        assert torch.allclose(after_z, want, atol=1e-6)
+        assert torch.allclose((p.detach() - (1 - beta) * after_z) / beta, before, atol=1e-5)
+    assert any(not torch.allclose(a, b) for a, b in zip(z, sound))

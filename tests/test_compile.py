@@ -392,3 +392,26 @@ def test_the_host_solve_op_matches_its_fake_kernel(tau):
     for rank in ("full", "gavish_donoho"):
         torch.library.opcheck(torch.ops.pdt.solve_coefficients.default,
                               (grams, host_state, rows, 5, rank, "projected", "linear", 0))
+
+
+def test_a_runaway_is_restored_alike_compiled_and_eager():
+    """Two batches that blow the loss up (inputs 40x, wrong labels) at steps 46 and 47: both
+    paths move the weights back to the same snapshot and go on alike."""
+    data = batches(60)
+    for index in (45, 46):
+        x, y = data[index]
+        data[index] = (40.0 * x, (y + 1) % 3)
+    config = dict(runaway_factor=3.0)
+    make_opt = OPTIMIZERS["sgd_momentum"]
+    eager_model = make_mlp()
+    eager = pdt.PDT(make_opt(eager_model.parameters()), **{**CONFIG, **config})
+    with pytest.warns(RuntimeWarning, match="ran away after step 47"):
+        train(eager_model, eager, data, report=True)
+    with pytest.warns(RuntimeWarning, match="ran away after step 47"):
+        model, opt, _ = run_compiled(make_opt, data, **config)
+    assert opt.stats.runaways == eager.stats.runaways == 1
+    assert opt.stats.predictions == eager.stats.predictions >= 5
+    # The 40x batch's gradient, kept in the momentum, scales the two paths' rounding up.
+    for a, b in zip(eager_model.parameters(), model.parameters()):
+        assert (a - b).abs().max().item() <= 1e-4
+    assert torch.allclose(opt.ring.flat(), eager.ring.flat(), atol=1e-4)

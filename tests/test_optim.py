@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, strategies as st
 
 import pdt_compile as pdt
-from pdt_compile.runtime.schedule import PEAK_TOLERANCE, Phase, Schedule, lr_horizon
+from pdt_compile.runtime.schedule import PEAK_TOLERANCE, RUNAWAY_MIN, Phase, Schedule, lr_horizon, ran_away
 
 from conftest import batches, make_mlp, save_and_load, train
 
@@ -224,6 +224,83 @@ def test_rollback_undoes_a_harmful_merge(monkeypatch):
     for p, s, j in zip(model.parameters(), stepped, jumps):
         assert torch.allclose(p.detach().view(-1), s.view(-1) - j, atol=1e-6)
     assert max(j.abs().max() for j in jumps) > 0.1  # the jump undone was a real one
+
+
+@given(
+    st.lists(st.floats(1e-6, 1e3), min_size=0, max_size=60),
+    st.floats(1e-6, 1e5),
+    st.floats(1.01, 100.0),
+)
+def test_a_runaway_is_a_loss_over_factor_times_every_recent_one(recent, loss, factor):
+    called = ran_away(recent, loss, factor)
+    assert called == (len(recent) >= RUNAWAY_MIN and loss > factor * max(recent))
+    assert ran_away(recent, float("nan"), factor) == (len(recent) >= RUNAWAY_MIN)
+
+
+@pytest.mark.parametrize("steps,back", [(31, 0), (30, 1)])
+def test_a_runaway_moves_the_weights_back_to_the_last_sound_snapshot(steps, back):
+    """Two losses in a row over the factor call a runaway. They were computed before the
+    updates of steps t - 1 and t, so a snapshot of step t - 2 or later may hold weights
+    already running away: the one before it is restored."""
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), runaway_factor=3.0, **CONFIG)
+    train(model, opt, batches(steps), report=True)
+    assert len(opt.schedule.recent_losses) == min(steps, 40) and opt.stats.predictions >= 1
+    sound = [opt.ring.block(i, slice(None))[opt.ring.order()[-1 - back]].clone() for i in range(len(opt.ring.params))]
+    assert any(not torch.equal(p.detach().view(-1), s) for p, s in zip(model.parameters(), sound))
+    high = 3.01 * max(opt.schedule.recent_losses)
+    opt.report_loss(torch.tensor(high))
+    assert opt.stats.runaways == 0 and opt.schedule.suspect == pytest.approx(high)
+    with pytest.warns(RuntimeWarning, match=f"ran away after step {steps}.*moved back"):
+        opt.report_loss(torch.tensor(high))
+    assert opt.stats.runaways == 1 and opt.ring.count == 1 and opt.schedule.boundaries_since_reset == 0
+    assert opt.schedule.recent_losses == [] and opt.schedule.suspect is None
+    for p, s in zip(model.parameters(), sound):
+        assert torch.allclose(p.detach().view(-1), s, rtol=0, atol=1e-6)
+    assert torch.allclose(opt.ring.flat()[0], torch.cat(sound), rtol=0, atol=1e-6)
+    train(model, opt, batches(8, seed=2), report=True)  # burn-in again: no prediction yet
+    assert opt.stats.runaways == 1 and opt.ring.count == 3
+    train(model, opt, batches(20, seed=3), report=True)
+    for _ in range(2):
+        opt.report_loss(5.9 * max(opt.schedule.recent_losses))  # the factor doubled: 6 now
+    assert opt.stats.runaways == 1
+    with pytest.warns(RuntimeWarning, match="ran away"):
+        for _ in range(2):
+            opt.report_loss(6.1 * max(opt.schedule.recent_losses))
+    assert opt.stats.runaways == opt.schedule.runaways == 2
+
+
+@given(st.integers(1, 200), st.integers(1, 12))
+def test_the_snapshot_restored_was_taken_before_the_two_losses(steps, snap_every):
+    schedule = Schedule(pdt.PDTConfig(snap_every=snap_every), steps=steps)
+    captured = [step for step in range(1, steps + 1) if step % snap_every == 0]
+    back = schedule.clean_snapshot()
+    if back < len(captured):
+        assert captured[-1 - back] <= steps - 3 and all(step > steps - 3 for step in captured[len(captured) - back:])
+
+
+def test_one_spike_is_not_a_runaway_and_the_window_resumes_exactly():
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), runaway_factor=3.0, **CONFIG)
+    train(model, opt, batches(25), report=True)
+    top = max(opt.schedule.recent_losses)
+    opt.report_loss(3.0 * top)  # not over the factor
+    opt.report_loss(10.0 * top)  # a spike, then a sound loss
+    opt.report_loss(top)
+    assert opt.stats.runaways == 0 and len(opt.schedule.recent_losses) == 28 and opt.schedule.suspect is None
+    opt.report_loss(100.0 * top)
+    resumed = pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), runaway_factor=3.0, **CONFIG)
+    resumed.load_state_dict(save_and_load(opt.state_dict()))
+    assert resumed.schedule.recent_losses == opt.schedule.recent_losses
+    assert resumed.schedule.suspect == opt.schedule.suspect == pytest.approx(100.0 * top)
+
+
+def test_without_a_factor_no_loss_is_a_runaway():
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), adaptive=True, **CONFIG)
+    train(model, opt, batches(25), report=True)
+    opt.report_loss(float("inf"))
+    assert opt.stats.runaways == 0 and opt.schedule.recent_losses == []
 
 
 def test_snap_every_is_required():

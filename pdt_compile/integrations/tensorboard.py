@@ -6,7 +6,7 @@ from typing import Any
 
 from ..runtime.stats import Stats
 
-SCALARS = ("mask_ratio", "tau", "predictions", "merges", "rollbacks", "skipped_nonfinite")
+SCALARS = ("mask_ratio", "tau", "predictions", "merges", "rollbacks", "runaways", "skipped_nonfinite")
 
 
 def log_stats(writer: Any, stats: Stats, step: int, prefix: str = "pdt") -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
 
 from ..config import PDTConfig
 
@@ -36,6 +36,22 @@ def lr_horizon(tau: int, ratio: float) -> int:
     return 0 if reach < 1 else min(tau, round(reach))
 
 
+RUNAWAY_WINDOW = 40
+"""Reported losses a runaway is compared with (``PDTConfig.runaway_factor``)."""
+
+RUNAWAY_MIN = 20
+"""Reported losses needed before a runaway is called."""
+
+
+def ran_away(recent: Sequence[float], loss: float, factor: float) -> bool:
+    """Whether ``loss`` says the run blew up: not finite, or over ``factor`` times the largest
+    of the ``recent`` losses (at least :data:`RUNAWAY_MIN` of them). The largest, not a
+    mean: batch losses near convergence are heavy-tailed, and a runaway outgrows them all."""
+    if len(recent) < RUNAWAY_MIN:
+        return False
+    return not math.isfinite(loss) or loss > factor * max(recent)
+
+
 @dataclass
 class Schedule:
     """Counters and the adaptive horizon. Decisions depend only on the counters (and the
@@ -64,6 +80,12 @@ class Schedule:
     :attr:`PDTConfig.tau_ramp`, or where the learning rate is falling: :func:`lr_horizon`)."""
     merges: int = 0
     """Predictions that changed weights so far (``PDTConfig.tau_ramp``)."""
+    recent_losses: list[float] = field(default_factory=list)
+    """The last :data:`RUNAWAY_WINDOW` reported losses (``PDTConfig.runaway_factor``)."""
+    runaways: int = 0
+    """Runaways so far: each doubles the factor the next one must exceed."""
+    suspect: float | None = None
+    """A reported loss over the runaway threshold, awaiting the next one (``runaway``)."""
 
     def __post_init__(self) -> None:
         if self.tau == 0:
@@ -154,6 +176,35 @@ class Schedule:
     def shrink(self) -> None:
         """Halve tau (within tau_min): the last merge did not pay off."""
         self.tau = max(self.config.tau_min, self.tau // 2)
+
+    def runaway(self, loss: float) -> bool:
+        """Record a reported loss for ``PDTConfig.runaway_factor``; True when it says the run
+        blew up: two losses in a row over the factor times the largest of the window before
+        them (one alone is a spike the optimizer settles by itself; a runaway grows). The
+        window then starts again and the factor doubles for the next one: one that recurs
+        soon after a restore is the optimizer's own oscillation at the edge of stability,
+        which a restore would only start again."""
+        factor = self.config.runaway_factor
+        if not isinstance(factor, (int, float)):  # None, or "auto" not resolved by a PDT
+            return False
+        if ran_away(self.recent_losses, loss, factor * 2**self.runaways):
+            if self.suspect is not None:
+                self.recent_losses, self.suspect = [], None
+                self.runaways += 1
+                return True
+            self.suspect = loss
+            return False
+        settled = [] if self.suspect is None else [self.suspect]
+        self.recent_losses = (self.recent_losses + settled + [loss])[-RUNAWAY_WINDOW:]
+        self.suspect = None
+        return False
+
+    def clean_snapshot(self) -> int:
+        """How many snapshots back (0: the newest) the newest one taken before the weights
+        that ran away lies: the two losses that called a runaway after step t were computed
+        before the updates of steps t - 1 and t, so a snapshot taken at step t - 2 or later
+        may hold weights already running away."""
+        return sum(1 for step in (self.steps - 2, self.steps - 1, self.steps) if step > 0 and step % self.config.snap_every == 0)
 
     def report_loss(self, loss: float) -> bool:
         """Record the training loss of the step just completed. Returns True when it

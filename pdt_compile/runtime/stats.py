@@ -17,6 +17,8 @@ class Stats:
     merges: int = 0
     rollbacks: int = 0
     skipped_nonfinite: int = 0
+    runaways: int = 0
+    """Losses that ran away (``PDTConfig.runaway_factor``): each moved the weights back to a snapshot."""
     tau: int = 0
     mask_ratio: float = 0.0
     """Accepted fraction of the elements at the last prediction."""
