@@ -5,7 +5,10 @@ gradients, so every rank makes the same prediction. With FSDP2 each rank holds a
 (``DTensor`` with ``Shard`` placements): the ring keeps local shards, the Gram is the sum of
 the local Grams (one ``all_reduce`` of h x h floats per DMD group), every rank solves the same
 small problem and merges its own shard. Accepted counts and the finite-weights flag are summed
-too, so every rank keeps identical stats and takes identical decisions.
+too, so every rank keeps identical stats and takes identical decisions. Decisions taken
+from reported losses (adaptive tau, rollback, the runaway guard) use the loss averaged over
+every rank of the default process group, under DDP as under FSDP2: each rank's own batch loss
+would let ranks decide apart and their weights part.
 """
 
 from __future__ import annotations
@@ -48,6 +51,17 @@ def sum_across_shards_(tensor: Tensor, group) -> Tensor:
     if group is not None:
         torch.distributed.all_reduce(tensor, group=group)
     return tensor
+
+
+def mean_across_ranks(value: Tensor) -> Tensor:
+    """``value`` (a scalar) averaged over every rank of the default process group; itself
+    outside one or in a group of one."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    total = value.detach().float().reshape(1).clone()
+    dist.all_reduce(total)
+    return total[0] / dist.get_world_size()
 
 
 _GROUPS: list[Any] = [None]

@@ -19,7 +19,7 @@ from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimize
 
 from .adapters import averaging, companions, shares, stacking_warning, weight_space_keys
 from .config import PDTConfig
-from .distributed import global_numel, shard_group, sum_across_shards_
+from .distributed import global_numel, mean_across_ranks, shard_group, sum_across_shards_
 from .runtime.history import SnapshotRing, _local, make_ring
 from .runtime.predictor import PendingBoundary, Prediction, pack_limit, predict_merge_capture_
 from .runtime.schedule import Phase, Schedule
@@ -416,11 +416,14 @@ class PDT(Optimizer):
 
     def report_loss(self, loss: Tensor | float) -> None:
         """Tell PDT the training loss of the step just taken (drives ``adaptive`` tau,
-        ``rollback_factor`` and ``runaway_factor``; free when none is on)."""
+        ``rollback_factor`` and ``runaway_factor``; free when none is on). Under
+        ``torch.distributed`` every rank reports its own; PDT decides on their mean (one
+        scalar all-reduce), so that every rank decides alike."""
         config = self.config
         if not config.adaptive and config.rollback_factor is None and config.runaway_factor is None:
             return
-        value = float(loss.detach()) if isinstance(loss, Tensor) else float(loss)
+        value = loss.detach() if isinstance(loss, Tensor) else torch.tensor(float(loss), device=self._ring.device)
+        value = float(mean_across_ranks(value))
         if self.schedule.runaway(value):
             self._restore_()
         elif self.schedule.report_loss(value):

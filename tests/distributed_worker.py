@@ -25,6 +25,11 @@ def make_model() -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Linear(8, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
 
 
+BLOW_UP = (20, 21)
+"""Steps at which, with ``--runaway``, rank 0 alone reports 100 times its loss: the ranks' own
+losses differ, their mean runs away."""
+
+
 def batch(step: int, rank: int, world: int):
     g = torch.Generator().manual_seed(1000 + step)
     x = torch.randn(GLOBAL_BATCH, 8, generator=g)
@@ -33,7 +38,7 @@ def batch(step: int, rank: int, world: int):
     return x[rank * part : (rank + 1) * part], y[rank * part : (rank + 1) * part]
 
 
-def build(mode: str, world: int, granularity: str = "tensor", ring_location: str = "device"):
+def build(mode: str, world: int, granularity: str = "tensor", ring_location: str = "device", runaway: bool = False):
     model = make_model()
     if mode == "ddp":
         model = torch.nn.parallel.DistributedDataParallel(model)
@@ -43,16 +48,18 @@ def build(mode: str, world: int, granularity: str = "tensor", ring_location: str
 
         fully_shard(model, mesh=init_device_mesh("cpu", (world,)))
     opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), granularity=granularity,
-                  ring_location=ring_location, **CONFIG)
+                  ring_location=ring_location, runaway_factor=3.0 if runaway else None, **CONFIG)
     return model, opt
 
 
-def train(model, opt, steps: range, rank: int, world: int, compiled: str | None) -> None:
+def train(model, opt, steps: range, rank: int, world: int, compiled: str | None, runaway: bool = False) -> None:
     step = step_function(model, opt)
     if compiled:
         step = pdt.compile(step, optimizer=opt, backend=compiled)
     for i in steps:
-        step(*batch(i, rank, world))
+        loss = step(*batch(i, rank, world))
+        if runaway and not compiled:
+            opt.report_loss(loss * (100.0 if i in BLOW_UP and rank == 0 else 1.0))
 
 
 def full_parameters(model) -> list[torch.Tensor]:
@@ -68,14 +75,15 @@ def main() -> None:
     parser.add_argument("--checkpoint-at", type=int, default=None)
     parser.add_argument("--granularity", default="tensor")
     parser.add_argument("--ring-location", default="device")
+    parser.add_argument("--runaway", action="store_true", help="runaway_factor 3, losses reported, a blow-up on rank 0")
     args = parser.parse_args()
     distributed = args.mode != "plain"
     if distributed:
         dist.init_process_group("gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    model, opt = build(args.mode, world, args.granularity, args.ring_location)
+    model, opt = build(args.mode, world, args.granularity, args.ring_location, args.runaway)
     stop = args.checkpoint_at or args.steps
-    train(model, opt, range(stop), rank, world, args.compile)
+    train(model, opt, range(stop), rank, world, args.compile, args.runaway)
     if args.checkpoint_at is not None:
         import torch.distributed.checkpoint as dcp
 

@@ -78,3 +78,14 @@ def test_fsdp_checkpoint_through_dcp_resumes_exactly(tmp_path, reference, stop, 
         assert timing_free(a["stats"]) == timing_free(b["stats"])
     if ring == "host":  # the host ring follows the same run as the device ring
         assert_same_run(uninterrupted, reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_ranks_decide_a_runaway_together(tmp_path, mode):
+    """Only rank 0 reports a loss that runs away (steps 20 and 21): PDT decides on the ranks'
+    mean loss, so both restore the same snapshot and stay identical."""
+    runs = launch(tmp_path, mode, 2, "--runaway")
+    assert all(run["stats"]["runaways"] == 1 for run in runs)
+    assert all(run["schedule"] == runs[0]["schedule"] for run in runs)
+    for a, b in zip(runs[0]["params"], runs[1]["params"]):
+        assert torch.equal(a, b)
