@@ -139,7 +139,7 @@ def main() -> None:
     guards = {"": {}}
     if args.runaway is not None:
         guards[f", runaway_factor {args.runaway or 'off'}"] = {"runaway_factor": args.runaway or None}
-    ratios: dict[str, list[float | None]] = {}
+    outcomes: dict[str, list[tuple[float | None, float]]] = {}  # method -> (steps x or None, final accuracy)
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         methods = {"schedule-free alone": lambda opt: opt}
         methods.update({f"PDT, tau {tau}{label}": (lambda opt, t=int(tau), g=guard: pdt.PDT(opt, snap_every=snap_every, tau=t, **g))
@@ -149,7 +149,7 @@ def main() -> None:
             run, optimizer = train(task, wrap, seed=seed, method=method, lr=lr)
             target = run.final_loss if target is None else target
             reached = run.time_to(target)[0]
-            ratios.setdefault(method, []).append(None if reached is None else task.steps / reached)
+            outcomes.setdefault(method, []).append((None if reached is None else task.steps / reached, run.test_accuracy[-1]))
             stats = getattr(optimizer, "stats", None)
             rise, at = worst_rise(run)
             lines.append(f"| {seed} | {method} | {run.final_loss:.2e} | {100 * run.test_accuracy[-1]:.1f} | "
@@ -158,9 +158,9 @@ def main() -> None:
             print(lines[-1], flush=True)
     lines += ["", "| method | seeds that never reach schedule-free's final loss | median steps × on the others | "
               "seeds ending at chance (below 20 % accuracy) |", "|---|---|---|---|"]
-    for method, values in list(ratios.items())[1:]:
-        reached = sorted(v for v in values if v is not None)
-        chance = sum(1 for line in lines if f"| {method} |" in line and float(line.split("|")[4]) < 20)
+    for method, values in list(outcomes.items())[1:]:  # PDT's rows, against schedule-free alone
+        reached = sorted(ratio for ratio, _ in values if ratio is not None)
+        chance = sum(1 for _, accuracy in values if accuracy < 0.2)
         median = f"{statistics.median(reached):.2f}x" if reached else "-"
         lines.append(f"| {method} | {len(values) - len(reached)} of {len(values)} | {median} | {chance} |")
     intro = (f"{name} on the reference schedule-free optimizer, lr {lr:g}, {task.steps} steps, evaluation every "

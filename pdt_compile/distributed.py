@@ -53,15 +53,15 @@ def sum_across_shards_(tensor: Tensor, group) -> Tensor:
     return tensor
 
 
-def mean_across_ranks(value: Tensor) -> Tensor:
+def mean_across_ranks(value: Tensor | float, device: torch.device) -> float:
     """``value`` (a scalar) averaged over every rank of the default process group; itself
-    outside one or in a group of one."""
+    outside one or in a group of one (no tensor made, no collective)."""
     dist = torch.distributed
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return value
-    total = value.detach().float().reshape(1).clone()
+        return float(value)
+    total = torch.as_tensor(value, dtype=torch.float32, device=device).detach().reshape(1).clone()
     dist.all_reduce(total)
-    return total[0] / dist.get_world_size()
+    return float(total[0]) / dist.get_world_size()
 
 
 _GROUPS: list[Any] = [None]

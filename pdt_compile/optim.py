@@ -422,8 +422,7 @@ class PDT(Optimizer):
         config = self.config
         if not config.adaptive and config.rollback_factor is None and config.runaway_factor is None:
             return
-        value = loss.detach() if isinstance(loss, Tensor) else torch.tensor(float(loss), device=self._ring.device)
-        value = float(mean_across_ranks(value))
+        value = mean_across_ranks(loss.detach() if isinstance(loss, Tensor) else loss, self._ring.device)
         if self.schedule.runaway(value):
             self._restore_()
         elif self.schedule.report_loss(value):

@@ -194,9 +194,11 @@ class Schedule:
                 return True
             self.suspect = loss
             return False
-        settled = [] if self.suspect is None else [self.suspect]
-        self.recent_losses = (self.recent_losses + settled + [loss])[-RUNAWAY_WINDOW:]
-        self.suspect = None
+        if self.suspect is not None:
+            self.recent_losses.append(self.suspect)
+            self.suspect = None
+        self.recent_losses.append(loss)
+        del self.recent_losses[:-RUNAWAY_WINDOW]
         return False
 
     def clean_snapshot(self) -> int:
