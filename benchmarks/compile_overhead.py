@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Callable
 
 import torch
 from torch import nn
@@ -22,48 +23,70 @@ from .report import write_section
 from .steps import phase_step, train_step
 
 
-def model_and_data(spec, batch: int):
+def model_and_data(spec, batch: int, device: str = "cpu"):
     torch.manual_seed(0)
-    model = mlp(*spec)
-    return model, torch.randn(batch, spec[0]), torch.randint(0, spec[2], (batch,))
+    model = mlp(*spec).to(device)
+    return model, torch.randn(batch, spec[0], device=device), torch.randint(0, spec[2], (batch,), device=device)
 
 
-def median_ms(fn, repeats: int) -> float:
+def synchronize(device: str) -> None:
+    """Wait for the device's queued work, so that a host clock times it (no-op on CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_ms(fn, repeats: int, device: str = "cpu") -> float:
     times = []
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         fn()
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e3
 
 
-def interleaved_ms(functions: list, repeats: int) -> list[float]:
+def interleaved_ms(functions: list, repeats: int, device: str = "cpu") -> list[float]:
     """Median time of each function, called in turn every round, so that the machine's
     drift (2 shared vCPUs) lands on all of them alike."""
     times: list[list[float]] = [[] for _ in functions]
     for _ in range(repeats):
         for samples, fn in zip(times, functions):
+            synchronize(device)
             start = time.perf_counter()
             fn()
+            synchronize(device)
             samples.append(time.perf_counter() - start)
     return [statistics.median(samples) * 1e3 for samples in times]
 
 
-def measure(name: str, spec, backend: str, repeats: int, batch: int) -> tuple[list[str], dict]:
-    make_opt = lambda params: torch.optim.AdamW(params, lr=1e-3, foreach=True)
+def adamw(params) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=1e-3, foreach=True)
 
-    model, x, y = model_and_data(spec, batch)
+
+def measure(name: str, spec, backend: str, repeats: int, batch: int, device: str = "cpu", mode: str | None = None,
+            make_opt: Callable[..., torch.optim.Optimizer] = adamw,
+            inspect: Callable[[str, Callable[[], object]], None] | None = None) -> tuple[list[str], dict]:
+    """One model's table (steps in ms, compile seconds) and its ratios; ``mode`` is
+    torch.compile's (``"reduce-overhead"``: CUDA graphs). ``inspect(label, step)``, when given,
+    is called with the compiled and the eager prediction steps once they are timed (to profile them)."""
+    model, x, y = model_and_data(spec, batch, device)
     n = sum(p.numel() for p in model.parameters())
     plain_opt = make_opt(model.parameters())
-    plain_step = torch.compile(train_step(model, x, y, plain_opt), backend=backend)
+    plain_compiled = torch.compile(train_step(model, x, y, plain_opt), backend=backend, mode=mode)
+
+    def plain_step() -> None:
+        torch.compiler.cudagraph_mark_step_begin()  # as pdt.compile does under CUDA graphs
+        plain_compiled()
+
     start = time.perf_counter()
     plain_step()
     plain_step()
     plain_compile = time.perf_counter() - start
 
-    model2, _, _ = model_and_data(spec, batch)
+    model2, _, _ = model_and_data(spec, batch, device)
     opt = pdt.PDT(make_opt(model2.parameters()), snap_every=10**9, history=5, burn_in=0)
-    pdt_step = pdt.compile(train_step(model2, x, y, opt), optimizer=opt, backend=backend)
+    pdt_step = pdt.compile(train_step(model2, x, y, opt), optimizer=opt, backend=backend, mode=mode)
     start = time.perf_counter()
     pdt_step()
     pdt_step()
@@ -73,21 +96,25 @@ def measure(name: str, spec, backend: str, repeats: int, batch: int) -> tuple[li
     for _ in range(opt.config.history):  # one capture graph per ring row
         boundary_step(Phase.CAPTURE)()
     capture_compile = time.perf_counter() - start
-    plain, ordinary, capture = interleaved_ms([plain_step, pdt_step, boundary_step(Phase.CAPTURE)], repeats)
+    plain, ordinary, capture = interleaved_ms([plain_step, pdt_step, boundary_step(Phase.CAPTURE)], repeats, device)
     start = time.perf_counter()
     boundary_step(Phase.PREDICT)()
+    synchronize(device)
     predict_compile = time.perf_counter() - start
-    plain_again, predict = interleaved_ms([plain_step, boundary_step(Phase.PREDICT)], max(5, repeats // 3))
+    plain_again, predict = interleaved_ms([plain_step, boundary_step(Phase.PREDICT)], max(5, repeats // 3), device)
 
-    model3, _, _ = model_and_data(spec, batch)
+    model3, _, _ = model_and_data(spec, batch, device)
     eager_opt = pdt.PDT(make_opt(model3.parameters()), snap_every=1, history=5, burn_in=0)
     eager_step = train_step(model3, x, y, eager_opt)
     for _ in range(6):
         eager_step()
     eager_plain_step = train_step(model3, x, y, eager_opt.optimizer)
-    eager_plain, eager_predict = interleaved_ms([eager_plain_step, eager_step], max(5, repeats // 3))
+    eager_plain, eager_predict = interleaved_ms([eager_plain_step, eager_step], max(5, repeats // 3), device)
 
-    floors = copy_floors(n, 2 * opt.config.history + 2, lambda fn: median_ms(fn, 4 * repeats))
+    if inspect is not None:
+        inspect("compiled PDT prediction step", boundary_step(Phase.PREDICT))
+        inspect("eager PDT prediction step", eager_step)
+    floors = copy_floors(n, 2 * opt.config.history + 2, lambda fn: median_ms(fn, 4 * repeats, device), device)
     floor = floors["memory"]
     rows = [
         ("compiled plain step", plain, plain_compile),
@@ -103,7 +130,8 @@ def measure(name: str, spec, backend: str, repeats: int, batch: int) -> tuple[li
         "compiled_vs_eager": predict / eager_predict, "floor": floor,
         "compiled_cached": (predict - plain_again) / floors["cached"], "eager_cached": (eager_predict - eager_plain) / floors["cached"],
     }
-    lines = [f"**{name}** ({n:,} parameters), AdamW foreach, batch {batch}, backend {backend}; "
+    lines = [f"**{name}** ({n:,} parameters), {type(opt.optimizer).__name__} foreach, batch {batch}, backend {backend}, "
+             f"mode {mode or 'default'}, {device}; "
              f"floor (2h+2 copies from memory) {floor:.2f} ms; 2h+2 cache-resident copies {floors['cached']:.2f} ms", "",
              "| step | median (ms) | compile (s) |", "|---|---|---|"]
     lines += [f"| {label} | {ms:.3f} | {'' if c is None else f'{c:.1f}'} |" for label, ms, c in rows]

@@ -1,22 +1,32 @@
 """Every GPU-specific check and timing in one command (for a lent GPU machine).
 
-    python -m benchmarks.gpu_check
+    python -m benchmarks.gpu_check [--copy-to DIR]
 
-1. runs the GPU tests (``tests/test_gpu.py``: compiled CUDA step, with and without
-   ``mode="reduce-overhead"``, equal to eager PDT);
-2. times, on a ~20M-parameter MLP with AdamW: the plain compiled step, the compiled PDT
-   ordinary / capture / prediction steps, eager PDT's prediction, and the bandwidth floor
-   (2h+2 parameter copies), and writes the table to RESULTS.md;
-3. host offload (``ring_location="host"``): device bytes the ring allocates, and the eager
+1. compiled overhead on CUDA (``benchmarks.compile_overhead.measure``, ~20M-parameter MLP,
+   AdamW with a tensor learning rate, ``capturable=True``): the plain compiled step, compiled
+   PDT's ordinary / capture / prediction steps and eager PDT's, with and without
+   ``mode="reduce-overhead"`` (CUDA graphs), against the bandwidth floor (2h+2 copies);
+2. host offload (``ring_location="host"``): device bytes the ring allocates, and the eager
    capture and prediction costs, against the device ring;
-4. eager prediction kernels: Triton-compiled (``kernels="inductor"``) and plain torch, against
-   the bandwidth floor.
+3. eager prediction kernels: Triton-compiled (``kernels="inductor"``) and plain torch, against
+   the bandwidth floor;
+4. the GPU tests (``tests/test_gpu.py``).
+
+Each part that fails prints its traceback and the others still run; the section of RESULTS.md
+is rewritten after each part (and copied to ``--copy-to``), so a run cut short keeps what it
+measured. ``--device cpu --width 64`` runs the same code on a CPU (a dry run of the script).
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
+import shutil
 import subprocess
 import sys
+import time
+import traceback
+from typing import Callable
 
 import torch
 from torch import nn
@@ -24,108 +34,153 @@ from torch import nn
 import pdt_compile as pdt
 from pdt_compile.runtime.schedule import Phase
 
+from .compile_overhead import measure, median_ms
 from .floor import copy_floors
-from .report import write_section
-from .steps import phase_step, train_step
+from .overhead import mlp
+from .report import RESULTS, write_section
+from .steps import train_step
+
+TITLE = "GPU (benchmarks/gpu_check.py)"
 
 
-def cuda_ms(fn, repeats: int = 20) -> float:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
+def prepared(opt: pdt.PDT, model: nn.Module, x, y) -> None:
+    """Fill ``opt``'s ring with slightly different snapshots and leave gradients in place (so
+    that a boundary skips no parameter)."""
+    for _ in range(opt.config.history):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p), alpha=1e-4)
+        opt.ring.capture_()
+    nn.functional.cross_entropy(model(x), y).backward()
 
 
-def offload_rows(model: nn.Module, x, y) -> list[str]:
+def offload_rows(model: nn.Module, x, y, device: str, repeats: int) -> list[str]:
     """Eager PDT with the ring on the device and on the host: device bytes, step costs."""
     n = sum(p.numel() for p in model.parameters())
-    rows = ["| ring | device bytes per element | ordinary step (ms) | capture cost (ms, next step included) | prediction (ms) |",
+    rows = ["| ring | device bytes per element | ordinary step (ms) | capture, minus an ordinary step (ms) | prediction (ms) |",
             "|---|---|---|---|---|"]
+    cuda = torch.device(device).type == "cuda"
     for location in ("device", "host"):
-        before = torch.cuda.memory_allocated()
+        before = torch.cuda.memory_allocated() if cuda else 0
         opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True), snap_every=10**9,
                       history=5, burn_in=0, ring_location=location)
-        allocated = torch.cuda.memory_allocated() - before
+        allocated = (torch.cuda.memory_allocated() - before) if cuda else float("nan")
         step = train_step(model, x, y, opt)
-        ordinary = cuda_ms(step)
+        ordinary = median_ms(step, repeats, device)
 
         def capture() -> None:
-            step()
             opt.ring.capture_()
-            step()  # the next step, which the asynchronous capture overlaps
+            step()  # the next step, which an asynchronous host capture overlaps
 
-        for _ in range(5):
-            opt.ring.capture_()
-        capture_ms = cuda_ms(capture) - 2 * ordinary
-        nn.functional.cross_entropy(model(x), y).backward()  # gradients present: no parameter is skipped
-        predict = cuda_ms(lambda: opt._run_boundary(Phase.PREDICT), 5)
+        prepared(opt, model, x, y)
+        opt.zero_grad()
+        capture_ms = median_ms(capture, repeats, device) - ordinary
+        prepared(opt, model, x, y)
+        predict = median_ms(lambda: opt._run_boundary(Phase.PREDICT), 5, device)
         opt.zero_grad()
         rows.append(f"| {location} | {allocated / n:.1f} | {ordinary:.3f} | {capture_ms:.3f} | {predict:.3f} |")
     return rows
 
 
-def kernel_rows(model: nn.Module, floor: float) -> list[str]:
+def kernel_rows(model: nn.Module, x, y, device: str, floor: float) -> list[str]:
     """One eager prediction (Gram, solve, fused merge) with each kernel choice, vs the floor."""
-    params = list(model.parameters())
     rows = ["| eager kernels | prediction (ms) | prediction / floor |", "|---|---|---|"]
     for kernels in ("inductor", "torch"):
-        opt = pdt.PDT(torch.optim.SGD(params, lr=1e-4), snap_every=10**9, history=5, burn_in=0, kernels=kernels)
-        for _ in range(5):
-            with torch.no_grad():
-                for p in params:
-                    p.add_(torch.randn_like(p), alpha=1e-4)
-            opt.ring.capture_()
-        nn.functional.cross_entropy(model(torch.randn(8, params[0].shape[1], device="cuda")),
-                                    torch.randint(0, 10, (8,), device="cuda")).backward()
-        predict = cuda_ms(lambda: opt._run_boundary(Phase.PREDICT), 10)
+        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=1e-4), snap_every=10**9, history=5, burn_in=0, kernels=kernels)
+        prepared(opt, model, x, y)
+        predict = median_ms(lambda: opt._run_boundary(Phase.PREDICT), 10, device)
+        profile(f"eager prediction, kernels={kernels}", lambda: opt._run_boundary(Phase.PREDICT))
         opt.zero_grad()
         rows.append(f"| {kernels} | {predict:.3f} | {predict / floor:.2f} |")
     return rows
 
 
+def profile(label: str, step: Callable[[], object]) -> None:
+    """Print the kernels and host operations of three calls of ``step``, by device time
+    (to the log only: where a prediction's time goes)."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(3):
+            step()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    print(f"--- profile: {label} (3 calls) ---")
+    print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60), flush=True)
+
+
+def gpu_tests() -> list[str]:
+    """``tests/test_gpu.py``, its output streamed (a hung compile is cut by pytest-timeout where installed)."""
+    command = [sys.executable, "-m", "pytest", "tests/test_gpu.py", "-q", "-rA", "-p", "no:cacheprovider"]
+    if importlib.util.find_spec("pytest_timeout"):
+        command += ["--timeout", "240"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in process.stdout:
+        print(line, end="", flush=True)
+        lines.append(line.rstrip())
+    process.wait()
+    outcomes = [line for line in lines if line.startswith(("PASSED", "FAILED", "ERROR", "SKIPPED"))]
+    summary = next((line for line in reversed(lines) if line.strip()), "no output")
+    return ["GPU tests (`pytest tests/test_gpu.py`): " + summary.strip("= "), "", *[f"- {line}" for line in outcomes]]
+
+
 def main() -> None:
-    if not torch.cuda.is_available():
-        sys.exit("gpu_check: no CUDA device")
-    tests = subprocess.run([sys.executable, "-m", "pytest", "tests/test_gpu.py", "-q"], capture_output=True, text=True)
-    print(tests.stdout[-2000:])
-    width, depth = 2048, 5
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--width", type=int, default=2048, help="hidden width of the 5-layer MLP (2048: ~20M parameters)")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--skip-tests", action="store_true")
+    parser.add_argument("--copy-to", default=None, help="a folder RESULTS.md is copied to after each part")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("gpu_check: no CUDA device (a dry run on the CPU: --device cpu --width 64)")
+    device = args.device
+    spec = (1024, [args.width] * 5, 10)
+    name = f"MLP {args.width}x5"
     torch.manual_seed(0)
-    layers = [nn.Linear(1024, width), nn.ReLU()] + [m for _ in range(depth - 1) for m in (nn.Linear(width, width), nn.ReLU())]
-    model = nn.Sequential(*layers, nn.Linear(width, 10)).cuda()
+    model = mlp(*spec).to(device)
     n = sum(p.numel() for p in model.parameters())
-    x, y = torch.randn(256, 1024, device="cuda"), torch.randint(0, 10, (256,), device="cuda")
-    rows = []
+    floor = copy_floors(n, 12, lambda fn: median_ms(fn, 4 * args.repeats, device), device)["memory"]
+    header = [f"{torch.cuda.get_device_name() if device == 'cuda' else device}, {name} ({n:,} parameters), batch {args.batch}. "
+              f"Bandwidth floor (12 parameter copies from memory): {floor:.3f} ms.", ""]
+    parts: list[list[str]] = []
+
+    def capturable_adamw(params) -> torch.optim.Optimizer:
+        lr = torch.tensor(1e-4, device=device) if device == "cuda" else 1e-4
+        return torch.optim.AdamW(params, lr=lr, capturable=device == "cuda", foreach=True)
+
+    def run_part(title: str, part: Callable[[], list[str]]) -> None:
+        start = time.perf_counter()
+        try:
+            lines = part()
+        except Exception:  # one broken part must not lose the others' figures
+            traceback.print_exc()
+            lines = [f"failed: `{traceback.format_exc().strip().splitlines()[-1]}`"]
+        parts.append([f"**{title}** ({time.perf_counter() - start:.0f} s)", "", *lines, ""])
+        body = "\n".join(header + [line for part_lines in parts for line in part_lines])
+        print(body, flush=True)
+        write_section(TITLE, body)
+        if args.copy_to:
+            shutil.copy(RESULTS, args.copy_to)
+
+    def compiled_overhead(mode: str | None) -> list[str]:
+        table, f = measure(name, spec, "inductor", args.repeats, args.batch, device, mode, capturable_adamw,
+                           inspect=lambda label, step: profile(f"{label}, mode {mode or 'default'}", step))
+        return table + ["", f"ordinary / plain {f['ordinary']:.3f}; capture / plain {f['capture']:.3f}; "
+                            f"compiled prediction / floor **{f['compiled_prediction']:.2f}**; eager prediction / floor "
+                            f"**{f['eager_prediction']:.2f}**; compiled / eager prediction step **{f['compiled_vs_eager']:.2f}**"]
+
     for mode in (None, "reduce-overhead"):
-        opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=torch.tensor(1e-4, device="cuda"), capturable=True, foreach=True),
-                      snap_every=10**9, history=5, burn_in=0)
-
-        step = pdt.compile(train_step(model, x, y, opt), optimizer=opt, mode=mode)
-
-        phase = lambda p: phase_step(model, x, y, opt, p)
-        ordinary = cuda_ms(step)
-        for _ in range(5):
-            phase(Phase.CAPTURE)()
-        capture = cuda_ms(phase(Phase.CAPTURE))
-        predict = cuda_ms(phase(Phase.PREDICT), 5)
-        rows.append((mode or "default", ordinary, capture, predict))
-    floors = copy_floors(n, 12, cuda_ms, "cuda")
-    floor = floors["memory"]
-    lines = [f"{torch.cuda.get_device_name()}, MLP {n:,} parameters, AdamW (capturable, tensor lr), batch 256", "",
-             "| mode | ordinary step (ms) | capture step (ms) | prediction step (ms) | prediction / (ordinary + floor) |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {m} | {o:.3f} | {c:.3f} | {p:.3f} | {p / (o + floor):.2f} |" for m, o, c, p in rows]
-    lines.append(f"\nBandwidth floor (12 parameter copies from memory): {floor:.3f} ms (cache-resident: {floors['cached']:.3f} ms). GPU tests: {tests.stdout.strip().splitlines()[-1] if tests.stdout.strip() else tests.stderr[-300:]}")
-    lines += ["", *offload_rows(model, x, y), "", *kernel_rows(model, floor)]
-    body = "\n".join(lines)
-    print(body)
-    write_section("GPU (benchmarks/gpu_check.py)", body)
+        run_part(f"Compiled overhead, mode {mode or 'default'}", lambda: compiled_overhead(mode))
+    x, y = torch.randn(args.batch, 1024, device=device), torch.randint(0, 10, (args.batch,), device=device)
+    run_part("Host offload (eager, AdamW)", lambda: offload_rows(model, x, y, device, args.repeats))
+    run_part("Eager prediction kernels (SGD)", lambda: kernel_rows(model, x, y, device, floor))
+    if not args.skip_tests:
+        run_part("GPU tests", gpu_tests)
 
 
 if __name__ == "__main__":

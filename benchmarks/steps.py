@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import nn
 
 from pdt_compile.runtime.schedule import Phase
@@ -28,6 +29,7 @@ def phase_step(model: nn.Module, x, y, opt, phase: Phase) -> Callable[[], None]:
     compiled = opt.compiled_step
 
     def run() -> None:
+        torch.compiler.cudagraph_mark_step_begin()  # a step of its own under CUDA graphs (see pdt.compile)
         nn.functional.cross_entropy(model(x), y).backward()
         compiled(phase)
         opt.zero_grad()

@@ -28,7 +28,7 @@ from torch import Tensor, fx
 
 from .distributed import global_numel, group_key, shard_group, sum_across_shards_
 from .optim import PDT
-from .passes.backend import PDTBackend
+from .passes.backend import PDTBackend, uses_cuda_graphs
 from .runtime.hyperparameters import TensorHyperparameters
 from .runtime.predictor import Prediction, group_of, group_rows, one_hot
 from .runtime.schedule import Phase
@@ -193,6 +193,12 @@ def compile(
     :class:`~pdt_compile.PDT` that ``fn`` steps. ``backend``: ``"inductor"`` (default) or any
     Dynamo backend name such as ``"aot_eager"``; ``mode`` is passed to Inductor.
     The returned callable exposes ``pdt_graphs`` (rewritten graphs per phase).
+
+    With CUDA graphs (``mode="reduce-overhead"``), each call begins a cudagraph-trees step
+    (``torch.compiler.cudagraph_mark_step_begin()``): PDT's optimizer graphs are compiled
+    functions of their own, and entering one would otherwise start a new generation that
+    frees the gradients the backward graph just wrote. Tensors the previous call returned are
+    overwritten by the next call, as with plain torch.compile in that mode.
     """
     if fn is None:
         return lambda f: compile(f, optimizer=optimizer, backend=backend, mode=mode, **torch_compile_kwargs)
@@ -207,9 +213,12 @@ def compile(
     if backend == "inductor" and mode is not None:
         options["mode"] = mode
     compiled = torch.compile(fn, backend=backend, **options)
+    cuda_graphs = uses_cuda_graphs(backend, mode, options.get("options"))
 
     @functools.wraps(fn)
     def training_step(*args: Any, **kwargs: Any) -> Any:
+        if cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         loss = compiled(*args, **kwargs)
         if isinstance(loss, Tensor):
             optimizer.report_loss(loss)

@@ -415,3 +415,13 @@ def test_a_runaway_is_restored_alike_compiled_and_eager():
     for a, b in zip(eager_model.parameters(), model.parameters()):
         assert (a - b).abs().max().item() <= 1e-4
     assert torch.allclose(opt.ring.flat(), eager.ring.flat(), atol=1e-4)
+
+
+def test_cuda_graph_modes_are_recognised():
+    # pdt.compile begins a cudagraph-trees step per call exactly when CUDA graphs run.
+    from pdt_compile.passes.backend import uses_cuda_graphs
+
+    assert uses_cuda_graphs("inductor", "reduce-overhead") and uses_cuda_graphs("inductor", "max-autotune")
+    assert not uses_cuda_graphs("inductor", None) and not uses_cuda_graphs("inductor", "max-autotune-no-cudagraphs")
+    assert not uses_cuda_graphs("aot_eager", "reduce-overhead")
+    assert uses_cuda_graphs("inductor", None, {"triton.cudagraphs": True})

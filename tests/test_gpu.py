@@ -69,7 +69,8 @@ def test_host_ring_holds_no_device_memory_and_follows_the_device_ring():
 @cuda
 def test_float_lr_scheduler_never_recompiles_on_cuda():
     model = make_mlp().cuda()
-    opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=0.01, foreach=True), **CONFIG)
+    # decay_window=None: predictions run while the rate decays (as in tests/test_compile.py).
+    opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=0.01, foreach=True), decay_window=None, **CONFIG)
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 / (1 + 0.01 * step))
     step = pdt.compile(step_function(model, opt), optimizer=opt, backend="inductor")
     data = [(x.cuda(), y.cuda()) for x, y in batches(10, size=8)]
@@ -99,3 +100,33 @@ def test_triton_kernels_follow_torch_kernels():
     assert opt1.stats.merges == opt0.stats.merges >= 1
     for a, b in zip(model0.parameters(), model1.parameters()):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.gpu
+@cuda
+def test_compiled_step_with_float16_autocast_and_grad_scaler_equals_eager():
+    def run(compiled: bool):
+        model = make_mlp().cuda()
+        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, foreach=True), **CONFIG)
+        scaler = torch.amp.GradScaler("cuda", init_scale=2.0**10)
+
+        def step(x, y):
+            with torch.autocast("cuda", dtype=torch.float16):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad()
+            return loss
+
+        if compiled:
+            step = pdt.compile(step, optimizer=opt, backend="inductor")
+        for x, y in batches(36):
+            step(x.cuda(), y.cuda())
+        return model, opt
+
+    eager_model, eager = run(compiled=False)
+    model, opt = run(compiled=True)
+    assert opt.stats.merges == eager.stats.merges >= 1
+    for a, b in zip(eager_model.parameters(), model.parameters()):
+        assert torch.allclose(a, b, atol=1e-3)

@@ -42,6 +42,15 @@ def lower(gm: fx.GraphModule, example_inputs: list, backend: str, mode: str | No
     return torch._dynamo.lookup_backend(backend)(gm, example_inputs)
 
 
+def uses_cuda_graphs(backend: str, mode: str | None, options: dict[str, Any] | None = None) -> bool:
+    """Whether torch.compile with ``backend``, ``mode`` and Inductor ``options`` runs CUDA
+    graphs (Inductor's cudagraph trees): ``mode="reduce-overhead"`` or ``"max-autotune"``."""
+    if backend != "inductor":
+        return False
+    settings = {**(torch._inductor.list_mode_options(mode) if mode else {}), **(options or {})}
+    return bool(settings.get("triton.cudagraphs"))
+
+
 class PDTBackend:
     """A Dynamo backend for one phase of the optimizer step.
 
