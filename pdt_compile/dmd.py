@@ -26,18 +26,28 @@ ArrayLike = Union[np.ndarray, Tensor]
 _RELATIVE_FLOOR = 1e-12  # singular values below this fraction of the largest are noise
 
 
-def gram(ring: Tensor | Sequence[Tensor]) -> Tensor:
+def gram(ring: Tensor | Sequence[Tensor], block: int | None = None) -> Tensor:
     """Gram matrix ``ring @ ring.T`` of snapshot rows, accumulated in float64.
 
     ring: ``[h, n]`` or a sequence of h ``[n]`` rows; returns ``[h, h]`` float64. Products of
     float32 values are exact in float64, so only the summation rounds (a float32 Gram of raw
     weights loses the displacements entirely; see DESIGN.md, Numerics). Written as the
     h(h+1)/2 pairwise products of rows, each summed once: compiled, that is a single pass
-    over the ring (a ``[h, n]`` matmul would stage a float64 copy of it).
+    over the ring (a ``[h, n]`` matmul would stage a float64 copy of it). ``block``: sum each
+    product in blocks of that many elements first (rows of a length fixed when traced, at
+    least two blocks long), which parallelises a compiled reduction that would otherwise run
+    unsplit (see :func:`~pdt_compile.runtime.kernels.gram_pass`).
     """
     rows = [row.to(torch.float64) for row in ring]
-    h = len(rows)
-    sums = {(i, j): (rows[i] * rows[j]).sum() for i in range(h) for j in range(i, h)}
+    h, n = len(rows), rows[0].numel()
+    if block is not None and isinstance(n, int) and n >= 2 * block:
+        cut = n - n % block
+        heads = [row[:cut].view(-1, block) for row in rows]
+        tails = [row[cut:] for row in rows]
+        sums = {(i, j): (heads[i] * heads[j]).sum(-1).sum() + (tails[i] * tails[j]).sum()
+                for i in range(h) for j in range(i, h)}
+    else:
+        sums = {(i, j): (rows[i] * rows[j]).sum() for i in range(h) for j in range(i, h)}
     return torch.stack([sums[min(i, j), max(i, j)] for i in range(h) for j in range(h)]).view(h, h)
 
 
@@ -217,32 +227,64 @@ def displacement_coefficients(
     return torch.from_numpy(coefficients[0] if squeeze else coefficients)
 
 
+def small_cholesky_solve(a: Tensor, rhs: Tensor) -> tuple[Tensor, Tensor]:
+    """Solve ``a x = rhs`` for a batch of small symmetric positive definite ``a`` ``[B, n, n]``
+    and ``rhs`` ``[B, n, m]``; returns ``x`` and ``usable`` ``[B]``.
+
+    The Cholesky factorisation and both triangular solves are unrolled into elementwise
+    operations on ``[B]`` vectors: no solver library call (cuSOLVER/MAGMA allocate or
+    synchronise, which a CUDA graph cannot capture) and no host read, so a compiled graph
+    fuses them and a CUDA graph replays them. A matrix that is not numerically positive
+    definite, or whose factor has a pivot below 1e-12 of its largest (the host solve's
+    singular-value floor), is not ``usable``; its ``x`` is zero.
+    """
+    n = a.shape[-1]
+    factor: list[list[Tensor]] = [[] for _ in range(n)]
+    positive = torch.ones(a.shape[:-2], dtype=torch.bool, device=a.device)
+    for j in range(n):
+        d = a[..., j, j] - sum((factor[j][k] ** 2 for k in range(j)), torch.zeros_like(a[..., j, j]))
+        positive = positive & (d > 0)
+        pivot = torch.sqrt(torch.where(d > 0, d, torch.ones_like(d)))
+        factor[j].append(pivot)
+        for i in range(j + 1, n):
+            dot = sum((factor[i][k] * factor[j][k] for k in range(j)), torch.zeros_like(pivot))
+            factor[i].append((a[..., i, j] - dot) / pivot)
+    pivots = torch.stack([factor[j][j] for j in range(n)], -1)
+    usable = positive & (pivots.amin(-1) > _RELATIVE_FLOOR * pivots.amax(-1))
+    y: list[Tensor] = []
+    for i in range(n):  # factor y = rhs
+        dot = sum((factor[i][k][..., None] * y[k] for k in range(i)), torch.zeros_like(rhs[..., i, :]))
+        y.append((rhs[..., i, :] - dot) / factor[i][i][..., None])
+    x: list[Tensor] = [torch.zeros_like(y[0])] * n
+    for i in reversed(range(n)):  # factorᵀ x = y
+        dot = sum((factor[k][i][..., None] * x[k] for k in range(i + 1, n)), torch.zeros_like(y[i]))
+        x[i] = (y[i] - dot) / factor[i][i][..., None]
+    solution = torch.stack(x, dim=-2)
+    return torch.where(usable[..., None, None], solution, torch.zeros_like(solution)), usable
+
+
 def full_rank_coefficients(gram_matrix: Tensor, steps: int) -> tuple[Tensor, Tensor]:
     """:func:`displacement_coefficients` for the default model (linear dynamics, projected
-    modes, full rank) without leaving the device and without a host synchronisation.
+    modes, full rank) without leaving the device, without a host synchronisation and
+    without a solver library call (:func:`small_cholesky_solve`), so that a CUDA graph can
+    hold it.
 
     With every mode kept, U Ã^k Uᵀ = X (K⁻¹ XᵀY)^k K⁻¹ Xᵀ (K = XᵀX), so the prediction's
     coefficients on the first h - 1 snapshots are ``(K⁻¹ XᵀY)^k K⁻¹ Xᵀs``: one Cholesky
-    factorisation (``cholesky_ex``, which reports failure in a tensor instead of raising) and
-    a few h x h products. A group whose K is not numerically positive definite, or whose
-    factor has a pivot below 1e-12 of the largest (the host solve's singular-value floor),
-    gets all-zero coefficients: a zero prediction, which the mask never accepts.
+    solve and a few h x h products. A group whose K is not usable gets all-zero
+    coefficients: a zero prediction, which the mask never accepts.
     gram_matrix: ``[B, h, h]`` float64 in logical order. Returns coefficients ``[B, steps, h]``
     and s-coefficients ``[B, steps]``, as :func:`displacement_coefficients` with
     ``rank="full"``.
     """
     xtx, xty, xtlast = gram_matrix[..., :-1, :-1], gram_matrix[..., :-1, 1:], gram_matrix[..., :-1, -1:]
-    factor, info = torch.linalg.cholesky_ex(xtx)
-    pivots = factor.diagonal(dim1=-2, dim2=-1)
-    usable = (info == 0) & (pivots.amin(-1) > _RELATIVE_FLOOR * pivots.amax(-1))
-    factor = torch.where(usable[:, None, None], factor, torch.eye(xtx.shape[-1], dtype=xtx.dtype, device=xtx.device))
-    transition = torch.cholesky_solve(xty, factor)
-    state = torch.cholesky_solve(xtlast, factor)
+    solved, usable = small_cholesky_solve(xtx, torch.cat([xty, xtlast], dim=-1))
+    transition, state = solved[..., :-1], solved[..., -1:]
     predictions = []
     for _ in range(steps):
         state = transition @ state
         predictions.append(state[..., 0])
-    a = torch.stack(predictions, dim=1) * usable[:, None, None]
+    a = torch.stack(predictions, dim=1)
     s_coefficients = a.sum(-1) - usable[:, None].to(a.dtype)
     coefficients = torch.cat([a, s_coefficients[..., None]], dim=-1)
     return coefficients, s_coefficients

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pdt_compile import forecast
 from pdt_compile.dmd import displacement_coefficients, gram, predicted_displacements, select_rank
@@ -155,3 +157,28 @@ def test_segment_grams_equal_the_gram_of_each_segment():
     assert packed.shape == (3, 5, 5) and packed.dtype == torch.float64
     for span, block in zip(spans, packed):
         assert torch.allclose(block, gram([row[span] for row in rows]), rtol=1e-13, atol=0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 7), m=st.integers(1, 6), seed=st.integers(0, 2**16))
+def test_small_cholesky_solve_equals_the_library_solve(n, m, seed):
+    from pdt_compile.dmd import small_cholesky_solve
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, n + 2, n, generator=g, dtype=torch.float64)
+    a = x.transpose(-1, -2) @ x + 1e-3 * torch.eye(n, dtype=torch.float64)
+    a[2] = -a[2]  # not positive definite: no solution, zero
+    rhs = torch.randn(3, n, m, generator=g, dtype=torch.float64)
+    solution, usable = small_cholesky_solve(a, rhs)
+    assert usable.tolist() == [True, True, False]
+    expected = torch.cholesky_solve(rhs[:2], torch.linalg.cholesky(a[:2]))
+    assert torch.allclose(solution[:2], expected, rtol=1e-8, atol=1e-10)
+    assert torch.count_nonzero(solution[2]) == 0
+
+
+def test_gram_summed_in_blocks_is_the_float64_gram():
+    g = torch.Generator().manual_seed(0)
+    for length in (3 * 4096 + 17, 2 * 4096, 100):  # a tail, none, too short to block
+        rows = torch.randn(4, length, generator=g)
+        expected = rows.double() @ rows.double().T
+        assert torch.allclose(gram(list(rows), block=4096), expected, rtol=1e-12, atol=0)

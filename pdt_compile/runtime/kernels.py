@@ -30,9 +30,19 @@ AUTO_MIN_ELEMENTS = 1 << 20
 prediction costs a few milliseconds, less than compiling would cost over a run."""
 
 
+GRAM_BLOCK = 4096
+"""Elements per block of the Gram on CUDA (:func:`gram_pass`)."""
+
+
 def gram_pass(rows: Sequence[Tensor]) -> Tensor:
-    """Float64 Gram ``[h, h]`` of one parameter's h ring rows (physical order)."""
-    return gram(rows)
+    """Float64 Gram ``[h, h]`` of one parameter's h ring rows (physical order).
+
+    On CUDA it sums in blocks: in the static-shape optimizer graph Inductor ran the whole-row
+    sums as one unsplit reduction (an H200 took 0.9 ms per 4M-element parameter, 40x the
+    eager kernel on the same rows: benchmarks/gpu_check.py's profile, 2026-11-30). On the CPU
+    the whole-row form is the faster one.
+    """
+    return gram(rows, GRAM_BLOCK if rows[0].is_cuda else None)
 
 
 def predict_pass_(
@@ -111,7 +121,10 @@ def use_compiled(config: PDTConfig, device: torch.device, elements: int) -> bool
                 "Triton for CUDA), which is not available; use kernels='auto' or 'torch'"
             )
         return True
-    return elements >= AUTO_MIN_ELEMENTS and compiler_available(device)
+    # On CUDA the plain-torch chunks were the faster ones: an H200 took 12.1 ms for an eager
+    # prediction at 18.9M parameters against 28.5 ms compiled, whose forecast/mask/merge pass
+    # ran as one unsplit reduction (benchmarks/gpu_check.py, 2026-11-30).
+    return elements >= AUTO_MIN_ELEMENTS and device.type == "cpu" and compiler_available(device)
 
 
 @functools.lru_cache(maxsize=None)
