@@ -118,3 +118,30 @@ def test_the_largest_loss_rise_is_found_between_two_evaluations():
 
     run = Run(method="m", seed=0, steps=[0, 10, 20, 30], seconds=[0, 1, 2, 3], train_loss=[1.0, 0.01, 3.0, 2.0])
     assert worst_rise(run) == (300.0, 2)
+
+
+def test_a_baseline_that_ends_at_zero_loss_is_timed_to_the_floor():
+    # The Shampoo baseline on digits ended at exactly 0: the target is float32 saturation.
+    from pdt_compile.experiment import LOSS_FLOOR, speedup
+
+    baseline = Run(method="b", seed=0, steps=[10, 20, 30], seconds=[1.0, 2.0, 3.0], train_loss=[1e-3, 5e-7, 0.0])
+    run = Run(method="p", seed=0, steps=[10, 20, 30], seconds=[1.0, 2.0, 3.0], train_loss=[8e-7, 1e-7, 1e-8])
+    assert LOSS_FLOOR == 1e-6 and speedup(baseline, run) == (2.0, 2.0)
+    assert speedup(baseline, Run(method="q", seed=0, steps=[30], seconds=[3.0], train_loss=[2e-6])) == (None, None)
+
+
+def test_rates_that_all_reach_the_floor_are_told_apart_by_how_soon(monkeypatch):
+    import benchmarks.ttb as ttb
+
+    reach = {0.5: None, 1.0: 30, 2.0: 10, 4.0: 20}  # step at which each rate first reaches the floor
+
+    def fake_train(task, wrap, *, seed, method, lr):
+        if task.eval_every == task.steps:  # the sweep: final losses only
+            return Run(method=method, seed=seed, steps=[30], seconds=[1.0], train_loss=[0.01 if reach[lr] is None else 0.0]), None
+        losses = [1e-3 if reach[lr] is None or step < reach[lr] else 0.0 for step in (10, 20, 30)]
+        return Run(method=method, seed=seed, steps=[10, 20, 30], seconds=[1.0, 2.0, 3.0], train_loss=losses), None
+
+    monkeypatch.setattr(ttb, "train", fake_train)
+    task = dataclasses.replace(tasks.digits_mlp(steps=30), lr=1.0, eval_every=10)
+    lr, sweep = ttb.tune_lr(task, [0.5, 1.0, 2.0, 4.0], extend=0)
+    assert lr == 2.0 and dict(sweep)[4.0] == ttb.LOSS_FLOOR
