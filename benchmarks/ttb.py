@@ -358,7 +358,7 @@ def save(args: argparse.Namespace, seeds: int, started: float, sections: list[st
     finished run's section stays as it was), and at the end into the run's section (``done=None``)."""
     progress = "" if done is None else f" **Run in progress: {len(done)} task(s) done ({', '.join(done)}).**"
     intro = (f"Median over {seeds} seeds [min–max]; × = baseline time / method time to the tuned baseline's final "
-             f"training loss (TTB-Loss; {LOSS_FLOOR:g} where it ends below, float32's saturation, from 2026-11-30 02:50 UTC) "
+             f"training loss (TTB-Loss; {LOSS_FLOOR:g} where it ends below, float32's saturation, from 2026-11-30 02:18 UTC) "
              "or best test accuracy (TTB-Acc); wall time counts every training step with "
              "all PDT overhead (evaluation excluded), 1 torch thread; seeds run one after the other, each with every method "
              "of its table back to back, seed s starting at the s-th method (from 2026-11-29 11:32 UTC; earlier runs ran "
