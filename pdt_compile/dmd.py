@@ -231,35 +231,40 @@ def small_cholesky_solve(a: Tensor, rhs: Tensor) -> tuple[Tensor, Tensor]:
     """Solve ``a x = rhs`` for a batch of small symmetric positive definite ``a`` ``[B, n, n]``
     and ``rhs`` ``[B, n, m]``; returns ``x`` and ``usable`` ``[B]``.
 
-    The Cholesky factorisation and both triangular solves are unrolled into elementwise
-    operations on ``[B]`` vectors: no solver library call (cuSOLVER/MAGMA allocate or
-    synchronise, which a CUDA graph cannot capture) and no host read, so a compiled graph
-    fuses them and a CUDA graph replays them. A matrix that is not numerically positive
+    The Cholesky factorisation (column by column) and both triangular solves (row by row) are
+    written as tensor operations, O(n) of them: no solver library call (cuSOLVER and MAGMA
+    allocate or synchronise, which a CUDA graph cannot capture) and no host read, so a compiled
+    graph fuses them and a CUDA graph replays them. A matrix that is not numerically positive
     definite, or whose factor has a pivot below 1e-12 of its largest (the host solve's
     singular-value floor), is not ``usable``; its ``x`` is zero.
     """
     n = a.shape[-1]
-    factor: list[list[Tensor]] = [[] for _ in range(n)]
+    index = torch.arange(n, device=a.device)
+    columns: list[Tensor] = []
     positive = torch.ones(a.shape[:-2], dtype=torch.bool, device=a.device)
     for j in range(n):
-        d = a[..., j, j] - sum((factor[j][k] ** 2 for k in range(j)), torch.zeros_like(a[..., j, j]))
+        residual = a[..., :, j]
+        if columns:
+            factor = torch.stack(columns, -1)  # [B, n, j]: the columns so far
+            residual = residual - (factor * factor[..., j : j + 1, :]).sum(-1)
+        d = residual[..., j]
         positive = positive & (d > 0)
         pivot = torch.sqrt(torch.where(d > 0, d, torch.ones_like(d)))
-        factor[j].append(pivot)
-        for i in range(j + 1, n):
-            dot = sum((factor[i][k] * factor[j][k] for k in range(j)), torch.zeros_like(pivot))
-            factor[i].append((a[..., i, j] - dot) / pivot)
-    pivots = torch.stack([factor[j][j] for j in range(n)], -1)
+        column = torch.where(index > j, residual / pivot[..., None], torch.zeros_like(residual))
+        columns.append(torch.where(index == j, pivot[..., None], column))
+    factor = torch.stack(columns, -1)  # [B, n, n], lower triangular
+    pivots = factor.diagonal(dim1=-2, dim2=-1)
     usable = positive & (pivots.amin(-1) > _RELATIVE_FLOOR * pivots.amax(-1))
     y: list[Tensor] = []
     for i in range(n):  # factor y = rhs
-        dot = sum((factor[i][k][..., None] * y[k] for k in range(i)), torch.zeros_like(rhs[..., i, :]))
-        y.append((rhs[..., i, :] - dot) / factor[i][i][..., None])
-    x: list[Tensor] = [torch.zeros_like(y[0])] * n
-    for i in reversed(range(n)):  # factorᵀ x = y
-        dot = sum((factor[k][i][..., None] * x[k] for k in range(i + 1, n)), torch.zeros_like(y[i]))
-        x[i] = (y[i] - dot) / factor[i][i][..., None]
-    solution = torch.stack(x, dim=-2)
+        done = (factor[..., i, :i, None] * torch.stack(y, -2)).sum(-2) if y else torch.zeros_like(rhs[..., i, :])
+        y.append((rhs[..., i, :] - done) / pivots[..., i, None])
+    x: list[Tensor] = []
+    for i in reversed(range(n)):  # factorᵀ x = y; x holds rows i + 1 .. n - 1, last first
+        later = torch.stack(x[::-1], -2) if x else None
+        done = (factor[..., i + 1 :, i, None] * later).sum(-2) if later is not None else torch.zeros_like(y[i])
+        x.append((y[i] - done) / pivots[..., i, None])
+    solution = torch.stack(x[::-1], dim=-2)
     return torch.where(usable[..., None, None], solution, torch.zeros_like(solution)), usable
 
 

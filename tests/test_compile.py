@@ -425,3 +425,13 @@ def test_cuda_graph_modes_are_recognised():
     assert not uses_cuda_graphs("inductor", None) and not uses_cuda_graphs("inductor", "max-autotune-no-cudagraphs")
     assert not uses_cuda_graphs("aot_eager", "reduce-overhead")
     assert uses_cuda_graphs("inductor", None, {"triton.cudagraphs": True})
+
+
+def test_the_predict_graph_solves_on_the_device_only_for_the_default_dmd_and_short_rings():
+    from pdt_compile.passes.predict import DEVICE_SOLVE_MAX_HISTORY, solves_on_device
+
+    config = pdt.PDTConfig(snap_every=4)
+    assert solves_on_device(config, 0) and not solves_on_device(config, 1)
+    assert solves_on_device(config.replace(history=DEVICE_SOLVE_MAX_HISTORY), 0)
+    assert not solves_on_device(config.replace(history=DEVICE_SOLVE_MAX_HISTORY + 1), 0)
+    assert not solves_on_device(config.replace(rank="gavish_donoho"), 0)

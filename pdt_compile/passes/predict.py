@@ -72,10 +72,18 @@ def solve_on_device(
     return coefficients.float(), s_coefficients.index_select(1, row_index).float()
 
 
+DEVICE_SOLVE_MAX_HISTORY = 16
+"""The longest ring the predict graph solves on the device: the solve is O(history) tensor
+operations (:func:`~pdt_compile.dmd.small_cholesky_solve`), whose compilation time grows with
+it; a longer ring solves on the host (``pdt::solve_coefficients``)."""
+
+
 def solves_on_device(config: PDTConfig, shard_group: int) -> bool:
     """Whether the predict graph solves on the device: the default DMD, unsharded (FSDP2's
-    Grams are all-reduced by the host solve)."""
-    return config.dmd_options() == {"rank": "full", "modes": "projected", "dynamics": "linear"} and shard_group == 0
+    Grams are all-reduced by the host solve), with at most :data:`DEVICE_SOLVE_MAX_HISTORY`
+    snapshots."""
+    default = config.dmd_options() == {"rank": "full", "modes": "projected", "dynamics": "linear"}
+    return default and shard_group == 0 and config.history <= DEVICE_SOLVE_MAX_HISTORY
 
 
 def group_grams(grams: Sequence[Tensor], groups: Sequence[int]) -> Tensor:
