@@ -116,14 +116,17 @@ def test_inductor_kernels_equal_torch_kernels(rule, trend):
     weights, rows, *rest = _inputs()
     horizon, active = torch.tensor(4.0), torch.tensor(True)
     results = {}
-    for kernels in ("torch", "inductor"):
-        config = pdt.PDTConfig(snap_every=1, rule=rule, trend=trend, kernels=kernels)
+    for kernels in ("torch", "inductor", "inductor, counted outside (as on CUDA)"):
+        config = pdt.PDTConfig(snap_every=1, rule=rule, trend=trend, kernels=kernels.split(",")[0])
         runner = Kernels(config, torch.device("cpu"), weights.numel())
+        runner.fused_count = "outside" not in kernels
         w, r = weights.clone(), [row.clone() for row in rows]
         grams = runner.gram(r)
         jump = torch.zeros_like(w)
         count = runner.predict_(w, r, *rest, horizon, active, jump)
         results[kernels] = (grams, int(count), w, r, jump)
+    outside = results.pop("inductor, counted outside (as on CUDA)")
+    assert outside[1] == results["inductor"][1] and torch.equal(outside[2], results["inductor"][2])
     (g0, c0, w0, r0, j0), (g1, c1, w1, r1, j1) = results["torch"], results["inductor"]
     assert torch.allclose(g1, reference_gram(rows), rtol=1e-13, atol=0)
     assert torch.allclose(g0, g1, rtol=1e-13, atol=0)

@@ -128,13 +128,17 @@ def use_compiled(config: PDTConfig, device: torch.device, elements: int) -> bool
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(kind: str, rule: str, trend: bool, shift: bool) -> Callable:
+def _compiled(kind: str, rule: str, trend: bool, shift: bool, count: bool = True) -> Callable:
+    """``kind`` ("gram" or "predict") compiled for every parameter size; ``count``: the
+    predict kernel returns the accepted count (fused), else the accepted elements."""
     if kind == "gram":
         fn = gram_pass
     else:
+        pass_ = predict_pass_ if count else predict_elements_
+
         def fn(weights, rows, s_weights, slot_mask, coefficients, s_coefficients, horizon, active, jump_out, followers):
-            return predict_pass_(weights, rows, s_weights, slot_mask, coefficients, s_coefficients, horizon,
-                                 active, jump_out, rule, trend, shift, followers)
+            return pass_(weights, rows, s_weights, slot_mask, coefficients, s_coefficients, horizon,
+                         active, jump_out, rule, trend, shift, followers)
     return torch.compile(fn, dynamic=True, fullgraph=True)
 
 
@@ -146,6 +150,11 @@ class Kernels:
         self.rule, self.trend, self.shift = config.rule, config.trend, config.after_merge == "shift"
         self.compiled = use_compiled(config, device, elements)
         self.chunk = config.chunk_for(device)
+        # On CUDA the count fused into the pass made Inductor run it as one unsplit reduction
+        # (an H200 took 1.5 ms per 4M-element weight: benchmarks/gpu_check.py's profile,
+        # 2026-11-30), so the kernel returns the accepted elements and torch counts them; on
+        # the CPU the fused count is the faster one.
+        self.fused_count = device.type == "cpu"
 
     def gram(self, rows: Sequence[Tensor]) -> Tensor:
         if self.compiled:
@@ -164,9 +173,10 @@ class Kernels:
         """:func:`predict_pass_` on a whole parameter (compiled: ``s_weights`` and ``slot_mask``
         one-hot) or chunk by chunk, each chunk's rows stacked (plain torch: row indices)."""
         if self.compiled:
-            kernel = _compiled("predict", self.rule, self.trend, self.shift)
-            return kernel(weights, list(rows), s_weights, slot_mask, coefficients, s_coefficients, horizon, active,
-                          jump_out, list(followers))
+            kernel = _compiled("predict", self.rule, self.trend, self.shift, self.fused_count)
+            result = kernel(weights, list(rows), s_weights, slot_mask, coefficients, s_coefficients, horizon, active,
+                            jump_out, list(followers))
+            return result if self.fused_count else result.sum()
         count = torch.zeros((), dtype=torch.int64, device=weights.device)
         for start in range(0, weights.numel(), self.chunk):
             part = slice(start, start + self.chunk)
