@@ -4,17 +4,20 @@
 
 1. compiled overhead on CUDA (``benchmarks.compile_overhead.measure``, ~20M-parameter MLP,
    AdamW with a tensor learning rate, ``capturable=True``): the plain compiled step, compiled
-   PDT's ordinary / capture / prediction steps and eager PDT's, with and without
-   ``mode="reduce-overhead"`` (CUDA graphs), against the bandwidth floor (2h+2 copies);
+   PDT's ordinary / capture / prediction steps and eager PDT's, against the bandwidth floor
+   (2h+2 copies), each prediction's kernels profiled into the log;
 2. host offload (``ring_location="host"``): device bytes the ring allocates, and the eager
    capture and prediction costs, against the device ring;
 3. eager prediction kernels: Triton-compiled (``kernels="inductor"``) and plain torch, against
    the bandwidth floor;
-4. the GPU tests (``tests/test_gpu.py``).
+4. the GPU tests (``tests/test_gpu.py``);
+5. time to baseline on the GPU (``benchmarks.ttb``'s constant-rate table for the digits MLP,
+   the mnist1d CNN and the ViT, rates swept there);
+6. the compiled overhead again under ``mode="reduce-overhead"`` (CUDA graphs).
 
 Each part that fails prints its traceback and the others still run; the section of RESULTS.md
 is rewritten after each part (and copied to ``--copy-to``), so a run cut short keeps what it
-measured. ``--device cpu --width 64`` runs the same code on a CPU (a dry run of the script).
+measured. ``--device cpu --width 64 --ttb-only digits`` runs the same code on a CPU (a dry run).
 """
 
 from __future__ import annotations
@@ -111,6 +114,28 @@ def profile(label: str, step: Callable[[], object]) -> None:
     print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60), flush=True)
 
 
+TTB_TASKS = ("digits MLP / SGD", "mnist1d CNN / SGD-momentum", "mnist1d ViT / AdamW")
+
+
+def time_to_baseline(device: str, seeds: int, only: str | None = None) -> list[str]:
+    """``benchmarks.ttb``'s constant-rate table (tuned baseline and PDT's defaults, each rate
+    swept on this device) for the tasks whose steps are cheap enough for the lease, trained on
+    ``device``: PDT's wall-clock gain where a step costs launches, not arithmetic."""
+    from pdt_compile.experiment import on_device
+
+    from .ttb import BASELINE, DEFAULT, seed_major, summarise, sweep_factors, task_suite, tune_lr
+
+    lines = []
+    for name, (task, snap_every) in task_suite(quick=False).items():
+        if name not in TTB_TASKS or (only and only not in name):
+            continue
+        task = on_device(task, device)
+        lr, sweep = tune_lr(task, sweep_factors(name))
+        runs = seed_major(task, {BASELINE: lambda opt: opt, DEFAULT: lambda opt: pdt.PDT(opt, snap_every=snap_every)}, seeds, lr)
+        lines += [summarise(f"{name}, on {device}", runs, lr, sweep, snap_every, task).replace("### ", "#### "), ""]
+    return lines
+
+
 def gpu_tests() -> list[str]:
     """``tests/test_gpu.py``, its output streamed (a hung compile is cut by pytest-timeout where installed)."""
     command = [sys.executable, "-m", "pytest", "tests/test_gpu.py", "-q", "-rA", "-p", "no:cacheprovider"]
@@ -134,6 +159,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--skip-tests", action="store_true")
+    parser.add_argument("--ttb-seeds", type=int, default=3, help="seeds of the time-to-baseline part (0: skip it)")
+    parser.add_argument("--ttb-only", default=None, help="time to baseline only on the tasks whose name contains this")
     parser.add_argument("--copy-to", default=None, help="a folder RESULTS.md is copied to after each part")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -180,6 +207,9 @@ def main() -> None:
     run_part("Eager prediction kernels (SGD)", lambda: kernel_rows(model, x, y, device, floor))
     if not args.skip_tests:
         run_part("GPU tests", gpu_tests)
+    if args.ttb_seeds:
+        run_part("Time to baseline, trained on the GPU (constant rate)",
+                 lambda: time_to_baseline(device, args.ttb_seeds, args.ttb_only))
     # Last: a CUDA error inside a graph capture leaves this process's CUDA state unusable.
     run_part("Compiled overhead, mode reduce-overhead", lambda: compiled_overhead("reduce-overhead"))
 

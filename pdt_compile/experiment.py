@@ -7,6 +7,7 @@ training loss and the test accuracy every ``eval_every`` steps.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -59,6 +60,16 @@ class Task:
     @property
     def steps_per_epoch(self) -> int:
         return max(1, len(self.train_x) // self.batch_size)
+
+
+def on_device(task: Task, device: torch.device | str) -> Task:
+    """``task`` with its data and its models on ``device`` (the same initial weights: a
+    model is built on the CPU, then moved)."""
+    make_model = task.make_model
+    return dataclasses.replace(
+        task, train_x=task.train_x.to(device), train_y=task.train_y.to(device), test_x=task.test_x.to(device),
+        test_y=task.test_y.to(device), make_model=lambda: make_model().to(device),
+    )
 
 
 @dataclass
@@ -165,14 +176,17 @@ def train(
             step_fn, report = pdt_compile(training_step, optimizer=optimizer), None  # it reports the loss
         else:
             step_fn = torch.compile(training_step)
+    cuda = task.train_x.is_cuda  # a step is timed once the device has run it
     for step, index in zip(range(1, task.steps + 1), batch_order(task, seed)):
-        x, y = task.train_x[index], task.train_y[index]
+        x, y = task.train_x[index.to(task.train_x.device)], task.train_y[index.to(task.train_x.device)]
         start = time.perf_counter()
         loss = step_fn(x, y)
         if report is not None:
             report(loss)
         if scheduler is not None:
             scheduler.step()
+        if cuda:
+            torch.cuda.synchronize()
         elapsed += time.perf_counter() - start
         if progress is not None:
             progress(1)

@@ -37,3 +37,14 @@ def test_an_unknown_schedule_is_refused():
     task = dataclasses.replace(tasks.digits_mlp(steps=10), schedule="linear")
     with pytest.raises(ValueError, match="Task.schedule: 'linear'.*'constant' or 'cosine'"):
         lr_schedule(task, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_a_task_moved_to_a_device_trains_as_it_does_in_place(device):
+    from pdt_compile.experiment import on_device
+
+    task = tasks.digits_mlp(steps=90)
+    here, _ = train(task, lambda o: pdt.PDT(o, snap_every=10), seed=0, method="here", lr=0.1)
+    moved, _ = train(on_device(task, device), lambda o: pdt.PDT(o, snap_every=10), seed=0, method="moved", lr=0.1)
+    assert moved.steps == here.steps
+    assert moved.train_loss == pytest.approx(here.train_loss, rel=1e-3 if device == "cuda" else 1e-6)
