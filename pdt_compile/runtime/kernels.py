@@ -38,7 +38,7 @@ def gram_pass(rows: Sequence[Tensor]) -> Tensor:
     """Float64 Gram ``[h, h]`` of one parameter's h ring rows (physical order).
 
     On CUDA it sums in blocks: in the static-shape optimizer graph Inductor ran the whole-row
-    sums as one unsplit reduction (an H200 took 0.9 ms per 4M-element parameter, 40x the
+    sums as one unsplit reduction (an H200 took 0.9 ms per 4M-element parameter, 38x the
     eager kernel on the same rows: benchmarks/gpu_check.py's profile, 2026-11-30). On the CPU
     the whole-row form is the faster one.
     """
