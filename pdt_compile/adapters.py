@@ -144,8 +144,8 @@ MEASURED_UNSAFE = {
         "jump) faster in steps to Lookahead's own final loss on digits MLPs under SGD and LAMB (1.43-1.76x), "
         "level with it under Shampoo (1.00x in steps, 0.95x in wall time; run of 2026-11-30 02:31), a mnist1d "
         "CNN (1.46x, one seed of three never reached that loss) and a character transformer (1.05x; 1.02x "
-        "in wall time, one seed 1.00x; run of 20:38), and never reached it on a mnist1d ViT (every seed; PDT on plain AdamW reaches its baselines there). Compare against "
-        "Lookahead alone before relying on it"
+        "in wall time, one seed 1.00x; run of 20:38), and never reached it on a mnist1d ViT (every seed; PDT "
+        "on plain AdamW reaches its baselines there). Compare against Lookahead alone before relying on it"
     ),
 }
 """(package, class name or None for every class) -> what was measured, for optimizers PDT stacks
