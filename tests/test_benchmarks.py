@@ -145,3 +145,11 @@ def test_rates_that_all_reach_the_floor_are_told_apart_by_how_soon(monkeypatch):
     task = dataclasses.replace(tasks.digits_mlp(steps=30), lr=1.0, eval_every=10)
     lr, sweep = ttb.tune_lr(task, [0.5, 1.0, 2.0, 4.0], extend=0)
     assert lr == 2.0 and dict(sweep)[4.0] == ttb.LOSS_FLOOR
+
+
+def test_a_run_stays_below_a_target_from_its_last_crossing():
+    from benchmarks.trajectory import stays_below
+
+    run = Run(method="b", seed=0, steps=[10, 20, 30, 40], seconds=[1.0] * 4, train_loss=[1e-7, 1e-2, 5e-7, 1e-8])
+    assert stays_below(run, 1e-6) == 30 and run.time_to(1e-6)[0] == 10
+    assert stays_below(Run(method="c", seed=0, steps=[10], seconds=[1.0], train_loss=[1.0]), 1e-6) is None

@@ -1,0 +1,63 @@
+"""The training loss at every evaluation of one task and seed, the plain optimizer and PDT's
+defaults side by side: where a time-to-baseline ratio comes from.
+
+For each run it also gives the first evaluation at or below the target (the baseline's final
+loss, or ``LOSS_FLOOR``: what ``benchmarks.ttb`` times) and the evaluation from which the loss
+stays at or below it to the end (what a run that merely dips below does not do).
+
+    python -m benchmarks.trajectory --task 'digits MLP / Shampoo' --lr 6.4 [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Optional
+
+import torch
+
+import pdt_compile as pdt
+from pdt_compile.experiment import Run, loss_target, train
+
+from .report import write_section
+from .ttb import task_suite
+
+
+def stays_below(run: Run, target: float) -> Optional[int]:
+    """The first evaluation step from which every later training loss is at or below ``target``."""
+    step = None
+    for s, loss in zip(run.steps, run.train_loss):
+        if loss > target:
+            step = None
+        elif step is None:
+            step = s
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", required=True, help="a task of benchmarks.ttb, e.g. 'digits MLP / Shampoo'")
+    parser.add_argument("--lr", type=float, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    suite = task_suite(quick=False)
+    if args.task not in suite:
+        raise SystemExit(f"--task {args.task!r}: not a ttb task; one of {', '.join(suite)}")
+    task, snap_every = suite[args.task]
+    baseline, _ = train(task, lambda opt: opt, seed=args.seed, method="baseline", lr=args.lr)
+    run, opt = train(task, lambda opt: pdt.PDT(opt, snap_every=snap_every), seed=args.seed, method="PDT", lr=args.lr)
+    target = loss_target(baseline)
+    lines = [f"{args.task}, seed {args.seed}, lr {args.lr:g}, snapshot every {snap_every} steps; target {target:.3g} "
+             f"(the baseline's final loss {baseline.final_loss:.3g}, floored); PDT merged {opt.stats.merges} times.", "",
+             "| run | first evaluation at the target | stays at or below it from |", "|---|---|---|"]
+    for name, r in (("baseline", baseline), ("PDT default", run)):
+        lines.append(f"| {name} | {r.time_to(target)[0]} | {stays_below(r, target)} |")
+    lines += ["", "| step | baseline training loss | PDT training loss |", "|---|---|---|"]
+    lines += [f"| {s} | {b:.2e} | {p:.2e} |" for s, b, p in zip(baseline.steps, baseline.train_loss, run.train_loss)]
+    body = "\n".join(lines)
+    print(body)
+    write_section(f"Trajectory, {args.task}, seed {args.seed}, lr {args.lr:g} (benchmarks/trajectory.py)", body)
+
+
+if __name__ == "__main__":
+    main()
