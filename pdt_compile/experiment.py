@@ -178,7 +178,8 @@ def train(
             step_fn = torch.compile(training_step)
     cuda = task.train_x.is_cuda  # a step is timed once the device has run it
     for step, index in zip(range(1, task.steps + 1), batch_order(task, seed)):
-        x, y = task.train_x[index.to(task.train_x.device)], task.train_y[index.to(task.train_x.device)]
+        index = index.to(task.train_x.device)
+        x, y = task.train_x[index], task.train_y[index]
         start = time.perf_counter()
         loss = step_fn(x, y)
         if report is not None:

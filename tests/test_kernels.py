@@ -125,6 +125,9 @@ def test_inductor_kernels_equal_torch_kernels(rule, trend):
         jump = torch.zeros_like(w)
         count = runner.predict_(w, r, *rest, horizon, active, jump)
         results[kernels] = (grams, int(count), w, r, jump)
+    torch_config = pdt.PDTConfig(snap_every=1, kernels="torch")
+    assert Kernels(torch_config, torch.device("cpu"), 1).fused_count
+    assert not Kernels(torch_config, torch.device("cuda"), 1).fused_count  # CUDA counts outside the kernel
     outside = results.pop("inductor, counted outside (as on CUDA)")
     assert outside[1] == results["inductor"][1] and torch.equal(outside[2], results["inductor"][2])
     (g0, c0, w0, r0, j0), (g1, c1, w1, r1, j1) = results["torch"], results["inductor"]
