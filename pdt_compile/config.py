@@ -127,6 +127,23 @@ class PDTConfig:
     """Adaptive schedule: relative rise of the interval loss after a merge that still
     counts as 'paid off' (0.0: any rise shrinks tau)."""
 
+    setback_limit: float | None = None
+    """Hold predictions back where merges set the training loss back. After each merge, PDT
+    takes the log of the mean of the q = max(1, snap_every // 4) training losses reported
+    right after it over the mean of the q reported right before it
+    (:func:`pdt_compile.runtime.schedule.setback`); when that log ratio, averaged over the
+    last :data:`~pdt_compile.runtime.schedule.SETBACK_MERGES` merges, exceeds
+    ``setback_limit``, the next 2^k prediction boundaries only take snapshots (k: holds
+    called before, ``stats.setbacks``; spells only grow, so where merges keep setting the
+    loss back PDT backs off for good). A merge whose own log ratio exceeds
+    :data:`~pdt_compile.runtime.schedule.SETBACK_UNDO` times the limit is also undone, q
+    steps after it (``stats.setback_undos``; one jump per parameter is kept for that). A
+    merge that pays lowers the loss, one that overshoots raises it, and the optimizer's own
+    progress over q steps is small beside either. No forward pass: it reads the losses the
+    training step computes anyway. Needs a positive loss (cross-entropy, MSE), reported
+    (``PDT.report_loss``, ``step(closure)`` or a ``@pdt.compile`` step that returns it);
+    without it, nothing is held. ``None``: off."""
+
     rollback_factor: float | None = None
     """Roll a merge back when the first loss reported after it exceeds the last loss
     before it by more than this factor (e.g. 1.5); ``None`` disables rollback."""
@@ -280,6 +297,11 @@ class PDTConfig:
             not isinstance(self.rollback_factor, (int, float)) or not self.rollback_factor > 1
         ):
             _fail("rollback_factor", self.rollback_factor, "expected None or a float > 1")
+        if self.setback_limit is not None and (
+            isinstance(self.setback_limit, bool) or not isinstance(self.setback_limit, (int, float))
+            or not math.isfinite(self.setback_limit)
+        ):
+            _fail("setback_limit", self.setback_limit, "expected None or a finite float (e.g. 0.3)")
         if self.runaway_factor not in (None, "auto") and (
             isinstance(self.runaway_factor, bool) or not isinstance(self.runaway_factor, (int, float))
             or not self.runaway_factor > 1

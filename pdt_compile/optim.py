@@ -266,7 +266,7 @@ class PDT(Optimizer):
         rather than right after the step: true unless something must react to a merge at
         once (adaptive tau, rollback, verification, ``after_merge="reset"``)."""
         config = self.config
-        return not (config.adaptive or self.keeps_jumps or config.after_merge == "reset")
+        return not (config.adaptive or config.setback_limit is not None or self.keeps_jumps or config.after_merge == "reset")
 
     def _step(self, closure: Callable[[], Any] | None = None) -> Any:
         boundary = self.schedule.boundary_next()
@@ -420,18 +420,25 @@ class PDT(Optimizer):
         ``torch.distributed`` every rank reports its own; PDT decides on their mean (one
         scalar all-reduce), so that every rank decides alike."""
         config = self.config
-        if not config.adaptive and config.rollback_factor is None and config.runaway_factor is None:
+        if not config.adaptive and config.rollback_factor is None and config.runaway_factor is None and config.setback_limit is None:
             return
         value = mean_across_ranks(loss.detach() if isinstance(loss, Tensor) else loss, self._ring.device)
         if self.schedule.runaway(value):
             self._restore_()
         elif self.schedule.report_loss(value):
             self._rollback_()
+        if self.schedule.undo_last_merge:
+            self.schedule.undo_last_merge = False
+            if self._jumps is not None:
+                self._translate_(self._jumps, -1.0)
+                self._jumps = None
+                self._stats.setback_undos += 1
+        self._stats.setbacks = self.schedule.setbacks
 
     @property
     def keeps_jumps(self) -> bool:
         """Whether predictions keep each merge's jump (rollback and verification need it)."""
-        return self.config.rollback_factor is not None or self._verify is not None
+        return self.config.rollback_factor is not None or self.config.setback_limit is not None or self._verify is not None
 
     def _translate_(self, jumps: list[Tensor | None], scale: float) -> None:
         """Move the weights, their followers and the snapshots a merge moved by ``scale`` times

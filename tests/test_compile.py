@@ -159,6 +159,7 @@ PARITY_OPTIONS = {
     "bfloat16 ring": dict(ring_dtype="bfloat16"),
     "host ring": dict(ring_location="host"),
     "rollback": dict(rollback_factor=1.0005),
+    "setback hold": dict(setback_limit=-1.0),
     "tau ramp": dict(tau_ramp=1),
 }
 
@@ -173,11 +174,14 @@ def test_every_option_runs_compiled_and_follows_eager(option):
     eager = pdt.PDT(make_opt(eager_model.parameters()), **config)
     train(eager_model, eager, data, report=True)
     model, opt, _ = run_compiled(make_opt, data, **config)
-    assert opt.stats.predictions == eager.stats.predictions >= 10
+    assert opt.stats.predictions == eager.stats.predictions >= (3 if option == "setback hold" else 10)
     assert opt.stats.merges == eager.stats.merges >= 1
     assert opt.stats.rollbacks == eager.stats.rollbacks
+    assert (opt.stats.setbacks, opt.stats.setback_undos) == (eager.stats.setbacks, eager.stats.setback_undos)
     if option == "rollback":
         assert eager.stats.rollbacks >= 1
+    if option == "setback hold":
+        assert eager.stats.setbacks >= 1 and eager.stats.setback_undos >= 1
     assert [r for _, r in opt.stats.mask_ratio_history] == pytest.approx([r for _, r in eager.stats.mask_ratio_history], abs=1e-6)
     for a, b in zip(eager_model.parameters(), model.parameters()):
         assert (a - b).abs().max().item() <= 1e-5

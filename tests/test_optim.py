@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from hypothesis import given, strategies as st
 
 import pdt_compile as pdt
-from pdt_compile.runtime.schedule import PEAK_TOLERANCE, RUNAWAY_MIN, Phase, Schedule, lr_horizon, ran_away
+from pdt_compile.runtime.schedule import PEAK_TOLERANCE, RUNAWAY_MIN, Phase, Schedule, lr_horizon, ran_away, setback
 
 from conftest import batches, make_mlp, save_and_load, train
 
@@ -224,6 +225,60 @@ def test_rollback_undoes_a_harmful_merge(monkeypatch):
     for p, s, j in zip(model.parameters(), stepped, jumps):
         assert torch.allclose(p.detach().view(-1), s.view(-1) - j, atol=1e-6)
     assert max(j.abs().max() for j in jumps) > 0.1  # the jump undone was a real one
+
+
+@given(st.lists(st.floats(1e-3, 1e3), min_size=1, max_size=12), st.lists(st.floats(1e-3, 1e3), min_size=1, max_size=12))
+def test_a_setback_is_the_log_ratio_of_the_mean_losses_after_and_before(before, after):
+    mean_before, mean_after = sum(before) / len(before), sum(after) / len(after)
+    assert setback(before, after) == pytest.approx(math.log(mean_after / mean_before), abs=1e-9)
+    assert setback(before, after + [float("nan")]) == math.inf
+    assert setback([], after) is None and setback(before, []) is None
+    assert setback([0.0] * len(before), after) is None and setback([-x for x in before], after) is None
+
+
+def _merge_between(schedule: Schedule, before: list[float], after: list[float]) -> None:
+    """Report ``before`` (the last computed before a merge at that step), then ``after``."""
+    for loss in before:
+        schedule.steps += 1
+        if loss is before[-1]:
+            schedule.merged_at(schedule.steps)
+        schedule.report_loss(loss)
+    for loss in after:
+        schedule.steps += 1
+        schedule.report_loss(loss)
+
+
+def test_merges_that_raise_the_loss_hold_predictions_back_for_doubling_spells():
+    schedule = Schedule(pdt.PDTConfig(snap_every=8, setback_limit=0.3))  # q = 2 losses a side
+    rise, fall = ([1.0, 1.0], [1.5, 1.5]), ([1.0, 1.0], [0.5, 0.5])  # log 1.5 = 0.41 < 3 x 0.3
+    _merge_between(schedule, *rise)
+    _merge_between(schedule, *rise)
+    assert schedule.held_boundaries == 0  # fewer than SETBACK_MERGES merges: no mean yet
+    for spell in (1, 2, 4):
+        _merge_between(schedule, *rise)
+        assert schedule.held_boundaries == spell and schedule.setbacks == spell.bit_length()
+        assert not schedule.undo_last_merge
+        schedule.held_boundaries = 0
+    _merge_between(schedule, *fall)  # two rises and a fall: (0.41 + 0.41 - 0.69) / 3 < 0.3
+    _merge_between(schedule, *fall)
+    assert schedule.held_boundaries == 0 and schedule.setbacks == 3
+    _merge_between(schedule, [1.0, 1.0], [3.0, 3.0])  # log 3 = 1.1 > 3 x 0.3: undo, and the spell goes on growing
+    assert schedule.undo_last_merge and schedule.held_boundaries == 8 and schedule.setbacks == 4
+
+
+def test_setback_limit_holds_back_merges_that_raise_the_loss():
+    # Unmasked, unfiltered merges: the loss runs up to ~1e4 without the guard.
+    data = batches(80)
+    runs = {}
+    for limit in (None, 0.0):
+        model = make_mlp()
+        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), setback_limit=limit, tau=3, rule="none",
+                      trend=False, snap_every=4, history=4, burn_in=4)
+        losses = train(model, opt, data, report=True)
+        runs[limit] = opt.stats, sum(losses[-10:]) / 10
+    (free, free_loss), (held, held_loss) = runs[None], runs[0.0]
+    assert free.setbacks == 0 and held.setbacks >= 1 and held.setback_undos >= 1
+    assert held.predictions < free.predictions and held_loss < free_loss / 10
 
 
 @given(

@@ -52,6 +52,30 @@ def ran_away(recent: Sequence[float], loss: float, factor: float) -> bool:
     return not math.isfinite(loss) or loss > factor * max(recent)
 
 
+SETBACK_MERGES = 3
+"""Merges whose setbacks are averaged (``PDTConfig.setback_limit``): one alone is mostly the
+noise of a few batch losses."""
+
+SETBACK_UNDO = 3.0
+"""A merge whose own setback exceeds this times ``setback_limit`` is undone: beyond batch
+noise on the tasks of ``benchmarks/setbacks.py``, where such merges set off blow-ups."""
+
+
+def setback(before: Sequence[float], after: Sequence[float]) -> float | None:
+    """How far a merge set the training loss back: log(mean(after) / mean(before)), with
+    ``before`` the losses reported right before it and ``after`` right after it; positive
+    when the loss rose. A non-finite loss after it is an infinite setback. None when the
+    ratio has no meaning (no losses, a loss before it that is not positive and finite)."""
+    if not before or not after:
+        return None
+    mean_before, mean_after = sum(before) / len(before), sum(after) / len(after)
+    if not (math.isfinite(mean_before) and mean_before > 0) or mean_after < 0:
+        return None
+    if not math.isfinite(mean_after):
+        return math.inf
+    return math.log(mean_after / mean_before) if mean_after > 0 else -math.inf
+
+
 @dataclass
 class Schedule:
     """Counters and the adaptive horizon. Decisions depend only on the counters (and the
@@ -86,6 +110,19 @@ class Schedule:
     """Runaways so far: each doubles the factor the next one must exceed."""
     suspect: float | None = None
     """A reported loss over the runaway threshold, awaiting the next one (``runaway``)."""
+    recent_window: list[float] = field(default_factory=list)
+    """The last q reported losses (``PDTConfig.setback_limit``)."""
+    setback_before: list[float] | None = None
+    """The q losses before the last merge, while the q after it come in."""
+    setback_after: list[float] = field(default_factory=list)
+    setback_merge_step: int | None = None
+    setbacks_recent: list[float] = field(default_factory=list)
+    """The setbacks of the last :data:`SETBACK_MERGES` merges."""
+    undo_last_merge: bool = False
+    """The last merge set the loss back by over :data:`SETBACK_UNDO` times the limit: the
+    optimizer is to undo it."""
+    setbacks: int = 0
+    """Holds called so far (``PDTConfig.setback_limit``): the next lasts 2^setbacks boundaries."""
 
     def __post_init__(self) -> None:
         if self.tau == 0:
@@ -152,6 +189,7 @@ class Schedule:
         next boundary on a compiled one that defers its host reads)."""
         self.merges += 1
         self.last_merge_step = step
+        self.setback_merge_step = step
 
     def _adapt(self, merged: bool) -> None:
         mean = self.interval_loss_sum / self.interval_loss_count if self.interval_loss_count else None
@@ -208,9 +246,44 @@ class Schedule:
         may hold weights already running away."""
         return sum(1 for step in (self.steps - 2, self.steps - 1, self.steps) if step > 0 and step % self.config.snap_every == 0)
 
+    def setback_window(self) -> int:
+        """q: the losses on each side of a merge that :func:`setback` compares."""
+        return max(1, self.config.snap_every // 4)
+
+    def _track_setback(self, loss: float) -> None:
+        """``PDTConfig.setback_limit``: collect the losses around each merge, and hold
+        predictions back when the last merges' mean setback exceeds the limit."""
+        q = self.setback_window()
+        if self.setback_before is not None:
+            self.setback_after.append(loss)
+            if len(self.setback_after) >= q:
+                change = setback(self.setback_before, self.setback_after)
+                self.setback_before, self.setback_after = None, []
+                if change is not None:
+                    self._judge_setbacks(change)
+        self.recent_window = (self.recent_window + [loss])[-q:]
+        if self.setback_merge_step == self.steps:  # this loss was computed before that merge
+            self.setback_merge_step = None
+            self.setback_before, self.setback_after = list(self.recent_window), []
+
+    def _judge_setbacks(self, change: float) -> None:
+        """Hold predictions back for 2^(holds so far) boundaries when the mean of the last
+        merges' setbacks, or the last one's beyond :data:`SETBACK_UNDO` times, exceeds the
+        limit (the latter also asks for the merge to be undone). The spells never shrink:
+        where merges keep setting the loss back, PDT backs off for good."""
+        self.setbacks_recent = (self.setbacks_recent + [change])[-SETBACK_MERGES:]
+        limit = self.config.setback_limit
+        self.undo_last_merge = change > SETBACK_UNDO * limit
+        window = len(self.setbacks_recent) == SETBACK_MERGES and sum(self.setbacks_recent) / SETBACK_MERGES > limit
+        if self.undo_last_merge or window:
+            self.held_boundaries = max(self.held_boundaries, 2 ** min(self.setbacks, 30))
+            self.setbacks += 1
+
     def report_loss(self, loss: float) -> bool:
         """Record the training loss of the step just completed. Returns True when it
         calls for rolling back the last merge (see ``PDTConfig.rollback_factor``)."""
+        if self.config.setback_limit is not None:
+            self._track_setback(loss)
         if not math.isfinite(loss):
             return False
         self.interval_loss_sum += loss

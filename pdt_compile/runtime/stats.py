@@ -17,6 +17,12 @@ class Stats:
     merges: int = 0
     rollbacks: int = 0
     skipped_nonfinite: int = 0
+    setbacks: int = 0
+    """Times merges set the training loss back (``PDTConfig.setback_limit``): each held
+    predictions back."""
+    setback_undos: int = 0
+    """Of those, the holds whose last merge was undone, having itself set the loss back by
+    over ``setback_limit``."""
     runaways: int = 0
     """Losses that ran away (``PDTConfig.runaway_factor``): each moved the weights back to a snapshot."""
     tau: int = 0
