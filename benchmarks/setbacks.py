@@ -112,7 +112,7 @@ def main() -> None:
         *rows,
     ])
     print(body)
-    suffix = f", cases matching '{args.only}'" if args.only else ""
+    suffix = (f", cases matching '{args.only}'" if args.only else "") + (f", limit {args.limit:g}" if args.limit != 0.3 else "")
     write_section(f"Setbacks of merges, and setback_limit{suffix} (benchmarks/setbacks.py)", body)
 
 

@@ -121,8 +121,8 @@ def peers(name: str, task: Task) -> dict[str, Callable]:
 
 def peer_sections(name: str, task: Task, snap_every: int, seeds: int, quick: bool, only: str | None = None) -> list[str]:
     """For each peer (or the peers whose name contains ``only``): tune its learning rate like
-    the baseline's, then time the peer alone and PDT's defaults stacked on it to the tuned
-    peer's final training loss."""
+    the baseline's, then time the peer alone, PDT's defaults stacked on it and those with
+    ``setback_limit=0.3`` to the tuned peer's final training loss."""
     sections = []
     for peer, make_optimizer in peers(name, task).items():
         if only and only not in peer:
@@ -133,7 +133,8 @@ def peer_sections(name: str, task: Task, snap_every: int, seeds: int, quick: boo
         else:
             lr, sweep = tune_lr(peer_task, sweep_factors(name))
         suite = {f"{peer} (tuned lr)": lambda opt: opt,
-                 f"PDT default on {peer}": lambda opt: pdt.PDT(opt, snap_every=snap_every)}
+                 f"PDT default on {peer}": lambda opt: pdt.PDT(opt, snap_every=snap_every),
+                 f"PDT default + setback_limit=0.3 on {peer}": lambda opt: pdt.PDT(opt, snap_every=snap_every, setback_limit=0.3)}
         runs = seed_major(peer_task, suite, seeds, lr)
         sections.append(summarise(f"{name}: PDT stacked on {peer}", runs, lr, sweep, snap_every, peer_task))
     return sections

@@ -153,3 +153,16 @@ def test_a_run_stays_below_a_target_from_its_last_crossing():
     run = Run(method="b", seed=0, steps=[10, 20, 30, 40], seconds=[1.0] * 4, train_loss=[1e-7, 1e-2, 5e-7, 1e-8])
     assert stays_below(run, 1e-6) == 30 and run.time_to(1e-6)[0] == 10
     assert stays_below(Run(method="c", seed=0, steps=[10], seconds=[1.0], train_loss=[1.0]), 1e-6) is None
+
+
+def test_a_merges_setback_compares_the_losses_on_either_side_of_it():
+    import math
+    from types import SimpleNamespace
+
+    from benchmarks.setbacks import merge_setbacks
+
+    # snap_every 8: q = 2. losses[i] is step i + 1's loss; merges after steps 4 and 8 (not 6: nothing accepted).
+    losses = [9.0, 9.0, 1.0, 1.0, 2.0, 2.0, 5.0, 4.0, 2.0, 2.0, 7.0]
+    opt = SimpleNamespace(config=SimpleNamespace(snap_every=8), losses=losses,
+                          stats=SimpleNamespace(mask_ratio_history=[(4, 0.2), (6, 0.0), (8, 0.1), (10, 0.3)]))
+    assert merge_setbacks(opt) == [math.log(2.0), math.log(2.0 / 4.5)]  # step 10 lacks q losses after it
