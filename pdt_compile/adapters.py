@@ -137,7 +137,9 @@ MEASURED_UNSAFE = {
         "CNN (the others 1.23x and 1.31x; over 30 seeds, python -m benchmarks.blowups, run of 00:08: 3 never, "
         "none lost to a blow-up) and none did on a character transformer (accuracy 0.8 points lower). Report "
         "the loss (opt.report_loss(loss) after each step, or pdt.compile) so that PDT can restore a run that "
-        "blows up, and prefer the schedule-free optimizer alone where that is not enough"
+        "blows up, and prefer the schedule-free optimizer alone where that is not enough. setback_limit=0.3 "
+        "brought that mnist1d seed there (1.20x [1.15-1.36], every seed; python -m benchmarks.ttb --peers "
+        "--only 'mnist1d CNN' --peer schedule-free, run of 05:06) but cost on digits (2.22x -> 1.43x, run of 05:12)"
     ),
     ("pytorch_optimizer", "Lookahead"): (
         "measured (python -m benchmarks.ttb --core --peers, run of 2026-11-29 18:00; slow weights take every "
