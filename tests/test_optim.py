@@ -67,11 +67,12 @@ def test_scheduler_and_two_param_groups():
     assert len(opt.stats.mask_ratio_per_tensor) == 4
 
 
-def _trajectory(stop_at: int | None, total: int = 48):
+def _trajectory(stop_at: int | None, total: int = 48, options: dict | None = None):
     """Train ``total`` steps; if ``stop_at``, checkpoint there and resume in fresh objects."""
     data = batches(total)
     model = make_mlp()
-    make = lambda m: pdt.PDT(torch.optim.AdamW(m.parameters(), lr=0.01), adaptive=True, **CONFIG)
+    options = {"adaptive": True} if options is None else options
+    make = lambda m: pdt.PDT(torch.optim.AdamW(m.parameters(), lr=0.01), **options, **CONFIG)
     opt = make(model)
     train(model, opt, data[: stop_at or total], report=True)
     if stop_at is None:
@@ -95,6 +96,18 @@ def test_resume_follows_the_uninterrupted_trajectory(stop_at):
     assert timing(opt.stats) == timing(ref_opt.stats)
     assert opt.schedule.state_dict() == ref_opt.schedule.state_dict()
     assert torch.equal(opt.ring.flat(), ref_opt.ring.flat())
+
+
+@pytest.mark.parametrize("stop_at", [20, 21, 22])  # at a merge, inside its window of losses, right after it
+def test_resume_keeps_the_setback_window_and_the_holds(stop_at):
+    options = {"setback_limit": -1.0}  # every merge is judged a setback: holds and undos
+    reference, ref_opt = _trajectory(None, 64, options)
+    model, opt = _trajectory(stop_at, 64, options)
+    assert ref_opt.stats.setbacks >= 2 and ref_opt.stats.setback_undos >= 1
+    for a, b in zip(reference.parameters(), model.parameters()):
+        assert torch.equal(a, b)
+    assert opt.schedule.state_dict() == ref_opt.schedule.state_dict()
+    assert (opt.stats.setbacks, opt.stats.setback_undos) == (ref_opt.stats.setbacks, ref_opt.stats.setback_undos)
 
 
 def test_checkpoint_points_cover_burn_in_boundary_and_merge():
