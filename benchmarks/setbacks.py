@@ -25,7 +25,7 @@ from torch import Tensor
 
 import pdt_compile as pdt
 from pdt_compile.experiment import Run, loss_target, train
-from pdt_compile.runtime.schedule import setback
+from pdt_compile.runtime.schedule import setback, setback_window
 
 from .report import write_section
 from .tau_ramp import cases
@@ -47,7 +47,7 @@ class Recording(pdt.PDT):
 def merge_setbacks(opt: Recording) -> list[float]:
     """The setback of every merge of a finished run (``losses[i]`` is step i + 1's loss,
     computed before that step's update; a merge at step s follows losses[s - 1])."""
-    q = max(1, opt.config.snap_every // 4)
+    q = setback_window(opt.config.snap_every)
     out = []
     for step, ratio in opt.stats.mask_ratio_history:
         if ratio > 0 and q <= step and step + q <= len(opt.losses):

@@ -266,7 +266,7 @@ class PDT(Optimizer):
         rather than right after the step: true unless something must react to a merge at
         once (adaptive tau, rollback, verification, ``after_merge="reset"``)."""
         config = self.config
-        return not (config.adaptive or config.setback_limit is not None or self.keeps_jumps or config.after_merge == "reset")
+        return not (config.adaptive or self.keeps_jumps or config.after_merge == "reset")
 
     def _step(self, closure: Callable[[], Any] | None = None) -> Any:
         boundary = self.schedule.boundary_next()
@@ -416,7 +416,7 @@ class PDT(Optimizer):
 
     def report_loss(self, loss: Tensor | float) -> None:
         """Tell PDT the training loss of the step just taken (drives ``adaptive`` tau,
-        ``rollback_factor`` and ``runaway_factor``; free when none is on). Under
+        ``rollback_factor``, ``setback_limit`` and ``runaway_factor``; free when none is on). Under
         ``torch.distributed`` every rank reports its own; PDT decides on their mean (one
         scalar all-reduce), so that every rank decides alike."""
         config = self.config
@@ -425,19 +425,18 @@ class PDT(Optimizer):
         value = mean_across_ranks(loss.detach() if isinstance(loss, Tensor) else loss, self._ring.device)
         if self.schedule.runaway(value):
             self._restore_()
-        elif self.schedule.report_loss(value):
+            return
+        if self.schedule.report_loss(value):
             self._rollback_()
-        if self.schedule.undo_last_merge:
-            self.schedule.undo_last_merge = False
-            if self._jumps is not None:
-                self._translate_(self._jumps, -1.0)
-                self._jumps = None
+        if config.setback_limit is not None:
+            if self.schedule.track_setback(value) and self._undo_merge_():
                 self._stats.setback_undos += 1
-        self._stats.setbacks = self.schedule.setbacks
+            self._stats.setbacks = self.schedule.setbacks
 
     @property
     def keeps_jumps(self) -> bool:
-        """Whether predictions keep each merge's jump (rollback and verification need it)."""
+        """Whether predictions keep each merge's jump (rollback, ``setback_limit`` and
+        verification need it)."""
         return self.config.rollback_factor is not None or self.config.setback_limit is not None or self._verify is not None
 
     def _translate_(self, jumps: list[Tensor | None], scale: float) -> None:
@@ -487,12 +486,19 @@ class PDT(Optimizer):
         self._stats.verify_loss_change.append((self.schedule.steps + 1, 0.0, 0.0))
         return False
 
-    def _rollback_(self) -> None:
-        """Undo the last merge: subtract its jump from the weights and the snapshots it moved."""
+    def _undo_merge_(self) -> bool:
+        """Subtract the last merge's jump from the weights, the snapshots and the followers it
+        moved; False when there is none to undo."""
         if self._jumps is None:
-            return
+            return False
         self._translate_(self._jumps, -1.0)
         self._jumps = None
+        return True
+
+    def _rollback_(self) -> None:
+        """Undo the last merge (``rollback_factor``) and halve tau."""
+        if not self._undo_merge_():
+            return
         self._stats.rollbacks += 1
         self.schedule.shrink()
         self._stats.tau = self.schedule.tau

@@ -98,9 +98,9 @@ def test_resume_follows_the_uninterrupted_trajectory(stop_at):
     assert torch.equal(opt.ring.flat(), ref_opt.ring.flat())
 
 
-@pytest.mark.parametrize("stop_at", [20, 21, 22])  # at a merge, inside its window of losses, right after it
+@pytest.mark.parametrize("stop_at", [24, 25, 34, 44])  # at an undone merge, after its judgement, between merges, at the next
 def test_resume_keeps_the_setback_window_and_the_holds(stop_at):
-    options = {"setback_limit": -1.0}  # every merge is judged a setback: holds and undos
+    options = {"setback_limit": 0.0}  # merges here are held back and undone: 3 holds, 3 undos
     reference, ref_opt = _trajectory(None, 64, options)
     model, opt = _trajectory(stop_at, 64, options)
     assert ref_opt.stats.setbacks >= 2 and ref_opt.stats.setback_undos >= 1
@@ -249,34 +249,37 @@ def test_a_setback_is_the_log_ratio_of_the_mean_losses_after_and_before(before, 
     assert setback([0.0] * len(before), after) is None and setback([-x for x in before], after) is None
 
 
-def _merge_between(schedule: Schedule, before: list[float], after: list[float]) -> None:
-    """Report ``before`` (the last computed before a merge at that step), then ``after``."""
-    for loss in before:
+def _merge_between(schedule: Schedule, before: list[float], after: list[float]) -> bool:
+    """Report ``before`` (the last computed before a merge at that step), then ``after``;
+    returns whether the merge is to be undone."""
+    undo = False
+    for index, loss in enumerate(before):
         schedule.steps += 1
-        if loss is before[-1]:
+        if index == len(before) - 1:
             schedule.merged_at(schedule.steps)
-        schedule.report_loss(loss)
+        schedule.track_setback(loss)
     for loss in after:
         schedule.steps += 1
-        schedule.report_loss(loss)
+        undo = schedule.track_setback(loss) or undo
+    return undo
 
 
 def test_merges_that_raise_the_loss_hold_predictions_back_for_doubling_spells():
     schedule = Schedule(pdt.PDTConfig(snap_every=8, setback_limit=0.3))  # q = 2 losses a side
     rise, fall = ([1.0, 1.0], [1.5, 1.5]), ([1.0, 1.0], [0.5, 0.5])  # log 1.5 = 0.41 < 3 x 0.3
-    _merge_between(schedule, *rise)
-    _merge_between(schedule, *rise)
+    assert not _merge_between(schedule, *rise)
+    assert not _merge_between(schedule, *rise)
     assert schedule.held_boundaries == 0  # fewer than SETBACK_MERGES merges: no mean yet
     for spell in (1, 2, 4):
-        _merge_between(schedule, *rise)
+        assert not _merge_between(schedule, *rise)
         assert schedule.held_boundaries == spell and schedule.setbacks == spell.bit_length()
-        assert not schedule.undo_last_merge
         schedule.held_boundaries = 0
     _merge_between(schedule, *fall)  # two rises and a fall: (0.41 + 0.41 - 0.69) / 3 < 0.3
     _merge_between(schedule, *fall)
     assert schedule.held_boundaries == 0 and schedule.setbacks == 3
-    _merge_between(schedule, [1.0, 1.0], [3.0, 3.0])  # log 3 = 1.1 > 3 x 0.3: undo, and the spell goes on growing
-    assert schedule.undo_last_merge and schedule.held_boundaries == 8 and schedule.setbacks == 4
+    assert _merge_between(schedule, [1.0, 1.0], [3.0, 3.0])  # log 3 = 1.1 > 3 x 0.3: undo, and the spell goes on growing
+    assert schedule.held_boundaries == 8 and schedule.setbacks == 4
+    assert schedule.setback_pending is None and not _merge_between(schedule, [], [3.0, 3.0])  # no merge: nothing judged
 
 
 def test_setback_limit_holds_back_merges_that_raise_the_loss():

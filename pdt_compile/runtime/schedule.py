@@ -62,6 +62,11 @@ SETBACK_UNDO = 3.0
 (at most 0.75, ``python -m benchmarks.setbacks``, 2026-11-30)."""
 
 
+def setback_window(snap_every: int) -> int:
+    """q: the losses on each side of a merge that :func:`setback` compares."""
+    return max(1, snap_every // 4)
+
+
 def setback(before: Sequence[float], after: Sequence[float]) -> float | None:
     """How far a merge set the training loss back: log(mean(after) / mean(before)), with
     ``before`` the losses reported right before it and ``after`` right after it; positive
@@ -112,16 +117,12 @@ class Schedule:
     suspect: float | None = None
     """A reported loss over the runaway threshold, awaiting the next one (``runaway``)."""
     recent_window: list[float] = field(default_factory=list)
-    """The last q reported losses (``PDTConfig.setback_limit``)."""
-    setback_before: list[float] | None = None
-    """The q losses before the last merge, while the q after it come in."""
-    setback_after: list[float] = field(default_factory=list)
-    setback_merge_step: int | None = None
+    """The last 2q reported losses (``PDTConfig.setback_limit``)."""
+    setback_pending: int | None = None
+    """Losses still to come before the last merge is judged (its own, computed before it,
+    then q after it); None when no merge awaits judgement."""
     setbacks_recent: list[float] = field(default_factory=list)
     """The setbacks of the last :data:`SETBACK_MERGES` merges."""
-    undo_last_merge: bool = False
-    """The last merge set the loss back by over :data:`SETBACK_UNDO` times the limit: the
-    optimizer is to undo it."""
     setbacks: int = 0
     """Holds called so far (``PDTConfig.setback_limit``): the next lasts 2^setbacks boundaries."""
 
@@ -190,7 +191,8 @@ class Schedule:
         next boundary on a compiled one that defers its host reads)."""
         self.merges += 1
         self.last_merge_step = step
-        self.setback_merge_step = step
+        if self.config.setback_limit is not None:
+            self.setback_pending = setback_window(self.config.snap_every) + 1
 
     def _adapt(self, merged: bool) -> None:
         mean = self.interval_loss_sum / self.interval_loss_count if self.interval_loss_count else None
@@ -247,44 +249,38 @@ class Schedule:
         may hold weights already running away."""
         return sum(1 for step in (self.steps - 2, self.steps - 1, self.steps) if step > 0 and step % self.config.snap_every == 0)
 
-    def setback_window(self) -> int:
-        """q: the losses on each side of a merge that :func:`setback` compares."""
-        return max(1, self.config.snap_every // 4)
+    def track_setback(self, loss: float) -> bool:
+        """Record a reported loss for ``PDTConfig.setback_limit``; once the q losses after a
+        merge are in, judge it. Returns True when that merge is to be undone."""
+        q = setback_window(self.config.snap_every)
+        self.recent_window.append(loss)
+        del self.recent_window[:-2 * q]
+        if self.setback_pending is None:
+            return False
+        self.setback_pending -= 1
+        if self.setback_pending:
+            return False
+        self.setback_pending = None
+        change = setback(self.recent_window[:-q], self.recent_window[-q:])
+        return change is not None and self._judge_setbacks(change)
 
-    def _track_setback(self, loss: float) -> None:
-        """``PDTConfig.setback_limit``: collect the losses around each merge, and hold
-        predictions back when the last merges' mean setback exceeds the limit."""
-        q = self.setback_window()
-        if self.setback_before is not None:
-            self.setback_after.append(loss)
-            if len(self.setback_after) >= q:
-                change = setback(self.setback_before, self.setback_after)
-                self.setback_before, self.setback_after = None, []
-                if change is not None:
-                    self._judge_setbacks(change)
-        self.recent_window = (self.recent_window + [loss])[-q:]
-        if self.setback_merge_step == self.steps:  # this loss was computed before that merge
-            self.setback_merge_step = None
-            self.setback_before, self.setback_after = list(self.recent_window), []
-
-    def _judge_setbacks(self, change: float) -> None:
+    def _judge_setbacks(self, change: float) -> bool:
         """Hold predictions back for 2^(holds so far) boundaries when the mean of the last
         merges' setbacks, or the last one's beyond :data:`SETBACK_UNDO` times, exceeds the
-        limit (the latter also asks for the merge to be undone). The spells never shrink:
+        limit; returns True in the latter case (undo that merge). The spells never shrink:
         where merges keep setting the loss back, PDT backs off for good."""
         self.setbacks_recent = (self.setbacks_recent + [change])[-SETBACK_MERGES:]
         limit = self.config.setback_limit
-        self.undo_last_merge = change > SETBACK_UNDO * limit
+        undo = change > SETBACK_UNDO * limit
         window = len(self.setbacks_recent) == SETBACK_MERGES and sum(self.setbacks_recent) / SETBACK_MERGES > limit
-        if self.undo_last_merge or window:
+        if undo or window:
             self.held_boundaries = max(self.held_boundaries, 2 ** min(self.setbacks, 30))
             self.setbacks += 1
+        return undo
 
     def report_loss(self, loss: float) -> bool:
         """Record the training loss of the step just completed. Returns True when it
         calls for rolling back the last merge (see ``PDTConfig.rollback_factor``)."""
-        if self.config.setback_limit is not None:
-            self._track_setback(loss)
         if not math.isfinite(loss):
             return False
         self.interval_loss_sum += loss
