@@ -28,8 +28,7 @@ from pdt_compile.experiment import Run, loss_target, train
 from pdt_compile.runtime.schedule import setback, setback_window
 
 from .report import write_section
-from .tau_ramp import cases
-from .ttb import task_suite
+from .tau_ramp import selected
 
 
 class Recording(pdt.PDT):
@@ -77,9 +76,7 @@ def main() -> None:
     torch.set_num_threads(1)
     started = time.perf_counter()
     rows = []
-    for title, (task, snap_every, lr, _) in cases(task_suite(quick=False)).items():
-        if args.only not in title:
-            continue
+    for title, (task, snap_every, lr, _) in selected(args.only).items():
         changes, default_x, guarded_x, finals, holds, undos = [], [], [], {"baseline": [], "default": [], "guarded": []}, [], []
         for seed in range(args.seeds):
             baseline, _ = train(task, lambda opt: opt, seed=seed, method="baseline", lr=lr)

@@ -58,6 +58,11 @@ def cases(suite: dict) -> dict[str, tuple]:
     return out
 
 
+def selected(only: str = "") -> dict[str, tuple]:
+    """:func:`cases` of the full-size suite whose title contains ``only``."""
+    return {title: case for title, case in cases(task_suite(quick=False)).items() if only in title}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
@@ -65,9 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     started, sections = time.perf_counter(), []
-    for title, (task, snap_every, lr, baseline) in cases(task_suite(quick=False)).items():
-        if args.only not in title:
-            continue
+    for title, (task, snap_every, lr, baseline) in selected(args.only).items():
         methods = {baseline: lambda opt: opt}
         for ramp in RAMPS:
             label = "PDT default, no ramp" if ramp is None else f"PDT default, tau_ramp={ramp}"

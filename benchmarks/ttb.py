@@ -89,6 +89,7 @@ def methods(snap_every: int, quick: bool) -> dict[str, Callable]:
         "PDT reference, full rank, tau 5, adaptive tau": lambda opt: pdt.PDT(opt, rule="reference", rank="full", adaptive=True, **unfiltered),
         "PDT reference, full rank, tau 5, trend filter": lambda opt: pdt.PDT(opt, **{**unfiltered, "trend": True}),
         "PDT default (reference, full rank, trend filter, tau 8)": lambda opt: pdt.PDT(opt, **schedule),
+        UNCHECKED: lambda opt: pdt.PDT(opt, gradient_limit=None, **schedule),
         "PDT default + adaptive tau": lambda opt: pdt.PDT(opt, adaptive=True, **schedule),
         "DMD no mask, full rank": lambda opt: pdt.PDT(opt, rule="none", rank="full", **unfiltered),
         "DMD no mask, rank 3": lambda opt: pdt.PDT(opt, rule="none", rank=3, **unfiltered),
@@ -122,7 +123,7 @@ def peers(name: str, task: Task) -> dict[str, Callable]:
 def peer_sections(name: str, task: Task, snap_every: int, seeds: int, quick: bool, only: str | None = None) -> list[str]:
     """For each peer (or the peers whose name contains ``only``): tune its learning rate like
     the baseline's, then time the peer alone, PDT's defaults stacked on it and those with
-    ``setback_limit=0.3`` to the tuned peer's final training loss."""
+    ``setback_limit=0.3`` and without the gradient check to the tuned peer's final training loss."""
     sections = []
     for peer, make_optimizer in peers(name, task).items():
         if only and only not in peer:
@@ -134,13 +135,15 @@ def peer_sections(name: str, task: Task, snap_every: int, seeds: int, quick: boo
             lr, sweep = tune_lr(peer_task, sweep_factors(name))
         suite = {f"{peer} (tuned lr)": lambda opt: opt,
                  f"PDT default on {peer}": lambda opt: pdt.PDT(opt, snap_every=snap_every),
-                 f"PDT default + setback_limit=0.3 on {peer}": lambda opt: pdt.PDT(opt, snap_every=snap_every, setback_limit=0.3)}
+                 f"PDT default + setback_limit=0.3 on {peer}": lambda opt: pdt.PDT(opt, snap_every=snap_every, setback_limit=0.3),
+                 f"PDT default with gradient_limit=None on {peer}": lambda opt: pdt.PDT(opt, snap_every=snap_every, gradient_limit=None)}
         runs = seed_major(peer_task, suite, seeds, lr)
         sections.append(summarise(f"{name}: PDT stacked on {peer}", runs, lr, sweep, snap_every, peer_task))
     return sections
 
 
 DEFAULT = "PDT default (reference, full rank, trend filter, tau 8)"
+UNCHECKED = "PDT default with gradient_limit=None (no gradient check)"
 BASELINE = "baseline (tuned lr)"
 VERIFIED = "PDT default + verify (256 training samples)"
 UNHELD = "PDT default + verify, verify_backoff=0 (every boundary verified)"
@@ -163,6 +166,7 @@ def schedule_sections(name: str, task: Task, snap_every: int, seeds: int, consta
     flipped = not pdt.PDTConfig(snap_every=1).lr_horizon
     suite = {"baseline, cosine (tuned lr)": lambda opt: opt, "PDT default, cosine": lambda opt: pdt.PDT(opt, snap_every=snap_every),
              "PDT default + verify, cosine": verified(cosine_task, snap_every),
+             "PDT default with gradient_limit=None, cosine": lambda opt: pdt.PDT(opt, snap_every=snap_every, gradient_limit=None),
              NO_WINDOW: lambda opt: pdt.PDT(opt, snap_every=snap_every, decay_window=None)}
     if ablations:
         suite["PDT default + verify, verify_backoff=0, cosine"] = verified(cosine_task, snap_every, verify_backoff=0)
@@ -397,7 +401,7 @@ def task_sections(args: argparse.Namespace, name: str, task: Task, snap_every: i
     suite[VERIFIED] = verified(task, snap_every)
     suite[UNHELD] = verified(task, snap_every, verify_backoff=0)
     if args.core:
-        suite = {method: suite[method] for method in (BASELINE, DEFAULT, VERIFIED)}
+        suite = {method: suite[method] for method in (BASELINE, DEFAULT, UNCHECKED, VERIFIED)}
     runs = seed_major(task, suite, seeds, lr)
     if name in COMPILED_TASKS and not (args.quick or args.core):
         for method, eager_method in COMPILED.items():

@@ -148,6 +148,25 @@ class PDTConfig:
     digits with SGD, the ViT or the character transformer, and cost where merges pay (digits on
     schedule-free, LAMB under cosine): a merge's setback right after it is a weak sign of harm."""
 
+    gradient_limit: float | None = 4.0
+    """Undo a merge that the optimizer's next gradient rejects: when the norm of the gradient at
+    the merged weights (the next training step's, computed anyway) exceeds ``gradient_limit``
+    times the mean norm of the q = max(1, snap_every // 4) gradients before the merge, PDT
+    moves the weights (and what moved with them) back and zeroes that gradient, so that the
+    optimizer takes that step without it (momentum and weight decay still act)
+    (:mod:`pdt_compile.runtime.gradient_check`; ``stats.gradient_undos``,
+    ``stats.gradient_surges``). A merge that leaves the valley the optimizer follows raises the
+    gradient many-fold at once; an adaptive optimizer, its second moment tuned to the small
+    gradients of late training, then takes steps far larger than its own. Costs one gradient
+    norm in the last q steps of each interval; needs no loss; under ``@pdt.compile`` decided on
+    the device (no host read). ``None``: off. Measured (``python -m benchmarks.gradient_check``,
+    every task and peer at its tuned rate, 3 seeds, 2026-11-30; README "Merges the next gradient
+    rejects"): 4 brought every seed that never reached its target there except one (LAMB under
+    cosine, the mnist1d CNN on schedule-free and on Lookahead, two of three on the ViT with
+    Lookahead), changed nothing where no merge surges (digits with SGD, the character
+    transformer, the ViT under cosine), and cost on LAMB at a constant rate (one seed 1.60x ->
+    1.18x in steps); 8 rescued fewer."""
+
     rollback_factor: float | None = None
     """Roll a merge back when the first loss reported after it exceeds the last loss
     before it by more than this factor (e.g. 1.5); ``None`` disables rollback."""
@@ -301,6 +320,11 @@ class PDTConfig:
             not isinstance(self.rollback_factor, (int, float)) or not self.rollback_factor > 1
         ):
             _fail("rollback_factor", self.rollback_factor, "expected None or a float > 1")
+        if self.gradient_limit is not None and (
+            isinstance(self.gradient_limit, bool) or not isinstance(self.gradient_limit, (int, float))
+            or not 1 < self.gradient_limit < math.inf
+        ):
+            _fail("gradient_limit", self.gradient_limit, "expected None or a finite float > 1 (e.g. 4.0)")
         if self.setback_limit is not None and (
             isinstance(self.setback_limit, bool) or not isinstance(self.setback_limit, (int, float))
             or not math.isfinite(self.setback_limit)

@@ -21,6 +21,7 @@ from .adapters import averaging, companions, shares, stacking_warning, weight_sp
 from .config import PDTConfig
 from .distributed import global_numel, mean_across_ranks, shard_group, sum_across_shards_
 from .runtime.history import SnapshotRing, _local, make_ring
+from .runtime.gradient_check import GradientCheck
 from .runtime.predictor import PendingBoundary, Prediction, pack_limit, predict_merge_capture_
 from .runtime.schedule import Phase, Schedule
 from .runtime.stats import Stats
@@ -103,6 +104,7 @@ class PDT(Optimizer):
         self._stats = Stats(tau=config.tau)
         self._pending: PendingBoundary | None = None
         self._jumps: list[Tensor | None] | None = None
+        self._gradient_check = None if config.gradient_limit is None else GradientCheck(config.gradient_limit, config.snap_every)
         self.compiled_step: Callable[[Phase], Prediction | None] | None = None
         self._ring = self._build_ring()
         self._moved_with_merges: list[list[Tensor]] = [[] for _ in self._ring.params]
@@ -257,7 +259,16 @@ class PDT(Optimizer):
     def stats(self) -> Stats:
         """What PDT did (:class:`~pdt_compile.runtime.stats.Stats`), up to the last step."""
         self._resolve_pending()
+        self._read_gradient_checks()
         return self._stats
+
+    def _read_gradient_checks(self) -> None:
+        """Record the gradient checks made since the last read in the stats (one host read)."""
+        if self._gradient_check is None:
+            return
+        for step, surge, undone in self._gradient_check.read():
+            self._stats.gradient_surges.append((step, surge))
+            self._stats.gradient_undos += int(undone)
 
     @property
     def defers_host_reads(self) -> bool:
@@ -266,7 +277,7 @@ class PDT(Optimizer):
         rather than right after the step: true unless something must react to a merge at
         once (adaptive tau, rollback, verification, ``after_merge="reset"``)."""
         config = self.config
-        return not (config.adaptive or self.keeps_jumps or config.after_merge == "reset")
+        return not (config.adaptive or self._needs_jumps_later or self._verify is not None or config.after_merge == "reset")
 
     def _step(self, closure: Callable[[], Any] | None = None) -> Any:
         boundary = self.schedule.boundary_next()
@@ -275,6 +286,12 @@ class PDT(Optimizer):
         phase = self.schedule.next_phase(self._ring.count, self._learning_rate() if boundary else None)
         if phase != Phase.ORDINARY:
             self._check_parameters()
+        check = self._gradient_check
+        if check is not None and check.wants(self.schedule.steps):
+            if closure is None:
+                self._check_gradient(check)
+            else:
+                closure = self._checked_closure(check, closure)
         if self.compiled_step is not None and closure is None:
             loss = None
             self._finish_boundary(phase, self.compiled_step(phase))
@@ -285,6 +302,61 @@ class PDT(Optimizer):
         if loss is not None:
             self.report_loss(loss)
         return loss
+
+    def _gradient_norm(self) -> Tensor | None:
+        """The norm of every tracked parameter's gradient (summed over shards), on the device."""
+        # A sparse gradient is refused at the next boundary (_check_parameters).
+        grads = [_local(grad) for grad in self._grads() if not grad.is_sparse]
+        if not grads:
+            return None
+        local = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).float()
+        group = shard_group(self._ring.params)
+        return local if group is None else sum_across_shards_(local.square().view(1), group).sqrt()
+
+    def _check_gradient(self, check: GradientCheck) -> None:
+        """Take this step's gradient norm: into the window before a boundary, or, right after
+        a merge, to judge it (``PDTConfig.gradient_limit``): a rejected merge is undone and
+        the gradient, taken at weights that are no longer there, zeroed. Deferring host reads,
+        the undo is a device-side scale (the jump times 0 or 1); else one read decides it."""
+        norm = self._gradient_norm()
+        if norm is None:
+            return
+        if check.armed is None:
+            check.record(norm)
+            return
+        if self._jumps is None:  # undone already (a runaway restored the weights)
+            check.armed = None
+            return
+        undo = check.judge(self.schedule.steps, norm)
+        if self.compiled_step is not None and self.defers_host_reads:
+            self._translate_(self._jumps, -undo)
+            torch._foreach_mul_(self._grads(), 1.0 - undo)
+        elif bool(undo):
+            self._translate_(self._jumps, -1.0)
+            torch._foreach_zero_(self._grads())
+        if self._needs_jumps_later:
+            for jump in self._jumps:
+                if jump is not None:
+                    jump.mul_(1.0 - undo)  # what stands of the merge, for a later undo
+        else:
+            self._jumps = None
+
+    def _grads(self) -> list[Tensor]:
+        return [p.grad for p in self._ring.params if p.grad is not None]
+
+    def _checked_closure(self, check: GradientCheck, closure: Callable[[], Any]) -> Callable[[], Any]:
+        """``closure``, followed on its first call by :meth:`_check_gradient` (the gradient
+        exists only once the closure ran)."""
+        pending = [True]
+
+        def checked() -> Any:
+            loss = closure()
+            if pending[0]:
+                pending[0] = False
+                self._check_gradient(check)
+            return loss
+
+        return checked
 
     def _learning_rate(self) -> float | None:
         """The summed learning rate of the param groups (what ``lr_horizon`` and
@@ -332,7 +404,7 @@ class PDT(Optimizer):
             return prediction
         return None
 
-    def _move_followers_(self, jumps: list[Tensor | None], scale: float) -> None:
+    def _move_followers_(self, jumps: list[Tensor | None], scale: float | Tensor) -> None:
         """Add ``scale`` times each jump, times each follower's fraction, to the followers."""
         for moved, jump in zip(self._moved_fractions(), jumps):
             if jump is None:
@@ -340,7 +412,10 @@ class PDT(Optimizer):
             for tensor, fraction in moved:
                 if fraction:
                     local = _local(tensor).detach()
-                    local.add_(jump.view(local.shape).to(local.dtype), alpha=scale * fraction)
+                    if isinstance(scale, Tensor):
+                        local.add_((jump * (scale * fraction)).view(local.shape).to(local.dtype))
+                    else:
+                        local.add_(jump.view(local.shape).to(local.dtype), alpha=scale * fraction)
 
     def _finish_boundary(self, phase: Phase, prediction: Prediction | None) -> None:
         """Bookkeeping shared by the eager and the compiled path."""
@@ -349,6 +424,9 @@ class PDT(Optimizer):
             return
         if self.compiled_step is not None and self.defers_host_reads and (prediction is None or prediction.pending is not None):
             self._pending = PendingBoundary(self.schedule.steps + 1, prediction, self._nonfinite_count())
+            if prediction is not None and self._gradient_check is not None:
+                self._jumps = prediction.jumps
+                self._gradient_check.armed = prediction.pending.sum() > 0
             self._commit(phase, merged=False, reset=False)
             return
         merged = False
@@ -360,6 +438,8 @@ class PDT(Optimizer):
                 self._stats.verify_seconds += time.perf_counter() - start
                 self.schedule.record_verification(kept=merged)
             self._jumps = prediction.jumps if merged else None
+            if merged and self._gradient_check is not None:
+                self._gradient_check.armed = torch.tensor(True, device=self._ring.device)
         reset = False
         if int(self._nonfinite_count()):
             self._clear_nonfinite(self.schedule.steps + 1)
@@ -435,13 +515,18 @@ class PDT(Optimizer):
 
     @property
     def keeps_jumps(self) -> bool:
-        """Whether predictions keep each merge's jump (rollback, ``setback_limit`` and
-        verification need it)."""
-        return self.config.rollback_factor is not None or self.config.setback_limit is not None or self._verify is not None
+        """Whether predictions keep each merge's jump (the gradient check, rollback,
+        ``setback_limit`` and verification need it)."""
+        return self.config.gradient_limit is not None or self._needs_jumps_later or self._verify is not None
 
-    def _translate_(self, jumps: list[Tensor | None], scale: float) -> None:
+    @property
+    def _needs_jumps_later(self) -> bool:
+        """Whether a merge may still be undone after the step that follows it."""
+        return self.config.rollback_factor is not None or self.config.setback_limit is not None
+
+    def _translate_(self, jumps: list[Tensor | None], scale: float | Tensor) -> None:
         """Move the weights, their followers and the snapshots a merge moved by ``scale`` times
-        its ``jumps`` (-1: undo the merge)."""
+        its ``jumps`` (-1: undo the merge; a 0-dim tensor: decided on the device)."""
         ring = self._ring
         shifted = self.config.after_merge == "shift"
         for index, (p, jump) in enumerate(zip(self.tracked(), jumps)):
@@ -533,14 +618,31 @@ class PDT(Optimizer):
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
         """The wrapped optimizer's state dict plus a ``"pdt"`` entry (ring, schedule, stats)."""
         self._resolve_pending()
+        self._read_gradient_checks()
         state = self.optimizer.state_dict()
         state["pdt"] = {
             "ring": self._ring.state_dict(),
             "schedule": self.schedule.state_dict(),
             "stats": self._stats.as_dict(),
-            "jumps": self._jumps,
+            **self._jumps_state(),
+            "gradient_check": None if self._gradient_check is None else self._gradient_check.state_dict(),
         }
         return state
+
+    def _jumps_state(self) -> dict[str, Any]:
+        """The last merge's jumps, for an undo after a resume. Where jumps are kept, one tensor
+        per parameter (zeros where none is kept, ``jumps_kept`` says which are real) so that the
+        entry has the same structure whatever the moment (torch.distributed.checkpoint loads
+        into a fresh optimizer's state dict, key by key), sharded like the parameters."""
+        if not self.keeps_jumps:
+            return {"jumps": self._jumps}
+        jumps = self._jumps or [None] * len(self._ring.params)
+        tensors = [
+            (jump if jump is not None else torch.zeros(_local(p).numel(), device=self._ring.device)).reshape(-1)
+            for p, jump in zip(self._ring.params, jumps)
+        ]
+        kept = None if self._jumps is None else [jump is not None for jump in jumps]
+        return {"jumps": [self._ring.sharded_copy(i, t) for i, t in enumerate(tensors)], "jumps_kept": kept}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
         self._pending = None
@@ -558,7 +660,13 @@ class PDT(Optimizer):
         self._ring.load_state_dict(pdt_state["ring"])
         self.schedule.load_state_dict(pdt_state["schedule"])
         self._stats.load_dict(pdt_state["stats"])
+        check_state = pdt_state.get("gradient_check")
+        if self._gradient_check is not None and check_state is not None:
+            self._gradient_check.load_state_dict(check_state, self._ring.device)
         jumps = pdt_state.get("jumps")
+        if "jumps_kept" in pdt_state:
+            kept = pdt_state["jumps_kept"]
+            jumps = None if kept is None else [_local(j).reshape(-1) if k else None for j, k in zip(jumps, kept)]
         self._jumps = None if jumps is None else [None if j is None else j.to(self._ring.device) for j in jumps]
 
 

@@ -157,6 +157,7 @@ def test_compile_rejects_plain_optimizers():
 
 PARITY_OPTIONS = {
     "bfloat16 ring": dict(ring_dtype="bfloat16"),
+    "gradient check": dict(gradient_limit=1.0 + 1e-9),
     "host ring": dict(ring_location="host"),
     "rollback": dict(rollback_factor=1.0005),
     "setback hold": dict(setback_limit=-1.0),
@@ -178,6 +179,9 @@ def test_every_option_runs_compiled_and_follows_eager(option):
     assert opt.stats.merges == eager.stats.merges >= 1
     assert opt.stats.rollbacks == eager.stats.rollbacks
     assert (opt.stats.setbacks, opt.stats.setback_undos) == (eager.stats.setbacks, eager.stats.setback_undos)
+    assert opt.stats.gradient_undos == eager.stats.gradient_undos
+    if option == "gradient check":
+        assert 1 <= eager.stats.gradient_undos < eager.stats.merges
     if option == "rollback":
         assert eager.stats.rollbacks >= 1
     if option == "setback hold":

@@ -26,6 +26,7 @@ INVALID = [
     ("tau_max", 2),
     ("loss_tolerance", -0.1),
     ("rollback_factor", 1.0), ("rollback_factor", "2"),
+    ("gradient_limit", 1.0), ("gradient_limit", True), ("gradient_limit", float("inf")), ("gradient_limit", "4"),
     ("setback_limit", "0.3"), ("setback_limit", True), ("setback_limit", float("nan")),
     ("runaway_factor", 1.0), ("runaway_factor", True), ("runaway_factor", "3"), ("runaway_factor", "on"),
     ("chunk_size", 10),

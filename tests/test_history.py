@@ -121,7 +121,7 @@ def test_host_ring_rollback_restores_the_snapshots(monkeypatch):
     rings = {}
     for location in ("device", "host"):
         model = make_mlp()
-        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), rollback_factor=1.5, tau=3, rule="none",
+        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), rollback_factor=1.5, gradient_limit=None, tau=3, rule="none",
                       snap_every=4, history=4, burn_in=4, ring_location=location)
         train(model, opt, batches(22), report=True)
         assert opt.stats.rollbacks == 1

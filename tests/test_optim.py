@@ -110,6 +110,19 @@ def test_resume_keeps_the_setback_window_and_the_holds(stop_at):
     assert (opt.stats.setbacks, opt.stats.setback_undos) == (ref_opt.stats.setbacks, ref_opt.stats.setback_undos)
 
 
+@pytest.mark.parametrize("stop_at", [23, 24, 25])  # before the window (q = 1: step 24), at a merge (check due), after its undo
+def test_resume_keeps_the_gradient_window_and_the_pending_check(stop_at):
+    options = {"gradient_limit": 1.05}  # undoes the merges at 24, 32 and 44
+    reference, ref_opt = _trajectory(None, 48, options)
+    assert 1 <= ref_opt.stats.gradient_undos < ref_opt.stats.merges
+    assert 24 in [step for step, _ in ref_opt.stats.gradient_surges]
+    model, opt = _trajectory(stop_at, 48, options)
+    for a, b in zip(reference.parameters(), model.parameters()):
+        assert torch.equal(a, b)
+    assert opt.stats.gradient_surges == ref_opt.stats.gradient_surges
+    assert opt.stats.gradient_undos == ref_opt.stats.gradient_undos
+
+
 def test_checkpoint_points_cover_burn_in_boundary_and_merge():
     _, opt = _trajectory(None)
     merge_steps = [step for step, ratio in opt.stats.mask_ratio_history if ratio > 0]
@@ -221,7 +234,7 @@ def test_rollback_undoes_a_harmful_merge(monkeypatch):
     model = make_mlp()
     opt = pdt.PDT(
         torch.optim.SGD(model.parameters(), lr=0.1), rollback_factor=1.5, tau=3, rule="none",
-        snap_every=4, history=4, burn_in=4,
+        snap_every=4, history=4, burn_in=4, gradient_limit=None,  # it would undo this merge first
     )
     data = batches(30)
     train(model, opt, data[:20], report=True)  # step 20: the first (harmful) merge

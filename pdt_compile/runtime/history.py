@@ -221,7 +221,7 @@ class SnapshotRing:
         self.count = 0
         self.next_slot = 0
 
-    def _saved(self, index: int, tensor: Tensor) -> Tensor:
+    def sharded_copy(self, index: int, tensor: Tensor) -> Tensor:
         """A copy of ``tensor`` (``[k, numel_i]`` or ``[numel_i]``). For a sharded parameter, a
         DTensor of global shape ``[k, *param.shape]`` sharded like the parameter, so that
         torch.distributed.checkpoint saves each rank's shard, not one rank's copy."""
@@ -250,7 +250,7 @@ class SnapshotRing:
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
-            key: [self._saved(i, t) for i, t in enumerate(tensors)] for key, tensors in self._state_tensors().items()
+            key: [self.sharded_copy(i, t) for i, t in enumerate(tensors)] for key, tensors in self._state_tensors().items()
         }
         state.update(self._state_counters())
         return state
@@ -433,9 +433,9 @@ class HostSnapshotRing(SnapshotRing):
         rows = self.order() if shifted else [self.last_slot]
         self.buffers[index][rows] -= jump.to(self.buffers[index].device)
 
-    def _saved(self, index: int, tensor: Tensor) -> Tensor:
+    def sharded_copy(self, index: int, tensor: Tensor) -> Tensor:
         # A sharded parameter's DTensor must live on its mesh's device.
-        return super()._saved(index, tensor.to(self.device) if is_sharded(self.params[index]) else tensor)
+        return super().sharded_copy(index, tensor.to(self.device) if is_sharded(self.params[index]) else tensor)
 
     def _state_tensors(self) -> dict[str, list[Tensor]]:
         return {"buffers": self.buffers}

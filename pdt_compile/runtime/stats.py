@@ -23,6 +23,11 @@ class Stats:
     setback_undos: int = 0
     """Of those, the holds whose last merge was undone, having itself set the loss back by
     over ``setback_limit``."""
+    gradient_undos: int = 0
+    """Merges undone because the gradient at the merged weights surged past
+    ``PDTConfig.gradient_limit`` times the norm before them."""
+    gradient_surges: list[tuple[int, float]] = field(default_factory=list)
+    """(step, gradient norm right after the merge / mean norm before it) of every checked merge."""
     runaways: int = 0
     """Losses that ran away (``PDTConfig.runaway_factor``): each moved the weights back to a snapshot."""
     tau: int = 0

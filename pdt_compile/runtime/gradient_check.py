@@ -1,0 +1,92 @@
+"""The gradient check: the optimizer's next gradient judges a merge before it acts on it.
+
+A merge that leaves the valley the optimizer was following shows at once in the gradient at the
+merged weights, which the next training step computes anyway: its norm is many times the norm
+of the gradients just before the merge. Left alone, the optimizer steps with that gradient, and
+an adaptive one (Adam's second moment, tuned to the small gradients of late training) takes a
+step far larger than its own: the run can blow up intervals later. The check undoes such a
+merge, and the optimizer takes that step with a zero gradient (the gradient belongs to weights
+that are no longer there; momentum and weight decay still act).
+
+The decision is a device tensor: the compiled path reads nothing on the host for it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .schedule import setback_window
+
+
+def gradient_surge(before: Tensor, after: Tensor) -> Tensor:
+    """The gradient norm at the merged weights (``after``, 0-dim) over the mean of the norms of
+    the steps right before the merge (``before``, ``[q]``): 1 where the merge left the gradient
+    as it was. A non-finite ``after`` is an infinite surge; NaN where the ratio has no meaning
+    (no norms before, or their mean not positive and finite), which no limit rejects."""
+    mean = before.float().mean() if before.numel() else torch.tensor(float("nan"), device=after.device)
+    meaningful = torch.isfinite(mean) & (mean > 0)
+    surge = torch.where(torch.isfinite(after), after.float() / mean, torch.full_like(mean, float("inf")))
+    return torch.where(meaningful, surge, torch.full_like(mean, float("nan")))
+
+
+def in_window(steps_done: int, snap_every: int, window: int) -> bool:
+    """Whether the step about to run (the ``steps_done + 1``-th) is one of the last ``window``
+    steps of an interval, the boundary step included: a merge at that boundary is judged
+    against those steps' gradient norms."""
+    return snap_every - (steps_done % snap_every) <= window
+
+
+class GradientCheck:
+    """The norms of the gradients before each boundary, whether a merge awaits its check, and
+    the checks not yet read on the host."""
+
+    def __init__(self, limit: float, snap_every: int) -> None:
+        self.limit = limit
+        self.snap_every = snap_every
+        self.norms: deque[Tensor] = deque(maxlen=setback_window(snap_every))
+        self.armed: Tensor | None = None
+        """Set at a prediction: whether it merged (a device bool); the next gradient judges it."""
+        self.unread: list[tuple[int, Tensor, Tensor]] = []
+        """(step of the merge, surge, undone) of the checks made since the last :meth:`read`."""
+
+    def wants(self, steps_done: int) -> bool:
+        """Whether the step about to run needs its gradient norm (window or judgement)."""
+        return self.armed is not None or in_window(steps_done, self.snap_every, self.norms.maxlen or 1)
+
+    def record(self, norm: Tensor) -> None:
+        self.norms.append(norm.detach().reshape(()))
+
+    def judge(self, step: int, norm: Tensor) -> Tensor:
+        """Whether to undo the merge made at ``step`` (a 0-dim float tensor, 1.0 or 0.0, on the
+        device): its surge exceeds the limit and it merged. Disarms the check."""
+        armed, self.armed = self.armed, None
+        before = torch.stack([n.to(norm.device) for n in self.norms]) if self.norms else norm.new_zeros(0)
+        surge = gradient_surge(before, norm.detach().reshape(()))
+        undo = ((surge > self.limit) & armed.to(norm.device)).float()
+        self.unread.append((step, torch.where(armed.to(norm.device), surge, torch.full_like(surge, float("nan"))), undo))
+        return undo
+
+    def read(self) -> list[tuple[int, float, bool]]:
+        """(step, surge, undone) of every merge checked since the last read (one host read);
+        predictions that merged nothing, and surges without meaning, are left out."""
+        if not self.unread:
+            return []
+        values = torch.stack([torch.stack([s, u]) for _, s, u in self.unread]).tolist()
+        steps = [step for step, _, _ in self.unread]
+        self.unread = []
+        return [(step, surge, bool(undo)) for step, (surge, undo) in zip(steps, values) if surge == surge]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"norms": [float(n) for n in self.norms], "armed": None if self.armed is None else bool(self.armed)}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        self.norms.clear()
+        for value in state["norms"]:
+            self.norms.append(torch.tensor(value, dtype=torch.float32, device=device))
+        armed = state["armed"]
+        self.armed = None if armed is None else torch.tensor(bool(armed), device=device)
+        self.unread = []

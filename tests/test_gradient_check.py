@@ -1,0 +1,94 @@
+"""The gradient check: a merge whose next gradient surges is undone, and that gradient dropped."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+import pdt_compile as pdt
+from pdt_compile.runtime.gradient_check import gradient_surge, in_window
+
+
+norms = st.lists(st.floats(1e-3, 1e3), min_size=1, max_size=12)
+
+
+def _surge(before: list[float], after: float) -> float:
+    return float(gradient_surge(torch.tensor(before, dtype=torch.float64), torch.tensor(after, dtype=torch.float64)))
+
+
+@given(norms, st.floats(0.0, 1e4), st.floats(1e-3, 1e3))
+def test_a_surge_is_the_norm_after_over_the_mean_before_whatever_the_scale(before, after, scale):
+    surge = _surge(before, after)
+    assert surge == pytest.approx(after * len(before) / sum(before), rel=1e-5)
+    assert _surge([b * scale for b in before], after * scale) == pytest.approx(surge, rel=1e-4, abs=1e-9)
+    assert _surge(before, sum(before) / len(before)) == pytest.approx(1.0, rel=1e-5)
+    assert _surge(before, math.nan) == math.inf and _surge(before, math.inf) == math.inf
+    assert math.isnan(_surge([], after)) and math.isnan(_surge([0.0] * len(before), after))
+    assert math.isnan(_surge(before[:-1] + [math.nan], after))
+
+
+@given(st.integers(1, 50), st.integers(1, 60))
+def test_the_window_is_the_last_q_steps_of_every_interval_boundary_included(snap_every, window):
+    for interval in range(3):
+        inside = [done + 1 for done in range(interval * snap_every, (interval + 1) * snap_every)
+                  if in_window(done, snap_every, window)]
+        end = (interval + 1) * snap_every
+        assert inside == list(range(end - min(window, snap_every) + 1, end + 1))
+
+
+def _growth_run(surge_factor: float, closure: bool = False, **options):
+    """SGD (no momentum) on one weight vector whose gradient is -w / 2: the weights grow
+    geometrically, a trend that DMD fits exactly and PDT merges at the first prediction (step
+    8). The gradient of the step after it is ``surge_factor`` times that. Returns the
+    optimizer, the weights right after the merge, its jump and the weights after the next
+    step."""
+    w = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 6) + 0.05)
+    opt = pdt.PDT(torch.optim.SGD([w], lr=0.1), snap_every=2, history=3, burn_in=3, tau=2, trend=False, **options)
+    merged = jump = None
+    for step in range(1, 10):
+        scale = surge_factor if step == 9 else 1.0
+        if closure:
+            def set_gradient(scale=scale):
+                w.grad = -0.5 * w.detach() * scale
+                return torch.tensor(1.0)
+
+            opt.step(set_gradient)
+        else:
+            w.grad = -0.5 * w.detach() * scale
+            opt.step()
+        if step == 8:
+            assert opt.stats.merges == 1, "the trend must be merged at the first prediction"
+            merged, jump = w.detach().clone(), (opt._jumps[0].clone() if opt._jumps and opt._jumps[0] is not None else None)
+    return opt, merged, jump, w.detach().clone()
+
+
+@pytest.mark.parametrize("closure", [False, True])
+def test_a_merge_whose_next_gradient_surges_is_undone_and_that_gradient_dropped(closure):
+    opt, merged, jump, after = _growth_run(surge_factor=10.0, closure=closure)
+    assert jump.abs().sum() > 0
+    assert torch.equal(after, merged - jump)  # back to the optimizer's own weights; no step taken with that gradient
+    assert opt.stats.gradient_undos == 1
+    [(step, surge)] = opt.stats.gradient_surges
+    assert step == 8 and surge > 4.0
+    assert opt._jumps is None and torch.equal(opt.param_groups[0]["params"][0].grad, torch.zeros(6))
+    assert opt._gradient_check.armed is None
+
+
+@pytest.mark.parametrize("closure", [False, True])
+def test_a_merge_whose_next_gradient_stays_level_stands(closure):
+    opt, merged, jump, after = _growth_run(surge_factor=1.0, closure=closure)
+    assert torch.allclose(after, merged * 1.05)
+    assert opt.stats.gradient_undos == 0
+    [(step, surge)] = opt.stats.gradient_surges
+    assert step == 8 and 1.0 < surge < 4.0  # the merge moved the weights ahead on their growth
+    assert opt._jumps is None  # nothing else needs the jump: it is not kept
+
+
+def test_gradient_limit_none_keeps_every_merge():
+    opt, merged, jump, after = _growth_run(surge_factor=10.0, gradient_limit=None)
+    assert jump is None and not opt.keeps_jumps
+    assert torch.allclose(after, merged * 1.5)  # the surging gradient was applied
+    assert opt.stats.gradient_undos == 0 and opt.stats.gradient_surges == []
