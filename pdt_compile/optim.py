@@ -329,16 +329,14 @@ class PDT(Optimizer):
             return
         undo = check.judge(self.schedule.steps, norm)
         if self.compiled_step is not None and self.defers_host_reads:
+            # Deferring excludes rollback and setback_limit: nothing needs the jump after this.
             self._translate_(self._jumps, -undo)
             torch._foreach_mul_(self._grads(), 1.0 - undo)
+            self._jumps = None
         elif bool(undo):
-            self._translate_(self._jumps, -1.0)
+            self._undo_merge_()
             torch._foreach_zero_(self._grads())
-        if self._needs_jumps_later:
-            for jump in self._jumps:
-                if jump is not None:
-                    jump.mul_(1.0 - undo)  # what stands of the merge, for a later undo
-        else:
+        elif not self._needs_jumps_later:
             self._jumps = None
 
     def _grads(self) -> list[Tensor]:

@@ -47,7 +47,8 @@ class GradientCheck:
     def __init__(self, limit: float, snap_every: int) -> None:
         self.limit = limit
         self.snap_every = snap_every
-        self.norms: deque[Tensor] = deque(maxlen=setback_window(snap_every))
+        self.window = setback_window(snap_every)
+        self.norms: deque[Tensor] = deque(maxlen=self.window)
         self.armed: Tensor | None = None
         """Set at a prediction: whether it merged (a device bool); the next gradient judges it."""
         self.unread: list[tuple[int, Tensor, Tensor]] = []
@@ -55,7 +56,7 @@ class GradientCheck:
 
     def wants(self, steps_done: int) -> bool:
         """Whether the step about to run needs its gradient norm (window or judgement)."""
-        return self.armed is not None or in_window(steps_done, self.snap_every, self.norms.maxlen or 1)
+        return self.armed is not None or in_window(steps_done, self.snap_every, self.window)
 
     def record(self, norm: Tensor) -> None:
         self.norms.append(norm.detach().reshape(()))
