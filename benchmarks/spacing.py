@@ -9,7 +9,10 @@ not land on one method), for snapshots every 15, 30 (ttb's setting), 60 and 90 s
 4, 8 and 16, at the tuned constant learning rate of benchmarks/ttb.py --core. 'final loss gap'
 is the baseline's final training loss minus the method's (positive: PDT ends lower).
 
-    python -m benchmarks.spacing [--seeds 3] [--steps 1000] [--lr 0.006]
+    python -m benchmarks.spacing [--seeds 3] [--steps 1000] [--schedule constant|cosine] [--lr LR]
+
+``--schedule cosine`` (from 2026-11-30) measures the same settings under the per-step cosine
+schedule, the task's better baseline in benchmarks/ttb.py --core, at its tuned rate 0.012.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from pdt_compile.experiment import Run, speedup, train
 
 from .report import write_section
 from .ttb import spread, task_suite
+
+TUNED_LR = {"constant": 0.006, "cosine": 0.012}
+"""benchmarks/ttb.py --core's tuned rates for the task (runs of 2026-11-29)."""
 
 SETTINGS = {  # method -> (snap_every, tau)
     "PDT default (snapshot every 30, tau 8)": (30, 8),
@@ -52,21 +58,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--lr", type=float, default=0.006, help="default: ttb --core's tuned constant lr")
+    parser.add_argument("--schedule", default="constant", choices=sorted(TUNED_LR))
+    parser.add_argument("--lr", type=float, default=None, help="default: ttb --core's tuned rate for the schedule")
     args = parser.parse_args()
+    lr = TUNED_LR[args.schedule] if args.lr is None else args.lr
     torch.set_num_threads(1)
     started = time.perf_counter()
     task, _ = task_suite(quick=False)["char transformer / AdamW"]
-    task = dataclasses.replace(task, steps=args.steps)
+    task = dataclasses.replace(task, steps=args.steps, schedule=args.schedule)
     wraps = {"baseline": lambda opt: opt}
     wraps.update({method: (lambda opt, s=snap, t=tau: pdt.PDT(opt, snap_every=s, tau=t))
                   for method, (snap, tau) in SETTINGS.items()})
     runs: dict[str, list[Run]] = {method: [] for method in wraps}
     for seed in range(args.seeds):
         for method, wrap in wraps.items():
-            runs[method].append(train(task, wrap, seed=seed, method=method, lr=args.lr)[0])
+            runs[method].append(train(task, wrap, seed=seed, method=method, lr=lr)[0])
     baselines = runs["baseline"]
-    lines = [f"char transformer / AdamW, constant lr {args.lr:g}, {args.steps} steps, batch {task.batch_size}, "
+    lines = [f"char transformer / AdamW, {args.schedule} lr {lr:g}, {args.steps} steps, batch {task.batch_size}, "
              f"evaluation every {task.eval_every} steps, {args.seeds} seeds (seed-major order). Baseline final training loss "
              f"{spread([b.final_loss for b in baselines], '{:.4f}')}, final accuracy "
              f"{spread([100 * b.test_accuracy[-1] for b in baselines], '{:.1f}')}. "
@@ -76,7 +84,7 @@ def main() -> None:
     lines += [row(method, baselines, method_runs) for method, method_runs in runs.items() if method != "baseline"]
     body = "\n".join(lines)
     print(body)
-    suffix = "" if args.steps == 1000 else f", {args.steps} steps"
+    suffix = ("" if args.steps == 1000 else f", {args.steps} steps") + ("" if args.schedule == "constant" else f", {args.schedule}")
     write_section(f"Snapshot spacing and tau on the character transformer{suffix} (benchmarks/spacing.py)", body)
 
 

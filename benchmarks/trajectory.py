@@ -5,7 +5,9 @@ For each run it also gives the first evaluation at or below the target (the base
 loss, or ``LOSS_FLOOR``: what ``benchmarks.ttb`` times) and the evaluation from which the loss
 stays at or below it to the end (what a run that merely dips below does not do).
 
-    python -m benchmarks.trajectory --task 'digits MLP / Shampoo' --lr 6.4 [--seed 0]
+    python -m benchmarks.trajectory --task 'digits MLP / Shampoo' --lr 6.4 [--seed 0] [--unchecked]
+
+``--unchecked`` adds PDT with ``gradient_limit=None`` (no gradient check) beside the default.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def main() -> None:
     parser.add_argument("--task", required=True, help="a task of benchmarks.ttb, e.g. 'digits MLP / Shampoo'")
     parser.add_argument("--lr", type=float, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--unchecked", action="store_true", help="also PDT with gradient_limit=None")
     args = parser.parse_args()
     torch.set_num_threads(1)
     suite = task_suite(quick=False)
@@ -45,18 +48,29 @@ def main() -> None:
         raise SystemExit(f"--task {args.task!r}: not a ttb task; one of {', '.join(suite)}")
     task, snap_every = suite[args.task]
     baseline, _ = train(task, lambda opt: opt, seed=args.seed, method="baseline", lr=args.lr)
-    run, opt = train(task, lambda opt: pdt.PDT(opt, snap_every=snap_every), seed=args.seed, method="PDT", lr=args.lr)
+    variants = {"PDT default": {}}
+    if args.unchecked:
+        variants["PDT, gradient_limit=None"] = {"gradient_limit": None}
+    runs, merges = {"baseline": baseline}, []
+    for name, options in variants.items():
+        runs[name], opt = train(task, lambda opt, o=options: pdt.PDT(opt, snap_every=snap_every, **o),
+                                seed=args.seed, method=name, lr=args.lr)
+        merges.append(f"{name} merged {opt.stats.merges} times, undid {opt.stats.gradient_undos} by the gradient check")
     target = loss_target(baseline)
     lines = [f"{args.task}, seed {args.seed}, lr {args.lr:g}, snapshot every {snap_every} steps; target {target:.3g} "
-             f"(the baseline's final loss {baseline.final_loss:.3g}, floored); PDT merged {opt.stats.merges} times.", "",
-             "| run | first evaluation at the target | stays at or below it from |", "|---|---|---|"]
-    for name, r in (("baseline", baseline), ("PDT default", run)):
-        lines.append(f"| {name} | {r.time_to(target)[0]} | {stays_below(r, target)} |")
-    lines += ["", "| step | baseline training loss | PDT training loss |", "|---|---|---|"]
-    lines += [f"| {s} | {b:.2e} | {p:.2e} |" for s, b, p in zip(baseline.steps, baseline.train_loss, run.train_loss)]
+             f"(the baseline's final loss {baseline.final_loss:.3g}, floored); {'; '.join(merges)}.", "",
+             "| run | first evaluation at the target | stays at or below it from | final test accuracy |",
+             "|---|---|---|---|"]
+    for name, r in runs.items():
+        lines.append(f"| {name} | {r.time_to(target)[0]} | {stays_below(r, target)} | {100 * r.test_accuracy[-1]:.1f} |")
+    lines += ["", "| step | " + " | ".join(f"{name} training loss" for name in runs) + " |",
+              "|---|" + "---|" * len(runs)]
+    lines += [f"| {s} | " + " | ".join(f"{loss:.2e}" for loss in losses) + " |"
+              for s, *losses in zip(baseline.steps, *(r.train_loss for r in runs.values()))]
     body = "\n".join(lines)
     print(body)
-    write_section(f"Trajectory, {args.task}, seed {args.seed}, lr {args.lr:g} (benchmarks/trajectory.py)", body)
+    suffix = ", with and without the gradient check" if args.unchecked else ""
+    write_section(f"Trajectory, {args.task}, seed {args.seed}, lr {args.lr:g}{suffix} (benchmarks/trajectory.py)", body)
 
 
 if __name__ == "__main__":
