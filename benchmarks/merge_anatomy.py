@@ -18,6 +18,11 @@ copied, the same next batches) for tau intervals. Measured per fork:
 
 The table explains time-to-baseline results per task (benchmarks/RESULTS.md).
 
+``--oracle``: beside each fork, a third branch merges DMD's own unmasked jump J only where an
+oracle that has seen the plain branch allows it (J has the sign of the optimizer's own
+displacement D over the next tau intervals and |J| <= |D|: the optimizer itself goes at least
+that far in that direction). Its gain bounds what any mask could get from DMD's predictions.
+
 ``--verify``: instead, one full run per task with merges verified on a fixed batch of 256
 training samples (``PDT(..., verify=...)``): how often verification keeps a merge whole,
 backtracks it (1/2, 1/4) or rejects it, the verify-loss change at kept merges, and its share of
@@ -30,6 +35,7 @@ import argparse
 import copy
 import statistics
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -61,6 +67,8 @@ class Fork:
     cosine: float
     realised: float
     noise_share: float
+    oracle_ratio: float = float("nan")
+    oracle_gains: list[float] | None = None
 
 
 def flat(model: nn.Module) -> Tensor:
@@ -92,7 +100,24 @@ def branch(task: Task, lr: float, weights: Tensor, optimizer_state: dict, indice
     return losses, flat(model)
 
 
-def anatomy(task: Task, lr: float, snap_every: int, forks: int, seed: int = 0, **config) -> list[Fork]:
+def unmasked_jump(rows: list[Tensor], weights: Tensor, sizes: list[int], horizon: int) -> Tensor:
+    """DMD's jump for every element, no mask: s + p_tau - w per parameter (``rows``: each
+    parameter's ring before the boundary, oldest first; ``weights``: flat, after the optimizer's
+    step), as PDT's defaults predict (per-tensor DMD, full rank, projected modes)."""
+    parts = []
+    for snapshots, w in zip(rows, weights.split(sizes)):
+        parts.append(pdt.forecast(snapshots, horizon, rank="full")[-1] - w)
+    return torch.cat(parts)
+
+
+def oracle_mask(jump: Tensor, future: Tensor) -> Tensor:
+    """Elements where ``jump`` points the way the optimizer went over the next tau intervals
+    (``future``) and no farther."""
+    return (jump * future > 0) & (jump.abs() <= future.abs())
+
+
+def anatomy(task: Task, lr: float, snap_every: int, forks: int, seed: int = 0, oracle: bool = False,
+            **config) -> list[Fork]:
     torch.manual_seed(seed)
     model = task.make_model()
     # rollback_factor: keeps each merge's jump (it never triggers at this factor)
@@ -103,9 +128,12 @@ def anatomy(task: Task, lr: float, snap_every: int, forks: int, seed: int = 0, *
     indices = [next(order) for _ in range(task.steps + horizon)]
     fork_steps = [int(task.steps * (i + 1) / (forks + 1)) for i in range(forks)]
     results = []
+    sizes = [p.numel() for p in model.parameters()]
     for step in range(1, task.steps + 1):
         index = indices[step - 1]
         merges = opt.stats.merges
+        if oracle and opt.schedule.boundary_next() and opt.ring.count == opt.ring.history:
+            before = [opt.ring.rows(i)[opt.ring.order()] for i in range(len(sizes))]
         task.loss(model(task.train_x[index]), task.train_y[index]).backward()
         opt.step()
         opt.zero_grad()
@@ -120,6 +148,16 @@ def anatomy(task: Task, lr: float, snap_every: int, forks: int, seed: int = 0, *
         merged_losses, _ = branch(task, lr, merged, state, future, snap_every)
         accepted = jump != 0
         j, d = jump[accepted], (plain_end - (merged - jump))[accepted]
+        oracle_ratio, oracle_gains = float("nan"), None
+        if oracle:
+            unmerged = merged - jump
+            candidate = unmasked_jump(before, unmerged, sizes, opt.schedule.horizon)
+            allowed = oracle_mask(candidate, plain_end - unmerged)
+            oracle_losses, _ = branch(task, lr, unmerged + candidate * allowed, state, future, snap_every)
+            oracle_ratio = float(allowed.float().mean())
+            oracle_gains = [(a - b) / a for a, b in zip(plain_losses, oracle_losses)]
+            # PDT's own jump is this jump on the elements its mask accepted
+            print(f"  unmasked vs merged jump on accepted elements: {float((candidate - jump)[accepted].abs().max()):.2e}")
         results.append(Fork(
             step=step,
             mask_ratio=float(accepted.float().mean()),
@@ -128,6 +166,8 @@ def anatomy(task: Task, lr: float, snap_every: int, forks: int, seed: int = 0, *
             cosine=float(torch.nn.functional.cosine_similarity(j, d, dim=0)),
             realised=float(j.dot(d) / j.dot(j)),
             noise_share=noise_share(opt.ring),
+            oracle_ratio=oracle_ratio,
+            oracle_gains=oracle_gains,
         ))
         print(f"  fork at step {step}: {results[-1]}", flush=True)
     return results
@@ -166,11 +206,53 @@ def verified_merges(name: str, task: Task, lr: float, snap_every: int, backoff: 
             f"{stats.verify_rejections} | {change} | {stats.verify_seconds / run.seconds[-1]:.1%} |")
 
 
+def selected(only: str | None) -> list[tuple[str, Callable[[], Task], float, int]]:
+    """(name, task factory, tuned lr, snap_every) of the tasks whose name contains ``only``
+    (any case; every task when None)."""
+    return [(name, *spec) for name, spec in TASKS.items() if not only or only.lower() in name.lower()]
+
+
+def oracle_table(args: argparse.Namespace) -> None:
+    """The forks of PDT's defaults beside the oracle branch, one row per task."""
+    lines = ["| task | forks | PDT: mask ratio | PDT: gain after 1 interval | PDT: after tau intervals | oracle: mask ratio "
+             "| oracle: gain at merge | after 1 interval | after tau intervals |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    details = []
+    for name, factory, lr, snap_every in selected(args.only):
+        print(name, flush=True)
+        forks = anatomy(factory(), lr, snap_every, args.forks, oracle=True)
+        if not forks:
+            lines.append(f"| {name} | 0 | no merge | | | | | | |")
+            continue
+        tau = len(forks[0].gains) - 1
+        med = lambda values: f"{statistics.median(values) * 100:+.1f} %"
+        lines.append(
+            f"| {name} | {len(forks)} | {statistics.median([f.mask_ratio for f in forks]):.3f} | "
+            f"{med([f.gains[1] for f in forks])} | {med([f.gains[tau] for f in forks])} | "
+            f"{statistics.median([f.oracle_ratio for f in forks]):.3f} | {med([f.oracle_gains[0] for f in forks])} | "
+            f"{med([f.oracle_gains[1] for f in forks])} | {med([f.oracle_gains[tau] for f in forks])} |")
+        details += [f"- {name}, step {f.step}: PDT {f.mask_ratio:.3f} of the elements, gain per interval "
+                    + ", ".join(f"{g * 100:+.1f}%" for g in f.gains) + f"; oracle {f.oracle_ratio:.3f}, "
+                    + ", ".join(f"{g * 100:+.1f}%" for g in f.oracle_gains) for f in forks]
+    body = "\n".join(lines) + (
+        "\n\nMedians over forks at merges near 20/40/60/80 % of training, seed 0, the task's tuned constant lr, PDT's "
+        "defaults. Gain = (loss without the merge - loss with it) / loss without it, on the evaluation set, every branch "
+        "trained by the plain optimizer (its state copied) on the same batches. The oracle branch merges DMD's unmasked "
+        "jump J = s + p_tau - w (per-tensor DMD, full rank, the merge's horizon) on the elements where the plain "
+        "branch's displacement D over the next tau intervals has J's sign and |D| >= |J|, and nowhere else.\n\n"
+        + "\n".join(details))
+    print(body)
+    suffix = f", tasks matching '{args.only}'" if args.only else ""
+    write_section(f"Where a merge's gain goes, beside an oracle mask (benchmarks/merge_anatomy.py --oracle){suffix}", body)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--forks", type=int, default=4)
     parser.add_argument("--only", default=None, help="run only tasks whose name contains this")
     parser.add_argument("--verify", action="store_true", help="the verified-merges table instead of the forks")
+    parser.add_argument("--oracle", action="store_true",
+                        help="PDT's defaults only, each fork beside a branch whose mask has seen the future (see above)")
     parser.add_argument("--verify-backoff", type=int, default=pdt.PDTConfig(snap_every=1).verify_backoff,
                         help="with --verify: PDTConfig.verify_backoff (default: its default)")
     args = parser.parse_args()
@@ -179,10 +261,9 @@ def main() -> None:
         rows = ["| task | predictions | merges checked | kept whole | backtracked | rejected | verify-loss change at "
                 "kept merges (median [min, max]) | verification share of training wall time |",
                 "|---|---|---|---|---|---|---|---|"]
-        for name, (factory, lr, snap_every) in TASKS.items():
-            if not args.only or args.only.lower() in name.lower():
-                rows.append(verified_merges(name, factory(), lr, snap_every, args.verify_backoff))
-                print(rows[-1], flush=True)
+        for name, factory, lr, snap_every in selected(args.only):
+            rows.append(verified_merges(name, factory(), lr, snap_every, args.verify_backoff))
+            print(rows[-1], flush=True)
         body = "\n".join(rows) + (
             f"\n\nPDT's defaults (verify_backoff={args.verify_backoff}) with `verify=` the loss on a fixed batch of 256 "
             "training samples, seed 0, the task's "
@@ -191,13 +272,14 @@ def main() -> None:
         held = f", verify_backoff={args.verify_backoff}" if args.verify_backoff else ""
         write_section(f"Verified merges{held} (benchmarks/merge_anatomy.py --verify)", body)
         return
+    if args.oracle:
+        oracle_table(args)
+        return
     lines = ["| task | mask ratio | loss gain at merge | after 1 interval | after tau intervals | sign agreement "
              "J vs D | cosine(J, D) | realised <J,D>/|J|² | noise share of the ring's path |",
              "|---|---|---|---|---|---|---|---|---|"]
     details = []
-    for name, (factory, lr, snap_every) in TASKS.items():
-        if args.only and args.only.lower() not in name.lower():
-            continue
+    for name, factory, lr, snap_every in selected(args.only):
         for variant, config in VARIANTS.items():
             label = f"{name}{variant}"
             print(label, flush=True)

@@ -7,6 +7,8 @@ import math
 import sys
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pdt_compile import tasks  # noqa: E402
@@ -166,3 +168,25 @@ def test_a_merges_setback_compares_the_losses_on_either_side_of_it():
     opt = SimpleNamespace(config=SimpleNamespace(snap_every=8), losses=losses,
                           stats=SimpleNamespace(mask_ratio_history=[(4, 0.2), (6, 0.0), (8, 0.1), (10, 0.3)]))
     assert merge_setbacks(opt) == [math.log(2.0), math.log(2.0 / 4.5)]  # step 10 lacks q losses after it
+
+
+def test_the_oracle_mask_allows_a_jump_only_as_far_as_the_optimizer_goes_its_way():
+    from benchmarks.merge_anatomy import oracle_mask
+
+    jump = torch.tensor([1.0, 1.0, -1.0, 1.0, 0.0])
+    future = torch.tensor([2.0, 0.5, -1.0, -3.0, 1.0])
+    assert oracle_mask(jump, future).tolist() == [True, False, True, False, False]
+
+
+def test_the_unmasked_jump_is_each_parameters_own_forecast_minus_its_weights():
+    import pdt_compile as pdt
+    from benchmarks.merge_anatomy import unmasked_jump
+
+    generator = torch.Generator().manual_seed(0)
+    rows = [torch.randn(5, 2, generator=generator).cumsum(0), torch.randn(5, 3, generator=generator).cumsum(0)]
+    weights = torch.randn(5, generator=generator)
+    jump = unmasked_jump(rows, weights, [2, 3], horizon=4)
+    expected = [pdt.forecast(r, 4, rank="full")[-1] - w for r, w in zip(rows, weights.split([2, 3]))]
+    assert torch.equal(jump, torch.cat(expected))
+    # one DMD per parameter: fitted to both together, the forecast differs
+    assert not torch.allclose(jump, pdt.forecast(torch.cat(rows, 1), 4, rank="full")[-1] - weights)
