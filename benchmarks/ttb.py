@@ -33,7 +33,8 @@ import torch
 
 import pdt_compile as pdt
 from pdt_compile import tasks
-from pdt_compile.experiment import LOSS_FLOOR, Run, Task, loss_target, needs_model, speedup, train, verification_loss
+from pdt_compile.experiment import (LOSS_FLOOR, Run, Task, Training, loss_target, needs_model, speedup, train,
+                                    train_in_lockstep, verification_loss)
 
 from .controls import LinearExtrapolation
 from .report import remove_section, write_section
@@ -279,35 +280,46 @@ SHORT_RUN_SECONDS = 5.0
 TIMING_REPEATS = 3
 
 
-def train_timed(task: Task, wrap: Callable, *, seed: int, method: str, lr: float) -> Run:
-    """:func:`train`, repeated up to ``TIMING_REPEATS`` times when its training takes under
-    ``SHORT_RUN_SECONDS``: the same seed follows the same trajectory (weights, batches,
-    merges), so only the timings differ, and the run keeps at each evaluation the least time a
-    repeat took to get there, as timeit keeps its fastest repeat. A run of half a second is
-    otherwise at the mercy of one scheduling hiccup of this VM. A repeat that leaves the
-    trajectory (a nondeterministic kernel) is not used."""
-    run = train(task, wrap, seed=seed, method=method, lr=lr)[0]
+def lockstep(task: Task, methods: list[tuple[str, Callable]], *, seed: int, lr: float) -> list[Run]:
+    """``methods`` (name, wrap) on ``task`` at ``seed``, trained in lock-step
+    (:func:`~pdt_compile.experiment.train_in_lockstep`): one step of each in turn."""
+    trainings = [Training(task, wrap, seed=seed, method=method, lr=lr) for method, wrap in methods]
+    return [run for run, _ in train_in_lockstep(trainings)]
+
+
+def timed_in_lockstep(task: Task, methods: list[tuple[str, Callable]], *, seed: int, lr: float) -> list[Run]:
+    """:func:`lockstep`; the runs whose training took under ``SHORT_RUN_SECONDS`` are trained
+    again, in lock-step among themselves, up to ``TIMING_REPEATS`` times in all: the same seed
+    follows the same trajectory (weights, batches, merges), so only the timings differ, and a
+    run keeps at each evaluation the least time a repeat took to get there, as timeit keeps
+    its fastest repeat. A run of half a second is otherwise at the mercy of one scheduling
+    hiccup of this VM. A repeat that leaves the trajectory (a nondeterministic kernel) is not
+    used."""
+    runs = lockstep(task, methods, seed=seed, lr=lr)
     for _ in range(TIMING_REPEATS - 1):
-        if run.seconds[-1] >= SHORT_RUN_SECONDS:
+        short = [i for i, run in enumerate(runs) if run.seconds[-1] < SHORT_RUN_SECONDS]
+        if not short:
             break
-        again = train(task, wrap, seed=seed, method=method, lr=lr)[0]
-        if again.train_loss == run.train_loss:
-            run.seconds = [min(a, b) for a, b in zip(run.seconds, again.seconds)]
-    return run
+        again = lockstep(task, [methods[i] for i in short], seed=seed, lr=lr)
+        for i, other in zip(short, again):
+            if other.train_loss == runs[i].train_loss:
+                runs[i].seconds = [min(a, b) for a, b in zip(runs[i].seconds, other.seconds)]
+    return runs
 
 
 def seed_major(task: Task, methods: dict[str, Callable], seeds: int, lr: float) -> dict[str, list[Run]]:
-    """Every method on ``task`` at ``lr``, seed by seed (each seed's methods back to back: a drift
-    in the machine's speed hits every method alike), training output silenced. Seed s starts
-    at the s-th method and goes round, so no method always runs first in its block (a run's
-    place in it, e.g. first after a pause, must not favour one method)."""
+    """Every method on ``task`` at ``lr``, seed by seed, each seed's methods in lock-step
+    (:func:`timed_in_lockstep`: a drift in the machine's speed hits every method alike, step
+    by step), training output silenced. Seed s puts the s-th method first in each round of
+    steps, so no method always steps first."""
     runs: dict[str, list[Run]] = {method: [] for method in methods}
     order = list(methods.items())
     with contextlib.redirect_stdout(io.StringIO()):
         for seed in range(seeds):
             shift = seed % len(order)
-            for method, wrap in order[shift:] + order[:shift]:
-                runs[method].append(train_timed(task, wrap, seed=seed, method=method, lr=lr))
+            rotated = order[shift:] + order[:shift]
+            for (method, _), run in zip(rotated, timed_in_lockstep(task, rotated, seed=seed, lr=lr)):
+                runs[method].append(run)
     return runs
 
 
@@ -366,8 +378,9 @@ def save(args: argparse.Namespace, seeds: int, started: float, sections: list[st
              f"training loss (TTB-Loss; {LOSS_FLOOR:g} where it ends below, float32's saturation, from 2026-11-30 02:18 UTC) "
              "or best test accuracy (TTB-Acc); wall time counts every training step with "
              "all PDT overhead (evaluation excluded), 1 torch thread; seeds run one after the other, each with every method "
-             "of its table back to back, seed s starting at the s-th method (from 2026-11-29 11:32 UTC; earlier runs ran "
-             "each method's seeds back to back, which let a drift in this VM's speed favour one method); a run whose "
+             "of its table in lock-step, one training step of each in turn, seed s putting the s-th method first (from "
+             "2026-11-30 14:00 UTC; from 2026-11-29 11:32 UTC the methods ran back to back, and before that each method's "
+             "seeds did, which let a drift in this VM's speed favour one method); a run whose "
              f"training takes under {SHORT_RUN_SECONDS:g} s is repeated up to {TIMING_REPEATS} times on the same trajectory and "
              "keeps the least time to each evaluation (from 2026-11-29 11:32 UTC; under 2 s until 12:55 UTC). 'never' = did not reach the target within the "
              "budget. Compiled rows (main three tasks) include their compilation time in wall time: on these "

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -133,6 +133,89 @@ def batch_order(task: Task, seed: int) -> Iterator[Tensor]:
             yield permutation[position : position + task.batch_size]
 
 
+class Training:
+    """One training run, advanced a step at a time: :func:`train` runs one to its end, and
+    :func:`train_in_lockstep` runs several side by side, one step of each in turn, so that a
+    change in the machine's speed (this VM drifts by 10-20 % over minutes) lands on all of
+    them alike. Same ``seed``, same initial weights and batch order, whatever the method.
+    ``compiled``: the training step goes through ``pdt.compile`` (a PDT optimizer) or
+    ``torch.compile`` (any other); the compilation time counts as training time."""
+
+    def __init__(self, task: Task, wrap: Wrap, *, seed: int, method: str, lr: float | None = None,
+                 compiled: bool = False) -> None:
+        self.task = task
+        torch.manual_seed(seed)
+        self.model = model = task.make_model()
+        optimizer = task.make_optimizer(model.parameters(), task.lr if lr is None else lr)
+        self.optimizer = optimizer = wrap(optimizer, model) if getattr(wrap, "needs_model", False) else wrap(optimizer)
+        self.run = Run(method=method, seed=seed)
+        self.scheduler = lr_schedule(task, optimizer)
+        # Schedule-free optimizers train at y and are evaluated at x: train()/eval() switch.
+        self.to_train, self.to_eval = getattr(optimizer, "train", None), getattr(optimizer, "eval", None)
+        if self.to_train is not None:
+            self.to_train()
+        self.report = getattr(optimizer, "report_loss", None)
+
+        def training_step(x: Tensor, y: Tensor) -> Tensor:
+            loss = task.loss(model(x), y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            return loss
+
+        self.step_fn = training_step
+        if compiled:
+            from .api import compile as pdt_compile
+            from .optim import PDT
+
+            if isinstance(optimizer, PDT):
+                self.step_fn, self.report = pdt_compile(training_step, optimizer=optimizer), None  # it reports the loss
+            else:
+                self.step_fn = torch.compile(training_step)
+        self.batches = batch_order(task, seed)
+        self.steps_done = 0
+        self.elapsed = 0.0
+        self.done = task.steps < 1
+
+    def step(self) -> None:
+        """One timed training step, then the evaluation when one is due (not timed)."""
+        task, run = self.task, self.run
+        index = next(self.batches).to(task.train_x.device)
+        x, y = task.train_x[index], task.train_y[index]
+        start = time.perf_counter()
+        loss = self.step_fn(x, y)
+        if self.report is not None:
+            self.report(loss)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        if task.train_x.is_cuda:  # a step is timed once the device has run it
+            torch.cuda.synchronize()
+        self.elapsed += time.perf_counter() - start
+        self.steps_done += 1
+        step = self.steps_done
+        self.done = step >= task.steps
+        if step % task.eval_every == 0 or step == task.steps:
+            if self.to_eval is not None:
+                self.to_eval()
+            train_loss, accuracy = evaluate(task, self.model)
+            if self.to_train is not None:
+                self.to_train()
+            run.steps.append(step)
+            run.seconds.append(self.elapsed)
+            run.train_loss.append(train_loss)
+            run.test_accuracy.append(accuracy)
+            if not math.isfinite(train_loss):
+                run.diverged = self.done = True
+
+    def result(self) -> tuple[Run, Optimizer]:
+        """The run so far, with PDT's mask ratios and horizons, and the optimizer."""
+        stats = getattr(self.optimizer, "stats", None)
+        if stats is not None:
+            self.run.mask_ratio = list(stats.mask_ratio_history)
+            self.run.tau = list(stats.tau_history)
+        return self.run, self.optimizer
+
+
 def train(
     task: Task,
     wrap: Wrap,
@@ -143,72 +226,24 @@ def train(
     progress: Callable[[int], None] | None = None,
     compiled: bool = False,
 ) -> tuple[Run, Optimizer]:
-    """Train ``task`` with the optimizer wrapped by ``wrap``. Same ``seed``, same
-    initial weights and batch order, whatever the method. ``compiled``: the training step
-    goes through ``pdt.compile`` (a PDT optimizer) or ``torch.compile`` (any other); the
-    compilation time counts as training time."""
-    torch.manual_seed(seed)
-    model = task.make_model()
-    optimizer = task.make_optimizer(model.parameters(), task.lr if lr is None else lr)
-    optimizer = wrap(optimizer, model) if getattr(wrap, "needs_model", False) else wrap(optimizer)
-    run = Run(method=method, seed=seed)
-    scheduler = lr_schedule(task, optimizer)
-    # Schedule-free optimizers train at y and are evaluated at x: train()/eval() switch.
-    to_train, to_eval = getattr(optimizer, "train", None), getattr(optimizer, "eval", None)
-    if to_train is not None:
-        to_train()
-    elapsed = 0.0
-    report = getattr(optimizer, "report_loss", None)
-
-    def training_step(x: Tensor, y: Tensor) -> Tensor:
-        loss = task.loss(model(x), y)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss
-
-    step_fn = training_step
-    if compiled:
-        from .api import compile as pdt_compile
-        from .optim import PDT
-
-        if isinstance(optimizer, PDT):
-            step_fn, report = pdt_compile(training_step, optimizer=optimizer), None  # it reports the loss
-        else:
-            step_fn = torch.compile(training_step)
-    cuda = task.train_x.is_cuda  # a step is timed once the device has run it
-    for step, index in zip(range(1, task.steps + 1), batch_order(task, seed)):
-        index = index.to(task.train_x.device)
-        x, y = task.train_x[index], task.train_y[index]
-        start = time.perf_counter()
-        loss = step_fn(x, y)
-        if report is not None:
-            report(loss)
-        if scheduler is not None:
-            scheduler.step()
-        if cuda:
-            torch.cuda.synchronize()
-        elapsed += time.perf_counter() - start
+    """Train ``task`` with the optimizer wrapped by ``wrap`` (see :class:`Training`)."""
+    training = Training(task, wrap, seed=seed, method=method, lr=lr, compiled=compiled)
+    while not training.done:
+        training.step()
         if progress is not None:
             progress(1)
-        if step % task.eval_every == 0 or step == task.steps:
-            if to_eval is not None:
-                to_eval()
-            train_loss, accuracy = evaluate(task, model)
-            if to_train is not None:
-                to_train()
-            run.steps.append(step)
-            run.seconds.append(elapsed)
-            run.train_loss.append(train_loss)
-            run.test_accuracy.append(accuracy)
-            if not math.isfinite(train_loss):
-                run.diverged = True
-                break
-    stats = getattr(optimizer, "stats", None)
-    if stats is not None:
-        run.mask_ratio = list(stats.mask_ratio_history)
-        run.tau = list(stats.tau_history)
-    return run, optimizer
+    return training.result()
+
+
+def train_in_lockstep(trainings: Sequence[Training]) -> list[tuple[Run, Optimizer]]:
+    """Run ``trainings`` to their ends side by side: one step of each, in the given order, then
+    the next (a diverged or finished one drops out). Each times only its own steps."""
+    while True:
+        live = [training for training in trainings if not training.done]
+        if not live:
+            return [training.result() for training in trainings]
+        for training in live:
+            training.step()
 
 
 def lr_schedule(task: Task, optimizer: Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:

@@ -15,51 +15,77 @@ from pdt_compile import tasks  # noqa: E402
 from pdt_compile.experiment import Run  # noqa: E402
 
 
-def test_seed_major_runs_each_seed_back_to_back_and_rotates_which_method_goes_first(monkeypatch):
+def test_seed_major_runs_each_seeds_methods_together_and_rotates_which_steps_first(monkeypatch):
     import benchmarks.ttb as ttb
 
     calls = []
 
-    def fake_train_timed(task, wrap, *, seed, method, lr):
-        calls.append((seed, method))
-        return f"{method}{seed}"
+    def fake_timed(task, methods, *, seed, lr):
+        calls.append((seed, [method for method, _ in methods]))
+        return [f"{method}{seed}" for method, _ in methods]
 
-    monkeypatch.setattr(ttb, "train_timed", fake_train_timed)
+    monkeypatch.setattr(ttb, "timed_in_lockstep", fake_timed)
     runs = ttb.seed_major(None, {"a": None, "b": None, "c": None}, seeds=4, lr=0.1)
-    assert calls == [(0, "a"), (0, "b"), (0, "c"), (1, "b"), (1, "c"), (1, "a"),
-                     (2, "c"), (2, "a"), (2, "b"), (3, "a"), (3, "b"), (3, "c")]
+    assert calls == [(0, ["a", "b", "c"]), (1, ["b", "c", "a"]), (2, ["c", "a", "b"]), (3, ["a", "b", "c"])]
     assert list(runs) == ["a", "b", "c"]  # the first method stays the baseline of every table
     assert runs["b"] == ["b0", "b1", "b2", "b3"]
 
 
-def fake_runs(monkeypatch, repeats):
-    """Make ``benchmarks.ttb.train`` return the given (seconds, losses) one call after another."""
+def fake_lockstep(monkeypatch, repeats):
+    """Make ``benchmarks.ttb.lockstep`` return, per method and one call after another, the
+    given (seconds, losses)."""
     import benchmarks.ttb as ttb
 
-    made = iter(repeats)
+    made = {method: iter(values) for method, values in repeats.items()}
     calls = []
 
-    def fake_train(task, wrap, *, seed, method, lr):
-        seconds, losses = next(made)
-        calls.append(seed)
-        return Run(method=method, seed=seed, steps=[10, 20], seconds=seconds, train_loss=losses), None
+    def fake(task, methods, *, seed, lr):
+        calls.append([method for method, _ in methods])
+        runs = []
+        for method, _ in methods:
+            seconds, losses = next(made[method])
+            runs.append(Run(method=method, seed=seed, steps=[10, 20], seconds=seconds, train_loss=losses))
+        return runs
 
-    monkeypatch.setattr(ttb, "train", fake_train)
+    monkeypatch.setattr(ttb, "lockstep", fake)
     return ttb, calls
 
 
-def test_short_runs_keep_the_least_time_to_each_evaluation_of_their_repeats(monkeypatch):
-    ttb, calls = fake_runs(monkeypatch, [([0.3, 0.9], [1.0, 0.5]), ([0.4, 0.7], [1.0, 0.5]), ([0.2, 0.8], [1.0, 0.5])])
-    run = ttb.train_timed(None, None, seed=2, method="m", lr=0.1)
-    assert calls == [2, 2, 2] and run.seconds == [0.2, 0.7] and run.train_loss == [1.0, 0.5]
+def test_short_runs_are_repeated_together_and_keep_the_least_time_to_each_evaluation(monkeypatch):
+    long = [3.0, ttb_short() + 1]
+    ttb, calls = fake_lockstep(monkeypatch, {
+        "a": [([0.3, 0.9], [1.0, 0.5]), ([0.4, 0.7], [1.0, 0.5]), ([0.2, 0.8], [1.0, 0.5])],
+        "b": [(long, [1.0, 0.4])],
+        "c": [([0.3, 0.9], [1.0, 0.6]), ([0.1, 0.2], [1.0, 0.7]), ([0.2, 0.8], [1.0, 0.6])],
+    })
+    a, b, c = ttb.timed_in_lockstep(None, [("a", None), ("b", None), ("c", None)], seed=2, lr=0.1)
+    assert calls == [["a", "b", "c"], ["a", "c"], ["a", "c"]]  # a long run is not trained again
+    assert a.seconds == [0.2, 0.7] and a.train_loss == [1.0, 0.5]
+    assert b.seconds == long
+    assert c.seconds == [0.2, 0.8]  # the repeat that left c's trajectory is not used
 
 
-def test_a_repeat_off_the_trajectory_is_not_used_and_long_runs_are_not_repeated(monkeypatch):
-    ttb, _ = fake_runs(monkeypatch, [([0.3, 0.9], [1.0, 0.5]), ([0.1, 0.2], [1.0, 0.6]), ([0.2, 0.8], [1.0, 0.5])])
-    assert ttb.train_timed(None, None, seed=0, method="m", lr=0.1).seconds == [0.2, 0.8]
-    ttb, calls = fake_runs(monkeypatch, [([3.0, ttb.SHORT_RUN_SECONDS + 1], [1.0, 0.5])])
-    assert ttb.train_timed(None, None, seed=0, method="m", lr=0.1).seconds == [3.0, ttb.SHORT_RUN_SECONDS + 1]
-    assert calls == [0]
+def ttb_short() -> float:
+    import benchmarks.ttb as ttb
+
+    return ttb.SHORT_RUN_SECONDS
+
+
+def test_lockstep_training_follows_each_methods_own_trajectory():
+    """Training side by side, one step of each in turn, changes no run: each equals the same
+    run trained alone (same weights, batches, merges, evaluations)."""
+    import pdt_compile as pdt
+    from pdt_compile.experiment import Training, train, train_in_lockstep
+
+    task = tasks.digits_mlp(steps=90, hidden=16)
+    wraps = {"plain": lambda opt: opt, "pdt": lambda opt: pdt.PDT(opt, snap_every=10, burn_in=1, history=3)}
+    alone = {method: train(task, wrap, seed=1, method=method)[0] for method, wrap in wraps.items()}
+    together = train_in_lockstep([Training(task, wrap, seed=1, method=method) for method, wrap in wraps.items()])
+    for (run, optimizer), method in zip(together, wraps):
+        assert run.method == method and run.steps == alone[method].steps
+        assert run.train_loss == alone[method].train_loss and run.test_accuracy == alone[method].test_accuracy
+    assert together[1][1].stats.merges > 0
+    assert alone["plain"].train_loss != alone["pdt"].train_loss
 
 
 def test_the_learning_rate_sweep_follows_a_best_rate_far_past_its_first_edge(monkeypatch):
