@@ -63,7 +63,7 @@ def main() -> None:
     intro = (f"Median over {args.seeds} seeds [min–max]; × = the peer's time / the method's time to the peer's final "
              "training loss (TTB-Loss) or best test accuracy (TTB-Acc), wall time with all PDT overhead, 1 torch thread. "
              "Learning rates as tuned by `benchmarks.ttb --peers` (the sweep column shows only that rate); seeds run one "
-             "after the other, each with the peer and every method back to back. "
+             "after the other, each with the peer and every method in lock-step (benchmarks.ttb.seed_major). "
              f"Total benchmark time {time.perf_counter() - started:.0f} s.")
     write_section("Burn-in on the peers (benchmarks/burn_in.py)", intro + "\n\n" + "\n\n".join(sections))
 

@@ -98,8 +98,8 @@ def main() -> None:
     intro = (f"Median over {args.seeds} seeds [min–max]; × = the tuned schedule-free optimizer's time / the method's "
              "time to the schedule-free optimizer's final training loss (TTB-Loss) or best test accuracy (TTB-Acc); "
              "wall time counts every training step with all PDT overhead, 1 torch thread; timed as benchmarks.ttb times "
-             "its tables (benchmarks.ttb.seed_major: seed by seed, rotated, short runs repeated; from 2026-11-29 "
-             "12:44 UTC). Reference schedule-free variants (they store x). "
+             "its tables (benchmarks.ttb.seed_major: seed by seed, each seed's methods in lock-step, rotated, short runs repeated; "
+             "lock-step from 2026-11-30 13:20 UTC). Reference schedule-free variants (they store x). "
              f"Total benchmark time {time.perf_counter() - started:.0f} s.")
     only = f", tasks matching {args.only!r}" if args.only else ""
     only += f", rows matching {args.methods!r}" if args.methods else ""

@@ -82,7 +82,7 @@ def main() -> None:
     intro = (f"Median over {args.seeds} seeds [min–max]; × = the first row's time / the method's time to the first "
              "row's final training loss (TTB-Loss) or best test accuracy (TTB-Acc), wall time with all PDT overhead, "
              "1 torch thread. Learning rates as tuned by `benchmarks.ttb --core` and `--peers` (the sweep column shows "
-             "only that rate); seeds run one after the other, each with every method back to back. "
+             "only that rate); seeds run one after the other, each with every method in lock-step (benchmarks.ttb.seed_major). "
              f"Total benchmark time {time.perf_counter() - started:.0f} s.")
     title = "First merges: tau ramp (benchmarks/tau_ramp.py)"
     if args.only:

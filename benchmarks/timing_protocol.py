@@ -10,6 +10,11 @@ same trajectory, so any ratio but 1.00 is the machine) and PDT's defaults agains
 
     python -m benchmarks.timing_protocol [--task "digits MLP / LAMB"] [--schedule cosine] [--lr 0.02]
     python -m benchmarks.timing_protocol --task "mnist1d CNN" --peer schedule-free --lr 1.6 --schedule constant
+    python -m benchmarks.timing_protocol --load "char transformer"   # with that task training on the other core
+
+``--load`` keeps the other core busy with another task's baseline training, as ``benchmarks.ttb
+--workers 2`` does with another task's runs: a protocol it does not disturb keeps its A/A ratios
+at 1.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import contextlib
 import dataclasses
 import io
 import statistics
+import subprocess
+import sys
 from typing import Callable
 
 import torch
@@ -39,6 +46,21 @@ def back_to_back(task, methods: list[tuple[str, Callable]], *, seed: int, lr: fl
 
 PROTOCOLS: dict[str, Timed] = {"back to back": back_to_back, "lock-step": timed_in_lockstep}
 
+LOAD = r"""
+import sys, torch
+from pdt_compile.experiment import train
+from benchmarks.ttb import task_suite
+torch.set_num_threads(1)
+name, (task, _) = next((n, t) for n, t in task_suite(False).items() if sys.argv[1] in n)
+while True:
+    train(task, lambda opt: opt, seed=0, method="load")
+"""
+
+
+def load(task: str) -> subprocess.Popen:
+    """A process training ``task``'s baseline over and over (until killed), on the other core."""
+    return subprocess.Popen([sys.executable, "-c", LOAD, task], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,6 +69,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.02, help="default: ttb --core's tuned cosine lr of LAMB")
     parser.add_argument("--peer", default=None, help="time the peer of benchmarks.ttb whose name contains this instead")
     parser.add_argument("--seeds", type=int, default=6)
+    parser.add_argument("--load", default=None, help="meanwhile, train the ttb task whose name contains this in another process")
     args = parser.parse_args()
     torch.set_num_threads(1)
     name, (task, snap_every) = next((n, t) for n, t in task_suite(False).items() if args.task in n)
@@ -57,17 +80,23 @@ def main() -> None:
     methods = [("A", lambda opt: opt), ("A again", lambda opt: opt),
                ("PDT", lambda opt: pdt.PDT(opt, snap_every=snap_every))]
     ratios: dict[str, dict[str, list]] = {p: {"aa": [], "wall": [], "steps": []} for p in PROTOCOLS}
-    for seed in range(args.seeds):
-        order = list(PROTOCOLS.items())
-        for protocol, timed in order[seed % 2:] + order[: seed % 2]:
-            with contextlib.redirect_stdout(io.StringIO()):
-                a, again, run = timed(task, methods, seed=seed, lr=args.lr)
-            assert a.train_loss == again.train_loss, "the A/A control left its trajectory"
-            steps, wall = speedup(a, run)
-            ratios[protocol]["aa"].append(a.seconds[-1] / again.seconds[-1])
-            ratios[protocol]["wall"].append(wall)
-            ratios[protocol]["steps"].append(steps)
-            print(f"seed {seed} {protocol}: A/A {ratios[protocol]['aa'][-1]:.3f}, PDT wall {wall}, steps {steps}", flush=True)
+    other = load(args.load) if args.load else None
+    try:
+        for seed in range(args.seeds):
+            order = list(PROTOCOLS.items())
+            for protocol, timed in order[seed % 2:] + order[: seed % 2]:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    a, again, run = timed(task, methods, seed=seed, lr=args.lr)
+                assert a.train_loss == again.train_loss, "the A/A control left its trajectory"
+                steps, wall = speedup(a, run)
+                ratios[protocol]["aa"].append(a.seconds[-1] / again.seconds[-1])
+                ratios[protocol]["wall"].append(wall)
+                ratios[protocol]["steps"].append(steps)
+                print(f"seed {seed} {protocol}: A/A {ratios[protocol]['aa'][-1]:.3f}, PDT wall {wall}, steps {steps}",
+                      flush=True)
+    finally:
+        if other is not None:
+            other.kill()
     rows = []
     for protocol, values in ratios.items():
         aa = values["aa"]
@@ -76,12 +105,15 @@ def main() -> None:
     body = "\n".join([
         f"{name}, {args.schedule} schedule, lr {args.lr:g}, seeds 0-{args.seeds - 1}, 1 torch thread; each seed runs both "
         "protocols, the first alternating by seed. 'A/A': the baseline's training time over a second copy of itself "
-        "(the same trajectory), which only the machine moves off 1.000; PDT: × to the baseline's final training loss.", "",
+        "(the same trajectory), which only the machine moves off 1.000; PDT: × to the baseline's final training loss."
+        + (f" Meanwhile another process trained the baseline of the task matching {args.load!r} over and over, on the "
+           "other core." if args.load else ""), "",
         "| protocol | A/A wall ratio, median [min–max] | A/A standard deviation | PDT wall × | PDT steps × | PDT wall × per seed |",
         "|---|---|---|---|---|---|",
         *rows])
     print(body)
-    write_section(f"Timing protocol, {name}, {args.schedule} (benchmarks/timing_protocol.py)", body)
+    loaded = f", beside {args.load!r}" if args.load else ""
+    write_section(f"Timing protocol, {name}, {args.schedule}{loaded} (benchmarks/timing_protocol.py)", body)
 
 
 if __name__ == "__main__":

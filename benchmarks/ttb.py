@@ -14,6 +14,7 @@ on each schedule against each baseline.
     python -m benchmarks.ttb --core --peers   # both: what issues 11 and 12 measure, without the ablations
     python -m benchmarks.ttb --peers --only ViT LAMB   # tasks whose name contains one of these
     python -m benchmarks.ttb --peers --peer schedule-free   # one peer only
+    python -m benchmarks.ttb --workers 2   # two tasks at a time, one per core (a full run in about half the time)
     python -m benchmarks.ttb --quick    # smoke run (< 1 min), prints only
 """
 
@@ -24,6 +25,7 @@ import contextlib
 import dataclasses
 import io
 import math
+import multiprocessing
 import statistics
 import time
 from pathlib import Path
@@ -288,22 +290,23 @@ def lockstep(task: Task, methods: list[tuple[str, Callable]], *, seed: int, lr: 
 
 
 def timed_in_lockstep(task: Task, methods: list[tuple[str, Callable]], *, seed: int, lr: float) -> list[Run]:
-    """:func:`lockstep`; the runs whose training took under ``SHORT_RUN_SECONDS`` are trained
-    again, in lock-step among themselves, up to ``TIMING_REPEATS`` times in all: the same seed
-    follows the same trajectory (weights, batches, merges), so only the timings differ, and a
-    run keeps at each evaluation the least time a repeat took to get there, as timeit keeps
-    its fastest repeat. A run of half a second is otherwise at the mercy of one scheduling
-    hiccup of this VM. A repeat that leaves the trajectory (a nondeterministic kernel) is not
-    used."""
+    """:func:`lockstep`, trained again (all of ``methods``, in lock-step as before) up to
+    ``TIMING_REPEATS`` times in all while a run's training takes under ``SHORT_RUN_SECONDS``:
+    the same seed follows the same trajectory (weights, batches, merges), so only the timings
+    differ, and every run keeps at each evaluation the least time a repeat took to get there,
+    as timeit keeps its fastest repeat. A run of half a second is otherwise at the mercy of one
+    scheduling hiccup of this VM. The whole block is repeated, never the short runs alone: a
+    run trained beside fewer others has the caches to itself and steps faster (a CNN's
+    schedule-free baseline repeated alone made PDT look 1.08x at 1.36x in steps, run of
+    2026-11-30 13:34, discarded). A repeat that leaves the trajectory (a nondeterministic
+    kernel) is not used."""
     runs = lockstep(task, methods, seed=seed, lr=lr)
     for _ in range(TIMING_REPEATS - 1):
-        short = [i for i, run in enumerate(runs) if run.seconds[-1] < SHORT_RUN_SECONDS]
-        if not short:
+        if all(run.seconds[-1] >= SHORT_RUN_SECONDS for run in runs):
             break
-        again = lockstep(task, [methods[i] for i in short], seed=seed, lr=lr)
-        for i, other in zip(short, again):
-            if other.train_loss == runs[i].train_loss:
-                runs[i].seconds = [min(a, b) for a, b in zip(runs[i].seconds, other.seconds)]
+        for run, other in zip(runs, lockstep(task, methods, seed=seed, lr=lr)):
+            if other.train_loss == run.train_loss:
+                run.seconds = [min(a, b) for a, b in zip(run.seconds, other.seconds)]
     return runs
 
 
@@ -379,7 +382,7 @@ def save(args: argparse.Namespace, seeds: int, started: float, sections: list[st
              "or best test accuracy (TTB-Acc); wall time counts every training step with "
              "all PDT overhead (evaluation excluded), 1 torch thread; seeds run one after the other, each with every method "
              "of its table in lock-step, one training step of each in turn, seed s putting the s-th method first (from "
-             "2026-11-30 14:00 UTC; from 2026-11-29 11:32 UTC the methods ran back to back, and before that each method's "
+             "2026-11-30 13:20 UTC; from 2026-11-29 11:32 UTC the methods ran back to back, and before that each method's "
              "seeds did, which let a drift in this VM's speed favour one method); a run whose "
              f"training takes under {SHORT_RUN_SECONDS:g} s is repeated up to {TIMING_REPEATS} times on the same trajectory and "
              "keeps the least time to each evaluation (from 2026-11-29 11:32 UTC; under 2 s until 12:55 UTC). 'never' = did not reach the target within the "
@@ -387,7 +390,8 @@ def save(args: argparse.Namespace, seeds: int, started: float, sections: list[st
              "small CPU trainings (0.4 s to 26 s of training steps) it dominates, so compare their step columns. "
              "Peer sections ('PDT stacked on ...', every task): the peer's learning rate is tuned like the "
              "baseline's and × is measured against the tuned peer itself. "
-             f"Total benchmark time {time.perf_counter() - started:.0f} s.{progress}")
+             + (f"{args.workers} worker processes, one task each at a time (from 2026-11-30 14:00 UTC). " if args.workers > 1 else "")
+             + f"Total benchmark time {time.perf_counter() - started:.0f} s.{progress}")
     part = (", core and peers" if args.core and args.peers else ", peers" if args.peers else ", cosine only" if args.cosine_only
             else ", core" if args.core else "")
     part += f", tasks matching {', '.join(map(repr, args.only))}" if args.only else ""
@@ -443,21 +447,54 @@ def main() -> None:
                         help="only the peer sections: schedule-free and Lookahead, alone and with PDT, every task; "
                              "with --core, the core sections and then the peer sections of each task")
     parser.add_argument("--peer", default=None, help="only the peers whose name contains this text (e.g. schedule-free)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="tasks measured at once, each in its own process (2 on a 2-core machine: about half the time)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # steadier timings on a shared 2-core machine
     seeds = 1 if args.quick else args.seeds
-    sections, started, done = [], time.perf_counter(), []
-    for name, (task, snap_every) in task_suite(args.quick).items():
-        if args.only and not any(text in name for text in args.only):
-            continue
-        for text in task_sections(args, name, task, snap_every, seeds):
-            print(text + "\n", flush=True)
-            sections.append(text)
+    names = [name for name in task_suite(args.quick) if not args.only or any(text in name for text in args.only)]
+    started, measured = time.perf_counter(), {}
+    for name, texts in measure_tasks(args, names, seeds):
+        print("\n\n".join(texts) + "\n", flush=True)
+        measured[name] = texts
         if not args.quick:
-            done.append(name)
-            save(args, seeds, started, sections, done=done)
+            done = [n for n in names if n in measured]
+            save(args, seeds, started, [text for n in done for text in measured[n]], done=done)
     if not args.quick:
-        save(args, seeds, started, sections, done=None)
+        save(args, seeds, started, [text for n in names for text in measured[n]], done=None)
+
+
+LONGEST_FIRST = ("mnist1d ViT / AdamW", "char transformer / AdamW", "mnist1d CNN / SGD-momentum", "digits MLP / Shampoo",
+                 "digits MLP / SGD", "digits MLP / LAMB")
+"""The tasks by how long their sections took (the ViT's and the transformer's most): the order
+in which ``--workers`` hands them out, so that the last one to start is a short one."""
+
+
+def longest_first(names: list[str]) -> list[str]:
+    """``names`` in the order of :data:`LONGEST_FIRST`, tasks it does not list last."""
+    return sorted(names, key=lambda name: LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST))
+
+
+def measure_task(job: tuple[argparse.Namespace, str, int]) -> tuple[str, list[str]]:
+    """All the sections of one task (a worker's job)."""
+    args, name, seeds = job
+    torch.set_num_threads(1)
+    task, snap_every = task_suite(args.quick)[name]
+    return name, list(task_sections(args, name, task, snap_every, seeds))
+
+
+def measure_tasks(args: argparse.Namespace, names: list[str], seeds: int) -> Iterator[tuple[str, list[str]]]:
+    """(task, its sections) as each task finishes: one after the other, or with ``args.workers``
+    processes, one task each at a time. Every comparison is within one task, whose methods run
+    in lock-step in one process, so a task on the other core slows them alike
+    (``benchmarks.timing_protocol --load`` measures it)."""
+    jobs = [(args, name, seeds) for name in names]
+    if args.workers <= 1:
+        yield from map(measure_task, jobs)
+        return
+    jobs = [jobs[names.index(name)] for name in longest_first(names)]
+    with multiprocessing.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
+        yield from pool.imap_unordered(measure_task, jobs)
 
 
 if __name__ == "__main__":

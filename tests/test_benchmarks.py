@@ -51,18 +51,34 @@ def fake_lockstep(monkeypatch, repeats):
     return ttb, calls
 
 
-def test_short_runs_are_repeated_together_and_keep_the_least_time_to_each_evaluation(monkeypatch):
+def test_a_block_with_a_short_run_is_repeated_whole_and_keeps_the_least_time_to_each_evaluation(monkeypatch):
     long = [3.0, ttb_short() + 1]
     ttb, calls = fake_lockstep(monkeypatch, {
         "a": [([0.3, 0.9], [1.0, 0.5]), ([0.4, 0.7], [1.0, 0.5]), ([0.2, 0.8], [1.0, 0.5])],
-        "b": [(long, [1.0, 0.4])],
+        "b": [(long, [1.0, 0.4]), ([2.0, ttb_short() + 2], [1.0, 0.4]), ([3.5, ttb_short() + 0.5], [1.0, 0.4])],
         "c": [([0.3, 0.9], [1.0, 0.6]), ([0.1, 0.2], [1.0, 0.7]), ([0.2, 0.8], [1.0, 0.6])],
     })
     a, b, c = ttb.timed_in_lockstep(None, [("a", None), ("b", None), ("c", None)], seed=2, lr=0.1)
-    assert calls == [["a", "b", "c"], ["a", "c"], ["a", "c"]]  # a long run is not trained again
+    assert calls == [["a", "b", "c"]] * 3  # never the short runs alone: they would have the caches to themselves
     assert a.seconds == [0.2, 0.7] and a.train_loss == [1.0, 0.5]
-    assert b.seconds == long
+    assert b.seconds == [2.0, ttb_short() + 0.5]
     assert c.seconds == [0.2, 0.8]  # the repeat that left c's trajectory is not used
+
+
+def test_a_block_of_long_runs_is_not_repeated(monkeypatch):
+    long = [3.0, ttb_short() + 1]
+    ttb, calls = fake_lockstep(monkeypatch, {"a": [(long, [1.0, 0.5])], "b": [(long, [1.0, 0.4])]})
+    ttb.timed_in_lockstep(None, [("a", None), ("b", None)], seed=0, lr=0.1)
+    assert calls == [["a", "b"]]
+
+
+def test_workers_take_the_longest_tasks_first_and_every_suite_task_has_a_place():
+    import benchmarks.ttb as ttb
+
+    names = list(ttb.task_suite(quick=False))
+    assert sorted(ttb.LONGEST_FIRST) == sorted(names)
+    assert ttb.longest_first(["digits MLP / LAMB", "new task", "mnist1d ViT / AdamW"]) == [
+        "mnist1d ViT / AdamW", "digits MLP / LAMB", "new task"]
 
 
 def ttb_short() -> float:
