@@ -130,29 +130,25 @@ def weight_space_keys(optimizer: object) -> tuple[str, ...]:
 
 MEASURED_UNSAFE = {
     ("schedulefree", None): (
-        "measured (python -m benchmarks.ttb --peers --peer schedule-free, run of 2026-11-30 00:38; z jumps, x "
-        "stays, z snapshot every snap_every / 2 steps, tau counted in snap_every intervals, runaway guard on) "
-        "faster to the schedule-free optimizer's own final loss on digits MLPs (1.79-2.06x in wall time) and a "
-        "mnist1d ViT (1.41x; slowest seed of three 1.26x) and, with the gradient check (gradient_limit, on by "
-        "default from 2026-11-30; python -m benchmarks.ttb --peers --only 'mnist1d CNN', run of 07:12), a "
-        "mnist1d CNN (1.24x [1.15-1.39], every seed; without the check one seed of three never reached it), "
+        "measured (python -m benchmarks.ttb --core --peers --workers 2, run of 2026-11-30 15:34, methods in "
+        "lock-step; z jumps, x stays, z snapshot every snap_every / 2 steps, tau counted in snap_every "
+        "intervals, runaway guard and gradient check on) faster to the schedule-free optimizer's own final loss "
+        "on digits MLPs (1.73-1.76x in wall time), a mnist1d ViT (1.34x; slowest seed of three 1.23x) and a "
+        "mnist1d CNN (1.30x [1.21-1.30]; 1.36x in steps), "
         "but none did on a character transformer (accuracy 0.8 points lower). Report "
         "the loss (opt.report_loss(loss) after each step, or pdt.compile) so that PDT can restore a run that "
         "blows up, and prefer the schedule-free optimizer alone where that is not enough. setback_limit=0.3 "
         "cost on digits (2.22x -> 1.43x; python -m benchmarks.ttb --peers --only 'digits MLP / SGD' --peer "
-        "schedule-free, run of 05:12)"
+        "schedule-free, run of 2026-11-30 05:12)"
     ),
     ("pytorch_optimizer", "Lookahead"): (
-        "measured (python -m benchmarks.ttb --core --peers, run of 2026-11-29 18:00; slow weights take every "
-        "jump) faster in steps to Lookahead's own final loss on digits MLPs under SGD and LAMB (1.43-1.76x), "
-        "level with it under Shampoo (1.00x in steps, 0.95x in wall time; run of 2026-11-30 02:31) and a "
-        "character transformer (1.05x; 1.02x in wall time, one seed 1.00x; run of 20:38); with the gradient "
-        "check (gradient_limit, on by default from 2026-11-30) faster on a mnist1d CNN (1.38x [1.25-1.38] in "
-        "wall time, every seed; python -m benchmarks.ttb --peers --only 'mnist1d CNN', run of 07:12; without "
-        "it one seed of three never reached that loss), but on a mnist1d ViT one seed of three still never "
-        "reached it and accuracy ended 1.0 point lower (steps 1.08x, 1 of 3 never; python -m benchmarks.ttb "
-        "--peers --only ViT --peer Lookahead, run of 12:48; without the check: every seed never). Compare "
-        "against Lookahead alone before relying on it"
+        "measured (python -m benchmarks.ttb --core --peers --workers 2, run of 2026-11-30 15:34, methods in "
+        "lock-step; slow weights take every jump, gradient check on) faster to Lookahead's own final loss on "
+        "digits MLPs under SGD and LAMB (1.54x and 1.23x in wall time) and a mnist1d CNN (1.42x [1.39-1.44], "
+        "accuracy 1.0 point lower), level with it under Shampoo (1.00x in steps, 0.98x [0.98-1.05] in wall "
+        "time) and on a character transformer (1.04x [1.01-1.04]), but on a mnist1d ViT "
+        "one seed of three still never reached it and accuracy ended 1.0 point lower (the others 1.04x and "
+        "1.09x; without the check every seed never). Compare against Lookahead alone before relying on it"
     ),
 }
 """(package, class name or None for every class) -> what was measured, for optimizers PDT stacks
