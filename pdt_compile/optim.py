@@ -287,7 +287,8 @@ class PDT(Optimizer):
         if phase != Phase.ORDINARY:
             self._check_parameters()
         check = self._gradient_check
-        if check is not None and check.wants(self.schedule.steps):
+        if check is not None and check.wants(self.schedule.steps) and (
+                check.armed is not None or self.schedule.may_predict_next(self._ring.count)):
             if closure is None:
                 self._check_gradient(check)
             else:

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch import Tensor
 from hypothesis import given, strategies as st
 
 import pdt_compile as pdt
@@ -92,3 +93,41 @@ def test_gradient_limit_none_keeps_every_merge():
     assert jump is None and not opt.keeps_jumps
     assert torch.allclose(after, merged * 1.5)  # the surging gradient was applied
     assert opt.stats.gradient_undos == 0 and opt.stats.gradient_surges == []
+
+
+def _noisy_run(skip: bool) -> tuple[pdt.PDT, list[int], list[Tensor]]:
+    """A small MLP on random data with PDT and a tight gradient limit (some merges undone).
+    ``skip=False`` takes the gradient norm before every boundary, as if every one could
+    predict. Returns the optimizer, the steps whose norm was taken and the final weights."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), snap_every=4, history=3, burn_in=3,
+                  tau=2, trend=False, gradient_limit=1.05)
+    if not skip:
+        opt.schedule.may_predict_next = lambda ring_count: True
+    taken, norm = [], opt._gradient_norm
+
+    def counted() -> Tensor | None:
+        taken.append(opt.schedule.steps + 1)
+        return norm()
+
+    opt._gradient_norm = counted
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    for step in range(120):
+        batch = slice(step % 8 * 8, step % 8 * 8 + 8)
+        loss = torch.nn.functional.mse_loss(model(x[batch]), y[batch])
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return opt, taken, [p.detach().clone() for p in model.parameters()]
+
+
+def test_no_gradient_norm_is_taken_before_a_boundary_that_cannot_predict_and_nothing_changes():
+    skipping, taken, weights = _noisy_run(skip=True)
+    every, taken_always, weights_always = _noisy_run(skip=False)
+    assert taken_always[:3] == [4, 8, 12]  # the window (1 step) of every boundary
+    assert taken[0] == 16  # the first boundary with 3 snapshots after 3 of burn-in
+    assert len(taken) < len(taken_always)
+    assert skipping.stats.merges > 0 and skipping.stats.gradient_undos > 0
+    assert skipping.stats.gradient_surges == every.stats.gradient_surges
+    assert all(torch.equal(a, b) for a, b in zip(weights, weights_always))

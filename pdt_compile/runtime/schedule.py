@@ -142,11 +142,7 @@ class Schedule:
         predictions within ``config.decay_window``)."""
         if (self.steps + 1) % self.config.snap_every:
             return Phase.ORDINARY
-        ready = (
-            ring_count >= self.config.history
-            and self.boundaries_since_reset >= self.config.burn_in
-            and self.boundaries_since_prediction + 1 >= self.config.predict_every
-        )
+        ready = self._ready(ring_count)
         if self._decaying_above_window(lr):
             return Phase.CAPTURE
         if ready and self.held_boundaries:
@@ -158,6 +154,22 @@ class Schedule:
         if ready and self.config.lr_horizon and lr is not None and self.lr_at_boundary:
             self.horizon = min(self.horizon, lr_horizon(self.tau, lr / self.lr_at_boundary))
         return Phase.PREDICT if ready and self.horizon >= 1 else Phase.CAPTURE
+
+    def _ready(self, ring_count: int) -> bool:
+        """Whether the ring and the counters allow a prediction at the next boundary."""
+        return (
+            ring_count >= self.config.history
+            and self.boundaries_since_reset >= self.config.burn_in
+            and self.boundaries_since_prediction + 1 >= self.config.predict_every
+        )
+
+    def may_predict_next(self, ring_count: int) -> bool:
+        """False when the next boundary certainly captures only (the ring still filling,
+        burn-in, ``predict_every``, a hold), judged at any step of the interval: what it
+        depends on moves only at boundaries, and between them only towards no prediction (a
+        reset, a new hold). True does not promise a prediction (the learning rate decides the
+        rest at the boundary)."""
+        return self._ready(ring_count) and not self.held_boundaries
 
     def _decaying_above_window(self, lr: float | None) -> bool:
         """Whether ``lr`` has fallen below its peak but not yet to ``decay_window`` of it
