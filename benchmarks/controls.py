@@ -1,7 +1,10 @@
-"""Controls PDT must beat: extrapolation of the last displacement on every weight, no mask."""
+"""Controls: extrapolation of the last displacement on every weight, no mask (what PDT must
+beat), and a nudge far below any merge (what a perturbation alone does to a run)."""
 
 from __future__ import annotations
 
+
+import torch
 
 import pdt_compile as pdt
 from pdt_compile.runtime.predictor import Prediction
@@ -25,3 +28,24 @@ class LinearExtrapolation(pdt.PDT):
             accepted.append(w.numel())
         ring.capture_()
         return Prediction(accepted, [None] * len(accepted))
+
+
+class Nudge(pdt.PDT):
+    """At every prediction boundary multiply every weight by ``1 + scale * e``, ``e`` standard
+    normal (a fixed generator): a move many orders of magnitude below a merge's, on PDT's own
+    schedule. Where it moves a run's time to a target as much as PDT does, that time measures
+    the task's sensitivity to any perturbation, not what the merges did."""
+
+    scale = 1e-6
+
+    def _run_boundary(self, phase: Phase) -> Prediction | None:
+        if phase != Phase.PREDICT:
+            return super()._run_boundary(phase)
+        if not hasattr(self, "_noise"):
+            self._noise = torch.Generator().manual_seed(0)
+        ring = self.ring
+        for p in ring.params:
+            w = p.detach()
+            w.mul_(1 + self.scale * torch.randn(w.shape, generator=self._noise).to(w))
+        ring.capture_()
+        return Prediction([0] * len(ring.params), [None] * len(ring.params))

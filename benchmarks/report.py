@@ -7,6 +7,7 @@ import os
 import platform
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +25,30 @@ def machine() -> str:
 
 def _section_pattern(title: str) -> re.Pattern:
     return re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+
+
+def read_section(title: str) -> str | None:
+    """The text of the section ``## title`` of RESULTS.md (its heading line included), or None."""
+    if not RESULTS.exists():
+        return None
+    match = _section_pattern(title).search(RESULTS.read_text())
+    return match.group(0) if match else None
+
+
+def revision() -> str:
+    """The git commit of the code being measured, marked when the package or the benchmarks
+    differ from it (a figure must name the code that produced it)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    changed = git("status", "--porcelain", "--", "pdt_compile", "benchmarks/*.py")
+    return commit + (" with uncommitted changes" if changed else "")
 
 
 def remove_section(title: str) -> None:

@@ -15,6 +15,7 @@ on each schedule against each baseline.
     python -m benchmarks.ttb --peers --only ViT LAMB   # tasks whose name contains one of these
     python -m benchmarks.ttb --peers --peer schedule-free   # one peer only
     python -m benchmarks.ttb --workers 2   # two tasks at a time, one per core (a full run in about half the time)
+    python -m benchmarks.ttb --workers 2 --resume   # keep the tasks a stopped run finished, measure the rest
     python -m benchmarks.ttb --quick    # smoke run (< 1 min), prints only
 """
 
@@ -23,9 +24,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import datetime
 import io
 import math
 import multiprocessing
+import re
 import statistics
 import time
 from pathlib import Path
@@ -39,7 +42,7 @@ from pdt_compile.experiment import (LOSS_FLOOR, Run, Task, Training, loss_target
                                     train_in_lockstep, verification_loss)
 
 from .controls import LinearExtrapolation
-from .report import remove_section, write_section
+from .report import read_section, remove_section, revision, write_section
 
 HERE = Path(__file__).parent
 
@@ -372,11 +375,14 @@ def plot(name: str, runs: dict[str, list[Run]], path: Path) -> None:
     plt.close(fig)
 
 
-def save(args: argparse.Namespace, seeds: int, started: float, sections: list[str], done: list[str] | None) -> None:
+def save(args: argparse.Namespace, seeds: int, started: float, sections: list[str], done: list[str] | None,
+         origins: dict[str, str]) -> None:
     """Write the sections so far into RESULTS.md: after every task into a section of its own
     (``done``: the tasks finished; a run stopped early keeps what it measured, and the last
-    finished run's section stays as it was), and at the end into the run's section (``done=None``)."""
+    finished run's section stays as it was), and at the end into the run's section (``done=None``).
+    ``origins``: task -> the revision and run that measured it (``--resume`` joins runs)."""
     progress = "" if done is None else f" **Run in progress: {len(done)} task(s) done ({', '.join(done)}).**"
+    where = "; ".join(f"{name} ({origin})" for name, origin in origins.items())
     intro = (f"Median over {seeds} seeds [min–max]; × = baseline time / method time to the tuned baseline's final "
              f"training loss (TTB-Loss; {LOSS_FLOOR:g} where it ends below, float32's saturation, from 2026-11-30 02:18 UTC) "
              "or best test accuracy (TTB-Acc); wall time counts every training step with "
@@ -391,15 +397,54 @@ def save(args: argparse.Namespace, seeds: int, started: float, sections: list[st
              "Peer sections ('PDT stacked on ...', every task): the peer's learning rate is tuned like the "
              "baseline's and × is measured against the tuned peer itself. "
              + (f"{args.workers} worker processes, one task each at a time (from 2026-11-30 14:00 UTC). " if args.workers > 1 else "")
-             + f"Total benchmark time {time.perf_counter() - started:.0f} s.{progress}")
+             + f"Where each task was measured: {where}. "
+             + f"Total benchmark time {time.perf_counter() - started:.0f} s (this process).{progress}")
+    title, in_progress = titles(args)
+    write_section(title if done is None else in_progress, intro + "\n\n" + "\n\n".join(sections))
+    if done is None:
+        remove_section(in_progress)
+
+
+def titles(args: argparse.Namespace) -> tuple[str, str]:
+    """The RESULTS.md titles of the run ``args`` selects: finished, and in progress."""
     part = (", core and peers" if args.core and args.peers else ", peers" if args.peers else ", cosine only" if args.cosine_only
             else ", core" if args.core else "")
     part += f", tasks matching {', '.join(map(repr, args.only))}" if args.only else ""
     part += f", peers matching {args.peer!r}" if args.peer else ""  # a partial run gets its own section
-    title, in_progress = f"Time to baseline{part} (benchmarks/ttb.py)", f"Time to baseline{part}, run in progress (benchmarks/ttb.py)"
-    write_section(title if done is None else in_progress, intro + "\n\n" + "\n\n".join(sections))
-    if done is None:
-        remove_section(in_progress)
+    return f"Time to baseline{part} (benchmarks/ttb.py)", f"Time to baseline{part}, run in progress (benchmarks/ttb.py)"
+
+
+DONE = re.compile(r"\*\*Run in progress: \d+ task\(s\) done \((.*)\)\.\*\*")
+WHERE = re.compile(r"Where each task was measured: (.*?)\. Total benchmark time")
+DATE = re.compile(r"^Date: (.*?)\s*$", re.M)
+
+
+def resumable(section: str, names: list[str]) -> dict[str, tuple[list[str], str]]:
+    """The tasks an in-progress section (its text, heading included) holds, each with its
+    sections and where it was measured: task -> (sections, origin). A task's sections are the
+    headings (``###``, ``####``) and plots that name it, each with what follows up to the next."""
+    found = DONE.search(section)
+    if found is None:
+        return {}
+    done = [name for name in found.group(1).split(", ") if name in names]
+    recorded = WHERE.search(section)
+    origins = dict(re.findall(r"(?:^|; )([^;()]+?) \(([^()]*)\)", recorded.group(1))) if recorded else {}
+    date = DATE.search(section)
+    unrecorded = f"revision not recorded, run of {date.group(1) if date else 'unknown date'}"
+    chunks: dict[str, list[list[str]]] = {name: [] for name in done}
+    owner = None
+    for line in section.splitlines():
+        heading = re.match(r"^(?:#{3,4} |!\[)(.*)", line)
+        if heading:
+            text = heading.group(1)
+            owners = [n for n in names if text == n or text.startswith(n + ":") or text.startswith(n + "]")]
+            owner = max(owners, key=len) if owners and max(owners, key=len) in chunks else None
+            if owner is not None:
+                chunks[owner].append([])
+        if owner is not None:
+            chunks[owner][-1].append(line)
+    return {name: (["\n".join(chunk).strip() for chunk in chunks[name]], origins.get(name, unrecorded))
+            for name in done if chunks[name]}
 
 
 def task_sections(args: argparse.Namespace, name: str, task: Task, snap_every: int, seeds: int) -> Iterator[str]:
@@ -449,19 +494,29 @@ def main() -> None:
     parser.add_argument("--peer", default=None, help="only the peers whose name contains this text (e.g. schedule-free)")
     parser.add_argument("--workers", type=int, default=1,
                         help="tasks measured at once, each in its own process (2 on a 2-core machine: about half the time)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the tasks that the same mode's in-progress section of RESULTS.md holds (a run "
+                             "stopped early, e.g. at the end of a session) and measure only the others; the section "
+                             "says where each task was measured")
     args = parser.parse_args()
     torch.set_num_threads(1)  # steadier timings on a shared 2-core machine
     seeds = 1 if args.quick else args.seeds
     names = [name for name in task_suite(args.quick) if not args.only or any(text in name for text in args.only)]
-    started, measured = time.perf_counter(), {}
-    for name, texts in measure_tasks(args, names, seeds):
+    started, measured, origins = time.perf_counter(), {}, {}
+    if args.resume and not args.quick:
+        kept = resumable(read_section(titles(args)[1]) or "", names)
+        measured = {name: texts for name, (texts, _) in kept.items()}
+        origins = {name: origin for name, (_, origin) in kept.items()}
+        print(f"resumed: {', '.join(kept) or 'nothing'}", flush=True)
+    here = f"revision {revision()}, run of {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
+    for name, texts in measure_tasks(args, [n for n in names if n not in measured], seeds):
         print("\n\n".join(texts) + "\n", flush=True)
-        measured[name] = texts
+        measured[name], origins[name] = texts, here
         if not args.quick:
             done = [n for n in names if n in measured]
-            save(args, seeds, started, [text for n in done for text in measured[n]], done=done)
+            save(args, seeds, started, [text for n in done for text in measured[n]], done, {n: origins[n] for n in done})
     if not args.quick:
-        save(args, seeds, started, [text for n in names for text in measured[n]], done=None)
+        save(args, seeds, started, [text for n in names for text in measured[n]], None, {n: origins[n] for n in names})
 
 
 LONGEST_FIRST = ("mnist1d ViT / AdamW", "char transformer / AdamW", "mnist1d CNN / SGD-momentum", "digits MLP / Shampoo",

@@ -232,3 +232,76 @@ def test_the_unmasked_jump_is_each_parameters_own_forecast_minus_its_weights():
     assert torch.equal(jump, torch.cat(expected))
     # one DMD per parameter: fitted to both together, the forecast differs
     assert not torch.allclose(jump, pdt.forecast(torch.cat(rows, 1), 4, rank="full")[-1] - weights)
+
+
+def test_the_nudge_moves_every_weight_by_about_a_millionth_at_prediction_boundaries_only():
+    from benchmarks.controls import Nudge
+
+    w = torch.nn.Parameter(torch.linspace(1.0, 2.0, 1000))
+    opt = Nudge(torch.optim.SGD([w], lr=0.1), snap_every=2, history=3, burn_in=3)
+    moved = []
+    for step in range(1, 15):
+        w.grad = torch.full_like(w, 1e-3)
+        before = w.detach().clone()
+        opt.step()
+        relative = ((w.detach() - (before - 1e-4)) / before).abs()  # beside SGD's own step
+        if relative.max() > 0:
+            moved.append(step)
+            assert 1e-8 < relative.median() < 1e-5 and relative.max() < 1e-5
+    assert moved == [8, 10, 12, 14]  # every boundary from the first that can predict
+    assert opt.stats.merges == 0
+
+
+def test_a_resumed_run_keeps_each_finished_tasks_sections_and_where_they_were_measured(monkeypatch):
+    import argparse
+
+    import benchmarks.ttb as ttb
+
+    written = {}
+    monkeypatch.setattr(ttb, "write_section", lambda title, body: written.update({title: f"## {title}\n\nDate: D\n\n{body}"}))
+    monkeypatch.setattr(ttb, "remove_section", lambda title: None)
+    names = ["digits MLP / SGD", "digits MLP / Shampoo", "mnist1d ViT / AdamW"]
+    sections = {"digits MLP / SGD": ["### digits MLP / SGD\n\n| a |\n|---|", "![digits MLP / SGD](x.png)",
+                                     "### digits MLP / SGD: cosine schedule\n\n| b |",
+                                     "#### digits MLP / SGD: which schedule, and PDT against each\n\ntext"],
+                "mnist1d ViT / AdamW": ["### mnist1d ViT / AdamW: PDT stacked on schedule-free\n\n| c |"]}
+    origins = {"digits MLP / SGD": "revision abc, run of 2026-11-30 15:58 UTC",
+               "mnist1d ViT / AdamW": "revision def with uncommitted changes, run of 2026-12-01 08:00 UTC"}
+    args = argparse.Namespace(core=False, peers=False, cosine_only=False, only=None, peer=None, workers=2)
+    done = list(sections)
+    ttb.save(args, 3, 0.0, [t for n in done for t in sections[n]], done, origins)
+    [(title, text)] = written.items()
+    assert title == ttb.titles(args)[1]
+    kept = ttb.resumable(text, names)
+    assert list(kept) == done
+    assert {n: texts for n, (texts, _) in kept.items()} == sections
+    assert {n: origin for n, (_, origin) in kept.items()} == origins
+    # A section written before the origins were recorded (2026-11-30): the tasks, undated by revision.
+    old = text.replace(text[text.index("Where each task"):text.index("Total benchmark time")], "")
+    assert {n: origin for n, (_, origin) in ttb.resumable(old, names).items()} == {
+        n: "revision not recorded, run of D" for n in done}
+    assert ttb.resumable("## finished\n\nno progress line", names) == {}
+
+
+def test_resume_measures_only_the_tasks_the_in_progress_section_lacks(monkeypatch):
+    import benchmarks.ttb as ttb
+
+    names = ["digits MLP / SGD", "digits MLP / Shampoo", "mnist1d ViT / AdamW"]
+    in_progress = ("## Time to baseline, run in progress (benchmarks/ttb.py)\n\nDate: D\n\nintro "
+                   "**Run in progress: 1 task(s) done (mnist1d ViT / AdamW).**\n\n### mnist1d ViT / AdamW\n\n| old |")
+    asked, written = [], {}
+    monkeypatch.setattr(ttb, "task_suite", lambda quick: dict.fromkeys(names))
+    monkeypatch.setattr(ttb, "read_section", lambda title: in_progress if "in progress" in title else None)
+    def measure_tasks(args, todo, seeds):
+        asked.extend(todo)
+        return [(name, [f"### {name}\n\n| new |"]) for name in todo]
+
+    monkeypatch.setattr(ttb, "measure_tasks", measure_tasks)
+    monkeypatch.setattr(ttb, "write_section", lambda title, body: written.update({title: body}))
+    monkeypatch.setattr(ttb, "remove_section", lambda title: None)
+    monkeypatch.setattr(sys, "argv", ["ttb", "--resume", "--workers", "2"])
+    ttb.main()
+    assert asked == ["digits MLP / SGD", "digits MLP / Shampoo"]
+    final = written["Time to baseline (benchmarks/ttb.py)"]
+    assert final.index("### digits MLP / SGD") < final.index("### digits MLP / Shampoo") < final.index("| old |")
+    assert "mnist1d ViT / AdamW (revision not recorded, run of D)" in final

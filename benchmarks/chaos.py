@@ -1,0 +1,83 @@
+"""How far does any perturbation move a task's time to target? A nudge beside PDT, per seed.
+
+Where training is chaotic at the tuned rate (the Shampoo task's loss jumps by orders of
+magnitude between evaluations), the first evaluation at the target moves by large factors under
+any perturbation, so a per-seed bar on PDT's time there measures the chaos as much as the
+merges. For each seed this trains, from the same initial weights and batches: the baseline;
+the baseline nudged at every prediction boundary (every weight times 1 + 1e-6 e, e standard
+normal: :class:`benchmarks.controls.Nudge`); and PDT's defaults. It counts the steps to the
+baseline's final training loss (floored at ``LOSS_FLOOR``), as ``benchmarks.ttb`` does, and
+the ratio baseline steps / run steps. No wall time: the question is the trajectory.
+
+    python -m benchmarks.chaos [--seeds 10] [--only Shampoo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+
+import torch
+
+import pdt_compile as pdt
+from pdt_compile.experiment import loss_target, speedup, train
+
+from .controls import Nudge
+from .report import write_section
+from .ttb import spread, task_suite
+
+CASES = {  # case -> (task, lr, schedule): the rates benchmarks.ttb --core tuned (run of 2026-11-30 15:34)
+    "digits MLP / Shampoo, constant": ("digits MLP / Shampoo", 6.4, "constant"),
+    "digits MLP / Shampoo, cosine": ("digits MLP / Shampoo", 12.8, "cosine"),
+    "digits MLP / SGD, constant": ("digits MLP / SGD", 0.8, "constant"),
+}
+
+
+def case_rows(name: str, seeds: int) -> list[str]:
+    """The table rows of one case: per-seed step ratios of the nudge and of PDT."""
+    task_name, lr, schedule = CASES[name]
+    task, snap_every = task_suite(quick=False)[task_name]
+    task = dataclasses.replace(task, schedule=schedule)
+    wraps = {f"baseline nudged by 1e-6 at every prediction boundary": lambda opt: Nudge(opt, snap_every=snap_every),
+             "PDT default": lambda opt: pdt.PDT(opt, snap_every=snap_every)}
+    ratios: dict[str, list[float | None]] = {method: [] for method in wraps}
+    base_steps = []
+    for seed in range(seeds):
+        baseline, _ = train(task, lambda opt: opt, seed=seed, method="baseline", lr=lr)
+        base_steps.append(baseline.time_to(loss_target(baseline))[0])
+        for method, wrap in wraps.items():
+            run, _ = train(task, wrap, seed=seed, method=method, lr=lr)
+            ratios[method].append(speedup(baseline, run)[0])
+    rows = [f"| {name}, lr {lr:g} | baseline | steps to target {', '.join(map(str, base_steps))} | - | - |"]
+    for method, values in ratios.items():
+        below = sum(v is None or v < 0.98 for v in values)
+        per_seed = ", ".join("never" if v is None else f"{v:.2f}" for v in values)
+        rows.append(f"| {name}, lr {lr:g} | {method} | {per_seed} | {spread(values)} | {below}/{len(values)} |")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--only", default=None, help="the cases whose name contains this text")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    rows = ["| case | run | steps × per seed (baseline steps / run steps to the baseline's final loss) | median [min–max] | "
+            "seeds below 0.98 or never |", "|---|---|---|---|---|"]
+    for name in CASES:
+        if args.only is None or args.only in name:
+            rows += case_rows(name, args.seeds)
+            print("\n".join(rows[-3:]), flush=True)
+    intro = (f"{args.seeds} seeds per case, each run from the same initial weights and batches; × = the baseline's steps "
+             "over the run's to the baseline's final training loss (floored at 1e-6), first evaluation at it, as "
+             "benchmarks.ttb counts them. The nudge multiplies every weight by 1 + 1e-6 e (e standard normal) at every "
+             f"boundary where PDT's defaults would predict. Total benchmark time {time.perf_counter() - started:.0f} s.")
+    part = f", cases matching {args.only!r}" if args.only else ""
+    write_section(f"Sensitivity of the time to target to a nudge{part} (benchmarks/chaos.py)", intro + "\n\n" + "\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
