@@ -416,21 +416,20 @@ def titles(args: argparse.Namespace) -> tuple[str, str]:
 
 DONE = re.compile(r"\*\*Run in progress: \d+ task\(s\) done \((.*)\)\.\*\*")
 WHERE = re.compile(r"Where each task was measured: (.*?)\. Total benchmark time")
-DATE = re.compile(r"^Date: (.*?)\s*$", re.M)
 
 
 def resumable(section: str, names: list[str]) -> dict[str, tuple[list[str], str]]:
     """The tasks an in-progress section (its text, heading included) holds, each with its
     sections and where it was measured: task -> (sections, origin). A task's sections are the
-    headings (``###``, ``####``) and plots that name it, each with what follows up to the next."""
+    headings (``###``, ``####``) and plots that name it, each with what follows up to the next.
+    A task whose revision the section does not record (written before 2026-11-30 18:00) is
+    measured again: its code is unknown."""
     found = DONE.search(section)
-    if found is None:
-        return {}
-    done = [name for name in found.group(1).split(", ") if name in names]
     recorded = WHERE.search(section)
-    origins = dict(re.findall(r"(?:^|; )([^;()]+?) \(([^()]*)\)", recorded.group(1))) if recorded else {}
-    date = DATE.search(section)
-    unrecorded = f"revision not recorded, run of {date.group(1) if date else 'unknown date'}"
+    if found is None or recorded is None:
+        return {}
+    origins = dict(re.findall(r"(?:^|; )([^;()]+?) \(([^()]*)\)", recorded.group(1)))
+    done = [name for name in found.group(1).split(", ") if name in names and name in origins]
     chunks: dict[str, list[list[str]]] = {name: [] for name in done}
     owner = None
     for line in section.splitlines():
@@ -443,8 +442,7 @@ def resumable(section: str, names: list[str]) -> dict[str, tuple[list[str], str]
                 chunks[owner].append([])
         if owner is not None:
             chunks[owner][-1].append(line)
-    return {name: (["\n".join(chunk).strip() for chunk in chunks[name]], origins.get(name, unrecorded))
-            for name in done if chunks[name]}
+    return {name: (["\n".join(chunk).strip() for chunk in chunks[name]], origins[name]) for name in done if chunks[name]}
 
 
 def task_sections(args: argparse.Namespace, name: str, task: Task, snap_every: int, seeds: int) -> Iterator[str]:

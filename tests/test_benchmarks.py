@@ -276,10 +276,9 @@ def test_a_resumed_run_keeps_each_finished_tasks_sections_and_where_they_were_me
     assert list(kept) == done
     assert {n: texts for n, (texts, _) in kept.items()} == sections
     assert {n: origin for n, (_, origin) in kept.items()} == origins
-    # A section written before the origins were recorded (2026-11-30): the tasks, undated by revision.
+    # A section written before the origins were recorded: its code is unknown, nothing is kept.
     old = text.replace(text[text.index("Where each task"):text.index("Total benchmark time")], "")
-    assert {n: origin for n, (_, origin) in ttb.resumable(old, names).items()} == {
-        n: "revision not recorded, run of D" for n in done}
+    assert ttb.resumable(old, names) == {}
     assert ttb.resumable("## finished\n\nno progress line", names) == {}
 
 
@@ -287,7 +286,8 @@ def test_resume_measures_only_the_tasks_the_in_progress_section_lacks(monkeypatc
     import benchmarks.ttb as ttb
 
     names = ["digits MLP / SGD", "digits MLP / Shampoo", "mnist1d ViT / AdamW"]
-    in_progress = ("## Time to baseline, run in progress (benchmarks/ttb.py)\n\nDate: D\n\nintro "
+    in_progress = ("## Time to baseline, run in progress (benchmarks/ttb.py)\n\nDate: D\n\nintro Where each task was "
+                   "measured: mnist1d ViT / AdamW (revision abc, run of D). Total benchmark time 1 s (this process). "
                    "**Run in progress: 1 task(s) done (mnist1d ViT / AdamW).**\n\n### mnist1d ViT / AdamW\n\n| old |")
     asked, written = [], {}
     monkeypatch.setattr(ttb, "task_suite", lambda quick: dict.fromkeys(names))
@@ -304,4 +304,4 @@ def test_resume_measures_only_the_tasks_the_in_progress_section_lacks(monkeypatc
     assert asked == ["digits MLP / SGD", "digits MLP / Shampoo"]
     final = written["Time to baseline (benchmarks/ttb.py)"]
     assert final.index("### digits MLP / SGD") < final.index("### digits MLP / Shampoo") < final.index("| old |")
-    assert "mnist1d ViT / AdamW (revision not recorded, run of D)" in final
+    assert "mnist1d ViT / AdamW (revision abc, run of D)" in final
