@@ -287,8 +287,7 @@ class PDT(Optimizer):
         if phase != Phase.ORDINARY:
             self._check_parameters()
         check = self._gradient_check
-        if check is not None and check.wants(self.schedule.steps) and (
-                check.armed is not None or self.schedule.may_predict_next(self._ring.count)):
+        if check is not None and check.wants(self.schedule.steps, lambda: self.schedule.may_predict_next(self._ring.count)):
             if closure is None:
                 self._check_gradient(check)
             else:

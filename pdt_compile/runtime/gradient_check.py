@@ -14,7 +14,7 @@ The decision is a device tensor: the compiled path reads nothing on the host for
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -54,9 +54,10 @@ class GradientCheck:
         self.unread: list[tuple[int, Tensor, Tensor]] = []
         """(step of the merge, surge, undone) of the checks made since the last :meth:`read`."""
 
-    def wants(self, steps_done: int) -> bool:
-        """Whether the step about to run needs its gradient norm (window or judgement)."""
-        return self.armed is not None or in_window(steps_done, self.snap_every, self.window)
+    def wants(self, steps_done: int, can_predict: Callable[[], bool]) -> bool:
+        """Whether the step about to run needs its gradient norm: to judge a merge, or in the
+        window before a boundary that ``can_predict`` (asked only in the window) says may predict."""
+        return self.armed is not None or (in_window(steps_done, self.snap_every, self.window) and can_predict())
 
     def record(self, norm: Tensor) -> None:
         self.norms.append(norm.detach().reshape(()))
