@@ -42,7 +42,7 @@ def case_rows(name: str, seeds: int) -> list[str]:
     task_name, lr, schedule = CASES[name]
     task, snap_every = task_suite(quick=False)[task_name]
     task = dataclasses.replace(task, schedule=schedule)
-    wraps = {f"baseline nudged by 1e-6 at every prediction boundary": lambda opt: Nudge(opt, snap_every=snap_every),
+    wraps = {"baseline nudged by 1e-6 at every prediction boundary": lambda opt: Nudge(opt, snap_every=snap_every),
              "PDT default": lambda opt: pdt.PDT(opt, snap_every=snap_every)}
     ratios: dict[str, list[float | None]] = {method: [] for method in wraps}
     accuracy: dict[str, list[float]] = {method: [] for method in wraps}

@@ -38,11 +38,13 @@ class Nudge(pdt.PDT):
 
     scale = 1e-6
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._noise = torch.Generator().manual_seed(0)
+
     def _run_boundary(self, phase: Phase) -> Prediction | None:
         if phase != Phase.PREDICT:
             return super()._run_boundary(phase)
-        if not hasattr(self, "_noise"):
-            self._noise = torch.Generator().manual_seed(0)
         ring = self.ring
         for p in ring.params:
             w = p.detach()

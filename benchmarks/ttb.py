@@ -437,7 +437,8 @@ def resumable(section: str, names: list[str]) -> dict[str, tuple[list[str], str]
         if heading:
             text = heading.group(1)
             owners = [n for n in names if text == n or text.startswith(n + ":") or text.startswith(n + "]")]
-            owner = max(owners, key=len) if owners and max(owners, key=len) in chunks else None
+            owner = max(owners, key=len, default=None)
+            owner = owner if owner in chunks else None
             if owner is not None:
                 chunks[owner].append([])
         if owner is not None:
