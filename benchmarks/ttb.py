@@ -15,7 +15,7 @@ on each schedule against each baseline.
     python -m benchmarks.ttb --peers --only ViT LAMB   # tasks whose name contains one of these
     python -m benchmarks.ttb --peers --peer schedule-free   # one peer only
     python -m benchmarks.ttb --workers 2   # two tasks at a time, one per core (a full run in about half the time)
-    python -m benchmarks.ttb --workers 2 --resume   # keep the tasks a stopped run finished, measure the rest
+    python -m benchmarks.ttb --workers 2 --resume   # keep the units (a task, or its peers) a stopped run finished, measure the rest
     python -m benchmarks.ttb --quick    # smoke run (< 1 min), prints only
 """
 
@@ -381,7 +381,7 @@ def save(args: argparse.Namespace, seeds: int, started: float, sections: list[st
     (``done``: the tasks finished; a run stopped early keeps what it measured, and the last
     finished run's section stays as it was), and at the end into the run's section (``done=None``).
     ``origins``: task -> the revision and run that measured it (``--resume`` joins runs)."""
-    progress = "" if done is None else f" **Run in progress: {len(done)} task(s) done ({', '.join(done)}).**"
+    progress = "" if done is None else f" **Run in progress: {len(done)} unit(s) done ({', '.join(done)}).**"
     where = "; ".join(f"{name} ({origin})" for name, origin in origins.items())
     intro = (f"Median over {seeds} seeds [min–max]; × = baseline time / method time to the tuned baseline's final "
              f"training loss (TTB-Loss; {LOSS_FLOOR:g} where it ends below, float32's saturation, from 2026-11-30 02:18 UTC) "
@@ -414,16 +414,17 @@ def titles(args: argparse.Namespace) -> tuple[str, str]:
     return f"Time to baseline{part} (benchmarks/ttb.py)", f"Time to baseline{part}, run in progress (benchmarks/ttb.py)"
 
 
-DONE = re.compile(r"\*\*Run in progress: \d+ task\(s\) done \((.*)\)\.\*\*")
+DONE = re.compile(r"\*\*Run in progress: \d+ (?:task|unit)\(s\) done \((.*)\)\.\*\*")
 WHERE = re.compile(r"Where each task was measured: (.*?)\. Total benchmark time")
 
 
 def resumable(section: str, names: list[str]) -> dict[str, tuple[list[str], str]]:
-    """The tasks an in-progress section (its text, heading included) holds, each with its
-    sections and where it was measured: task -> (sections, origin). A task's sections are the
-    headings (``###``, ``####``) and plots that name it, each with what follows up to the next.
-    A task whose revision the section does not record (written before 2026-11-30 18:00) is
-    measured again: its code is unknown."""
+    """The units of work (:func:`units`) an in-progress section (its text, heading included)
+    holds, each with its sections and where it was measured: unit -> (sections, origin). A
+    unit's sections are the headings (``###``, ``####``) and plots that name its task (a peers
+    unit: the 'PDT stacked on' ones), each with what follows up to the next. A unit whose revision
+    the section does not record (written before 2026-11-30 18:00) is measured again: its code is
+    unknown. A task measured whole (before 2026-11-30 19:30) counts for its peers unit too."""
     found = DONE.search(section)
     recorded = WHERE.search(section)
     if found is None or recorded is None:
@@ -436,8 +437,13 @@ def resumable(section: str, names: list[str]) -> dict[str, tuple[list[str], str]
         heading = re.match(r"^(?:#{3,4} |!\[)(.*)", line)
         if heading:
             text = heading.group(1)
-            owners = [n for n in names if text == n or text.startswith(n + ":") or text.startswith(n + "]")]
-            owner = max(owners, key=len, default=None)
+            tasks = [n for n in names if text == n or text.startswith(n + ":") or text.startswith(n + "]")]
+            owner = max(tasks, key=len, default=None)
+            if owner is not None and text.startswith(owner + ": PDT stacked on") and owner + PEERS in names:
+                if owner + PEERS not in chunks and owner in chunks:  # measured whole
+                    chunks[owner + PEERS], origins[owner + PEERS] = [], origins[owner]
+                    done.insert(done.index(owner) + 1, owner + PEERS)
+                owner += PEERS
             owner = owner if owner in chunks else None
             if owner is not None:
                 chunks[owner].append([])
@@ -446,8 +452,31 @@ def resumable(section: str, names: list[str]) -> dict[str, tuple[list[str], str]
     return {name: (["\n".join(chunk).strip() for chunk in chunks[name]], origins[name]) for name in done if chunks[name]}
 
 
-def task_sections(args: argparse.Namespace, name: str, task: Task, snap_every: int, seeds: int) -> Iterator[str]:
-    """The RESULTS.md sections of one task for the mode ``args`` selects, each as soon as it is measured."""
+PEERS = ": peers"
+"""Suffix of the unit that measures a task's peer sections alone (:func:`units`)."""
+
+
+def splits(args: argparse.Namespace) -> bool:
+    """Whether the mode ``args`` selects measures a task's peers beside its other sections
+    (the full suite, ``--core --peers``): there each task is two units of work."""
+    return not args.quick and not args.cosine_only and (args.core == args.peers)
+
+
+def units(args: argparse.Namespace, names: list[str]) -> list[str]:
+    """The units of work of a run, in report order: each task, and where :func:`splits`, its
+    peers (``name + PEERS``) as a unit of its own, so that ``--workers`` can measure a long task's
+    two halves at once and ``--resume`` keeps each half (the character transformer's full
+    sections took longer than a session beside another task, 2026-11-30)."""
+    return [unit for name in names for unit in ([name, name + PEERS] if splits(args) else [name])]
+
+
+def task_sections(args: argparse.Namespace, unit: str, task: Task, snap_every: int, seeds: int) -> Iterator[str]:
+    """The RESULTS.md sections of one unit (:func:`units`) for the mode ``args`` selects, each as
+    soon as it is measured."""
+    name = unit.removesuffix(PEERS)
+    if unit != name:
+        yield from peer_sections(name, task, snap_every, seeds, args.quick, args.peer)
+        return
     if args.peers and not args.core:
         yield from peer_sections(name, task, snap_every, seeds, args.quick, args.peer)
         return
@@ -474,7 +503,7 @@ def task_sections(args: argparse.Namespace, name: str, task: Task, snap_every: i
         plot(name, runs, image)
         yield f"![{name}]({image.name})"
         yield from schedule_sections(name, task, snap_every, seeds, runs, lr, ablations=not args.core)
-    if args.peers or not args.core:
+    if (args.peers or not args.core) and not splits(args):
         yield from peer_sections(name, task, snap_every, seeds, args.quick, args.peer)
 
 
@@ -494,13 +523,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="tasks measured at once, each in its own process (2 on a 2-core machine: about half the time)")
     parser.add_argument("--resume", action="store_true",
-                        help="keep the tasks that the same mode's in-progress section of RESULTS.md holds (a run "
-                             "stopped early, e.g. at the end of a session) and measure only the others; the section "
-                             "says where each task was measured")
+                        help="keep the units of work (a task, or its peers) that the same mode's in-progress section "
+                             "of RESULTS.md holds (a run stopped early, e.g. at the end of a session) and measure only "
+                             "the others; the section says where each was measured")
     args = parser.parse_args()
     torch.set_num_threads(1)  # steadier timings on a shared 2-core machine
     seeds = 1 if args.quick else args.seeds
-    names = [name for name in task_suite(args.quick) if not args.only or any(text in name for text in args.only)]
+    tasks = [name for name in task_suite(args.quick) if not args.only or any(text in name for text in args.only)]
+    names = units(args, tasks)
     started, measured, origins = time.perf_counter(), {}, {}
     if args.resume and not args.quick:
         kept = resumable(read_section(titles(args)[1]) or "", names)
@@ -518,23 +548,26 @@ def main() -> None:
         save(args, seeds, started, [text for n in names for text in measured[n]], None, {n: origins[n] for n in names})
 
 
-LONGEST_FIRST = ("mnist1d ViT / AdamW", "char transformer / AdamW", "mnist1d CNN / SGD-momentum", "digits MLP / Shampoo",
-                 "digits MLP / SGD", "digits MLP / LAMB")
-"""The tasks by how long their sections took (the ViT's and the transformer's most): the order
-in which ``--workers`` hands them out, so that the last one to start is a short one."""
+LONGEST_FIRST = ("mnist1d ViT / AdamW", "char transformer / AdamW", "mnist1d ViT / AdamW" + PEERS,
+                 "char transformer / AdamW" + PEERS, "mnist1d CNN / SGD-momentum", "digits MLP / Shampoo",
+                 "mnist1d CNN / SGD-momentum" + PEERS, "digits MLP / SGD", "digits MLP / LAMB",
+                 "digits MLP / Shampoo" + PEERS, "digits MLP / SGD" + PEERS, "digits MLP / LAMB" + PEERS)
+"""The units of work (:func:`units`) by how long their sections took (the ViT's and the
+transformer's most): the order in which ``--workers`` hands them out, so that the last one to
+start is a short one."""
 
 
 def longest_first(names: list[str]) -> list[str]:
-    """``names`` in the order of :data:`LONGEST_FIRST`, tasks it does not list last."""
+    """``names`` in the order of :data:`LONGEST_FIRST`, units it does not list last."""
     return sorted(names, key=lambda name: LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST))
 
 
 def measure_task(job: tuple[argparse.Namespace, str, int]) -> tuple[str, list[str]]:
-    """All the sections of one task (a worker's job)."""
-    args, name, seeds = job
+    """All the sections of one unit of work (:func:`units`; a worker's job)."""
+    args, unit, seeds = job
     torch.set_num_threads(1)
-    task, snap_every = task_suite(args.quick)[name]
-    return name, list(task_sections(args, name, task, snap_every, seeds))
+    task, snap_every = task_suite(args.quick)[unit.removesuffix(PEERS)]
+    return unit, list(task_sections(args, unit, task, snap_every, seeds))
 
 
 def measure_tasks(args: argparse.Namespace, names: list[str], seeds: int) -> Iterator[tuple[str, list[str]]]:

@@ -75,7 +75,10 @@ def test_a_block_of_long_runs_is_not_repeated(monkeypatch):
 def test_workers_take_the_longest_tasks_first_and_every_suite_task_has_a_place():
     import benchmarks.ttb as ttb
 
-    names = list(ttb.task_suite(quick=False))
+    import argparse
+
+    full = argparse.Namespace(quick=False, core=False, peers=False, cosine_only=False)
+    names = ttb.units(full, list(ttb.task_suite(quick=False)))
     assert sorted(ttb.LONGEST_FIRST) == sorted(names)
     assert ttb.longest_first(["digits MLP / LAMB", "new task", "mnist1d ViT / AdamW"]) == [
         "mnist1d ViT / AdamW", "digits MLP / LAMB", "new task"]
@@ -282,13 +285,52 @@ def test_a_resumed_run_keeps_each_finished_tasks_sections_and_where_they_were_me
     assert ttb.resumable("## finished\n\nno progress line", names) == {}
 
 
+def test_a_task_and_its_peers_are_two_units_only_where_a_run_measures_both():
+    import argparse
+
+    import benchmarks.ttb as ttb
+
+    def mode(**flags):
+        return argparse.Namespace(**{"quick": False, "core": False, "peers": False, "cosine_only": False, **flags})
+
+    tasks = ["digits MLP / SGD", "mnist1d ViT / AdamW"]
+    split = ["digits MLP / SGD", "digits MLP / SGD: peers", "mnist1d ViT / AdamW", "mnist1d ViT / AdamW: peers"]
+    assert ttb.units(mode(), tasks) == split
+    assert ttb.units(mode(core=True, peers=True), tasks) == split
+    for whole in (mode(core=True), mode(peers=True), mode(core=True, cosine_only=True), mode(quick=True)):
+        assert ttb.units(whole, tasks) == tasks
+
+
+def test_a_peers_unit_is_resumed_on_its_own_and_a_task_measured_whole_counts_for_both(monkeypatch):
+    import argparse
+
+    import benchmarks.ttb as ttb
+
+    written = {}
+    monkeypatch.setattr(ttb, "write_section", lambda title, body: written.update({title: f"## {title}\n\nDate: D\n\n{body}"}))
+    monkeypatch.setattr(ttb, "remove_section", lambda title: None)
+    args = argparse.Namespace(core=False, peers=False, cosine_only=False, only=None, peer=None, workers=2)
+    names = ttb.units(argparse.Namespace(quick=False, **vars(args)), ["digits MLP / SGD", "mnist1d ViT / AdamW"])
+    peers = "### mnist1d ViT / AdamW: PDT stacked on schedule-free\n\n| c |"
+    main = ["### mnist1d ViT / AdamW\n\n| a |", "### mnist1d ViT / AdamW: cosine schedule\n\n| b |"]
+    ttb.save(args, 3, 0.0, [peers], ["mnist1d ViT / AdamW: peers"], {"mnist1d ViT / AdamW: peers": "revision abc, run of D"})
+    [text] = written.values()
+    assert ttb.resumable(text, names) == {"mnist1d ViT / AdamW: peers": ([peers], "revision abc, run of D")}
+    # Before the split, a finished task held its peer sections under its own name.
+    whole = text.replace("1 unit(s) done (mnist1d ViT / AdamW: peers)", "1 task(s) done (mnist1d ViT / AdamW)").replace(
+        "mnist1d ViT / AdamW: peers (revision", "mnist1d ViT / AdamW (revision").replace(peers, "\n\n".join([*main, peers]))
+    assert ttb.resumable(whole, names) == {"mnist1d ViT / AdamW": (main, "revision abc, run of D"),
+                                           "mnist1d ViT / AdamW: peers": ([peers], "revision abc, run of D")}
+
+
 def test_resume_measures_only_the_tasks_the_in_progress_section_lacks(monkeypatch):
     import benchmarks.ttb as ttb
 
     names = ["digits MLP / SGD", "digits MLP / Shampoo", "mnist1d ViT / AdamW"]
     in_progress = ("## Time to baseline, run in progress (benchmarks/ttb.py)\n\nDate: D\n\nintro Where each task was "
                    "measured: mnist1d ViT / AdamW (revision abc, run of D). Total benchmark time 1 s (this process). "
-                   "**Run in progress: 1 task(s) done (mnist1d ViT / AdamW).**\n\n### mnist1d ViT / AdamW\n\n| old |")
+                   "**Run in progress: 1 task(s) done (mnist1d ViT / AdamW).**\n\n### mnist1d ViT / AdamW\n\n| old |\n\n"
+                   "### mnist1d ViT / AdamW: PDT stacked on Lookahead\n\n| old peers |")
     asked, written = [], {}
     monkeypatch.setattr(ttb, "task_suite", lambda quick: dict.fromkeys(names))
     monkeypatch.setattr(ttb, "read_section", lambda title: in_progress if "in progress" in title else None)
@@ -301,7 +343,8 @@ def test_resume_measures_only_the_tasks_the_in_progress_section_lacks(monkeypatc
     monkeypatch.setattr(ttb, "remove_section", lambda title: None)
     monkeypatch.setattr(sys, "argv", ["ttb", "--resume", "--workers", "2"])
     ttb.main()
-    assert asked == ["digits MLP / SGD", "digits MLP / Shampoo"]
+    assert asked == ["digits MLP / SGD", "digits MLP / SGD: peers", "digits MLP / Shampoo", "digits MLP / Shampoo: peers"]
     final = written["Time to baseline (benchmarks/ttb.py)"]
-    assert final.index("### digits MLP / SGD") < final.index("### digits MLP / Shampoo") < final.index("| old |")
-    assert "mnist1d ViT / AdamW (revision abc, run of D)" in final
+    assert (final.index("### digits MLP / SGD\n") < final.index("### digits MLP / SGD: peers") < final.index("### digits MLP / Shampoo\n")
+            < final.index("| old |") < final.index("| old peers |"))
+    assert "mnist1d ViT / AdamW (revision abc, run of D); mnist1d ViT / AdamW: peers (revision abc, run of D)" in final

@@ -1,0 +1,112 @@
+"""Does a PDT setting beat the defaults on every task, or only on the one where it was found?
+
+The full suite's ViT task measured one variant past the defaults at a constant rate: tau 5
+with affine dynamics and no trend filter, 1.16x in steps against the default's 1.03x
+(``benchmarks.ttb``, section "Time to baseline, run in progress"). A default must pay on every
+task, so this trains, for every case of ``benchmarks.tau_ramp`` (each task at the rates
+``benchmarks.ttb`` tuned: constant, cosine where it is the better baseline, and the peers) and
+the character transformer on schedule-free AdamW, the
+baseline, PDT's defaults and each variant from the same initial weights and batches, and
+counts the steps to the baseline's final training loss per seed, with the final test accuracy
+against the baseline's. Steps only, no wall time: it may run beside a timed benchmark.
+
+    python -m benchmarks.variants [--seeds 3] [--only 'char transformer'] [--variants 'affine']
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+
+import torch
+
+import pdt_compile as pdt
+from pdt_compile.experiment import speedup, train
+
+from .report import write_section
+from .tau_ramp import selected
+from .ttb import peers, spread, task_suite
+
+VARIANTS: dict[str, dict] = {
+    "default": {},
+    "affine": dict(dynamics="affine"),
+    "tau 5, affine": dict(tau=5, dynamics="affine"),
+    "tau 5, affine, no trend filter (the ViT's lead)": dict(tau=5, trend=False, dynamics="affine"),
+    "tau 5, no trend filter (the previous default)": dict(tau=5, trend=False),
+}
+"""Variant name -> PDTConfig fields set on top of the defaults (and the task's ``snap_every``)."""
+
+
+EXTRA_PEER_LRS = {("char transformer / AdamW", "schedule-free"): 0.048}
+"""Peer cases ``benchmarks.tau_ramp`` does not run, at the rate ``benchmarks.ttb --peers`` tuned
+(section "Time to baseline, peers, tasks matching 'char transformer'", 2026-11-29 20:38)."""
+
+
+def variant_cases(only: str) -> dict[str, tuple]:
+    """The cases of ``benchmarks.tau_ramp`` and :data:`EXTRA_PEER_LRS` whose title contains ``only``."""
+    out = selected(only)
+    suite = task_suite(quick=False)
+    for (name, peer), lr in EXTRA_PEER_LRS.items():
+        title = f"{name}: PDT on {peer}"
+        if only in title:
+            task, snap_every = suite[name]
+            out[title] = (dataclasses.replace(task, make_optimizer=peers(name, task)[peer]), snap_every, lr, peer)
+    return out
+
+
+def case_rows(title: str, case: tuple, variants: dict[str, dict], seeds: int) -> list[str]:
+    """The table rows of one case: per-seed step ratios and accuracy changes of every variant."""
+    task, snap_every, lr, _ = case
+    ratios: dict[str, list[float | None]] = {name: [] for name in variants}
+    accuracy: dict[str, list[float]] = {name: [] for name in variants}
+    merges: dict[str, int] = {name: 0 for name in variants}
+    for seed in range(seeds):
+        baseline, _ = train(task, lambda opt: opt, seed=seed, method="baseline", lr=lr)
+        for name, fields in variants.items():
+            run, opt = train(task, lambda o: pdt.PDT(o, snap_every=snap_every, **fields), seed=seed, method=name, lr=lr)
+            ratios[name].append(speedup(baseline, run)[0])
+            accuracy[name].append((run.test_accuracy[-1] - baseline.test_accuracy[-1]) * 100)
+            merges[name] += opt.stats.merges
+    rows = []
+    for name, values in ratios.items():
+        per_seed = ", ".join("never" if v is None else f"{v:.2f}" for v in values)
+        below = sum(v is None or v < 0.98 for v in values)
+        deltas = ", ".join(f"{d:+.1f}" for d in accuracy[name])
+        rows.append(f"| {title}, lr {lr:g} | {name} | {per_seed} | {spread(values)} | {below}/{seeds} | "
+                    f"{deltas} (median {statistics.median(accuracy[name]):+.1f}) | {merges[name]} |")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--only", default="", help="run only the cases whose title contains this")
+    parser.add_argument("--variants", default="", help="comma-separated texts: run only the variants whose name "
+                                                       "contains one (the default always runs)")
+    args = parser.parse_args()
+    wanted = [text for text in args.variants.split(",") if text]
+    variants = {name: fields for name, fields in VARIANTS.items()
+                if name == "default" or not wanted or any(text in name for text in wanted)}
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    rows = ["| case | PDT | steps × per seed (baseline steps / PDT's to the baseline's final loss) | median [min–max] | "
+            "seeds below 0.98 or never | final accuracy − the baseline's, per seed (points) | merges (all seeds) |",
+            "|---|---|---|---|---|---|---|"]
+    for title, case in variant_cases(args.only).items():
+        rows += case_rows(title, case, variants, args.seeds)
+        print("\n".join(rows[-len(variants):]), flush=True)
+    intro = (f"{args.seeds} seeds per case, every run of a seed from the same initial weights and batches; × = the "
+             "baseline's steps over PDT's to the baseline's final training loss (floored at 1e-6), first evaluation "
+             "at it, as benchmarks.ttb counts them. Variants set these PDTConfig fields on top of the defaults: "
+             + "; ".join(f"{name}: {fields or 'none'}" for name, fields in variants.items())
+             + f". Total benchmark time {time.perf_counter() - started:.0f} s.")
+    part = (f", cases matching {args.only!r}" if args.only else "") + (f", variants matching {args.variants!r}"
+                                                                       if args.variants else "")
+    write_section(f"PDT variants against the defaults on every task{part} (benchmarks/variants.py)",
+                  intro + "\n\n" + "\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
