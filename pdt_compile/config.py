@@ -105,7 +105,10 @@ class PDTConfig:
 
     dynamics: str = "linear"
     """``"linear"``: DMD of the raw weights (the paper). ``"affine"``: DMD of successive
-    displacements (a Koopman model with a constant observable; needs history >= 3)."""
+    displacements (a Koopman model with a constant observable; needs history >= 3). Measured
+    (benchmarks/FINDINGS.md): with tau 5 it was faster on a ViT at a constant rate (1.16x in
+    steps against 1.03x) and slower or no faster on the CNN, the digits MLP and the character
+    transformer, so it is not the default."""
 
     after_merge: str = "shift"
     """What happens to the ring after a merge: ``"shift"`` translates every stored snapshot
