@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
 import time
 
 import torch
@@ -25,9 +24,10 @@ import torch
 import pdt_compile as pdt
 from pdt_compile.experiment import speedup, train
 
+from .chaos import seed_cells
 from .report import write_section
 from .tau_ramp import selected
-from .ttb import peers, spread, task_suite
+from .ttb import peers, task_suite
 
 VARIANTS: dict[str, dict] = {
     "default": {},
@@ -71,11 +71,7 @@ def case_rows(title: str, case: tuple, variants: dict[str, dict], seeds: int) ->
             merges[name] += opt.stats.merges
     rows = []
     for name, values in ratios.items():
-        per_seed = ", ".join("never" if v is None else f"{v:.2f}" for v in values)
-        below = sum(v is None or v < 0.98 for v in values)
-        deltas = ", ".join(f"{d:+.1f}" for d in accuracy[name])
-        rows.append(f"| {title}, lr {lr:g} | {name} | {per_seed} | {spread(values)} | {below}/{seeds} | "
-                    f"{deltas} (median {statistics.median(accuracy[name]):+.1f}) | {merges[name]} |")
+        rows.append(f"| {title}, lr {lr:g} | {name} | {seed_cells(values, accuracy[name])} | {merges[name]} |")
     return rows
 
 

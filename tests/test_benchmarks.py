@@ -348,3 +348,15 @@ def test_resume_measures_only_the_tasks_the_in_progress_section_lacks(monkeypatc
     assert (final.index("### digits MLP / SGD\n") < final.index("### digits MLP / SGD: peers") < final.index("### digits MLP / Shampoo\n")
             < final.index("| old |") < final.index("| old peers |"))
     assert "mnist1d ViT / AdamW (revision abc, run of D); mnist1d ViT / AdamW: peers (revision abc, run of D)" in final
+
+
+def test_every_variant_is_a_valid_configuration_and_its_cases_include_schedule_free_adamw():
+    import pdt_compile as pdt
+    import benchmarks.variants as variants
+
+    for fields in variants.VARIANTS.values():
+        pdt.PDTConfig(snap_every=30, **fields)  # validated in __post_init__
+    cases = variants.variant_cases("char transformer")
+    assert "char transformer / AdamW: PDT on schedule-free" in cases
+    task, snap_every, lr, _ = cases["char transformer / AdamW: PDT on schedule-free"]
+    assert lr == 0.048 and type(task.make_optimizer([torch.zeros(2, requires_grad=True)], lr)).__name__ == "AdamWScheduleFree"
