@@ -396,7 +396,8 @@ def save(args: argparse.Namespace, seeds: int, started: float, sections: list[st
              "small CPU trainings (0.4 s to 26 s of training steps) it dominates, so compare their step columns. "
              "Peer sections ('PDT stacked on ...', every task): the peer's learning rate is tuned like the "
              "baseline's and × is measured against the tuned peer itself. "
-             + (f"{args.workers} worker processes, one task each at a time (from 2026-11-30 14:00 UTC). " if args.workers > 1 else "")
+             + (f"{args.workers} worker processes, one unit of work each at a time (from 2026-11-30 14:00 UTC; a unit is a task, or from "
+                "2026-11-30 19:12 UTC a task's main sections or its peers). " if args.workers > 1 else "")
              + f"Where each task was measured: {where}. "
              + f"Total benchmark time {time.perf_counter() - started:.0f} s (this process).{progress}")
     title, in_progress = titles(args)
@@ -414,7 +415,7 @@ def titles(args: argparse.Namespace) -> tuple[str, str]:
     return f"Time to baseline{part} (benchmarks/ttb.py)", f"Time to baseline{part}, run in progress (benchmarks/ttb.py)"
 
 
-DONE = re.compile(r"\*\*Run in progress: \d+ (?:task|unit)\(s\) done \((.*)\)\.\*\*")
+DONE = re.compile(r"\*\*Run in progress: \d+ unit\(s\) done \((.*)\)\.\*\*")
 WHERE = re.compile(r"Where each task was measured: (.*?)\. Total benchmark time")
 
 
@@ -424,7 +425,7 @@ def resumable(section: str, names: list[str]) -> dict[str, tuple[list[str], str]
     unit's sections are the headings (``###``, ``####``) and plots that name its task (a peers
     unit: the 'PDT stacked on' ones), each with what follows up to the next. A unit whose revision
     the section does not record (written before 2026-11-30 18:00) is measured again: its code is
-    unknown. A task measured whole (before 2026-11-30 19:30) counts for its peers unit too."""
+    unknown."""
     found = DONE.search(section)
     recorded = WHERE.search(section)
     if found is None or recorded is None:
@@ -440,9 +441,6 @@ def resumable(section: str, names: list[str]) -> dict[str, tuple[list[str], str]
             tasks = [n for n in names if text == n or text.startswith(n + ":") or text.startswith(n + "]")]
             owner = max(tasks, key=len, default=None)
             if owner is not None and text.startswith(owner + ": PDT stacked on") and owner + PEERS in names:
-                if owner + PEERS not in chunks and owner in chunks:  # measured whole
-                    chunks[owner + PEERS], origins[owner + PEERS] = [], origins[owner]
-                    done.insert(done.index(owner) + 1, owner + PEERS)
                 owner += PEERS
             owner = owner if owner in chunks else None
             if owner is not None:
@@ -474,10 +472,7 @@ def task_sections(args: argparse.Namespace, unit: str, task: Task, snap_every: i
     """The RESULTS.md sections of one unit (:func:`units`) for the mode ``args`` selects, each as
     soon as it is measured."""
     name = unit.removesuffix(PEERS)
-    if unit != name:
-        yield from peer_sections(name, task, snap_every, seeds, args.quick, args.peer)
-        return
-    if args.peers and not args.core:
+    if unit != name or (args.peers and not args.core):
         yield from peer_sections(name, task, snap_every, seeds, args.quick, args.peer)
         return
     if args.cosine_only:
@@ -571,9 +566,9 @@ def measure_task(job: tuple[argparse.Namespace, str, int]) -> tuple[str, list[st
 
 
 def measure_tasks(args: argparse.Namespace, names: list[str], seeds: int) -> Iterator[tuple[str, list[str]]]:
-    """(task, its sections) as each task finishes: one after the other, or with ``args.workers``
-    processes, one task each at a time. Every comparison is within one task, whose methods run
-    in lock-step in one process, so a task on the other core slows them alike
+    """(unit, its sections) as each unit of work (:func:`units`) finishes: one after the other, or
+    with ``args.workers`` processes, one unit each at a time. Every comparison is within one unit,
+    whose methods run in lock-step in one process, so a unit on the other core slows them alike
     (``benchmarks.timing_protocol --load`` measures it)."""
     jobs = [(args, name, seeds) for name in names]
     if args.workers <= 1:

@@ -301,7 +301,7 @@ def test_a_task_and_its_peers_are_two_units_only_where_a_run_measures_both():
         assert ttb.units(whole, tasks) == tasks
 
 
-def test_a_peers_unit_is_resumed_on_its_own_and_a_task_measured_whole_counts_for_both(monkeypatch):
+def test_a_peers_unit_is_resumed_on_its_own(monkeypatch):
     import argparse
 
     import benchmarks.ttb as ttb
@@ -316,11 +316,12 @@ def test_a_peers_unit_is_resumed_on_its_own_and_a_task_measured_whole_counts_for
     ttb.save(args, 3, 0.0, [peers], ["mnist1d ViT / AdamW: peers"], {"mnist1d ViT / AdamW: peers": "revision abc, run of D"})
     [text] = written.values()
     assert ttb.resumable(text, names) == {"mnist1d ViT / AdamW: peers": ([peers], "revision abc, run of D")}
-    # Before the split, a finished task held its peer sections under its own name.
-    whole = text.replace("1 unit(s) done (mnist1d ViT / AdamW: peers)", "1 task(s) done (mnist1d ViT / AdamW)").replace(
-        "mnist1d ViT / AdamW: peers (revision", "mnist1d ViT / AdamW (revision").replace(peers, "\n\n".join([*main, peers]))
-    assert ttb.resumable(whole, names) == {"mnist1d ViT / AdamW": (main, "revision abc, run of D"),
-                                           "mnist1d ViT / AdamW: peers": ([peers], "revision abc, run of D")}
+    # Both halves done, each on its own commit: the task's unit does not take its peers' sections.
+    both = {"mnist1d ViT / AdamW": "revision def, run of E", "mnist1d ViT / AdamW: peers": "revision abc, run of D"}
+    ttb.save(args, 3, 0.0, [*main, peers], list(both), both)
+    [text] = written.values()
+    assert ttb.resumable(text, names) == {"mnist1d ViT / AdamW": (main, "revision def, run of E"),
+                                          "mnist1d ViT / AdamW: peers": ([peers], "revision abc, run of D")}
 
 
 def test_resume_measures_only_the_tasks_the_in_progress_section_lacks(monkeypatch):
@@ -328,8 +329,9 @@ def test_resume_measures_only_the_tasks_the_in_progress_section_lacks(monkeypatc
 
     names = ["digits MLP / SGD", "digits MLP / Shampoo", "mnist1d ViT / AdamW"]
     in_progress = ("## Time to baseline, run in progress (benchmarks/ttb.py)\n\nDate: D\n\nintro Where each task was "
-                   "measured: mnist1d ViT / AdamW (revision abc, run of D). Total benchmark time 1 s (this process). "
-                   "**Run in progress: 1 task(s) done (mnist1d ViT / AdamW).**\n\n### mnist1d ViT / AdamW\n\n| old |\n\n"
+                   "measured: mnist1d ViT / AdamW (revision abc, run of D); mnist1d ViT / AdamW: peers (revision abc, run "
+                   "of D). Total benchmark time 1 s (this process). **Run in progress: 2 unit(s) done (mnist1d ViT / "
+                   "AdamW, mnist1d ViT / AdamW: peers).**\n\n### mnist1d ViT / AdamW\n\n| old |\n\n"
                    "### mnist1d ViT / AdamW: PDT stacked on Lookahead\n\n| old peers |")
     asked, written = [], {}
     monkeypatch.setattr(ttb, "task_suite", lambda quick: dict.fromkeys(names))
