@@ -2,7 +2,7 @@
 
 The full suite's ViT task measured one variant past the defaults at a constant rate: tau 5
 with affine dynamics and no trend filter, 1.16x in steps against the default's 1.03x
-(``benchmarks.ttb``, section "Time to baseline, run in progress"). A default must pay on every
+(``benchmarks.ttb``, section "Time to baseline"). A default must pay on every
 task, so this trains, for every case of ``benchmarks.tau_ramp`` (each task at the rates
 ``benchmarks.ttb`` tuned: constant, cosine where it is the better baseline, and the peers) and
 the character transformer on schedule-free AdamW, the
