@@ -362,3 +362,33 @@ def test_every_variant_is_a_valid_configuration_and_its_cases_include_schedule_f
     assert "char transformer / AdamW: PDT on schedule-free" in cases
     task, snap_every, lr, _ = cases["char transformer / AdamW: PDT on schedule-free"]
     assert lr == 0.048 and type(task.make_optimizer([torch.zeros(2, requires_grad=True)], lr)).__name__ == "AdamWScheduleFree"
+
+
+def test_the_harm_probe_merges_only_the_parameters_it_allows():
+    from benchmarks.sf_harm import SubsetPDT
+
+    def run(allowed_index):
+        torch.manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(50)) for _ in range(2)]
+        drift = [torch.linspace(0.5, 1.5, 50), -torch.linspace(0.5, 1.5, 50)]
+        allowed = {id(params[i]) for i in allowed_index}
+        opt = SubsetPDT(torch.optim.SGD(params, lr=0.01), allowed, snap_every=2, history=3, burn_in=3)
+        for _ in range(20):
+            for p, g in zip(params, drift):
+                p.grad = g.clone()
+            opt.step()
+        return [p.detach().clone() for p in params], opt.stats.merges
+
+    (plain_a, plain_b), no_merges = run([])
+    assert no_merges == 0
+    (a, b), merges = run([0])
+    assert merges > 0 and not torch.equal(a, plain_a)  # the allowed parameter jumped ahead
+    assert torch.equal(b, plain_b)  # the other one moved with SGD alone
+
+
+def test_the_harm_probe_undoes_a_jump_only_where_it_moves_against_the_averaged_weights():
+    from benchmarks.sf_harm import disagreeing_part
+
+    jump = torch.tensor([1.0, -1.0, 2.0, 0.0, -3.0])
+    displacement = torch.tensor([0.5, 0.5, -1.0, 1.0, -0.1])
+    assert disagreeing_part(jump, displacement).tolist() == [0.0, -1.0, 2.0, 0.0, 0.0]

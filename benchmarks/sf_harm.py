@@ -1,0 +1,180 @@
+"""Where PDT's harm on the character transformer with schedule-free AdamW comes from.
+
+PDT on schedule-free AdamW never reaches the schedule-free optimizer's own final training loss
+on the character transformer (``benchmarks.ttb``, section "Time to baseline"), while on the
+other tasks it pays. This trains, per seed from the same initial weights and batches, the
+schedule-free optimizer alone and PDT's defaults on it, then PDT with merges kept to one class
+of tensors (the others only snapshotted), with a shorter horizon, and with every accepted
+element of a merge undone where the jump disagrees in sign with the evaluation weights' own
+displacement x over the last interval (x = (y - (1 - beta) z) / beta, what schedule-free
+evaluates; where it agrees, the jump follows the averaged trajectory, not only the base
+iterate's noise). The mnist1d CNN on schedule-free SGD, where merges pay, is the control.
+
+    python -m benchmarks.sf_harm [--seeds 3] [--only 'char transformer']
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+import pdt_compile as pdt
+from pdt_compile.experiment import needs_model, speedup, train
+from pdt_compile.runtime.schedule import Phase
+
+from .report import write_section
+from .ttb import peers, task_suite
+
+CASES = {"char transformer / AdamW": 0.048, "mnist1d CNN / SGD-momentum": 1.6}
+"""Task -> the schedule-free peer's learning rate ``benchmarks.ttb`` tuned (section "Time to
+baseline", run of 2026-11-30 21:22)."""
+
+Filter = Callable[[str, Tensor], bool]
+
+TABLES = ("position", "embed.weight", "out.weight")
+"""The character transformer's position, token and output tables."""
+
+SUBSETS: dict[str, Filter] = {
+    "merges in 1-D tensors only (norms, biases)": lambda name, p: p.dim() < 2,
+    "merges in matrices only": lambda name, p: p.dim() >= 2,
+    "merges in matrices but the transformer's position, token and output tables":
+        lambda name, p: p.dim() >= 2 and name not in TABLES,
+}
+"""Variant -> which parameters (by name and tensor) may merge; the others are snapshotted only."""
+
+
+class SubsetPDT(pdt.PDT):
+    """PDT whose merges reach only the parameters in ``allowed``: the others count as without a
+    gradient at every boundary, which PDT snapshots and leaves in place."""
+
+    def __init__(self, optimizer, allowed: set[int], **options) -> None:
+        super().__init__(optimizer, **options)
+        self._frozen = [id(p) not in allowed for p in self._ring.params]
+
+    def _skipped(self) -> list[bool]:
+        return [a or b for a, b in zip(super()._skipped(), self._frozen)]
+
+
+def subset_wrap(allowed: Filter, snap_every: int) -> Callable:
+    """A wrap for ``experiment.train`` (given the model) that merges only where ``allowed``."""
+    @needs_model
+    def wrap(optimizer, model):
+        chosen = {id(p) for name, p in model.named_parameters() if allowed(name, p)}
+        return SubsetPDT(optimizer, chosen, snap_every=snap_every)
+    return wrap
+
+
+def disagreeing_part(jump: Tensor, displacement: Tensor) -> Tensor:
+    """The part of ``jump`` on the elements where it moves against ``displacement`` (0 elsewhere)."""
+    return torch.where((jump != 0) & (torch.sign(jump) != torch.sign(displacement)), jump, torch.zeros_like(jump))
+
+
+class XAgreeingPDT(pdt.PDT):
+    """PDT on schedule-free that undoes, after each merge, the accepted elements whose jump
+    disagrees in sign with the evaluation weights' displacement since the previous boundary."""
+
+    def __init__(self, optimizer, **options) -> None:
+        super().__init__(optimizer, **options)
+        self._previous_x: list[Tensor | None] | None = None
+        self.kept = [0, 0]
+
+    def _evaluation_weights(self) -> list[Tensor | None]:
+        group = self.optimizer.param_groups[0]
+        beta = group["betas"][0] if "betas" in group else group["momentum"]
+        state = self.optimizer.state
+        return [((p.detach() - (1 - beta) * state[p]["z"]) / beta).reshape(-1).clone() if "z" in state[p] else None
+                for p in self._ring.params]
+
+    def _run_boundary(self, phase: Phase):
+        prediction = super()._run_boundary(phase)
+        if phase == Phase.ORDINARY:
+            return prediction
+        now = self._evaluation_weights()
+        if prediction is not None and self._previous_x is not None:
+            undo = []
+            for jump, x, before in zip(prediction.jumps, now, self._previous_x):
+                if jump is None or x is None or before is None:
+                    undo.append(None)
+                    continue
+                part = disagreeing_part(jump, x - before)
+                moved = int((jump != 0).sum())
+                self.kept[0] += moved - int((part != 0).sum())
+                self.kept[1] += moved
+                undo.append(part)
+            self._translate_(undo, -1.0)
+            for jump, part in zip(prediction.jumps, undo):
+                if jump is not None and part is not None:
+                    jump.sub_(part)
+        self._previous_x = now
+        return prediction
+
+
+def variants(snap_every: int) -> dict[str, Callable]:
+    """Variant name -> wrap(optimizer) for one task."""
+    out: dict[str, Callable] = {
+        "PDT default": lambda o: pdt.PDT(o, snap_every=snap_every),
+        "PDT, tau 4 (half the horizon)": lambda o: pdt.PDT(o, snap_every=snap_every, tau=4),
+    }
+    for name, allowed in SUBSETS.items():
+        out[f"PDT, {name}"] = subset_wrap(allowed, snap_every)
+    out["PDT, jumps that disagree with x's displacement undone"] = lambda o: XAgreeingPDT(o, snap_every=snap_every)
+    return out
+
+
+def case_rows(name: str, lr: float, seeds: int) -> list[str]:
+    task, snap_every = task_suite(quick=False)[name]
+    task = dataclasses.replace(task, make_optimizer=peers(name, task)["schedule-free"])
+    wraps = variants(snap_every)
+    cells: dict[str, list[tuple[float | None, float, float, str]]] = {v: [] for v in wraps}
+    for seed in range(seeds):
+        baseline, _ = train(task, lambda o: o, seed=seed, method="schedule-free", lr=lr)
+        for variant, wrap in wraps.items():
+            run, opt = train(task, wrap, seed=seed, method=variant, lr=lr)
+            kept = getattr(opt, "kept", None)
+            cells[variant].append((
+                speedup(baseline, run)[0],
+                (run.final_loss / baseline.final_loss - 1) * 100,
+                (run.test_accuracy[-1] - baseline.test_accuracy[-1]) * 100,
+                f"{kept[0] / max(kept[1], 1):.0%}" if kept else "-",
+            ))
+    rows = []
+    for variant, values in cells.items():
+        steps = ", ".join("never" if v is None else f"{v:.2f}" for v, _, _, _ in values)
+        loss = ", ".join(f"{d:+.1f}" for _, d, _, _ in values)
+        accuracy = ", ".join(f"{d:+.1f}" for _, _, d, _ in values)
+        median = statistics.median(d for _, d, _, _ in values)
+        rows.append(f"| {name}, lr {lr:g} | {variant} | {steps} | {loss} (median {median:+.1f}) | {accuracy} | "
+                    f"{', '.join(k for _, _, _, k in values)} |")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--only", default="", help="run only the tasks whose name contains this")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    rows = ["| task on schedule-free | run | steps × per seed (to schedule-free's final training loss) | final training loss "
+            "against schedule-free's, per seed (%) | final accuracy − schedule-free's, per seed (points) | "
+            "accepted elements kept, per seed |", "|---|---|---|---|---|---|"]
+    for name, lr in CASES.items():
+        if args.only in name:
+            rows += case_rows(name, lr, args.seeds)
+            print("\n".join(rows[-len(variants(1)):]), flush=True)
+    intro = (f"{args.seeds} seeds per task; every run of a seed from the same initial weights and batches. × = "
+             "schedule-free's steps over the run's to schedule-free's final training loss, first evaluation at it "
+             "(never: not within the budget). Subset rows snapshot every tensor but merge only the named ones. "
+             f"Total benchmark time {time.perf_counter() - started:.0f} s.")
+    part = f", tasks matching {args.only!r}" if args.only else ""
+    write_section(f"Where PDT's harm on schedule-free comes from{part} (benchmarks/sf_harm.py)", intro + "\n\n" + "\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
