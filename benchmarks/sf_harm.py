@@ -5,10 +5,11 @@ on the character transformer (``benchmarks.ttb``, section "Time to baseline"), w
 other tasks it pays. This trains, per seed from the same initial weights and batches, the
 schedule-free optimizer alone and PDT's defaults on it, then PDT with merges kept to one class
 of tensors (the others only snapshotted), with a shorter horizon, and with every accepted
-element of a merge undone where the jump disagrees in sign with the evaluation weights' own
-displacement x over the last interval (x = (y - (1 - beta) z) / beta, what schedule-free
+element of a merge undone where the jump disagrees in sign with the displacement of the
+evaluation weights x over the last interval (x = (y - (1 - beta) z) / beta, what schedule-free
 evaluates; where it agrees, the jump follows the averaged trajectory, not only the base
-iterate's noise). The mnist1d CNN on schedule-free SGD, where merges pay, is the control.
+iterate's noise). The two wrappers below override PDT internals (``_skipped``,
+``_run_boundary``): they are probes for this question, not features. The mnist1d CNN on schedule-free SGD, where merges pay, is the control.
 
     python -m benchmarks.sf_harm [--seeds 3] [--only 'char transformer']
 """
