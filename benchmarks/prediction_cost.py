@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
+from typing import Callable
 
 import torch
 
@@ -26,7 +27,7 @@ import pdt_compile as pdt
 from pdt_compile.experiment import Task, Training, train_in_lockstep
 
 from .report import write_section
-from .ttb import peers, task_suite
+from .ttb import peers, rotated, task_suite
 
 SCHEDULE_FREE_LR = {
     "digits MLP / SGD": 6.4, "mnist1d CNN / SGD-momentum": 1.6, "char transformer / AdamW": 0.048,
@@ -60,7 +61,8 @@ RUNS = {
 wrapper and loss bookkeeping alone); PDT's defaults without the gradient check; the defaults."""
 
 
-def wrap_for(run: str, task: Task, snap_every: int):
+def wrap_for(run: str, task: Task, snap_every: int) -> Callable:
+    """The ``experiment.train`` wrap of one of :data:`RUNS`."""
     options = RUNS[run]
     return (lambda opt: opt) if options is None else (lambda opt: pdt.PDT(opt, **options(task, snap_every)))
 
@@ -72,7 +74,7 @@ def measure(task: Task, snap_every: int, lr: float, repeats: int) -> dict:
     seconds: dict[str, list[float]] = {name: [] for name in names}
     per_prediction, predictions = [], 0
     for round_ in range(repeats):
-        order = names[round_ % len(names):] + names[:round_ % len(names)]
+        order = rotated(names, round_)
         trainings = [Training(task, wrap_for(name, task, snap_every), seed=0, method=name, lr=lr) for name in order]
         for name, (run, opt) in zip(order, train_in_lockstep(trainings)):
             seconds[name].append(run.seconds[-1])

@@ -313,6 +313,13 @@ def timed_in_lockstep(task: Task, methods: list[tuple[str, Callable]], *, seed: 
     return runs
 
 
+def rotated(items: list, start: int) -> list:
+    """``items`` starting at index ``start`` (modulo their count), wrapping around: which run
+    steps first in a lock-step round."""
+    shift = start % len(items)
+    return items[shift:] + items[:shift]
+
+
 def seed_major(task: Task, methods: dict[str, Callable], seeds: int, lr: float) -> dict[str, list[Run]]:
     """Every method on ``task`` at ``lr``, seed by seed, each seed's methods in lock-step
     (:func:`timed_in_lockstep`: a drift in the machine's speed hits every method alike, step
@@ -322,9 +329,8 @@ def seed_major(task: Task, methods: dict[str, Callable], seeds: int, lr: float) 
     order = list(methods.items())
     with contextlib.redirect_stdout(io.StringIO()):
         for seed in range(seeds):
-            shift = seed % len(order)
-            rotated = order[shift:] + order[:shift]
-            for (method, _), run in zip(rotated, timed_in_lockstep(task, rotated, seed=seed, lr=lr)):
+            first = rotated(order, seed)
+            for (method, _), run in zip(first, timed_in_lockstep(task, first, seed=seed, lr=lr)):
                 runs[method].append(run)
     return runs
 
