@@ -64,6 +64,17 @@ def mean_across_ranks(value: Tensor | float, device: torch.device) -> float:
     return float(total[0]) / dist.get_world_size()
 
 
+def means_across_ranks(values: Tensor) -> list[float]:
+    """:func:`mean_across_ranks` of each of ``values`` (``[n]``): one all-reduce and one host
+    read for n scalars."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values.tolist()
+    total = values.detach().to(torch.float32).clone()
+    dist.all_reduce(total)
+    return [value / dist.get_world_size() for value in total.tolist()]
+
+
 _GROUPS: list[Any] = [None]
 
 

@@ -19,7 +19,7 @@ from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimize
 
 from .adapters import averaging, companions, shares, stacking_warning, weight_space_keys
 from .config import PDTConfig
-from .distributed import global_numel, mean_across_ranks, shard_group, sum_across_shards_
+from .distributed import global_numel, mean_across_ranks, means_across_ranks, shard_group, sum_across_shards_
 from .runtime.history import SnapshotRing, _local, make_ring
 from .runtime.gradient_check import GradientCheck
 from .runtime.predictor import PendingBoundary, Prediction, pack_limit, predict_merge_capture_
@@ -35,6 +35,12 @@ _HOOK_DICTS = (
     "_optimizer_load_state_dict_post_hooks",
 )
 
+
+LOSS_READS_EVERY = 16
+"""Tensor losses reported for the runaway guard alone are read on the host this many at a time
+(:meth:`PDT.report_loss`): a read every step is a device synchronisation every step on a GPU,
+and a visible share of a small model's step on the CPU (``benchmarks/prediction_cost.py``,
+'wrapper only')."""
 
 SCHEDULE_FREE_RUNAWAY_FACTOR = 3.0
 """``PDTConfig.runaway_factor="auto"`` on a schedule-free optimizer (``benchmarks/blowups.py``)."""
@@ -103,6 +109,8 @@ class PDT(Optimizer):
         self.schedule = Schedule(config)
         self._stats = Stats(tau=config.tau)
         self._pending: PendingBoundary | None = None
+        self._unread_losses: list[tuple[int, Tensor]] = []
+        """(step, loss) reported as tensors and not read on the host yet (:meth:`report_loss`)."""
         self._jumps: list[Tensor | None] | None = None
         self._gradient_check = None if config.gradient_limit is None else GradientCheck(config.gradient_limit, config.snap_every)
         self.compiled_step: Callable[[Phase], Prediction | None] | None = None
@@ -496,20 +504,56 @@ class PDT(Optimizer):
         """Tell PDT the training loss of the step just taken (drives ``adaptive`` tau,
         ``rollback_factor``, ``setback_limit`` and ``runaway_factor``; free when none is on). Under
         ``torch.distributed`` every rank reports its own; PDT decides on their mean (one
-        scalar all-reduce), so that every rank decides alike."""
+        scalar all-reduce), so that every rank decides alike.
+
+        When the runaway guard is the only reader, tensor losses are read on the host in
+        batches (:data:`LOSS_READS_EVERY` steps, and always before a snapshot is taken): one
+        host read and one all-reduce per batch rather than a device synchronisation every step.
+        A runaway is then acted on up to that many steps late, from the same snapshot."""
         config = self.config
         if not config.adaptive and config.rollback_factor is None and config.runaway_factor is None and config.setback_limit is None:
             return
-        value = mean_across_ranks(loss.detach() if isinstance(loss, Tensor) else loss, self._ring.device)
-        if self.schedule.runaway(value):
-            self._restore_()
+        if isinstance(loss, Tensor) and self._batches_losses:
+            self._unread_losses.append((self.schedule.steps, loss))  # detached when read
+            if len(self._unread_losses) >= LOSS_READS_EVERY or self.schedule.boundary_next():
+                self._read_losses()
             return
+        self._read_losses()
+        self._take_loss(self.schedule.steps, mean_across_ranks(loss.detach() if isinstance(loss, Tensor) else loss, self._ring.device))
+
+    @property
+    def _batches_losses(self) -> bool:
+        """Whether tensor losses may be read late (:meth:`report_loss`): only the runaway guard,
+        which acts from a snapshot taken before the loss rose, reads them."""
+        config = self.config
+        return not config.adaptive and config.rollback_factor is None and config.setback_limit is None
+
+    def _read_losses(self) -> None:
+        """Take the losses reported as tensors and not read yet, in order (one host read); those
+        after a runaway are dropped: they were computed at weights the restore left."""
+        if not self._unread_losses:
+            return
+        unread, self._unread_losses = self._unread_losses, []
+        with torch.no_grad():
+            values = means_across_ranks(torch.stack([loss for _, loss in unread]).view(-1))
+        for (step, _), value in zip(unread, values):
+            if not self._take_loss(step, value):
+                return
+
+    def _take_loss(self, step: int, value: float) -> bool:
+        """Act on the loss reported at ``step``; False when it called a runaway (and the
+        weights were restored)."""
+        config = self.config
+        if self.schedule.runaway(value):
+            self._restore_(step)
+            return False
         if self.schedule.report_loss(value):
             self._rollback_()
         if config.setback_limit is not None:
             if self.schedule.track_setback(value) and self._undo_merge_():
                 self._stats.setback_undos += 1
             self._stats.setbacks = self.schedule.setbacks
+        return True
 
     @property
     def keeps_jumps(self) -> bool:
@@ -586,22 +630,23 @@ class PDT(Optimizer):
         self.schedule.shrink()
         self._stats.tau = self.schedule.tau
 
-    def _restore_(self) -> None:
-        """The run blew up (``PDTConfig.runaway_factor``): move the tracked weights, and what
-        moves with a merge, back to the newest snapshot taken before the loss rose, so that
-        PDT does not extrapolate the runaway and the run resumes from where it was sound;
-        then forget the snapshots and burn in again."""
+    def _restore_(self, called_at: int) -> None:
+        """The run blew up (``PDTConfig.runaway_factor``; the loss reported at step
+        ``called_at`` said so): move the tracked weights, and what moves with a merge, back to
+        the newest snapshot taken before the loss rose, so that PDT does not extrapolate the
+        runaway and the run resumes from where it was sound; then forget the snapshots and
+        burn in again."""
         self._resolve_pending()
-        ring, back = self._ring, self.schedule.clean_snapshot()
+        ring, back = self._ring, self.schedule.clean_snapshot(called_at)
         self._stats.runaways += 1
         warnings.warn(
-            f"PDT: the training loss ran away after step {self.schedule.steps} (over "
+            f"PDT: the training loss ran away after step {called_at} (over "
             f"{self.config.runaway_factor * 2 ** (self.schedule.runaways - 1):g} times the largest of the last ones, "
             "runaway_factor doubled at each runaway); "
             + ("the weights were moved back to the last snapshot before it and " if ring.count > back else "")
             + "burn-in restarts",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         if ring.count > back:
             slot = ring.order()[-1 - back]
@@ -624,6 +669,7 @@ class PDT(Optimizer):
             "stats": self._stats.as_dict(),
             **self._jumps_state(),
             "gradient_check": None if self._gradient_check is None else self._gradient_check.state_dict(),
+            "unread_losses": [(step, float(loss)) for step, loss in self._unread_losses],
         }
         return state
 
@@ -644,6 +690,7 @@ class PDT(Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
         self._pending = None
+        self._unread_losses = []
         state = dict(state_dict)
         pdt_state = state.pop("pdt", None)
         self.optimizer.load_state_dict(state)
@@ -658,6 +705,8 @@ class PDT(Optimizer):
         self._ring.load_state_dict(pdt_state["ring"])
         self.schedule.load_state_dict(pdt_state["schedule"])
         self._stats.load_dict(pdt_state["stats"])
+        self._unread_losses = [(step, torch.tensor(value, device=self._ring.device))
+                               for step, value in pdt_state.get("unread_losses", [])]
         check_state = pdt_state.get("gradient_check")
         if self._gradient_check is not None and check_state is not None:
             self._gradient_check.load_state_dict(check_state, self._ring.device)

@@ -45,14 +45,15 @@ def save_and_load(state):
 
 
 def train(model, opt, data, scheduler=None, report=False):
-    """Plain loop: forward, backward, step, zero_grad. Returns the losses."""
+    """Plain loop: forward, backward, step, zero_grad. Returns the losses. ``report``: True
+    reports each loss tensor to ``opt``; ``float`` reports it as a host float."""
     losses = []
     for x, y in data:
         loss = torch.nn.functional.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
         if report:
-            opt.report_loss(loss)
+            opt.report_loss(float(loss.detach()) if report is float else loss)
         opt.zero_grad()
         if scheduler is not None:
             scheduler.step()

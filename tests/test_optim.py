@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 import torch
+from torch import Tensor
 from hypothesis import given, strategies as st
 
 import pdt_compile as pdt
@@ -328,23 +329,23 @@ def test_a_runaway_moves_the_weights_back_to_the_last_sound_snapshot(steps, back
     already running away: the one before it is restored."""
     model = make_mlp()
     opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), runaway_factor=3.0, **CONFIG)
-    train(model, opt, batches(steps), report=True)
+    train(model, opt, batches(steps), report=float)
     assert len(opt.schedule.recent_losses) == min(steps, 40) and opt.stats.predictions >= 1
     sound = [opt.ring.block(i, slice(None))[opt.ring.order()[-1 - back]].clone() for i in range(len(opt.ring.params))]
     assert any(not torch.equal(p.detach().view(-1), s) for p, s in zip(model.parameters(), sound))
     high = 3.01 * max(opt.schedule.recent_losses)
-    opt.report_loss(torch.tensor(high))
+    opt.report_loss(high)
     assert opt.stats.runaways == 0 and opt.schedule.suspect == pytest.approx(high)
     with pytest.warns(RuntimeWarning, match=f"ran away after step {steps}.*moved back"):
-        opt.report_loss(torch.tensor(high))
+        opt.report_loss(high)
     assert opt.stats.runaways == 1 and opt.ring.count == 1 and opt.schedule.boundaries_since_reset == 0
     assert opt.schedule.recent_losses == [] and opt.schedule.suspect is None
     for p, s in zip(model.parameters(), sound):
         assert torch.allclose(p.detach().view(-1), s, rtol=0, atol=1e-6)
     assert torch.allclose(opt.ring.flat()[0], torch.cat(sound), rtol=0, atol=1e-6)
-    train(model, opt, batches(8, seed=2), report=True)  # burn-in again: no prediction yet
+    train(model, opt, batches(8, seed=2), report=float)  # burn-in again: no prediction yet
     assert opt.stats.runaways == 1 and opt.ring.count == 3
-    train(model, opt, batches(20, seed=3), report=True)
+    train(model, opt, batches(20, seed=3), report=float)
     for _ in range(2):
         opt.report_loss(5.9 * max(opt.schedule.recent_losses))  # the factor doubled: 6 now
     assert opt.stats.runaways == 1
@@ -354,13 +355,71 @@ def test_a_runaway_moves_the_weights_back_to_the_last_sound_snapshot(steps, back
     assert opt.stats.runaways == opt.schedule.runaways == 2
 
 
-@given(st.integers(1, 200), st.integers(1, 12))
-def test_the_snapshot_restored_was_taken_before_the_two_losses(steps, snap_every):
+def run_with_runaway(model, opt, steps: int, report, at: tuple[int, int] = (41, 42), stop_at_restore: bool = True,
+                     start: int = 1) -> tuple[int, list[Tensor]]:
+    """Train on ``batches(steps)`` from step ``start``, reporting 100 times the loss at the steps
+    ``at`` (a runaway: two in a row), as a tensor or (``report=float``) a host float; until the
+    guard restores the weights, or to the end. Returns (last step, weights then)."""
+    data = batches(steps)
+    for step in range(start, steps + 1):
+        x, y = data[step - 1]
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        reported = loss.detach() * (100.0 if step in at else 1.0)
+        opt.report_loss(float(reported) if report is float else reported)
+        opt.zero_grad()
+        if stop_at_restore and opt.stats.runaways:
+            break
+    return step, [p.detach().clone() for p in model.parameters()]
+
+
+def test_tensor_losses_are_read_in_batches_and_restore_the_same_snapshot():
+    """The runaway guard reads loss tensors in batches, before each snapshot at the latest: the
+    runaway called by the losses of steps 41 and 42 is acted on at step 43 (before the snapshot of
+    step 44), not 42, and restores the snapshot a host float report restores."""
+    results = {}
+    for report in (float, True):
+        model = make_mlp()
+        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), runaway_factor=3.0, **CONFIG)
+        with pytest.warns(RuntimeWarning, match="ran away after step 42"):
+            results[report] = run_with_runaway(model, opt, 60, report)
+        assert opt.stats.runaways == 1 and opt.schedule.recent_losses == [] and opt._unread_losses == []
+    (at_float, restored_float), (at_tensor, restored_tensor) = results[float], results[True]
+    assert (at_float, at_tensor) == (42, 43)
+    # the same snapshot (a restore adds snapshot - weights to the weights: exact to rounding)
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-6) for a, b in zip(restored_float, restored_tensor))
+
+
+def test_unread_losses_survive_a_checkpoint():
+    """A run checkpointed with loss tensors not read yet goes on exactly as one not stopped."""
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), runaway_factor=3.0, **CONFIG)
+    run_with_runaway(model, opt, 38, True)
+    assert len(opt._unread_losses) == 3  # steps 36-38: read with the loss of step 39, before the snapshot of 40
+    resumed_model = make_mlp()
+    resumed_model.load_state_dict(model.state_dict())
+    resumed = pdt.PDT(torch.optim.SGD(resumed_model.parameters(), lr=0.1), runaway_factor=3.0, **CONFIG)
+    resumed.load_state_dict(save_and_load(opt.state_dict()))
+    for m, o in ((model, opt), (resumed_model, resumed)):
+        with pytest.warns(RuntimeWarning, match="ran away after step 42"):
+            run_with_runaway(m, o, 60, True, stop_at_restore=False, start=39)
+    assert opt.stats.runaways == resumed.stats.runaways == 1
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), resumed_model.parameters()))
+
+
+@given(st.integers(1, 200), st.integers(1, 12), st.integers(0, 15))
+def test_the_snapshot_restored_was_taken_before_the_two_losses(steps, snap_every, late):
+    """Also when the runaway is acted on ``late`` steps after the loss that called it (losses
+    read in a batch), with no snapshot taken in between."""
+    called_at = max(1, steps - late)
+    steps = min(steps, called_at + (snap_every - 1 - called_at % snap_every))  # no snapshot after called_at
     schedule = Schedule(pdt.PDTConfig(snap_every=snap_every), steps=steps)
     captured = [step for step in range(1, steps + 1) if step % snap_every == 0]
-    back = schedule.clean_snapshot()
+    back = schedule.clean_snapshot(called_at)
     if back < len(captured):
-        assert captured[-1 - back] <= steps - 3 and all(step > steps - 3 for step in captured[len(captured) - back:])
+        assert captured[-1 - back] <= called_at - 3
+        assert all(step > called_at - 3 for step in captured[len(captured) - back:])
 
 
 def test_one_spike_is_not_a_runaway_and_the_window_resumes_exactly():

@@ -254,12 +254,13 @@ class Schedule:
         del self.recent_losses[:-RUNAWAY_WINDOW]
         return False
 
-    def clean_snapshot(self) -> int:
+    def clean_snapshot(self, called_at: int | None = None) -> int:
         """How many snapshots back (0: the newest) the newest one taken before the weights
-        that ran away lies: the two losses that called a runaway after step t were computed
-        before the updates of steps t - 1 and t, so a snapshot taken at step t - 2 or later
-        may hold weights already running away."""
-        return sum(1 for step in (self.steps - 2, self.steps - 1, self.steps) if step > 0 and step % self.config.snap_every == 0)
+        that ran away lies: the two losses that called a runaway after step t (``called_at``,
+        default: the steps taken) were computed before the updates of steps t - 1 and t, so a
+        snapshot taken at step t - 2 or later may hold weights already running away."""
+        t = self.steps if called_at is None else called_at
+        return sum(1 for step in range(t - 2, self.steps + 1) if step > 0 and step % self.config.snap_every == 0)
 
     def track_setback(self, loss: float) -> bool:
         """Record a reported loss for ``PDTConfig.setback_limit``; once the q losses after a
