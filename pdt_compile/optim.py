@@ -514,7 +514,10 @@ class PDT(Optimizer):
         if not config.adaptive and config.rollback_factor is None and config.runaway_factor is None and config.setback_limit is None:
             return
         if isinstance(loss, Tensor) and self._batches_losses:
-            self._unread_losses.append((self.schedule.steps, loss))  # detached when read
+            if loss.numel() != 1:
+                raise ValueError(f"PDT.report_loss: loss has {loss.numel()} elements; pass the step's scalar loss "
+                                 "(e.g. loss.mean())")
+            self._unread_losses.append((self.schedule.steps, loss.detach()))  # an attached loss would keep its graph
             if len(self._unread_losses) >= LOSS_READS_EVERY or self.schedule.boundary_next():
                 self._read_losses()
             return
@@ -534,8 +537,7 @@ class PDT(Optimizer):
         if not self._unread_losses:
             return
         unread, self._unread_losses = self._unread_losses, []
-        with torch.no_grad():
-            values = means_across_ranks(torch.stack([loss for _, loss in unread]).view(-1))
+        values = means_across_ranks(torch.stack([loss for _, loss in unread]).view(-1))
         for (step, _), value in zip(unread, values):
             if not self._take_loss(step, value):
                 return

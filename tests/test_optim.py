@@ -391,6 +391,12 @@ def test_tensor_losses_are_read_in_batches_and_restore_the_same_snapshot():
     assert all(torch.allclose(a, b, rtol=0, atol=1e-6) for a, b in zip(restored_float, restored_tensor))
 
 
+def test_a_loss_of_several_elements_is_refused():
+    opt = pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), runaway_factor=3.0, **CONFIG)
+    with pytest.raises(ValueError, match="loss has 3 elements"):
+        opt.report_loss(torch.ones(3))
+
+
 def test_unread_losses_survive_a_checkpoint():
     """A run checkpointed with loss tensors not read yet goes on exactly as one not stopped."""
     model = make_mlp()
