@@ -184,9 +184,22 @@ class PDTConfig:
     runaway doubles the factor for the next, so that PDT does not fight the optimizer's own
     oscillations at the edge of stability. Optimizer state other than weights (momentum,
     Adam's moments) is left as it is. Needs the loss (``PDT.report_loss`` or a
-    ``@pdt.compile`` step that returns it; then one host read per step). ``None`` turns it
+    ``@pdt.compile`` step that returns it; then one host read per step, or per
+    :attr:`loss_reads` steps). ``None`` turns it
     off; ``"auto"`` (default): 3.0 on a schedule-free optimizer with :attr:`averages`
     ``"stay"`` (where ``benchmarks/blowups.py`` measured it), else off."""
+
+    loss_reads: int | str = "auto"
+    """How many loss tensors the runaway guard, when it is the only reader of losses, reads on
+    the host at once (``PDT.report_loss``; always before the next snapshot): 1 reads each at
+    once; more turns a device synchronisation every step into one per batch, and acts on a
+    runaway up to that many steps late, from the same snapshot. ``"auto"`` (default): 1 for
+    losses on the CPU, where a read costs microseconds and nothing waits, 16 on an
+    accelerator. Measured on the CPU (``benchmarks/FINDINGS.md``, "the cost of a prediction"):
+    16 saved about a point of training time on schedule-free, within noise, and the mnist1d CNN
+    on schedule-free SGD, whose seed 0 runs away, reached its target later (1.33x in steps
+    against 1.36x), likely because a late restore lets the average x take in more of the
+    runaway before z moves back."""
 
     verify_backtracks: int = 2
     """With ``PDT(..., verify=...)``: how many times a merge that raises the verify loss is
@@ -338,6 +351,8 @@ class PDTConfig:
             or not self.runaway_factor > 1
         ):
             _fail("runaway_factor", self.runaway_factor, 'expected None, "auto" or a float > 1 (e.g. 3.0)')
+        if self.loss_reads != "auto":
+            _check_int("loss_reads", self.loss_reads, 1, 4096)
         if self.decay_window is not None and (
             isinstance(self.decay_window, bool) or not isinstance(self.decay_window, (int, float))
             or not 0 < self.decay_window <= 1

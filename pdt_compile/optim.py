@@ -36,11 +36,9 @@ _HOOK_DICTS = (
 )
 
 
-LOSS_READS_EVERY = 16
-"""Tensor losses reported for the runaway guard alone are read on the host this many at a time
-(:meth:`PDT.report_loss`): a read every step is a device synchronisation every step on a GPU,
-and a visible share of a small model's step on the CPU (``benchmarks/prediction_cost.py``,
-'wrapper only')."""
+LOSS_READS_ON_ACCELERATORS = 16
+"""``PDTConfig.loss_reads="auto"`` for losses off the CPU: reading one on the host every step
+would be a device synchronisation every step."""
 
 SCHEDULE_FREE_RUNAWAY_FACTOR = 3.0
 """``PDTConfig.runaway_factor="auto"`` on a schedule-free optimizer (``benchmarks/blowups.py``)."""
@@ -507,18 +505,19 @@ class PDT(Optimizer):
         scalar all-reduce), so that every rank decides alike.
 
         When the runaway guard is the only reader, tensor losses are read on the host in
-        batches (:data:`LOSS_READS_EVERY` steps, and always before a snapshot is taken): one
-        host read and one all-reduce per batch rather than a device synchronisation every step.
-        A runaway is then acted on up to that many steps late, from the same snapshot."""
+        batches of ``PDTConfig.loss_reads`` (by default 1 on the CPU, 16 on an accelerator), and
+        always before a snapshot is taken: one host read and one all-reduce per batch rather than
+        a device synchronisation every step. A runaway is then acted on up to that many steps
+        late, from the same snapshot."""
         config = self.config
         if not config.adaptive and config.rollback_factor is None and config.runaway_factor is None and config.setback_limit is None:
             return
-        if isinstance(loss, Tensor) and self._batches_losses:
+        if isinstance(loss, Tensor) and self._batches_losses and self._loss_reads(loss) > 1:
             if loss.numel() != 1:
                 raise ValueError(f"PDT.report_loss: loss has {loss.numel()} elements; pass the step's scalar loss "
                                  "(e.g. loss.mean())")
             self._unread_losses.append((self.schedule.steps, loss.detach()))  # an attached loss would keep its graph
-            if len(self._unread_losses) >= LOSS_READS_EVERY or self.schedule.boundary_next():
+            if len(self._unread_losses) >= self._loss_reads(loss) or self.schedule.boundary_next():
                 self._read_losses()
             return
         self._read_losses()
@@ -530,6 +529,13 @@ class PDT(Optimizer):
         which acts from a snapshot taken before the loss rose, reads them."""
         config = self.config
         return not config.adaptive and config.rollback_factor is None and config.setback_limit is None
+
+    def _loss_reads(self, loss: Tensor) -> int:
+        """Loss tensors read at once (``PDTConfig.loss_reads``, resolved for ``loss``'s device)."""
+        reads = self.config.loss_reads
+        if reads == "auto":
+            return 1 if loss.device.type == "cpu" else LOSS_READS_ON_ACCELERATORS
+        return reads
 
     def _read_losses(self) -> None:
         """Take the losses reported as tensors and not read yet, in order (one host read); those

@@ -29,6 +29,7 @@ INVALID = [
     ("gradient_limit", 1.0), ("gradient_limit", True), ("gradient_limit", float("inf")), ("gradient_limit", "4"),
     ("setback_limit", "0.3"), ("setback_limit", True), ("setback_limit", float("nan")),
     ("runaway_factor", 1.0), ("runaway_factor", True), ("runaway_factor", "3"), ("runaway_factor", "on"),
+    ("loss_reads", 0), ("loss_reads", 2.0), ("loss_reads", "on"), ("loss_reads", True),
     ("chunk_size", 10),
     ("ring_dtype", "float16"),
     ("ring_location", "cuda"),

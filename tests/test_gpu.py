@@ -130,3 +130,22 @@ def test_compiled_step_with_float16_autocast_and_grad_scaler_equals_eager():
     assert opt.stats.merges == eager.stats.merges >= 1
     for a, b in zip(eager_model.parameters(), model.parameters()):
         assert torch.allclose(a, b, atol=1e-3)
+
+
+@pytest.mark.gpu
+@cuda
+def test_the_runaway_guard_reads_cuda_losses_in_batches():
+    """``loss_reads="auto"``: CUDA loss tensors wait on the device until 16 are in or a snapshot
+    is due, so the guard costs no synchronisation per step; CPU losses are read at once."""
+    model = make_mlp().cuda()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), runaway_factor=3.0, snap_every=40, history=4, burn_in=4)
+    for step, (x, y) in enumerate(batches(20), start=1):
+        loss = torch.nn.functional.cross_entropy(model(x.cuda()), y.cuda())
+        loss.backward()
+        opt.step()
+        opt.report_loss(loss)
+        opt.zero_grad()
+        assert len(opt._unread_losses) == step % 16
+        assert len(opt.schedule.recent_losses) == 16 * (step // 16)
+    opt.report_loss(torch.tensor(0.5))  # a CPU loss: the CUDA ones before it are read first
+    assert opt._unread_losses == [] and len(opt.schedule.recent_losses) == 21

@@ -374,25 +374,27 @@ def run_with_runaway(model, opt, steps: int, report, at: tuple[int, int] = (41, 
     return step, [p.detach().clone() for p in model.parameters()]
 
 
-def test_tensor_losses_are_read_in_batches_and_restore_the_same_snapshot():
-    """The runaway guard reads loss tensors in batches, before each snapshot at the latest: the
-    runaway called by the losses of steps 41 and 42 is acted on at step 43 (before the snapshot of
-    step 44), not 42, and restores the snapshot a host float report restores."""
+@pytest.mark.parametrize("reads,late", [(16, 43), ("auto", 42)])
+def test_tensor_losses_are_read_in_batches_and_restore_the_same_snapshot(reads, late):
+    """With ``loss_reads=16`` the runaway guard reads loss tensors in batches, before each
+    snapshot at the latest: the runaway called by the losses of steps 41 and 42 is acted on at
+    step 43 (before the snapshot of step 44), and restores the snapshot a host float report
+    restores at step 42. ``"auto"`` reads CPU losses at once."""
     results = {}
     for report in (float, True):
         model = make_mlp()
-        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), runaway_factor=3.0, **CONFIG)
+        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), runaway_factor=3.0, loss_reads=reads, **CONFIG)
         with pytest.warns(RuntimeWarning, match="ran away after step 42"):
             results[report] = run_with_runaway(model, opt, 60, report)
         assert opt.stats.runaways == 1 and opt.schedule.recent_losses == [] and opt._unread_losses == []
     (at_float, restored_float), (at_tensor, restored_tensor) = results[float], results[True]
-    assert (at_float, at_tensor) == (42, 43)
+    assert (at_float, at_tensor) == (42, late)
     # the same snapshot (a restore adds snapshot - weights to the weights: exact to rounding)
     assert all(torch.allclose(a, b, rtol=0, atol=1e-6) for a, b in zip(restored_float, restored_tensor))
 
 
 def test_a_loss_of_several_elements_is_refused():
-    opt = pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), runaway_factor=3.0, **CONFIG)
+    opt = pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), runaway_factor=3.0, loss_reads=16, **CONFIG)
     with pytest.raises(ValueError, match="loss has 3 elements"):
         opt.report_loss(torch.ones(3))
 
@@ -400,12 +402,12 @@ def test_a_loss_of_several_elements_is_refused():
 def test_unread_losses_survive_a_checkpoint():
     """A run checkpointed with loss tensors not read yet goes on exactly as one not stopped."""
     model = make_mlp()
-    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), runaway_factor=3.0, **CONFIG)
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), runaway_factor=3.0, loss_reads=16, **CONFIG)
     run_with_runaway(model, opt, 38, True)
     assert len(opt._unread_losses) == 3  # steps 36-38: read with the loss of step 39, before the snapshot of 40
     resumed_model = make_mlp()
     resumed_model.load_state_dict(model.state_dict())
-    resumed = pdt.PDT(torch.optim.SGD(resumed_model.parameters(), lr=0.1), runaway_factor=3.0, **CONFIG)
+    resumed = pdt.PDT(torch.optim.SGD(resumed_model.parameters(), lr=0.1), runaway_factor=3.0, loss_reads=16, **CONFIG)
     resumed.load_state_dict(save_and_load(opt.state_dict()))
     for m, o in ((model, opt), (resumed_model, resumed)):
         with pytest.warns(RuntimeWarning, match="ran away after step 42"):
