@@ -512,15 +512,17 @@ class PDT(Optimizer):
         config = self.config
         if not config.adaptive and config.rollback_factor is None and config.runaway_factor is None and config.setback_limit is None:
             return
-        if isinstance(loss, Tensor) and self._batches_losses and self._loss_reads(loss) > 1:
+        reads = self._loss_reads(loss) if isinstance(loss, Tensor) and self._batches_losses else 1
+        if reads > 1:
             if loss.numel() != 1:
                 raise ValueError(f"PDT.report_loss: loss has {loss.numel()} elements; pass the step's scalar loss "
                                  "(e.g. loss.mean())")
             self._unread_losses.append((self.schedule.steps, loss.detach()))  # an attached loss would keep its graph
-            if len(self._unread_losses) >= self._loss_reads(loss) or self.schedule.boundary_next():
+            if len(self._unread_losses) >= reads or self.schedule.boundary_next():
                 self._read_losses()
             return
-        self._read_losses()
+        if self._unread_losses:
+            self._read_losses()
         self._take_loss(self.schedule.steps, mean_across_ranks(loss.detach() if isinstance(loss, Tensor) else loss, self._ring.device))
 
     @property
