@@ -410,8 +410,11 @@ def test_unread_losses_survive_a_checkpoint():
     resumed = pdt.PDT(torch.optim.SGD(resumed_model.parameters(), lr=0.1), runaway_factor=3.0, loss_reads=16, **CONFIG)
     resumed.load_state_dict(save_and_load(opt.state_dict()))
     for m, o in ((model, opt), (resumed_model, resumed)):
+        run_with_runaway(m, o, 39, True, stop_at_restore=False, start=39)  # reads steps 36-39
+    assert len(resumed.schedule.recent_losses) == 39 and resumed.schedule.recent_losses == opt.schedule.recent_losses
+    for m, o in ((model, opt), (resumed_model, resumed)):
         with pytest.warns(RuntimeWarning, match="ran away after step 42"):
-            run_with_runaway(m, o, 60, True, stop_at_restore=False, start=39)
+            run_with_runaway(m, o, 60, True, stop_at_restore=False, start=40)
     assert opt.stats.runaways == resumed.stats.runaways == 1
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), resumed_model.parameters()))
 
