@@ -53,26 +53,27 @@ def sum_across_shards_(tensor: Tensor, group) -> Tensor:
     return tensor
 
 
+def _single_process() -> bool:
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1
+
+
 def mean_across_ranks(value: Tensor | float, device: torch.device) -> float:
     """``value`` (a scalar) averaged over every rank of the default process group; itself
     outside one or in a group of one (no tensor made, no collective)."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if _single_process():
         return float(value)
-    total = torch.as_tensor(value, dtype=torch.float32, device=device).detach().reshape(1).clone()
-    dist.all_reduce(total)
-    return float(total[0]) / dist.get_world_size()
+    return means_across_ranks(torch.as_tensor(value, device=device).reshape(1))[0]
 
 
 def means_across_ranks(values: Tensor) -> list[float]:
-    """:func:`mean_across_ranks` of each of ``values`` (``[n]``): one all-reduce and one host
-    read for n scalars."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    """:func:`mean_across_ranks` of each of ``values`` (``[n]``): one float32 all-reduce and
+    one host read for n scalars."""
+    if _single_process():
         return values.tolist()
     total = values.detach().to(torch.float32).clone()
-    dist.all_reduce(total)
-    return [value / dist.get_world_size() for value in total.tolist()]
+    torch.distributed.all_reduce(total)
+    return [value / torch.distributed.get_world_size() for value in total.tolist()]
 
 
 _GROUPS: list[Any] = [None]
