@@ -60,7 +60,14 @@ def segment_grams(ring: Tensor | Sequence[Tensor], spans: Sequence[slice]) -> Te
     float32 values are exact in float64 either way; only the summation order differs.
     """
     rows = (ring if isinstance(ring, Tensor) else torch.stack(list(ring))).to(torch.float64)
-    return torch.stack([rows[:, span] @ rows[:, span].T for span in spans])
+    return block_grams([rows[:, span] for span in spans])
+
+
+def block_grams(blocks: Sequence[Tensor]) -> Tensor:
+    """The Gram ``[len(blocks), h, h]`` of each ``[h, n_i]`` block (:func:`segment_grams`
+    once the blocks are cut: a caller that keeps them as views of one buffer across
+    predictions spares the slicing, half the cost on small models)."""
+    return torch.stack([torch.mm(block, block.t()) for block in blocks])
 
 
 def gavish_donoho_threshold(sigma: ArrayLike, rows: int | ArrayLike) -> np.ndarray:

@@ -19,7 +19,7 @@ from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimize
 
 from .adapters import averaging, companions, shares, stacking_warning, weight_space_keys
 from .config import PDTConfig
-from .distributed import global_numel, mean_across_ranks, means_across_ranks, shard_group, sum_across_shards_
+from .distributed import global_numel, mean_across_ranks, means_across_ranks, sum_across_shards_
 from .runtime.history import SnapshotRing, _local, make_ring
 from .runtime.gradient_check import GradientCheck
 from .runtime.predictor import PendingBoundary, Prediction, pack_limit, predict_merge_capture_
@@ -99,6 +99,8 @@ class PDT(Optimizer):
             config = config.replace(runaway_factor=SCHEDULE_FREE_RUNAWAY_FACTOR if self._averaging is not None else None)
         self.optimizer = optimizer
         self.config = config
+        self._loss_readers = self._readers_of(config)
+        """Resolved once: :meth:`report_loss` runs every training step."""
         self._verify = verify
         self.defaults = optimizer.defaults
         for name in _HOOK_DICTS:
@@ -312,12 +314,14 @@ class PDT(Optimizer):
     def _gradient_norm(self) -> Tensor | None:
         """The norm of every tracked parameter's gradient (summed over shards), on the device."""
         # A sparse gradient is refused at the next boundary (_check_parameters).
-        grads = [_local(grad) for grad in self._grads() if not grad.is_sparse]
+        grads = [grad for p in self._ring.params if (grad := p.grad) is not None and not grad.is_sparse]
         if not grads:
             return None
-        local = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).float()
-        group = shard_group(self._ring.params)
-        return local if group is None else sum_across_shards_(local.square().view(1), group).sqrt()
+        group = self._ring.process_group
+        if group is None:
+            return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).float()
+        local = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([_local(grad) for grad in grads]))).float()
+        return sum_across_shards_(local.square().view(1), group).sqrt()
 
     def _check_gradient(self, check: GradientCheck) -> None:
         """Take this step's gradient norm: into the window before a boundary, or, right after
@@ -409,7 +413,9 @@ class PDT(Optimizer):
         return None
 
     def _move_followers_(self, jumps: list[Tensor | None], scale: float | Tensor) -> None:
-        """Add ``scale`` times each jump, times each follower's fraction, to the followers."""
+        """Add ``scale`` times each jump, times each follower's fraction, to the followers
+        (one foreach addition per fraction for a host ``scale``)."""
+        by_fraction: dict[float, tuple[list[Tensor], list[Tensor]]] = {}
         for moved, jump in zip(self._moved_fractions(), jumps):
             if jump is None:
                 continue
@@ -419,7 +425,11 @@ class PDT(Optimizer):
                     if isinstance(scale, Tensor):
                         local.add_((jump * (scale * fraction)).view(local.shape).to(local.dtype))
                     else:
-                        local.add_(jump.view(local.shape).to(local.dtype), alpha=scale * fraction)
+                        tensors, steps = by_fraction.setdefault(fraction, ([], []))
+                        tensors.append(local)
+                        steps.append(jump.view(local.shape).to(local.dtype))
+        for fraction, (tensors, steps) in by_fraction.items():
+            torch._foreach_add_(tensors, steps, alpha=scale * fraction)
 
     def _finish_boundary(self, phase: Phase, prediction: Prediction | None) -> None:
         """Bookkeeping shared by the eager and the compiled path."""
@@ -484,7 +494,7 @@ class PDT(Optimizer):
         # One foreach pass: a norm is NaN/Inf when any element is (or the weights are ~1e38).
         norms = torch._foreach_norm([_local(p).detach() for p in self._ring.params])
         bad = (~torch.isfinite(torch.stack(norms))).sum().view(1)
-        return sum_across_shards_(bad, shard_group(self._ring.params))
+        return sum_across_shards_(bad, self._ring.process_group)
 
     def _resolve_pending(self) -> None:
         """Read a deferred prediction's counts and finiteness flag and record them as the
@@ -509,35 +519,32 @@ class PDT(Optimizer):
         always before a snapshot is taken: one host read and one all-reduce per batch rather than
         a device synchronisation every step. A runaway is then acted on up to that many steps
         late, from the same snapshot."""
-        config = self.config
-        if not config.adaptive and config.rollback_factor is None and config.runaway_factor is None and config.setback_limit is None:
+        readers = self._loss_readers
+        if readers is None:
             return
-        reads = self._loss_reads(loss) if isinstance(loss, Tensor) and self._batches_losses else 1
-        if reads > 1:
-            if loss.numel() != 1:
-                raise ValueError(f"PDT.report_loss: loss has {loss.numel()} elements; pass the step's scalar loss "
-                                 "(e.g. loss.mean())")
-            self._unread_losses.append((self.schedule.steps, loss.detach()))  # an attached loss would keep its graph
-            if len(self._unread_losses) >= reads or self.schedule.boundary_next():
-                self._read_losses()
-            return
+        if isinstance(loss, Tensor) and readers != 1:
+            reads = (1 if loss.is_cpu else LOSS_READS_ON_ACCELERATORS) if readers == "auto" else readers
+            if reads > 1:
+                if loss.numel() != 1:
+                    raise ValueError(f"PDT.report_loss: loss has {loss.numel()} elements; pass the step's scalar loss "
+                                     "(e.g. loss.mean())")
+                self._unread_losses.append((self.schedule.steps, loss.detach()))  # an attached loss would keep its graph
+                if len(self._unread_losses) >= reads or self.schedule.boundary_next():
+                    self._read_losses()
+                return
         if self._unread_losses:
             self._read_losses()
-        self._take_loss(self.schedule.steps, mean_across_ranks(loss.detach() if isinstance(loss, Tensor) else loss, self._ring.device))
+        self._take_loss(self.schedule.steps, mean_across_ranks(loss, self._ring.device))
 
-    @property
-    def _batches_losses(self) -> bool:
-        """Whether tensor losses may be read late (:meth:`report_loss`): only the runaway guard,
-        which acts from a snapshot taken before the loss rose, reads them."""
-        config = self.config
-        return not config.adaptive and config.rollback_factor is None and config.setback_limit is None
-
-    def _loss_reads(self, loss: Tensor) -> int:
-        """Loss tensors read at once (``PDTConfig.loss_reads``, resolved for ``loss``'s device)."""
-        reads = self.config.loss_reads
-        if reads == "auto":
-            return 1 if loss.device.type == "cpu" else LOSS_READS_ON_ACCELERATORS
-        return reads
+    @staticmethod
+    def _readers_of(config: PDTConfig) -> int | str | None:
+        """None when no option of ``config`` reads reported losses (:meth:`report_loss` returns
+        at once); else how many loss tensors may wait to be read together:
+        ``PDTConfig.loss_reads`` (``"auto"``: by device) when the runaway guard is the only
+        reader, which acts from a snapshot taken before the loss rose, else 1."""
+        if config.adaptive or config.rollback_factor is not None or config.setback_limit is not None:
+            return 1
+        return None if config.runaway_factor is None else config.loss_reads
 
     def _read_losses(self) -> None:
         """Take the losses reported as tensors and not read yet, in order (one host read); those

@@ -27,10 +27,10 @@ def gradient_surge(before: Tensor, after: Tensor) -> Tensor:
     the steps right before the merge (``before``, ``[q]``): 1 where the merge left the gradient
     as it was. A non-finite ``after`` is an infinite surge; NaN where the ratio has no meaning
     (no norms before, or their mean not positive and finite), which no limit rejects."""
-    mean = before.float().mean() if before.numel() else torch.tensor(float("nan"), device=after.device)
-    meaningful = torch.isfinite(mean) & (mean > 0)
-    surge = torch.where(torch.isfinite(after), after.float() / mean, torch.full_like(mean, float("inf")))
-    return torch.where(meaningful, surge, torch.full_like(mean, float("nan")))
+    after = after.float()
+    mean = before.float().mean() if before.numel() else after.new_full((), float("nan"))
+    surge = (after / mean).where(after.isfinite(), float("inf"))
+    return surge.where(mean.isfinite() & (mean > 0), float("nan"))
 
 
 def in_window(steps_done: int, snap_every: int, window: int) -> bool:
@@ -65,11 +65,11 @@ class GradientCheck:
     def judge(self, step: int, norm: Tensor) -> Tensor:
         """Whether to undo the merge made at ``step`` (a 0-dim float tensor, 1.0 or 0.0, on the
         device): its surge exceeds the limit and it merged. Disarms the check."""
-        armed, self.armed = self.armed, None
-        before = torch.stack([n.to(norm.device) for n in self.norms]) if self.norms else norm.new_zeros(0)
+        armed, self.armed = self.armed, None  # on the parameters' device, as the norms
+        before = torch.stack(list(self.norms)) if self.norms else norm.new_zeros(0)
         surge = gradient_surge(before, norm.detach().reshape(()))
-        undo = ((surge > self.limit) & armed.to(norm.device)).float()
-        self.unread.append((step, torch.where(armed.to(norm.device), surge, torch.full_like(surge, float("nan"))), undo))
+        undo = ((surge > self.limit) & armed).float()
+        self.unread.append((step, surge.where(armed, float("nan")), undo))
         return undo
 
     def read(self) -> list[tuple[int, float, bool]]:

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ..distributed import is_sharded
+from ..distributed import is_sharded, shard_group
 
 
 def _local(p: Tensor) -> Tensor:
@@ -100,6 +100,8 @@ class SnapshotRing:
                 "wrap one optimizer per device"
             )
         self.params = list(params)
+        self.process_group = shard_group(self.params)
+        """The process group the parameters are sharded over (FSDP2), or None."""
         self.shapes = [tuple(t.shape) for t in locals_]
         self.numels = [t.numel() for t in locals_]
         self.device = locals_[0].device

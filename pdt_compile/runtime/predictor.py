@@ -12,7 +12,7 @@ few dozen torch operations a prediction, not a hundred per tensor.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -20,10 +20,12 @@ from torch import Tensor
 
 from ..config import PDTConfig
 from ..distributed import global_numel, shard_group, sum_across_shards_
-from ..dmd import gram, segment_grams, solve_dmd
+from ..dmd import block_grams, gram, solve_dmd
 from ..mask import forecast_mask_merge, needs_every_step
 from .history import Pack, SnapshotRing, _local, pack_layout, spans_of
 from .kernels import Kernels, predict_elements_, use_compiled
+
+T = TypeVar("T")
 
 PACK_ELEMENTS = 1 << 15
 """Plain-torch predictions pack parameters of at most this many elements side by side, up to
@@ -87,7 +89,7 @@ def pack_parameters(ring: SnapshotRing, candidates: Sequence[int], limit: int) -
     return packs
 
 
-def _cached(pack: Pack, key: tuple, make: Callable[[], Tensor]) -> Tensor:
+def _cached(pack: Pack, key: tuple, make: Callable[[], T]) -> T:
     """``make()``, kept on ``pack`` under ``key``: it depends on the layout alone, which a
     shared pack keeps across predictions (a copied pack lives for one)."""
     if key not in pack.cache:
@@ -101,7 +103,7 @@ def ring_grams(ring: SnapshotRing, groups: Sequence[int], kernels: Kernels, pack
     h = ring.history
     out = torch.zeros(max(groups) + 1, h, h, dtype=torch.float64, device=ring.device)
     for pack in packs:
-        out.index_add_(0, _pack_groups(pack, groups), segment_grams(pack.matrix, pack.spans))
+        out.index_add_(0, _pack_groups(pack, groups), _pack_grams(pack))
     packed = {i for pack in packs for i in pack.indices}
     for index, group in enumerate(groups):
         if index in packed:
@@ -112,6 +114,18 @@ def ring_grams(ring: SnapshotRing, groups: Sequence[int], kernels: Kernels, pack
         for start in _chunks(ring.numels[index], kernels.chunk):
             out[group] += gram(ring.block(index, slice(start, start + kernels.chunk)))
     return out
+
+
+def _pack_grams(pack: Pack) -> Tensor:
+    """:func:`~pdt_compile.dmd.segment_grams` of ``pack``, through a float64 copy of its
+    matrix and views of each parameter's columns, both kept on the pack."""
+    def make() -> tuple[Tensor, list[Tensor]]:
+        buffer = torch.empty(pack.matrix.shape, dtype=torch.float64, device=pack.matrix.device)
+        return buffer, [buffer[:, span] for span in pack.spans]
+
+    buffer, blocks = _cached(pack, ("float64 blocks",), make)
+    buffer.copy_(pack.matrix)
+    return block_grams(blocks)
 
 
 def solve_coefficients(
