@@ -4,10 +4,12 @@ This VM's speed drifts by 10-20 % over minutes, as much as a change to the predi
 gain, so two `benchmarks.prediction_cost` runs half an hour apart cannot tell them apart. This
 checks ``--base`` out into a temporary git worktree and runs the same measurement in a fresh
 process for it and for the working tree, alternating (base, head, head, base, ...) for
-``--rounds`` rounds. Each process trains PDT's defaults on one task (seed 0) ``--runs`` times
-and reports the least mean prediction time of its runs (as ``timeit`` keeps its fastest
-repeat), the least training time, and the run's final loss and merges, which show whether the
-two revisions follow the same trajectory.
+``--rounds`` rounds. Each process trains PDT's defaults on one task (seed 0) ``--runs`` times,
+each time in lock-step with the plain optimizer (one training step of each in turn), and
+reports the least mean prediction time of its runs (as ``timeit`` keeps its fastest repeat),
+the least training time, the median of PDT's training time over the plain optimizer's (what
+PDT adds, all of it: the drift that moves both cancels), and the run's final loss and merges,
+which show whether the two revisions follow the same trajectory.
 
     python -m benchmarks.ab --base 61130c1 [--task "digits MLP / SGD"] [--peer schedule-free] [--rounds 4] [--runs 5]
 """
@@ -32,7 +34,7 @@ import dataclasses, json, sys, warnings
 import torch
 warnings.filterwarnings("ignore")
 import pdt_compile as pdt
-from pdt_compile.experiment import train
+from pdt_compile.experiment import Training, train_in_lockstep
 from benchmarks.ttb import peers, task_suite
 from benchmarks.prediction_cost import SCHEDULE_FREE_LR
 torch.set_num_threads(1)
@@ -43,11 +45,15 @@ if peer:
     task = dataclasses.replace(task, make_optimizer=peers(name, task)[peer])
     lr = SCHEDULE_FREE_LR[name]
 out = []
-for _ in range(runs):
-    run, opt = train(task, lambda o: pdt.PDT(o, snap_every=snap_every), seed=0, method="PDT", lr=lr)
+for index in range(runs):
+    wraps = {"PDT": lambda o: pdt.PDT(o, snap_every=snap_every), "plain": lambda o: o}
+    order = ["PDT", "plain"] if index % 2 == 0 else ["plain", "PDT"]
+    done = dict(zip(order, train_in_lockstep([Training(task, wraps[m], seed=0, method=m, lr=lr) for m in order])))
+    (run, opt), (plain, _) = done["PDT"], done["plain"]
     stats = opt.stats
     out.append({"prediction_ms": 1e3 * stats.prediction_seconds / max(stats.predictions, 1),
-                "seconds": run.seconds[-1], "final_loss": run.train_loss[-1], "merges": stats.merges})
+                "seconds": run.seconds[-1], "over_plain": run.seconds[-1] / plain.seconds[-1],
+                "final_loss": run.train_loss[-1], "merges": stats.merges})
 print(json.dumps(out))
 """
 
@@ -60,6 +66,7 @@ def measure(tree: Path, task: str, peer: str, runs: int) -> dict:
                             capture_output=True, text=True, check=True)
     runs_ = json.loads(result.stdout.strip().splitlines()[-1])
     return {"prediction_ms": min(r["prediction_ms"] for r in runs_), "seconds": min(r["seconds"] for r in runs_),
+            "over_plain": statistics.median(r["over_plain"] for r in runs_),
             "final_loss": runs_[-1]["final_loss"], "merges": runs_[-1]["merges"]}
 
 
@@ -87,24 +94,29 @@ def main() -> None:
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=True)
     rows = [
-        f"| {round_} | {b['prediction_ms']:.3f} | {h['prediction_ms']:.3f} | {b['seconds']:.3f} | {h['seconds']:.3f} |"
+        f"| {round_} | {b['prediction_ms']:.3f} | {h['prediction_ms']:.3f} | {b['seconds']:.3f} | {h['seconds']:.3f} "
+        f"| {b['over_plain']:.3f} | {h['over_plain']:.3f} |"
         for round_, (b, h) in enumerate(zip(results["base"], results["head"]))
     ]
-    median = {label: {key: statistics.median(r[key] for r in runs) for key in ("prediction_ms", "seconds")}
+    median = {label: {key: statistics.median(r[key] for r in runs) for key in ("prediction_ms", "seconds", "over_plain")}
               for label, runs in results.items()}
     last = {label: runs[-1] for label, runs in results.items()}
     where = f"{args.task}" + (f", on {args.peer}" if args.peer else "")
     body = "\n".join([
         f"{where}, PDT's defaults, seed 0; base = {base_rev}, head = the working tree at {head_rev}; processes alternate "
-        f"(base, head, head, base, ...), each the least of {args.runs} runs.", "",
-        "| round | base: one prediction (ms) | head: one prediction (ms) | base: training s | head: training s |",
-        "|---|---|---|---|---|",
+        f"(base, head, head, base, ...), each the least of {args.runs} runs (PDT / plain: their median), every run "
+        f"in lock-step with the plain optimizer (one training step of each in turn, which comes first alternating), "
+        f"whose training time it is divided by: a drift of the machine's speed reaches both.", "",
+        "| round | base: one prediction (ms) | head: one prediction (ms) | base: training s | head: training s "
+        "| base: PDT / plain | head: PDT / plain |",
+        "|---|---|---|---|---|---|---|",
         *rows, "",
         f"Medians: one prediction {median['base']['prediction_ms']:.3f} ms (base) and "
         f"{median['head']['prediction_ms']:.3f} ms (head), head/base "
         f"{median['head']['prediction_ms'] / median['base']['prediction_ms']:.2f}; training "
         f"{median['base']['seconds']:.3f} s and {median['head']['seconds']:.3f} s, head/base "
-        f"{median['head']['seconds'] / median['base']['seconds']:.2f}. Trajectory: final loss "
+        f"{median['head']['seconds'] / median['base']['seconds']:.2f}; PDT's training time over the plain optimizer's "
+        f"{median['base']['over_plain']:.3f} (base) and {median['head']['over_plain']:.3f} (head). Trajectory: final loss "
         f"{last['base']['final_loss']:.6g} and {last['head']['final_loss']:.6g}, merges {last['base']['merges']} and "
         f"{last['head']['merges']} (base, head).",
     ])
