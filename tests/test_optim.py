@@ -393,6 +393,23 @@ def test_tensor_losses_are_read_in_batches_and_restore_the_same_snapshot(reads, 
     assert all(torch.allclose(a, b, rtol=0, atol=1e-6) for a, b in zip(restored_float, restored_tensor))
 
 
+@pytest.mark.parametrize("reads", [1, 16])
+def test_an_attached_loss_is_read_without_a_warning(reads):
+    """The loss a training step returns still carries its graph: reading it (at once or in
+    a batch) must not warn about converting a tensor that requires grad."""
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), runaway_factor=3.0, loss_reads=reads, **CONFIG)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for x, y in batches(20):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.report_loss(loss)
+            opt.zero_grad()
+    assert len(opt.schedule.recent_losses) + len(opt._unread_losses) == 20
+
+
 def test_a_loss_of_several_elements_is_refused():
     opt = pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), runaway_factor=3.0, loss_reads=16, **CONFIG)
     with pytest.raises(ValueError, match="loss has 3 elements"):
