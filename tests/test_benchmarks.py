@@ -392,3 +392,20 @@ def test_the_harm_probe_undoes_a_jump_only_where_it_moves_against_the_averaged_w
     jump = torch.tensor([1.0, -1.0, 2.0, 0.0, -3.0])
     displacement = torch.tensor([0.5, 0.5, -1.0, 1.0, -0.1])
     assert disagreeing_part(jump, displacement).tolist() == [0.0, -1.0, 2.0, 0.0, 0.0]
+
+
+def test_interval_places_match_where_the_gradient_check_takes_norms():
+    """benchmarks.interval_cost names each place in the interval by what runs there: the
+    window places are exactly the steps GradientCheck.wants a norm for before a boundary."""
+    from benchmarks.interval_cost import place
+    from pdt_compile.runtime.gradient_check import GradientCheck
+
+    period = 20
+    check = GradientCheck(limit=4.0, snap_every=period)
+    places = [place(position, period, check.window) for position in range(period)]
+    assert places[0] == "boundary" and places[1] == "after a boundary"
+    window = [p for p in range(2, period) if places[p] == "gradient-check window"]
+    # a step at position p ran with p - 1 steps done in its interval (position 0 ends it)
+    wanted = [p for p in range(2, period) if check.wants(p - 1, lambda: True)]
+    assert window == wanted == list(range(period - check.window + 1, period))
+    assert places.count("ordinary") == period - 2 - len(window)

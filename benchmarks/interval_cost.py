@@ -1,0 +1,134 @@
+"""Where in a snapshot interval PDT's time goes: each training step's time over the plain
+optimizer's, by the step's place in the interval.
+
+``benchmarks.prediction_cost`` splits what PDT adds to a run into its per-step wrapper, the
+gradient check and "the rest", from whole runs. This times every training step of PDT's
+defaults and of the plain optimizer, side by side in lock-step (one step of each in turn, the
+first alternating from round to round), and takes, for each place in the interval, the median
+over the intervals after the first prediction of PDT's step time less the plain optimizer's:
+the boundary step (the prediction, or a capture, and the check for non-finite weights), the
+step after it (where the gradient check judges a merge, and the training step runs after the
+prediction went through the caches), the steps of the gradient check's window before a
+boundary (a gradient norm each) and the ordinary steps (the wrapper and the loss report). The
+sum over the places is what PDT adds per interval.
+
+    python -m benchmarks.interval_cost [--tasks 'digits,mnist1d CNN'] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections import defaultdict
+
+import torch
+
+import pdt_compile as pdt
+from pdt_compile.experiment import Task, Training
+from pdt_compile.runtime.gradient_check import in_window
+
+from .prediction_cost import cases
+from .report import write_section
+
+
+def place(position: int, period: int, window: int) -> str:
+    """What the step at ``position`` (steps done after it, modulo the interval) runs besides
+    the wrapper."""
+    if position == 0:
+        return "boundary"
+    if position == 1:
+        return "after a boundary"
+    if window and in_window(position - 1, period, window):
+        return "gradient-check window"
+    return "ordinary"
+
+
+def one_round(task: Task, snap_every: int, lr: float, pdt_first: bool) -> tuple[dict[int, float], int, int, float, float]:
+    """Per place in the interval, the median over the intervals after the first prediction of
+    PDT's step time less the plain optimizer's (seconds); the interval, the gradient check's
+    window, one prediction's mean time and the plain optimizer's median step."""
+    runs = {"PDT": Training(task, lambda o: pdt.PDT(o, snap_every=snap_every), seed=0, method="PDT", lr=lr),
+            "plain": Training(task, lambda o: o, seed=0, method="plain", lr=lr)}
+    order = ["PDT", "plain"] if pdt_first else ["plain", "PDT"]
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    first_prediction = None
+    while not all(training.done for training in runs.values()):
+        for name in order:
+            training = runs[name]
+            if training.done:
+                continue
+            before = training.elapsed
+            training.step()
+            times[name].append(training.elapsed - before)
+        stats = runs["PDT"].optimizer.stats
+        if first_prediction is None and stats.predictions:
+            first_prediction = len(times["PDT"])
+    optimizer = runs["PDT"].optimizer
+    period = optimizer.config.snap_every
+    check = optimizer._gradient_check
+    start = first_prediction or len(times["PDT"])
+    extra: dict[int, list[float]] = defaultdict(list)
+    for index in range(start, min(len(times["PDT"]), len(times["plain"]))):
+        extra[(index + 1) % period].append(times["PDT"][index] - times["plain"][index])
+    stats = optimizer.stats
+    return ({position: statistics.median(values) for position, values in extra.items()}, period,
+            check.window if check is not None else 0, stats.prediction_seconds / max(stats.predictions, 1),
+            statistics.median(times["plain"]))
+
+
+def measure(task: Task, snap_every: int, lr: float, rounds: int) -> dict:
+    """Medians over ``rounds`` of each place's extra time (µs), summed by kind of place."""
+    results = [one_round(task, snap_every, lr, pdt_first=round_ % 2 == 0) for round_ in range(rounds)]
+    period, window = results[0][1], results[0][2]
+    by_place: dict[str, list[float]] = defaultdict(list)
+    for extra, *_ in results:
+        sums: dict[str, float] = defaultdict(float)
+        for position, value in extra.items():
+            sums[place(position, period, window)] += value
+        for kind, value in sums.items():
+            by_place[kind].append(value)
+    kinds = ["boundary", "after a boundary", "gradient-check window", "ordinary"]
+    counts = {kind: sum(place(p, period, window) == kind for p in range(period)) for kind in kinds}
+    per_kind = {kind: 1e6 * statistics.median(by_place[kind]) if by_place[kind] else 0.0 for kind in kinds}
+    interval = sum(per_kind.values())
+    plain_step = statistics.median(r[4] for r in results)
+    return {"period": period, "counts": counts, "per_kind": per_kind, "interval": interval,
+            "share": interval / (1e6 * plain_step * period), "prediction": 1e6 * statistics.median(r[3] for r in results),
+            "plain_step": 1e6 * plain_step}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tasks", default="digits,mnist1d CNN", help="comma-separated substrings of task names")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    selected = [s for s in args.tasks.split(",") if s]
+    lines = [
+        "| task | interval (steps) | plain step (µs) | boundary | after a boundary | gradient-check window | ordinary steps | "
+        "PDT adds per interval (µs) | over the plain interval | one prediction (µs) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, task, snap_every, lr in cases(selected):
+        r = measure(task, snap_every, lr, args.rounds)
+        cells = [f"{r['per_kind'][kind]:.0f} ({r['counts'][kind]})" for kind in r["per_kind"]]
+        lines.append(f"| {name} | {r['period']} | {r['plain_step']:.0f} | " + " | ".join(cells)
+                     + f" | **{r['interval']:.0f}** | {r['share']:.1%} | {r['prediction']:.0f} |")
+        print(lines[-1], flush=True)
+    body = "\n".join(lines) + (
+        f"\n\nPDT's defaults, eager path, seed 0, 1 torch thread, beside the plain optimizer in lock-step (one training step "
+        f"of each in turn, the first alternating from round to round). Each place's cell: the extra time (µs) PDT's steps "
+        f"at that place take over the plain optimizer's, the median over the intervals after the first prediction, summed "
+        f"over the places of that kind (their count in brackets), the median of {args.rounds} rounds. 'boundary': the step "
+        f"that ends an interval (a prediction once burn-in is over); 'after a boundary': the next one (the gradient check "
+        f"judges a merge there); 'gradient-check window': the steps before a boundary whose gradient norms the check keeps; "
+        f"'ordinary': the wrapper and the loss report alone. 'one prediction': `stats.prediction_seconds / predictions` "
+        f"(inside the boundary step's time). The interval of PDT on schedule-free is its base iterate's "
+        f"(`base_spacing` x snap_every)."
+    )
+    title = "Where in an interval PDT's time goes (benchmarks/interval_cost.py)"
+    write_section(title if args.tasks == "digits,mnist1d CNN" else f"{title}, tasks matching {args.tasks!r}", body)
+
+
+if __name__ == "__main__":
+    main()
