@@ -247,21 +247,32 @@ class PDT(Optimizer):
         """Whether merges move tensors besides the parameters."""
         return bool(self._weight_space_keys) or any(self._moved_with_merges)
 
-    @torch.compiler.disable
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Run the wrapped optimizer's step, then PDT's boundary work when one is due.
 
         With a ``closure``, its loss is also reported (see :meth:`report_loss`). Step hooks
         and the profiler label run as for any optimizer, but only when a hook is registered
-        or the profiler is on (the wrapper costs ~10 µs a step otherwise)."""
+        or the profiler is on (the wrapper costs ~10 µs a step otherwise). Inside a region
+        ``torch.compile`` traces, the step runs eagerly, outside the graph."""
+        if torch.compiler.is_compiling():
+            return self._step_outside_graph(closure)
+        return self._step_eagerly(closure)
+
+    step.hooked = True  # type: ignore[attr-defined]  # Optimizer must not wrap it again
+
+    @torch.compiler.disable
+    def _step_outside_graph(self, closure: Callable[[], Any] | None) -> Any:
+        """:meth:`step`, run eagerly from a traced region (a graph break). Plain calls skip this
+        decorator: its frame switching costs microseconds every training step."""
+        return self._step_eagerly(closure)
+
+    def _step_eagerly(self, closure: Callable[[], Any] | None) -> Any:
         if (
             self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks
             or _global_optimizer_pre_hooks or _global_optimizer_post_hooks or torch.autograd._profiler_enabled()
         ):
             return _STEP_WITH_HOOKS(self, closure)
         return self._step(closure)
-
-    step.hooked = True  # type: ignore[attr-defined]  # Optimizer must not wrap it again
 
     @property
     def stats(self) -> Stats:

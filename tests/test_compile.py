@@ -57,6 +57,28 @@ def run_plain(make_opt, data, compiled):
     return model
 
 
+def test_a_plain_torch_compile_runs_the_pdt_step_eagerly():
+    """A training step compiled by torch.compile alone (not pdt.compile) breaks the graph at
+    PDT's step, which then runs eagerly: the same weights and merges as the eager run, and the
+    runtime's host logic (boundaries, predictions) ran at every call."""
+    data = batches(36)
+    eager_model, eager = run_eager(OPTIMIZERS["sgd_momentum"], data)
+    model = make_mlp()
+    opt = pdt.PDT(OPTIMIZERS["sgd_momentum"](model.parameters()), **CONFIG)
+
+    def train_step(x, y):
+        loss_of(model, x, y).backward()
+        opt.step()
+        opt.zero_grad()
+
+    compiled = torch.compile(train_step, backend="eager")
+    for x, y in data:
+        compiled(x, y)
+    assert opt.stats.predictions == eager.stats.predictions == 8 and opt.stats.merges == eager.stats.merges >= 1
+    for p, q in zip(model.parameters(), eager_model.parameters()):
+        assert torch.allclose(p, q, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_compiled_equals_eager(name):
     assert_compiled_equals_eager(name)
