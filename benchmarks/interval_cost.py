@@ -106,7 +106,7 @@ def main() -> None:
     selected = [s for s in args.tasks.split(",") if s]
     lines = [
         "| task | interval (steps) | plain step (µs) | boundary | after a boundary | gradient-check window | ordinary steps | "
-        "PDT adds per interval (µs) | over the plain interval | one prediction (µs) |",
+        "PDT adds per interval (µs) | over the plain interval | one prediction, mean (µs) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, task, snap_every, lr in cases(selected):
