@@ -10,7 +10,8 @@ the boundary step (the prediction, or a capture, and the check for non-finite we
 step after it (where the gradient check judges a merge, and the training step runs after the
 prediction went through the caches), the steps of the gradient check's window before a
 boundary (a gradient norm each) and the ordinary steps (the wrapper and the loss report). The
-sum over the places is what PDT adds per interval.
+sum over the places is what PDT adds per interval. The runs evaluate only at their end: the step
+after an evaluation runs cold, and in lock-step only the first of the two runs would pay for it.
 
     python -m benchmarks.interval_cost [--tasks 'digits,mnist1d CNN'] [--rounds 3]
 """
@@ -18,6 +19,7 @@ sum over the places is what PDT adds per interval.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 from collections import defaultdict
 
@@ -47,6 +49,9 @@ def one_round(task: Task, snap_every: int, lr: float, pdt_first: bool) -> tuple[
     """Per place in the interval, the median over the intervals after the first prediction of
     PDT's step time less the plain optimizer's (seconds); the interval, the gradient check's
     window, one prediction's mean time and the plain optimizer's median step."""
+    # No evaluation until the end: the step after one runs cold, and in lock-step only the first
+    # of the two runs pays for it.
+    task = dataclasses.replace(task, eval_every=task.steps)
     runs = {"PDT": Training(task, lambda o: pdt.PDT(o, snap_every=snap_every), seed=0, method="PDT", lr=lr),
             "plain": Training(task, lambda o: o, seed=0, method="plain", lr=lr)}
     order = ["PDT", "plain"] if pdt_first else ["plain", "PDT"]
