@@ -329,10 +329,10 @@ class PDT(Optimizer):
         if not grads:
             return None
         group = self._ring.process_group
-        if group is None:
-            return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).float()
-        local = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([_local(grad) for grad in grads]))).float()
-        return sum_across_shards_(local.square().view(1), group).sqrt()
+        if group is not None:
+            grads = [_local(grad) for grad in grads]
+        local = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).float()
+        return local if group is None else sum_across_shards_(local.square().view(1), group).sqrt()
 
     def _check_gradient(self, check: GradientCheck) -> None:
         """Take this step's gradient norm: into the window before a boundary, or, right after
