@@ -22,11 +22,12 @@ import argparse
 import dataclasses
 import statistics
 from collections import defaultdict
+from typing import NamedTuple
 
 import torch
 
 import pdt_compile as pdt
-from pdt_compile.experiment import Task, Training
+from pdt_compile.experiment import Task, Training, train_in_lockstep
 from pdt_compile.runtime.gradient_check import in_window
 
 from .prediction_cost import cases
@@ -45,50 +46,60 @@ def place(position: int, period: int, window: int) -> str:
     return "ordinary"
 
 
-def one_round(task: Task, snap_every: int, lr: float, pdt_first: bool) -> tuple[dict[int, float], int, int, float, float]:
+class Round(NamedTuple):
+    """One lock-step pair of runs (:func:`one_round`)."""
+
+    extra: dict[int, float]
     """Per place in the interval, the median over the intervals after the first prediction of
-    PDT's step time less the plain optimizer's (seconds); the interval, the gradient check's
-    window, one prediction's mean time and the plain optimizer's median step."""
+    PDT's step time less the plain optimizer's (seconds)."""
+    period: int
+    window: int
+    """The gradient check's window (0 without the check)."""
+    prediction: float
+    """One prediction's mean time (seconds)."""
+    plain_step: float
+    """The plain optimizer's median step (seconds)."""
+
+
+def one_round(task: Task, snap_every: int, lr: float, pdt_first: bool) -> Round:
+    """PDT's defaults and the plain optimizer in lock-step, every step timed."""
     # No evaluation until the end: the step after one runs cold, and in lock-step only the first
     # of the two runs pays for it.
     task = dataclasses.replace(task, eval_every=task.steps)
     runs = {"PDT": Training(task, lambda o: pdt.PDT(o, snap_every=snap_every), seed=0, method="PDT", lr=lr),
             "plain": Training(task, lambda o: o, seed=0, method="plain", lr=lr)}
-    order = ["PDT", "plain"] if pdt_first else ["plain", "PDT"]
+    names = {id(training): name for name, training in runs.items()}
     times: dict[str, list[float]] = {name: [] for name in runs}
-    first_prediction = None
-    while not all(training.done for training in runs.values()):
-        for name in order:
-            training = runs[name]
-            if training.done:
-                continue
-            before = training.elapsed
-            training.step()
-            times[name].append(training.elapsed - before)
-        stats = runs["PDT"].optimizer.stats
-        if first_prediction is None and stats.predictions:
-            first_prediction = len(times["PDT"])
+    first_prediction: list[int] = []
+
+    def on_step(training: Training, seconds: float) -> None:
+        times[names[id(training)]].append(seconds)
+        if training is runs["PDT"] and not first_prediction and training.optimizer.stats.predictions:
+            first_prediction.append(len(times["PDT"]))
+
+    order = ["PDT", "plain"] if pdt_first else ["plain", "PDT"]
+    train_in_lockstep([runs[name] for name in order], on_step)
     optimizer = runs["PDT"].optimizer
     period = optimizer.config.snap_every
     check = optimizer._gradient_check
-    start = first_prediction or len(times["PDT"])
+    start = first_prediction[0] if first_prediction else len(times["PDT"])
     extra: dict[int, list[float]] = defaultdict(list)
     for index in range(start, min(len(times["PDT"]), len(times["plain"]))):
         extra[(index + 1) % period].append(times["PDT"][index] - times["plain"][index])
     stats = optimizer.stats
-    return ({position: statistics.median(values) for position, values in extra.items()}, period,
-            check.window if check is not None else 0, stats.prediction_seconds / max(stats.predictions, 1),
-            statistics.median(times["plain"]))
+    return Round({position: statistics.median(values) for position, values in extra.items()}, period,
+                 check.window if check is not None else 0, stats.prediction_seconds / max(stats.predictions, 1),
+                 statistics.median(times["plain"]))
 
 
 def measure(task: Task, snap_every: int, lr: float, rounds: int) -> dict:
     """Medians over ``rounds`` of each place's extra time (µs), summed by kind of place."""
     results = [one_round(task, snap_every, lr, pdt_first=round_ % 2 == 0) for round_ in range(rounds)]
-    period, window = results[0][1], results[0][2]
+    period, window = results[0].period, results[0].window
     by_place: dict[str, list[float]] = defaultdict(list)
-    for extra, *_ in results:
+    for result in results:
         sums: dict[str, float] = defaultdict(float)
-        for position, value in extra.items():
+        for position, value in result.extra.items():
             sums[place(position, period, window)] += value
         for kind, value in sums.items():
             by_place[kind].append(value)
@@ -96,9 +107,9 @@ def measure(task: Task, snap_every: int, lr: float, rounds: int) -> dict:
     counts = {kind: sum(place(p, period, window) == kind for p in range(period)) for kind in kinds}
     per_kind = {kind: 1e6 * statistics.median(by_place[kind]) if by_place[kind] else 0.0 for kind in kinds}
     interval = sum(per_kind.values())
-    plain_step = statistics.median(r[4] for r in results)
+    plain_step = statistics.median(r.plain_step for r in results)
     return {"period": period, "counts": counts, "per_kind": per_kind, "interval": interval,
-            "share": interval / (1e6 * plain_step * period), "prediction": 1e6 * statistics.median(r[3] for r in results),
+            "share": interval / (1e6 * plain_step * period), "prediction": 1e6 * statistics.median(r.prediction for r in results),
             "plain_step": 1e6 * plain_step}
 
 

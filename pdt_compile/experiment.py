@@ -235,15 +235,21 @@ def train(
     return training.result()
 
 
-def train_in_lockstep(trainings: Sequence[Training]) -> list[tuple[Run, Optimizer]]:
+def train_in_lockstep(
+    trainings: Sequence[Training], on_step: Callable[[Training, float], None] | None = None,
+) -> list[tuple[Run, Optimizer]]:
     """Run ``trainings`` to their ends side by side: one step of each, in the given order, then
-    the next (a diverged or finished one drops out). Each times only its own steps."""
+    the next (a diverged or finished one drops out). Each times only its own steps;
+    ``on_step(training, seconds)`` is told each step's timed seconds."""
     while True:
         live = [training for training in trainings if not training.done]
         if not live:
             return [training.result() for training in trainings]
         for training in live:
+            before = training.elapsed
             training.step()
+            if on_step is not None:
+                on_step(training, training.elapsed - before)
 
 
 def lr_schedule(task: Task, optimizer: Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
