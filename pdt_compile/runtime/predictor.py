@@ -276,16 +276,18 @@ def _update_pack(
     )
     # float sums are exact: a pack holds far fewer than 2**24 elements
     pack_counts = torch.segment_reduce(accepted.float(), "sum", lengths=pack.sizes).to(torch.int64).unbind(0)
-    for position, (index, tensor, span) in enumerate(zip(pack.indices, tensors, pack.spans)):
-        tensor.copy_(weights[span].view(tensor.shape))
+    sizes = _cached(pack, ("sizes",), lambda: [span.stop - span.start for span in pack.spans])  # the spans, in order
+    torch._foreach_copy_(tensors, [piece.view(t.shape) for piece, t in zip(weights.split(sizes), tensors)])
+    pieces = jump.split(sizes) if jump is not None else None
+    for position, (index, span) in enumerate(zip(pack.indices, pack.spans)):
         if not pack.shared:
             for row, packed_row in zip(ring.row_tensors(index), pack.rows):
                 row.copy_(packed_row[span])
         if followers:
             for follower in followers[position]:
-                follower.add_(jump[span])
+                follower.add_(pieces[position])
         counts[index] = pack_counts[position] if live[position] else None
-        jumps[index] = jump[span] if keep_jumps and live[position] else None
+        jumps[index] = pieces[position] if keep_jumps and live[position] else None
 
 
 def _update_streamed(
