@@ -1,4 +1,4 @@
-"""Benchmark bookkeeping that decides what a figure means (no training here)."""
+"""Benchmark bookkeeping that decides what a figure means (a few training steps at most)."""
 
 from __future__ import annotations
 
@@ -409,3 +409,16 @@ def test_interval_places_match_where_the_gradient_check_takes_norms():
     wanted = [p for p in range(2, period) if check.wants(p - 1, lambda: True)]
     assert window == wanted == list(range(period - check.window + 1, period))
     assert places.count("ordinary") == period - 2 - len(window)
+
+
+def test_cold_ops_times_every_probe_after_training_steps_and_in_a_warm_loop():
+    """benchmarks.cold_ops: each probe gets timed samples after real training steps (past the
+    first ones) and a warm-loop time; the untimed first addition is left out of the second's."""
+    from benchmarks.cold_ops import PROBES, after_steps, warm
+
+    steps = 11 * len(PROBES)  # the first 10 rounds of probes are not timed
+    medians, step = after_steps("digits MLP / SGD", steps)
+    loop = warm(repeats=200)
+    assert set(medians) == set(loop) == set(PROBES) and step > 0
+    assert all(seconds > 0 for seconds in medians.values())
+    assert all(math.isfinite(seconds) for seconds in loop.values())
