@@ -35,6 +35,7 @@ VARIANTS: dict[str, dict] = {
     "tau 5, affine": dict(tau=5, dynamics="affine"),
     "tau 5, affine, no trend filter (the ViT's lead)": dict(tau=5, trend=False, dynamics="affine"),
     "tau 5, no trend filter (the previous default)": dict(tau=5, trend=False),
+    "runaway guard at factor 3 (on by default on schedule-free only)": dict(runaway_factor=3.0),
 }
 """Variant name -> PDTConfig fields set on top of the defaults (and the task's ``snap_every``)."""
 
