@@ -5,14 +5,17 @@ For each run it also gives the first evaluation at or below the target (the base
 loss, or ``LOSS_FLOOR``: what ``benchmarks.ttb`` times) and the evaluation from which the loss
 stays at or below it to the end (what a run that merely dips below does not do).
 
-    python -m benchmarks.trajectory --task 'digits MLP / Shampoo' --lr 6.4 [--seed 0] [--unchecked]
+    python -m benchmarks.trajectory --task 'digits MLP / Shampoo' --lr 6.4 [--seed 0] [--unchecked] [--peer Lookahead]
 
-``--unchecked`` adds PDT with ``gradient_limit=None`` (no gradient check) beside the default.
+``--unchecked`` adds PDT with ``gradient_limit=None`` (no gradient check) beside the default;
+``--peer`` runs the task's peer (``benchmarks.ttb.peers``) whose name contains it as the baseline,
+PDT stacked on it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Optional
 
 import torch
@@ -21,7 +24,7 @@ import pdt_compile as pdt
 from pdt_compile.experiment import Run, loss_target, train
 
 from .report import write_section
-from .ttb import task_suite
+from .ttb import peers, task_suite
 
 
 def stays_below(run: Run, target: float) -> Optional[int]:
@@ -41,12 +44,20 @@ def main() -> None:
     parser.add_argument("--lr", type=float, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--unchecked", action="store_true", help="also PDT with gradient_limit=None")
+    parser.add_argument("--peer", default="", help="a peer of benchmarks.ttb (e.g. 'Lookahead') instead of the task's optimizer")
     args = parser.parse_args()
     torch.set_num_threads(1)
     suite = task_suite(quick=False)
     if args.task not in suite:
         raise SystemExit(f"--task {args.task!r}: not a ttb task; one of {', '.join(suite)}")
     task, snap_every = suite[args.task]
+    name = args.task
+    if args.peer:
+        matching = [peer for peer in peers(args.task, task) if args.peer in peer]
+        if len(matching) != 1:
+            raise SystemExit(f"--peer {args.peer!r}: expected one of {', '.join(peers(args.task, task))}")
+        task = dataclasses.replace(task, make_optimizer=peers(args.task, task)[matching[0]])
+        name = f"{args.task}: PDT on {matching[0]}"
     baseline, _ = train(task, lambda opt: opt, seed=args.seed, method="baseline", lr=args.lr)
     variants = {"PDT default": {}}
     if args.unchecked:
@@ -57,7 +68,7 @@ def main() -> None:
                                 seed=args.seed, method=name, lr=args.lr)
         merges.append(f"{name} merged {opt.stats.merges} times, undid {opt.stats.gradient_undos} by the gradient check")
     target = loss_target(baseline)
-    lines = [f"{args.task}, seed {args.seed}, lr {args.lr:g}, snapshot every {snap_every} steps; target {target:.3g} "
+    lines = [f"{name}, seed {args.seed}, lr {args.lr:g}, snapshot every {snap_every} steps; target {target:.3g} "
              f"(the baseline's final loss {baseline.final_loss:.3g}, floored); {'; '.join(merges)}.", "",
              "| run | first evaluation at the target | stays at or below it from | final test accuracy |",
              "|---|---|---|---|"]
@@ -70,7 +81,7 @@ def main() -> None:
     body = "\n".join(lines)
     print(body)
     suffix = ", with and without the gradient check" if args.unchecked else ""
-    write_section(f"Trajectory, {args.task}, seed {args.seed}, lr {args.lr:g}{suffix} (benchmarks/trajectory.py)", body)
+    write_section(f"Trajectory, {name}, seed {args.seed}, lr {args.lr:g}{suffix} (benchmarks/trajectory.py)", body)
 
 
 if __name__ == "__main__":
