@@ -51,13 +51,13 @@ def main() -> None:
     if args.task not in suite:
         raise SystemExit(f"--task {args.task!r}: not a ttb task; one of {', '.join(suite)}")
     task, snap_every = suite[args.task]
-    name = args.task
+    title = args.task
     if args.peer:
         matching = [peer for peer in peers(args.task, task) if args.peer in peer]
         if len(matching) != 1:
             raise SystemExit(f"--peer {args.peer!r}: expected one of {', '.join(peers(args.task, task))}")
         task = dataclasses.replace(task, make_optimizer=peers(args.task, task)[matching[0]])
-        name = f"{args.task}: PDT on {matching[0]}"
+        title = f"{args.task}: PDT on {matching[0]}"
     baseline, _ = train(task, lambda opt: opt, seed=args.seed, method="baseline", lr=args.lr)
     variants = {"PDT default": {}}
     if args.unchecked:
@@ -68,7 +68,7 @@ def main() -> None:
                                 seed=args.seed, method=name, lr=args.lr)
         merges.append(f"{name} merged {opt.stats.merges} times, undid {opt.stats.gradient_undos} by the gradient check")
     target = loss_target(baseline)
-    lines = [f"{name}, seed {args.seed}, lr {args.lr:g}, snapshot every {snap_every} steps; target {target:.3g} "
+    lines = [f"{title}, seed {args.seed}, lr {args.lr:g}, snapshot every {snap_every} steps; target {target:.3g} "
              f"(the baseline's final loss {baseline.final_loss:.3g}, floored); {'; '.join(merges)}.", "",
              "| run | first evaluation at the target | stays at or below it from | final test accuracy |",
              "|---|---|---|---|"]
@@ -81,7 +81,7 @@ def main() -> None:
     body = "\n".join(lines)
     print(body)
     suffix = ", with and without the gradient check" if args.unchecked else ""
-    write_section(f"Trajectory, {name}, seed {args.seed}, lr {args.lr:g}{suffix} (benchmarks/trajectory.py)", body)
+    write_section(f"Trajectory, {title}, seed {args.seed}, lr {args.lr:g}{suffix} (benchmarks/trajectory.py)", body)
 
 
 if __name__ == "__main__":
