@@ -42,8 +42,8 @@ would be a device synchronisation every step."""
 
 CLEAR_LOSS_BATCH = 16
 """Losses read on the host and under the runaway guard's bound (``Schedule.runaway_clear_below``)
-that wait to be recorded together: recording one costs tens of microseconds inside a training
-step, about a point of the mnist1d CNN's training time on schedule-free."""
+that wait to be recorded together, so that most steps run one read and a comparison: right after
+a training step every operation runs cold (``benchmarks/cold_ops.py``)."""
 
 SCHEDULE_FREE_RUNAWAY_FACTOR = 3.0
 """``PDTConfig.runaway_factor="auto"`` on a schedule-free optimizer (``benchmarks/blowups.py``)."""
