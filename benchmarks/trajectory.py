@@ -6,10 +6,12 @@ loss, or ``LOSS_FLOOR``: what ``benchmarks.ttb`` times) and the evaluation from 
 stays at or below it to the end (what a run that merely dips below does not do).
 
     python -m benchmarks.trajectory --task 'digits MLP / Shampoo' --lr 6.4 [--seed 0] [--unchecked] [--peer Lookahead]
+        [--stop-at STEP]
 
 ``--unchecked`` adds PDT with ``gradient_limit=None`` (no gradient check) beside the default;
 ``--peer`` runs the task's peer (``benchmarks.ttb.peers``) whose name contains it as the baseline,
-PDT stacked on it.
+PDT stacked on it; ``--stop-at`` adds PDT's defaults with no prediction from that step on (the
+boundaries then only capture): whether a late rise of the loss comes from the merges.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Optional
 import torch
 
 import pdt_compile as pdt
-from pdt_compile.experiment import Run, loss_target, train
+from pdt_compile.experiment import Run, Training, loss_target, train, train_in_lockstep
 
 from .report import write_section
 from .ttb import peers, task_suite
@@ -44,6 +46,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--unchecked", action="store_true", help="also PDT with gradient_limit=None")
+    parser.add_argument("--stop-at", type=int, default=None, help="also PDT with no prediction from this step on")
     parser.add_argument("--peer", default="", help="a peer of benchmarks.ttb (e.g. 'Lookahead') instead of the task's optimizer")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -67,6 +70,16 @@ def main() -> None:
         runs[name], opt = train(task, lambda opt, o=options: pdt.PDT(opt, snap_every=snap_every, **o),
                                 seed=args.seed, method=name, lr=args.lr)
         merges.append(f"{name} merged {opt.stats.merges} times, undid {opt.stats.gradient_undos} by the gradient check")
+    if args.stop_at is not None:
+        name = f"PDT default, no prediction from step {args.stop_at}"
+        training = Training(task, lambda opt: pdt.PDT(opt, snap_every=snap_every), seed=args.seed, method=name, lr=args.lr)
+
+        def hold(training: Training, seconds: float) -> None:
+            if training.steps_done >= args.stop_at:
+                training.optimizer.schedule.held_boundaries = task.steps  # every later boundary only captures
+
+        [(runs[name], opt)] = train_in_lockstep([training], hold)
+        merges.append(f"{name} merged {opt.stats.merges} times")
     target = loss_target(baseline)
     lines = [f"{title}, seed {args.seed}, lr {args.lr:g}, snapshot every {snap_every} steps; target {target:.3g} "
              f"(the baseline's final loss {baseline.final_loss:.3g}, floored); {'; '.join(merges)}.", "",
