@@ -192,10 +192,8 @@ class PDTConfig:
     loss_reads: int | str = "auto"
     """How many loss tensors the runaway guard, when it is the only reader of losses, reads on
     the host at once (``PDT.report_loss``; always before the next snapshot): 1 reads each at
-    once (a loss under the bound no runaway can start from is then recorded later, with others:
-    the same decisions, fewer microseconds a step); more turns a device synchronisation every
-    step into one per batch, and acts on a runaway up to that many steps late, from the same
-    snapshot. ``"auto"`` (default): 1 for
+    once; more turns a device synchronisation every step into one per batch, and acts on a
+    runaway up to that many steps late, from the same snapshot. ``"auto"`` (default): 1 for
     losses on the CPU, where a read costs microseconds and nothing waits, 16 on an
     accelerator. Measured on the CPU (``benchmarks/FINDINGS.md``, "the cost of a prediction"):
     16 saved about a point of training time on schedule-free, within noise, and the mnist1d CNN

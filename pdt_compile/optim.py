@@ -40,11 +40,6 @@ LOSS_READS_ON_ACCELERATORS = 16
 """``PDTConfig.loss_reads="auto"`` for losses off the CPU: reading one on the host every step
 would be a device synchronisation every step."""
 
-CLEAR_LOSS_BATCH = 16
-"""Losses read on the host and under the runaway guard's bound (``Schedule.runaway_clear_below``)
-that wait to be recorded together, so that most steps run one read and a comparison: right after
-a training step every operation runs cold (``benchmarks/cold_ops.py``)."""
-
 SCHEDULE_FREE_RUNAWAY_FACTOR = 3.0
 """``PDTConfig.runaway_factor="auto"`` on a schedule-free optimizer (``benchmarks/blowups.py``)."""
 
@@ -116,10 +111,6 @@ class PDT(Optimizer):
         self._pending: PendingBoundary | None = None
         self._unread_losses: list[tuple[int, Tensor]] = []
         """(step, loss) reported as tensors and not read on the host yet (:meth:`report_loss`)."""
-        self._clear_losses: list[tuple[int, float]] = []
-        """(step, loss) read on the host, under :attr:`_clear_below`, not recorded yet."""
-        self._clear_below = -math.inf
-        """``Schedule.runaway_clear_below`` as of the last loss recorded."""
         self._jumps: list[Tensor | None] | None = None
         self._gradient_check = None if config.gradient_limit is None else GradientCheck(config.gradient_limit, config.snap_every)
         self.compiled_step: Callable[[Phase], Prediction | None] | None = None
@@ -538,10 +529,7 @@ class PDT(Optimizer):
         batches of ``PDTConfig.loss_reads`` (by default 1 on the CPU, 16 on an accelerator), and
         always before a snapshot is taken: one host read and one all-reduce per batch rather than
         a device synchronisation every step. A runaway is then acted on up to that many steps
-        late, from the same snapshot. A loss read at once and under the bound no runaway can
-        start from (``Schedule.runaway_clear_below``) is recorded later, with up to
-        :data:`CLEAR_LOSS_BATCH` others and before the next snapshot: the decisions are those of
-        recording each at once."""
+        late, from the same snapshot."""
         readers = self._loss_readers
         if readers is None:
             return
@@ -557,15 +545,8 @@ class PDT(Optimizer):
                 return
         if self._unread_losses:
             self._read_losses()
-        value = mean_across_ranks(loss, self._ring.device)
-        if value <= self._clear_below:  # it cannot start a runaway: record it later, with others
-            self._clear_losses.append((self.schedule.steps, value))
-            if len(self._clear_losses) >= CLEAR_LOSS_BATCH or self.schedule.boundary_next():
-                self._record_clear_losses()
-            return
-        self._record_clear_losses()
-        self._take_loss(self.schedule.steps, value)
-        self._clear_below = self._clear_bound()
+        self._take_loss(self.schedule.steps, mean_across_ranks(loss.detach() if isinstance(loss, Tensor) else loss,
+                                                               self._ring.device))
 
     @staticmethod
     def _readers_of(config: PDTConfig) -> int | str | None:
@@ -573,43 +554,20 @@ class PDT(Optimizer):
         at once); else how many loss tensors may wait to be read together:
         ``PDTConfig.loss_reads`` (``"auto"``: by device) when the runaway guard is the only
         reader, which acts from a snapshot taken before the loss rose, else 1."""
-        if PDT._others_read_losses(config):
+        if config.adaptive or config.rollback_factor is not None or config.setback_limit is not None:
             return 1
         return None if config.runaway_factor is None else config.loss_reads
-
-    @staticmethod
-    def _others_read_losses(config: PDTConfig) -> bool:
-        """Whether an option besides the runaway guard reads reported losses."""
-        return config.adaptive or config.rollback_factor is not None or config.setback_limit is not None
 
     def _read_losses(self) -> None:
         """Take the losses reported as tensors and not read yet, in order (one host read); those
         after a runaway are dropped: they were computed at weights the restore left."""
         if not self._unread_losses:
             return
-        self._record_clear_losses()
         unread, self._unread_losses = self._unread_losses, []
         values = means_across_ranks(torch.stack([loss for _, loss in unread]).view(-1))
         for (step, _), value in zip(unread, values):
             if not self._take_loss(step, value):
-                break
-        self._clear_below = self._clear_bound()
-
-    def _record_clear_losses(self) -> None:
-        """Take the losses kept under the runaway guard's bound, in order (none can call a runaway)."""
-        if not self._clear_losses:
-            return
-        clear, self._clear_losses = self._clear_losses, []
-        for step, value in clear:
-            self._take_loss(step, value)
-        self._clear_below = self._clear_bound()
-
-    def _clear_bound(self) -> float:
-        """The bound under which a loss may wait in :attr:`_clear_losses`: only where the runaway
-        guard alone reads losses (the other readers act on each loss as it comes)."""
-        if self._others_read_losses(self.config):
-            return -math.inf
-        return self.schedule.runaway_clear_below(CLEAR_LOSS_BATCH)
+                return
 
     def _take_loss(self, step: int, value: float) -> bool:
         """Act on the loss reported at ``step``; False when it called a runaway (and the
@@ -733,7 +691,6 @@ class PDT(Optimizer):
         """The wrapped optimizer's state dict plus a ``"pdt"`` entry (ring, schedule, stats)."""
         self._resolve_pending()
         self._read_gradient_checks()
-        self._record_clear_losses()
         state = self.optimizer.state_dict()
         state["pdt"] = {
             "ring": self._ring.state_dict(),
@@ -762,7 +719,7 @@ class PDT(Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
         self._pending = None
-        self._unread_losses, self._clear_losses, self._clear_below = [], [], -math.inf
+        self._unread_losses = []
         state = dict(state_dict)
         pdt_state = state.pop("pdt", None)
         self.optimizer.load_state_dict(state)

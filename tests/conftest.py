@@ -44,13 +44,6 @@ def save_and_load(state):
     return torch.load(buffer, weights_only=False)
 
 
-def recorded_losses(opt) -> list[float]:
-    """The runaway guard's window of recent losses once every reported loss is recorded (a
-    state dict records those waiting: ``PDT._clear_losses``)."""
-    opt.state_dict()
-    return opt.schedule.recent_losses
-
-
 def train(model, opt, data, scheduler=None, report=False):
     """Plain loop: forward, backward, step, zero_grad. Returns the losses. ``report``: True
     reports each loss tensor to ``opt``; ``float`` reports it as a host float."""

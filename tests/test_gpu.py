@@ -8,7 +8,7 @@ import torch
 import pdt_compile as pdt
 from pdt_compile.passes.predict import solve_coefficients_op
 
-from conftest import batches, make_mlp, recorded_losses, step_function
+from conftest import batches, make_mlp, step_function
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 CONFIG = dict(snap_every=3, history=4, burn_in=4, tau=3, rule="reference")
@@ -148,4 +148,4 @@ def test_the_runaway_guard_reads_cuda_losses_in_batches():
         assert len(opt._unread_losses) == step % 16
         assert len(opt.schedule.recent_losses) == 16 * (step // 16)
     opt.report_loss(torch.tensor(0.5))  # a CPU loss: the CUDA ones before it are read first
-    assert opt._unread_losses == [] and len(recorded_losses(opt)) == 21
+    assert opt._unread_losses == [] and len(opt.schedule.recent_losses) == 21

@@ -9,12 +9,12 @@ import warnings
 import pytest
 import torch
 from torch import Tensor
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 import pdt_compile as pdt
 from pdt_compile.runtime.schedule import PEAK_TOLERANCE, RUNAWAY_MIN, Phase, Schedule, lr_horizon, ran_away, setback
 
-from conftest import batches, make_mlp, recorded_losses, save_and_load, train
+from conftest import batches, make_mlp, save_and_load, train
 
 OPTIMIZERS = {
     "sgd": lambda p: torch.optim.SGD(p, lr=0.2),
@@ -330,10 +330,10 @@ def test_a_runaway_moves_the_weights_back_to_the_last_sound_snapshot(steps, back
     model = make_mlp()
     opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), runaway_factor=3.0, **CONFIG)
     train(model, opt, batches(steps), report=float)
-    assert len(recorded_losses(opt)) == min(steps, 40) and opt.stats.predictions >= 1
+    assert len(opt.schedule.recent_losses) == min(steps, 40) and opt.stats.predictions >= 1
     sound = [opt.ring.block(i, slice(None))[opt.ring.order()[-1 - back]].clone() for i in range(len(opt.ring.params))]
     assert any(not torch.equal(p.detach().view(-1), s) for p, s in zip(model.parameters(), sound))
-    high = 3.01 * max(recorded_losses(opt))
+    high = 3.01 * max(opt.schedule.recent_losses)
     opt.report_loss(high)
     assert opt.stats.runaways == 0 and opt.schedule.suspect == pytest.approx(high)
     with pytest.warns(RuntimeWarning, match=f"ran away after step {steps}.*moved back"):
@@ -347,11 +347,11 @@ def test_a_runaway_moves_the_weights_back_to_the_last_sound_snapshot(steps, back
     assert opt.stats.runaways == 1 and opt.ring.count == 3
     train(model, opt, batches(20, seed=3), report=float)
     for _ in range(2):
-        opt.report_loss(5.9 * max(recorded_losses(opt)))  # the factor doubled: 6 now
+        opt.report_loss(5.9 * max(opt.schedule.recent_losses))  # the factor doubled: 6 now
     assert opt.stats.runaways == 1
     with pytest.warns(RuntimeWarning, match="ran away"):
         for _ in range(2):
-            opt.report_loss(6.1 * max(recorded_losses(opt)))
+            opt.report_loss(6.1 * max(opt.schedule.recent_losses))
     assert opt.stats.runaways == opt.schedule.runaways == 2
 
 
@@ -407,7 +407,7 @@ def test_an_attached_loss_is_read_without_a_warning(reads):
             opt.step()
             opt.report_loss(loss)
             opt.zero_grad()
-    assert len(recorded_losses(opt)) + len(opt._unread_losses) == 20
+    assert len(opt.schedule.recent_losses) + len(opt._unread_losses) == 20
 
 
 def test_a_loss_of_several_elements_is_refused():
@@ -428,7 +428,7 @@ def test_unread_losses_survive_a_checkpoint():
     resumed.load_state_dict(save_and_load(opt.state_dict()))
     for m, o in ((model, opt), (resumed_model, resumed)):
         run_with_runaway(m, o, 39, True, stop_at_restore=False, start=39)  # reads steps 36-39
-    assert len(recorded_losses(resumed)) == 39 and recorded_losses(resumed) == recorded_losses(opt)
+    assert len(resumed.schedule.recent_losses) == 39 and resumed.schedule.recent_losses == opt.schedule.recent_losses
     for m, o in ((model, opt), (resumed_model, resumed)):
         with pytest.warns(RuntimeWarning, match="ran away after step 42"):
             run_with_runaway(m, o, 60, True, stop_at_restore=False, start=40)
@@ -450,63 +450,11 @@ def test_the_snapshot_restored_was_taken_before_the_two_losses(steps, snap_every
         assert all(step > called_at - 3 for step in captured[len(captured) - back:])
 
 
-@given(st.sampled_from([None, 1.9]), st.lists(st.floats(0.5, 1.0), min_size=10, max_size=60),
-       st.sampled_from([None, 100.0]), st.floats(2.0, 10.0), st.integers(0, 2), st.integers(1, 39), st.integers(0, 38))
-@example(peak=1.9, recent=[0.5] * 38, last=None, factor=2.0, runaways=0, reports=16, smalls=2)
-def test_no_loss_under_the_clear_bound_calls_or_starts_a_runaway(peak, recent, last, factor, runaways, reports, smalls):
-    """``Schedule.runaway_clear_below(reports)``: up to ``reports`` losses under it, in a row,
-    neither call a runaway nor become suspect, whatever the window held: here the largest loss
-    (``peak``) may leave the window during ``smalls`` small losses before one at the bound.
-    -inf while the window is short or a loss is suspect."""
-    schedule = Schedule(pdt.PDTConfig(snap_every=4, runaway_factor=factor), runaways=runaways)
-    for loss in ([] if peak is None else [peak]) + recent + ([] if last is None else [last]):
-        schedule.runaway(loss)
-    bound = schedule.runaway_clear_below(reports)
-    if schedule.suspect is not None or len(schedule.recent_losses) < RUNAWAY_MIN:
-        assert bound == -math.inf
-        return
-    assert bound >= factor * 2**runaways * min(schedule.recent_losses)
-    for loss in [0.5] * min(smalls, reports - 1) + [bound]:
-        assert not schedule.runaway(loss) and schedule.suspect is None
-
-
-@settings(max_examples=20, deadline=None)
-@given(st.lists(st.sampled_from([1.0, 1.0, 1.0, 1.0, 2.9, 3.5, 10.0, 100.0, math.nan]), min_size=60, max_size=60))
-def test_losses_recorded_later_decide_as_each_at_once(multipliers):
-    """Losses under the guard's bound wait to be recorded together (``PDT._clear_losses``): the
-    runaways, when they are called, the weights restored and the guard's window are those of
-    recording each loss at once."""
-    runs = []
-    for batched in (True, False):
-        model = make_mlp()
-        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), runaway_factor=3.0, **CONFIG)
-        if not batched:
-            opt._clear_bound = lambda: -math.inf
-        runaways, waited = [], 0
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            for (x, y), multiplier in zip(batches(60), multipliers):
-                loss = torch.nn.functional.cross_entropy(model(x), y)
-                loss.backward()
-                opt.step()
-                opt.report_loss(float(loss.detach()) * multiplier)
-                opt.zero_grad()
-                runaways.append(opt.stats.runaways)
-                waited = max(waited, len(opt._clear_losses))
-        runs.append((runaways, [p.detach().clone() for p in model.parameters()], recorded_losses(opt),
-                     opt.schedule.suspect, waited))
-    (runaways, weights, recent, suspect, waited), (exact_runaways, exact_weights, exact_recent, exact_suspect, _) = runs
-    assert waited > 0  # the batched run did keep losses waiting
-    assert runaways == exact_runaways
-    assert repr(recent) == repr(exact_recent) and repr(suspect) == repr(exact_suspect)  # NaN included
-    assert all(torch.equal(a, b) for a, b in zip(weights, exact_weights))
-
-
 def test_one_spike_is_not_a_runaway_and_the_window_resumes_exactly():
     model = make_mlp()
     opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), runaway_factor=3.0, **CONFIG)
     train(model, opt, batches(25), report=True)
-    top = max(recorded_losses(opt))
+    top = max(opt.schedule.recent_losses)
     opt.report_loss(3.0 * top)  # not over the factor
     opt.report_loss(10.0 * top)  # a spike, then a sound loss
     opt.report_loss(top)

@@ -254,19 +254,6 @@ class Schedule:
         del self.recent_losses[:-RUNAWAY_WINDOW]
         return False
 
-    def runaway_clear_below(self, reports: int) -> float:
-        """A bound under which a loss cannot call or begin a runaway (:meth:`runaway`) in any of
-        the next ``reports`` reports, as long as the losses before it are under the bound too:
-        the factor times the largest of the recent losses that stay in the window through them.
-        Losses under it may wait to be recorded; -inf (decide each at once) while the window is
-        short or a loss is suspect."""
-        factor = self.config.runaway_factor
-        if not isinstance(factor, (int, float)) or self.suspect is not None or len(self.recent_losses) < RUNAWAY_MIN:
-            return -math.inf
-        if not 0 < reports < RUNAWAY_WINDOW:
-            raise ValueError(f"Schedule.runaway_clear_below: reports={reports} is invalid: expected 1 to {RUNAWAY_WINDOW - 1}")
-        return factor * 2**self.runaways * max(self.recent_losses[-(RUNAWAY_WINDOW - reports):])
-
     def clean_snapshot(self, called_at: int | None = None) -> int:
         """How many snapshots back (0: the newest) the newest one taken before the weights
         that ran away lies: the two losses that called a runaway after step t (``called_at``,
