@@ -62,8 +62,9 @@ def mean_across_ranks(value: Tensor | float, device: torch.device) -> float:
     """``value`` (a scalar) averaged over every rank of the default process group; itself
     outside one or in a group of one (no tensor made, no collective)."""
     if _single_process():
-        return float(value)
-    return means_across_ranks(torch.as_tensor(value, device=device).reshape(1))[0]
+        return float(value.item() if isinstance(value, Tensor) else value)  # item(): no detach, no warning
+    return means_across_ranks(torch.as_tensor(value.detach() if isinstance(value, Tensor) else value,
+                                              device=device).reshape(1))[0]
 
 
 def means_across_ranks(values: Tensor) -> list[float]:

@@ -545,8 +545,7 @@ class PDT(Optimizer):
                 return
         if self._unread_losses:
             self._read_losses()
-        self._take_loss(self.schedule.steps, mean_across_ranks(loss.detach() if isinstance(loss, Tensor) else loss,
-                                                               self._ring.device))
+        self._take_loss(self.schedule.steps, mean_across_ranks(loss, self._ring.device))
 
     @staticmethod
     def _readers_of(config: PDTConfig) -> int | str | None:
