@@ -36,9 +36,6 @@ VARIANTS: dict[str, dict] = {
     "tau 5, affine, no trend filter (the ViT's lead)": dict(tau=5, trend=False, dynamics="affine"),
     "tau 5, no trend filter (the previous default)": dict(tau=5, trend=False),
     "runaway guard at factor 3 (on by default on schedule-free only)": dict(runaway_factor=3.0),
-    "climb hold, 2 intervals": dict(climb_intervals=2),
-    "climb hold, 3 intervals": dict(climb_intervals=3),
-    "adaptive tau": dict(adaptive=True),
 }
 """Variant name -> PDTConfig fields set on top of the defaults (and the task's ``snap_every``)."""
 

@@ -151,17 +151,6 @@ class PDTConfig:
     digits with SGD, the ViT or the character transformer, and cost where merges pay (digits on
     schedule-free, LAMB under cosine): a merge's setback right after it is a weak sign of harm."""
 
-    climb_intervals: int | None = None
-    """Hold predictions back where merges make the training loss climb: when the mean reported
-    loss over each of the last ``climb_intervals`` intervals that began with a merge exceeds
-    the mean over the interval before it (:func:`pdt_compile.runtime.schedule.climbed`), the
-    next 2^(k + 1) prediction boundaries only take snapshots (k: holds called before,
-    ``stats.climbs``). Near convergence at a constant rate each merge can leave the loss a
-    little higher than the optimizer alone would, too little for any one step to show, and
-    merge after merge the loss climbs. Needs the loss, reported (``PDT.report_loss``,
-    ``step(closure)`` or a ``@pdt.compile`` step that returns it); then one host read per step.
-    ``None`` (default): off."""
-
     gradient_limit: float | None = 4.0
     """Undo a merge that the optimizer's next gradient rejects: when the norm of the gradient at
     the merged weights (the next training step's, computed anyway) exceeds ``gradient_limit``
@@ -357,8 +346,6 @@ class PDTConfig:
             or not math.isfinite(self.setback_limit)
         ):
             _fail("setback_limit", self.setback_limit, "expected None or a finite float (e.g. 0.3)")
-        if self.climb_intervals is not None:
-            _check_int("climb_intervals", self.climb_intervals, 1, 1000)
         if self.runaway_factor not in (None, "auto") and (
             isinstance(self.runaway_factor, bool) or not isinstance(self.runaway_factor, (int, float))
             or not self.runaway_factor > 1

@@ -555,8 +555,6 @@ class PDT(Optimizer):
         reader, which acts from a snapshot taken before the loss rose, else 1."""
         if config.adaptive or config.rollback_factor is not None or config.setback_limit is not None:
             return 1
-        if config.climb_intervals is not None:
-            return 1
         return None if config.runaway_factor is None else config.loss_reads
 
     def _read_losses(self) -> None:
@@ -583,7 +581,6 @@ class PDT(Optimizer):
             if self.schedule.track_setback(value) and self._undo_merge_():
                 self._stats.setback_undos += 1
             self._stats.setbacks = self.schedule.setbacks
-        self._stats.climbs = self.schedule.climbs
         return True
 
     @property

@@ -82,15 +82,6 @@ def setback(before: Sequence[float], after: Sequence[float]) -> float | None:
     return math.log(mean_after / mean_before) if mean_after > 0 else -math.inf
 
 
-def climbed(means: Sequence[float], intervals: int) -> bool:
-    """Whether the last ``intervals`` of the interval-mean losses ``means`` each exceed the one
-    before them (``PDTConfig.climb_intervals``): a climb, not one noisy interval."""
-    if len(means) < intervals + 1:
-        return False
-    tail = list(means[-intervals - 1:])
-    return all(later > earlier for earlier, later in zip(tail, tail[1:]))
-
-
 @dataclass
 class Schedule:
     """Counters and the adaptive horizon. Decisions depend only on the counters (and the
@@ -134,16 +125,6 @@ class Schedule:
     """The setbacks of the last :data:`SETBACK_MERGES` merges."""
     setbacks: int = 0
     """Holds called so far (``PDTConfig.setback_limit``): the next lasts 2^setbacks boundaries."""
-    climb_sum: float = 0.0
-    climb_count: int = 0
-    """The losses reported since the last boundary's, summed and counted (``climb_intervals``)."""
-    climb_means: list[float] = field(default_factory=list)
-    """The mean losses of the latest intervals that each followed a merge, oldest first (a
-    run of them: an interval without a merge before it starts a new run)."""
-    merge_steps: list[int] = field(default_factory=list)
-    """The steps of the last two merges (``climb_intervals``)."""
-    climbs: int = 0
-    """Holds called by a climbing loss so far: the next lasts 2^(climbs + 1) boundaries."""
 
     def __post_init__(self) -> None:
         if self.tau == 0:
@@ -222,7 +203,6 @@ class Schedule:
         next boundary on a compiled one that defers its host reads)."""
         self.merges += 1
         self.last_merge_step = step
-        self.merge_steps = (self.merge_steps + [step])[-2:]
         if self.config.setback_limit is not None:
             self.setback_pending = setback_window(self.config.snap_every) + 1
 
@@ -318,8 +298,6 @@ class Schedule:
             return False
         self.interval_loss_sum += loss
         self.interval_loss_count += 1
-        if self.config.climb_intervals is not None:
-            self._track_climb(loss)
         factor = self.config.rollback_factor
         if factor is None or self.last_merge_step is None:
             return False
@@ -330,25 +308,6 @@ class Schedule:
             self.last_merge_step = None
             return loss > factor * self.merge_loss
         return False
-
-    def _track_climb(self, loss: float) -> None:
-        """Add a reported loss to the interval's mean; the loss of a boundary's step, computed
-        before that step's update, closes the interval that began at the boundary before it.
-        When the means of the last ``climb_intervals`` intervals that each followed a merge
-        rose in a row, hold the next 2^(climbs + 1) prediction boundaries."""
-        self.climb_sum += loss
-        self.climb_count += 1
-        if self.steps % self.config.snap_every:
-            return
-        mean, self.climb_sum, self.climb_count = self.climb_sum / self.climb_count, 0.0, 0
-        if self.steps - self.config.snap_every not in self.merge_steps:
-            self.climb_means = [mean]
-            return
-        self.climb_means = (self.climb_means + [mean])[-self.config.climb_intervals - 1:]
-        if climbed(self.climb_means, self.config.climb_intervals):
-            self.held_boundaries = max(self.held_boundaries, 2 ** min(self.climbs + 1, 30))
-            self.climbs += 1
-            self.climb_means = []
 
     def state_dict(self) -> dict[str, Any]:
         state = asdict(self)

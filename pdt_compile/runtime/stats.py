@@ -20,9 +20,6 @@ class Stats:
     setbacks: int = 0
     """Times merges set the training loss back (``PDTConfig.setback_limit``): each held
     predictions back."""
-    climbs: int = 0
-    """Times the training loss climbed over merge after merge (``PDTConfig.climb_intervals``):
-    each held predictions back."""
     setback_undos: int = 0
     """Of those, the holds whose last merge was undone, having itself set the loss back by
     over ``setback_limit``."""
