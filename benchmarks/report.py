@@ -16,11 +16,44 @@ import torch
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
+TRAJECTORY_PACKAGES = ("numpy", "scipy", "mnist1d", "scikit-learn", "pytorch-optimizer", "schedulefree")
+"""Packages whose version can change a benchmark's trajectories: the data they generate, or the
+optimizers they implement."""
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def package_versions() -> str:
+    """``name version`` of each of :data:`TRAJECTORY_PACKAGES` that is installed."""
+    from importlib import metadata
+
+    found = []
+    for name in TRAJECTORY_PACKAGES:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return ", ".join(found)
+
+
 def machine() -> str:
-    """One line naming what the figures were measured on."""
+    """One line naming what the figures were measured on. The CPU's model and instruction set
+    and the packages' versions are part of it: runs on another CPU (its kernels round
+    differently) or with another package version follow other trajectories, so only figures
+    from one run, or from runs on the same line, compare step for step."""
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return (f"{platform.node() or 'host'}: {os.cpu_count()} CPUs, {device}, Python {platform.python_version()}, "
-            f"torch {torch.__version__}, {torch.get_num_threads()} torch threads")
+    return (f"{platform.node() or 'host'}: {os.cpu_count()} CPUs ({cpu_model()}, "
+            f"{torch.backends.cpu.get_cpu_capability()}), {device}, Python {platform.python_version()}, "
+            f"torch {torch.__version__}, {torch.get_num_threads()} torch threads; {package_versions()}")
 
 
 def _section_pattern(title: str) -> re.Pattern:

@@ -422,3 +422,17 @@ def test_cold_ops_times_every_probe_after_training_steps_and_in_a_warm_loop():
     assert set(medians) == set(loop) == set(PROBES) and step > 0
     assert all(seconds > 0 for seconds in medians.values())
     assert all(math.isfinite(seconds) for seconds in loop.values())
+
+
+def test_the_machine_line_names_the_cpu_its_kernels_and_the_packages_that_move_trajectories():
+    from importlib import metadata
+
+    from benchmarks.report import TRAJECTORY_PACKAGES, cpu_model, machine
+
+    line = machine()
+    assert cpu_model() in line and torch.backends.cpu.get_cpu_capability() in line
+    for name in TRAJECTORY_PACKAGES:
+        try:
+            assert f"{name} {metadata.version(name)}" in line
+        except metadata.PackageNotFoundError:
+            assert name not in line
