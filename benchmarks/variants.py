@@ -10,7 +10,7 @@ baseline, PDT's defaults and each variant from the same initial weights and batc
 counts the steps to the baseline's final training loss per seed, with the final test accuracy
 against the baseline's. Steps only, no wall time: it may run beside a timed benchmark.
 
-    python -m benchmarks.variants [--seeds 3] [--only 'char transformer'] [--variants 'affine']
+    python -m benchmarks.variants [--seeds 3] [--only 'char transformer'] [--variants 'affine'] [--lr 0.2]
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ VARIANTS: dict[str, dict] = {
     "tau 5, affine, no trend filter (the ViT's lead)": dict(tau=5, trend=False, dynamics="affine"),
     "tau 5, no trend filter (the previous default)": dict(tau=5, trend=False),
     "runaway guard at factor 3 (on by default on schedule-free only)": dict(runaway_factor=3.0),
+    "tau ramp 1 (the first merge one interval ahead)": dict(tau_ramp=1),
+    "burn-in 10": dict(burn_in=10),
+    "rollback at factor 1.5": dict(rollback_factor=1.5),
 }
 """Variant name -> PDTConfig fields set on top of the defaults (and the task's ``snap_every``)."""
 
@@ -80,6 +83,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--only", default="", help="run only the cases whose title contains this")
+    parser.add_argument("--lr", type=float, default=None, help="train every case at this learning rate instead of "
+                                                                 "the rate benchmarks.ttb tuned for it (e.g. one another "
+                                                                 "machine's tuning chose)")
     parser.add_argument("--variants", default="", help="comma-separated texts: run only the variants whose name "
                                                        "contains one (the default always runs)")
     args = parser.parse_args()
@@ -92,6 +98,8 @@ def main() -> None:
             "seeds below 0.98 or never | final accuracy − the baseline's, per seed (points) | merges (all seeds) |",
             "|---|---|---|---|---|---|---|"]
     for title, case in variant_cases(args.only).items():
+        if args.lr is not None:
+            case = (case[0], case[1], args.lr, *case[3:])
         rows += case_rows(title, case, variants, args.seeds)
         print("\n".join(rows[-len(variants):]), flush=True)
     intro = (f"{args.seeds} seeds per case, every run of a seed from the same initial weights and batches; × = the "
@@ -101,6 +109,7 @@ def main() -> None:
              + f". Total benchmark time {time.perf_counter() - started:.0f} s.")
     part = (f", cases matching {args.only!r}" if args.only else "") + (f", variants matching {args.variants!r}"
                                                                        if args.variants else "")
+    part += f", lr {args.lr:g}" if args.lr is not None else ""
     write_section(f"PDT variants against the defaults on every task{part} (benchmarks/variants.py)",
                   intro + "\n\n" + "\n".join(rows))
 
