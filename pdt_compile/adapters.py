@@ -148,7 +148,10 @@ MEASURED_UNSAFE = {
         "accuracy 1.0 point lower), level with it under Shampoo (1.00x in steps, 0.98x [0.98-1.05] in wall "
         "time) and on a character transformer (1.04x [1.01-1.04]), but on a mnist1d ViT "
         "one seed of three still never reached it and accuracy ended 1.0 point lower (the others 1.04x and "
-        "1.09x; without the check every seed never). Compare against Lookahead alone before relying on it"
+        "1.09x; without the check every seed never). On another machine (2026-12-01, python -m benchmarks.ttb "
+        "--peers --only 'mnist1d CNN' --peer Lookahead, run of 11:04) Lookahead's tuned rate on that CNN was 0.2, "
+        "one step below divergence, and there PDT never reached Lookahead's final loss on any seed. Compare "
+        "against Lookahead alone before relying on it"
     ),
 }
 """(package, class name or None for every class) -> what was measured, for optimizers PDT stacks
