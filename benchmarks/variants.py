@@ -27,7 +27,7 @@ from pdt_compile.experiment import speedup, train
 from .chaos import seed_cells
 from .report import write_section
 from .tau_ramp import selected
-from .ttb import peers, task_suite
+from .ttb import peers, task_suite, verified
 
 VARIANTS: dict[str, dict] = {
     "default": {},
@@ -39,8 +39,19 @@ VARIANTS: dict[str, dict] = {
     "tau ramp 1 (the first merge one interval ahead)": dict(tau_ramp=1),
     "burn-in 10": dict(burn_in=10),
     "rollback at factor 1.5": dict(rollback_factor=1.5),
+    "verify (256 training samples)": dict(verify=True),
+    "verify (256 training samples), verify_backoff=0": dict(verify=True, verify_backoff=0),
 }
-"""Variant name -> PDTConfig fields set on top of the defaults (and the task's ``snap_every``)."""
+"""Variant name -> PDTConfig fields set on top of the defaults (and the task's ``snap_every``);
+``verify=True`` verifies every merge on a fixed batch of training samples (``benchmarks.ttb.verified``)."""
+
+
+def wrap_of(task, snap_every: int, fields: dict):
+    """How a variant wraps the task's optimizer."""
+    options = {key: value for key, value in fields.items() if key != "verify"}
+    if fields.get("verify"):
+        return verified(task, snap_every, **options)
+    return lambda opt: pdt.PDT(opt, snap_every=snap_every, **options)
 
 
 EXTRA_PEER_LRS = {("char transformer / AdamW", "schedule-free"): 0.048}
@@ -69,7 +80,7 @@ def case_rows(title: str, case: tuple, variants: dict[str, dict], seeds: int) ->
     for seed in range(seeds):
         baseline, _ = train(task, lambda opt: opt, seed=seed, method="baseline", lr=lr)
         for name, fields in variants.items():
-            run, opt = train(task, lambda o: pdt.PDT(o, snap_every=snap_every, **fields), seed=seed, method=name, lr=lr)
+            run, opt = train(task, wrap_of(task, snap_every, fields), seed=seed, method=name, lr=lr)
             ratios[name].append(speedup(baseline, run)[0])
             accuracy[name].append((run.test_accuracy[-1] - baseline.test_accuracy[-1]) * 100)
             merges[name] += opt.stats.merges
