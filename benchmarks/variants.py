@@ -22,7 +22,7 @@ import time
 import torch
 
 import pdt_compile as pdt
-from pdt_compile.experiment import speedup, train
+from pdt_compile.experiment import Task, Wrap, speedup, train
 
 from .chaos import seed_cells
 from .report import write_section
@@ -46,7 +46,7 @@ VARIANTS: dict[str, dict] = {
 ``verify=True`` verifies every merge on a fixed batch of training samples (``benchmarks.ttb.verified``)."""
 
 
-def wrap_of(task, snap_every: int, fields: dict):
+def wrap_of(task: Task, snap_every: int, fields: dict) -> Wrap:
     """How a variant wraps the task's optimizer."""
     options = {key: value for key, value in fields.items() if key != "verify"}
     if fields.get("verify"):

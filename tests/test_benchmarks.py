@@ -356,9 +356,10 @@ def test_every_variant_is_a_valid_configuration_and_its_cases_include_schedule_f
     import pdt_compile as pdt
     import benchmarks.variants as variants
 
+    task = tasks.digits_mlp()
     for fields in variants.VARIANTS.values():
         pdt.PDTConfig(snap_every=30, **{k: v for k, v in fields.items() if k != "verify"})  # validated in __post_init__
-        wrap = variants.wrap_of(tasks.digits_mlp(), 30, fields)
+        wrap = variants.wrap_of(task, 30, fields)
         assert getattr(wrap, "needs_model", False) == bool(fields.get("verify"))
     cases = variants.variant_cases("char transformer")
     assert "char transformer / AdamW: PDT on schedule-free" in cases

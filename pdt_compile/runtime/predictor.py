@@ -279,10 +279,9 @@ def _update_pack(
     sizes = _cached(pack, ("sizes",), lambda: [span.stop - span.start for span in pack.spans])  # the spans, in order
     torch._foreach_copy_(tensors, [piece.view(t.shape) for piece, t in zip(weights.split(sizes), tensors)])
     pieces = jump.split(sizes) if jump is not None else None
-    if followers:
-        moved = [(follower, piece) for piece, tensors in zip(pieces, followers) for follower in tensors]
-        if moved:
-            torch._foreach_add_([follower for follower, _ in moved], [piece for _, piece in moved])
+    moved = [(follower, piece) for piece, tensors in zip(pieces, followers) for follower in tensors] if followers else []
+    if moved:
+        torch._foreach_add_([follower for follower, _ in moved], [piece for _, piece in moved])
     for position, (index, span) in enumerate(zip(pack.indices, pack.spans)):
         if not pack.shared:
             for row, packed_row in zip(ring.row_tensors(index), pack.rows):
