@@ -59,7 +59,7 @@ class GraphRuntime:
             "perm": torch.arange(h, device=device),
             "inverse_perm": torch.arange(h, device=device),
             "row_index": torch.zeros(self.steps, dtype=torch.int64, device=device),
-            "rows": group_rows(numels, self.groups),
+            "rows": group_rows(tuple(numels), tuple(self.groups)).clone(),
         }
         self.jumps = (
             [torch.zeros(n, dtype=torch.float32, device=device) for n in ring.numels]

@@ -29,7 +29,9 @@ def _same_sign_every_step(d: Tensor, predicted: Sequence[Tensor]) -> Tensor:
 def _accelerates(d: Tensor, p_tau: Tensor, low_strict: bool, factor: Horizon) -> Tensor:
     magnitude, step = p_tau.abs(), d.abs()
     above = magnitude > step if low_strict else magnitude >= step
-    return above & (magnitude <= factor * step)
+    # magnitude <= factor * step, written as a difference: also false where both sides are
+    # infinite (inf - inf is NaN), so an infinite d or p_tau fails without an isfinite pass
+    return above & (factor * step - magnitude >= 0)
 
 
 def needs_every_step(rule: str) -> bool:
@@ -68,10 +70,9 @@ def mask_of_rows(d: Tensor, predicted: Sequence[Tensor], rule: str, tau: Horizon
         return torch.isfinite(p_tau) & torch.isfinite(d)
     if rule == "consistency_only":
         return _same_sign_every_step(d, predicted) & torch.isfinite(p_tau * d)
+    # |d| <(=) |p_tau| <= factor |d| is false for NaN or infinite d or p_tau: no separate check.
     if rule == "reference":
-        # With |p_tau| <= (tau+1)|d|, p_tau is finite whenever d is.
-        return _accelerates(d, p_tau, False, tau + 1) & (p_tau * d > 0) & torch.isfinite(d)
-    # |d| < |p_tau| <= tau|d| is false for NaN or infinite d or p_tau: no separate check.
+        return _accelerates(d, p_tau, False, tau + 1) & (p_tau * d > 0)
     bounded = _accelerates(d, p_tau, True, tau)
     if rule == "accel_only":
         return bounded

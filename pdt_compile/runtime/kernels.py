@@ -57,7 +57,7 @@ def predict_pass_(
 
 def predict_elements_(
     weights: Tensor, rows: Tensor | Sequence[Tensor], s_weights: Tensor | int, slot_mask: Tensor | int,
-    coefficients: Tensor, s_coefficients: Tensor, horizon: Tensor, active: Tensor, jump_out: Tensor | None,
+    coefficients: Tensor, s_coefficients: Tensor, horizon: Tensor, active: Tensor | bool, jump_out: Tensor | None,
     rule: str, trend: bool, shift: bool, followers: Sequence[Tensor] = (),
 ) -> Tensor:
     """One parameter's prediction, in place; returns the accepted elements (``[n]`` bool).
@@ -67,20 +67,21 @@ def predict_elements_(
     when ``shift``; the merged weights captured in the row that ``slot_mask`` marks.
     ``s_weights`` picks the last snapshot s. Both are one-hot ``[h]`` tensors (float and bool:
     a compiled kernel then serves every slot) or, for plain torch on an ``[h, n]`` tensor, row
-    indices. Coefficients
-    ``[steps, h]`` and ``s_coefficients`` ``[steps]`` follow the physical rows, the last
-    being p_tau; ``horizon`` (0-d float) is tau; ``active`` (0-d bool) False makes it a plain
-    capture (a parameter the optimizer skipped). ``jump_out`` ``[n]``, if given, receives the
-    applied jump (for rollback); each of ``followers`` (``[n]`` float32 tensors that live in
-    weight space: :mod:`pdt_compile.adapters`) is translated by it. Coefficients may also be
-    per element (``[steps, h, n]`` and ``[steps, n]``): several parameters packed side by side.
+    indices. Coefficients ``[steps, h]`` and ``s_coefficients`` ``[steps]`` follow the
+    physical rows, the last being p_tau; ``horizon`` (0-d float) is tau; ``active`` (0-d
+    bool, or ``[n]`` for a pack) False makes it a plain capture (a parameter the optimizer
+    skipped); plain torch may pass ``True`` for every element, which spares two whole-tensor
+    operations. ``jump_out`` ``[n]``, if given, receives the applied jump (for rollback);
+    each of ``followers`` (``[n]`` float32 tensors that live in weight space:
+    :mod:`pdt_compile.adapters`) is translated by it. Coefficients may also be per element (``[steps, h, n]`` and ``[steps, n]``): several parameters packed side by side.
     """
     w = weights.float()
     s = rows[s_weights] if isinstance(s_weights, int) else functools.reduce(
         torch.add, [s_weights[i] * row for i, row in enumerate(rows)])
     merged, accepted = forecast_mask_merge(w, rows, s, coefficients, s_coefficients, horizon, rule, trend)
-    accepted = accepted & active
-    merged = torch.where(accepted, merged, w)
+    if active is not True:
+        accepted = accepted & active
+        merged = torch.where(accepted, merged, w)
     jump = merged - w
     if isinstance(slot_mask, int):  # rows: one [h, n] tensor
         if shift:

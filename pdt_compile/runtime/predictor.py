@@ -11,6 +11,7 @@ few dozen torch operations a prediction, not a hundred per tensor.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Sequence, TypeVar
 
@@ -148,8 +149,9 @@ def solve_coefficients(
     return torch.from_numpy(physical), torch.from_numpy(padded[..., -1].copy())
 
 
-def group_rows(numels: Sequence[int], groups: Sequence[int]) -> Tensor:
-    """Elements per DMD group (the Gavish–Donoho threshold needs them)."""
+@functools.lru_cache(maxsize=64)
+def group_rows(numels: tuple[int, ...], groups: tuple[int, ...]) -> Tensor:
+    """Elements per DMD group (the Gavish–Donoho threshold needs them; read only, cached)."""
     rows = [0] * (max(groups) + 1)
     for numel, group in zip(numels, groups):
         rows[group] += numel
@@ -188,38 +190,43 @@ def predict_merge_capture_(
         packs = pack_parameters(ring, [i for i in range(len(params)) if not skip[i]], pack_limit(config, ring.device, sum(ring.numels)))
     grams = sum_across_shards_(ring_grams(ring, groups, kernels, packs), process_group)
     coefficients, s_coefficients = solve_coefficients(
-        grams, ring.order(), group_rows(numels, groups), config.tau_max, tau, **config.dmd_options()
+        grams, ring.order(), group_rows(tuple(numels), tuple(groups)), config.tau_max, tau, **config.dmd_options()
     )
     coefficients = coefficients.to(ring.device, torch.float32)
     s_coefficients = s_coefficients.to(ring.device, torch.float32)
     horizon = torch.tensor(float(tau), device=ring.device)
     update = _update_fused if ring.fused else _update_streamed
-    accepted_counts: list[Tensor | None] = [None] * len(params)
+    parts: list[tuple[Sequence[int], Tensor]] = []  # accepted counts of these parameters ([k] int64)
     jumps: list[Tensor | None] = [None] * len(params)
     for pack in packs:
         moved = [[_local(f).detach().view(-1) for f in followers[i]] for i in pack.indices] if followers else None
         _update_pack(ring, pack, params, skip, groups, coefficients, s_coefficients, horizon, keep_jumps, kernels, moved,
-                     accepted_counts, jumps)
+                     parts, jumps)
     packed = {i for pack in packs for i in pack.indices}
     for index, p in enumerate(params):
         if index in packed:
             continue
         tensor = _local(p).detach()
         weights = tensor.reshape(-1)  # a copy only for non-contiguous parameters
-        jump = torch.zeros(weights.shape, dtype=torch.float32, device=ring.device) if keep_jumps and not skip[index] else None
+        keep = keep_jumps and not skip[index]
+        jump = torch.empty(weights.shape, dtype=torch.float32, device=ring.device) if keep else None
         group = groups[index]
         moved = [_local(f).detach().view(-1) for f in followers[index]] if followers else []
         count = update(ring, index, weights, coefficients[group], s_coefficients[group], horizon, not skip[index], jump,
                        kernels, moved)
         if weights.data_ptr() != tensor.data_ptr():
             tensor.copy_(weights.view(tensor.shape))
-        accepted_counts[index] = None if skip[index] else count
+        if not skip[index]:
+            parts.append(([index], count.view(1)))
         jumps[index] = jump
     ring.advance_()
-    present = [c for c in accepted_counts if c is not None]
-    totals = sum_across_shards_(torch.stack(present), process_group) if present else None
+    totals = sum_across_shards_(torch.cat([part for _, part in parts]), process_group) if parts else None
     values = iter(totals.tolist() if totals is not None else [])  # one sync
-    counts = [None if c is None else next(values) for c in accepted_counts]
+    counts: list[int | bool | None] = [None] * len(params)
+    for indices, _ in parts:
+        for index in indices:
+            value = next(values)
+            counts[index] = None if skip[index] else value
     return Prediction(counts, jumps)
 
 
@@ -232,9 +239,9 @@ def _update_fused(
     last, slot = ring.last_slot, ring.next_slot
     if kernels.compiled:
         last, slot = one_hot(last, h, torch.float32, device), one_hot(slot, h, torch.bool, device)
+    flag = torch.tensor(active, device=device) if kernels.compiled or not active else True
     return kernels.predict_(
-        weights, ring.row_tensors(index), last, slot, coefficients, s_coefficients, horizon,
-        torch.tensor(active, device=device), jump, followers,
+        weights, ring.row_tensors(index), last, slot, coefficients, s_coefficients, horizon, flag, jump, followers,
     )
 
 
@@ -250,9 +257,9 @@ def _update_pack(
     followers: Sequence[Sequence[Tensor]] | None, counts: list, jumps: list,
 ) -> None:
     """A pack in one pass of :func:`predict_elements_` with per-element coefficients, written
-    back to the parameters, their followers and (a copied pack) their ring rows; fills
-    ``counts`` and ``jumps`` at the pack's indices. A skipped parameter in a shared pack is
-    only captured."""
+    back to the parameters, their followers and (a copied pack) their ring rows; appends
+    ``(pack.indices, accepted counts)`` to ``counts`` and fills ``jumps`` at the pack's
+    indices. A skipped parameter in a shared pack is only captured."""
     h, device = ring.history, ring.device
     steps = slice(None) if needs_every_step(kernels.rule) else slice(-1, None)  # else only p_tau is read
     n = pack.matrix.shape[1]
@@ -265,17 +272,17 @@ def _update_pack(
     spread = both.flatten(1).T.contiguous().index_select(1, element_groups).view(-1, h + 1, n)  # [steps, h + 1, n]
 
     live = [not skip[i] for i in pack.indices]
-    active = _cached(pack, ("active", tuple(live)), lambda: torch.tensor(True, device=device) if all(live) else (
+    active = _cached(pack, ("active", tuple(live)), lambda: True if all(live) else (
         torch.tensor(live, device=device).repeat_interleave(pack.sizes, output_size=n)))
     tensors = [_local(params[i]).detach() for i in pack.indices]
-    weights = torch.cat([t.reshape(-1).float() for t in tensors])
-    jump = torch.zeros_like(weights) if keep_jumps or followers else None
+    weights = torch.cat([t.reshape(-1) for t in tensors]).float()  # cat promotes mixed dtypes to float32 or wider
+    jump = torch.empty_like(weights) if keep_jumps or followers else None
     accepted = predict_elements_(
         weights, pack.matrix, ring.last_slot, ring.next_slot, spread[:, :h], spread[:, h], horizon, active, jump,
         kernels.rule, kernels.trend, kernels.shift,
     )
     # float sums are exact: a pack holds far fewer than 2**24 elements
-    pack_counts = torch.segment_reduce(accepted.float(), "sum", lengths=pack.sizes).to(torch.int64).unbind(0)
+    counts.append((pack.indices, torch.segment_reduce(accepted.float(), "sum", lengths=pack.sizes).to(torch.int64)))
     sizes = _cached(pack, ("sizes",), lambda: [span.stop - span.start for span in pack.spans])  # the spans, in order
     torch._foreach_copy_(tensors, [piece.view(t.shape) for piece, t in zip(weights.split(sizes), tensors)])
     pieces = jump.split(sizes) if jump is not None else None
@@ -286,7 +293,6 @@ def _update_pack(
         if not pack.shared:
             for row, packed_row in zip(ring.row_tensors(index), pack.rows):
                 row.copy_(packed_row[span])
-        counts[index] = pack_counts[position] if live[position] else None
         jumps[index] = pieces[position] if keep_jumps and live[position] else None
 
 
