@@ -73,7 +73,8 @@ def predict_elements_(
     skipped); plain torch may pass ``True`` for every element, which spares two whole-tensor
     operations. ``jump_out`` ``[n]``, if given, receives the applied jump (for rollback);
     each of ``followers`` (``[n]`` float32 tensors that live in weight space:
-    :mod:`pdt_compile.adapters`) is translated by it. Coefficients may also be per element (``[steps, h, n]`` and ``[steps, n]``): several parameters packed side by side.
+    :mod:`pdt_compile.adapters`) is translated by it. Coefficients may also be per element
+    (``[steps, h, n]`` and ``[steps, n]``): several parameters packed side by side.
     """
     w = weights.float()
     s = rows[s_weights] if isinstance(s_weights, int) else functools.reduce(
