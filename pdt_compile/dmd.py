@@ -114,12 +114,15 @@ def _descending_eigh(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.sqrt(np.maximum(eigenvalues[..., ::-1], 0.0)), vectors[..., ::-1]
 
 
-def _projected_predictions(gram_matrix: np.ndarray, steps: int, rows: int | ArrayLike, rank: Rank) -> np.ndarray:
+def _projected_predictions(
+    gram_matrix: np.ndarray, steps: int, rows: int | ArrayLike, rank: Rank, last_only: bool = False
+) -> np.ndarray:
     """Projected-mode DMD of the sequence whose Gram is ``gram_matrix`` ``[B, q, q]``.
 
     Returns ``a`` ``[B, steps, q-1]``: the prediction k steps after the last element is
     ``sum_i a[k-1, i] x_i`` over the first q - 1 elements x_i (U Ã^k Uᵀ x_last with
-    U = X V Σ⁻¹, all from the Gram, in real arithmetic).
+    U = X V Σ⁻¹, all from the Gram, in real arithmetic). ``last_only``: ``[B, 1, q-1]``, the
+    prediction ``steps`` ahead alone (Ã^steps by squaring: a few products, not ``steps``).
     """
     xtx = gram_matrix[..., :-1, :-1]
     xty = gram_matrix[..., :-1, 1:]
@@ -133,6 +136,8 @@ def _projected_predictions(gram_matrix: np.ndarray, steps: int, rows: int | Arra
     projector = basis.swapaxes(-1, -2)
     reduced = projector @ xty @ basis  # Ã
     state = projector @ xtlast  # Uᵀ x_last
+    if last_only:
+        return (basis @ (np.linalg.matrix_power(reduced, steps) @ state)).swapaxes(-1, -2)
     states = np.empty(state.shape[:-1] + (steps,))
     for step in range(steps):
         state = reduced @ state
@@ -179,15 +184,20 @@ def solve_dmd(
     rank: Rank = "gavish_donoho",
     modes: str = "projected",
     dynamics: str = "linear",
+    last_only: bool = False,
 ) -> np.ndarray:
     """:func:`displacement_coefficients` on a float64 numpy Gram ``[B, h, h]``: the host
     solve. Its few dozen operations on h x h matrices each cost less in numpy than as torch
-    operations, whose per-operation overhead is a visible part of a prediction on a small model."""
+    operations, whose per-operation overhead is a visible part of a prediction on a small model.
+    ``last_only``: only p_steps, ``[B, 1, h]``, where a rule reads no other (fewer operations
+    for projected linear DMD; the others compute every step and keep the last)."""
     h = gram_matrix.shape[-1]
     solve = _projected_predictions if modes == "projected" else _exact_predictions
     if dynamics == "linear":
-        a = solve(gram_matrix, steps, rows, rank)  # on snapshots 0..h-2 (projected) or 1..h-1 (exact)
-        coefficients = np.zeros((gram_matrix.shape[0], steps, h))
+        # on snapshots 0..h-2 (projected) or 1..h-1 (exact)
+        a = _projected_predictions(gram_matrix, steps, rows, rank, last_only) if modes == "projected" else (
+            _exact_predictions(gram_matrix, steps, rows, rank))
+        coefficients = np.zeros(a.shape[:-1] + (h,))
         if modes == "projected":
             coefficients[..., :-1] = a
         else:
@@ -208,7 +218,7 @@ def solve_dmd(
         coefficients = np.cumsum(on_deltas, 1) @ difference  # p_k = Δ̂_1 + ... + Δ̂_k
         total = np.zeros(coefficients.shape[:-1])  # displacements sum to zero exactly
     coefficients[..., -1] = total
-    return coefficients
+    return coefficients[:, -1:] if last_only else coefficients
 
 
 def displacement_coefficients(

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pdt_compile import forecast
-from pdt_compile.dmd import displacement_coefficients, gram, predicted_displacements, select_rank
+from pdt_compile.dmd import displacement_coefficients, gram, predicted_displacements, select_rank, solve_dmd
 
 
 def low_rank_system(n=40, r=3, h=7, ahead=3, seed=0, bias=False):
@@ -110,6 +110,19 @@ def test_coefficients_are_batched_and_row_order_free():
     direct = predicted_displacements(one, snapshots, s, one[:, -1])
     permuted = predicted_displacements(physical, ring, s, one[:, -1])
     assert torch.allclose(direct, permuted)
+
+
+@pytest.mark.parametrize("modes", ["projected", "exact"])
+@pytest.mark.parametrize("dynamics", ["linear", "affine"])
+@pytest.mark.parametrize("rank", ["gavish_donoho", "full", 2])
+def test_the_last_step_alone_is_the_last_row_of_every_step(modes, dynamics, rank):
+    snapshots, _ = low_rank_system(h=6)
+    grams = torch.stack([gram(snapshots), gram(snapshots[:, :7] ** 2)]).numpy()
+    for steps in (1, 5, 8):
+        every = solve_dmd(grams, steps, rows=40, rank=rank, modes=modes, dynamics=dynamics)
+        last = solve_dmd(grams, steps, rows=40, rank=rank, modes=modes, dynamics=dynamics, last_only=True)
+        assert last.shape == (2, 1, 6)
+        np.testing.assert_allclose(last, every[:, -1:], rtol=1e-9, atol=1e-12)
 
 
 def test_forecast_rejects_bad_input():

@@ -130,7 +130,7 @@ def _pack_grams(pack: Pack) -> Tensor:
 
 
 def solve_coefficients(
-    grams: Tensor, order: Sequence[int], rows: Tensor, steps: int, tau: int, **dmd_options
+    grams: Tensor, order: Sequence[int], rows: Tensor, steps: int, tau: int, every_step: bool = True, **dmd_options
 ) -> tuple[Tensor, Tensor]:
     """Batched host solve: physical-order Grams ``[G, h, h]`` -> coefficients in physical
     row order ``[G, steps, h]`` and s-coefficients ``[G, steps]`` (float64, on the host) of
@@ -138,12 +138,16 @@ def solve_coefficients(
     p_tau, and a sign check over every row equals one over rows 1..tau, so kernels take a
     fixed shape while tau changes.
 
+    ``every_step`` False: a rule that reads p_tau alone (:func:`~pdt_compile.mask.needs_every_step`);
+    every row is then p_tau, solved once.
+
     This is the one device-to-host transfer of a prediction (h x h floats per group).
     """
     perm = np.asarray(list(order))
     logical = grams.detach().cpu().numpy()[:, perm[:, None], perm]
-    coefficients = solve_dmd(logical, tau, rows=rows.cpu().numpy(), **dmd_options)
-    padded = coefficients[:, np.minimum(np.arange(max(steps, tau)), tau - 1)]  # rows past tau repeat p_tau
+    coefficients = solve_dmd(logical, tau, rows=rows.cpu().numpy(), last_only=not every_step, **dmd_options)
+    solved = coefficients.shape[1]
+    padded = coefficients[:, np.minimum(np.arange(max(steps, tau)), solved - 1)]  # rows past the last repeat it
     physical = np.zeros(padded.shape)
     physical[..., perm] = padded
     return torch.from_numpy(physical), torch.from_numpy(padded[..., -1].copy())
@@ -190,7 +194,8 @@ def predict_merge_capture_(
         packs = pack_parameters(ring, [i for i in range(len(params)) if not skip[i]], pack_limit(config, ring.device, sum(ring.numels)))
     grams = sum_across_shards_(ring_grams(ring, groups, kernels, packs), process_group)
     coefficients, s_coefficients = solve_coefficients(
-        grams, ring.order(), group_rows(tuple(numels), tuple(groups)), config.tau_max, tau, **config.dmd_options()
+        grams, ring.order(), group_rows(tuple(numels), tuple(groups)), config.tau_max, tau,
+        needs_every_step(config.rule), **config.dmd_options()
     )
     coefficients = coefficients.to(ring.device, torch.float32)
     s_coefficients = s_coefficients.to(ring.device, torch.float32)
