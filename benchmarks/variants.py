@@ -41,6 +41,7 @@ VARIANTS: dict[str, dict] = {
     "rollback at factor 1.5": dict(rollback_factor=1.5),
     "verify (256 training samples)": dict(verify=True),
     "verify (256 training samples), verify_backoff=0": dict(verify=True, verify_backoff=0),
+    "predict at every 2nd boundary": dict(predict_every=2),
 }
 """Variant name -> PDTConfig fields set on top of the defaults (and the task's ``snap_every``);
 ``verify=True`` verifies every merge on a fixed batch of training samples (``benchmarks.ttb.verified``)."""
