@@ -299,6 +299,11 @@ class PDT(Optimizer):
         return not (config.adaptive or self._needs_jumps_later or self._verify is not None or config.after_merge == "reset")
 
     def _step(self, closure: Callable[[], Any] | None = None) -> Any:
+        if closure is None and self._quiet_next():
+            self._ring.before_update_()
+            self.optimizer.step()
+            self.schedule.commit(Phase.ORDINARY, False, False)
+            return None
         boundary = self.schedule.boundary_next()
         if self._pending is not None and boundary:
             self._resolve_pending()
@@ -321,6 +326,17 @@ class PDT(Optimizer):
         if loss is not None:
             self.report_loss(loss)
         return loss
+
+    def _quiet_next(self) -> bool:
+        """Whether the step about to run is the optimizer's step alone: an eager, ordinary step
+        that no gradient check reads (not armed by a merge, not in the window before a
+        boundary). Most steps are; the full path's bookkeeping, run right after a training
+        step has left the caches cold, took 15-50 µs a step on small CPU models."""
+        check, every = self._gradient_check, self.config.snap_every
+        left = every - self.schedule.steps % every  # 1: the next step ends an interval
+        if check is None:
+            return left > 1 and self.compiled_step is None
+        return left > max(check.window, 1) and check.armed is None and self.compiled_step is None
 
     def _gradient_norm(self) -> Tensor | None:
         """The norm of every tracked parameter's gradient (summed over shards), on the device."""
