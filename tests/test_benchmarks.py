@@ -439,3 +439,29 @@ def test_the_machine_line_names_the_cpu_its_kernels_and_the_packages_that_move_t
             assert f"{name} {metadata.version(name)}" in line
         except metadata.PackageNotFoundError:
             assert name not in line
+
+
+def test_prediction_parts_time_every_part_of_real_predictions_and_put_the_functions_back():
+    import benchmarks.prediction_parts as parts
+    import pdt_compile as pdt
+    import pdt_compile.optim as optim_module
+    from pdt_compile.runtime import predictor
+
+    before = {name: getattr(predictor, name) for name in (*parts.PARTS, "predict_merge_capture_")}
+    caller = optim_module.predict_merge_capture_
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=2, burn_in=0)
+    totals: dict[str, float] = {}
+    with parts.timed_parts(totals):
+        for _ in range(16):
+            model(torch.randn(8, 6)).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+    assert opt.stats.predictions > 0
+    assert set(totals) == {*parts.PARTS, "prediction"}  # the tiny model's four tensors share one pack
+    assert totals["prediction"] >= sum(totals[name] for name in parts.PARTS) > 0
+    warm: dict[str, float] = {}
+    parts.warm_loop(opt, 3, warm)
+    assert set(warm) == {*parts.PARTS, "prediction"}
+    assert {name: getattr(predictor, name) for name in before} == before
+    assert optim_module.predict_merge_capture_ is caller
