@@ -42,6 +42,8 @@ VARIANTS: dict[str, dict] = {
     "verify (256 training samples)": dict(verify=True),
     "verify (256 training samples), verify_backoff=0": dict(verify=True, verify_backoff=0),
     "predict at every 2nd boundary": dict(predict_every=2),
+    "history 3 (a ring of 3 snapshots)": dict(history=3),
+    "history 8 (a ring of 8 snapshots)": dict(history=8),
 }
 """Variant name -> PDTConfig fields set on top of the defaults (and the task's ``snap_every``);
 ``verify=True`` verifies every merge on a fixed batch of training samples (``benchmarks.ttb.verified``)."""
