@@ -145,11 +145,14 @@ def _projected_predictions(
     return (basis @ states).swapaxes(-1, -2)
 
 
-def _exact_predictions(gram_matrix: np.ndarray, steps: int, rows: int | ArrayLike, rank: Rank) -> np.ndarray:
+def _exact_predictions(
+    gram_matrix: np.ndarray, steps: int, rows: int | ArrayLike, rank: Rank, last_only: bool = False
+) -> np.ndarray:
     """Exact-mode DMD (modes Φ = Y V Σ⁻¹ W, amplitudes fitted to the last element).
 
     Returns ``[B, steps, q-1]`` coefficients on the *last* q - 1 elements (the columns of Y).
     Complex eigenvectors are needed here, so each batch entry is solved at its own rank.
+    ``last_only``: ``[B, 1, q-1]``, the prediction ``steps`` ahead alone.
     """
     batch, q, _ = gram_matrix.shape
     out = np.zeros((batch, steps, q - 1))
@@ -173,7 +176,7 @@ def _exact_predictions(gram_matrix: np.ndarray, steps: int, rows: int | ArrayLik
         for step in range(steps):
             amplitudes = lam * amplitudes
             out[b, step] = (mode_basis @ amplitudes).real
-    return out
+    return out[:, -1:] if last_only else out
 
 
 def solve_dmd(
@@ -194,9 +197,7 @@ def solve_dmd(
     h = gram_matrix.shape[-1]
     solve = _projected_predictions if modes == "projected" else _exact_predictions
     if dynamics == "linear":
-        # on snapshots 0..h-2 (projected) or 1..h-1 (exact)
-        a = _projected_predictions(gram_matrix, steps, rows, rank, last_only) if modes == "projected" else (
-            _exact_predictions(gram_matrix, steps, rows, rank))
+        a = solve(gram_matrix, steps, rows, rank, last_only)  # on snapshots 0..h-2 (projected) or 1..h-1 (exact)
         coefficients = np.zeros(a.shape[:-1] + (h,))
         if modes == "projected":
             coefficients[..., :-1] = a
