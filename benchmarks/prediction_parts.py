@@ -23,6 +23,7 @@ from typing import Iterator
 import torch
 
 import pdt_compile as pdt
+import pdt_compile.optim as optim_module
 from pdt_compile.experiment import Training, train_in_lockstep
 from pdt_compile.runtime import predictor
 from pdt_compile.runtime.history import make_ring
@@ -54,8 +55,6 @@ def timed_parts(totals: dict[str, float]) -> Iterator[None]:
     for name in PARTS:
         setattr(predictor, name, timer(name, name))
     whole = timer("predict_merge_capture_", "prediction")
-    import pdt_compile.optim as optim_module
-
     caller = optim_module.predict_merge_capture_
     optim_module.predict_merge_capture_ = predictor.predict_merge_capture_ = whole
     try:
