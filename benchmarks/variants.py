@@ -46,7 +46,6 @@ VARIANTS: dict[str, dict] = {
     "history 8 (a ring of 8 snapshots)": dict(history=8),
     "pullback 0.1 (tau halves where the optimizer pulls a merge back)": dict(pullback_limit=0.1),
     "pullback 0.1, tau_max = tau": dict(pullback_limit=0.1, tau_max=8),
-    "pullback undo 0.1 (a merge the optimizer pulls back is undone), tau_max = tau": dict(pullback_limit=0.1, pullback_undo=True, tau_max=8),
 }
 """Variant name -> PDTConfig fields set on top of the defaults (and the task's ``snap_every``);
 ``verify=True`` verifies every merge on a fixed batch of training samples (``benchmarks.ttb.verified``)."""

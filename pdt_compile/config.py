@@ -134,9 +134,6 @@ class PDTConfig:
     halves (within ``tau_min``); else tau grows by one (within ``tau_max``). Needs no loss.
     ``None``: off."""
 
-    pullback_undo: bool = False
-    """With :attr:`pullback_limit`: also undo a merge the optimizer pulls back (prototype)."""
-
     loss_tolerance: float = 0.0
     """Adaptive schedule: relative rise of the interval loss after a merge that still
     counts as 'paid off' (0.0: any rise shrinks tau)."""

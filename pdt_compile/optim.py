@@ -473,8 +473,6 @@ class PDT(Optimizer):
             if prediction is not None and self._gradient_check is not None:
                 self._jumps = prediction.jumps
                 self._gradient_check.armed = prediction.pending.sum() > 0
-            if prediction is not None and self.config.pullback_limit is not None:
-                self._unfollowed = prediction.jumps  # until the counts say whether it merged
             self._commit(phase, merged=False, reset=False)
             return
         merged = False
@@ -517,10 +515,6 @@ class PDT(Optimizer):
             ratio = follow_through(along, size)
             self._stats.follow_through.append((self.schedule.steps, ratio))
             self.schedule.follow(ratio)
-            if self.config.pullback_undo and ratio < -self.config.pullback_limit:
-                self._translate_(jumps, -1.0)
-                if self._jumps is jumps:
-                    self._jumps = None
 
     def _record(self, step: int, prediction: Prediction) -> bool:
         """Record a prediction's accepted counts in the stats; returns whether it merged."""
@@ -562,8 +556,6 @@ class PDT(Optimizer):
             return
         if pending.prediction is not None and self._record(pending.step, pending.prediction):
             self.schedule.merged_at(pending.step)
-        elif pending.prediction is not None:
-            self._unfollowed = None
         if int(pending.nonfinite):
             self._clear_nonfinite(pending.step)
             self.schedule.boundaries_since_reset = 0
@@ -745,35 +737,26 @@ class PDT(Optimizer):
             "ring": self._ring.state_dict(),
             "schedule": self.schedule.state_dict(),
             "stats": self._stats.as_dict(),
-            **self._jumps_state("jumps", self._jumps),
-            **self._jumps_state("unfollowed", self._unfollowed),
+            **self._jumps_state(),
             "gradient_check": None if self._gradient_check is None else self._gradient_check.state_dict(),
             "unread_losses": [(step, float(loss)) for step, loss in self._unread_losses],
         }
         return state
 
-    def _jumps_state(self, key: str, jumps: list[Tensor | None] | None) -> dict[str, Any]:
-        """A merge's ``jumps`` under ``key``: the last one's, for an undo after a resume, or the
-        one awaiting its follow-through. Where jumps are kept, one tensor per parameter (zeros
-        where none is kept, ``{key}_kept`` says which are real) so that the entry has the same
-        structure whatever the moment (torch.distributed.checkpoint loads into a fresh
-        optimizer's state dict, key by key), sharded like the parameters."""
+    def _jumps_state(self) -> dict[str, Any]:
+        """The last merge's jumps, for an undo after a resume. Where jumps are kept, one tensor
+        per parameter (zeros where none is kept, ``jumps_kept`` says which are real) so that the
+        entry has the same structure whatever the moment (torch.distributed.checkpoint loads
+        into a fresh optimizer's state dict, key by key), sharded like the parameters."""
         if not self.keeps_jumps:
-            return {key: jumps}
+            return {"jumps": self._jumps}
+        jumps = self._jumps or [None] * len(self._ring.params)
         tensors = [
             (jump if jump is not None else torch.zeros(_local(p).numel(), device=self._ring.device)).reshape(-1)
-            for p, jump in zip(self._ring.params, jumps or [None] * len(self._ring.params))
+            for p, jump in zip(self._ring.params, jumps)
         ]
-        kept = None if jumps is None else [jump is not None for jump in jumps]
-        return {key: [self._ring.sharded_copy(i, t) for i, t in enumerate(tensors)], f"{key}_kept": kept}
-
-    def _loaded_jumps(self, pdt_state: dict[str, Any], key: str) -> list[Tensor | None] | None:
-        """The jumps :meth:`_jumps_state` saved under ``key``, on the ring's device."""
-        jumps = pdt_state.get(key)
-        if f"{key}_kept" in pdt_state:
-            kept = pdt_state[f"{key}_kept"]
-            jumps = None if kept is None else [_local(j).reshape(-1) if k else None for j, k in zip(jumps, kept)]
-        return None if jumps is None else [None if j is None else j.to(self._ring.device) for j in jumps]
+        kept = None if self._jumps is None else [jump is not None for jump in jumps]
+        return {"jumps": [self._ring.sharded_copy(i, t) for i, t in enumerate(tensors)], "jumps_kept": kept}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
         self._pending = None
@@ -797,8 +780,11 @@ class PDT(Optimizer):
         check_state = pdt_state.get("gradient_check")
         if self._gradient_check is not None and check_state is not None:
             self._gradient_check.load_state_dict(check_state, self._ring.device)
-        self._jumps = self._loaded_jumps(pdt_state, "jumps")
-        self._unfollowed = self._loaded_jumps(pdt_state, "unfollowed")
+        jumps = pdt_state.get("jumps")
+        if "jumps_kept" in pdt_state:
+            kept = pdt_state["jumps_kept"]
+            jumps = None if kept is None else [_local(j).reshape(-1) if k else None for j, k in zip(jumps, kept)]
+        self._jumps = None if jumps is None else [None if j is None else j.to(self._ring.device) for j in jumps]
 
 
 # torch's own hook-and-profiler wrapper, used only when hooks or the profiler are active.
