@@ -44,8 +44,6 @@ VARIANTS: dict[str, dict] = {
     "predict at every 2nd boundary": dict(predict_every=2),
     "history 3 (a ring of 3 snapshots)": dict(history=3),
     "history 8 (a ring of 8 snapshots)": dict(history=8),
-    "pullback 0.1 (tau halves where the optimizer pulls a merge back)": dict(pullback_limit=0.1),
-    "pullback 0.1, tau_max = tau": dict(pullback_limit=0.1, tau_max=8),
 }
 """Variant name -> PDTConfig fields set on top of the defaults (and the task's ``snap_every``);
 ``verify=True`` verifies every merge on a fixed batch of training samples (``benchmarks.ttb.verified``)."""

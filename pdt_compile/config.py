@@ -121,18 +121,10 @@ class PDTConfig:
     ``PDT.report_loss`` or a ``@pdt.compile`` step that returns it)."""
 
     tau_min: int = 1
-    """Smallest tau the adaptive schedule (and :attr:`pullback_limit`) may choose."""
+    """Smallest tau the adaptive schedule may choose."""
 
     tau_max: int | None = None
     """Largest tau the adaptive schedule may choose; ``None`` means ``2 * tau``."""
-
-    pullback_limit: float | None = None
-    """Adapt tau from where the optimizer takes merged weights next. At the boundary after a
-    merge with jump J, PDT measures the optimizer's own displacement d since the merge along J,
-    r = <d, J> / <J, J> (:func:`pdt_compile.runtime.schedule.follow_through`): below
-    ``-pullback_limit`` the optimizer is pulling the weights back, the jump overshot, and tau
-    halves (within ``tau_min``); else tau grows by one (within ``tau_max``). Needs no loss.
-    ``None``: off."""
 
     loss_tolerance: float = 0.0
     """Adaptive schedule: relative rise of the interval loss after a merge that still
@@ -335,11 +327,6 @@ class PDTConfig:
             _fail("history", self.history, 'dynamics="affine" needs history >= 3')
         _check_rank(self.rank)
         _check_int("tau_min", self.tau_min, 1, self.tau)
-        if self.pullback_limit is not None and (
-            isinstance(self.pullback_limit, bool) or not isinstance(self.pullback_limit, (int, float))
-            or not 0 <= self.pullback_limit < math.inf
-        ):
-            _fail("pullback_limit", self.pullback_limit, "expected None or a finite float >= 0 (e.g. 0.1)")
         if self.tau_max is None:
             self.tau_max = 2 * self.tau
         _check_int("tau_max", self.tau_max, self.tau, 1000)

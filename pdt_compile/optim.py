@@ -23,7 +23,7 @@ from .distributed import global_numel, mean_across_ranks, means_across_ranks, su
 from .runtime.history import SnapshotRing, _local, make_ring
 from .runtime.gradient_check import GradientCheck, in_window
 from .runtime.predictor import PendingBoundary, Prediction, pack_limit, predict_merge_capture_
-from .runtime.schedule import Phase, Schedule, follow_through
+from .runtime.schedule import Phase, Schedule
 from .runtime.stats import Stats
 
 _HOOK_DICTS = (
@@ -112,9 +112,6 @@ class PDT(Optimizer):
         self._unread_losses: list[tuple[int, Tensor]] = []
         """(step, loss) reported as tensors and not read on the host yet (:meth:`report_loss`)."""
         self._jumps: list[Tensor | None] | None = None
-        self._unfollowed: list[Tensor | None] | None = None
-        """The last merge's jumps, until the next boundary measures how the optimizer followed
-        them (``PDTConfig.pullback_limit``)."""
         self._gradient_check = None if config.gradient_limit is None else GradientCheck(config.gradient_limit, config.snap_every)
         self.compiled_step: Callable[[Phase], Prediction | None] | None = None
         self._ring = self._build_ring()
@@ -310,8 +307,6 @@ class PDT(Optimizer):
         boundary = self.schedule.boundary_next()
         if self._pending is not None and boundary:
             self._resolve_pending()
-        if self._unfollowed is not None and boundary:
-            self._follow_merge()
         phase = self.schedule.next_phase(self._ring.count, self._learning_rate() if boundary else None)
         if phase != Phase.ORDINARY:
             self._check_parameters()
@@ -484,8 +479,6 @@ class PDT(Optimizer):
                 self._stats.verify_seconds += time.perf_counter() - start
                 self.schedule.record_verification(kept=merged)
             self._jumps = prediction.jumps if merged else None
-            if merged and self.config.pullback_limit is not None:
-                self._unfollowed = prediction.jumps
             if merged and self._gradient_check is not None:
                 self._gradient_check.armed = torch.tensor(True, device=self._ring.device)
         reset = False
@@ -497,24 +490,6 @@ class PDT(Optimizer):
             self._ring.capture_(self.tracked())
             reset = True
         self._commit(phase, merged, reset)
-
-    def _follow_merge(self) -> None:
-        """Adapt tau to how the optimizer followed the last merge (``PDTConfig.pullback_limit``):
-        its displacement since then (the weights against the newest snapshot, which holds the
-        merged weights) along the merge's jump; one host read."""
-        jumps, self._unfollowed = self._unfollowed, None
-        ring = self._ring
-        parts = [
-            torch.stack([torch.dot(_local(tensor).detach().reshape(-1).float() - ring.newest(index), jump), jump.dot(jump)])
-            for index, (tensor, jump) in enumerate(zip(self.tracked(), jumps)) if jump is not None
-        ]
-        if not parts:
-            return
-        along, size = sum_across_shards_(torch.stack(parts).sum(0), ring.process_group).tolist()
-        if size > 0:
-            ratio = follow_through(along, size)
-            self._stats.follow_through.append((self.schedule.steps, ratio))
-            self.schedule.follow(ratio)
 
     def _record(self, step: int, prediction: Prediction) -> bool:
         """Record a prediction's accepted counts in the stats; returns whether it merged."""
@@ -538,7 +513,7 @@ class PDT(Optimizer):
             stacklevel=4,
         )
         self._ring.reset_()
-        self._jumps = self._unfollowed = None
+        self._jumps = None
 
     def _nonfinite_count(self) -> Tensor:
         """Tracked tensors holding a NaN/Inf, summed over ranks (so every rank takes the same
@@ -628,8 +603,7 @@ class PDT(Optimizer):
     def keeps_jumps(self) -> bool:
         """Whether predictions keep each merge's jump (the gradient check, rollback,
         ``setback_limit`` and verification need it)."""
-        return (self.config.gradient_limit is not None or self._needs_jumps_later or self._verify is not None
-                or self.config.pullback_limit is not None)
+        return self.config.gradient_limit is not None or self._needs_jumps_later or self._verify is not None
 
     @property
     def _needs_jumps_later(self) -> bool:
@@ -689,7 +663,7 @@ class PDT(Optimizer):
         if self._jumps is None:
             return False
         self._translate_(self._jumps, -1.0)
-        self._jumps = self._unfollowed = None
+        self._jumps = None
         return True
 
     def _rollback_(self) -> None:
@@ -725,7 +699,7 @@ class PDT(Optimizer):
             self._translate_(jumps, 1.0)
         ring.reset_()
         ring.capture_(self.tracked())
-        self._jumps = self._unfollowed = None
+        self._jumps = None
         self.schedule.boundaries_since_reset = 0
 
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]

@@ -172,11 +172,6 @@ class SnapshotRing:
         :meth:`order`, newest at ``last_slot`` (a copy)."""
         return torch.stack([row[columns] for row in self.slots[index]])
 
-    def newest(self, index: int) -> Tensor:
-        """Parameter ``index``'s newest snapshot, ``[numel]`` float32 (the storage itself where
-        the ring keeps float32 rows; read only)."""
-        return self.slots[index][self.last_slot] if self.fused else self.block(index, slice(None))[self.last_slot]
-
     def store_merged_(self, index: int, columns: slice, block: Tensor, merged: Tensor, jump: Tensor | None) -> None:
         """After a prediction on ``block`` (from :meth:`block`): translate every snapshot by
         ``jump`` (``after_merge="shift"``; None to keep them) and capture ``merged``.

@@ -52,14 +52,6 @@ def ran_away(recent: Sequence[float], loss: float, factor: float) -> bool:
     return not math.isfinite(loss) or loss > factor * max(recent)
 
 
-def follow_through(along: float, size: float) -> float:
-    """How far the optimizer went on along a merge's jump J by the next boundary: its
-    displacement since the merge projected on J, over |J| (``along`` = <d, J>, ``size`` =
-    <J, J>): 1 where it moved one more jump's length that way, negative where it pulled the
-    weights back (the jump overshot where it was heading)."""
-    return along / size
-
-
 SETBACK_MERGES = 3
 """Merges whose setbacks are averaged (``PDTConfig.setback_limit``): one alone is mostly the
 noise of a few batch losses."""
@@ -233,14 +225,6 @@ class Schedule:
         self.rejected_in_a_row = 0 if kept else self.rejected_in_a_row + 1
         if self.rejected_in_a_row >= 2:
             self.held_boundaries = min(2 ** (self.rejected_in_a_row - 2), self.config.verify_backoff)
-
-    def follow(self, ratio: float) -> None:
-        """Adapt tau to the last merge's follow-through ``ratio`` (``PDTConfig.pullback_limit``):
-        halve it where the optimizer pulled the merged weights back, else grow it by one."""
-        if ratio < -self.config.pullback_limit:
-            self.shrink()
-        else:
-            self.tau = min(self.config.tau_max, self.tau + 1)
 
     def shrink(self) -> None:
         """Halve tau (within tau_min): the last merge did not pay off."""

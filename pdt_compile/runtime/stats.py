@@ -28,9 +28,6 @@ class Stats:
     ``PDTConfig.gradient_limit`` times the norm before them."""
     gradient_surges: list[tuple[int, float]] = field(default_factory=list)
     """(step, gradient norm right after the merge / mean norm before it) of every checked merge."""
-    follow_through: list[tuple[int, float]] = field(default_factory=list)
-    """(step, r) at the boundary after each merge (``PDTConfig.pullback_limit``): the optimizer's
-    displacement since the merge along its jump J, over <J, J>; negative where it pulled back."""
     runaways: int = 0
     """Losses that ran away (``PDTConfig.runaway_factor``): each moved the weights back to a snapshot."""
     tau: int = 0
