@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -465,3 +466,32 @@ def test_prediction_parts_time_every_part_of_real_predictions_and_put_the_functi
     assert set(warm) == {*parts.PARTS, "prediction"}
     assert {name: getattr(predictor, name) for name in before} == before
     assert optim_module.predict_merge_capture_ is caller
+
+
+def test_follow_through_projects_the_optimizers_move_after_each_merge_on_its_jump():
+    from benchmarks.follow_through import SPANS, follow_through, summary_rows
+    from pdt_compile import tasks
+
+    task = tasks.digits_mlp(steps=160)
+    merges = follow_through(task, snap_every=10, lr=task.lr, seed=0)
+    assert len(merges) >= 3
+    assert all(len(ratios) == len(SPANS) for _, ratios in merges)
+    first = [ratios[0] for step, ratios in merges if step + 5 <= task.steps]
+    assert first and all(r is not None and r == r for r in first)  # measured wherever the run went on
+    assert [ratios[-1] for step, ratios in merges if step + 40 > task.steps] == [None] * sum(step + 40 > task.steps for step, _ in merges)
+    rows = summary_rows("digits", merges, task.steps)
+    assert len(rows) == 2 and rows[0].startswith("| digits | first half |")
+    # the first merge's r after half an interval, from a replay of the same run
+    import pdt_compile as pdt
+    from pdt_compile.experiment import Training
+
+    replay = Training(task, lambda opt: pdt.PDT(opt, snap_every=10), seed=0, method="PDT", lr=task.lr)
+    flat = lambda tensors: torch.cat([t.detach().reshape(-1) for t in tensors])
+    step, ratios = merges[0]
+    while replay.steps_done < step:
+        replay.step()
+    jump, after = flat(replay.optimizer._jumps), flat(replay.model.parameters())
+    while replay.steps_done < step + 5:
+        replay.step()
+    moved = flat(replay.model.parameters()) - after
+    assert ratios[0] == pytest.approx(float(moved @ jump / (jump @ jump)), rel=1e-5)
