@@ -63,11 +63,13 @@ def segment_grams(ring: Tensor | Sequence[Tensor], spans: Sequence[slice]) -> Te
     return block_grams([rows[:, span] for span in spans])
 
 
-def block_grams(blocks: Sequence[Tensor]) -> Tensor:
+def block_grams(blocks: Sequence[Tensor], transposed: Sequence[Tensor] | None = None) -> Tensor:
     """The Gram ``[len(blocks), h, h]`` of each ``[h, n_i]`` block (:func:`segment_grams`
     once the blocks are cut: a caller that keeps them as views of one buffer across
-    predictions spares the slicing, half the cost on small models)."""
-    return torch.stack([torch.mm(block, block.t()) for block in blocks])
+    predictions, with their transposes (``transposed``), spares the slicing, half the cost on
+    small models)."""
+    pairs = zip(blocks, transposed if transposed is not None else [block.t() for block in blocks])
+    return torch.stack([torch.mm(block, block_t) for block, block_t in pairs])
 
 
 def gavish_donoho_threshold(sigma: ArrayLike, rows: int | ArrayLike) -> np.ndarray:

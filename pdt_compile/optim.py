@@ -21,7 +21,7 @@ from .adapters import averaging, companions, shares, stacking_warning, weight_sp
 from .config import PDTConfig
 from .distributed import global_numel, mean_across_ranks, means_across_ranks, sum_across_shards_
 from .runtime.history import SnapshotRing, _local, make_ring
-from .runtime.gradient_check import GradientCheck, in_window
+from .runtime.gradient_check import GradientCheck, gradient_norm, in_window
 from .runtime.predictor import PendingBoundary, Prediction, pack_limit, predict_merge_capture_
 from .runtime.schedule import Phase, Schedule
 from .runtime.stats import Stats
@@ -347,7 +347,7 @@ class PDT(Optimizer):
         group = self._ring.process_group
         if group is not None:
             grads = [_local(grad) for grad in grads]
-        local = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).float()
+        local = gradient_norm(grads)
         return local if group is None else sum_across_shards_(local.square().view(1), group).sqrt()
 
     def _check_gradient(self, check: GradientCheck) -> None:

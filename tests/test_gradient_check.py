@@ -10,7 +10,8 @@ from torch import Tensor
 from hypothesis import given, strategies as st
 
 import pdt_compile as pdt
-from pdt_compile.runtime.gradient_check import gradient_surge, in_window
+from pdt_compile.runtime import gradient_check
+from pdt_compile.runtime.gradient_check import gradient_norm, gradient_surge, in_window
 
 
 norms = st.lists(st.floats(1e-3, 1e3), min_size=1, max_size=12)
@@ -29,6 +30,22 @@ def test_a_surge_is_the_norm_after_over_the_mean_before_whatever_the_scale(befor
     assert _surge(before, math.nan) == math.inf and _surge(before, math.inf) == math.inf
     assert math.isnan(_surge([], after)) and math.isnan(_surge([0.0] * len(before), after))
     assert math.isnan(_surge(before[:-1] + [math.nan], after))
+
+
+@pytest.mark.parametrize("concatenated", [True, False])
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=6), st.integers(0, 2**16), st.sampled_from([torch.float32, torch.bfloat16]))
+def test_the_gradient_norm_is_the_norm_of_every_gradient_together_concatenated_or_not(concatenated, sizes, seed, dtype):
+    torch.manual_seed(seed)
+    grads = [torch.randn(size).to(dtype if i % 2 else torch.float32) for i, size in enumerate(sizes)]
+    limit = gradient_check.CONCATENATED_NORM_ELEMENTS
+    try:
+        gradient_check.CONCATENATED_NORM_ELEMENTS = limit if concatenated else 0
+        norm = gradient_norm(grads)
+    finally:
+        gradient_check.CONCATENATED_NORM_ELEMENTS = limit
+    expected = torch.cat([g.double() for g in grads]).norm()
+    assert norm.dtype == torch.float32 and norm.dim() == 0
+    assert float(norm) == pytest.approx(float(expected), rel=1e-5 if dtype == torch.float32 else 1e-2)
 
 
 @given(st.integers(1, 50), st.integers(1, 60))

@@ -652,3 +652,22 @@ def test_quiet_steps_follow_the_full_paths_trajectory(gradient_limit):
     assert any(taken) and not all(taken)
     assert merges == full_merges > 0 and surges == full_surges
     assert all(torch.equal(a, b) for a, b in zip(quiet_weights, full_weights))
+
+
+def test_non_contiguous_parameters_take_their_merges_like_contiguous_ones():
+    torch.manual_seed(0)
+    start, x, target = torch.randn(6, 5), torch.randn(32, 6), torch.randn(32, 5)
+
+    def run(layout):
+        w, b = torch.nn.Parameter(layout(start.clone())), torch.nn.Parameter(torch.zeros(5))
+        opt = pdt.PDT(torch.optim.SGD([w, b], lr=0.05), snap_every=2, history=3, burn_in=1, gradient_limit=None)
+        for _ in range(40):
+            ((x @ w + b - target).square().mean()).backward()
+            opt.step()
+            opt.zero_grad()
+        return w, opt.stats.merges
+
+    plain, merges = run(lambda t: t)
+    strided, strided_merges = run(lambda t: t.t().contiguous().t())  # same values, column-major
+    assert not strided.is_contiguous() and strided_merges == merges >= 2
+    assert torch.allclose(plain, strided, atol=1e-5)

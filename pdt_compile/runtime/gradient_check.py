@@ -14,12 +14,26 @@ The decision is a device tensor: the compiled path reads nothing on the host for
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from .schedule import setback_window
+
+
+CONCATENATED_NORM_ELEMENTS = 1 << 16
+"""Gradients of at most this many elements in all are normed as one concatenated vector (two
+torch operations); larger ones tensor by tensor (one operation per tensor, no copy). On a small
+model each operation, not the bytes, sets the cost, and the check takes a norm on a quarter of
+the steps."""
+
+
+def gradient_norm(grads: Sequence[Tensor]) -> Tensor:
+    """The 2-norm of ``grads`` taken together, float32, 0-dim (on their device)."""
+    if sum(grad.numel() for grad in grads) <= CONCATENATED_NORM_ELEMENTS:
+        return torch.linalg.vector_norm(torch.cat([grad.reshape(-1) for grad in grads]), dtype=torch.float32)
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).float()
 
 
 def gradient_surge(before: Tensor, after: Tensor) -> Tensor:

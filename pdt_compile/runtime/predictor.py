@@ -119,14 +119,15 @@ def ring_grams(ring: SnapshotRing, groups: Sequence[int], kernels: Kernels, pack
 
 def _pack_grams(pack: Pack) -> Tensor:
     """:func:`~pdt_compile.dmd.segment_grams` of ``pack``, through a float64 copy of its
-    matrix and views of each parameter's columns, both kept on the pack."""
-    def make() -> tuple[Tensor, list[Tensor]]:
+    matrix and views of each parameter's columns and their transposes, all kept on the pack."""
+    def make() -> tuple[Tensor, list[Tensor], list[Tensor]]:
         buffer = torch.empty(pack.matrix.shape, dtype=torch.float64, device=pack.matrix.device)
-        return buffer, [buffer[:, span] for span in pack.spans]
+        blocks = [buffer[:, span] for span in pack.spans]
+        return buffer, blocks, [block.t() for block in blocks]
 
-    buffer, blocks = _cached(pack, ("float64 blocks",), make)
+    buffer, blocks, transposed = _cached(pack, ("float64 blocks",), make)
     buffer.copy_(pack.matrix)
-    return block_grams(blocks)
+    return block_grams(blocks, transposed)
 
 
 def solve_coefficients(
@@ -256,6 +257,19 @@ def _pack_groups(pack: Pack, groups: Sequence[int]) -> Tensor:
     return _cached(pack, ("groups", key), lambda: torch.tensor(key, device=pack.sizes.device))
 
 
+def _flat_views(pack: Pack, tensors: Sequence[Tensor]) -> list[Tensor]:
+    """``[numel]`` views of ``tensors`` (the pack's parameters) that share their storage, kept
+    on the pack while each keeps its storage: writing into them writes the parameters, with no
+    operation per parameter to make them. A non-contiguous one gets a copy (another data
+    pointer), which the caller copies back."""
+    pointers = [t.data_ptr() for t in tensors]
+    kept = pack.cache.get(("flat views",))
+    if kept is None or kept[0] != pointers:
+        kept = pointers, [t.detach().view(-1) if t.is_contiguous() else None for t in tensors]
+        pack.cache[("flat views",)] = kept
+    return [view if view is not None else t.detach().reshape(-1) for view, t in zip(kept[1], tensors)]
+
+
 def _update_pack(
     ring: SnapshotRing, pack: Pack, params: Sequence[Tensor], skip: Sequence[bool], groups: Sequence[int],
     coefficients: Tensor, s_coefficients: Tensor, horizon: Tensor, keep_jumps: bool, kernels: Kernels,
@@ -279,8 +293,9 @@ def _update_pack(
     live = [not skip[i] for i in pack.indices]
     active = _cached(pack, ("active", tuple(live)), lambda: True if all(live) else (
         torch.tensor(live, device=device).repeat_interleave(pack.sizes, output_size=n)))
-    tensors = [_local(params[i]).detach() for i in pack.indices]
-    weights = torch.cat([t.reshape(-1) for t in tensors]).float()  # cat promotes mixed dtypes to float32 or wider
+    tensors = [_local(params[i]) for i in pack.indices]
+    views = _flat_views(pack, tensors)
+    weights = torch.cat(views).float()  # cat promotes mixed dtypes to float32 or wider
     jump = torch.empty_like(weights) if keep_jumps or followers else None
     accepted = predict_elements_(
         weights, pack.matrix, ring.last_slot, ring.next_slot, spread[:, :h], spread[:, h], horizon, active, jump,
@@ -289,7 +304,10 @@ def _update_pack(
     # float sums are exact: a pack holds far fewer than 2**24 elements
     counts.append((pack.indices, torch.segment_reduce(accepted.float(), "sum", lengths=pack.sizes).to(torch.int64)))
     sizes = _cached(pack, ("sizes",), lambda: [span.stop - span.start for span in pack.spans])  # the spans, in order
-    torch._foreach_copy_(tensors, [piece.view(t.shape) for piece, t in zip(weights.split(sizes), tensors)])
+    torch._foreach_copy_(views, weights.split(sizes))
+    for view, tensor in zip(views, tensors):
+        if view.data_ptr() != tensor.data_ptr():  # a copy: the parameter is not contiguous
+            tensor.detach().copy_(view.view(tensor.shape))
     pieces = jump.split(sizes) if jump is not None else None
     moved = [(follower, piece) for piece, tensors in zip(pieces, followers) for follower in tensors] if followers else []
     if moved:
