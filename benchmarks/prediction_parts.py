@@ -21,12 +21,14 @@ import time
 from typing import Iterator
 
 import torch
+from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import pdt_compile as pdt
 import pdt_compile.optim as optim_module
 from pdt_compile.experiment import Training, train_in_lockstep
 from pdt_compile.runtime import predictor
-from pdt_compile.runtime.history import make_ring
+from pdt_compile.runtime.history import SnapshotRing, make_ring
 
 from .prediction_cost import cases
 from .report import write_section
@@ -65,17 +67,47 @@ def timed_parts(totals: dict[str, float]) -> Iterator[None]:
         optim_module.predict_merge_capture_ = caller
 
 
-def warm_loop(opt: pdt.PDT, repeats: int, totals: dict[str, float]) -> None:
-    """Repeat predictions back to back on a copy of ``opt``'s ring and weights."""
+def _copies(opt: pdt.PDT) -> tuple[SnapshotRing, list[Tensor]]:
+    """A copy of ``opt``'s ring and tracked weights, to predict on without touching the run."""
     params = [p.detach().clone() for p in opt.tracked()]
     ring = make_ring(params, opt.config.history, pack_limit=predictor.pack_limit(opt.config, params[0].device,
                                                                                  sum(p.numel() for p in params)))
     ring.load_state_dict(opt._ring.state_dict())
-    skip = [False] * len(params)
-    horizon = opt.schedule.tau
+    return ring, params
+
+
+def warm_loop(opt: pdt.PDT, repeats: int, totals: dict[str, float]) -> None:
+    """Repeat predictions back to back on a copy of ``opt``'s ring and weights."""
+    ring, params = _copies(opt)
     with torch.no_grad(), timed_parts(totals):
         for _ in range(repeats):
-            predictor.predict_merge_capture_(ring, params, skip, opt.config, horizon, keep_jumps=True)
+            predictor.predict_merge_capture_(ring, params, [False] * len(params), opt.config, opt.schedule.tau,
+                                             keep_jumps=True)
+
+
+class _Operations(TorchDispatchMode):
+    """Counts the ATen operations dispatched while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def operations(opt: pdt.PDT) -> int:
+    """ATen operations (views included) in one prediction on a copy of ``opt``'s ring and
+    weights: on small models, what a prediction's time follows."""
+    ring, params = _copies(opt)
+    with torch.no_grad():
+        predictor.predict_merge_capture_(ring, params, [False] * len(params), opt.config, opt.schedule.tau,
+                                         keep_jumps=True)  # fills the packs' caches, as in a run
+        with _Operations() as counted:
+            predictor.predict_merge_capture_(ring, params, [False] * len(params), opt.config, opt.schedule.tau,
+                                             keep_jumps=True)
+    return counted.count
 
 
 def measure(task, snap_every: int, lr: float, loop: int) -> dict[str, dict[str, float]]:
@@ -89,7 +121,8 @@ def measure(task, snap_every: int, lr: float, loop: int) -> dict[str, dict[str, 
     warm: dict[str, float] = {}
     warm_loop(opt, loop, warm)
     return {"training": {k: v / predictions * 1e6 for k, v in in_training.items()},
-            "warm": {k: v / loop * 1e6 for k, v in warm.items()}, "predictions": predictions}
+            "warm": {k: v / loop * 1e6 for k, v in warm.items()}, "predictions": predictions,
+            "operations": operations(opt)}
 
 
 def main() -> None:
@@ -100,7 +133,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     lines = ["| task | where | predictions | one prediction (µs) | pack Grams | host solve | packs' forecast, mask, merge | "
-             "the rest |", "|---|---|---|---|---|---|---|---|"]
+             "the rest | torch operations |", "|---|---|---|---|---|---|---|---|---|"]
     for name, task, snap_every, lr in cases([s for s in args.tasks.split(",") if s]):
         result = measure(task, snap_every, lr, args.loop)
         for where, label, count in (("training", "in training", result["predictions"]), ("warm", "warm loop", args.loop)):
@@ -108,7 +141,8 @@ def main() -> None:
             whole = parts.get("prediction", 0.0)
             rest = whole - sum(parts.get(p, 0.0) for p in PARTS)
             cells = " | ".join(f"{parts.get(p, 0.0):.0f} ({parts.get(p, 0.0) / whole:.0%})" for p in PARTS)
-            lines.append(f"| {name} | {label} | {count} | **{whole:.0f}** | {cells} | {rest:.0f} ({rest / whole:.0%}) |")
+            lines.append(f"| {name} | {label} | {count} | **{whole:.0f}** | {cells} | {rest:.0f} ({rest / whole:.0%}) | "
+                         f"{result['operations']} |")
             print(lines[-1], flush=True)
     body = "\n".join(lines) + (
         "\n\nPDT's defaults, eager path, seed 0, 1 torch thread. 'in training': the mean over the run's predictions, "
@@ -117,7 +151,8 @@ def main() -> None:
         "Parts: the pack Grams (`ring_grams`), the host solve (`solve_coefficients`: numpy on h x h matrices, and the "
         "device-host copies), the packs' forecast, mask, merge and ring update (`_update_pack`), and the rest "
         "(bookkeeping, parameters too large to pack, the read of the accepted counts). Schedule-free rows stack PDT on "
-        "the schedule-free peer of benchmarks.ttb at the rate that run tuned.")
+        "the schedule-free peer of benchmarks.ttb at the rate that run tuned. 'torch operations': the ATen operations, views "
+        "included, that one prediction dispatches (on a copy of the run's final ring, its caches filled).")
     write_section("Where a prediction's time goes, in training and in a warm loop (benchmarks/prediction_parts.py)", body)
 
 

@@ -466,6 +466,8 @@ def test_prediction_parts_time_every_part_of_real_predictions_and_put_the_functi
     assert set(warm) == {*parts.PARTS, "prediction"}
     assert {name: getattr(predictor, name) for name in before} == before
     assert optim_module.predict_merge_capture_ is caller
+    count = parts.operations(opt)
+    assert count == parts.operations(opt) > 10  # one pack: a few dozen operations, the same each time
 
 
 def test_follow_through_projects_the_optimizers_move_after_each_merge_on_its_jump():
