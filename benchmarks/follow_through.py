@@ -35,7 +35,8 @@ SPANS = (0.5, 1, 2, 4)
 
 
 def _flat(tensors: list[Tensor | None], like: list[Tensor]) -> Tensor:
-    return torch.cat([(t if t is not None else torch.zeros(p.numel())).detach().reshape(-1).float()
+    """``tensors`` side by side as one float32 vector, zeros (shaped and placed as ``like``) for None."""
+    return torch.cat([(t if t is not None else torch.zeros(p.numel(), device=p.device)).detach().reshape(-1).float()
                       for t, p in zip(tensors, like)])
 
 
