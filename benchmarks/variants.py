@@ -44,17 +44,36 @@ VARIANTS: dict[str, dict] = {
     "predict at every 2nd boundary": dict(predict_every=2),
     "history 3 (a ring of 3 snapshots)": dict(history=3),
     "history 8 (a ring of 8 snapshots)": dict(history=8),
+    "merges in the first quarter of training only": dict(stop_at=0.25),
+    "merges in the first half of training only": dict(stop_at=0.5),
 }
 """Variant name -> PDTConfig fields set on top of the defaults (and the task's ``snap_every``);
-``verify=True`` verifies every merge on a fixed batch of training samples (``benchmarks.ttb.verified``)."""
+``verify=True`` verifies every merge on a fixed batch of training samples (``benchmarks.ttb.verified``);
+``stop_at=f``: no prediction after the first f of the task's steps (where in a run merges help or harm)."""
 
 
 def wrap_of(task: Task, snap_every: int, fields: dict) -> Wrap:
     """How a variant wraps the task's optimizer."""
-    options = {key: value for key, value in fields.items() if key != "verify"}
+    options = {key: value for key, value in fields.items() if key not in ("verify", "stop_at")}
     if fields.get("verify"):
         return verified(task, snap_every, **options)
     return lambda opt: pdt.PDT(opt, snap_every=snap_every, **options)
+
+
+def run_variant(task: Task, snap_every: int, fields: dict, *, seed: int, method: str, lr: float) -> tuple:
+    """Train ``task`` with PDT set as ``fields`` say; with ``stop_at``, predictions stop (only
+    snapshots are taken) once that fraction of the task's steps is done."""
+    made: list = []
+    wrap = wrap_of(task, snap_every, fields)
+    stop_at = fields.get("stop_at")
+    steps = [0]
+
+    def progress(n: int) -> None:
+        steps[0] += n
+        if stop_at is not None and steps[0] >= stop_at * task.steps:
+            made[0].config.predict_every = 2**62  # the next prediction boundary never comes
+
+    return train(task, lambda opt: made.append(wrap(opt)) or made[0], seed=seed, method=method, lr=lr, progress=progress)
 
 
 EXTRA_PEER_LRS = {("char transformer / AdamW", "schedule-free"): 0.048}
@@ -83,7 +102,7 @@ def case_rows(title: str, case: tuple, variants: dict[str, dict], seeds: int) ->
     for seed in range(seeds):
         baseline, _ = train(task, lambda opt: opt, seed=seed, method="baseline", lr=lr)
         for name, fields in variants.items():
-            run, opt = train(task, wrap_of(task, snap_every, fields), seed=seed, method=name, lr=lr)
+            run, opt = run_variant(task, snap_every, fields, seed=seed, method=name, lr=lr)
             ratios[name].append(speedup(baseline, run)[0])
             accuracy[name].append((run.test_accuracy[-1] - baseline.test_accuracy[-1]) * 100)
             merges[name] += opt.stats.merges

@@ -359,13 +359,25 @@ def test_every_variant_is_a_valid_configuration_and_its_cases_include_schedule_f
 
     task = tasks.digits_mlp()
     for fields in variants.VARIANTS.values():
-        pdt.PDTConfig(snap_every=30, **{k: v for k, v in fields.items() if k != "verify"})  # validated in __post_init__
+        pdt.PDTConfig(snap_every=30, **{k: v for k, v in fields.items() if k not in ("verify", "stop_at")})  # validated
         wrap = variants.wrap_of(task, 30, fields)
         assert getattr(wrap, "needs_model", False) == bool(fields.get("verify"))
     cases = variants.variant_cases("char transformer")
     assert "char transformer / AdamW: PDT on schedule-free" in cases
     task, snap_every, lr, _ = cases["char transformer / AdamW: PDT on schedule-free"]
     assert lr == 0.048 and type(task.make_optimizer([torch.zeros(2, requires_grad=True)], lr)).__name__ == "AdamWScheduleFree"
+
+
+def test_a_variant_that_stops_at_a_fraction_of_training_predicts_before_it_only():
+    from benchmarks.variants import run_variant
+
+    task = tasks.digits_mlp(steps=160)
+    full, whole = run_variant(task, 10, {}, seed=0, method="default", lr=task.lr)
+    run, half = run_variant(task, 10, {"stop_at": 0.5}, seed=0, method="half", lr=task.lr)
+    assert whole.stats.predictions > half.stats.predictions > 0
+    assert max(step for step, _ in half.stats.mask_ratio_history) <= 80 < max(step for step, _ in whole.stats.mask_ratio_history)
+    assert half.stats.boundaries == whole.stats.boundaries  # snapshots go on
+    assert run.train_loss[0] == full.train_loss[0] and run.final_loss != full.final_loss  # the same run until the stop
 
 
 def test_the_harm_probe_merges_only_the_parameters_it_allows():
