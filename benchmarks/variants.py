@@ -38,6 +38,8 @@ VARIANTS: dict[str, dict] = {
     "runaway guard at factor 3 (on by default on schedule-free only)": dict(runaway_factor=3.0),
     "tau ramp 1 (the first merge one interval ahead)": dict(tau_ramp=1),
     "burn-in 10": dict(burn_in=10),
+    "burn-in 16 (on schedule-free, no merge in the first quarter of the character transformer)": dict(burn_in=16),
+    "burn-in 33 (on schedule-free, no merge in the first half of the character transformer)": dict(burn_in=33),
     "rollback at factor 1.5": dict(rollback_factor=1.5),
     "verify (256 training samples)": dict(verify=True),
     "verify (256 training samples), verify_backoff=0": dict(verify=True, verify_backoff=0),
