@@ -37,6 +37,8 @@ VARIANTS: dict[str, dict] = {
     "tau 5, no trend filter (the previous default)": dict(tau=5, trend=False),
     "runaway guard at factor 3 (on by default on schedule-free only)": dict(runaway_factor=3.0),
     "tau ramp 1 (the first merge one interval ahead)": dict(tau_ramp=1),
+    "tau 12 (jumps half as far again)": dict(tau=12),
+    "tau 16 (jumps twice as far)": dict(tau=16),
     "burn-in 10": dict(burn_in=10),
     "burn-in 16 (on schedule-free, no merge in the first quarter of the character transformer)": dict(burn_in=16),
     "burn-in 33 (on schedule-free, no merge in the first half of the character transformer)": dict(burn_in=33),
