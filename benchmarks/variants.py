@@ -103,16 +103,19 @@ def case_rows(title: str, case: tuple, variants: dict[str, dict], seeds: int) ->
     ratios: dict[str, list[float | None]] = {name: [] for name in variants}
     accuracy: dict[str, list[float]] = {name: [] for name in variants}
     merges: dict[str, int] = {name: 0 for name in variants}
+    final_loss: dict[str, list[float]] = {name: [] for name in variants}
     for seed in range(seeds):
         baseline, _ = train(task, lambda opt: opt, seed=seed, method="baseline", lr=lr)
         for name, fields in variants.items():
             run, opt = run_variant(task, snap_every, fields, seed=seed, method=name, lr=lr)
             ratios[name].append(speedup(baseline, run)[0])
             accuracy[name].append((run.test_accuracy[-1] - baseline.test_accuracy[-1]) * 100)
+            final_loss[name].append((run.final_loss / baseline.final_loss - 1) * 100)
             merges[name] += opt.stats.merges
     rows = []
     for name, values in ratios.items():
-        rows.append(f"| {title}, lr {lr:g} | {name} | {seed_cells(values, accuracy[name])} | {merges[name]} |")
+        losses = ", ".join(f"{change:+.1f}" for change in final_loss[name])
+        rows.append(f"| {title}, lr {lr:g} | {name} | {seed_cells(values, accuracy[name])} | {losses} | {merges[name]} |")
     return rows
 
 
@@ -132,8 +135,9 @@ def main() -> None:
     torch.set_num_threads(1)
     started = time.perf_counter()
     rows = ["| case | PDT | steps × per seed (baseline steps / PDT's to the baseline's final loss) | median [min–max] | "
-            "seeds below 0.98 or never | final accuracy − the baseline's, per seed (points) | merges (all seeds) |",
-            "|---|---|---|---|---|---|---|"]
+            "seeds below 0.98 or never | final accuracy − the baseline's, per seed (points) | "
+            "final training loss against the baseline's, per seed (%) | merges (all seeds) |",
+            "|---|---|---|---|---|---|---|---|"]
     for title, case in variant_cases(args.only).items():
         if args.lr is not None:
             case = (case[0], case[1], args.lr, *case[3:])

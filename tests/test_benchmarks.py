@@ -380,6 +380,18 @@ def test_a_variant_that_stops_at_a_fraction_of_training_predicts_before_it_only(
     assert run.train_loss[0] == full.train_loss[0] and run.final_loss != full.final_loss  # the same run until the stop
 
 
+def test_a_variant_row_tells_how_far_each_seeds_final_loss_ends_from_the_baselines():
+    from benchmarks.variants import case_rows, run_variant
+    from pdt_compile.experiment import train
+
+    task = tasks.digits_mlp(steps=100)
+    [row] = case_rows("tiny", (task, 10, task.lr, None), {"default": {}}, seeds=1)
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    baseline, _ = train(task, lambda opt: opt, seed=0, method="baseline", lr=task.lr)
+    run, opt = run_variant(task, 10, {}, seed=0, method="default", lr=task.lr)
+    assert cells[-2] == f"{(run.final_loss / baseline.final_loss - 1) * 100:+.1f}" and cells[-1] == str(opt.stats.merges)
+
+
 def test_the_harm_probe_merges_only_the_parameters_it_allows():
     from benchmarks.sf_harm import SubsetPDT
 
