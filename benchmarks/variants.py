@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import time
 
 import torch
@@ -55,10 +56,13 @@ VARIANTS: dict[str, dict] = {
 ``verify=True`` verifies every merge on a fixed batch of training samples (``benchmarks.ttb.verified``);
 ``stop_at=f``: no prediction after the first f of the task's steps (where in a run merges help or harm)."""
 
+RUN_FIELDS = ("verify", "stop_at")
+"""Variant fields that set how a run is made, not PDTConfig fields."""
+
 
 def wrap_of(task: Task, snap_every: int, fields: dict) -> Wrap:
     """How a variant wraps the task's optimizer."""
-    options = {key: value for key, value in fields.items() if key not in ("verify", "stop_at")}
+    options = {key: value for key, value in fields.items() if key not in RUN_FIELDS}
     if fields.get("verify"):
         return verified(task, snap_every, **options)
     return lambda opt: pdt.PDT(opt, snap_every=snap_every, **options)
@@ -67,17 +71,23 @@ def wrap_of(task: Task, snap_every: int, fields: dict) -> Wrap:
 def run_variant(task: Task, snap_every: int, fields: dict, *, seed: int, method: str, lr: float) -> tuple:
     """Train ``task`` with PDT set as ``fields`` say; with ``stop_at``, predictions stop (only
     snapshots are taken) once that fraction of the task's steps is done."""
-    made: list = []
     wrap = wrap_of(task, snap_every, fields)
     stop_at = fields.get("stop_at")
+    if stop_at is None:
+        return train(task, wrap, seed=seed, method=method, lr=lr)
+    made: list = []
     steps = [0]
+
+    def wrapped(opt):
+        made.append(wrap(opt))
+        return made[0]
 
     def progress(n: int) -> None:
         steps[0] += n
-        if stop_at is not None and steps[0] >= stop_at * task.steps:
+        if steps[0] == math.ceil(stop_at * task.steps):
             made[0].config.predict_every = 2**62  # the next prediction boundary never comes
 
-    return train(task, lambda opt: made.append(wrap(opt)) or made[0], seed=seed, method=method, lr=lr, progress=progress)
+    return train(task, wrapped, seed=seed, method=method, lr=lr, progress=progress)
 
 
 EXTRA_PEER_LRS = {("char transformer / AdamW", "schedule-free"): 0.048}

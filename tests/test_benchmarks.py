@@ -359,7 +359,7 @@ def test_every_variant_is_a_valid_configuration_and_its_cases_include_schedule_f
 
     task = tasks.digits_mlp()
     for fields in variants.VARIANTS.values():
-        pdt.PDTConfig(snap_every=30, **{k: v for k, v in fields.items() if k not in ("verify", "stop_at")})  # validated
+        pdt.PDTConfig(snap_every=30, **{k: v for k, v in fields.items() if k not in variants.RUN_FIELDS})  # validated
         wrap = variants.wrap_of(task, 30, fields)
         assert getattr(wrap, "needs_model", False) == bool(fields.get("verify"))
     cases = variants.variant_cases("char transformer")
