@@ -9,9 +9,10 @@ element of a merge undone where the jump disagrees in sign with the displacement
 evaluation weights x over the last interval (x = (y - (1 - beta) z) / beta, what schedule-free
 evaluates; where it agrees, the jump follows the averaged trajectory, not only the base
 iterate's noise). The two wrappers below override PDT internals (``_skipped``,
-``_run_boundary``): they are probes for this question, not features. The mnist1d CNN on schedule-free SGD, where merges pay, is the control.
+``_run_boundary``): they are probes for this question, not features. The mnist1d CNN on schedule-free SGD and the mnist1d ViT on schedule-free AdamW, where merges pay, are
+the controls.
 
-    python -m benchmarks.sf_harm [--seeds 3] [--only 'char transformer']
+    python -m benchmarks.sf_harm [--seeds 3] [--only 'char transformer'] [--variants radial]
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from pdt_compile.runtime.schedule import Phase
 from .report import write_section
 from .ttb import peers, task_suite
 
-CASES = {"char transformer / AdamW": 0.048, "mnist1d CNN / SGD-momentum": 1.6}
+CASES = {"char transformer / AdamW": 0.048, "mnist1d CNN / SGD-momentum": 1.6, "mnist1d ViT / AdamW": 0.004}
 """Task -> the schedule-free peer's learning rate ``benchmarks.ttb`` tuned (section "Time to
-baseline", run of 2026-11-30 21:22)."""
+baseline", run of 2026-11-30 21:22; the ViT's: "Time to baseline, core and peers", run of
+2026-11-30 15:34). The CNN and the ViT, where merges pay, are the controls."""
 
 Filter = Callable[[str, Tensor], bool]
 
@@ -116,6 +118,38 @@ class XAgreeingPDT(pdt.PDT):
         return prediction
 
 
+def radial_part(jump: Tensor, weights: Tensor) -> Tensor:
+    """The part of ``jump`` along ``weights`` restricted to the elements the jump moves: what
+    of it grows (or shrinks) the tensor's norm rather than turning it."""
+    support = weights * (jump != 0)
+    norm2 = support.pow(2).sum()
+    if norm2 == 0:
+        return torch.zeros_like(jump)
+    return support * ((jump * support).sum() / norm2)
+
+
+class TangentialPDT(pdt.PDT):
+    """PDT whose merges of matrices (tensors of 2 or more dimensions) keep only the part of the
+    jump that turns the base iterate: the radial part, along the weights before the merge, is
+    undone. Tests whether extrapolated norm growth is what costs on schedule-free AdamW."""
+
+    def _run_boundary(self, phase: Phase):
+        prediction = super()._run_boundary(phase)
+        if prediction is None or phase == Phase.ORDINARY:
+            return prediction
+        undo = []
+        for p, tracked, jump in zip(self._ring.params, self.tracked(), prediction.jumps):
+            if jump is None or p.dim() < 2:
+                undo.append(None)
+                continue
+            undo.append(radial_part(jump, tracked.detach().reshape(-1).float() - jump))
+        self._translate_(undo, -1.0)
+        for jump, part in zip(prediction.jumps, undo):
+            if jump is not None and part is not None:
+                jump.sub_(part.to(jump.dtype))
+        return prediction
+
+
 def variants(snap_every: int) -> dict[str, Callable]:
     """Variant name -> wrap(optimizer) for one task."""
     out: dict[str, Callable] = {
@@ -125,13 +159,17 @@ def variants(snap_every: int) -> dict[str, Callable]:
     for name, allowed in SUBSETS.items():
         out[f"PDT, {name}"] = subset_wrap(allowed, snap_every)
     out["PDT, jumps that disagree with x's displacement undone"] = lambda o: XAgreeingPDT(o, snap_every=snap_every)
+    out["PDT, the radial part of matrices' jumps undone"] = lambda o: TangentialPDT(o, snap_every=snap_every)
     return out
 
 
-def case_rows(name: str, lr: float, seeds: int) -> list[str]:
+def case_rows(name: str, lr: float, seeds: int, chosen: str = "") -> list[str]:
+    """One row per variant (or per variant whose name contains one of the comma-separated
+    ``chosen``; the default always runs) of ``name`` on its schedule-free peer at ``lr``."""
     task, snap_every = task_suite(quick=False)[name]
     task = dataclasses.replace(task, make_optimizer=peers(name, task)["schedule-free"])
-    wraps = variants(snap_every)
+    wraps = {v: w for v, w in variants(snap_every).items()
+             if not chosen or v == "PDT default" or any(c and c in v for c in chosen.split(","))}
     cells: dict[str, list[tuple[float | None, float, float, str]]] = {v: [] for v in wraps}
     for seed in range(seeds):
         baseline, _ = train(task, lambda o: o, seed=seed, method="schedule-free", lr=lr)
@@ -159,6 +197,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--only", default="", help="run only the tasks whose name contains this")
+    parser.add_argument("--variants", default="", help="comma-separated: run only the variants whose name contains one "
+                        "of these (and the default)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -167,13 +207,15 @@ def main() -> None:
             "accepted elements kept, per seed |", "|---|---|---|---|---|---|"]
     for name, lr in CASES.items():
         if args.only in name:
-            rows += case_rows(name, lr, args.seeds)
-            print("\n".join(rows[-len(variants(1)):]), flush=True)
+            new = case_rows(name, lr, args.seeds, args.variants)
+            rows += new
+            print("\n".join(new), flush=True)
     intro = (f"{args.seeds} seeds per task; every run of a seed from the same initial weights and batches. × = "
              "schedule-free's steps over the run's to schedule-free's final training loss, first evaluation at it "
              "(never: not within the budget). Subset rows snapshot every tensor but merge only the named ones. "
              f"Total benchmark time {time.perf_counter() - started:.0f} s.")
     part = f", tasks matching {args.only!r}" if args.only else ""
+    part += f", variants matching {args.variants!r}" if args.variants else ""
     write_section(f"Where PDT's harm on schedule-free comes from{part} (benchmarks/sf_harm.py)", intro + "\n\n" + "\n".join(rows))
 
 
