@@ -27,6 +27,7 @@ from pdt_compile.experiment import Task, Wrap, speedup, train
 
 from .chaos import seed_cells
 from .report import write_section
+from .sf_harm import TangentialPDT
 from .tau_ramp import selected
 from .ttb import peers, task_suite, verified
 
@@ -51,12 +52,14 @@ VARIANTS: dict[str, dict] = {
     "history 8 (a ring of 8 snapshots)": dict(history=8),
     "merges in the first quarter of training only": dict(stop_at=0.25),
     "merges in the first half of training only": dict(stop_at=0.5),
+    "the radial part of matrices' jumps undone (benchmarks.sf_harm's probe)": dict(tangential=True),
 }
 """Variant name -> PDTConfig fields set on top of the defaults (and the task's ``snap_every``);
 ``verify=True`` verifies every merge on a fixed batch of training samples (``benchmarks.ttb.verified``);
-``stop_at=f``: no prediction after the first f of the task's steps (where in a run merges help or harm)."""
+``stop_at=f``: no prediction after the first f of the task's steps (where in a run merges help or harm);
+``tangential=True``: :class:`benchmarks.sf_harm.TangentialPDT` (a probe, not a PDTConfig field)."""
 
-RUN_FIELDS = ("verify", "stop_at")
+RUN_FIELDS = ("verify", "stop_at", "tangential")
 """Variant fields that set how a run is made, not PDTConfig fields."""
 
 
@@ -65,6 +68,8 @@ def wrap_of(task: Task, snap_every: int, fields: dict) -> Wrap:
     options = {key: value for key, value in fields.items() if key not in RUN_FIELDS}
     if fields.get("verify"):
         return verified(task, snap_every, **options)
+    if fields.get("tangential"):
+        return lambda opt: TangentialPDT(opt, snap_every=snap_every, **options)
     return lambda opt: pdt.PDT(opt, snap_every=snap_every, **options)
 
 
