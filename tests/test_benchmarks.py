@@ -422,6 +422,58 @@ def test_the_harm_probe_undoes_a_jump_only_where_it_moves_against_the_averaged_w
     assert disagreeing_part(jump, displacement).tolist() == [0.0, -1.0, 2.0, 0.0, 0.0]
 
 
+def _radial_run(wrap, steps=24):
+    """SGD on a matrix whose gradient drifts it along its own direction (its norm grows, it does
+    not turn) and a vector that drifts elementwise: the parameters, and the optimizer."""
+    torch.manual_seed(0)
+    matrix, vector = torch.nn.Parameter(torch.randn(5, 10)), torch.nn.Parameter(torch.randn(50))
+    drift = [-matrix.detach().clone(), torch.linspace(0.5, 1.5, 50)]
+    opt = wrap(torch.optim.SGD([matrix, vector], lr=0.01))
+    for _ in range(steps):
+        for p, g in zip((matrix, vector), drift):
+            p.grad = g.clone()
+        opt.step()
+    return matrix.detach().clone(), vector.detach().clone(), opt
+
+
+def test_the_radial_part_of_a_jump_lies_along_the_weights_it_moves_and_leaves_the_rest_orthogonal():
+    from benchmarks.sf_harm import radial_part
+
+    torch.manual_seed(0)
+    weights = torch.randn(200, dtype=torch.float64)
+    jump = torch.randn(200, dtype=torch.float64) * (torch.rand(200) < 0.3)
+    part = radial_part(jump, weights)
+    assert torch.equal(part != 0, (jump != 0) & (weights != 0))  # only where the jump moves
+    assert abs(float((jump - part) @ (weights * (jump != 0)))) < 1e-9  # the rest turns, it does not grow
+    assert torch.allclose(radial_part(3.0 * weights, weights), 3.0 * weights)
+    assert not radial_part(torch.zeros(200, dtype=torch.float64), weights).any()
+
+
+def test_the_tangential_probe_undoes_a_matrix_jump_that_only_grows_its_norm_and_keeps_the_rest():
+    import pdt_compile as pdt
+    from benchmarks.sf_harm import TangentialPDT
+
+    options = dict(snap_every=2, history=3, burn_in=3)
+    plain_matrix, plain_vector, _ = _radial_run(lambda o: o)
+    merged_matrix, _, opt = _radial_run(lambda o: pdt.PDT(o, **options))
+    matrix, vector, probe = _radial_run(lambda o: TangentialPDT(o, **options))
+    assert opt.stats.merges > 0 and probe.stats.merges > 0
+    assert merged_matrix.norm() > plain_matrix.norm() * 1.01  # PDT's jumps grew the matrix
+    assert torch.allclose(matrix, plain_matrix, atol=1e-5)  # the probe's did not
+    assert not torch.allclose(vector, plain_vector)  # the vector still jumped ahead
+
+
+def test_the_radial_benchmark_reads_growth_the_gradient_drives_as_downhill():
+    import benchmarks.radial as radial
+
+    _, _, probe = _radial_run(lambda o: radial.RadialProbe(o, snap_every=2, history=3, burn_in=3))
+    assert probe.readings and probe.stats.merges >= len(probe.readings)
+    for r in probe.readings:
+        assert r.own_growth > 0 and r.jump_growth > 0 and r.first_order < 0
+    cells = radial.summary_cells(probe.readings).split("|")
+    assert int(cells[0]) == len(probe.readings) and cells[3].strip() == f"0% of {len(probe.readings)}"
+
+
 def test_interval_places_match_where_the_gradient_check_takes_norms():
     """benchmarks.interval_cost names each place in the interval by what runs there: the
     window places are exactly the steps GradientCheck.wants a norm for before a boundary."""
