@@ -36,9 +36,9 @@ class Reading:
 
     step: int
     own_growth: float
-    """|w| before the merge minus |w| right after the previous boundary."""
+    """‖w‖ before the merge minus ‖w‖ right after the previous boundary."""
     jump_growth: float
-    """The jump's component along the weights before it (<J, w> / |w|)."""
+    """The jump's component along the weights before it (<J, w> / ‖w‖)."""
     first_order: float
     """<g, radial part of J>: the loss change that part makes, to first order, by the boundary
     step's batch gradient (positive: uphill)."""
@@ -103,7 +103,7 @@ def main() -> None:
     torch.set_num_threads(1)
     started = time.perf_counter()
     rows = ["| task on schedule-free | part of the run | matrix merges | optimizer's own norm growth (sum over "
-            "merges of the change of |w| since the previous boundary) | norm growth the jumps add (sum of <J, w>/|w|) "
+            "merges of the change of ‖w‖ since the previous boundary) | norm growth the jumps add (sum of <J, w>/‖w‖) "
             "| growing jumps whose radial part is uphill for the boundary step's gradient | first-order loss change "
             "of the radial parts (sum) |", "|---|---|---|---|---|---|---|"]
     for name, lr in CASES.items():
