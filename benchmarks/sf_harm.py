@@ -12,7 +12,7 @@ iterate's noise). The two wrappers below override PDT internals (``_skipped``,
 ``_run_boundary``): they are probes for this question, not features. The mnist1d CNN on schedule-free SGD and the mnist1d ViT on schedule-free AdamW, where merges pay, are
 the controls.
 
-    python -m benchmarks.sf_harm [--seeds 3] [--only 'char transformer'] [--variants radial]
+    python -m benchmarks.sf_harm [--seeds 3] [--only 'char transformer'] [--variants radial] [--weight-decay 0.01]
 """
 
 from __future__ import annotations
@@ -163,11 +163,27 @@ def variants(snap_every: int) -> dict[str, Callable]:
     return out
 
 
-def case_rows(name: str, lr: float, seeds: int, chosen: str = "") -> list[str]:
+def with_weight_decay(make_optimizer: Callable, weight_decay: float | None) -> Callable:
+    """``make_optimizer`` with every param group's ``weight_decay`` set (None: as it is)."""
+    if weight_decay is None:
+        return make_optimizer
+
+    def make(params, lr):
+        optimizer = make_optimizer(params, lr)
+        for group in optimizer.param_groups:
+            group["weight_decay"] = weight_decay
+        return optimizer
+    return make
+
+
+def case_rows(name: str, lr: float, seeds: int, chosen: str = "", weight_decay: float | None = None) -> list[str]:
     """One row per variant (or per variant whose name contains one of the comma-separated
-    ``chosen``; the default always runs) of ``name`` on its schedule-free peer at ``lr``."""
+    ``chosen``; the default always runs) of ``name`` on its schedule-free peer at ``lr``, with
+    ``weight_decay`` when given (the peer's default, 0, otherwise)."""
     task, snap_every = task_suite(quick=False)[name]
-    task = dataclasses.replace(task, make_optimizer=peers(name, task)["schedule-free"])
+    task = dataclasses.replace(task, make_optimizer=with_weight_decay(peers(name, task)["schedule-free"], weight_decay))
+    if weight_decay is not None:
+        name = f"{name}, weight decay {weight_decay:g}"
     wraps = {v: w for v, w in variants(snap_every).items()
              if not chosen or v == "PDT default" or any(c and c in v for c in chosen.split(","))}
     cells: dict[str, list[tuple[float | None, float, float, str]]] = {v: [] for v in wraps}
@@ -199,6 +215,8 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run only the tasks whose name contains this")
     parser.add_argument("--variants", default="", help="comma-separated: run only the variants whose name contains one "
                         "of these (and the default)")
+    parser.add_argument("--weight-decay", type=float, default=None,
+                        help="the schedule-free peer's weight decay (default: its own, 0), the same for every run")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -207,7 +225,7 @@ def main() -> None:
             "accepted elements kept, per seed |", "|---|---|---|---|---|---|"]
     for name, lr in CASES.items():
         if args.only in name:
-            new = case_rows(name, lr, args.seeds, args.variants)
+            new = case_rows(name, lr, args.seeds, args.variants, args.weight_decay)
             rows += new
             print("\n".join(new), flush=True)
     intro = (f"{args.seeds} seeds per task; every run of a seed from the same initial weights and batches. × = "
@@ -216,6 +234,7 @@ def main() -> None:
              f"Total benchmark time {time.perf_counter() - started:.0f} s.")
     part = f", tasks matching {args.only!r}" if args.only else ""
     part += f", variants matching {args.variants!r}" if args.variants else ""
+    part += f", weight decay {args.weight_decay:g}" if args.weight_decay is not None else ""
     write_section(f"Where PDT's harm on schedule-free comes from{part} (benchmarks/sf_harm.py)", intro + "\n\n" + "\n".join(rows))
 
 
