@@ -474,6 +474,17 @@ def test_the_radial_benchmark_reads_growth_the_gradient_drives_as_downhill():
     assert int(cells[0]) == len(probe.readings) and cells[3].strip() == f"0% of {len(probe.readings)}"
 
 
+def test_the_harm_benchmark_sets_the_peers_weight_decay_on_every_group_only_when_asked():
+    from benchmarks.sf_harm import with_weight_decay
+
+    def make(params, lr):
+        return torch.optim.AdamW([{"params": params[:1]}, {"params": params[1:], "weight_decay": 0.3}], lr=lr)
+
+    params = [torch.zeros(2, requires_grad=True), torch.zeros(3, requires_grad=True)]
+    assert [g["weight_decay"] for g in with_weight_decay(make, 0.01)(params, 0.1).param_groups] == [0.01, 0.01]
+    assert [g["weight_decay"] for g in with_weight_decay(make, None)(params, 0.1).param_groups] == [0.01, 0.3]
+
+
 def test_interval_places_match_where_the_gradient_check_takes_norms():
     """benchmarks.interval_cost names each place in the interval by what runs there: the
     window places are exactly the steps GradientCheck.wants a norm for before a boundary."""
