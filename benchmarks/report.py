@@ -10,8 +10,11 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -54,6 +57,14 @@ def machine() -> str:
     return (f"{platform.node() or 'host'}: {os.cpu_count()} CPUs ({cpu_model()}, "
             f"{torch.backends.cpu.get_cpu_capability()}), {device}, Python {platform.python_version()}, "
             f"torch {torch.__version__}, {torch.get_num_threads()} torch threads; {package_versions()}")
+
+
+def chosen(variants: dict[str, T], texts: str, always: str) -> dict[str, T]:
+    """The ``variants`` whose name contains one of the comma-separated ``texts`` (all when
+    ``texts`` names none), and ``always`` (a baseline every table needs) in any case."""
+    wanted = [text for text in texts.split(",") if text]
+    return {name: value for name, value in variants.items()
+            if name == always or not wanted or any(text in name for text in wanted)}
 
 
 def _section_pattern(title: str) -> re.Pattern:

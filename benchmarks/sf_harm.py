@@ -30,7 +30,7 @@ import pdt_compile as pdt
 from pdt_compile.experiment import needs_model, speedup, train
 from pdt_compile.runtime.schedule import Phase
 
-from .report import write_section
+from .report import chosen, write_section
 from .ttb import peers, task_suite
 
 CASES = {"char transformer / AdamW": 0.048, "mnist1d CNN / SGD-momentum": 1.6, "mnist1d ViT / AdamW": 0.004}
@@ -68,8 +68,8 @@ def subset_wrap(allowed: Filter, snap_every: int) -> Callable:
     """A wrap for ``experiment.train`` (given the model) that merges only where ``allowed``."""
     @needs_model
     def wrap(optimizer, model):
-        chosen = {id(p) for name, p in model.named_parameters() if allowed(name, p)}
-        return SubsetPDT(optimizer, chosen, snap_every=snap_every)
+        merging = {id(p) for name, p in model.named_parameters() if allowed(name, p)}
+        return SubsetPDT(optimizer, merging, snap_every=snap_every)
     return wrap
 
 
@@ -176,16 +176,15 @@ def with_weight_decay(make_optimizer: Callable, weight_decay: float | None) -> C
     return make
 
 
-def case_rows(name: str, lr: float, seeds: int, chosen: str = "", weight_decay: float | None = None) -> list[str]:
+def case_rows(name: str, lr: float, seeds: int, names: str = "", weight_decay: float | None = None) -> list[str]:
     """One row per variant (or per variant whose name contains one of the comma-separated
-    ``chosen``; the default always runs) of ``name`` on its schedule-free peer at ``lr``, with
+    ``names``; the default always runs) of ``name`` on its schedule-free peer at ``lr``, with
     ``weight_decay`` when given (the peer's default, 0, otherwise)."""
     task, snap_every = task_suite(quick=False)[name]
     task = dataclasses.replace(task, make_optimizer=with_weight_decay(peers(name, task)["schedule-free"], weight_decay))
     if weight_decay is not None:
         name = f"{name}, weight decay {weight_decay:g}"
-    wraps = {v: w for v, w in variants(snap_every).items()
-             if not chosen or v == "PDT default" or any(c and c in v for c in chosen.split(","))}
+    wraps = chosen(variants(snap_every), names, always="PDT default")
     cells: dict[str, list[tuple[float | None, float, float, str]]] = {v: [] for v in wraps}
     for seed in range(seeds):
         baseline, _ = train(task, lambda o: o, seed=seed, method="schedule-free", lr=lr)

@@ -26,7 +26,7 @@ import pdt_compile as pdt
 from pdt_compile.experiment import Task, Wrap, speedup, train
 
 from .chaos import seed_cells
-from .report import write_section
+from .report import chosen, write_section
 from .sf_harm import TangentialPDT
 from .tau_ramp import selected
 from .ttb import peers, task_suite, verified
@@ -144,9 +144,7 @@ def main() -> None:
     parser.add_argument("--variants", default="", help="comma-separated texts: run only the variants whose name "
                                                        "contains one (the default always runs)")
     args = parser.parse_args()
-    wanted = [text for text in args.variants.split(",") if text]
-    variants = {name: fields for name, fields in VARIANTS.items()
-                if name == "default" or not wanted or any(text in name for text in wanted)}
+    variants = chosen(VARIANTS, args.variants, always="default")
     torch.set_num_threads(1)
     started = time.perf_counter()
     rows = ["| case | PDT | steps × per seed (baseline steps / PDT's to the baseline's final loss) | median [min–max] | "
@@ -160,7 +158,8 @@ def main() -> None:
         print("\n".join(rows[-len(variants):]), flush=True)
     intro = (f"{args.seeds} seeds per case, every run of a seed from the same initial weights and batches; × = the "
              "baseline's steps over PDT's to the baseline's final training loss (floored at 1e-6), first evaluation "
-             "at it, as benchmarks.ttb counts them. Variants set these PDTConfig fields on top of the defaults: "
+             "at it, as benchmarks.ttb counts them. Variants set these fields on top of the defaults (PDTConfig's, "
+             f"or how the run is made: {', '.join(RUN_FIELDS)}): "
              + "; ".join(f"{name}: {fields or 'none'}" for name, fields in variants.items())
              + f". Total benchmark time {time.perf_counter() - started:.0f} s.")
     part = (f", cases matching {args.only!r}" if args.only else "") + (f", variants matching {args.variants!r}"

@@ -474,6 +474,16 @@ def test_the_radial_benchmark_reads_growth_the_gradient_drives_as_downhill():
     assert int(cells[0]) == len(probe.readings) and cells[3].strip() == f"0% of {len(probe.readings)}"
 
 
+def test_a_variant_filter_keeps_the_names_containing_any_text_and_always_the_baseline():
+    from benchmarks.report import chosen
+
+    variants = {"default": 0, "tau 12": 1, "tau 16": 2, "burn-in 16": 3}
+    assert chosen(variants, "", always="default") == variants
+    assert chosen(variants, "tau 1,burn", always="default") == variants
+    assert chosen(variants, "tau 12,", always="default") == {"default": 0, "tau 12": 1}
+    assert chosen(variants, "nothing", always="default") == {"default": 0}
+
+
 def test_the_harm_benchmark_sets_the_peers_weight_decay_on_every_group_only_when_asked():
     from benchmarks.sf_harm import with_weight_decay
 
