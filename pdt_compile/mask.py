@@ -92,6 +92,20 @@ def trend_mask(w: Tensor, ring: Tensor | Sequence[Tensor], s: Tensor) -> Tensor:
     return functools.reduce(torch.minimum, [(w - row) * d for row in ring]) > 0
 
 
+def drift_mask(path: Sequence[Tensor], threshold: float) -> Tensor:
+    """Boolean ``[n]``: elements whose path drifts more than it wanders. ``path``: the points
+    oldest first (the ring's snapshots in time order, then the current weights), each ``[n]``.
+    An element passes where its net displacement over the path exceeds ``threshold`` times the
+    root of its summed squared steps: ``|x_last - x_first| > threshold * sqrt(sum (x_i - x_{i-1})^2)``.
+    A steady drift over m steps scores sqrt(m); a random walk about 1 (for Gaussian steps and
+    m = 5, 14 % of random walks score above 1.5, 2 % above 2). NaN and a path that never moves fail."""
+    if len(path) < 2:
+        raise ValueError(f"drift_mask: path has {len(path)} points; it needs at least 2")
+    energy = functools.reduce(torch.add, [(b - a) * (b - a) for a, b in zip(path, path[1:])])
+    net = path[-1] - path[0]
+    return net * net > (threshold * threshold) * energy
+
+
 def merge(w: Tensor, s: Tensor, p_tau: Tensor, mask: Tensor) -> Tensor:
     """Merged weights: ``s + p_tau`` where ``mask``, else ``w`` (all ``[n]``)."""
     return torch.where(mask, s + p_tau, w)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from pdt_compile import consistency_mask
 from pdt_compile.config import RULES
-from pdt_compile.mask import forecast_mask_merge, merge, trend_mask
+from pdt_compile.mask import drift_mask, forecast_mask_merge, merge, trend_mask
 
 SIGN_RULES = ("paper", "reference", "consistency_only")
 BOUND_RULES = {"paper": lambda tau: tau, "reference": lambda tau: tau + 1, "accel_only": lambda tau: tau}
@@ -139,3 +139,25 @@ def test_trend_mask_by_hand():
     # element 0: monotone up; 1: up last interval but s_1 = 2 lies ahead; 2: down, all behind
     assert trend_mask(w, ring, ring[-1]).tolist() == [True, False, True]
     assert not trend_mask(torch.tensor([float("nan")]), ring[:, :1], ring[-1, :1]).item()
+
+
+def test_drift_mask_by_hand():
+    # element 0: steady drift (net 3, steps 1, 1, 1: score sqrt 3); 1: there and back (net 0);
+    # 2: one big step and two small ones back (net 1.6, energy 4 + 0.04 + 0.04); 3: never moves
+    path = [torch.tensor(v) for v in ([0.0, 0.0, 0.0, 5.0], [1.0, 1.0, 2.0, 5.0], [2.0, 0.0, 1.8, 5.0],
+                                      [3.0, 0.0, 1.6, 5.0])]
+    assert drift_mask(path, 1.7).tolist() == [True, False, False, False]
+    assert drift_mask(path, 0.5).tolist() == [True, False, True, False]
+    assert not drift_mask([torch.tensor([0.0]), torch.tensor([math.nan])], 0.1).item()
+    with pytest.raises(ValueError, match="path has 1 points"):
+        drift_mask(path[:1], 1.0)
+
+
+@given(st.lists(st.floats(-3.0, 3.0, width=32), min_size=2, max_size=7), st.floats(0.0, 3.0))
+def test_drift_mask_scores_a_path_against_its_own_steps(points, threshold):
+    """The score depends on the path's shape, not its scale or direction, and no path of m
+    steps scores above sqrt(m) (Cauchy-Schwarz): a threshold of sqrt(m) passes nothing."""
+    path = [torch.tensor([p], dtype=torch.float64) for p in points]
+    accepted = drift_mask(path, threshold).item()
+    assert drift_mask([-4.0 * p for p in path], threshold).item() == accepted
+    assert not drift_mask(path, math.sqrt(len(points) - 1) + 1e-9).item()
