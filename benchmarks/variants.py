@@ -26,7 +26,6 @@ import pdt_compile as pdt
 from pdt_compile.experiment import Task, Wrap, speedup, train
 
 from .chaos import seed_cells
-from .drift_probe import DriftPDT
 from .report import chosen, write_section
 from .sf_harm import TangentialPDT
 from .tau_ramp import selected
@@ -54,16 +53,15 @@ VARIANTS: dict[str, dict] = {
     "merges in the first quarter of training only": dict(stop_at=0.25),
     "merges in the first half of training only": dict(stop_at=0.5),
     "the radial part of matrices' jumps undone (benchmarks.sf_harm's probe)": dict(tangential=True),
-    "drift 1.5 (jumps only where the ring's path drifts: benchmarks.drift_probe)": dict(drift=1.5),
-    "drift 2 (jumps only where the ring's path drifts: benchmarks.drift_probe)": dict(drift=2.0),
+    "drift 1.5 (jumps only where the ring's path drifts)": dict(drift=1.5),
+    "drift 2 (jumps only where the ring's path drifts)": dict(drift=2.0),
 }
 """Variant name -> PDTConfig fields set on top of the defaults (and the task's ``snap_every``);
 ``verify=True`` verifies every merge on a fixed batch of training samples (``benchmarks.ttb.verified``);
 ``stop_at=f``: no prediction after the first f of the task's steps (where in a run merges help or harm);
-``tangential=True``: :class:`benchmarks.sf_harm.TangentialPDT` (a probe, not a PDTConfig field);
-``drift=c``: :class:`benchmarks.drift_probe.DriftPDT` at threshold c (a probe too)."""
+``tangential=True``: :class:`benchmarks.sf_harm.TangentialPDT` (a probe, not a PDTConfig field)."""
 
-RUN_FIELDS = ("verify", "stop_at", "tangential", "drift")
+RUN_FIELDS = ("verify", "stop_at", "tangential")
 """Variant fields that set how a run is made, not PDTConfig fields."""
 
 
@@ -74,8 +72,6 @@ def wrap_of(task: Task, snap_every: int, fields: dict) -> Wrap:
         return verified(task, snap_every, **options)
     if fields.get("tangential"):
         return lambda opt: TangentialPDT(opt, snap_every=snap_every, **options)
-    if fields.get("drift"):
-        return lambda opt: DriftPDT(opt, snap_every=snap_every, drift=fields["drift"], **options)
     return lambda opt: pdt.PDT(opt, snap_every=snap_every, **options)
 
 

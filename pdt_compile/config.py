@@ -90,6 +90,14 @@ class PDTConfig:
     longer costs 10-20 % loss right after it. Alone (tau = 5) it passes fewer elements and is
     no faster; with tau = 8 it was faster than the unfiltered tau = 5 on every task."""
 
+    drift: float | None = None
+    """Also require that each element's path, from the oldest snapshot through the ring to the
+    current weights, drift more than it wanders: net displacement above ``drift`` times the
+    root of its summed squared steps (:func:`pdt_compile.mask.ring_drift_mask`; a steady drift
+    over the ring's h steps scores sqrt(h), a random walk about 1). A per-element noise estimate
+    from the ring itself (not in the paper), for where the optimizer jitters about a slow drift
+    (late training at a constant rate). ``None`` (default): off. Must lie in (0, sqrt(history))."""
+
     granularity: str = "tensor"
     """``"tensor"``: one DMD per parameter tensor; ``"model"``: all parameters as one vector."""
 
@@ -323,6 +331,13 @@ class PDTConfig:
         for flag in ("adaptive", "trend", "lr_horizon"):
             if not isinstance(getattr(self, flag), bool):
                 _fail(flag, getattr(self, flag), "expected True or False")
+        if self.drift is not None:
+            if isinstance(self.drift, bool) or not isinstance(self.drift, (int, float)) or not (
+                0 < self.drift < math.sqrt(self.history)
+            ):
+                _fail("drift", self.drift, f"expected None or a float in (0, sqrt(history) = {math.sqrt(self.history):.3g}): "
+                      "a path of h steps scores at most sqrt(h), so a larger threshold passes nothing")
+            self.drift = float(self.drift)
         if self.dynamics == "affine" and self.history < 3:
             _fail("history", self.history, 'dynamics="affine" needs history >= 3')
         _check_rank(self.rank)

@@ -106,6 +106,20 @@ def drift_mask(path: Sequence[Tensor], threshold: float) -> Tensor:
     return net * net > (threshold * threshold) * energy
 
 
+def ring_drift_mask(w: Tensor, ring: Tensor | Sequence[Tensor], s: Tensor, oldest: Tensor, threshold: float) -> Tensor:
+    """:func:`drift_mask` of the path from the oldest snapshot through the ring to ``w``, read
+    from the ring in its physical (cyclic) row order: the rows are the snapshots rotated, so the
+    squared steps between cyclically adjacent rows are the path's, but for the step from the
+    newest (``s``) back to the ``oldest``, which gives way to the step from ``s`` to ``w``. No
+    row is reordered: compiled, a one-hot ``s`` and ``oldest`` serve every slot."""
+    rows = list(ring)
+    cyclic = [(rows[(i + 1) % len(rows)] - row) for i, row in enumerate(rows)]
+    energy = functools.reduce(torch.add, [step * step for step in cyclic])
+    energy = energy - (oldest - s) * (oldest - s) + (w - s) * (w - s)
+    net = w - oldest
+    return net * net > (threshold * threshold) * energy
+
+
 def merge(w: Tensor, s: Tensor, p_tau: Tensor, mask: Tensor) -> Tensor:
     """Merged weights: ``s + p_tau`` where ``mask``, else ``w`` (all ``[n]``)."""
     return torch.where(mask, s + p_tau, w)
@@ -120,6 +134,8 @@ def forecast_mask_merge(
     tau: Horizon,
     rule: str,
     trend: bool = False,
+    drift: float | None = None,
+    oldest: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One prediction on one block of elements: forecast, mask and merge, fused.
 
@@ -129,7 +145,9 @@ def forecast_mask_merge(
     coefficients ``[steps, h]`` and s_coefficients ``[steps]`` from
     :func:`pdt_compile.dmd.displacement_coefficients` in the ring's row order, with the last
     row p_tau (rows past tau repeat it: :func:`pdt_compile.runtime.predictor.solve_coefficients`).
-    ``trend``: also require :func:`trend_mask`. Returns ``(merged [n], mask [n])``.
+    ``trend``: also require :func:`trend_mask`; ``drift``: also require :func:`ring_drift_mask`
+    at that threshold (``oldest``: the oldest snapshot, one of the rows). Returns
+    ``(merged [n], mask [n])``.
     The single definition of a prediction: the eager path runs it on chunks or compiled on
     whole parameters, the compiled path inlines it into the optimizer-step graph.
     """
@@ -139,4 +157,8 @@ def forecast_mask_merge(
     accepted = mask_of_rows(w - s, predicted, rule, tau)
     if trend:
         accepted = accepted & trend_mask(w, rows, s)
+    if drift is not None:
+        if oldest is None:
+            raise ValueError("forecast_mask_merge: drift needs oldest, the oldest snapshot")
+        accepted = accepted & ring_drift_mask(w, rows, s, oldest, drift)
     return merge(w, s, predicted[-1], accepted), accepted

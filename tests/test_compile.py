@@ -179,6 +179,7 @@ def test_compile_rejects_plain_optimizers():
 
 PARITY_OPTIONS = {
     "bfloat16 ring": dict(ring_dtype="bfloat16"),
+    "drift filter": dict(drift=1.0),
     "gradient check": dict(gradient_limit=1.0 + 1e-9),
     "host ring": dict(ring_location="host"),
     "rollback": dict(rollback_factor=1.0005),

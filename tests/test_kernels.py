@@ -56,14 +56,19 @@ def _inputs(n: int = 3000, h: int = 5, steps: int = 4, seed: int = 1):
     return weights, rows, s_weights, slot_mask, coefficients, s_coefficients
 
 
-@pytest.mark.parametrize("rule,trend,shift", [("reference", True, True), ("paper", False, False)])
-def test_torch_kernels_on_chunks_equal_one_whole_pass(rule, trend, shift):
-    config = pdt.PDTConfig(snap_every=1, rule=rule, trend=trend, after_merge="shift" if shift else "keep",
+FILTERS = [("reference", True, None, True), ("paper", False, None, False), ("reference", True, 1.0, True)]
+"""(rule, trend, drift, shift) cases of the prediction pass."""
+
+
+@pytest.mark.parametrize("rule,trend,drift,shift", FILTERS)
+def test_torch_kernels_on_chunks_equal_one_whole_pass(rule, trend, drift, shift):
+    config = pdt.PDTConfig(snap_every=1, rule=rule, trend=trend, drift=drift, after_merge="shift" if shift else "keep",
                            kernels="torch", chunk_size=1024)
     weights, rows, _, _, *coefficients = _inputs()
     horizon, active = torch.tensor(4.0), torch.tensor(True)
     whole_w, whole_rows = weights.clone(), torch.stack(rows)
-    count = predict_pass_(whole_w, whole_rows, len(rows) - 1, 0, *coefficients, horizon, active, None, rule, trend, shift)
+    count = predict_pass_(whole_w, whole_rows, len(rows) - 1, 0, *coefficients, horizon, active, None, rule, trend,
+                          drift, shift)
     chunked = Kernels(config, torch.device("cpu"), weights.numel())
     chunk_count = chunked.predict_(weights, rows, len(rows) - 1, 0, *coefficients, horizon, active, None)
     assert 0 < int(count) < weights.numel()
@@ -72,18 +77,18 @@ def test_torch_kernels_on_chunks_equal_one_whole_pass(rule, trend, shift):
     assert all(torch.equal(a, b) for a, b in zip(rows, whole_rows))
 
 
-@pytest.mark.parametrize("rule,trend,shift", [("reference", True, True), ("paper", False, False)])
-def test_stacked_rows_equal_unrolled_rows(rule, trend, shift):
+@pytest.mark.parametrize("rule,trend,drift,shift", FILTERS)
+def test_stacked_rows_equal_unrolled_rows(rule, trend, drift, shift):
     # Plain torch runs over an [h, n] tensor with row indices, compiled kernels over h unrolled
     # rows with one-hot selectors: the same maths, summed in another order.
     weights, rows, s_weights, slot_mask, *coefficients = _inputs()
     horizon, active = torch.tensor(4.0), torch.tensor(True)
     unrolled_w, unrolled_rows, unrolled_jump = weights.clone(), [r.clone() for r in rows], torch.zeros_like(weights)
     unrolled = predict_pass_(unrolled_w, unrolled_rows, s_weights, slot_mask, *coefficients, horizon, active,
-                             unrolled_jump, rule, trend, shift)
+                             unrolled_jump, rule, trend, drift, shift)
     stacked_w, stacked_rows, stacked_jump = weights.clone(), torch.stack(rows), torch.zeros_like(weights)
     stacked = predict_pass_(stacked_w, stacked_rows, len(rows) - 1, 0, *coefficients, horizon, active, stacked_jump,
-                            rule, trend, shift)
+                            rule, trend, drift, shift)
     assert 0 < int(stacked) < weights.numel() and abs(int(stacked) - int(unrolled)) <= 2
     assert torch.allclose(stacked_w, unrolled_w, atol=1e-6) and torch.allclose(stacked_jump, unrolled_jump, atol=1e-6)
     assert torch.equal(stacked_rows[0], stacked_w)
@@ -95,7 +100,7 @@ def test_inactive_parameter_is_only_captured():
     before = [r.clone() for r in rows]
     w = weights.clone()
     count = predict_pass_(weights, rows, s_weights, slot_mask, coefficients, s_coefficients,
-                          torch.tensor(4.0), torch.tensor(False), None, "reference", True, True)
+                          torch.tensor(4.0), torch.tensor(False), None, "reference", True, 1.0, True)
     assert int(count) == 0 and torch.equal(weights, w)
     assert torch.equal(rows[0], w) and all(torch.equal(a, b) for a, b in zip(rows[1:], before[1:]))
 
@@ -111,13 +116,13 @@ def test_auto_compiles_only_large_models():
 
 @pytest.mark.inductor
 @needs_compiler
-@pytest.mark.parametrize("rule,trend", [("reference", True), ("paper", False)])
-def test_inductor_kernels_equal_torch_kernels(rule, trend):
+@pytest.mark.parametrize("rule,trend,drift", [("reference", True, 1.0), ("paper", False, None)])
+def test_inductor_kernels_equal_torch_kernels(rule, trend, drift):
     weights, rows, *rest = _inputs()
     horizon, active = torch.tensor(4.0), torch.tensor(True)
     results = {}
     for kernels in ("torch", "inductor", "inductor, counted outside (as on CUDA)"):
-        config = pdt.PDTConfig(snap_every=1, rule=rule, trend=trend, kernels=kernels.split(",")[0])
+        config = pdt.PDTConfig(snap_every=1, rule=rule, trend=trend, drift=drift, kernels=kernels.split(",")[0])
         runner = Kernels(config, torch.device("cpu"), weights.numel())
         runner.fused_count = "outside" not in kernels
         w, r = weights.clone(), [row.clone() for row in rows]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from pdt_compile import consistency_mask
 from pdt_compile.config import RULES
-from pdt_compile.mask import drift_mask, forecast_mask_merge, merge, trend_mask
+from pdt_compile.mask import drift_mask, forecast_mask_merge, merge, ring_drift_mask, trend_mask
 
 SIGN_RULES = ("paper", "reference", "consistency_only")
 BOUND_RULES = {"paper": lambda tau: tau, "reference": lambda tau: tau + 1, "accel_only": lambda tau: tau}
@@ -161,3 +161,33 @@ def test_drift_mask_scores_a_path_against_its_own_steps(points, threshold):
     accepted = drift_mask(path, threshold).item()
     assert drift_mask([-4.0 * p for p in path], threshold).item() == accepted
     assert not drift_mask(path, math.sqrt(len(points) - 1) + 1e-9).item()
+
+
+@given(st.integers(2, 6), st.integers(0, 5), st.integers(1, 6), st.floats(0.1, 2.0), st.integers(0, 2**31 - 1))
+def test_ring_drift_mask_reads_the_path_from_a_rotated_ring(h, newest, n, threshold, seed):
+    """In the ring's physical order (the snapshots rotated so that the newest sits at any row)
+    the mask is the one of the path oldest first, then the weights."""
+    newest %= h
+    generator = torch.Generator().manual_seed(seed)
+    path = torch.randn(h + 1, n, generator=generator, dtype=torch.float64).cumsum(0)
+    path += torch.linspace(0, 3, h + 1, dtype=torch.float64)[:, None] * torch.randn(n, generator=generator, dtype=torch.float64)
+    snapshots, w = path[:h], path[h]
+    ring = snapshots.roll(newest + 1, 0)  # the newest snapshot at row `newest`, the oldest after it
+    oldest = ring[(newest + 1) % h]
+    got = ring_drift_mask(w, ring, ring[newest], oldest, threshold)
+    assert torch.equal(got, drift_mask(list(path), threshold))
+    rows = [row for row in ring]
+    assert torch.equal(ring_drift_mask(w, rows, rows[newest], oldest, threshold), got)
+
+
+def test_forecast_mask_merge_with_drift_keeps_only_drifting_elements():
+    ring = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0]])  # element 0 drifts, element 1 goes back and forth
+    w = torch.tensor([3.0, 1.0])
+    coefficients = torch.zeros(1, 3)
+    s_coefficients = torch.full((1,), 2.0)  # a finite prediction, which rule "none" accepts
+    plain, accepted = forecast_mask_merge(w, ring, ring[2], coefficients, s_coefficients, 2, "none")
+    _, filtered = forecast_mask_merge(w, ring, ring[2], coefficients, s_coefficients, 2, "none", drift=1.0,
+                                      oldest=ring[0])
+    assert accepted.tolist() == [True, True] and filtered.tolist() == [True, False]
+    with pytest.raises(ValueError, match="drift needs oldest"):
+        forecast_mask_merge(w, ring, ring[2], coefficients, s_coefficients, 2, "none", drift=1.0)

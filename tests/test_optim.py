@@ -671,3 +671,50 @@ def test_non_contiguous_parameters_take_their_merges_like_contiguous_ones():
     strided, strided_merges = run(lambda t: t.t().contiguous().t())  # same values, column-major
     assert not strided.is_contiguous() and strided_merges == merges >= 2
     assert torch.allclose(plain, strided, atol=1e-5)
+
+
+class _DriftOracle(pdt.PDT):
+    """PDT without the drift filter whose merges are then undone wherever
+    :func:`pdt_compile.mask.drift_mask` of the path (the ring oldest first, then the weights
+    before the merge) fails: the filter's meaning, written the slow way."""
+
+    def __init__(self, optimizer, threshold, **config):
+        super().__init__(optimizer, **config)
+        self.threshold = threshold
+
+    def _run_boundary(self, phase):
+        if phase != Phase.PREDICT:
+            return super()._run_boundary(phase)
+        from pdt_compile.mask import drift_mask
+
+        rows = [self._ring.rows(i) for i in range(len(self.tracked()))]
+        keep = [drift_mask([r[j] for j in self._ring.order()] + [t.detach().reshape(-1).float()], self.threshold)
+                for r, t in zip(rows, self.tracked())]
+        prediction = super()._run_boundary(phase)
+        undo = [None if jump is None else jump * ~kept for jump, kept in zip(prediction.jumps, keep)]
+        self._translate_(undo, -1.0)
+        for jump, part in zip(prediction.jumps, undo):
+            if jump is not None:
+                jump.sub_(part)
+        return prediction
+
+
+@pytest.mark.parametrize("ring_dtype", ["float32", "bfloat16"])
+def test_drift_filter_merges_only_where_the_ring_path_drifts(ring_dtype):
+    data = batches(60)
+    runs = {}
+    for name, make in {
+        "filter": lambda p: pdt.PDT(torch.optim.Adam(p, lr=0.01), drift=1.5, ring_dtype=ring_dtype, **CONFIG),
+        "oracle": lambda p: _DriftOracle(torch.optim.Adam(p, lr=0.01), 1.5, ring_dtype=ring_dtype, **CONFIG),
+        "no filter": lambda p: pdt.PDT(torch.optim.Adam(p, lr=0.01), ring_dtype=ring_dtype, **CONFIG),
+    }.items():
+        model = make_mlp()
+        opt = make(model.parameters())
+        train(model, opt, data)
+        runs[name] = (model, opt)
+    (filtered, opt), (oracle, _), (plain, plain_opt) = runs.values()
+    assert opt.stats.merges >= 3
+    assert opt.stats.mask_ratio < plain_opt.stats.mask_ratio  # the filter rejects part of what the mask accepts
+    assert any((a - b).abs().max() > 1e-4 for a, b in zip(filtered.parameters(), plain.parameters()))
+    for a, b in zip(filtered.parameters(), oracle.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)

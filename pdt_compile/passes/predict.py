@@ -97,7 +97,7 @@ def group_grams(grams: Sequence[Tensor], groups: Sequence[int]) -> Tensor:
 def merge_parameter_(
     parameter: Tensor, rows: list[Tensor], s_weights: Tensor, slot_mask: Tensor, coefficients: Tensor,
     s_coefficients: Tensor, horizon: Tensor, active: Tensor, counts: Tensor, jump: Tensor | None,
-    index: int, group: int, rule: str, trend: bool, shift: bool,
+    index: int, group: int, rule: str, trend: bool, drift: float | None, shift: bool,
 ) -> None:
     """:func:`~pdt_compile.runtime.kernels.predict_pass_` on one parameter (its local shard, if
     sharded); its accepted count goes to ``counts[index]``."""
@@ -105,7 +105,7 @@ def merge_parameter_(
     weights = parameter.view(-1) if parameter.is_contiguous() else parameter.reshape(-1).clone()
     count = predict_pass_(
         weights, rows, s_weights, slot_mask, coefficients[group], s_coefficients[group], horizon,
-        active[index], jump, rule, trend, shift,
+        active[index], jump, rule, trend, drift, shift,
     )
     if not parameter.is_contiguous():
         parameter.copy_(weights.view(parameter.shape))
@@ -162,7 +162,7 @@ def insert_predict_merge(
             call(
                 merge_parameter_,
                 (parameter, rings[index], *shared, coefficients, s_coefficients, horizon, active, counts, jump,
-                 index, groups[index], config.rule, config.trend, shift),
+                 index, groups[index], config.rule, config.trend, config.drift, shift),
                 MERGE,
             )
     for node, tag in inserted:

@@ -48,24 +48,25 @@ def gram_pass(rows: Sequence[Tensor]) -> Tensor:
 def predict_pass_(
     weights: Tensor, rows: Sequence[Tensor], s_weights: Tensor, slot_mask: Tensor, coefficients: Tensor,
     s_coefficients: Tensor, horizon: Tensor, active: Tensor, jump_out: Tensor | None,
-    rule: str, trend: bool, shift: bool, followers: Sequence[Tensor] = (),
+    rule: str, trend: bool, drift: float | None, shift: bool, followers: Sequence[Tensor] = (),
 ) -> Tensor:
     """:func:`predict_elements_`, returning the accepted count (0-d int64)."""
     return predict_elements_(weights, rows, s_weights, slot_mask, coefficients, s_coefficients, horizon, active,
-                             jump_out, rule, trend, shift, followers).sum()
+                             jump_out, rule, trend, drift, shift, followers).sum()
 
 
 def predict_elements_(
     weights: Tensor, rows: Tensor | Sequence[Tensor], s_weights: Tensor | int, slot_mask: Tensor | int,
     coefficients: Tensor, s_coefficients: Tensor, horizon: Tensor, active: Tensor | bool, jump_out: Tensor | None,
-    rule: str, trend: bool, shift: bool, followers: Sequence[Tensor] = (),
+    rule: str, trend: bool, drift: float | None, shift: bool, followers: Sequence[Tensor] = (),
 ) -> Tensor:
     """One parameter's prediction, in place; returns the accepted elements (``[n]`` bool).
 
     weights ``[n]`` (any float dtype) and rows (h float32 ``[n]`` rows, or one ``[h, n]``
     tensor, in physical order) are rewritten: merged weights; every row translated by the jump
     when ``shift``; the merged weights captured in the row that ``slot_mask`` marks.
-    ``s_weights`` picks the last snapshot s. Both are one-hot ``[h]`` tensors (float and bool:
+    ``s_weights`` picks the last snapshot s; ``slot_mask``, the row about to be overwritten, is
+    the oldest snapshot (the ring is full when it predicts). Both are one-hot ``[h]`` tensors (float and bool:
     a compiled kernel then serves every slot) or, for plain torch on an ``[h, n]`` tensor, row
     indices. Coefficients ``[steps, h]`` and ``s_coefficients`` ``[steps]`` follow the
     physical rows, the last being p_tau; ``horizon`` (0-d float) is tau; ``active`` (0-d
@@ -79,7 +80,11 @@ def predict_elements_(
     w = weights.float()
     s = rows[s_weights] if isinstance(s_weights, int) else functools.reduce(
         torch.add, [s_weights[i] * row for i, row in enumerate(rows)])
-    merged, accepted = forecast_mask_merge(w, rows, s, coefficients, s_coefficients, horizon, rule, trend)
+    oldest = None
+    if drift is not None:
+        oldest = rows[slot_mask] if isinstance(slot_mask, int) else functools.reduce(
+            torch.add, [torch.where(slot_mask[i], row, 0.0) for i, row in enumerate(rows)])
+    merged, accepted = forecast_mask_merge(w, rows, s, coefficients, s_coefficients, horizon, rule, trend, drift, oldest)
     if active is not True:
         accepted = accepted & active
         merged = torch.where(accepted, merged, w)
@@ -130,7 +135,7 @@ def use_compiled(config: PDTConfig, device: torch.device, elements: int) -> bool
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(kind: str, rule: str, trend: bool, shift: bool, count: bool = True) -> Callable:
+def _compiled(kind: str, rule: str, trend: bool, drift: float | None, shift: bool, count: bool = True) -> Callable:
     """``kind`` ("gram" or "predict") compiled for every parameter size; ``count``: the
     predict kernel returns the accepted count (fused), else the accepted elements."""
     if kind == "gram":
@@ -140,7 +145,7 @@ def _compiled(kind: str, rule: str, trend: bool, shift: bool, count: bool = True
 
         def fn(weights, rows, s_weights, slot_mask, coefficients, s_coefficients, horizon, active, jump_out, followers):
             return pass_(weights, rows, s_weights, slot_mask, coefficients, s_coefficients, horizon,
-                         active, jump_out, rule, trend, shift, followers)
+                         active, jump_out, rule, trend, drift, shift, followers)
     return torch.compile(fn, dynamic=True, fullgraph=True)
 
 
@@ -150,6 +155,7 @@ class Kernels:
 
     def __init__(self, config: PDTConfig, device: torch.device, elements: int) -> None:
         self.rule, self.trend, self.shift = config.rule, config.trend, config.after_merge == "shift"
+        self.drift = config.drift
         self.compiled = use_compiled(config, device, elements)
         self.chunk = config.chunk_for(device)
         # On CUDA the count fused into the pass made Inductor run it as one unsplit reduction
@@ -160,7 +166,7 @@ class Kernels:
 
     def gram(self, rows: Sequence[Tensor]) -> Tensor:
         if self.compiled:
-            return _compiled("gram", "", False, False)(list(rows))
+            return _compiled("gram", "", False, None, False)(list(rows))
         total = None
         for start in range(0, rows[0].numel(), self.chunk):
             part = gram_pass([row[start : start + self.chunk] for row in rows])
@@ -175,7 +181,7 @@ class Kernels:
         """:func:`predict_pass_` on a whole parameter (compiled: ``s_weights`` and ``slot_mask``
         one-hot) or chunk by chunk, each chunk's rows stacked (plain torch: row indices)."""
         if self.compiled:
-            kernel = _compiled("predict", self.rule, self.trend, self.shift, self.fused_count)
+            kernel = _compiled("predict", self.rule, self.trend, self.drift, self.shift, self.fused_count)
             result = kernel(weights, list(rows), s_weights, slot_mask, coefficients, s_coefficients, horizon, active,
                             jump_out, list(followers))
             return result if self.fused_count else result.sum()
@@ -185,8 +191,8 @@ class Kernels:
             block = torch.stack([row[part] for row in rows])
             count += predict_pass_(
                 weights[part], block, s_weights, slot_mask, coefficients, s_coefficients,
-                horizon, active, None if jump_out is None else jump_out[part], self.rule, self.trend, self.shift,
-                [follower[part] for follower in followers],
+                horizon, active, None if jump_out is None else jump_out[part], self.rule, self.trend, self.drift,
+                self.shift, [follower[part] for follower in followers],
             )
             for row, stored in zip(rows, block):
                 row[part].copy_(stored)

@@ -299,7 +299,7 @@ def _update_pack(
     jump = torch.empty_like(weights) if keep_jumps or followers else None
     accepted = predict_elements_(
         weights, pack.matrix, ring.last_slot, ring.next_slot, spread[:, :h], spread[:, h], horizon, active, jump,
-        kernels.rule, kernels.trend, kernels.shift,
+        kernels.rule, kernels.trend, kernels.drift, kernels.shift,
     )
     # float sums are exact: a pack holds far fewer than 2**24 elements
     counts.append((pack.indices, torch.segment_reduce(accepted.float(), "sum", lengths=pack.sizes).to(torch.int64)))
@@ -326,7 +326,7 @@ def _update_streamed(
     """Rings that decode to blocks (bfloat16, host): chunk by chunk through ``block`` and
     ``store_merged_``."""
     count = torch.zeros((), dtype=torch.int64, device=ring.device)
-    shift, last = kernels.shift, ring.last_slot
+    shift, last, oldest = kernels.shift, ring.last_slot, ring.order()[0]
     for start in _chunks(weights.numel(), kernels.chunk):
         columns = slice(start, start + kernels.chunk)
         w = weights[columns].float()
@@ -335,7 +335,8 @@ def _update_streamed(
             ring.store_merged_(index, columns, block, w, None)
             continue
         merged, accepted = forecast_mask_merge(
-            w, block, block[last], coefficients, s_coefficients, horizon, kernels.rule, kernels.trend
+            w, block, block[last], coefficients, s_coefficients, horizon, kernels.rule, kernels.trend,
+            kernels.drift, block[oldest],
         )
         count += accepted.sum()
         jump = merged - w
