@@ -114,24 +114,32 @@ def variant_cases(only: str) -> dict[str, tuple]:
     return out
 
 
+def loss_change(loss: float, baseline: float) -> str:
+    """A run's final loss against the baseline's, in percent; where the baseline ended at
+    exactly 0 (Shampoo on digits can), the run's own loss."""
+    if baseline == 0:
+        return f"{loss:.1e} (baseline 0)"
+    return f"{(loss / baseline - 1) * 100:+.1f}"
+
+
 def case_rows(title: str, case: tuple, variants: dict[str, dict], seeds: int) -> list[str]:
     """The table rows of one case: per-seed step ratios and accuracy changes of every variant."""
     task, snap_every, lr, _ = case
     ratios: dict[str, list[float | None]] = {name: [] for name in variants}
     accuracy: dict[str, list[float]] = {name: [] for name in variants}
     merges: dict[str, int] = {name: 0 for name in variants}
-    final_loss: dict[str, list[float]] = {name: [] for name in variants}
+    final_loss: dict[str, list[str]] = {name: [] for name in variants}
     for seed in range(seeds):
         baseline, _ = train(task, lambda opt: opt, seed=seed, method="baseline", lr=lr)
         for name, fields in variants.items():
             run, opt = run_variant(task, snap_every, fields, seed=seed, method=name, lr=lr)
             ratios[name].append(speedup(baseline, run)[0])
             accuracy[name].append((run.test_accuracy[-1] - baseline.test_accuracy[-1]) * 100)
-            final_loss[name].append((run.final_loss / baseline.final_loss - 1) * 100)
+            final_loss[name].append(loss_change(run.final_loss, baseline.final_loss))
             merges[name] += opt.stats.merges
     rows = []
     for name, values in ratios.items():
-        losses = ", ".join(f"{change:+.1f}" for change in final_loss[name])
+        losses = ", ".join(final_loss[name])
         rows.append(f"| {title}, lr {lr:g} | {name} | {seed_cells(values, accuracy[name])} | {losses} | {merges[name]} |")
     return rows
 

@@ -392,6 +392,13 @@ def test_a_variant_row_tells_how_far_each_seeds_final_loss_ends_from_the_baselin
     assert cells[-2] == f"{(run.final_loss / baseline.final_loss - 1) * 100:+.1f}" and cells[-1] == str(opt.stats.merges)
 
 
+def test_a_variant_row_survives_a_baseline_that_ends_at_zero_loss():
+    from benchmarks.variants import loss_change
+
+    assert loss_change(0.5, 0.25) == "+100.0" and loss_change(0.0, 0.0) == "0.0e+00 (baseline 0)"
+    assert loss_change(3e-7, 0.0) == "3.0e-07 (baseline 0)"
+
+
 def test_the_harm_probe_merges_only_the_parameters_it_allows():
     from benchmarks.sf_harm import SubsetPDT
 
