@@ -160,6 +160,7 @@ def variants(snap_every: int) -> dict[str, Callable]:
         out[f"PDT, {name}"] = subset_wrap(allowed, snap_every)
     out["PDT, jumps that disagree with x's displacement undone"] = lambda o: XAgreeingPDT(o, snap_every=snap_every)
     out["PDT, the radial part of matrices' jumps undone"] = lambda o: TangentialPDT(o, snap_every=snap_every)
+    out["PDT, drift 1.5 (jumps only where the ring's path drifts)"] = lambda o: pdt.PDT(o, snap_every=snap_every, drift=1.5)
     return out
 
 

@@ -95,8 +95,14 @@ class PDTConfig:
     current weights, drift more than it wanders: net displacement above ``drift`` times the
     root of its summed squared steps (:func:`pdt_compile.mask.ring_drift_mask`; a steady drift
     over the ring's h steps scores sqrt(h), a random walk about 1). A per-element noise estimate
-    from the ring itself (not in the paper), for where the optimizer jitters about a slow drift
-    (late training at a constant rate). ``None`` (default): off. Must lie in (0, sqrt(history))."""
+    from the ring itself (not in the paper). ``None`` (default): off. Must lie in
+    (0, sqrt(history)). Measured (``python -m benchmarks.variants --variants drift``, 3 seeds,
+    2026-12-02; benchmarks/FINDINGS.md, "Merges only where the path drifts"): 1.5 made the
+    mnist1d ViT on AdamW faster on every seed under both schedules and rescued a seed that never
+    reached the constant-rate baseline, but cost where merges pay (digits with SGD and LAMB, the
+    mnist1d CNN; on schedule-free one CNN seed ran away), lost a seed on the ViT with Lookahead
+    and gained nothing on the character transformer: the wandering elements it drops carry part
+    of the gain on most tasks. Costs about 1.7x a prediction's time on the CPU."""
 
     granularity: str = "tensor"
     """``"tensor"``: one DMD per parameter tensor; ``"model"``: all parameters as one vector."""
