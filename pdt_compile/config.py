@@ -101,7 +101,7 @@ class PDTConfig:
     mnist1d ViT on AdamW faster on every seed under both schedules and rescued a seed that never
     reached the constant-rate baseline, but cost where merges pay (digits with SGD and LAMB, the
     mnist1d CNN; on schedule-free one CNN seed ran away), lost a seed on the ViT with Lookahead
-    and gained nothing on the character transformer: the wandering elements it drops carry part
+    and with schedule-free AdamW, and gained nothing on the character transformer: the wandering elements it drops carry part
     of the gain on most tasks. Costs about 1.7x a prediction's time on the CPU."""
 
     granularity: str = "tensor"
