@@ -102,7 +102,7 @@ class PDTConfig:
     reached the constant-rate baseline, but cost where merges pay (digits with SGD and LAMB, the
     mnist1d CNN; on schedule-free one CNN seed ran away), lost a seed on the ViT with Lookahead
     and with schedule-free AdamW, and gained nothing on the character transformer: the wandering elements it drops carry part
-    of the gain on most tasks. Costs about 1.7x a prediction's time on the CPU."""
+    of the gain on most tasks. A prediction took 1.5-1.9x as long on the CPU (benchmarks/overhead.py)."""
 
     granularity: str = "tensor"
     """``"tensor"``: one DMD per parameter tensor; ``"model"``: all parameters as one vector."""
