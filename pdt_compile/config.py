@@ -98,8 +98,8 @@ class PDTConfig:
     from the ring itself (not in the paper). ``None`` (default): off. Must lie in
     (0, sqrt(history)). Measured (``python -m benchmarks.variants --variants drift``, 3 seeds,
     2026-12-02; benchmarks/FINDINGS.md, "Merges only where the path drifts"): 1.5 made the
-    mnist1d ViT on AdamW faster on every seed under both schedules and rescued a seed that never
-    reached the constant-rate baseline, but cost where merges pay (digits with SGD and LAMB, the
+    mnist1d ViT on AdamW a little faster (cosine, six seeds: median 1.38x -> 1.41x in steps, one
+    seed slower) and rescued a seed that never reached the constant-rate baseline, but cost where merges pay (digits with SGD and LAMB, the
     mnist1d CNN; on schedule-free one CNN seed ran away), lost a seed on the ViT with Lookahead
     and with schedule-free AdamW, and gained nothing on the character transformer: the wandering elements it drops carry part
     of the gain on most tasks. A prediction took 1.5-1.9x as long on the CPU (benchmarks/overhead.py)."""
