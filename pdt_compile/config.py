@@ -99,10 +99,11 @@ class PDTConfig:
     (0, sqrt(history)). Measured (``python -m benchmarks.variants --variants drift``, 3 seeds,
     2026-12-02; benchmarks/FINDINGS.md, "Merges only where the path drifts"): 1.5 made the
     mnist1d ViT on AdamW a little faster (cosine, six seeds: median 1.38x -> 1.41x in steps, one
-    seed slower) and rescued a seed that never reached the constant-rate baseline, but cost where merges pay (digits with SGD and LAMB, the
-    mnist1d CNN; on schedule-free one CNN seed ran away), lost a seed on the ViT with Lookahead
-    and with schedule-free AdamW, and gained nothing on the character transformer: the wandering elements it drops carry part
-    of the gain on most tasks. A prediction took 1.5-1.9x as long on the CPU (benchmarks/overhead.py)."""
+    seed slower) and rescued a seed that never reached the constant-rate baseline, but cost
+    where merges pay (digits with SGD and LAMB, the mnist1d CNN; on schedule-free one CNN seed
+    ran away), lost a seed on the ViT with Lookahead and with schedule-free AdamW, and gained
+    nothing on the character transformer: the wandering elements it drops carry part of the
+    gain on most tasks. A prediction took 1.5-1.9x as long on the CPU (benchmarks/overhead.py)."""
 
     granularity: str = "tensor"
     """``"tensor"``: one DMD per parameter tensor; ``"model"``: all parameters as one vector."""

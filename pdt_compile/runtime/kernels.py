@@ -66,9 +66,9 @@ def predict_elements_(
     tensor, in physical order) are rewritten: merged weights; every row translated by the jump
     when ``shift``; the merged weights captured in the row that ``slot_mask`` marks.
     ``s_weights`` picks the last snapshot s; ``slot_mask``, the row about to be overwritten, is
-    the oldest snapshot (the ring is full when it predicts). Both are one-hot ``[h]`` tensors (float and bool:
-    a compiled kernel then serves every slot) or, for plain torch on an ``[h, n]`` tensor, row
-    indices. Coefficients ``[steps, h]`` and ``s_coefficients`` ``[steps]`` follow the
+    the oldest snapshot (the ring is full when it predicts). Both are one-hot ``[h]`` tensors
+    (float and bool: a compiled kernel then serves every slot) or, for plain torch on an
+    ``[h, n]`` tensor, row indices. Coefficients ``[steps, h]`` and ``s_coefficients`` ``[steps]`` follow the
     physical rows, the last being p_tau; ``horizon`` (0-d float) is tau; ``active`` (0-d
     bool, or ``[n]`` for a pack) False makes it a plain capture (a parameter the optimizer
     skipped); plain torch may pass ``True`` for every element, which spares two whole-tensor
