@@ -26,8 +26,7 @@ that far in that direction). Its gain bounds what any mask could get from DMD's 
 ``--verify``: instead, one full run per task with merges verified on a fixed batch of 256
 training samples (``PDT(..., verify=...)``): how often verification keeps a merge whole,
 backtracks it (1/2, 1/4) or rejects it, the verify-loss change at kept merges, and its share of
-the training wall time; ``--verify-after F`` checks each merge F of an interval after it
-(``PDTConfig.verify_delay``).
+the training wall time.
 """
 
 from __future__ import annotations
@@ -192,16 +191,14 @@ def summary(name: str, forks: list[Fork]) -> str:
     return f"| {name} ({len(forks)} forks) | " + " | ".join(cells) + " |"
 
 
-def verified_merges(name: str, task: Task, lr: float, snap_every: int, backoff: int, after: float = 0.0) -> str:
-    """One run of PDT's defaults with verified merges (seed 0; ``verify_backoff=backoff``;
-    ``after``: the fraction of an interval after a merge it is checked at, 0 at once): the row
-    of the verify table."""
-    delay = 0 if after == 0 else min(snap_every - 1, max(1, round(after * snap_every)))
+def verified_merges(name: str, task: Task, lr: float, snap_every: int, backoff: int) -> str:
+    """One run of PDT's defaults with verified merges (seed 0; ``verify_backoff=backoff``):
+    the row of the verify table."""
     wrap = needs_model(lambda opt, model: pdt.PDT(opt, snap_every=snap_every, verify=verification_loss(task, model),
-                                                  verify_backoff=backoff, verify_delay=delay))
+                                                  verify_backoff=backoff))
     run, opt = train(task, wrap, seed=0, method="verify", lr=lr)
     stats = opt.stats
-    checked = len(stats.verify_loss_change)
+    checked = stats.merges + stats.verify_rejections
     kept = [change for _, change, fraction in stats.verify_loss_change if fraction > 0]
     whole = sum(1 for _, _, fraction in stats.verify_loss_change if fraction == 1.0)
     change = f"{statistics.median(kept):+.2e} [{min(kept):+.1e}, {max(kept):+.1e}]" if kept else "-"
@@ -258,9 +255,6 @@ def main() -> None:
                         help="PDT's defaults only, each fork beside a branch whose mask has seen the future (see above)")
     parser.add_argument("--verify-backoff", type=int, default=pdt.PDTConfig(snap_every=1).verify_backoff,
                         help="with --verify: PDTConfig.verify_backoff (default: its default)")
-    parser.add_argument("--verify-after", type=float, default=0.0,
-                        help="with --verify: check each merge this fraction of an interval after it "
-                             "(PDTConfig.verify_delay, 1 to snap_every - 1 steps; default 0: at once)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.verify:
@@ -268,16 +262,14 @@ def main() -> None:
                 "kept merges (median [min, max]) | verification share of training wall time |",
                 "|---|---|---|---|---|---|---|---|"]
         for name, factory, lr, snap_every in selected(args.only):
-            rows.append(verified_merges(name, factory(), lr, snap_every, args.verify_backoff, args.verify_after))
+            rows.append(verified_merges(name, factory(), lr, snap_every, args.verify_backoff))
             print(rows[-1], flush=True)
         body = "\n".join(rows) + (
             f"\n\nPDT's defaults (verify_backoff={args.verify_backoff}) with `verify=` the loss on a fixed batch of 256 "
             "training samples, seed 0, the task's "
             "tuned constant lr. A checked merge is kept whole, kept at 1/2 or 1/4 of its jump (backtracked), or undone "
-            "(rejected); the loss change is the verify loss with what was kept minus without the merge"
-            + (f", {args.verify_after:g} of an interval after the merge (`verify_delay`)." if args.verify_after else "."))
+            "(rejected); the loss change is the verify loss with what was kept minus without the merge.")
         held = f", verify_backoff={args.verify_backoff}" if args.verify_backoff else ""
-        held += f", checked {args.verify_after:g} of an interval after the merge" if args.verify_after else ""
         write_section(f"Verified merges{held} (benchmarks/merge_anatomy.py --verify)", body)
         return
     if args.oracle:

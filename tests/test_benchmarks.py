@@ -601,13 +601,3 @@ def test_follow_through_projects_the_optimizers_move_after_each_merge_on_its_jum
         replay.step()
     moved = flat(replay.model.parameters()) - after
     assert ratios[0] == pytest.approx(float(moved @ jump / (jump @ jump)), rel=1e-5)
-
-
-def test_the_verify_table_counts_every_checked_merge_once_with_a_late_check():
-    from benchmarks.merge_anatomy import verified_merges
-    from pdt_compile import tasks
-
-    row = verified_merges("digits", tasks.digits_mlp(steps=400), 0.8, 44, backoff=0, after=1.0)
-    _, predictions, checked, whole, backtracked, rejected, *_ = [cell.strip() for cell in row.split("|")[1:-1]]
-    assert int(predictions) >= 3 and int(checked) >= 1
-    assert int(whole) + int(backtracked) + int(rejected) == int(checked)

