@@ -47,8 +47,6 @@ VARIANTS: dict[str, dict] = {
     "rollback at factor 1.5": dict(rollback_factor=1.5),
     "verify (256 training samples)": dict(verify=True),
     "verify (256 training samples), verify_backoff=0": dict(verify=True, verify_backoff=0),
-    "verify late (256 training samples, a quarter interval after the merge)": dict(verify=True, verify_after=0.25),
-    "verify late (256 training samples, just before the next snapshot)": dict(verify=True, verify_after=1.0),
     "predict at every 2nd boundary": dict(predict_every=2),
     "history 3 (a ring of 3 snapshots)": dict(history=3),
     "history 8 (a ring of 8 snapshots)": dict(history=8),
@@ -59,12 +57,11 @@ VARIANTS: dict[str, dict] = {
     "drift 2 (jumps only where the ring's path drifts)": dict(drift=2.0),
 }
 """Variant name -> PDTConfig fields set on top of the defaults (and the task's ``snap_every``);
-``verify=True`` verifies every merge on a fixed batch of training samples (``benchmarks.ttb.verified``),
-``verify_after`` that fraction of an interval after it (``PDTConfig.verify_delay``, 1 to snap_every - 1 steps);
+``verify=True`` verifies every merge on a fixed batch of training samples (``benchmarks.ttb.verified``);
 ``stop_at=f``: no prediction after the first f of the task's steps (where in a run merges help or harm);
 ``tangential=True``: :class:`benchmarks.sf_harm.TangentialPDT` (a probe, not a PDTConfig field)."""
 
-RUN_FIELDS = ("verify", "verify_after", "stop_at", "tangential")
+RUN_FIELDS = ("verify", "stop_at", "tangential")
 """Variant fields that set how a run is made, not PDTConfig fields."""
 
 
@@ -72,8 +69,6 @@ def wrap_of(task: Task, snap_every: int, fields: dict) -> Wrap:
     """How a variant wraps the task's optimizer."""
     options = {key: value for key, value in fields.items() if key not in RUN_FIELDS}
     if fields.get("verify"):
-        if "verify_after" in fields:
-            options["verify_delay"] = min(snap_every - 1, max(1, round(fields["verify_after"] * snap_every)))
         return verified(task, snap_every, **options)
     if fields.get("tangential"):
         return lambda opt: TangentialPDT(opt, snap_every=snap_every, **options)

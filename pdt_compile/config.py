@@ -220,13 +220,6 @@ class PDTConfig:
     """With ``PDT(..., verify=...)``: how many times a merge that raises the verify loss is
     halved before it is undone (2: try 1, 1/2 and 1/4 of the jump)."""
 
-    verify_delay: int = 0
-    """With ``PDT(..., verify=...)``: optimizer steps after a merge at which verification
-    judges it (at most ``snap_every - 1``, so that it comes before the next snapshot). 0
-    judges it at once, before the optimizer has taken the jump in; later, PDT compares the
-    weights as they are with the same weights without the jump (and with half and a quarter
-    of it), the choice that is open then."""
-
     verify_backoff: int = 16
     """With ``PDT(..., verify=...)``: after r >= 2 merges in a row that verification undid,
     skip the next min(2^(r-2), ``verify_backoff``) prediction boundaries (snapshots go on), so
@@ -328,7 +321,6 @@ class PDTConfig:
             _check_int("tau_ramp", self.tau_ramp, 1, self.tau)
         _check_int("verify_backtracks", self.verify_backtracks, 0, 30)
         _check_int("verify_backoff", self.verify_backoff, 0)
-        _check_int("verify_delay", self.verify_delay, 0, self.snap_every - 1)
         _check_int("predict_every", self.predict_every, 1)
         _check_choice("rule", self.rule, RULES)
         _check_choice("granularity", self.granularity, GRANULARITIES)
@@ -416,14 +408,12 @@ class PDTConfig:
         """This configuration with snapshots every ``spacing * snap_every`` steps (at least 1)
         and its horizons (``tau``, ``tau_min``, ``tau_max``, ``tau_ramp``) counting the
         shorter intervals, scaled so that each reaches as many steps ahead as before: a
-        horizon is set in ``snap_every`` intervals whatever the spacing PDT snapshots at.
-        ``verify_delay`` keeps its steps, within the shorter interval."""
+        horizon is set in ``snap_every`` intervals whatever the spacing PDT snapshots at."""
         snap_every = max(1, round(self.snap_every * spacing))
         factor = self.snap_every / snap_every
         scaled = lambda horizon: None if horizon is None else min(1000, max(1, round(horizon * factor)))
         return self.replace(snap_every=snap_every, tau=scaled(self.tau), tau_min=scaled(self.tau_min),
-                            tau_max=scaled(self.tau_max), tau_ramp=scaled(self.tau_ramp), base_spacing=1.0,
-                            verify_delay=min(snap_every - 1, self.verify_delay))
+                            tau_max=scaled(self.tau_max), tau_ramp=scaled(self.tau_ramp), base_spacing=1.0)
 
     def replace(self, **changes: Any) -> "PDTConfig":
         """A copy with ``changes`` applied (validated again)."""

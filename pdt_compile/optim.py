@@ -323,9 +323,6 @@ class PDT(Optimizer):
             self._ring.before_update_()
             loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
             self._finish_boundary(phase, self._run_boundary(phase))
-        due = self.schedule.verify_due
-        if due is not None and self.schedule.steps >= due:
-            self._verify_late()
         if loss is not None:
             self.report_loss(loss)
         return loss
@@ -335,7 +332,7 @@ class PDT(Optimizer):
         that no gradient check reads (not armed by a merge, not in the window before a
         boundary). Most steps are; right after a training step has left the caches cold, an
         ordinary step cost 9-53 µs more than the plain one (``benchmarks.interval_cost``)."""
-        if self.compiled_step is not None or self.schedule.boundary_next() or self.schedule.verify_due is not None:
+        if self.compiled_step is not None or self.schedule.boundary_next():
             return False
         check = self._gradient_check
         return check is None or (
@@ -477,10 +474,10 @@ class PDT(Optimizer):
         if prediction is not None:
             merged = self._record(self.schedule.steps + 1, prediction)
             if merged and self._verify is not None:
-                if self.config.verify_delay:
-                    self.schedule.verify_due = self.schedule.steps + 1 + self.config.verify_delay
-                else:
-                    merged = self._timed_verification(prediction.jumps, self.schedule.steps + 1)
+                start = time.perf_counter()
+                merged = self._verify_merge(prediction.jumps)
+                self._stats.verify_seconds += time.perf_counter() - start
+                self.schedule.record_verification(kept=merged)
             self._jumps = prediction.jumps if merged else None
             if merged and self._gradient_check is not None:
                 self._gradient_check.armed = torch.tensor(True, device=self._ring.device)
@@ -611,9 +608,7 @@ class PDT(Optimizer):
     @property
     def _needs_jumps_later(self) -> bool:
         """Whether a merge may still be undone after the step that follows it."""
-        config = self.config
-        return (config.rollback_factor is not None or config.setback_limit is not None
-                or (self._verify is not None and config.verify_delay > 0))
+        return self.config.rollback_factor is not None or self.config.setback_limit is not None
 
     def _translate_(self, jumps: list[Tensor | None], scale: float | Tensor) -> None:
         """Move the weights, their followers and the snapshots a merge moved by ``scale`` times
@@ -636,29 +631,10 @@ class PDT(Optimizer):
         self._stats.verify_evaluations += 1
         return value
 
-    def _timed_verification(self, jumps: list[Tensor | None], step: int) -> bool:
-        """:meth:`_verify_merge`, timed into the stats and counted by the backoff."""
-        start = time.perf_counter()
-        kept = self._verify_merge(jumps, step)
-        self._stats.verify_seconds += time.perf_counter() - start
-        self.schedule.record_verification(kept=kept)
-        return kept
-
-    def _verify_late(self) -> None:
-        """Verify the last merge ``verify_delay`` steps after it (``PDTConfig.verify_delay``):
-        keep the largest fraction of its jump that leaves the verify loss no higher than
-        without it, or undo it; nothing when a guard has undone it already."""
-        self.schedule.verify_due = None
-        if self._jumps is None:
-            return
-        kept = self._timed_verification(self._jumps, self.schedule.steps)
-        if not kept or (self.config.rollback_factor is None and self.config.setback_limit is None):
-            self._jumps = None
-
-    def _verify_merge(self, jumps: list[Tensor | None], step: int) -> bool:
-        """Keep the largest fraction of the last merge (1, 1/2, 1/4, ...) whose verify loss is
-        no higher than without it; scales ``jumps`` in place to what stands. Returns whether
-        any of it stands; ``step``: the step the stats record the check at."""
+    def _verify_merge(self, jumps: list[Tensor | None]) -> bool:
+        """Keep the largest fraction of the merge just made (1, 1/2, 1/4, ...) whose verify
+        loss is no higher than without the merge; scales ``jumps`` in place to what stands.
+        Returns whether any of it stands."""
         fractions = [0.5**k for k in range(self.config.verify_backtracks + 1)]
         losses = {1.0: self._verified_loss()}
         self._translate_(jumps, -1.0)
@@ -674,11 +650,11 @@ class PDT(Optimizer):
                     if jump is not None:
                         jump.mul_(fraction)
                 self._stats.verify_backtracks += int(fraction < 1.0)
-                self._stats.verify_loss_change.append((step, losses[fraction] - plain, fraction))
+                self._stats.verify_loss_change.append((self.schedule.steps + 1, losses[fraction] - plain, fraction))
                 return True
         self._stats.merges -= 1
         self._stats.verify_rejections += 1
-        self._stats.verify_loss_change.append((step, 0.0, 0.0))
+        self._stats.verify_loss_change.append((self.schedule.steps + 1, 0.0, 0.0))
         return False
 
     def _undo_merge_(self) -> bool:

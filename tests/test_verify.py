@@ -11,7 +11,7 @@ import torch
 import pdt_compile as pdt
 from pdt_compile.runtime.schedule import Phase, Schedule
 
-from conftest import batches, make_mlp, save_and_load, step_function, train
+from conftest import batches, make_mlp, step_function, train
 
 CONFIG = dict(snap_every=3, history=4, burn_in=4, tau=3)
 
@@ -160,93 +160,3 @@ def test_a_merge_that_stands_ends_the_streak():
 def test_verify_backoff_is_validated():
     with pytest.raises(ValueError, match="verify_backoff"):
         pdt.PDTConfig(snap_every=1, verify_backoff=-1)
-
-
-def weights_by_step(model, opt, data) -> list[list[torch.Tensor]]:
-    """Train on ``data``; the weights after every step (index 0: before the first)."""
-    out = [[p.detach().clone() for p in model.parameters()]]
-    for x, y in data:
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-        opt.zero_grad()
-        out.append([p.detach().clone() for p in model.parameters()])
-    return out
-
-
-@pytest.mark.parametrize("answers, kept", [([1.0, 0.0, 1.0, 1.0], 0.0), ([1.0, 0.5, 0.4], 0.5), ([0.1, 0.5], 1.0)])
-def test_a_late_check_weighs_the_weights_with_and_without_the_jump(answers, kept):
-    """``verify_delay=2``: the merge stands untouched for two steps; then verify sees the weights
-    as they are and without the jump (and with half of it), and keeps what its answers say."""
-    data, delay = batches(20), 2
-    reference_model = make_mlp()
-    reference = pdt.PDT(torch.optim.SGD(reference_model.parameters(), lr=0.2, momentum=0.9), **CONFIG)
-    jumps, run_boundary = {}, reference._run_boundary
-
-    def spied(phase):
-        before = [p.detach().clone() for p in reference_model.parameters()]
-        out = run_boundary(phase)
-        if phase == Phase.PREDICT:
-            jumps[reference.schedule.steps + 1] = [p.detach() - b for p, b in zip(reference_model.parameters(), before)]
-        return out
-
-    reference._run_boundary = spied
-    expected = weights_by_step(reference_model, reference, data)
-    merge = min(jumps)
-    assert reference.stats.merges >= 1 and merge + delay < 20 and any((j != 0).any() for j in jumps[merge])
-    model = make_mlp()
-    scripted, seen = Scripted(answers), []
-
-    def verify():
-        seen.append((opt.schedule.steps, [p.detach().clone() for p in model.parameters()]))
-        return scripted()
-
-    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9), verify=verify, verify_delay=delay, **CONFIG)
-    got = weights_by_step(model, opt, data[: merge + delay])
-    for a, b in zip(got[:-1], expected):  # nothing differs before the check
-        assert all(torch.equal(x, y) for x, y in zip(a, b))
-    assert [step for step, _ in seen][:2] == [merge + delay] * 2
-    at_check = expected[merge + delay]
-    assert all(torch.equal(x, y) for x, y in zip(seen[0][1], at_check))
-    for x, y, j in zip(seen[1][1], at_check, jumps[merge]):
-        assert torch.allclose(x, y - j, atol=1e-6)
-    for x, y, j in zip(model.parameters(), at_check, jumps[merge]):
-        assert torch.allclose(x.detach(), y - (1.0 - kept) * j, atol=1e-6)
-    assert opt.stats.merges == (0 if kept == 0.0 else 1)
-    assert opt.stats.verify_rejections == int(kept == 0.0)
-    assert opt.stats.verify_loss_change[-1][::2] == (merge + delay, kept)
-    assert opt.schedule.verify_due is None
-
-
-def test_a_late_check_resumes_from_a_checkpoint_taken_before_it():
-    held_out = batches(1, seed=7, size=64)[0]
-    data, options = batches(60), dict(verify_delay=2, verify_backoff=0, **CONFIG)
-
-    def make(model):
-        verify = lambda: torch.nn.functional.cross_entropy(model(held_out[0]), held_out[1])
-        return pdt.PDT(torch.optim.AdamW(model.parameters(), lr=0.01), verify=verify, **options)
-
-    reference_model = make_mlp()
-    reference = make(reference_model)
-    train(reference_model, reference, data)
-    assert reference.stats.merges >= 1 and reference.stats.verify_rejections >= 5
-    first = reference.stats.verify_loss_change[0][0] - 2
-    for stop_at in (first, first + 1):  # at the merge (check due), between it and the check
-        model = make_mlp()
-        opt = make(model)
-        train(model, opt, data[:stop_at])
-        assert opt.schedule.verify_due == first + 2
-        checkpoint = save_and_load({"model": model.state_dict(), "opt": opt.state_dict()})
-        resumed_model = make_mlp(seed=5)
-        resumed_model.load_state_dict(checkpoint["model"])
-        resumed = make(resumed_model)
-        resumed.load_state_dict(checkpoint["opt"])
-        train(resumed_model, resumed, data[stop_at:])
-        for a, b in zip(reference_model.parameters(), resumed_model.parameters()):
-            assert torch.equal(a, b)
-        assert resumed.stats.verify_loss_change == reference.stats.verify_loss_change
-
-
-@pytest.mark.parametrize("delay", [-1, 3, True, 1.5])
-def test_verify_delay_is_validated(delay):
-    with pytest.raises(ValueError, match="verify_delay"):
-        pdt.PDTConfig(snap_every=3, verify_delay=delay)

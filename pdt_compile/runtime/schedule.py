@@ -121,9 +121,6 @@ class Schedule:
     setback_pending: int | None = None
     """Losses still to come before the last merge is judged (its own, computed before it,
     then q after it); None when no merge awaits judgement."""
-    verify_due: int | None = None
-    """The step after which the last merge is verified (``PDTConfig.verify_delay``); None
-    when no merge awaits it."""
     setbacks_recent: list[float] = field(default_factory=list)
     """The setbacks of the last :data:`SETBACK_MERGES` merges."""
     setbacks: int = 0

@@ -44,8 +44,7 @@ class Stats:
     verify_backtracks: int = 0
     """Merges kept at a fraction (1/2, 1/4, ...) of their jump."""
     verify_loss_change: list[tuple[int, float, float]] = field(default_factory=list)
-    """(step, verify loss change of what was kept, fraction kept) of every verified merge; the
-    step is the check's (the merge's, or ``PDTConfig.verify_delay`` steps after it)."""
+    """(step, verify loss change of what was kept, fraction kept) of every verified merge."""
     verify_seconds: float = 0.0
     """Host wall time spent verifying merges (the verify losses and the weight moves)."""
     prediction_seconds: float = 0.0
