@@ -10,7 +10,7 @@ baseline, PDT's defaults and each variant from the same initial weights and batc
 counts the steps to the baseline's final training loss per seed, with the final test accuracy
 against the baseline's. Steps only, no wall time: it may run beside a timed benchmark.
 
-    python -m benchmarks.variants [--seeds 3] [--only 'char transformer'] [--variants 'affine'] [--lr 0.2]
+    python -m benchmarks.variants [--seeds 3] [--only 'char transformer'] [--variants 'affine'] [--lr 0.2] [--length 3]
 """
 
 from __future__ import annotations
@@ -114,6 +114,15 @@ def variant_cases(only: str) -> dict[str, tuple]:
     return out
 
 
+def longer(task: Task, factor: float) -> Task:
+    """``task`` trained ``factor`` times as many steps, evaluated at the same fraction of its
+    budget (does PDT pay more on a longer run of the same model and data?)."""
+    steps = round(task.steps * factor)
+    if steps < 1:
+        raise ValueError(f"--length: {factor!r} leaves {task.name} no step; use a factor of at least {1 / task.steps:g}")
+    return dataclasses.replace(task, steps=steps, eval_every=max(1, round(task.eval_every * factor)))
+
+
 def loss_change(loss: float, baseline: float) -> str:
     """A run's final loss against the baseline's, in percent; where the baseline ended at
     exactly 0 (Shampoo on digits can), the run's own loss."""
@@ -151,6 +160,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="train every case at this learning rate instead of "
                                                                  "the rate benchmarks.ttb tuned for it (e.g. one another "
                                                                  "machine's tuning chose)")
+    parser.add_argument("--length", type=float, default=1.0,
+                        help="train every case this many times as long (steps and the evaluation grain scale together; "
+                             "a cosine schedule decays over the longer run; the data stay the same)")
     parser.add_argument("--variants", default="", help="comma-separated texts: run only the variants whose name "
                                                        "contains one (the default always runs)")
     args = parser.parse_args()
@@ -164,6 +176,8 @@ def main() -> None:
     for title, case in variant_cases(args.only).items():
         if args.lr is not None:
             case = (case[0], case[1], args.lr, *case[3:])
+        if args.length != 1.0:
+            case = (longer(case[0], args.length), *case[1:])
         rows += case_rows(title, case, variants, args.seeds)
         print("\n".join(rows[-len(variants):]), flush=True)
     intro = (f"{args.seeds} seeds per case, every run of a seed from the same initial weights and batches; × = the "
@@ -175,6 +189,7 @@ def main() -> None:
     part = (f", cases matching {args.only!r}" if args.only else "") + (f", variants matching {args.variants!r}"
                                                                        if args.variants else "")
     part += f", lr {args.lr:g}" if args.lr is not None else ""
+    part += f", {args.length:g} times as long" if args.length != 1.0 else ""
     write_section(f"PDT variants against the defaults on every task{part} (benchmarks/variants.py)",
                   intro + "\n\n" + "\n".join(rows))
 
