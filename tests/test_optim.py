@@ -699,14 +699,15 @@ class _DriftOracle(pdt.PDT):
         return prediction
 
 
-@pytest.mark.parametrize("ring_dtype", ["float32", "bfloat16"])
-def test_drift_filter_merges_only_where_the_ring_path_drifts(ring_dtype):
+@pytest.mark.parametrize("ring", [dict(ring_dtype="float32"), dict(ring_dtype="bfloat16"), dict(ring_location="host")],
+                         ids=["float32", "bfloat16", "host"])
+def test_drift_filter_merges_only_where_the_ring_path_drifts(ring):
     data = batches(60)
     runs = {}
     for name, make in {
-        "filter": lambda p: pdt.PDT(torch.optim.Adam(p, lr=0.01), drift=1.5, ring_dtype=ring_dtype, **CONFIG),
-        "oracle": lambda p: _DriftOracle(torch.optim.Adam(p, lr=0.01), 1.5, ring_dtype=ring_dtype, **CONFIG),
-        "no filter": lambda p: pdt.PDT(torch.optim.Adam(p, lr=0.01), ring_dtype=ring_dtype, **CONFIG),
+        "filter": lambda p: pdt.PDT(torch.optim.Adam(p, lr=0.01), drift=1.5, **ring, **CONFIG),
+        "oracle": lambda p: _DriftOracle(torch.optim.Adam(p, lr=0.01), 1.5, **ring, **CONFIG),
+        "no filter": lambda p: pdt.PDT(torch.optim.Adam(p, lr=0.01), **ring, **CONFIG),
     }.items():
         model = make_mlp()
         opt = make(model.parameters())
