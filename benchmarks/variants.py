@@ -146,6 +146,8 @@ def case_rows(title: str, case: tuple, variants: dict[str, dict], seeds: int) ->
             accuracy[name].append((run.test_accuracy[-1] - baseline.test_accuracy[-1]) * 100)
             final_loss[name].append(loss_change(run.final_loss, baseline.final_loss))
             merges[name] += opt.stats.merges
+            print(f"{title}, seed {seed}, {name}: x {ratios[name][-1]}, accuracy {accuracy[name][-1]:+.1f}, "
+                  f"final loss {final_loss[name][-1]} %", flush=True)
     rows = []
     for name, values in ratios.items():
         losses = ", ".join(final_loss[name])
