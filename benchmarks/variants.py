@@ -55,13 +55,18 @@ VARIANTS: dict[str, dict] = {
     "the radial part of matrices' jumps undone (benchmarks.sf_harm's probe)": dict(tangential=True),
     "drift 1.5 (jumps only where the ring's path drifts)": dict(drift=1.5),
     "drift 2 (jumps only where the ring's path drifts)": dict(drift=2.0),
+    "rate x0.5 (PDT at half the baseline's tuned learning rate)": dict(lr_scale=0.5),
+    "rate x0.7 (PDT at 0.7 times the baseline's tuned learning rate)": dict(lr_scale=0.7),
+    "rate x1.4 (PDT at 1.4 times the baseline's tuned learning rate)": dict(lr_scale=1.4),
 }
 """Variant name -> PDTConfig fields set on top of the defaults (and the task's ``snap_every``);
 ``verify=True`` verifies every merge on a fixed batch of training samples (``benchmarks.ttb.verified``);
 ``stop_at=f``: no prediction after the first f of the task's steps (where in a run merges help or harm);
-``tangential=True``: :class:`benchmarks.sf_harm.TangentialPDT` (a probe, not a PDTConfig field)."""
+``tangential=True``: :class:`benchmarks.sf_harm.TangentialPDT` (a probe, not a PDTConfig field);
+``lr_scale=c``: PDT trains at c times the rate the baseline was tuned to (is PDT's best rate the
+baseline's?)."""
 
-RUN_FIELDS = ("verify", "stop_at", "tangential")
+RUN_FIELDS = ("verify", "stop_at", "tangential", "lr_scale")
 """Variant fields that set how a run is made, not PDTConfig fields."""
 
 
@@ -79,6 +84,7 @@ def run_variant(task: Task, snap_every: int, fields: dict, *, seed: int, method:
     """Train ``task`` with PDT set as ``fields`` say; with ``stop_at``, predictions stop (only
     snapshots are taken) once that fraction of the task's steps is done."""
     wrap = wrap_of(task, snap_every, fields)
+    lr = lr * fields.get("lr_scale", 1.0)
     stop_at = fields.get("stop_at")
     if stop_at is None:
         return train(task, wrap, seed=seed, method=method, lr=lr)
