@@ -601,3 +601,25 @@ def test_follow_through_projects_the_optimizers_move_after_each_merge_on_its_jum
         replay.step()
     moved = flat(replay.model.parameters()) - after
     assert ratios[0] == pytest.approx(float(moved @ jump / (jump @ jump)), rel=1e-5)
+
+
+def test_a_longer_case_scales_its_steps_and_evaluation_grain_and_refuses_no_steps():
+    from benchmarks.variants import longer
+
+    task = tasks.digits_mlp(steps=100)
+    long = longer(task, 3)
+    assert (long.steps, long.eval_every) == (300, 3 * task.eval_every) and long.train_x is task.train_x
+    with pytest.raises(ValueError, match="--length"):
+        longer(task, 0.001)
+
+
+def test_a_rate_scaled_variant_trains_pdt_at_that_multiple_of_the_rate():
+    import pdt_compile as pdt
+    from benchmarks.variants import run_variant
+    from pdt_compile.experiment import train
+
+    task = tasks.digits_mlp(steps=60)
+    scaled, _ = run_variant(task, 10, {"lr_scale": 0.5}, seed=0, method="half", lr=task.lr)
+    direct, _ = train(task, lambda opt: pdt.PDT(opt, snap_every=10), seed=0, method="direct", lr=task.lr * 0.5)
+    full, _ = run_variant(task, 10, {}, seed=0, method="default", lr=task.lr)
+    assert scaled.train_loss == direct.train_loss != full.train_loss
