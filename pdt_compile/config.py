@@ -166,6 +166,14 @@ class PDTConfig:
     digits with SGD, the ViT or the character transformer, and cost where merges pay (digits on
     schedule-free, LAMB under cosine): a merge's setback right after it is a weak sign of harm."""
 
+    loss_hold: float | None = None
+    """Hold predictions while the training loss is up: at a boundary where the mean training
+    loss reported over the interval exceeds ``loss_hold`` times the lowest interval mean so far,
+    PDT only takes the snapshot (``stats.loss_holds``). A run at a constant rate near the edge
+    of stability spikes and recovers by itself; a prediction fitted to that recovery
+    extrapolates a transient, not a trend. Needs the loss reported (as ``runaway_factor``);
+    without it, nothing is held. ``None`` (default): off."""
+
     gradient_limit: float | None = 4.0
     """Undo a merge that the optimizer's next gradient rejects: when the norm of the gradient at
     the merged weights (the next training step's, computed anyway) exceeds ``gradient_limit``
@@ -368,6 +376,11 @@ class PDTConfig:
             or not math.isfinite(self.setback_limit)
         ):
             _fail("setback_limit", self.setback_limit, "expected None or a finite float (e.g. 0.3)")
+        if self.loss_hold is not None and (
+            isinstance(self.loss_hold, bool) or not isinstance(self.loss_hold, (int, float))
+            or not 1 < self.loss_hold < math.inf
+        ):
+            _fail("loss_hold", self.loss_hold, "expected None or a finite float > 1 (e.g. 2.0)")
         if self.runaway_factor not in (None, "auto") and (
             isinstance(self.runaway_factor, bool) or not isinstance(self.runaway_factor, (int, float))
             or not self.runaway_factor > 1

@@ -571,7 +571,7 @@ class PDT(Optimizer):
         reader, which acts from a snapshot taken before the loss rose, else 1."""
         if config.adaptive or config.rollback_factor is not None or config.setback_limit is not None:
             return 1
-        return None if config.runaway_factor is None else config.loss_reads
+        return None if config.runaway_factor is None and config.loss_hold is None else config.loss_reads
 
     def _read_losses(self) -> None:
         """Take the losses reported as tensors and not read yet, in order (one host read); those

@@ -123,6 +123,10 @@ class Schedule:
     then q after it); None when no merge awaits judgement."""
     setbacks_recent: list[float] = field(default_factory=list)
     """The setbacks of the last :data:`SETBACK_MERGES` merges."""
+    lowest_interval_loss: float | None = None
+    """The lowest mean training loss of an interval so far (``PDTConfig.loss_hold``)."""
+    loss_holds: int = 0
+    """Prediction boundaries skipped because the loss was up (``PDTConfig.loss_hold``)."""
     setbacks: int = 0
     """Holds called so far (``PDTConfig.setback_limit``): the next lasts 2^setbacks boundaries."""
 
@@ -148,6 +152,9 @@ class Schedule:
         if ready and self.held_boundaries:
             self.held_boundaries -= 1
             return Phase.CAPTURE
+        if ready and self._loss_up():
+            self.loss_holds += 1
+            return Phase.CAPTURE
         self.horizon = self.tau
         if self.config.tau_ramp is not None:  # past tau.bit_length() doublings the ramp is over
             self.horizon = min(self.tau, self.config.tau_ramp << min(self.merges, self.tau.bit_length()))
@@ -162,6 +169,14 @@ class Schedule:
             and self.boundaries_since_reset >= self.config.burn_in
             and self.boundaries_since_prediction + 1 >= self.config.predict_every
         )
+
+    def _loss_up(self) -> bool:
+        """Whether the interval's mean reported loss so far exceeds ``loss_hold`` times the
+        lowest interval mean before it."""
+        factor, lowest = self.config.loss_hold, self.lowest_interval_loss
+        if factor is None or lowest is None or not self.interval_loss_count:
+            return False
+        return self.interval_loss_sum / self.interval_loss_count > factor * lowest
 
     def may_predict_next(self, ring_count: int) -> bool:
         """False when the next boundary certainly captures only (the ring still filling,
@@ -209,6 +224,8 @@ class Schedule:
     def _adapt(self, merged: bool) -> None:
         mean = self.interval_loss_sum / self.interval_loss_count if self.interval_loss_count else None
         self.interval_loss_sum, self.interval_loss_count = 0.0, 0
+        if mean is not None and (self.lowest_interval_loss is None or mean < self.lowest_interval_loss):
+            self.lowest_interval_loss = mean
         if not self.config.adaptive or mean is None:
             return
         if self.loss_before_merge is not None:
