@@ -34,6 +34,8 @@ CASES = {  # case -> (task, lr, schedule): the rates benchmarks.ttb --core tuned
     "digits MLP / Shampoo, cosine": ("digits MLP / Shampoo", 12.8, "cosine"),
     "digits MLP / SGD, constant": ("digits MLP / SGD", 0.8, "constant"),
     "mnist1d ViT / AdamW, constant": ("mnist1d ViT / AdamW", 0.0005, "constant"),
+    # The rate the run of 2026-12-02 09:59 (benchmarks.ttb --core --peers) tuned:
+    "mnist1d ViT / AdamW, constant (tuned 2026-12-02)": ("mnist1d ViT / AdamW", 0.001, "constant"),
 }
 
 

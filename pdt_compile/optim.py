@@ -279,6 +279,7 @@ class PDT(Optimizer):
         """What PDT did (:class:`~pdt_compile.runtime.stats.Stats`), up to the last step."""
         self._resolve_pending()
         self._read_gradient_checks()
+        self._stats.loss_holds = self.schedule.loss_holds
         return self._stats
 
     def _read_gradient_checks(self) -> None:

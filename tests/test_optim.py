@@ -311,6 +311,43 @@ def test_setback_limit_holds_back_merges_that_raise_the_loss():
     assert held.predictions < free.predictions and held_loss < free_loss / 10
 
 
+def test_a_boundary_whose_interval_loss_is_up_only_captures():
+    schedule = Schedule(pdt.PDTConfig(snap_every=4, history=2, burn_in=0, loss_hold=2.0))
+
+    def interval(loss: float) -> Phase:
+        for _ in range(3):
+            assert schedule.next_phase(2) == Phase.ORDINARY
+            schedule.commit(Phase.ORDINARY, False, False)
+            schedule.report_loss(loss)
+        phase = schedule.next_phase(2)
+        schedule.commit(phase, False, False)
+        schedule.report_loss(loss)
+        return phase
+
+    # A boundary step's loss is reported after it, into the next interval: means 1.0, 0.625, 0.8, 1.875, 0.8, 3.85.
+    assert [interval(loss) for loss in (1.0, 0.5, 0.9, 2.0, 0.4, 5.0)] == [
+        Phase.PREDICT, Phase.PREDICT, Phase.PREDICT, Phase.CAPTURE, Phase.PREDICT, Phase.CAPTURE]
+    assert schedule.loss_holds == 2 and schedule.lowest_interval_loss == pytest.approx(0.625)
+
+
+def test_loss_hold_needs_the_loss_and_holds_predictions_while_it_is_up():
+    data = batches(48)
+    counts = {}
+    for report in (False, True):
+        model = make_mlp()
+        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), loss_hold=2.0, snap_every=4, history=3, burn_in=3)
+        for index, (x, y) in enumerate(data):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            if report:
+                opt.report_loss(loss * (100.0 if index >= 24 else 1.0))  # the loss 'jumps' half way
+        counts[report] = opt.stats.loss_holds, opt.stats.predictions
+    assert counts[False] == (0, 9)
+    assert counts[True][0] >= 5 and counts[True][1] <= 4
+
+
 @given(
     st.lists(st.floats(1e-6, 1e3), min_size=0, max_size=60),
     st.floats(1e-6, 1e5),

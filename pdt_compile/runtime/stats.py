@@ -23,6 +23,9 @@ class Stats:
     setback_undos: int = 0
     """Of those, the holds whose last merge was undone, having itself set the loss back by
     over ``setback_limit``."""
+    loss_holds: int = 0
+    """Prediction boundaries that only took a snapshot because the training loss was up
+    (``PDTConfig.loss_hold``)."""
     gradient_undos: int = 0
     """Merges undone because the gradient at the merged weights surged past
     ``PDTConfig.gradient_limit`` times the norm before them."""
