@@ -27,6 +27,7 @@ from pdt_compile.experiment import Task, Wrap, speedup, train
 
 from .chaos import seed_cells
 from .report import chosen, write_section
+from .moment_filter import MomentFilteredPDT
 from .sf_harm import TangentialPDT
 from .tau_ramp import selected
 from .ttb import peers, task_suite, verified
@@ -57,6 +58,8 @@ VARIANTS: dict[str, dict] = {
     "drift 2 (jumps only where the ring's path drifts)": dict(drift=2.0),
     "loss hold 2 (no prediction while the interval's loss is over twice its lowest)": dict(loss_hold=2.0),
     "loss hold 3 (no prediction while the interval's loss is over 3 times its lowest)": dict(loss_hold=3.0),
+    "moment ratio 0.3 (jumps only where Adam's |m|/sqrt(v) is at least 0.3)": dict(moment_ratio=0.3),
+    "moment ratio 0.5 (jumps only where Adam's |m|/sqrt(v) is at least 0.5)": dict(moment_ratio=0.5),
     "rate x0.5 (PDT at half the baseline's tuned learning rate)": dict(lr_scale=0.5),
     "rate x0.7 (PDT at 0.7 times the baseline's tuned learning rate)": dict(lr_scale=0.7),
     "rate x1.4 (PDT at 1.4 times the baseline's tuned learning rate)": dict(lr_scale=1.4),
@@ -65,10 +68,12 @@ VARIANTS: dict[str, dict] = {
 ``verify=True`` verifies every merge on a fixed batch of training samples (``benchmarks.ttb.verified``);
 ``stop_at=f``: no prediction after the first f of the task's steps (where in a run merges help or harm);
 ``tangential=True``: :class:`benchmarks.sf_harm.TangentialPDT` (a probe, not a PDTConfig field);
+``moment_ratio=c``: :class:`benchmarks.moment_filter.MomentFilteredPDT` (a probe: jumps only where Adam's
+moments say the gradient has a direction);
 ``lr_scale=c``: PDT trains at c times the rate the baseline was tuned to (is PDT's best rate the
 baseline's?)."""
 
-RUN_FIELDS = ("verify", "stop_at", "tangential", "lr_scale")
+RUN_FIELDS = ("verify", "stop_at", "tangential", "lr_scale", "moment_ratio")
 """Variant fields that set how a run is made, not PDTConfig fields."""
 
 
@@ -79,6 +84,8 @@ def wrap_of(task: Task, snap_every: int, fields: dict) -> Wrap:
         return verified(task, snap_every, **options)
     if fields.get("tangential"):
         return lambda opt: TangentialPDT(opt, snap_every=snap_every, **options)
+    if "moment_ratio" in fields:
+        return lambda opt: MomentFilteredPDT(opt, ratio=fields["moment_ratio"], snap_every=snap_every, **options)
     return lambda opt: pdt.PDT(opt, snap_every=snap_every, **options)
 
 
