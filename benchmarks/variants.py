@@ -10,7 +10,7 @@ baseline, PDT's defaults and each variant from the same initial weights and batc
 counts the steps to the baseline's final training loss per seed, with the final test accuracy
 against the baseline's. Steps only, no wall time: it may run beside a timed benchmark.
 
-    python -m benchmarks.variants [--seeds 3] [--only 'char transformer'] [--variants 'affine'] [--lr 0.2] [--length 3]
+    python -m benchmarks.variants [--seeds 3] [--first-seed 0] [--only 'char transformer'] [--variants 'affine'] [--lr 0.2] [--length 3]
 """
 
 from __future__ import annotations
@@ -146,14 +146,14 @@ def loss_change(loss: float, baseline: float) -> str:
     return f"{(loss / baseline - 1) * 100:+.1f}"
 
 
-def case_rows(title: str, case: tuple, variants: dict[str, dict], seeds: int) -> list[str]:
+def case_rows(title: str, case: tuple, variants: dict[str, dict], seeds: range) -> list[str]:
     """The table rows of one case: per-seed step ratios and accuracy changes of every variant."""
     task, snap_every, lr, _ = case
     ratios: dict[str, list[float | None]] = {name: [] for name in variants}
     accuracy: dict[str, list[float]] = {name: [] for name in variants}
     merges: dict[str, int] = {name: 0 for name in variants}
     final_loss: dict[str, list[str]] = {name: [] for name in variants}
-    for seed in range(seeds):
+    for seed in seeds:
         baseline, _ = train(task, lambda opt: opt, seed=seed, method="baseline", lr=lr)
         for name, fields in variants.items():
             run, opt = run_variant(task, snap_every, fields, seed=seed, method=name, lr=lr)
@@ -173,6 +173,7 @@ def case_rows(title: str, case: tuple, variants: dict[str, dict], seeds: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed, first-seed + 1, ...")
     parser.add_argument("--only", default="", help="run only the cases whose title contains this")
     parser.add_argument("--lr", type=float, default=None, help="train every case at this learning rate instead of "
                                                                  "the rate benchmarks.ttb tuned for it (e.g. one another "
@@ -195,9 +196,10 @@ def main() -> None:
             case = (case[0], case[1], args.lr, *case[3:])
         if args.length != 1.0:
             case = (longer(case[0], args.length), *case[1:])
-        rows += case_rows(title, case, variants, args.seeds)
+        rows += case_rows(title, case, variants, range(args.first_seed, args.first_seed + args.seeds))
         print("\n".join(rows[-len(variants):]), flush=True)
-    intro = (f"{args.seeds} seeds per case, every run of a seed from the same initial weights and batches; × = the "
+    seeds = f"{args.seeds} seeds" + (f" from seed {args.first_seed}" if args.first_seed else "")
+    intro = (f"{seeds} per case, every run of a seed from the same initial weights and batches; × = the "
              "baseline's steps over PDT's to the baseline's final training loss (floored at 1e-6), first evaluation "
              "at it, as benchmarks.ttb counts them. Variants set these fields on top of the defaults (PDTConfig's, "
              f"or how the run is made: {', '.join(RUN_FIELDS)}): "
@@ -206,6 +208,7 @@ def main() -> None:
     part = (f", cases matching {args.only!r}" if args.only else "") + (f", variants matching {args.variants!r}"
                                                                        if args.variants else "")
     part += f", lr {args.lr:g}" if args.lr is not None else ""
+    part += f", seeds from {args.first_seed}" if args.first_seed else ""
     part += f", {args.length:g} times as long" if args.length != 1.0 else ""
     write_section(f"PDT variants against the defaults on every task{part} (benchmarks/variants.py)",
                   intro + "\n\n" + "\n".join(rows))

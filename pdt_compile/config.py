@@ -172,7 +172,13 @@ class PDTConfig:
     PDT only takes the snapshot (``stats.loss_holds``). A run at a constant rate near the edge
     of stability spikes and recovers by itself; a prediction fitted to that recovery
     extrapolates a transient, not a trend. Needs the loss reported (as ``runaway_factor``);
-    without it, nothing is held. ``None`` (default): off."""
+    without it, nothing is held. ``None`` (default): off. Measured (``python -m
+    benchmarks.variants --variants 'loss hold'``, 3 seeds per task and peer, 2026-12-02 on an
+    Intel Xeon; benchmarks/FINDINGS.md, "Holding predictions while the loss is up"): 2 saved
+    the seed of the mnist1d CNN on schedule-free that never reached its target and a slow seed
+    of the CNN at a constant rate, changed nothing on digits with SGD, the CNN under cosine and
+    on Lookahead or the ViT under cosine, and lost a seed on the ViT at a constant rate (lr
+    0.001) and on LAMB under cosine; 3 changed almost nothing."""
 
     gradient_limit: float | None = 4.0
     """Undo a merge that the optimizer's next gradient rejects: when the norm of the gradient at

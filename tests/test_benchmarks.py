@@ -385,7 +385,7 @@ def test_a_variant_row_tells_how_far_each_seeds_final_loss_ends_from_the_baselin
     from pdt_compile.experiment import train
 
     task = tasks.digits_mlp(steps=100)
-    [row] = case_rows("tiny", (task, 10, task.lr, None), {"default": {}}, seeds=1)
+    [row] = case_rows("tiny", (task, 10, task.lr, None), {"default": {}}, seeds=range(1))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     baseline, _ = train(task, lambda opt: opt, seed=0, method="baseline", lr=task.lr)
     run, opt = run_variant(task, 10, {}, seed=0, method="default", lr=task.lr)
