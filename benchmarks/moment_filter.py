@@ -8,7 +8,9 @@ second moment v, |m| / sqrt(v) is about |mean| / rms of the gradient (near 1 whe
 sign, about 0.16 (median) where it is noise, at beta1 = 0.9). :class:`MomentFilteredPDT`
 undoes, after each merge, the jump of every element whose ratio is below a threshold; where
 the optimizer keeps no such moments (SGD, schedule-free's z), it is PDT's defaults.
-``benchmarks.variants --variants moment`` measures it on every task.
+The runs of ``benchmarks.variants --variants 'moment ratio'`` up to commit d64f4a5 ran this
+probe; ``PDTConfig.moment_ratio`` now does the same (``tests/test_optim.py`` checks that both make
+the same trajectory), and the variants use the field.
 """
 
 from __future__ import annotations

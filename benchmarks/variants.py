@@ -27,7 +27,6 @@ from pdt_compile.experiment import Task, Wrap, speedup, train
 
 from .chaos import seed_cells
 from .report import chosen, write_section
-from .moment_filter import MomentFilteredPDT
 from .sf_harm import TangentialPDT
 from .tau_ramp import selected
 from .ttb import peers, task_suite, verified
@@ -68,12 +67,10 @@ VARIANTS: dict[str, dict] = {
 ``verify=True`` verifies every merge on a fixed batch of training samples (``benchmarks.ttb.verified``);
 ``stop_at=f``: no prediction after the first f of the task's steps (where in a run merges help or harm);
 ``tangential=True``: :class:`benchmarks.sf_harm.TangentialPDT` (a probe, not a PDTConfig field);
-``moment_ratio=c``: :class:`benchmarks.moment_filter.MomentFilteredPDT` (a probe: jumps only where Adam's
-moments say the gradient has a direction);
 ``lr_scale=c``: PDT trains at c times the rate the baseline was tuned to (is PDT's best rate the
 baseline's?)."""
 
-RUN_FIELDS = ("verify", "stop_at", "tangential", "lr_scale", "moment_ratio")
+RUN_FIELDS = ("verify", "stop_at", "tangential", "lr_scale")
 """Variant fields that set how a run is made, not PDTConfig fields."""
 
 
@@ -84,8 +81,6 @@ def wrap_of(task: Task, snap_every: int, fields: dict) -> Wrap:
         return verified(task, snap_every, **options)
     if fields.get("tangential"):
         return lambda opt: TangentialPDT(opt, snap_every=snap_every, **options)
-    if "moment_ratio" in fields:
-        return lambda opt: MomentFilteredPDT(opt, ratio=fields["moment_ratio"], snap_every=snap_every, **options)
     return lambda opt: pdt.PDT(opt, snap_every=snap_every, **options)
 
 

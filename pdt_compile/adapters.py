@@ -174,3 +174,25 @@ def companions(optimizer: Optimizer, params: Sequence[Tensor], keys: Sequence[st
         state = optimizer.state.get(p, {})
         out.append([state[key] for key in keys if key in state])
     return out
+
+
+ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
+"""State keys of an Adam-family optimizer's first and second moments (torch's Adam, AdamW,
+NAdam, RAdam, Adamax has no second; pytorch-optimizer's LAMB, ...): what
+``PDTConfig.moment_ratio`` reads."""
+
+
+def adam_moments(optimizer: object, params: Sequence[Tensor]) -> list[tuple[Tensor, Tensor] | None]:
+    """For each parameter, its (first, second) Adam moments in ``optimizer``'s state, or in the
+    optimizer it wraps (``.optimizer``: Lookahead); None where the optimizer keeps none (SGD,
+    schedule-free, or before its first step)."""
+    out: list[tuple[Tensor, Tensor] | None] = []
+    for p in params:
+        found, inner = None, optimizer
+        while inner is not None and found is None:
+            state = getattr(inner, "state", {}).get(p, {})
+            if all(key in state for key in ADAM_MOMENTS):
+                found = state[ADAM_MOMENTS[0]], state[ADAM_MOMENTS[1]]
+            inner = getattr(inner, "optimizer", None)
+        out.append(found)
+    return out

@@ -105,6 +105,19 @@ class PDTConfig:
     nothing on the character transformer: the wandering elements it drops carry part of the
     gain on most tasks. A prediction took 1.5-1.9x as long on the CPU (benchmarks/overhead.py)."""
 
+    moment_ratio: float | None = None
+    """On an optimizer that keeps Adam moments (``exp_avg`` and ``exp_avg_sq``: Adam, AdamW,
+    LAMB, ..., also inside Lookahead), keep a merge's jump only where the first moment m and the
+    second v say the gradient has a direction, ``|m| >= moment_ratio * sqrt(v)``
+    (:func:`pdt_compile.mask.moment_mask`); elsewhere the element keeps the optimizer's value
+    (``stats.moment_filtered`` counts them). Late in a run at a constant rate an adaptive
+    optimizer's steps stay of the order of its learning rate however small the gradient's mean
+    becomes, so for most elements the displacement the mask compares against is noise, which a
+    jump extrapolates tau times; |m| / sqrt(v), Adam's own estimate of the gradient's
+    signal-to-noise ratio, is about 0.16 (median) for pure noise at beta1 = 0.9. A per-element
+    noise estimate (issue 11) that costs one pass over the moments at a merge and needs no
+    loss. No effect on optimizers without these moments (SGD, schedule-free). ``None``: off."""
+
     granularity: str = "tensor"
     """``"tensor"``: one DMD per parameter tensor; ``"model"``: all parameters as one vector."""
 
@@ -359,6 +372,13 @@ class PDTConfig:
                 _fail("drift", self.drift, f"expected None or a float in (0, sqrt(history) = {math.sqrt(self.history):.3g}): "
                       "a path of h steps scores at most sqrt(h), so a larger threshold passes nothing")
             self.drift = float(self.drift)
+        if self.moment_ratio is not None:
+            if isinstance(self.moment_ratio, bool) or not isinstance(self.moment_ratio, (int, float)) or not (
+                0 < self.moment_ratio <= 1
+            ):
+                _fail("moment_ratio", self.moment_ratio, "expected None or a float in (0, 1] (e.g. 0.3): |m| / sqrt(v) "
+                      "is at most about 1")
+            self.moment_ratio = float(self.moment_ratio)
         if self.dynamics == "affine" and self.history < 3:
             _fail("history", self.history, 'dynamics="affine" needs history >= 3')
         _check_rank(self.rank)

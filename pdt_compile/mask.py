@@ -124,6 +124,14 @@ def ring_drift_mask(w: Tensor, ring: Tensor | Sequence[Tensor], s: Tensor, oldes
     return _drifts(w - oldest, energy, threshold)
 
 
+def moment_mask(first: Tensor, second: Tensor, ratio: float) -> Tensor:
+    """Where Adam's moments say the gradient has a direction: ``|m| >= ratio * sqrt(v)``, with
+    m its first moment and v its second (same shape). |m| / sqrt(v) estimates |mean| / rms of
+    the gradient: near 1 where it keeps its sign, about 0.16 (median) where it is noise at
+    beta1 = 0.9, beta2 = 0.999. An element never updated (m = v = 0) passes."""
+    return first.abs() >= ratio * second.sqrt()
+
+
 def merge(w: Tensor, s: Tensor, p_tau: Tensor, mask: Tensor) -> Tensor:
     """Merged weights: ``s + p_tau`` where ``mask``, else ``w`` (all ``[n]``)."""
     return torch.where(mask, s + p_tau, w)

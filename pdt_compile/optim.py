@@ -17,9 +17,10 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
-from .adapters import averaging, companions, shares, stacking_warning, weight_space_keys
+from .adapters import adam_moments, averaging, companions, shares, stacking_warning, weight_space_keys
 from .config import PDTConfig
 from .distributed import global_numel, mean_across_ranks, means_across_ranks, sum_across_shards_
+from .mask import moment_mask
 from .runtime.history import SnapshotRing, _local, make_ring
 from .runtime.gradient_check import GradientCheck, gradient_norm, in_window
 from .runtime.predictor import PendingBoundary, Prediction, pack_limit, predict_merge_capture_
@@ -112,6 +113,8 @@ class PDT(Optimizer):
         self._unread_losses: list[tuple[int, Tensor]] = []
         """(step, loss) reported as tensors and not read on the host yet (:meth:`report_loss`)."""
         self._jumps: list[Tensor | None] | None = None
+        self._moment_filtered: Tensor | int = 0
+        """Elements ``moment_ratio`` undid, a device count read into the stats when they are read."""
         self._gradient_check = None if config.gradient_limit is None else GradientCheck(config.gradient_limit, config.snap_every)
         self.compiled_step: Callable[[Phase], Prediction | None] | None = None
         self._ring = self._build_ring()
@@ -280,7 +283,13 @@ class PDT(Optimizer):
         self._resolve_pending()
         self._read_gradient_checks()
         self._stats.loss_holds = self.schedule.loss_holds
+        self._read_moment_filtered()
         return self._stats
+
+    def _read_moment_filtered(self) -> None:
+        if isinstance(self._moment_filtered, Tensor):
+            self._stats.moment_filtered += int(self._moment_filtered)
+            self._moment_filtered = 0
 
     def _read_gradient_checks(self) -> None:
         """Record the gradient checks made since the last read in the stats (one host read)."""
@@ -464,6 +473,8 @@ class PDT(Optimizer):
         if phase == Phase.ORDINARY:
             self.schedule.commit(phase, merged=False, ring_reset=False)
             return
+        if prediction is not None and self.config.moment_ratio is not None:
+            self._filter_by_moments_(prediction)
         if self.compiled_step is not None and self.defers_host_reads and (prediction is None or prediction.pending is not None):
             self._pending = PendingBoundary(self.schedule.steps + 1, prediction, self._nonfinite_count())
             if prediction is not None and self._gradient_check is not None:
@@ -491,6 +502,33 @@ class PDT(Optimizer):
             self._ring.capture_(self.tracked())
             reset = True
         self._commit(phase, merged, reset)
+
+    def _filter_by_moments_(self, prediction: Prediction) -> None:
+        """Undo the jump of every element whose Adam moments call its gradient noise
+        (``PDTConfig.moment_ratio``), weights, snapshots and followers alike, and take those
+        elements off the prediction's accepted counts (on the device where they wait there)."""
+        undo: list[Tensor | None] = []
+        dropped: list[Tensor] = []  # per parameter
+        for moments, jump in zip(adam_moments(self.optimizer, self._ring.params), prediction.jumps):
+            part = None
+            if jump is not None and moments is not None:
+                weak = ~moment_mask(*(_local(m).detach().reshape(-1) for m in moments), self.config.moment_ratio)
+                part = jump * weak.to(jump.dtype)
+            undo.append(part)
+            dropped.append(torch.zeros((), dtype=torch.int64, device=self._ring.device) if part is None
+                           else (part != 0).sum().to(torch.int64))
+        if all(part is None for part in undo):
+            return
+        self._translate_(undo, -1.0)
+        for jump, part in zip(prediction.jumps, undo):
+            if jump is not None and part is not None:
+                jump.sub_(part)
+        counts = sum_across_shards_(torch.stack(dropped), self._ring.process_group)
+        self._moment_filtered = self._moment_filtered + counts.sum()
+        if prediction.pending is not None:
+            prediction.pending = prediction.pending - counts.to(prediction.pending.dtype)
+        else:
+            prediction.accepted = [None if a is None else a - c for a, c in zip(prediction.accepted, counts.tolist())]
 
     def _record(self, step: int, prediction: Prediction) -> bool:
         """Record a prediction's accepted counts in the stats; returns whether it merged."""
@@ -604,7 +642,8 @@ class PDT(Optimizer):
     def keeps_jumps(self) -> bool:
         """Whether predictions keep each merge's jump (the gradient check, rollback,
         ``setback_limit`` and verification need it)."""
-        return self.config.gradient_limit is not None or self._needs_jumps_later or self._verify is not None
+        return (self.config.gradient_limit is not None or self._needs_jumps_later or self._verify is not None
+                or self.config.moment_ratio is not None)
 
     @property
     def _needs_jumps_later(self) -> bool:
@@ -707,6 +746,7 @@ class PDT(Optimizer):
         """The wrapped optimizer's state dict plus a ``"pdt"`` entry (ring, schedule, stats)."""
         self._resolve_pending()
         self._read_gradient_checks()
+        self._read_moment_filtered()
         state = self.optimizer.state_dict()
         state["pdt"] = {
             "ring": self._ring.state_dict(),

@@ -44,6 +44,10 @@ def save_and_load(state):
     return torch.load(buffer, weights_only=False)
 
 
+def loss_of(model, x, y):
+    return torch.nn.functional.cross_entropy(model(x), y)
+
+
 def train(model, opt, data, scheduler=None, report=False):
     """Plain loop: forward, backward, step, zero_grad. Returns the losses. ``report``: True
     reports each loss tensor to ``opt``; ``float`` reports it as a host float."""

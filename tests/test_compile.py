@@ -12,7 +12,7 @@ import pdt_compile as pdt
 from pdt_compile.passes.analysis import find_parameter_writes
 from pdt_compile.passes.predict import solve_on_device
 
-from conftest import batches, make_mlp, step_function, train
+from conftest import batches, loss_of, make_mlp, step_function, train
 
 CONFIG = dict(snap_every=3, history=4, burn_in=4, tau=3, rule="reference")
 OPTIMIZERS = {
@@ -20,10 +20,6 @@ OPTIMIZERS = {
     "adam": lambda p: torch.optim.Adam(p, lr=0.01, foreach=True),
     "adamw": lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.01, foreach=True),
 }
-
-
-def loss_of(model, x, y):
-    return torch.nn.functional.cross_entropy(model(x), y)
 
 
 def run_eager(make_opt, data, **config):
@@ -88,6 +84,11 @@ def test_compiled_equals_eager_with_the_trend_filter():
     assert_compiled_equals_eager("sgd_momentum", trend=True)
 
 
+def test_compiled_equals_eager_with_the_moment_filter():
+    eager, opt = assert_compiled_equals_eager("adamw", moment_ratio=0.3)
+    assert opt.stats.moment_filtered == eager.stats.moment_filtered >= 1
+
+
 def assert_compiled_equals_eager(name, **config):
     data = batches(36)
     eager_model, eager = run_eager(OPTIMIZERS[name], data, **config)
@@ -108,6 +109,7 @@ def assert_compiled_equals_eager(name, **config):
     eager_ratios = [r for _, r in eager.stats.mask_ratio_history]
     assert ratios == pytest.approx(eager_ratios, abs=2e-3)
     assert torch.allclose(opt.ring.flat(), eager.ring.flat(), atol=tolerance)
+    return eager, opt
 
 
 def test_graphs_carry_tagged_pdt_nodes():
@@ -182,6 +184,7 @@ PARITY_OPTIONS = {
     "drift filter": dict(drift=1.0),
     "gradient check": dict(gradient_limit=1.0 + 1e-9),
     "host ring": dict(ring_location="host"),
+    "loss hold": dict(loss_hold=1.0 + 1e-9),
     "rollback": dict(rollback_factor=1.0005),
     "setback hold": dict(setback_limit=-1.0),
     "tau ramp": dict(tau_ramp=1),
@@ -198,7 +201,8 @@ def test_every_option_runs_compiled_and_follows_eager(option):
     eager = pdt.PDT(make_opt(eager_model.parameters()), **config)
     train(eager_model, eager, data, report=True)
     model, opt, _ = run_compiled(make_opt, data, **config)
-    assert opt.stats.predictions == eager.stats.predictions >= (3 if option == "setback hold" else 10)
+    assert opt.stats.predictions == eager.stats.predictions >= (3 if option in ("setback hold", "loss hold") else 10)
+    assert opt.stats.loss_holds == eager.stats.loss_holds >= (1 if option == "loss hold" else 0)
     assert opt.stats.merges == eager.stats.merges >= 1
     assert opt.stats.rollbacks == eager.stats.rollbacks
     assert (opt.stats.setbacks, opt.stats.setback_undos) == (eager.stats.setbacks, eager.stats.setback_undos)

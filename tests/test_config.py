@@ -27,6 +27,7 @@ INVALID = [
     ("loss_tolerance", -0.1),
     ("rollback_factor", 1.0), ("rollback_factor", "2"),
     ("gradient_limit", 1.0), ("gradient_limit", True), ("gradient_limit", float("inf")), ("gradient_limit", "4"),
+    ("moment_ratio", 0), ("moment_ratio", 1.5), ("moment_ratio", True), ("moment_ratio", "0.3"),
     ("loss_hold", 1.0), ("loss_hold", True), ("loss_hold", float("inf")), ("loss_hold", "2"),
     ("setback_limit", "0.3"), ("setback_limit", True), ("setback_limit", float("nan")),
     ("runaway_factor", 1.0), ("runaway_factor", True), ("runaway_factor", "3"), ("runaway_factor", "on"),

@@ -12,9 +12,11 @@ from torch import Tensor
 from hypothesis import given, strategies as st
 
 import pdt_compile as pdt
+from pdt_compile.adapters import adam_moments
+from pdt_compile.mask import moment_mask
 from pdt_compile.runtime.schedule import PEAK_TOLERANCE, RUNAWAY_MIN, Phase, Schedule, lr_horizon, ran_away, setback
 
-from conftest import batches, make_mlp, save_and_load, train
+from conftest import batches, loss_of, make_mlp, save_and_load, train
 
 OPTIMIZERS = {
     "sgd": lambda p: torch.optim.SGD(p, lr=0.2),
@@ -756,3 +758,77 @@ def test_drift_filter_merges_only_where_the_ring_path_drifts(ring):
     assert any((a - b).abs().max() > 1e-4 for a, b in zip(filtered.parameters(), plain.parameters()))
     for a, b in zip(filtered.parameters(), oracle.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_moment_mask_passes_where_the_first_moment_is_a_fraction_of_the_root_second():
+    first = torch.tensor([0.5, -0.5, 0.1, -0.29, 0.0, 0.0])
+    second = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 0.0])
+    assert moment_mask(first, second, 0.3).tolist() == [True, True, False, False, False, True]
+
+
+def test_adam_moments_are_found_in_adam_family_optimizers_and_inside_lookahead():
+    import pytorch_optimizer as po
+    import schedulefree
+
+    def stepped(make):
+        model = make_mlp()
+        opt = make(model.parameters())
+        if hasattr(opt, "train"):
+            opt.train()
+        loss_of(model, *batches(1)[0]).backward()
+        opt.step()
+        return opt, list(model.parameters())
+
+    for make in (lambda p: torch.optim.AdamW(p), lambda p: po.Lamb(p), lambda p: po.Lookahead(torch.optim.Adam(p))):
+        opt, params = stepped(make)
+        found = adam_moments(opt, params)
+        assert all(m is not None and m[0].shape == p.shape and m[1].shape == p.shape for m, p in zip(found, params))
+    for make in (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), lambda p: schedulefree.AdamWScheduleFree(p)):
+        opt, params = stepped(make)
+        assert adam_moments(opt, params) == [None] * len(params)
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.9])
+def test_moment_ratio_keeps_the_optimizers_value_where_the_gradient_is_noise(ratio):
+    """At the first merge, the weights leave the plain optimizer's values only where Adam's
+    moments pass; the filter drops part of what the mask accepts, and takes it off the counts."""
+    data = batches(40)
+    config = dict(snap_every=4, history=3, burn_in=3, rule="none", trend=False)
+    plain_model = make_mlp()
+    plain = torch.optim.AdamW(plain_model.parameters(), lr=0.01)
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=0.01), moment_ratio=ratio, **config)
+    for x, y in data:
+        for m, o in ((plain_model, plain), (model, opt)):
+            loss_of(m, x, y).backward()
+            o.step()
+            o.zero_grad()
+        if opt.stats.predictions:
+            break
+    moved = strong = 0
+    for p, q in zip(model.parameters(), plain_model.parameters()):
+        passes = moment_mask(*(opt.optimizer.state[p][k] for k in ("exp_avg", "exp_avg_sq")), ratio)
+        changed = (p.detach() - q.detach()).abs() > 1e-6  # an undone jump leaves float rounding
+        assert not (changed & ~passes).any()
+        moved += int(changed.sum())
+        strong += int(passes.sum())
+    total = sum(p.numel() for p in model.parameters())
+    assert opt.stats.moment_filtered >= 1 and moved >= 1  # rule "none" accepts every element: both happen
+    assert opt.stats.mask_ratio * total == pytest.approx(total - opt.stats.moment_filtered)
+
+
+def test_moment_ratio_makes_the_probes_trajectory():
+    from benchmarks.moment_filter import MomentFilteredPDT
+
+    data = batches(60)
+    runs = []
+    for make in (lambda p: pdt.PDT(torch.optim.Adam(p, lr=0.01), moment_ratio=0.3, **CONFIG),
+                 lambda p: MomentFilteredPDT(torch.optim.Adam(p, lr=0.01), ratio=0.3, **CONFIG)):
+        model = make_mlp()
+        opt = make(model.parameters())
+        train(model, opt, data)
+        runs.append((model, opt))
+    (model, opt), (probe_model, probe) = runs
+    assert opt.stats.moment_filtered == probe.filtered >= 1
+    for a, b in zip(model.parameters(), probe_model.parameters()):
+        assert torch.equal(a, b)

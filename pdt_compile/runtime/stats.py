@@ -31,6 +31,9 @@ class Stats:
     ``PDTConfig.gradient_limit`` times the norm before them."""
     gradient_surges: list[tuple[int, float]] = field(default_factory=list)
     """(step, gradient norm right after the merge / mean norm before it) of every checked merge."""
+    moment_filtered: int = 0
+    """Elements whose accepted jump was undone because Adam's moments called their gradient
+    noise (``PDTConfig.moment_ratio``); not in ``mask_ratio``."""
     runaways: int = 0
     """Losses that ran away (``PDTConfig.runaway_factor``): each moved the weights back to a snapshot."""
     tau: int = 0
