@@ -196,3 +196,19 @@ def adam_moments(optimizer: object, params: Sequence[Tensor]) -> list[tuple[Tens
             inner = getattr(inner, "optimizer", None)
         out.append(found)
     return out
+
+
+MOMENT_FILTERED = ("torch.optim.adam.Adam", "torch.optim.adamw.AdamW")
+"""Optimizers (``module.qualname``, alone or inside a wrapper's ``.optimizer``) on which
+``PDTConfig.moment_ratio="auto"`` filters merges by Adam's moments: where it was measured to
+pay (benchmarks/FINDINGS.md, "Merges only where Adam's moments see a direction"); LAMB, whose
+merges paid less with it, is not among them."""
+
+
+def filters_moments(optimizer: object) -> bool:
+    """Whether ``optimizer``, or the optimizer it wraps, is one of :data:`MOMENT_FILTERED`."""
+    while optimizer is not None:
+        if class_name(optimizer) in MOMENT_FILTERED:
+            return True
+        optimizer = getattr(optimizer, "optimizer", None)
+    return False

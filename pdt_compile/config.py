@@ -105,7 +105,7 @@ class PDTConfig:
     nothing on the character transformer: the wandering elements it drops carry part of the
     gain on most tasks. A prediction took 1.5-1.9x as long on the CPU (benchmarks/overhead.py)."""
 
-    moment_ratio: float | None = None
+    moment_ratio: float | str | None = None
     """On an optimizer that keeps Adam moments (``exp_avg`` and ``exp_avg_sq``: Adam, AdamW,
     LAMB, ..., also inside Lookahead), keep a merge's jump only where the first moment m and the
     second v say the gradient has a direction, ``|m| >= moment_ratio * sqrt(v)``
@@ -372,12 +372,12 @@ class PDTConfig:
                 _fail("drift", self.drift, f"expected None or a float in (0, sqrt(history) = {math.sqrt(self.history):.3g}): "
                       "a path of h steps scores at most sqrt(h), so a larger threshold passes nothing")
             self.drift = float(self.drift)
-        if self.moment_ratio is not None:
+        if self.moment_ratio not in (None, "auto"):
             if isinstance(self.moment_ratio, bool) or not isinstance(self.moment_ratio, (int, float)) or not (
                 0 < self.moment_ratio <= 1
             ):
-                _fail("moment_ratio", self.moment_ratio, "expected None or a float in (0, 1] (e.g. 0.3): |m| / sqrt(v) "
-                      "is at most about 1")
+                _fail("moment_ratio", self.moment_ratio,
+                      'expected None, "auto" or a float in (0, 1] (e.g. 0.3): |m| / sqrt(v) is at most about 1')
             self.moment_ratio = float(self.moment_ratio)
         if self.dynamics == "affine" and self.history < 3:
             _fail("history", self.history, 'dynamics="affine" needs history >= 3')

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
-from .adapters import adam_moments, averaging, companions, shares, stacking_warning, weight_space_keys
+from .adapters import adam_moments, averaging, filters_moments, companions, shares, stacking_warning, weight_space_keys
 from .config import PDTConfig
 from .distributed import global_numel, mean_across_ranks, means_across_ranks, sum_across_shards_
 from .mask import moment_mask
@@ -40,6 +40,9 @@ _HOOK_DICTS = (
 LOSS_READS_ON_ACCELERATORS = 16
 """``PDTConfig.loss_reads="auto"`` for losses off the CPU: reading one on the host every step
 would be a device synchronisation every step."""
+
+AUTO_MOMENT_RATIO = 0.3
+"""``PDTConfig.moment_ratio="auto"`` on Adam and AdamW (``benchmarks.variants --variants 'moment ratio'``)."""
 
 SCHEDULE_FREE_RUNAWAY_FACTOR = 3.0
 """``PDTConfig.runaway_factor="auto"`` on a schedule-free optimizer (``benchmarks/blowups.py``)."""
@@ -98,6 +101,8 @@ class PDT(Optimizer):
             config = config.spaced(config.base_spacing)
         if config.runaway_factor == "auto":
             config = config.replace(runaway_factor=SCHEDULE_FREE_RUNAWAY_FACTOR if self._averaging is not None else None)
+        if config.moment_ratio == "auto":
+            config = config.replace(moment_ratio=AUTO_MOMENT_RATIO if filters_moments(optimizer) else None)
         self.optimizer = optimizer
         self.config = config
         self._loss_readers = self._readers_of(config)
