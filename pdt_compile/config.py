@@ -105,18 +105,27 @@ class PDTConfig:
     nothing on the character transformer: the wandering elements it drops carry part of the
     gain on most tasks. A prediction took 1.5-1.9x as long on the CPU (benchmarks/overhead.py)."""
 
-    moment_ratio: float | str | None = None
+    moment_ratio: float | str | None = "auto"
     """On an optimizer that keeps Adam moments (``exp_avg`` and ``exp_avg_sq``: Adam, AdamW,
     LAMB, ..., also inside Lookahead), keep a merge's jump only where the first moment m and the
     second v say the gradient has a direction, ``|m| >= moment_ratio * sqrt(v)``
     (:func:`pdt_compile.mask.moment_mask`); elsewhere the element keeps the optimizer's value
-    (``stats.moment_filtered`` counts them). Late in a run at a constant rate an adaptive
-    optimizer's steps stay of the order of its learning rate however small the gradient's mean
-    becomes, so for most elements the displacement the mask compares against is noise, which a
-    jump extrapolates tau times; |m| / sqrt(v), Adam's own estimate of the gradient's
-    signal-to-noise ratio, is about 0.16 (median) for pure noise at beta1 = 0.9. A per-element
-    noise estimate (issue 11) that costs one pass over the moments at a merge and needs no
-    loss. No effect on optimizers without these moments (SGD, schedule-free). ``None``: off."""
+    (``stats.moment_filtered`` counts them). Only at a constant or rising learning rate: in the
+    decay of a schedule (the rate below its peak) every accepted element jumps. Why: late in a
+    run at a constant rate an adaptive optimizer's steps stay of the order of its learning rate
+    however small the gradient's mean becomes, so for most elements the displacement the mask
+    compares against is noise, which a jump extrapolates tau times; |m| / sqrt(v), Adam's own
+    estimate of the gradient's signal-to-noise ratio, is about 0.16 (median) for pure noise at
+    beta1 = 0.9. While the rate decays the noise shrinks with it, and the same elements carry
+    the gain. A per-element noise estimate from the optimizer (issue 11): one pass over the
+    moments at a merge, no loss. ``"auto"`` (default): 0.3 on Adam and AdamW
+    (:data:`pdt_compile.adapters.MOMENT_FILTERED`), else off; ``None``: off. Measured
+    (``python -m benchmarks.variants --variants 'moment ratio'``, 2026-12-02 on an Intel Xeon;
+    benchmarks/FINDINGS.md, "Merges only where Adam's moments see a direction"): at a constant
+    rate 0.3 took the mnist1d ViT on AdamW from two seeds of six that never reached the
+    baseline's final loss to one, and on Lookahead from three of three to one, left the
+    character transformer as it was, and cost on LAMB (median 1.27x -> 1.08x in steps); under
+    cosine, applied throughout, it cost the ViT (seed 0: 1.36x -> 1.09x) and LAMB."""
 
     granularity: str = "tensor"
     """``"tensor"``: one DMD per parameter tensor; ``"model"``: all parameters as one vector."""

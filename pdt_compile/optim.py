@@ -409,9 +409,10 @@ class PDT(Optimizer):
         return checked
 
     def _learning_rate(self) -> float | None:
-        """The summed learning rate of the param groups (what ``lr_horizon`` and
-        ``decay_window`` compare), or None when both are off."""
-        if not self.config.lr_horizon and self.config.decay_window is None:
+        """The summed learning rate of the param groups (what ``lr_horizon``, ``decay_window``
+        and ``moment_ratio`` compare), or None when all are off."""
+        config = self.config
+        if not config.lr_horizon and config.decay_window is None and config.moment_ratio is None:
             return None
         return sum(float(group["lr"]) for group in self.param_groups)
 
@@ -478,7 +479,7 @@ class PDT(Optimizer):
         if phase == Phase.ORDINARY:
             self.schedule.commit(phase, merged=False, ring_reset=False)
             return
-        if prediction is not None and self.config.moment_ratio is not None:
+        if prediction is not None and self.config.moment_ratio is not None and not self.schedule.decaying:
             self._filter_by_moments_(prediction)
         if self.compiled_step is not None and self.defers_host_reads and (prediction is None or prediction.pending is not None):
             self._pending = PendingBoundary(self.schedule.steps + 1, prediction, self._nonfinite_count())

@@ -832,3 +832,25 @@ def test_moment_ratio_makes_the_probes_trajectory():
     assert opt.stats.moment_filtered == probe.filtered >= 1
     for a, b in zip(model.parameters(), probe_model.parameters()):
         assert torch.equal(a, b)
+
+
+def test_moment_ratio_auto_is_on_for_adam_and_adamw_only():
+    import pytorch_optimizer as po
+
+    resolved = lambda make: pdt.PDT(make(make_mlp().parameters()), snap_every=4, moment_ratio="auto").config.moment_ratio
+    assert resolved(lambda p: torch.optim.AdamW(p)) == resolved(lambda p: torch.optim.Adam(p)) == 0.3
+    assert resolved(lambda p: po.Lookahead(torch.optim.AdamW(p))) == 0.3
+    assert resolved(lambda p: po.Lamb(p)) is None and resolved(lambda p: torch.optim.SGD(p, lr=0.1)) is None
+
+
+def test_moment_ratio_filters_at_a_constant_rate_and_not_in_a_decay():
+    data = batches(60)
+    filtered = {}
+    for schedule in ("constant", "cosine"):
+        model = make_mlp()
+        opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=0.01), **CONFIG)  # moment_ratio "auto": 0.3
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=60) if schedule == "cosine" else None
+        train(model, opt, data, scheduler=scheduler)
+        assert opt.stats.merges >= 1
+        filtered[schedule] = opt.stats.moment_filtered
+    assert filtered["constant"] >= 1 and filtered["cosine"] == 0

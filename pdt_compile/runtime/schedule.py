@@ -105,6 +105,9 @@ class Schedule:
     """Prediction boundaries still to skip after those rejections."""
     peak_lr: float = 0.0
     """The highest learning rate seen at a boundary (``PDTConfig.decay_window``)."""
+    decaying: bool = False
+    """Whether the learning rate at the last boundary was below that peak: the decay of a
+    schedule (``PDTConfig.moment_ratio`` filters merges only outside it)."""
     horizon: int = 0
     """The horizon of the prediction about to run (``tau``, or less early on,
     :attr:`PDTConfig.tau_ramp`, or where the learning rate is falling: :func:`lr_horizon`)."""
@@ -147,6 +150,9 @@ class Schedule:
         if (self.steps + 1) % self.config.snap_every:
             return Phase.ORDINARY
         ready = self._ready(ring_count)
+        if lr is not None:
+            self.peak_lr = max(self.peak_lr, lr)
+            self.decaying = lr < self.peak_lr * (1 - PEAK_TOLERANCE)
         if self._decaying_above_window(lr):
             return Phase.CAPTURE
         if ready and self.held_boundaries:
@@ -187,12 +193,10 @@ class Schedule:
         return self._ready(ring_count) and not self.held_boundaries
 
     def _decaying_above_window(self, lr: float | None) -> bool:
-        """Whether ``lr`` has fallen below its peak but not yet to ``decay_window`` of it
-        (updates the peak)."""
+        """Whether ``lr`` has fallen below its peak but not yet to ``decay_window`` of it."""
         window = self.config.decay_window
         if window is None or lr is None:
             return False
-        self.peak_lr = max(self.peak_lr, lr)
         return window * self.peak_lr < lr < self.peak_lr * (1 - PEAK_TOLERANCE)
 
     def commit(self, phase: Phase, merged: bool, ring_reset: bool, lr: float | None = None) -> None:
