@@ -57,6 +57,7 @@ VARIANTS: dict[str, dict] = {
     "drift 2 (jumps only where the ring's path drifts)": dict(drift=2.0),
     "loss hold 2 (no prediction while the interval's loss is over twice its lowest)": dict(loss_hold=2.0),
     "loss hold 3 (no prediction while the interval's loss is over 3 times its lowest)": dict(loss_hold=3.0),
+    "no moment filter (moment_ratio=None, the default before 2026-12-02 14:00)": dict(moment_ratio=None),
     "moment ratio 0.3 (jumps only where Adam's abs(m)/sqrt(v) is at least 0.3)": dict(moment_ratio=0.3),
     "moment ratio 0.5 (jumps only where Adam's abs(m)/sqrt(v) is at least 0.5)": dict(moment_ratio=0.5),
     "rate x0.5 (PDT at half the baseline's tuned learning rate)": dict(lr_scale=0.5),
