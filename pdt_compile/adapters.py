@@ -20,7 +20,7 @@ here). :func:`register_optimizer` adds one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from torch import Tensor
 from torch.optim import Optimizer
@@ -182,19 +182,21 @@ NAdam, RAdam, Adamax has no second; pytorch-optimizer's LAMB, ...): what
 ``PDTConfig.moment_ratio`` reads."""
 
 
+def unwrapped(optimizer: object) -> Iterator[object]:
+    """``optimizer``, then the optimizer it wraps (``.optimizer``: Lookahead), and so on."""
+    while optimizer is not None:
+        yield optimizer
+        optimizer = getattr(optimizer, "optimizer", None)
+
+
 def adam_moments(optimizer: object, params: Sequence[Tensor]) -> list[tuple[Tensor, Tensor] | None]:
     """For each parameter, its (first, second) Adam moments in ``optimizer``'s state, or in the
-    optimizer it wraps (``.optimizer``: Lookahead); None where the optimizer keeps none (SGD,
-    schedule-free, or before its first step)."""
+    optimizer it wraps; None where none keeps them (SGD, schedule-free, or before the first step)."""
     out: list[tuple[Tensor, Tensor] | None] = []
     for p in params:
-        found, inner = None, optimizer
-        while inner is not None and found is None:
-            state = getattr(inner, "state", {}).get(p, {})
-            if all(key in state for key in ADAM_MOMENTS):
-                found = state[ADAM_MOMENTS[0]], state[ADAM_MOMENTS[1]]
-            inner = getattr(inner, "optimizer", None)
-        out.append(found)
+        states = (getattr(inner, "state", {}).get(p, {}) for inner in unwrapped(optimizer))
+        state = next((state for state in states if all(key in state for key in ADAM_MOMENTS)), None)
+        out.append(None if state is None else (state[ADAM_MOMENTS[0]], state[ADAM_MOMENTS[1]]))
     return out
 
 
@@ -207,8 +209,4 @@ merges paid less with it, is not among them."""
 
 def filters_moments(optimizer: object) -> bool:
     """Whether ``optimizer``, or the optimizer it wraps, is one of :data:`MOMENT_FILTERED`."""
-    while optimizer is not None:
-        if class_name(optimizer) in MOMENT_FILTERED:
-            return True
-        optimizer = getattr(optimizer, "optimizer", None)
-    return False
+    return any(class_name(inner) in MOMENT_FILTERED for inner in unwrapped(optimizer))
