@@ -130,28 +130,26 @@ def weight_space_keys(optimizer: object) -> tuple[str, ...]:
 
 MEASURED_UNSAFE = {
     ("schedulefree", None): (
-        "measured (python -m benchmarks.ttb --core --peers --workers 2, run of 2026-11-30 15:34, methods in "
-        "lock-step; z jumps, x stays, z snapshot every snap_every / 2 steps, tau counted in snap_every "
-        "intervals, runaway guard and gradient check on) faster to the schedule-free optimizer's own final loss "
-        "on digits MLPs (1.73-1.76x in wall time), a mnist1d ViT (1.34x; slowest seed of three 1.23x) and a "
-        "mnist1d CNN (1.30x [1.21-1.30]; 1.36x in steps), "
-        "but none did on a character transformer (accuracy 0.8 points lower). Report "
+        "measured (python -m benchmarks.ttb --core --peers --workers 2, run of 2026-12-02 16:47 on an Intel "
+        "Xeon, methods in lock-step; z jumps, x stays, z snapshot every snap_every / 2 steps, tau counted in "
+        "snap_every intervals, runaway guard and gradient check on) faster to the schedule-free optimizer's own "
+        "final loss on digits MLPs (1.64-1.75x in wall time) and a mnist1d ViT (1.27x [1.21-1.36]); on a mnist1d "
+        "CNN one seed of three never reached it (the others 1.23-1.26x; on an AMD EPYC, run of 09:59, every "
+        "seed, 1.27x [1.20-1.35]), and on a character transformer none did (accuracy 0.3 points lower). Report "
         "the loss (opt.report_loss(loss) after each step, or pdt.compile) so that PDT can restore a run that "
         "blows up, and prefer the schedule-free optimizer alone where that is not enough. setback_limit=0.3 "
         "cost on digits (2.22x -> 1.43x; python -m benchmarks.ttb --peers --only 'digits MLP / SGD' --peer "
         "schedule-free, run of 2026-11-30 05:12)"
     ),
     ("pytorch_optimizer", "Lookahead"): (
-        "measured (python -m benchmarks.ttb --core --peers --workers 2, run of 2026-11-30 15:34, methods in "
-        "lock-step; slow weights take every jump, gradient check on) faster to Lookahead's own final loss on "
-        "digits MLPs under SGD and LAMB (1.54x and 1.23x in wall time) and a mnist1d CNN (1.42x [1.39-1.44], "
-        "accuracy 1.0 point lower), level with it under Shampoo (1.00x in steps, 0.98x [0.98-1.05] in wall "
-        "time) and on a character transformer (1.04x [1.01-1.04]), but on a mnist1d ViT "
-        "one seed of three still never reached it and accuracy ended 1.0 point lower (the others 1.04x and "
-        "1.09x; without the check every seed never). On another machine (2026-12-01, python -m benchmarks.ttb "
-        "--peers --only 'mnist1d CNN' --peer Lookahead, run of 11:04) Lookahead's tuned rate on that CNN was 0.2, "
-        "one step below divergence, and there PDT never reached Lookahead's final loss on any seed. Compare "
-        "against Lookahead alone before relying on it"
+        "measured (python -m benchmarks.ttb --core --peers --workers 2, run of 2026-12-02 16:47 on an Intel "
+        "Xeon, methods in lock-step; slow weights take every jump, gradient check on, moment filter on an "
+        "AdamW inside) faster to Lookahead's own final loss on digits MLPs under SGD and LAMB (1.52x and 1.29x "
+        "in wall time), level with it on a character transformer (0.99x [0.98-1.02]), slower under Shampoo "
+        "(0.89x [0.86-1.05]), and on a mnist1d ViT and a mnist1d CNN one seed of three never reached it (the "
+        "others 1.02-1.13x and 0.84-1.00x; on an AMD EPYC, run of 09:59, the CNN never did on any seed, at "
+        "Lookahead's tuned rate 0.2, one step below divergence). Compare against Lookahead alone before "
+        "relying on it"
     ),
 }
 """(package, class name or None for every class) -> what was measured, for optimizers PDT stacks
