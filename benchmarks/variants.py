@@ -108,9 +108,11 @@ def run_variant(task: Task, snap_every: int, fields: dict, *, seed: int, method:
     return train(task, wrapped, seed=seed, method=method, lr=lr, progress=progress)
 
 
-EXTRA_PEER_LRS = {("char transformer / AdamW", "schedule-free"): 0.048}
+EXTRA_PEER_LRS = {("char transformer / AdamW", "schedule-free"): 0.048, ("mnist1d ViT / AdamW", "schedule-free"): 0.008}
 """Peer cases ``benchmarks.tau_ramp`` does not run, at the rate ``benchmarks.ttb --peers`` tuned
-(section "Time to baseline, peers, tasks matching 'char transformer'", 2026-11-29 20:38)."""
+(the character transformer: section "Time to baseline, peers, tasks matching 'char transformer'",
+2026-11-29 20:38; the ViT: "Time to baseline, core and peers, on an Intel Xeon with the moment
+filter", 2026-12-02 16:47, as on the AMD EPYC that morning)."""
 
 
 def variant_cases(only: str) -> dict[str, tuple]:
