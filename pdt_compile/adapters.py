@@ -137,9 +137,8 @@ MEASURED_UNSAFE = {
         "CNN one seed of three never reached it (four of ten in python -m benchmarks.ttb --peers --only 'mnist1d "
         "CNN' --peer schedule-free --seeds 10, run of 17:11, one seed ending at 74 % accuracy against 90-93 %; "
         "the others 1.27x [0.92-1.31]), and on a character transformer none did (accuracy 0.3 points lower). "
-        "Report "
-        "the loss (opt.report_loss(loss) after each step, or pdt.compile) so that PDT can restore a run that "
-        "blows up, and prefer the schedule-free optimizer alone where that is not enough. setback_limit=0.3 "
+        "Report the loss (opt.report_loss(loss) after each step, or pdt.compile) so that PDT can restore a run "
+        "that blows up, and prefer the schedule-free optimizer alone where that is not enough. setback_limit=0.3 "
         "cost on digits (2.22x -> 1.43x; python -m benchmarks.ttb --peers --only 'digits MLP / SGD' --peer "
         "schedule-free, run of 2026-11-30 05:12)"
     ),
