@@ -108,11 +108,15 @@ def run_variant(task: Task, snap_every: int, fields: dict, *, seed: int, method:
     return train(task, wrapped, seed=seed, method=method, lr=lr, progress=progress)
 
 
-EXTRA_PEER_LRS = {("char transformer / AdamW", "schedule-free"): 0.048, ("mnist1d ViT / AdamW", "schedule-free"): 0.008}
+EXTRA_PEER_LRS = {
+    ("char transformer / AdamW", "schedule-free"): 0.048, ("mnist1d ViT / AdamW", "schedule-free"): 0.008,
+    ("char transformer / AdamW", "Lookahead (k=5, alpha=0.5)"): 0.012,
+}
 """Peer cases ``benchmarks.tau_ramp`` does not run, at the rate ``benchmarks.ttb --peers`` tuned
 (the character transformer: section "Time to baseline, peers, tasks matching 'char transformer'",
 2026-11-29 20:38; the ViT: "Time to baseline, core and peers, on an Intel Xeon with the moment
-filter", 2026-12-02 16:47, as on the AMD EPYC that morning)."""
+filter", 2026-12-02 16:47, as on the AMD EPYC that morning; the character transformer on Lookahead:
+the same run)."""
 
 
 def variant_cases(only: str) -> dict[str, tuple]:
