@@ -27,23 +27,29 @@ from pdt_compile.experiment import loss_target, speedup, train
 
 from .controls import Nudge
 from .report import write_section
-from .ttb import spread, task_suite
+from .ttb import peers, spread, task_suite
 
-CASES = {  # case -> (task, lr, schedule): the rates benchmarks.ttb --core tuned (run of 2026-11-30 15:34)
+CASES = {  # case -> (task, lr, schedule[, peer]): the rates benchmarks.ttb --core tuned (run of 2026-11-30 15:34)
     "digits MLP / Shampoo, constant": ("digits MLP / Shampoo", 6.4, "constant"),
     "digits MLP / Shampoo, cosine": ("digits MLP / Shampoo", 12.8, "cosine"),
     "digits MLP / SGD, constant": ("digits MLP / SGD", 0.8, "constant"),
     "mnist1d ViT / AdamW, constant": ("mnist1d ViT / AdamW", 0.0005, "constant"),
     # The rate the run of 2026-12-02 09:59 (benchmarks.ttb --core --peers) tuned:
     "mnist1d ViT / AdamW, constant (tuned 2026-12-02)": ("mnist1d ViT / AdamW", 0.001, "constant"),
+    # The peers (benchmarks.ttb.peers) at the rates benchmarks.ttb --core --peers tuned on the Intel Xeon
+    # (run of 2026-12-02 16:47), each one step below divergence:
+    "mnist1d CNN / SGD-momentum on Lookahead": ("mnist1d CNN / SGD-momentum", 0.2, "constant", "Lookahead (k=5, alpha=0.5)"),
+    "mnist1d CNN / SGD-momentum on schedule-free": ("mnist1d CNN / SGD-momentum", 1.6, "constant", "schedule-free"),
 }
 
 
 def case_rows(name: str, seeds: int) -> list[str]:
     """The table rows of one case: per-seed step ratios of the nudge and of PDT."""
-    task_name, lr, schedule = CASES[name]
+    task_name, lr, schedule, *peer = CASES[name]
     task, snap_every = task_suite(quick=False)[task_name]
     task = dataclasses.replace(task, schedule=schedule)
+    if peer:  # the baseline is the peer, and the nudge and PDT wrap it
+        task = dataclasses.replace(task, make_optimizer=peers(task_name, task)[peer[0]])
     wraps = {"baseline nudged by 1e-6 at every prediction boundary": lambda opt: Nudge(opt, snap_every=snap_every),
              "PDT default": lambda opt: pdt.PDT(opt, snap_every=snap_every)}
     ratios: dict[str, list[float | None]] = {method: [] for method in wraps}
