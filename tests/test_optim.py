@@ -14,7 +14,8 @@ from hypothesis import given, strategies as st
 import pdt_compile as pdt
 from pdt_compile.adapters import adam_moments
 from pdt_compile.mask import moment_mask
-from pdt_compile.runtime.schedule import PEAK_TOLERANCE, RUNAWAY_MIN, Phase, Schedule, lr_horizon, ran_away, setback
+from pdt_compile.runtime.schedule import (PEAK_TOLERANCE, RUNAWAY_LAG, RUNAWAY_MIN, Phase, Schedule, lr_horizon, ran_away,
+                                         runaway_reference, setback)
 
 from conftest import batches, loss_of, make_mlp, save_and_load, train
 
@@ -355,10 +356,26 @@ def test_loss_hold_needs_the_loss_and_holds_predictions_while_it_is_up():
     st.floats(1e-6, 1e5),
     st.floats(1.01, 100.0),
 )
-def test_a_runaway_is_a_loss_over_factor_times_every_recent_one(recent, loss, factor):
+def test_a_runaway_is_a_loss_over_factor_times_every_recent_one_but_the_newest(recent, loss, factor):
     called = ran_away(recent, loss, factor)
-    assert called == (len(recent) >= RUNAWAY_MIN and loss > factor * max(recent))
+    assert called == (len(recent) >= RUNAWAY_MIN and loss > factor * max(recent[: len(recent) - RUNAWAY_LAG]))
     assert ran_away(recent, float("nan"), factor) == (len(recent) >= RUNAWAY_MIN)
+
+
+@given(st.floats(1.5, 2.9), st.floats(3.0, 12.0))
+def test_a_loss_growing_by_less_than_the_factor_a_step_is_still_called(growth, factor):
+    """Each loss of a runaway enters the window; were the newest in the reference, a loss growing
+    by less than the factor at each step would never be called (benchmarks.trajectory, the
+    mnist1d CNN on schedule-free, seed 4: 5-8x a step past a factor of 12). One that grows by
+    the factor within RUNAWAY_LAG steps is called at the second loss over it."""
+    schedule = Schedule(pdt.PDTConfig(snap_every=10, runaway_factor=factor))
+    for _ in range(40):
+        assert not schedule.runaway(1.0)
+    losses = [growth**k for k in range(1, 3 * RUNAWAY_LAG)]
+    first_over = next(k for k, loss in enumerate(losses) if loss > factor)
+    assert first_over < RUNAWAY_LAG
+    called = [schedule.runaway(loss) for loss in losses[: first_over + 2]]
+    assert called == [False] * (first_over + 1) + [True]
 
 
 @pytest.mark.parametrize("steps,back", [(31, 0), (30, 1)])
@@ -386,11 +403,12 @@ def test_a_runaway_moves_the_weights_back_to_the_last_sound_snapshot(steps, back
     assert opt.stats.runaways == 1 and opt.ring.count == 3
     train(model, opt, batches(20, seed=3), report=float)
     for _ in range(2):
-        opt.report_loss(5.9 * max(opt.schedule.recent_losses))  # the factor doubled: 6 now
+        opt.report_loss(5.9 * runaway_reference(opt.schedule.recent_losses))  # the factor doubled: 6 now
     assert opt.stats.runaways == 1
+    high = 6.1 * runaway_reference(opt.schedule.recent_losses)
     with pytest.warns(RuntimeWarning, match="ran away"):
         for _ in range(2):
-            opt.report_loss(6.1 * max(opt.schedule.recent_losses))
+            opt.report_loss(high)
     assert opt.stats.runaways == opt.schedule.runaways == 2
 
 
