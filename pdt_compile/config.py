@@ -227,8 +227,10 @@ class PDTConfig:
 
     runaway_factor: float | str | None = "auto"
     """Guard against a run that blows up: when two training losses in a row exceed this
-    factor times the largest of the 40 reported before them (or are not finite; from 20
-    reported on), the optimizer has run away, and PDT moves the tracked weights, and
+    factor times the largest of the 40 reported before them but the newest 10 (or are not
+    finite; from 20 reported on; the newest 10 are left out so that a loss growing by less
+    than the factor a step cannot raise what it is compared with as fast as it grows:
+    :data:`~pdt_compile.runtime.schedule.RUNAWAY_LAG`), the optimizer has run away, and PDT moves the tracked weights, and
     everything a merge moves, back to the newest snapshot taken before those losses, forgets
     the other snapshots and burns in again (``stats.runaways``), so that it does not
     extrapolate the runaway. One loss alone is a spike the optimizer settles by itself. Each

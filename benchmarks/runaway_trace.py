@@ -1,0 +1,85 @@
+"""Every reported training loss of one PDT run around its runaways, with what the guard compared
+each with: why a blow-up was, or was not, called.
+
+``benchmarks.trajectory`` shows the loss at evaluations, 40 steps apart; a runaway grows and is
+called within a few steps. This trains PDT's defaults on a task (or stacked on one of its peers)
+for one seed and lists, for the steps in ``--steps``, the reported loss, the runaways called so
+far, the factor in force (``runaway_factor`` doubled at each runaway), the loss the guard compared
+with (:func:`pdt_compile.runtime.schedule.runaway_reference`; '-' while too few are in) and the
+loss over it.
+
+    python -m benchmarks.runaway_trace --task 'mnist1d CNN / SGD-momentum' --peer schedule-free --lr 1.6 --seed 4 \\
+        [--steps 1160-1200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import warnings
+
+import torch
+
+import pdt_compile as pdt
+from pdt_compile.experiment import train
+from pdt_compile.runtime import schedule as schedule_module
+
+from .report import write_section
+from .ttb import peers, task_suite
+
+
+def compared_with(recent: list[float]) -> float | None:
+    """:func:`~pdt_compile.runtime.schedule.runaway_reference`, or at a revision before it (before
+    ``RUNAWAY_LAG``, 2026-12-02) the largest of the window, once ``RUNAWAY_MIN`` are in."""
+    reference = getattr(schedule_module, "runaway_reference", None)
+    if reference is not None:
+        return reference(recent)
+    return max(recent) if len(recent) >= schedule_module.RUNAWAY_MIN else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", required=True, help="a task of benchmarks.ttb")
+    parser.add_argument("--peer", default="", help="a peer of benchmarks.ttb to stack PDT on (e.g. 'schedule-free')")
+    parser.add_argument("--lr", type=float, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", default="1160-1200", help="first-last step listed")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    first, last = (int(s) for s in args.steps.split("-"))
+    task, snap_every = task_suite(quick=False)[args.task]
+    if args.peer:
+        name = next(p for p in peers(args.task, task) if args.peer in p)
+        task = dataclasses.replace(task, make_optimizer=peers(args.task, task)[name])
+    rows = ["| step | reported loss | runaways so far | factor | compared with | loss / compared with |",
+            "|---|---|---|---|---|---|"]
+    report = pdt.PDT.report_loss
+
+    def traced(self, loss, *rest, **options):
+        schedule = self.schedule
+        step = schedule.steps
+        if first <= step <= last:
+            value, reference = float(loss), compared_with(schedule.recent_losses)
+            factor = self.config.runaway_factor * 2**schedule.runaways
+            rows.append(f"| {step} | {value:.3g} | {schedule.runaways} | {factor:g} | "
+                        + ("- | - |" if reference is None else f"{reference:.3g} | {value / reference:.3g} |"))
+        return report(self, loss, *rest, **options)
+
+    pdt.PDT.report_loss = traced
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            run, opt = train(task, lambda o: pdt.PDT(o, snap_every=snap_every), seed=args.seed, method="PDT", lr=args.lr)
+    finally:
+        pdt.PDT.report_loss = report
+    intro = (f"{args.task}{' on ' + args.peer if args.peer else ''}, lr {args.lr:g}, seed {args.seed}, PDT's defaults: "
+             f"{opt.stats.runaways} runaways called, final training loss {run.train_loss[-1]:.3g}, final test accuracy "
+             f"{run.test_accuracy[-1] * 100:.1f} %. A runaway is called at the second loss in a row over the factor "
+             "times the loss compared with; the window then starts again.")
+    write_section(f"Runaway trace, {args.task}{' on ' + args.peer if args.peer else ''}, seed {args.seed}, steps "
+                  f"{first}-{last} (benchmarks/runaway_trace.py)", intro + "\n\n" + "\n".join(rows))
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
