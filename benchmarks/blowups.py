@@ -18,7 +18,7 @@ whether a blow-up starts with a large jump or with the optimizer's own motion, w
 extrapolates.
 
 ``--runaway R`` adds, for each horizon, a row with ``runaway_factor=R`` (two losses in a row
-over R times the largest of the 40 before them move the weights back to the last snapshot
+over R times the largest of the 40 before them, but the newest 10, move the weights back to the last snapshot
 before them); ``--runaway 0`` adds rows with the guard off. PDT's default on schedule-free is
 R = 3 (from 2026-11-30 00:00; before then, off).
 """
