@@ -151,10 +151,8 @@ MEASURED_UNSAFE = {
         "(0.89x [0.86-1.05]), and on a mnist1d ViT and a mnist1d CNN one seed of three never reached it (the "
         "others 1.02-1.13x and 0.84-1.00x; over ten seeds the ViT one of ten, 1.06x [1.00-1.31] on the others, "
         "and the CNN five of ten, python -m benchmarks.ttb --peers --only '<task>' --peer Lookahead --seeds 10, "
-        "runs of 23:29 and 22:19; on an AMD EPYC, run of 09:59, the CNN "
-        "never did on any seed, at Lookahead's tuned rate 0.2, one step below divergence). Compare against "
-        "Lookahead alone before "
-        "relying on it"
+        "runs of 23:29 and 22:19; on an AMD EPYC, run of 09:59, the CNN never did on any seed, at Lookahead's "
+        "tuned rate 0.2, one step below divergence). Compare against Lookahead alone before relying on it"
     ),
 }
 """(package, class name or None for every class) -> what was measured, for optimizers PDT stacks

@@ -230,8 +230,8 @@ class PDTConfig:
     factor times the largest of the 40 reported before them but the newest 10 (or are not
     finite; from 20 reported on; the newest 10 are left out so that a loss growing by less
     than the factor a step cannot raise what it is compared with as fast as it grows:
-    :data:`~pdt_compile.runtime.schedule.RUNAWAY_LAG`), the optimizer has run away, and PDT moves the tracked weights, and
-    everything a merge moves, back to the newest snapshot taken before those losses, forgets
+    :data:`~pdt_compile.runtime.schedule.RUNAWAY_LAG`), the optimizer has run away, and PDT
+    moves the tracked weights, and everything a merge moves, back to the newest snapshot taken before those losses, forgets
     the other snapshots and burns in again (``stats.runaways``), so that it does not
     extrapolate the runaway. One loss alone is a spike the optimizer settles by itself. Each
     runaway doubles the factor for the next, so that PDT does not fight the optimizer's own

@@ -365,8 +365,8 @@ def test_a_runaway_is_a_loss_over_factor_times_every_recent_one_but_the_newest(r
 @given(st.floats(1.5, 2.9), st.floats(3.0, 12.0))
 def test_a_loss_growing_by_less_than_the_factor_a_step_is_still_called(growth, factor):
     """Each loss of a runaway enters the window; were the newest in the reference, a loss growing
-    by less than the factor at each step would never be called (benchmarks.trajectory, the
-    mnist1d CNN on schedule-free, seed 4: 5-8x a step past a factor of 12). One that grows by
+    by less than the factor at each step would never be called (benchmarks.runaway_trace, the
+    mnist1d CNN on schedule-free, seed 4: 1.6-7.7x a step past a factor of 12). One that grows by
     the factor within RUNAWAY_LAG steps is called at the second loss over it."""
     schedule = Schedule(pdt.PDTConfig(snap_every=10, runaway_factor=factor))
     for _ in range(40):

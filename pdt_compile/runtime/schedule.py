@@ -46,9 +46,11 @@ RUNAWAY_LAG = 10
 """The newest reported losses that the loss a runaway is compared with leaves out. Were they in
 it, a loss growing by less than the factor at each step would raise the reference as fast as it
 grows and never be called: on the mnist1d CNN on schedule-free SGD (seed 4, lr 1.6) a third
-blow-up grew 5-8x a step from 0.2 to 163 past a factor of 12 and left the network at 74 %
-accuracy (``python -m benchmarks.trajectory --task 'mnist1d CNN / SGD-momentum' --lr 1.6 --seed 4
---peer schedule-free``). Left out, a runaway must grow by the factor over this many steps."""
+blow-up went from 0.215 to 163 in five steps, 1.6-7.7x a step, each loss under the factor of 12
+times the one before it, and left the network at 74 % accuracy (``python -m
+benchmarks.runaway_trace --task 'mnist1d CNN / SGD-momentum' --peer schedule-free --lr 1.6 --seed 4
+--steps 1170-1186`` at 5db7713, and ``benchmarks.trajectory``). Left out, a runaway must grow by
+the factor over this many steps."""
 
 
 def runaway_reference(recent: Sequence[float]) -> float | None:
