@@ -128,8 +128,9 @@ def peers(name: str, task: Task) -> dict[str, Callable]:
 
 def peer_sections(name: str, task: Task, snap_every: int, seeds: int, quick: bool, only: str | None = None) -> list[str]:
     """For each peer (or the peers whose name contains ``only``): tune its learning rate like
-    the baseline's, then time the peer alone, PDT's defaults stacked on it and those with
-    ``setback_limit=0.3`` and without the gradient check to the tuned peer's final training loss."""
+    the baseline's, then time the peer alone, PDT's defaults stacked on it, those with
+    ``setback_limit=0.3`` and without the gradient check, and PDT verifying every merge on a
+    fixed batch of training samples, to the tuned peer's final training loss."""
     sections = []
     for peer, make_optimizer in peers(name, task).items():
         if only and only not in peer:
@@ -142,7 +143,8 @@ def peer_sections(name: str, task: Task, snap_every: int, seeds: int, quick: boo
         suite = {f"{peer} (tuned lr)": lambda opt: opt,
                  f"PDT default on {peer}": lambda opt: pdt.PDT(opt, snap_every=snap_every),
                  f"PDT default + setback_limit=0.3 on {peer}": lambda opt: pdt.PDT(opt, snap_every=snap_every, setback_limit=0.3),
-                 f"PDT default with gradient_limit=None on {peer}": lambda opt: pdt.PDT(opt, snap_every=snap_every, gradient_limit=None)}
+                 f"PDT default with gradient_limit=None on {peer}": lambda opt: pdt.PDT(opt, snap_every=snap_every, gradient_limit=None),
+                 f"PDT verified (256 training samples, verify_backoff=0) on {peer}": verified(peer_task, snap_every, verify_backoff=0)}
         runs = seed_major(peer_task, suite, seeds, lr)
         sections.append(summarise(f"{name}: PDT stacked on {peer}", runs, lr, sweep, snap_every, peer_task))
     return sections

@@ -102,10 +102,33 @@ def class_name(optimizer: object) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def register_optimizer(optimizer_class: type, state_keys: Sequence[str]) -> None:
+TRAILING_STATE: dict[str, tuple[str, ...]] = {
+    "pytorch_optimizer.optimizer.lookahead.Lookahead": ("slow_params",),
+}
+"""``module.qualname`` -> keys of :data:`WEIGHT_SPACE_STATE` whose weights trail the parameters
+(a copy the optimizer pulls them toward now and then, not a function of them). A merge moves
+them with the parameters; a restore after a runaway (``PDTConfig.runaway_factor``) leaves them
+where they are: they took in at most part of the runaway, and moving them by the parameters'
+way back would carry them past the snapshot, to the mirror image of the runaway (measured on
+Lookahead: ``benchmarks/FINDINGS.md``, "A restore that mirrored Lookahead's slow weights")."""
+
+
+def register_optimizer(optimizer_class: type, state_keys: Sequence[str], trailing: Sequence[str] = ()) -> None:
     """Declare that ``optimizer_class`` keeps weights in ``optimizer.state[p][key]`` for each
-    key: PDT then applies every merge's jump to them as well."""
-    WEIGHT_SPACE_STATE[f"{optimizer_class.__module__}.{optimizer_class.__qualname__}"] = tuple(state_keys)
+    key: PDT then applies every merge's jump to them as well. ``trailing``: those of the keys
+    whose weights trail the parameters (:data:`TRAILING_STATE`), left in place by a restore."""
+    unknown = [key for key in trailing if key not in state_keys]
+    if unknown:
+        raise ValueError(f"register_optimizer(trailing={list(trailing)!r}): {unknown} not among state_keys "
+                         f"{list(state_keys)!r}; list trailing keys in state_keys too")
+    name = f"{optimizer_class.__module__}.{optimizer_class.__qualname__}"
+    WEIGHT_SPACE_STATE[name] = tuple(state_keys)
+    TRAILING_STATE[name] = tuple(trailing)
+
+
+def trailing_keys(optimizer: object) -> tuple[str, ...]:
+    """The keys of :func:`weight_space_keys` that a restore leaves in place for ``optimizer``."""
+    return TRAILING_STATE.get(class_name(optimizer), ())
 
 
 def weight_space_keys(optimizer: object) -> tuple[str, ...]:

@@ -231,9 +231,11 @@ class PDTConfig:
     finite; from 20 reported on; the newest 10 are left out so that a loss growing by less
     than the factor a step cannot raise what it is compared with as fast as it grows:
     :data:`~pdt_compile.runtime.schedule.RUNAWAY_LAG`), the optimizer has run away, and PDT
-    moves the tracked weights, and everything a merge moves, back to the newest snapshot taken before those losses, forgets
-    the other snapshots and burns in again (``stats.runaways``), so that it does not
-    extrapolate the runaway. One loss alone is a spike the optimizer settles by itself. Each
+    moves the tracked weights, and what is tied to them (schedule-free's y), back to the
+    newest snapshot taken before those losses, forgets the other snapshots and burns in again
+    (``stats.runaways``), so that it does not extrapolate the runaway. Weights that trail them
+    (Lookahead's slow weights, averages registered with ``PDT.move_with_merges``;
+    :data:`pdt_compile.adapters.TRAILING_STATE`) stay where they are. One loss alone is a spike the optimizer settles by itself. Each
     runaway doubles the factor for the next, so that PDT does not fight the optimizer's own
     oscillations at the edge of stability. Optimizer state other than weights (momentum,
     Adam's moments) is left as it is. Needs the loss (``PDT.report_loss`` or a

@@ -17,7 +17,8 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
-from .adapters import adam_moments, averaging, filters_moments, companions, shares, stacking_warning, weight_space_keys
+from .adapters import (adam_moments, averaging, filters_moments, companions, shares, stacking_warning, trailing_keys,
+                       weight_space_keys)
 from .config import PDTConfig
 from .distributed import global_numel, mean_across_ranks, means_across_ranks, sum_across_shards_
 from .mask import moment_mask
@@ -83,6 +84,7 @@ class PDT(Optimizer):
         if isinstance(optimizer, PDT):
             raise TypeError("PDT(optimizer=...): the optimizer is already wrapped by PDT")
         self._weight_space_keys = weight_space_keys(optimizer)
+        self._trailing_keys = trailing_keys(optimizer)
         warning = stacking_warning(optimizer)
         if warning is not None:
             warnings.warn(warning, UserWarning, stacklevel=2)
@@ -236,18 +238,23 @@ class PDT(Optimizer):
         weight-space state (:mod:`pdt_compile.adapters`) and :meth:`move_with_merges`'."""
         return [[t for t, _ in moved] for moved in self._moved_fractions()]
 
-    def _moved_fractions(self) -> list[list[tuple[Tensor, float]]]:
+    def _moved_fractions(self, restoring: bool = False) -> list[list[tuple[Tensor, float]]]:
         """:meth:`followers` with the fraction of the jump each one takes (1 unless
-        ``averages="stay"`` leaves a schedule-free average in place)."""
+        ``averages="stay"`` leaves a schedule-free average in place). ``restoring``: for a
+        restore to a snapshot, without the followers that trail the weights (the optimizer's
+        trailing state, :func:`~pdt_compile.adapters.trailing_keys`, and
+        :meth:`move_with_merges`' averages), which a restore leaves in place."""
         params = self._ring.params
+        extras = [[] for _ in params] if restoring else self._moved_with_merges
         if self._averaging is not None:
             moved = shares(self.optimizer, self._averaging, params)
-            return [own + [(t, 1.0) for t in extra] for own, extra in zip(moved, self._moved_with_merges)]
-        state = companions(self.optimizer, params, self._weight_space_keys)
+            return [own + [(t, 1.0) for t in extra] for own, extra in zip(moved, extras)]
+        keys = [key for key in self._weight_space_keys if not (restoring and key in self._trailing_keys)]
+        state = companions(self.optimizer, params, keys)
         tracked = self.tracked()
         return [
             [(t, 1.0) for t in [p, *own] if t is not merged] + [(t, 1.0) for t in extra]
-            for p, own, merged, extra in zip(params, state, tracked, self._moved_with_merges)
+            for p, own, merged, extra in zip(params, state, tracked, extras)
         ]
 
     @property
@@ -455,11 +462,12 @@ class PDT(Optimizer):
             return prediction
         return None
 
-    def _move_followers_(self, jumps: list[Tensor | None], scale: float | Tensor) -> None:
+    def _move_followers_(self, jumps: list[Tensor | None], scale: float | Tensor, restoring: bool = False) -> None:
         """Add ``scale`` times each jump, times each follower's fraction, to the followers
-        (one foreach addition per fraction for a host ``scale``)."""
+        (one foreach addition per fraction for a host ``scale``; ``restoring``: as
+        :meth:`_moved_fractions`)."""
         by_fraction: dict[float, tuple[list[Tensor], list[Tensor]]] = {}
-        for moved, jump in zip(self._moved_fractions(), jumps):
+        for moved, jump in zip(self._moved_fractions(restoring), jumps):
             if jump is None:
                 continue
             for tensor, fraction in moved:
@@ -656,9 +664,10 @@ class PDT(Optimizer):
         """Whether a merge may still be undone after the step that follows it."""
         return self.config.rollback_factor is not None or self.config.setback_limit is not None
 
-    def _translate_(self, jumps: list[Tensor | None], scale: float | Tensor) -> None:
+    def _translate_(self, jumps: list[Tensor | None], scale: float | Tensor, restoring: bool = False) -> None:
         """Move the weights, their followers and the snapshots a merge moved by ``scale`` times
-        its ``jumps`` (-1: undo the merge; a 0-dim tensor: decided on the device)."""
+        its ``jumps`` (-1: undo the merge; a 0-dim tensor: decided on the device; ``restoring``:
+        a restore's way back, which leaves trailing followers in place)."""
         ring = self._ring
         shifted = self.config.after_merge == "shift"
         for index, (p, jump) in enumerate(zip(self.tracked(), jumps)):
@@ -668,7 +677,7 @@ class PDT(Optimizer):
             tensor = _local(p).detach()
             tensor.add_(step.view(tensor.shape).to(tensor.dtype))
             ring.undo_jump_(index, -step, shifted)
-        self._move_followers_(jumps, scale)
+        self._move_followers_(jumps, scale, restoring)
 
     def _verified_loss(self) -> float:
         with torch.no_grad():
@@ -725,7 +734,8 @@ class PDT(Optimizer):
         ``called_at`` said so): move the tracked weights, and what moves with a merge, back to
         the newest snapshot taken before the loss rose, so that PDT does not extrapolate the
         runaway and the run resumes from where it was sound; then forget the snapshots and
-        burn in again."""
+        burn in again. Followers that trail the weights (Lookahead's slow weights, averages)
+        stay: moved by the weights' way back, they would land past the snapshot."""
         self._resolve_pending()
         ring, back = self._ring, self.schedule.clean_snapshot(called_at)
         self._stats.runaways += 1
@@ -742,7 +752,7 @@ class PDT(Optimizer):
             slot = ring.order()[-1 - back]
             jumps = [ring.block(i, slice(None))[slot] - _local(t).detach().reshape(-1).float()
                      for i, t in enumerate(self.tracked())]
-            self._translate_(jumps, 1.0)
+            self._translate_(jumps, 1.0, restoring=True)
         ring.reset_()
         ring.capture_(self.tracked())
         self._jumps = None

@@ -344,3 +344,51 @@ def test_a_runaway_moves_schedule_free_z_back_and_leaves_the_average():
         assert torch.allclose(after_z, want, atol=1e-6)
         assert torch.allclose((p.detach() - (1 - beta) * after_z) / beta, before, atol=1e-5)
     assert any(not torch.allclose(a, b) for a, b in zip(z, sound))
+
+
+def test_a_runaway_leaves_trailing_weights_in_place():
+    """A restore moves the parameters back to their snapshot but leaves what trails them
+    (Lookahead's slow weights, an EMA registered with move_with_merges): moved by the
+    parameters' way back, they would land past the snapshot, the runaway mirrored
+    (benchmarks/FINDINGS.md: on the mnist1d CNN this killed a run at its first restore)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    model = make_mlp()
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9))
+    opt = pdt.PDT(STACKED["lookahead"][0](model.parameters()), runaway_factor=3.0, **CONFIG)
+    opt.move_with_merges(ema.module.parameters())
+    params = list(model.parameters())
+    for x, y in batches(31):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.report_loss(loss)
+        opt.zero_grad()
+        ema.update_parameters(model)
+    slow = [opt.optimizer.state[p]["slow_params"].clone() for p in params]
+    averages = [t.detach().clone() for t in ema.module.parameters()]
+    assert any(not torch.allclose(s, p) for s, p in zip(slow, params))  # between two syncs
+    back = opt.schedule.clean_snapshot()
+    sound = [opt.ring.block(i, slice(None))[opt.ring.order()[-1 - back]].view(p.shape) for i, p in enumerate(params)]
+    assert any(not torch.allclose(p, s) for p, s in zip(params, sound))
+    with pytest.warns(RuntimeWarning, match="ran away"):
+        opt.report_loss(float("nan"))
+        opt.report_loss(float("nan"))
+    assert opt.stats.runaways == 1
+    assert all(torch.allclose(p, s, atol=1e-6) for p, s in zip(params, sound))
+    assert all(torch.equal(opt.optimizer.state[p]["slow_params"], s) for p, s in zip(params, slow))
+    assert all(torch.equal(t, a) for t, a in zip(ema.module.parameters(), averages))
+
+
+def test_trailing_keys_must_be_registered_state_keys():
+    class Trails(torch.optim.SGD):
+        pass
+
+    with pytest.raises(ValueError, match=r"trailing=\['slow'\]\): \['slow'\] not among state_keys"):
+        pdt.adapters.register_optimizer(Trails, ("copy",), trailing=("slow",))
+    pdt.adapters.register_optimizer(Trails, ("copy", "slow"), trailing=("slow",))
+    name = pdt.adapters.class_name(Trails(make_mlp().parameters(), lr=0.1))
+    try:
+        assert pdt.adapters.trailing_keys(Trails(make_mlp().parameters(), lr=0.1)) == ("slow",)
+    finally:
+        del pdt.adapters.WEIGHT_SPACE_STATE[name], pdt.adapters.TRAILING_STATE[name]
