@@ -358,13 +358,8 @@ def test_a_runaway_leaves_trailing_weights_in_place():
     opt = pdt.PDT(STACKED["lookahead"][0](model.parameters()), runaway_factor=3.0, **CONFIG)
     opt.move_with_merges(ema.module.parameters())
     params = list(model.parameters())
-    for x, y in batches(31):
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        opt.report_loss(loss)
-        opt.zero_grad()
-        ema.update_parameters(model)
+    train(model, opt, batches(31), report=True)
+    ema.update_parameters(model)
     slow = [opt.optimizer.state[p]["slow_params"].clone() for p in params]
     averages = [t.detach().clone() for t in ema.module.parameters()]
     assert any(not torch.allclose(s, p) for s, p in zip(slow, params))  # between two syncs
