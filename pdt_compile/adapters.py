@@ -177,7 +177,8 @@ MEASURED_UNSAFE = {
         "runs of 23:29 and 22:19; on an AMD EPYC, run of 09:59, the CNN never did on any seed, at Lookahead's "
         "tuned rate 0.2, one step below divergence). There, verifying every merge (verify= a held-out loss, "
         "verify_backoff=0) reached it on all ten CNN seeds (1.05x [0.76-1.21] in wall time, run of 2026-12-03 "
-        "01:25), at a cost where merges pay (digits 1.74-1.82x -> 1.23-1.43x in steps). Compare against "
+        "01:25), at a cost elsewhere (digits 1.74-1.82x -> 1.23-1.43x in steps; a seed of three lost on the "
+        "ViT and the character transformer). Compare against "
         "Lookahead alone before relying on it"
     ),
 }
