@@ -235,10 +235,10 @@ class PDTConfig:
     newest snapshot taken before those losses, forgets the other snapshots and burns in again
     (``stats.runaways``), so that it does not extrapolate the runaway. Weights that trail them
     (Lookahead's slow weights, averages registered with ``PDT.move_with_merges``;
-    :data:`pdt_compile.adapters.TRAILING_STATE`) stay where they are. One loss alone is a spike the optimizer settles by itself. Each
-    runaway doubles the factor for the next, so that PDT does not fight the optimizer's own
-    oscillations at the edge of stability. Optimizer state other than weights (momentum,
-    Adam's moments) is left as it is. Needs the loss (``PDT.report_loss`` or a
+    :data:`pdt_compile.adapters.TRAILING_STATE`) stay where they are. One loss alone is a
+    spike the optimizer settles by itself. Each runaway doubles the factor for the next, so
+    that PDT does not fight the optimizer's own oscillations at the edge of stability.
+    Optimizer state other than weights (momentum, Adam's moments) is left as it is. Needs the loss (``PDT.report_loss`` or a
     ``@pdt.compile`` step that returns it; then one host read per step, or per
     :attr:`loss_reads` steps). ``None`` turns it
     off; ``"auto"`` (default): 3.0 on a schedule-free optimizer with :attr:`averages`

@@ -731,7 +731,7 @@ class PDT(Optimizer):
 
     def _restore_(self, called_at: int) -> None:
         """The run blew up (``PDTConfig.runaway_factor``; the loss reported at step
-        ``called_at`` said so): move the tracked weights, and what moves with a merge, back to
+        ``called_at`` said so): move the tracked weights, and what is tied to them, back to
         the newest snapshot taken before the loss rose, so that PDT does not extrapolate the
         runaway and the run resumes from where it was sound; then forget the snapshots and
         burn in again. Followers that trail the weights (Lookahead's slow weights, averages)

@@ -382,8 +382,9 @@ def test_trailing_keys_must_be_registered_state_keys():
     with pytest.raises(ValueError, match=r"trailing=\['slow'\]\): \['slow'\] not among state_keys"):
         pdt.adapters.register_optimizer(Trails, ("copy",), trailing=("slow",))
     pdt.adapters.register_optimizer(Trails, ("copy", "slow"), trailing=("slow",))
-    name = pdt.adapters.class_name(Trails(make_mlp().parameters(), lr=0.1))
+    optimizer = Trails(make_mlp().parameters(), lr=0.1)
+    name = pdt.adapters.class_name(optimizer)
     try:
-        assert pdt.adapters.trailing_keys(Trails(make_mlp().parameters(), lr=0.1)) == ("slow",)
+        assert pdt.adapters.trailing_keys(optimizer) == ("slow",)
     finally:
         del pdt.adapters.WEIGHT_SPACE_STATE[name], pdt.adapters.TRAILING_STATE[name]
