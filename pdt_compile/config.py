@@ -238,11 +238,11 @@ class PDTConfig:
     :data:`pdt_compile.adapters.TRAILING_STATE`) stay where they are. One loss alone is a
     spike the optimizer settles by itself. Each runaway doubles the factor for the next, so
     that PDT does not fight the optimizer's own oscillations at the edge of stability.
-    Optimizer state other than weights (momentum, Adam's moments) is left as it is. Needs the loss (``PDT.report_loss`` or a
-    ``@pdt.compile`` step that returns it; then one host read per step, or per
-    :attr:`loss_reads` steps). ``None`` turns it
-    off; ``"auto"`` (default): 3.0 on a schedule-free optimizer with :attr:`averages`
-    ``"stay"`` (where ``benchmarks/blowups.py`` measured it), else off."""
+    Optimizer state other than weights (momentum, Adam's moments) is left as it is. Needs the
+    loss (``PDT.report_loss`` or a ``@pdt.compile`` step that returns it; then one host read
+    per step, or per :attr:`loss_reads` steps). ``None`` turns it off; ``"auto"`` (default):
+    3.0 on a schedule-free optimizer with :attr:`averages` ``"stay"`` (where
+    ``benchmarks/blowups.py`` measured it), else off."""
 
     loss_reads: int | str = "auto"
     """How many loss tensors the runaway guard, when it is the only reader of losses, reads on
