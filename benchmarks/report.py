@@ -35,6 +35,15 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def cpu_label(model: str | None = None, capability: str | None = None) -> str:
+    """A short name of the CPU for a line that names a run: its model without trademark signs,
+    and its instruction set (``Intel Xeon Processor AVX512``). Runs on two CPUs follow two
+    trajectories, so a report that joins runs says which CPU measured each."""
+    model = cpu_model() if model is None else model
+    capability = torch.backends.cpu.get_cpu_capability() if capability is None else capability
+    return " ".join(re.sub(r"\((R|TM)\)", "", model).split() + [capability])
+
+
 def package_versions() -> str:
     """``name version`` of each of :data:`TRAJECTORY_PACKAGES` that is installed."""
     from importlib import metadata

@@ -42,7 +42,7 @@ from pdt_compile.experiment import (LOSS_FLOOR, Run, Task, Training, loss_target
                                     train_in_lockstep, verification_loss)
 
 from .controls import LinearExtrapolation
-from .report import read_section, remove_section, revision, write_section
+from .report import cpu_label, read_section, remove_section, revision, write_section
 
 HERE = Path(__file__).parent
 
@@ -425,6 +425,7 @@ def titles(args: argparse.Namespace) -> tuple[str, str]:
 
 DONE = re.compile(r"\*\*Run in progress: \d+ unit\(s\) done \((.*)\)\.\*\*")
 WHERE = re.compile(r"Where each task was measured: (.*?)\. Total benchmark time")
+MACHINE = re.compile(r"^Machine: .*? CPUs \((.+?), (\w+)\), ", re.M)
 
 
 def resumable(section: str, names: list[str]) -> dict[str, tuple[list[str], str]]:
@@ -433,12 +434,17 @@ def resumable(section: str, names: list[str]) -> dict[str, tuple[list[str], str]
     unit's sections are the headings (``###``, ``####``) and plots that name its task (a peers
     unit: the 'PDT stacked on' ones), each with what follows up to the next. A unit whose revision
     the section does not record (written before 2026-11-30 18:00) is measured again: its code is
-    unknown."""
+    unknown. An origin that does not name its CPU (written before 2026-12-03 06:30) takes the one
+    of the section's Machine line, which a resumed run on another CPU replaces."""
     found = DONE.search(section)
     recorded = WHERE.search(section)
     if found is None or recorded is None:
         return {}
     origins = dict(re.findall(r"(?:^|; )([^;()]+?) \(([^()]*)\)", recorded.group(1)))
+    cpu = MACHINE.search(section)
+    if cpu is not None:  # a unit measured before origins named the CPU: the section's Machine line does
+        origins = {name: origin if " on " in origin else origin.replace(", run of", f" on {cpu_label(*cpu.groups())}, run of", 1)
+                   for name, origin in origins.items()}
     done = [name for name in found.group(1).split(", ") if name in names and name in origins]
     chunks: dict[str, list[list[str]]] = {name: [] for name in done}
     owner = None
@@ -540,7 +546,7 @@ def main() -> None:
         measured = {name: texts for name, (texts, _) in kept.items()}
         origins = {name: origin for name, (_, origin) in kept.items()}
         print(f"resumed: {', '.join(kept) or 'nothing'}", flush=True)
-    here = f"revision {revision()}, run of {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
+    here = f"revision {revision()} on {cpu_label()}, run of {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
     for name, texts in measure_tasks(args, [n for n in names if n not in measured], seeds):
         print("\n\n".join(texts) + "\n", flush=True)
         measured[name], origins[name] = texts, here

@@ -286,6 +286,20 @@ def test_a_resumed_run_keeps_each_finished_tasks_sections_and_where_they_were_me
     assert ttb.resumable("## finished\n\nno progress line", names) == {}
 
 
+def test_a_resumed_unit_keeps_the_cpu_that_measured_it():
+    import benchmarks.ttb as ttb
+
+    names = ["digits MLP / SGD", "mnist1d ViT / AdamW"]
+    section = ("## t\n\nDate: D  \nMachine: vm: 2 CPUs (Intel(R) Xeon(R) Processor, AVX512), no GPU, torch x\n\n"
+               "Where each task was measured: digits MLP / SGD (revision abc, run of D); mnist1d ViT / AdamW "
+               "(revision def on AMD EPYC AVX2, run of E). Total benchmark time 1 s. **Run in progress: 2 unit(s) "
+               "done (digits MLP / SGD, mnist1d ViT / AdamW).**\n\n### digits MLP / SGD\n\n| a |\n\n"
+               "### mnist1d ViT / AdamW\n\n| b |")
+    kept = ttb.resumable(section, names)
+    assert kept["digits MLP / SGD"][1] == "revision abc on Intel Xeon Processor AVX512, run of D"
+    assert kept["mnist1d ViT / AdamW"][1] == "revision def on AMD EPYC AVX2, run of E"
+
+
 def test_a_task_and_its_peers_are_two_units_only_where_a_run_measures_both():
     import argparse
 
