@@ -9,7 +9,10 @@ with (:func:`pdt_compile.runtime.schedule.runaway_reference`; '-' while too few 
 loss over it.
 
     python -m benchmarks.runaway_trace --task 'mnist1d CNN / SGD-momentum' --peer schedule-free --lr 1.6 --seed 4 \\
-        [--steps 1160-1200]
+        [--steps 1160-1200] [--verify]
+
+``--verify``: every merge verified, as ``benchmarks.ttb``'s verified rows (a fixed batch of 256
+training samples, ``verify_backoff=0``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pdt_compile.experiment import train
 from pdt_compile.runtime import schedule as schedule_module
 
 from .report import write_section
-from .ttb import peers, task_suite
+from .ttb import peers, task_suite, verified
 
 
 def compared_with(recent: list[float]) -> float | None:
@@ -44,6 +47,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", default="1160-1200", help="first-last step listed")
+    parser.add_argument("--verify", action="store_true", help="verify every merge, as benchmarks.ttb's verified rows")
     args = parser.parse_args()
     torch.set_num_threads(1)
     first, last = (int(s) for s in args.steps.split("-"))
@@ -69,15 +73,20 @@ def main() -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            run, opt = train(task, lambda o: pdt.PDT(o, snap_every=snap_every), seed=args.seed, method="PDT", lr=args.lr)
+            wrap = verified(task, snap_every, verify_backoff=0) if args.verify else lambda o: pdt.PDT(o, snap_every=snap_every)
+            run, opt = train(task, wrap, seed=args.seed, method="PDT", lr=args.lr)
     finally:
         pdt.PDT.report_loss = report
-    intro = (f"{args.task}{' on ' + args.peer if args.peer else ''}, lr {args.lr:g}, seed {args.seed}, PDT's defaults: "
+    what = "PDT's defaults, every merge verified (256 training samples, verify_backoff=0)" if args.verify else "PDT's defaults"
+    evaluations = ", ".join(f"{step}: {loss:.3g}" for step, loss in zip(run.steps, run.train_loss)
+                            if first - 2 * task.eval_every <= step <= last + 2 * task.eval_every)
+    intro = (f"{args.task}{' on ' + args.peer if args.peer else ''}, lr {args.lr:g}, seed {args.seed}, {what}: "
              f"{opt.stats.runaways} runaways called, final training loss {run.train_loss[-1]:.3g}, final test accuracy "
              f"{run.test_accuracy[-1] * 100:.1f} %. A runaway is called at the second loss in a row over the factor "
-             "times the loss compared with; the window then starts again.")
+             "times the loss compared with; the window then starts again. Training loss (the whole training set, at "
+             f"the evaluation weights) at the evaluations around the listed steps: {evaluations}.")
     write_section(f"Runaway trace, {args.task}{' on ' + args.peer if args.peer else ''}, seed {args.seed}, steps "
-                  f"{first}-{last} (benchmarks/runaway_trace.py)", intro + "\n\n" + "\n".join(rows))
+                  f"{first}-{last}{', verified merges' if args.verify else ''} (benchmarks/runaway_trace.py)", intro + "\n\n" + "\n".join(rows))
     print("\n".join(rows))
 
 
