@@ -83,8 +83,7 @@ def main() -> None:
     intro = (f"{args.task}{' on ' + args.peer if args.peer else ''}, lr {args.lr:g}, seed {args.seed}, {what}: "
              f"{opt.stats.runaways} runaways called, final training loss {run.train_loss[-1]:.3g}, final test accuracy "
              f"{run.test_accuracy[-1] * 100:.1f} %. A runaway is called at the second loss in a row over the factor "
-             "times the loss compared with; the window then keeps the losses before it (from f46e24d; before, it "
-             "started again). Training loss (the whole training set, at "
+             "times the loss compared with; the window then starts again. Training loss (the whole training set, at "
              f"the evaluation weights) at the evaluations around the listed steps: {evaluations}.")
     write_section(f"Runaway trace, {args.task}{' on ' + args.peer if args.peer else ''}, seed {args.seed}, steps "
                   f"{first}-{last}{', verified merges' if args.verify else ''} (benchmarks/runaway_trace.py)", intro + "\n\n" + "\n".join(rows))

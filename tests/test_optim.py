@@ -389,15 +389,13 @@ def test_a_runaway_moves_the_weights_back_to_the_last_sound_snapshot(steps, back
     assert len(opt.schedule.recent_losses) == min(steps, 40) and opt.stats.predictions >= 1
     sound = [opt.ring.block(i, slice(None))[opt.ring.order()[-1 - back]].clone() for i in range(len(opt.ring.params))]
     assert any(not torch.equal(p.detach().view(-1), s) for p, s in zip(model.parameters(), sound))
-    sound_losses = list(opt.schedule.recent_losses)
     high = 3.01 * max(opt.schedule.recent_losses)
     opt.report_loss(high)
     assert opt.stats.runaways == 0 and opt.schedule.suspect == pytest.approx(high)
     with pytest.warns(RuntimeWarning, match=f"ran away after step {steps}.*moved back"):
         opt.report_loss(high)
     assert opt.stats.runaways == 1 and opt.ring.count == 1 and opt.schedule.boundaries_since_reset == 0
-    # the window keeps the losses of the sound weights the restore went back to, not the runaway's
-    assert opt.schedule.recent_losses == sound_losses and opt.schedule.suspect is None
+    assert opt.schedule.recent_losses == [] and opt.schedule.suspect is None
     for p, s in zip(model.parameters(), sound):
         assert torch.allclose(p.detach().view(-1), s, rtol=0, atol=1e-6)
     assert torch.allclose(opt.ring.flat()[0], torch.cat(sound), rtol=0, atol=1e-6)
@@ -412,26 +410,6 @@ def test_a_runaway_moves_the_weights_back_to_the_last_sound_snapshot(steps, back
         for _ in range(2):
             opt.report_loss(high)
     assert opt.stats.runaways == opt.schedule.runaways == 2
-
-
-def test_a_runaway_right_after_a_restore_is_called_at_once():
-    """After a restore the guard compares with the losses before the runaway, at the doubled
-    factor, from the first step: a second blow-up right after the restore is called, where a
-    window started afresh would wait for RUNAWAY_MIN losses and then compare with the blow-up's
-    own (the mnist1d CNN on schedule-free SGD, verified merges, seed 7: benchmarks.runaway_trace)."""
-    model = make_mlp()
-    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), runaway_factor=3.0, **CONFIG)
-    train(model, opt, batches(31), report=float)
-    reference = runaway_reference(opt.schedule.recent_losses)
-    with pytest.warns(RuntimeWarning, match="ran away"):
-        for _ in range(2):
-            opt.report_loss(3.01 * reference)
-    assert opt.stats.runaways == 1
-    train(model, opt, batches(2, seed=2), report=float)
-    with pytest.warns(RuntimeWarning, match="ran away"):
-        for _ in range(2):
-            opt.report_loss(6.01 * reference)  # the factor doubled: 6
-    assert opt.stats.runaways == 2
 
 
 def run_with_runaway(model, opt, steps: int, report, at: tuple[int, int] = (41, 42), stop_at_restore: bool = True,
@@ -459,15 +437,13 @@ def test_tensor_losses_are_read_in_batches_and_restore_the_same_snapshot(reads, 
     snapshot at the latest: the runaway called by the losses of steps 41 and 42 is acted on at
     step 43 (before the snapshot of step 44), and restores the snapshot a host float report
     restores at step 42. ``"auto"`` reads CPU losses at once."""
-    results, windows = {}, {}
+    results = {}
     for report in (float, True):
         model = make_mlp()
         opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), runaway_factor=3.0, loss_reads=reads, **CONFIG)
         with pytest.warns(RuntimeWarning, match="ran away after step 42"):
             results[report] = run_with_runaway(model, opt, 60, report)
-        assert opt.stats.runaways == 1 and opt._unread_losses == []
-        windows[report] = opt.schedule.recent_losses
-    assert windows[float] == pytest.approx(windows[True]) and len(windows[float]) == 40  # steps 1-40: before the runaway
+        assert opt.stats.runaways == 1 and opt.schedule.recent_losses == [] and opt._unread_losses == []
     (at_float, restored_float), (at_tensor, restored_tensor) = results[float], results[True]
     assert (at_float, at_tensor) == (42, late)
     # the same snapshot (a restore adds snapshot - weights to the weights: exact to rounding)

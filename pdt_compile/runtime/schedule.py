@@ -274,20 +274,15 @@ class Schedule:
         """Record a reported loss for ``PDTConfig.runaway_factor``; True when it says the run
         blew up: two losses in a row over the factor times the largest of the window before
         them (one alone is a spike the optimizer settles by itself; a runaway grows). The
-        factor then doubles for the next one: one that recurs soon after a restore is the
-        optimizer's own oscillation at the edge of stability, which a restore would only start
-        again. The window keeps the losses before the runaway, computed at the sound weights
-        the restore goes back to: started afresh, it left the guard blind for
-        :data:`RUNAWAY_MIN` steps and then compared with the blow-up's own losses, and a second
-        blow-up right after a restore went uncalled (the mnist1d CNN on schedule-free SGD with
-        verified merges, seed 7, lr 1.6: ``python -m benchmarks.runaway_trace --task 'mnist1d CNN /
-        SGD-momentum' --peer schedule-free --lr 1.6 --seed 7 --steps 1150-1200 --verify``)."""
+        window then starts again and the factor doubles for the next one: one that recurs
+        soon after a restore is the optimizer's own oscillation at the edge of stability,
+        which a restore would only start again."""
         factor = self.config.runaway_factor
         if not isinstance(factor, (int, float)):  # None, or "auto" not resolved by a PDT
             return False
         if ran_away(self.recent_losses, loss, factor * 2**self.runaways):
             if self.suspect is not None:
-                self.suspect = None
+                self.recent_losses, self.suspect = [], None
                 self.runaways += 1
                 return True
             self.suspect = loss
