@@ -69,15 +69,16 @@ def main() -> None:
                         + ("- | - |" if reference is None else f"{reference:.3g} | {value / reference:.3g} |"))
         return report(self, loss, *rest, **options)
 
+    wrap = (verified(task, snap_every, verify_backoff=0) if args.verify
+            else lambda o: pdt.PDT(o, snap_every=snap_every))
     pdt.PDT.report_loss = traced
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            wrap = verified(task, snap_every, verify_backoff=0) if args.verify else lambda o: pdt.PDT(o, snap_every=snap_every)
             run, opt = train(task, wrap, seed=args.seed, method="PDT", lr=args.lr)
     finally:
         pdt.PDT.report_loss = report
-    what = "PDT's defaults, every merge verified (256 training samples, verify_backoff=0)" if args.verify else "PDT's defaults"
+    what = "PDT's defaults" + (", every merge verified (256 training samples, verify_backoff=0)" if args.verify else "")
     evaluations = ", ".join(f"{step}: {loss:.3g}" for step, loss in zip(run.steps, run.train_loss)
                             if first - 2 * task.eval_every <= step <= last + 2 * task.eval_every)
     intro = (f"{args.task}{' on ' + args.peer if args.peer else ''}, lr {args.lr:g}, seed {args.seed}, {what}: "
@@ -86,7 +87,8 @@ def main() -> None:
              "times the loss compared with; the window then starts again. Training loss (the whole training set, at "
              f"the evaluation weights) at the evaluations around the listed steps: {evaluations}.")
     write_section(f"Runaway trace, {args.task}{' on ' + args.peer if args.peer else ''}, seed {args.seed}, steps "
-                  f"{first}-{last}{', verified merges' if args.verify else ''} (benchmarks/runaway_trace.py)", intro + "\n\n" + "\n".join(rows))
+                  f"{first}-{last}{', verified merges' if args.verify else ''} (benchmarks/runaway_trace.py)",
+                  intro + "\n\n" + "\n".join(rows))
     print("\n".join(rows))
 
 

@@ -443,7 +443,8 @@ def resumable(section: str, names: list[str]) -> dict[str, tuple[list[str], str]
     origins = dict(re.findall(r"(?:^|; )([^;()]+?) \(([^()]*)\)", recorded.group(1)))
     cpu = MACHINE.search(section)
     if cpu is not None:  # a unit measured before origins named the CPU: the section's Machine line does
-        origins = {name: origin if " on " in origin else origin.replace(", run of", f" on {cpu_label(*cpu.groups())}, run of", 1)
+        named = f" on {cpu_label(*cpu.groups())}, run of"
+        origins = {name: origin if " on " in origin else origin.replace(", run of", named, 1)
                    for name, origin in origins.items()}
     done = [name for name in found.group(1).split(", ") if name in names and name in origins]
     chunks: dict[str, list[list[str]]] = {name: [] for name in done}
@@ -546,7 +547,8 @@ def main() -> None:
         measured = {name: texts for name, (texts, _) in kept.items()}
         origins = {name: origin for name, (_, origin) in kept.items()}
         print(f"resumed: {', '.join(kept) or 'nothing'}", flush=True)
-    here = f"revision {revision()} on {cpu_label()}, run of {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
+    now = datetime.datetime.now(datetime.timezone.utc)
+    here = f"revision {revision()} on {cpu_label()}, run of {now:%Y-%m-%d %H:%M} UTC"
     for name, texts in measure_tasks(args, [n for n in names if n not in measured], seeds):
         print("\n\n".join(texts) + "\n", flush=True)
         measured[name], origins[name] = texts, here
