@@ -14,8 +14,8 @@ from hypothesis import given, strategies as st
 import pdt_compile as pdt
 from pdt_compile.adapters import adam_moments
 from pdt_compile.mask import moment_mask
-from pdt_compile.runtime.schedule import (PEAK_TOLERANCE, RUNAWAY_LAG, RUNAWAY_MIN, Phase, Schedule, lr_horizon, ran_away,
-                                         runaway_reference, setback)
+from pdt_compile.runtime.schedule import (PEAK_TOLERANCE, RUNAWAY_GRACE, RUNAWAY_LAG, RUNAWAY_MIN, Phase, Schedule,
+                                         lr_horizon, ran_away, runaway_reference, setback)
 
 from conftest import batches, loss_of, make_mlp, save_and_load, train
 
@@ -389,13 +389,16 @@ def test_a_runaway_moves_the_weights_back_to_the_last_sound_snapshot(steps, back
     assert len(opt.schedule.recent_losses) == min(steps, 40) and opt.stats.predictions >= 1
     sound = [opt.ring.block(i, slice(None))[opt.ring.order()[-1 - back]].clone() for i in range(len(opt.ring.params))]
     assert any(not torch.equal(p.detach().view(-1), s) for p, s in zip(model.parameters(), sound))
+    sound_losses = list(opt.schedule.recent_losses)
     high = 3.01 * max(opt.schedule.recent_losses)
     opt.report_loss(high)
     assert opt.stats.runaways == 0 and opt.schedule.suspect == pytest.approx(high)
     with pytest.warns(RuntimeWarning, match=f"ran away after step {steps}.*moved back"):
         opt.report_loss(high)
     assert opt.stats.runaways == 1 and opt.ring.count == 1 and opt.schedule.boundaries_since_reset == 0
-    assert opt.schedule.recent_losses == [] and opt.schedule.suspect is None
+    # the window keeps the losses of the sound weights the restore went back to, not the runaway's
+    assert opt.schedule.recent_losses == sound_losses and opt.schedule.suspect is None
+    assert opt.schedule.runaway_grace == RUNAWAY_GRACE
     for p, s in zip(model.parameters(), sound):
         assert torch.allclose(p.detach().view(-1), s, rtol=0, atol=1e-6)
     assert torch.allclose(opt.ring.flat()[0], torch.cat(sound), rtol=0, atol=1e-6)
@@ -410,6 +413,35 @@ def test_a_runaway_moves_the_weights_back_to_the_last_sound_snapshot(steps, back
         for _ in range(2):
             opt.report_loss(high)
     assert opt.stats.runaways == opt.schedule.runaways == 2
+
+
+def test_after_a_restore_a_few_losses_pass_unjudged_then_a_new_blow_up_is_called():
+    """After a restore the guard lets RUNAWAY_GRACE losses pass, neither judged nor kept (the
+    optimizer coming down from the runaway), then compares with the losses before the runaway at
+    the doubled factor: a second blow-up right after the grace is called at once, where a window
+    started afresh would wait for RUNAWAY_MIN losses and then compare with the blow-up's own (the
+    mnist1d CNN on schedule-free SGD, verified merges, seed 7: benchmarks.runaway_trace)."""
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), runaway_factor=3.0, **CONFIG)
+    train(model, opt, batches(31), report=float)
+    window = list(opt.schedule.recent_losses)
+    reference = runaway_reference(window)
+    with pytest.warns(RuntimeWarning, match="ran away"):
+        for _ in range(2):
+            opt.report_loss(3.01 * reference)
+    assert opt.stats.runaways == 1
+    for _ in range(RUNAWAY_GRACE):
+        opt.report_loss(1000.0 * reference)  # still coming down: not judged, not kept
+    assert opt.stats.runaways == 1 and opt.schedule.recent_losses == window and opt.schedule.suspect is None
+    resumed = pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), runaway_factor=3.0, **CONFIG)
+    resumed.load_state_dict(save_and_load(opt.state_dict()))
+    for guarded in (opt, resumed):
+        guarded.report_loss(5.99 * reference)  # under the doubled factor of 6: kept
+        assert guarded.schedule.recent_losses[-1] == pytest.approx(5.99 * reference)
+        with pytest.warns(RuntimeWarning, match="ran away"):
+            for _ in range(2):
+                guarded.report_loss(6.01 * reference)
+        assert guarded.stats.runaways == 2 and guarded.schedule.runaway_grace == RUNAWAY_GRACE
 
 
 def run_with_runaway(model, opt, steps: int, report, at: tuple[int, int] = (41, 42), stop_at_restore: bool = True,
@@ -437,13 +469,15 @@ def test_tensor_losses_are_read_in_batches_and_restore_the_same_snapshot(reads, 
     snapshot at the latest: the runaway called by the losses of steps 41 and 42 is acted on at
     step 43 (before the snapshot of step 44), and restores the snapshot a host float report
     restores at step 42. ``"auto"`` reads CPU losses at once."""
-    results = {}
+    results, windows = {}, {}
     for report in (float, True):
         model = make_mlp()
         opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), runaway_factor=3.0, loss_reads=reads, **CONFIG)
         with pytest.warns(RuntimeWarning, match="ran away after step 42"):
             results[report] = run_with_runaway(model, opt, 60, report)
-        assert opt.stats.runaways == 1 and opt.schedule.recent_losses == [] and opt._unread_losses == []
+        assert opt.stats.runaways == 1 and opt._unread_losses == []
+        windows[report] = opt.schedule.recent_losses
+    assert windows[float] == pytest.approx(windows[True]) and len(windows[float]) == 40  # steps 1-40: before the runaway
     (at_float, restored_float), (at_tensor, restored_tensor) = results[float], results[True]
     assert (at_float, at_tensor) == (42, late)
     # the same snapshot (a restore adds snapshot - weights to the weights: exact to rounding)
