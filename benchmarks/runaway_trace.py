@@ -6,7 +6,7 @@ called within a few steps. This trains PDT's defaults on a task (or stacked on o
 for one seed and lists, for the steps in ``--steps``, the reported loss, the runaways called so
 far, the factor in force (``runaway_factor`` doubled at each runaway), the loss the guard compared
 with (:func:`pdt_compile.runtime.schedule.runaway_reference`; '-' while too few are in) and the
-loss over it.
+loss over it; from RUNAWAY_GRACE on (2026-12-03), 'unjudged' for the losses a restore lets pass.
 
     python -m benchmarks.runaway_trace --task 'mnist1d CNN / SGD-momentum' --peer schedule-free --lr 1.6 --seed 4 \\
         [--steps 1160-1200] [--verify]
@@ -65,8 +65,11 @@ def main() -> None:
         if first <= step <= last:
             value, reference = float(loss), compared_with(schedule.recent_losses)
             factor = self.config.runaway_factor * 2**schedule.runaways
-            rows.append(f"| {step} | {value:.3g} | {schedule.runaways} | {factor:g} | "
-                        + ("- | - |" if reference is None else f"{reference:.3g} | {value / reference:.3g} |"))
+            if getattr(schedule, "runaway_grace", 0):
+                judged = "unjudged | - |"
+            else:
+                judged = "- | - |" if reference is None else f"{reference:.3g} | {value / reference:.3g} |"
+            rows.append(f"| {step} | {value:.3g} | {schedule.runaways} | {factor:g} | {judged}")
         return report(self, loss, *rest, **options)
 
     wrap = (verified(task, snap_every, verify_backoff=0) if args.verify
@@ -78,13 +81,16 @@ def main() -> None:
             run, opt = train(task, wrap, seed=args.seed, method="PDT", lr=args.lr)
     finally:
         pdt.PDT.report_loss = report
+    grace = getattr(schedule_module, "RUNAWAY_GRACE", None)
+    after = ("the window then starts again" if grace is None else
+             f"the window then keeps the losses before it, and the next {grace} losses pass unjudged")
     what = "PDT's defaults" + (", every merge verified (256 training samples, verify_backoff=0)" if args.verify else "")
     evaluations = ", ".join(f"{step}: {loss:.3g}" for step, loss in zip(run.steps, run.train_loss)
                             if first - 2 * task.eval_every <= step <= last + 2 * task.eval_every)
     intro = (f"{args.task}{' on ' + args.peer if args.peer else ''}, lr {args.lr:g}, seed {args.seed}, {what}: "
              f"{opt.stats.runaways} runaways called, final training loss {run.train_loss[-1]:.3g}, final test accuracy "
              f"{run.test_accuracy[-1] * 100:.1f} %. A runaway is called at the second loss in a row over the factor "
-             "times the loss compared with; the window then starts again. Training loss (the whole training set, at "
+             f"times the loss compared with; {after}. Training loss (the whole training set, at "
              f"the evaluation weights) at the evaluations around the listed steps: {evaluations}.")
     write_section(f"Runaway trace, {args.task}{' on ' + args.peer if args.peer else ''}, seed {args.seed}, steps "
                   f"{first}-{last}{', verified merges' if args.verify else ''} (benchmarks/runaway_trace.py)",
