@@ -11,6 +11,7 @@ loss over it; from RUNAWAY_GRACE on (2026-12-03), 'unjudged' for the losses a re
     python -m benchmarks.runaway_trace --task 'mnist1d CNN / SGD-momentum' --peer schedule-free --lr 1.6 --seed 4 \\
         [--steps 1160-1200] [--verify]
 
+``--peer reference``: the reference schedule-free optimizer, as ``benchmarks.blowups`` runs it.
 ``--verify``: every merge verified, as ``benchmarks.ttb``'s verified rows (a fixed batch of 256
 training samples, ``verify_backoff=0``).
 """
@@ -28,6 +29,7 @@ from pdt_compile.experiment import train
 from pdt_compile.runtime import schedule as schedule_module
 
 from .report import write_section
+from .stacking import reference_schedule_free
 from .ttb import peers, task_suite, verified
 
 
@@ -43,7 +45,8 @@ def compared_with(recent: list[float]) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True, help="a task of benchmarks.ttb")
-    parser.add_argument("--peer", default="", help="a peer of benchmarks.ttb to stack PDT on (e.g. 'schedule-free')")
+    parser.add_argument("--peer", default="", help="a peer of benchmarks.ttb to stack PDT on (e.g. 'schedule-free'), "
+                        "or 'reference': the reference schedule-free optimizer, as benchmarks.blowups runs it")
     parser.add_argument("--lr", type=float, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", default="1160-1200", help="first-last step listed")
@@ -52,7 +55,9 @@ def main() -> None:
     torch.set_num_threads(1)
     first, last = (int(s) for s in args.steps.split("-"))
     task, snap_every = task_suite(quick=False)[args.task]
-    if args.peer:
+    if args.peer == "reference":
+        task = reference_schedule_free(args.task, task)
+    elif args.peer:
         name = next(p for p in peers(args.task, task) if args.peer in p)
         task = dataclasses.replace(task, make_optimizer=peers(args.task, task)[name])
     rows = ["| step | reported loss | runaways so far | factor | compared with | loss / compared with |",
