@@ -6,7 +6,7 @@ called within a few steps. This trains PDT's defaults on a task (or stacked on o
 for one seed and lists, for the steps in ``--steps``, the reported loss, the runaways called so
 far, the factor in force (``runaway_factor`` doubled at each runaway), the loss the guard compared
 with (:func:`pdt_compile.runtime.schedule.runaway_reference`; '-' while too few are in) and the
-loss over it; from RUNAWAY_GRACE on (2026-12-03), 'unjudged' for the losses a restore lets pass.
+loss over it.
 
     python -m benchmarks.runaway_trace --task 'mnist1d CNN / SGD-momentum' --peer schedule-free --lr 1.6 --seed 4 \\
         [--steps 1160-1200] [--verify]
@@ -33,9 +33,13 @@ from .stacking import reference_schedule_free
 from .ttb import peers, task_suite, verified
 
 
-def compared_with(recent: list[float]) -> float | None:
-    """:func:`~pdt_compile.runtime.schedule.runaway_reference`, or at a revision before it (before
-    ``RUNAWAY_LAG``, 2026-12-02) the largest of the window, once ``RUNAWAY_MIN`` are in."""
+def compared_with(schedule) -> float | None:
+    """``Schedule.compared_with``, or at a revision before it (2026-12-03)
+    :func:`~pdt_compile.runtime.schedule.runaway_reference` of the window, or before that
+    (``RUNAWAY_LAG``, 2026-12-02) the largest of the window, once ``RUNAWAY_MIN`` are in."""
+    if hasattr(schedule, "compared_with"):
+        return schedule.compared_with()
+    recent = schedule.recent_losses
     reference = getattr(schedule_module, "runaway_reference", None)
     if reference is not None:
         return reference(recent)
@@ -68,13 +72,10 @@ def main() -> None:
         schedule = self.schedule
         step = schedule.steps
         if first <= step <= last:
-            value, reference = float(loss), compared_with(schedule.recent_losses)
+            value, reference = float(loss), compared_with(schedule)
             factor = self.config.runaway_factor * 2**schedule.runaways
-            if getattr(schedule, "runaway_grace", 0):
-                judged = "unjudged | - |"
-            else:
-                judged = "- | - |" if reference is None else f"{reference:.3g} | {value / reference:.3g} |"
-            rows.append(f"| {step} | {value:.3g} | {schedule.runaways} | {factor:g} | {judged}")
+            rows.append(f"| {step} | {value:.3g} | {schedule.runaways} | {factor:g} | "
+                        + ("- | - |" if reference is None else f"{reference:.3g} | {value / reference:.3g} |"))
         return report(self, loss, *rest, **options)
 
     wrap = (verified(task, snap_every, verify_backoff=0) if args.verify
@@ -86,9 +87,9 @@ def main() -> None:
             run, opt = train(task, wrap, seed=args.seed, method="PDT", lr=args.lr)
     finally:
         pdt.PDT.report_loss = report
-    grace = getattr(schedule_module, "RUNAWAY_GRACE", None)
-    after = ("the window then starts again" if grace is None else
-             f"the window then keeps the losses before it, and the next {grace} losses pass unjudged")
+    after = ("the window then starts again" + (
+        ", and again from the first loss back at the loss the runaway was compared with, which stands in until it "
+        "holds enough" if hasattr(opt.schedule, "compared_with") else ""))
     what = "PDT's defaults" + (", every merge verified (256 training samples, verify_backoff=0)" if args.verify else "")
     evaluations = ", ".join(f"{step}: {loss:.3g}" for step, loss in zip(run.steps, run.train_loss)
                             if first - 2 * task.eval_every <= step <= last + 2 * task.eval_every)

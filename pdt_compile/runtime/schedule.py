@@ -52,15 +52,6 @@ benchmarks.runaway_trace --task 'mnist1d CNN / SGD-momentum' --peer schedule-fre
 --steps 1170-1186`` at 5db7713, and ``benchmarks.trajectory``). Left out, a runaway must grow by
 the factor over this many steps."""
 
-RUNAWAY_GRACE = 3
-"""Reported losses after a restore that the runaway guard neither judges nor keeps: the
-optimizer needs a few steps to come down from where the runaway left its other state, and
-judged at once against the losses before the runaway those steps called runaways two steps
-apart, each restore restarting the burn-in (the mnist1d CNN on schedule-free SGD, seeds 21 and
-22: ``python -m benchmarks.blowups --seeds 30 --taus 8`` at f46e24d). A second blow-up right
-after a restore still crosses the factor after them (the verified run of seed 7 four losses
-after its restore: ``benchmarks.runaway_trace``)."""
-
 
 def runaway_reference(recent: Sequence[float]) -> float | None:
     """The loss a runaway is compared with: the largest of the ``recent`` losses but the newest
@@ -71,10 +62,12 @@ def runaway_reference(recent: Sequence[float]) -> float | None:
     return max(recent[: len(recent) - RUNAWAY_LAG])
 
 
-def ran_away(recent: Sequence[float], loss: float, factor: float) -> bool:
+def ran_away(recent: Sequence[float], loss: float, factor: float, fallback: float | None = None) -> bool:
     """Whether ``loss`` says the run blew up: not finite, or over ``factor`` times
-    :func:`runaway_reference` of the ``recent`` losses (once there is one)."""
+    :func:`runaway_reference` of the ``recent`` losses (or, while too few are in, ``fallback``;
+    never while there is neither)."""
     reference = runaway_reference(recent)
+    reference = fallback if reference is None else reference
     if reference is None:
         return False
     return not math.isfinite(loss) or loss > factor * reference
@@ -147,8 +140,11 @@ class Schedule:
     """Runaways so far: each doubles the factor the next one must exceed."""
     suspect: float | None = None
     """A reported loss over the runaway threshold, awaiting the next one (``runaway``)."""
-    runaway_grace: int = 0
-    """Reported losses still to pass unjudged after a restore (:data:`RUNAWAY_GRACE`)."""
+    sound_reference: float | None = None
+    """The loss the last runaway was compared with: what the losses were before it
+    (``runaway``)."""
+    restore_settled: bool = False
+    """Whether a reported loss has come back to :attr:`sound_reference` since the last restore."""
     recent_window: list[float] = field(default_factory=list)
     """The last 2q reported losses (``PDTConfig.setback_limit``)."""
     setback_pending: int | None = None
@@ -287,22 +283,30 @@ class Schedule:
         them (one alone is a spike the optimizer settles by itself; a runaway grows). The
         factor then doubles for the next one: one that recurs soon after a restore is the
         optimizer's own oscillation at the edge of stability, which a restore would only start
-        again. The window keeps the losses before the runaway, those of the sound weights the
-        restore goes back to, and the next :data:`RUNAWAY_GRACE` losses pass unjudged: a
-        window started afresh was blind for :data:`RUNAWAY_MIN` steps and then compared with
-        the blow-up's own losses, and let a second blow-up right after a restore run (the
-        mnist1d CNN on schedule-free SGD with verified merges, seed 7, lr 1.6: ``python -m
-        benchmarks.runaway_trace --task 'mnist1d CNN / SGD-momentum' --peer schedule-free --lr
-        1.6 --seed 7 --steps 1150-1200 --verify``)."""
+        again.
+
+        The window then starts again; once a loss is back at what the losses were before the
+        runaway (the restore worked), it starts again from there, and until it holds
+        :data:`RUNAWAY_MIN` losses the guard compares with the losses before the runaway. A
+        blow-up right after a restore that worked is so called at once, where a fresh window
+        was blind for :data:`RUNAWAY_MIN` steps and then compared with the first blow-up's own
+        losses (the mnist1d CNN on schedule-free SGD, lr 1.6, verified merges, seed 7: ``python
+        -m benchmarks.runaway_trace --task 'mnist1d CNN / SGD-momentum' --peer schedule-free
+        --lr 1.6 --seed 7 --steps 1150-1200 --verify``). Where the loss stays up after a
+        restore, restoring again only interrupts the optimizer's own way down: compared with the
+        losses before the runaway from the first step, the guard called runaways every two to
+        five steps there and lost seeds (seeds 21 and 22 of ``python -m benchmarks.blowups
+        --seeds 30 --taus 8`` at f46e24d and 2d4ee38)."""
         factor = self.config.runaway_factor
         if not isinstance(factor, (int, float)):  # None, or "auto" not resolved by a PDT
             return False
-        if self.runaway_grace:
-            self.runaway_grace -= 1
-            return False
-        if ran_away(self.recent_losses, loss, factor * 2**self.runaways):
+        if self.sound_reference is not None and not self.restore_settled and loss <= self.sound_reference:
+            self.recent_losses, self.restore_settled = [], True
+        bridge = self.sound_reference if self.restore_settled else None
+        if ran_away(self.recent_losses, loss, factor * 2**self.runaways, bridge):
             if self.suspect is not None:
-                self.suspect, self.runaway_grace = None, RUNAWAY_GRACE
+                self.sound_reference, self.restore_settled = self.compared_with(), False
+                self.recent_losses, self.suspect = [], None
                 self.runaways += 1
                 return True
             self.suspect = loss
@@ -313,6 +317,16 @@ class Schedule:
         self.recent_losses.append(loss)
         del self.recent_losses[:-RUNAWAY_WINDOW]
         return False
+
+    def compared_with(self) -> float | None:
+        """The loss the runaway guard compares the next reported loss with, before its factor:
+        :func:`runaway_reference` of the window, or while too few are in after a restore that
+        brought the loss back, what the losses were before the runaway; None while it can call
+        nothing."""
+        reference = runaway_reference(self.recent_losses)
+        if reference is None and self.restore_settled:
+            return self.sound_reference
+        return reference
 
     def clean_snapshot(self, called_at: int | None = None) -> int:
         """How many snapshots back (0: the newest) the newest one taken before the weights
