@@ -237,7 +237,10 @@ class PDTConfig:
     (Lookahead's slow weights, averages registered with ``PDT.move_with_merges``;
     :data:`pdt_compile.adapters.TRAILING_STATE`) stay where they are. One loss alone is a
     spike the optimizer settles by itself. Each runaway doubles the factor for the next, so
-    that PDT does not fight the optimizer's own oscillations at the edge of stability.
+    that PDT does not fight the optimizer's own oscillations at the edge of stability. Once a
+    loss after a restore is back at what the losses were before the runaway, those stand in as
+    the reference until 20 new ones are in, so a blow-up right after a restore that worked is
+    called at once; while the loss stays up, the guard waits for 20 new ones.
     Optimizer state other than weights (momentum, Adam's moments) is left as it is. Needs the
     loss (``PDT.report_loss`` or a ``@pdt.compile`` step that returns it; then one host read
     per step, or per :attr:`loss_reads` steps). ``None`` turns it off; ``"auto"`` (default):
