@@ -62,12 +62,14 @@ def runaway_reference(recent: Sequence[float]) -> float | None:
     return max(recent[: len(recent) - RUNAWAY_LAG])
 
 
-def ran_away(recent: Sequence[float], loss: float, factor: float, fallback: float | None = None) -> bool:
+def ran_away(recent: Sequence[float], loss: float, factor: float) -> bool:
     """Whether ``loss`` says the run blew up: not finite, or over ``factor`` times
-    :func:`runaway_reference` of the ``recent`` losses (or, while too few are in, ``fallback``;
-    never while there is neither)."""
-    reference = runaway_reference(recent)
-    reference = fallback if reference is None else reference
+    :func:`runaway_reference` of the ``recent`` losses (once there is one)."""
+    return over_reference(loss, runaway_reference(recent), factor)
+
+
+def over_reference(loss: float, reference: float | None, factor: float) -> bool:
+    """Whether ``loss`` is not finite or over ``factor`` times ``reference``; never without one."""
     if reference is None:
         return False
     return not math.isfinite(loss) or loss > factor * reference
@@ -302,10 +304,10 @@ class Schedule:
             return False
         if self.sound_reference is not None and not self.restore_settled and loss <= self.sound_reference:
             self.recent_losses, self.restore_settled = [], True
-        bridge = self.sound_reference if self.restore_settled else None
-        if ran_away(self.recent_losses, loss, factor * 2**self.runaways, bridge):
+        reference = self.compared_with()
+        if over_reference(loss, reference, factor * 2**self.runaways):
             if self.suspect is not None:
-                self.sound_reference, self.restore_settled = self.compared_with(), False
+                self.sound_reference, self.restore_settled = reference, False
                 self.recent_losses, self.suspect = [], None
                 self.runaways += 1
                 return True
