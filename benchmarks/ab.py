@@ -12,6 +12,7 @@ PDT adds, all of it: the drift that moves both cancels), and the run's final los
 which show whether the two revisions follow the same trajectory.
 
     python -m benchmarks.ab --base 61130c1 [--task "digits MLP / SGD"] [--peer schedule-free] [--rounds 4] [--runs 5]
+    python -m benchmarks.ab --base 61130c1 --task "mnist1d CNN / SGD-momentum" --peer '' --schedule cosine --lr 0.2
 """
 
 from __future__ import annotations
@@ -38,12 +39,15 @@ from pdt_compile.experiment import Training, train_in_lockstep
 from benchmarks.ttb import peers, task_suite
 from benchmarks.prediction_cost import SCHEDULE_FREE_LR
 torch.set_num_threads(1)
-name, peer, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+name, peer, runs, schedule, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], float(sys.argv[5])
 task, snap_every = task_suite(quick=False)[name]
 lr = task.lr
 if peer:
     task = dataclasses.replace(task, make_optimizer=peers(name, task)[peer])
     lr = SCHEDULE_FREE_LR[name]
+if schedule:
+    task = dataclasses.replace(task, schedule=schedule)
+lr = rate or lr
 out = []
 for index in range(runs):
     wraps = {"PDT": lambda o: pdt.PDT(o, snap_every=snap_every), "plain": lambda o: o}
@@ -58,11 +62,12 @@ print(json.dumps(out))
 """
 
 
-def measure(tree: Path, task: str, peer: str, runs: int) -> dict:
+def measure(tree: Path, task: str, peer: str, runs: int, schedule: str = "", lr: float = 0.0) -> dict:
     """One fresh process on ``tree``'s code: the least prediction time and training time of
-    ``runs`` runs, and the (deterministic) final loss and merges of the last."""
+    ``runs`` runs, and the (deterministic) final loss and merges of the last. ``schedule``,
+    ``lr``: the task's learning-rate schedule and rate instead of its own (when given)."""
     env = dict(os.environ, PYTHONPATH=str(tree))
-    result = subprocess.run([sys.executable, "-c", CHILD, task, peer, str(runs)], cwd=tree, env=env,
+    result = subprocess.run([sys.executable, "-c", CHILD, task, peer, str(runs), schedule, str(lr)], cwd=tree, env=env,
                             capture_output=True, text=True, check=True)
     runs_ = json.loads(result.stdout.strip().splitlines()[-1])
     return {"prediction_ms": min(r["prediction_ms"] for r in runs_), "seconds": min(r["seconds"] for r in runs_),
@@ -77,6 +82,8 @@ def main() -> None:
     parser.add_argument("--peer", default="schedule-free", help="'schedule-free' or '' (the task's own optimizer)")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--schedule", default="", help="the task's learning-rate schedule instead of its own (e.g. cosine)")
+    parser.add_argument("--lr", type=float, default=0.0, help="the learning rate instead of the task's (or the peer's)")
     args = parser.parse_args()
     base_rev, head_rev = (subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True,
                                          check=True).stdout.strip() for rev in (args.base, "HEAD"))
@@ -89,7 +96,8 @@ def main() -> None:
             for round_ in range(args.rounds):
                 order = ["base", "head"] if round_ % 2 == 0 else ["head", "base"]
                 for label in order:
-                    results[label].append(measure(worktree if label == "base" else ROOT, args.task, args.peer, args.runs))
+                    results[label].append(measure(worktree if label == "base" else ROOT, args.task, args.peer, args.runs,
+                                                  args.schedule, args.lr))
                     print(label, results[label][-1], flush=True)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=True)
@@ -101,7 +109,8 @@ def main() -> None:
     median = {label: {key: statistics.median(r[key] for r in runs) for key in ("prediction_ms", "seconds", "over_plain")}
               for label, runs in results.items()}
     last = {label: runs[-1] for label, runs in results.items()}
-    where = f"{args.task}" + (f", on {args.peer}" if args.peer else "")
+    where = f"{args.task}" + (f", on {args.peer}" if args.peer else "") + (f", {args.schedule}" if args.schedule else "")
+    where += f", lr {args.lr:g}" if args.lr else ""
     body = "\n".join([
         f"{where}, PDT's defaults, seed 0; base = {base_rev}, head = the working tree at {head_rev}; processes alternate "
         f"(base, head, head, base, ...), each the least of {args.runs} runs (PDT / plain: their median), every run "

@@ -23,7 +23,7 @@ from .config import PDTConfig
 from .distributed import global_numel, mean_across_ranks, means_across_ranks, sum_across_shards_
 from .mask import moment_mask
 from .runtime.history import SnapshotRing, _local, make_ring
-from .runtime.gradient_check import GradientCheck, gradient_norm, in_window
+from .runtime.gradient_check import GradientCheck, gradient_norm
 from .runtime.predictor import PendingBoundary, Prediction, pack_limit, predict_merge_capture_
 from .runtime.schedule import Phase, Schedule
 from .runtime.stats import Stats
@@ -329,11 +329,12 @@ class PDT(Optimizer):
         boundary = self.schedule.boundary_next()
         if self._pending is not None and boundary:
             self._resolve_pending()
-        phase = self.schedule.next_phase(self._ring.count, self._learning_rate() if boundary else None)
+        check = self._gradient_check
+        judged = check is None or check.window_taken()
+        phase = self.schedule.next_phase(self._ring.count, self._learning_rate() if boundary else None, judged)
         if phase != Phase.ORDINARY:
             self._check_parameters()
-        check = self._gradient_check
-        if check is not None and check.wants(self.schedule.steps, lambda: self.schedule.may_predict_next(self._ring.count)):
+        if check is not None and check.wants(self.schedule.steps, self._may_predict_next):
             if closure is None:
                 self._check_gradient(check)
             else:
@@ -352,13 +353,16 @@ class PDT(Optimizer):
     def _quiet_next(self) -> bool:
         """Whether the step about to run is the optimizer's step alone: an eager, ordinary step
         that no gradient check reads (not armed by a merge, not in the window before a
-        boundary). Most steps are; right after a training step has left the caches cold, an
-        ordinary step cost 9-53 µs more than the plain one (``benchmarks.interval_cost``)."""
+        boundary that may predict). Most steps are; right after a training step has left the
+        caches cold, an ordinary step cost 9-53 µs more than the plain one
+        (``benchmarks.interval_cost``)."""
         if self.compiled_step is not None or self.schedule.boundary_next():
             return False
         check = self._gradient_check
-        return check is None or (
-            check.armed is None and not in_window(self.schedule.steps, self.config.snap_every, check.window))
+        return check is None or not check.wants(self.schedule.steps, self._may_predict_next)
+
+    def _may_predict_next(self) -> bool:
+        return self.schedule.may_predict_next(self._ring.count, self._learning_rate())
 
     def _gradient_norm(self) -> Tensor | None:
         """The norm of every tracked parameter's gradient (summed over shards), on the device."""

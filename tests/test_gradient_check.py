@@ -112,16 +112,18 @@ def test_gradient_limit_none_keeps_every_merge():
     assert opt.stats.gradient_undos == 0 and opt.stats.gradient_surges == []
 
 
-def _noisy_run(skip: bool) -> tuple[pdt.PDT, list[int], list[Tensor]]:
+def _noisy_run(skip: bool, steps: int = 120, cosine: bool = False) -> tuple[pdt.PDT, list[int], list[Tensor]]:
     """A small MLP on random data with PDT and a tight gradient limit (some merges undone).
     ``skip=False`` takes the gradient norm before every boundary, as if every one could
-    predict. Returns the optimizer, the steps whose norm was taken and the final weights."""
+    predict; ``cosine``: the rate decays to zero over the run. Returns the optimizer, the
+    steps whose norm was taken and the final weights."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
     opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), snap_every=4, history=3, burn_in=3,
                   tau=2, trend=False, gradient_limit=1.05)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cosine else None
     if not skip:
-        opt.schedule.may_predict_next = lambda ring_count: True
+        opt.schedule.may_predict_next = lambda ring_count, lr=None: True
     taken, norm = [], opt._gradient_norm
 
     def counted() -> Tensor | None:
@@ -130,12 +132,14 @@ def _noisy_run(skip: bool) -> tuple[pdt.PDT, list[int], list[Tensor]]:
 
     opt._gradient_norm = counted
     x, y = torch.randn(64, 4), torch.randn(64, 1)
-    for step in range(120):
+    for step in range(steps):
         batch = slice(step % 8 * 8, step % 8 * 8 + 8)
         loss = torch.nn.functional.mse_loss(model(x[batch]), y[batch])
         loss.backward()
         opt.step()
         opt.zero_grad()
+        if scheduler is not None:
+            scheduler.step()
     return opt, taken, [p.detach().clone() for p in model.parameters()]
 
 
@@ -148,3 +152,60 @@ def test_no_gradient_norm_is_taken_before_a_boundary_that_cannot_predict_and_not
     assert skipping.stats.merges > 0 and skipping.stats.gradient_undos > 0
     assert skipping.stats.gradient_surges == every.stats.gradient_surges
     assert all(torch.equal(a, b) for a, b in zip(weights, weights_always))
+
+
+def test_no_gradient_norm_is_taken_while_a_decay_is_far_above_its_window_and_nothing_changes():
+    """Under a cosine decay over 240 steps the decay window (half the peak) opens at step 120:
+    before it, a boundary cannot predict, and the window of norms before it is not taken."""
+    skipping, taken, weights = _noisy_run(skip=True, steps=240, cosine=True)
+    every, taken_always, weights_always = _noisy_run(skip=False, steps=240, cosine=True)
+    first = skipping.stats.mask_ratio_history[0][0]
+    assert 120 <= first <= 124  # the first boundary in the window
+    assert min(taken) > 100  # within the margin, the window before that boundary is taken
+    assert [t for t in taken_always if t > 100] == taken
+    assert len(taken_always) - len(taken) == 25  # the windows before the boundaries at steps 4-100
+    assert skipping.stats.merges > 0
+    assert skipping.stats.gradient_surges == every.stats.gradient_surges != []  # judged by the same norms
+    assert all(torch.equal(a, b) for a, b in zip(weights, weights_always))
+
+
+def _drop_run(gradient_limit: float | None, stop_after: int | None = None) -> pdt.PDT:
+    """SGD on one weight vector, snapshots every 8 steps (a window of 2 steps before each
+    boundary): the rate is 0.1 to step 24, 0.09 (a decay far above half the peak) to step 39,
+    the window's first step before the boundary at step 40, and 0.01 from step 40 on.
+    ``stop_after``: checkpoint after that step and go on in a new optimizer."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(16))
+
+    def make() -> pdt.PDT:
+        return pdt.PDT(torch.optim.SGD([w], lr=0.1), snap_every=8, history=3, burn_in=0, tau=2, trend=False,
+                       gradient_limit=gradient_limit)
+
+    opt = make()
+    for step in range(1, 57):
+        opt.param_groups[0]["lr"] = 0.1 if step <= 24 else 0.09 if step < 40 else 0.01
+        w.grad = torch.randn(16) * 0.01 - 0.5 * w.detach()
+        opt.step()
+        if step == stop_after:
+            state = opt.state_dict()
+            opt = make()
+            opt.load_state_dict(state)
+    return opt
+
+
+@pytest.mark.parametrize("gradient_limit", [4.0, None])
+def test_a_rate_that_drops_into_the_decay_window_within_a_window_delays_the_prediction_by_one(gradient_limit):
+    """The window before the boundary at step 40 starts at the rate of 0.09, far above half
+    the peak, so its norms are not taken; the rate then drops to 0.01, in the decay window:
+    that boundary captures only, and the next one predicts. Without the check it predicts."""
+    opt = _drop_run(gradient_limit)
+    assert [step for step, _ in opt.stats.mask_ratio_history][0] == (48 if gradient_limit else 40)
+    assert opt.stats.boundaries == 7
+
+
+def test_the_window_decision_survives_a_checkpoint():
+    """Stopped right after the window's first step (whose norm was not taken), a run resumes
+    as if it had not stopped: the boundary at step 40 still captures only."""
+    whole, resumed = _drop_run(4.0), _drop_run(4.0, stop_after=39)
+    assert resumed.stats.mask_ratio_history == whole.stats.mask_ratio_history
+    assert resumed.stats.mask_ratio_history[0][0] == 48

@@ -67,11 +67,31 @@ class GradientCheck:
         """Set at a prediction: whether it merged (a device bool); the next gradient judges it."""
         self.unread: list[tuple[int, Tensor, Tensor]] = []
         """(step of the merge, surge, undone) of the checks made since the last :meth:`read`."""
+        self.recording: bool | None = None
+        """Whether this interval's window takes its norms, decided at its first step (None: not
+        yet decided)."""
 
     def wants(self, steps_done: int, can_predict: Callable[[], bool]) -> bool:
         """Whether the step about to run needs its gradient norm: to judge a merge, or in the
-        window before a boundary that ``can_predict`` (asked only in the window) says may predict."""
-        return self.armed is not None or (in_window(steps_done, self.snap_every, self.window) and can_predict())
+        window before a boundary that ``can_predict`` says may predict. ``can_predict`` is asked
+        at the window's first step and its answer holds for the whole window, so that a window
+        takes the norms of all its steps or of none (:meth:`window_taken`)."""
+        if self.armed is not None:
+            return True
+        left = self.snap_every - steps_done % self.snap_every  # steps to the boundary, itself included
+        if left > self.window:
+            return False
+        if self.recording is None or left == min(self.window, self.snap_every):
+            self.recording = can_predict()
+        taken = self.recording
+        if left == 1:
+            self.recording = None
+        return taken
+
+    def window_taken(self) -> bool:
+        """Whether the window before the boundary about to run took its norms, or may still
+        (asked before that boundary's own :meth:`wants`): a merge there can be judged."""
+        return self.recording is not False
 
     def record(self, norm: Tensor) -> None:
         self.norms.append(norm.detach().reshape(()))
@@ -97,7 +117,8 @@ class GradientCheck:
         return [(step, surge, bool(undo)) for step, (surge, undo) in zip(steps, values) if surge == surge]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"norms": [float(n) for n in self.norms], "armed": None if self.armed is None else bool(self.armed)}
+        return {"norms": [float(n) for n in self.norms], "armed": None if self.armed is None else bool(self.armed),
+                "recording": self.recording}
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         self.norms.clear()
@@ -105,4 +126,5 @@ class GradientCheck:
             self.norms.append(torch.tensor(value, dtype=torch.float32, device=device))
         armed = state["armed"]
         self.armed = None if armed is None else torch.tensor(bool(armed), device=device)
+        self.recording = state.get("recording")
         self.unread = []

@@ -22,6 +22,11 @@ PEAK_TOLERANCE = 1e-6
 """A learning rate within this relative distance of its peak counts as the peak: schedulers
 that recompute a constant rate (``ConstantLR``'s ``lr / factor``) land a rounding error below it."""
 
+WINDOW_MARGIN = 0.25
+"""In a decay, a rate above ``1 + WINDOW_MARGIN`` times ``decay_window`` of the peak, seen
+during an interval, says its boundary will not predict (:meth:`Schedule.may_predict_next`): a
+smooth decay (cosine, linear) does not fall that far within one interval."""
+
 
 def lr_horizon(tau: int, ratio: float) -> int:
     """How many intervals ahead to predict when the learning rate fell by ``ratio`` (now /
@@ -171,10 +176,12 @@ class Schedule:
         """Whether the step about to run ends an interval."""
         return (self.steps + 1) % self.config.snap_every == 0
 
-    def next_phase(self, ring_count: int, lr: float | None = None) -> Phase:
+    def next_phase(self, ring_count: int, lr: float | None = None, judged: bool = True) -> Phase:
         """The phase of the step about to complete (known before it runs). ``lr``: the
         learning rate it runs at (sets :attr:`horizon` when ``config.lr_horizon``; holds
-        predictions within ``config.decay_window``)."""
+        predictions within ``config.decay_window``). ``judged``: False where a merge at this
+        boundary could not be judged (the gradient check took no norms before it, on the word
+        of :meth:`may_predict_next`): it captures only, and the next boundary may predict."""
         if (self.steps + 1) % self.config.snap_every:
             return Phase.ORDINARY
         ready = self._ready(ring_count)
@@ -188,6 +195,8 @@ class Schedule:
             return Phase.CAPTURE
         if ready and self._loss_up():
             self.loss_holds += 1
+            return Phase.CAPTURE
+        if not judged:
             return Phase.CAPTURE
         self.horizon = self.tau
         if self.config.tau_ramp is not None:  # past tau.bit_length() doublings the ramp is over
@@ -212,13 +221,20 @@ class Schedule:
             return False
         return self.interval_loss_sum / self.interval_loss_count > factor * lowest
 
-    def may_predict_next(self, ring_count: int) -> bool:
-        """False when the next boundary certainly captures only (the ring still filling,
-        burn-in, ``predict_every``, a hold), judged at any step of the interval: what it
-        depends on moves only at boundaries, and between them only towards no prediction (a
-        reset, a new hold). True does not promise a prediction (the learning rate decides the
-        rest at the boundary)."""
-        return self._ready(ring_count) and not self.held_boundaries
+    def may_predict_next(self, ring_count: int, lr: float | None = None) -> bool:
+        """False when the next boundary will capture only: the ring still filling, burn-in,
+        ``predict_every``, a hold (what those depend on moves only at boundaries, and between
+        them only towards no prediction: a reset, a new hold), or, given the learning rate now
+        (``lr``), a decay still far above ``decay_window`` (:data:`WINDOW_MARGIN`), which only
+        a sudden drop (a step schedule) brings into the window by the boundary. True does not
+        promise a prediction (the learning rate decides the rest at the boundary)."""
+        return self._ready(ring_count) and not self.held_boundaries and not self._far_above_window(lr)
+
+    def _far_above_window(self, lr: float | None) -> bool:
+        window = self.config.decay_window
+        if window is None or lr is None:
+            return False
+        return window * (1 + WINDOW_MARGIN) * self.peak_lr < lr < self.peak_lr * (1 - PEAK_TOLERANCE)
 
     def _decaying_above_window(self, lr: float | None) -> bool:
         """Whether ``lr`` has fallen below its peak but not yet to ``decay_window`` of it."""
