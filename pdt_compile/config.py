@@ -212,8 +212,9 @@ class PDTConfig:
     ``stats.gradient_surges``). A merge that leaves the valley the optimizer follows raises the
     gradient many-fold at once; an adaptive optimizer, its second moment tuned to the small
     gradients of late training, then takes steps far larger than its own. Costs one gradient
-    norm in the last q steps of each interval that can end in a prediction; needs no loss; under ``@pdt.compile`` decided on
-    the device (no host read). ``None``: off. Measured (``python -m benchmarks.gradient_check``,
+    norm in the last q steps of each interval that can end in a prediction (none while a decay
+    is far above ``decay_window``); needs no loss; under ``@pdt.compile`` decided on the device
+    (no host read). ``None``: off. Measured (``python -m benchmarks.gradient_check``,
     every task and peer at its tuned rate, 3 seeds, 2026-11-30; README "Merges the next gradient
     rejects"): 4 brought every seed that never reached its target there except one (LAMB under
     cosine, the mnist1d CNN on schedule-free and on Lookahead, two of three on the ViT with
