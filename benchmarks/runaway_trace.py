@@ -46,6 +46,13 @@ def compared_with(schedule) -> float | None:
     return max(recent) if len(recent) >= schedule_module.RUNAWAY_MIN else None
 
 
+def threshold(factor: float, runaways: int) -> float:
+    """``runaway_threshold``, or at a revision before it (2026-12-03) the factor doubled at
+    every runaway."""
+    capped = getattr(schedule_module, "runaway_threshold", None)
+    return factor * 2**runaways if capped is None else capped(factor, runaways)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True, help="a task of benchmarks.ttb")
@@ -73,7 +80,7 @@ def main() -> None:
         step = schedule.steps
         if first <= step <= last:
             value, reference = float(loss), compared_with(schedule)
-            factor = self.config.runaway_factor * 2**schedule.runaways
+            factor = threshold(self.config.runaway_factor, schedule.runaways)
             rows.append(f"| {step} | {value:.3g} | {schedule.runaways} | {factor:g} | "
                         + ("- | - |" if reference is None else f"{reference:.3g} | {value / reference:.3g} |"))
         return report(self, loss, *rest, **options)

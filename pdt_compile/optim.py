@@ -25,7 +25,7 @@ from .mask import moment_mask
 from .runtime.history import SnapshotRing, _local, make_ring
 from .runtime.gradient_check import GradientCheck, gradient_norm
 from .runtime.predictor import PendingBoundary, Prediction, pack_limit, predict_merge_capture_
-from .runtime.schedule import Phase, Schedule
+from .runtime.schedule import RUNAWAY_DOUBLINGS, Phase, Schedule, runaway_threshold
 from .runtime.stats import Stats
 
 _HOOK_DICTS = (
@@ -745,8 +745,8 @@ class PDT(Optimizer):
         self._stats.runaways += 1
         warnings.warn(
             f"PDT: the training loss ran away after step {called_at} (over "
-            f"{self.config.runaway_factor * 2 ** (self.schedule.runaways - 1):g} times the largest of the last ones, "
-            "runaway_factor doubled at each runaway); "
+            f"{runaway_threshold(self.config.runaway_factor, self.schedule.runaways - 1):g} times the largest of the "
+            f"last ones, runaway_factor doubled at each of the first {RUNAWAY_DOUBLINGS} runaways); "
             + ("the weights were moved back to the last snapshot before it and " if ring.count > back else "")
             + "burn-in restarts",
             RuntimeWarning,

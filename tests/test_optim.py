@@ -15,7 +15,7 @@ import pdt_compile as pdt
 from pdt_compile.adapters import adam_moments
 from pdt_compile.mask import moment_mask
 from pdt_compile.runtime.schedule import (PEAK_TOLERANCE, RUNAWAY_LAG, RUNAWAY_MIN, RUNAWAY_WINDOW, Phase, Schedule,
-                                         lr_horizon, ran_away, runaway_reference, setback)
+                                         lr_horizon, ran_away, runaway_reference, runaway_threshold, setback)
 
 from conftest import batches, loss_of, make_mlp, save_and_load, train
 
@@ -438,6 +438,18 @@ def test_after_a_restore_that_worked_a_new_blow_up_is_called_at_once():
         assert not guarded.runaway(5.9 * sound)  # under the doubled factor of 6
         assert [guarded.runaway(6.1 * sound) for _ in range(2)] == [False, True]
         assert guarded.runaways == 2 and guarded.sound_reference == sound
+
+
+def test_the_factor_doubles_at_the_first_runaways_only_and_later_blow_ups_are_still_called():
+    """Doubled without end, the factor let repeated blow-ups through (the mnist1d CNN on
+    schedule-free SGD, verified merges, seed 7: 384 by the seventh runaway, a rise to 210 times
+    the reference uncalled). After RUNAWAY_DOUBLINGS runaways it stays at factor x 8."""
+    assert [runaway_threshold(3.0, k) for k in range(7)] == [3, 6, 12, 24, 24, 24, 24]
+    schedule, sound = guard_after_a_runaway()
+    for runaways in range(2, 8):
+        assert not schedule.runaway(0.9 * sound)  # the restore worked: the losses before stand in
+        assert [schedule.runaway(30.0 * sound) for _ in range(2)] == [False, True]
+        assert schedule.runaways == runaways
 
 
 @given(st.lists(st.floats(1.01, 1e4), min_size=RUNAWAY_MIN, max_size=2 * RUNAWAY_WINDOW))
