@@ -4,9 +4,9 @@ each with: why a blow-up was, or was not, called.
 ``benchmarks.trajectory`` shows the loss at evaluations, 40 steps apart; a runaway grows and is
 called within a few steps. This trains PDT's defaults on a task (or stacked on one of its peers)
 for one seed and lists, for the steps in ``--steps``, the reported loss, the runaways called so
-far, the factor in force (``runaway_factor`` doubled at each runaway), the loss the guard compared
-with (:func:`pdt_compile.runtime.schedule.runaway_reference`; '-' while too few are in) and the
-loss over it.
+far, the factor in force (``runaway_factor`` doubled at each of the first three runaways), the
+loss the guard compared with (:func:`pdt_compile.runtime.schedule.runaway_reference`; '-' while
+too few are in) and the loss over it.
 
     python -m benchmarks.runaway_trace --task 'mnist1d CNN / SGD-momentum' --peer schedule-free --lr 1.6 --seed 4 \\
         [--steps 1160-1200] [--verify]

@@ -237,8 +237,10 @@ class PDTConfig:
     (``stats.runaways``), so that it does not extrapolate the runaway. Weights that trail them
     (Lookahead's slow weights, averages registered with ``PDT.move_with_merges``;
     :data:`pdt_compile.adapters.TRAILING_STATE`) stay where they are. One loss alone is a
-    spike the optimizer settles by itself. Each runaway doubles the factor for the next, so
-    that PDT does not fight the optimizer's own oscillations at the edge of stability. Once a
+    spike the optimizer settles by itself. Each of the first three runaways doubles the factor
+    for the next (then 8x; :data:`~pdt_compile.runtime.schedule.RUNAWAY_DOUBLINGS`), so that
+    PDT does not fight the optimizer's own oscillations at the edge of stability and still calls
+    a blow-up after many. Once a
     loss after a restore is back at what the losses were before the runaway, those stand in as
     the reference until 20 new ones are in, so a blow-up right after a restore that worked is
     called at once; while the loss stays up, the guard waits for 20 new ones.
