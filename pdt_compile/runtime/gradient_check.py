@@ -47,11 +47,17 @@ def gradient_surge(before: Tensor, after: Tensor) -> Tensor:
     return surge.where(mean.isfinite() & (mean > 0), float("nan"))
 
 
+def steps_to_boundary(steps_done: int, snap_every: int) -> int:
+    """How many steps from the one about to run (the ``steps_done + 1``-th) to the end of its
+    interval, both included: 1 at the boundary step."""
+    return snap_every - (steps_done % snap_every)
+
+
 def in_window(steps_done: int, snap_every: int, window: int) -> bool:
     """Whether the step about to run (the ``steps_done + 1``-th) is one of the last ``window``
     steps of an interval, the boundary step included: a merge at that boundary is judged
     against those steps' gradient norms."""
-    return snap_every - (steps_done % snap_every) <= window
+    return steps_to_boundary(steps_done, snap_every) <= window
 
 
 class GradientCheck:
@@ -78,7 +84,7 @@ class GradientCheck:
         takes the norms of all its steps or of none (:meth:`window_taken`)."""
         if self.armed is not None:
             return True
-        left = self.snap_every - steps_done % self.snap_every  # steps to the boundary, itself included
+        left = steps_to_boundary(steps_done, self.snap_every)
         if left > self.window:
             return False
         if self.recording is None or left == min(self.window, self.snap_every):

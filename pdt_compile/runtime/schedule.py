@@ -63,8 +63,8 @@ RUNAWAY_DOUBLINGS = 3
 the doubling let repeated blow-ups through: the mnist1d CNN on schedule-free SGD (lr 1.6, seed 7,
 verified merges) blew up again and again after its restores, by the seventh runaway the factor
 was 384, a rise to 210 times the reference passed uncalled and the run ended at 56 % test
-accuracy; with the factor held at 24 from the fourth runaway the guard called each of them and
-the run ended at 92 % (``python -m benchmarks.runaway_trace --task 'mnist1d CNN /
+accuracy; with the factor held at 24 from the fourth runaway the guard called 36 runaways over
+the run and it ended at 92 % (``python -m benchmarks.runaway_trace --task 'mnist1d CNN /
 SGD-momentum' --peer schedule-free --lr 1.6 --seed 7 --verify``; benchmarks/FINDINGS.md)."""
 
 
@@ -244,20 +244,16 @@ class Schedule:
         (``lr``), a decay still far above ``decay_window`` (:data:`WINDOW_MARGIN`), which only
         a sudden drop (a step schedule) brings into the window by the boundary. True does not
         promise a prediction (the learning rate decides the rest at the boundary)."""
-        return self._ready(ring_count) and not self.held_boundaries and not self._far_above_window(lr)
+        return (self._ready(ring_count) and not self.held_boundaries
+                and not self._decaying_above_window(lr, margin=1 + WINDOW_MARGIN))
 
-    def _far_above_window(self, lr: float | None) -> bool:
+    def _decaying_above_window(self, lr: float | None, margin: float = 1.0) -> bool:
+        """Whether ``lr`` has fallen below its peak but not yet to ``margin`` times
+        ``decay_window`` of it."""
         window = self.config.decay_window
         if window is None or lr is None:
             return False
-        return window * (1 + WINDOW_MARGIN) * self.peak_lr < lr < self.peak_lr * (1 - PEAK_TOLERANCE)
-
-    def _decaying_above_window(self, lr: float | None) -> bool:
-        """Whether ``lr`` has fallen below its peak but not yet to ``decay_window`` of it."""
-        window = self.config.decay_window
-        if window is None or lr is None:
-            return False
-        return window * self.peak_lr < lr < self.peak_lr * (1 - PEAK_TOLERANCE)
+        return window * margin * self.peak_lr < lr < self.peak_lr * (1 - PEAK_TOLERANCE)
 
     def commit(self, phase: Phase, merged: bool, ring_reset: bool, lr: float | None = None) -> None:
         """Advance the counters after ``phase`` ran; ``merged``: the prediction changed
