@@ -45,8 +45,6 @@ VARIANTS: dict[str, dict] = {
     "burn-in 16 (on schedule-free, no merge in the first quarter of the character transformer)": dict(burn_in=16),
     "burn-in 33 (on schedule-free, no merge in the first half of the character transformer)": dict(burn_in=33),
     "rollback at factor 1.5": dict(rollback_factor=1.5),
-    "gradient window 1 (the check compares with the boundary step's gradient norm alone)": dict(gradient_window=1),
-    "gradient window 2 (the check compares with the mean of the last two steps' norms)": dict(gradient_window=2),
     "verify (256 training samples)": dict(verify=True),
     "verify (256 training samples), verify_backoff=0": dict(verify=True, verify_backoff=0),
     "predict at every 2nd boundary": dict(predict_every=2),

@@ -222,12 +222,6 @@ class PDTConfig:
     transformer, the ViT under cosine), and cost on LAMB at a constant rate (one seed 1.60x ->
     1.18x in steps); 8 rescued fewer."""
 
-    gradient_window: int | None = None
-    """How many gradient norms right before a boundary the gradient check averages (the last
-    ``gradient_window`` steps of the interval, the boundary step included; at most
-    ``snap_every``). ``None`` (default): q = max(1, snap_every // 4). Fewer norms cost fewer
-    operations on the steps before a boundary."""
-
     rollback_factor: float | None = None
     """Roll a merge back when the first loss reported after it exceeds the last loss
     before it by more than this factor (e.g. 1.5); ``None`` disables rollback."""
@@ -422,8 +416,6 @@ class PDTConfig:
             or not 1 < self.gradient_limit < math.inf
         ):
             _fail("gradient_limit", self.gradient_limit, "expected None or a finite float > 1 (e.g. 4.0)")
-        if self.gradient_window is not None:
-            _check_int("gradient_window", self.gradient_window, 1)
         if self.setback_limit is not None and (
             isinstance(self.setback_limit, bool) or not isinstance(self.setback_limit, (int, float))
             or not math.isfinite(self.setback_limit)

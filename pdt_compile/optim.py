@@ -122,8 +122,7 @@ class PDT(Optimizer):
         self._jumps: list[Tensor | None] | None = None
         self._moment_filtered: Tensor | int = 0
         """Elements ``moment_ratio`` undid, a device count read into the stats when they are read."""
-        self._gradient_check = None if config.gradient_limit is None else GradientCheck(
-            config.gradient_limit, config.snap_every, config.gradient_window)
+        self._gradient_check = None if config.gradient_limit is None else GradientCheck(config.gradient_limit, config.snap_every)
         self.compiled_step: Callable[[Phase], Prediction | None] | None = None
         self._ring = self._build_ring()
         self._moved_with_merges: list[list[Tensor]] = [[] for _ in self._ring.params]

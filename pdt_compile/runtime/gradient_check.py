@@ -64,10 +64,10 @@ class GradientCheck:
     """The norms of the gradients before each boundary, whether a merge awaits its check, and
     the checks not yet read on the host."""
 
-    def __init__(self, limit: float, snap_every: int, window: int | None = None) -> None:
+    def __init__(self, limit: float, snap_every: int) -> None:
         self.limit = limit
         self.snap_every = snap_every
-        self.window = min(snap_every, window) if window is not None else setback_window(snap_every)
+        self.window = setback_window(snap_every)
         self.norms: deque[Tensor] = deque(maxlen=self.window)
         self.armed: Tensor | None = None
         """Set at a prediction: whether it merged (a device bool); the next gradient judges it."""
