@@ -1,0 +1,146 @@
+"""Merges on a converged plateau: the common CNN recipe at a constant rate, past its loss floor.
+
+The suite's tasks keep their training loss falling to the end of the budget. Many real runs do
+not: a CNN with BatchNorm trained with SGD, Nesterov momentum and weight decay at a constant rate
+(the first phase of a step schedule) reaches the loss floor that rate allows, then stays there
+for epochs. This trains such a model, two 3x3 convolutions of 16 channels (each with BatchNorm)
+and a linear head on scikit-learn's 8x8 digits (in the wheel; the split of the digits MLP task),
+SGD lr 0.1 (not tuned: the recipe's usual value), momentum 0.9, Nesterov, batch 32, 24 epochs,
+one snapshot per epoch, and, to tell the parts of the recipe apart, the same without BatchNorm
+and without weight decay. For each case and seed it trains, from the same weights and batches,
+the plain optimizer, PDT's defaults and PDT with the two loss-reading options that undo or hold
+merges that set the loss back, and reports, per seed: the steps to the plain run's final
+training loss (plain steps / PDT's, as ``benchmarks.ttb`` counts them), PDT's final training
+loss against the plain run's, and, over the evaluations of the second half of the run (the
+plateau), the median of PDT's full training loss over the plain run's. No wall time.
+
+    python -m benchmarks.plateau [--seeds 3] [--only 'BatchNorm, weight decay']
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import pdt_compile as pdt
+from pdt_compile.experiment import Run, Task, speedup, train
+from pdt_compile.tasks import digits_mlp
+
+from .report import write_section
+from .ttb import spread
+
+EPOCHS = 24
+
+CASES = {
+    "BatchNorm, weight decay 5e-4": dict(batch_norm=True, weight_decay=5e-4),
+    "BatchNorm, no weight decay": dict(batch_norm=True, weight_decay=0.0),
+    "no BatchNorm, weight decay 5e-4": dict(batch_norm=False, weight_decay=5e-4),
+    "no BatchNorm, no weight decay": dict(batch_norm=False, weight_decay=0.0),
+}
+
+METHODS = {
+    "PDT default": {},
+    "PDT + setback_limit=0.3": dict(setback_limit=0.3),
+    "PDT + rollback_factor=1.5": dict(rollback_factor=1.5),
+}
+"""Method -> PDTConfig fields on top of the defaults (and one snapshot per epoch)."""
+
+
+def conv_net(batch_norm: bool) -> nn.Module:
+    """Two 3x3 convolutions of 16 channels on the 8x8 image, each followed by BatchNorm (or
+    nothing) and a ReLU, then a linear head."""
+    norm = (lambda: nn.BatchNorm2d(16)) if batch_norm else nn.Identity
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, 16, 3, padding=1), norm(), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1), norm(), nn.ReLU(),
+        nn.Flatten(), nn.Linear(16 * 64, 10),
+    )
+
+
+def plateau_task(batch_norm: bool, weight_decay: float) -> Task:
+    """The digits MLP task's data with :func:`conv_net` and SGD-Nesterov, :data:`EPOCHS` epochs, evaluated
+    every half epoch."""
+    digits = digits_mlp()
+    steps_per_epoch = digits.steps_per_epoch
+    return dataclasses.replace(
+        digits, name="digits-bn-cnn-sgd-nesterov",
+        make_model=lambda: conv_net(batch_norm),
+        make_optimizer=lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True,
+                                                          weight_decay=weight_decay),
+        lr=0.1, steps=EPOCHS * steps_per_epoch, eval_every=steps_per_epoch // 2,
+    )
+
+
+def plateau_ratio(plain: Run, run: Run) -> float:
+    """The median, over the evaluations of the second half of the run, of ``run``'s full
+    training loss over ``plain``'s."""
+    half = plain.steps[-1] / 2
+    return statistics.median(loss / base for step, loss, base in zip(run.steps, run.train_loss, plain.train_loss)
+                             if step > half)
+
+
+def case_rows(name: str, seeds: int) -> list[str]:
+    task = plateau_task(**CASES[name])
+    snap_every = task.steps_per_epoch
+    ratios: dict[str, list] = {method: [] for method in METHODS}
+    finals: dict[str, list[float]] = {method: [] for method in METHODS}
+    plateaus: dict[str, list[float]] = {method: [] for method in METHODS}
+    accuracy: dict[str, list[float]] = {method: [] for method in METHODS}
+    merges = {method: 0 for method in METHODS}
+    settled = []
+    for seed in range(seeds):
+        plain, _ = train(task, lambda opt: opt, seed=seed, method="plain")
+        # the first evaluation within 1.2 times the plain run's final loss: where its plateau begins
+        settled.append(next(step for step, loss in zip(plain.steps, plain.train_loss) if loss <= 1.2 * plain.final_loss))
+        for method, fields in METHODS.items():
+            run, opt = train(task, lambda o, f=fields: pdt.PDT(o, snap_every=snap_every, **f), seed=seed, method=method)
+            ratios[method].append(speedup(plain, run)[0])
+            finals[method].append(100 * (run.final_loss / plain.final_loss - 1))
+            plateaus[method].append(plateau_ratio(plain, run))
+            accuracy[method].append(100 * (run.test_accuracy[-1] - plain.test_accuracy[-1]))
+            merges[method] += opt.stats.merges
+    rows = [f"| {name} | plain | within 1.2x of its final loss from step {', '.join(map(str, settled))} of {task.steps} | "
+            "- | - | - | - | - |"]
+    for method in METHODS:
+        per_seed = ", ".join("never" if v is None else f"{v:.2f}" for v in ratios[method])
+        rows.append(
+            f"| {name} | {method} | {per_seed} ({spread(ratios[method])}) | "
+            f"{', '.join(f'{v:+.0f}' for v in finals[method])} | "
+            f"{', '.join(f'{v:.2f}' for v in plateaus[method])} (median {statistics.median(plateaus[method]):.2f}) | "
+            f"{', '.join(f'{v:+.1f}' for v in accuracy[method])} | {merges[method]} |"
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--only", default=None, help="the cases whose name contains this text")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    rows = ["| case | run | steps × to the plain run's final training loss, per seed | final training loss against "
+            "the plain run's, per seed (%) | plateau: PDT's loss over the plain run's, median over the second half's "
+            "evaluations, per seed | final test accuracy − the plain run's, per seed (points) | merges (all seeds) |",
+            "|---|---|---|---|---|---|---|"]
+    for name in CASES:
+        if args.only is None or args.only in name:
+            rows += case_rows(name, args.seeds)
+            print("\n".join(rows[-1 - len(METHODS):]), flush=True)
+    intro = (f"{args.seeds} seeds per case, each run from the same initial weights and batches; digits (1437 training "
+             f"images), SGD lr 0.1, momentum 0.9, Nesterov, batch 32, {EPOCHS} epochs at a constant rate, one snapshot "
+             "per epoch, the full training loss evaluated every half epoch; × as benchmarks.ttb counts steps (first "
+             "evaluation at the plain run's final loss, floored at 1e-6). Total benchmark time "
+             f"{time.perf_counter() - started:.0f} s.")
+    part = f", cases matching {args.only!r}" if args.only else ""
+    write_section(f"Merges on a converged plateau{part} (benchmarks/plateau.py)", intro + "\n\n" + "\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
