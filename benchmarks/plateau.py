@@ -8,8 +8,9 @@ and a linear head on scikit-learn's 8x8 digits (in the wheel; the split of the d
 SGD lr 0.1 (not tuned: the recipe's usual value), momentum 0.9, Nesterov, batch 32, 24 epochs,
 one snapshot per epoch, and, to tell the parts of the recipe apart, the same without BatchNorm
 and without weight decay. For each case and seed it trains, from the same weights and batches,
-the plain optimizer, PDT's defaults and PDT with the two loss-reading options that undo or hold
-merges that set the loss back, and reports, per seed: the steps to the plain run's final
+the plain optimizer, PDT's defaults, PDT with the loss-reading options that undo or hold merges
+that set the loss back or shorten the horizon after them, and PDT with half the horizon, and
+reports, per seed: the steps to the plain run's final
 training loss (plain steps / PDT's, as ``benchmarks.ttb`` counts them), PDT's final training
 loss against the plain run's, and, over the evaluations of the second half of the run (the
 plateau), the median of PDT's full training loss over the plain run's. No wall time.
@@ -47,6 +48,8 @@ METHODS = {
     "PDT default": {},
     "PDT + setback_limit=0.3": dict(setback_limit=0.3),
     "PDT + rollback_factor=1.5": dict(rollback_factor=1.5),
+    "PDT, adaptive=True (tau halves after a merge that raised the loss)": dict(adaptive=True),
+    "PDT, tau 4 (half the horizon)": dict(tau=4),
 }
 """Method -> PDTConfig fields on top of the defaults (and one snapshot per epoch)."""
 
