@@ -637,3 +637,17 @@ def test_a_rate_scaled_variant_trains_pdt_at_that_multiple_of_the_rate():
     direct, _ = train(task, lambda opt: pdt.PDT(opt, snap_every=10), seed=0, method="direct", lr=task.lr * 0.5)
     full, _ = run_variant(task, 10, {}, seed=0, method="default", lr=task.lr)
     assert scaled.train_loss == direct.train_loss != full.train_loss
+
+
+def test_the_plateau_ratio_is_the_median_over_the_second_half_and_the_plateau_task_trains():
+    from benchmarks.plateau import conv_net, plateau_ratio, plateau_task
+
+    plain = Run(method="plain", seed=0, steps=[10, 20, 30, 40], train_loss=[1.0, 1.0, 2.0, 4.0])
+    run = Run(method="PDT", seed=0, steps=[10, 20, 30, 40], train_loss=[9.0, 9.0, 2.0, 12.0])
+    assert plateau_ratio(plain, run) == 2.0  # steps 30 and 40 (past half of 40): ratios 1 and 3
+    for batch_norm in (True, False):
+        assert conv_net(batch_norm)(torch.rand(5, 64)).shape == (5, 10)
+    task = plateau_task(batch_norm=True, weight_decay=5e-4)
+    assert task.steps == 24 * task.steps_per_epoch and task.eval_every * 2 == task.steps_per_epoch
+    [group] = task.make_optimizer(conv_net(True).parameters(), task.lr).param_groups
+    assert (group["nesterov"], group["momentum"], group["weight_decay"]) == (True, 0.9, 5e-4)
