@@ -30,12 +30,47 @@ from torch import nn
 
 import pdt_compile as pdt
 from pdt_compile.experiment import Run, Task, speedup, train
+from pdt_compile.runtime.schedule import Phase, Schedule
 from pdt_compile.tasks import digits_mlp
 
 from .report import write_section
 from .ttb import spread
 
 EPOCHS = 24
+
+
+class ProgressSchedule(Schedule):
+    """A probe: PDT's schedule that, at a boundary that would predict, only takes the snapshot
+    while the training loss reported over the interval so far is not below the mean of the
+    interval that ended ``config.history - 1`` boundaries before (the ring's span): no progress
+    over the snapshots DMD fits, no trend to extrapolate."""
+
+    means: list[float]
+    holds: int
+
+    def next_phase(self, ring_count: int, lr: float | None = None, judged: bool = True) -> Phase:
+        phase = super().next_phase(ring_count, lr, judged)
+        span = self.config.history - 1
+        if phase == Phase.PREDICT and self.interval_loss_count and len(self.means) >= span:
+            if self.interval_loss_sum / self.interval_loss_count >= self.means[-span]:
+                self.holds += 1
+                return Phase.CAPTURE
+        return phase
+
+    def _adapt(self, merged: bool) -> None:
+        if self.interval_loss_count:
+            self.means.append(self.interval_loss_sum / self.interval_loss_count)
+        super()._adapt(merged)
+
+
+class ProgressHoldPDT(pdt.PDT):
+    """PDT with :class:`ProgressSchedule` (reads every reported loss)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.schedule.__class__ = ProgressSchedule
+        self.schedule.means, self.schedule.holds = [], 0
+        self._loss_readers = 1
 
 CASES = {
     "BatchNorm, weight decay 5e-4": dict(batch_norm=True, weight_decay=5e-4),
@@ -50,8 +85,16 @@ METHODS = {
     "PDT + rollback_factor=1.5": dict(rollback_factor=1.5),
     "PDT, adaptive=True (tau halves after a merge that raised the loss)": dict(adaptive=True),
     "PDT, tau 4 (half the horizon)": dict(tau=4),
+    "PDT, no prediction without progress over the ring's span (a probe)": dict(progress_hold=True),
 }
-"""Method -> PDTConfig fields on top of the defaults (and one snapshot per epoch)."""
+"""Method -> PDTConfig fields on top of the defaults (and one snapshot per epoch);
+``progress_hold=True``: :class:`ProgressHoldPDT`."""
+
+
+def wrap(fields: dict, snap_every: int):
+    options = {key: value for key, value in fields.items() if key != "progress_hold"}
+    cls = ProgressHoldPDT if fields.get("progress_hold") else pdt.PDT
+    return lambda optimizer: cls(optimizer, snap_every=snap_every, **options)
 
 
 def conv_net(batch_norm: bool) -> nn.Module:
@@ -102,7 +145,7 @@ def case_rows(name: str, seeds: int) -> list[str]:
         # the first evaluation within 1.2 times the plain run's final loss: where its plateau begins
         settled.append(next(step for step, loss in zip(plain.steps, plain.train_loss) if loss <= 1.2 * plain.final_loss))
         for method, fields in METHODS.items():
-            run, opt = train(task, lambda o, f=fields: pdt.PDT(o, snap_every=snap_every, **f), seed=seed, method=method)
+            run, opt = train(task, wrap(fields, snap_every), seed=seed, method=method)
             ratios[method].append(speedup(plain, run)[0])
             finals[method].append(100 * (run.final_loss / plain.final_loss - 1))
             plateaus[method].append(plateau_ratio(plain, run))

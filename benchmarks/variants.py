@@ -27,6 +27,7 @@ from pdt_compile.experiment import Task, Wrap, speedup, train
 
 from .chaos import seed_cells
 from .report import chosen, write_section
+from .plateau import ProgressHoldPDT
 from .sf_harm import TangentialPDT
 from .tau_ramp import selected
 from .ttb import peers, task_suite, verified
@@ -45,6 +46,8 @@ VARIANTS: dict[str, dict] = {
     "burn-in 16 (on schedule-free, no merge in the first quarter of the character transformer)": dict(burn_in=16),
     "burn-in 33 (on schedule-free, no merge in the first half of the character transformer)": dict(burn_in=33),
     "rollback at factor 1.5": dict(rollback_factor=1.5),
+    "progress hold (no prediction without progress over the ring's span; benchmarks.plateau's probe)":
+        dict(progress_hold=True),
     "verify (256 training samples)": dict(verify=True),
     "verify (256 training samples), verify_backoff=0": dict(verify=True, verify_backoff=0),
     "predict at every 2nd boundary": dict(predict_every=2),
@@ -69,10 +72,11 @@ VARIANTS: dict[str, dict] = {
 ``verify=True`` verifies every merge on a fixed batch of training samples (``benchmarks.ttb.verified``);
 ``stop_at=f``: no prediction after the first f of the task's steps (where in a run merges help or harm);
 ``tangential=True``: :class:`benchmarks.sf_harm.TangentialPDT` (a probe, not a PDTConfig field);
+``progress_hold=True``: :class:`benchmarks.plateau.ProgressHoldPDT` (a probe);
 ``lr_scale=c``: PDT trains at c times the rate the baseline was tuned to (is PDT's best rate the
 baseline's?)."""
 
-RUN_FIELDS = ("verify", "stop_at", "tangential", "lr_scale")
+RUN_FIELDS = ("verify", "stop_at", "tangential", "lr_scale", "progress_hold")
 """Variant fields that set how a run is made, not PDTConfig fields."""
 
 
@@ -83,6 +87,8 @@ def wrap_of(task: Task, snap_every: int, fields: dict) -> Wrap:
         return verified(task, snap_every, **options)
     if fields.get("tangential"):
         return lambda opt: TangentialPDT(opt, snap_every=snap_every, **options)
+    if fields.get("progress_hold"):
+        return lambda opt: ProgressHoldPDT(opt, snap_every=snap_every, **options)
     return lambda opt: pdt.PDT(opt, snap_every=snap_every, **options)
 
 
