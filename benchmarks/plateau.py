@@ -138,7 +138,9 @@ def case_rows(name: str, seeds: int) -> list[str]:
     finals: dict[str, list[float]] = {method: [] for method in METHODS}
     plateaus: dict[str, list[float]] = {method: [] for method in METHODS}
     accuracy: dict[str, list[float]] = {method: [] for method in METHODS}
+    masks: dict[str, list[float]] = {method: [] for method in METHODS}
     merges = {method: 0 for method in METHODS}
+    undone = {method: 0 for method in METHODS}
     settled = []
     for seed in range(seeds):
         plain, _ = train(task, lambda opt: opt, seed=seed, method="plain")
@@ -151,15 +153,19 @@ def case_rows(name: str, seeds: int) -> list[str]:
             plateaus[method].append(plateau_ratio(plain, run))
             accuracy[method].append(100 * (run.test_accuracy[-1] - plain.test_accuracy[-1]))
             merges[method] += opt.stats.merges
+            undone[method] += opt.stats.gradient_undos
+            masks[method].append(statistics.mean(r for _, r in opt.stats.mask_ratio_history) if opt.stats.mask_ratio_history
+                                 else float("nan"))
     rows = [f"| {name} | plain | within 1.2x of its final loss from step {', '.join(map(str, settled))} of {task.steps} | "
-            "- | - | - | - | - |"]
+            "- | - | - | - | - | - |"]
     for method in METHODS:
         per_seed = ", ".join("never" if v is None else f"{v:.2f}" for v in ratios[method])
         rows.append(
             f"| {name} | {method} | {per_seed} ({spread(ratios[method])}) | "
             f"{', '.join(f'{v:+.0f}' for v in finals[method])} | "
             f"{', '.join(f'{v:.2f}' for v in plateaus[method])} (median {statistics.median(plateaus[method]):.2f}) | "
-            f"{', '.join(f'{v:+.1f}' for v in accuracy[method])} | {merges[method]} |"
+            f"{', '.join(f'{v:+.1f}' for v in accuracy[method])} | {', '.join(f'{v:.2f}' for v in masks[method])} | "
+            f"{merges[method]} ({undone[method]}) |"
         )
     return rows
 
@@ -173,8 +179,9 @@ def main() -> None:
     started = time.perf_counter()
     rows = ["| case | run | steps × to the plain run's final training loss, per seed | final training loss against "
             "the plain run's, per seed (%) | plateau: PDT's loss over the plain run's, median over the second half's "
-            "evaluations, per seed | final test accuracy − the plain run's, per seed (points) | merges (all seeds) |",
-            "|---|---|---|---|---|---|---|"]
+            "evaluations, per seed | final test accuracy − the plain run's, per seed (points) | mean mask ratio, per seed | "
+            "merges (of them undone by the gradient check), all seeds |",
+            "|---|---|---|---|---|---|---|---|"]
     for name in CASES:
         if args.only is None or args.only in name:
             rows += case_rows(name, args.seeds)
