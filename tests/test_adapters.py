@@ -187,6 +187,14 @@ def test_stacking_where_measured_to_hurt_warns_with_what_was_measured():
         warnings.simplefilter("error")
         pdt.PDT(po.Lamb(make_mlp().parameters(), lr=0.01), **CONFIG)
         pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), **CONFIG)
+        pdt.PDT(torch.optim.AdamW(make_mlp().parameters(), lr=0.01, weight_decay=0.01), **CONFIG)
+
+
+def test_sgd_with_weight_decay_warns_with_the_plateau_measurement():
+    model = make_mlp()
+    groups = [{"params": [model[0].weight], "weight_decay": 5e-4}, {"params": [model[0].bias]}]
+    with pytest.warns(UserWarning, match=r"PDT on SGD: weight decay 0.0005: measured .*benchmarks.plateau.*rollback_factor=1.5"):
+        pdt.PDT(torch.optim.SGD(groups, lr=0.1, momentum=0.9), **CONFIG)
 
 
 AVERAGED = {  # name -> (optimizer, beta, where the parameters are in weight space: "y" or "x")
