@@ -34,6 +34,7 @@ from pdt_compile.runtime.schedule import Phase, Schedule
 from pdt_compile.tasks import digits_mlp
 
 from .report import write_section
+from .sf_harm import TangentialPDT
 from .ttb import spread
 
 EPOCHS = 24
@@ -86,14 +87,16 @@ METHODS = {
     "PDT, adaptive=True (tau halves after a merge that raised the loss)": dict(adaptive=True),
     "PDT, tau 4 (half the horizon)": dict(tau=4),
     "PDT, no prediction without progress over the ring's span (a probe)": dict(progress_hold=True),
+    "PDT, the radial part of matrices' jumps undone (benchmarks.sf_harm's probe)": dict(tangential=True),
 }
 """Method -> PDTConfig fields on top of the defaults (and one snapshot per epoch);
-``progress_hold=True``: :class:`ProgressHoldPDT`."""
+``progress_hold=True``: :class:`ProgressHoldPDT`; ``tangential=True``:
+:class:`benchmarks.sf_harm.TangentialPDT` (do the jumps' changes of the weights' norms do the harm?)."""
 
 
 def wrap(fields: dict, snap_every: int):
-    options = {key: value for key, value in fields.items() if key != "progress_hold"}
-    cls = ProgressHoldPDT if fields.get("progress_hold") else pdt.PDT
+    options = {key: value for key, value in fields.items() if key not in ("progress_hold", "tangential")}
+    cls = ProgressHoldPDT if fields.get("progress_hold") else TangentialPDT if fields.get("tangential") else pdt.PDT
     return lambda optimizer: cls(optimizer, snap_every=snap_every, **options)
 
 
