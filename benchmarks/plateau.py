@@ -15,7 +15,7 @@ training loss (plain steps / PDT's, as ``benchmarks.ttb`` counts them), PDT's fi
 loss against the plain run's, and, over the evaluations of the second half of the run (the
 plateau), the median of PDT's full training loss over the plain run's. No wall time.
 
-    python -m benchmarks.plateau [--seeds 3] [--only 'BatchNorm, weight decay']
+    python -m benchmarks.plateau [--seeds 3] [--only 'BatchNorm, weight decay'] [--lr 0.1]
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def conv_net(batch_norm: bool) -> nn.Module:
     )
 
 
-def plateau_task(batch_norm: bool, weight_decay: float) -> Task:
+def plateau_task(batch_norm: bool, weight_decay: float, lr: float = 0.1) -> Task:
     """The digits MLP task's data with :func:`conv_net` and SGD-Nesterov, :data:`EPOCHS` epochs, evaluated
     every half epoch."""
     digits = digits_mlp()
@@ -122,7 +122,7 @@ def plateau_task(batch_norm: bool, weight_decay: float) -> Task:
         make_model=lambda: conv_net(batch_norm),
         make_optimizer=lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True,
                                                           weight_decay=weight_decay),
-        lr=0.1, steps=EPOCHS * steps_per_epoch, eval_every=steps_per_epoch // 2,
+        lr=lr, steps=EPOCHS * steps_per_epoch, eval_every=steps_per_epoch // 2,
     )
 
 
@@ -134,8 +134,8 @@ def plateau_ratio(plain: Run, run: Run) -> float:
                              if step > half)
 
 
-def case_rows(name: str, seeds: int) -> list[str]:
-    task = plateau_task(**CASES[name])
+def case_rows(name: str, seeds: int, lr: float = 0.1) -> list[str]:
+    task = plateau_task(**CASES[name], lr=lr)
     snap_every = task.steps_per_epoch
     ratios: dict[str, list] = {method: [] for method in METHODS}
     finals: dict[str, list[float]] = {method: [] for method in METHODS}
@@ -177,6 +177,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--only", default=None, help="the cases whose name contains this text")
+    parser.add_argument("--lr", type=float, default=0.1, help="SGD's learning rate (0.1: the recipe's)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -187,14 +188,14 @@ def main() -> None:
             "|---|---|---|---|---|---|---|---|"]
     for name in CASES:
         if args.only is None or args.only in name:
-            rows += case_rows(name, args.seeds)
+            rows += case_rows(name, args.seeds, args.lr)
             print("\n".join(rows[-1 - len(METHODS):]), flush=True)
     intro = (f"{args.seeds} seeds per case, each run from the same initial weights and batches; digits (1437 training "
-             f"images), SGD lr 0.1, momentum 0.9, Nesterov, batch 32, {EPOCHS} epochs at a constant rate, one snapshot "
+             f"images), SGD lr {args.lr:g}, momentum 0.9, Nesterov, batch 32, {EPOCHS} epochs at a constant rate, one snapshot "
              "per epoch, the full training loss evaluated every half epoch; × as benchmarks.ttb counts steps (first "
              "evaluation at the plain run's final loss, floored at 1e-6). Total benchmark time "
              f"{time.perf_counter() - started:.0f} s.")
-    part = f", cases matching {args.only!r}" if args.only else ""
+    part = (f", cases matching {args.only!r}" if args.only else "") + (f", lr {args.lr:g}" if args.lr != 0.1 else "")
     write_section(f"Merges on a converged plateau{part} (benchmarks/plateau.py)", intro + "\n\n" + "\n".join(rows))
 
 
