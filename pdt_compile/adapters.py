@@ -209,10 +209,9 @@ def stacking_warning(optimizer: object) -> str | None:
     """The warning for wrapping ``optimizer``, or None where stacking is not known to hurt."""
     package, name = type(optimizer).__module__.split(".")[0], type(optimizer).__qualname__
     measured = MEASURED_UNSAFE.get((package, name), MEASURED_UNSAFE.get((package, None)))
-    if measured is None and type(optimizer) is SGD and any(
-        group.get("weight_decay") for group in getattr(optimizer, "param_groups", ())
-    ):
-        measured = f"weight decay {max(group['weight_decay'] for group in optimizer.param_groups):g}: {SGD_WEIGHT_DECAY}"
+    if measured is None and type(optimizer) is SGD:
+        decay = max(group.get("weight_decay", 0) for group in optimizer.param_groups)
+        measured = f"weight decay {decay:g}: {SGD_WEIGHT_DECAY}" if decay else None
     return None if measured is None else f"PDT on {name}: {measured}"
 
 
