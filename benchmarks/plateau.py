@@ -15,7 +15,8 @@ training loss (plain steps / PDT's, as ``benchmarks.ttb`` counts them), PDT's fi
 loss against the plain run's, and, over the evaluations of the second half of the run (the
 plateau), the median of PDT's full training loss over the plain run's. No wall time.
 
-    python -m benchmarks.plateau [--seeds 3] [--only 'BatchNorm, weight decay'] [--lr 0.1]
+    python -m benchmarks.plateau [--seeds 3] [--only 'BatchNorm, weight decay'] [--case 'BatchNorm, weight decay 5e-4']
+                                 [--methods 'radial,runaway'] [--lr 0.1]
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pdt_compile.experiment import Run, Task, speedup, train
 from pdt_compile.runtime.schedule import Phase, Schedule
 from pdt_compile.tasks import digits_mlp
 
-from .report import write_section
+from .report import chosen, write_section
 from .sf_harm import TangentialPDT
 from .ttb import spread
 
@@ -73,6 +74,37 @@ class ProgressHoldPDT(pdt.PDT):
         self.schedule.means, self.schedule.holds = [], 0
         self._loss_readers = 1
 
+class ConvolutionsTangentialPDT(TangentialPDT):
+    """The radial part undone on the convolutions only: the weights BatchNorm follows, the only
+    ones whose loss is scale-invariant (their loss gradient is orthogonal to them)."""
+
+    selects = staticmethod(lambda p: p.dim() == 4)
+
+
+class HeadTangentialPDT(TangentialPDT):
+    """The radial part undone on the linear head only (not scale-invariant)."""
+
+    selects = staticmethod(lambda p: p.dim() == 2)
+
+
+class EveryTensorTangentialPDT(TangentialPDT):
+    """The radial part undone on every tensor, BatchNorm's scales and shifts and the biases too."""
+
+    selects = staticmethod(lambda p: True)
+
+
+class RowsTangentialPDT(TangentialPDT):
+    """The radial part undone on each output row of every matrix on its own (per channel, as
+    BatchNorm normalises)."""
+
+    per_row = True
+
+
+PROBES = {"progress_hold": ProgressHoldPDT, "tangential": TangentialPDT, "conv_tangential": ConvolutionsTangentialPDT,
+          "head_tangential": HeadTangentialPDT, "every_tangential": EveryTensorTangentialPDT,
+          "row_tangential": RowsTangentialPDT}
+"""Probe field -> the PDT subclass a method with that field set trains with."""
+
 CASES = {
     "BatchNorm, weight decay 5e-4": dict(batch_norm=True, weight_decay=5e-4),
     "BatchNorm, no weight decay": dict(batch_norm=True, weight_decay=0.0),
@@ -88,15 +120,20 @@ METHODS = {
     "PDT, tau 4 (half the horizon)": dict(tau=4),
     "PDT, no prediction without progress over the ring's span (a probe)": dict(progress_hold=True),
     "PDT, the radial part of matrices' jumps undone (benchmarks.sf_harm's probe)": dict(tangential=True),
+    "PDT, the radial part undone on the convolutions only (the scale-invariant weights)": dict(conv_tangential=True),
+    "PDT, the radial part undone on the head only": dict(head_tangential=True),
+    "PDT, the radial part undone on every tensor": dict(every_tangential=True),
+    "PDT, the radial part undone per output row of every matrix": dict(row_tangential=True),
+    "PDT + runaway_factor=3 (the schedule-free runaway guard)": dict(runaway_factor=3.0),
 }
-"""Method -> PDTConfig fields on top of the defaults (and one snapshot per epoch);
-``progress_hold=True``: :class:`ProgressHoldPDT`; ``tangential=True``:
-:class:`benchmarks.sf_harm.TangentialPDT` (do the jumps' changes of the weights' norms do the harm?)."""
+"""Method -> PDTConfig fields on top of the defaults (and one snapshot per epoch); a field of
+:data:`PROBES` set: that probe (``tangential``: :class:`benchmarks.sf_harm.TangentialPDT`, do the
+jumps' changes of the weights' norms do the harm? and which weights' changes?)."""
 
 
 def wrap(fields: dict, snap_every: int):
-    options = {key: value for key, value in fields.items() if key not in ("progress_hold", "tangential")}
-    cls = ProgressHoldPDT if fields.get("progress_hold") else TangentialPDT if fields.get("tangential") else pdt.PDT
+    options = {key: value for key, value in fields.items() if key not in PROBES}
+    cls = next((PROBES[key] for key in fields if key in PROBES), pdt.PDT)
     return lambda optimizer: cls(optimizer, snap_every=snap_every, **options)
 
 
@@ -134,22 +171,26 @@ def plateau_ratio(plain: Run, run: Run) -> float:
                              if step > half)
 
 
-def case_rows(name: str, seeds: int, lr: float = 0.1) -> list[str]:
+def case_rows(name: str, seeds: int, lr: float = 0.1, methods: dict | None = None) -> list[str]:
+    """The table rows of one case: the plain run's, then one per method of ``methods`` (all of
+    :data:`METHODS` by default)."""
+    methods = methods or METHODS
     task = plateau_task(**CASES[name], lr=lr)
     snap_every = task.steps_per_epoch
-    ratios: dict[str, list] = {method: [] for method in METHODS}
-    finals: dict[str, list[float]] = {method: [] for method in METHODS}
-    plateaus: dict[str, list[float]] = {method: [] for method in METHODS}
-    accuracy: dict[str, list[float]] = {method: [] for method in METHODS}
-    masks: dict[str, list[float]] = {method: [] for method in METHODS}
-    merges = {method: 0 for method in METHODS}
-    undone = {method: 0 for method in METHODS}
+    ratios: dict[str, list] = {method: [] for method in methods}
+    finals: dict[str, list[float]] = {method: [] for method in methods}
+    plateaus: dict[str, list[float]] = {method: [] for method in methods}
+    accuracy: dict[str, list[float]] = {method: [] for method in methods}
+    masks: dict[str, list[float]] = {method: [] for method in methods}
+    merges = {method: 0 for method in methods}
+    undone = {method: 0 for method in methods}
+    runaways = {method: 0 for method in methods}
     settled = []
     for seed in range(seeds):
         plain, _ = train(task, lambda opt: opt, seed=seed, method="plain")
         # the first evaluation within 1.2 times the plain run's final loss: where its plateau begins
         settled.append(next(step for step, loss in zip(plain.steps, plain.train_loss) if loss <= 1.2 * plain.final_loss))
-        for method, fields in METHODS.items():
+        for method, fields in methods.items():
             run, opt = train(task, wrap(fields, snap_every), seed=seed, method=method)
             ratios[method].append(speedup(plain, run)[0])
             finals[method].append(100 * (run.final_loss / plain.final_loss - 1))
@@ -157,18 +198,19 @@ def case_rows(name: str, seeds: int, lr: float = 0.1) -> list[str]:
             accuracy[method].append(100 * (run.test_accuracy[-1] - plain.test_accuracy[-1]))
             merges[method] += opt.stats.merges
             undone[method] += opt.stats.gradient_undos
+            runaways[method] += opt.stats.runaways
             masks[method].append(statistics.mean(r for _, r in opt.stats.mask_ratio_history) if opt.stats.mask_ratio_history
                                  else float("nan"))
     rows = [f"| {name} | plain | within 1.2x of its final loss from step {', '.join(map(str, settled))} of {task.steps} | "
             "- | - | - | - | - | - |"]
-    for method in METHODS:
+    for method in methods:
         per_seed = ", ".join("never" if v is None else f"{v:.2f}" for v in ratios[method])
         rows.append(
             f"| {name} | {method} | {per_seed} ({spread(ratios[method])}) | "
             f"{', '.join(f'{v:+.0f}' for v in finals[method])} | "
             f"{', '.join(f'{v:.2f}' for v in plateaus[method])} (median {statistics.median(plateaus[method]):.2f}) | "
             f"{', '.join(f'{v:+.1f}' for v in accuracy[method])} | {', '.join(f'{v:.2f}' for v in masks[method])} | "
-            f"{merges[method]} ({undone[method]}) |"
+            f"{merges[method]} ({undone[method]}){f'; {runaways[method]} runaways' if runaways[method] else ''} |"
         )
     return rows
 
@@ -177,25 +219,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--only", default=None, help="the cases whose name contains this text")
+    parser.add_argument("--case", default=None, help="the one case of this exact name (beside --only)")
+    parser.add_argument("--methods", default="", help="comma-separated texts: the methods whose name contains one "
+                        "(PDT's defaults always run)")
     parser.add_argument("--lr", type=float, default=0.1, help="SGD's learning rate (0.1: the recipe's)")
     args = parser.parse_args()
+    if args.case is not None and args.case not in CASES:
+        parser.error(f"--case {args.case!r}: expected one of {sorted(CASES)}")
+    methods = chosen(METHODS, args.methods, always="PDT default")
     torch.set_num_threads(1)
     started = time.perf_counter()
     rows = ["| case | run | steps × to the plain run's final training loss, per seed | final training loss against "
             "the plain run's, per seed (%) | plateau: PDT's loss over the plain run's, median over the second half's "
             "evaluations, per seed | final test accuracy − the plain run's, per seed (points) | mean mask ratio, per seed | "
-            "merges (of them undone by the gradient check), all seeds |",
+            "merges (of them undone by the gradient check; runaways the guard called), all seeds |",
             "|---|---|---|---|---|---|---|---|"]
     for name in CASES:
-        if args.only is None or args.only in name:
-            rows += case_rows(name, args.seeds, args.lr)
-            print("\n".join(rows[-1 - len(METHODS):]), flush=True)
+        if (args.only is None or args.only in name) and args.case in (None, name):
+            rows += case_rows(name, args.seeds, args.lr, methods)
+            print("\n".join(rows[-1 - len(methods):]), flush=True)
     intro = (f"{args.seeds} seeds per case, each run from the same initial weights and batches; digits (1437 training "
              f"images), SGD lr {args.lr:g}, momentum 0.9, Nesterov, batch 32, {EPOCHS} epochs at a constant rate, one snapshot "
              "per epoch, the full training loss evaluated every half epoch; × as benchmarks.ttb counts steps (first "
              "evaluation at the plain run's final loss, floored at 1e-6). Total benchmark time "
              f"{time.perf_counter() - started:.0f} s.")
-    part = (f", cases matching {args.only!r}" if args.only else "") + (f", lr {args.lr:g}" if args.lr != 0.1 else "")
+    part = (f", cases matching {args.only!r}" if args.only else "") + (f", case {args.case!r}" if args.case else "")
+    part += f", methods matching {args.methods!r}" if args.methods else ""
+    part += (f", lr {args.lr:g}" if args.lr != 0.1 else "")
     write_section(f"Merges on a converged plateau{part} (benchmarks/plateau.py)", intro + "\n\n" + "\n".join(rows))
 
 

@@ -118,20 +118,26 @@ class XAgreeingPDT(pdt.PDT):
         return prediction
 
 
-def radial_part(jump: Tensor, weights: Tensor) -> Tensor:
+def radial_part(jump: Tensor, weights: Tensor, rows: int = 1) -> Tensor:
     """The part of ``jump`` along ``weights`` restricted to the elements the jump moves: what
-    of it grows (or shrinks) the tensor's norm rather than turning it."""
-    support = weights * (jump != 0)
-    norm2 = support.pow(2).sum()
-    if norm2 == 0:
-        return torch.zeros_like(jump)
-    return support * ((jump * support).sum() / norm2)
+    of it grows (or shrinks) the tensor's norm rather than turning it. With ``rows`` > 1, of
+    each of that many equal rows on its own (a layer's output units: what a normalisation per
+    channel makes scale-invariant one by one)."""
+    support = (weights * (jump != 0)).view(rows, -1)
+    norm2 = support.pow(2).sum(1, keepdim=True)
+    along = (jump.view(rows, -1) * support).sum(1, keepdim=True) / norm2.clamp_min(torch.finfo(norm2.dtype).tiny)
+    return (support * along).view(-1)
 
 
 class TangentialPDT(pdt.PDT):
-    """PDT whose merges of matrices (tensors of 2 or more dimensions) keep only the part of the
-    jump that turns the base iterate: the radial part, along the weights before the merge, is
-    undone. Tests whether extrapolated norm growth is what costs on schedule-free AdamW."""
+    """PDT whose merges of the tensors :attr:`selects` picks (by default matrices: 2 or more
+    dimensions) keep only the part of the jump that turns the base iterate: the radial part,
+    along the weights before the merge, is undone (of each output row on its own when
+    :attr:`per_row`). Tests whether extrapolated norm growth is what costs on schedule-free
+    AdamW."""
+
+    selects: Callable[[Tensor], bool] = staticmethod(lambda p: p.dim() >= 2)
+    per_row = False
 
     def _run_boundary(self, phase: Phase):
         prediction = super()._run_boundary(phase)
@@ -139,10 +145,11 @@ class TangentialPDT(pdt.PDT):
             return prediction
         undo = []
         for p, tracked, jump in zip(self._ring.params, self.tracked(), prediction.jumps):
-            if jump is None or p.dim() < 2:
+            if jump is None or not self.selects(p):
                 undo.append(None)
                 continue
-            undo.append(radial_part(jump, tracked.detach().reshape(-1).float() - jump))
+            rows = p.shape[0] if self.per_row and p.dim() else 1
+            undo.append(radial_part(jump, tracked.detach().reshape(-1).float() - jump, rows))
         self._translate_(undo, -1.0)
         for jump, part in zip(prediction.jumps, undo):
             if jump is not None and part is not None:

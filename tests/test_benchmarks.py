@@ -468,6 +468,10 @@ def test_the_radial_part_of_a_jump_lies_along_the_weights_it_moves_and_leaves_th
     assert abs(float((jump - part) @ (weights * (jump != 0)))) < 1e-9  # the rest turns, it does not grow
     assert torch.allclose(radial_part(3.0 * weights, weights), 3.0 * weights)
     assert not radial_part(torch.zeros(200, dtype=torch.float64), weights).any()
+    rows = radial_part(jump, weights, rows=4).view(4, -1)  # each row of 50 on its own
+    for row, j, w in zip(rows, jump.view(4, -1), weights.view(4, -1)):
+        assert abs(float((j - row) @ (w * (j != 0)))) < 1e-9
+    assert not torch.allclose(rows.view(-1), part)
 
 
 def test_the_tangential_probe_undoes_a_matrix_jump_that_only_grows_its_norm_and_keeps_the_rest():
