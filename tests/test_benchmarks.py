@@ -655,3 +655,19 @@ def test_the_plateau_ratio_is_the_median_over_the_second_half_and_the_plateau_ta
     assert task.steps == 24 * task.steps_per_epoch and task.eval_every * 2 == task.steps_per_epoch
     [group] = task.make_optimizer(conv_net(True).parameters(), task.lr).param_groups
     assert (group["nesterov"], group["momentum"], group["weight_decay"]) == (True, 0.9, 5e-4)
+
+
+def test_a_plateau_method_trains_with_the_probe_its_field_names_and_the_rest_as_options():
+    import pdt_compile as pdt
+    from benchmarks import plateau
+
+    model = torch.nn.Linear(3, 2)
+    for fields, cls in [({}, pdt.PDT), ({"conv_tangential": True, "tau": 4}, plateau.ConvolutionsTangentialPDT),
+                        ({"runaway_factor": 3.0}, pdt.PDT)]:
+        opt = plateau.wrap(fields, snap_every=5)(torch.optim.SGD(model.parameters(), lr=0.1))
+        assert type(opt) is cls and opt.config.snap_every == 5
+        assert opt.config.tau == fields.get("tau", pdt.PDTConfig(snap_every=5).tau)
+        assert opt.config.runaway_factor == fields.get("runaway_factor")
+    assert plateau.ConvolutionsTangentialPDT.selects(torch.zeros(2, 1, 3, 3))
+    assert not plateau.ConvolutionsTangentialPDT.selects(torch.zeros(10, 64))
+    assert plateau.HeadTangentialPDT.selects(torch.zeros(10, 64)) and plateau.EveryTensorTangentialPDT.selects(torch.zeros(4))
