@@ -87,12 +87,6 @@ class HeadTangentialPDT(TangentialPDT):
     selects = staticmethod(lambda p: p.dim() == 2)
 
 
-class EveryTensorTangentialPDT(TangentialPDT):
-    """The radial part undone on every tensor, BatchNorm's scales and shifts and the biases too."""
-
-    selects = staticmethod(lambda p: True)
-
-
 class RowsTangentialPDT(TangentialPDT):
     """The radial part undone on each output row of every matrix on its own (per channel, as
     BatchNorm normalises)."""
@@ -101,8 +95,7 @@ class RowsTangentialPDT(TangentialPDT):
 
 
 PROBES = {"progress_hold": ProgressHoldPDT, "tangential": TangentialPDT, "conv_tangential": ConvolutionsTangentialPDT,
-          "head_tangential": HeadTangentialPDT, "every_tangential": EveryTensorTangentialPDT,
-          "row_tangential": RowsTangentialPDT}
+          "head_tangential": HeadTangentialPDT, "row_tangential": RowsTangentialPDT}
 """Probe field -> the PDT subclass a method with that field set trains with."""
 
 CASES = {
@@ -114,21 +107,24 @@ CASES = {
 
 METHODS = {
     "PDT default": {},
+    "PDT, radial=\"keep\" (the defaults before radial=\"auto\")": dict(radial="keep"),
+    "PDT, radial=\"inward\" (what \"auto\" does under weight decay)": dict(radial="inward"),
     "PDT + setback_limit=0.3": dict(setback_limit=0.3),
     "PDT + rollback_factor=1.5": dict(rollback_factor=1.5),
     "PDT, adaptive=True (tau halves after a merge that raised the loss)": dict(adaptive=True),
     "PDT, tau 4 (half the horizon)": dict(tau=4),
     "PDT, no prediction without progress over the ring's span (a probe)": dict(progress_hold=True),
-    "PDT, the radial part of matrices' jumps undone (benchmarks.sf_harm's probe)": dict(tangential=True),
-    "PDT, the radial part undone on the convolutions only (the scale-invariant weights)": dict(conv_tangential=True),
-    "PDT, the radial part undone on the head only": dict(head_tangential=True),
-    "PDT, the radial part undone on every tensor": dict(every_tangential=True),
-    "PDT, the radial part undone per output row of every matrix": dict(row_tangential=True),
+    "PDT, the radial part of matrices' jumps undone (benchmarks.sf_harm's probe)": dict(tangential=True, radial="keep"),
+    "PDT, the radial part undone on the convolutions only (the scale-invariant weights)": dict(conv_tangential=True, radial="keep"),
+    "PDT, the radial part undone on the head only": dict(head_tangential=True, radial="keep"),
+    "PDT, the radial part undone on every tensor": dict(radial="undo"),  # BatchNorm's scales, the biases too
+    "PDT, the radial part undone per output row of every matrix": dict(row_tangential=True, radial="keep"),
     "PDT + runaway_factor=3 (the schedule-free runaway guard)": dict(runaway_factor=3.0),
 }
 """Method -> PDTConfig fields on top of the defaults (and one snapshot per epoch); a field of
 :data:`PROBES` set: that probe (``tangential``: :class:`benchmarks.sf_harm.TangentialPDT`, do the
-jumps' changes of the weights' norms do the harm? and which weights' changes?)."""
+jumps' changes of the weights' norms do the harm? and which weights' changes?), on the jumps as
+predicted (``radial="keep"``)."""
 
 
 def wrap(fields: dict, snap_every: int):

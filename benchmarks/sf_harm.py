@@ -28,6 +28,7 @@ from torch import Tensor
 
 import pdt_compile as pdt
 from pdt_compile.experiment import needs_model, speedup, train
+from pdt_compile.radial import radial_part
 from pdt_compile.runtime.schedule import Phase
 
 from .report import chosen, write_section
@@ -116,17 +117,6 @@ class XAgreeingPDT(pdt.PDT):
                     jump.sub_(part)
         self._previous_x = now
         return prediction
-
-
-def radial_part(jump: Tensor, weights: Tensor, rows: int = 1) -> Tensor:
-    """The part of ``jump`` along ``weights`` restricted to the elements the jump moves: what
-    of it grows (or shrinks) the tensor's norm rather than turning it. With ``rows`` > 1, of
-    each of that many equal rows on its own (a layer's output units: what a normalisation per
-    channel makes scale-invariant one by one)."""
-    support = (weights * (jump != 0)).view(rows, -1)
-    norm2 = support.pow(2).sum(1, keepdim=True)
-    along = (jump.view(rows, -1) * support).sum(1, keepdim=True) / norm2.clamp_min(torch.finfo(norm2.dtype).tiny)
-    return (support * along).view(-1)
 
 
 class TangentialPDT(pdt.PDT):

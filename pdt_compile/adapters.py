@@ -192,26 +192,10 @@ on but, as measured (``benchmarks/stacking.py``, ``benchmarks.ttb --peers``), ca
 wrapping one warns."""
 
 
-SGD_WEIGHT_DECAY = (
-    "measured (python -m benchmarks.plateau, run of 2026-12-03 16:46, a BatchNorm CNN on digits, SGD lr 0.1, "
-    "momentum 0.9, Nesterov, weight decay 5e-4, 24 epochs at a constant rate) that once the training loss stops "
-    "falling, PDT's merges leave it 2-12x the plain run's (one seed of three ended 13 accuracy points lower); "
-    "without weight decay the same network trained 1.55-1.77x sooner, and at lr 0.02, where the loss still falls, "
-    "1.33-1.45x with it. Where a run sits on a plateau at a constant "
-    "rate, report the loss (opt.report_loss(loss)) and set rollback_factor=1.5 (it kept that plateau within 8 % of "
-    "the plain run's), or compare against the plain optimizer first"
-)
-"""What wrapping ``torch.optim.SGD`` with weight decay warns (benchmarks/FINDINGS.md, "Merges on a
-converged plateau")."""
-
-
 def stacking_warning(optimizer: object) -> str | None:
     """The warning for wrapping ``optimizer``, or None where stacking is not known to hurt."""
     package, name = type(optimizer).__module__.split(".")[0], type(optimizer).__qualname__
     measured = MEASURED_UNSAFE.get((package, name), MEASURED_UNSAFE.get((package, None)))
-    if measured is None and type(optimizer) is SGD:
-        decay = max(group.get("weight_decay", 0) for group in optimizer.param_groups)
-        measured = f"weight decay {decay:g}: {SGD_WEIGHT_DECAY}" if decay else None
     return None if measured is None else f"PDT on {name}: {measured}"
 
 
@@ -259,3 +243,17 @@ merges paid less with it, is not among them."""
 def filters_moments(optimizer: object) -> bool:
     """Whether ``optimizer``, or the optimizer it wraps, is one of :data:`MOMENT_FILTERED`."""
     return any(class_name(inner) in MOMENT_FILTERED for inner in unwrapped(optimizer))
+
+
+def coupled_decay(optimizer: object, params: Sequence[Tensor]) -> list[bool]:
+    """For each parameter, whether ``torch.optim.SGD`` (``optimizer`` or one it wraps) decays it
+    through its gradient (a param group's ``weight_decay`` > 0): where ``PDTConfig.radial="auto"``
+    undoes the inward radial part of jumps, as measured (benchmarks/FINDINGS.md, "Merges on a
+    converged plateau")."""
+    decayed: set[int] = set()
+    for inner in unwrapped(optimizer):
+        if isinstance(inner, SGD):
+            for group in inner.param_groups:
+                if group.get("weight_decay", 0):
+                    decayed.update(id(p) for p in group["params"])
+    return [id(p) in decayed for p in params]

@@ -17,6 +17,7 @@ GRANULARITIES = ("tensor", "model")
 DYNAMICS = ("linear", "affine")
 MODES = ("projected", "exact")
 AFTER_MERGE = ("shift", "keep", "reset")
+RADIAL = ("auto", "keep", "inward", "undo")
 AVERAGES = ("stay", "move")
 RANK_NAMES = ("gavish_donoho", "full")
 RING_DTYPES = ("float32", "bfloat16")
@@ -151,6 +152,27 @@ class PDTConfig:
     """What happens to the ring after a merge: ``"shift"`` translates every stored snapshot
     by the applied jump (the trajectory stays smooth), ``"keep"`` leaves it, ``"reset"``
     clears it (burn-in starts again)."""
+
+    radial: str = "auto"
+    """What a merge does with the radial part of each tensor's jump: the part along the tensor
+    (over the elements the jump moves), which changes its norm rather than turning it
+    (:func:`pdt_compile.radial.radial_part`). ``"keep"`` merges it as predicted; ``"inward"``
+    takes it back, from the weights, the snapshots and what moves with them, where it shrinks
+    the tensor; ``"undo"`` takes it back always; ``"auto"`` (default): ``"inward"`` on the
+    parameters ``torch.optim.SGD`` decays through their gradient (weight decay > 0,
+    :func:`pdt_compile.adapters.coupled_decay`), ``"keep"`` on the rest. Such decay pulls
+    every tensor inward: SGD descends the loss plus the decay's penalty, and once the loss has
+    reached the floor a constant rate allows it keeps trading loss for smaller norms, a trade
+    a jump would extrapolate several intervals ahead (benchmarks/FINDINGS.md, "Merges on a
+    converged plateau"). Measured (``python -m benchmarks.plateau``, a CNN on digits, SGD
+    momentum 0.9, Nesterov, weight decay 5e-4, 24 epochs at a constant rate, 3 seeds): at lr
+    0.1, where the loss reaches its floor, the defaults before this option left the training
+    loss over the second half of the run 2.3-11.8x the plain run's with BatchNorm and
+    2.3-6.1x without; ``"inward"`` leaves it below the plain run's. At lr 0.02, where the loss
+    falls to the end, ``"inward"`` keeps the merges' gain, where ``"undo"`` costs most of it
+    without BatchNorm (1.33x -> 1.04x in steps). Without weight decay the inward part is part
+    of the gain (the same network without BatchNorm at lr 0.1: ``"inward"`` lost a seed),
+    hence ``"auto"``."""
 
     adaptive: bool = False
     """Adapt tau from the reported training loss: shrink when the loss rises after a merge,
@@ -373,6 +395,7 @@ class PDTConfig:
         _check_choice("modes", self.modes, MODES)
         _check_choice("dynamics", self.dynamics, DYNAMICS)
         _check_choice("after_merge", self.after_merge, AFTER_MERGE)
+        _check_choice("radial", self.radial, RADIAL)
         _check_choice("averages", self.averages, AVERAGES)
         _check_choice("ring_dtype", self.ring_dtype, RING_DTYPES)
         _check_choice("ring_location", self.ring_location, RING_LOCATIONS)

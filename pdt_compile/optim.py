@@ -17,11 +17,12 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
-from .adapters import (adam_moments, averaging, filters_moments, companions, shares, stacking_warning, trailing_keys,
+from .adapters import (adam_moments, averaging, coupled_decay, filters_moments, companions, shares, stacking_warning, trailing_keys,
                        weight_space_keys)
 from .config import PDTConfig
 from .distributed import global_numel, mean_across_ranks, means_across_ranks, sum_across_shards_
 from .mask import moment_mask
+from .radial import radial_part, radial_sums
 from .runtime.history import SnapshotRing, _local, make_ring
 from .runtime.gradient_check import GradientCheck, gradient_norm
 from .runtime.predictor import PendingBoundary, Prediction, pack_limit, predict_merge_capture_
@@ -493,6 +494,8 @@ class PDT(Optimizer):
             return
         if prediction is not None and self.config.moment_ratio is not None and not self.schedule.decaying:
             self._filter_by_moments_(prediction)
+        if prediction is not None and self._undoes_radial:
+            self._undo_radial_(prediction)
         if self.compiled_step is not None and self.defers_host_reads and (prediction is None or prediction.pending is not None):
             self._pending = PendingBoundary(self.schedule.steps + 1, prediction, self._nonfinite_count())
             if prediction is not None and self._gradient_check is not None:
@@ -547,6 +550,35 @@ class PDT(Optimizer):
             prediction.pending = prediction.pending - counts.to(prediction.pending.dtype)
         else:
             prediction.accepted = [None if a is None else a - c for a, c in zip(prediction.accepted, counts.tolist())]
+
+    @property
+    def _undoes_radial(self) -> bool:
+        """Whether merges may take back the radial part of some jumps (``PDTConfig.radial``)."""
+        radial = self.config.radial
+        return radial in ("inward", "undo") or (radial == "auto" and any(coupled_decay(self.optimizer, self._ring.params)))
+
+    def _undo_radial_(self, prediction: Prediction) -> None:
+        """Take back the radial part of the jumps ``PDTConfig.radial`` names, weights, snapshots
+        and followers alike, on the device (summed over the shards of a sharded tensor)."""
+        radial = self.config.radial
+        chosen = coupled_decay(self.optimizer, self._ring.params) if radial == "auto" else [True] * len(prediction.jumps)
+        live = [(index, jump) for index, jump in enumerate(prediction.jumps) if jump is not None and chosen[index]]
+        if not live:
+            return
+        tracked = self.tracked()
+        bases = [_local(tracked[index]).detach().reshape(-1).float() - jump for index, jump in live]
+        sums = torch.stack([radial_sums(jump, base) for (_, jump), base in zip(live, bases)])  # [k, 2, 1]
+        sums = sum_across_shards_(sums, self._ring.process_group)
+        undo: list[Tensor | None] = [None] * len(prediction.jumps)
+        for position, ((index, jump), base) in enumerate(zip(live, bases)):
+            part = radial_part(jump, base, sums=sums[position])
+            if radial != "undo":  # inward only: where the part shrinks the tensor
+                part = part * (sums[position, 0] < 0).to(part.dtype)
+            undo[index] = part.to(jump.dtype)
+        self._translate_(undo, -1.0)
+        for jump, part in zip(prediction.jumps, undo):
+            if part is not None:
+                jump.sub_(part)
 
     def _record(self, step: int, prediction: Prediction) -> bool:
         """Record a prediction's accepted counts in the stats; returns whether it merged."""
@@ -659,9 +691,9 @@ class PDT(Optimizer):
     @property
     def keeps_jumps(self) -> bool:
         """Whether predictions keep each merge's jump (the gradient check, rollback,
-        ``setback_limit`` and verification need it)."""
+        ``setback_limit``, verification, the moment filter and ``radial="undo"`` need it)."""
         return (self.config.gradient_limit is not None or self._needs_jumps_later or self._verify is not None
-                or self.config.moment_ratio is not None)
+                or self.config.moment_ratio is not None or self._undoes_radial)
 
     @property
     def _needs_jumps_later(self) -> bool:

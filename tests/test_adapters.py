@@ -190,11 +190,23 @@ def test_stacking_where_measured_to_hurt_warns_with_what_was_measured():
         pdt.PDT(torch.optim.AdamW(make_mlp().parameters(), lr=0.01, weight_decay=0.01), **CONFIG)
 
 
-def test_sgd_with_weight_decay_warns_with_the_plateau_measurement():
+def test_radial_auto_undoes_inward_jumps_only_of_what_sgd_decays_through_its_gradient():
+    import warnings
+
+    from pdt_compile.adapters import coupled_decay
+
     model = make_mlp()
-    groups = [{"params": [model[0].weight], "weight_decay": 5e-4}, {"params": [model[0].bias]}]
-    with pytest.warns(UserWarning, match=r"PDT on SGD: weight decay 0.0005: measured .*benchmarks.plateau.*rollback_factor=1.5"):
-        pdt.PDT(torch.optim.SGD(groups, lr=0.1, momentum=0.9), **CONFIG)
+    params = list(model.parameters())
+    groups = [{"params": [model[0].weight], "weight_decay": 5e-4}, {"params": params[1:]}]
+    sgd = torch.optim.SGD(groups, lr=0.1, momentum=0.9)
+    assert coupled_decay(sgd, params) == [True] + [False] * (len(params) - 1)
+    assert coupled_decay(po.Lookahead(torch.optim.SGD(groups, lr=0.1)), params)[0]  # inside a wrapper too
+    assert not any(coupled_decay(torch.optim.AdamW(params, lr=0.01, weight_decay=0.05), params))  # decoupled
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # SGD with weight decay no longer warns: radial="auto" handles it
+        opt = pdt.PDT(sgd, **CONFIG)
+    assert opt._undoes_radial and opt.keeps_jumps
+    assert not pdt.PDT(torch.optim.SGD(params, lr=0.1), **{**CONFIG, "gradient_limit": None})._undoes_radial
 
 
 AVERAGED = {  # name -> (optimizer, beta, where the parameters are in weight space: "y" or "x")

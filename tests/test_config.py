@@ -21,6 +21,7 @@ INVALID = [
     ("modes", "complex"),
     ("dynamics", "quadratic"),
     ("after_merge", "drop"),
+    ("radial", "drop"), ("radial", True),
     ("adaptive", "yes"),
     ("tau_min", 0), ("tau_min", 9),
     ("tau_max", 2),

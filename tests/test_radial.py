@@ -1,0 +1,94 @@
+"""The radial part of a jump, and ``PDTConfig.radial="undo"`` taking it back."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pdt_compile as pdt
+from pdt_compile.radial import radial_part, radial_sums
+
+elements = st.floats(-4.0, 4.0, allow_nan=False, width=32)
+
+
+@st.composite
+def jumps_and_weights(draw):
+    rows, width = draw(st.integers(1, 3)), draw(st.integers(1, 8))
+    n = rows * width
+    weights = torch.tensor(draw(st.lists(elements, min_size=n, max_size=n)), dtype=torch.float64)
+    jump = torch.tensor(draw(st.lists(elements, min_size=n, max_size=n)), dtype=torch.float64)
+    moved = torch.tensor(draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    return jump * moved, weights, rows
+
+
+@settings(max_examples=200, deadline=None)
+@given(jumps_and_weights())
+def test_the_radial_part_lies_along_the_moved_weights_and_leaves_the_rest_orthogonal(case):
+    jump, weights, rows = case
+    part = radial_part(jump, weights, rows)
+    assert not part[jump == 0].any()  # only where the jump moves
+    support = (weights * (jump != 0)).view(rows, -1)
+    rest = (jump - part).view(rows, -1)
+    for r, w in zip(rest, support):  # per row, the rest turns the weights, it does not grow them
+        assert abs(float(r @ w)) <= 1e-9 * (1 + float(w.norm()) * float(r.norm()))
+    assert torch.allclose(radial_part(part, weights, rows), part)  # undoing twice takes nothing more
+
+
+@settings(max_examples=100, deadline=None)
+@given(jumps_and_weights(), st.integers(1, 7))
+def test_sums_over_shards_give_the_whole_tensors_radial_part(case, cut):
+    jump, weights = case[0], case[1]
+    cut = min(cut, jump.numel())
+    shards = [(jump[:cut], weights[:cut]), (jump[cut:], weights[cut:])]
+    sums = sum(radial_sums(j, w) for j, w in shards)
+    whole = radial_part(jump, weights)
+    assert torch.allclose(torch.cat([radial_part(j, w, sums=sums) for j, w in shards]), whole)
+
+
+def _run(wrap, sign=1.0, weight_decay=0.0, steps=24):
+    """SGD on a matrix whose gradient only scales it (``sign`` 1: shrinks it, -1: grows it; its
+    norm changes, it does not turn) and a vector that drifts elementwise: the parameters, and
+    the optimizer."""
+    torch.manual_seed(0)
+    matrix, vector = torch.nn.Parameter(torch.randn(5, 10)), torch.nn.Parameter(torch.randn(50))
+    drift = [sign * matrix.detach().clone(), torch.linspace(0.5, 1.5, 50)]
+    opt = wrap(torch.optim.SGD([matrix, vector], lr=0.01, weight_decay=weight_decay))
+    for _ in range(steps):
+        for p, g in zip((matrix, vector), drift):
+            p.grad = g.clone()
+        opt.step()
+    return matrix.detach().clone(), vector.detach().clone(), opt
+
+
+OPTIONS = dict(snap_every=2, history=3, burn_in=3)
+
+
+def test_a_purely_radial_jump_is_undone_and_the_rest_still_jumps():
+    plain_matrix, plain_vector, _ = _run(lambda o: o)
+    merged_matrix, _, merged = _run(lambda o: pdt.PDT(o, radial="keep", **OPTIONS))
+    matrix, vector, opt = _run(lambda o: pdt.PDT(o, radial="undo", **OPTIONS))
+    assert merged.stats.merges > 0 and opt.stats.merges == merged.stats.merges
+    assert merged_matrix.norm() < plain_matrix.norm() * 0.99  # the jumps shrank the matrix
+    assert torch.allclose(matrix, plain_matrix, atol=1e-5)  # undone
+    assert not torch.allclose(vector, plain_vector, atol=1e-3)  # the vector still jumped ahead
+    ring = opt.ring  # what was undone left the snapshots as the weights: the newest is the matrix itself
+    assert torch.allclose(ring.row_tensors(0)[ring.last_slot].view(5, 10), matrix, atol=1e-6)
+
+
+def test_inward_undoes_a_jump_that_shrinks_a_tensor_and_keeps_one_that_grows_it():
+    for sign, undone in ((1.0, True), (-1.0, False)):
+        plain, _, _ = _run(lambda o: o, sign)
+        kept, _, _ = _run(lambda o: pdt.PDT(o, radial="keep", **OPTIONS), sign)
+        matrix, _, opt = _run(lambda o: pdt.PDT(o, radial="inward", **OPTIONS), sign)
+        assert opt.stats.merges > 0 and not torch.allclose(kept, plain, atol=1e-3)
+        assert torch.allclose(matrix, plain if undone else kept, atol=1e-5)
+
+
+def test_auto_undoes_inward_jumps_of_what_sgd_decays_and_nothing_without_decay():
+    for decay in (0.0, 0.1):
+        plain, _, _ = _run(lambda o: o, weight_decay=decay)
+        kept, _, _ = _run(lambda o: pdt.PDT(o, radial="keep", **OPTIONS), weight_decay=decay)
+        matrix, _, opt = _run(lambda o: pdt.PDT(o, **OPTIONS), weight_decay=decay)  # radial="auto"
+        assert opt.config.radial == "auto" and opt.stats.merges > 0
+        assert torch.allclose(matrix, plain if decay else kept, atol=1e-5)
