@@ -57,6 +57,8 @@ VARIANTS: dict[str, dict] = {
     "merges in the first quarter of training only": dict(stop_at=0.25),
     "merges in the first half of training only": dict(stop_at=0.5),
     "the radial part of matrices' jumps undone (benchmarks.sf_harm's probe)": dict(tangential=True),
+    "radial inward (the radial part of every jump undone where it shrinks the tensor; default only under SGD's weight decay)":
+        dict(radial="inward"),
     "drift 1.5 (jumps only where the ring's path drifts)": dict(drift=1.5),
     "drift 2 (jumps only where the ring's path drifts)": dict(drift=2.0),
     "loss hold 2 (no prediction while the interval's loss is over twice its lowest)": dict(loss_hold=2.0),
