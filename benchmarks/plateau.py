@@ -17,6 +17,7 @@ plateau), the median of PDT's full training loss over the plain run's. No wall t
 
     python -m benchmarks.plateau [--seeds 3] [--only 'BatchNorm, weight decay'] [--case 'BatchNorm, weight decay 5e-4']
                                  [--methods 'radial,runaway'] [--lr 0.1]
+    python -m benchmarks.plateau --trace 1 --case 'BatchNorm, weight decay 5e-4'
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ import argparse
 import dataclasses
 import statistics
 import time
+from copy import deepcopy as copy_module
 
 import torch
 from torch import nn
 
 import pdt_compile as pdt
-from pdt_compile.experiment import Run, Task, speedup, train
+from pdt_compile.experiment import Run, Task, Training, evaluate, speedup, train
 from pdt_compile.runtime.schedule import Phase, Schedule
 from pdt_compile.tasks import digits_mlp
 
@@ -211,6 +213,51 @@ def case_rows(name: str, seeds: int, lr: float = 0.1, methods: dict | None = Non
     return rows
 
 
+def refreshed_loss(task: Task, model: nn.Module) -> float:
+    """The full training loss in eval mode with BatchNorm's running statistics recomputed on the
+    training set (batches of 32, a cumulative average): what the loss is once the statistics
+    have caught up with the weights."""
+    copy = copy_module(model)
+    for module in copy.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None
+    with torch.no_grad():
+        copy.train()
+        for start in range(0, len(task.train_x), 32):
+            copy(task.train_x[start:start + 32])
+        copy.eval()
+        return float(task.loss(copy(task.train_x), task.train_y))
+
+
+def trace_rows(name: str, seed: int, lr: float) -> list[str]:
+    """Per evaluation of the second half of one seed's run: the plain run's, PDT's with
+    ``radial="keep"`` and PDT's defaults' training loss (eval mode, and with BatchNorm's
+    statistics recomputed), the objective SGD descends (loss + weight_decay / 2 * squared norm)
+    and the squared norm of all parameters."""
+    task = plateau_task(**CASES[name], lr=lr)
+    decay = CASES[name]["weight_decay"]
+    wraps = {"plain": lambda opt: opt, 'radial="keep"': wrap(dict(radial="keep"), task.steps_per_epoch),
+             "default": wrap({}, task.steps_per_epoch)}
+    readings: dict[str, list[tuple[int, float, float, float, float]]] = {}
+    for method, wrapped in wraps.items():
+        training = Training(task, wrapped, seed=seed, method=method)
+        readings[method] = []
+        while not training.done:
+            training.step()
+            if training.steps_done % task.eval_every == 0 and training.steps_done > task.steps // 2:
+                model = training.model
+                loss, _ = evaluate(task, model)
+                squared = sum(float(p.detach().pow(2).sum()) for p in model.parameters())
+                readings[method].append((training.steps_done, loss, refreshed_loss(task, model),
+                                         loss + decay / 2 * squared, squared))
+    rows = []
+    for at in zip(*readings.values()):
+        cells = " | ".join(f"{loss:.4f}, {fresh:.4f}, {objective:.4f}, {squared:.0f}" for _, loss, fresh, objective, squared in at)
+        rows.append(f"| {at[0][0]} | {cells} |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
@@ -219,11 +266,28 @@ def main() -> None:
     parser.add_argument("--methods", default="", help="comma-separated texts: the methods whose name contains one "
                         "(PDT's defaults always run)")
     parser.add_argument("--lr", type=float, default=0.1, help="SGD's learning rate (0.1: the recipe's)")
+    parser.add_argument("--trace", type=int, default=None, metavar="SEED",
+                        help="instead: trace the second half of this seed's run of --case")
     args = parser.parse_args()
     if args.case is not None and args.case not in CASES:
         parser.error(f"--case {args.case!r}: expected one of {sorted(CASES)}")
-    methods = chosen(METHODS, args.methods, always="PDT default")
     torch.set_num_threads(1)
+    if args.trace is not None:
+        if args.case is None:
+            parser.error("--trace: name the case with --case")
+        started = time.perf_counter()
+        rows = trace_rows(args.case, args.trace, args.lr)
+        print("\n".join(rows))
+        header = ("| step | plain: loss, loss with BatchNorm's statistics recomputed, loss + decay penalty, squared norm "
+                  "| PDT, radial=\"keep\": the same | PDT's defaults: the same |\n|---|---|---|---|")
+        intro = (f"{args.case}, seed {args.trace}, SGD lr {args.lr:g}, momentum 0.9, Nesterov, batch 32, {EPOCHS} epochs, "
+                 "one snapshot per epoch; the full training loss in eval mode at every evaluation of the second half "
+                 f"(every half epoch). Total benchmark time {time.perf_counter() - started:.0f} s.")
+        write_section(f"Merges on a converged plateau, a trace of {args.case!r}, seed {args.trace}"
+                      + (f", lr {args.lr:g}" if args.lr != 0.1 else "") + " (benchmarks/plateau.py)",
+                      intro + "\n\n" + header + "\n" + "\n".join(rows))
+        return
+    methods = chosen(METHODS, args.methods, always="PDT default")
     started = time.perf_counter()
     rows = ["| case | run | steps × to the plain run's final training loss, per seed | final training loss against "
             "the plain run's, per seed (%) | plateau: PDT's loss over the plain run's, median over the second half's "
