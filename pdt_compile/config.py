@@ -164,8 +164,9 @@ class PDTConfig:
     every tensor inward: SGD descends the loss plus the decay's penalty, and once the loss has
     reached the floor a constant rate allows it keeps trading loss for smaller norms, a trade
     a jump would extrapolate several intervals ahead (benchmarks/FINDINGS.md, "Merges on a
-    converged plateau"). Measured (``python -m benchmarks.plateau``, a CNN on digits, SGD
-    momentum 0.9, Nesterov, weight decay 5e-4, 24 epochs at a constant rate, 3 seeds): at lr
+    converged plateau"). Measured (``python -m benchmarks.plateau --methods 'radial=,every
+    tensor'``, and with ``--lr 0.02``, runs of 2026-12-03 18:12, a CNN on digits, SGD momentum
+    0.9, Nesterov, weight decay 5e-4, 24 epochs at a constant rate, 3 seeds): at lr
     0.1, where the loss reaches its floor, the defaults before this option left the training
     loss over the second half of the run 2.3-11.8x the plain run's with BatchNorm and
     2.3-6.1x without; ``"inward"`` leaves it below the plain run's. At lr 0.02, where the loss

@@ -1,9 +1,9 @@
 """The radial part of a merge's jump: what of it changes a tensor's norm rather than turning it.
 
-With weight decay the optimizer descends the loss plus the decay's penalty, and once the loss
-has reached the floor a constant rate allows it keeps trading loss for smaller norms; a jump
-extrapolates that trade several intervals ahead (benchmarks/FINDINGS.md, "Merges on a converged
-plateau"). ``PDTConfig.radial = "undo"`` takes this part of every jump back.
+With weight decay through the gradient the optimizer descends the loss plus the decay's
+penalty, and once the loss has reached the floor a constant rate allows it keeps trading loss
+for smaller norms; a jump extrapolates that trade several intervals ahead (benchmarks/FINDINGS.md,
+"Merges on a converged plateau"). ``PDTConfig.radial`` says where a merge takes this part back.
 """
 
 from __future__ import annotations

@@ -654,3 +654,18 @@ def test_a_plateau_method_trains_with_the_probe_its_field_names_and_the_rest_as_
     assert plateau.ConvolutionsTangentialPDT.selects(torch.zeros(2, 1, 3, 3))
     assert not plateau.ConvolutionsTangentialPDT.selects(torch.zeros(10, 64))
     assert plateau.HeadTangentialPDT.selects(torch.zeros(10, 64)) and not plateau.HeadTangentialPDT.selects(torch.zeros(4))
+
+
+def test_the_refreshed_loss_recomputes_batchnorm_statistics_on_a_copy():
+    from benchmarks.plateau import conv_net, plateau_task, refreshed_loss
+    from pdt_compile.experiment import evaluate
+
+    task = plateau_task(batch_norm=True, weight_decay=5e-4)
+    torch.manual_seed(0)
+    model = conv_net(batch_norm=True)
+    before = [b.clone() for b in model.buffers()]
+    fresh = refreshed_loss(task, model)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.buffers()))  # the model's statistics untouched
+    assert fresh != evaluate(task, model)[0]  # its statistics are the initial ones, not the data's
+    plain = conv_net(batch_norm=False)
+    assert refreshed_loss(task, plain) == pytest.approx(evaluate(task, plain)[0], rel=1e-6)
