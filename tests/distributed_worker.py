@@ -38,7 +38,8 @@ def batch(step: int, rank: int, world: int):
     return x[rank * part : (rank + 1) * part], y[rank * part : (rank + 1) * part]
 
 
-def build(mode: str, world: int, granularity: str = "tensor", ring_location: str = "device", runaway: bool = False):
+def build(mode: str, world: int, granularity: str = "tensor", ring_location: str = "device", runaway: bool = False,
+          radial: str = "auto"):
     model = make_model()
     if mode == "ddp":
         model = torch.nn.parallel.DistributedDataParallel(model)
@@ -48,7 +49,7 @@ def build(mode: str, world: int, granularity: str = "tensor", ring_location: str
 
         fully_shard(model, mesh=init_device_mesh("cpu", (world,)))
     opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), granularity=granularity,
-                  ring_location=ring_location, runaway_factor=3.0 if runaway else None, **CONFIG)
+                  ring_location=ring_location, runaway_factor=3.0 if runaway else None, radial=radial, **CONFIG)
     return model, opt
 
 
@@ -76,12 +77,13 @@ def main() -> None:
     parser.add_argument("--granularity", default="tensor")
     parser.add_argument("--ring-location", default="device")
     parser.add_argument("--runaway", action="store_true", help="runaway_factor 3, losses reported, a blow-up on rank 0")
+    parser.add_argument("--radial", default="auto", help="PDTConfig.radial")
     args = parser.parse_args()
     distributed = args.mode != "plain"
     if distributed:
         dist.init_process_group("gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    model, opt = build(args.mode, world, args.granularity, args.ring_location, args.runaway)
+    model, opt = build(args.mode, world, args.granularity, args.ring_location, args.runaway, args.radial)
     stop = args.checkpoint_at or args.steps
     train(model, opt, range(stop), rank, world, args.compile, args.runaway)
     if args.checkpoint_at is not None:

@@ -69,6 +69,13 @@ def test_fsdp_with_one_dmd_for_the_whole_model(tmp_path):
     assert_same_run(launch(tmp_path / "fsdp", "fsdp", 2, "--granularity", "model"), reference, atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_radial_parts_are_undone_over_the_whole_tensor_across_shards(tmp_path, mode):
+    # FSDP2: each rank holds rows of a tensor; the radial part is the whole tensor's (sums all-reduced).
+    reference = launch(tmp_path / "plain", "plain", 1, "--radial", "undo")[0]
+    assert_same_run(launch(tmp_path / mode, mode, 2, "--radial", "undo"), reference, atol=1e-5)
+
+
 @pytest.mark.parametrize("mode,backend", [("ddp", "aot_eager"), ("fsdp", "aot_eager"), ("fsdp", "inductor")])
 def test_pdt_compile_with_two_processes(tmp_path, reference, mode, backend):
     # FSDP2: the graphs capture and merge local shards; the Grams are all-reduced in the solve op.
