@@ -81,6 +81,11 @@ def measure(name: str, spec, epoch_steps: int, repeats: int, batch: int, drift: 
     kernels, groups = Kernels(config, ring.device, n), group_of(config, len(params))
     gram = median_seconds(lambda: ring_grams(ring, groups, kernels), repeats)  # the float64 Gram pass alone
     finite = median_seconds(lambda: int(opt._nonfinite_count()), repeats)
+    # radial="undo"/"inward" (SGD's weight decay, by default): after the merge, the jumps' radial parts taken back
+    kept = predict_merge_capture_(ring, params, skip, config, config.tau, keep_jumps=True)
+    opt.config = config.replace(radial="undo")
+    radial = median_seconds(lambda: opt._undo_radial_(kept), repeats)
+    opt.config = config
 
     x, y = torch.randn(batch, spec[0]), torch.randint(0, spec[2], (batch,))
 
@@ -111,7 +116,7 @@ def measure(name: str, spec, epoch_steps: int, repeats: int, batch: int, drift: 
     share = (wrapper * epoch_steps + prediction + finite) / epoch
     return {
         "model": name, "params": n, "cached_ms": floors["cached"] * 1e3, "floor_ms": floor * 1e3,
-        "predict_ms": prediction * 1e3, "gram_ms": gram * 1e3, "ratio": prediction / floor,
+        "predict_ms": prediction * 1e3, "gram_ms": gram * 1e3, "radial_ms": radial * 1e3, "ratio": prediction / floor,
         "cached_ratio": prediction / floors["cached"], "torch_ratio": prediction_torch / floor, "capture_ms": capture * 1e3,
         "step_ms": plain_step * 1e3, "wrapper_us": wrapper * 1e6, "share": share,
     }
@@ -126,12 +131,12 @@ def main() -> None:
     args = parser.parse_args()
     rows = [measure(name, spec, args.epoch_steps, args.repeats, args.batch, args.drift) for name, spec in MODELS.items()]
     lines = [
-        "| model | params | floor: 2h+2 copies from memory (ms) | 2h+2 cache-resident copies (ms) | prediction (ms) | of which Gram pass (ms) | (a) prediction / floor | prediction / cache-resident copies | plain-torch kernels / floor | capture (ms) | train step (ms) | wrapper per step (µs) | (b) share of epoch |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | params | floor: 2h+2 copies from memory (ms) | 2h+2 cache-resident copies (ms) | prediction (ms) | of which Gram pass (ms) | radial parts undone after it (ms) | (a) prediction / floor | prediction / cache-resident copies | plain-torch kernels / floor | capture (ms) | train step (ms) | wrapper per step (µs) | (b) share of epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['params']:,} | {r['floor_ms']:.1f} | {r['cached_ms']:.1f} | {r['predict_ms']:.1f} | {r['gram_ms']:.1f} | "
+            f"| {r['model']} | {r['params']:,} | {r['floor_ms']:.1f} | {r['cached_ms']:.1f} | {r['predict_ms']:.1f} | {r['gram_ms']:.1f} | {r['radial_ms']:.1f} | "
             f"**{r['ratio']:.2f}** | {r['cached_ratio']:.2f} | {r['torch_ratio']:.2f} | {r['capture_ms']:.2f} | {r['step_ms']:.2f} | {r['wrapper_us']:.0f} | **{r['share']:.2%}** |"
         )
     body = "\n".join(lines) + (
@@ -143,6 +148,7 @@ def main() -> None:
         "'2h+2 cache-resident copies' repeats one n-element copy between the same two buffers, as runs before 2026-11-28 12:30 did: "
         "at 2M its two 8 MB buffers fit in a last-level cache of 16 MB or more, which the prediction's own 50 MB cannot; at 20M the two agree "
         "(benchmarks/floor.py). "
+        "'radial parts undone' is what PDTConfig.radial (\"inward\" or \"undo\"; by default on what SGD decays) adds to a prediction. "
         "'wrapper per step' is the median extra time of PDT.step over the wrapped optimizer's step on ordinary steps, from 200 interleaved pairs."
     )
     print(body)
