@@ -28,7 +28,7 @@ from pdt_compile.experiment import Task, Wrap, speedup, train
 from .chaos import seed_cells
 from .report import chosen, write_section
 from .plateau import ProgressHoldPDT
-from .sf_harm import TangentialPDT
+from .sf_harm import TangentialPDT, with_weight_decay
 from .tau_ramp import selected
 from .ttb import peers, task_suite, verified
 
@@ -59,6 +59,7 @@ VARIANTS: dict[str, dict] = {
     "the radial part of matrices' jumps undone (benchmarks.sf_harm's probe)": dict(tangential=True),
     "radial inward (the radial part of every jump undone where it shrinks the tensor; default only under SGD's weight decay)":
         dict(radial="inward"),
+    "radial keep (jumps as predicted: the defaults before radial=\"auto\")": dict(radial="keep"),
     "drift 1.5 (jumps only where the ring's path drifts)": dict(drift=1.5),
     "drift 2 (jumps only where the ring's path drifts)": dict(drift=2.0),
     "loss hold 2 (no prediction while the interval's loss is over twice its lowest)": dict(loss_hold=2.0),
@@ -194,6 +195,8 @@ def main() -> None:
                              "a cosine schedule decays over the longer run; the data stay the same)")
     parser.add_argument("--variants", default="", help="comma-separated texts: run only the variants whose name "
                                                        "contains one (the default always runs)")
+    parser.add_argument("--weight-decay", type=float, default=None,
+                        help="set every param group's weight_decay to this (the learning rate stays the tuned one)")
     args = parser.parse_args()
     variants = chosen(VARIANTS, args.variants, always="default")
     torch.set_num_threads(1)
@@ -207,6 +210,9 @@ def main() -> None:
             case = (case[0], case[1], args.lr, *case[3:])
         if args.length != 1.0:
             case = (longer(case[0], args.length), *case[1:])
+        if args.weight_decay is not None:
+            case = (dataclasses.replace(case[0], make_optimizer=with_weight_decay(case[0].make_optimizer, args.weight_decay)),
+                    *case[1:])
         rows += case_rows(title, case, variants, range(args.first_seed, args.first_seed + args.seeds))
         print("\n".join(rows[-len(variants):]), flush=True)
     seeds = f"{args.seeds} seeds" + (f" from seed {args.first_seed}" if args.first_seed else "")
@@ -221,6 +227,7 @@ def main() -> None:
     part += f", lr {args.lr:g}" if args.lr is not None else ""
     part += f", seeds from {args.first_seed}" if args.first_seed else ""
     part += f", {args.length:g} times as long" if args.length != 1.0 else ""
+    part += f", weight decay {args.weight_decay:g}" if args.weight_decay is not None else ""
     write_section(f"PDT variants against the defaults on every task{part} (benchmarks/variants.py)",
                   intro + "\n\n" + "\n".join(rows))
 
