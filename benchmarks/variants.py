@@ -60,6 +60,7 @@ VARIANTS: dict[str, dict] = {
     "radial inward (the radial part of every jump undone where it shrinks the tensor; default only under SGD's weight decay)":
         dict(radial="inward"),
     "radial keep (jumps as predicted: the defaults before radial=\"auto\")": dict(radial="keep"),
+    "radial undo (every radial part of every jump undone)": dict(radial="undo"),
     "drift 1.5 (jumps only where the ring's path drifts)": dict(drift=1.5),
     "drift 2 (jumps only where the ring's path drifts)": dict(drift=2.0),
     "loss hold 2 (no prediction while the interval's loss is over twice its lowest)": dict(loss_hold=2.0),
