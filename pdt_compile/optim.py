@@ -494,7 +494,7 @@ class PDT(Optimizer):
             return
         if prediction is not None and self.config.moment_ratio is not None and not self.schedule.decaying:
             self._filter_by_moments_(prediction)
-        if prediction is not None and self._undoes_radial:
+        if prediction is not None and self.config.radial != "keep":
             self._undo_radial_(prediction)
         if self.compiled_step is not None and self.defers_host_reads and (prediction is None or prediction.pending is not None):
             self._pending = PendingBoundary(self.schedule.steps + 1, prediction, self._nonfinite_count())
@@ -551,18 +551,24 @@ class PDT(Optimizer):
         else:
             prediction.accepted = [None if a is None else a - c for a, c in zip(prediction.accepted, counts.tolist())]
 
+    def _radial_targets(self) -> list[bool]:
+        """For each parameter, whether merges take back (part of) its jumps' radial part
+        (``PDTConfig.radial``)."""
+        radial, params = self.config.radial, self._ring.params
+        if radial == "auto":
+            return coupled_decay(self.optimizer, params)
+        return [radial != "keep"] * len(params)
+
     @property
     def _undoes_radial(self) -> bool:
-        """Whether merges may take back the radial part of some jumps (``PDTConfig.radial``)."""
-        radial = self.config.radial
-        return radial in ("inward", "undo") or (radial == "auto" and any(coupled_decay(self.optimizer, self._ring.params)))
+        return any(self._radial_targets())
 
     def _undo_radial_(self, prediction: Prediction) -> None:
         """Take back the radial part of the jumps ``PDTConfig.radial`` names, weights, snapshots
         and followers alike, on the device (summed over the shards of a sharded tensor)."""
         radial = self.config.radial
-        chosen = coupled_decay(self.optimizer, self._ring.params) if radial == "auto" else [True] * len(prediction.jumps)
-        live = [(index, jump) for index, jump in enumerate(prediction.jumps) if jump is not None and chosen[index]]
+        targets = self._radial_targets()
+        live = [(index, jump) for index, jump in enumerate(prediction.jumps) if jump is not None and targets[index]]
         if not live:
             return
         tracked = self.tracked()
@@ -691,7 +697,7 @@ class PDT(Optimizer):
     @property
     def keeps_jumps(self) -> bool:
         """Whether predictions keep each merge's jump (the gradient check, rollback,
-        ``setback_limit``, verification, the moment filter and ``radial="undo"`` need it)."""
+        ``setback_limit``, verification, the moment filter and ``radial`` need it)."""
         return (self.config.gradient_limit is not None or self._needs_jumps_later or self._verify is not None
                 or self.config.moment_ratio is not None or self._undoes_radial)
 

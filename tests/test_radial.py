@@ -1,4 +1,5 @@
-"""The radial part of a jump, and ``PDTConfig.radial="undo"`` taking it back."""
+"""The radial part of a jump, and ``PDTConfig.radial`` taking it back (always, inward, or inward
+where SGD decays)."""
 
 from __future__ import annotations
 
