@@ -22,9 +22,10 @@ from .adapters import (adam_moments, averaging, coupled_decay, filters_moments, 
 from .config import PDTConfig
 from .distributed import global_numel, mean_across_ranks, means_across_ranks, sum_across_shards_
 from .mask import moment_mask
-from .radial import radial_part, radial_sums
+from .radial import radial_coefficient
 from .runtime.history import SnapshotRing, _local, make_ring
 from .runtime.gradient_check import GradientCheck, gradient_norm
+from .runtime.kernels import Kernels
 from .runtime.predictor import PendingBoundary, Prediction, pack_limit, predict_merge_capture_
 from .runtime.schedule import RUNAWAY_DOUBLINGS, Phase, Schedule, runaway_threshold
 from .runtime.stats import Stats
@@ -566,21 +567,18 @@ class PDT(Optimizer):
     def _undo_radial_(self, prediction: Prediction) -> None:
         """Take back the radial part of the jumps ``PDTConfig.radial`` names, weights, snapshots
         and followers alike, on the device (summed over the shards of a sharded tensor)."""
-        radial = self.config.radial
         targets = self._radial_targets()
         live = [(index, jump) for index, jump in enumerate(prediction.jumps) if jump is not None and targets[index]]
         if not live:
             return
-        tracked = self.tracked()
-        bases = [_local(tracked[index]).detach().reshape(-1).float() - jump for index, jump in live]
-        sums = torch.stack([radial_sums(jump, base) for (_, jump), base in zip(live, bases)])  # [k, 2, 1]
+        tracked, kernels = self.tracked(), Kernels(self.config, self._ring.device, sum(self._ring.numels))
+        merged = [_local(tracked[index]).detach().reshape(-1) for index, _ in live]
+        sums = torch.stack([kernels.radial_sums(jump, w) for (_, jump), w in zip(live, merged)])  # [k, 2]
         sums = sum_across_shards_(sums, self._ring.process_group)
+        inward = self.config.radial != "undo"
         undo: list[Tensor | None] = [None] * len(prediction.jumps)
-        for position, ((index, jump), base) in enumerate(zip(live, bases)):
-            part = radial_part(jump, base, sums=sums[position])
-            if radial != "undo":  # inward only: where the part shrinks the tensor
-                part = part * (sums[position, 0] < 0).to(part.dtype)
-            undo[index] = part.to(jump.dtype)
+        for position, ((index, jump), w) in enumerate(zip(live, merged)):
+            undo[index] = kernels.radial_part(jump, w, radial_coefficient(sums[position], inward))
         self._translate_(undo, -1.0)
         for jump, part in zip(prediction.jumps, undo):
             if part is not None:
@@ -715,10 +713,14 @@ class PDT(Optimizer):
         for index, (p, jump) in enumerate(zip(self.tracked(), jumps)):
             if jump is None:
                 continue
-            step = jump * scale
             tensor = _local(p).detach()
-            tensor.add_(step.view(tensor.shape).to(tensor.dtype))
-            ring.undo_jump_(index, -step, shifted)
+            if isinstance(scale, Tensor):
+                step = jump * scale
+                tensor.add_(step.view(tensor.shape).to(tensor.dtype))
+                ring.undo_jump_(index, step, shifted, alpha=-1.0)
+            else:  # no temporary as large as the tensor (exact for the powers of two merges are scaled by)
+                tensor.add_(jump.view(tensor.shape).to(tensor.dtype), alpha=scale)
+                ring.undo_jump_(index, jump, shifted, alpha=-scale)
         self._move_followers_(jumps, scale, restoring)
 
     def _verified_loss(self) -> float:

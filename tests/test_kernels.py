@@ -8,6 +8,7 @@ import torch
 
 import pdt_compile as pdt
 from pdt_compile.dmd import gram
+from pdt_compile.radial import merged_radial_part, merged_radial_sums, radial_coefficient
 from pdt_compile.runtime.kernels import Kernels, compiler_available, predict_pass_, use_compiled
 
 from conftest import batches, make_mlp, train
@@ -160,3 +161,17 @@ def test_eager_pdt_with_inductor_kernels_follows_torch_kernels():
     assert [r for _, r in opt1.stats.mask_ratio_history] == pytest.approx([r for _, r in opt0.stats.mask_ratio_history], abs=2e-3)
     for a, b in zip(model0.parameters(), model1.parameters()):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernels", ["torch", pytest.param("inductor", marks=needs_compiler)])
+def test_radial_passes_equal_the_whole_tensor_maths(kernels):
+    """Plain torch on chunks (a chunk smaller than the tensor) and Inductor alike."""
+    g = torch.Generator().manual_seed(3)
+    merged = torch.randn(3000, generator=g)
+    jump = 1e-2 * torch.randn(3000, generator=g) * (torch.rand(3000, generator=g) < 0.4)
+    passes = Kernels(pdt.PDTConfig(snap_every=1, kernels=kernels, chunk_size=1024), torch.device("cpu"), 3000)
+    assert passes.compiled == (kernels == "inductor")
+    sums = merged_radial_sums(jump, merged)
+    assert torch.allclose(passes.radial_sums(jump, merged), sums, rtol=1e-5)
+    coefficient = radial_coefficient(sums, inward=False)
+    assert torch.allclose(passes.radial_part(jump, merged, coefficient), merged_radial_part(jump, merged, coefficient))

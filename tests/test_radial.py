@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pdt_compile as pdt
-from pdt_compile.radial import radial_part, radial_sums
+from pdt_compile.radial import merged_radial_part, merged_radial_sums, radial_coefficient, radial_part, radial_sums
 
 elements = st.floats(-4.0, 4.0, allow_nan=False, width=32)
 
@@ -45,6 +45,18 @@ def test_sums_over_shards_give_the_whole_tensors_radial_part(case, cut):
     sums = sum(radial_sums(j, w) for j, w in shards)
     whole = radial_part(jump, weights)
     assert torch.allclose(torch.cat([radial_part(j, w, sums=sums) for j, w in shards]), whole)
+
+
+@settings(max_examples=200, deadline=None)
+@given(jumps_and_weights(), st.booleans())
+def test_the_passes_over_merged_weights_give_the_radial_part_of_the_weights_before_the_jump(case, inward):
+    jump, merged = case[0], case[1] + case[0]
+    weights = merged - jump  # as rounding leaves them: the passes see only the merged weights
+    sums = merged_radial_sums(jump, merged)
+    assert torch.allclose(sums, radial_sums(jump, weights).view(2), atol=1e-9)
+    part = merged_radial_part(jump, merged, radial_coefficient(sums, inward))
+    expected = radial_part(jump, weights) * (not inward or float(sums[0]) < 0)
+    assert torch.allclose(part, expected, atol=1e-9)
 
 
 def _run(wrap, sign=1.0, weight_decay=0.0, steps=24):

@@ -212,11 +212,11 @@ class SnapshotRing:
     def before_update_(self) -> None:
         """Called before the optimizer writes the parameters (a no-op on the device)."""
 
-    def undo_jump_(self, index: int, jump: Tensor, shifted: bool) -> None:
-        """Take back a merge's ``jump`` from the snapshots it moved (all when ``shifted``,
-        else only the newest, which captured the merged weights)."""
+    def undo_jump_(self, index: int, jump: Tensor, shifted: bool, alpha: float = 1.0) -> None:
+        """Take back ``alpha`` times a merge's ``jump`` from the snapshots it moved (all when
+        ``shifted``, else only the newest, which captured the merged weights)."""
         for slot in self.order() if shifted else [self.last_slot]:
-            self.slots[index][slot].sub_(jump)
+            self.slots[index][slot].sub_(jump, alpha=alpha)
 
     def reset_(self) -> None:
         """Forget every snapshot (burn-in starts again)."""
@@ -337,11 +337,11 @@ class CompressedSnapshotRing(SnapshotRing):
             self.next_delta = (self.next_delta + 1) % (self.history - 1)
         self.count = min(self.count + 1, self.history)
 
-    def undo_jump_(self, index: int, jump: Tensor, shifted: bool) -> None:
-        self.anchors[index] -= jump
+    def undo_jump_(self, index: int, jump: Tensor, shifted: bool, alpha: float = 1.0) -> None:
+        self.anchors[index].sub_(jump, alpha=alpha)
         if not shifted:
             newest = (self.next_delta - 1) % (self.history - 1)
-            self.deltas[index][newest] = (self.deltas[index][newest].float() - jump).to(torch.bfloat16)
+            self.deltas[index][newest] = torch.sub(self.deltas[index][newest].float(), jump, alpha=alpha).to(torch.bfloat16)
 
     def reset_(self) -> None:
         self.count = 0
@@ -430,10 +430,10 @@ class HostSnapshotRing(SnapshotRing):
         self._copied(self._stream)
         self.advance_()
 
-    def undo_jump_(self, index: int, jump: Tensor, shifted: bool) -> None:
+    def undo_jump_(self, index: int, jump: Tensor, shifted: bool, alpha: float = 1.0) -> None:
         self.wait()
         rows = self.order() if shifted else [self.last_slot]
-        self.buffers[index][rows] -= jump.to(self.buffers[index].device)
+        self.buffers[index][rows] -= jump.to(self.buffers[index].device) * alpha
 
     def sharded_copy(self, index: int, tensor: Tensor) -> Tensor:
         # A sharded parameter's DTensor must live on its mesh's device.

@@ -1,4 +1,5 @@
-"""The two passes of a prediction over one parameter, as kernels: plain torch or Inductor-compiled.
+"""The two passes of a prediction over one parameter, and the two of ``PDTConfig.radial`` after
+it, as kernels: plain torch or Inductor-compiled.
 
 A prediction touches the big tensors twice: :func:`gram_pass` reads the h ring rows once
 (float64 Gram), and :func:`predict_pass_` reads them again with the weights and writes the
@@ -24,6 +25,7 @@ from torch import Tensor
 from ..config import PDTConfig
 from ..dmd import gram
 from ..mask import forecast_mask_merge
+from ..radial import merged_radial_part, merged_radial_sums
 
 AUTO_MIN_ELEMENTS = 1 << 20
 """``kernels="auto"`` compiles from this many tracked elements on: below it a plain-torch
@@ -134,12 +136,18 @@ def use_compiled(config: PDTConfig, device: torch.device, elements: int) -> bool
     return elements >= AUTO_MIN_ELEMENTS and device.type == "cpu" and compiler_available(device)
 
 
+RADIAL_PASSES = {"radial sums": merged_radial_sums, "radial part": merged_radial_part}
+"""The two passes of ``PDTConfig.radial`` over a merged parameter (:mod:`pdt_compile.radial`)."""
+
+
 @functools.lru_cache(maxsize=None)
 def _compiled(kind: str, rule: str, trend: bool, drift: float | None, shift: bool, count: bool = True) -> Callable:
-    """``kind`` ("gram" or "predict") compiled for every parameter size; ``count``: the
+    """``kind`` ("gram", "predict" or one of :data:`RADIAL_PASSES`) compiled for every parameter size; ``count``: the
     predict kernel returns the accepted count (fused), else the accepted elements."""
     if kind == "gram":
         fn = gram_pass
+    elif kind in RADIAL_PASSES:
+        fn = RADIAL_PASSES[kind]
     else:
         pass_ = predict_pass_ if count else predict_elements_
 
@@ -150,8 +158,8 @@ def _compiled(kind: str, rule: str, trend: bool, drift: float | None, shift: boo
 
 
 class Kernels:
-    """The prediction passes for one configuration: compiled with Inductor, or plain torch on
-    chunks of ``chunk`` elements (equal up to float rounding; tested)."""
+    """The prediction passes (and the radial ones) for one configuration: compiled with
+    Inductor, or plain torch on chunks of ``chunk`` elements (equal up to float rounding; tested)."""
 
     def __init__(self, config: PDTConfig, device: torch.device, elements: int) -> None:
         self.rule, self.trend, self.shift = config.rule, config.trend, config.after_merge == "shift"
@@ -197,3 +205,23 @@ class Kernels:
             for row, stored in zip(rows, block):
                 row[part].copy_(stored)
         return count
+
+    def radial_sums(self, jump: Tensor, merged: Tensor) -> Tensor:
+        """:func:`~pdt_compile.radial.merged_radial_sums` of one parameter (``[2]``)."""
+        if self.compiled:
+            return _compiled("radial sums", "", False, None, False)(jump, merged)
+        total = torch.zeros(2, dtype=jump.dtype, device=jump.device)
+        for start in range(0, jump.numel(), self.chunk):
+            part = slice(start, start + self.chunk)
+            total += merged_radial_sums(jump[part], merged[part])
+        return total
+
+    def radial_part(self, jump: Tensor, merged: Tensor, coefficient: Tensor) -> Tensor:
+        """:func:`~pdt_compile.radial.merged_radial_part` of one parameter."""
+        if self.compiled:
+            return _compiled("radial part", "", False, None, False)(jump, merged, coefficient)
+        out = torch.empty_like(jump)
+        for start in range(0, jump.numel(), self.chunk):
+            part = slice(start, start + self.chunk)
+            out[part] = merged_radial_part(jump[part], merged[part], coefficient)
+        return out
