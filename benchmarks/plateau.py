@@ -147,17 +147,29 @@ def conv_net(batch_norm: bool) -> nn.Module:
     )
 
 
-def plateau_task(batch_norm: bool, weight_decay: float, lr: float = 0.1) -> Task:
-    """The digits MLP task's data with :func:`conv_net` and SGD-Nesterov, :data:`EPOCHS` epochs, evaluated
-    every half epoch."""
+OPTIMIZERS = {
+    "sgd": ("SGD, momentum 0.9, Nesterov", 0.1,
+            lambda params, lr, decay: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=decay)),
+    "adam": ("Adam, the decay through the gradient (L2)", 1e-3,
+             lambda params, lr, decay: torch.optim.Adam(params, lr=lr, weight_decay=decay)),
+    "adamw": ("AdamW, the decay decoupled", 1e-3,
+              lambda params, lr, decay: torch.optim.AdamW(params, lr=lr, weight_decay=decay)),
+}
+"""``--optimizer`` -> (its description, the recipe's learning rate, how it is made from the
+parameters, the rate and the case's weight decay)."""
+
+
+def plateau_task(batch_norm: bool, weight_decay: float, lr: float | None = None, optimizer: str = "sgd") -> Task:
+    """The digits MLP task's data with :func:`conv_net` and ``optimizer`` (:data:`OPTIMIZERS`,
+    at its recipe's rate unless ``lr``), :data:`EPOCHS` epochs, evaluated every half epoch."""
     digits = digits_mlp()
     steps_per_epoch = digits.steps_per_epoch
+    _, default_lr, make = OPTIMIZERS[optimizer]
     return dataclasses.replace(
-        digits, name="digits-bn-cnn-sgd-nesterov",
+        digits, name=f"digits-bn-cnn-{optimizer}",
         make_model=lambda: conv_net(batch_norm),
-        make_optimizer=lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True,
-                                                          weight_decay=weight_decay),
-        lr=lr, steps=EPOCHS * steps_per_epoch, eval_every=steps_per_epoch // 2,
+        make_optimizer=lambda params, lr: make(params, lr, weight_decay),
+        lr=default_lr if lr is None else lr, steps=EPOCHS * steps_per_epoch, eval_every=steps_per_epoch // 2,
     )
 
 
@@ -169,11 +181,11 @@ def plateau_ratio(plain: Run, run: Run) -> float:
                              if step > half)
 
 
-def case_rows(name: str, seeds: int, lr: float = 0.1, methods: dict | None = None) -> list[str]:
+def case_rows(name: str, seeds: int, lr: float | None = None, methods: dict | None = None, optimizer: str = "sgd") -> list[str]:
     """The table rows of one case: the plain run's, then one per method of ``methods`` (all of
     :data:`METHODS` by default)."""
     methods = methods or METHODS
-    task = plateau_task(**CASES[name], lr=lr)
+    task = plateau_task(**CASES[name], lr=lr, optimizer=optimizer)
     snap_every = task.steps_per_epoch
     ratios: dict[str, list] = {method: [] for method in methods}
     finals: dict[str, list[float]] = {method: [] for method in methods}
@@ -265,7 +277,8 @@ def main() -> None:
     parser.add_argument("--case", default=None, help="the one case of this exact name (beside --only)")
     parser.add_argument("--methods", default="", help="comma-separated texts: the methods whose name contains one "
                         "(PDT's defaults always run)")
-    parser.add_argument("--lr", type=float, default=0.1, help="SGD's learning rate (0.1: the recipe's)")
+    parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd")
+    parser.add_argument("--lr", type=float, default=None, help="the learning rate (default: the recipe's, SGD 0.1, Adam(W) 1e-3)")
     parser.add_argument("--trace", type=int, default=None, metavar="SEED",
                         help="instead: trace the second half of this seed's run of --case")
     args = parser.parse_args()
@@ -273,6 +286,9 @@ def main() -> None:
         parser.error(f"--case {args.case!r}: expected one of {sorted(CASES)}")
     torch.set_num_threads(1)
     if args.trace is not None:
+        if args.optimizer != "sgd":
+            parser.error("--trace: SGD only")
+        args.lr = 0.1 if args.lr is None else args.lr
         if args.case is None:
             parser.error("--trace: name the case with --case")
         started = time.perf_counter()
@@ -294,18 +310,20 @@ def main() -> None:
             "evaluations, per seed | final test accuracy − the plain run's, per seed (points) | mean mask ratio, per seed | "
             "merges (of them undone by the gradient check; runaways the guard called), all seeds |",
             "|---|---|---|---|---|---|---|---|"]
+    described, default_lr, _ = OPTIMIZERS[args.optimizer]
+    lr = default_lr if args.lr is None else args.lr
     for name in CASES:
         if (args.only is None or args.only in name) and args.case in (None, name):
-            rows += case_rows(name, args.seeds, args.lr, methods)
+            rows += case_rows(name, args.seeds, lr, methods, args.optimizer)
             print("\n".join(rows[-1 - len(methods):]), flush=True)
     intro = (f"{args.seeds} seeds per case, each run from the same initial weights and batches; digits (1437 training "
-             f"images), SGD lr {args.lr:g}, momentum 0.9, Nesterov, batch 32, {EPOCHS} epochs at a constant rate, one snapshot "
+             f"images), {described}, lr {lr:g}, batch 32, {EPOCHS} epochs at a constant rate, one snapshot "
              "per epoch, the full training loss evaluated every half epoch; × as benchmarks.ttb counts steps (first "
              "evaluation at the plain run's final loss, floored at 1e-6). Total benchmark time "
              f"{time.perf_counter() - started:.0f} s.")
     part = (f", cases matching {args.only!r}" if args.only else "") + (f", case {args.case!r}" if args.case else "")
     part += f", methods matching {args.methods!r}" if args.methods else ""
-    part += (f", lr {args.lr:g}" if args.lr != 0.1 else "")
+    part += (f", {described}" if args.optimizer != "sgd" else "") + (f", lr {lr:g}" if lr != default_lr else "")
     write_section(f"Merges on a converged plateau{part} (benchmarks/plateau.py)", intro + "\n\n" + "\n".join(rows))
 
 

@@ -637,7 +637,10 @@ def test_the_plateau_ratio_is_the_median_over_the_second_half_and_the_plateau_ta
     task = plateau_task(batch_norm=True, weight_decay=5e-4)
     assert task.steps == 24 * task.steps_per_epoch and task.eval_every * 2 == task.steps_per_epoch
     [group] = task.make_optimizer(conv_net(True).parameters(), task.lr).param_groups
-    assert (group["nesterov"], group["momentum"], group["weight_decay"]) == (True, 0.9, 5e-4)
+    assert (group["nesterov"], group["momentum"], group["weight_decay"], group["lr"]) == (True, 0.9, 5e-4, 0.1)
+    adam = plateau_task(batch_norm=False, weight_decay=5e-4, optimizer="adam")
+    made = adam.make_optimizer(conv_net(False).parameters(), adam.lr)
+    assert type(made) is torch.optim.Adam and (made.param_groups[0]["weight_decay"], adam.lr) == (5e-4, 1e-3)
 
 
 def test_a_plateau_method_trains_with_the_probe_its_field_names_and_the_rest_as_options():
