@@ -36,6 +36,7 @@ from pdt_compile.experiment import Run, Task, Training, evaluate, speedup, train
 from pdt_compile.runtime.schedule import Phase, Schedule
 from pdt_compile.tasks import digits_mlp
 
+from .controls import Nudge
 from .report import chosen, write_section
 from .sf_harm import TangentialPDT
 from .ttb import spread
@@ -96,7 +97,7 @@ class RowsTangentialPDT(TangentialPDT):
     per_row = True
 
 
-PROBES = {"progress_hold": ProgressHoldPDT, "tangential": TangentialPDT, "conv_tangential": ConvolutionsTangentialPDT,
+PROBES = {"nudge": Nudge, "progress_hold": ProgressHoldPDT, "tangential": TangentialPDT, "conv_tangential": ConvolutionsTangentialPDT,
           "head_tangential": HeadTangentialPDT, "row_tangential": RowsTangentialPDT}
 """Probe field -> the PDT subclass a method with that field set trains with."""
 
@@ -109,6 +110,7 @@ CASES = {
 
 METHODS = {
     "PDT default": {},
+    "control: the plain run nudged by 1e-6 at every prediction boundary (benchmarks.controls.Nudge)": dict(nudge=True),
     "PDT, radial=\"keep\" (the defaults before radial=\"auto\")": dict(radial="keep"),
     "PDT, radial=\"inward\" (what \"auto\" does under weight decay)": dict(radial="inward"),
     "PDT + setback_limit=0.3": dict(setback_limit=0.3),
@@ -126,7 +128,8 @@ METHODS = {
 """Method -> PDTConfig fields on top of the defaults (and one snapshot per epoch); a field of
 :data:`PROBES` set: that probe (``tangential``: :class:`benchmarks.sf_harm.TangentialPDT`, do the
 jumps' changes of the weights' norms do the harm? and which weights' changes?), on the jumps as
-predicted (``radial="keep"``)."""
+predicted (``radial="keep"``); ``nudge``: :class:`benchmarks.controls.Nudge`, no merge, a move far below
+one: how far any perturbation moves the run."""
 
 
 def wrap(fields: dict, snap_every: int):

@@ -646,10 +646,11 @@ def test_the_plateau_ratio_is_the_median_over_the_second_half_and_the_plateau_ta
 def test_a_plateau_method_trains_with_the_probe_its_field_names_and_the_rest_as_options():
     import pdt_compile as pdt
     from benchmarks import plateau
+    from benchmarks.controls import Nudge
 
     model = torch.nn.Linear(3, 2)
     for fields, cls in [({}, pdt.PDT), ({"conv_tangential": True, "tau": 4}, plateau.ConvolutionsTangentialPDT),
-                        ({"runaway_factor": 3.0}, pdt.PDT)]:
+                        ({"runaway_factor": 3.0}, pdt.PDT), ({"nudge": True}, Nudge)]:
         opt = plateau.wrap(fields, snap_every=5)(torch.optim.SGD(model.parameters(), lr=0.1))
         assert type(opt) is cls and opt.config.snap_every == 5
         assert opt.config.tau == fields.get("tau", pdt.PDTConfig(snap_every=5).tau)
