@@ -124,12 +124,14 @@ METHODS = {
     "PDT, the radial part undone on every tensor": dict(radial="undo"),  # BatchNorm's scales, the biases too
     "PDT, the radial part undone per output row of every matrix": dict(row_tangential=True, radial="keep"),
     "PDT + runaway_factor=3 (the schedule-free runaway guard)": dict(runaway_factor=3.0),
+    "PDT, merges in the first quarter of training only (a probe)": dict(stop_at=0.25),
+    "PDT, merges in the first half of training only (a probe)": dict(stop_at=0.5),
 }
 """Method -> PDTConfig fields on top of the defaults (and one snapshot per epoch); a field of
 :data:`PROBES` set: that probe (``tangential``: :class:`benchmarks.sf_harm.TangentialPDT`, do the
 jumps' changes of the weights' norms do the harm? and which weights' changes?), on the jumps as
 predicted (``radial="keep"``); ``nudge``: :class:`benchmarks.controls.Nudge`, no merge, a move far below
-one: how far any perturbation moves the run."""
+one: how far any perturbation moves the run; ``stop_at``: as in :func:`benchmarks.variants.run_variant`."""
 
 
 def wrap(fields: dict, snap_every: int):
@@ -204,7 +206,12 @@ def case_rows(name: str, seeds: int, lr: float | None = None, methods: dict | No
         # the first evaluation within 1.2 times the plain run's final loss: where its plateau begins
         settled.append(next(step for step, loss in zip(plain.steps, plain.train_loss) if loss <= 1.2 * plain.final_loss))
         for method, fields in methods.items():
-            run, opt = train(task, wrap(fields, snap_every), seed=seed, method=method)
+            if "stop_at" in fields:
+                from .variants import run_variant  # it imports this module's probes
+
+                run, opt = run_variant(task, snap_every, fields, seed=seed, method=method, lr=task.lr)
+            else:
+                run, opt = train(task, wrap(fields, snap_every), seed=seed, method=method)
             ratios[method].append(speedup(plain, run)[0])
             finals[method].append(100 * (run.final_loss / plain.final_loss - 1))
             plateaus[method].append(plateau_ratio(plain, run))
