@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 from torch import Tensor
-from torch.optim import SGD, Optimizer
+from torch.optim import SGD, Adam, AdamW, Optimizer
 
 WEIGHT_SPACE_STATE: dict[str, tuple[str, ...]] = {
     "schedulefree.sgd_schedulefree.SGDScheduleFree": ("z",),
@@ -255,5 +255,20 @@ def coupled_decay(optimizer: object, params: Sequence[Tensor]) -> list[bool]:
         if isinstance(inner, SGD):
             for group in inner.param_groups:
                 if group.get("weight_decay", 0):
+                    decayed.update(id(p) for p in group["params"])
+    return [id(p) in decayed for p in params]
+
+
+def decoupled_decay(optimizer: object, params: Sequence[Tensor]) -> list[bool]:
+    """For each parameter, whether ``torch.optim.AdamW`` (or ``Adam`` with
+    ``decoupled_weight_decay=True``; ``optimizer`` or one it wraps) decays it apart from the
+    gradient (a param group's ``weight_decay`` > 0): where ``PDTConfig.radial="auto"`` undoes
+    the inward radial part of jumps while the learning rate decays, as measured
+    (benchmarks/FINDINGS.md, "Merges on a converged plateau")."""
+    decayed: set[int] = set()
+    for inner in unwrapped(optimizer):
+        if isinstance(inner, Adam):
+            for group in inner.param_groups:
+                if group.get("weight_decay", 0) and (isinstance(inner, AdamW) or group.get("decoupled_weight_decay")):
                     decayed.update(id(p) for p in group["params"])
     return [id(p) in decayed for p in params]

@@ -160,7 +160,9 @@ class PDTConfig:
     takes it back, from the weights, the snapshots and what moves with them, where it shrinks
     the tensor; ``"undo"`` takes it back always; ``"auto"`` (default): ``"inward"`` on the
     parameters ``torch.optim.SGD`` decays through their gradient (weight decay > 0,
-    :func:`pdt_compile.adapters.coupled_decay`), ``"keep"`` on the rest. Such decay pulls
+    :func:`pdt_compile.adapters.coupled_decay`), and on those ``torch.optim.AdamW`` decays
+    apart from it (:func:`pdt_compile.adapters.decoupled_decay`) while the learning rate
+    decays (below its peak, as :attr:`decay_window` reads it), ``"keep"`` on the rest. Such decay pulls
     every tensor inward: SGD descends the loss plus the decay's penalty, and once the loss has
     reached the floor a constant rate allows it keeps trading loss for smaller norms, a trade
     a jump would extrapolate several intervals ahead (benchmarks/FINDINGS.md, "Merges on a
@@ -173,7 +175,11 @@ class PDTConfig:
     falls to the end, ``"inward"`` keeps the merges' gain, where ``"undo"`` costs most of it
     without BatchNorm (1.33x -> 1.04x in steps). Without weight decay the inward part is part
     of the gain (the same network without BatchNorm at lr 0.1: ``"inward"`` lost a seed),
-    hence ``"auto"``."""
+    hence ``"auto"``. AdamW's decoupled decay shrinks by ``lr * weight_decay`` a step, which a
+    falling rate slows while a jump extrapolates it as it was: ``"inward"`` under cosine took the
+    mnist1d ViT from 1.33x to 1.46x in steps to the baseline's final loss (every seed faster)
+    and left the character transformer at 1.08x, where at a constant rate it cost both
+    (``python -m benchmarks.variants --variants 'radial inward'``, 2026-12-03)."""
 
     adaptive: bool = False
     """Adapt tau from the reported training loss: shrink when the loss rises after a merge,

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
-from .adapters import (adam_moments, averaging, coupled_decay, filters_moments, companions, shares, stacking_warning, trailing_keys,
+from .adapters import (adam_moments, averaging, coupled_decay, decoupled_decay, filters_moments, companions, shares, stacking_warning, trailing_keys,
                        weight_space_keys)
 from .config import PDTConfig
 from .distributed import global_numel, mean_across_ranks, means_across_ranks, sum_across_shards_
@@ -552,17 +552,21 @@ class PDT(Optimizer):
         else:
             prediction.accepted = [None if a is None else a - c for a, c in zip(prediction.accepted, counts.tolist())]
 
-    def _radial_targets(self) -> list[bool]:
+    def _radial_targets(self, decaying: bool | None = None) -> list[bool]:
         """For each parameter, whether merges take back (part of) its jumps' radial part
-        (``PDTConfig.radial``)."""
+        (``PDTConfig.radial``); ``decaying``: whether the learning rate decays (default: the
+        schedule's reading at the last boundary)."""
         radial, params = self.config.radial, self._ring.params
         if radial == "auto":
-            return coupled_decay(self.optimizer, params)
+            decaying = self.schedule.decaying if decaying is None else decaying
+            return [coupled or (decoupled and decaying) for coupled, decoupled in
+                    zip(coupled_decay(self.optimizer, params), decoupled_decay(self.optimizer, params))]
         return [radial != "keep"] * len(params)
 
     @property
     def _undoes_radial(self) -> bool:
-        return any(self._radial_targets())
+        """Whether a merge may ever take back a radial part (at some rate)."""
+        return any(self._radial_targets(decaying=True))
 
     def _undo_radial_(self, prediction: Prediction) -> None:
         """Take back the radial part of the jumps ``PDTConfig.radial`` names, weights, snapshots

@@ -190,10 +190,10 @@ def test_stacking_where_measured_to_hurt_warns_with_what_was_measured():
         pdt.PDT(torch.optim.AdamW(make_mlp().parameters(), lr=0.01, weight_decay=0.01), **CONFIG)
 
 
-def test_radial_auto_undoes_inward_jumps_only_of_what_sgd_decays_through_its_gradient():
+def test_radial_auto_undoes_inward_jumps_of_what_sgd_decays_through_its_gradient_and_adamw_apart_from_it():
     import warnings
 
-    from pdt_compile.adapters import coupled_decay
+    from pdt_compile.adapters import coupled_decay, decoupled_decay
 
     model = make_mlp()
     params = list(model.parameters())
@@ -202,6 +202,13 @@ def test_radial_auto_undoes_inward_jumps_only_of_what_sgd_decays_through_its_gra
     assert coupled_decay(sgd, params) == [True] + [False] * (len(params) - 1)
     assert coupled_decay(po.Lookahead(torch.optim.SGD(groups, lr=0.1)), params)[0]  # inside a wrapper too
     assert not any(coupled_decay(torch.optim.AdamW(params, lr=0.01, weight_decay=0.05), params))  # decoupled
+    adamw_groups = lambda: [{"params": [model[0].weight], "weight_decay": 0.05}, {"params": params[1:], "weight_decay": 0.0}]
+    decoupled = [True] + [False] * (len(params) - 1)
+    assert decoupled_decay(torch.optim.AdamW(adamw_groups(), lr=0.01), params) == decoupled
+    assert decoupled_decay(po.Lookahead(torch.optim.AdamW(adamw_groups(), lr=0.01)), params) == decoupled
+    assert decoupled_decay(torch.optim.Adam(adamw_groups(), lr=0.01, decoupled_weight_decay=True), params) == decoupled
+    assert not any(decoupled_decay(torch.optim.Adam(adamw_groups(), lr=0.01), params))  # through the gradient
+    assert not any(decoupled_decay(sgd, params))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # SGD with weight decay no longer warns: radial="auto" handles it
         opt = pdt.PDT(sgd, **CONFIG)

@@ -105,3 +105,33 @@ def test_auto_undoes_inward_jumps_of_what_sgd_decays_and_nothing_without_decay()
         matrix, _, opt = _run(lambda o: pdt.PDT(o, **OPTIONS), weight_decay=decay)  # radial="auto"
         assert opt.config.radial == "auto" and opt.stats.merges > 0
         assert torch.allclose(matrix, plain if decay else kept, atol=1e-5)
+
+
+def _adamw_run(radial: str, decay_lr: bool, steps: int = 40):
+    """AdamW (weight decay 0.5) on a matrix with no loss gradient, which the decay alone shrinks
+    (a purely inward radial drift), and a vector that drifts elementwise; the learning rate
+    constant or falling linearly to a tenth."""
+    torch.manual_seed(0)
+    matrix, vector = torch.nn.Parameter(torch.randn(5, 10)), torch.nn.Parameter(torch.randn(50))
+    adamw = torch.optim.AdamW([{"params": [matrix], "weight_decay": 0.5}, {"params": [vector], "weight_decay": 0.0}], lr=0.01)
+    opt = pdt.PDT(adamw, radial=radial, gradient_limit=None, **OPTIONS)
+    factor = (lambda i: 1.0 - 0.9 * i / steps) if decay_lr else (lambda i: 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    for _ in range(steps):
+        matrix.grad, vector.grad = torch.zeros(5, 10), torch.linspace(0.5, 1.5, 50)
+        opt.step()
+        scheduler.step()
+    return matrix.detach().clone(), opt
+
+
+def test_auto_undoes_inward_jumps_of_what_adamw_decays_only_while_the_rate_decays():
+    from pdt_compile.adapters import decoupled_decay
+
+    for decaying in (False, True):
+        kept, keeping = _adamw_run("keep", decaying)
+        inward, _ = _adamw_run("inward", decaying)
+        auto, opt = _adamw_run("auto", decaying)
+        assert keeping.stats.merges > 0 and not torch.allclose(kept, inward, atol=1e-4)  # the jumps shrank the matrix
+        assert torch.equal(auto, inward if decaying else kept)
+        assert opt._undoes_radial and opt.keeps_jumps  # at any rate: the rate may start to fall later
+        assert decoupled_decay(opt.optimizer, opt.ring.params) == [True, False]
