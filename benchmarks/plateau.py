@@ -252,12 +252,12 @@ def refreshed_loss(task: Task, model: nn.Module) -> float:
         return float(task.loss(copy(task.train_x), task.train_y))
 
 
-def trace_rows(name: str, seed: int, lr: float) -> list[str]:
+def trace_rows(name: str, seed: int, lr: float | None, optimizer: str = "sgd") -> list[str]:
     """Per evaluation of the second half of one seed's run: the plain run's, PDT's with
     ``radial="keep"`` and PDT's defaults' training loss (eval mode, and with BatchNorm's
     statistics recomputed), the objective SGD descends (loss + weight_decay / 2 * squared norm)
     and the squared norm of all parameters."""
-    task = plateau_task(**CASES[name], lr=lr)
+    task = plateau_task(**CASES[name], lr=lr, optimizer=optimizer)
     decay = CASES[name]["weight_decay"]
     wraps = {"plain": lambda opt: opt, 'radial="keep"': wrap(dict(radial="keep"), task.steps_per_epoch),
              "default": wrap({}, task.steps_per_epoch)}
@@ -296,21 +296,21 @@ def main() -> None:
         parser.error(f"--case {args.case!r}: expected one of {sorted(CASES)}")
     torch.set_num_threads(1)
     if args.trace is not None:
-        if args.optimizer != "sgd":
-            parser.error("--trace: SGD only")
-        args.lr = 0.1 if args.lr is None else args.lr
         if args.case is None:
             parser.error("--trace: name the case with --case")
         started = time.perf_counter()
-        rows = trace_rows(args.case, args.trace, args.lr)
+        described, default_lr, _ = OPTIMIZERS[args.optimizer]
+        lr = default_lr if args.lr is None else args.lr
+        rows = trace_rows(args.case, args.trace, lr, args.optimizer)
         print("\n".join(rows))
         header = ("| step | plain: loss, loss with BatchNorm's statistics recomputed, loss + decay penalty, squared norm "
                   "| PDT, radial=\"keep\": the same | PDT's defaults: the same |\n|---|---|---|---|")
-        intro = (f"{args.case}, seed {args.trace}, SGD lr {args.lr:g}, momentum 0.9, Nesterov, batch 32, {EPOCHS} epochs, "
+        intro = (f"{args.case}, seed {args.trace}, {described}, lr {lr:g}, batch 32, {EPOCHS} epochs, "
                  "one snapshot per epoch; the full training loss in eval mode at every evaluation of the second half "
                  f"(every half epoch). Total benchmark time {time.perf_counter() - started:.0f} s.")
         write_section(f"Merges on a converged plateau, a trace of {args.case!r}, seed {args.trace}"
-                      + (f", lr {args.lr:g}" if args.lr != 0.1 else "") + " (benchmarks/plateau.py)",
+                      + (f", {described}" if args.optimizer != "sgd" else "")
+                      + (f", lr {lr:g}" if lr != default_lr else "") + " (benchmarks/plateau.py)",
                       intro + "\n\n" + header + "\n" + "\n".join(rows))
         return
     methods = chosen(METHODS, args.methods, always="PDT default")
