@@ -255,7 +255,7 @@ def refreshed_loss(task: Task, model: nn.Module) -> float:
 def trace_rows(name: str, seed: int, lr: float | None, optimizer: str = "sgd") -> list[str]:
     """Per evaluation of the second half of one seed's run: the plain run's, PDT's with
     ``radial="keep"`` and PDT's defaults' training loss (eval mode, and with BatchNorm's
-    statistics recomputed), the objective SGD descends (loss + weight_decay / 2 * squared norm)
+    statistics recomputed), the objective a decay through the gradient descends (loss + weight_decay / 2 * squared norm)
     and the squared norm of all parameters."""
     task = plateau_task(**CASES[name], lr=lr, optimizer=optimizer)
     decay = CASES[name]["weight_decay"]
