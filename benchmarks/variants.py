@@ -57,7 +57,7 @@ VARIANTS: dict[str, dict] = {
     "merges in the first quarter of training only": dict(stop_at=0.25),
     "merges in the first half of training only": dict(stop_at=0.5),
     "the radial part of matrices' jumps undone (benchmarks.sf_harm's probe)": dict(tangential=True),
-    "radial inward (the radial part of every jump undone where it shrinks the tensor; default only under SGD's weight decay)":
+    "radial inward (the radial part of every jump undone where it shrinks the tensor; by default under SGD's weight decay, and AdamW's while the rate decays)":
         dict(radial="inward"),
     "radial keep (jumps as predicted: the defaults before radial=\"auto\")": dict(radial="keep"),
     "radial undo (every radial part of every jump undone)": dict(radial="undo"),
