@@ -29,7 +29,6 @@ def radial_part(jump: Tensor, weights: Tensor, rows: int = 1, sums: Tensor | Non
     return (_on_moved(weights, jump).view(rows, -1) * along.unsqueeze(1)).view(-1)
 
 
-
 def merged_radial_sums(jump: Tensor, merged: Tensor) -> Tensor:
     """:func:`radial_sums` (one row, ``[2]``) of a jump already merged into ``merged``, the
     weights before it being ``merged - jump``: one elementwise pass, which Inductor fuses
