@@ -45,6 +45,44 @@ def test_pdt_merges_with_every_optimizer(name):
     assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), baseline.parameters()))
 
 
+@pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon is new in torch 2.9")
+def test_muon_on_the_matrices_and_adamw_on_the_rest_each_wrapped():
+    """Muon takes only matrices, so a model trains with two optimizers: each gets its own PDT,
+    and a checkpoint of both resumes the run exactly."""
+    model = make_mlp()
+    matrices = [p for p in model.parameters() if p.dim() == 2]
+    rest = [p for p in model.parameters() if p.dim() != 2]
+
+    def wrapped():
+        return (pdt.PDT(torch.optim.Muon(matrices, lr=0.05), **CONFIG),
+                pdt.PDT(torch.optim.AdamW(rest, lr=0.01, weight_decay=0.01), **CONFIG))
+
+    def run(opts, data):
+        for x, y in data:
+            loss_of(model, x, y).backward()
+            for opt in opts:
+                opt.step()
+                opt.zero_grad()
+
+    data = batches(60)
+    start = copy.deepcopy(model.state_dict())
+    opts = wrapped()
+    run(opts, data[:30])
+    saved = [save_and_load(opt.state_dict()) for opt in opts]
+    middle = copy.deepcopy(model.state_dict())
+    run(opts, data[30:])
+    assert all(opt.stats.merges >= 1 for opt in opts)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    finished = copy.deepcopy(model.state_dict())
+    model.load_state_dict(middle)
+    resumed = wrapped()
+    for opt, state in zip(resumed, saved):
+        opt.load_state_dict(state)
+    run(resumed, data[30:])
+    assert all(torch.equal(finished[key], value) for key, value in model.state_dict().items())
+    model.load_state_dict(start)
+
+
 def test_isinstance_and_shared_state():
     model = make_mlp()
     inner = torch.optim.Adam(model.parameters(), lr=0.01)
