@@ -124,6 +124,8 @@ METHODS = {
     "PDT, the radial part undone on every tensor": dict(radial="undo"),  # BatchNorm's scales, the biases too
     "PDT, the radial part undone per output row of every matrix": dict(row_tangential=True, radial="keep"),
     "PDT + runaway_factor=3 (the schedule-free runaway guard)": dict(runaway_factor=3.0),
+    "PDT, moment_ratio=0.6 (twice the default's bar on Adam)": dict(moment_ratio=0.6),
+    "PDT, moment_ratio=0.9": dict(moment_ratio=0.9),
     "PDT, merges in the first quarter of training only (a probe)": dict(stop_at=0.25),
     "PDT, merges in the first half of training only (a probe)": dict(stop_at=0.5),
 }
