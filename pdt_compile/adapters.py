@@ -20,7 +20,7 @@ here). :func:`register_optimizer` adds one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from torch import Tensor
 from torch.optim import SGD, Adam, AdamW, Optimizer
@@ -250,13 +250,7 @@ def coupled_decay(optimizer: object, params: Sequence[Tensor]) -> list[bool]:
     through its gradient (a param group's ``weight_decay`` > 0): where ``PDTConfig.radial="auto"``
     undoes the inward radial part of jumps, as measured (benchmarks/FINDINGS.md, "Merges on a
     converged plateau")."""
-    decayed: set[int] = set()
-    for inner in unwrapped(optimizer):
-        if isinstance(inner, SGD):
-            for group in inner.param_groups:
-                if group.get("weight_decay", 0):
-                    decayed.update(id(p) for p in group["params"])
-    return [id(p) in decayed for p in params]
+    return _decayed(optimizer, params, lambda inner, group: isinstance(inner, SGD))
 
 
 def decoupled_decay(optimizer: object, params: Sequence[Tensor]) -> list[bool]:
@@ -265,10 +259,16 @@ def decoupled_decay(optimizer: object, params: Sequence[Tensor]) -> list[bool]:
     gradient (a param group's ``weight_decay`` > 0): where ``PDTConfig.radial="auto"`` undoes
     the inward radial part of jumps while the learning rate decays, as measured
     (benchmarks/FINDINGS.md, "Merges on a converged plateau")."""
+    return _decayed(optimizer, params, lambda inner, group: isinstance(inner, AdamW) or (
+        isinstance(inner, Adam) and bool(group.get("decoupled_weight_decay"))))
+
+
+def _decayed(optimizer: object, params: Sequence[Tensor], kind: Callable[[object, dict], bool]) -> list[bool]:
+    """For each parameter, whether a param group with ``weight_decay`` > 0 of ``optimizer`` (or
+    one it wraps) holds it where ``kind(inner, group)`` says the decay is of that kind."""
     decayed: set[int] = set()
     for inner in unwrapped(optimizer):
-        if isinstance(inner, Adam):
-            for group in inner.param_groups:
-                if group.get("weight_decay", 0) and (isinstance(inner, AdamW) or group.get("decoupled_weight_decay")):
-                    decayed.update(id(p) for p in group["params"])
+        for group in getattr(inner, "param_groups", []):
+            if group.get("weight_decay", 0) and kind(inner, group):
+                decayed.update(id(p) for p in group["params"])
     return [id(p) in decayed for p in params]
