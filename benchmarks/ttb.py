@@ -35,11 +35,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
+from torch import nn
+from torch.optim import Optimizer
 
 import pdt_compile as pdt
 from pdt_compile import tasks
-from pdt_compile.experiment import (LOSS_FLOOR, Run, Task, Training, loss_target, needs_model, speedup, train,
-                                    train_in_lockstep, verification_loss)
+from pdt_compile.experiment import (LOSS_FLOOR, Run, Task, Training, build_optimizer, loss_target, needs_model, speedup,
+                                    train, train_in_lockstep, verification_loss)
 
 from .controls import LinearExtrapolation
 from .report import cpu_label, read_section, remove_section, revision, write_section
@@ -110,8 +112,9 @@ def methods(snap_every: int, quick: bool) -> dict[str, Callable]:
 
 def peers(name: str, task: Task) -> dict[str, Callable]:
     """What a user would pick instead of PDT on ``task``: a schedule-free optimizer (the
-    AdamW variant for AdamW tasks, else SGD with momentum 0.9; one epoch of warmup) and
-    Lookahead on the task's optimizer. Peer name -> make_optimizer(params, lr)."""
+    AdamW variant for AdamW tasks, else SGD with momentum 0.9; one epoch of warmup),
+    Lookahead on the task's optimizer, and on the AdamW transformers Muon (:func:`muon`).
+    Peer name -> make_optimizer(params, lr), or (Muon) make_optimizer(model, lr)."""
     import pytorch_optimizer as po
     import schedulefree
 
@@ -120,10 +123,33 @@ def peers(name: str, task: Task) -> dict[str, Callable]:
         schedule_free = lambda params, lr: schedulefree.AdamWScheduleFree(params, lr=lr, warmup_steps=warmup)
     else:
         schedule_free = lambda params, lr: schedulefree.SGDScheduleFree(params, lr=lr, momentum=0.9, warmup_steps=warmup)
-    return {
+    out = {
         "schedule-free": schedule_free,
         "Lookahead (k=5, alpha=0.5)": lambda params, lr: po.Lookahead(task.make_optimizer(params, lr), k=5, alpha=0.5),
     }
+    if "AdamW" in name:
+        out[MUON] = needs_model(lambda model, lr: muon(model, lr, task))
+    return out
+
+
+MUON = "Muon (hidden matrices; AdamW at lr/10 on the rest)"
+
+
+def muon(model: nn.Module, lr: float, task: Task) -> Optimizer:
+    """pytorch-optimizer's Muon as a transformer is trained with it: Newton-Schulz
+    orthogonalised momentum (0.95, Nesterov) at ``lr`` on the 2-D weights of the blocks
+    (``model.blocks``), AdamW (betas 0.9, 0.95) at ``lr / 10`` with the task's AdamW weight
+    decay on the rest (embeddings, positions, norms, biases, the head). One tuned rate with a
+    fixed ratio: Muon's own defaults (0.02 and 3e-4) and modded-nanogpt's (0.05 against
+    0.008 for the head) bracket it."""
+    import pytorch_optimizer as po
+
+    hidden = [p for p in model.blocks.parameters() if p.ndim >= 2]
+    chosen = {id(p) for p in hidden}
+    rest = [p for p in model.parameters() if id(p) not in chosen]
+    decay = task.make_optimizer([torch.zeros(1, requires_grad=True)], task.lr).defaults.get("weight_decay", 0.0)
+    return po.Muon([dict(params=hidden, use_muon=True), dict(params=rest, use_muon=False)], lr=lr,
+                   adamw_lr=lr / 10, adamw_wd=decay)
 
 
 def peer_sections(name: str, task: Task, snap_every: int, seeds: int, quick: bool, only: str | None = None) -> list[str]:
@@ -262,8 +288,7 @@ def evaluation_moves_weights(task: Task) -> bool:
     """Whether ``task``'s optimizer switches weights for evaluation (``eval()``/``train()``, as
     schedule-free optimizers do): the float round trip then changes the trajectory, so where
     a run evaluates changes where it ends."""
-    probe = torch.zeros(1, requires_grad=True)
-    return callable(getattr(task.make_optimizer([probe], task.lr), "eval", None))
+    return callable(getattr(build_optimizer(task, task.make_model(), task.lr), "eval", None))
 
 
 def at_edge(lr: float, sweep: list[tuple[float, float]]) -> bool:

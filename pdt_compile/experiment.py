@@ -23,9 +23,17 @@ called as ``wrap(optimizer, model)``."""
 
 
 def needs_model(wrap: Callable[[Optimizer, nn.Module], Optimizer]) -> Wrap:
-    """Mark ``wrap`` as taking the model too (to build a ``verify=`` loss, for example)."""
+    """Mark ``wrap`` as taking the model too (to build a ``verify=`` loss, for example), or a
+    task's ``make_optimizer`` as taking the model in place of its parameters (to give its
+    hidden matrices to Muon, for example: :func:`build_optimizer`)."""
     wrap.needs_model = True  # type: ignore[attr-defined]
     return wrap  # type: ignore[return-value]
+
+
+def build_optimizer(task: "Task", model: nn.Module, lr: float) -> Optimizer:
+    """``task``'s optimizer over ``model``'s parameters at ``lr``."""
+    make = task.make_optimizer
+    return make(model, lr) if getattr(make, "needs_model", False) else make(model.parameters(), lr)  # type: ignore[arg-type]
 
 
 def verification_loss(task: "Task", model: nn.Module, samples: int = 256) -> Callable[[], Tensor]:
@@ -46,6 +54,7 @@ class Task:
     test_y: Tensor
     make_model: Callable[[], nn.Module]
     make_optimizer: Callable[[Iterable[Tensor], float], Optimizer]
+    """Parameters, lr -> optimizer; or, marked by :func:`needs_model`, model, lr -> optimizer."""
     lr: float
     batch_size: int
     steps: int
@@ -146,7 +155,7 @@ class Training:
         self.task = task
         torch.manual_seed(seed)
         self.model = model = task.make_model()
-        optimizer = task.make_optimizer(model.parameters(), task.lr if lr is None else lr)
+        optimizer = build_optimizer(task, model, task.lr if lr is None else lr)
         self.optimizer = optimizer = wrap(optimizer, model) if getattr(wrap, "needs_model", False) else wrap(optimizer)
         self.run = Run(method=method, seed=seed)
         self.scheduler = lr_schedule(task, optimizer)

@@ -161,6 +161,24 @@ def test_a_peer_filter_times_only_the_peers_it_names(monkeypatch):
     assert timed == ["digits MLP / SGD: PDT stacked on schedule-free"]
 
 
+def test_the_muon_peer_gives_the_blocks_matrices_to_muon_and_the_rest_to_adamw_at_a_tenth_of_its_rate():
+    import benchmarks.ttb as ttb
+    from pdt_compile.experiment import build_optimizer
+
+    task = tasks.mnist1d_vit(epochs=1)
+    assert ttb.MUON not in ttb.peers("mnist1d CNN / SGD-momentum", tasks.mnist1d_cnn(steps=10))
+    peer_task = dataclasses.replace(task, make_optimizer=ttb.peers("mnist1d ViT / AdamW", task)[ttb.MUON])
+    model = task.make_model()
+    optimizer = build_optimizer(peer_task, model, 0.02)
+    muon, adamw = optimizer.param_groups
+    hidden = {id(p) for p in model.blocks.parameters() if p.ndim == 2}
+    assert muon["use_muon"] and {id(p) for p in muon["params"]} == hidden and muon["lr"] == 0.02
+    assert not adamw["use_muon"] and adamw["lr"] == pytest.approx(0.002) and adamw["weight_decay"] == 0.05
+    assert len(muon["params"]) + len(adamw["params"]) == len(list(model.parameters()))
+    assert {id(p) for p in adamw["params"]} >= {id(model.head.weight), id(model.embed.weight), id(model.position)}
+    assert not ttb.evaluation_moves_weights(peer_task)
+
+
 def test_the_largest_loss_rise_is_found_between_two_evaluations():
     from benchmarks.blowups import worst_rise
 
