@@ -152,16 +152,21 @@ def muon(model: nn.Module, lr: float, task: Task) -> Optimizer:
                    adamw_lr=lr / 10, adamw_wd=decay)
 
 
-def peer_sections(name: str, task: Task, snap_every: int, seeds: int, quick: bool, only: str | None = None) -> list[str]:
+def peer_sections(name: str, task: Task, snap_every: int, seeds: int, quick: bool, only: str | None = None,
+                  schedule: str = "constant") -> list[str]:
     """For each peer (or the peers whose name contains ``only``): tune its learning rate like
     the baseline's, then time the peer alone, PDT's defaults stacked on it, those with
     ``setback_limit=0.3`` and without the gradient check, and PDT verifying every merge on a
-    fixed batch of training samples, to the tuned peer's final training loss."""
+    fixed batch of training samples, to the tuned peer's final training loss. ``schedule``
+    ``"cosine"``: every rate follows a per-step cosine to zero, for the peers that take a
+    schedule (not schedule-free optimizers, which are left out)."""
     sections = []
     for peer, make_optimizer in peers(name, task).items():
         if only and only not in peer:
             continue
-        peer_task = dataclasses.replace(task, make_optimizer=make_optimizer)
+        peer_task = dataclasses.replace(task, make_optimizer=make_optimizer, schedule=schedule)
+        if schedule != "constant" and evaluation_moves_weights(peer_task):
+            continue
         if quick:
             lr, sweep = task.lr, [(task.lr, float("nan"))]
         else:
@@ -172,7 +177,8 @@ def peer_sections(name: str, task: Task, snap_every: int, seeds: int, quick: boo
                  f"PDT default with gradient_limit=None on {peer}": lambda opt: pdt.PDT(opt, snap_every=snap_every, gradient_limit=None),
                  f"PDT verified (256 training samples, verify_backoff=0) on {peer}": verified(peer_task, snap_every, verify_backoff=0)}
         runs = seed_major(peer_task, suite, seeds, lr)
-        sections.append(summarise(f"{name}: PDT stacked on {peer}", runs, lr, sweep, snap_every, peer_task))
+        title = f"{name}: PDT stacked on {peer}" + ("" if schedule == "constant" else f", {schedule} schedule")
+        sections.append(summarise(title, runs, lr, sweep, snap_every, peer_task))
     return sections
 
 
@@ -445,6 +451,7 @@ def titles(args: argparse.Namespace) -> tuple[str, str]:
             else ", core" if args.core else "")
     part += f", tasks matching {', '.join(map(repr, args.only))}" if args.only else ""
     part += f", peers matching {args.peer!r}" if args.peer else ""  # a partial run gets its own section
+    part += f", peers on a {args.peer_schedule} schedule" if args.peer_schedule != "constant" else ""
     return f"Time to baseline{part} (benchmarks/ttb.py)", f"Time to baseline{part}, run in progress (benchmarks/ttb.py)"
 
 
@@ -513,7 +520,7 @@ def task_sections(args: argparse.Namespace, unit: str, task: Task, snap_every: i
     soon as it is measured."""
     name = unit.removesuffix(PEERS)
     if unit != name or (args.peers and not args.core):
-        yield from peer_sections(name, task, snap_every, seeds, args.quick, args.peer)
+        yield from peer_sections(name, task, snap_every, seeds, args.quick, args.peer, args.peer_schedule)
         return
     if args.cosine_only:
         yield from schedule_sections(name, task, snap_every, seeds, None, None)
@@ -539,7 +546,7 @@ def task_sections(args: argparse.Namespace, unit: str, task: Task, snap_every: i
         yield f"![{name}]({image.name})"
         yield from schedule_sections(name, task, snap_every, seeds, runs, lr, ablations=not args.core)
     if (args.peers or not args.core) and not splits(args):
-        yield from peer_sections(name, task, snap_every, seeds, args.quick, args.peer)
+        yield from peer_sections(name, task, snap_every, seeds, args.quick, args.peer, args.peer_schedule)
 
 
 def main() -> None:
@@ -555,6 +562,8 @@ def main() -> None:
                         help="only the peer sections: schedule-free and Lookahead, alone and with PDT, every task; "
                              "with --core, the core sections and then the peer sections of each task")
     parser.add_argument("--peer", default=None, help="only the peers whose name contains this text (e.g. schedule-free)")
+    parser.add_argument("--peer-schedule", choices=("constant", "cosine"), default="constant",
+                        help="the peers' learning-rate schedule (cosine: per step to zero; schedule-free peers are left out)")
     parser.add_argument("--workers", type=int, default=1,
                         help="tasks measured at once, each in its own process (2 on a 2-core machine: about half the time)")
     parser.add_argument("--resume", action="store_true",

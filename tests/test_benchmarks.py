@@ -152,13 +152,18 @@ def test_a_peer_filter_times_only_the_peers_it_names(monkeypatch):
 
     timed = []
     monkeypatch.setattr(ttb, "tune_lr", lambda task, factors: (0.1, [(0.1, 1.0)]))
-    monkeypatch.setattr(ttb, "seed_major", lambda task, suite, seeds, lr: {method: [] for method in suite})
+    schedules = []
+    monkeypatch.setattr(ttb, "seed_major", lambda task, suite, seeds, lr: schedules.append(task.schedule) or {m: [] for m in suite})
     monkeypatch.setattr(ttb, "summarise", lambda name, runs, *rest: timed.append(name) or name)
     task = tasks.digits_mlp(steps=90)
     assert len(ttb.peer_sections("digits MLP / SGD", task, 10, 1, False)) == 2
     timed.clear()
     assert ttb.peer_sections("digits MLP / SGD", task, 10, 1, False, "schedule-free") == timed
     assert timed == ["digits MLP / SGD: PDT stacked on schedule-free"]
+    timed.clear()
+    assert ttb.peer_sections("digits MLP / SGD", task, 10, 1, False, schedule="cosine") == timed
+    assert timed == ["digits MLP / SGD: PDT stacked on Lookahead (k=5, alpha=0.5), cosine schedule"]
+    assert schedules[-1] == "cosine" and set(schedules[:-1]) == {"constant"}
 
 
 def test_the_muon_peer_gives_the_blocks_matrices_to_muon_and_the_rest_to_adamw_at_a_tenth_of_its_rate():
@@ -289,7 +294,7 @@ def test_a_resumed_run_keeps_each_finished_tasks_sections_and_where_they_were_me
                 "mnist1d ViT / AdamW": ["### mnist1d ViT / AdamW: PDT stacked on schedule-free\n\n| c |"]}
     origins = {"digits MLP / SGD": "revision abc, run of 2026-11-30 15:58 UTC",
                "mnist1d ViT / AdamW": "revision def with uncommitted changes, run of 2026-12-01 08:00 UTC"}
-    args = argparse.Namespace(core=False, peers=False, cosine_only=False, only=None, peer=None, workers=2)
+    args = argparse.Namespace(core=False, peers=False, cosine_only=False, only=None, peer=None, peer_schedule="constant", workers=2)
     done = list(sections)
     ttb.save(args, 3, 0.0, [t for n in done for t in sections[n]], done, origins)
     [(title, text)] = written.items()
@@ -342,7 +347,7 @@ def test_a_peers_unit_is_resumed_on_its_own(monkeypatch):
     written = {}
     monkeypatch.setattr(ttb, "write_section", lambda title, body: written.update({title: f"## {title}\n\nDate: D\n\n{body}"}))
     monkeypatch.setattr(ttb, "remove_section", lambda title: None)
-    args = argparse.Namespace(core=False, peers=False, cosine_only=False, only=None, peer=None, workers=2)
+    args = argparse.Namespace(core=False, peers=False, cosine_only=False, only=None, peer=None, peer_schedule="constant", workers=2)
     names = ttb.units(argparse.Namespace(quick=False, **vars(args)), ["digits MLP / SGD", "mnist1d ViT / AdamW"])
     peers = "### mnist1d ViT / AdamW: PDT stacked on schedule-free\n\n| c |"
     main = ["### mnist1d ViT / AdamW\n\n| a |", "### mnist1d ViT / AdamW: cosine schedule\n\n| b |"]

@@ -45,17 +45,30 @@ def test_pdt_merges_with_every_optimizer(name):
     assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), baseline.parameters()))
 
 
-@pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon is new in torch 2.9")
-def test_muon_on_the_matrices_and_adamw_on_the_rest_each_wrapped():
-    """Muon takes only matrices, so a model trains with two optimizers: each gets its own PDT,
-    and a checkpoint of both resumes the run exactly."""
+def _torch_muon_and_adamw(matrices: list[Tensor], rest: list[Tensor]) -> tuple[torch.optim.Optimizer, ...]:
+    return (pdt.PDT(torch.optim.Muon(matrices, lr=0.05), **CONFIG),
+            pdt.PDT(torch.optim.AdamW(rest, lr=0.01, weight_decay=0.01), **CONFIG))
+
+
+def _package_muon(matrices: list[Tensor], rest: list[Tensor]) -> tuple[torch.optim.Optimizer, ...]:
+    from pytorch_optimizer import Muon
+
+    groups = [dict(params=matrices, use_muon=True), dict(params=rest, use_muon=False)]
+    return (pdt.PDT(Muon(groups, lr=0.05, adamw_lr=0.005, adamw_wd=0.01), **CONFIG),)
+
+
+@pytest.mark.parametrize("wrapped", [
+    pytest.param(_torch_muon_and_adamw, id="torch Muon and AdamW, each wrapped",
+                 marks=pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon is new in torch 2.9")),
+    pytest.param(_package_muon, id="pytorch-optimizer Muon, one optimizer with AdamW groups"),
+])
+def test_muon_on_the_matrices_and_adamw_on_the_rest(wrapped):
+    """Muon takes only matrices: torch's trains the rest with a second optimizer, each with its
+    own PDT; pytorch-optimizer's keeps AdamW groups beside its Muon groups, one PDT. Either way
+    PDT merges, and a checkpoint resumes the run exactly."""
     model = make_mlp()
     matrices = [p for p in model.parameters() if p.dim() == 2]
     rest = [p for p in model.parameters() if p.dim() != 2]
-
-    def wrapped():
-        return (pdt.PDT(torch.optim.Muon(matrices, lr=0.05), **CONFIG),
-                pdt.PDT(torch.optim.AdamW(rest, lr=0.01, weight_decay=0.01), **CONFIG))
 
     def run(opts, data):
         for x, y in data:
@@ -66,7 +79,7 @@ def test_muon_on_the_matrices_and_adamw_on_the_rest_each_wrapped():
 
     data = batches(60)
     start = copy.deepcopy(model.state_dict())
-    opts = wrapped()
+    opts = wrapped(matrices, rest)
     run(opts, data[:30])
     saved = [save_and_load(opt.state_dict()) for opt in opts]
     middle = copy.deepcopy(model.state_dict())
@@ -75,7 +88,7 @@ def test_muon_on_the_matrices_and_adamw_on_the_rest_each_wrapped():
     assert all(torch.isfinite(p).all() for p in model.parameters())
     finished = copy.deepcopy(model.state_dict())
     model.load_state_dict(middle)
-    resumed = wrapped()
+    resumed = wrapped(matrices, rest)
     for opt, state in zip(resumed, saved):
         opt.load_state_dict(state)
     run(resumed, data[30:])
