@@ -30,7 +30,7 @@ from .report import chosen, write_section
 from .plateau import ProgressHoldPDT
 from .sf_harm import TangentialPDT, with_weight_decay
 from .tau_ramp import selected
-from .ttb import peers, task_suite, verified
+from .ttb import MUON, peers, task_suite, verified
 
 VARIANTS: dict[str, dict] = {
     "default": {},
@@ -121,13 +121,14 @@ def run_variant(task: Task, snap_every: int, fields: dict, *, seed: int, method:
 
 EXTRA_PEER_LRS = {
     ("char transformer / AdamW", "schedule-free"): 0.048, ("mnist1d ViT / AdamW", "schedule-free"): 0.008,
-    ("char transformer / AdamW", "Lookahead (k=5, alpha=0.5)"): 0.012,
+    ("char transformer / AdamW", "Lookahead (k=5, alpha=0.5)"): 0.012, ("char transformer / AdamW", MUON): 0.024,
 }
 """Peer cases ``benchmarks.tau_ramp`` does not run, at the rate ``benchmarks.ttb --peers`` tuned
 (the character transformer: section "Time to baseline, peers, tasks matching 'char transformer'",
 2026-11-29 20:38; the ViT: "Time to baseline, core and peers, on an Intel Xeon with the moment
 filter", 2026-12-02 16:47, as on the AMD EPYC that morning; the character transformer on Lookahead:
-the same run)."""
+the same run; Muon: "Time to baseline, peers, tasks matching 'mnist1d ViT', 'char transformer', peers
+matching 'Muon', on an AMD EPYC", 2026-12-03 23:29)."""
 
 
 def variant_cases(only: str) -> dict[str, tuple]:
