@@ -10,7 +10,8 @@ on each schedule against each baseline.
     python -m benchmarks.ttb            # full suite, writes RESULTS.md and PNG plots
     python -m benchmarks.ttb --core     # baselines and PDT's defaults only, both schedules
     python -m benchmarks.ttb --core --cosine-only   # only the cosine sections
-    python -m benchmarks.ttb --peers    # only schedule-free and Lookahead, alone and with PDT
+    python -m benchmarks.ttb --peers    # only the peers (schedule-free, Lookahead; Muon on the AdamW transformers)
+    python -m benchmarks.ttb --peers --peer Muon --peer-schedule cosine   # a peer on a per-step cosine schedule
     python -m benchmarks.ttb --core --peers   # both: what issues 11 and 12 measure, without the ablations
     python -m benchmarks.ttb --peers --only ViT LAMB   # tasks whose name contains one of these
     python -m benchmarks.ttb --peers --peer schedule-free   # one peer only
@@ -559,8 +560,8 @@ def main() -> None:
                              "compiled rows or peers)")
     parser.add_argument("--cosine-only", action="store_true", help="with --core: only the cosine sections")
     parser.add_argument("--peers", action="store_true",
-                        help="only the peer sections: schedule-free and Lookahead, alone and with PDT, every task; "
-                             "with --core, the core sections and then the peer sections of each task")
+                        help="only the peer sections: schedule-free and Lookahead (and Muon on the AdamW transformers), "
+                             "alone and with PDT, every task; with --core, the core sections and then the peer sections of each task")
     parser.add_argument("--peer", default=None, help="only the peers whose name contains this text (e.g. schedule-free)")
     parser.add_argument("--peer-schedule", choices=("constant", "cosine"), default="constant",
                         help="the peers' learning-rate schedule (cosine: per step to zero; schedule-free peers are left out)")
