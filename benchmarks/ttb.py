@@ -560,11 +560,13 @@ def main() -> None:
                              "compiled rows or peers)")
     parser.add_argument("--cosine-only", action="store_true", help="with --core: only the cosine sections")
     parser.add_argument("--peers", action="store_true",
-                        help="only the peer sections: schedule-free and Lookahead (and Muon on the AdamW transformers), "
-                             "alone and with PDT, every task; with --core, the core sections and then the peer sections of each task")
+                        help="only the peer sections: schedule-free and Lookahead (and Muon on the AdamW "
+                             "transformers), alone and with PDT, every task; with --core, the core sections and then "
+                             "the peer sections of each task")
     parser.add_argument("--peer", default=None, help="only the peers whose name contains this text (e.g. schedule-free)")
     parser.add_argument("--peer-schedule", choices=("constant", "cosine"), default="constant",
-                        help="the peers' learning-rate schedule (cosine: per step to zero; schedule-free peers are left out)")
+                        help="the peers' learning-rate schedule (cosine: per step to zero; schedule-free peers "
+                             "are left out)")
     parser.add_argument("--workers", type=int, default=1,
                         help="tasks measured at once, each in its own process (2 on a 2-core machine: about half the time)")
     parser.add_argument("--resume", action="store_true",

@@ -33,7 +33,9 @@ def needs_model(wrap: Callable[[Optimizer, nn.Module], Optimizer]) -> Wrap:
 def build_optimizer(task: "Task", model: nn.Module, lr: float) -> Optimizer:
     """``task``'s optimizer over ``model``'s parameters at ``lr``."""
     make = task.make_optimizer
-    return make(model, lr) if getattr(make, "needs_model", False) else make(model.parameters(), lr)  # type: ignore[arg-type]
+    if getattr(make, "needs_model", False):
+        return make(model, lr)  # type: ignore[arg-type]
+    return make(model.parameters(), lr)
 
 
 def verification_loss(task: "Task", model: nn.Module, samples: int = 256) -> Callable[[], Tensor]:
