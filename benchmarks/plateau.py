@@ -39,7 +39,7 @@ from pdt_compile.tasks import digits_mlp
 from .controls import Nudge
 from .report import chosen, write_section
 from .sf_harm import TangentialPDT
-from .ttb import spread
+from .ttb import spread, verified
 
 EPOCHS = 24
 
@@ -128,6 +128,8 @@ METHODS = {
     "PDT, moment_ratio=0.9": dict(moment_ratio=0.9),
     "PDT, merges in the first quarter of training only (a probe)": dict(stop_at=0.25),
     "PDT, merges in the first half of training only (a probe)": dict(stop_at=0.5),
+    "PDT + verify (every merge checked on 256 training samples, as benchmarks.ttb's verified rows)": dict(verify=True),
+    "PDT + verify, verify_backoff=0 (every boundary verified)": dict(verify=True, verify_backoff=0),
 }
 """Method -> PDTConfig fields on top of the defaults (and one snapshot per epoch); a field of
 :data:`PROBES` set: that probe (``tangential``: :class:`benchmarks.sf_harm.TangentialPDT`, do the
@@ -136,8 +138,11 @@ predicted (``radial="keep"``); ``nudge``: :class:`benchmarks.controls.Nudge`, no
 one: how far any perturbation moves the run; ``stop_at``: as in :func:`benchmarks.variants.run_variant`."""
 
 
-def wrap(fields: dict, snap_every: int):
-    options = {key: value for key, value in fields.items() if key not in PROBES}
+def wrap(fields: dict, snap_every: int, task: Task | None = None):
+    """The wrap of one of :data:`METHODS` (``verify``: :func:`benchmarks.ttb.verified` on ``task``)."""
+    options = {key: value for key, value in fields.items() if key not in PROBES and key != "verify"}
+    if fields.get("verify"):
+        return verified(task, snap_every, **options)
     cls = next((PROBES[key] for key in fields if key in PROBES), pdt.PDT)
     return lambda optimizer: cls(optimizer, snap_every=snap_every, **options)
 
@@ -213,7 +218,7 @@ def case_rows(name: str, seeds: int, lr: float | None = None, methods: dict | No
 
                 run, opt = run_variant(task, snap_every, fields, seed=seed, method=method, lr=task.lr)
             else:
-                run, opt = train(task, wrap(fields, snap_every), seed=seed, method=method)
+                run, opt = train(task, wrap(fields, snap_every, task), seed=seed, method=method)
             ratios[method].append(speedup(plain, run)[0])
             finals[method].append(100 * (run.final_loss / plain.final_loss - 1))
             plateaus[method].append(plateau_ratio(plain, run))

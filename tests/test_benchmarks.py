@@ -683,6 +683,19 @@ def test_a_plateau_method_trains_with_the_probe_its_field_names_and_the_rest_as_
     assert plateau.HeadTangentialPDT.selects(torch.zeros(10, 64)) and not plateau.HeadTangentialPDT.selects(torch.zeros(4))
 
 
+def test_a_verified_plateau_method_checks_merges_on_the_task_and_keeps_its_options():
+    from benchmarks import plateau
+    from pdt_compile.experiment import Training
+
+    task = plateau.plateau_task(batch_norm=False, weight_decay=0.0, optimizer="adam")
+    task = dataclasses.replace(task, steps=2)
+    verified = next(fields for name, fields in plateau.METHODS.items() if "verify_backoff=0" in name)
+    training = Training(task, plateau.wrap(verified, snap_every=5, task=task), seed=0, method="verified")
+    opt = training.optimizer
+    assert opt._verify is not None and opt.config.verify_backoff == 0
+    assert float(opt._verify()) == pytest.approx(float(task.loss(training.model(task.train_x[:256]), task.train_y[:256])))
+
+
 def test_the_refreshed_loss_recomputes_batchnorm_statistics_on_a_copy():
     from benchmarks.plateau import conv_net, plateau_task, refreshed_loss
     from pdt_compile.experiment import evaluate
