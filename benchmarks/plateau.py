@@ -130,8 +130,6 @@ METHODS = {
     "PDT, merges in the first half of training only (a probe)": dict(stop_at=0.5),
     "PDT + verify (every merge checked on 256 training samples, as benchmarks.ttb's verified rows)": dict(verify=True),
     "PDT + verify, verify_backoff=0 (every boundary verified)": dict(verify=True, verify_backoff=0),
-    "PDT + verify, verify_backoff=0, verify_tolerance=0.05": dict(verify=True, verify_backoff=0, verify_tolerance=0.05),
-    "PDT + verify, verify_backoff=0, verify_tolerance=0.2": dict(verify=True, verify_backoff=0, verify_tolerance=0.2),
 }
 """Method -> PDTConfig fields on top of the defaults (and one snapshot per epoch); a field of
 :data:`PROBES` set: that probe (``tangential``: :class:`benchmarks.sf_harm.TangentialPDT`, do the

@@ -50,8 +50,6 @@ VARIANTS: dict[str, dict] = {
         dict(progress_hold=True),
     "verify (256 training samples)": dict(verify=True),
     "verify (256 training samples), verify_backoff=0": dict(verify=True, verify_backoff=0),
-    "verify (256 training samples), verify_backoff=0, verify_tolerance=0.05": dict(verify=True, verify_backoff=0, verify_tolerance=0.05),
-    "verify (256 training samples), verify_backoff=0, verify_tolerance=0.2": dict(verify=True, verify_backoff=0, verify_tolerance=0.2),
     "predict at every 2nd boundary": dict(predict_every=2),
     "snapshots of z every snap_every (base_spacing=1: on schedule-free, half the boundaries)": dict(base_spacing=1.0),
     "history 3 (a ring of 3 snapshots)": dict(history=3),

@@ -306,10 +306,6 @@ class PDTConfig:
     mnist1d CNN, the character transformer at a constant rate), and missed it in 5 seeds in
     all against 6."""
 
-    verify_tolerance: float = 0.0
-    """With ``PDT(..., verify=...)``: a merge (or its fraction) stands where its verify loss is
-    at most the loss without it plus this fraction of that loss's magnitude (0: no higher)."""
-
     lr_horizon: bool = False
     """Shorten the horizon while the learning rate falls: with the rate now r times what it
     was at the previous boundary (r < 1), predict at most sum_{k<=tau} r^k intervals ahead,
@@ -400,9 +396,6 @@ class PDTConfig:
             _check_int("tau_ramp", self.tau_ramp, 1, self.tau)
         _check_int("verify_backtracks", self.verify_backtracks, 0, 30)
         _check_int("verify_backoff", self.verify_backoff, 0)
-        if isinstance(self.verify_tolerance, bool) or not isinstance(self.verify_tolerance, (int, float)) or not (
-                0 <= self.verify_tolerance < math.inf):
-            _fail("verify_tolerance", self.verify_tolerance, "expected a finite float >= 0 (e.g. 0.05)")
         _check_int("predict_every", self.predict_every, 1)
         _check_choice("rule", self.rule, RULES)
         _check_choice("granularity", self.granularity, GRANULARITIES)

@@ -742,13 +742,12 @@ class PDT(Optimizer):
         losses = {1.0: self._verified_loss()}
         self._translate_(jumps, -1.0)
         plain = self._verified_loss()
-        bar = plain + self.config.verify_tolerance * abs(plain)
         for fraction in fractions:
             if fraction not in losses:
                 self._translate_(jumps, fraction)
                 losses[fraction] = self._verified_loss()
                 self._translate_(jumps, -fraction)
-            if math.isfinite(losses[fraction]) and losses[fraction] <= bar:
+            if math.isfinite(losses[fraction]) and losses[fraction] <= plain:
                 self._translate_(jumps, fraction)
                 for jump in jumps:
                     if jump is not None:
