@@ -27,6 +27,7 @@ from pdt_compile.experiment import Task, Wrap, speedup, train
 
 from .chaos import seed_cells
 from .report import chosen, write_section
+from .interval_mean import IntervalMeanPDT
 from .plateau import ProgressHoldPDT
 from .sf_harm import TangentialPDT, with_weight_decay
 from .tau_ramp import selected
@@ -62,6 +63,7 @@ VARIANTS: dict[str, dict] = {
     "radial keep (jumps as predicted: the defaults before radial=\"auto\")": dict(radial="keep"),
     "radial undo (every radial part of every jump undone)": dict(radial="undo"),
     "drift 1.5 (jumps only where the ring's path drifts)": dict(drift=1.5),
+    "interval mean (snapshots are each interval's mean weights; benchmarks.interval_mean's probe)": dict(interval_mean=True),
     "drift 2 (jumps only where the ring's path drifts)": dict(drift=2.0),
     "loss hold 2 (no prediction while the interval's loss is over twice its lowest)": dict(loss_hold=2.0),
     "loss hold 3 (no prediction while the interval's loss is over 3 times its lowest)": dict(loss_hold=3.0),
@@ -80,7 +82,7 @@ VARIANTS: dict[str, dict] = {
 ``lr_scale=c``: PDT trains at c times the rate the baseline was tuned to (is PDT's best rate the
 baseline's?)."""
 
-RUN_FIELDS = ("verify", "stop_at", "tangential", "lr_scale", "progress_hold")
+RUN_FIELDS = ("verify", "stop_at", "tangential", "lr_scale", "progress_hold", "interval_mean")
 """Variant fields that set how a run is made, not PDTConfig fields."""
 
 
@@ -93,6 +95,8 @@ def wrap_of(task: Task, snap_every: int, fields: dict) -> Wrap:
         return lambda opt: TangentialPDT(opt, snap_every=snap_every, **options)
     if fields.get("progress_hold"):
         return lambda opt: ProgressHoldPDT(opt, snap_every=snap_every, **options)
+    if fields.get("interval_mean"):
+        return lambda opt: IntervalMeanPDT(opt, snap_every=snap_every, **options)
     return lambda opt: pdt.PDT(opt, snap_every=snap_every, **options)
 
 
