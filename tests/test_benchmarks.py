@@ -709,3 +709,44 @@ def test_the_refreshed_loss_recomputes_batchnorm_statistics_on_a_copy():
     assert fresh != evaluate(task, model)[0]  # its statistics are the initial ones, not the data's
     plain = conv_net(batch_norm=False)
     assert refreshed_loss(task, plain) == pytest.approx(evaluate(task, plain)[0], rel=1e-6)
+
+
+
+def test_the_interval_mean_probe_snapshots_each_interval_s_mean_and_moves_the_weights_by_the_jump_alone():
+    from benchmarks.interval_mean import IntervalMeanPDT
+    from conftest import batches, make_mlp
+    from pdt_compile.runtime.schedule import Phase
+
+    model = make_mlp()
+    opt = IntervalMeanPDT(torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9), snap_every=3, history=4,
+                          burn_in=4, tau=3)
+    flat = lambda: torch.cat([p.detach().reshape(-1).clone() for p in model.parameters()])
+    reached: list[torch.Tensor] = []  # the weights the optimizer reached at each boundary, before PDT's work
+    run_boundary = opt._run_boundary
+
+    def spied(phase):
+        if phase != Phase.ORDINARY:
+            reached.append(flat())
+        return run_boundary(phase)
+
+    opt._run_boundary = spied
+    interval: list[torch.Tensor] = []
+    captures = merges = 0
+    for x, y in batches(30):
+        predictions = opt.stats.predictions
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+        if opt.schedule.steps % 3:
+            interval.append(flat())
+            continue
+        mean = torch.stack(interval + [reached[-1]]).mean(0)
+        newest = opt.ring.flat()[opt.ring.last_slot]
+        if opt.stats.predictions == predictions:  # a capture: the mean as the snapshot, the weights untouched
+            captures += 1
+            assert torch.allclose(newest, mean, atol=1e-6) and torch.equal(flat(), reached[-1])
+        else:  # the weights moved by the jump the merge made to the mean, nothing else
+            merges += 1
+            assert torch.allclose(flat() - reached[-1], newest - mean, atol=1e-5)
+        interval = []
+    assert captures >= 4 and merges >= 2 and opt.stats.merges >= 1
