@@ -142,6 +142,8 @@ def wrap(fields: dict, snap_every: int, task: Task | None = None):
     """The wrap of one of :data:`METHODS` (``verify``: :func:`benchmarks.ttb.verified` on ``task``)."""
     options = {key: value for key, value in fields.items() if key not in PROBES and key != "verify"}
     if fields.get("verify"):
+        if task is None:
+            raise ValueError("plateau.wrap: a verified method needs task= (its verify loss is on the task's data)")
         return verified(task, snap_every, **options)
     cls = next((PROBES[key] for key in fields if key in PROBES), pdt.PDT)
     return lambda optimizer: cls(optimizer, snap_every=snap_every, **options)

@@ -26,8 +26,8 @@ import pdt_compile as pdt
 from pdt_compile.experiment import Task, Wrap, speedup, train
 
 from .chaos import seed_cells
-from .report import chosen, write_section
 from .interval_mean import IntervalMeanPDT
+from .report import chosen, write_section
 from .plateau import ProgressHoldPDT
 from .sf_harm import TangentialPDT, with_weight_decay
 from .tau_ramp import selected
@@ -63,8 +63,8 @@ VARIANTS: dict[str, dict] = {
     "radial keep (jumps as predicted: the defaults before radial=\"auto\")": dict(radial="keep"),
     "radial undo (every radial part of every jump undone)": dict(radial="undo"),
     "drift 1.5 (jumps only where the ring's path drifts)": dict(drift=1.5),
-    "interval mean (snapshots are each interval's mean weights; benchmarks.interval_mean's probe)": dict(interval_mean=True),
     "drift 2 (jumps only where the ring's path drifts)": dict(drift=2.0),
+    "interval mean (snapshots are each interval's mean weights; benchmarks.interval_mean's probe)": dict(interval_mean=True),
     "loss hold 2 (no prediction while the interval's loss is over twice its lowest)": dict(loss_hold=2.0),
     "loss hold 3 (no prediction while the interval's loss is over 3 times its lowest)": dict(loss_hold=3.0),
     "no moment filter (moment_ratio=None, the default before 2026-12-02 14:00)": dict(moment_ratio=None),
