@@ -168,6 +168,8 @@ OPTIMIZERS = {
              lambda params, lr, decay: torch.optim.Adam(params, lr=lr, weight_decay=decay)),
     "adamw": ("AdamW, the decay decoupled", 1e-3,
               lambda params, lr, decay: torch.optim.AdamW(params, lr=lr, weight_decay=decay)),
+    "rmsprop": ("RMSprop, the decay through the gradient (L2)", 1e-3,
+                lambda params, lr, decay: torch.optim.RMSprop(params, lr=lr, weight_decay=decay)),
 }
 """``--optimizer`` -> (its description, the recipe's learning rate, how it is made from the
 parameters, the rate and the case's weight decay)."""

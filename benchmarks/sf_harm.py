@@ -147,6 +147,29 @@ class TangentialPDT(pdt.PDT):
         return prediction
 
 
+class ClockPDT(pdt.PDT):
+    """PDT whose merges also move a schedule-free optimizer's averaging clock: its
+    ``weight_sum`` (what x, the average of z, has taken in) grows by the weight of the steps a
+    merge skips, the horizon in steps times the fraction of elements it merged. After a jump
+    that stands for those steps, later z weigh in x as they would after that many steps, so a
+    jump of z enters x no faster than the steps it replaces would have. Tests whether x taking
+    in the jumped z at the rate of the real step count is what costs on schedule-free AdamW."""
+
+    def _run_boundary(self, phase: Phase):
+        prediction = super()._run_boundary(phase)
+        if prediction is None or phase == Phase.ORDINARY:
+            return prediction
+        counts = prediction.resolved()
+        live = [(count, p.numel()) for count, p in zip(counts, self._ring.params) if count is not None]
+        merged = sum(count for count, _ in live) / max(1, sum(numel for _, numel in live))
+        skipped = merged * self.schedule.tau * self.config.snap_every
+        for group in self.optimizer.param_groups:
+            if "weight_sum" in group and group.get("lr_max", -1.0) > 0:
+                weight = (group["k"] ** group["r"]) * group["lr_max"] ** group["weight_lr_power"]
+                group["weight_sum"] += skipped * weight
+        return prediction
+
+
 def variants(snap_every: int) -> dict[str, Callable]:
     """Variant name -> wrap(optimizer) for one task."""
     out: dict[str, Callable] = {

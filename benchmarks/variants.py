@@ -29,7 +29,7 @@ from .chaos import seed_cells
 from .interval_mean import IntervalMeanPDT
 from .report import chosen, write_section
 from .plateau import ProgressHoldPDT
-from .sf_harm import TangentialPDT, with_weight_decay
+from .sf_harm import ClockPDT, TangentialPDT, with_weight_decay
 from .tau_ramp import selected
 from .ttb import MUON, peers, task_suite, verified
 
@@ -64,6 +64,8 @@ VARIANTS: dict[str, dict] = {
     "radial undo (every radial part of every jump undone)": dict(radial="undo"),
     "drift 1.5 (jumps only where the ring's path drifts)": dict(drift=1.5),
     "drift 2 (jumps only where the ring's path drifts)": dict(drift=2.0),
+    "clock (on schedule-free, a merge advances the averaging clock by the steps it skips; benchmarks.sf_harm's probe)":
+        dict(clock=True),
     "interval mean (snapshots are each interval's mean weights; benchmarks.interval_mean's probe)": dict(interval_mean=True),
     "loss hold 2 (no prediction while the interval's loss is over twice its lowest)": dict(loss_hold=2.0),
     "loss hold 3 (no prediction while the interval's loss is over 3 times its lowest)": dict(loss_hold=3.0),
@@ -79,10 +81,12 @@ VARIANTS: dict[str, dict] = {
 ``stop_at=f``: no prediction after the first f of the task's steps (where in a run merges help or harm);
 ``tangential=True``: :class:`benchmarks.sf_harm.TangentialPDT` (a probe, not a PDTConfig field);
 ``progress_hold=True``: :class:`benchmarks.plateau.ProgressHoldPDT` (a probe);
+``interval_mean=True``: :class:`benchmarks.interval_mean.IntervalMeanPDT` (a probe);
+``clock=True``: :class:`benchmarks.sf_harm.ClockPDT` (a probe: merges move schedule-free's averaging clock);
 ``lr_scale=c``: PDT trains at c times the rate the baseline was tuned to (is PDT's best rate the
 baseline's?)."""
 
-RUN_FIELDS = ("verify", "stop_at", "tangential", "lr_scale", "progress_hold", "interval_mean")
+RUN_FIELDS = ("verify", "stop_at", "tangential", "lr_scale", "progress_hold", "interval_mean", "clock")
 """Variant fields that set how a run is made, not PDTConfig fields."""
 
 
@@ -97,6 +101,8 @@ def wrap_of(task: Task, snap_every: int, fields: dict) -> Wrap:
         return lambda opt: ProgressHoldPDT(opt, snap_every=snap_every, **options)
     if fields.get("interval_mean"):
         return lambda opt: IntervalMeanPDT(opt, snap_every=snap_every, **options)
+    if fields.get("clock"):
+        return lambda opt: ClockPDT(opt, snap_every=snap_every, **options)
     return lambda opt: pdt.PDT(opt, snap_every=snap_every, **options)
 
 
@@ -135,15 +141,25 @@ the same run; Muon: "Time to baseline, peers, tasks matching 'mnist1d ViT', 'cha
 matching 'Muon', on an AMD EPYC", 2026-12-03 23:29)."""
 
 
+COSINE_PEER_LRS = {("char transformer / AdamW", MUON): 0.048, ("mnist1d ViT / AdamW", MUON): 0.032}
+"""Peer cases on a per-step cosine schedule, at the rate ``benchmarks.ttb --peers --peer Muon
+--peer-schedule cosine`` tuned (sections "..., peers on a cosine schedule", runs of 2026-12-04
+00:04 and 00:58)."""
+
+
 def variant_cases(only: str) -> dict[str, tuple]:
-    """The cases of ``benchmarks.tau_ramp`` and :data:`EXTRA_PEER_LRS` whose title contains ``only``."""
+    """The cases of ``benchmarks.tau_ramp``, :data:`EXTRA_PEER_LRS` and :data:`COSINE_PEER_LRS`
+    whose title contains ``only``."""
     out = selected(only)
     suite = task_suite(quick=False)
-    for (name, peer), lr in EXTRA_PEER_LRS.items():
-        title = f"{name}: PDT on {peer}"
+    extra = [(name, peer, lr, "constant") for (name, peer), lr in EXTRA_PEER_LRS.items()]
+    extra += [(name, peer, lr, "cosine") for (name, peer), lr in COSINE_PEER_LRS.items()]
+    for name, peer, lr, schedule in extra:
+        title = f"{name}: PDT on {peer}" + ("" if schedule == "constant" else f", {schedule}")
         if only in title:
             task, snap_every = suite[name]
-            out[title] = (dataclasses.replace(task, make_optimizer=peers(name, task)[peer]), snap_every, lr, peer)
+            peer_task = dataclasses.replace(task, make_optimizer=peers(name, task)[peer], schedule=schedule)
+            out[title] = (peer_task, snap_every, lr, peer)
     return out
 
 

@@ -749,3 +749,39 @@ def test_the_interval_mean_probe_snapshots_each_interval_s_mean_and_moves_the_we
             assert torch.allclose(flat() - reached[-1], newest - mean, atol=1e-5)
         interval = []
     assert captures >= 4 and predictions_seen >= 2 and opt.stats.merges >= 1
+
+
+def test_the_clock_probe_advances_schedule_free_s_average_by_the_merged_share_of_the_horizon():
+    import schedulefree
+
+    from benchmarks.sf_harm import ClockPDT
+
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(50))]
+    drift = torch.linspace(0.5, 1.5, 50)
+    opt = ClockPDT(schedulefree.SGDScheduleFree(params, lr=0.01, momentum=0.9), snap_every=4, history=3, burn_in=3)
+    opt.train()
+    group = opt.param_groups[0]
+    merged_steps = 0.0
+    for _ in range(40):
+        params[0].grad = drift.clone()
+        before, predictions = group["weight_sum"], opt.stats.predictions
+        opt.step()
+        added = group["weight_sum"] - before - group["lr_max"] ** group["weight_lr_power"]  # past the step's own weight
+        if opt.stats.predictions == predictions:
+            assert added == pytest.approx(0.0, abs=1e-12)
+        else:
+            merged_steps += added / group["lr_max"] ** 2
+    # a steady drift: every merge takes every element the whole horizon ahead
+    assert opt.stats.merges > 0 and opt.stats.mask_ratio == pytest.approx(1.0)
+    assert merged_steps == pytest.approx(opt.stats.merges * opt.config.tau * opt.config.snap_every)
+
+
+def test_the_muon_peer_has_cosine_variant_cases_at_their_tuned_rates():
+    import benchmarks.variants as variants
+
+    cases = variants.variant_cases("PDT on Muon")
+    cosine = {title: case for title, case in cases.items() if title.endswith(", cosine")}
+    assert len(cosine) == 2 and all(case[0].schedule == "cosine" for case in cosine.values())
+    assert {case[2] for case in cosine.values()} == {0.048, 0.032}
+    assert all(case[0].schedule == "constant" for title, case in cases.items() if title not in cosine)
