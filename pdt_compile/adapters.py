@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 from torch import Tensor
-from torch.optim import SGD, Adam, AdamW, Optimizer
+from torch.optim import SGD, Adam, AdamW, Optimizer, RMSprop
 
 WEIGHT_SPACE_STATE: dict[str, tuple[str, ...]] = {
     "schedulefree.sgd_schedulefree.SGDScheduleFree": ("z",),
@@ -245,12 +245,18 @@ def filters_moments(optimizer: object) -> bool:
     return any(class_name(inner) in MOMENT_FILTERED for inner in unwrapped(optimizer))
 
 
+COUPLED_DECAY = (SGD, RMSprop)
+"""Optimizers whose decay through the gradient ``PDTConfig.radial="auto"`` takes back from
+jumps, where it was measured to pay (benchmarks/FINDINGS.md, "Merges on a converged plateau");
+Adam's (L2) changed nothing there, so it is not among them."""
+
+
 def coupled_decay(optimizer: object, params: Sequence[Tensor]) -> list[bool]:
-    """For each parameter, whether ``torch.optim.SGD`` (``optimizer`` or one it wraps) decays it
-    through its gradient (a param group's ``weight_decay`` > 0): where ``PDTConfig.radial="auto"``
-    undoes the inward radial part of jumps, as measured (benchmarks/FINDINGS.md, "Merges on a
-    converged plateau")."""
-    return _decayed(optimizer, params, lambda inner, group: isinstance(inner, SGD))
+    """For each parameter, whether ``torch.optim.SGD`` or ``RMSprop`` (:data:`COUPLED_DECAY`;
+    ``optimizer`` or one it wraps) decays it through its gradient (a param group's
+    ``weight_decay`` > 0): where ``PDTConfig.radial="auto"`` undoes the inward radial part of
+    jumps, as measured (benchmarks/FINDINGS.md, "Merges on a converged plateau")."""
+    return _decayed(optimizer, params, lambda inner, group: isinstance(inner, COUPLED_DECAY))
 
 
 def decoupled_decay(optimizer: object, params: Sequence[Tensor]) -> list[bool]:

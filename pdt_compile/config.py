@@ -159,7 +159,7 @@ class PDTConfig:
     (:func:`pdt_compile.radial.radial_part`). ``"keep"`` merges it as predicted; ``"inward"``
     takes it back, from the weights, the snapshots and what moves with them, where it shrinks
     the tensor; ``"undo"`` takes it back always; ``"auto"`` (default): ``"inward"`` on the
-    parameters ``torch.optim.SGD`` decays through their gradient (weight decay > 0,
+    parameters ``torch.optim.SGD`` or ``RMSprop`` decays through their gradient (weight decay > 0,
     :func:`pdt_compile.adapters.coupled_decay`), and on those ``torch.optim.AdamW`` decays
     apart from it (:func:`pdt_compile.adapters.decoupled_decay`) while the learning rate
     decays (below its peak, as :attr:`decay_window` reads it), ``"keep"`` on the rest. Such decay pulls
@@ -173,9 +173,12 @@ class PDTConfig:
     loss over the second half of the run 2.3-11.8x the plain run's with BatchNorm and
     2.3-6.1x without; ``"inward"`` leaves it below the plain run's. At lr 0.02, where the loss
     falls to the end, ``"inward"`` keeps the merges' gain, where ``"undo"`` costs most of it
-    without BatchNorm (1.33x -> 1.04x in steps). Without weight decay the inward part is part
-    of the gain (the same network without BatchNorm at lr 0.1: ``"inward"`` lost a seed),
-    hence ``"auto"``. AdamW's decoupled decay shrinks by ``lr * weight_decay`` a step, which a
+    without BatchNorm (1.33x -> 1.04x in steps). RMSprop alike (``--optimizer rmsprop``, 8
+    seeds, 2026-12-04): with BatchNorm the second half's loss 0.87-1.12x the plain run's ->
+    0.64-0.81x at lr 1e-3, 1.06-2.59x -> 0.67-1.88x at lr 0.01 (accuracy down to -5.6 -> -1.4
+    points); Adam's L2 decay changed about nothing at lr 1e-3. Without weight decay the
+    inward part is part of the gain (the same network without BatchNorm at lr 0.1:
+    ``"inward"`` lost a seed), hence ``"auto"``. AdamW's decoupled decay shrinks by ``lr * weight_decay`` a step, which a
     falling rate slows while a jump extrapolates it as it was: ``"inward"`` under cosine took the
     mnist1d ViT from 1.33x to 1.46x in steps to the baseline's final loss (every seed faster)
     and left the character transformer at 1.08x, where at a constant rate it cost both

@@ -202,6 +202,8 @@ def test_radial_auto_undoes_inward_jumps_of_what_sgd_decays_through_its_gradient
     assert coupled_decay(sgd, params) == [True] + [False] * (len(params) - 1)
     assert coupled_decay(po.Lookahead(torch.optim.SGD(groups, lr=0.1)), params)[0]  # inside a wrapper too
     assert not any(coupled_decay(torch.optim.AdamW(params, lr=0.01, weight_decay=0.05), params))  # decoupled
+    assert coupled_decay(torch.optim.RMSprop(groups, lr=0.01), params) == [True] + [False] * (len(params) - 1)
+    assert not any(coupled_decay(torch.optim.Adam(groups, lr=0.01), params))  # L2 on Adam: measured, left alone
     adamw_groups = lambda: [{"params": [model[0].weight], "weight_decay": 0.05}, {"params": params[1:], "weight_decay": 0.0}]
     decoupled = [True] + [False] * (len(params) - 1)
     assert decoupled_decay(torch.optim.AdamW(adamw_groups(), lr=0.01), params) == decoupled
@@ -213,6 +215,8 @@ def test_radial_auto_undoes_inward_jumps_of_what_sgd_decays_through_its_gradient
         warnings.simplefilter("error")  # SGD with weight decay no longer warns: radial="auto" handles it
         opt = pdt.PDT(sgd, **CONFIG)
     assert opt._undoes_radial and opt.keeps_jumps
+    assert pdt.PDT(torch.optim.RMSprop(groups, lr=0.01), **CONFIG)._undoes_radial
+    assert not pdt.PDT(torch.optim.Adam(groups, lr=0.01), **CONFIG)._undoes_radial
     assert not pdt.PDT(torch.optim.SGD(params, lr=0.1), **{**CONFIG, "gradient_limit": None})._undoes_radial
 
 
