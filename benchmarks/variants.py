@@ -25,6 +25,7 @@ import torch
 import pdt_compile as pdt
 from pdt_compile.experiment import Task, Wrap, speedup, train
 
+from .backtest import BacktestPDT
 from .chaos import seed_cells
 from .interval_mean import IntervalMeanPDT
 from .report import chosen, write_section
@@ -66,6 +67,9 @@ VARIANTS: dict[str, dict] = {
     "drift 2 (jumps only where the ring's path drifts)": dict(drift=2.0),
     "clock (on schedule-free, a merge advances the averaging clock by the steps it skips; benchmarks.sf_harm's probe)":
         dict(clock=True),
+    "backtest 1 (jumps undone where they move less per interval than DMD's one-interval backtest missed by; benchmarks.backtest's probe)":
+        dict(backtest=1.0),
+    "backtest 0.5 (jumps undone where they move less per interval than half the backtest's miss)": dict(backtest=0.5),
     "interval mean (snapshots are each interval's mean weights; benchmarks.interval_mean's probe)": dict(interval_mean=True),
     "loss hold 2 (no prediction while the interval's loss is over twice its lowest)": dict(loss_hold=2.0),
     "loss hold 3 (no prediction while the interval's loss is over 3 times its lowest)": dict(loss_hold=3.0),
@@ -83,10 +87,11 @@ VARIANTS: dict[str, dict] = {
 ``progress_hold=True``: :class:`benchmarks.plateau.ProgressHoldPDT` (a probe);
 ``interval_mean=True``: :class:`benchmarks.interval_mean.IntervalMeanPDT` (a probe);
 ``clock=True``: :class:`benchmarks.sf_harm.ClockPDT` (a probe: merges move schedule-free's averaging clock);
+``backtest=f``: :class:`benchmarks.backtest.BacktestPDT` at that factor (a probe: the ring's fit residual as noise);
 ``lr_scale=c``: PDT trains at c times the rate the baseline was tuned to (is PDT's best rate the
 baseline's?)."""
 
-RUN_FIELDS = ("verify", "stop_at", "tangential", "lr_scale", "progress_hold", "interval_mean", "clock")
+RUN_FIELDS = ("verify", "stop_at", "tangential", "lr_scale", "progress_hold", "interval_mean", "clock", "backtest")
 """Variant fields that set how a run is made, not PDTConfig fields."""
 
 
@@ -103,6 +108,8 @@ def wrap_of(task: Task, snap_every: int, fields: dict) -> Wrap:
         return lambda opt: IntervalMeanPDT(opt, snap_every=snap_every, **options)
     if fields.get("clock"):
         return lambda opt: ClockPDT(opt, snap_every=snap_every, **options)
+    if fields.get("backtest"):
+        return lambda opt: BacktestPDT(opt, snap_every=snap_every, factor=fields["backtest"], **options)
     return lambda opt: pdt.PDT(opt, snap_every=snap_every, **options)
 
 

@@ -785,3 +785,40 @@ def test_the_muon_peer_has_cosine_variant_cases_at_their_tuned_rates():
     assert len(cosine) == 2 and all(case[0].schedule == "cosine" for case in cosine.values())
     assert {case[2] for case in cosine.values()} == {0.048, 0.032}
     assert all(case[0].schedule == "constant" for title, case in cases.items() if title not in cosine)
+
+
+def test_the_backtest_misses_nothing_on_linear_dynamics_and_flags_jumps_below_its_miss():
+    from benchmarks.backtest import backtest_residual, noisy_part
+
+    torch.manual_seed(0)
+    modes = torch.randn(2, 40, dtype=torch.float64)
+    decaying = torch.stack([0.9**k * modes[0] + 0.5**k * modes[1] for k in range(5)])  # two modes: within DMD's reach
+    assert backtest_residual(decaying, rank="full", modes="projected", dynamics="linear").abs().max() < 1e-6
+    noisy = decaying + 0.1 * torch.randn(5, 40, dtype=torch.float64)
+    assert backtest_residual(noisy, rank="full", modes="projected", dynamics="linear").abs().max() > 1e-3
+    with pytest.raises(ValueError, match="at least 3"):
+        backtest_residual(decaying[:2])
+    jump, residual = torch.tensor([0.0, 1.0, -1.0, 0.3]), torch.tensor([5.0, 0.1, 1.0, 0.0])
+    assert torch.equal(noisy_part(jump, residual, 2.0), torch.tensor([0.0, 0.0, -1.0, 0.0]))
+
+
+def test_the_backtest_probe_undoes_every_jump_below_its_bar_and_keeps_the_rest():
+    import pdt_compile as pdt
+    from benchmarks.backtest import BacktestPDT
+    from conftest import batches, make_mlp
+
+    def run(make):
+        model = make_mlp()
+        opt = make(torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9))
+        for x, y in batches(40):
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+        return opt, torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    options = dict(snap_every=3, history=4, burn_in=4, tau=3)
+    plain, plain_weights = run(lambda o: pdt.PDT(o, **options))
+    none, weights = run(lambda o: BacktestPDT(o, factor=1e9, **options))  # every jump under the bar
+    assert none.stats.merges > 0 and none.kept[0] == 0 and none.kept[1] > 0
+    every, weights = run(lambda o: BacktestPDT(o, factor=0.0, **options))  # no jump under the bar
+    assert every.kept[0] == every.kept[1] > 0 and torch.equal(weights, plain_weights)
