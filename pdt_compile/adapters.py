@@ -259,12 +259,6 @@ def coupled_decay(optimizer: object, params: Sequence[Tensor]) -> list[bool]:
     return _decayed(optimizer, params, lambda inner, group: isinstance(inner, COUPLED_DECAY))
 
 
-DECOUPLED_FLAGGED = ("pytorch_optimizer.optimizer.muon.muon.Muon",)
-"""Optimizers (``module.qualname``) whose param groups say by ``weight_decouple`` whether they
-decay apart from the gradient, and on which ``PDTConfig.radial="auto"`` treats that decay as
-AdamW's (measured: benchmarks/FINDINGS.md, "Stacking on Muon")."""
-
-
 def decoupled_decay(optimizer: object, params: Sequence[Tensor]) -> list[bool]:
     """For each parameter, whether ``torch.optim.AdamW`` (or ``Adam`` with
     ``decoupled_weight_decay=True``; ``optimizer`` or one it wraps) decays it apart from the
@@ -272,8 +266,7 @@ def decoupled_decay(optimizer: object, params: Sequence[Tensor]) -> list[bool]:
     the inward radial part of jumps while the learning rate decays, as measured
     (benchmarks/FINDINGS.md, "Merges on a converged plateau")."""
     return _decayed(optimizer, params, lambda inner, group: isinstance(inner, AdamW) or (
-        isinstance(inner, Adam) and bool(group.get("decoupled_weight_decay"))) or (
-        class_name(inner) in DECOUPLED_FLAGGED and bool(group.get("weight_decouple"))))
+        isinstance(inner, Adam) and bool(group.get("decoupled_weight_decay"))))
 
 
 def _decayed(optimizer: object, params: Sequence[Tensor], kind: Callable[[object, dict], bool]) -> list[bool]:
