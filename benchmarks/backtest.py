@@ -21,6 +21,8 @@ from torch import Tensor
 import pdt_compile as pdt
 from pdt_compile.runtime.schedule import Phase
 
+from .sf_harm import take_back_
+
 
 def backtest_residual(rows: Tensor, **dmd_options: Any) -> Tensor:
     """``rows[-1]`` minus DMD's one-interval forecast of it from ``rows[:-1]`` (``[h, n]``,
@@ -56,18 +58,7 @@ class BacktestPDT(pdt.PDT):
         prediction = super()._run_boundary(phase)
         if prediction is None or residuals is None:
             return prediction
-        undo = []
-        for jump, residual in zip(prediction.jumps, residuals):
-            if jump is None:
-                undo.append(None)
-                continue
-            part = noisy_part(jump, residual.to(jump.device), bar)
-            moved = int((jump != 0).sum())
-            self.kept[0] += moved - int((part != 0).sum())
-            self.kept[1] += moved
-            undo.append(part)
-        self._translate_(undo, -1.0)
-        for jump, part in zip(prediction.jumps, undo):
-            if jump is not None and part is not None:
-                jump.sub_(part.to(jump.dtype))
+        undo = [None if jump is None else noisy_part(jump, residual.to(jump.device), bar)
+                for jump, residual in zip(prediction.jumps, residuals)]
+        take_back_(self, prediction.jumps, undo, self.kept)
         return prediction

@@ -79,6 +79,23 @@ def disagreeing_part(jump: Tensor, displacement: Tensor) -> Tensor:
     return torch.where((jump != 0) & (torch.sign(jump) != torch.sign(displacement)), jump, torch.zeros_like(jump))
 
 
+def take_back_(opt: pdt.PDT, jumps: list, parts: list, kept: list[int] | None = None) -> None:
+    """Undo ``parts`` of a merge's ``jumps`` (one per jump; None: nothing) from ``opt``'s weights,
+    what moved with them and its snapshots, and from the jumps themselves; ``kept``, if given,
+    adds [elements the merge still moves, elements it moved]."""
+    for jump, part in zip(jumps, parts):
+        if jump is None or part is None:
+            continue
+        if kept is not None:
+            moved = int((jump != 0).sum())
+            kept[0] += moved - int((part != 0).sum())
+            kept[1] += moved
+    opt._translate_(parts, -1.0)
+    for jump, part in zip(jumps, parts):
+        if jump is not None and part is not None:
+            jump.sub_(part.to(jump.dtype))
+
+
 class XAgreeingPDT(pdt.PDT):
     """PDT on schedule-free that undoes, after each merge, the accepted elements whose jump
     disagrees in sign with the evaluation weights' displacement since the previous boundary."""
@@ -106,15 +123,8 @@ class XAgreeingPDT(pdt.PDT):
                 if jump is None or x is None or before is None:
                     undo.append(None)
                     continue
-                part = disagreeing_part(jump, x - before)
-                moved = int((jump != 0).sum())
-                self.kept[0] += moved - int((part != 0).sum())
-                self.kept[1] += moved
-                undo.append(part)
-            self._translate_(undo, -1.0)
-            for jump, part in zip(prediction.jumps, undo):
-                if jump is not None and part is not None:
-                    jump.sub_(part)
+                undo.append(disagreeing_part(jump, x - before))
+            take_back_(self, prediction.jumps, undo, self.kept)
         self._previous_x = now
         return prediction
 
@@ -140,10 +150,7 @@ class TangentialPDT(pdt.PDT):
                 continue
             rows = p.shape[0] if self.per_row and p.dim() else 1
             undo.append(radial_part(jump, tracked.detach().reshape(-1).float() - jump, rows))
-        self._translate_(undo, -1.0)
-        for jump, part in zip(prediction.jumps, undo):
-            if jump is not None and part is not None:
-                jump.sub_(part.to(jump.dtype))
+        take_back_(self, prediction.jumps, undo)
         return prediction
 
 
