@@ -41,10 +41,11 @@ class BacktestPDT(pdt.PDT):
     """PDT that undoes, after each merge, the elements its ring's backtest calls noise
     (module docstring); ``kept``: [elements kept, elements merged] over the run."""
 
-    factor = 1.0
-
     def __init__(self, *args: Any, factor: float = 1.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if not self.keeps_jumps:
+            raise ValueError("BacktestPDT: it undoes parts of each merge's jump, which PDT keeps only with an option "
+                             "that needs them (e.g. the default gradient_limit); gradient_limit=None leaves it nothing")
         self.factor = factor
         self.kept = [0, 0]
 

@@ -178,8 +178,9 @@ class PDTConfig:
     0.64-0.81x at lr 1e-3, 1.06-2.59x -> 0.67-1.88x at lr 0.01 (accuracy down to -5.6 -> -1.4
     points); Adam's L2 decay changed about nothing at lr 1e-3. Without weight decay the
     inward part is part of the gain (the same network without BatchNorm at lr 0.1:
-    ``"inward"`` lost a seed), hence ``"auto"``. AdamW's decoupled decay shrinks by ``lr * weight_decay`` a step, which a
-    falling rate slows while a jump extrapolates it as it was: ``"inward"`` under cosine took the
+    ``"inward"`` lost a seed), hence ``"auto"``. AdamW's decoupled decay shrinks by
+    ``lr * weight_decay`` a step, which a falling rate slows while a jump extrapolates it as
+    it was: ``"inward"`` under cosine took the
     mnist1d ViT from 1.33x to 1.46x in steps to the baseline's final loss (every seed faster)
     and left the character transformer at 1.08x, where at a constant rate it cost both
     (``python -m benchmarks.variants --variants 'radial inward'``, 2026-12-03)."""

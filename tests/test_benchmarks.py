@@ -771,7 +771,7 @@ def test_the_clock_probe_advances_schedule_free_s_average_by_the_merged_share_of
         if opt.stats.predictions == predictions:
             assert added == pytest.approx(0.0, abs=1e-12)
         else:
-            merged_steps += added / group["lr_max"] ** 2
+            merged_steps += added / group["lr_max"] ** group["weight_lr_power"]
     # a steady drift: every merge takes every element the whole horizon ahead
     assert opt.stats.merges > 0 and opt.stats.mask_ratio == pytest.approx(1.0)
     assert merged_steps == pytest.approx(opt.stats.merges * opt.config.tau * opt.config.snap_every)
@@ -816,9 +816,14 @@ def test_the_backtest_probe_undoes_every_jump_below_its_bar_and_keeps_the_rest()
             opt.zero_grad()
         return opt, torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
-    options = dict(snap_every=3, history=4, burn_in=4, tau=3)
+    options = dict(snap_every=3, history=4, burn_in=4, tau=3, gradient_limit=1e30)  # a check that never undoes
     plain, plain_weights = run(lambda o: pdt.PDT(o, **options))
+    _, bare_weights = run(lambda o: o)
     none, weights = run(lambda o: BacktestPDT(o, factor=1e9, **options))  # every jump under the bar
     assert none.stats.merges > 0 and none.kept[0] == 0 and none.kept[1] > 0
+    assert torch.allclose(weights, bare_weights, atol=1e-5)  # every merge taken back: SGD's own trajectory
+    assert not torch.allclose(plain_weights, bare_weights, atol=1e-3)
     every, weights = run(lambda o: BacktestPDT(o, factor=0.0, **options))  # no jump under the bar
     assert every.kept[0] == every.kept[1] > 0 and torch.equal(weights, plain_weights)
+    with pytest.raises(ValueError, match="gradient_limit"):
+        BacktestPDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), snap_every=3, gradient_limit=None)
