@@ -10,7 +10,7 @@ baseline, PDT's defaults and each variant from the same initial weights and batc
 counts the steps to the baseline's final training loss per seed, with the final test accuracy
 against the baseline's. Steps only, no wall time: it may run beside a timed benchmark.
 
-    python -m benchmarks.variants [--seeds 3] [--first-seed 0] [--only 'char transformer'] [--variants 'affine'] [--lr 0.2] [--length 3]
+    python -m benchmarks.variants [--seeds 3] [--first-seed 0] [--only 'char transformer'] [--variants 'affine'] [--lr 0.2] [--length 3] [--optimizer radamw]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import math
 import time
+from typing import Callable
 
 import torch
 
@@ -170,6 +171,25 @@ def variant_cases(only: str) -> dict[str, tuple]:
     return out
 
 
+ADAM_FAMILY = {"nadamw": torch.optim.NAdam, "radamw": torch.optim.RAdam}
+"""``--optimizer`` name -> the torch optimizer that replaces a case's AdamW, with decoupled weight
+decay (NAdamW, RAdamW): Adam's relatives a user may train with, whose moments PDT reads like Adam's."""
+
+
+def adam_relative(make_optimizer: Callable, name: str) -> Callable:
+    """``make_optimizer``, which must make an AdamW, as :data:`ADAM_FAMILY`'s ``name`` with the same
+    betas and weight decay, decoupled."""
+    def make(params, lr):
+        params = list(params)
+        adamw = make_optimizer(params, lr)
+        if type(adamw) is not torch.optim.AdamW:
+            raise ValueError(f"--optimizer {name}: the case trains {type(adamw).__name__}, not AdamW; "
+                             "choose AdamW cases with --only")
+        return ADAM_FAMILY[name](params, lr=lr, betas=adamw.defaults["betas"], weight_decay=adamw.defaults["weight_decay"],
+                                 decoupled_weight_decay=True)
+    return make
+
+
 def longer(task: Task, factor: float) -> Task:
     """``task`` trained ``factor`` times as many steps, evaluated at the same fraction of its
     budget (does PDT pay more on a longer run of the same model and data?)."""
@@ -226,6 +246,8 @@ def main() -> None:
                                                        "contains one (the default always runs)")
     parser.add_argument("--weight-decay", type=float, default=None,
                         help="set every param group's weight_decay to this (the learning rate stays the tuned one)")
+    parser.add_argument("--optimizer", choices=sorted(ADAM_FAMILY), default=None,
+                        help="train AdamW cases with this relative of AdamW instead (same rate, betas, weight decay)")
     args = parser.parse_args()
     variants = chosen(VARIANTS, args.variants, always="default")
     torch.set_num_threads(1)
@@ -242,6 +264,9 @@ def main() -> None:
         if args.weight_decay is not None:
             case = (dataclasses.replace(case[0], make_optimizer=with_weight_decay(case[0].make_optimizer, args.weight_decay)),
                     *case[1:])
+        if args.optimizer is not None:
+            case = (dataclasses.replace(case[0], make_optimizer=adam_relative(case[0].make_optimizer, args.optimizer)),
+                    *case[1:])
         rows += case_rows(title, case, variants, range(args.first_seed, args.first_seed + args.seeds))
         print("\n".join(rows[-len(variants):]), flush=True)
     seeds = f"{args.seeds} seeds" + (f" from seed {args.first_seed}" if args.first_seed else "")
@@ -257,6 +282,7 @@ def main() -> None:
     part += f", seeds from {args.first_seed}" if args.first_seed else ""
     part += f", {args.length:g} times as long" if args.length != 1.0 else ""
     part += f", weight decay {args.weight_decay:g}" if args.weight_decay is not None else ""
+    part += f", {ADAM_FAMILY[args.optimizer].__name__} with decoupled decay for AdamW" if args.optimizer else ""
     write_section(f"PDT variants against the defaults on every task{part} (benchmarks/variants.py)",
                   intro + "\n\n" + "\n".join(rows))
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 from torch import Tensor
-from torch.optim import SGD, Adam, AdamW, Optimizer, RMSprop
+from torch.optim import SGD, Adam, AdamW, NAdam, Optimizer, RAdam, RMSprop
 
 WEIGHT_SPACE_STATE: dict[str, tuple[str, ...]] = {
     "schedulefree.sgd_schedulefree.SGDScheduleFree": ("z",),
@@ -233,11 +233,12 @@ def adam_moments(optimizer: object, params: Sequence[Tensor]) -> list[tuple[Tens
     return out
 
 
-MOMENT_FILTERED = ("torch.optim.adam.Adam", "torch.optim.adamw.AdamW")
+MOMENT_FILTERED = ("torch.optim.adam.Adam", "torch.optim.adamw.AdamW", "torch.optim.nadam.NAdam",
+                   "torch.optim.radam.RAdam")
 """Optimizers (``module.qualname``, alone or inside a wrapper's ``.optimizer``) on which
 ``PDTConfig.moment_ratio="auto"`` filters merges by Adam's moments: where it was measured to
-pay (benchmarks/FINDINGS.md, "Merges only where Adam's moments see a direction"); LAMB, whose
-merges paid less with it, is not among them."""
+pay (benchmarks/FINDINGS.md, "Merges only where Adam's moments see a direction", and "Adam's
+relatives: NAdam and RAdam"); LAMB, whose merges paid less with it, is not among them."""
 
 
 def filters_moments(optimizer: object) -> bool:
@@ -259,14 +260,19 @@ def coupled_decay(optimizer: object, params: Sequence[Tensor]) -> list[bool]:
     return _decayed(optimizer, params, lambda inner, group: isinstance(inner, COUPLED_DECAY))
 
 
+DECOUPLABLE = (Adam, NAdam, RAdam)
+"""Adam and its relatives whose ``decoupled_weight_decay=True`` makes them decay as AdamW does."""
+
+
 def decoupled_decay(optimizer: object, params: Sequence[Tensor]) -> list[bool]:
-    """For each parameter, whether ``torch.optim.AdamW`` (or ``Adam`` with
+    """For each parameter, whether ``torch.optim.AdamW`` (or one of :data:`DECOUPLABLE` with
     ``decoupled_weight_decay=True``; ``optimizer`` or one it wraps) decays it apart from the
     gradient (a param group's ``weight_decay`` > 0): where ``PDTConfig.radial="auto"`` undoes
     the inward radial part of jumps while the learning rate decays, as measured
-    (benchmarks/FINDINGS.md, "Merges on a converged plateau")."""
+    (benchmarks/FINDINGS.md, "Merges on a converged plateau", and "Adam's relatives: NAdam and
+    RAdam")."""
     return _decayed(optimizer, params, lambda inner, group: isinstance(inner, AdamW) or (
-        isinstance(inner, Adam) and bool(group.get("decoupled_weight_decay"))))
+        isinstance(inner, DECOUPLABLE) and bool(group.get("decoupled_weight_decay"))))
 
 
 def _decayed(optimizer: object, params: Sequence[Tensor], kind: Callable[[object, dict], bool]) -> list[bool]:

@@ -210,6 +210,9 @@ def test_radial_auto_undoes_inward_jumps_of_what_sgd_decays_through_its_gradient
     assert decoupled_decay(po.Lookahead(torch.optim.AdamW(adamw_groups(), lr=0.01)), params) == decoupled
     assert decoupled_decay(torch.optim.Adam(adamw_groups(), lr=0.01, decoupled_weight_decay=True), params) == decoupled
     assert not any(decoupled_decay(torch.optim.Adam(adamw_groups(), lr=0.01), params))  # through the gradient
+    for relative in (torch.optim.NAdam, torch.optim.RAdam):
+        assert decoupled_decay(relative(adamw_groups(), lr=0.01, decoupled_weight_decay=True), params) == decoupled
+        assert not any(decoupled_decay(relative(adamw_groups(), lr=0.01), params))
     assert not any(decoupled_decay(sgd, params))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # SGD with weight decay no longer warns: radial="auto" handles it

@@ -964,11 +964,12 @@ class _MomentOracle(pdt.PDT):
         return prediction
 
 
-def test_moment_ratio_makes_the_oracles_trajectory():
+@pytest.mark.parametrize("adam", [torch.optim.Adam, torch.optim.NAdam, torch.optim.RAdam])
+def test_moment_ratio_makes_the_oracles_trajectory(adam):
     data = batches(60)
     runs = []
-    for make in (lambda p: pdt.PDT(torch.optim.Adam(p, lr=0.01), moment_ratio=0.3, **CONFIG),
-                 lambda p: _MomentOracle(torch.optim.Adam(p, lr=0.01), 0.3, **CONFIG)):
+    for make in (lambda p: pdt.PDT(adam(p, lr=0.01), moment_ratio=0.3, **CONFIG),
+                 lambda p: _MomentOracle(adam(p, lr=0.01), 0.3, **CONFIG)):
         model = make_mlp()
         opt = make(model.parameters())
         train(model, opt, data)
@@ -979,11 +980,13 @@ def test_moment_ratio_makes_the_oracles_trajectory():
         assert torch.equal(a, b)
 
 
-def test_moment_ratio_auto_is_on_for_adam_and_adamw_only():
+def test_moment_ratio_auto_is_on_for_the_adam_family_only():
     import pytorch_optimizer as po
 
     resolved = lambda make: pdt.PDT(make(make_mlp().parameters()), snap_every=4, moment_ratio="auto").config.moment_ratio
     assert resolved(lambda p: torch.optim.AdamW(p)) == resolved(lambda p: torch.optim.Adam(p)) == 0.3
+    assert resolved(lambda p: torch.optim.NAdam(p)) == resolved(lambda p: torch.optim.RAdam(p)) == 0.3
+    assert resolved(lambda p: torch.optim.Adamax(p)) is None  # no second moment to read
     assert resolved(lambda p: po.Lookahead(torch.optim.AdamW(p))) == 0.3
     assert resolved(lambda p: po.Lamb(p)) is None and resolved(lambda p: torch.optim.SGD(p, lr=0.1)) is None
 
