@@ -171,22 +171,42 @@ def variant_cases(only: str) -> dict[str, tuple]:
     return out
 
 
-ADAM_FAMILY = {"nadamw": torch.optim.NAdam, "radamw": torch.optim.RAdam}
-"""``--optimizer`` name -> the torch optimizer that replaces a case's AdamW, with decoupled weight
-decay (NAdamW, RAdamW): Adam's relatives a user may train with, whose moments PDT reads like Adam's."""
+def _lion(params, lr: float, adamw: torch.optim.AdamW) -> torch.optim.Optimizer:
+    import pytorch_optimizer as po
+
+    return po.Lion(params, lr=lr, weight_decay=10 * adamw.defaults["weight_decay"])
+
+
+ADAM_FAMILY: dict[str, Callable] = {
+    "nadamw": lambda params, lr, adamw: torch.optim.NAdam(
+        params, lr=lr, betas=adamw.defaults["betas"], weight_decay=adamw.defaults["weight_decay"],
+        decoupled_weight_decay=True),
+    "radamw": lambda params, lr, adamw: torch.optim.RAdam(
+        params, lr=lr, betas=adamw.defaults["betas"], weight_decay=adamw.defaults["weight_decay"],
+        decoupled_weight_decay=True),
+    "lion": _lion,
+}
+"""``--optimizer`` name -> make(params, lr, the AdamW it replaces): torch's NAdam and RAdam with
+AdamW's betas and weight decay, decoupled (NAdamW, RAdamW: Adam's relatives, whose moments PDT
+reads like Adam's), and pytorch-optimizer's Lion (sign of an interpolated momentum; no second
+moment) at its own betas and ten times AdamW's decoupled weight decay, as its authors pair a rate
+3-10 times smaller with a decay 3-10 times larger."""
+
+
+OPTIMIZER_TITLES = {"nadamw": "NAdam with decoupled decay", "radamw": "RAdam with decoupled decay",
+                    "lion": "Lion with 10 times the weight decay"}
+"""How a section's title names each ``--optimizer``."""
 
 
 def adam_relative(make_optimizer: Callable, name: str) -> Callable:
-    """``make_optimizer``, which must make an AdamW, as :data:`ADAM_FAMILY`'s ``name`` with the same
-    betas and weight decay, decoupled."""
+    """``make_optimizer``, which must make an AdamW, as :data:`ADAM_FAMILY`'s ``name``."""
     def make(params, lr):
         params = list(params)
         adamw = make_optimizer(params, lr)
         if type(adamw) is not torch.optim.AdamW:
             raise ValueError(f"--optimizer {name}: the case trains {type(adamw).__name__}, not AdamW; "
                              "choose AdamW cases with --only")
-        return ADAM_FAMILY[name](params, lr=lr, betas=adamw.defaults["betas"], weight_decay=adamw.defaults["weight_decay"],
-                                 decoupled_weight_decay=True)
+        return ADAM_FAMILY[name](params, lr, adamw)
     return make
 
 
@@ -223,7 +243,7 @@ def case_rows(title: str, case: tuple, variants: dict[str, dict], seeds: range) 
             final_loss[name].append(loss_change(run.final_loss, baseline.final_loss))
             merges[name] += opt.stats.merges
             print(f"{title}, seed {seed}, {name}: x {ratios[name][-1]}, accuracy {accuracy[name][-1]:+.1f}, "
-                  f"final loss {final_loss[name][-1]} %", flush=True)
+                  f"final loss {final_loss[name][-1]} % (the baseline's {baseline.final_loss:.4g})", flush=True)
     rows = []
     for name, values in ratios.items():
         losses = ", ".join(final_loss[name])
@@ -247,7 +267,7 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float, default=None,
                         help="set every param group's weight_decay to this (the learning rate stays the tuned one)")
     parser.add_argument("--optimizer", choices=sorted(ADAM_FAMILY), default=None,
-                        help="train AdamW cases with this relative of AdamW instead (same rate, betas, weight decay)")
+                        help="train AdamW cases with this optimizer instead, at the same rate (ADAM_FAMILY; with --lr for another)")
     args = parser.parse_args()
     variants = chosen(VARIANTS, args.variants, always="default")
     torch.set_num_threads(1)
@@ -282,7 +302,7 @@ def main() -> None:
     part += f", seeds from {args.first_seed}" if args.first_seed else ""
     part += f", {args.length:g} times as long" if args.length != 1.0 else ""
     part += f", weight decay {args.weight_decay:g}" if args.weight_decay is not None else ""
-    part += f", {ADAM_FAMILY[args.optimizer].__name__} with decoupled decay for AdamW" if args.optimizer else ""
+    part += f", {OPTIMIZER_TITLES[args.optimizer]} for AdamW" if args.optimizer else ""
     write_section(f"PDT variants against the defaults on every task{part} (benchmarks/variants.py)",
                   intro + "\n\n" + "\n".join(rows))
 

@@ -186,6 +186,15 @@ MEASURED_UNSAFE = {
         "ViT and the character transformer). Compare against "
         "Lookahead alone before relying on it"
     ),
+    ("pytorch_optimizer", "Lion"): (
+        "measured (python -m benchmarks.variants --optimizer lion, runs of 2026-12-04, a mnist1d ViT, 3-6 seeds, "
+        "steps to plain Lion's final training loss; Lion keeps no second moment, so no moment filter acts on it) "
+        "1.33x faster at a constant rate (lr 5e-5, six seeds, every run reaching it; accuracy -0.8 to +3.2 points) "
+        "but under a cosine schedule 1.05x at lr 4e-4 and never at lr 8e-4 (final loss 9-37 % above Lion's, "
+        "accuracy within 0.5 points), the two rates whose plain runs ended lowest; a drift filter, rollback or "
+        "taking back inward radial parts reached it on at most two seeds of three there. Under a decaying "
+        "schedule compare against Lion alone before relying on it"
+    ),
 }
 """(package, class name or None for every class) -> what was measured, for optimizers PDT stacks
 on but, as measured (``benchmarks/stacking.py``, ``benchmarks.ttb --peers``), can make worse:
