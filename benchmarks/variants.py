@@ -171,42 +171,40 @@ def variant_cases(only: str) -> dict[str, tuple]:
     return out
 
 
+def _decoupled(kind: type) -> Callable:
+    """make(params, lr, adamw): ``kind`` (torch's NAdam or RAdam) with the AdamW's betas and weight
+    decay, decoupled."""
+    return lambda params, lr, adamw: kind(params, lr=lr, betas=adamw.defaults["betas"],
+                                          weight_decay=adamw.defaults["weight_decay"], decoupled_weight_decay=True)
+
+
 def _lion(params, lr: float, adamw: torch.optim.AdamW) -> torch.optim.Optimizer:
     import pytorch_optimizer as po
 
     return po.Lion(params, lr=lr, weight_decay=10 * adamw.defaults["weight_decay"])
 
 
-ADAM_FAMILY: dict[str, Callable] = {
-    "nadamw": lambda params, lr, adamw: torch.optim.NAdam(
-        params, lr=lr, betas=adamw.defaults["betas"], weight_decay=adamw.defaults["weight_decay"],
-        decoupled_weight_decay=True),
-    "radamw": lambda params, lr, adamw: torch.optim.RAdam(
-        params, lr=lr, betas=adamw.defaults["betas"], weight_decay=adamw.defaults["weight_decay"],
-        decoupled_weight_decay=True),
-    "lion": _lion,
+IN_PLACE_OF_ADAMW: dict[str, tuple[str, Callable]] = {
+    "nadamw": ("NAdam with decoupled decay", _decoupled(torch.optim.NAdam)),
+    "radamw": ("RAdam with decoupled decay", _decoupled(torch.optim.RAdam)),
+    "lion": ("Lion with 10 times the weight decay", _lion),
 }
-"""``--optimizer`` name -> make(params, lr, the AdamW it replaces): torch's NAdam and RAdam with
-AdamW's betas and weight decay, decoupled (NAdamW, RAdamW: Adam's relatives, whose moments PDT
-reads like Adam's), and pytorch-optimizer's Lion (sign of an interpolated momentum; no second
-moment) at its own betas and ten times AdamW's decoupled weight decay, as its authors pair a rate
-3-10 times smaller with a decay 3-10 times larger."""
+"""``--optimizer`` name -> (how a section's title names it, make(params, lr, the AdamW it
+replaces)): torch's NAdam and RAdam with AdamW's betas and weight decay, decoupled (Adam's
+relatives, whose moments PDT reads like Adam's), and pytorch-optimizer's Lion (sign of an
+interpolated momentum; no second moment) at its own betas and ten times AdamW's decoupled weight
+decay, as its authors pair a rate 3-10 times smaller with a decay 3-10 times larger."""
 
 
-OPTIMIZER_TITLES = {"nadamw": "NAdam with decoupled decay", "radamw": "RAdam with decoupled decay",
-                    "lion": "Lion with 10 times the weight decay"}
-"""How a section's title names each ``--optimizer``."""
-
-
-def adam_relative(make_optimizer: Callable, name: str) -> Callable:
-    """``make_optimizer``, which must make an AdamW, as :data:`ADAM_FAMILY`'s ``name``."""
+def in_place_of_adamw(make_optimizer: Callable, name: str) -> Callable:
+    """``make_optimizer``, which must make an AdamW, as :data:`IN_PLACE_OF_ADAMW`'s ``name``."""
     def make(params, lr):
         params = list(params)
         adamw = make_optimizer(params, lr)
         if type(adamw) is not torch.optim.AdamW:
             raise ValueError(f"--optimizer {name}: the case trains {type(adamw).__name__}, not AdamW; "
                              "choose AdamW cases with --only")
-        return ADAM_FAMILY[name](params, lr, adamw)
+        return IN_PLACE_OF_ADAMW[name][1](params, lr, adamw)
     return make
 
 
@@ -266,8 +264,8 @@ def main() -> None:
                                                        "contains one (the default always runs)")
     parser.add_argument("--weight-decay", type=float, default=None,
                         help="set every param group's weight_decay to this (the learning rate stays the tuned one)")
-    parser.add_argument("--optimizer", choices=sorted(ADAM_FAMILY), default=None,
-                        help="train AdamW cases with this optimizer instead, at the same rate (ADAM_FAMILY; with --lr for another)")
+    parser.add_argument("--optimizer", choices=sorted(IN_PLACE_OF_ADAMW), default=None,
+                        help="train AdamW cases with this optimizer instead, at the same rate (IN_PLACE_OF_ADAMW; with --lr for another)")
     args = parser.parse_args()
     variants = chosen(VARIANTS, args.variants, always="default")
     torch.set_num_threads(1)
@@ -285,7 +283,7 @@ def main() -> None:
             case = (dataclasses.replace(case[0], make_optimizer=with_weight_decay(case[0].make_optimizer, args.weight_decay)),
                     *case[1:])
         if args.optimizer is not None:
-            case = (dataclasses.replace(case[0], make_optimizer=adam_relative(case[0].make_optimizer, args.optimizer)),
+            case = (dataclasses.replace(case[0], make_optimizer=in_place_of_adamw(case[0].make_optimizer, args.optimizer)),
                     *case[1:])
         rows += case_rows(title, case, variants, range(args.first_seed, args.first_seed + args.seeds))
         print("\n".join(rows[-len(variants):]), flush=True)
@@ -302,7 +300,7 @@ def main() -> None:
     part += f", seeds from {args.first_seed}" if args.first_seed else ""
     part += f", {args.length:g} times as long" if args.length != 1.0 else ""
     part += f", weight decay {args.weight_decay:g}" if args.weight_decay is not None else ""
-    part += f", {OPTIMIZER_TITLES[args.optimizer]} for AdamW" if args.optimizer else ""
+    part += f", {IN_PLACE_OF_ADAMW[args.optimizer][0]} for AdamW" if args.optimizer else ""
     write_section(f"PDT variants against the defaults on every task{part} (benchmarks/variants.py)",
                   intro + "\n\n" + "\n".join(rows))
 

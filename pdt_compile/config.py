@@ -160,9 +160,10 @@ class PDTConfig:
     takes it back, from the weights, the snapshots and what moves with them, where it shrinks
     the tensor; ``"undo"`` takes it back always; ``"auto"`` (default): ``"inward"`` on the
     parameters ``torch.optim.SGD`` or ``RMSprop`` decays through their gradient (weight decay > 0,
-    :func:`pdt_compile.adapters.coupled_decay`), and on those ``torch.optim.AdamW`` (or Adam, NAdam, RAdam with
-    ``decoupled_weight_decay=True``) decays apart from it (:func:`pdt_compile.adapters.decoupled_decay`) while the learning rate
-    decays (below its peak, as :attr:`decay_window` reads it), ``"keep"`` on the rest. Such decay pulls
+    :func:`pdt_compile.adapters.coupled_decay`), and on those ``torch.optim.AdamW`` (or Adam,
+    NAdam, RAdam with ``decoupled_weight_decay=True``) decays apart from it
+    (:func:`pdt_compile.adapters.decoupled_decay`) while the learning rate decays (below its
+    peak, as :attr:`decay_window` reads it), ``"keep"`` on the rest. Such decay pulls
     every tensor inward: SGD descends the loss plus the decay's penalty, and once the loss has
     reached the floor a constant rate allows it keeps trading loss for smaller norms, a trade
     a jump would extrapolate several intervals ahead (benchmarks/FINDINGS.md, "Merges on a

@@ -408,20 +408,20 @@ def test_every_variant_is_a_valid_configuration_and_its_cases_include_schedule_f
 def test_the_optimizer_option_replaces_adamw_and_keeps_its_betas_and_decay():
     import pytorch_optimizer as po
 
-    from benchmarks.variants import ADAM_FAMILY, adam_relative
+    from benchmarks.variants import IN_PLACE_OF_ADAMW, in_place_of_adamw
 
     params = [torch.zeros(2, requires_grad=True)]
     make_adamw = lambda p, lr: torch.optim.AdamW(p, lr=lr, betas=(0.8, 0.95), weight_decay=0.05)
     for name, kind in (("nadamw", torch.optim.NAdam), ("radamw", torch.optim.RAdam)):
-        opt = adam_relative(make_adamw, name)(iter(params), 0.01)
+        opt = in_place_of_adamw(make_adamw, name)(iter(params), 0.01)
         group = opt.param_groups[0]
         assert type(opt) is kind and group["params"] == params and group["lr"] == 0.01
         assert group["betas"] == (0.8, 0.95) and group["weight_decay"] == 0.05 and group["decoupled_weight_decay"]
-    lion = adam_relative(make_adamw, "lion")(params, 1e-4)
+    lion = in_place_of_adamw(make_adamw, "lion")(params, 1e-4)
     assert type(lion) is po.Lion and lion.param_groups[0]["weight_decay"] == pytest.approx(0.5)
-    assert set(ADAM_FAMILY) == {"nadamw", "radamw", "lion"}
+    assert set(IN_PLACE_OF_ADAMW) == {"nadamw", "radamw", "lion"}
     with pytest.raises(ValueError, match="--optimizer nadamw: the case trains SGD"):
-        adam_relative(lambda p, lr: torch.optim.SGD(p, lr=lr), "nadamw")(params, 0.1)
+        in_place_of_adamw(lambda p, lr: torch.optim.SGD(p, lr=lr), "nadamw")(params, 0.1)
 
 
 def test_a_variant_that_stops_at_a_fraction_of_training_predicts_before_it_only():
