@@ -19,9 +19,8 @@ import torch
 from torch import Tensor
 
 import pdt_compile as pdt
-from pdt_compile.runtime.schedule import Phase
 
-from .sf_harm import take_back_
+from .sf_harm import UndoingPDT
 
 
 def backtest_residual(rows: Tensor, **dmd_options: Any) -> Tensor:
@@ -37,29 +36,22 @@ def noisy_part(jump: Tensor, residual: Tensor, bar: float) -> Tensor:
     return torch.where((jump != 0) & (jump.abs() < bar * residual.abs()), jump, torch.zeros_like(jump))
 
 
-class BacktestPDT(pdt.PDT):
+class BacktestPDT(UndoingPDT):
     """PDT that undoes, after each merge, the elements its ring's backtest calls noise
-    (module docstring); ``kept``: [elements kept, elements merged] over the run."""
+    (module docstring)."""
 
     def __init__(self, *args: Any, factor: float = 1.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if not self.keeps_jumps:
-            raise ValueError("BacktestPDT: it undoes parts of each merge's jump, which PDT keeps only with an option "
-                             "that needs them (e.g. the default gradient_limit); gradient_limit=None leaves it nothing")
         self.factor = factor
-        self.kept = [0, 0]
 
-    def _run_boundary(self, phase: Phase):
+    def before_merge(self) -> list[Tensor] | None:
         ring = self._ring
-        residuals = None
-        if phase == Phase.PREDICT and ring.count >= 3:
-            options = self.config.dmd_options()
-            residuals = [backtest_residual(ring.rows(i).double(), **options).float() for i in range(len(ring.params))]
+        if ring.count < 3:
+            return None
+        options = self.config.dmd_options()
+        return [backtest_residual(ring.snapshots(i).double(), **options).float() for i in range(len(ring.params))]
+
+    def undo_parts(self, jumps: list, before: list) -> list:
         bar = self.factor * self.schedule.tau
-        prediction = super()._run_boundary(phase)
-        if prediction is None or residuals is None:
-            return prediction
-        undo = [None if jump is None else noisy_part(jump, residual.to(jump.device), bar)
-                for jump, residual in zip(prediction.jumps, residuals)]
-        take_back_(self, prediction.jumps, undo, self.kept)
-        return prediction
+        return [None if jump is None else noisy_part(jump, residual.to(jump.device), bar)
+                for jump, residual in zip(jumps, before)]

@@ -133,7 +133,7 @@ def anatomy(task: Task, lr: float, snap_every: int, forks: int, seed: int = 0, o
         index = indices[step - 1]
         merges = opt.stats.merges
         if oracle and opt.schedule.boundary_next() and opt.ring.count == opt.ring.history:
-            before = [opt.ring.rows(i)[opt.ring.order()] for i in range(len(sizes))]
+            before = [opt.ring.snapshots(i) for i in range(len(sizes))]
         task.loss(model(task.train_x[index]), task.train_y[index]).backward()
         opt.step()
         opt.zero_grad()

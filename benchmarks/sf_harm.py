@@ -96,6 +96,35 @@ def take_back_(opt: pdt.PDT, jumps: list, parts: list, kept: list[int] | None = 
             jump.sub_(part.to(jump.dtype))
 
 
+class UndoingPDT(pdt.PDT):
+    """A probe's PDT that takes back, after each merge, the parts of its jumps that
+    :meth:`undo_parts` picks from what :meth:`before_merge` read just before it;
+    ``kept``: [elements kept, elements merged] over the run."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.keeps_jumps:
+            raise ValueError(f"{type(self).__name__}: it undoes parts of each merge's jump, which PDT keeps only with "
+                             "an option that needs them (e.g. the default gradient_limit); gradient_limit=None leaves "
+                             "it nothing")
+        self.kept = [0, 0]
+
+    def before_merge(self) -> list | None:
+        """What :meth:`undo_parts` needs, per tracked parameter, read before a prediction (None: undo nothing)."""
+        raise NotImplementedError
+
+    def undo_parts(self, jumps: list, before: list) -> list:
+        """The part of each jump (None: nothing) to take back."""
+        raise NotImplementedError
+
+    def _run_boundary(self, phase: Phase):
+        before = self.before_merge() if phase == Phase.PREDICT else None
+        prediction = super()._run_boundary(phase)
+        if prediction is not None and before is not None:
+            take_back_(self, prediction.jumps, self.undo_parts(prediction.jumps, before), self.kept)
+        return prediction
+
+
 class XAgreeingPDT(pdt.PDT):
     """PDT on schedule-free that undoes, after each merge, the accepted elements whose jump
     disagrees in sign with the evaluation weights' displacement since the previous boundary."""

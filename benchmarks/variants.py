@@ -27,6 +27,7 @@ import pdt_compile as pdt
 from pdt_compile.experiment import Task, Wrap, speedup, train
 
 from .backtest import BacktestPDT
+from .saturation import SaturationPDT
 from .chaos import seed_cells
 from .interval_mean import IntervalMeanPDT
 from .report import chosen, write_section
@@ -71,6 +72,9 @@ VARIANTS: dict[str, dict] = {
     "backtest 1 (jumps undone where they move less per interval than DMD's one-interval backtest missed by; benchmarks.backtest's probe)":
         dict(backtest=1.0),
     "backtest 0.5 (jumps undone where they move less per interval than half the backtest's miss)": dict(backtest=0.5),
+    "saturation 0.3 (on Lion, jumps undone where the last interval moved less than 0.3 of its steps' most; benchmarks.saturation's probe)":
+        dict(saturation=0.3),
+    "saturation 0.5 (on Lion, jumps undone where the last interval moved less than half its steps' most)": dict(saturation=0.5),
     "interval mean (snapshots are each interval's mean weights; benchmarks.interval_mean's probe)": dict(interval_mean=True),
     "loss hold 2 (no prediction while the interval's loss is over twice its lowest)": dict(loss_hold=2.0),
     "loss hold 3 (no prediction while the interval's loss is over 3 times its lowest)": dict(loss_hold=3.0),
@@ -89,10 +93,12 @@ VARIANTS: dict[str, dict] = {
 ``interval_mean=True``: :class:`benchmarks.interval_mean.IntervalMeanPDT` (a probe);
 ``clock=True``: :class:`benchmarks.sf_harm.ClockPDT` (a probe: merges move schedule-free's averaging clock);
 ``backtest=f``: :class:`benchmarks.backtest.BacktestPDT` at that factor (a probe: the ring's fit residual as noise);
+``saturation=b``: :class:`benchmarks.saturation.SaturationPDT` at that bar (a probe: a sign step's share kept, as noise);
 ``lr_scale=c``: PDT trains at c times the rate the baseline was tuned to (is PDT's best rate the
 baseline's?)."""
 
-RUN_FIELDS = ("verify", "stop_at", "tangential", "lr_scale", "progress_hold", "interval_mean", "clock", "backtest")
+RUN_FIELDS = ("verify", "stop_at", "tangential", "lr_scale", "progress_hold", "interval_mean", "clock", "backtest",
+              "saturation")
 """Variant fields that set how a run is made, not PDTConfig fields."""
 
 
@@ -111,6 +117,8 @@ def wrap_of(task: Task, snap_every: int, fields: dict) -> Wrap:
         return lambda opt: ClockPDT(opt, snap_every=snap_every, **options)
     if fields.get("backtest"):
         return lambda opt: BacktestPDT(opt, snap_every=snap_every, factor=fields["backtest"], **options)
+    if fields.get("saturation"):
+        return lambda opt: SaturationPDT(opt, snap_every=snap_every, bar=fields["saturation"], **options)
     return lambda opt: pdt.PDT(opt, snap_every=snap_every, **options)
 
 

@@ -821,28 +821,83 @@ def test_the_backtest_misses_nothing_on_linear_dynamics_and_flags_jumps_below_it
     assert torch.equal(noisy_part(jump, residual, 2.0), torch.tensor([0.0, 0.0, -1.0, 0.0]))
 
 
-def test_the_backtest_probe_undoes_every_jump_below_its_bar_and_keeps_the_rest():
-    import pdt_compile as pdt
-    from benchmarks.backtest import BacktestPDT
+def _trained_mlp(make):
+    """(the wrapped optimizer, the final weights) of the test MLP trained 40 steps by SGD with
+    momentum, wrapped by ``make``: how the probes' tests compare a probe with PDT and with SGD."""
     from conftest import batches, make_mlp
 
-    def run(make):
-        model = make_mlp()
-        opt = make(torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9))
-        for x, y in batches(40):
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-            opt.zero_grad()
-        return opt, torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    model = make_mlp()
+    opt = make(torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9))
+    for x, y in batches(40):
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+    return opt, torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def _backtest_probe(optimizer, every: bool, **options):
+    from benchmarks.backtest import BacktestPDT
+
+    return BacktestPDT(optimizer, factor=1e9 if every else 0.0, **options)
+
+
+def _saturation_probe(optimizer, every: bool, **options):
+    from benchmarks.saturation import SaturationPDT
+
+    return SaturationPDT(optimizer, bar=1e9 if every else 0.0, **options)
+
+
+@pytest.mark.parametrize("probe", [_backtest_probe, _saturation_probe])
+def test_each_undoing_probe_takes_back_every_jump_under_its_bar_and_keeps_the_rest(probe):
+    import pdt_compile as pdt
 
     options = dict(snap_every=3, history=4, burn_in=4, tau=3, gradient_limit=1e30)  # a check that never undoes
-    plain, plain_weights = run(lambda o: pdt.PDT(o, **options))
-    _, bare_weights = run(lambda o: o)
-    none, weights = run(lambda o: BacktestPDT(o, factor=1e9, **options))  # every jump under the bar
+    plain, plain_weights = _trained_mlp(lambda o: pdt.PDT(o, **options))
+    _, bare_weights = _trained_mlp(lambda o: o)
+    none, weights = _trained_mlp(lambda o: probe(o, True, **options))  # every jump under the bar
     assert none.stats.merges > 0 and none.kept[0] == 0 and none.kept[1] > 0
     assert torch.allclose(weights, bare_weights, atol=1e-5)  # every merge taken back: SGD's own trajectory
     assert not torch.allclose(plain_weights, bare_weights, atol=1e-3)
-    every, weights = run(lambda o: BacktestPDT(o, factor=0.0, **options))  # no jump under the bar
+    every, weights = _trained_mlp(lambda o: probe(o, False, **options))  # no jump under the bar
     assert every.kept[0] == every.kept[1] > 0 and torch.equal(weights, plain_weights)
     with pytest.raises(ValueError, match="gradient_limit"):
-        BacktestPDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), snap_every=3, gradient_limit=None)
+        probe(torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1), True, snap_every=3, gradient_limit=None)
+
+
+def test_saturation_is_the_share_of_a_sign_steps_most_and_flags_jumps_under_its_bar():
+    from benchmarks.saturation import learning_rates, saturation, unsaturated_part
+
+    # 10 steps of 0.1: 1.0 is every step one way, 0.2 a coin toss's typical net
+    share = saturation(torch.tensor([1.0, -0.2, 0.0, -1.0]), 10, 0.1)
+    assert torch.allclose(share, torch.tensor([1.0, 0.2, 0.0, 1.0]))
+    jump = torch.tensor([0.5, 0.5, 0.0, -0.5])
+    assert torch.equal(unsaturated_part(jump, share, 0.5), torch.tensor([0.0, 0.5, 0.0, 0.0]))
+    with pytest.raises(ValueError, match="lr=0"):
+        saturation(share, 10, 0.0)
+    a, b, c = (torch.nn.Parameter(torch.zeros(2)) for _ in range(3))
+    opt = torch.optim.SGD([{"params": [a]}, {"params": [b], "lr": 0.5}], lr=0.1)
+    assert learning_rates(opt, [b, a, c]) == [0.5, 0.1, None]
+
+
+def test_the_saturation_probe_reads_what_the_optimizer_moved_since_the_newest_snapshot():
+    from benchmarks.saturation import SaturationPDT
+
+    options = dict(snap_every=3, history=4, burn_in=4, tau=3, gradient_limit=1e30)
+    # A constant gradient: SGD moves every element by lr each step, so over the last interval of
+    # snap_every steps the share is 1 exactly; an older snapshot would give 2, 3, ...
+    import benchmarks.saturation as module
+
+    weight = torch.nn.Parameter(torch.zeros(6))
+    probe = SaturationPDT(torch.optim.SGD([weight], lr=0.1), bar=0.5, **options)
+    shares = []
+    real = module.unsaturated_part
+    module.unsaturated_part = lambda jump, share, bar: shares.append(share) or real(jump, share, bar)
+    try:
+        for _ in range(40):
+            weight.sum().backward()
+            probe.step()
+            probe.zero_grad()
+    finally:
+        module.unsaturated_part = real
+    assert len(shares) == probe.stats.predictions >= 3 and probe.stats.merges >= 1
+    assert all(torch.allclose(share, torch.ones(6)) for share in shares)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import pdt_compile as pdt
-from pdt_compile.runtime.history import CompressedSnapshotRing, HostSnapshotRing, SnapshotRing
+from pdt_compile.runtime.history import CompressedSnapshotRing, HostSnapshotRing, SnapshotRing, make_ring
 
 from conftest import batches, make_mlp, save_and_load, train
 
@@ -127,3 +127,19 @@ def test_host_ring_rollback_restores_the_snapshots(monkeypatch):
         assert opt.stats.rollbacks == 1
         rings[location] = opt.ring.flat()
     assert torch.equal(rings["device"], rings["host"])
+
+
+@pytest.mark.parametrize("kind", [dict(), dict(pack_limit=64), dict(dtype="bfloat16"), dict(location="host")])
+def test_snapshots_come_oldest_first_whatever_slot_the_ring_writes_next(kind):
+    # Seven captures into a ring of four: its physical rows are rotated, its snapshots are not.
+    params = [torch.zeros(3), torch.zeros(5)]
+    ring = make_ring(params, 4, **kind)
+    for k in range(7):
+        for p in params:
+            p.fill_(float(k))
+        ring.capture_(params)
+    for index, p in enumerate(params):
+        expected = torch.tensor([3.0, 4.0, 5.0, 6.0])[:, None].expand(4, p.numel())
+        assert torch.equal(ring.snapshots(index), expected)
+        if ring.order() != [0, 1, 2, 3]:  # rows in physical order (the bfloat16 ring decodes in time order)
+            assert not torch.equal(ring.rows(index), expected)

@@ -164,8 +164,14 @@ class SnapshotRing:
         return [row for rows in self.slots for row in rows]
 
     def rows(self, index: int) -> Tensor:
-        """Parameter ``index``'s snapshots, ``[h, numel]`` float32, in :meth:`order`'s rows (a copy)."""
+        """Parameter ``index``'s snapshots, ``[h, numel]`` float32, in :meth:`order`'s rows (a copy):
+        physical rows, the newest at :attr:`last_slot`; :meth:`snapshots` puts them in time order."""
         return self.block(index, slice(None))
+
+    def snapshots(self, index: int) -> Tensor:
+        """Parameter ``index``'s valid snapshots oldest first, ``[count, numel]`` float32 (a copy):
+        the newest, s, is the last row."""
+        return self.rows(index)[self.order()]
 
     def block(self, index: int, columns: slice) -> Tensor:
         """Snapshots of parameter ``index`` for ``columns``: ``[h, c]`` float32, rows as in
