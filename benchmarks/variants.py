@@ -44,6 +44,7 @@ VARIANTS: dict[str, dict] = {
     "tau 5, no trend filter (the previous default)": dict(tau=5, trend=False),
     "runaway guard at factor 3 (on by default on schedule-free only)": dict(runaway_factor=3.0),
     "tau ramp 1 (the first merge one interval ahead)": dict(tau_ramp=1),
+    "tau 4 (jumps half as far)": dict(tau=4),
     "tau 12 (jumps half as far again)": dict(tau=12),
     "tau 16 (jumps twice as far)": dict(tau=16),
     "burn-in 10": dict(burn_in=10),
@@ -75,6 +76,7 @@ VARIANTS: dict[str, dict] = {
     "saturation 0.3 (on Lion, jumps undone where the last interval moved less than 0.3 of its steps' most; benchmarks.saturation's probe)":
         dict(saturation=0.3),
     "saturation 0.5 (on Lion, jumps undone where the last interval moved less than half its steps' most)": dict(saturation=0.5),
+    "saturation 0.5 with tau 4 (both at once)": dict(saturation=0.5, tau=4),
     "interval mean (snapshots are each interval's mean weights; benchmarks.interval_mean's probe)": dict(interval_mean=True),
     "loss hold 2 (no prediction while the interval's loss is over twice its lowest)": dict(loss_hold=2.0),
     "loss hold 3 (no prediction while the interval's loss is over 3 times its lowest)": dict(loss_hold=3.0),
