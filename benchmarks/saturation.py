@@ -7,17 +7,19 @@ sqrt(2 K / pi) * lr where its sign is a coin toss. The share of that most it mov
 a per-element noise estimate that Lion gives for free, where Adam's is its moments
 (``PDTConfig.moment_ratio``), which Lion does not keep. After PDT's merge,
 :class:`SaturationPDT` undoes the jump of every element whose share is under ``bar``. Not a
-PDTConfig option: measured first (``benchmarks.variants --optimizer lion --variants saturation``).
+PDTConfig option when measured (``benchmarks.variants --optimizer lion --variants saturation``, at
+f223b24); since then ``PDTConfig.saturation``, which this probe, run with the option off, is the
+oracle of in the tests.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from pdt_compile.adapters import unwrapped
+from pdt_compile.adapters import learning_rates
 
 from .sf_harm import UndoingPDT
 
@@ -35,21 +37,12 @@ def unsaturated_part(jump: Tensor, share: Tensor, bar: float) -> Tensor:
     return torch.where((jump != 0) & (share < bar), jump, torch.zeros_like(jump))
 
 
-def learning_rates(optimizer: object, params: Sequence[Tensor]) -> list[float | None]:
-    """Each parameter's learning rate in ``optimizer`` (or the optimizer it wraps), None if none holds it."""
-    rates: dict[int, float] = {}
-    for inner in unwrapped(optimizer):
-        for group in getattr(inner, "param_groups", []):
-            for p in group["params"]:
-                rates.setdefault(id(p), float(group["lr"]))
-    return [rates.get(id(p)) for p in params]
-
-
 class SaturationPDT(UndoingPDT):
     """PDT that undoes, after each merge, the elements whose last interval's displacement is
     under ``bar`` of the most a sign step could move them (module docstring)."""
 
     def __init__(self, *args: Any, bar: float = 0.5, **kwargs: Any) -> None:
+        kwargs.setdefault("saturation", None)  # PDTConfig.saturation, the probe built in, off: the probe alone undoes
         super().__init__(*args, **kwargs)
         self.bar = bar
 

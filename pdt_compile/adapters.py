@@ -255,6 +255,29 @@ def filters_moments(optimizer: object) -> bool:
     return any(class_name(inner) in MOMENT_FILTERED for inner in unwrapped(optimizer))
 
 
+SIGN_STEPPED = ("pytorch_optimizer.optimizer.lion.Lion",)
+"""Optimizers (``module.qualname``, alone or inside a wrapper's ``.optimizer``) that step every
+element by its learning rate, the sign of a momentum, on which ``PDTConfig.saturation="auto"``
+filters merges by how much of the most its steps could move an element it moved (benchmarks/FINDINGS.md,
+"Lion: no second moment, a warning")."""
+
+
+def steps_by_sign(optimizer: object) -> bool:
+    """Whether ``optimizer``, or the optimizer it wraps, is one of :data:`SIGN_STEPPED`."""
+    return any(class_name(inner) in SIGN_STEPPED for inner in unwrapped(optimizer))
+
+
+def learning_rates(optimizer: object, params: Sequence[Tensor]) -> list[float | Tensor | None]:
+    """Each parameter's learning rate in ``optimizer``'s param groups (or those of the optimizer
+    it wraps), None where no group holds it."""
+    rates: dict[int, float | Tensor] = {}
+    for inner in unwrapped(optimizer):
+        for group in getattr(inner, "param_groups", []):
+            for p in group["params"]:
+                rates.setdefault(id(p), group["lr"])
+    return [rates.get(id(p)) for p in params]
+
+
 COUPLED_DECAY = (SGD, RMSprop)
 """Optimizers whose decay through the gradient ``PDTConfig.radial="auto"`` takes back from
 jumps, where it was measured to pay (benchmarks/FINDINGS.md, "Merges on a converged plateau");

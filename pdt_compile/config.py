@@ -31,6 +31,15 @@ def _fail(field: str, value: Any, allowed: str) -> None:
     raise ValueError(f"PDTConfig.{field}={value!r} is invalid: {allowed}")
 
 
+def _share_or_auto(field: str, value: Any, example: str, why: str) -> float | str | None:
+    """``value`` of a field that is None, "auto" or a float in (0, 1] (as a float); else fail."""
+    if value in (None, "auto"):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        _fail(field, value, f'expected None, "auto" or a float in (0, 1] (e.g. {example}): {why}')
+    return float(value)
+
+
 def _check_int(field: str, value: Any, low: int, high: float = math.inf) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         bound = f"between {low} and {high}" if high != math.inf else f">= {low}"
@@ -127,6 +136,23 @@ class PDTConfig:
     baseline's final loss to one, and on Lookahead from three of three to one, left the
     character transformer as it was, and cost on LAMB (median 1.27x -> 1.08x in steps); under
     cosine, applied throughout, it cost the ViT (seed 0: 1.36x -> 1.09x) and LAMB."""
+
+    saturation: float | str | None = "auto"
+    """On an optimizer that steps every element by its learning rate, the sign of a momentum
+    (Lion), keep a merge's jump only where the last interval moved the element by at least this
+    share of the most its steps could, ``|d| >= saturation * snap_every * lr``
+    (:func:`pdt_compile.mask.saturation_mask`); elsewhere the element keeps the optimizer's value
+    (``stats.saturation_filtered`` counts them). Why: such an optimizer moves every element by
+    the rate each step whatever its gradient's signal, so what it moved over an interval is
+    mostly noise where the sign keeps flipping, and a jump extrapolates it; the share it kept of
+    its steps is the per-element noise estimate it gives for free, as Adam's moments are
+    Adam's (``moment_ratio``; Lion keeps no second moment). At every learning rate.
+    ``"auto"`` (default): 0.5 on :data:`pdt_compile.adapters.SIGN_STEPPED` (pytorch-optimizer's
+    Lion), else off; ``None``: off. Measured (``python -m benchmarks.variants --optimizer lion
+    --variants saturation``, 2026-12-04; benchmarks/FINDINGS.md, "Lion: no second moment, a
+    warning"): on a mnist1d ViT under cosine at lr 8e-4 it took three seeds that never reached
+    plain Lion's final loss to three that did; at a constant rate it kept the gain; on a
+    character transformer it left the final loss above Lion's, by less."""
 
     granularity: str = "tensor"
     """``"tensor"``: one DMD per parameter tensor; ``"model"``: all parameters as one vector."""
@@ -426,13 +452,9 @@ class PDTConfig:
                 _fail("drift", self.drift, f"expected None or a float in (0, sqrt(history) = {math.sqrt(self.history):.3g}): "
                       "a path of h steps scores at most sqrt(h), so a larger threshold passes nothing")
             self.drift = float(self.drift)
-        if self.moment_ratio not in (None, "auto"):
-            if isinstance(self.moment_ratio, bool) or not isinstance(self.moment_ratio, (int, float)) or not (
-                0 < self.moment_ratio <= 1
-            ):
-                _fail("moment_ratio", self.moment_ratio,
-                      'expected None, "auto" or a float in (0, 1] (e.g. 0.3): |m| / sqrt(v) is at most about 1')
-            self.moment_ratio = float(self.moment_ratio)
+        self.moment_ratio = _share_or_auto("moment_ratio", self.moment_ratio, "0.3", "|m| / sqrt(v) is at most about 1")
+        self.saturation = _share_or_auto("saturation", self.saturation, "0.5",
+                                         "an interval moves an element by at most its steps' most")
         if self.dynamics == "affine" and self.history < 3:
             _fail("history", self.history, 'dynamics="affine" needs history >= 3')
         _check_rank(self.rank)

@@ -132,6 +132,14 @@ def moment_mask(first: Tensor, second: Tensor, ratio: float) -> Tensor:
     return first.abs() >= ratio * second.sqrt()
 
 
+def saturation_mask(displacement: Tensor, steps: int, lr: float | Tensor, bar: float) -> Tensor:
+    """Where a sign optimizer moved an element by at least ``bar`` of the most it could:
+    ``|d| >= bar * steps * lr``, d its displacement over ``steps`` steps of at most ``lr`` each
+    (Lion's). 1 is every step the same way; a coin-toss sign gives about sqrt(2 / (pi * steps)).
+    NaN fails."""
+    return displacement.abs() >= (bar * steps) * lr
+
+
 def merge(w: Tensor, s: Tensor, p_tau: Tensor, mask: Tensor) -> Tensor:
     """Merged weights: ``s + p_tau`` where ``mask``, else ``w`` (all ``[n]``)."""
     return torch.where(mask, s + p_tau, w)

@@ -17,11 +17,11 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
-from .adapters import (adam_moments, averaging, coupled_decay, decoupled_decay, filters_moments, companions, shares, stacking_warning, trailing_keys,
-                       weight_space_keys)
+from .adapters import (adam_moments, averaging, coupled_decay, decoupled_decay, filters_moments, companions, learning_rates,
+                       shares, stacking_warning, steps_by_sign, trailing_keys, weight_space_keys)
 from .config import PDTConfig
 from .distributed import global_numel, mean_across_ranks, means_across_ranks, sum_across_shards_
-from .mask import moment_mask
+from .mask import moment_mask, saturation_mask
 from .radial import radial_coefficient
 from .runtime.history import SnapshotRing, _local, make_ring
 from .runtime.gradient_check import GradientCheck, gradient_norm
@@ -46,6 +46,9 @@ would be a device synchronisation every step."""
 
 AUTO_MOMENT_RATIO = 0.3
 """``PDTConfig.moment_ratio="auto"`` on Adam and AdamW (``benchmarks.variants --variants 'moment ratio'``)."""
+
+AUTO_SATURATION = 0.5
+"""``PDTConfig.saturation="auto"`` on Lion (``benchmarks.variants --optimizer lion --variants saturation``)."""
 
 SCHEDULE_FREE_RUNAWAY_FACTOR = 3.0
 """``PDTConfig.runaway_factor="auto"`` on a schedule-free optimizer (``benchmarks/blowups.py``)."""
@@ -107,6 +110,8 @@ class PDT(Optimizer):
             config = config.replace(runaway_factor=SCHEDULE_FREE_RUNAWAY_FACTOR if self._averaging is not None else None)
         if config.moment_ratio == "auto":
             config = config.replace(moment_ratio=AUTO_MOMENT_RATIO if filters_moments(optimizer) else None)
+        if config.saturation == "auto":
+            config = config.replace(saturation=AUTO_SATURATION if steps_by_sign(optimizer) else None)
         self.optimizer = optimizer
         self.config = config
         self._loss_readers = self._readers_of(config)
@@ -122,8 +127,9 @@ class PDT(Optimizer):
         self._unread_losses: list[tuple[int, Tensor]] = []
         """(step, loss) reported as tensors and not read on the host yet (:meth:`report_loss`)."""
         self._jumps: list[Tensor | None] | None = None
-        self._moment_filtered: Tensor | int = 0
-        """Elements ``moment_ratio`` undid, a device count read into the stats when they are read."""
+        self._filtered: dict[str, Tensor | int] = {"moment_filtered": 0, "saturation_filtered": 0}
+        """Elements ``moment_ratio`` and ``saturation`` undid, device counts read into the stats
+        (under these names) when they are read."""
         self._gradient_check = None if config.gradient_limit is None else GradientCheck(config.gradient_limit, config.snap_every)
         self.compiled_step: Callable[[Phase], Prediction | None] | None = None
         self._ring = self._build_ring()
@@ -297,13 +303,14 @@ class PDT(Optimizer):
         self._resolve_pending()
         self._read_gradient_checks()
         self._stats.loss_holds = self.schedule.loss_holds
-        self._read_moment_filtered()
+        self._read_filtered()
         return self._stats
 
-    def _read_moment_filtered(self) -> None:
-        if isinstance(self._moment_filtered, Tensor):
-            self._stats.moment_filtered += int(self._moment_filtered)
-            self._moment_filtered = 0
+    def _read_filtered(self) -> None:
+        for name, count in self._filtered.items():
+            if isinstance(count, Tensor):
+                setattr(self._stats, name, getattr(self._stats, name) + int(count))
+                self._filtered[name] = 0
 
     def _read_gradient_checks(self) -> None:
         """Record the gradient checks made since the last read in the stats (one host read)."""
@@ -495,6 +502,8 @@ class PDT(Optimizer):
             return
         if prediction is not None and self.config.moment_ratio is not None and not self.schedule.decaying:
             self._filter_by_moments_(prediction)
+        if prediction is not None and self.config.saturation is not None:
+            self._filter_by_saturation_(prediction)
         if prediction is not None and self.config.radial != "keep":
             self._undo_radial_(prediction)
         if self.compiled_step is not None and self.defers_host_reads and (prediction is None or prediction.pending is not None):
@@ -527,15 +536,37 @@ class PDT(Optimizer):
 
     def _filter_by_moments_(self, prediction: Prediction) -> None:
         """Undo the jump of every element whose Adam moments call its gradient noise
-        (``PDTConfig.moment_ratio``), weights, snapshots and followers alike, and take those
-        elements off the prediction's accepted counts (on the device where they wait there)."""
+        (``PDTConfig.moment_ratio``)."""
+        strong = [None if moments is None else
+                  moment_mask(*(_local(m).detach().reshape(-1) for m in moments), self.config.moment_ratio)
+                  for moments in adam_moments(self.optimizer, self._ring.params)]
+        self._undo_outside_(prediction, strong, "moment_filtered")
+
+    def _filter_by_saturation_(self, prediction: Prediction) -> None:
+        """Undo the jump of every element that a sign optimizer moved by less than
+        ``PDTConfig.saturation`` of the most its steps could over the last interval. That
+        interval's displacement is the newest snapshot (the merged weights) minus the one before
+        it, which the merge translated by the jump too unless ``after_merge`` keeps the snapshots."""
+        ring, steps, shifted = self._ring, self.config.snap_every, self.config.after_merge == "shift"
+        strong = []
+        for index, (lr, jump) in enumerate(zip(learning_rates(self.optimizer, ring.params), prediction.jumps)):
+            if lr is None or jump is None:
+                strong.append(None)
+                continue
+            displacement = ring.last_displacement(index)
+            if not shifted:
+                displacement = displacement - jump
+            strong.append(saturation_mask(displacement, steps, lr, self.config.saturation))
+        self._undo_outside_(prediction, strong, "saturation_filtered")
+
+    def _undo_outside_(self, prediction: Prediction, strong: list[Tensor | None], counter: str) -> None:
+        """Undo each parameter's jump outside its ``strong`` mask (None: keep it all), from the
+        weights, the snapshots and the followers alike, take those elements off the prediction's
+        accepted counts (on the device where they wait there) and add them to ``counter``."""
         undo: list[Tensor | None] = []
         dropped: list[Tensor] = []  # per parameter
-        for moments, jump in zip(adam_moments(self.optimizer, self._ring.params), prediction.jumps):
-            part = None
-            if jump is not None and moments is not None:
-                weak = ~moment_mask(*(_local(m).detach().reshape(-1) for m in moments), self.config.moment_ratio)
-                part = jump * weak.to(jump.dtype)
+        for keep, jump in zip(strong, prediction.jumps):
+            part = None if jump is None or keep is None else jump * (~keep).to(jump.dtype)
             undo.append(part)
             dropped.append(torch.zeros((), dtype=torch.int64, device=self._ring.device) if part is None
                            else (part != 0).sum().to(torch.int64))
@@ -546,7 +577,7 @@ class PDT(Optimizer):
             if jump is not None and part is not None:
                 jump.sub_(part)
         counts = sum_across_shards_(torch.stack(dropped), self._ring.process_group)
-        self._moment_filtered = self._moment_filtered + counts.sum()
+        self._filtered[counter] = self._filtered[counter] + counts.sum()
         if prediction.pending is not None:
             prediction.pending = prediction.pending - counts.to(prediction.pending.dtype)
         else:
@@ -699,9 +730,9 @@ class PDT(Optimizer):
     @property
     def keeps_jumps(self) -> bool:
         """Whether predictions keep each merge's jump (the gradient check, rollback,
-        ``setback_limit``, verification, the moment filter and ``radial`` need it)."""
+        ``setback_limit``, verification, the moment and saturation filters and ``radial`` need it)."""
         return (self.config.gradient_limit is not None or self._needs_jumps_later or self._verify is not None
-                or self.config.moment_ratio is not None or self._undoes_radial)
+                or self.config.moment_ratio is not None or self.config.saturation is not None or self._undoes_radial)
 
     @property
     def _needs_jumps_later(self) -> bool:
@@ -810,7 +841,7 @@ class PDT(Optimizer):
         """The wrapped optimizer's state dict plus a ``"pdt"`` entry (ring, schedule, stats)."""
         self._resolve_pending()
         self._read_gradient_checks()
-        self._read_moment_filtered()
+        self._read_filtered()
         state = self.optimizer.state_dict()
         state["pdt"] = {
             "ring": self._ring.state_dict(),

@@ -865,7 +865,8 @@ def test_each_undoing_probe_takes_back_every_jump_under_its_bar_and_keeps_the_re
 
 
 def test_saturation_is_the_share_of_a_sign_steps_most_and_flags_jumps_under_its_bar():
-    from benchmarks.saturation import learning_rates, saturation, unsaturated_part
+    from benchmarks.saturation import saturation, unsaturated_part
+    from pdt_compile.adapters import learning_rates
 
     # 10 steps of 0.1: 1.0 is every step one way, 0.2 a coin toss's typical net
     share = saturation(torch.tensor([1.0, -0.2, 0.0, -1.0]), 10, 0.1)

@@ -84,9 +84,11 @@ def test_compiled_equals_eager_with_the_trend_filter():
     assert_compiled_equals_eager("sgd_momentum", trend=True)
 
 
-def test_compiled_equals_eager_with_the_moment_filter():
-    eager, opt = assert_compiled_equals_eager("adamw", moment_ratio=0.3)
-    assert opt.stats.moment_filtered == eager.stats.moment_filtered >= 1
+@pytest.mark.parametrize("name, field, value", [("adamw", "moment_ratio", 0.3), ("sgd_momentum", "saturation", 0.5)])
+def test_compiled_equals_eager_with_the_moment_and_saturation_filters(name, field, value):
+    eager, opt = assert_compiled_equals_eager(name, **{field: value})
+    counter = {"moment_ratio": "moment_filtered", "saturation": "saturation_filtered"}[field]
+    assert getattr(opt.stats, counter) == getattr(eager.stats, counter) >= 1
 
 
 def assert_compiled_equals_eager(name, **config):

@@ -143,3 +143,4 @@ def test_snapshots_come_oldest_first_whatever_slot_the_ring_writes_next(kind):
         assert torch.equal(ring.snapshots(index), expected)
         if ring.order() != [0, 1, 2, 3]:  # rows in physical order (the bfloat16 ring decodes in time order)
             assert not torch.equal(ring.rows(index), expected)
+        assert torch.equal(ring.last_displacement(index), torch.ones(p.numel()))  # 6 - 5

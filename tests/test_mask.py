@@ -203,3 +203,12 @@ def test_forecast_mask_merge_with_drift_keeps_only_drifting_elements():
     assert accepted.tolist() == [True, True] and filtered.tolist() == [True, False]
     with pytest.raises(ValueError, match="drift needs oldest"):
         forecast_mask_merge(w, ring, ring[2], coefficients, s_coefficients, 2, "none", drift=1.0)
+
+
+def test_saturation_mask_passes_where_the_interval_moved_an_element_by_its_share_of_the_steps_most():
+    from pdt_compile.mask import saturation_mask
+
+    displacement = torch.tensor([1.0, -1.0, 0.5, -0.49, 0.0, float("nan")])  # 10 steps of at most 0.1
+    assert saturation_mask(displacement, 10, 0.1, 0.5).tolist() == [True, True, True, False, False, False]
+    assert saturation_mask(displacement, 10, torch.tensor(0.1), 1.0).tolist() == [True, True, False, False, False, False]
+

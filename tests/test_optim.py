@@ -910,6 +910,20 @@ def test_adam_moments_are_found_in_adam_family_optimizers_and_inside_lookahead()
         assert adam_moments(opt, params) == [None] * len(params)
 
 
+def _beside_until_a_prediction(plain_model, plain, model, opt, data, after_step=lambda: None):
+    """Train the plain optimizer and PDT side by side on ``data`` until PDT's first prediction,
+    calling ``after_step`` after each step of both."""
+    for x, y in data:
+        for m, o in ((plain_model, plain), (model, opt)):
+            loss_of(m, x, y).backward()
+            o.step()
+            o.zero_grad()
+        after_step()
+        if opt.stats.predictions:
+            return
+    raise AssertionError("no prediction in the data given")
+
+
 @pytest.mark.parametrize("ratio", [0.3, 0.9])
 def test_moment_ratio_keeps_the_optimizers_value_where_the_gradient_is_noise(ratio):
     """At the first merge, the weights leave the plain optimizer's values only where Adam's
@@ -920,13 +934,7 @@ def test_moment_ratio_keeps_the_optimizers_value_where_the_gradient_is_noise(rat
     plain = torch.optim.AdamW(plain_model.parameters(), lr=0.01)
     model = make_mlp()
     opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=0.01), moment_ratio=ratio, **config)
-    for x, y in data:
-        for m, o in ((plain_model, plain), (model, opt)):
-            loss_of(m, x, y).backward()
-            o.step()
-            o.zero_grad()
-        if opt.stats.predictions:
-            break
+    _beside_until_a_prediction(plain_model, plain, model, opt, data)
     moved = strong = 0
     for p, q in zip(model.parameters(), plain_model.parameters()):
         passes = moment_mask(*(opt.optimizer.state[p][k] for k in ("exp_avg", "exp_avg_sq")), ratio)
@@ -989,6 +997,68 @@ def test_moment_ratio_auto_is_on_for_the_adam_family_only():
     assert resolved(lambda p: torch.optim.Adamax(p)) is None  # no second moment to read
     assert resolved(lambda p: po.Lookahead(torch.optim.AdamW(p))) == 0.3
     assert resolved(lambda p: po.Lamb(p)) is None and resolved(lambda p: torch.optim.SGD(p, lr=0.1)) is None
+
+
+def _lion(params):
+    import pytorch_optimizer as po
+
+    return po.Lion(params, lr=0.003, weight_decay=0.1)
+
+
+@pytest.mark.parametrize("after_merge", ["shift", "keep"])
+def test_saturation_makes_the_probes_trajectory(after_merge):
+    """PDTConfig.saturation reads the last interval's displacement from the ring after the
+    merge; the probe it was measured as (benchmarks.saturation) reads w - s before it."""
+    from benchmarks.saturation import SaturationPDT
+
+    data = batches(60)
+    runs = []
+    for make in (lambda p: pdt.PDT(_lion(p), saturation=0.5, after_merge=after_merge, **CONFIG),
+                 lambda p: SaturationPDT(_lion(p), bar=0.5, after_merge=after_merge, **CONFIG)):
+        model = make_mlp()
+        opt = make(model.parameters())
+        train(model, opt, data)
+        runs.append((model, opt))
+    (model, opt), (probe_model, probe) = runs
+    assert opt.stats.merges >= 1
+    assert opt.stats.saturation_filtered == probe.kept[1] - probe.kept[0] >= 1
+    for a, b in zip(model.parameters(), probe_model.parameters()):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_saturation_auto_is_on_for_lion_only():
+    import pytorch_optimizer as po
+
+    resolved = lambda make: pdt.PDT(make(make_mlp().parameters()), snap_every=4).config.saturation
+    assert resolved(_lion) == resolved(lambda p: po.Lookahead(_lion(p))) == 0.5
+    assert resolved(lambda p: torch.optim.AdamW(p)) is None and resolved(lambda p: torch.optim.SGD(p, lr=0.1)) is None
+
+
+def test_saturation_keeps_the_jump_only_where_the_interval_moved_an_element_by_its_share_of_the_steps():
+    """At the first merge, the weights leave plain Lion's values only where the interval
+    before it moved an element by at least half of snap_every * lr."""
+    data = batches(40)
+    config = dict(snap_every=4, history=3, burn_in=3, rule="none", trend=False)
+    plain_model, model = make_mlp(), make_mlp()
+    plain = _lion(plain_model.parameters())
+    opt = pdt.PDT(_lion(model.parameters()), **config)  # saturation "auto": 0.5
+    snapshots = []  # the weights at each boundary: s of the first prediction is the one before it, alike in both runs
+
+    def keep_boundary():
+        if opt.schedule.steps % 4 == 0:
+            snapshots.append([q.detach().clone() for q in plain_model.parameters()])
+
+    _beside_until_a_prediction(plain_model, plain, model, opt, data, keep_boundary)
+    snapshot = snapshots[-2]
+    moved = 0
+    for p, q, s in zip(model.parameters(), plain_model.parameters(), snapshot):
+        passes = (q.detach() - s).abs() >= 0.5 * 4 * 0.003
+        changed = (p.detach() - q.detach()).abs() > 1e-6
+        assert not (changed & ~passes).any()
+        moved += int(changed.sum())
+    total = sum(p.numel() for p in model.parameters())
+    assert opt.stats.saturation_filtered >= 1 and moved >= 1
+    assert opt.stats.mask_ratio * total == pytest.approx(total - opt.stats.saturation_filtered)
 
 
 def test_moment_ratio_filters_at_a_constant_rate_and_not_in_a_decay():

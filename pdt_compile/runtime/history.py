@@ -168,6 +168,17 @@ class SnapshotRing:
         physical rows, the newest at :attr:`last_slot`; :meth:`snapshots` puts them in time order."""
         return self.block(index, slice(None))
 
+    def last_displacement(self, index: int) -> Tensor:
+        """Parameter ``index``'s newest snapshot minus the one before it, ``[numel]`` float32
+        (needs two snapshots)."""
+        if self.count < 2:
+            raise ValueError(f"SnapshotRing.last_displacement: needs 2 snapshots, the ring holds {self.count}")
+        if self.fused:  # the rows are the slots themselves: no copy of the others
+            rows = self.row_tensors(index)
+            return rows[self.last_slot] - rows[(self.last_slot - 1) % self.history]
+        rows = self.snapshots(index)
+        return rows[-1] - rows[-2]
+
     def snapshots(self, index: int) -> Tensor:
         """Parameter ``index``'s valid snapshots oldest first, ``[count, numel]`` float32 (a copy):
         the newest, s, is the last row."""

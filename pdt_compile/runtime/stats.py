@@ -34,6 +34,9 @@ class Stats:
     moment_filtered: int = 0
     """Elements whose accepted jump was undone because Adam's moments called their gradient
     noise (``PDTConfig.moment_ratio``); not in ``mask_ratio``."""
+    saturation_filtered: int = 0
+    """Elements whose accepted jump was undone because a sign optimizer moved them by less than
+    ``PDTConfig.saturation`` of the most its steps could over the last interval; not in ``mask_ratio``."""
     runaways: int = 0
     """Losses that ran away (``PDTConfig.runaway_factor``): each moved the weights back to a snapshot."""
     tau: int = 0
