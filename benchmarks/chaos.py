@@ -29,7 +29,7 @@ from .controls import Nudge
 from .report import write_section
 from .ttb import peers, spread, task_suite
 
-CASES = {  # case -> (task, lr, schedule[, peer]): the rates benchmarks.ttb --core tuned (run of 2026-11-30 15:34)
+CASES = {  # the rates benchmarks.ttb --core tuned (run of 2026-11-30 15:34)
     "digits MLP / Shampoo, constant": ("digits MLP / Shampoo", 6.4, "constant"),
     "digits MLP / Shampoo, cosine": ("digits MLP / Shampoo", 12.8, "cosine"),
     "digits MLP / SGD, constant": ("digits MLP / SGD", 0.8, "constant"),
@@ -43,7 +43,13 @@ CASES = {  # case -> (task, lr, schedule[, peer]): the rates benchmarks.ttb --co
     # The rate benchmarks.ttb --peers tuned on the AMD EPYC (run of 2026-12-03 09:54), where one seed of three never
     # reached Lookahead's final loss:
     "mnist1d ViT / AdamW on Lookahead": ("mnist1d ViT / AdamW", 0.002, "constant", "Lookahead (k=5, alpha=0.5)"),
+    # Lion in AdamW's place (benchmarks.variants --optimizer lion) at the two best cosine rates of 2026-12-04,
+    # where PDTConfig.saturation's default lost two seeds of three and won three back:
+    "mnist1d ViT / Lion, cosine, lr 4e-4": ("mnist1d ViT / AdamW", 0.0004, "cosine", "lion"),
+    "mnist1d ViT / Lion, cosine, lr 8e-4": ("mnist1d ViT / AdamW", 0.0008, "cosine", "lion"),
 }
+"""Case -> (task, lr, schedule[, peer]): a peer of :func:`benchmarks.ttb.peers`, or an optimizer of
+:data:`benchmarks.variants.IN_PLACE_OF_ADAMW`, trained in the task's optimizer's place."""
 
 
 def case_rows(name: str, seeds: int) -> list[str]:
@@ -52,7 +58,11 @@ def case_rows(name: str, seeds: int) -> list[str]:
     task, snap_every = task_suite(quick=False)[task_name]
     task = dataclasses.replace(task, schedule=schedule)
     if peer:  # the baseline is the peer, and the nudge and PDT wrap it
-        task = dataclasses.replace(task, make_optimizer=peers(task_name, task)[peer[0]])
+        from .variants import IN_PLACE_OF_ADAMW, in_place_of_adamw
+
+        make = (in_place_of_adamw(task.make_optimizer, peer[0]) if peer[0] in IN_PLACE_OF_ADAMW
+                else peers(task_name, task)[peer[0]])
+        task = dataclasses.replace(task, make_optimizer=make)
     wraps = {"baseline nudged by 1e-6 at every prediction boundary": lambda opt: Nudge(opt, snap_every=snap_every),
              "PDT default": lambda opt: pdt.PDT(opt, snap_every=snap_every)}
     ratios: dict[str, list[float | None]] = {method: [] for method in wraps}
