@@ -192,8 +192,9 @@ MEASURED_UNSAFE = {
         "keeps a jump only where the last interval moved an element by half of what its sign steps could): on a "
         "mnist1d ViT 1.45x faster at a constant rate (median of three seeds, lr 5e-5) and under a cosine schedule "
         "1.07x at lr 2e-4 and 1.03x at lr 8e-4, where without the filter no seed of three reached it, but at lr 4e-4 "
-        "two seeds of three never did (final loss 5 and 91 % above Lion's; without the filter every seed did; plain "
-        "Lion nudged by a millionth missed on two seeds as well, python -m benchmarks.chaos); on a character "
+        "two seeds of three never did (final loss 5 and 91 % above Lion's; without the filter every seed did; at "
+        "both rates plain Lion nudged by a millionth missed on two seeds as well, python -m benchmarks.chaos); on a "
+        "character "
         "transformer at a constant rate never at lr 1.2e-3 and 2.4e-3 and on two seeds of three at 6e-4 (final loss "
         "up to 6 % above Lion's, accuracy down to -1.0 points). Compare against Lion alone before relying on it"
     ),
