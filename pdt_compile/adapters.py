@@ -194,8 +194,7 @@ MEASURED_UNSAFE = {
         "1.07x at lr 2e-4 and 1.03x at lr 8e-4, where without the filter no seed of three reached it, but at lr 4e-4 "
         "two seeds of three never did (final loss 5 and 91 % above Lion's; without the filter every seed did; at "
         "both rates plain Lion nudged by a millionth missed on two seeds as well, python -m benchmarks.chaos); on a "
-        "character "
-        "transformer at a constant rate never at lr 1.2e-3 and 2.4e-3 and on two seeds of three at 6e-4 (final loss "
+        "character transformer at a constant rate never at lr 1.2e-3 and 2.4e-3 and on two seeds of three at 6e-4 (final loss "
         "up to 6 % above Lion's, accuracy down to -1.0 points), while under a cosine schedule 1.11x at its best "
         "rates (4.8e-3, 9.6e-3, every seed). Compare against Lion alone before relying on it"
     ),

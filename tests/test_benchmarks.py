@@ -881,13 +881,12 @@ def test_saturation_is_the_share_of_a_sign_steps_most_and_flags_jumps_under_its_
 
 
 def test_the_saturation_probe_reads_what_the_optimizer_moved_since_the_newest_snapshot():
+    import benchmarks.saturation as module
     from benchmarks.saturation import SaturationPDT
 
-    options = dict(snap_every=3, history=4, burn_in=4, tau=3, gradient_limit=1e30)
     # A constant gradient: SGD moves every element by lr each step, so over the last interval of
     # snap_every steps the share is 1 exactly; an older snapshot would give 2, 3, ...
-    import benchmarks.saturation as module
-
+    options = dict(snap_every=3, history=4, burn_in=4, tau=3, gradient_limit=1e30)
     weight = torch.nn.Parameter(torch.zeros(6))
     probe = SaturationPDT(torch.optim.SGD([weight], lr=0.1), bar=0.5, **options)
     shares = []

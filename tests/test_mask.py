@@ -211,4 +211,3 @@ def test_saturation_mask_passes_where_the_interval_moved_an_element_by_its_share
     displacement = torch.tensor([1.0, -1.0, 0.5, -0.49, 0.0, float("nan")])  # 10 steps of at most 0.1
     assert saturation_mask(displacement, 10, 0.1, 0.5).tolist() == [True, True, True, False, False, False]
     assert saturation_mask(displacement, 10, torch.tensor(0.1), 1.0).tolist() == [True, True, False, False, False, False]
-
