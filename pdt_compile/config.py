@@ -191,7 +191,8 @@ class PDTConfig:
     :func:`pdt_compile.adapters.coupled_decay`), and on those ``torch.optim.AdamW`` (or Adam,
     NAdam, RAdam with ``decoupled_weight_decay=True``) decays apart from it
     (:func:`pdt_compile.adapters.decoupled_decay`) while the learning rate decays (below its
-    peak, as :attr:`decay_window` reads it), ``"keep"`` on the rest. Such decay pulls
+    peak, as :attr:`decay_window` reads it), ``"undo"`` on Lion (:func:`pdt_compile.adapters.steps_by_sign`)
+    while it does not decay, ``"keep"`` on the rest. Such decay pulls
     every tensor inward: SGD descends the loss plus the decay's penalty, and once the loss has
     reached the floor a constant rate allows it keeps trading loss for smaller norms, a trade
     a jump would extrapolate several intervals ahead (benchmarks/FINDINGS.md, "Merges on a
@@ -212,7 +213,15 @@ class PDTConfig:
     it was: ``"inward"`` under cosine took the
     mnist1d ViT from 1.33x to 1.46x in steps to the baseline's final loss (every seed faster)
     and left the character transformer at 1.08x, where at a constant rate it cost both
-    (``python -m benchmarks.variants --variants 'radial inward'``, 2026-12-03)."""
+    (``python -m benchmarks.variants --variants 'radial inward'``, 2026-12-03). On Lion at a
+    constant rate the outward part is what harms: the character transformer (lr 2.4e-3) never
+    reached plain Lion's final loss with the jumps as predicted (+4.3 to +5.9 %), nor with the
+    inward part undone, and reaches it at 1.00x on every seed with every radial part undone
+    (-0.2 to -0.5 %), where the mnist1d ViT (lr 5e-5) pays less, 1.18x against 1.45x, every seed
+    ending below Lion's loss; under cosine undoing cost the ViT a seed (lr 2e-4) and changed
+    nothing on the transformer, hence only at a constant rate (``python -m benchmarks.variants
+    --optimizer lion --variants 'radial undo (every'``, 2026-12-04; benchmarks/FINDINGS.md,
+    "Lion: no second moment, a warning")."""
 
     adaptive: bool = False
     """Adapt tau from the reported training loss: shrink when the loss rises after a merge,

@@ -583,37 +583,38 @@ class PDT(Optimizer):
         else:
             prediction.accepted = [None if a is None else a - c for a, c in zip(prediction.accepted, counts.tolist())]
 
-    def _radial_targets(self, decaying: bool | None = None) -> list[bool]:
-        """For each parameter, whether merges take back (part of) its jumps' radial part
-        (``PDTConfig.radial``); ``decaying``: whether the learning rate decays (default: the
-        schedule's reading at the last boundary)."""
+    def _radial_modes(self, decaying: bool | None = None) -> list[str]:
+        """For each parameter, what merges do with its jumps' radial part (``PDTConfig.radial``
+        resolved: ``"keep"``, ``"inward"`` or ``"undo"``); ``decaying``: whether the learning rate
+        decays (default: the schedule's reading at the last boundary)."""
         radial, params = self.config.radial, self._ring.params
-        if radial == "auto":
-            decaying = self.schedule.decaying if decaying is None else decaying
-            return [coupled or (decoupled and decaying) for coupled, decoupled in
-                    zip(coupled_decay(self.optimizer, params), decoupled_decay(self.optimizer, params))]
-        return [radial != "keep"] * len(params)
+        if radial != "auto":
+            return [radial] * len(params)
+        decaying = self.schedule.decaying if decaying is None else decaying
+        if steps_by_sign(self.optimizer):
+            return ["keep" if decaying else "undo"] * len(params)
+        return ["inward" if coupled or (decoupled and decaying) else "keep" for coupled, decoupled in
+                zip(coupled_decay(self.optimizer, params), decoupled_decay(self.optimizer, params))]
 
     @property
     def _undoes_radial(self) -> bool:
         """Whether a merge may ever take back a radial part (at some rate)."""
-        return any(self._radial_targets(decaying=True))
+        return any(mode != "keep" for rate_decays in (False, True) for mode in self._radial_modes(rate_decays))
 
     def _undo_radial_(self, prediction: Prediction) -> None:
         """Take back the radial part of the jumps ``PDTConfig.radial`` names, weights, snapshots
         and followers alike, on the device (summed over the shards of a sharded tensor)."""
-        targets = self._radial_targets()
-        live = [(index, jump) for index, jump in enumerate(prediction.jumps) if jump is not None and targets[index]]
+        modes = self._radial_modes()
+        live = [(index, jump) for index, jump in enumerate(prediction.jumps) if jump is not None and modes[index] != "keep"]
         if not live:
             return
         tracked, kernels = self.tracked(), Kernels(self.config, self._ring.device, sum(self._ring.numels))
         merged = [_local(tracked[index]).detach().reshape(-1) for index, _ in live]
         sums = torch.stack([kernels.radial_sums(jump, w) for (_, jump), w in zip(live, merged)])  # [k, 2]
         sums = sum_across_shards_(sums, self._ring.process_group)
-        inward = self.config.radial != "undo"
         undo: list[Tensor | None] = [None] * len(prediction.jumps)
         for position, ((index, jump), w) in enumerate(zip(live, merged)):
-            undo[index] = kernels.radial_part(jump, w, radial_coefficient(sums[position], inward))
+            undo[index] = kernels.radial_part(jump, w, radial_coefficient(sums[position], modes[index] == "inward"))
         self._translate_(undo, -1.0)
         for jump, part in zip(prediction.jumps, undo):
             if part is not None:

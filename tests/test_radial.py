@@ -135,3 +135,35 @@ def test_auto_undoes_inward_jumps_of_what_adamw_decays_only_while_the_rate_decay
         assert torch.equal(auto, inward if decaying else kept)
         assert opt._undoes_radial and opt.keeps_jumps  # at any rate: the rate may start to fall later
         assert decoupled_decay(opt.optimizer, opt.ring.params) == [True, False]
+
+
+
+def _lion_run(radial: str, decay_lr: bool, steps: int = 24):
+    """pytorch-optimizer's Lion on a matrix whose gradient grows it (its sign steps move every
+    element outward: a purely radial drift) and a vector that drifts elementwise; the learning
+    rate constant or falling linearly to a tenth."""
+    import pytorch_optimizer as po
+
+    torch.manual_seed(0)
+    matrix, vector = torch.nn.Parameter(torch.randn(5, 10)), torch.nn.Parameter(torch.randn(50))
+    opt = pdt.PDT(po.Lion([matrix, vector], lr=0.01), radial=radial, gradient_limit=None, **OPTIONS)
+    factor = (lambda i: 1.0 - 0.9 * i / steps) if decay_lr else (lambda i: 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    for _ in range(steps):
+        matrix.grad, vector.grad = -matrix.detach().clone(), -torch.ones(50)
+        opt.step()
+        scheduler.step()
+    return matrix.detach().clone(), vector.detach().clone(), opt
+
+
+def test_auto_undoes_every_radial_part_on_lion_at_a_constant_rate_and_none_while_it_decays():
+    for decaying in (False, True):
+        kept, kept_vector, keeping = _lion_run("keep", decaying)
+        undone, undone_vector, _ = _lion_run("undo", decaying)
+        auto, vector, opt = _lion_run("auto", decaying)
+        assert keeping.stats.merges > 0 and opt.stats.merges == keeping.stats.merges
+        assert not torch.allclose(kept, undone, atol=1e-4)  # the jumps grew the matrix
+        assert torch.equal(auto, kept if decaying else undone)
+        assert torch.equal(vector, kept_vector if decaying else undone_vector)
+        assert opt._radial_modes() == ["keep" if decaying else "undo"] * 2
+        assert opt._undoes_radial and opt.keeps_jumps  # at any rate: the rate may stop falling
