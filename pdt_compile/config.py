@@ -216,8 +216,9 @@ class PDTConfig:
     (``python -m benchmarks.variants --variants 'radial inward'``, 2026-12-03). On Lion at a
     constant rate the outward part is what harms: the character transformer (lr 2.4e-3) never
     reached plain Lion's final loss with the jumps as predicted (+4.3 to +5.9 %), nor with the
-    inward part undone, and reaches it at 1.00x on every seed with every radial part undone
-    (-0.2 to -0.5 %), where the mnist1d ViT (lr 5e-5) pays less, 1.18x against 1.45x, every seed
+    inward part undone, and with every radial part undone reaches it at 1.00x on three seeds of
+    three (-0.2 to -0.5 %; over ten seeds on six, the others 0.3-0.6 % above, as close as a
+    nudge of a millionth leaves plain Lion), where the mnist1d ViT (lr 5e-5) pays less, 1.18x against 1.45x, every seed
     ending below Lion's loss; under cosine undoing cost the ViT a seed (lr 2e-4) and changed
     nothing on the transformer, hence only at a constant rate (``python -m benchmarks.variants
     --optimizer lion --variants 'radial undo (every'``, 2026-12-04; benchmarks/FINDINGS.md,

@@ -605,7 +605,8 @@ class PDT(Optimizer):
         """Take back the radial part of the jumps ``PDTConfig.radial`` names, weights, snapshots
         and followers alike, on the device (summed over the shards of a sharded tensor)."""
         modes = self._radial_modes()
-        live = [(index, jump) for index, jump in enumerate(prediction.jumps) if jump is not None and modes[index] != "keep"]
+        live = [(index, jump) for index, jump in enumerate(prediction.jumps)
+                if jump is not None and modes[index] != "keep"]
         if not live:
             return
         tracked, kernels = self.tracked(), Kernels(self.config, self._ring.device, sum(self._ring.numels))

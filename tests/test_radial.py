@@ -137,7 +137,6 @@ def test_auto_undoes_inward_jumps_of_what_adamw_decays_only_while_the_rate_decay
         assert decoupled_decay(opt.optimizer, opt.ring.params) == [True, False]
 
 
-
 def _lion_run(radial: str, decay_lr: bool, steps: int = 24):
     """pytorch-optimizer's Lion on a matrix whose gradient grows it (its sign steps move every
     element outward: a purely radial drift) and a vector that drifts elementwise; the learning
