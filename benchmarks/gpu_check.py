@@ -17,7 +17,9 @@
 
 Each part that fails prints its traceback and the others still run; the section of RESULTS.md
 is rewritten after each part (and copied to ``--copy-to``), so a run cut short keeps what it
-measured. ``--device cpu --width 64 --ttb-only digits`` runs the same code on a CPU (a dry run).
+measured. ``--parts ttb`` (a comma-separated list) runs only the parts named, into a section of its
+own: a lease too short for all of them takes them in two calls. ``--device cpu --width 64
+--ttb-only digits`` runs the same code on a CPU (a dry run).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from .report import RESULTS, write_section
 from .steps import train_step
 
 TITLE = "GPU (benchmarks/gpu_check.py)"
+PARTS = ("overhead", "offload", "kernels", "tests", "ttb", "reduce-overhead")
 
 
 def prepared(opt: pdt.PDT, model: nn.Module, x, y) -> None:
@@ -162,7 +165,15 @@ def main() -> None:
     parser.add_argument("--ttb-seeds", type=int, default=3, help="seeds of the time-to-baseline part (0: skip it)")
     parser.add_argument("--ttb-only", default=None, help="time to baseline only on the tasks whose name contains this")
     parser.add_argument("--copy-to", default=None, help="a folder RESULTS.md is copied to after each part")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated parts to run, of {', '.join(PARTS)} (all by default; a lease too short "
+                             "for all of them splits them over calls, each part list its own section)")
     args = parser.parse_args()
+    parts_wanted = args.parts.split(",")
+    unknown = sorted(set(parts_wanted) - set(PARTS))
+    if unknown:
+        sys.exit(f"gpu_check: --parts {args.parts!r} names {unknown}; choose from {', '.join(PARTS)}")
+    title = TITLE if set(parts_wanted) == set(PARTS) else f"{TITLE}, parts {args.parts}"
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("gpu_check: no CUDA device (a dry run on the CPU: --device cpu --width 64)")
     device = args.device
@@ -180,17 +191,19 @@ def main() -> None:
         lr = torch.tensor(1e-4, device=device) if device == "cuda" else 1e-4
         return torch.optim.AdamW(params, lr=lr, capturable=device == "cuda", foreach=True)
 
-    def run_part(title: str, part: Callable[[], list[str]]) -> None:
+    def run_part(key: str, label: str, part: Callable[[], list[str]]) -> None:
+        if key not in parts_wanted:
+            return
         start = time.perf_counter()
         try:
             lines = part()
         except Exception:  # one broken part must not lose the others' figures
             traceback.print_exc()
             lines = [f"failed: `{traceback.format_exc().strip().splitlines()[-1]}`"]
-        parts.append([f"**{title}** ({time.perf_counter() - start:.0f} s)", "", *lines, ""])
+        parts.append([f"**{label}** ({time.perf_counter() - start:.0f} s)", "", *lines, ""])
         body = "\n".join(header + [line for part_lines in parts for line in part_lines])
         print(body, flush=True)
-        write_section(TITLE, body)
+        write_section(title, body)
         if args.copy_to:
             shutil.copy(RESULTS, args.copy_to)
 
@@ -201,17 +214,17 @@ def main() -> None:
                             f"compiled prediction / floor **{f['compiled_prediction']:.2f}**; eager prediction / floor "
                             f"**{f['eager_prediction']:.2f}**; compiled / eager prediction step **{f['compiled_vs_eager']:.2f}**"]
 
-    run_part("Compiled overhead, mode default", lambda: compiled_overhead(None))
+    run_part("overhead", "Compiled overhead, mode default", lambda: compiled_overhead(None))
     x, y = torch.randn(args.batch, 1024, device=device), torch.randint(0, 10, (args.batch,), device=device)
-    run_part("Host offload (eager, AdamW)", lambda: offload_rows(model, x, y, device, args.repeats))
-    run_part("Eager prediction kernels (SGD)", lambda: kernel_rows(model, x, y, device, floor))
+    run_part("offload", "Host offload (eager, AdamW)", lambda: offload_rows(model, x, y, device, args.repeats))
+    run_part("kernels", "Eager prediction kernels (SGD)", lambda: kernel_rows(model, x, y, device, floor))
     if not args.skip_tests:
-        run_part("GPU tests", gpu_tests)
+        run_part("tests", "GPU tests", gpu_tests)
     if args.ttb_seeds:
-        run_part("Time to baseline, trained on the GPU (constant rate)",
+        run_part("ttb", "Time to baseline, trained on the GPU (constant rate)",
                  lambda: time_to_baseline(device, args.ttb_seeds, args.ttb_only))
     # Last: a CUDA error inside a graph capture leaves this process's CUDA state unusable.
-    run_part("Compiled overhead, mode reduce-overhead", lambda: compiled_overhead("reduce-overhead"))
+    run_part("reduce-overhead", "Compiled overhead, mode reduce-overhead", lambda: compiled_overhead("reduce-overhead"))
 
 
 if __name__ == "__main__":

@@ -114,7 +114,11 @@ class CompiledOptimizerStep:
     ``ring_location="host"``), or when merges also move optimizer state or an average
     (:meth:`~pdt_compile.PDT.followers`), only the ordinary variant is compiled and the
     boundary work runs after it through the eager path's kernels. A step at which some learning rate is exactly
-    0 runs the optimizer eagerly (see :class:`~pdt_compile.runtime.hyperparameters.TensorHyperparameters`).
+    0 runs the optimizer eagerly (see :class:`~pdt_compile.runtime.hyperparameters.TensorHyperparameters`),
+    and so does some parameter's first step, at which optimizers create their state: a state tensor
+    created inside a CUDA-graph-captured step lives in that graph's memory pool, and the next
+    graph run overwrites it (SGD's momentum buffer under ``mode="reduce-overhead"`` did, on an
+    H200); eagerly it is an ordinary allocation, and a graph that runs once is not compiled.
     """
 
     def __init__(self, optimizer: PDT, backend: str, mode: str | None) -> None:
@@ -123,6 +127,8 @@ class CompiledOptimizerStep:
         self.runtime = GraphRuntime(optimizer) if self.fused else None
         inner = optimizer.optimizer
         self.hyperparameters = TensorHyperparameters(inner)
+        self.stepped: set[int] = set()  # ids of the parameters that have had their first (eager) step
+        self.stepped_all = -1  # the parameter count when every parameter had had it
         # The undecorated step: its decorator graph-breaks around the body on purpose.
         raw_step = inspect.unwrap(type(inner).step)
 
@@ -147,8 +153,8 @@ class CompiledOptimizerStep:
     def __call__(self, phase: Phase) -> Prediction | None:
         optimizer, ring = self.optimizer, self.optimizer.ring
         ring.before_update_()
-        if self.hyperparameters.has_zero_lr():
-            optimizer.optimizer.step()  # eager: see TensorHyperparameters
+        if self.hyperparameters.has_zero_lr() or self.creates_state():
+            optimizer.optimizer.step()  # eager: see the class docstring
             return optimizer._run_boundary(phase)
         key = (phase, ring.next_slot if phase == Phase.CAPTURE else 0) if self.fused else (Phase.ORDINARY, 0)
         if phase == Phase.PREDICT and self.fused:
@@ -172,6 +178,21 @@ class CompiledOptimizerStep:
         jumps = self.runtime.jumps or [None] * len(active)
         # Counts stay on the device: PDT reads them when it must (see PDT.defers_host_reads).
         return Prediction(list(active), [j if a else None for j, a in zip(jumps, active)], pending=counts)
+
+
+    def creates_state(self) -> bool:
+        """Whether this step is some parameter's first (one with a gradient that no eager step
+        has updated yet): optimizers create their state then. Once every parameter has had its
+        first step this is not checked again until a parameter group is added."""
+        groups = self.optimizer.optimizer.param_groups
+        count = sum(len(group["params"]) for group in groups)
+        if count == self.stepped_all:
+            return False
+        new = [p for group in groups for p in group["params"] if p.grad is not None and id(p) not in self.stepped]
+        self.stepped.update(id(p) for p in new)
+        if len(self.stepped) == count:
+            self.stepped_all = count
+        return bool(new)
 
 
 def _variant_name(phase: Phase, slot: int) -> str:

@@ -418,11 +418,12 @@ class PDTConfig:
     """How the eager path runs a prediction's two passes (Gram; forecast + mask + merge +
     ring update): ``"inductor"`` compiles them once per configuration into fused kernels
     (C++/OpenMP on the CPU, Triton on CUDA; the same functions ``@pdt.compile`` inlines),
-    ``"torch"`` runs them as plain torch on chunks, ``"auto"`` compiles on the CPU when the
-    tracked parameters hold at least 2**20 elements and a compiler is there (below that a
-    prediction costs milliseconds and compiling would cost more) and runs plain torch on CUDA
-    (2.4x faster there on an H200: benchmarks/gpu_check.py). Float32 device ring only; the
-    bfloat16 and host rings stream plain-torch chunks."""
+    ``"torch"`` runs them as plain torch on chunks, ``"auto"`` compiles on the CPU and on CUDA
+    when the tracked parameters hold at least 2**20 elements and a compiler is there (below
+    that a prediction costs milliseconds and compiling would cost more; on an H200 at 18.9M
+    parameters the compiled passes took 1.1 ms of GPU time against plain torch's 7.4 ms:
+    benchmarks/gpu_check.py). Float32 device ring only; the bfloat16 and host rings stream
+    plain-torch chunks."""
 
     chunk_size: int | None = None
     """Elements per streamed chunk in the eager path. ``None``: 65536 on the CPU (keeps the

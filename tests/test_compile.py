@@ -175,6 +175,35 @@ def test_no_recompiles_after_warm_up():
     assert opt.stats.predictions > predictions + 90
 
 
+def test_a_parameters_first_step_runs_eagerly_so_no_graph_creates_optimizer_state():
+    """A state tensor created inside a CUDA-graph-captured step is overwritten by the next graph
+    run (SGD's momentum buffer under mode="reduce-overhead", on an H200): the step that creates
+    state runs eagerly, so the ordinary graph is compiled once, with the state as its input,
+    and a parameter whose first gradient comes later (unfrozen) gets its first step eagerly too."""
+    model = make_mlp()
+    frozen = list(model.parameters())[-1]
+    frozen.requires_grad_(False)
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, foreach=True), **CONFIG)
+    train_step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager")
+    compiled = train_step.compiled_optimizer_step
+    data = batches(6, size=8)
+    train_step(*data[0])
+    assert train_step.pdt_graphs["ordinary"] == []  # the first step ran eagerly
+    assert all("momentum_buffer" in opt.optimizer.state[p] for p in model.parameters() if p is not frozen)
+    for x, y in data[1:3]:
+        train_step(x, y)
+    assert len([gm for gm in train_step.pdt_graphs["ordinary"] if gm.graph.nodes]) == 1  # (Dynamo may add an empty one)
+    assert not compiled.creates_state()  # the frozen parameter has no gradient: nothing to create
+    frozen.requires_grad_(True)
+    before = len([gm for gm in train_step.pdt_graphs["ordinary"] if gm.graph.nodes])
+    for x, y in data[3:]:
+        train_step(x, y)
+    assert "momentum_buffer" in opt.optimizer.state[frozen]
+    # one graph more (the frozen parameter now has a gradient and state), not two
+    assert len([gm for gm in train_step.pdt_graphs["ordinary"] if gm.graph.nodes]) == before + 1
+    assert not compiled.creates_state() and compiled.stepped_all == len(list(model.parameters()))
+
+
 def test_compile_rejects_plain_optimizers():
     model = make_mlp()
     with pytest.raises(TypeError, match="expected a pdt.PDT"):

@@ -130,10 +130,11 @@ def use_compiled(config: PDTConfig, device: torch.device, elements: int) -> bool
                 "Triton for CUDA), which is not available; use kernels='auto' or 'torch'"
             )
         return True
-    # On CUDA the plain-torch chunks were the faster ones: an H200 took 12.1 ms for an eager
-    # prediction at 18.9M parameters against 28.5 ms compiled, whose forecast/mask/merge pass
-    # ran as one unsplit reduction (benchmarks/gpu_check.py, 2026-11-30).
-    return elements >= AUTO_MIN_ELEMENTS and device.type == "cpu" and compiler_available(device)
+    # On CUDA the compiled kernels are the faster ones since their pass counts the accepted
+    # elements outside its kernel: an H200 ran an eager SGD prediction at 18.9M parameters in
+    # 1.1 ms of GPU time compiled against 7.4 ms as plain torch (14.7 against 28.8 ms of wall
+    # time, the rest on the host; benchmarks/gpu_check.py, 2026-12-04, RESULTS.md "GPU", Run 3).
+    return elements >= AUTO_MIN_ELEMENTS and device.type in ("cpu", "cuda") and compiler_available(device)
 
 
 RADIAL_PASSES = {"radial sums": merged_radial_sums, "radial part": merged_radial_part}
