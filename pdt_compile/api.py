@@ -30,7 +30,7 @@ from .distributed import global_numel, group_key, shard_group, sum_across_shards
 from .optim import PDT
 from .passes.backend import PDTBackend, uses_cuda_graphs
 from .runtime.hyperparameters import TensorHyperparameters
-from .runtime.predictor import Prediction, group_of, group_rows, one_hot
+from .runtime.predictor import Prediction, group_of, group_rows, one_hot, write_from_host_
 from .runtime.schedule import Phase
 
 
@@ -84,19 +84,22 @@ class GraphRuntime:
         return names
 
     def prepare_prediction(self) -> None:
-        """Write this prediction's rows, horizon and active parameters into the buffers."""
+        """Write this prediction's rows, horizon and active parameters into the buffers, every
+        copy queued (:func:`~pdt_compile.runtime.predictor.write_from_host_`): six waiting
+        copies would stall the host until the GPU had finished the backward pass."""
         ring, h = self.optimizer.ring, self.optimizer.ring.history
         tau = self.optimizer.schedule.horizon
-        self.buffers["s_weights"].copy_(one_hot(ring.last_slot, h, torch.float32, torch.device("cpu")))
-        self.buffers["slot_mask"].copy_(one_hot(ring.next_slot, h, torch.bool, torch.device("cpu")))
+        cpu = torch.device("cpu")
+        write_from_host_(self.buffers["s_weights"], one_hot(ring.last_slot, h, torch.float32, cpu))
+        write_from_host_(self.buffers["slot_mask"], one_hot(ring.next_slot, h, torch.bool, cpu))
         self.buffers["horizon"].fill_(float(tau))
         self.buffers["host_state"].copy_(torch.tensor([tau, ring.next_slot, ring.count]))
         order = torch.tensor(ring.order())
-        self.buffers["perm"].copy_(order)
-        self.buffers["inverse_perm"].copy_(torch.argsort(order))
-        self.buffers["row_index"].copy_(torch.arange(self.steps).clamp(max=tau - 1))
+        write_from_host_(self.buffers["perm"], order)
+        write_from_host_(self.buffers["inverse_perm"], torch.argsort(order))
+        write_from_host_(self.buffers["row_index"], torch.arange(self.steps).clamp(max=tau - 1))
         self.active = [not skipped for skipped in self.optimizer._skipped()]
-        self.buffers["active"].copy_(torch.tensor(self.active))
+        write_from_host_(self.buffers["active"], torch.tensor(self.active))
 
 
 def _own_code(fn: Callable, name: str) -> Callable:

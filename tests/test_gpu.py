@@ -45,6 +45,19 @@ def test_compiled_cuda_step_equals_eager(mode):
 
 @pytest.mark.gpu
 @cuda
+def test_a_compiled_prediction_writes_its_buffers_without_waiting_for_the_gpu():
+    # A copy from pageable host memory synchronises the stream: the host would wait for the
+    # backward pass before launching the prediction graph (sync debug mode raises on such a wait).
+    _, opt = _train(None, compiled=True)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        opt.compiled_step.runtime.prepare_prediction()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.gpu
+@cuda
 def test_host_ring_holds_no_device_memory_and_follows_the_device_ring():
     runs = {}
     for location in ("device", "host"):

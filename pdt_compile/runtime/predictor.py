@@ -167,7 +167,24 @@ def one_hot(slot: int, history: int, dtype: torch.dtype, device: torch.device) -
     """``[history]`` with 1 at ``slot``: how the kernels pick a row without indexing."""
     out = torch.zeros(history, dtype=dtype)
     out[slot] = 1
-    return out.to(device)
+    return from_host(out, device)
+
+
+def from_host(values: Tensor, device: torch.device) -> Tensor:
+    """Host ``values`` on ``device``, the copy queued on the stream rather than waited for: a
+    copy from pageable host memory to a GPU synchronises the stream, so the host would wait
+    for all the work it queued (the backward pass) before it could launch the next kernel."""
+    if device.type != "cuda":
+        return values.to(device)
+    return values.pin_memory().to(device, non_blocking=True)
+
+
+def write_from_host_(buffer: Tensor, values: Tensor) -> None:
+    """Copy host ``values`` into ``buffer`` (at its fixed address), queued as :func:`from_host`."""
+    if buffer.is_cuda:
+        buffer.copy_(values.pin_memory(), non_blocking=True)
+    else:
+        buffer.copy_(values)
 
 
 def predict_merge_capture_(
@@ -200,7 +217,7 @@ def predict_merge_capture_(
     )
     coefficients = coefficients.to(ring.device, torch.float32)
     s_coefficients = s_coefficients.to(ring.device, torch.float32)
-    horizon = torch.tensor(float(tau), device=ring.device)
+    horizon = from_host(torch.tensor(float(tau)), ring.device)
     update = _update_fused if ring.fused else _update_streamed
     parts: list[tuple[Sequence[int], Tensor]] = []  # accepted counts of these parameters ([k] int64)
     jumps: list[Tensor | None] = [None] * len(params)
@@ -245,7 +262,7 @@ def _update_fused(
     last, slot = ring.last_slot, ring.next_slot
     if kernels.compiled:
         last, slot = one_hot(last, h, torch.float32, device), one_hot(slot, h, torch.bool, device)
-    flag = torch.tensor(active, device=device) if kernels.compiled or not active else True
+    flag = from_host(torch.tensor(active), device) if kernels.compiled or not active else True
     return kernels.predict_(
         weights, ring.row_tensors(index), last, slot, coefficients, s_coefficients, horizon, flag, jump, followers,
     )
