@@ -20,7 +20,7 @@ from pdt_compile.runtime.schedule import Phase
 from .floor import copy_floors
 from .overhead import MODELS, mlp
 from .report import write_section
-from .steps import phase_step, train_step
+from .steps import CORE, force_phase, train_step
 
 
 def model_and_data(spec, batch: int, device: str = "cpu"):
@@ -85,34 +85,49 @@ def measure(name: str, spec, backend: str, repeats: int, batch: int, device: str
     plain_compile = time.perf_counter() - start
 
     model2, _, _ = model_and_data(spec, batch, device)
-    opt = pdt.PDT(make_opt(model2.parameters()), snap_every=10**9, history=5, burn_in=0)
+    opt = pdt.PDT(make_opt(model2.parameters()), snap_every=10**9, **CORE)
     pdt_step = pdt.compile(train_step(model2, x, y, opt), optimizer=opt, backend=backend, mode=mode)
     start = time.perf_counter()
     pdt_step()
     pdt_step()
     ordinary_compile = time.perf_counter() - start
-    boundary_step = lambda phase: phase_step(model2, x, y, opt, phase)
+
+    # Captures, then predictions, each at every step of the compiled training step.
+    model3, _, _ = model_and_data(spec, batch, device)
+    boundary_opt = pdt.PDT(make_opt(model3.parameters()), snap_every=1, **CORE)
+    boundary_step = pdt.compile(train_step(model3, x, y, boundary_opt), optimizer=boundary_opt, backend=backend, mode=mode)
+    boundary_step()  # the parameters' first step runs eagerly (pdt.compile)
+    force_phase(boundary_opt, Phase.CAPTURE)
     start = time.perf_counter()
-    for _ in range(opt.config.history):  # one capture graph per ring row
-        boundary_step(Phase.CAPTURE)()
+    for _ in range(boundary_opt.config.history):  # one capture graph per ring row
+        boundary_step()
     capture_compile = time.perf_counter() - start
-    plain, ordinary, capture = interleaved_ms([plain_step, pdt_step, boundary_step(Phase.CAPTURE)], repeats, device)
+    plain, ordinary, capture = interleaved_ms([plain_step, pdt_step, boundary_step], repeats, device)
+    force_phase(boundary_opt, Phase.PREDICT)
     start = time.perf_counter()
-    boundary_step(Phase.PREDICT)()
+    boundary_step()
     synchronize(device)
     predict_compile = time.perf_counter() - start
-    plain_again, predict = interleaved_ms([plain_step, boundary_step(Phase.PREDICT)], max(5, repeats // 3), device)
+    predictions = boundary_opt.stats.predictions
+    rounds = max(5, repeats // 3)
+    plain_again, predict = interleaved_ms([plain_step, boundary_step], rounds, device)
+    if boundary_opt.stats.predictions != predictions + rounds:
+        raise RuntimeError(f"compile_overhead: {boundary_opt.stats.predictions - predictions} of {rounds} timed steps predicted")
 
-    model3, _, _ = model_and_data(spec, batch, device)
-    eager_opt = pdt.PDT(make_opt(model3.parameters()), snap_every=1, history=5, burn_in=0)
-    eager_step = train_step(model3, x, y, eager_opt)
-    for _ in range(6):
+    model4, _, _ = model_and_data(spec, batch, device)
+    eager_opt = pdt.PDT(make_opt(model4.parameters()), snap_every=1, **CORE)
+    eager_step = train_step(model4, x, y, eager_opt)
+    eager_step()
+    force_phase(eager_opt, Phase.CAPTURE)
+    for _ in range(eager_opt.config.history):
         eager_step()
-    eager_plain_step = train_step(model3, x, y, eager_opt.optimizer)
-    eager_plain, eager_predict = interleaved_ms([eager_plain_step, eager_step], max(5, repeats // 3), device)
+    force_phase(eager_opt, Phase.PREDICT)
+    eager_step()
+    eager_plain_step = train_step(model4, x, y, eager_opt.optimizer)
+    eager_plain, eager_predict = interleaved_ms([eager_plain_step, eager_step], rounds, device)
 
     if inspect is not None:
-        inspect("compiled PDT prediction step", boundary_step(Phase.PREDICT))
+        inspect("compiled PDT prediction step", boundary_step)
         inspect("eager PDT prediction step", eager_step)
     floors = copy_floors(n, 2 * opt.config.history + 2, lambda fn: median_ms(fn, 4 * repeats, device), device)
     floor = floors["memory"]
@@ -164,7 +179,11 @@ def main() -> None:
               "over the floor of 2h+2 copies of all parameters from memory (2h+2 n-element copies between distinct buffers, one after the other; "
               "the cache-resident columns repeat one n-element copy instead, as runs before 2026-11-28 12:30 did: benchmarks/floor.py). PDT's compiled variants call the optimizer's undecorated step "
               "(no hook/profiler wrapper), which is why a ratio can sit just below 1",
-              "- eager PDT runs its default kernels (`kernels=\"auto\"`: Inductor-compiled at these sizes)"]
+              "- eager PDT runs its default kernels (`kernels=\"auto\"`: Inductor-compiled at these sizes)",
+              "- every PDT step runs through the training step itself (compiled: forward and backward compiled too), "
+              "PDT's phase forced at each step (`benchmarks.steps.force_phase`; before 2026-12-04 the compiled capture and "
+              "prediction steps ran an eager forward and backward), compiled and eager PDT alike with `benchmarks.steps.CORE`: "
+              "the prediction alone, no gradient check, moment filter or radial handling (before, the eager one ran them)"]
     body = "\n".join(lines)
     print(body)
     write_section(f"Compiled overhead (benchmarks/compile_overhead.py, {args.backend})", body)

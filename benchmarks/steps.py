@@ -23,15 +23,15 @@ def train_step(model: nn.Module, x, y, opt) -> Callable[[], object]:
     return run
 
 
-def phase_step(model: nn.Module, x, y, opt, phase: Phase) -> Callable[[], None]:
-    """One training step whose optimizer step runs the compiled ``phase`` variant directly
-    (``opt`` must be a PDT handed to ``pdt.compile``): times a boundary on demand."""
-    compiled = opt.compiled_step
+CORE = dict(history=5, burn_in=0, gradient_limit=None, moment_ratio=None, radial="keep")
+"""PDT's options for timing one kind of step: the prediction alone (DMD, mask, merge, capture),
+without the gradient check, the moment filter or radial handling, whose costs in training
+``benchmarks.interval_cost`` counts."""
 
-    def run() -> None:
-        torch.compiler.cudagraph_mark_step_begin()  # a step of its own under CUDA graphs (see pdt.compile)
-        nn.functional.cross_entropy(model(x), y).backward()
-        compiled(phase)
-        opt.zero_grad()
 
-    return run
+def force_phase(opt, phase: Phase) -> None:
+    """Make every step of ``opt`` (a PDT with ``snap_every=1``) run ``phase``, so that one kind of
+    step is timed through the user's own training step, compiled forward and backward included
+    (a benchmark's hook: it replaces the schedule's decision, nothing else)."""
+    opt.schedule.horizon = opt.config.tau
+    opt.schedule.next_phase = lambda *args, **kwargs: phase
