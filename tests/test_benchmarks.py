@@ -901,3 +901,24 @@ def test_the_saturation_probe_reads_what_the_optimizer_moved_since_the_newest_sn
         module.unsaturated_part = real
     assert len(shares) == probe.stats.predictions >= 3 and probe.stats.merges >= 1
     assert all(torch.allclose(share, torch.ones(6)) for share in shares)
+
+
+def test_a_forced_phase_runs_at_every_step_of_the_training_step():
+    # benchmarks.compile_overhead times one kind of PDT step through the user's training step.
+    import pdt_compile as pdt
+    from benchmarks.steps import CORE, force_phase, train_step
+    from pdt_compile.runtime.schedule import Phase
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=1e-2), snap_every=1, **CORE)
+    step = train_step(model, x, y, opt)
+    force_phase(opt, Phase.CAPTURE)
+    for _ in range(opt.config.history + 2):
+        step()
+    assert opt.ring.count == opt.config.history and opt.stats.predictions == 0
+    force_phase(opt, Phase.PREDICT)
+    for _ in range(4):
+        step()
+    assert opt.stats.predictions == 4
