@@ -95,7 +95,8 @@ def measure(name: str, spec, backend: str, repeats: int, batch: int, device: str
     # Captures, then predictions, each at every step of the compiled training step.
     model3, _, _ = model_and_data(spec, batch, device)
     boundary_opt = pdt.PDT(make_opt(model3.parameters()), snap_every=1, **CORE)
-    boundary_step = pdt.compile(train_step(model3, x, y, boundary_opt), optimizer=boundary_opt, backend=backend, mode=mode)
+    boundary_step = pdt.compile(train_step(model3, x, y, boundary_opt), optimizer=boundary_opt, backend=backend,
+                                mode=mode)
     boundary_step()  # the parameters' first step runs eagerly (pdt.compile)
     force_phase(boundary_opt, Phase.CAPTURE)
     start = time.perf_counter()
@@ -112,7 +113,8 @@ def measure(name: str, spec, backend: str, repeats: int, batch: int, device: str
     rounds = max(5, repeats // 3)
     plain_again, predict = interleaved_ms([plain_step, boundary_step], rounds, device)
     if boundary_opt.stats.predictions != predictions + rounds:
-        raise RuntimeError(f"compile_overhead: {boundary_opt.stats.predictions - predictions} of {rounds} timed steps predicted")
+        done = boundary_opt.stats.predictions - predictions
+        raise RuntimeError(f"compile_overhead: {done} of {rounds} timed steps predicted")
 
     model4, _, _ = model_and_data(spec, batch, device)
     eager_opt = pdt.PDT(make_opt(model4.parameters()), snap_every=1, **CORE)

@@ -182,7 +182,6 @@ class CompiledOptimizerStep:
         # Counts stay on the device: PDT reads them when it must (see PDT.defers_host_reads).
         return Prediction(list(active), [j if a else None for j, a in zip(jumps, active)], pending=counts)
 
-
     def creates_state(self) -> bool:
         """Whether this step is some parameter's first (one with a gradient that no eager step
         has updated yet): optimizers create their state then. Once every parameter has had its

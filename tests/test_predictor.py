@@ -111,17 +111,17 @@ def test_default_eager_ring_packs_small_parameters_and_checkpoints_through_them(
     assert torch.equal(other.ring.packs[0].rows[1], opt.ring.packs[0].rows[1])
 
 
-def test_device_constants_are_made_once_per_key_and_hold_their_values():
+def test_device_constants_are_made_once_per_argument_and_hold_their_values():
     # A prediction's one-hot rows and flags were a host-to-device copy per parameter.
-    from pdt_compile.runtime.predictor import device_constant, one_hot, write_from_host_
+    from pdt_compile.runtime.predictor import device_flag, device_one_hot, one_hot, write_from_host_
 
     cpu = torch.device("cpu")
-    row = device_constant(("one hot", 2, 5, torch.float32), cpu)
-    assert row is device_constant(("one hot", 2, 5, torch.float32), cpu)
+    row = device_one_hot(2, 5, torch.float32, cpu)
+    assert row is device_one_hot(2, 5, torch.float32, cpu)
     assert torch.equal(row, one_hot(2, 5, torch.float32, cpu)) and row.dtype == torch.float32
-    assert device_constant(("one hot", 2, 5, torch.bool), cpu).dtype == torch.bool
-    flag = device_constant(("flag", False), cpu)
-    assert flag is device_constant(("flag", False), cpu) and not bool(flag)
+    assert device_one_hot(2, 5, torch.bool, cpu).dtype == torch.bool
+    flag = device_flag(False, cpu)
+    assert flag is device_flag(False, cpu) and not bool(flag)
     buffer = torch.zeros(3, dtype=torch.int64)
     write_from_host_(buffer, torch.tensor([4, 5, 6]))
     assert buffer.tolist() == [4, 5, 6]

@@ -170,19 +170,17 @@ def one_hot(slot: int, history: int, dtype: torch.dtype, device: torch.device) -
     return from_host(out, device)
 
 
-_DEVICE_CONSTANTS: dict[tuple, Tensor] = {}
+@functools.lru_cache(maxsize=None)
+def device_one_hot(slot: int, history: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """:func:`one_hot`, made once per arguments (the kernels only read it): made afresh for
+    every parameter of every prediction, each was a host-to-device copy."""
+    return one_hot(slot, history, dtype, device)
 
 
-def device_constant(key: tuple, device: torch.device) -> Tensor:
-    """A small read-only tensor the kernels take, made once per ``key`` and device:
-    ``("one hot", slot, history, dtype)`` (:func:`one_hot`) or ``("flag", bool)``. Made afresh
-    for every parameter of every prediction, each was a host-to-device copy."""
-    full = (*key, device)
-    tensor = _DEVICE_CONSTANTS.get(full)
-    if tensor is None:
-        tensor = one_hot(key[1], key[2], key[3], device) if key[0] == "one hot" else from_host(torch.tensor(key[1]), device)
-        _DEVICE_CONSTANTS[full] = tensor
-    return tensor
+@functools.lru_cache(maxsize=None)
+def device_flag(value: bool, device: torch.device) -> Tensor:
+    """A boolean scalar on ``device``, made once per value (as :func:`device_one_hot`)."""
+    return from_host(torch.tensor(value), device)
 
 
 def from_host(values: Tensor, device: torch.device) -> Tensor:
@@ -276,9 +274,8 @@ def _update_fused(
     h, device = ring.history, ring.device
     last, slot = ring.last_slot, ring.next_slot
     if kernels.compiled:
-        last = device_constant(("one hot", last, h, torch.float32), device)
-        slot = device_constant(("one hot", slot, h, torch.bool), device)
-    flag = device_constant(("flag", active), device) if kernels.compiled or not active else True
+        last, slot = device_one_hot(last, h, torch.float32, device), device_one_hot(slot, h, torch.bool, device)
+    flag = device_flag(active, device) if kernels.compiled or not active else True
     return kernels.predict_(
         weights, ring.row_tensors(index), last, slot, coefficients, s_coefficients, horizon, flag, jump, followers,
     )
