@@ -185,7 +185,8 @@ class CompiledOptimizerStep:
     def creates_state(self) -> bool:
         """Whether this step is some parameter's first (one with a gradient that no eager step
         has updated yet): optimizers create their state then. Once every parameter has had its
-        first step this is not checked again until a parameter group is added."""
+        first step this is not checked again until a parameter group is added; while some
+        parameter has never had a gradient (frozen), each step looks at every parameter's."""
         groups = self.optimizer.optimizer.param_groups
         count = sum(len(group["params"]) for group in groups)
         if count == self.stepped_all:
