@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import inspect
 import types
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -122,13 +123,21 @@ class CompiledOptimizerStep:
     created inside a CUDA-graph-captured step lives in that graph's memory pool, and the next
     graph run overwrites it (SGD's momentum buffer under ``mode="reduce-overhead"`` did, on an
     H200); eagerly it is an ordinary allocation, and a graph that runs once is not compiled.
+
+    A fused optimizer (``fused=True``: one kernel per step already) is not traced: torch keeps
+    Dynamo out of it on purpose (``torch.compiler.disable``), so its step and PDT's boundary
+    work run eagerly, as in :class:`~pdt_compile.PDT`, while the user's forward and backward stay
+    compiled. A boundary variant that Dynamo falls back to eager for anyway (a recompile limit,
+    an untraceable step) is run the same way from then on, with a warning.
     """
 
     def __init__(self, optimizer: PDT, backend: str, mode: str | None) -> None:
         self.optimizer = optimizer
-        self.fused = optimizer.ring.fused and not optimizer.has_followers
-        self.runtime = GraphRuntime(optimizer) if self.fused else None
         inner = optimizer.optimizer
+        self.traced = not uses_fused_kernels(inner)
+        """Whether the optimizer step runs in compiled graphs (not for fused optimizers)."""
+        self.fused = optimizer.ring.fused and not optimizer.has_followers and self.traced
+        self.runtime = GraphRuntime(optimizer) if self.fused else None
         self.hyperparameters = TensorHyperparameters(inner)
         self.stepped: set[int] = set()  # ids of the parameters that have had their first (eager) step
         self.stepped_all = -1  # the parameter count when every parameter had had it
@@ -139,7 +148,7 @@ class CompiledOptimizerStep:
             with torch.no_grad():
                 raw_step(inner)
 
-        keys: list[tuple[Phase, int]] = [(Phase.ORDINARY, 0)]
+        keys: list[tuple[Phase, int]] = [(Phase.ORDINARY, 0)] if self.traced else []
         if self.fused:
             keys += [(Phase.CAPTURE, slot) for slot in range(optimizer.ring.history)] + [(Phase.PREDICT, 0)]
         self.graphs: dict[str, list[fx.GraphModule]] = {phase.name.lower(): [] for phase in Phase}
@@ -156,7 +165,7 @@ class CompiledOptimizerStep:
     def __call__(self, phase: Phase) -> Prediction | None:
         optimizer, ring = self.optimizer, self.optimizer.ring
         ring.before_update_()
-        if self.hyperparameters.has_zero_lr() or self.creates_state():
+        if not self.traced or self.hyperparameters.has_zero_lr() or self.creates_state():
             optimizer.optimizer.step()  # eager: see the class docstring
             return optimizer._run_boundary(phase)
         key = (phase, ring.next_slot if phase == Phase.CAPTURE else 0) if self.fused else (Phase.ORDINARY, 0)
@@ -169,10 +178,14 @@ class CompiledOptimizerStep:
         if phase == Phase.ORDINARY:
             return None
         if not self.backends[key].compiled:
-            raise RuntimeError(
-                f"pdt.compile: the {phase.name.lower()} optimizer step ran without being compiled "
-                "(Dynamo fell back to eager, e.g. recompile limit reached); PDT's boundary work did not run"
+            warnings.warn(
+                f"pdt.compile: the {phase.name.lower()} optimizer step ran without being compiled (Dynamo fell "
+                "back to eager: a recompile limit, or a step it cannot trace); from now on the optimizer step "
+                "and PDT's boundary work run eagerly, as in pdt.PDT. TORCH_LOGS=recompiles,graph_breaks says why",
+                stacklevel=2,
             )
+            self.traced = False
+            return optimizer._run_boundary(phase)
         ring.advance_()
         if phase == Phase.CAPTURE:
             return None
@@ -196,6 +209,11 @@ class CompiledOptimizerStep:
         if len(self.stepped) == count:
             self.stepped_all = count
         return bool(new)
+
+
+def uses_fused_kernels(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether some param group of ``optimizer`` asks for torch's fused update (``fused=True``)."""
+    return any(group.get("fused") for group in optimizer.param_groups)
 
 
 def _variant_name(phase: Phase, slot: int) -> str:

@@ -204,6 +204,84 @@ def test_a_parameters_first_step_runs_eagerly_so_no_graph_creates_optimizer_stat
     assert not compiled.creates_state() and compiled.stepped_all == len(list(model.parameters()))
 
 
+def test_a_fused_optimizer_steps_eagerly_inside_a_compiled_training_step():
+    """torch keeps Dynamo out of fused optimizers (torch.compiler.disable): pdt.compile runs
+    their step and PDT's boundary work eagerly, compiles the rest of the training step, follows
+    the eager PDT on the same fused optimizer, and does not recompile under a float LR schedule."""
+    make_opt = lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.01, fused=True)  # noqa: E731
+    data = batches(40, size=8)
+    eager_model = make_mlp()
+    eager = pdt.PDT(make_opt(eager_model.parameters()), decay_window=None, **CONFIG)
+    eager_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(eager, T_max=200)
+    model = make_mlp()
+    opt = pdt.PDT(make_opt(model.parameters()), decay_window=None, **CONFIG)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=200)
+
+    def fused_train_step(x, y):  # a code object of its own: Dynamo's cache limit is per code object
+        loss = loss_of(model, x, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return loss
+
+    torch._dynamo.utils.counters.clear()
+    train_step = pdt.compile(fused_train_step, optimizer=opt, backend="aot_eager")
+    assert not train_step.compiled_optimizer_step.traced
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for index, (x, y) in enumerate(data):
+            train(eager_model, eager, [(x, y)], scheduler=eager_scheduler)
+            if index == 20:
+                torch.compiler.set_stance("fail_on_recompile")
+            try:
+                train_step(x, y)
+            finally:
+                torch.compiler.set_stance("default")
+            scheduler.step()
+    assert not [w for w in caught if "pdt.compile" in str(w.message)]  # the fused step is never traced
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # forward and backward compiled
+    assert all(graphs == [] for graphs in train_step.pdt_graphs.values())
+    assert opt.stats.predictions == eager.stats.predictions >= 8
+    assert opt.stats.merges == eager.stats.merges >= 1
+    for a, b in zip(eager_model.parameters(), model.parameters()):
+        assert (a - b).abs().max().item() <= 1e-5
+
+
+@torch.compiler.disable
+def _opaque_update(p, lr):
+    p.add_(p.grad, alpha=-lr)
+
+
+class _UntraceableSGD(torch.optim.SGD):
+    """Plain SGD whose update Dynamo cannot trace (a disabled call inside a loop)."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    _opaque_update(p, group["lr"])
+
+
+def test_a_step_dynamo_falls_back_on_runs_eagerly_with_a_warning():
+    data = batches(30, size=8)
+    eager_model = make_mlp()
+    eager = pdt.PDT(_UntraceableSGD(eager_model.parameters(), lr=0.05), **CONFIG)
+    train(eager_model, eager, data)
+    model = make_mlp()
+    opt = pdt.PDT(_UntraceableSGD(model.parameters(), lr=0.05), **CONFIG)
+    train_step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager")
+    with pytest.warns(UserWarning, match="capture optimizer step ran without being compiled") as caught:
+        for x, y in data:
+            train_step(x, y)
+    assert len([w for w in caught if "without being compiled" in str(w.message)]) == 1
+    assert not train_step.compiled_optimizer_step.traced
+    assert opt.stats.predictions == eager.stats.predictions >= 5
+    assert opt.stats.merges == eager.stats.merges >= 1
+    for a, b in zip(eager_model.parameters(), model.parameters()):
+        assert (a - b).abs().max().item() <= 1e-6
+
+
 def test_compile_rejects_plain_optimizers():
     model = make_mlp()
     with pytest.raises(TypeError, match="expected a pdt.PDT"):
