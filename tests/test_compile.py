@@ -12,7 +12,7 @@ import pdt_compile as pdt
 from pdt_compile.passes.analysis import find_parameter_writes
 from pdt_compile.passes.predict import solve_on_device
 
-from conftest import batches, loss_of, make_mlp, step_function, train
+from conftest import batches, loss_of, make_mlp, save_and_load, step_function, train
 
 CONFIG = dict(snap_every=3, history=4, burn_in=4, tau=3, rule="reference")
 OPTIMIZERS = {
@@ -581,3 +581,40 @@ def test_the_predict_graph_solves_on_the_device_only_for_the_default_dmd_and_sho
     assert solves_on_device(config.replace(history=DEVICE_SOLVE_MAX_HISTORY), 0)
     assert not solves_on_device(config.replace(history=DEVICE_SOLVE_MAX_HISTORY + 1), 0)
     assert not solves_on_device(config.replace(rank="gavish_donoho"), 0)
+
+
+def _compiled_trajectory(stop_at: int | None, total: int = 30):
+    """``total`` compiled steps of SGD-momentum (bit-equal compiled and eager); if ``stop_at``,
+    checkpoint there and resume in fresh objects under a fresh ``pdt.compile``."""
+    data = batches(total, size=8)
+    make = lambda m: pdt.PDT(OPTIMIZERS["sgd_momentum"](m.parameters()), **CONFIG)  # noqa: E731
+    model = make_mlp()
+    opt = make(model)
+    step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager")
+    for x, y in data[: stop_at or total]:
+        step(x, y)
+    if stop_at is None:
+        return model, opt
+    assert opt._pending is not None  # the last prediction's counts are still on the device
+    checkpoint = save_and_load({"model": model.state_dict(), "opt": opt.state_dict()})
+    resumed = make_mlp(seed=5)
+    resumed.load_state_dict(checkpoint["model"])
+    opt2 = make(resumed)
+    opt2.load_state_dict(checkpoint["opt"])
+    step2 = pdt.compile(step_function(resumed, opt2), optimizer=opt2, backend="aot_eager")
+    for x, y in data[stop_at:]:
+        step2(x, y)
+    return resumed, opt2
+
+
+@pytest.mark.parametrize("stop_at", [21, 22])  # at a merge whose counts the device still holds, right after
+def test_a_compiled_run_resumes_from_a_checkpoint_exactly(stop_at):
+    reference, ref_opt = _compiled_trajectory(None)
+    assert 21 in [step for step, ratio in ref_opt.stats.mask_ratio_history if ratio > 0]
+    model, opt = _compiled_trajectory(stop_at)
+    for a, b in zip(reference.parameters(), model.parameters()):
+        assert torch.equal(a, b)
+    timing = lambda stats: {k: v for k, v in stats.as_dict().items() if k != "prediction_seconds"}  # noqa: E731
+    assert timing(opt.stats) == timing(ref_opt.stats)
+    assert opt.schedule.state_dict() == ref_opt.schedule.state_dict()
+    assert torch.equal(opt.ring.flat(), ref_opt.ring.flat())
