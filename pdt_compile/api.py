@@ -133,6 +133,17 @@ class CompiledOptimizerStep:
 
     def __init__(self, optimizer: PDT, backend: str, mode: str | None) -> None:
         self.optimizer = optimizer
+        self.backend, self.mode = backend, mode
+        self.graphs: dict[str, list[fx.GraphModule]] = {phase.name.lower(): [] for phase in Phase}
+        """The rewritten optimizer-step graphs of each phase (print them to see PDT's nodes)."""
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        """Build the variants for the optimizer's current parameters (again, after
+        ``PDT.add_param_group``): new code objects, so Dynamo compiles them afresh; the old
+        graphs are dropped from :attr:`graphs`."""
+        optimizer = self.optimizer
+        backend, mode = self.backend, self.mode
         inner = optimizer.optimizer
         self.traced = not uses_fused_kernels(inner)
         """Whether the optimizer step runs in compiled graphs (not for fused optimizers)."""
@@ -151,8 +162,8 @@ class CompiledOptimizerStep:
         keys: list[tuple[Phase, int]] = [(Phase.ORDINARY, 0)] if self.traced else []
         if self.fused:
             keys += [(Phase.CAPTURE, slot) for slot in range(optimizer.ring.history)] + [(Phase.PREDICT, 0)]
-        self.graphs: dict[str, list[fx.GraphModule]] = {phase.name.lower(): [] for phase in Phase}
-        """The rewritten optimizer-step graphs of each phase (print them to see PDT's nodes)."""
+        for graphs in self.graphs.values():
+            graphs.clear()
         self.backends = {
             key: PDTBackend(key[0], self.runtime, backend, mode, slot=key[1], graphs=self.graphs[key[0].name.lower()])
             for key in keys

@@ -190,16 +190,21 @@ class PDT(Optimizer):
         return f"PDT({self.optimizer!r}, {self.config})"
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group to the wrapped optimizer. PDT's ring is rebuilt: burn-in restarts."""
-        if getattr(self, "compiled_step", None) is not None:
-            raise RuntimeError(
-                "PDT.add_param_group: not supported after pdt.compile (the compiled graphs hold the "
-                "old parameter list); add the group before compiling"
-            )
+        """Add a group to the wrapped optimizer (progressive unfreezing). PDT's ring is rebuilt
+        and burn-in restarts; the last merge can no longer be undone; tensors registered with
+        :meth:`move_with_merges` keep following their parameters; under ``pdt.compile`` the
+        optimizer-step graphs are compiled again for the new parameter list."""
         self.optimizer.add_param_group(param_group)
-        if hasattr(self, "_ring"):
-            self._ring = self._build_ring()
-            self.schedule.boundaries_since_reset = 0
+        if not hasattr(self, "_ring"):
+            return
+        self._resolve_pending()  # its counts are per parameter of the old ring
+        moved = {id(p): tensors for p, tensors in zip(self._ring.params, self._moved_with_merges)}
+        self._ring = self._build_ring()
+        self._moved_with_merges = [moved.get(id(p), []) for p in self._ring.params]
+        self._jumps = None
+        self.schedule.boundaries_since_reset = 0
+        if self.compiled_step is not None:
+            self.compiled_step.rebuild()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)

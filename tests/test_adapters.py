@@ -76,6 +76,26 @@ def test_a_merge_moves_the_optimizers_weight_space_state_by_the_same_jump(name):
     assert_followers_moved_by_the_jump(records)
 
 
+@pytest.mark.parametrize("name", ["lookahead", "sgd_schedule_free_reference"])
+def test_a_param_group_added_mid_run_has_its_state_moved_by_merges_too(name):
+    """add_param_group (progressive unfreezing) rebuilds the ring: the new parameters' own
+    weight-space state and an average registered for the old ones follow their jumps."""
+    model = make_mlp()
+    make_opt, keys = STACKED[name]
+    opt = pdt.PDT(make_opt(model[0].parameters()), averages="move", **CONFIG)
+    opt.train()
+    average = [p.detach().clone() for p in model[0].parameters()]
+    opt.move_with_merges(average)
+    train(model, opt, batches(20))
+    opt.add_param_group({"params": list(model[2].parameters())})
+    records = spy_on_predictions(opt)
+    train(model, opt, batches(45, seed=3))
+    assert opt.stats.merges >= 2 and len(opt.tracked()) == 4
+    assert [len(fs) for fs in opt.followers()] == [len(keys) + 1] * 2 + [len(keys)] * 2
+    assert opt.followers()[0][-1] is average[0] and opt.followers()[1][-1] is average[1]
+    assert_followers_moved_by_the_jump(records)
+
+
 def test_schedule_free_train_and_eval_go_through_the_wrapper():
     model, opt, _ = make("sgd_schedule_free")
     train(model, opt, batches(20))

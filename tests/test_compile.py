@@ -282,6 +282,41 @@ def test_a_step_dynamo_falls_back_on_runs_eagerly_with_a_warning():
         assert (a - b).abs().max().item() <= 1e-6
 
 
+def test_a_param_group_added_after_compiling_recompiles_the_optimizer_step_and_follows_eager():
+    """Progressive unfreezing under pdt.compile: the last layer joins the optimizer at step 20
+    (SGD-momentum foreach: bit-equal compiled and eager, so any difference is PDT's)."""
+    data = batches(60, size=8)
+
+    def run(compiled):
+        model = make_mlp()
+        head = list(model[2].parameters())
+        for p in head:
+            p.requires_grad_(False)
+        opt = pdt.PDT(torch.optim.SGD(model[0].parameters(), lr=0.05, momentum=0.9, foreach=True), **CONFIG)
+        step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager") if compiled else None
+        for index, (x, y) in enumerate(data):
+            if index == 20:
+                for p in head:
+                    p.requires_grad_(True)
+                opt.add_param_group({"params": head, "lr": 0.02})
+            if compiled:
+                step(x, y)
+            else:
+                train(model, opt, [(x, y)])
+        return model, opt, step
+
+    eager_model, eager, _ = run(False)
+    model, opt, step = run(True)
+    assert len(opt.ring.params) == 4 and opt.stats.predictions == eager.stats.predictions >= 5
+    assert opt.stats.merges == eager.stats.merges >= 1
+    assert len(step.pdt_graphs["predict"]) >= 1  # compiled again for the four parameters
+    assert all(len(list(gm.graph.find_nodes(op="placeholder"))) >= 4 for gm in step.pdt_graphs["predict"])
+    assert [r for _, r in opt.stats.mask_ratio_history] == pytest.approx([r for _, r in eager.stats.mask_ratio_history], abs=1e-6)
+    for a, b in zip(eager_model.parameters(), model.parameters()):
+        assert (a - b).abs().max().item() <= 1e-5
+    assert torch.allclose(opt.ring.flat(), eager.ring.flat(), atol=1e-5)
+
+
 def test_compile_rejects_plain_optimizers():
     model = make_mlp()
     with pytest.raises(TypeError, match="expected a pdt.PDT"):
