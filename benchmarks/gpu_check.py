@@ -5,7 +5,8 @@
 1. compiled overhead on CUDA (``benchmarks.compile_overhead.measure``, ~20M-parameter MLP,
    AdamW with a tensor learning rate, ``capturable=True``): the plain compiled step, compiled
    PDT's ordinary / capture / prediction steps and eager PDT's, against the bandwidth floor
-   (2h+2 copies), each prediction's kernels profiled into the log;
+   (2h+2 copies), each prediction's kernels profiled into the log; then the same with
+   ``AdamW(fused=True)`` (part ``fused``: the optimizer step and PDT's boundary work eager);
 2. host offload (``ring_location="host"``): device bytes the ring allocates, and the eager
    capture and prediction costs, against the device ring;
 3. eager prediction kernels: Triton-compiled (``kernels="inductor"``) and plain torch, against
@@ -42,14 +43,14 @@ from torch import nn
 import pdt_compile as pdt
 from pdt_compile.runtime.schedule import Phase
 
-from .compile_overhead import measure, median_ms
+from .compile_overhead import fused_adamw, measure, median_ms
 from .floor import copy_floors
 from .overhead import mlp
 from .report import RESULTS, write_section
 from .steps import train_step
 
 TITLE = "GPU (benchmarks/gpu_check.py)"
-PARTS = ("overhead", "offload", "kernels", "tests", "ttb", "reduce-overhead")
+PARTS = ("overhead", "fused", "offload", "kernels", "tests", "ttb", "reduce-overhead")
 
 
 def prepared(opt: pdt.PDT, model: nn.Module, x, y) -> None:
@@ -210,14 +211,16 @@ def main() -> None:
         if args.copy_to:
             shutil.copy(RESULTS, args.copy_to)
 
-    def compiled_overhead(mode: str | None) -> list[str]:
-        table, f = measure(name, spec, "inductor", args.repeats, args.batch, device, mode, capturable_adamw,
-                           inspect=lambda label, step: profile(f"{label}, mode {mode or 'default'}", step))
+    def compiled_overhead(mode: str | None, make_opt: Callable = capturable_adamw, profiled: bool = True) -> list[str]:
+        inspect = (lambda label, step: profile(f"{label}, mode {mode or 'default'}", step)) if profiled else None
+        table, f = measure(name, spec, "inductor", args.repeats, args.batch, device, mode, make_opt, inspect=inspect)
         return table + ["", f"ordinary / plain {f['ordinary']:.3f}; capture / plain {f['capture']:.3f}; "
                             f"compiled prediction / floor **{f['compiled_prediction']:.2f}**; eager prediction / floor "
                             f"**{f['eager_prediction']:.2f}**; compiled / eager prediction step **{f['compiled_vs_eager']:.2f}**"]
 
     run_part("overhead", "Compiled overhead, mode default", lambda: compiled_overhead(None))
+    run_part("fused", "Compiled overhead, fused AdamW (its step and PDT's boundary work eager), mode default",
+             lambda: compiled_overhead(None, fused_adamw, profiled=False))
     x, y = torch.randn(args.batch, 1024, device=device), torch.randint(0, 10, (args.batch,), device=device)
     run_part("offload", "Host offload (eager, AdamW)", lambda: offload_rows(model, x, y, device, args.repeats))
     run_part("kernels", "Eager prediction kernels (SGD)", lambda: kernel_rows(model, x, y, device, floor))

@@ -21,9 +21,13 @@ def test_host_solve_is_kept_out_of_cuda_graph_capture():
     assert solve_coefficients_op is not None
 
 
-def _train(mode: str | None, compiled: bool, device: str = "cuda"):
+def _sgd_momentum(params):
+    return torch.optim.SGD(params, lr=0.05, momentum=0.9, foreach=True)
+
+
+def _train(mode: str | None, compiled: bool, device: str = "cuda", make_opt=_sgd_momentum):
     model = make_mlp().to(device)
-    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, foreach=True), **CONFIG)
+    opt = pdt.PDT(make_opt(model.parameters()), **CONFIG)
     step = step_function(model, opt)
     if compiled:
         step = pdt.compile(step, optimizer=opt, backend="inductor", mode=mode)
@@ -38,6 +42,19 @@ def _train(mode: str | None, compiled: bool, device: str = "cuda"):
 def test_compiled_cuda_step_equals_eager(mode):
     eager_model, eager = _train(None, compiled=False)
     model, opt = _train(mode, compiled=True)
+    assert opt.stats.merges == eager.stats.merges >= 1
+    for a, b in zip(eager_model.parameters(), model.parameters()):
+        assert torch.allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("mode", [None, "reduce-overhead"])
+def test_a_fused_cuda_optimizer_steps_eagerly_and_follows_eager_pdt(mode):
+    fused_adamw = lambda p: torch.optim.AdamW(p, lr=0.01, fused=True)  # noqa: E731
+    eager_model, eager = _train(None, compiled=False, make_opt=fused_adamw)
+    model, opt = _train(mode, compiled=True, make_opt=fused_adamw)
+    assert not opt.compiled_step.traced
     assert opt.stats.merges == eager.stats.merges >= 1
     for a, b in zip(eager_model.parameters(), model.parameters()):
         assert torch.allclose(a, b, atol=1e-4)
