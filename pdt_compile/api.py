@@ -125,10 +125,12 @@ class CompiledOptimizerStep:
     H200); eagerly it is an ordinary allocation, and a graph that runs once is not compiled.
 
     A fused optimizer (``fused=True``: one kernel per step already) is not traced: torch keeps
-    Dynamo out of it on purpose (``torch.compiler.disable``), so its step and PDT's boundary
-    work run eagerly, as in :class:`~pdt_compile.PDT`, while the user's forward and backward stay
-    compiled. A boundary variant that Dynamo falls back to eager for anyway (a recompile limit,
-    an untraceable step) is run the same way from then on, with a warning.
+    Dynamo out of it on purpose (``torch.compiler.disable``), so its step runs eagerly and the
+    capture and prediction run in graphs of their own, compiled from a stand-in step that
+    rewrites every tracked parameter unchanged (:class:`ParameterTouch`) so that the same passes
+    find the writes to follow. An optimizer step that Dynamo falls back to eager for anyway (a
+    recompile limit, an untraceable step) is run the same way from then on, and where even the
+    stand-in falls back, the boundary work runs through the eager path's code; each with a warning.
     """
 
     def __init__(self, optimizer: PDT, backend: str, mode: str | None) -> None:
@@ -143,59 +145,72 @@ class CompiledOptimizerStep:
         ``PDT.add_param_group``): new code objects, so Dynamo compiles them afresh; the old
         graphs are dropped from :attr:`graphs`."""
         optimizer = self.optimizer
-        backend, mode = self.backend, self.mode
         inner = optimizer.optimizer
         self.traced = not uses_fused_kernels(inner)
         """Whether the optimizer step runs in compiled graphs (not for fused optimizers)."""
-        self.fused = optimizer.ring.fused and not optimizer.has_followers and self.traced
+        self.fused = optimizer.ring.fused and not optimizer.has_followers
+        """Whether the boundary work runs in compiled graphs (the float32 device ring, no followers)."""
         self.runtime = GraphRuntime(optimizer) if self.fused else None
         self.hyperparameters = TensorHyperparameters(inner)
         self.stepped: set[int] = set()  # ids of the parameters that have had their first (eager) step
         self.stepped_all = -1  # the parameter count when every parameter had had it
-        # The undecorated step: its decorator graph-breaks around the body on purpose.
-        raw_step = inspect.unwrap(type(inner).step)
+        for graphs in self.graphs.values():
+            graphs.clear()
+        self.backends: dict[tuple[Phase, int], PDTBackend] = {}
+        self.variants: dict[tuple[Phase, int], Callable[[], None]] = {}
+        if self.traced:
+            self._build_variants(inner, ordinary=True)
+        elif self.fused:
+            self._build_variants(ParameterTouch(self.runtime.params), ordinary=False)
+
+    def _build_variants(self, stepped: torch.optim.Optimizer, ordinary: bool) -> None:
+        """Compiled variants of ``stepped``'s undecorated step (its decorator graph-breaks
+        around the body on purpose): the boundary ones on the float32 device ring, the ordinary
+        one when ``ordinary``."""
+        raw_step = inspect.unwrap(type(stepped).step)
 
         def optimizer_step() -> None:
             with torch.no_grad():
-                raw_step(inner)
+                raw_step(stepped)
 
-        keys: list[tuple[Phase, int]] = [(Phase.ORDINARY, 0)] if self.traced else []
+        keys: list[tuple[Phase, int]] = [(Phase.ORDINARY, 0)] if ordinary else []
         if self.fused:
-            keys += [(Phase.CAPTURE, slot) for slot in range(optimizer.ring.history)] + [(Phase.PREDICT, 0)]
-        for graphs in self.graphs.values():
+            keys += [(Phase.CAPTURE, slot) for slot in range(self.optimizer.ring.history)] + [(Phase.PREDICT, 0)]
+        for key in keys:
+            self.backends[key] = PDTBackend(key[0], self.runtime, self.backend, self.mode, slot=key[1],
+                                            graphs=self.graphs[key[0].name.lower()])
+            self.variants[key] = torch.compile(_own_code(optimizer_step, _variant_name(*key)), backend=self.backends[key])
+
+    def _trace_boundaries_only(self) -> None:
+        """From now on the optimizer steps eagerly and the boundaries run in graphs compiled
+        from :class:`ParameterTouch` (see the class docstring)."""
+        self.traced = False
+        for graphs in (self.graphs["capture"], self.graphs["predict"]):
             graphs.clear()
-        self.backends = {
-            key: PDTBackend(key[0], self.runtime, backend, mode, slot=key[1], graphs=self.graphs[key[0].name.lower()])
-            for key in keys
-        }
-        self.variants = {
-            key: torch.compile(_own_code(optimizer_step, _variant_name(*key)), backend=self.backends[key])
-            for key in keys
-        }
+        self._build_variants(ParameterTouch(self.runtime.params), ordinary=False)
 
     def __call__(self, phase: Phase) -> Prediction | None:
         optimizer, ring = self.optimizer, self.optimizer.ring
         ring.before_update_()
-        if not self.traced or self.hyperparameters.has_zero_lr() or self.creates_state():
+        traced = self.traced and not (self.hyperparameters.has_zero_lr() or self.creates_state())
+        if not traced:
             optimizer.optimizer.step()  # eager: see the class docstring
-            return optimizer._run_boundary(phase)
+            if self.traced or not self.fused or phase == Phase.ORDINARY:
+                return optimizer._run_boundary(phase)
         key = (phase, ring.next_slot if phase == Phase.CAPTURE else 0) if self.fused else (Phase.ORDINARY, 0)
         if phase == Phase.PREDICT and self.fused:
             self.runtime.prepare_prediction()
-        with self.hyperparameters:
-            self.variants[key]()
+        if traced:
+            with self.hyperparameters:
+                self.variants[key]()
+        else:
+            self.variants[key]()  # the boundary alone, after the eager step
         if not self.fused:
             return optimizer._run_boundary(phase)
         if phase == Phase.ORDINARY:
             return None
         if not self.backends[key].compiled:
-            warnings.warn(
-                f"pdt.compile: the {phase.name.lower()} optimizer step ran without being compiled (Dynamo fell "
-                "back to eager: a recompile limit, or a step it cannot trace); from now on the optimizer step "
-                "and PDT's boundary work run eagerly, as in pdt.PDT. TORCH_LOGS=recompiles,graph_breaks says why",
-                stacklevel=2,
-            )
-            self.traced = False
+            self._fell_back(phase, traced)
             return optimizer._run_boundary(phase)
         ring.advance_()
         if phase == Phase.CAPTURE:
@@ -205,6 +220,23 @@ class CompiledOptimizerStep:
         jumps = self.runtime.jumps or [None] * len(active)
         # Counts stay on the device: PDT reads them when it must (see PDT.defers_host_reads).
         return Prediction(list(active), [j if a else None for j, a in zip(jumps, active)], pending=counts)
+
+    def _fell_back(self, phase: Phase, traced: bool) -> None:
+        """Dynamo ran a boundary variant eagerly (a recompile limit, a step it cannot trace):
+        step eagerly from now on, with compiled boundaries, or, where those fell back too, the
+        eager path's boundary work."""
+        if traced:
+            self._trace_boundaries_only()
+            then = "the optimizer steps eagerly and PDT's boundaries run in graphs of their own"
+        else:
+            self.fused = False
+            then = "PDT's boundary work runs eagerly, as in pdt.PDT"
+        warnings.warn(
+            f"pdt.compile: the {phase.name.lower()} {'optimizer step' if traced else 'boundary'} ran without being "
+            f"compiled (Dynamo fell back to eager: a recompile limit, or a step it cannot trace); from now on {then}, "
+            "with the same results. TORCH_LOGS=recompiles,graph_breaks says why",
+            stacklevel=3,
+        )
 
     def creates_state(self) -> bool:
         """Whether this step is some parameter's first (one with a gradient that no eager step
@@ -220,6 +252,20 @@ class CompiledOptimizerStep:
         if len(self.stepped) == count:
             self.stepped_all = count
         return bool(new)
+
+
+class ParameterTouch(torch.optim.Optimizer):
+    """A stand-in optimizer whose step rewrites every parameter unchanged (times 1). Compiled in
+    place of an optimizer step Dynamo does not trace, it gives PDT's passes the parameter
+    writes they insert the capture and the prediction after (Dynamo lifts an optimizer's
+    parameters as graph attributes, which the passes look for)."""
+
+    def __init__(self, params: list[Tensor]) -> None:
+        super().__init__(params, {})
+
+    def step(self, closure: Callable[[], Any] | None = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            torch._foreach_mul_(group["params"], 1.0)
 
 
 def uses_fused_kernels(optimizer: torch.optim.Optimizer) -> bool:

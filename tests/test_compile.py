@@ -206,8 +206,9 @@ def test_a_parameters_first_step_runs_eagerly_so_no_graph_creates_optimizer_stat
 
 def test_a_fused_optimizer_steps_eagerly_inside_a_compiled_training_step():
     """torch keeps Dynamo out of fused optimizers (torch.compiler.disable): pdt.compile runs
-    their step and PDT's boundary work eagerly, compiles the rest of the training step, follows
-    the eager PDT on the same fused optimizer, and does not recompile under a float LR schedule."""
+    their step eagerly and PDT's captures and predictions in graphs of their own, compiles the
+    rest of the training step, follows the eager PDT on the same fused optimizer, and does not
+    recompile under a float LR schedule."""
     make_opt = lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.01, fused=True)  # noqa: E731
     data = batches(40, size=8)
     eager_model = make_mlp()
@@ -240,7 +241,9 @@ def test_a_fused_optimizer_steps_eagerly_inside_a_compiled_training_step():
             scheduler.step()
     assert not [w for w in caught if "pdt.compile" in str(w.message)]  # the fused step is never traced
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # forward and backward compiled
-    assert all(graphs == [] for graphs in train_step.pdt_graphs.values())
+    graphs = train_step.pdt_graphs
+    assert graphs["ordinary"] == [] and len(graphs["capture"]) == CONFIG["history"] and len(graphs["predict"]) == 1
+    assert any("pdt_pass" in node.meta for node in graphs["predict"][0].graph.nodes)  # compiled boundaries
     assert opt.stats.predictions == eager.stats.predictions >= 8
     assert opt.stats.merges == eager.stats.merges >= 1
     for a, b in zip(eager_model.parameters(), model.parameters()):
@@ -276,6 +279,7 @@ def test_a_step_dynamo_falls_back_on_runs_eagerly_with_a_warning():
             train_step(x, y)
     assert len([w for w in caught if "without being compiled" in str(w.message)]) == 1
     assert not train_step.compiled_optimizer_step.traced
+    assert len(train_step.pdt_graphs["predict"]) == 1  # the boundaries compiled on their own
     assert opt.stats.predictions == eager.stats.predictions >= 5
     assert opt.stats.merges == eager.stats.merges >= 1
     for a, b in zip(eager_model.parameters(), model.parameters()):
