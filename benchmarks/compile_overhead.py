@@ -4,8 +4,8 @@ compiled PDT ordinary, capture and prediction steps, eager PDT steps, and the co
     python -m benchmarks.compile_overhead [--backend inductor] [--models "MLP ~2M,MLP ~20M"] [--fused]
 
 ``--fused``: AdamW with ``fused=True``, whose step torch keeps out of Dynamo: every optimizer
-step and PDT's boundary work run eagerly, the forward and backward compiled (section title
-says so).
+step runs eagerly, PDT's captures and predictions in graphs of their own, the forward and
+backward compiled (the section title says so).
 """
 
 from __future__ import annotations
