@@ -624,7 +624,8 @@ def test_the_predict_graph_solves_on_the_device_only_for_the_default_dmd_and_sho
 
 def _compiled_trajectory(stop_at: int | None, total: int = 30):
     """``total`` compiled steps of SGD-momentum (bit-equal compiled and eager); if ``stop_at``,
-    checkpoint there and resume in fresh objects under a fresh ``pdt.compile``."""
+    checkpoint there and resume in fresh objects under a fresh ``pdt.compile`` that has already
+    trained (its graphs compiled, its ring and optimizer state filled) on other batches."""
     data = batches(total, size=8)
     make = lambda m: pdt.PDT(OPTIMIZERS["sgd_momentum"](m.parameters()), **CONFIG)  # noqa: E731
     model = make_mlp()
@@ -637,10 +638,13 @@ def _compiled_trajectory(stop_at: int | None, total: int = 30):
     assert opt._pending is not None  # the last prediction's counts are still on the device
     checkpoint = save_and_load({"model": model.state_dict(), "opt": opt.state_dict()})
     resumed = make_mlp(seed=5)
-    resumed.load_state_dict(checkpoint["model"])
     opt2 = make(resumed)
-    opt2.load_state_dict(checkpoint["opt"])
     step2 = pdt.compile(step_function(resumed, opt2), optimizer=opt2, backend="aot_eager")
+    for x, y in batches(25, seed=9, size=8):
+        step2(x, y)
+    assert opt2.stats.predictions >= 1
+    resumed.load_state_dict(checkpoint["model"])
+    opt2.load_state_dict(checkpoint["opt"])
     for x, y in data[stop_at:]:
         step2(x, y)
     return resumed, opt2
