@@ -223,7 +223,8 @@ class PDT(Optimizer):
         """Apply every merge's jump to ``tensors`` too: one tensor per tracked parameter, in
         the same order and shape (e.g. ``ema_model.module.parameters()`` of a
         ``torch.optim.swa_utils.AveragedModel``), so a weight average follows the jumps
-        instead of averaging across them."""
+        instead of averaging across them. Under ``pdt.compile`` (before or after compiling) the
+        boundary work then runs after the compiled optimizer step, through the eager path's code."""
         tensors = list(tensors)
         params = self._ring.params
         if len(tensors) != len(params) or any(t.shape != p.shape for t, p in zip(tensors, params)):
@@ -231,10 +232,10 @@ class PDT(Optimizer):
                 f"PDT.move_with_merges: expected {len(params)} tensors shaped like the tracked parameters "
                 f"{[tuple(p.shape) for p in params]}, got {[tuple(t.shape) for t in tensors]}"
             )
-        if getattr(self, "compiled_step", None) is not None:
-            raise RuntimeError("PDT.move_with_merges: call it before pdt.compile (the compiled graphs are fixed)")
         for moved, tensor in zip(self._moved_with_merges, tensors):
             moved.append(tensor.detach() if tensor.requires_grad else tensor)
+        if self.compiled_step is not None:  # its boundaries now move followers: built again
+            self.compiled_step.rebuild()
 
     def tracked(self) -> list[Tensor]:
         """Per tracked parameter, the tensor PDT snapshots and merges: the parameter, or its

@@ -321,6 +321,33 @@ def test_a_param_group_added_after_compiling_recompiles_the_optimizer_step_and_f
     assert torch.allclose(opt.ring.flat(), eager.ring.flat(), atol=1e-5)
 
 
+def test_an_average_registered_after_compiling_follows_the_jumps_as_in_eager():
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    data = batches(45, size=8)
+
+    def run(compiled):
+        model = make_mlp()
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9))
+        opt = pdt.PDT(OPTIMIZERS["sgd_momentum"](model.parameters()), **CONFIG)
+        step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager") if compiled else None
+        for index, (x, y) in enumerate(data):
+            if index == 8:  # after a capture graph has been compiled
+                opt.move_with_merges(ema.module.parameters())
+            if compiled:
+                step(x, y)
+            else:
+                train(model, opt, [(x, y)])
+            ema.update_parameters(model)
+        return model, ema, opt
+
+    eager_model, eager_ema, eager = run(False)
+    model, ema, opt = run(True)
+    assert opt.stats.merges == eager.stats.merges >= 2
+    for a, b in zip([*eager_model.parameters(), *eager_ema.parameters()], [*model.parameters(), *ema.parameters()]):
+        assert (a - b).abs().max().item() <= 1e-5
+
+
 def test_compile_rejects_plain_optimizers():
     model = make_mlp()
     with pytest.raises(TypeError, match="expected a pdt.PDT"):
