@@ -133,9 +133,12 @@ class CompiledOptimizerStep:
     stand-in falls back, the boundary work runs through the eager path's code; each with a warning.
     """
 
-    def __init__(self, optimizer: PDT, backend: str, mode: str | None) -> None:
+    def __init__(self, optimizer: PDT, backend: str, mode: str | None, trace_step: bool = True) -> None:
         self.optimizer = optimizer
         self.backend, self.mode = backend, mode
+        self.trace_step = trace_step
+        """False: the optimizer step always runs eagerly, only the boundaries are compiled
+        (``PDTConfig.kernels="graph"``)."""
         self.graphs: dict[str, list[fx.GraphModule]] = {phase.name.lower(): [] for phase in Phase}
         """The rewritten optimizer-step graphs of each phase (print them to see PDT's nodes)."""
         self.rebuild()
@@ -146,7 +149,7 @@ class CompiledOptimizerStep:
         graphs are dropped from :attr:`graphs`."""
         optimizer = self.optimizer
         inner = optimizer.optimizer
-        self.traced = not uses_fused_kernels(inner)
+        self.traced = self.trace_step and not uses_fused_kernels(inner)
         """Whether the optimizer step runs in compiled graphs (not for fused optimizers)."""
         self.fused = optimizer.ring.fused and not optimizer.has_followers
         """Whether the boundary work runs in compiled graphs (the float32 device ring, no followers)."""

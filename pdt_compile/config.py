@@ -22,7 +22,7 @@ AVERAGES = ("stay", "move")
 RANK_NAMES = ("gavish_donoho", "full")
 RING_DTYPES = ("float32", "bfloat16")
 RING_LOCATIONS = ("device", "host")
-KERNELS = ("auto", "inductor", "torch")
+KERNELS = ("auto", "inductor", "torch", "graph")
 
 Rank = Union[str, int, float]
 
@@ -423,7 +423,12 @@ class PDTConfig:
     that a prediction costs milliseconds and compiling would cost more; on an H200 at 18.9M
     parameters the compiled passes took 1.1 ms of GPU time against plain torch's 7.4 ms:
     benchmarks/gpu_check.py). Float32 device ring only; the bfloat16 and host rings stream
-    plain-torch chunks."""
+    plain-torch chunks. ``"graph"`` runs each capture and each prediction as one compiled graph,
+    the boundary graphs ``@pdt.compile`` builds for a fused optimizer (the optimizer step itself
+    stays eager; the graphs are compiled at the first boundary): one call a boundary rather than
+    a few per parameter, and the accepted counts stay on the device until the next boundary, for
+    accelerators, where the per-parameter calls bind the eager path to the host. Float32 device
+    ring without followers (:meth:`~pdt_compile.PDT.followers`); elsewhere as ``"inductor"``."""
 
     chunk_size: int | None = None
     """Elements per streamed chunk in the eager path. ``None``: 65536 on the CPU (keeps the

@@ -10,7 +10,7 @@ import math
 import time
 import warnings
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import Tensor
@@ -29,6 +29,9 @@ from .runtime.kernels import Kernels
 from .runtime.predictor import PendingBoundary, Prediction, pack_limit, predict_merge_capture_
 from .runtime.schedule import RUNAWAY_DOUBLINGS, Phase, Schedule, runaway_threshold
 from .runtime.stats import Stats
+
+if TYPE_CHECKING:
+    from .api import CompiledOptimizerStep
 
 _HOOK_DICTS = (
     "_optimizer_step_pre_hooks",
@@ -131,7 +134,9 @@ class PDT(Optimizer):
         """Elements ``moment_ratio`` and ``saturation`` undid, device counts read into the stats
         (under these names) when they are read."""
         self._gradient_check = None if config.gradient_limit is None else GradientCheck(config.gradient_limit, config.snap_every)
-        self.compiled_step: Callable[[Phase], Prediction | None] | None = None
+        self.compiled_step: CompiledOptimizerStep | None = None
+        """The compiled variants the steps run through: set by ``pdt.compile``, or at the first
+        boundary by ``kernels="graph"``."""
         self._ring = self._build_ring()
         self._moved_with_merges: list[list[Tensor]] = [[] for _ in self._ring.params]
 
@@ -354,6 +359,8 @@ class PDT(Optimizer):
                 self._check_gradient(check)
             else:
                 closure = self._checked_closure(check, closure)
+        if self.compiled_step is None and closure is None and phase != Phase.ORDINARY and self._graph_kernels():
+            self.compiled_step = boundary_graphs(self)
         if self.compiled_step is not None and closure is None:
             loss = None
             self._finish_boundary(phase, self.compiled_step(phase))
@@ -365,13 +372,17 @@ class PDT(Optimizer):
             self.report_loss(loss)
         return loss
 
+    def _graph_kernels(self) -> bool:
+        """Whether ``kernels="graph"`` applies: the boundaries run as compiled graphs."""
+        return self.config.kernels == "graph" and self._ring.fused and not self.has_followers
+
     def _quiet_next(self) -> bool:
         """Whether the step about to run is the optimizer's step alone: an eager, ordinary step
         that no gradient check reads (not armed by a merge, not in the window before a
         boundary that may predict). Most steps are; right after a training step has left the
         caches cold, an ordinary step cost 9-53 µs more than the plain one
         (``benchmarks.interval_cost``)."""
-        if self.compiled_step is not None or self.schedule.boundary_next():
+        if (self.compiled_step is not None and self.compiled_step.traced) or self.schedule.boundary_next():
             return False
         check = self._gradient_check
         return check is None or not check.wants(self.schedule.steps, self._may_predict_next)
@@ -903,6 +914,13 @@ class PDT(Optimizer):
             kept = pdt_state["jumps_kept"]
             jumps = None if kept is None else [_local(j).reshape(-1) if k else None for j, k in zip(jumps, kept)]
         self._jumps = None if jumps is None else [None if j is None else j.to(self._ring.device) for j in jumps]
+
+
+def boundary_graphs(optimizer: PDT) -> CompiledOptimizerStep:
+    """``kernels="graph"``: the optimizer step stays eager, each boundary runs as one graph."""
+    from .api import CompiledOptimizerStep  # api imports this module
+
+    return CompiledOptimizerStep(optimizer, "inductor", None, trace_step=False)
 
 
 # torch's own hook-and-profiler wrapper, used only when hooks or the profiler are active.

@@ -168,6 +168,42 @@ def test_eager_pdt_with_inductor_kernels_follows_torch_kernels():
         assert torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.inductor
+@needs_compiler
+def test_eager_pdt_with_boundary_graphs_follows_torch_kernels():
+    """kernels="graph": the eager step, each boundary one compiled graph (built at the first
+    boundary), the counts read at the next boundary; ordinary steps take the quiet path."""
+    runs = []
+    for kernels in ("torch", "graph"):
+        model = make_mlp(hidden=64)
+        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, foreach=True),
+                      snap_every=3, history=4, burn_in=4, tau=3, kernels=kernels)
+        quiet = []
+        quiet_next = opt._quiet_next
+        opt._quiet_next = lambda: quiet.append(quiet_next()) or quiet[-1]
+        train(model, opt, batches(45), report=True)
+        runs.append((model, opt, quiet))
+    (model0, opt0, quiet0), (model1, opt1, quiet1) = runs
+    assert opt0.compiled_step is None
+    step = opt1.compiled_step
+    assert step is not None and not step.traced and len(step.graphs["predict"]) == 1
+    assert any("pdt_pass" in node.meta for node in step.graphs["predict"][0].graph.nodes)
+    assert quiet1 == quiet0 and sum(quiet1) >= 20
+    assert opt1.stats.predictions == opt0.stats.predictions >= 8
+    assert opt1.stats.merges == opt0.stats.merges >= 1
+    assert [r for _, r in opt1.stats.mask_ratio_history] == pytest.approx([r for _, r in opt0.stats.mask_ratio_history], abs=2e-3)
+    for a, b in zip(model0.parameters(), model1.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_boundary_graphs_stay_off_on_a_ring_they_cannot_run_on():
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.05), snap_every=3, history=4, burn_in=4, tau=3,
+                  kernels="graph", ring_dtype="bfloat16")
+    train(model, opt, batches(20))
+    assert opt.compiled_step is None and opt.stats.predictions >= 1
+
+
 @pytest.mark.parametrize("kernels", ["torch", pytest.param("inductor", marks=needs_compiler)])
 def test_radial_passes_equal_the_whole_tensor_maths(kernels):
     """Plain torch on chunks (a chunk smaller than the tensor) and Inductor alike."""

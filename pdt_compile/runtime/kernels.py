@@ -123,10 +123,10 @@ def use_compiled(config: PDTConfig, device: torch.device, elements: int) -> bool
     """Resolve ``config.kernels`` for tracked parameters of ``elements`` in total on ``device``."""
     if config.kernels == "torch":
         return False
-    if config.kernels == "inductor":
+    if config.kernels in ("inductor", "graph"):
         if not compiler_available(device):
             raise RuntimeError(
-                f"PDTConfig.kernels='inductor' needs Inductor on {device.type} (a C++ compiler for the CPU, "
+                f"PDTConfig.kernels={config.kernels!r} needs Inductor on {device.type} (a C++ compiler for the CPU, "
                 "Triton for CUDA), which is not available; use kernels='auto' or 'torch'"
             )
         return True
