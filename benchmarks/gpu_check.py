@@ -10,7 +10,8 @@
 2. host offload (``ring_location="host"``): device bytes the ring allocates, and the eager
    capture and prediction costs, against the device ring;
 3. eager prediction kernels: Triton-compiled (``kernels="inductor"``) and plain torch, against
-   the bandwidth floor;
+   the bandwidth floor; then, on the ~20M MLP, those two beside ``kernels="graph"`` (part ``graph``:
+   ``benchmarks.boundary_graphs``);
 4. the GPU tests (``tests/test_gpu.py``);
 5. time to baseline on the GPU (``benchmarks.ttb``'s constant-rate table for the digits MLP,
    the mnist1d CNN and the ViT, rates swept there);
@@ -43,6 +44,7 @@ from torch import nn
 import pdt_compile as pdt
 from pdt_compile.runtime.schedule import Phase
 
+from .boundary_graphs import measure as boundary_graph_rows
 from .compile_overhead import fused_adamw, measure, median_ms
 from .floor import copy_floors
 from .overhead import mlp
@@ -50,7 +52,7 @@ from .report import RESULTS, write_section
 from .steps import train_step
 
 TITLE = "GPU (benchmarks/gpu_check.py)"
-PARTS = ("overhead", "fused", "offload", "kernels", "tests", "ttb", "reduce-overhead")
+PARTS = ("overhead", "fused", "offload", "kernels", "graph", "tests", "ttb", "reduce-overhead")
 
 
 def prepared(opt: pdt.PDT, model: nn.Module, x, y) -> None:
@@ -224,6 +226,8 @@ def main() -> None:
     x, y = torch.randn(args.batch, 1024, device=device), torch.randint(0, 10, (args.batch,), device=device)
     run_part("offload", "Host offload (eager, AdamW)", lambda: offload_rows(model, x, y, device, args.repeats))
     run_part("kernels", "Eager prediction kernels (SGD)", lambda: kernel_rows(model, x, y, device, floor))
+    run_part("graph", "Eager prediction by kernels, kernels=\"graph\" beside them (benchmarks.boundary_graphs)",
+             lambda: boundary_graph_rows("MLP ~20M", args.repeats, args.batch, device))
     if not args.skip_tests:
         run_part("tests", "GPU tests", gpu_tests)
     if args.ttb_seeds:

@@ -427,8 +427,10 @@ class PDTConfig:
     the boundary graphs ``@pdt.compile`` builds for a fused optimizer (the optimizer step itself
     stays eager; the graphs are compiled at the first boundary): one call a boundary rather than
     a few per parameter, and the accepted counts stay on the device until the next boundary, for
-    accelerators, where the per-parameter calls bind the eager path to the host. Float32 device
-    ring without followers (:meth:`~pdt_compile.PDT.followers`); elsewhere as ``"inductor"``."""
+    accelerators, where the per-parameter calls bind the eager path to the host. Its graphs
+    unroll the maths for every tensor: on a 2-core CPU a 98-tensor model's prediction graph took
+    234 s to compile (benchmarks/boundary_graphs.py). Float32 device ring without followers
+    (:meth:`~pdt_compile.PDT.followers`); elsewhere as ``"inductor"``."""
 
     chunk_size: int | None = None
     """Elements per streamed chunk in the eager path. ``None``: 65536 on the CPU (keeps the

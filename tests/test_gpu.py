@@ -62,6 +62,24 @@ def test_a_fused_cuda_optimizer_steps_eagerly_and_follows_eager_pdt(mode):
 
 @pytest.mark.gpu
 @cuda
+def test_eager_boundary_graphs_on_cuda_follow_plain_torch_kernels():
+    runs = []
+    for kernels in ("torch", "graph"):
+        model = make_mlp().cuda()
+        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, foreach=True), kernels=kernels, **CONFIG)
+        step = step_function(model, opt)
+        for x, y in batches(36):
+            step(x.cuda(), y.cuda())
+        runs.append((model, opt))
+    (model0, opt0), (model1, opt1) = runs
+    assert opt1.compiled_step is not None and not opt1.compiled_step.traced
+    assert opt1.stats.merges == opt0.stats.merges >= 1
+    for a, b in zip(model0.parameters(), model1.parameters()):
+        assert torch.allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.gpu
+@cuda
 def test_a_compiled_prediction_writes_its_buffers_without_waiting_for_the_gpu():
     # A copy from pageable host memory synchronises the stream: the host would wait for the
     # backward pass before launching the prediction graph (sync debug mode raises on such a wait).
