@@ -20,13 +20,12 @@ import torch
 from torch import nn
 
 import pdt_compile as pdt
-from pdt_compile.runtime.schedule import Phase
 
 from .compile_overhead import interleaved_ms, median_ms, synchronize
 from .floor import copy_floors
 from .overhead import MODELS, mlp
 from .report import write_section
-from .steps import CORE, force_phase, train_step
+from .steps import CORE, ready_to_predict, train_step
 
 KERNELS = ("torch", "inductor", "graph")
 
@@ -62,11 +61,7 @@ def measure(name: str, repeats: int, batch: int, device: str) -> list[str]:
         model, _, _ = model_and_data(name, batch, device)
         opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=True), snap_every=1, kernels=kernels, **CORE)
         step = train_step(model, x, y, opt)
-        step()
-        force_phase(opt, Phase.CAPTURE)
-        for _ in range(opt.config.history):
-            step()
-        force_phase(opt, Phase.PREDICT)
+        ready_to_predict(opt, step)
         synchronize(device)
         start = time.perf_counter()
         step()

@@ -24,7 +24,7 @@ from pdt_compile.runtime.schedule import Phase
 from .floor import copy_floors
 from .overhead import MODELS, mlp
 from .report import write_section
-from .steps import CORE, force_phase, train_step
+from .steps import CORE, force_phase, ready_to_predict, train_step
 
 
 def model_and_data(spec, batch: int, device: str = "cpu"):
@@ -127,11 +127,7 @@ def measure(name: str, spec, backend: str, repeats: int, batch: int, device: str
     model4, _, _ = model_and_data(spec, batch, device)
     eager_opt = pdt.PDT(make_opt(model4.parameters()), snap_every=1, **CORE)
     eager_step = train_step(model4, x, y, eager_opt)
-    eager_step()
-    force_phase(eager_opt, Phase.CAPTURE)
-    for _ in range(eager_opt.config.history):
-        eager_step()
-    force_phase(eager_opt, Phase.PREDICT)
+    ready_to_predict(eager_opt, eager_step)
     eager_step()
     eager_plain_step = train_step(model4, x, y, eager_opt.optimizer)
     eager_plain, eager_predict = interleaved_ms([eager_plain_step, eager_step], rounds, device)

@@ -35,3 +35,13 @@ def force_phase(opt, phase: Phase) -> None:
     (a benchmark's hook: it replaces the schedule's decision, nothing else)."""
     opt.schedule.horizon = opt.config.tau
     opt.schedule.next_phase = lambda *args, **kwargs: phase
+
+
+def ready_to_predict(opt, step: Callable[[], object]) -> None:
+    """Run ``step`` (a training step of ``opt``, a PDT with ``snap_every=1``) once for the
+    parameters' first step, fill the ring with captures, and force predictions from then on."""
+    step()
+    force_phase(opt, Phase.CAPTURE)
+    for _ in range(opt.config.history):
+        step()
+    force_phase(opt, Phase.PREDICT)

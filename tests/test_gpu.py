@@ -36,15 +36,19 @@ def _train(mode: str | None, compiled: bool, device: str = "cuda", make_opt=_sgd
     return model, opt
 
 
+def _assert_same_run(reference_model, reference, model, opt):
+    assert opt.stats.merges == reference.stats.merges >= 1
+    for a, b in zip(reference_model.parameters(), model.parameters()):
+        assert torch.allclose(a, b, atol=1e-4)
+
+
 @pytest.mark.gpu
 @cuda
 @pytest.mark.parametrize("mode", [None, "reduce-overhead"])
 def test_compiled_cuda_step_equals_eager(mode):
     eager_model, eager = _train(None, compiled=False)
     model, opt = _train(mode, compiled=True)
-    assert opt.stats.merges == eager.stats.merges >= 1
-    for a, b in zip(eager_model.parameters(), model.parameters()):
-        assert torch.allclose(a, b, atol=1e-4)
+    _assert_same_run(eager_model, eager, model, opt)
 
 
 @pytest.mark.gpu
@@ -55,9 +59,7 @@ def test_a_fused_cuda_optimizer_steps_eagerly_and_follows_eager_pdt(mode):
     eager_model, eager = _train(None, compiled=False, make_opt=fused_adamw)
     model, opt = _train(mode, compiled=True, make_opt=fused_adamw)
     assert not opt.compiled_step.traced
-    assert opt.stats.merges == eager.stats.merges >= 1
-    for a, b in zip(eager_model.parameters(), model.parameters()):
-        assert torch.allclose(a, b, atol=1e-4)
+    _assert_same_run(eager_model, eager, model, opt)
 
 
 @pytest.mark.gpu
@@ -73,9 +75,7 @@ def test_eager_boundary_graphs_on_cuda_follow_plain_torch_kernels():
         runs.append((model, opt))
     (model0, opt0), (model1, opt1) = runs
     assert opt1.compiled_step is not None and not opt1.compiled_step.traced
-    assert opt1.stats.merges == opt0.stats.merges >= 1
-    for a, b in zip(model0.parameters(), model1.parameters()):
-        assert torch.allclose(a, b, atol=1e-4)
+    _assert_same_run(model0, opt0, model1, opt1)
 
 
 @pytest.mark.gpu
