@@ -30,7 +30,7 @@ from torch import Tensor, fx
 from .distributed import global_numel, group_key, shard_group, sum_across_shards_
 from .optim import PDT
 from .passes.backend import PDTBackend, uses_cuda_graphs
-from .runtime.hyperparameters import TensorHyperparameters
+from .runtime.hyperparameters import TENSOR_HYPERPARAMETERS, TensorHyperparameters
 from .runtime.predictor import Prediction, group_of, group_rows, one_hot, write_from_host_
 from .runtime.schedule import Phase
 
@@ -185,16 +185,37 @@ class CompiledOptimizerStep:
             self.variants[key] = torch.compile(_own_code(optimizer_step, _variant_name(*key)), backend=self.backends[key])
 
     def _trace_boundaries_only(self) -> None:
-        """From now on the optimizer steps eagerly and the boundaries run in graphs compiled
-        from :class:`ParameterTouch` (see the class docstring)."""
+        """From now on the optimizer steps eagerly and the boundaries (on the float32 device
+        ring) run in graphs compiled from :class:`ParameterTouch` (see the class docstring)."""
         self.traced = False
-        for graphs in (self.graphs["capture"], self.graphs["predict"]):
-            graphs.clear()
-        self._build_variants(ParameterTouch(self.runtime.params), ordinary=False)
+        if self.fused:
+            for graphs in (self.graphs["capture"], self.graphs["predict"]):
+                graphs.clear()
+            self._build_variants(ParameterTouch(self.runtime.params), ordinary=False)
+
+    def _check_constants(self) -> None:
+        """Stop tracing the optimizer step once a param-group entry its graphs take as a
+        constant changes (an unlisted optimizer's scheduled learning rate): each change would
+        recompile every variant, as plain ``torch.compile`` recompiles the step, until Dynamo's
+        recompile limit."""
+        changed = self.hyperparameters.changed_constant()
+        if changed is None:
+            return
+        self._trace_boundaries_only()
+        name = type(self.optimizer.optimizer).__name__
+        warnings.warn(
+            f"pdt.compile: {name}'s param-group entry {changed!r} changed; a compiled optimizer step takes it as "
+            "a constant, and Dynamo would recompile the step at every change (plain torch.compile does the same). "
+            f"From now on {name} steps eagerly and PDT's boundaries stay compiled. Learning rates of "
+            f"{', '.join(sorted(cls.__name__ for cls in TENSOR_HYPERPARAMETERS))} are handed to the graphs as tensors instead",
+            stacklevel=3,
+        )
 
     def __call__(self, phase: Phase) -> Prediction | None:
         optimizer, ring = self.optimizer, self.optimizer.ring
         ring.before_update_()
+        if self.traced:
+            self._check_constants()
         traced = self.traced and not (self.hyperparameters.has_zero_lr() or self.creates_state())
         if not traced:
             optimizer.optimizer.step()  # eager: see the class docstring
@@ -203,6 +224,8 @@ class CompiledOptimizerStep:
         key = (phase, ring.next_slot if phase == Phase.CAPTURE else 0) if self.fused else (Phase.ORDINARY, 0)
         if phase == Phase.PREDICT and self.fused:
             self.runtime.prepare_prediction()
+        backend = self.backends[key]
+        backend.ran = False
         if traced:
             with self.hyperparameters:
                 self.variants[key]()
@@ -212,7 +235,7 @@ class CompiledOptimizerStep:
             return optimizer._run_boundary(phase)
         if phase == Phase.ORDINARY:
             return None
-        if not self.backends[key].compiled:
+        if not backend.ran:
             self._fell_back(phase, traced)
             return optimizer._run_boundary(phase)
         ring.advance_()

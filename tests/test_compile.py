@@ -449,6 +449,111 @@ def test_float_lr_schedulers_never_recompile(name, foreach, scheduler):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+OTHER_TORCH_OPTIMIZERS = ["ASGD", "Adadelta", "Adagrad", "Adamax", "NAdam", "RAdam", "RMSprop", "Rprop"]
+
+
+@pytest.mark.parametrize("name", OTHER_TORCH_OPTIMIZERS)
+def test_other_torch_optimizers_take_a_scheduled_lr_as_a_tensor_and_never_recompile(name):
+    def run(compiled):
+        model = make_mlp()
+        opt = pdt.PDT(getattr(torch.optim, name)(model.parameters(), lr=0.01, foreach=True), decay_window=None, **CONFIG)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=200)
+        step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager") if compiled else None
+        data = batches(10, size=8)
+        for index in range(75):
+            x, y = data[index % len(data)]
+            if not compiled:
+                train(model, opt, [(x, y)])
+            elif index < 25:  # warm-up: every variant compiled, the LR turned into a tensor
+                step(x, y)
+            else:
+                with torch.compiler.set_stance("fail_on_recompile"):
+                    step(x, y)
+            scheduler.step()
+        return model, opt, step
+
+    eager_model, eager, _ = run(False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, opt, step = run(True)
+    assert not [w for w in caught if "pdt.compile" in str(w.message)]
+    assert step.compiled_optimizer_step.traced
+    assert opt.stats.predictions == eager.stats.predictions >= 15
+    assert opt.stats.merges == eager.stats.merges >= 1
+    # RAdam's compiled update drifts from its eager one by ~5e-5 alone, which merges amplify
+    tolerance = 1e-2 if name == "RAdam" else 1e-4
+    for a, b in zip(eager_model.parameters(), model.parameters()):
+        assert (a - b).abs().max().item() <= tolerance
+
+
+class _UnlistedSGD(torch.optim.SGD):
+    """SGD under another type: its float learning rate is not handed to the graphs as a tensor."""
+
+
+@pytest.mark.parametrize("case", ["unlisted optimizer, cosine lr", "SGD, cycled momentum"])
+def test_a_changing_constant_hyperparameter_makes_the_step_eager_with_a_warning_not_a_recompile_storm(case):
+    unlisted = case.startswith("unlisted")
+
+    def run(compiled):
+        model = make_mlp()
+        inner = (_UnlistedSGD if unlisted else torch.optim.SGD)(model.parameters(), lr=0.05, momentum=0.9, foreach=True)
+        opt = pdt.PDT(inner, decay_window=None, **CONFIG)
+        if unlisted:
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=200)
+        else:
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=200, cycle_momentum=True)
+        step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager") if compiled else None
+        for x, y in batches(60, size=8):
+            if compiled:
+                step(x, y)
+            else:
+                train(model, opt, [(x, y)])
+            scheduler.step()
+        return model, opt, step
+
+    eager_model, eager, _ = run(False)
+    with pytest.warns(UserWarning, match=f"param-group entry '{'lr' if unlisted else 'momentum'}' changed") as caught:
+        model, opt, step = run(True)
+    assert len([w for w in caught if "param-group entry" in str(w.message)]) == 1
+    compiled = step.compiled_optimizer_step
+    assert not compiled.traced and len(compiled.graphs["predict"]) == 1  # the boundary graph, compiled once
+    assert len(compiled.graphs["ordinary"]) <= 2  # no graph per learning rate
+    assert opt.stats.predictions == eager.stats.predictions >= 10
+    assert opt.stats.merges == eager.stats.merges >= 1
+    for a, b in zip(eager_model.parameters(), model.parameters()):
+        assert (a - b).abs().max().item() <= 1e-5
+
+
+def test_a_silent_eager_fallback_after_the_recompile_limit_is_caught():
+    """Once Dynamo's recompile limit is reached it runs a variant eagerly without a word, PDT's
+    capture or prediction left out: each compiled graph marks its runs, so PDT sees the
+    fallback, warns, and does the boundary itself. Here freezing a parameter mid-run changes
+    the optimizer's graph, with a recompile limit of 1."""
+    data = batches(45, size=8)
+
+    def run(compiled):
+        model = make_mlp()
+        opt = pdt.PDT(OPTIMIZERS["sgd_momentum"](model.parameters()), **CONFIG)
+        step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager") if compiled else None
+        for index, (x, y) in enumerate(data):
+            if index == 20:
+                model[2].bias.requires_grad_(False)
+            if compiled:
+                step(x, y)
+            else:
+                train(model, opt, [(x, y)])
+        return model, opt, step
+
+    eager_model, eager, _ = run(False)
+    with torch._dynamo.config.patch(recompile_limit=1), pytest.warns(UserWarning, match="ran without being compiled"):
+        model, opt, step = run(True)
+    assert not step.compiled_optimizer_step.traced
+    assert opt.stats.predictions == eager.stats.predictions >= 8
+    assert opt.stats.merges == eager.stats.merges >= 1
+    for a, b in zip(eager_model.parameters(), model.parameters()):
+        assert (a - b).abs().max().item() <= 1e-5
+
+
 def test_private_dynamo_touch_point_exists():
     # passes/backend.py relies on Dynamo GraphModules carrying _param_name_to_source.
     seen = []

@@ -7,6 +7,7 @@ the passes register are graph inputs (``GraphModule._param_name_to_source``, tor
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import torch
@@ -66,6 +67,10 @@ class PDTBackend:
         self.phase, self.runtime, self.backend, self.mode, self.slot = phase, runtime, backend, mode, slot
         self.graphs: list[fx.GraphModule] = [] if graphs is None else graphs
         self.compiled = False
+        self.ran = False
+        """Set by every run of a graph this backend compiled: the caller clears it before a call
+        and reads it after, to tell a compiled run from Dynamo's eager fallback (which a
+        recompile limit makes silent)."""
 
     def __call__(self, gm: fx.GraphModule, example_inputs: list, **_: Any) -> Callable:
         writes = find_parameter_writes(gm, self.runtime.params) if self.phase != Phase.ORDINARY else None
@@ -84,4 +89,11 @@ class PDTBackend:
                                      self.runtime.config, self.runtime.shard_group)
         self.graphs.append(gm)
         self.compiled = True
-        return lower(gm, example_inputs, self.backend, self.mode)
+        compiled = lower(gm, example_inputs, self.backend, self.mode)
+
+        @functools.wraps(compiled)  # keeps its calling convention (``_boxed_call``)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            self.ran = True
+            return compiled(*args, **kwargs)
+
+        return run

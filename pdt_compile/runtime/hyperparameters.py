@@ -12,6 +12,10 @@ so the first time a value changes: until then the graphs keep the float constant
 capturable update costs ~8 % more per step, measured in benchmarks/compile_overhead.py), and
 the switch recompiles each variant once.
 
+Every other param-group entry stays a constant of the graphs; :meth:`TensorHyperparameters.changed_constant`
+tells ``pdt.compile`` when one changes, so that it stops tracing the optimizer step rather than
+recompile every variant at each change.
+
 Adam's capturable update divides by the step size, so at a learning rate of exactly 0 it
 turns weights whose second moment is 0 into NaN (plain ``torch.compile`` does the same at a
 float LR of 0). Such steps (the first step of a warmup from 0) run the optimizer eagerly.
@@ -23,11 +27,26 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim import SGD, Adam, AdamW, Optimizer
+from torch.optim import ASGD, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, Optimizer, RAdam, RMSprop, Rprop
 
-TENSOR_HYPERPARAMETERS: dict[type, tuple[str, ...]] = {SGD: ("lr",), Adam: ("lr", "betas"), AdamW: ("lr", "betas")}
-"""Optimizers whose compiled step takes these param-group entries as tensors (tested). Others
-keep floats, which recompile under a scheduler exactly as with plain ``torch.compile``."""
+TENSOR_HYPERPARAMETERS: dict[type, tuple[str, ...]] = {
+    SGD: ("lr",), Adam: ("lr", "betas"), AdamW: ("lr", "betas"),
+    **{optimizer: ("lr",) for optimizer in (ASGD, Adadelta, Adagrad, Adamax, NAdam, RAdam, RMSprop, Rprop)},
+}
+"""Optimizers whose compiled step takes these param-group entries as tensors (tested: no
+recompile under a learning-rate schedule, the eager run's weights). Under ``pdt.compile`` a
+change of any other entry, or of an unlisted optimizer's learning rate, makes the optimizer
+step run eagerly from then on (:meth:`TensorHyperparameters.changed_constant`)."""
+
+
+def _constant_key(value: Any) -> Any:
+    """``value`` compared by value where it is a Python scalar (or a tuple of them), else by
+    identity (comparing device tensors would synchronise)."""
+    if isinstance(value, tuple):
+        return tuple(_constant_key(v) for v in value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return ("id", id(value))
 
 
 def tensor_keys(optimizer: Optimizer) -> tuple[str, ...]:
@@ -46,8 +65,26 @@ class TensorHyperparameters:
         self._tensors: list[dict[str, Any]] = []
         self._saved: list[dict[str, Any]] = []
         self._first: list[tuple] | None = None
+        self._first_constants: list[tuple] | None = None
         self.active = False
         """Whether the tensors are in use (a value has changed since the first step)."""
+
+    def changed_constant(self) -> str | None:
+        """The name of a param-group entry that compiled graphs take as a constant (any entry
+        but the parameters and :attr:`keys`: an unlisted optimizer's learning rate, SGD's
+        momentum) whose value differs from the first step's, or None. Dynamo guards on those
+        values and recompiles the optimizer step at every change, until its recompile limit."""
+        values = [
+            tuple((key, _constant_key(value)) for key, value in group.items() if key != "params" and key not in self.keys)
+            for group in self.optimizer.param_groups
+        ]
+        if self._first_constants is None:
+            self._first_constants = values
+        for now, first in zip(values, self._first_constants):
+            for (key, value), (_, was) in zip(now, first):
+                if value != was:
+                    return key
+        return None if len(values) == len(self._first_constants) else "param_groups"
 
     def _values(self) -> list[tuple]:
         # Floats by value; anything else (a user's tensor LR) by identity: comparing device
