@@ -53,6 +53,22 @@ def run_plain(make_opt, data, compiled):
     return model
 
 
+def run_steps(model, opt, data, compiled, before=None, after=None):
+    """Train on ``data``, through ``pdt.compile`` (aot_eager) or eagerly; ``before(index)`` and
+    ``after()`` run around each step. Returns the compiled training step (None when eager)."""
+    step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager") if compiled else None
+    for index, (x, y) in enumerate(data):
+        if before is not None:
+            before(index)
+        if compiled:
+            step(x, y)
+        else:
+            train(model, opt, [(x, y)])
+        if after is not None:
+            after()
+    return step
+
+
 def test_a_plain_torch_compile_runs_the_pdt_step_eagerly():
     """A training step compiled by torch.compile alone (not pdt.compile) breaks the graph at
     PDT's step, which then runs eagerly: the same weights and merges as the eager run, and the
@@ -297,17 +313,14 @@ def test_a_param_group_added_after_compiling_recompiles_the_optimizer_step_and_f
         for p in head:
             p.requires_grad_(False)
         opt = pdt.PDT(torch.optim.SGD(model[0].parameters(), lr=0.05, momentum=0.9, foreach=True), **CONFIG)
-        step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager") if compiled else None
-        for index, (x, y) in enumerate(data):
+
+        def unfreeze(index):
             if index == 20:
                 for p in head:
                     p.requires_grad_(True)
                 opt.add_param_group({"params": head, "lr": 0.02})
-            if compiled:
-                step(x, y)
-            else:
-                train(model, opt, [(x, y)])
-        return model, opt, step
+
+        return model, opt, run_steps(model, opt, data, compiled, before=unfreeze)
 
     eager_model, eager, _ = run(False)
     model, opt, step = run(True)
@@ -330,15 +343,12 @@ def test_an_average_registered_after_compiling_follows_the_jumps_as_in_eager():
         model = make_mlp()
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9))
         opt = pdt.PDT(OPTIMIZERS["sgd_momentum"](model.parameters()), **CONFIG)
-        step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager") if compiled else None
-        for index, (x, y) in enumerate(data):
+
+        def register(index):
             if index == 8:  # after a capture graph has been compiled
                 opt.move_with_merges(ema.module.parameters())
-            if compiled:
-                step(x, y)
-            else:
-                train(model, opt, [(x, y)])
-            ema.update_parameters(model)
+
+        run_steps(model, opt, data, compiled, before=register, after=lambda: ema.update_parameters(model))
         return model, ema, opt
 
     eager_model, eager_ema, eager = run(False)
@@ -502,14 +512,7 @@ def test_a_changing_constant_hyperparameter_makes_the_step_eager_with_a_warning_
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=200)
         else:
             scheduler = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=200, cycle_momentum=True)
-        step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager") if compiled else None
-        for x, y in batches(60, size=8):
-            if compiled:
-                step(x, y)
-            else:
-                train(model, opt, [(x, y)])
-            scheduler.step()
-        return model, opt, step
+        return model, opt, run_steps(model, opt, batches(60, size=8), compiled, after=scheduler.step)
 
     eager_model, eager, _ = run(False)
     with pytest.warns(UserWarning, match=f"param-group entry '{'lr' if unlisted else 'momentum'}' changed") as caught:
@@ -534,15 +537,12 @@ def test_a_silent_eager_fallback_after_the_recompile_limit_is_caught():
     def run(compiled):
         model = make_mlp()
         opt = pdt.PDT(OPTIMIZERS["sgd_momentum"](model.parameters()), **CONFIG)
-        step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager") if compiled else None
-        for index, (x, y) in enumerate(data):
+
+        def freeze(index):
             if index == 20:
                 model[2].bias.requires_grad_(False)
-            if compiled:
-                step(x, y)
-            else:
-                train(model, opt, [(x, y)])
-        return model, opt, step
+
+        return model, opt, run_steps(model, opt, data, compiled, before=freeze)
 
     eager_model, eager, _ = run(False)
     with torch._dynamo.config.patch(recompile_limit=1), pytest.warns(UserWarning, match="ran without being compiled"):
