@@ -490,7 +490,7 @@ def test_other_torch_optimizers_take_a_scheduled_lr_as_a_tensor_and_never_recomp
     assert step.compiled_optimizer_step.traced
     assert opt.stats.predictions == eager.stats.predictions >= 15
     assert opt.stats.merges == eager.stats.merges >= 1
-    # RAdam's compiled update drifts from its eager one by ~5e-5 alone, which merges amplify
+    # RAdam's compiled update drifts from its eager one on its own (plain torch.compile too), and merges amplify it
     tolerance = 1e-2 if name == "RAdam" else 1e-4
     for a, b in zip(eager_model.parameters(), model.parameters()):
         assert (a - b).abs().max().item() <= tolerance
