@@ -21,7 +21,8 @@ Each part that fails prints its traceback and the others still run; the section 
 is rewritten after each part (and copied to ``--copy-to``), so a run cut short keeps what it
 measured. ``--parts ttb`` (a comma-separated list) runs only the parts named, into a section of its
 own: a lease too short for all of them takes them in two calls (on an H200, 2026-12-04: every part
-but ``ttb`` 219 s, ``ttb`` 321 s). The GPU image lacks ``mnist1d`` and ``pytorch-optimizer``
+but ``ttb`` 219 s, ``ttb`` 321 s; the parts ``fused`` and ``graph`` and four GPU tests came
+after and have not run on a GPU). The GPU image lacks ``mnist1d`` and ``pytorch-optimizer``
 (``ttb`` imports them): carry their wheels (``pip download --no-deps``) and install them with
 ``pip install --no-index --no-deps --target``. ``--device cpu --width 64 --ttb-only digits`` runs
 the same code on a CPU (a dry run).
