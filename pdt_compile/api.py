@@ -248,7 +248,8 @@ class CompiledOptimizerStep:
         return Prediction(list(active), [j if a else None for j, a in zip(jumps, active)], pending=counts)
 
     def _fell_back(self, phase: Phase, traced: bool) -> None:
-        """Dynamo ran a boundary variant eagerly (a recompile limit, a step it cannot trace):
+        """A boundary variant ran without PDT's nodes (Dynamo's eager fallback at a recompile
+        limit or on a step it cannot trace, or graph breaks that hide the parameter writes):
         step eagerly from now on, with compiled boundaries, or, where those fell back too, the
         eager path's boundary work."""
         if traced:
@@ -259,7 +260,8 @@ class CompiledOptimizerStep:
             then = "PDT's boundary work runs eagerly, as in pdt.PDT"
         warnings.warn(
             f"pdt.compile: the {phase.name.lower()} {'optimizer step' if traced else 'boundary'} ran without being "
-            f"compiled (Dynamo fell back to eager: a recompile limit, or a step it cannot trace); from now on {then}, "
+            "compiled with PDT's nodes (Dynamo fell back to eager: a recompile limit, a step it cannot trace; or "
+            f"graph breaks split the step where PDT's passes do not see its parameter writes); from now on {then}, "
             "with the same results. TORCH_LOGS=recompiles,graph_breaks says why",
             stacklevel=3,
         )

@@ -358,6 +358,29 @@ def test_an_average_registered_after_compiling_follows_the_jumps_as_in_eager():
         assert (a - b).abs().max().item() <= 1e-5
 
 
+def test_a_step_whose_graph_breaks_hide_its_writes_still_captures_and_merges():
+    """pytorch-optimizer's Shampoo compiles in pieces, its parameter writes where PDT's passes
+    do not see them: its capture and prediction graphs came out without PDT's nodes, and PDT
+    went on as if they had run (no merge, ever). Now PDT sees that no graph of its ran, warns,
+    and from then on steps Shampoo eagerly with compiled boundaries, as the eager run does."""
+    po = pytest.importorskip("pytorch_optimizer")
+    data = batches(45, size=8)
+
+    def run(compiled):
+        model = make_mlp()
+        opt = pdt.PDT(po.Shampoo(model.parameters(), lr=0.1), **CONFIG)
+        return model, opt, run_steps(model, opt, data, compiled)
+
+    eager_model, eager, _ = run(False)
+    with pytest.warns(UserWarning, match="without being compiled with PDT's nodes"):
+        model, opt, step = run(True)
+    assert not step.compiled_optimizer_step.traced
+    assert opt.stats.predictions == eager.stats.predictions >= 8
+    assert opt.stats.merges == eager.stats.merges >= 1
+    for a, b in zip(eager_model.parameters(), model.parameters()):
+        assert (a - b).abs().max().item() <= 1e-3
+
+
 def test_compile_rejects_plain_optimizers():
     model = make_mlp()
     with pytest.raises(TypeError, match="expected a pdt.PDT"):

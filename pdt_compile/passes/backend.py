@@ -68,13 +68,15 @@ class PDTBackend:
         self.graphs: list[fx.GraphModule] = [] if graphs is None else graphs
         self.compiled = False
         self.ran = False
-        """Set by every run of a graph this backend compiled: the caller clears it before a call
-        and reads it after, to tell a compiled run from Dynamo's eager fallback (which a
-        recompile limit makes silent)."""
+        """Set by every run of a graph into which this backend inserted PDT's nodes: the caller
+        clears it before a call and reads it after, to tell a capture or prediction that ran
+        from Dynamo's eager fallback (which a recompile limit makes silent) and from a step
+        split where the passes do not see its parameter writes (graph breaks)."""
 
     def __call__(self, gm: fx.GraphModule, example_inputs: list, **_: Any) -> Callable:
         writes = find_parameter_writes(gm, self.runtime.params) if self.phase != Phase.ORDINARY else None
-        if writes is not None and writes.is_optimizer_step:
+        inserted = writes is not None and writes.is_optimizer_step
+        if inserted:
             missing = sorted(set(range(len(self.runtime.params))) - set(writes.parameter_nodes))
             if missing:
                 raise RuntimeError(
@@ -90,6 +92,8 @@ class PDTBackend:
         self.graphs.append(gm)
         self.compiled = True
         compiled = lower(gm, example_inputs, self.backend, self.mode)
+        if not inserted:
+            return compiled
 
         @functools.wraps(compiled)  # keeps its calling convention (``_boxed_call``)
         def run(*args: Any, **kwargs: Any) -> Any:
