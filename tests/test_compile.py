@@ -519,6 +519,20 @@ def test_other_torch_optimizers_take_a_scheduled_lr_as_a_tensor_and_never_recomp
         assert (a - b).abs().max().item() <= tolerance
 
 
+def test_changed_constant_names_a_changed_float_entry_and_ignores_int_counts_and_tensor_keys():
+    from pdt_compile.runtime.hyperparameters import TensorHyperparameters
+
+    opt = torch.optim.SGD(make_mlp().parameters(), lr=0.1, momentum=0.9)
+    opt.param_groups[0]["step"] = 1  # an int count some optimizers keep in the group
+    watched = TensorHyperparameters(opt)
+    assert watched.changed_constant() is None
+    opt.param_groups[0]["step"] = 5  # Dynamo makes a changing int dynamic: no storm
+    opt.param_groups[0]["lr"] = 0.05  # handed to the graphs as a tensor
+    assert watched.changed_constant() is None
+    opt.param_groups[0]["momentum"] = 0.8
+    assert watched.changed_constant() == "momentum"
+
+
 class _UnlistedSGD(torch.optim.SGD):
     """SGD under another type: its float learning rate is not handed to the graphs as a tensor."""
 

@@ -39,14 +39,11 @@ change of any other entry, or of an unlisted optimizer's learning rate, makes th
 step run eagerly from then on (:meth:`TensorHyperparameters.changed_constant`)."""
 
 
-def _constant_key(value: Any) -> Any:
-    """``value`` compared by value where it is a Python scalar (or a tuple of them), else by
-    identity (comparing device tensors would synchronise)."""
+def _is_float_constant(value: Any) -> bool:
+    """A float, or a tuple of floats (Adam's betas): what Dynamo specialises an optimizer step on."""
     if isinstance(value, tuple):
-        return tuple(_constant_key(v) for v in value)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return ("id", id(value))
+        return bool(value) and all(isinstance(v, float) for v in value)
+    return isinstance(value, float)
 
 
 def tensor_keys(optimizer: Optimizer) -> tuple[str, ...]:
@@ -65,26 +62,27 @@ class TensorHyperparameters:
         self._tensors: list[dict[str, Any]] = []
         self._saved: list[dict[str, Any]] = []
         self._first: list[tuple] | None = None
-        self._first_constants: list[tuple] | None = None
+        self._first_constants: list[dict[str, Any]] | None = None
         self.active = False
         """Whether the tensors are in use (a value has changed since the first step)."""
 
     def changed_constant(self) -> str | None:
-        """The name of a param-group entry that compiled graphs take as a constant (any entry
-        but the parameters and :attr:`keys`: an unlisted optimizer's learning rate, SGD's
-        momentum) whose value differs from the first step's, or None. Dynamo guards on those
-        values and recompiles the optimizer step at every change, until its recompile limit."""
+        """The name of a float param-group entry that compiled graphs take as a constant (any
+        but :attr:`keys`: an unlisted optimizer's learning rate, SGD's momentum) whose value
+        differs from the first step's, or None. Dynamo guards on float values and recompiles
+        the optimizer step at every change, until its recompile limit; an int that changes (a
+        step count some optimizers keep in the group) turns dynamic after one recompile."""
         values = [
-            tuple((key, _constant_key(value)) for key, value in group.items() if key != "params" and key not in self.keys)
+            {key: value for key, value in group.items() if key not in self.keys and _is_float_constant(value)}
             for group in self.optimizer.param_groups
         ]
         if self._first_constants is None:
             self._first_constants = values
         for now, first in zip(values, self._first_constants):
-            for (key, value), (_, was) in zip(now, first):
-                if value != was:
+            for key, value in now.items():
+                if key in first and value != first[key]:
                     return key
-        return None if len(values) == len(self._first_constants) else "param_groups"
+        return None
 
     def _values(self) -> list[tuple]:
         # Floats by value; anything else (a user's tensor LR) by identity: comparing device
