@@ -163,8 +163,8 @@ class CompiledOptimizerStep:
         self.variants: dict[tuple[Phase, int], Callable[[], None]] = {}
         if self.traced:
             self._build_variants(inner, ordinary=True)
-        elif self.fused:
-            self._build_variants(ParameterTouch(self.runtime.params), ordinary=False)
+        else:
+            self._trace_boundaries_only()
 
     def _build_variants(self, stepped: torch.optim.Optimizer, ordinary: bool) -> None:
         """Compiled variants of ``stepped``'s undecorated step (its decorator graph-breaks
@@ -186,7 +186,8 @@ class CompiledOptimizerStep:
 
     def _trace_boundaries_only(self) -> None:
         """From now on the optimizer steps eagerly and the boundaries (on the float32 device
-        ring) run in graphs compiled from :class:`ParameterTouch` (see the class docstring)."""
+        ring) run in graphs compiled from :class:`ParameterTouch` (see the class docstring),
+        which replace the optimizer's own boundary graphs."""
         self.traced = False
         if self.fused:
             for graphs in (self.graphs["capture"], self.graphs["predict"]):

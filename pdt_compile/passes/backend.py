@@ -66,7 +66,6 @@ class PDTBackend:
     ) -> None:
         self.phase, self.runtime, self.backend, self.mode, self.slot = phase, runtime, backend, mode, slot
         self.graphs: list[fx.GraphModule] = [] if graphs is None else graphs
-        self.compiled = False
         self.ran = False
         """Set by every run of a graph into which this backend inserted PDT's nodes: the caller
         clears it before a call and reads it after, to tell a capture or prediction that ran
@@ -90,7 +89,6 @@ class PDTBackend:
                 insert_predict_merge(gm, writes, names, self.runtime.groups, self.runtime.steps,
                                      self.runtime.config, self.runtime.shard_group)
         self.graphs.append(gm)
-        self.compiled = True
         compiled = lower(gm, example_inputs, self.backend, self.mode)
         if not inserted:
             return compiled
