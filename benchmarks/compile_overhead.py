@@ -1,11 +1,14 @@
 """Compiled PDT overhead, one run, the overhead benchmark's two models: plain compiled step,
 compiled PDT ordinary, capture and prediction steps, eager PDT steps, and the compile times.
 
-    python -m benchmarks.compile_overhead [--backend inductor] [--models "MLP ~2M,MLP ~20M"] [--fused]
+    python -m benchmarks.compile_overhead [--backend inductor] [--models "MLP ~2M,MLP ~20M"] [--fused | --schedule-free]
 
 ``--fused``: AdamW with ``fused=True``, whose step torch keeps out of Dynamo: every optimizer
 step runs eagerly, PDT's captures and predictions in graphs of their own, the forward and
-backward compiled (the section title says so).
+backward compiled (the section title says so). ``--schedule-free``: schedule-free AdamW
+(``schedulefree.AdamWScheduleFree``), PDT at its defaults there (z snapshot and jumped, the
+parameters moved by 1 - beta1 of the jump, x left in place): its boundaries run in graphs of
+their own after the optimizer step, which move the parameters inside the merge.
 """
 
 from __future__ import annotations
@@ -70,6 +73,18 @@ def adamw(params) -> torch.optim.Optimizer:
 
 def fused_adamw(params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=1e-3, fused=True)
+
+
+def schedule_free_adamw(params) -> torch.optim.Optimizer:
+    import schedulefree
+
+    opt = schedulefree.AdamWScheduleFree(params, lr=1e-3)
+    opt.train()
+    return opt
+
+
+OPTIMIZERS = {"adamw": adamw, "fused": fused_adamw, "schedule-free": schedule_free_adamw}
+TITLES = {"adamw": "", "fused": ", fused AdamW", "schedule-free": ", schedule-free AdamW"}
 
 
 def measure(name: str, spec, backend: str, repeats: int, batch: int, device: str = "cpu", mode: str | None = None,
@@ -166,13 +181,16 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--repeats", type=int, default=60)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--fused", action="store_true", help="AdamW(fused=True) instead of foreach")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--fused", action="store_true", help="AdamW(fused=True) instead of foreach")
+    which.add_argument("--schedule-free", action="store_true", help="schedulefree.AdamWScheduleFree instead of AdamW")
     args = parser.parse_args()
+    optimizer = "fused" if args.fused else "schedule-free" if args.schedule_free else "adamw"
     lines: list[str] = []
     figures = []
     for name in args.models.split(","):
         table, result = measure(name, MODELS[name], args.backend, args.repeats, args.batch,
-                                make_opt=fused_adamw if args.fused else adamw)
+                                make_opt=OPTIMIZERS[optimizer])
         lines += table + [""]
         figures.append(result)
     lines += ["| model | ordinary / plain (target <= 1.02) | capture / plain | compiled prediction / floor (target <= 2) | "
@@ -196,7 +214,7 @@ def main() -> None:
     body = "\n".join(lines)
     print(body)
     title = f"Compiled overhead (benchmarks/compile_overhead.py, {args.backend})"
-    write_section(title + (", fused AdamW" if args.fused else ""), body)
+    write_section(title + TITLES[optimizer], body)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,20 @@ from .runtime.predictor import Prediction, group_of, group_rows, one_hot, write_
 from .runtime.schedule import Phase
 
 
+def boundary_tensors(optimizer: PDT) -> tuple[list[Tensor], list[list[tuple[Tensor, float]]]]:
+    """What a boundary graph reads and writes besides the ring: the tracked tensors
+    (:meth:`~pdt_compile.PDT.tracked`) and, per tracked tensor, the followers a jump moves with
+    their fractions of it (none at 0)."""
+    followers = optimizer._moved_fractions() if optimizer.has_followers else [[] for _ in optimizer.ring.params]
+    return optimizer.tracked(), [[(t, f) for t, f in moved if f] for moved in followers]
+
+
+def identities(tracked: list[Tensor], followers: list[list[tuple[Tensor, float]]]) -> tuple:
+    """A key of :func:`boundary_tensors` that changes when a graph built on them would be stale
+    (optimizer state created or replaced, a fraction changed)."""
+    return tuple(id(t) for t in tracked), tuple(tuple((id(t), f) for t, f in moved) for moved in followers)
+
+
 class GraphRuntime:
     """Buffers shared by the host runtime and the compiled graphs (fixed addresses)."""
 
@@ -43,7 +57,11 @@ class GraphRuntime:
         self.config = optimizer.config
         ring = optimizer.ring
         ring.unpack_()  # the graphs take every ring row as a buffer of its own
-        self.params = ring.params
+        self.params, self.followers = boundary_tensors(optimizer)
+        """The tensors the graphs capture and merge (the parameters, or the optimizer state
+        ``PDTConfig.sequence`` names), and the followers each merge moves."""
+        self.fractions = [[f for _, f in moved] for moved in self.followers]
+        self.key = identities(self.params, self.followers)
         count, device, h = len(self.params), ring.device, ring.history
         self.groups = group_of(self.config, count)
         self.process_group = shard_group(self.params)
@@ -71,11 +89,14 @@ class GraphRuntime:
         """Register each parameter's ring rows, jump buffers and the shared buffers on ``gm``;
         returns their attribute names."""
         ring = self.optimizer.ring
-        names: dict[str, Any] = {"rings": {}, "jumps": {}}
+        names: dict[str, Any] = {"rings": {}, "jumps": {}, "followers": {}}
         for index in range(len(self.params)):
             names["rings"][index] = [f"pdt_ring_{index}_{slot}" for slot in range(ring.history)]
             for name, row in zip(names["rings"][index], ring.row_tensors(index)):
                 register_buffer(gm, name, row)
+            names["followers"][index] = [f"pdt_follower_{index}_{number}" for number in range(len(self.followers[index]))]
+            for name, (follower, _) in zip(names["followers"][index], self.followers[index]):
+                register_buffer(gm, name, follower.detach())
         for index, jump in enumerate(self.jumps):
             names["jumps"][index] = f"pdt_jump_{index}"
             register_buffer(gm, names["jumps"][index], jump)
@@ -115,9 +136,12 @@ class CompiledOptimizerStep:
     one capture graph per ring row, and prediction.
 
     With a ring that is not the float32 device ring (``ring_dtype="bfloat16"``,
-    ``ring_location="host"``), or when merges also move optimizer state or an average
-    (:meth:`~pdt_compile.PDT.followers`), only the ordinary variant is compiled and the
-    boundary work runs after it through the eager path's kernels. A step at which some learning rate is exactly
+    ``ring_location="host"``), only the ordinary variant is compiled and the boundary work runs
+    after it through the eager path's kernels. When merges also move optimizer state or an
+    average (:meth:`~pdt_compile.PDT.followers`: schedule-free's base iterate, Lookahead's slow
+    weights, an EMA), the capture and the prediction run after the ordinary variant, in graphs
+    of their own that capture the tracked tensors and move every follower inside the merge's
+    loop (see below). A step at which some learning rate is exactly
     0 runs the optimizer eagerly (see :class:`~pdt_compile.runtime.hyperparameters.TensorHyperparameters`),
     and so does some parameter's first step, at which optimizers create their state: a state tensor
     created inside a CUDA-graph-captured step lives in that graph's memory pool, and the next
@@ -127,7 +151,7 @@ class CompiledOptimizerStep:
     A fused optimizer (``fused=True``: one kernel per step already) is not traced: torch keeps
     Dynamo out of it on purpose (``torch.compiler.disable``), so its step runs eagerly and the
     capture and prediction run in graphs of their own, compiled from a stand-in step that
-    rewrites every tracked parameter unchanged (:class:`ParameterTouch`) so that the same passes
+    rewrites every tracked tensor unchanged (:class:`ParameterTouch`) so that the same passes
     find the writes to follow. An optimizer step that Dynamo falls back to eager for anyway (a
     recompile limit, an untraceable step) is run the same way from then on, and where even the
     stand-in falls back, the boundary work runs through the eager path's code; each with a warning.
@@ -151,9 +175,13 @@ class CompiledOptimizerStep:
         inner = optimizer.optimizer
         self.traced = self.trace_step and not uses_fused_kernels(inner)
         """Whether the optimizer step runs in compiled graphs (not for fused optimizers)."""
-        self.fused = optimizer.ring.fused and not optimizer.has_followers
-        """Whether the boundary work runs in compiled graphs (the float32 device ring, no followers)."""
-        self.runtime = GraphRuntime(optimizer) if self.fused else None
+        self.fused = optimizer.ring.fused
+        """Whether the boundary work runs in compiled graphs (the float32 device ring)."""
+        self.follows = optimizer.has_followers
+        """Whether merges move followers (:meth:`~pdt_compile.PDT.followers`): the boundaries then
+        run in graphs of their own after the optimizer step, so that they see the optimizer state
+        they capture or move as it is at that boundary."""
+        self.runtime: GraphRuntime | None = None
         self.hyperparameters = TensorHyperparameters(inner)
         self.stepped: set[int] = set()  # ids of the parameters that have had their first (eager) step
         self.stepped_all = -1  # the parameter count when every parameter had had it
@@ -162,14 +190,18 @@ class CompiledOptimizerStep:
         self.backends: dict[tuple[Phase, int], PDTBackend] = {}
         self.variants: dict[tuple[Phase, int], Callable[[], None]] = {}
         if self.traced:
-            self._build_variants(inner, ordinary=True)
-        else:
-            self._trace_boundaries_only()
+            self._build_variants(inner, ordinary=True, boundaries=self.fused and not self.follows)
 
-    def _build_variants(self, stepped: torch.optim.Optimizer, ordinary: bool) -> None:
+    @property
+    def apart(self) -> bool:
+        """Whether the boundaries run in graphs of their own, compiled from
+        :class:`ParameterTouch`, after the optimizer step (eager, or the ordinary variant)."""
+        return not self.traced or self.follows
+
+    def _build_variants(self, stepped: torch.optim.Optimizer, ordinary: bool, boundaries: bool) -> None:
         """Compiled variants of ``stepped``'s undecorated step (its decorator graph-breaks
-        around the body on purpose): the boundary ones on the float32 device ring, the ordinary
-        one when ``ordinary``."""
+        around the body on purpose): the ordinary one when ``ordinary``, the boundary ones
+        (which build :attr:`runtime`) when ``boundaries``."""
         raw_step = inspect.unwrap(type(stepped).step)
 
         def optimizer_step() -> None:
@@ -177,7 +209,8 @@ class CompiledOptimizerStep:
                 raw_step(stepped)
 
         keys: list[tuple[Phase, int]] = [(Phase.ORDINARY, 0)] if ordinary else []
-        if self.fused:
+        if boundaries:
+            self.runtime = GraphRuntime(self.optimizer)
             keys += [(Phase.CAPTURE, slot) for slot in range(self.optimizer.ring.history)] + [(Phase.PREDICT, 0)]
         for key in keys:
             self.backends[key] = PDTBackend(key[0], self.runtime, self.backend, self.mode, slot=key[1],
@@ -185,14 +218,23 @@ class CompiledOptimizerStep:
             self.variants[key] = torch.compile(_own_code(optimizer_step, _variant_name(*key)), backend=self.backends[key])
 
     def _trace_boundaries_only(self) -> None:
-        """From now on the optimizer steps eagerly and the boundaries (on the float32 device
-        ring) run in graphs compiled from :class:`ParameterTouch` (see the class docstring),
-        which replace the optimizer's own boundary graphs."""
+        """From now on the optimizer steps eagerly and the boundaries run in graphs of their own
+        (see :meth:`_boundaries_apart`)."""
         self.traced = False
-        if self.fused:
-            for graphs in (self.graphs["capture"], self.graphs["predict"]):
-                graphs.clear()
-            self._build_variants(ParameterTouch(self.runtime.params), ordinary=False)
+        self.runtime = None
+
+    def _boundaries_apart(self) -> None:
+        """Make the boundary variants that run after the optimizer step current: compiled from
+        :class:`ParameterTouch` on the tracked tensors (see the class docstring), again whenever
+        those tensors or their followers are other tensors than the graphs were built on (a
+        schedule-free optimizer creates its base iterate at its first step; ``load_state_dict``
+        replaces optimizer state)."""
+        tracked, followers = boundary_tensors(self.optimizer)
+        if self.runtime is not None and self.runtime.key == identities(tracked, followers):
+            return
+        for graphs in (self.graphs["capture"], self.graphs["predict"]):
+            graphs.clear()
+        self._build_variants(ParameterTouch(tracked), ordinary=False, boundaries=True)
 
     def _check_constants(self) -> None:
         """Stop tracing the optimizer step once a param-group entry its graphs take as a
@@ -218,26 +260,28 @@ class CompiledOptimizerStep:
         if self.traced:
             self._check_constants()
         traced = self.traced and not (self.hyperparameters.has_zero_lr() or self.creates_state())
-        if not traced:
-            optimizer.optimizer.step()  # eager: see the class docstring
-            if self.traced or not self.fused or phase == Phase.ORDINARY:
+        in_step = self.fused and not self.apart  # the boundary graphs hold the optimizer step
+        if phase == Phase.ORDINARY or not (in_step and traced):
+            if traced:
+                with self.hyperparameters:
+                    self.variants[(Phase.ORDINARY, 0)]()
+            else:
+                optimizer.optimizer.step()  # eager: see the class docstring
+            if phase == Phase.ORDINARY or not self.fused or in_step:
                 return optimizer._run_boundary(phase)
-        key = (phase, ring.next_slot if phase == Phase.CAPTURE else 0) if self.fused else (Phase.ORDINARY, 0)
-        if phase == Phase.PREDICT and self.fused:
+            self._boundaries_apart()
+        key = (phase, ring.next_slot if phase == Phase.CAPTURE else 0)
+        if phase == Phase.PREDICT:
             self.runtime.prepare_prediction()
         backend = self.backends[key]
         backend.ran = False
-        if traced:
+        if in_step:
             with self.hyperparameters:
                 self.variants[key]()
         else:
-            self.variants[key]()  # the boundary alone, after the eager step
-        if not self.fused:
-            return optimizer._run_boundary(phase)
-        if phase == Phase.ORDINARY:
-            return None
+            self.variants[key]()  # the boundary alone, after the optimizer step
         if not backend.ran:
-            self._fell_back(phase, traced)
+            self._fell_back(phase, in_step)
             return optimizer._run_boundary(phase)
         ring.advance_()
         if phase == Phase.CAPTURE:
@@ -248,19 +292,19 @@ class CompiledOptimizerStep:
         # Counts stay on the device: PDT reads them when it must (see PDT.defers_host_reads).
         return Prediction(list(active), [j if a else None for j, a in zip(jumps, active)], pending=counts)
 
-    def _fell_back(self, phase: Phase, traced: bool) -> None:
+    def _fell_back(self, phase: Phase, in_step: bool) -> None:
         """A boundary variant ran without PDT's nodes (Dynamo's eager fallback at a recompile
         limit or on a step it cannot trace, or graph breaks that hide the parameter writes):
         step eagerly from now on, with compiled boundaries, or, where those fell back too, the
         eager path's boundary work."""
-        if traced:
+        if in_step:
             self._trace_boundaries_only()
             then = "the optimizer steps eagerly and PDT's boundaries run in graphs of their own"
         else:
             self.fused = False
             then = "PDT's boundary work runs eagerly, as in pdt.PDT"
         warnings.warn(
-            f"pdt.compile: the {phase.name.lower()} {'optimizer step' if traced else 'boundary'} ran without being "
+            f"pdt.compile: the {phase.name.lower()} {'optimizer step' if in_step else 'boundary'} ran without being "
             "compiled with PDT's nodes (Dynamo fell back to eager: a recompile limit, a step it cannot trace; or "
             f"graph breaks split the step where PDT's passes do not see its parameter writes); from now on {then}, "
             "with the same results. TORCH_LOGS=recompiles,graph_breaks says why",

@@ -374,7 +374,7 @@ class PDT(Optimizer):
 
     def _graph_kernels(self) -> bool:
         """Whether ``kernels="graph"`` applies: the boundaries run as compiled graphs."""
-        return self.config.kernels == "graph" and self._ring.fused and not self.has_followers
+        return self.config.kernels == "graph" and self._ring.fused
 
     def _quiet_next(self) -> bool:
         """Whether the step about to run is the optimizer's step alone: an eager, ordinary step

@@ -154,19 +154,89 @@ def test_optimizers_pdt_cannot_stack_on_raise_clearly():
         pdt.PDT(schedulefree.AdamWScheduleFreePaper(params, lr=0.01), snap_every=3)
 
 
-def test_compiled_schedule_free_follows_eager():
-    data = batches(45)
-    eager_model, eager, _ = make("sgd_schedule_free")
-    train(eager_model, eager, data)
-    model, opt, _ = make("sgd_schedule_free")
-    step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager")
-    for x, y in data:
-        step(x, y)
+def assert_same_run(eager_model, eager, model, opt, atol=1e-5):
+    """The same merges, weights and followers as the eager run."""
     assert opt.stats.merges == eager.stats.merges >= 2
     for a, b in zip(eager_model.parameters(), model.parameters()):
-        assert torch.allclose(a, b, atol=1e-5)
+        assert torch.allclose(a, b, atol=atol)
     for fs, fs2 in zip(eager.followers(), opt.followers()):
-        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fs, fs2))
+        assert all(torch.allclose(a, b, atol=atol) for a, b in zip(fs, fs2))
+
+
+def assert_boundaries_compiled_with_followers(opt):
+    """The last prediction ran in a compiled graph that captured the tracked tensors and moved
+    every follower inside the merge (not through the eager path's code)."""
+    step = opt.compiled_step
+    runtime = step.runtime
+    assert runtime is not None and all(t is u for t, u in zip(runtime.params, opt.tracked()))
+    follower_buffers = [node for gm in step.graphs["predict"] for node in gm.graph.nodes
+                        if node.op == "get_attr" and node.target.startswith("pdt_follower_")]
+    assert len(follower_buffers) == sum(len(moved) for moved in runtime.followers) > 0
+
+
+STAY_OR_MOVE = [("sgd_schedule_free", "stay"), ("adamw_schedule_free", "stay"),
+                ("sgd_schedule_free_reference", "move"), ("lookahead", "move")]
+
+
+@pytest.mark.parametrize("name,averages", STAY_OR_MOVE)
+def test_compiled_stacking_follows_eager_with_its_boundaries_in_graphs(name, averages):
+    """Under pdt.compile the followers move inside the compiled merge, with each one's fraction
+    of the jump (schedule-free's parameters take 1 - beta of z's where x stays)."""
+    data = batches(45)
+    eager_model, eager, _ = make(name, averages=averages)
+    train(eager_model, eager, data)
+    model, opt, _ = make(name, averages=averages)
+    step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # schedule-free's changing weight_sum makes its step eager
+        for x, y in data:
+            step(x, y)
+    assert opt.stats.predictions == eager.stats.predictions >= 8
+    assert_same_run(eager_model, eager, model, opt)
+    assert_boundaries_compiled_with_followers(opt)
+    if averages == "stay":
+        fractions = [f for moved in opt.compiled_step.runtime.fractions for f in moved]
+        assert fractions == pytest.approx([0.1] * len(fractions))  # 1 - beta
+
+
+def test_compiled_schedule_free_builds_its_boundary_graphs_again_when_a_checkpoint_replaces_z():
+    """``load_state_dict`` puts new z tensors in the optimizer's state: graphs built on the old
+    ones would capture and move tensors the optimizer no longer uses."""
+    data = batches(45)
+
+    def run(compiled):
+        model, opt, _ = make("sgd_schedule_free")
+        step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager") if compiled else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for index, (x, y) in enumerate(data):
+                if index == 20:
+                    checkpoint = save_and_load({"model": model.state_dict(), "opt": opt.state_dict()})
+                    model.load_state_dict(checkpoint["model"])
+                    opt.load_state_dict(checkpoint["opt"])
+                if compiled:
+                    step(x, y)
+                else:
+                    train(model, opt, [(x, y)])
+        return model, opt
+
+    eager_model, eager = run(False)
+    model, opt = run(True)
+    assert_same_run(eager_model, eager, model, opt)
+    assert_boundaries_compiled_with_followers(opt)
+
+
+@pytest.mark.inductor
+@pytest.mark.parametrize("name", ["sgd_schedule_free", "lookahead"])
+def test_eager_pdt_with_boundary_graphs_moves_the_followers_as_torch_kernels_do(name):
+    data = batches(45)
+    eager_model, eager, _ = make(name, kernels="torch")
+    train(eager_model, eager, data)
+    model, opt, _ = make(name, kernels="graph")
+    train(model, opt, data)
+    assert opt.stats.predictions == eager.stats.predictions >= 8
+    assert_same_run(eager_model, eager, model, opt)
+    assert_boundaries_compiled_with_followers(opt)
 
 
 @pytest.mark.parametrize("name,sequence", [("sgd_schedule_free", "z"), ("sgd_schedule_free_reference", "x")])

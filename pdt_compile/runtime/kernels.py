@@ -51,16 +51,18 @@ def predict_pass_(
     weights: Tensor, rows: Sequence[Tensor], s_weights: Tensor, slot_mask: Tensor, coefficients: Tensor,
     s_coefficients: Tensor, horizon: Tensor, active: Tensor, jump_out: Tensor | None,
     rule: str, trend: bool, drift: float | None, shift: bool, followers: Sequence[Tensor] = (),
+    fractions: Sequence[float] = (),
 ) -> Tensor:
     """:func:`predict_elements_`, returning the accepted count (0-d int64)."""
     return predict_elements_(weights, rows, s_weights, slot_mask, coefficients, s_coefficients, horizon, active,
-                             jump_out, rule, trend, drift, shift, followers).sum()
+                             jump_out, rule, trend, drift, shift, followers, fractions).sum()
 
 
 def predict_elements_(
     weights: Tensor, rows: Tensor | Sequence[Tensor], s_weights: Tensor | int, slot_mask: Tensor | int,
     coefficients: Tensor, s_coefficients: Tensor, horizon: Tensor, active: Tensor | bool, jump_out: Tensor | None,
     rule: str, trend: bool, drift: float | None, shift: bool, followers: Sequence[Tensor] = (),
+    fractions: Sequence[float] = (),
 ) -> Tensor:
     """One parameter's prediction, in place; returns the accepted elements (``[n]`` bool).
 
@@ -76,7 +78,9 @@ def predict_elements_(
     skipped); plain torch may pass ``True`` for every element, which spares two whole-tensor
     operations. ``jump_out`` ``[n]``, if given, receives the applied jump (for rollback);
     each of ``followers`` (``[n]`` float32 tensors that live in weight space:
-    :mod:`pdt_compile.adapters`) is translated by it. Coefficients may also be per element
+    :mod:`pdt_compile.adapters`) is translated by it, or by ``fractions[i]`` times it where
+    ``fractions`` is given (schedule-free's parameters take 1 - beta of the base iterate's jump:
+    :func:`~pdt_compile.adapters.shares`). Coefficients may also be per element
     (``[steps, h, n]`` and ``[steps, n]``): several parameters packed side by side.
     """
     w = weights.float()
@@ -99,8 +103,8 @@ def predict_elements_(
         for i, row in enumerate(rows):
             row.copy_(torch.where(slot_mask[i], merged, row + jump if shift else row))
     weights.copy_(merged)
-    for follower in followers:
-        follower.add_(jump)
+    for i, follower in enumerate(followers):
+        follower.add_(jump, alpha=fractions[i] if fractions else 1.0)
     if jump_out is not None:
         jump_out.copy_(jump)
     return accepted
