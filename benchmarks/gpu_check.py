@@ -6,7 +6,9 @@
    AdamW with a tensor learning rate, ``capturable=True``): the plain compiled step, compiled
    PDT's ordinary / capture / prediction steps and eager PDT's, against the bandwidth floor
    (2h+2 copies), each prediction's kernels profiled into the log; then the same with
-   ``AdamW(fused=True)`` (part ``fused``: the optimizer step eager, PDT's boundaries compiled);
+   ``AdamW(fused=True)`` (part ``fused``: the optimizer step eager, PDT's boundaries compiled)
+   and with schedule-free AdamW (part ``schedule-free``: the boundaries in graphs of their own,
+   which move the parameters with z's jump);
 2. host offload (``ring_location="host"``): device bytes the ring allocates, and the eager
    capture and prediction costs, against the device ring;
 3. eager prediction kernels: Triton-compiled (``kernels="inductor"``) and plain torch, against
@@ -21,9 +23,10 @@ Each part that fails prints its traceback and the others still run; the section 
 is rewritten after each part (and copied to ``--copy-to``), so a run cut short keeps what it
 measured. ``--parts ttb`` (a comma-separated list) runs only the parts named, into a section of its
 own: a lease too short for all of them takes them in two calls (on an H200, 2026-12-04: every part
-but ``ttb`` 219 s, ``ttb`` 321 s; the parts ``fused`` and ``graph`` and four GPU tests came
-after and have not run on a GPU). The GPU image lacks ``mnist1d`` and ``pytorch-optimizer``
-(``ttb`` imports them): carry their wheels (``pip download --no-deps``) and install them with
+but ``ttb`` 219 s, ``ttb`` 321 s; the parts ``fused``, ``graph`` and ``schedule-free`` and six
+GPU tests came after and have not run on a GPU). The GPU image lacks ``mnist1d`` and ``pytorch-optimizer``
+(``ttb`` imports them), and may lack ``schedulefree`` (the part ``schedule-free``): carry their
+wheels (``pip download --no-deps``) and install them with
 ``pip install --no-index --no-deps --target``. ``--device cpu --width 64 --ttb-only digits`` runs
 the same code on a CPU (a dry run).
 """
@@ -46,14 +49,14 @@ import pdt_compile as pdt
 from pdt_compile.runtime.schedule import Phase
 
 from .boundary_graphs import measure as boundary_graph_rows
-from .compile_overhead import fused_adamw, measure, median_ms
+from .compile_overhead import fused_adamw, measure, median_ms, schedule_free_adamw
 from .floor import copy_floors
 from .overhead import mlp
 from .report import RESULTS, write_section
 from .steps import train_step
 
 TITLE = "GPU (benchmarks/gpu_check.py)"
-PARTS = ("overhead", "fused", "offload", "kernels", "graph", "tests", "ttb", "reduce-overhead")
+PARTS = ("overhead", "fused", "schedule-free", "offload", "kernels", "graph", "tests", "ttb", "reduce-overhead")
 
 
 def prepared(opt: pdt.PDT, model: nn.Module, x, y) -> None:
@@ -224,6 +227,8 @@ def main() -> None:
     run_part("overhead", "Compiled overhead, mode default", lambda: compiled_overhead(None))
     run_part("fused", "Compiled overhead, fused AdamW (its step eager, PDT's boundaries compiled), mode default",
              lambda: compiled_overhead(None, fused_adamw, profiled=False))
+    run_part("schedule-free", "Compiled overhead, schedule-free AdamW (PDT's boundaries in graphs of their own), mode default",
+             lambda: compiled_overhead(None, schedule_free_adamw, profiled=False))
     x, y = torch.randn(args.batch, 1024, device=device), torch.randint(0, 10, (args.batch,), device=device)
     run_part("offload", "Host offload (eager, AdamW)", lambda: offload_rows(model, x, y, device, args.repeats))
     run_part("kernels", "Eager prediction kernels (SGD)", lambda: kernel_rows(model, x, y, device, floor))

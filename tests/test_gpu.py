@@ -64,6 +64,23 @@ def test_a_fused_cuda_optimizer_steps_eagerly_and_follows_eager_pdt(mode):
 
 @pytest.mark.gpu
 @cuda
+@pytest.mark.parametrize("mode", [None, "reduce-overhead"])
+def test_compiled_schedule_free_moves_its_parameters_in_the_boundary_graphs_as_eager_pdt_does(mode):
+    schedulefree = pytest.importorskip("schedulefree")
+
+    def schedule_free(params):
+        opt = schedulefree.SGDScheduleFree(params, lr=0.5, momentum=0.9, warmup_steps=3)
+        opt.train()
+        return opt
+
+    eager_model, eager = _train(None, compiled=False, make_opt=schedule_free)
+    model, opt = _train(mode, compiled=True, make_opt=schedule_free)
+    assert opt.compiled_step.runtime is not None and opt.compiled_step.runtime.followers[0]
+    _assert_same_run(eager_model, eager, model, opt)
+
+
+@pytest.mark.gpu
+@cuda
 def test_eager_boundary_graphs_on_cuda_follow_plain_torch_kernels():
     runs = []
     for kernels in ("torch", "graph"):
