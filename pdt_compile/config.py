@@ -429,8 +429,8 @@ class PDTConfig:
     a few per parameter, and the accepted counts stay on the device until the next boundary, for
     accelerators, where the per-parameter calls bind the eager path to the host. Its graphs
     unroll the maths for every tensor: on a 2-core CPU a 98-tensor model's prediction graph took
-    234 s to compile (benchmarks/boundary_graphs.py). Float32 device ring without followers
-    (:meth:`~pdt_compile.PDT.followers`); elsewhere as ``"inductor"``."""
+    234 s to compile (benchmarks/boundary_graphs.py). Float32 device ring (the followers of
+    :meth:`~pdt_compile.PDT.followers` move inside the merge graph); elsewhere as ``"inductor"``."""
 
     chunk_size: int | None = None
     """Elements per streamed chunk in the eager path. ``None``: 65536 on the CPU (keeps the
