@@ -38,8 +38,18 @@ def batch(step: int, rank: int, world: int):
     return x[rank * part : (rank + 1) * part], y[rank * part : (rank + 1) * part]
 
 
+def make_optimizer(name: str, params) -> torch.optim.Optimizer:
+    if name == "schedule-free":  # merges move its z and its parameters (followers)
+        import schedulefree
+
+        opt = schedulefree.SGDScheduleFree(params, lr=0.5, momentum=0.9, warmup_steps=3)
+        opt.train()
+        return opt
+    return torch.optim.SGD(params, lr=0.1, momentum=0.9)
+
+
 def build(mode: str, world: int, granularity: str = "tensor", ring_location: str = "device", runaway: bool = False,
-          radial: str = "auto"):
+          radial: str = "auto", optimizer: str = "sgd"):
     model = make_model()
     if mode == "ddp":
         model = torch.nn.parallel.DistributedDataParallel(model)
@@ -48,7 +58,7 @@ def build(mode: str, world: int, granularity: str = "tensor", ring_location: str
         from torch.distributed.fsdp import fully_shard
 
         fully_shard(model, mesh=init_device_mesh("cpu", (world,)))
-    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), granularity=granularity,
+    opt = pdt.PDT(make_optimizer(optimizer, model.parameters()), granularity=granularity,
                   ring_location=ring_location, runaway_factor=3.0 if runaway else None, radial=radial, **CONFIG)
     return model, opt
 
@@ -78,12 +88,13 @@ def main() -> None:
     parser.add_argument("--ring-location", default="device")
     parser.add_argument("--runaway", action="store_true", help="runaway_factor 3, losses reported, a blow-up on rank 0")
     parser.add_argument("--radial", default="auto", help="PDTConfig.radial")
+    parser.add_argument("--optimizer", choices=["sgd", "schedule-free"], default="sgd")
     args = parser.parse_args()
     distributed = args.mode != "plain"
     if distributed:
         dist.init_process_group("gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    model, opt = build(args.mode, world, args.granularity, args.ring_location, args.runaway, args.radial)
+    model, opt = build(args.mode, world, args.granularity, args.ring_location, args.runaway, args.radial, args.optimizer)
     stop = args.checkpoint_at or args.steps
     train(model, opt, range(stop), rank, world, args.compile, args.runaway)
     if args.checkpoint_at is not None:
@@ -99,7 +110,8 @@ def main() -> None:
         opt.load_state_dict(state["optim"])
         train(model, opt, range(stop, args.steps), rank, world, None)
     params = full_parameters(model)
-    result = {"params": params, "stats": opt.stats.as_dict(), "schedule": opt.schedule.state_dict()}
+    result = {"params": params, "stats": opt.stats.as_dict(), "schedule": opt.schedule.state_dict(),
+              "boundary_graphs": opt.compiled_step is not None and opt.compiled_step.runtime is not None}
     torch.save(result, f"{args.out}.rank{rank}")
     if distributed:
         dist.barrier()

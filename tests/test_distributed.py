@@ -82,6 +82,15 @@ def test_pdt_compile_with_two_processes(tmp_path, reference, mode, backend):
     assert_same_run(launch(tmp_path, mode, 2, "--compile", backend), reference, atol=1e-5)
 
 
+def test_pdt_compile_on_schedule_free_moves_the_sharded_followers_in_its_boundary_graphs(tmp_path):
+    # The boundary graphs capture each rank's shard of z and move its parameter shard by 1 - beta.
+    pytest.importorskip("schedulefree")
+    reference = launch(tmp_path / "plain", "plain", 1, "--optimizer", "schedule-free")[0]
+    runs = launch(tmp_path / "fsdp", "fsdp", 2, "--optimizer", "schedule-free", "--compile", "aot_eager")
+    assert all(run["boundary_graphs"] for run in runs)
+    assert_same_run(runs, reference, atol=1e-5)
+
+
 @pytest.mark.parametrize("stop,ring", [(10, "device"), (15, "device"), (15, "host")])  # burn-in; right after the first merge
 def test_fsdp_checkpoint_through_dcp_resumes_exactly(tmp_path, reference, stop, ring):
     uninterrupted = launch(tmp_path / "a", "fsdp", 2, "--ring-location", ring)
