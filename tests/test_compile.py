@@ -381,6 +381,40 @@ def test_a_step_whose_graph_breaks_hide_its_writes_still_captures_and_merges():
         assert (a - b).abs().max().item() <= 1e-3
 
 
+def test_amp_with_a_grad_scaler_follows_eager_and_a_step_with_infs_is_skipped_alike():
+    """bfloat16 autocast and GradScaler on the CPU: ``scaler.step`` skips the optimizer step
+    whose gradients hold an inf (step 14), so PDT counts it nowhere, compiled or not."""
+
+    def run(compiled):
+        model = make_mlp()
+        opt = pdt.PDT(OPTIMIZERS["sgd_momentum"](model.parameters()), **CONFIG)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+
+        def step(x, y, poison):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+            scaler.scale(loss).backward()
+            if poison:
+                model[0].weight.grad[0, 0] = float("inf")
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad()
+            return loss
+
+        if compiled:
+            step = pdt.compile(step, optimizer=opt, backend="aot_eager")
+        for index, (x, y) in enumerate(batches(36)):
+            step(x, y, index == 14)
+        return model, opt
+
+    eager_model, eager = run(False)
+    model, opt = run(True)
+    assert opt.schedule.steps == eager.schedule.steps == 35
+    assert opt.stats.merges == eager.stats.merges >= 2
+    for a, b in zip(eager_model.parameters(), model.parameters()):
+        assert (a - b).abs().max().item() <= 1e-5
+
+
 def test_compile_rejects_plain_optimizers():
     model = make_mlp()
     with pytest.raises(TypeError, match="expected a pdt.PDT"):
