@@ -36,6 +36,24 @@ def step_function(model, opt):
     return train_step
 
 
+def amp_step_function(model, opt, scaler, device_type, dtype):
+    """:func:`step_function` under autocast with a GradScaler; ``poison=True`` puts an inf in a
+    gradient, so that ``scaler.step`` skips that optimizer step."""
+
+    def train_step(x, y, poison=False):
+        with torch.autocast(device_type, dtype=dtype):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        scaler.scale(loss).backward()
+        if poison:
+            next(model.parameters()).grad.view(-1)[0] = float("inf")
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+        return loss
+
+    return train_step
+
+
 def save_and_load(state):
     """``state`` after a torch.save / torch.load round trip (as a checkpoint file would)."""
     buffer = io.BytesIO()

@@ -12,7 +12,7 @@ import pdt_compile as pdt
 from pdt_compile.passes.analysis import find_parameter_writes
 from pdt_compile.passes.predict import solve_on_device
 
-from conftest import batches, loss_of, make_mlp, save_and_load, step_function, train
+from conftest import amp_step_function, batches, loss_of, make_mlp, save_and_load, step_function, train
 
 CONFIG = dict(snap_every=3, history=4, burn_in=4, tau=3, rule="reference")
 OPTIMIZERS = {
@@ -388,19 +388,7 @@ def test_amp_with_a_grad_scaler_follows_eager_and_a_step_with_infs_is_skipped_al
     def run(compiled):
         model = make_mlp()
         opt = pdt.PDT(OPTIMIZERS["sgd_momentum"](model.parameters()), **CONFIG)
-        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
-
-        def step(x, y, poison):
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = torch.nn.functional.cross_entropy(model(x), y)
-            scaler.scale(loss).backward()
-            if poison:
-                model[0].weight.grad[0, 0] = float("inf")
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad()
-            return loss
-
+        step = amp_step_function(model, opt, torch.amp.GradScaler("cpu", init_scale=2.0**10), "cpu", torch.bfloat16)
         if compiled:
             step = pdt.compile(step, optimizer=opt, backend="aot_eager")
         for index, (x, y) in enumerate(batches(36)):
@@ -410,9 +398,7 @@ def test_amp_with_a_grad_scaler_follows_eager_and_a_step_with_infs_is_skipped_al
     eager_model, eager = run(False)
     model, opt = run(True)
     assert opt.schedule.steps == eager.schedule.steps == 35
-    assert opt.stats.merges == eager.stats.merges >= 2
-    for a, b in zip(eager_model.parameters(), model.parameters()):
-        assert (a - b).abs().max().item() <= 1e-5
+    assert_follows_eager(eager_model, eager, model, opt, 1e-5, merges=2)
 
 
 def test_compile_rejects_plain_optimizers():

@@ -8,7 +8,7 @@ import torch
 import pdt_compile as pdt
 from pdt_compile.passes.predict import solve_coefficients_op
 
-from conftest import batches, make_mlp, step_function
+from conftest import amp_step_function, batches, make_mlp, step_function
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 CONFIG = dict(snap_every=3, history=4, burn_in=4, tau=3, rule="reference")
@@ -173,17 +173,7 @@ def test_compiled_step_with_float16_autocast_and_grad_scaler_equals_eager():
     def run(compiled: bool):
         model = make_mlp().cuda()
         opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, foreach=True), **CONFIG)
-        scaler = torch.amp.GradScaler("cuda", init_scale=2.0**10)
-
-        def step(x, y):
-            with torch.autocast("cuda", dtype=torch.float16):
-                loss = torch.nn.functional.cross_entropy(model(x), y)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad()
-            return loss
-
+        step = amp_step_function(model, opt, torch.amp.GradScaler("cuda", init_scale=2.0**10), "cuda", torch.float16)
         if compiled:
             step = pdt.compile(step, optimizer=opt, backend="inductor")
         for x, y in batches(36):
