@@ -181,16 +181,26 @@ STAY_OR_MOVE = [("sgd_schedule_free", "stay"), ("adamw_schedule_free", "stay"),
 @pytest.mark.parametrize("name,averages", STAY_OR_MOVE)
 def test_compiled_stacking_follows_eager_with_its_boundaries_in_graphs(name, averages):
     """Under pdt.compile the followers move inside the compiled merge, with each one's fraction
-    of the jump (schedule-free's parameters take 1 - beta of z's where x stays)."""
+    of the jump (schedule-free's parameters take 1 - beta of z's where x stays); an evaluation
+    (``eval()``, then ``train()``) every ten steps, as users run one, changes nothing."""
     data = batches(45)
+
+    def evaluate_now_and_then(opt, index):
+        if index % 10 == 9:
+            opt.eval()
+            opt.train()
+
     eager_model, eager, _ = make(name, averages=averages)
-    train(eager_model, eager, data)
+    for index, batch in enumerate(data):
+        train(eager_model, eager, [batch])
+        evaluate_now_and_then(eager, index)
     model, opt, _ = make(name, averages=averages)
     step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # schedule-free's changing weight_sum makes its step eager
-        for x, y in data:
+        for index, (x, y) in enumerate(data):
             step(x, y)
+            evaluate_now_and_then(opt, index)
     assert opt.stats.predictions == eager.stats.predictions >= 8
     assert_same_run(eager_model, eager, model, opt)
     assert_boundaries_compiled_with_followers(opt)
