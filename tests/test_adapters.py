@@ -96,6 +96,35 @@ def test_a_param_group_added_mid_run_has_its_state_moved_by_merges_too(name):
     assert_followers_moved_by_the_jump(records)
 
 
+@pytest.mark.parametrize("name", ["lookahead", "sgd_schedule_free"])
+def test_a_param_group_added_under_pdt_compile_builds_the_boundary_graphs_again(name):
+    """The new parameters' state and the old ones' registered average follow the jumps in the
+    rebuilt boundary graphs as in the eager run."""
+
+    def run(compiled):
+        model = make_mlp()
+        opt = pdt.PDT(STACKED[name][0](model[0].parameters()), **CONFIG)
+        opt.train()
+        opt.move_with_merges([p.detach().clone() for p in model[0].parameters()])
+        step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager") if compiled else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # schedule-free's changing weight_sum makes its step eager
+            for index, (x, y) in enumerate(batches(60)):
+                if index == 20:
+                    opt.add_param_group({"params": list(model[2].parameters())})
+                if compiled:
+                    step(x, y)
+                else:
+                    train(model, opt, [(x, y)])
+        return model, opt
+
+    eager_model, eager = run(False)
+    model, opt = run(True)
+    assert len(opt.compiled_step.runtime.params) == 4
+    assert_same_run(eager_model, eager, model, opt)
+    assert_boundaries_compiled_with_followers(opt)
+
+
 def test_schedule_free_train_and_eval_go_through_the_wrapper():
     model, opt, _ = make("sgd_schedule_free")
     train(model, opt, batches(20))
