@@ -401,6 +401,29 @@ def test_amp_with_a_grad_scaler_follows_eager_and_a_step_with_infs_is_skipped_al
     assert_follows_eager(eager_model, eager, model, opt, 1e-5, merges=2)
 
 
+def test_varying_batch_sizes_under_dynamic_shapes_follow_eager_with_one_prediction_graph():
+    """``pdt.compile(..., dynamic=True)`` passes ``dynamic`` to the user's step; the batch size
+    never reaches PDT's optimizer-step graphs, which compile once."""
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(n, 8, generator=g), torch.randint(0, 3, (n,), generator=g))
+            for n in (8 + (i % 5) * 3 for i in range(40))]
+
+    def run(compiled):
+        model = make_mlp()
+        opt = pdt.PDT(OPTIMIZERS["adamw"](model.parameters()), **CONFIG)
+        step = step_function(model, opt)
+        if compiled:
+            step = pdt.compile(step, optimizer=opt, backend="aot_eager", dynamic=True)
+        for x, y in data:
+            step(x, y)
+        return model, opt, step
+
+    eager_model, eager, _ = run(False)
+    model, opt, step = run(True)
+    assert len(step.pdt_graphs["predict"]) == 1
+    assert_follows_eager(eager_model, eager, model, opt, 1e-5, predictions=8)
+
+
 def test_compile_rejects_plain_optimizers():
     model = make_mlp()
     with pytest.raises(TypeError, match="expected a pdt.PDT"):
