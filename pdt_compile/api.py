@@ -45,8 +45,9 @@ def boundary_tensors(optimizer: PDT) -> tuple[list[Tensor], list[list[tuple[Tens
 
 def identities(tracked: list[Tensor], followers: list[list[tuple[Tensor, float]]]) -> tuple:
     """A key of :func:`boundary_tensors` that changes when a graph built on them would be stale
-    (optimizer state created or replaced, a fraction changed)."""
-    return tuple(id(t) for t in tracked), tuple(tuple((id(t), f) for t, f in moved) for moved in followers)
+    (optimizer state created or replaced, a follower's fraction turned to or from 0); the
+    fractions themselves are a buffer the graphs read."""
+    return tuple(id(t) for t in tracked), tuple(tuple(id(t) for t, _ in moved) for moved in followers)
 
 
 class GraphRuntime:
@@ -60,7 +61,9 @@ class GraphRuntime:
         self.params, self.followers = boundary_tensors(optimizer)
         """The tensors the graphs capture and merge (the parameters, or the optimizer state
         ``PDTConfig.sequence`` names), and the followers each merge moves."""
-        self.fractions = [[f for _, f in moved] for moved in self.followers]
+        self.fractions = [f for moved in self.followers for _, f in moved]
+        """Every follower's fraction of its jump, parameter after parameter (the current ones:
+        :meth:`CompiledOptimizerStep._boundaries_apart` updates them)."""
         self.key = identities(self.params, self.followers)
         count, device, h = len(self.params), ring.device, ring.history
         self.groups = group_of(self.config, count)
@@ -79,6 +82,7 @@ class GraphRuntime:
             "inverse_perm": torch.arange(h, device=device),
             "row_index": torch.zeros(self.steps, dtype=torch.int64, device=device),
             "rows": group_rows(tuple(numels), tuple(self.groups)).clone(),
+            "fractions": torch.tensor(self.fractions, dtype=torch.float32, device=device),
         }
         self.jumps = (
             [torch.zeros(n, dtype=torch.float32, device=device) for n in ring.numels]
@@ -122,6 +126,8 @@ class GraphRuntime:
         write_from_host_(self.buffers["row_index"], torch.arange(self.steps).clamp(max=tau - 1))
         self.active = [not skipped for skipped in self.optimizer._skipped()]
         write_from_host_(self.buffers["active"], torch.tensor(self.active))
+        if self.fractions:
+            write_from_host_(self.buffers["fractions"], torch.tensor(self.fractions, dtype=torch.float32))
 
 
 def _own_code(fn: Callable, name: str) -> Callable:
@@ -231,6 +237,7 @@ class CompiledOptimizerStep:
         replaces optimizer state)."""
         tracked, followers = boundary_tensors(self.optimizer)
         if self.runtime is not None and self.runtime.key == identities(tracked, followers):
+            self.runtime.fractions = [f for moved in followers for _, f in moved]
             return
         for graphs in (self.graphs["capture"], self.graphs["predict"]):
             graphs.clear()

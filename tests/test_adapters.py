@@ -234,8 +234,37 @@ def test_compiled_stacking_follows_eager_with_its_boundaries_in_graphs(name, ave
     assert_same_run(eager_model, eager, model, opt)
     assert_boundaries_compiled_with_followers(opt)
     if averages == "stay":
-        fractions = [f for moved in opt.compiled_step.runtime.fractions for f in moved]
+        fractions = opt.compiled_step.runtime.buffers["fractions"].tolist()
         assert fractions == pytest.approx([0.1] * len(fractions))  # 1 - beta
+
+
+def test_a_changed_interpolation_moves_the_parameters_by_the_new_fraction_without_a_new_graph():
+    """Schedule-free's parameters take 1 - momentum of z's jump: the graphs read that fraction
+    from a buffer, so a momentum changed mid-run (a scheduler's) is followed, not recompiled."""
+    data = batches(45)
+
+    def run(compiled):
+        model, opt, _ = make("sgd_schedule_free")
+        step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager") if compiled else None
+        runtime = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for index, (x, y) in enumerate(data):
+                if index == 25:
+                    opt.param_groups[0]["momentum"] = 0.8
+                    runtime = opt.compiled_step.runtime if compiled else None
+                if compiled:
+                    step(x, y)
+                else:
+                    train(model, opt, [(x, y)])
+        return model, opt, runtime
+
+    eager_model, eager, _ = run(False)
+    model, opt, runtime = run(True)
+    assert_same_run(eager_model, eager, model, opt)
+    assert runtime is not None and opt.compiled_step.runtime is runtime  # the same graphs throughout
+    fractions = runtime.buffers["fractions"].tolist()
+    assert fractions == pytest.approx([0.2] * len(fractions))
 
 
 def test_compiled_schedule_free_builds_its_boundary_graphs_again_when_a_checkpoint_replaces_z():

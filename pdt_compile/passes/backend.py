@@ -87,7 +87,7 @@ class PDTBackend:
                 insert_snapshot(gm, writes, names, self.slot)
             else:
                 insert_predict_merge(gm, writes, names, self.runtime.groups, self.runtime.steps,
-                                     self.runtime.config, self.runtime.shard_group, self.runtime.fractions)
+                                     self.runtime.config, self.runtime.shard_group)
         self.graphs.append(gm)
         compiled = lower(gm, example_inputs, self.backend, self.mode)
         if not inserted:

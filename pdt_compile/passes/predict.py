@@ -98,17 +98,18 @@ def merge_parameter_(
     parameter: Tensor, rows: list[Tensor], s_weights: Tensor, slot_mask: Tensor, coefficients: Tensor,
     s_coefficients: Tensor, horizon: Tensor, active: Tensor, counts: Tensor, jump: Tensor | None,
     index: int, group: int, rule: str, trend: bool, drift: float | None, shift: bool,
-    followers: Sequence[Tensor] = (), fractions: Sequence[float] = (),
+    followers: Sequence[Tensor] = (), fractions: Tensor | None = None, first_follower: int = 0,
 ) -> None:
     """:func:`~pdt_compile.runtime.kernels.predict_pass_` on one parameter (its local shard, if
-    sharded), moving its ``followers`` by ``fractions`` of the jump; its accepted count goes to
-    ``counts[index]``."""
+    sharded), moving its ``followers`` by their fractions of the jump (``fractions`` from
+    ``first_follower`` on); its accepted count goes to ``counts[index]``."""
     parameter = _local(parameter.detach())
     weights = parameter.view(-1) if parameter.is_contiguous() else parameter.reshape(-1).clone()
     moved = [_local(follower.detach()).view(-1) for follower in followers]
     count = predict_pass_(
         weights, rows, s_weights, slot_mask, coefficients[group], s_coefficients[group], horizon,
-        active[index], jump, rule, trend, drift, shift, moved, fractions,
+        active[index], jump, rule, trend, drift, shift, moved,
+        None if fractions is None else fractions[first_follower : first_follower + len(moved)],
     )
     if not parameter.is_contiguous():
         parameter.copy_(weights.view(parameter.shape))
@@ -117,14 +118,14 @@ def merge_parameter_(
 
 def insert_predict_merge(
     gm: fx.GraphModule, writes: ParameterWrites, names: dict, groups: Sequence[int],
-    steps: int, config: PDTConfig, shard_group: int = 0, fractions: Sequence[Sequence[float]] = (),
+    steps: int, config: PDTConfig, shard_group: int = 0,
 ) -> fx.GraphModule:
     """After the optimizer's last parameter write, insert: one ``gram_pass`` per parameter (tagged
     ``predict``), the grouped Grams and ``pdt::solve_coefficients`` (``predict``), and one
     ``merge_parameter_`` per parameter (``merge``), as ``config`` says. ``names`` maps the
     runtime buffers (``rings[i]``: parameter i's h row buffers; ``jumps``: per-parameter jump
-    buffers when rollback is on; ``followers[i]``: the tensors parameter i's jump moves, by
-    ``fractions[i]``); ``shard_group`` is the key of FSDP2's process group (0: none)."""
+    buffers when rollback is on; ``followers[i]``: the tensors parameter i's jump moves, each by
+    its entry of ``fractions``, parameter after parameter); ``shard_group`` is the key of FSDP2's process group (0: none)."""
     dmd_options, shift = config.dmd_options(), config.after_merge == "shift"
     graph = gm.graph
     # Right after the last parameter write, still inside the step's no_grad region: Dynamo
@@ -161,16 +162,19 @@ def insert_predict_merge(
         s_coefficients = call(operator.getitem, (solved, 1), PREDICT)
         shared = [attr(names[key], MERGE) for key in ("s_weights", "slot_mask")]
         horizon, active, counts = (attr(names[key], MERGE) for key in ("horizon", "active", "counts"))
+        moved_before = 0
         for index, parameter in sorted(writes.parameter_nodes.items()):
             jump = attr(names["jumps"][index], MERGE) if names["jumps"] else None
             followers = [attr(name, MERGE) for name in names["followers"].get(index, ())]
+            fractions = attr(names["fractions"], MERGE) if followers else None
             call(
                 merge_parameter_,
                 (parameter, rings[index], *shared, coefficients, s_coefficients, horizon, active, counts, jump,
-                 index, groups[index], config.rule, config.trend, config.drift, shift, followers,
-                 tuple(fractions[index]) if followers else ()),
+                 index, groups[index], config.rule, config.trend, config.drift, shift, followers, fractions,
+                 moved_before),
                 MERGE,
             )
+            moved_before += len(followers)
     for node, tag in inserted:
         node.meta["pdt_pass"] = tag
     gm.recompile()

@@ -51,7 +51,7 @@ def predict_pass_(
     weights: Tensor, rows: Sequence[Tensor], s_weights: Tensor, slot_mask: Tensor, coefficients: Tensor,
     s_coefficients: Tensor, horizon: Tensor, active: Tensor, jump_out: Tensor | None,
     rule: str, trend: bool, drift: float | None, shift: bool, followers: Sequence[Tensor] = (),
-    fractions: Sequence[float] = (),
+    fractions: Tensor | None = None,
 ) -> Tensor:
     """:func:`predict_elements_`, returning the accepted count (0-d int64)."""
     return predict_elements_(weights, rows, s_weights, slot_mask, coefficients, s_coefficients, horizon, active,
@@ -62,7 +62,7 @@ def predict_elements_(
     weights: Tensor, rows: Tensor | Sequence[Tensor], s_weights: Tensor | int, slot_mask: Tensor | int,
     coefficients: Tensor, s_coefficients: Tensor, horizon: Tensor, active: Tensor | bool, jump_out: Tensor | None,
     rule: str, trend: bool, drift: float | None, shift: bool, followers: Sequence[Tensor] = (),
-    fractions: Sequence[float] = (),
+    fractions: Tensor | None = None,
 ) -> Tensor:
     """One parameter's prediction, in place; returns the accepted elements (``[n]`` bool).
 
@@ -79,7 +79,8 @@ def predict_elements_(
     operations. ``jump_out`` ``[n]``, if given, receives the applied jump (for rollback);
     each of ``followers`` (``[n]`` float32 tensors that live in weight space:
     :mod:`pdt_compile.adapters`) is translated by it, or by ``fractions[i]`` times it where
-    ``fractions`` is given (schedule-free's parameters take 1 - beta of the base iterate's jump:
+    ``fractions`` (``[len(followers)]`` float32, a tensor so that a changed fraction changes no
+    compiled graph) is given (schedule-free's parameters take 1 - beta of the base iterate's jump:
     :func:`~pdt_compile.adapters.shares`). Coefficients may also be per element
     (``[steps, h, n]`` and ``[steps, n]``): several parameters packed side by side.
     """
@@ -104,7 +105,7 @@ def predict_elements_(
             row.copy_(torch.where(slot_mask[i], merged, row + jump if shift else row))
     weights.copy_(merged)
     for i, follower in enumerate(followers):
-        follower.add_(jump, alpha=fractions[i] if fractions else 1.0)
+        follower.add_(jump if fractions is None else jump * fractions[i])
     if jump_out is not None:
         jump_out.copy_(jump)
     return accepted
