@@ -30,7 +30,7 @@ from torch import Tensor, fx
 from .distributed import global_numel, group_key, shard_group, sum_across_shards_
 from .optim import PDT
 from .passes.backend import PDTBackend, uses_cuda_graphs
-from .runtime.hyperparameters import TENSOR_HYPERPARAMETERS, TensorHyperparameters
+from .runtime.hyperparameters import TENSOR_HYPERPARAMETERS, TensorHyperparameters, rewrites_constants_every_step
 from .runtime.predictor import Prediction, group_of, group_rows, one_hot, write_from_host_
 from .runtime.schedule import Phase
 
@@ -158,7 +158,9 @@ class CompiledOptimizerStep:
     Dynamo out of it on purpose (``torch.compiler.disable``), so its step runs eagerly and the
     capture and prediction run in graphs of their own, compiled from a stand-in step that
     rewrites every tracked tensor unchanged (:class:`ParameterTouch`) so that the same passes
-    find the writes to follow. An optimizer step that Dynamo falls back to eager for anyway (a
+    find the writes to follow. So does a schedule-free optimizer, whose step rewrites a float of
+    its param groups at every step (:data:`~pdt_compile.runtime.hyperparameters.STEP_COUNTERS`).
+    An optimizer step that Dynamo falls back to eager for anyway (a
     recompile limit, an untraceable step) is run the same way from then on, and where even the
     stand-in falls back, the boundary work runs through the eager path's code; each with a warning.
     """
@@ -179,8 +181,9 @@ class CompiledOptimizerStep:
         graphs are dropped from :attr:`graphs`."""
         optimizer = self.optimizer
         inner = optimizer.optimizer
-        self.traced = self.trace_step and not uses_fused_kernels(inner)
-        """Whether the optimizer step runs in compiled graphs (not for fused optimizers)."""
+        self.traced = self.trace_step and not (uses_fused_kernels(inner) or rewrites_constants_every_step(inner))
+        """Whether the optimizer step runs in compiled graphs (not for fused optimizers, nor for
+        schedule-free ones, whose step changes a float of its param groups every time)."""
         self.fused = optimizer.ring.fused
         """Whether the boundary work runs in compiled graphs (the float32 device ring)."""
         self.follows = optimizer.has_followers
