@@ -145,9 +145,8 @@ class CompiledOptimizerStep:
     ``ring_location="host"``), only the ordinary variant is compiled and the boundary work runs
     after it through the eager path's kernels. When merges also move optimizer state or an
     average (:meth:`~pdt_compile.PDT.followers`: schedule-free's base iterate, Lookahead's slow
-    weights, an EMA), the capture and the prediction run after the ordinary variant, in graphs
-    of their own that capture the tracked tensors and move every follower inside the merge's
-    loop (see below). A step at which some learning rate is exactly
+    weights, an EMA), the prediction runs after the ordinary variant, in a graph of its own that
+    merges the tracked tensors and moves every follower inside the merge's loop (see below). A step at which some learning rate is exactly
     0 runs the optimizer eagerly (see :class:`~pdt_compile.runtime.hyperparameters.TensorHyperparameters`),
     and so does some parameter's first step, at which optimizers create their state: a state tensor
     created inside a CUDA-graph-captured step lives in that graph's memory pool, and the next
@@ -156,9 +155,10 @@ class CompiledOptimizerStep:
 
     A fused optimizer (``fused=True``: one kernel per step already) is not traced: torch keeps
     Dynamo out of it on purpose (``torch.compiler.disable``), so its step runs eagerly and the
-    capture and prediction run in graphs of their own, compiled from a stand-in step that
-    rewrites every tracked tensor unchanged (:class:`ParameterTouch`) so that the same passes
-    find the writes to follow. So does a schedule-free optimizer, whose step rewrites a float of
+    prediction runs in a graph of its own, compiled from a stand-in step that rewrites every
+    tracked tensor unchanged (:class:`ParameterTouch`) so that the same passes find the writes to
+    follow. Apart from the optimizer step a capture has no update to fuse into: it is the eager
+    path's, one foreach copy (no graph to compile per ring row, and no rewrite of the weights). So does a schedule-free optimizer, whose step rewrites a float of
     its param groups at every step (:data:`~pdt_compile.runtime.hyperparameters.STEP_COUNTERS`).
     An optimizer step that Dynamo falls back to eager for anyway (a
     recompile limit, an untraceable step) is run the same way from then on, and where even the
@@ -188,7 +188,7 @@ class CompiledOptimizerStep:
         """Whether the boundary work runs in compiled graphs (the float32 device ring)."""
         self.follows = optimizer.has_followers
         """Whether merges move followers (:meth:`~pdt_compile.PDT.followers`): the boundaries then
-        run in graphs of their own after the optimizer step, so that they see the optimizer state
+        run after the optimizer step, apart from its graph, so that they see the optimizer state
         they capture or move as it is at that boundary."""
         self.runtime: GraphRuntime | None = None
         self.hyperparameters = TensorHyperparameters(inner)
@@ -203,8 +203,9 @@ class CompiledOptimizerStep:
 
     @property
     def apart(self) -> bool:
-        """Whether the boundaries run in graphs of their own, compiled from
-        :class:`ParameterTouch`, after the optimizer step (eager, or the ordinary variant)."""
+        """Whether the boundaries run after the optimizer step (eager, or the ordinary variant):
+        a prediction in a graph of its own, compiled from :class:`ParameterTouch`, a capture
+        through the eager path."""
         return not self.traced or self.follows
 
     def _build_variants(self, stepped: torch.optim.Optimizer, ordinary: bool, boundaries: bool) -> None:
@@ -220,20 +221,23 @@ class CompiledOptimizerStep:
         keys: list[tuple[Phase, int]] = [(Phase.ORDINARY, 0)] if ordinary else []
         if boundaries:
             self.runtime = GraphRuntime(self.optimizer)
-            keys += [(Phase.CAPTURE, slot) for slot in range(self.optimizer.ring.history)] + [(Phase.PREDICT, 0)]
+            if self.apart:  # no update to fuse a capture into: the eager path's capture does it
+                keys += [(Phase.PREDICT, 0)]
+            else:
+                keys += [(Phase.CAPTURE, slot) for slot in range(self.optimizer.ring.history)] + [(Phase.PREDICT, 0)]
         for key in keys:
             self.backends[key] = PDTBackend(key[0], self.runtime, self.backend, self.mode, slot=key[1],
                                             graphs=self.graphs[key[0].name.lower()])
             self.variants[key] = torch.compile(_own_code(optimizer_step, _variant_name(*key)), backend=self.backends[key])
 
     def _trace_boundaries_only(self) -> None:
-        """From now on the optimizer steps eagerly and the boundaries run in graphs of their own
-        (see :meth:`_boundaries_apart`)."""
+        """From now on the optimizer steps eagerly and the boundaries run apart from it (see
+        :meth:`_boundaries_apart`)."""
         self.traced = False
         self.runtime = None
 
     def _boundaries_apart(self) -> None:
-        """Make the boundary variants that run after the optimizer step current: compiled from
+        """Make the prediction variant that runs after the optimizer step current: compiled from
         :class:`ParameterTouch` on the tracked tensors (see the class docstring), again whenever
         those tensors or their followers are other tensors than the graphs were built on (a
         schedule-free optimizer creates its base iterate at its first step; ``load_state_dict``
@@ -277,8 +281,8 @@ class CompiledOptimizerStep:
                     self.variants[(Phase.ORDINARY, 0)]()
             else:
                 optimizer.optimizer.step()  # eager: see the class docstring
-            if phase == Phase.ORDINARY or not self.fused or in_step:
-                return optimizer._run_boundary(phase)
+            if phase != Phase.PREDICT or not self.fused or in_step:
+                return optimizer._run_boundary(phase)  # apart from the step, a capture is one foreach copy
             self._boundaries_apart()
         key = (phase, ring.next_slot if phase == Phase.CAPTURE else 0)
         if phase == Phase.PREDICT:

@@ -423,10 +423,10 @@ class PDTConfig:
     that a prediction costs milliseconds and compiling would cost more; on an H200 at 18.9M
     parameters the compiled passes took 1.1 ms of GPU time against plain torch's 7.4 ms:
     benchmarks/gpu_check.py). Float32 device ring only; the bfloat16 and host rings stream
-    plain-torch chunks. ``"graph"`` runs each capture and each prediction as one compiled graph,
-    the boundary graphs ``@pdt.compile`` builds for a fused optimizer (the optimizer step itself
-    stays eager; the graphs are compiled at the first boundary): one call a boundary rather than
-    a few per parameter, and the accepted counts stay on the device until the next boundary, for
+    plain-torch chunks. ``"graph"`` runs each prediction as one compiled graph, the prediction
+    graph ``@pdt.compile`` builds for a fused optimizer (the optimizer step itself stays eager,
+    a capture is one foreach copy; the graph is compiled at the first prediction): one call a
+    prediction rather than a few per parameter, and the accepted counts stay on the device until the next boundary, for
     accelerators, where the per-parameter calls bind the eager path to the host. Its graphs
     unroll the maths for every tensor: on a 2-core CPU a 98-tensor model's prediction graph took
     234 s to compile (benchmarks/boundary_graphs.py). Float32 device ring (the followers of
