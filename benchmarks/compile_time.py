@@ -3,7 +3,7 @@
 For stacks of LayerNorm + Linear blocks (width 256; a transformer's many tensors): the first call
 of a plain ``torch.compile``d training step (AdamW foreach), and, under ``@pdt.compile``, the
 first ordinary step, the captures (one graph per ring row) and the first prediction step; then
-eager ``pdt.PDT`` with ``kernels="graph"`` (its capture and prediction graphs). Each graph unrolls
+eager ``pdt.PDT`` with ``kernels="graph"`` (its prediction graph; its captures, foreach copies, since c8832a4). Each graph unrolls
 PDT's maths for every tensor, so its compile time grows with the tensor count; Inductor's
 on-disk cache makes later runs of the same model and configuration load it instead.
 
