@@ -98,8 +98,8 @@ def main() -> None:
     lines += ["- every PDT step runs through the eager training step, its phase forced (`benchmarks.steps.force_phase`), "
               "with `benchmarks.steps.CORE` (the prediction alone); the plain AdamW step and each kernels choice's "
               "prediction step are timed interleaved, one call of each per round",
-              "- the first prediction step includes compiling its kernels or graph (`graph`'s capture graphs were compiled at "
-              "the captures before it; Inductor's on-disk cache may hold earlier compiles)"]
+              "- the first prediction step includes compiling its kernels or graph (before c8832a4, `graph` also compiled a "
+              "capture graph per ring row at the captures before it; Inductor's on-disk cache may hold earlier compiles)"]
     body = "\n".join(lines)
     print(body)
     write_section(f"Eager prediction by kernels (benchmarks/boundary_graphs.py), {args.device}", body)
