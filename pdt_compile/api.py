@@ -146,8 +146,9 @@ class CompiledOptimizerStep:
     after it through the eager path's kernels. When merges also move optimizer state or an
     average (:meth:`~pdt_compile.PDT.followers`: schedule-free's base iterate, Lookahead's slow
     weights, an EMA), the prediction runs after the ordinary variant, in a graph of its own that
-    merges the tracked tensors and moves every follower inside the merge's loop (see below). A step at which some learning rate is exactly
-    0 runs the optimizer eagerly (see :class:`~pdt_compile.runtime.hyperparameters.TensorHyperparameters`),
+    merges the tracked tensors and moves every follower inside the merge's loop (see below).
+    A step at which some learning rate is exactly 0 runs the optimizer eagerly (see
+    :class:`~pdt_compile.runtime.hyperparameters.TensorHyperparameters`),
     and so does some parameter's first step, at which optimizers create their state: a state tensor
     created inside a CUDA-graph-captured step lives in that graph's memory pool, and the next
     graph run overwrites it (SGD's momentum buffer under ``mode="reduce-overhead"`` did, on an
@@ -157,9 +158,10 @@ class CompiledOptimizerStep:
     Dynamo out of it on purpose (``torch.compiler.disable``), so its step runs eagerly and the
     prediction runs in a graph of its own, compiled from a stand-in step that rewrites every
     tracked tensor unchanged (:class:`ParameterTouch`) so that the same passes find the writes to
-    follow. Apart from the optimizer step a capture has no update to fuse into: it is the eager
-    path's, one foreach copy (no graph to compile per ring row, and no rewrite of the weights). So does a schedule-free optimizer, whose step rewrites a float of
-    its param groups at every step (:data:`~pdt_compile.runtime.hyperparameters.STEP_COUNTERS`).
+    follow. Nor is a schedule-free optimizer traced: its step rewrites a float of its param groups
+    at every step (:data:`~pdt_compile.runtime.hyperparameters.STEP_COUNTERS`). Apart from the
+    optimizer step a capture has no update to fuse into: it is the eager path's, one foreach copy
+    (no graph to compile per ring row, and no rewrite of the weights).
     An optimizer step that Dynamo falls back to eager for anyway (a
     recompile limit, an untraceable step) is run the same way from then on, and where even the
     stand-in falls back, the boundary work runs through the eager path's code; each with a warning.

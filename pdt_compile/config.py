@@ -426,8 +426,9 @@ class PDTConfig:
     plain-torch chunks. ``"graph"`` runs each prediction as one compiled graph, the prediction
     graph ``@pdt.compile`` builds for a fused optimizer (the optimizer step itself stays eager,
     a capture is one foreach copy; the graph is compiled at the first prediction): one call a
-    prediction rather than a few per parameter, and the accepted counts stay on the device until the next boundary, for
-    accelerators, where the per-parameter calls bind the eager path to the host. Its graphs
+    prediction rather than a few per parameter, and the accepted counts stay on the device
+    until the next boundary, for accelerators, where the per-parameter calls bind the eager path
+    to the host. Its graphs
     unroll the maths for every tensor: on a 2-core CPU a 98-tensor model's prediction graph took
     234 s to compile (benchmarks/boundary_graphs.py). Float32 device ring (the followers of
     :meth:`~pdt_compile.PDT.followers` move inside the merge graph); elsewhere as ``"inductor"``."""

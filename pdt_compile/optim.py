@@ -229,8 +229,8 @@ class PDT(Optimizer):
         the same order and shape (e.g. ``ema_model.module.parameters()`` of a
         ``torch.optim.swa_utils.AveragedModel``), so a weight average follows the jumps
         instead of averaging across them. Under ``pdt.compile`` (before or after compiling) the
-        capture and the prediction then run in graphs of their own after the optimizer step, the
-        merge moving these tensors too."""
+        predictions then run in a graph of their own after the optimizer step, whose merge moves
+        these tensors too."""
         tensors = list(tensors)
         params = self._ring.params
         if len(tensors) != len(params) or any(t.shape != p.shape for t, p in zip(tensors, params)):

@@ -125,7 +125,8 @@ def insert_predict_merge(
     ``merge_parameter_`` per parameter (``merge``), as ``config`` says. ``names`` maps the
     runtime buffers (``rings[i]``: parameter i's h row buffers; ``jumps``: per-parameter jump
     buffers when rollback is on; ``followers[i]``: the tensors parameter i's jump moves, each by
-    its entry of ``fractions``, parameter after parameter); ``shard_group`` is the key of FSDP2's process group (0: none)."""
+    its entry of ``fractions``, parameter after parameter); ``shard_group`` is the key of FSDP2's
+    process group (0: none)."""
     dmd_options, shift = config.dmd_options(), config.after_merge == "shift"
     graph = gm.graph
     # Right after the last parameter write, still inside the step's no_grad region: Dynamo
