@@ -7,6 +7,8 @@ import io
 import pytest
 import torch
 
+import pdt_compile as pdt
+
 
 def make_mlp(seed: int = 0, hidden: int = 16) -> torch.nn.Module:
     torch.manual_seed(seed)
@@ -52,6 +54,22 @@ def amp_step_function(model, opt, scaler, device_type, dtype):
         return loss
 
     return train_step
+
+
+def run_steps(model, opt, data, compiled, before=None, after=None):
+    """Train on ``data``, through ``pdt.compile`` (aot_eager) or eagerly; ``before(index)`` and
+    ``after()`` run around each step. Returns the compiled training step (None when eager)."""
+    step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager") if compiled else None
+    for index, (x, y) in enumerate(data):
+        if before is not None:
+            before(index)
+        if compiled:
+            step(x, y)
+        else:
+            train(model, opt, [(x, y)])
+        if after is not None:
+            after()
+    return step
 
 
 def save_and_load(state):

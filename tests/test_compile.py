@@ -12,7 +12,7 @@ import pdt_compile as pdt
 from pdt_compile.passes.analysis import find_parameter_writes
 from pdt_compile.passes.predict import solve_on_device
 
-from conftest import amp_step_function, batches, loss_of, make_mlp, save_and_load, step_function, train
+from conftest import amp_step_function, batches, loss_of, make_mlp, run_steps, save_and_load, step_function, train
 
 CONFIG = dict(snap_every=3, history=4, burn_in=4, tau=3, rule="reference")
 OPTIMIZERS = {
@@ -60,22 +60,6 @@ def assert_follows_eager(eager_model, eager, model, opt, atol, predictions=0, me
     assert opt.stats.merges == eager.stats.merges >= merges
     for a, b in zip(eager_model.parameters(), model.parameters()):
         assert (a - b).abs().max().item() <= atol
-
-
-def run_steps(model, opt, data, compiled, before=None, after=None):
-    """Train on ``data``, through ``pdt.compile`` (aot_eager) or eagerly; ``before(index)`` and
-    ``after()`` run around each step. Returns the compiled training step (None when eager)."""
-    step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager") if compiled else None
-    for index, (x, y) in enumerate(data):
-        if before is not None:
-            before(index)
-        if compiled:
-            step(x, y)
-        else:
-            train(model, opt, [(x, y)])
-        if after is not None:
-            after()
-    return step
 
 
 def test_a_plain_torch_compile_runs_the_pdt_step_eagerly():
