@@ -6,8 +6,8 @@
    AdamW with a tensor learning rate, ``capturable=True``): the plain compiled step, compiled
    PDT's ordinary / capture / prediction steps and eager PDT's, against the bandwidth floor
    (2h+2 copies), each prediction's kernels profiled into the log; then the same with
-   ``AdamW(fused=True)`` (part ``fused``: the optimizer step eager, PDT's boundaries compiled)
-   and with schedule-free AdamW (part ``schedule-free``: the boundaries in graphs of their own,
+   ``AdamW(fused=True)`` (part ``fused``: the optimizer step eager, PDT's predictions compiled)
+   and with schedule-free AdamW (part ``schedule-free``: the predictions in a graph of their own,
    which move the parameters with z's jump);
 2. host offload (``ring_location="host"``): device bytes the ring allocates, and the eager
    capture and prediction costs, against the device ring;
@@ -225,9 +225,9 @@ def main() -> None:
                             f"**{f['eager_prediction']:.2f}**; compiled / eager prediction step **{f['compiled_vs_eager']:.2f}**"]
 
     run_part("overhead", "Compiled overhead, mode default", lambda: compiled_overhead(None))
-    run_part("fused", "Compiled overhead, fused AdamW (its step eager, PDT's boundaries compiled), mode default",
+    run_part("fused", "Compiled overhead, fused AdamW (its step eager, PDT's predictions compiled), mode default",
              lambda: compiled_overhead(None, fused_adamw, profiled=False))
-    run_part("schedule-free", "Compiled overhead, schedule-free AdamW (PDT's boundaries in graphs of their own), mode default",
+    run_part("schedule-free", "Compiled overhead, schedule-free AdamW (PDT's predictions in a graph of their own), mode default",
              lambda: compiled_overhead(None, schedule_free_adamw, profiled=False))
     x, y = torch.randn(args.batch, 1024, device=device), torch.randint(0, 10, (args.batch,), device=device)
     run_part("offload", "Host offload (eager, AdamW)", lambda: offload_rows(model, x, y, device, args.repeats))

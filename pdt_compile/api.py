@@ -265,7 +265,7 @@ class CompiledOptimizerStep:
         warnings.warn(
             f"pdt.compile: {name}'s param-group entry {changed!r} changed; a compiled optimizer step takes it as "
             "a constant, and Dynamo would recompile the step at every change (plain torch.compile does the same). "
-            f"From now on {name} steps eagerly and PDT's boundaries stay compiled. Learning rates of "
+            f"From now on {name} steps eagerly and PDT's predictions stay compiled. Learning rates of "
             f"{', '.join(sorted(cls.__name__ for cls in TENSOR_HYPERPARAMETERS))} are handed to the graphs as tensors instead",
             stacklevel=3,
         )
@@ -315,7 +315,7 @@ class CompiledOptimizerStep:
         eager path's boundary work."""
         if in_step:
             self._trace_boundaries_only()
-            then = "the optimizer steps eagerly and PDT's boundaries run in graphs of their own"
+            then = "the optimizer steps eagerly and PDT's predictions run in a graph of their own"
         else:
             self.fused = False
             then = "PDT's boundary work runs eagerly, as in pdt.PDT"
