@@ -22,7 +22,7 @@ import functools
 import inspect
 import types
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor, fx
@@ -31,6 +31,7 @@ from .distributed import global_numel, group_key, shard_group, sum_across_shards
 from .optim import PDT
 from .passes.backend import PDTBackend, uses_cuda_graphs
 from .runtime.hyperparameters import TENSOR_HYPERPARAMETERS, TensorHyperparameters, rewrites_constants_every_step
+from .runtime.kernels import working_dtype
 from .runtime.predictor import Prediction, group_of, group_rows, one_hot, write_from_host_
 from .runtime.schedule import Phase
 
@@ -85,7 +86,7 @@ class GraphRuntime:
             "fractions": torch.tensor(self.fractions, dtype=torch.float32, device=device),
         }
         self.jumps = (
-            [torch.zeros(n, dtype=torch.float32, device=device) for n in ring.numels]
+            [torch.zeros(n, dtype=working_dtype(p.dtype), device=device) for n, p in zip(ring.numels, self.params)]
             if optimizer.keeps_jumps else []
         )
 
@@ -377,7 +378,8 @@ def compile(
     """Compile a training step so that PDT runs inside its optimizer-step graphs.
 
     ``fn`` runs forward, ``loss.backward()``, ``optimizer.step()``, ``optimizer.zero_grad()``
-    and returns the loss (fed to the runtime: adaptive tau). ``optimizer`` is the
+    and returns the loss (fed to what reads losses: :func:`step_loss` finds it alone, first in a
+    tuple or under ``"loss"`` in a mapping). ``optimizer`` is the
     :class:`~pdt_compile.PDT` that ``fn`` steps. ``backend``: ``"inductor"`` (default) or any
     Dynamo backend name such as ``"aot_eager"``; ``mode`` is passed to Inductor.
     The returned callable exposes ``pdt_graphs`` (rewritten graphs per phase).
@@ -407,14 +409,28 @@ def compile(
     def training_step(*args: Any, **kwargs: Any) -> Any:
         if cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        loss = compiled(*args, **kwargs)
-        if isinstance(loss, Tensor):
+        output = compiled(*args, **kwargs)
+        loss = step_loss(output)
+        if loss is not None:
             optimizer.report_loss(loss)
-        return loss
+        return output
 
     training_step.pdt_graphs = step.graphs  # type: ignore[attr-defined]
     training_step.compiled_optimizer_step = step  # type: ignore[attr-defined]
     return training_step
+
+
+def step_loss(output: Any) -> Tensor | float | None:
+    """The training loss in what a step returned: the output itself (a one-element tensor or a
+    float), the first item of a tuple or list, or the ``"loss"`` entry of a mapping (Hugging
+    Face's model outputs); None where it holds none."""
+    if isinstance(output, Mapping):
+        output = output.get("loss")
+    elif isinstance(output, (tuple, list)) and output:
+        output = output[0]
+    if isinstance(output, Tensor):
+        return output if output.numel() == 1 else None
+    return output if isinstance(output, float) else None
 
 
 def format_graphs(graphs: dict[str, list[fx.GraphModule]]) -> str:

@@ -25,7 +25,7 @@ from .mask import moment_mask, saturation_mask
 from .radial import radial_coefficient
 from .runtime.history import SnapshotRing, _local, make_ring
 from .runtime.gradient_check import GradientCheck, gradient_norm
-from .runtime.kernels import Kernels
+from .runtime.kernels import Kernels, working_dtype
 from .runtime.predictor import PendingBoundary, Prediction, pack_limit, predict_merge_capture_
 from .runtime.schedule import RUNAWAY_DOUBLINGS, Phase, Schedule, runaway_threshold
 from .runtime.stats import Stats
@@ -119,6 +119,9 @@ class PDT(Optimizer):
         self.config = config
         self._loss_readers = self._readers_of(config)
         """Resolved once: :meth:`report_loss` runs every training step."""
+        self._losses_reported = False
+        """Whether a loss reached :meth:`report_loss` while an option reads them (else a warning
+        at the first prediction says which options stay idle)."""
         self._verify = verify
         self.defaults = optimizer.defaults
         for name in _HOOK_DICTS:
@@ -518,6 +521,8 @@ class PDT(Optimizer):
         if phase == Phase.ORDINARY:
             self.schedule.commit(phase, merged=False, ring_reset=False)
             return
+        if phase == Phase.PREDICT and not self._losses_reported and self._loss_readers is not None:
+            self._warn_no_losses()
         if prediction is not None and self.config.moment_ratio is not None and not self.schedule.decaying:
             self._filter_by_moments_(prediction)
         if prediction is not None and self.config.saturation is not None:
@@ -697,6 +702,7 @@ class PDT(Optimizer):
         readers = self._loss_readers
         if readers is None:
             return
+        self._losses_reported = True
         if isinstance(loss, Tensor) and readers != 1:
             reads = (1 if loss.is_cpu else LOSS_READS_ON_ACCELERATORS) if readers == "auto" else readers
             if reads > 1:
@@ -710,6 +716,25 @@ class PDT(Optimizer):
         if self._unread_losses:
             self._read_losses()
         self._take_loss(self.schedule.steps, mean_across_ranks(loss, self._ring.device))
+
+    def _warn_no_losses(self) -> None:
+        """Say, once, which options wait for losses that no one reports."""
+        self._losses_reported = True
+        config = self.config
+        idle = [name for name, on in (
+            ("adaptive", config.adaptive), ("rollback_factor", config.rollback_factor is not None),
+            ("setback_limit", config.setback_limit is not None), ("loss_hold", config.loss_hold is not None),
+            ("runaway_factor (the runaway guard, on by default on schedule-free optimizers)",
+             config.runaway_factor is not None),
+        ) if on]
+        warnings.warn(
+            f"PDT: {', '.join(idle)} reads the training loss, and none was reported by step "
+            f"{self.schedule.steps + 1}, so it stays idle. Report it: opt.report_loss(loss) after each step, "
+            "opt.step(closure), or a @pdt.compile step that returns it (alone, first in a tuple, or as 'loss' in "
+            "a dict); or turn the option off (None, or False for adaptive)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
     @staticmethod
     def _readers_of(config: PDTConfig) -> int | str | None:
@@ -882,7 +907,8 @@ class PDT(Optimizer):
             return {"jumps": self._jumps}
         jumps = self._jumps or [None] * len(self._ring.params)
         tensors = [
-            (jump if jump is not None else torch.zeros(_local(p).numel(), device=self._ring.device)).reshape(-1)
+            (jump if jump is not None else torch.zeros(
+                _local(p).numel(), dtype=working_dtype(p.dtype), device=self._ring.device)).reshape(-1)
             for p, jump in zip(self._ring.params, jumps)
         ]
         kept = None if self._jumps is None else [jump is not None for jump in jumps]

@@ -848,3 +848,40 @@ def test_a_compiled_run_resumes_from_a_checkpoint_exactly(stop_at):
     assert timing(opt.stats) == timing(ref_opt.stats)
     assert opt.schedule.state_dict() == ref_opt.schedule.state_dict()
     assert torch.equal(opt.ring.flat(), ref_opt.ring.flat())
+
+
+def test_step_loss_finds_the_loss_where_steps_return_it():
+    from pdt_compile.api import step_loss
+
+    loss, logits = torch.tensor(0.5), torch.ones(4, 3)
+    assert step_loss(loss) is loss and step_loss(0.5) == 0.5
+    assert step_loss((loss, logits)) is loss and step_loss([loss]) is loss
+    assert step_loss({"loss": loss, "logits": logits}) is loss
+    assert step_loss(logits) is None and step_loss((logits, loss)) is None
+    assert step_loss(None) is None and step_loss({"logits": logits}) is None and step_loss(()) is None
+    assert step_loss(3) is None and step_loss(True) is None
+
+
+@pytest.mark.parametrize("shape", ["tuple", "dict"])
+def test_a_compiled_step_returning_the_loss_with_other_outputs_reports_it(shape):
+    """Steps often return the loss with the logits or in a dict: the loss still reaches what
+    reads it (here the runaway guard), with no warning that it stays idle."""
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), runaway_factor=3.0, **CONFIG)
+
+    @pdt.compile(optimizer=opt, backend="aot_eager")
+    def train_step(x, y):
+        logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return (loss, logits) if shape == "tuple" else {"loss": loss, "logits": logits}
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for x, y in batches(24):
+            train_step(x, y)
+    assert opt.stats.predictions >= 2
+    assert len(opt.schedule.recent_losses) + len(opt._unread_losses) > 0
+    assert not [w for w in caught if "reads the training loss" in str(w.message)]

@@ -170,6 +170,21 @@ def test_eager_pdt_with_inductor_kernels_follows_torch_kernels():
 
 @pytest.mark.inductor
 @needs_compiler
+def test_a_sweep_in_one_process_compiles_each_kernel_variant_once():
+    """Runs with other histories and rules in one process (a sweep in a notebook): every variant
+    of a kernel compiles from a code object of its own, so Dynamo's recompile limit, here 1,
+    is never reached (one code object for all failed a history sweep at its third value)."""
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for history, rule in ((3, "reference"), (4, "reference"), (4, "paper")):
+            model = make_mlp()
+            opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2), snap_every=2, history=history, burn_in=1,
+                          tau=3, rule=rule, kernels="inductor")
+            train(model, opt, batches(12))
+            assert opt.stats.predictions >= 2
+
+
+@pytest.mark.inductor
+@needs_compiler
 def test_eager_pdt_with_boundary_graphs_follows_torch_kernels():
     """kernels="graph": the eager step, each boundary one compiled graph (built at the first
     boundary), the counts read at the next boundary; ordinary steps take the quiet path."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import warnings
 
 import pytest
@@ -205,6 +206,36 @@ def test_low_precision_parameters(dtype):
     train(model, opt, data)
     assert opt.stats.merges >= 1
     assert all(p.dtype == dtype and torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("options", [
+    dict(), dict(chunk_size=1024), dict(ring_dtype="bfloat16"), dict(ring_location="host"), dict(kernels="inductor"),
+], ids=["packed", "unpacked", "bfloat16 ring", "host ring", "compiled kernels"])
+def test_float64_parameters_keep_their_precision_where_nothing_merges(options):
+    """A float64 model: at every step the elements PDT did not merge hold the plain step's value
+    bit for bit (a float32 pass rounded every element at each prediction), and the elements it
+    merged number what its mask accepted."""
+    model = make_mlp(hidden=160).double()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2), gradient_limit=None, **CONFIG, **options)
+    total = sum(p.numel() for p in model.parameters())
+    for x, y in batches(40):
+        torch.nn.functional.cross_entropy(model(x.double()), y).backward()
+        plain = [p.detach().clone().add_(p.grad, alpha=-0.2) for p in model.parameters()]
+        predictions = opt.stats.predictions
+        opt.step()
+        opt.zero_grad()
+        changed = sum(int((p != q).sum()) for p, q in zip(model.parameters(), plain))
+        accepted = round(opt.stats.mask_ratio_history[-1][1] * total) if opt.stats.predictions > predictions else 0
+        assert changed == accepted
+    assert opt.stats.merges >= 1 and all(p.dtype == torch.float64 for p in model.parameters())
+
+
+def test_float64_parameters_with_the_default_gradient_check():
+    model = make_mlp().double()
+    opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=0.01), **CONFIG)
+    train(model, opt, [(x.double(), y) for x, y in batches(40)])
+    assert opt.stats.merges >= 1 and all(torch.isfinite(p).all() for p in model.parameters())
+    assert all(jump.dtype == torch.float64 for jump in opt.state_dict()["pdt"]["jumps"])
 
 
 def test_nan_weights_clear_the_ring_and_are_never_merged():
@@ -569,6 +600,29 @@ def test_an_attached_loss_is_read_without_a_warning(reads):
             opt.report_loss(loss)
             opt.zero_grad()
     assert len(opt.schedule.recent_losses) + len(opt._unread_losses) == 20
+
+
+@pytest.mark.parametrize("options, named", [
+    (dict(runaway_factor=3.0), "runaway_factor (the runaway guard"), (dict(adaptive=True), "adaptive reads"),
+    (dict(rollback_factor=1.1, loss_hold=2.0), "rollback_factor, loss_hold reads"),
+])
+def test_options_that_read_losses_none_reported_warn_once(options, named):
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), **options, **CONFIG)
+    with pytest.warns(RuntimeWarning, match=re.escape(f"PDT: {named}")) as caught:
+        train(model, opt, batches(40))
+    assert opt.stats.predictions >= 2
+    assert sum("reads the training loss" in str(w.message) for w in caught) == 1
+
+
+@pytest.mark.parametrize("options", [dict(runaway_factor=3.0), dict(), dict(runaway_factor=None)])
+def test_no_loss_warning_where_losses_are_reported_or_read_by_nothing(options):
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), **options, **CONFIG)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(model, opt, batches(40), report="runaway_factor" in options and options["runaway_factor"] is not None)
+    assert opt.stats.predictions >= 2
 
 
 def test_a_loss_of_several_elements_is_refused():

@@ -32,7 +32,10 @@ the steps."""
 def gradient_norm(grads: Sequence[Tensor]) -> Tensor:
     """The 2-norm of ``grads`` taken together, float32, 0-dim (on their device)."""
     if sum(grad.numel() for grad in grads) <= CONCATENATED_NORM_ELEMENTS:
-        return torch.linalg.vector_norm(torch.cat([grad.reshape(-1) for grad in grads]), dtype=torch.float32)
+        flat = torch.cat([grad.reshape(-1) for grad in grads])
+        if flat.dtype == torch.float64:  # vector_norm refuses to narrow while it sums
+            return torch.linalg.vector_norm(flat).float()
+        return torch.linalg.vector_norm(flat, dtype=torch.float32)
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).float()
 
 

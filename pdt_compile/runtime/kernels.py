@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import shutil
+import types
 from typing import Callable, Sequence
 
 import torch
@@ -30,6 +31,12 @@ from ..radial import merged_radial_part, merged_radial_sums
 AUTO_MIN_ELEMENTS = 1 << 20
 """``kernels="auto"`` compiles from this many tracked elements on: below it a plain-torch
 prediction costs a few milliseconds, less than compiling would cost over a run."""
+
+
+def working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """What a prediction computes in for weights of ``dtype``: float32, or float64 for float64
+    weights, which a float32 pass would round everywhere, merged or not, at every prediction."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 GRAM_BLOCK = 4096
@@ -66,7 +73,7 @@ def predict_elements_(
 ) -> Tensor:
     """One parameter's prediction, in place; returns the accepted elements (``[n]`` bool).
 
-    weights ``[n]`` (any float dtype) and rows (h float32 ``[n]`` rows, or one ``[h, n]``
+    weights ``[n]`` (any float dtype; :func:`working_dtype`) and rows (h float32 ``[n]`` rows, or one ``[h, n]``
     tensor, in physical order) are rewritten: merged weights; every row translated by the jump
     when ``shift``; the merged weights captured in the row that ``slot_mask`` marks.
     ``s_weights`` picks the last snapshot s; ``slot_mask``, the row about to be overwritten, is
@@ -84,7 +91,7 @@ def predict_elements_(
     :func:`~pdt_compile.adapters.shares`). Coefficients may also be per element
     (``[steps, h, n]`` and ``[steps, n]``): several parameters packed side by side.
     """
-    w = weights.float()
+    w = weights.to(working_dtype(weights.dtype))
     s = rows[s_weights] if isinstance(s_weights, int) else functools.reduce(
         torch.add, [s_weights[i] * row for i, row in enumerate(rows)])
     oldest = None
@@ -146,10 +153,17 @@ RADIAL_PASSES = {"radial sums": merged_radial_sums, "radial part": merged_radial
 """The two passes of ``PDTConfig.radial`` over a merged parameter (:mod:`pdt_compile.radial`)."""
 
 
+NO_OPTIONS = ("", False, None, False, False)
+"""The options of the kernels that take none (all but "predict")."""
+
+
 @functools.lru_cache(maxsize=None)
-def _compiled(kind: str, rule: str, trend: bool, drift: float | None, shift: bool, count: bool = True) -> Callable:
+def _compiled(kind: str, rule: str, trend: bool, drift: float | None, shift: bool, count: bool, layout: tuple) -> Callable:
     """``kind`` ("gram", "predict" or one of :data:`RADIAL_PASSES`) compiled for every parameter size; ``count``: the
-    predict kernel returns the accepted count (fused), else the accepted elements."""
+    predict kernel returns the accepted count (fused), else the accepted elements. ``layout``
+    (:func:`_layout` of the arguments) is part of the key so that each variant is compiled from
+    a code object of its own: Dynamo counts recompiles per code object, and past its limit (8) a
+    ``fullgraph`` compile fails (a sweep over ``history`` in one process failed at its third value)."""
     if kind == "gram":
         fn = gram_pass
     elif kind in RADIAL_PASSES:
@@ -160,7 +174,37 @@ def _compiled(kind: str, rule: str, trend: bool, drift: float | None, shift: boo
         def fn(weights, rows, s_weights, slot_mask, coefficients, s_coefficients, horizon, active, jump_out, followers):
             return pass_(weights, rows, s_weights, slot_mask, coefficients, s_coefficients, horizon,
                          active, jump_out, rule, trend, drift, shift, followers)
-    return torch.compile(fn, dynamic=True, fullgraph=True)
+    own = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    return torch.compile(own, dynamic=True, fullgraph=True)
+
+
+def _layout(args: tuple) -> tuple:
+    """What of a kernel's arguments Dynamo specialises on besides sizes: dtypes, ranks, list
+    lengths, absent tensors."""
+    def of(arg: object) -> object:
+        if isinstance(arg, Tensor):
+            return arg.dtype, arg.dim()
+        if isinstance(arg, (list, tuple)):
+            return len(arg), of(arg[0]) if arg else None
+        return arg if arg is None or isinstance(arg, bool) else type(arg).__name__
+
+    return tuple(of(arg) for arg in args)
+
+
+def _detached(arg: object) -> object:
+    """``arg`` with its tensors detached: a view's base is then not an input, whose rank and
+    strides Dynamo would guard on (a weight matrix's view and a bias compiled apart)."""
+    if isinstance(arg, Tensor):
+        return arg.detach()
+    if isinstance(arg, list):
+        return [_detached(a) for a in arg]
+    return arg
+
+
+def _run_compiled(kind: str, options: tuple, *args: object) -> Tensor:
+    """Kernel ``kind`` for ``options`` (rule, trend, drift, shift, count) run on ``args``."""
+    args = tuple(_detached(arg) for arg in args)
+    return _compiled(kind, *options, _layout(args))(*args)
 
 
 class Kernels:
@@ -180,7 +224,7 @@ class Kernels:
 
     def gram(self, rows: Sequence[Tensor]) -> Tensor:
         if self.compiled:
-            return _compiled("gram", "", False, None, False)(list(rows))
+            return _run_compiled("gram", NO_OPTIONS, list(rows))
         total = None
         for start in range(0, rows[0].numel(), self.chunk):
             part = gram_pass([row[start : start + self.chunk] for row in rows])
@@ -195,9 +239,10 @@ class Kernels:
         """:func:`predict_pass_` on a whole parameter (compiled: ``s_weights`` and ``slot_mask``
         one-hot) or chunk by chunk, each chunk's rows stacked (plain torch: row indices)."""
         if self.compiled:
-            kernel = _compiled("predict", self.rule, self.trend, self.drift, self.shift, self.fused_count)
-            result = kernel(weights, list(rows), s_weights, slot_mask, coefficients, s_coefficients, horizon, active,
-                            jump_out, list(followers))
+            result = _run_compiled(
+                "predict", (self.rule, self.trend, self.drift, self.shift, self.fused_count), weights, list(rows),
+                s_weights, slot_mask, coefficients, s_coefficients, horizon, active, jump_out, list(followers),
+            )
             return result if self.fused_count else result.sum()
         count = torch.zeros((), dtype=torch.int64, device=weights.device)
         for start in range(0, weights.numel(), self.chunk):
@@ -215,7 +260,7 @@ class Kernels:
     def radial_sums(self, jump: Tensor, merged: Tensor) -> Tensor:
         """:func:`~pdt_compile.radial.merged_radial_sums` of one parameter (``[2]``)."""
         if self.compiled:
-            return _compiled("radial sums", "", False, None, False)(jump, merged)
+            return _run_compiled("radial sums", NO_OPTIONS, jump, merged)
         total = torch.zeros(2, dtype=jump.dtype, device=jump.device)
         for start in range(0, jump.numel(), self.chunk):
             part = slice(start, start + self.chunk)
@@ -225,7 +270,7 @@ class Kernels:
     def radial_part(self, jump: Tensor, merged: Tensor, coefficient: Tensor) -> Tensor:
         """:func:`~pdt_compile.radial.merged_radial_part` of one parameter."""
         if self.compiled:
-            return _compiled("radial part", "", False, None, False)(jump, merged, coefficient)
+            return _run_compiled("radial part", NO_OPTIONS, jump, merged, coefficient)
         out = torch.empty_like(jump)
         for start in range(0, jump.numel(), self.chunk):
             part = slice(start, start + self.chunk)

@@ -24,7 +24,7 @@ from ..distributed import global_numel, shard_group, sum_across_shards_
 from ..dmd import block_grams, gram, solve_dmd
 from ..mask import forecast_mask_merge, needs_every_step
 from .history import Pack, SnapshotRing, _local, pack_layout, spans_of
-from .kernels import Kernels, predict_elements_, use_compiled
+from .kernels import Kernels, predict_elements_, use_compiled, working_dtype
 
 T = TypeVar("T")
 
@@ -245,7 +245,7 @@ def predict_merge_capture_(
         tensor = _local(p).detach()
         weights = tensor.reshape(-1)  # a copy only for non-contiguous parameters
         keep = keep_jumps and not skip[index]
-        jump = torch.empty(weights.shape, dtype=torch.float32, device=ring.device) if keep else None
+        jump = torch.empty(weights.shape, dtype=working_dtype(weights.dtype), device=ring.device) if keep else None
         group = groups[index]
         moved = [_local(f).detach().view(-1) for f in followers[index]] if followers else []
         count = update(ring, index, weights, coefficients[group], s_coefficients[group], horizon, not skip[index], jump,
@@ -325,7 +325,8 @@ def _update_pack(
         torch.tensor(live, device=device).repeat_interleave(pack.sizes, output_size=n)))
     tensors = [_local(params[i]) for i in pack.indices]
     views = _flat_views(pack, tensors)
-    weights = torch.cat(views).float()  # cat promotes mixed dtypes to float32 or wider
+    weights = torch.cat(views)  # cat promotes mixed dtypes
+    weights = weights.to(working_dtype(weights.dtype))
     jump = torch.empty_like(weights) if keep_jumps or followers else None
     accepted = predict_elements_(
         weights, pack.matrix, ring.last_slot, ring.next_slot, spread[:, :h], spread[:, h], horizon, active, jump,
@@ -359,7 +360,7 @@ def _update_streamed(
     shift, last, oldest = kernels.shift, ring.last_slot, ring.order()[0]
     for start in _chunks(weights.numel(), kernels.chunk):
         columns = slice(start, start + kernels.chunk)
-        w = weights[columns].float()
+        w = weights[columns].to(working_dtype(weights.dtype))
         block = ring.block(index, columns)
         if not active:  # no gradient this step: the snapshot is all that happens
             ring.store_merged_(index, columns, block, w, None)
