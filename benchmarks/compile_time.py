@@ -3,7 +3,8 @@
 For stacks of LayerNorm + Linear blocks (width 256; a transformer's many tensors): the first call
 of a plain ``torch.compile``d training step (AdamW foreach), and, under ``@pdt.compile``, the
 first ordinary step, the captures (one graph per ring row) and the first prediction step; then
-eager ``pdt.PDT`` with ``kernels="graph"`` (its prediction graph; its captures, foreach copies, since c8832a4). Each graph unrolls
+eager ``pdt.PDT`` with ``kernels="graph"`` (its prediction graph; its captures, foreach copies, since c8832a4)
+and with ``kernels="inductor"`` (per-parameter kernels: its first prediction). Each graph unrolls
 PDT's maths for every tensor, so its compile time grows with the tensor count; Inductor's
 on-disk cache makes later runs of the same model and configuration load it instead.
 
@@ -19,11 +20,12 @@ import torch
 import torch._inductor.config as inductor_config
 
 import pdt_compile as pdt
+from pdt_compile.runtime import kernels
 from pdt_compile.runtime.schedule import Phase
 
 from .boundary_graphs import blocks
 from .report import write_section
-from .steps import CORE, force_phase, train_step
+from .steps import CORE, force_phase, ready_to_predict, train_step
 
 
 def seconds(fn) -> float:
@@ -61,7 +63,24 @@ def row(depth: int, width: int) -> str:
         cells.append((ordinary, captures, predict))
     (ordinary, captures, predict), (_, graph_captures, graph_predict) = cells
     return (f"| {depth} | {tensors} | {plain_s:.1f} | {ordinary:.1f} | {captures:.1f} | {predict:.1f} | "
-            f"{graph_captures:.1f} | {graph_predict:.1f} |")
+            f"{graph_captures:.1f} | {graph_predict:.1f} | {kernel_prediction(setup):.1f} |")
+
+
+def kernel_prediction(setup) -> float:
+    """Seconds of eager ``pdt.PDT``'s first prediction step with ``kernels="inductor"`` (what
+    ``"auto"`` picks on CUDA and from 1M elements on the CPU): per-parameter kernels, compiled
+    once per configuration and argument layout, whatever the tensor count."""
+    torch._dynamo.reset()
+    kernels._compiled.cache_clear()
+    model, x, y = setup()
+    opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=True), snap_every=1, kernels="inductor",
+                  **CORE)
+    step = train_step(model, x, y, opt)
+    ready_to_predict(opt, step)
+    predictions = opt.stats.predictions
+    elapsed = seconds(step)
+    assert opt.stats.predictions == predictions + 1
+    return elapsed
 
 
 def main() -> None:
@@ -73,8 +92,9 @@ def main() -> None:
     lines = [f"Blocks of LayerNorm({args.width}) + Linear({args.width}, {args.width}), AdamW foreach, "
              f"`benchmarks.steps.CORE` (history 5), Inductor on {torch.get_num_threads()} threads, caches off; seconds", "",
              "| blocks | tensors | plain torch.compile, first step | pdt.compile ordinary (first) | captures (5 graphs) | "
-             "first prediction | kernels=\"graph\": captures | kernels=\"graph\": first prediction |",
-             "|---|---|---|---|---|---|---|---|"]
+             "first prediction | kernels=\"graph\": captures | kernels=\"graph\": first prediction | "
+             "kernels=\"inductor\": first prediction |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for depth in (int(d) for d in args.depths.split(",")):
         lines.append(row(depth, args.width))
         print(lines[-1], flush=True)
