@@ -885,3 +885,25 @@ def test_a_compiled_step_returning_the_loss_with_other_outputs_reports_it(shape)
     assert opt.stats.predictions >= 2
     assert len(opt.schedule.recent_losses) + len(opt._unread_losses) > 0
     assert not [w for w in caught if "reads the training loss" in str(w.message)]
+
+
+def test_a_float64_model_under_pdt_compile_follows_eager():
+    """float64 weights are predicted in float64 in the compiled graphs too (jump buffers
+    included): the same merges as the eager run. Right after a prediction (step 36) only the
+    merged elements hold float32 values (snapshot plus predicted displacement); a float32 pass
+    rounded them all."""
+    data = [(x.double(), y) for x, y in batches(36)]
+    runs = []
+    for compiled in (False, True):
+        model = make_mlp().double()
+        opt = pdt.PDT(OPTIMIZERS["sgd_momentum"](model.parameters()), **CONFIG)
+        run_steps(model, opt, data, compiled)
+        runs.append((model, opt))
+    (eager_model, eager), (model, opt) = runs
+    assert opt.compiled_step is not None and all(p.dtype == torch.float64 for p in model.parameters())
+    assert all(jump.dtype == torch.float64 for jump in opt.compiled_step.runtime.jumps)
+    assert_follows_eager(eager_model, eager, model, opt, atol=1e-5, predictions=8)
+    step, ratio = opt.stats.mask_ratio_history[-1]
+    total = sum(p.numel() for p in model.parameters())
+    representable = sum(int((p.float().double() == p).sum()) for p in model.parameters())
+    assert step == 36 and 0 < representable == round(ratio * total) < total
