@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import pdt_compile as pdt
+from pdt_compile.runtime.schedule import RUNAWAY_WINDOW
 
 from conftest import batches, make_mlp, train
 
@@ -60,23 +61,14 @@ def test_huggingface_trainer_recipe(tmp_path):
     transformers = pytest.importorskip("transformers")
     from pdt_compile.integrations.huggingface import pdt_optimizers
 
-    class Tiny(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = make_mlp()
-
-        def forward(self, x, labels=None):
-            logits = self.net(x)
-            loss = torch.nn.functional.cross_entropy(logits, labels)
-            return {"loss": loss, "logits": logits}
-
     rows = [{"x": x[i], "labels": y[i]} for x, y in batches(12, size=8) for i in range(8)]
-    model = Tiny()
+    model = DictOutputs()
     held_out = batches(1, seed=9, size=32)[0]
     optimizer, scheduler = pdt_optimizers(
         torch.optim.AdamW(model.parameters(), lr=0.01), transformers.get_linear_schedule_with_warmup,
         num_warmup_steps=0, num_training_steps=48,
-        verify=lambda: torch.nn.functional.cross_entropy(model.net(held_out[0]), held_out[1]), **PDT_OPTIONS,
+        verify=lambda: torch.nn.functional.cross_entropy(model.net(held_out[0]), held_out[1]), model=model,
+        runaway_factor=3.0, **PDT_OPTIONS,
     )
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path), max_steps=48, per_device_train_batch_size=8, report_to=[],
@@ -87,7 +79,50 @@ def test_huggingface_trainer_recipe(tmp_path):
     trainer.train()
     assert optimizer.schedule.steps == 48 and optimizer.stats.predictions >= 1
     assert optimizer.stats.verify_evaluations >= 2
+    assert len(optimizer.schedule.recent_losses) == min(48, RUNAWAY_WINDOW)  # the model's losses reached the guard
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-9)  # the scheduler ran to its end
+
+
+class DictOutputs(torch.nn.Module):
+    """A model as Hugging Face's compute their loss: from ``labels``, in a dict of outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = make_mlp()
+
+    def forward(self, x, labels=None):
+        logits = self.net(x)
+        loss = None if labels is None else torch.nn.functional.cross_entropy(logits, labels)
+        return {"loss": loss, "logits": logits}
+
+
+def test_the_losses_of_a_models_outputs_reach_pdt():
+    """report_losses_of: with two micro-batches a step (gradient accumulation), the mean of
+    their losses is reported after each step; forwards in eval mode or without gradients are
+    not; the runaway guard sees every step and no warning says it stays idle."""
+    import warnings
+
+    from pdt_compile.integrations.huggingface import report_losses_of
+
+    model = DictOutputs()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2), runaway_factor=3.0, loss_reads=1, **PDT_OPTIONS)
+    report_losses_of(model, opt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for x, y in batches(30):
+            halves = [model(x[:8], labels=y[:8])["loss"], model(x[8:], labels=y[8:])["loss"]]
+            for loss in halves:
+                (loss / 2).backward()
+            with torch.no_grad():
+                model(x, labels=y)
+            model.eval()
+            model(x, labels=y)
+            model.train()
+            opt.step()
+            opt.zero_grad()
+    assert opt.stats.predictions >= 2
+    assert opt.schedule.recent_losses[-1] == pytest.approx(float(sum(halves) / 2), rel=1e-6)
+    assert len(opt.schedule.recent_losses) == 30
 
 
 def test_stats_export_to_csv(tmp_path):

@@ -6,7 +6,10 @@
                                                 num_warmup_steps=0, num_training_steps=1000))
 
 The Trainer steps the optimizer it is given (through Accelerate); PDT shares the wrapped
-optimizer's ``param_groups``, so the scheduler may be built on either.
+optimizer's ``param_groups``, so the scheduler may be built on either. The Trainer hands no loss
+to the optimizer; given ``model=``, the recipe reports the loss of the model's own outputs
+(:func:`report_losses_of`), which the options that read losses need (the runaway guard on
+schedule-free optimizers, on by default).
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+from torch.utils.hooks import RemovableHandle
 
+from ..api import step_loss
 from ..config import PDTConfig
 from ..optim import PDT
 
@@ -26,6 +31,7 @@ def pdt_optimizers(
     make_scheduler: Callable[..., Any] | None = None,
     *,
     verify: Callable[[], Any] | None = None,
+    model: torch.nn.Module | None = None,
     **options: Any,
 ) -> tuple[PDT, Any]:
     """``(PDT(optimizer), scheduler)`` for ``Trainer(optimizers=...)``.
@@ -33,13 +39,37 @@ def pdt_optimizers(
     ``options`` that are ``PDTConfig`` fields configure PDT; the others go to
     ``make_scheduler(pdt_optimizer, ...)`` (e.g. ``num_training_steps``). Without
     ``make_scheduler`` the learning rate stays constant. ``verify``: a held-out loss, as for
-    ``PDT(verify=...)``.
+    ``PDT(verify=...)``. ``model``: the model the Trainer trains, whose outputs carry the loss
+    (``labels`` given): PDT then gets it (:func:`report_losses_of`).
     """
     pdt_options = {k: v for k, v in options.items() if k in _PDT_FIELDS}
     scheduler_options = {k: v for k, v in options.items() if k not in _PDT_FIELDS}
     wrapped = PDT(optimizer, verify=verify, **pdt_options)
+    if model is not None:
+        report_losses_of(model, wrapped)
     if make_scheduler is None:
         scheduler = torch.optim.lr_scheduler.LambdaLR(wrapped, lambda step: 1.0)
     else:
         scheduler = make_scheduler(wrapped, **scheduler_options)
     return wrapped, scheduler
+
+
+def report_losses_of(model: torch.nn.Module, optimizer: PDT) -> tuple[RemovableHandle, RemovableHandle]:
+    """Report to ``optimizer`` the training loss that ``model``'s forward returns (its output,
+    or the first item or ``"loss"`` entry of it: :func:`~pdt_compile.api.step_loss`), for
+    loops that do not hand it over themselves. The losses of the forwards in training mode
+    since the last step (several under gradient accumulation) are reported as their mean right
+    after the next optimizer step. Returns the two hook handles (``.remove()`` to stop)."""
+    pending: list[torch.Tensor] = []
+
+    def keep(module: torch.nn.Module, args: Any, output: Any) -> None:
+        loss = step_loss(output) if module.training and torch.is_grad_enabled() else None
+        if isinstance(loss, torch.Tensor):
+            pending.append(loss.detach().reshape(()))
+
+    def report(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if pending:
+            optimizer.report_loss(pending[0] if len(pending) == 1 else torch.stack(pending).mean())
+            pending.clear()
+
+    return model.register_forward_hook(keep), optimizer.register_step_post_hook(report)
