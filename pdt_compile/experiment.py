@@ -65,8 +65,10 @@ class Task:
     eval_train_samples: int | None = None
     """Training loss measured on the first this many training samples (None: all)."""
     schedule: str = "constant"
-    """Learning-rate schedule: ``"constant"`` or ``"cosine"`` (per step, from lr to zero over
-    ``steps``; a ``LambdaLR`` on the wrapped optimizer, stepped after every training step)."""
+    """Learning-rate schedule: ``"constant"``, ``"cosine"`` (per step, from lr to zero over
+    ``steps``; a ``LambdaLR`` on the wrapped optimizer, stepped after every training step) or
+    ``"warmup-cosine"`` (a linear warmup over the first :data:`WARMUP_FRACTION` of the steps,
+    then the cosine over the rest: what transformers are commonly trained with)."""
 
     @property
     def steps_per_epoch(self) -> int:
@@ -268,9 +270,21 @@ def lr_schedule(task: Task, optimizer: Optimizer) -> torch.optim.lr_scheduler.LR
     if task.schedule == "constant":
         return None
     if task.schedule == "cosine":
-        steps = task.steps
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
-    raise ValueError(f"Task.schedule: {task.schedule!r} is not a schedule; use 'constant' or 'cosine'")
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_factor(step, task.steps))
+    if task.schedule == "warmup-cosine":
+        warmup = max(1, round(WARMUP_FRACTION * task.steps))
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: (step + 1) / warmup if step < warmup else cosine_factor(step - warmup, task.steps - warmup))
+    raise ValueError(f"Task.schedule: {task.schedule!r} is not a schedule; use 'constant', 'cosine' or 'warmup-cosine'")
+
+
+WARMUP_FRACTION = 0.1
+"""The share of a ``"warmup-cosine"`` task's steps that its learning rate rises over."""
+
+
+def cosine_factor(step: int, steps: int) -> float:
+    """The cosine schedule's factor at ``step`` of ``steps``: 1 at 0, 0 from ``steps`` on."""
+    return 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
 
 
 LOSS_FLOOR = 1e-6

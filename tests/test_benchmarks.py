@@ -922,3 +922,24 @@ def test_a_forced_phase_runs_at_every_step_of_the_training_step():
     for _ in range(4):
         step()
     assert opt.stats.predictions == 4
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "warmup-cosine"])
+def test_the_task_schedules_rise_then_fall_to_zero(schedule):
+    """The rates a task's schedule sets at each step: the warmup rises linearly over the
+    first tenth of the steps to the task's rate, then both fall as a cosine to zero."""
+    from pdt_compile.experiment import WARMUP_FRACTION, lr_schedule
+    from pdt_compile.tasks import digits_mlp
+
+    task = dataclasses.replace(digits_mlp(steps=100), schedule=schedule)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2.0)
+    scheduler = lr_schedule(task, opt)
+    rates = []
+    for _ in range(task.steps):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    warmup = round(WARMUP_FRACTION * task.steps) if schedule == "warmup-cosine" else 0
+    assert rates[:warmup] == pytest.approx([2.0 * (k + 1) / warmup for k in range(warmup)])
+    assert max(rates) == pytest.approx(2.0) and rates[warmup] == pytest.approx(2.0)
+    assert all(a >= b for a, b in zip(rates[warmup:], rates[warmup + 1:])) and rates[-1] < 1e-3

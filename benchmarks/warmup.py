@@ -1,0 +1,53 @@
+"""PDT under a linear warmup then a cosine schedule, the schedule transformers are commonly
+trained with: the learning rate rises over the first tenth of the steps
+(``experiment.WARMUP_FRACTION``), then falls to zero. PDT predicts while it rises (no guard
+holds it then: ``decay_window`` acts only once it falls), so this is where a merge could
+extrapolate the warmup's acceleration. For each task: the warmup-cosine baseline's rate is tuned
+as ``benchmarks.ttb`` tunes its baselines, then the baseline and PDT's defaults train on it in
+lock-step, seed by seed.
+
+    python -m benchmarks.warmup [--only 'char transformer'] [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import torch
+
+import pdt_compile as pdt
+
+from .report import write_section
+from .ttb import seed_major, summarise, sweep_factors, task_suite, tune_lr
+
+TASKS = ("char transformer / AdamW", "mnist1d ViT / AdamW")
+"""The AdamW transformers (issue 11's tasks)."""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="", help="run only the tasks whose name contains this")
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    suite = task_suite(quick=False)
+    sections = []
+    for name in (n for n in TASKS if args.only in n):
+        base, snap_every = suite[name]
+        task = dataclasses.replace(base, schedule="warmup-cosine")
+        lr, sweep = tune_lr(task, sweep_factors(name))
+        runs = seed_major(task, {
+            "baseline, warmup-cosine (tuned lr)": lambda opt: opt,
+            "PDT default, warmup-cosine": lambda opt: pdt.PDT(opt, snap_every=snap_every),
+        }, args.seeds, lr)
+        sections.append(summarise(f"{name}: warmup then cosine", runs, lr, sweep, snap_every, task))
+        print(sections[-1], flush=True)
+    title = "Time to baseline under a warmup then cosine schedule (benchmarks/warmup.py)"
+    if args.only:
+        title += f", tasks matching {args.only!r}"
+    write_section(title, "\n\n".join(sections))
+
+
+if __name__ == "__main__":
+    main()
