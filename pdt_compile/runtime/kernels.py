@@ -73,9 +73,10 @@ def predict_elements_(
 ) -> Tensor:
     """One parameter's prediction, in place; returns the accepted elements (``[n]`` bool).
 
-    weights ``[n]`` (any float dtype; :func:`working_dtype`) and rows (h float32 ``[n]`` rows, or one ``[h, n]``
-    tensor, in physical order) are rewritten: merged weights; every row translated by the jump
-    when ``shift``; the merged weights captured in the row that ``slot_mask`` marks.
+    weights ``[n]`` (any float dtype, read in :func:`working_dtype`) and rows (h float32 ``[n]``
+    rows, or one ``[h, n]`` tensor, in physical order) are rewritten: merged weights; every row
+    translated by the jump when ``shift``; the merged weights captured in the row that
+    ``slot_mask`` marks.
     ``s_weights`` picks the last snapshot s; ``slot_mask``, the row about to be overwritten, is
     the oldest snapshot (the ring is full when it predicts). Both are one-hot ``[h]`` tensors
     (float and bool: a compiled kernel then serves every slot) or, for plain torch on an
