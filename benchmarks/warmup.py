@@ -17,12 +17,25 @@ import dataclasses
 import torch
 
 import pdt_compile as pdt
+from pdt_compile.experiment import Run, speedup
 
 from .report import write_section
 from .ttb import seed_major, summarise, sweep_factors, task_suite, tune_lr
 
 TASKS = ("char transformer / AdamW", "mnist1d ViT / AdamW")
 """The AdamW transformers (issue 11's tasks)."""
+
+
+def per_seed(baselines: list[Run], runs: list[Run]) -> str:
+    """Each seed's PDT run against its own baseline: steps and wall time to the baseline's
+    final training loss, and the final test accuracies."""
+    lines = []
+    for seed, (base, run) in enumerate(zip(baselines, runs)):
+        steps, wall = speedup(base, run, "loss")
+        reached = "never" if steps is None else f"{steps:.2f}x in steps, {wall:.2f}x in wall time"
+        lines.append(f"- seed {seed}: {reached}; test accuracy {run.test_accuracy[-1] * 100:.1f} % against "
+                     f"{base.test_accuracy[-1] * 100:.1f} %")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -41,7 +54,8 @@ def main() -> None:
             "baseline, warmup-cosine (tuned lr)": lambda opt: opt,
             "PDT default, warmup-cosine": lambda opt: pdt.PDT(opt, snap_every=snap_every),
         }, args.seeds, lr)
-        sections.append(summarise(f"{name}: warmup then cosine", runs, lr, sweep, snap_every, task))
+        sections.append(summarise(f"{name}: warmup then cosine", runs, lr, sweep, snap_every, task) + "\n\n"
+                        + per_seed(*runs.values()))
         print(sections[-1], flush=True)
     title = "Time to baseline under a warmup then cosine schedule (benchmarks/warmup.py)"
     if args.only:
