@@ -60,6 +60,8 @@ def main() -> None:
     title = "Time to baseline under a warmup then cosine schedule (benchmarks/warmup.py)"
     if args.only:
         title += f", tasks matching {args.only!r}"
+    if args.seeds != 3:
+        title += f", {args.seeds} seeds"
     write_section(title, "\n\n".join(sections))
 
 
