@@ -35,7 +35,7 @@ def test_cosine_schedule_decays_the_wrapped_optimizers_lr_to_zero():
 
 def test_an_unknown_schedule_is_refused():
     task = dataclasses.replace(tasks.digits_mlp(steps=10), schedule="linear")
-    with pytest.raises(ValueError, match="Task.schedule: 'linear'.*'constant' or 'cosine'"):
+    with pytest.raises(ValueError, match="Task.schedule: 'linear'.*'constant', 'cosine' or 'warmup-cosine'"):
         lr_schedule(task, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
 
 
