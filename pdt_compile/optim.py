@@ -57,6 +57,14 @@ SCHEDULE_FREE_RUNAWAY_FACTOR = 3.0
 """``PDTConfig.runaway_factor="auto"`` on a schedule-free optimizer (``benchmarks/blowups.py``)."""
 
 
+
+def options_reading_losses(config: PDTConfig) -> list[str]:
+    """The fields of ``config`` that are on and read reported training losses."""
+    on = {"adaptive": config.adaptive, "rollback_factor": config.rollback_factor is not None,
+          "setback_limit": config.setback_limit is not None, "loss_hold": config.loss_hold is not None,
+          "runaway_factor": config.runaway_factor is not None}
+    return [name for name, reading in on.items() if reading]
+
 class PDT(Optimizer):
     """Wrap ``optimizer`` with Predictive Differential Training.
 
@@ -119,9 +127,9 @@ class PDT(Optimizer):
         self.config = config
         self._loss_readers = self._readers_of(config)
         """Resolved once: :meth:`report_loss` runs every training step."""
-        self._losses_reported = False
-        """Whether a loss reached :meth:`report_loss` while an option reads them (else a warning
-        at the first prediction says which options stay idle)."""
+        self._awaiting_losses = self._loss_readers is not None
+        """True while an option reads losses and none has been reported yet, until PDT has said at
+        the first prediction which options stay idle."""
         self._verify = verify
         self.defaults = optimizer.defaults
         for name in _HOOK_DICTS:
@@ -521,7 +529,7 @@ class PDT(Optimizer):
         if phase == Phase.ORDINARY:
             self.schedule.commit(phase, merged=False, ring_reset=False)
             return
-        if phase == Phase.PREDICT and not self._losses_reported and self._loss_readers is not None:
+        if phase == Phase.PREDICT and self._awaiting_losses:
             self._warn_no_losses()
         if prediction is not None and self.config.moment_ratio is not None and not self.schedule.decaying:
             self._filter_by_moments_(prediction)
@@ -702,7 +710,7 @@ class PDT(Optimizer):
         readers = self._loss_readers
         if readers is None:
             return
-        self._losses_reported = True
+        self._awaiting_losses = False
         if isinstance(loss, Tensor) and readers != 1:
             reads = (1 if loss.is_cpu else LOSS_READS_ON_ACCELERATORS) if readers == "auto" else readers
             if reads > 1:
@@ -719,14 +727,9 @@ class PDT(Optimizer):
 
     def _warn_no_losses(self) -> None:
         """Say, once, which options wait for losses that no one reports."""
-        self._losses_reported = True
-        config = self.config
-        idle = [name for name, on in (
-            ("adaptive", config.adaptive), ("rollback_factor", config.rollback_factor is not None),
-            ("setback_limit", config.setback_limit is not None), ("loss_hold", config.loss_hold is not None),
-            ("runaway_factor (the runaway guard, on by default on schedule-free optimizers)",
-             config.runaway_factor is not None),
-        ) if on]
+        self._awaiting_losses = False
+        idle = [name + (" (the runaway guard, on by default on schedule-free optimizers)" if name == "runaway_factor" else "")
+                for name in options_reading_losses(self.config)]
         warnings.warn(
             f"PDT: {', '.join(idle)} reads the training loss, and none was reported by step "
             f"{self.schedule.steps + 1}, so it stays idle. Report it: opt.report_loss(loss) after each step, "
@@ -742,9 +745,10 @@ class PDT(Optimizer):
         at once); else how many loss tensors may wait to be read together:
         ``PDTConfig.loss_reads`` (``"auto"``: by device) when the runaway guard is the only
         reader, which acts from a snapshot taken before the loss rose, else 1."""
-        if config.adaptive or config.rollback_factor is not None or config.setback_limit is not None:
-            return 1
-        return None if config.runaway_factor is None and config.loss_hold is None else config.loss_reads
+        reading = options_reading_losses(config)
+        if not reading:
+            return None
+        return 1 if {"adaptive", "rollback_factor", "setback_limit"} & set(reading) else config.loss_reads
 
     def _read_losses(self) -> None:
         """Take the losses reported as tensors and not read yet, in order (one host read); those
