@@ -51,6 +51,12 @@ def identities(tracked: list[Tensor], followers: list[list[tuple[Tensor, float]]
     return tuple(id(t) for t in tracked), tuple(tuple(id(t) for t, _ in moved) for moved in followers)
 
 
+def fractions_of(followers: list[list[tuple[Tensor, float]]]) -> list[float]:
+    """Every follower's fraction of its jump, parameter after parameter: the order of the
+    graphs' ``fractions`` buffer."""
+    return [f for moved in followers for _, f in moved]
+
+
 class GraphRuntime:
     """Buffers shared by the host runtime and the compiled graphs (fixed addresses)."""
 
@@ -62,9 +68,8 @@ class GraphRuntime:
         self.params, self.followers = boundary_tensors(optimizer)
         """The tensors the graphs capture and merge (the parameters, or the optimizer state
         ``PDTConfig.sequence`` names), and the followers each merge moves."""
-        self.fractions = [f for moved in self.followers for _, f in moved]
-        """Every follower's fraction of its jump, parameter after parameter (the current ones:
-        :meth:`CompiledOptimizerStep._boundaries_apart` updates them)."""
+        self.fractions = fractions_of(self.followers)
+        """The current fractions (:meth:`CompiledOptimizerStep._boundaries_apart` updates them)."""
         self.key = identities(self.params, self.followers)
         count, device, h = len(self.params), ring.device, ring.history
         self.groups = group_of(self.config, count)
@@ -247,7 +252,7 @@ class CompiledOptimizerStep:
         replaces optimizer state)."""
         tracked, followers = boundary_tensors(self.optimizer)
         if self.runtime is not None and self.runtime.key == identities(tracked, followers):
-            self.runtime.fractions = [f for moved in followers for _, f in moved]
+            self.runtime.fractions = fractions_of(followers)
             return
         for graphs in (self.graphs["capture"], self.graphs["predict"]):
             graphs.clear()

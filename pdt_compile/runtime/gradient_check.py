@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from .kernels import working_dtype
 from .schedule import setback_window
 
 
@@ -33,9 +34,7 @@ def gradient_norm(grads: Sequence[Tensor]) -> Tensor:
     """The 2-norm of ``grads`` taken together, float32, 0-dim (on their device)."""
     if sum(grad.numel() for grad in grads) <= CONCATENATED_NORM_ELEMENTS:
         flat = torch.cat([grad.reshape(-1) for grad in grads])
-        if flat.dtype == torch.float64:  # vector_norm refuses to narrow while it sums
-            return torch.linalg.vector_norm(flat).float()
-        return torch.linalg.vector_norm(flat, dtype=torch.float32)
+        return torch.linalg.vector_norm(flat, dtype=working_dtype(flat.dtype)).float()
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).float()
 
 
