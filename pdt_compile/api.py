@@ -402,6 +402,11 @@ def compile(
             f"pdt.compile(optimizer=...): expected a pdt.PDT, got {type(optimizer).__name__}; "
             "wrap it first: opt = pdt.PDT(opt, snap_every=...)"
         )
+    if torch_compile_kwargs.get("fullgraph"):
+        raise ValueError(
+            "pdt.compile(fullgraph=True): the optimizer step runs as PDT's own compiled graphs, called "
+            "between the graphs of the rest of the step (a graph break by design); drop fullgraph=True"
+        )
     step = CompiledOptimizerStep(optimizer, backend, mode)
     optimizer.compiled_step = step
     options = dict(torch_compile_kwargs)

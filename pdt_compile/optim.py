@@ -23,7 +23,7 @@ from .config import PDTConfig
 from .distributed import global_numel, mean_across_ranks, means_across_ranks, sum_across_shards_
 from .mask import moment_mask, saturation_mask
 from .radial import radial_coefficient
-from .runtime.history import SnapshotRing, _local, make_ring
+from .runtime.history import SnapshotRing, _local, changed_ring_settings, make_ring, ring_settings
 from .runtime.gradient_check import GradientCheck, gradient_norm
 from .runtime.kernels import Kernels, working_dtype
 from .runtime.predictor import PendingBoundary, Prediction, pack_limit, predict_merge_capture_
@@ -64,6 +64,23 @@ def options_reading_losses(config: PDTConfig) -> list[str]:
           "setback_limit": config.setback_limit is not None, "loss_hold": config.loss_hold is not None,
           "runaway_factor": config.runaway_factor is not None}
     return [name for name, reading in on.items() if reading]
+
+def tracked_parameters(param_groups: list[dict[str, Any]]) -> list[Tensor]:
+    """The parameters PDT snapshots and merges: trainable ones, in param groups that do not opt
+    out with ``"pdt": False``. Complex parameters are left to the optimizer alone, with a
+    warning: a real-valued ring would drop their imaginary part."""
+    chosen = [p for group in param_groups if group.get("pdt", True) for p in group["params"] if p.requires_grad]
+    complex_ = [tuple(p.shape) for p in chosen if p.is_complex()]
+    if complex_:
+        warnings.warn(
+            f"PDT: complex parameters of shapes {complex_} are left to the optimizer alone (PDT predicts "
+            'real-valued weights); put them in a param group with "pdt": False to silence this, or keep '
+            "them as real tensors (torch.view_as_real) to have them predicted",
+            UserWarning,
+            stacklevel=4,
+        )
+    return [p for p in chosen if not p.is_complex()]
+
 
 class PDT(Optimizer):
     """Wrap ``optimizer`` with Predictive Differential Training.
@@ -195,9 +212,12 @@ class PDT(Optimizer):
         return self._ring
 
     def _build_ring(self) -> SnapshotRing:
-        params = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+        params = tracked_parameters(self.param_groups)
         if not params:
-            raise ValueError("PDT: the optimizer has no parameter with requires_grad=True")
+            raise ValueError(
+                "PDT: the optimizer has no parameter PDT can predict (trainable, real-valued, in a param group "
+                'without "pdt": False)'
+            )
         locals_ = [_local(p) for p in params]
         limit = pack_limit(self.config, locals_[0].device, sum(t.numel() for t in locals_))
         return make_ring(params, self.config.history, self.config.ring_dtype, self.config.ring_location, limit)
@@ -472,7 +492,8 @@ class PDT(Optimizer):
                 raise RuntimeError(
                     "PDT: sparse gradients are not supported (a parameter of shape "
                     f"{tuple(p.shape)} has a sparse grad); use dense gradients "
-                    "(e.g. nn.Embedding(sparse=False)) or leave that parameter out of PDT"
+                    '(e.g. nn.Embedding(sparse=False)) or put that parameter in a param group with "pdt": False, '
+                    "which PDT leaves to the optimizer alone"
                 )
 
     def _skipped(self) -> list[bool]:
@@ -894,6 +915,7 @@ class PDT(Optimizer):
         state = self.optimizer.state_dict()
         state["pdt"] = {
             "ring": self._ring.state_dict(),
+            "ring_settings": self._ring_settings(),
             "schedule": self.schedule.state_dict(),
             "stats": self._stats.as_dict(),
             **self._jumps_state(),
@@ -901,6 +923,11 @@ class PDT(Optimizer):
             "unread_losses": [(step, float(loss)) for step, loss in self._unread_losses],
         }
         return state
+
+    def _ring_settings(self) -> dict[str, Any]:
+        config = self.config
+        return ring_settings(config.snap_every, config.history, config.ring_dtype,
+                             [global_numel(p) for p in self._ring.params])
 
     def _jumps_state(self) -> dict[str, Any]:
         """The last merge's jumps, for an undo after a resume. Where jumps are kept, one tensor
@@ -932,7 +959,10 @@ class PDT(Optimizer):
                 stacklevel=2,
             )
             return
-        self._ring.load_state_dict(pdt_state["ring"])
+        saved = pdt_state.get("ring_settings")
+        changes = [] if saved is None else changed_ring_settings(saved, self._ring_settings())
+        if not changes:
+            self._ring.load_state_dict(pdt_state["ring"])
         self.schedule.load_state_dict(pdt_state["schedule"])
         self._stats.load_dict(pdt_state["stats"])
         self._unread_losses = [(step, torch.tensor(value, device=self._ring.device))
@@ -945,6 +975,17 @@ class PDT(Optimizer):
             kept = pdt_state["jumps_kept"]
             jumps = None if kept is None else [_local(j).reshape(-1) if k else None for j, k in zip(jumps, kept)]
         self._jumps = None if jumps is None else [None if j is None else j.to(self._ring.device) for j in jumps]
+        if changes:
+            warnings.warn(
+                f"PDT.load_state_dict: the checkpoint's snapshots do not fit this PDT ({'; '.join(changes)}); "
+                "the optimizer's state, the schedule and the stats are loaded, and PDT starts its burn-in afresh "
+                "(resume with the checkpoint's settings to keep its snapshots)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self._ring.reset_()
+            self._jumps = None
+            self.schedule.boundaries_since_reset = 0
 
 
 def boundary_graphs(optimizer: PDT) -> CompiledOptimizerStep:

@@ -15,6 +15,28 @@ def make_mlp(seed: int = 0, hidden: int = 16) -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Linear(8, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 3))
 
 
+class Beside(torch.nn.Module):
+    """A tracked MLP beside a part PDT leaves alone, each with its own loss, so the part left
+    alone follows the optimizer's own trajectory whatever PDT merges elsewhere."""
+
+    def __init__(self, side: torch.nn.Module) -> None:
+        super().__init__()
+        self.mlp, self.side = make_mlp(), side
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(self.mlp(x), y) + self.side(x).abs().mean()
+
+
+class ComplexLinear(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.weight = torch.nn.Parameter(torch.randn(8, 2, dtype=torch.complex64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(torch.complex64) @ self.weight
+
+
 def batches(count: int, seed: int = 1, size: int = 16) -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
     teacher = torch.randn(8, 3, generator=g)

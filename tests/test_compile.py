@@ -12,7 +12,7 @@ import pdt_compile as pdt
 from pdt_compile.passes.analysis import find_parameter_writes
 from pdt_compile.passes.predict import solve_on_device
 
-from conftest import amp_step_function, batches, loss_of, make_mlp, run_steps, save_and_load, step_function, train
+from conftest import Beside, ComplexLinear, amp_step_function, batches, loss_of, make_mlp, run_steps, save_and_load, step_function, train
 
 CONFIG = dict(snap_every=3, history=4, burn_in=4, tau=3, rule="reference")
 OPTIMIZERS = {
@@ -408,10 +408,42 @@ def test_varying_batch_sizes_under_dynamic_shapes_follow_eager_with_one_predicti
     assert_follows_eager(eager_model, eager, model, opt, 1e-5, predictions=8)
 
 
+def test_parameters_pdt_leaves_alone_follow_eager_under_compile():
+    """A param group with ``"pdt": False`` holding a complex layer: the optimizer-step graphs
+    step it with the others, the boundary graphs leave it out, and the run follows eager."""
+    runs = []
+    for compiled in (False, True):
+        model = Beside(ComplexLinear())
+        groups = [{"params": model.mlp.parameters()}, {"params": model.side.parameters(), "pdt": False}]
+        opt = pdt.PDT(torch.optim.Adam(groups, lr=0.01, foreach=True), **CONFIG)
+
+        def train_step(x, y):
+            loss = model.losses(x, y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            return loss
+
+        step = pdt.compile(train_step, optimizer=opt, backend="aot_eager") if compiled else train_step
+        for x, y in batches(36):
+            step(x, y)
+        runs.append((model, opt))
+    (eager_model, eager), (model, opt) = runs
+    assert len(opt.ring.params) == 4
+    assert_follows_eager(eager_model, eager, model, opt, atol=1e-5, predictions=1)
+
+
 def test_compile_rejects_plain_optimizers():
     model = make_mlp()
     with pytest.raises(TypeError, match="expected a pdt.PDT"):
         pdt.compile(lambda: None, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_compile_rejects_fullgraph_and_names_why():
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=2)
+    with pytest.raises(ValueError, match="fullgraph=True.*graph break by design"):
+        pdt.compile(lambda: None, optimizer=opt, fullgraph=True)
 
 
 PARITY_OPTIONS = {

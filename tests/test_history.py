@@ -3,6 +3,8 @@ same history."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -81,9 +83,55 @@ def test_ring_resume_is_exact(ring, stop_at):
     assert torch.equal(opt.ring.flat(), opt3.ring.flat())
 
 
-def test_loading_a_checkpoint_from_another_ring_dtype_fails_clearly():
+@pytest.mark.parametrize("change, named", [
+    (dict(snap_every=3), "snap_every 4 -> 3"), (dict(history=6), "history 4 -> 6"),
+    (dict(ring_dtype="bfloat16"), "ring_dtype float32 -> bfloat16"), ("freeze", "4 tensors of 195 elements -> 3 of 192"),
+], ids=["snap_every", "history", "ring_dtype", "tracked parameters"])
+def test_a_checkpoint_whose_snapshots_do_not_fit_restarts_burn_in_with_a_warning(change, named):
+    """Resumed with other ring settings (a new snap_every after a batch-size change, another
+    history or ring_dtype, a layer frozen or unfrozen), PDT names what changed, loads the
+    optimizer's state and its own schedule, and starts its burn-in afresh instead of mixing
+    snapshots of another spacing or failing."""
+    options = dict(snap_every=4, history=4, burn_in=4, tau=3, rule="reference")
+    data = batches(60)
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=0.01), **options)
+    train(model, opt, data[:30])
+    assert opt.stats.merges >= 1
+    saved = save_and_load({"model": model.state_dict(), "opt": opt.state_dict()})
+    resumed = make_mlp(seed=3)
+    resumed.load_state_dict(saved["model"])
+    if change == "freeze":
+        resumed[2].bias.requires_grad_(False)
+    opt2 = pdt.PDT(torch.optim.AdamW(resumed.parameters(), lr=0.01), **{**options, **({} if change == "freeze" else change)})
+    with pytest.warns(RuntimeWarning, match="burn-in afresh") as caught:
+        opt2.load_state_dict(saved["opt"])
+    assert named in str(caught[0].message)
+    assert opt2.ring.count == 0 and opt2.schedule.steps == 30 and opt2.stats.merges == opt.stats.merges
+    moments = [state["exp_avg"] for state in opt.optimizer.state.values()]
+    assert all(torch.equal(a, state["exp_avg"]) for a, state in zip(moments, opt2.optimizer.state.values()))
+    merges = opt2.stats.merges
+    train(resumed, opt2, data[30:])
+    assert opt2.stats.merges > merges
+
+
+def test_a_checkpoint_that_fits_loads_without_a_warning():
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=2)
+    train(model, opt, batches(7))
+    opt2 = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt2.load_state_dict(save_and_load(opt.state_dict()))
+    assert opt2.ring.count == opt.ring.count == 3
+
+
+def test_an_older_checkpoint_from_another_ring_dtype_fails_clearly():
+    """Checkpoints saved before the ring's settings were kept cannot say what changed: a ring
+    that does not fit is refused, naming ring_dtype."""
     model = make_mlp()
     saved = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=2).state_dict()
+    del saved["pdt"]["ring_settings"]
     opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=2, ring_dtype="bfloat16")
     with pytest.raises(ValueError, match="ring_dtype"):
         opt.load_state_dict(saved)

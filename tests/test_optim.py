@@ -18,7 +18,7 @@ from pdt_compile.mask import moment_mask
 from pdt_compile.runtime.schedule import (PEAK_TOLERANCE, RUNAWAY_LAG, RUNAWAY_MIN, RUNAWAY_WINDOW, Phase, Schedule,
                                          lr_horizon, ran_away, runaway_reference, runaway_threshold, setback)
 
-from conftest import batches, loss_of, make_mlp, save_and_load, train
+from conftest import Beside, ComplexLinear, batches, loss_of, make_mlp, save_and_load, train
 
 OPTIMIZERS = {
     "sgd": lambda p: torch.optim.SGD(p, lr=0.2),
@@ -270,6 +270,60 @@ def test_add_param_group_restarts_burn_in():
     assert len(opt.ring.params) == 4 and opt.ring.count == 0
     train(model, opt, batches(40, seed=3))
     assert opt.stats.merges >= 1
+
+
+def _train_beside(model: Beside, opt: torch.optim.Optimizer, data) -> None:
+    for x, y in data:
+        model.losses(x, y).backward()
+        opt.step()
+        opt.zero_grad()
+
+
+@pytest.mark.parametrize("side, opted_out", [
+    (lambda: make_mlp(seed=5), True), (ComplexLinear, True), (ComplexLinear, False),
+], ids=["real, pdt False", "complex, pdt False", "complex, warned"])
+def test_parameters_pdt_leaves_alone_follow_the_optimizer_exactly(side, opted_out):
+    """A param group with ``"pdt": False``, and complex parameters (warned about where not opted
+    out), are stepped by the optimizer alone: bit for bit the plain optimizer's trajectory,
+    while PDT merges the other parameters."""
+    data = batches(48)
+    model = Beside(side())
+    plain_side = copy.deepcopy(model.side)
+    groups = [{"params": model.mlp.parameters()}, {"params": model.side.parameters(), **({"pdt": False} if opted_out else {})}]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        opt = pdt.PDT(torch.optim.Adam(groups, lr=0.01), **CONFIG)
+    warned = [str(w.message) for w in caught if "complex parameters" in str(w.message)]
+    assert len(warned) == (0 if opted_out else 1) and (opted_out or "(8, 2)" in warned[0])
+    _train_beside(model, opt, data)
+    plain = torch.optim.Adam(plain_side.parameters(), lr=0.01)
+    for x, _ in data:
+        plain_side(x).abs().mean().backward()
+        plain.step()
+        plain.zero_grad()
+    assert opt.stats.merges >= 1 and len(opt.ring.params) == 4
+    assert all(torch.equal(a, b) for a, b in zip(model.side.parameters(), plain_side.parameters()))
+
+
+def test_a_sparse_embedding_in_a_group_pdt_leaves_alone_trains():
+    """The fix the sparse-gradient error names works: the embedding steps sparsely, PDT
+    merges the rest."""
+    embedding = torch.nn.Embedding(10, 8, sparse=True)
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD([{"params": model.parameters()}, {"params": embedding.parameters(), "pdt": False}],
+                                  lr=0.2), **CONFIG)
+    for x, y in batches(40):
+        tokens = (x[:, 0].abs() * 3).long().clamp(max=9)
+        torch.nn.functional.cross_entropy(model(x + embedding(tokens)), y).backward()
+        opt.step()
+        opt.zero_grad()
+    assert opt.stats.merges >= 1 and len(opt.ring.params) == 4
+
+
+def test_an_optimizer_with_nothing_to_predict_raises():
+    layer = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match='"pdt": False'):
+        pdt.PDT(torch.optim.SGD([{"params": layer.parameters(), "pdt": False}], lr=0.1), snap_every=2)
 
 
 def test_sparse_gradients_raise():

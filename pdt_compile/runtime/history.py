@@ -473,6 +473,25 @@ class HostSnapshotRing(SnapshotRing):
         super().load_state_dict(state)
 
 
+def ring_settings(snap_every: int, history: int, ring_dtype: str, numels: Sequence[int]) -> dict[str, Any]:
+    """What a checkpoint's ring was taken under: its spacing, length, storage and the tracked
+    parameters' sizes (global, so that a resharded resume still matches)."""
+    return {"snap_every": snap_every, "history": history, "ring_dtype": ring_dtype, "numels": list(numels)}
+
+
+def changed_ring_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs between a checkpoint's :func:`ring_settings` and this run's, in words;
+    empty when its snapshots fit this run's ring."""
+    changes = [f"{key} {saved[key]} -> {current[key]}" for key in ("snap_every", "history", "ring_dtype")
+               if saved[key] != current[key]]
+    if list(saved["numels"]) != list(current["numels"]):
+        changes.append(
+            f"the tracked parameters {len(saved['numels'])} tensors of {sum(saved['numels'])} elements -> "
+            f"{len(current['numels'])} of {sum(current['numels'])}"
+        )
+    return changes
+
+
 def make_ring(
     params: Sequence[Tensor], history: int, dtype: str = "float32", location: str = "device", pack_limit: int = 0,
 ) -> SnapshotRing:
