@@ -181,7 +181,12 @@ class CompiledOptimizerStep:
         (``PDTConfig.kernels="graph"``)."""
         self.graphs: dict[str, list[fx.GraphModule]] = {phase.name.lower(): [] for phase in Phase}
         """The rewritten optimizer-step graphs of each phase (print them to see PDT's nodes)."""
-        self.rebuild()
+        self.traced = False
+        self.deferred = not optimizer.ring_ready
+        """Whether the variants wait for PDT's ring (lazy modules before their first forward):
+        built at the first step (:meth:`~pdt_compile.PDT._materialise`)."""
+        if not self.deferred:
+            self.rebuild()
 
     def rebuild(self) -> None:
         """Build the variants for the optimizer's current parameters (again, after
@@ -189,6 +194,7 @@ class CompiledOptimizerStep:
         graphs are dropped from :attr:`graphs`."""
         optimizer = self.optimizer
         inner = optimizer.optimizer
+        self.deferred = False
         self.traced = self.trace_step and not (uses_fused_kernels(inner) or rewrites_constants_every_step(inner))
         """Whether the optimizer step runs in compiled graphs (not for fused optimizers, nor for
         schedule-free ones, whose step changes a float of its param groups every time)."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import Tensor
+from torch.nn.parameter import is_lazy
 from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
@@ -165,8 +166,10 @@ class PDT(Optimizer):
         self.compiled_step: CompiledOptimizerStep | None = None
         """The compiled variants the steps run through: set by ``pdt.compile``, or at the first
         boundary by ``kernels="graph"``."""
-        self._ring = self._build_ring()
-        self._moved_with_merges: list[list[Tensor]] = [[] for _ in self._ring.params]
+        self._snapshot_ring: SnapshotRing | None = None
+        self._moved_with_merges: list[list[Tensor]] = []
+        if not any(is_lazy(p) for group in self.param_groups for p in group["params"]):
+            self._set_ring(self._build_ring())
 
     def _resolve_sequence(self, optimizer: Optimizer, config: PDTConfig) -> str:
         """``config.sequence`` with ``"auto"`` resolved; raises for a sequence the optimizer
@@ -211,7 +214,35 @@ class PDT(Optimizer):
         """The snapshot ring of the tracked (trainable) parameters."""
         return self._ring
 
+    @property
+    def ring_ready(self) -> bool:
+        """Whether the ring is built: false only until the first step of a model whose lazy
+        modules waited for a forward."""
+        return self._snapshot_ring is not None
+
+    @property
+    def _ring(self) -> SnapshotRing:
+        """Built at construction, or, where lazy modules' parameters (``nn.LazyLinear``) are not
+        materialised yet, at first use: after the first forward, as a plain optimizer allows."""
+        if self._snapshot_ring is None:
+            self._set_ring(self._build_ring())
+        return self._snapshot_ring
+
+    def _set_ring(self, ring: SnapshotRing) -> None:
+        """Use ``ring``; tensors registered with :meth:`move_with_merges` keep following their
+        parameters."""
+        old = [] if self._snapshot_ring is None else self._snapshot_ring.params
+        moved = {id(p): tensors for p, tensors in zip(old, self._moved_with_merges)}
+        self._snapshot_ring = ring
+        self._moved_with_merges = [moved.get(id(p), []) for p in ring.params]
+
     def _build_ring(self) -> SnapshotRing:
+        lazy = sum(is_lazy(p) for group in self.param_groups for p in group["params"])
+        if lazy:
+            raise RuntimeError(
+                f"PDT: {lazy} parameters of lazy modules (nn.LazyLinear, ...) are not initialized yet; "
+                "run a forward pass (a dummy batch will do) before the first optimizer step"
+            )
         params = tracked_parameters(self.param_groups)
         if not params:
             raise ValueError(
@@ -231,12 +262,10 @@ class PDT(Optimizer):
         :meth:`move_with_merges` keep following their parameters; under ``pdt.compile`` the
         optimizer-step graphs are compiled again for the new parameter list."""
         self.optimizer.add_param_group(param_group)
-        if not hasattr(self, "_ring"):
+        if getattr(self, "_snapshot_ring", None) is None:  # not built yet: lazy modules
             return
         self._resolve_pending()  # its counts are per parameter of the old ring
-        moved = {id(p): tensors for p, tensors in zip(self._ring.params, self._moved_with_merges)}
-        self._ring = self._build_ring()
-        self._moved_with_merges = [moved.get(id(p), []) for p in self._ring.params]
+        self._set_ring(self._build_ring())
         self._jumps = None
         self.schedule.boundaries_since_reset = 0
         if self.compiled_step is not None:
@@ -373,6 +402,8 @@ class PDT(Optimizer):
         return not (config.adaptive or self._needs_jumps_later or self._verify is not None or config.after_merge == "reset")
 
     def _step(self, closure: Callable[[], Any] | None = None) -> Any:
+        if self._snapshot_ring is None:
+            self._materialise()
         if closure is None and self._quiet_next():
             self._ring.before_update_()
             self.optimizer.step()
@@ -403,6 +434,13 @@ class PDT(Optimizer):
         if loss is not None:
             self.report_loss(loss)
         return loss
+
+    def _materialise(self) -> None:
+        """Build the ring, and the compiled variants built on it, at the first step of a model
+        whose lazy modules waited for a forward."""
+        self._set_ring(self._build_ring())
+        if self.compiled_step is not None and self.compiled_step.deferred:
+            self.compiled_step.rebuild()
 
     def _graph_kernels(self) -> bool:
         """Whether ``kernels="graph"`` applies: the boundaries run as compiled graphs."""

@@ -15,6 +15,12 @@ def make_mlp(seed: int = 0, hidden: int = 16) -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Linear(8, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 3))
 
 
+def lazy_mlp() -> torch.nn.Module:
+    """:func:`make_mlp` with a lazy first layer (its input size is inferred at the first forward)."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.LazyLinear(16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+
+
 class Beside(torch.nn.Module):
     """A tracked MLP beside a part PDT leaves alone, each with its own loss, so the part left
     alone follows the optimizer's own trajectory whatever PDT merges elsewhere."""

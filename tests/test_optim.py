@@ -18,7 +18,7 @@ from pdt_compile.mask import moment_mask
 from pdt_compile.runtime.schedule import (PEAK_TOLERANCE, RUNAWAY_LAG, RUNAWAY_MIN, RUNAWAY_WINDOW, Phase, Schedule,
                                          lr_horizon, ran_away, runaway_reference, runaway_threshold, setback)
 
-from conftest import Beside, ComplexLinear, batches, loss_of, make_mlp, save_and_load, train
+from conftest import Beside, ComplexLinear, batches, lazy_mlp, loss_of, make_mlp, save_and_load, train
 
 OPTIMIZERS = {
     "sgd": lambda p: torch.optim.SGD(p, lr=0.2),
@@ -324,6 +324,21 @@ def test_an_optimizer_with_nothing_to_predict_raises():
     layer = torch.nn.Linear(2, 2)
     with pytest.raises(ValueError, match='"pdt": False'):
         pdt.PDT(torch.optim.SGD([{"params": layer.parameters(), "pdt": False}], lr=0.1), snap_every=2)
+
+
+def test_lazy_modules_wrapped_before_their_first_forward_train_and_merge():
+    """As a plain optimizer allows, PDT wraps an optimizer over lazy modules' parameters
+    before the first forward materialises them, and builds its ring at the first step."""
+    model = lazy_mlp()
+    opt = pdt.PDT(torch.optim.Adam(model.parameters(), lr=0.01), **CONFIG)
+    train(model, opt, batches(40))
+    assert opt.stats.merges >= 1 and [tuple(p.shape) for p in opt.ring.params] == [(16, 8), (16,), (3, 16), (3,)]
+
+
+def test_a_step_before_lazy_modules_are_materialised_names_the_fix():
+    opt = pdt.PDT(torch.optim.SGD(lazy_mlp().parameters(), lr=0.1), snap_every=2)
+    with pytest.raises(RuntimeError, match="lazy modules.*run a forward pass"):
+        opt.step()
 
 
 def test_sparse_gradients_raise():
