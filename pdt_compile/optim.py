@@ -66,21 +66,14 @@ def options_reading_losses(config: PDTConfig) -> list[str]:
           "runaway_factor": config.runaway_factor is not None}
     return [name for name, reading in on.items() if reading]
 
-def tracked_parameters(param_groups: list[dict[str, Any]]) -> list[Tensor]:
-    """The parameters PDT snapshots and merges: trainable ones, in param groups that do not opt
-    out with ``"pdt": False``. Complex parameters are left to the optimizer alone, with a
-    warning: a real-valued ring would drop their imaginary part."""
-    chosen = [p for group in param_groups if group.get("pdt", True) for p in group["params"] if p.requires_grad]
-    complex_ = [tuple(p.shape) for p in chosen if p.is_complex()]
-    if complex_:
-        warnings.warn(
-            f"PDT: complex parameters of shapes {complex_} are left to the optimizer alone (PDT predicts "
-            'real-valued weights); put them in a param group with "pdt": False to silence this, or keep '
-            "them as real tensors (torch.view_as_real) to have them predicted",
-            UserWarning,
-            stacklevel=4,
-        )
-    return [p for p in chosen if not p.is_complex()]
+def trainable_parameters(param_groups: list[dict[str, Any]]) -> list[Tensor]:
+    """The parameters PDT snapshots and merges: trainable (``requires_grad``) and real-valued,
+    in param groups that do not opt out with ``"pdt": False``."""
+    return [p for p in _chosen(param_groups) if not p.is_complex()]
+
+
+def _chosen(param_groups: list[dict[str, Any]]) -> list[Tensor]:
+    return [p for group in param_groups if group.get("pdt", True) for p in group["params"] if p.requires_grad]
 
 
 class PDT(Optimizer):
@@ -243,7 +236,16 @@ class PDT(Optimizer):
                 f"PDT: {lazy} parameters of lazy modules (nn.LazyLinear, ...) are not initialized yet; "
                 "run a forward pass (a dummy batch will do) before the first optimizer step"
             )
-        params = tracked_parameters(self.param_groups)
+        complex_ = [tuple(p.shape) for p in _chosen(self.param_groups) if p.is_complex()]
+        if complex_:
+            warnings.warn(
+                f"PDT: complex parameters of shapes {complex_} are left to the optimizer alone (PDT predicts "
+                'real-valued weights); put them in a param group with "pdt": False to silence this, or keep '
+                "them as real tensors (torch.view_as_real) to have them predicted",
+                UserWarning,
+                stacklevel=3,
+            )
+        params = trainable_parameters(self.param_groups)
         if not params:
             raise ValueError(
                 "PDT: the optimizer has no parameter PDT can predict (trainable, real-valued, in a param group "
@@ -262,14 +264,26 @@ class PDT(Optimizer):
         :meth:`move_with_merges` keep following their parameters; under ``pdt.compile`` the
         optimizer-step graphs are compiled again for the new parameter list."""
         self.optimizer.add_param_group(param_group)
-        if getattr(self, "_snapshot_ring", None) is None:  # not built yet: lazy modules
-            return
+        if getattr(self, "_snapshot_ring", None) is not None:  # None: not built yet (lazy modules)
+            self._retrack()
+
+    def _retrack(self) -> None:
+        """Track the parameters trainable now (a group added, a layer unfrozen): the ring is
+        rebuilt, burn-in restarts, the last merge can no longer be undone, and under
+        ``pdt.compile`` the optimizer-step graphs are compiled again."""
         self._resolve_pending()  # its counts are per parameter of the old ring
         self._set_ring(self._build_ring())
         self._jumps = None
         self.schedule.boundaries_since_reset = 0
         if self.compiled_step is not None:
             self.compiled_step.rebuild()
+
+    def _unfrozen(self) -> bool:
+        """Whether a parameter has become trainable since the ring was built (``requires_grad``
+        turned on: progressive unfreezing). One frozen since is left in the ring, where its
+        missing gradient skips it, so that freezing does not restart burn-in."""
+        tracked = {id(p) for p in self._ring.params}
+        return any(id(p) not in tracked for p in trainable_parameters(self.param_groups))
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
@@ -410,6 +424,8 @@ class PDT(Optimizer):
             self.schedule.commit(Phase.ORDINARY, False, False)
             return None
         boundary = self.schedule.boundary_next()
+        if boundary and self._unfrozen():
+            self._retrack()
         if self._pending is not None and boundary:
             self._resolve_pending()
         check = self._gradient_check

@@ -341,6 +341,30 @@ def test_a_step_before_lazy_modules_are_materialised_names_the_fix():
         opt.step()
 
 
+def test_a_layer_unfrozen_by_requires_grad_is_tracked_from_the_next_boundary_and_freezing_keeps_burn_in():
+    """Progressive unfreezing without add_param_group: every parameter is in the optimizer, the
+    first layer frozen at first. From the boundary after ``requires_grad_(True)`` PDT tracks it
+    and burn-in restarts; freezing a layer later changes nothing (its missing gradient skips
+    it)."""
+    model = make_mlp()
+    for p in model[0].parameters():
+        p.requires_grad_(False)
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2), **CONFIG)
+    train(model, opt, batches(24))
+    assert len(opt.ring.params) == 2 and opt.stats.merges >= 1
+    for p in model[0].parameters():
+        p.requires_grad_(True)
+    train(model, opt, batches(5, seed=2))
+    assert len(opt.ring.params) == 4 and opt.ring.count == 1  # the boundary after it: a fresh ring
+    merges = opt.stats.merges
+    train(model, opt, batches(40, seed=3))
+    assert opt.stats.merges > merges
+    model[2].weight.requires_grad_(False)
+    count = opt.ring.count
+    train(model, opt, batches(4, seed=4))
+    assert len(opt.ring.params) == 4 and opt.ring.count == min(count + 1, opt.ring.history)
+
+
 def test_sparse_gradients_raise():
     embedding = torch.nn.Embedding(10, 4, sparse=True)
     opt = pdt.PDT(torch.optim.SGD(embedding.parameters(), lr=0.1), snap_every=1)
