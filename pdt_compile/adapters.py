@@ -205,9 +205,22 @@ on but, as measured (``benchmarks/stacking.py``, ``benchmarks.ttb --peers``), ca
 wrapping one warns."""
 
 
+WRAP_FIRST = {
+    ("accelerate", "AcceleratedOptimizer"): (
+        "under gradient accumulation its step() does nothing on the micro-batches before the last, and PDT, "
+        "wrapped around it, would count those calls as steps (snap_every in micro-batches, snapshots unevenly "
+        "spaced where snap_every is not a multiple of the accumulation steps). Wrap the optimizer with PDT "
+        "before accelerator.prepare(...): opt = accelerator.prepare(pdt.PDT(torch.optim.AdamW(...), snap_every=...))"
+    ),
+}
+"""Wrappers PDT should be wrapped by, not wrap: the warning's reason and fix."""
+
+
 def stacking_warning(optimizer: object) -> str | None:
     """The warning for wrapping ``optimizer``, or None where stacking is not known to hurt."""
     package, name = type(optimizer).__module__.split(".")[0], type(optimizer).__qualname__
+    if (package, name) in WRAP_FIRST:
+        return f"PDT on {name}: {WRAP_FIRST[(package, name)]}"
     measured = MEASURED_UNSAFE.get((package, name), MEASURED_UNSAFE.get((package, None)))
     return None if measured is None else f"PDT on {name}: {measured}"
 

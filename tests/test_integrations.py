@@ -57,6 +57,31 @@ def test_lightning_callback_turns_pdt_on(tmp_path):
     assert "pdt" in checkpoint  # PDT's ring and schedule travel with Lightning checkpoints
 
 
+def test_accelerate_with_pdt_wrapped_first_counts_real_steps_and_warns_the_other_way_round():
+    """Under gradient accumulation an AcceleratedOptimizer skips the micro-batches' steps: PDT
+    wrapped before ``accelerator.prepare`` counts only the real ones; PDT wrapped around the
+    prepared optimizer warns and names that order."""
+    pytest.importorskip("accelerate")
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    try:
+        accelerator = Accelerator(gradient_accumulation_steps=2, cpu=True)
+        model = make_mlp()
+        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), **PDT_OPTIONS)
+        model, prepared = accelerator.prepare(model, opt)
+        for x, y in batches(60):
+            with accelerator.accumulate(model):
+                accelerator.backward(torch.nn.functional.cross_entropy(model(x), y))
+                prepared.step()
+                prepared.zero_grad()
+        assert opt.schedule.steps == 30 and opt.stats.merges >= 1
+        with pytest.warns(UserWarning, match=r"before accelerator\.prepare"):
+            pdt.PDT(accelerator.prepare(torch.optim.SGD(make_mlp().parameters(), lr=0.1)), **PDT_OPTIONS)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def test_huggingface_trainer_recipe(tmp_path):
     transformers = pytest.importorskip("transformers")
     from pdt_compile.integrations.huggingface import pdt_optimizers
