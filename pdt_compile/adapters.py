@@ -35,11 +35,14 @@ WEIGHT_SPACE_STATE: dict[str, tuple[str, ...]] = {
     "schedulefree.radam_schedulefree.RAdamScheduleFree": ("z",),
     "schedulefree.radam_schedulefree_closure.RAdamScheduleFreeClosure": ("z",),
     "pytorch_optimizer.optimizer.lookahead.Lookahead": ("slow_params",),
+    "torch.optim.asgd.ASGD": ("ax",),
 }
 """``module.qualname`` of an optimizer class -> keys of its per-parameter state that hold
 weights, all translated by the jump (``PDTConfig.averages="move"``; tested for each
 schedule-free variant and pytorch-optimizer's Lookahead). The reference schedule-free variants
-keep y in their state too: ``train()`` copies it back into the parameters."""
+keep y in their state too: ``train()`` copies it back into the parameters. torch's ASGD keeps
+its average of the weights in ``ax`` (a copy of them until ``t0``), which follows the jumps as
+an average registered with ``PDT.move_with_merges`` does."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ def class_name(optimizer: object) -> str:
 
 TRAILING_STATE: dict[str, tuple[str, ...]] = {
     "pytorch_optimizer.optimizer.lookahead.Lookahead": ("slow_params",),
+    "torch.optim.asgd.ASGD": ("ax",),
 }
 """``module.qualname`` -> keys of :data:`WEIGHT_SPACE_STATE` whose weights trail the parameters
 (a copy the optimizer pulls them toward now and then, not a function of them). A merge moves

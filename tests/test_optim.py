@@ -365,6 +365,17 @@ def test_a_layer_unfrozen_by_requires_grad_is_tracked_from_the_next_boundary_and
     assert len(opt.ring.params) == 4 and opt.ring.count == min(count + 1, opt.ring.history)
 
 
+def test_asgd_average_follows_the_merges():
+    """ASGD's ``ax`` holds a copy of the weights until ``t0`` and their average after: a merge
+    moves it with the weights, so before ``t0`` it equals them after every step."""
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.ASGD(model.parameters(), lr=0.2), **CONFIG)
+    for x, y in batches(40):
+        train(model, opt, [(x, y)])
+        assert all(torch.equal(opt.optimizer.state[p]["ax"], p) for p in model.parameters())
+    assert opt.stats.merges >= 1
+
+
 def test_sparse_gradients_raise():
     embedding = torch.nn.Embedding(10, 4, sparse=True)
     opt = pdt.PDT(torch.optim.SGD(embedding.parameters(), lr=0.1), snap_every=1)
