@@ -84,6 +84,8 @@ class PDT(Optimizer):
     every ``snap_every`` steps a boundary snapshots the weights; after burn-in a boundary
     predicts the weights tau intervals ahead by DMD and merges the elements that pass the
     dynamic-consistency mask. ``config`` or keyword options (``PDTConfig`` fields) set it up.
+    PDT tracks the trainable real-valued parameters (:func:`trainable_parameters`); a param
+    group with ``"pdt": False`` is stepped by the optimizer alone.
 
     ``verify``: a callable returning a loss of the model at its current weights (a held-out
     batch, under no_grad). With it, a merge stands only where it does not raise that loss: PDT
