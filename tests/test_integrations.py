@@ -161,6 +161,18 @@ def test_stats_export_to_csv(tmp_path):
     assert all(0.0 <= float(r["mask_ratio"]) <= 1.0 and int(r["tau"]) == 3 for r in rows)
 
 
+def test_printed_stats_are_one_line_naming_the_counts_and_only_the_guards_that_acted():
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2), **PDT_OPTIONS)
+    train(model, opt, batches(300))
+    stats = opt.stats
+    stats.rollbacks = 2
+    line = str(stats)
+    assert "\n" not in line and len(line) < 300 < len(repr(stats))
+    assert line.startswith(f"PDT: {stats.boundaries} boundaries, {stats.predictions} predictions, {stats.merges} merges")
+    assert "rollbacks 2" in line and "runaways" not in line and f"tau {stats.tau}" in line
+
+
 def test_tensorboard_writer(tmp_path):
     pytest.importorskip("tensorboard")
     from torch.utils.tensorboard import SummaryWriter

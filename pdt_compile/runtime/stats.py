@@ -8,6 +8,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
+GUARD_COUNTS = ("rollbacks", "skipped_nonfinite", "setbacks", "setback_undos", "loss_holds", "gradient_undos",
+                "moment_filtered", "saturation_filtered", "runaways", "verify_rejections", "verify_backtracks")
+"""The counters :meth:`Stats.summary` names when they are not zero."""
+
+
 @dataclass
 class Stats:
     """Counters and histories of a PDT run (``opt.stats``)."""
@@ -61,6 +66,22 @@ class Stats:
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
+
+    def summary(self) -> str:
+        """One line for a log: the counts, the mask ratio (last and mean over the predictions),
+        tau, the guards that acted and the time spent predicting; ``str(stats)`` gives it
+        (``repr`` keeps every history)."""
+        ratios = [ratio for _, ratio in self.mask_ratio_history]
+        parts = [f"{self.boundaries} boundaries", f"{self.predictions} predictions", f"{self.merges} merges"]
+        if ratios:
+            parts.append(f"mask ratio {self.mask_ratio:.3g} (mean {sum(ratios) / len(ratios):.3g})")
+        parts.append(f"tau {self.tau}")
+        parts += [f"{name} {value}" for name in GUARD_COUNTS if (value := getattr(self, name))]
+        parts.append(f"{1e3 * self.prediction_seconds:.1f} ms predicting")
+        return "PDT: " + ", ".join(parts)
+
+    def __str__(self) -> str:
+        return self.summary()
 
     def record_prediction(self, step: int, accepted: Sequence[int], numels: Sequence[int]) -> bool:
         """Record one prediction; returns whether any element was merged."""
