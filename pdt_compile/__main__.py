@@ -51,8 +51,7 @@ def demo(args: argparse.Namespace) -> int:
     else:
         print(f"\nPDT reached the baseline's final training loss {steps_x:.2f}x sooner in steps and "
               f"{time_x:.2f}x sooner in wall time (PDT's overhead included).")
-    print(f"PDT: {optimizer.stats.predictions} predictions, {optimizer.stats.merges} merges, "
-          f"{optimizer.stats.prediction_seconds * 1e3:.1f} ms spent predicting.")
+    print(optimizer.stats)
     print("Note: this baseline uses an untuned lr. Against a tuned lr, and against controls, see the "
           "time-to-baseline tables in benchmarks/RESULTS.md (python -m benchmarks.ttb).")
     _plot(runs, Path(args.out))
