@@ -163,7 +163,7 @@ class PDT(Optimizer):
         boundary by ``kernels="graph"``."""
         self._snapshot_ring: SnapshotRing | None = None
         self._moved_with_merges: list[list[Tensor]] = []
-        self._frozen: list[Tensor] = []
+        self._frozen_at_build: list[Tensor] = []
         if not any(is_lazy(p) for group in self.param_groups for p in group["params"]):
             self._set_ring(self._build_ring())
 
@@ -232,7 +232,7 @@ class PDT(Optimizer):
         self._snapshot_ring = ring
         self._moved_with_merges = [moved.get(id(p), []) for p in ring.params]
         tracked = {id(p) for p in ring.params}
-        self._frozen = [p for group in self.param_groups if group.get("pdt", True) for p in group["params"]
+        self._frozen_at_build = [p for group in self.param_groups if group.get("pdt", True) for p in group["params"]
                         if id(p) not in tracked and not p.is_complex()]
         """The parameters PDT would track were they trainable (:meth:`_unfrozen` watches them)."""
 
@@ -289,7 +289,7 @@ class PDT(Optimizer):
         """Whether a parameter has become trainable since the ring was built (``requires_grad``
         turned on: progressive unfreezing). One frozen since is left in the ring, where its
         missing gradient skips it, so that freezing does not restart burn-in."""
-        return any(p.requires_grad for p in self._frozen)
+        return any(p.requires_grad for p in self._frozen_at_build)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
