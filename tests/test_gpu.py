@@ -204,3 +204,32 @@ def test_the_runaway_guard_reads_cuda_losses_in_batches():
         assert len(opt.schedule.recent_losses) == 16 * (step // 16)
     opt.report_loss(torch.tensor(0.5))  # a CPU loss: the CUDA ones before it are read first
     assert opt._unread_losses == [] and len(opt.schedule.recent_losses) == 21
+
+
+def _train_unfreezing(mode: str | None, compiled: bool, device: str = "cuda"):
+    """:func:`_train` with the first layer frozen until step 20, then unfrozen: PDT tracks it
+    from the next boundary, its compiled variants built again."""
+    model = make_mlp().to(device)
+    for p in model[0].parameters():
+        p.requires_grad_(False)
+    opt = pdt.PDT(_sgd_momentum(model.parameters()), **CONFIG)
+    step = step_function(model, opt)
+    if compiled:
+        step = pdt.compile(step, optimizer=opt, backend="inductor", mode=mode)
+    for index, (x, y) in enumerate(batches(48)):
+        if index == 20:
+            for p in model[0].parameters():
+                p.requires_grad_(True)
+        step(x.to(device), y.to(device))
+    return model, opt
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("mode", [None, "reduce-overhead"])
+def test_a_layer_unfrozen_mid_run_follows_eager_under_cuda_graphs(mode):
+    eager_model, eager = _train_unfreezing(None, compiled=False)
+    model, opt = _train_unfreezing(mode, compiled=True)
+    assert len(opt.ring.params) == len(eager.ring.params) == 4
+    _assert_same_run(eager_model, eager, model, opt)
+
