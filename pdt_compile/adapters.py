@@ -35,11 +35,16 @@ WEIGHT_SPACE_STATE: dict[str, tuple[str, ...]] = {
     "schedulefree.radam_schedulefree.RAdamScheduleFree": ("z",),
     "schedulefree.radam_schedulefree_closure.RAdamScheduleFreeClosure": ("z",),
     "pytorch_optimizer.optimizer.lookahead.Lookahead": ("slow_params",),
+    "pytorch_optimizer.optimizer.ranger.Ranger": ("slow_buffer",),
+    "pytorch_optimizer.optimizer.schedulefree.ScheduleFreeSGD": ("z",),
+    "pytorch_optimizer.optimizer.schedulefree.ScheduleFreeAdamW": ("z",),
+    "pytorch_optimizer.optimizer.schedulefree.ScheduleFreeRAdam": ("z",),
     "torch.optim.asgd.ASGD": ("ax",),
 }
 """``module.qualname`` of an optimizer class -> keys of its per-parameter state that hold
 weights, all translated by the jump (``PDTConfig.averages="move"``; tested for each
-schedule-free variant and pytorch-optimizer's Lookahead). The reference schedule-free variants
+schedule-free variant, pytorch-optimizer's Lookahead, Ranger's Lookahead buffer and its
+schedule-free optimizers, which keep the schedulefree package's layout). The reference schedule-free variants
 keep y in their state too: ``train()`` copies it back into the parameters. torch's ASGD keeps
 its average of the weights in ``ax`` (a copy of them until ``t0``), which follows the jumps as
 an average registered with ``PDT.move_with_merges`` does."""
@@ -65,6 +70,7 @@ class Averaging:
 
 
 _SF = "schedulefree."
+_PO_SF = "pytorch_optimizer.optimizer.schedulefree."
 AVERAGING: dict[str, Averaging] = {
     _SF + "sgd_schedulefree.SGDScheduleFree": Averaging(),
     _SF + "sgd_schedulefree_closure.SGDScheduleFreeClosure": Averaging(parameters="x"),
@@ -74,6 +80,9 @@ AVERAGING: dict[str, Averaging] = {
     _SF + "adamw_schedulefree_reference.AdamWScheduleFreeReference": Averaging(beta="betas", interpolations=("y",)),
     _SF + "radam_schedulefree.RAdamScheduleFree": Averaging(beta="betas"),
     _SF + "radam_schedulefree_closure.RAdamScheduleFreeClosure": Averaging(beta="betas", parameters="x"),
+    _PO_SF + "ScheduleFreeSGD": Averaging(),
+    _PO_SF + "ScheduleFreeAdamW": Averaging(beta="betas"),
+    _PO_SF + "ScheduleFreeRAdam": Averaging(beta="betas"),
 }
 """``module.qualname`` -> the layout of an optimizer whose evaluation weights average its
 base iterate (``PDTConfig.averages="stay"``)."""
@@ -98,6 +107,8 @@ def shares(optimizer: Optimizer, layout: Averaging, params: Sequence[Tensor]) ->
     return out
 
 _UNSAFE_PACKAGES = ("schedulefree",)
+_NO_ADAPTER = ("pytorch_optimizer.optimizer.schedulefree.ScheduleFreeWrapper",)
+"""Classes outside those packages known to keep weights in their state, with no adapter."""
 
 
 def class_name(optimizer: object) -> str:
@@ -107,6 +118,7 @@ def class_name(optimizer: object) -> str:
 
 TRAILING_STATE: dict[str, tuple[str, ...]] = {
     "pytorch_optimizer.optimizer.lookahead.Lookahead": ("slow_params",),
+    "pytorch_optimizer.optimizer.ranger.Ranger": ("slow_buffer",),
     "torch.optim.asgd.ASGD": ("ax",),
 }
 """``module.qualname`` -> keys of :data:`WEIGHT_SPACE_STATE` whose weights trail the parameters
@@ -146,7 +158,7 @@ def weight_space_keys(optimizer: object) -> tuple[str, ...]:
             f"PDT(optimizer=...): {type(optimizer).__name__} is not a torch.optim.Optimizer; wrap the "
             "schedule-free optimizer itself (e.g. schedulefree.AdamWScheduleFree) instead of a wrapper"
         )
-    if name.split(".")[0] in _UNSAFE_PACKAGES:
+    if name.split(".")[0] in _UNSAFE_PACKAGES or name in _NO_ADAPTER:
         raise TypeError(
             f"PDT(optimizer=...): {name} keeps weights in its state and PDT has no adapter for it, so a "
             "merge would be pulled back; use a registered variant or declare its keys with "
@@ -155,15 +167,21 @@ def weight_space_keys(optimizer: object) -> tuple[str, ...]:
     return ()
 
 
+_SCHEDULE_FREE_MEASURED = (
+    "measured to the schedule-free optimizer's own final loss (python -m benchmarks.ttb --core --peers, "
+    "README 'What it buys you', run of 2026-12-03 on an AMD EPYC): faster on digits MLPs (1.78-1.92x in wall "
+    "time), a mnist1d ViT (1.32x) and a mnist1d CNN (1.26x; over ten seeds two never reached it, --seeds 10, "
+    "run of 2026-12-03 07:44), and never on a character transformer (accuracy 0.8 points lower). Report the "
+    "loss (opt.report_loss(loss) after each step, or pdt.compile) so that the runaway guard can restore a "
+    "run that blows up, and compare with the schedule-free optimizer alone before relying on it"
+)
+"""What was measured stacking on the schedulefree package's optimizers, which pytorch-optimizer's
+schedule-free classes implement too."""
+
 MEASURED_UNSAFE = {
-    ("schedulefree", None): (
-        "measured to the schedule-free optimizer's own final loss (python -m benchmarks.ttb --core --peers, "
-        "README 'What it buys you', run of 2026-12-03 on an AMD EPYC): faster on digits MLPs (1.78-1.92x in wall "
-        "time), a mnist1d ViT (1.32x) and a mnist1d CNN (1.26x; over ten seeds two never reached it, --seeds 10, "
-        "run of 2026-12-03 07:44), and never on a character transformer (accuracy 0.8 points lower). Report the "
-        "loss (opt.report_loss(loss) after each step, or pdt.compile) so that the runaway guard can restore a "
-        "run that blows up, and compare with the schedule-free optimizer alone before relying on it"
-    ),
+    ("schedulefree", None): _SCHEDULE_FREE_MEASURED,
+    **{("pytorch_optimizer", name): _SCHEDULE_FREE_MEASURED
+       for name in ("ScheduleFreeSGD", "ScheduleFreeAdamW", "ScheduleFreeRAdam")},
     ("pytorch_optimizer", "Lookahead"): (
         "measured to Lookahead's own final loss (python -m benchmarks.ttb --core --peers, README 'What it buys "
         "you', run of 2026-12-03 on an AMD EPYC): faster on digits MLPs under SGD and LAMB (1.64x and 1.19x in "

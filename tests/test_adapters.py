@@ -23,6 +23,9 @@ STACKED = {
     "adamw_schedule_free": (lambda p: schedulefree.AdamWScheduleFree(p, lr=0.02, warmup_steps=3), ("z",)),
     "sgd_schedule_free_reference": (lambda p: schedulefree.SGDScheduleFreeReference(p, lr=0.5, warmup_steps=3), ("z", "x", "y")),
     "lookahead": (lambda p: po.Lookahead(torch.optim.SGD(p, lr=0.2, momentum=0.9), k=4, alpha=0.5), ("slow_params",)),
+    "ranger": (lambda p: po.Ranger(p, lr=0.02, k=4, alpha=0.5), ("slow_buffer",)),
+    "po_sgd_schedule_free": (lambda p: po.ScheduleFreeSGD(p, lr=0.5, momentum=0.9, warmup_steps=3), ("z",)),
+    "po_adamw_schedule_free": (lambda p: po.ScheduleFreeAdamW(p, lr=0.02, warmup_steps=3), ("z",)),
 }
 
 
@@ -177,6 +180,8 @@ def test_optimizers_pdt_cannot_stack_on_raise_clearly():
         pdt.PDT(schedulefree.ScheduleFreeWrapper(torch.optim.SGD(params, lr=0.1)), snap_every=3)
     with pytest.raises(TypeError, match="no adapter"):
         pdt.PDT(schedulefree.AdamWScheduleFreePaper(params, lr=0.01), snap_every=3)
+    with pytest.raises(TypeError, match="ScheduleFreeWrapper keeps weights in its state and PDT has no adapter"):
+        pdt.PDT(po.ScheduleFreeWrapper(torch.optim.SGD(params, lr=0.1)), snap_every=3)
 
 
 def assert_same_run(eager_model, eager, model, opt, atol=1e-5):
@@ -329,6 +334,8 @@ def test_a_sequence_the_optimizer_does_not_keep_is_refused():
 def test_stacking_where_measured_to_hurt_warns_with_what_was_measured():
     with pytest.warns(UserWarning, match="SGDScheduleFree: measured .* never on a character transformer"):
         pdt.PDT(schedulefree.SGDScheduleFree(make_mlp().parameters(), lr=0.1), **CONFIG)
+    with pytest.warns(UserWarning, match="ScheduleFreeAdamW: measured .* never on a character transformer"):
+        pdt.PDT(po.ScheduleFreeAdamW(make_mlp().parameters(), lr=0.01), **CONFIG)
     with pytest.warns(UserWarning, match="Lookahead: measured .* on a mnist1d ViT one seed of three never"):
         pdt.PDT(po.Lookahead(torch.optim.SGD(make_mlp().parameters(), lr=0.1)), **CONFIG)
     with pytest.warns(UserWarning, match="Lion: measured .* at lr 4e-4 two seeds of three never did"):
@@ -379,6 +386,9 @@ AVERAGED = {  # name -> (optimizer, beta, where the parameters are in weight spa
     "sgd_schedule_free_reference": (lambda p: schedulefree.SGDScheduleFreeReference(p, lr=0.5, momentum=0.8, warmup_steps=3), 0.8, "y"),
     "adamw_schedule_free": (lambda p: schedulefree.AdamWScheduleFree(p, lr=0.02, betas=(0.7, 0.999), warmup_steps=3), 0.7, "y"),
     "adamw_schedule_free_reference": (lambda p: schedulefree.AdamWScheduleFreeReference(p, lr=0.02, betas=(0.7, 0.999), warmup_steps=3), 0.7, "y"),
+    "po_sgd_schedule_free": (lambda p: po.ScheduleFreeSGD(p, lr=0.5, momentum=0.8, warmup_steps=3), 0.8, "y"),
+    "po_adamw_schedule_free": (lambda p: po.ScheduleFreeAdamW(p, lr=0.02, betas=(0.7, 0.999), warmup_steps=3), 0.7, "y"),
+    "po_radam_schedule_free": (lambda p: po.ScheduleFreeRAdam(p, lr=0.02, betas=(0.7, 0.999), silent_sgd_phase=False), 0.7, "y"),
 }
 
 
