@@ -290,7 +290,8 @@ def learning_rates(optimizer: object, params: Sequence[Tensor]) -> list[float | 
     for inner in unwrapped(optimizer):
         for group in getattr(inner, "param_groups", []):
             for p in group["params"]:
-                rates.setdefault(id(p), group["lr"])
+                if "lr" in group:
+                    rates.setdefault(id(p), group["lr"])
     return [rates.get(id(p)) for p in params]
 
 

@@ -539,9 +539,11 @@ class PDT(Optimizer):
 
     def _learning_rate(self) -> float | None:
         """The summed learning rate of the param groups (what ``lr_horizon``, ``decay_window``
-        and ``moment_ratio`` compare), or None when all are off."""
+        and ``moment_ratio`` compare), or None when all are off or a group has no ``lr``."""
         config = self.config
         if not config.lr_horizon and config.decay_window is None and config.moment_ratio is None:
+            return None
+        if any("lr" not in group for group in self.param_groups):  # a step size of its own (A2Grad)
             return None
         return sum(float(group["lr"]) for group in self.param_groups)
 

@@ -452,6 +452,35 @@ def test_lazy_modules_under_compile_build_the_graphs_at_the_first_step_and_follo
     assert_follows_eager(eager_model, eager, model, opt, atol=1e-4, predictions=1)
 
 
+class StepSizeOfItsOwn(torch.optim.Optimizer):
+    """An optimizer whose param groups hold no ``lr`` (as pytorch-optimizer's A2Grad)."""
+
+    def __init__(self, params, step_size: float = 0.05) -> None:
+        super().__init__(params, {"step_size": step_size})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-group["step_size"])
+
+
+def test_an_optimizer_without_lr_in_its_groups_trains_eager_and_compiled_alike():
+    """PDT's defaults read the learning rate (decay_window, moment_ratio) and the compiled
+    step checks it for zero; a group without one leaves those to their no-schedule default."""
+    runs = []
+    for compiled in (False, True):
+        model = make_mlp()
+        opt = pdt.PDT(StepSizeOfItsOwn(model.parameters()), **CONFIG)
+        step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager") if compiled else None
+        for x, y in batches(36):
+            step(x, y) if compiled else train(model, opt, [(x, y)])
+        runs.append((model, opt))
+    (eager_model, eager), (model, opt) = runs
+    assert_follows_eager(eager_model, eager, model, opt, atol=1e-5, predictions=1)
+
+
 def test_compile_rejects_plain_optimizers():
     model = make_mlp()
     with pytest.raises(TypeError, match="expected a pdt.PDT"):

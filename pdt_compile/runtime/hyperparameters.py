@@ -114,7 +114,7 @@ class TensorHyperparameters:
 
     def has_zero_lr(self) -> bool:
         """Whether some param group's learning rate is exactly 0 this step."""
-        return any(float(group["lr"]) == 0.0 for group in self.optimizer.param_groups)
+        return any("lr" in group and float(group["lr"]) == 0.0 for group in self.optimizer.param_groups)
 
     def _tensor(self, group_index: int, key: str, position: int, value: float, device: torch.device) -> Tensor:
         while len(self._tensors) <= group_index:
