@@ -943,3 +943,13 @@ def test_the_task_schedules_rise_then_fall_to_zero(schedule):
     assert rates[:warmup] == pytest.approx([2.0 * (k + 1) / warmup for k in range(warmup)])
     assert max(rates) == pytest.approx(2.0) and rates[warmup] == pytest.approx(2.0)
     assert all(a >= b for a, b in zip(rates[warmup:], rates[warmup + 1:])) and rates[-1] < 1e-3
+
+
+def test_the_compatibility_sweep_reports_weight_copies_and_what_pdt_moves():
+    from benchmarks.compatibility import try_optimizer
+
+    outcome, merges, finite, holding, moved = try_optimizer(torch.optim.ASGD, 30)
+    assert (outcome, finite, holding, moved) == ("trains", "yes", "ax", "ax") and int(merges) >= 1
+    assert try_optimizer(torch.optim.SGD, 30)[3:] == ("-", "-")
+    assert try_optimizer(torch.optim.LBFGS, 30)[0].startswith("fails: TypeError")
+
