@@ -43,6 +43,7 @@ def candidates() -> dict[str, Callable]:
 def run(make_opt: Callable, with_pdt: bool, steps: int) -> tuple[int, float, float]:
     """(optimizer-step graphs compiled, seconds of the first steps - 10, seconds of the last 10)."""
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()  # reset() leaves the counters
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 64), nn.Tanh(), nn.Linear(64, 4))
     x = torch.randn(64, 32, generator=torch.Generator().manual_seed(1))
