@@ -81,8 +81,12 @@ def main() -> None:
         if wanted and not any(text in name.lower() for text in wanted):
             continue
         for label, with_pdt in (("plain torch.compile", False), ("@pdt.compile", True)):
-            graphs, first, last = run(make_opt, with_pdt, args.steps)
-            lines.append(f"| {name} | {label} | {graphs} | {first:.1f} | {1e3 * last:.1f} |")
+            try:
+                graphs, first, last = run(make_opt, with_pdt, args.steps)
+                lines.append(f"| {name} | {label} | {graphs} | {first:.1f} | {1e3 * last:.1f} |")
+            except Exception as error:  # noqa: BLE001 - a compiler failure is a result here
+                lines.append(f"| {name} | {label} | fails: {type(error).__name__}: {str(error).splitlines()[0][:80]} | | |")
+            print(lines[-1], flush=True)
     body = "\n".join(lines) + (
         f"\n\nA 32-64-4 MLP, full batch of 64, {args.steps} steps through the compiled training step (Inductor), "
         "Dynamo reset before each run, Inductor's caches as they are. 'graphs compiled': Dynamo's unique graphs "
