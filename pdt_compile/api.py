@@ -164,8 +164,9 @@ class CompiledOptimizerStep:
     Dynamo out of it on purpose (``torch.compiler.disable``), so its step runs eagerly and the
     prediction runs in a graph of its own, compiled from a stand-in step that rewrites every
     tracked tensor unchanged (:class:`ParameterTouch`) so that the same passes find the writes to
-    follow. Nor is a schedule-free optimizer traced: its step rewrites a float of its param groups
-    at every step (:data:`~pdt_compile.runtime.hyperparameters.STEP_COUNTERS`). Apart from the
+    follow. Nor is a schedule-free optimizer traced, nor one that counts its steps in its param
+    groups (pytorch-optimizer's): its step rewrites a number of its param groups at every step
+    (:data:`~pdt_compile.runtime.hyperparameters.STEP_COUNTERS`). Apart from the
     optimizer step a capture has no update to fuse into: it is the eager path's, one foreach copy
     (no graph to compile per ring row, and no rewrite of the weights).
     An optimizer step that Dynamo falls back to eager for anyway (a
@@ -266,9 +267,14 @@ class CompiledOptimizerStep:
 
     def _check_constants(self) -> None:
         """Stop tracing the optimizer step once a param-group entry its graphs take as a
-        constant changes (an unlisted optimizer's scheduled learning rate): each change would
-        recompile every variant, as plain ``torch.compile`` recompiles the step, until Dynamo's
-        recompile limit."""
+        constant changes (an unlisted optimizer's scheduled learning rate), or a step counter
+        appears (:data:`~pdt_compile.runtime.hyperparameters.STEP_COUNTERS`, added by the
+        optimizer's first step): each change would recompile every variant, as plain
+        ``torch.compile`` recompiles the step, until Dynamo's recompile limit. A counter stops it
+        quietly, as one present from the start does."""
+        if rewrites_constants_every_step(self.optimizer.optimizer):  # a counter its first step added
+            self._trace_boundaries_only()
+            return
         changed = self.hyperparameters.changed_constant()
         if changed is None:
             return

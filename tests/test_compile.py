@@ -349,17 +349,66 @@ def test_an_average_registered_after_compiling_follows_the_jumps_as_in_eager():
         assert (a - b).abs().max().item() <= 1e-5
 
 
-def test_a_step_whose_graph_breaks_hide_its_writes_still_captures_and_merges():
-    """pytorch-optimizer's Shampoo compiles in pieces, its parameter writes where PDT's passes
-    do not see them: its capture and prediction graphs came out without PDT's nodes, and PDT
-    went on as if they had run (no merge, ever). Now PDT sees that no graph of its ran, warns,
-    and from then on steps Shampoo eagerly with compiled boundaries, as the eager run does."""
-    po = pytest.importorskip("pytorch_optimizer")
+class SteppedInPieces(torch.optim.SGD):
+    """SGD whose step breaks Dynamo's graph after each parameter write, as pytorch-optimizer's
+    Shampoo's did before its step counter made PDT step it eagerly."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-group["lr"])
+                    torch._dynamo.graph_break()
+
+
+class CountedSteps(torch.optim.SGD):
+    """SGD that counts its steps in its param groups and feeds the count to Python maths, as
+    pytorch-optimizer's optimizers do (LAMB's bias corrections)."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            group["step"] = group.get("step", 0) + 1
+            correction = 1.0 - math.pow(0.5, group["step"])
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-group["lr"] * correction)
+
+
+def test_a_step_counter_in_the_param_groups_makes_the_optimizer_step_eager_without_recompiles():
+    """Dynamo would compile such a step again at every step until its recompile limit (with
+    pytorch-optimizer's LAMB, every variant of it: benchmarks.recompiles). From the step that
+    adds the counter the optimizer steps eagerly, quietly, and the run follows eager."""
     data = batches(45, size=8)
 
     def run(compiled):
         model = make_mlp()
-        opt = pdt.PDT(po.Shampoo(model.parameters(), lr=0.1), **CONFIG)
+        opt = pdt.PDT(CountedSteps(model.parameters(), lr=0.1), **CONFIG)
+        return model, opt, run_steps(model, opt, data, compiled)
+
+    eager_model, eager, _ = run(False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with torch._dynamo.config.patch(recompile_limit=2):
+            model, opt, step = run(True)
+    assert not [w for w in caught if "pdt.compile" in str(w.message) or "PDT's nodes" in str(w.message)]
+    assert not step.compiled_optimizer_step.traced
+    assert len([gm for gm in step.pdt_graphs["ordinary"] if gm.graph.nodes]) <= 1
+    assert_follows_eager(eager_model, eager, model, opt, 1e-5, predictions=8)
+
+
+def test_a_step_whose_graph_breaks_hide_its_writes_still_captures_and_merges():
+    """A step that compiles in pieces has its parameter writes where PDT's passes do not see
+    them: its capture and prediction graphs came out without PDT's nodes, and PDT went on as if
+    they had run (no merge, ever; pytorch-optimizer's Shampoo). Now PDT sees that no graph of
+    its ran, warns, and from then on runs the step eagerly with compiled boundaries, as the
+    eager run does."""
+    data = batches(45, size=8)
+
+    def run(compiled):
+        model = make_mlp()
+        opt = pdt.PDT(SteppedInPieces(model.parameters(), lr=0.1), **CONFIG)
         return model, opt, run_steps(model, opt, data, compiled)
 
     eager_model, eager, _ = run(False)

@@ -39,16 +39,18 @@ change of any other entry, or of an unlisted optimizer's learning rate, makes th
 step run eagerly from then on (:meth:`TensorHyperparameters.changed_constant`)."""
 
 
-STEP_COUNTERS = ("weight_sum",)
-"""Float param-group entries that an optimizer's own step rewrites at every step (schedule-free
-optimizers keep their running sum of step weights in ``weight_sum``): a compiled step would be
-recompiled at each one (plain ``torch.compile`` recompiles schedule-free's step until Dynamo's
-recompile limit), so ``pdt.compile`` runs such a step eagerly from the start."""
+STEP_COUNTERS = ("weight_sum", "step")
+"""Param-group entries that an optimizer's own step rewrites at every step as Python numbers
+(schedule-free optimizers keep their running sum of step weights in ``weight_sum``;
+pytorch-optimizer's count their steps in ``step`` and feed it to Python maths, as LAMB's bias
+corrections by ``math.pow``): a compiled step would be recompiled at each one (plain
+``torch.compile`` recompiles such a step until Dynamo's recompile limit), so ``pdt.compile`` runs
+it eagerly, from the start or from the step that adds the entry (``benchmarks.recompiles``)."""
 
 
 def rewrites_constants_every_step(optimizer: Optimizer) -> bool:
-    """Whether ``optimizer``'s param groups hold one of :data:`STEP_COUNTERS`."""
-    return any(key in group for group in optimizer.param_groups for key in STEP_COUNTERS)
+    """Whether ``optimizer``'s param groups hold one of :data:`STEP_COUNTERS` as a Python number."""
+    return any(isinstance(group.get(key), (int, float)) for group in optimizer.param_groups for key in STEP_COUNTERS)
 
 
 def _is_float_constant(value: Any) -> bool:
