@@ -94,7 +94,8 @@ def main() -> None:
         "@pdt.compile also PDT's capture and prediction graphs). 'first steps': the wall time of all but the last "
         "ten steps, compiling included; 'last 10 steps': after warm-up."
     )
-    write_section("Recompiles under step counters (benchmarks/recompiles.py)", body)
+    title = "Recompiles under step counters (benchmarks/recompiles.py)"
+    write_section(title + (f", optimizers matching {args.only!r}" if args.only else ""), body)
     print(body)
 
 
