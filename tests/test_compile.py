@@ -381,17 +381,12 @@ def test_a_step_counter_in_the_param_groups_makes_the_optimizer_step_eager_witho
     pytorch-optimizer's LAMB, every variant of it: benchmarks.recompiles). From the step that
     adds the counter the optimizer steps eagerly, quietly, and the run follows eager."""
     data = batches(45, size=8)
-
-    def run(compiled):
-        model = make_mlp()
-        opt = pdt.PDT(CountedSteps(model.parameters(), lr=0.1), **CONFIG)
-        return model, opt, run_steps(model, opt, data, compiled)
-
-    eager_model, eager, _ = run(False)
+    make_opt = lambda p: CountedSteps(p, lr=0.1)  # noqa: E731
+    eager_model, eager = run_eager(make_opt, data)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with torch._dynamo.config.patch(recompile_limit=2):
-            model, opt, step = run(True)
+            model, opt, step = run_compiled(make_opt, data)
     assert not [w for w in caught if "pdt.compile" in str(w.message) or "PDT's nodes" in str(w.message)]
     assert not step.compiled_optimizer_step.traced
     assert len([gm for gm in step.pdt_graphs["ordinary"] if gm.graph.nodes]) <= 1
@@ -405,15 +400,10 @@ def test_a_step_whose_graph_breaks_hide_its_writes_still_captures_and_merges():
     its ran, warns, and from then on runs the step eagerly with compiled boundaries, as the
     eager run does."""
     data = batches(45, size=8)
-
-    def run(compiled):
-        model = make_mlp()
-        opt = pdt.PDT(SteppedInPieces(model.parameters(), lr=0.1), **CONFIG)
-        return model, opt, run_steps(model, opt, data, compiled)
-
-    eager_model, eager, _ = run(False)
+    make_opt = lambda p: SteppedInPieces(p, lr=0.1)  # noqa: E731
+    eager_model, eager = run_eager(make_opt, data)
     with pytest.warns(UserWarning, match="without being compiled with PDT's nodes"):
-        model, opt, step = run(True)
+        model, opt, step = run_compiled(make_opt, data)
     assert not step.compiled_optimizer_step.traced
     assert_follows_eager(eager_model, eager, model, opt, 1e-3, predictions=8)
 
@@ -518,15 +508,9 @@ class StepSizeOfItsOwn(torch.optim.Optimizer):
 def test_an_optimizer_without_lr_in_its_groups_trains_eager_and_compiled_alike():
     """PDT's defaults read the learning rate (decay_window, moment_ratio) and the compiled
     step checks it for zero; a group without one leaves those to their no-schedule default."""
-    runs = []
-    for compiled in (False, True):
-        model = make_mlp()
-        opt = pdt.PDT(StepSizeOfItsOwn(model.parameters()), **CONFIG)
-        step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager") if compiled else None
-        for x, y in batches(36):
-            step(x, y) if compiled else train(model, opt, [(x, y)])
-        runs.append((model, opt))
-    (eager_model, eager), (model, opt) = runs
+    data = batches(36)
+    eager_model, eager = run_eager(StepSizeOfItsOwn, data)
+    model, opt, _ = run_compiled(StepSizeOfItsOwn, data)
     assert_follows_eager(eager_model, eager, model, opt, atol=1e-5, predictions=1)
 
 

@@ -25,13 +25,22 @@ def _sgd_momentum(params):
     return torch.optim.SGD(params, lr=0.05, momentum=0.9, foreach=True)
 
 
-def _train(mode: str | None, compiled: bool, device: str = "cuda", make_opt=_sgd_momentum):
+def _train(mode: str | None, compiled: bool, device: str = "cuda", make_opt=_sgd_momentum,
+           steps: int = 36, unfreeze_at: int | None = None):
+    """``unfreeze_at``: the first layer frozen until that step, then unfrozen (PDT tracks it
+    from the next boundary, its compiled variants built again)."""
     model = make_mlp().to(device)
+    frozen = list(model[0].parameters()) if unfreeze_at is not None else []
+    for p in frozen:
+        p.requires_grad_(False)
     opt = pdt.PDT(make_opt(model.parameters()), **CONFIG)
     step = step_function(model, opt)
     if compiled:
         step = pdt.compile(step, optimizer=opt, backend="inductor", mode=mode)
-    for x, y in batches(36):
+    for index, (x, y) in enumerate(batches(steps)):
+        if index == unfreeze_at:
+            for p in frozen:
+                p.requires_grad_(True)
         step(x.to(device), y.to(device))
     return model, opt
 
@@ -206,30 +215,12 @@ def test_the_runaway_guard_reads_cuda_losses_in_batches():
     assert opt._unread_losses == [] and len(opt.schedule.recent_losses) == 21
 
 
-def _train_unfreezing(mode: str | None, compiled: bool, device: str = "cuda"):
-    """:func:`_train` with the first layer frozen until step 20, then unfrozen: PDT tracks it
-    from the next boundary, its compiled variants built again."""
-    model = make_mlp().to(device)
-    for p in model[0].parameters():
-        p.requires_grad_(False)
-    opt = pdt.PDT(_sgd_momentum(model.parameters()), **CONFIG)
-    step = step_function(model, opt)
-    if compiled:
-        step = pdt.compile(step, optimizer=opt, backend="inductor", mode=mode)
-    for index, (x, y) in enumerate(batches(48)):
-        if index == 20:
-            for p in model[0].parameters():
-                p.requires_grad_(True)
-        step(x.to(device), y.to(device))
-    return model, opt
-
-
 @pytest.mark.gpu
 @cuda
 @pytest.mark.parametrize("mode", [None, "reduce-overhead"])
 def test_a_layer_unfrozen_mid_run_follows_eager_under_cuda_graphs(mode):
-    eager_model, eager = _train_unfreezing(None, compiled=False)
-    model, opt = _train_unfreezing(mode, compiled=True)
+    eager_model, eager = _train(None, compiled=False, steps=48, unfreeze_at=20)
+    model, opt = _train(mode, compiled=True, steps=48, unfreeze_at=20)
     assert len(opt.ring.params) == len(eager.ring.params) == 4
     _assert_same_run(eager_model, eager, model, opt)
 
