@@ -66,14 +66,16 @@ def options_reading_losses(config: PDTConfig) -> list[str]:
           "runaway_factor": config.runaway_factor is not None}
     return [name for name, reading in on.items() if reading]
 
+
 def trainable_parameters(param_groups: list[dict[str, Any]]) -> list[Tensor]:
     """The parameters PDT snapshots and merges: trainable (``requires_grad``) and real-valued,
     in param groups that do not opt out with ``"pdt": False``."""
-    return [p for p in _chosen(param_groups) if not p.is_complex()]
+    return [p for p in _opted_in(param_groups) if p.requires_grad and not p.is_complex()]
 
 
-def _chosen(param_groups: list[dict[str, Any]]) -> list[Tensor]:
-    return [p for group in param_groups if group.get("pdt", True) for p in group["params"] if p.requires_grad]
+def _opted_in(param_groups: list[dict[str, Any]]) -> list[Tensor]:
+    """The parameters of the param groups that do not opt out with ``"pdt": False``."""
+    return [p for group in param_groups if group.get("pdt", True) for p in group["params"]]
 
 
 class PDT(Optimizer):
@@ -231,9 +233,7 @@ class PDT(Optimizer):
         moved = {id(p): tensors for p, tensors in zip(old, self._moved_with_merges)}
         self._snapshot_ring = ring
         self._moved_with_merges = [moved.get(id(p), []) for p in ring.params]
-        tracked = {id(p) for p in ring.params}
-        self._frozen_at_build = [p for group in self.param_groups if group.get("pdt", True) for p in group["params"]
-                        if id(p) not in tracked and not p.is_complex()]
+        self._frozen_at_build = [p for p in _opted_in(self.param_groups) if not p.requires_grad and not p.is_complex()]
         """The parameters PDT would track were they trainable (:meth:`_unfrozen` watches them)."""
 
     def _build_ring(self) -> SnapshotRing:
@@ -243,7 +243,7 @@ class PDT(Optimizer):
                 f"PDT: {lazy} parameters of lazy modules (nn.LazyLinear, ...) are not initialized yet; "
                 "run a forward pass (a dummy batch will do) before the first optimizer step"
             )
-        complex_ = [tuple(p.shape) for p in _chosen(self.param_groups) if p.is_complex()]
+        complex_ = [tuple(p.shape) for p in _opted_in(self.param_groups) if p.requires_grad and p.is_complex()]
         if complex_:
             warnings.warn(
                 f"PDT: complex parameters of shapes {complex_} are left to the optimizer alone (PDT predicts "
