@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.nn.parameter import is_lazy
 from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
+from torch.utils.hooks import RemovableHandle
 
 from .adapters import (adam_moments, averaging, coupled_decay, decoupled_decay, filters_moments, companions, learning_rates,
                        shares, stacking_warning, steps_by_sign, trailing_keys, weight_space_keys)
@@ -166,6 +167,11 @@ class PDT(Optimizer):
         self._snapshot_ring: SnapshotRing | None = None
         self._moved_with_merges: list[list[Tensor]] = []
         self._frozen_at_build: list[Tensor] = []
+        self._direct_step_watch: RemovableHandle | None = (
+            optimizer.register_step_pre_hook(self._warn_direct_step)
+            if hasattr(optimizer, "_optimizer_step_pre_hooks") else None  # e.g. AcceleratedOptimizer has none
+        )
+        """Warns when the wrapped optimizer is stepped before PDT is: removed at PDT's first step."""
         if not any(is_lazy(p) for group in self.param_groups for p in group["params"]):
             self._set_ring(self._build_ring())
 
@@ -264,6 +270,19 @@ class PDT(Optimizer):
 
     def __repr__(self) -> str:
         return f"PDT({self.optimizer!r}, {self.config})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """All of PDT (``torch.optim.Optimizer`` keeps only defaults, state and param_groups), so
+        that ``copy.deepcopy`` and ``torch.save`` of the optimizer object keep the ring, the
+        schedule and the stats. Compiled graphs are not copied: a copy steps eagerly until
+        ``pdt.compile`` or ``kernels="graph"`` builds its own."""
+        state = dict(self.__dict__)
+        state["compiled_step"] = None
+        state["_direct_step_watch"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group to the wrapped optimizer (progressive unfreezing). PDT's ring is rebuilt
@@ -421,7 +440,24 @@ class PDT(Optimizer):
         config = self.config
         return not (config.adaptive or self._needs_jumps_later or self._verify is not None or config.after_merge == "reset")
 
+    def _warn_direct_step(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+        name = type(optimizer).__name__
+        warnings.warn(
+            f"PDT: {name}.step() was called on the wrapped optimizer itself, so PDT sees no steps and never "
+            f"predicts; call step() on the object pdt.PDT({name}(...), ...) returned, and hand that one to "
+            "GradScaler, trainers and pdt.compile",
+            UserWarning, stacklevel=3,
+        )
+        self._stop_watching_direct_steps()
+
+    def _stop_watching_direct_steps(self) -> None:
+        if self._direct_step_watch is not None:
+            self._direct_step_watch.remove()
+            self._direct_step_watch = None
+
     def _step(self, closure: Callable[[], Any] | None = None) -> Any:
+        if self._direct_step_watch is not None:
+            self._stop_watching_direct_steps()
         if self._snapshot_ring is None:
             self._materialise()
         if closure is None and self._quiet_next():

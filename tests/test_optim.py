@@ -179,6 +179,43 @@ def test_resume_keeps_the_gradient_window_and_the_pending_check(stop_at):
     assert opt.stats.gradient_undos == ref_opt.stats.gradient_undos
 
 
+@pytest.mark.parametrize("copy_with", ["copy.deepcopy", "torch.save of the objects"])
+def test_a_copied_optimizer_object_continues_the_run_exactly(copy_with):
+    """Copying the model and the PDT object together (not their state_dicts) keeps the ring,
+    the schedule, the pending losses and the stats: torch's Optimizer pickles only its
+    defaults, state and param_groups, which left a copy of PDT without its runtime."""
+    data = batches(48)
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=0.01), adaptive=True, **CONFIG)
+    train(model, opt, data[:21], report=True)  # right after a merge
+    pair = copy.deepcopy((model, opt)) if copy_with == "copy.deepcopy" else save_and_load((model, opt))
+    train(model, opt, data[21:], report=True)
+    copied_model, copied_opt = pair
+    assert copied_opt.optimizer.param_groups[0]["params"][0] is next(copied_model.parameters())
+    train(copied_model, copied_opt, data[21:], report=True)
+    assert opt.stats.merges >= 2
+    for a, b in zip(model.parameters(), copied_model.parameters()):
+        assert torch.equal(a, b)
+    assert copied_opt.schedule.state_dict() == opt.schedule.state_dict()
+    assert copied_opt.stats.mask_ratio_history == opt.stats.mask_ratio_history
+
+
+def test_stepping_the_wrapped_optimizer_itself_warns_once_and_stepping_pdt_never_does():
+    model = make_mlp()
+    inner = torch.optim.SGD(model.parameters(), lr=0.2)
+    pdt.PDT(inner, **CONFIG)
+    with pytest.warns(UserWarning, match=r"SGD.step\(\) was called on the wrapped optimizer itself") as caught:
+        train(model, inner, batches(3))
+    assert sum("wrapped optimizer itself" in str(w.message) for w in caught) == 1
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2), **CONFIG)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(model, opt, batches(3))
+        opt.optimizer.step()  # after PDT's first step a direct call is the user's business
+    assert not opt.optimizer._optimizer_step_pre_hooks
+
+
 def test_checkpoint_points_cover_burn_in_boundary_and_merge():
     _, opt = _trajectory(None)
     merge_steps = [step for step, ratio in opt.stats.mask_ratio_history if ratio > 0]
