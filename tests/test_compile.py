@@ -58,6 +58,7 @@ def assert_follows_eager(eager_model, eager, model, opt, atol, predictions=0, me
     and ends at its weights, within ``atol``."""
     assert opt.stats.predictions == eager.stats.predictions >= predictions
     assert opt.stats.merges == eager.stats.merges >= merges
+    assert (opt.stats.prediction_seconds > 0) == (opt.stats.predictions > 0)  # timed through the graphs too
     for a, b in zip(eager_model.parameters(), model.parameters()):
         assert (a - b).abs().max().item() <= atol
 

@@ -62,7 +62,10 @@ class Stats:
     verify_seconds: float = 0.0
     """Host wall time spent verifying merges (the verify losses and the weight moves)."""
     prediction_seconds: float = 0.0
-    """Host wall time spent in predictions (eager path)."""
+    """Host wall time spent in predictions: on the eager path the prediction alone; through
+    compiled boundary graphs (``pdt.compile``, ``kernels="graph"``) the whole predicting step,
+    its optimizer update included, as the host sees it (on CUDA the work still queued when the
+    call returns is not in it)."""
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
