@@ -953,3 +953,24 @@ def test_the_compatibility_sweep_reports_weight_copies_and_what_pdt_moves():
     assert try_optimizer(torch.optim.SGD, 30)[3:] == ("-", "-")
     assert try_optimizer(torch.optim.LBFGS, 30)[0].startswith("fails: TypeError")
 
+
+
+def test_gram_forms_times_predictions_with_each_form_and_restores_the_default():
+    """benchmarks.gram_forms: inside ``eager_form`` the plain-torch predictions compute their
+    Gram with the given form (and predict), and the default form is back afterwards."""
+    from benchmarks.gram_forms import FORMS, eager_form, prediction_seconds
+    from pdt_compile.runtime import kernels, predictor
+
+    calls = []
+
+    def counted(rows):
+        calls.append(len(rows))
+        return kernels.gram_pass(rows)
+
+    seconds, params = prediction_seconds(200, counted, steps=30)  # 200 x 200 > the 2^15-element packing limit
+    assert seconds > 0 and params == 32 * 200 + 200 + 200 * 200 + 200 + 200 * 2 + 2
+    assert calls and set(calls) == {5}
+    assert predictor.eager_gram is kernels.eager_gram is FORMS["float64 copy + matrix product (eager_gram)"]
+    with eager_form(counted):
+        assert predictor.eager_gram is counted
+    assert predictor.eager_gram is kernels.eager_gram

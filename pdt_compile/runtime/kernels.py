@@ -54,6 +54,26 @@ def gram_pass(rows: Sequence[Tensor]) -> Tensor:
     return gram(rows, GRAM_BLOCK if rows[0].is_cuda else None)
 
 
+def eager_gram(rows: Tensor | Sequence[Tensor]) -> Tensor:
+    """Float64 Gram ``[h, h]`` of h rows (a ``[h, n]`` tensor or h ``[n]`` rows) in plain torch.
+
+    On the CPU: one float64 copy of the rows and a matrix product, several times faster than
+    :func:`gram_pass`'s h(h+1)/2 products on cache-sized chunks, where each product would
+    allocate and sum a row-sized temporary (``python -m benchmarks.gram_forms``). Products of
+    float32 values are exact in float64 either way; only the summation order differs. Elsewhere
+    :func:`gram_pass` (the matrix form is not measured there)."""
+    first = rows[0]
+    if first.device.type != "cpu":
+        return gram_pass(list(rows))
+    if isinstance(rows, Tensor):
+        matrix = rows.to(torch.float64)
+    else:
+        matrix = torch.empty(len(rows), first.numel(), dtype=torch.float64)
+        for row, stored in zip(matrix, rows):
+            row.copy_(stored)
+    return torch.mm(matrix, matrix.t())
+
+
 def predict_pass_(
     weights: Tensor, rows: Sequence[Tensor], s_weights: Tensor, slot_mask: Tensor, coefficients: Tensor,
     s_coefficients: Tensor, horizon: Tensor, active: Tensor, jump_out: Tensor | None,
@@ -228,7 +248,7 @@ class Kernels:
             return _run_compiled("gram", NO_OPTIONS, list(rows))
         total = None
         for start in range(0, rows[0].numel(), self.chunk):
-            part = gram_pass([row[start : start + self.chunk] for row in rows])
+            part = eager_gram([row[start : start + self.chunk] for row in rows])
             total = part if total is None else total + part
         return total
 

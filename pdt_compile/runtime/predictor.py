@@ -21,10 +21,10 @@ from torch import Tensor
 
 from ..config import PDTConfig
 from ..distributed import global_numel, shard_group, sum_across_shards_
-from ..dmd import block_grams, gram, solve_dmd
+from ..dmd import block_grams, solve_dmd
 from ..mask import forecast_mask_merge, needs_every_step
 from .history import Pack, SnapshotRing, _local, pack_layout, spans_of
-from .kernels import Kernels, predict_elements_, use_compiled, working_dtype
+from .kernels import Kernels, eager_gram, predict_elements_, use_compiled, working_dtype
 
 T = TypeVar("T")
 
@@ -113,7 +113,7 @@ def ring_grams(ring: SnapshotRing, groups: Sequence[int], kernels: Kernels, pack
             out[group] += kernels.gram(ring.row_tensors(index))
             continue
         for start in _chunks(ring.numels[index], kernels.chunk):
-            out[group] += gram(ring.block(index, slice(start, start + kernels.chunk)))
+            out[group] += eager_gram(ring.block(index, slice(start, start + kernels.chunk)))
     return out
 
 
