@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 import pdt_compile as pdt
-from pdt_compile.adapters import weight_space_keys
+from pdt_compile.adapters import weight_like_keys, weight_space_keys
 
 from .report import write_section
 
@@ -41,18 +41,6 @@ def optimizers() -> dict[str, Callable]:
         except Exception:  # noqa: BLE001 - an optional dependency of that optimizer is missing
             continue
     return found
-
-
-def weight_like(optimizer: torch.optim.Optimizer, model: nn.Module) -> list[str]:
-    """State keys whose tensors hold weights: shaped like their parameter and within a fifth of
-    its mean magnitude of it."""
-    keys = set()
-    for p in model.parameters():
-        for key, value in getattr(optimizer, "state", {}).get(p, {}).items():
-            if (torch.is_tensor(value) and value.shape == p.shape and value.dtype == p.dtype
-                    and (value - p).abs().mean() < 0.2 * p.abs().mean()):
-                keys.add(key)
-    return sorted(keys)
 
 
 def try_optimizer(cls: Callable, steps: int) -> tuple[str, str, str, str, str]:
@@ -79,7 +67,7 @@ def try_optimizer(cls: Callable, steps: int) -> tuple[str, str, str, str, str]:
         return f"fails: {type(error).__name__}: {str(error)[:70]}", "", "", "", ""
     finite = all(torch.isfinite(p).all().item() for p in model.parameters())
     moved = ", ".join(weight_space_keys(base)) or "-"
-    return "trains", str(opt.stats.merges), "yes" if finite else "**no**", ", ".join(weight_like(base, model)) or "-", moved
+    return "trains", str(opt.stats.merges), "yes" if finite else "**no**", ", ".join(weight_like_keys(base, list(model.parameters()))) or "-", moved
 
 
 def main() -> None:

@@ -25,6 +25,8 @@ from typing import Any, Callable, Iterator, Sequence
 from torch import Tensor
 from torch.optim import SGD, Adam, AdamW, NAdam, Optimizer, RAdam, RMSprop
 
+from .runtime.history import _local
+
 WEIGHT_SPACE_STATE: dict[str, tuple[str, ...]] = {
     "schedulefree.sgd_schedulefree.SGDScheduleFree": ("z",),
     "schedulefree.sgd_schedulefree_closure.SGDScheduleFreeClosure": ("z",),
@@ -232,6 +234,45 @@ def companions(optimizer: Optimizer, params: Sequence[Tensor], keys: Sequence[st
         state = optimizer.state.get(p, {})
         out.append([state[key] for key in keys if key in state])
     return out
+
+
+REFERENCE_STATE: dict[str, tuple[str, ...]] = {
+    "pytorch_optimizer.optimizer.prodigy.Prodigy": ("p0",),
+}
+"""``module.qualname`` -> state keys that hold weights but stay where they are by design: an
+initial point the optimizer measures the distance travelled from (Prodigy's step-size estimate).
+Merges leave them, and PDT does not warn about them (:func:`unmoved_weight_keys`)."""
+
+
+def unmoved_weight_keys(optimizer: object, params: Sequence[Tensor], moved: Sequence[str]) -> list[str]:
+    """:func:`weight_like_keys` that merges leave behind: neither in ``moved`` nor a known
+    reference point (:data:`REFERENCE_STATE`)."""
+    skip = set(moved) | set(REFERENCE_STATE.get(class_name(optimizer), ()))
+    return [key for key in weight_like_keys(optimizer, params) if key not in skip]
+
+
+WEIGHT_LIKE_DISTANCE = 0.2
+"""A state tensor within this fraction of its parameter's mean magnitude of the parameter (mean
+absolute difference) holds weights (:func:`weight_like_keys`)."""
+
+
+def weight_like_keys(optimizer: object, params: Sequence[Tensor]) -> list[str]:
+    """Keys of ``optimizer.state`` whose tensors hold weights: for some parameter, a tensor of
+    its shape and dtype within :data:`WEIGHT_LIKE_DISTANCE` of its mean magnitude of it (a copy
+    of the weights, an average of them, an initial point). Momentum buffers, moments and other
+    displacements are about as far from the weights as the weights are from zero. Over the 143
+    optimizer classes of ``python -m benchmarks.compatibility`` it names the weight-space state
+    and nothing else."""
+    keys: set[str] = set()
+    state = getattr(optimizer, "state", {})
+    for p in params:
+        weights = _local(p).detach()
+        size = weights.abs().mean()
+        for key, value in state.get(p, {}).items():
+            if (key not in keys and isinstance(value, Tensor) and value.shape == p.shape and value.dtype == p.dtype
+                    and bool((_local(value) - weights).abs().mean() < WEIGHT_LIKE_DISTANCE * size)):
+                keys.add(key)
+    return sorted(keys)
 
 
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")

@@ -20,7 +20,7 @@ from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimize
 from torch.utils.hooks import RemovableHandle
 
 from .adapters import (adam_moments, averaging, coupled_decay, decoupled_decay, filters_moments, companions, learning_rates,
-                       shares, stacking_warning, steps_by_sign, trailing_keys, weight_space_keys)
+                       shares, stacking_warning, steps_by_sign, trailing_keys, unmoved_weight_keys, weight_space_keys)
 from .config import PDTConfig
 from .distributed import global_numel, mean_across_ranks, means_across_ranks, sum_across_shards_
 from .mask import moment_mask, saturation_mask
@@ -167,6 +167,8 @@ class PDT(Optimizer):
         self._snapshot_ring: SnapshotRing | None = None
         self._moved_with_merges: list[list[Tensor]] = []
         self._frozen_at_build: list[Tensor] = []
+        self._state_checked = False
+        """Whether the optimizer's state was searched for weights merges leave behind (at the first prediction)."""
         self._direct_step_watch: RemovableHandle | None = (
             optimizer.register_step_pre_hook(self._warn_direct_step)
             if hasattr(optimizer, "_optimizer_step_pre_hooks") else None  # e.g. AcceleratedOptimizer has none
@@ -654,6 +656,8 @@ class PDT(Optimizer):
             return
         if phase == Phase.PREDICT and self._awaiting_losses:
             self._warn_no_losses()
+        if phase == Phase.PREDICT and not self._state_checked:
+            self._warn_unmoved_weights()
         if prediction is not None and self.config.moment_ratio is not None and not self.schedule.decaying:
             self._filter_by_moments_(prediction)
         if prediction is not None and self.config.saturation is not None:
@@ -847,6 +851,26 @@ class PDT(Optimizer):
         if self._unread_losses:
             self._read_losses()
         self._take_loss(self.schedule.steps, mean_across_ranks(loss, self._ring.device))
+
+    def _warn_unmoved_weights(self) -> None:
+        """Say, once, which tensors of the optimizer's state hold weights that merges leave
+        behind (an optimizer PDT has no adapter for: a user's own, or one the registry lacks)."""
+        self._state_checked = True
+        moved = {*self._weight_space_keys, self._sequence}
+        if self._averaging is not None:
+            moved |= {self._averaging.base, *self._averaging.interpolations}
+        keys = unmoved_weight_keys(self.optimizer, _opted_in(self.param_groups), sorted(moved))
+        if keys:
+            name = type(self.optimizer).__name__
+            warnings.warn(
+                f"PDT: {name} keeps weights in its state ({', '.join(repr(k) for k in keys)}: tensors within a fifth of "
+                "the parameters' size of them) and merges leave them where they are. If the optimizer pulls the weights "
+                "toward them or rebuilds the weights from them (an average, slow weights, an iterate, a dual-averaging "
+                "origin), it undoes every merge: declare them, pdt_compile.adapters.register_optimizer("
+                f"{name}, {keys!r}), and merges move them too. If they are a reference the optimizer only measures "
+                "from, nothing to do",
+                UserWarning, stacklevel=6,
+            )
 
     def _warn_no_losses(self) -> None:
         """Say, once, which options wait for losses that no one reports."""

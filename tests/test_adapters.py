@@ -582,3 +582,67 @@ def test_trailing_keys_must_be_registered_state_keys():
         assert pdt.adapters.trailing_keys(optimizer) == ("slow",)
     finally:
         del pdt.adapters.WEIGHT_SPACE_STATE[name], pdt.adapters.TRAILING_STATE[name]
+
+
+class Averaging(torch.optim.SGD):
+    """SGD that pulls the weights a little toward a running average of them kept in its state
+    (a user's own optimizer PDT has no adapter for)."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        super().step(closure)
+        for group in self.param_groups:
+            for p in group["params"]:
+                average = self.state[p].setdefault("average", p.detach().clone())
+                average.lerp_(p, 0.1)
+                p.lerp_(average, 0.05)
+
+
+def test_weights_in_an_unregistered_optimizers_state_are_named_once_at_the_first_prediction():
+    model = make_mlp()
+    opt = pdt.PDT(Averaging(model.parameters(), lr=0.2), **CONFIG)
+    with pytest.warns(UserWarning, match=r"Averaging keeps weights in its state \('average'.*register_optimizer\(Averaging, \['average'\]\)") as caught:
+        train(model, opt, batches(30))
+    assert sum("keeps weights in its state" in str(w.message) for w in caught) == 1
+    assert opt.stats.predictions >= 2
+    pdt.adapters.register_optimizer(Averaging, ("average",))
+    try:
+        model = make_mlp()
+        opt = pdt.PDT(Averaging(model.parameters(), lr=0.2), **CONFIG)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            train(model, opt, batches(30))
+        assert opt.stats.merges >= 1 and opt.followers()[0]  # the average now moves with the merges
+    finally:
+        name = pdt.adapters.class_name(opt.optimizer)
+        del pdt.adapters.WEIGHT_SPACE_STATE[name], pdt.adapters.TRAILING_STATE[name]
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda p: torch.optim.SGD(p, lr=0.2, momentum=0.9), id="SGD momentum"),
+    pytest.param(lambda p: torch.optim.AdamW(p, lr=0.01), id="AdamW"),
+    pytest.param(lambda p: torch.optim.Adagrad(p, lr=0.1), id="Adagrad"),
+    pytest.param(lambda p: torch.optim.ASGD(p, lr=0.05, t0=0), id="ASGD (ax registered)"),
+    pytest.param(lambda p: po.Lookahead(torch.optim.SGD(p, lr=0.2), k=4), id="Lookahead (registered)"),
+    pytest.param(lambda p: po.Prodigy(p, lr=1.0), id="Prodigy (p0 a reference)"),
+    pytest.param(lambda p: schedulefree.SGDScheduleFreeReference(p, lr=0.5, warmup_steps=3), id="schedule-free reference"),
+])
+def test_moments_registered_state_and_reference_points_raise_no_warning(make):
+    model = make_mlp()
+    opt = pdt.PDT(make(model.parameters()), **CONFIG)
+    opt.train()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(model, opt, batches(30))
+    assert opt.stats.predictions >= 2
+    assert not [w for w in caught if "keeps weights in its state" in str(w.message)]
+
+
+def test_weight_like_keys_tell_copies_and_averages_from_displacements():
+    p = torch.nn.Parameter(torch.randn(50))
+    opt = torch.optim.SGD([p], lr=0.1)
+    opt.state[p] = {"copy": p.detach() + 0.05 * torch.randn(50), "momentum": 0.1 * torch.randn(50),
+                    "zeros": torch.zeros(50), "half": 0.5 * p.detach(), "other shape": p.detach()[:10].clone(),
+                    "step": torch.tensor(3.0)}
+    assert pdt.adapters.weight_like_keys(opt, [p]) == ["copy"]
+    assert pdt.adapters.unmoved_weight_keys(opt, [p], moved=["copy"]) == []
