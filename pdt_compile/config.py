@@ -8,9 +8,10 @@ choice (see those fields); :meth:`PDTConfig.paper` gives the paper's exact confi
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Mapping, Union
 
 RULES = ("paper", "reference", "accel_only", "consistency_only", "none")
 GRANULARITIES = ("tensor", "model")
@@ -553,7 +554,19 @@ class PDTConfig:
 
     def replace(self, **changes: Any) -> "PDTConfig":
         """A copy with ``changes`` applied (validated again)."""
+        check_option_names(changes, "PDTConfig.replace")
         return dataclasses.replace(self, **changes)
+
+
+def check_option_names(options: Mapping[str, Any], where: str) -> None:
+    """Raise for an option that is not a :class:`PDTConfig` field, naming the closest one (a
+    typo would otherwise read as a missing ``snap_every`` or a bare dataclass error)."""
+    fields = [field.name for field in dataclasses.fields(PDTConfig)]
+    for name in options:
+        if name not in fields:
+            close = difflib.get_close_matches(name, fields, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"the options are PDTConfig's fields: {', '.join(fields)}"
+            raise TypeError(f"{where}: unknown option {name!r}; {hint}")
 
 
 def _check_rank(rank: Any) -> None:

@@ -21,7 +21,7 @@ from torch.utils.hooks import RemovableHandle
 
 from .adapters import (adam_moments, averaging, coupled_decay, decoupled_decay, filters_moments, companions, learning_rates,
                        shares, stacking_warning, steps_by_sign, trailing_keys, unmoved_weight_keys, weight_space_keys)
-from .config import PDTConfig
+from .config import PDTConfig, check_option_names
 from .distributed import global_numel, mean_across_ranks, means_across_ranks, sum_across_shards_
 from .mask import moment_mask, saturation_mask
 from .radial import radial_coefficient
@@ -111,7 +111,8 @@ class PDT(Optimizer):
         if not isinstance(optimizer, Optimizer):
             weight_space_keys(optimizer)  # names the fix for wrappers PDT knows
             raise TypeError(
-                f"PDT(optimizer=...): expected a torch.optim.Optimizer, got {type(optimizer).__name__}"
+                f"PDT(optimizer=...): expected a torch.optim.Optimizer, got {type(optimizer).__name__}; PDT wraps "
+                "an optimizer: pdt.PDT(torch.optim.AdamW(model.parameters(), lr=...), snap_every=...)"
             )
         if isinstance(optimizer, PDT):
             raise TypeError("PDT(optimizer=...): the optimizer is already wrapped by PDT")
@@ -120,6 +121,10 @@ class PDT(Optimizer):
         warning = stacking_warning(optimizer)
         if warning is not None:
             warnings.warn(warning, UserWarning, stacklevel=2)
+        check_option_names(options, "PDT(...)")
+        if verify is not None and not callable(verify):
+            raise TypeError(f"PDT(verify=...): expected a callable that returns a held-out loss, got {verify!r}; "
+                            "e.g. verify=lambda: loss_fn(model(x_held_out), y_held_out)")
         if config is None:
             if "snap_every" not in options:
                 raise TypeError(

@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
+import pdt_compile as pdt
 from pdt_compile import PDTConfig
 
 INVALID = [
@@ -49,6 +50,24 @@ def test_invalid_field_names_field_value_and_allowed(field, value):
         PDTConfig(**options)
     message = str(error.value)
     assert f"PDTConfig.{field}={value!r}" in message and "expected" in message
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"snap_evry": 10}, r"PDT\(\.\.\.\): unknown option 'snap_evry'; did you mean 'snap_every'\?"),
+    ({"snap_every": 10, "histroy": 5}, r"unknown option 'histroy'; did you mean 'history'\?"),
+    ({"snap_every": 10, "zzz": 1}, r"unknown option 'zzz'; the options are PDTConfig's fields: snap_every, history"),
+    ({"snap_every": 10, "verify": 3}, r"PDT\(verify=\.\.\.\): expected a callable that returns a held-out loss, got 3"),
+])
+def test_a_misspelt_option_or_a_verify_that_is_no_callable_is_named_with_the_fix(options, message):
+    with pytest.raises(TypeError, match=message):
+        pdt.PDT(torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1), **options)
+    with pytest.raises(TypeError, match=r"PDTConfig.replace: unknown option 'tua'; did you mean 'tau'\?"):
+        PDTConfig(snap_every=10).replace(tua=3)
+
+
+def test_parameters_handed_to_pdt_instead_of_an_optimizer_name_the_fix():
+    with pytest.raises(TypeError, match=r"got generator; PDT wraps an optimizer: pdt.PDT\(torch.optim.AdamW"):
+        pdt.PDT(torch.nn.Linear(2, 1).parameters(), snap_every=10)
 
 
 def test_affine_dynamics_needs_three_snapshots():

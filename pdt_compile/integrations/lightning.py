@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import lightning
 
-from ..config import PDTConfig
+from ..config import PDTConfig, check_option_names
 from ..optim import PDT
 
 
@@ -29,6 +29,7 @@ class PDTCallback(lightning.Callback):
         self, config: PDTConfig | None = None, *,
         verify: Callable[["lightning.LightningModule"], Any] | None = None, **options: Any,
     ) -> None:
+        check_option_names(options, "PDTCallback(...)")
         self.config = config if config is not None else PDTConfig(**options)
         self.verify = verify
         self.optimizers: list[PDT] = []
