@@ -199,8 +199,9 @@ class CompiledOptimizerStep:
         self.traced = self.trace_step and not (uses_fused_kernels(inner) or rewrites_constants_every_step(inner))
         """Whether the optimizer step runs in compiled graphs (not for fused optimizers, nor for
         schedule-free ones, whose step changes a float of its param groups every time)."""
-        self.fused = optimizer.ring.fused
-        """Whether the boundary work runs in compiled graphs (the float32 device ring)."""
+        self.fused = optimizer.ring.fused and boundaries_in_graphs(optimizer)
+        """Whether the boundary work runs in compiled graphs (the float32 device ring, and
+        :func:`boundaries_in_graphs`)."""
         self.follows = optimizer.has_followers
         """Whether merges move followers (:meth:`~pdt_compile.PDT.followers`): the boundaries then
         run after the optimizer step, apart from its graph, so that they see the optimizer state
@@ -373,6 +374,31 @@ class ParameterTouch(torch.optim.Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> None:  # type: ignore[override]
         for group in self.param_groups:
             torch._foreach_mul_(group["params"], 1.0)
+
+
+GRAPH_TENSORS_CPU = 16
+"""Under ``pdt.compile`` with ``kernels="auto"``, the most tensors for which the boundaries of a
+CPU run are compiled into graphs (see :func:`boundaries_in_graphs`)."""
+
+
+def boundaries_in_graphs(optimizer: PDT) -> bool:
+    """Whether ``pdt.compile`` compiles PDT's boundaries (captures fused into the optimizer step,
+    the prediction) into graphs, or runs them after the compiled optimizer step through the eager
+    path's kernels (``PDTConfig.kernels``: per-parameter Inductor kernels, or plain torch).
+
+    ``kernels="graph"``: graphs; ``"inductor"`` or ``"torch"``: those kernels; ``"auto"``: graphs,
+    except on the CPU past :data:`GRAPH_TENSORS_CPU` tensors. The graphs unroll PDT's maths for
+    every tensor, about 1.5 s of compiling per tensor on a 2-core CPU, where they save well under
+    a millisecond per prediction over the per-parameter kernels (compiled in about 4 s whatever
+    the tensor count): ``python -m benchmarks.compile_time``. On accelerators the eager path is
+    bound by its host calls (33x the bandwidth floor on an H200 against 5.4x compiled), so there
+    the graphs stay whatever the count."""
+    kernels = optimizer.config.kernels
+    if kernels in ("inductor", "torch"):
+        return False
+    if kernels == "graph":
+        return True
+    return optimizer.ring.device.type != "cpu" or len(optimizer.ring.params) <= GRAPH_TENSORS_CPU
 
 
 def uses_fused_kernels(optimizer: torch.optim.Optimizer) -> bool:

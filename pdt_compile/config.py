@@ -432,7 +432,11 @@ class PDTConfig:
     to the host. Its graphs
     unroll the maths for every tensor: on a 2-core CPU a 98-tensor model's prediction graph took
     234 s to compile (benchmarks/boundary_graphs.py). Float32 device ring (the followers of
-    :meth:`~pdt_compile.PDT.followers` move inside the merge graph); elsewhere as ``"inductor"``."""
+    :meth:`~pdt_compile.PDT.followers` move inside the merge graph); elsewhere as ``"inductor"``.
+    Under ``@pdt.compile``: ``"graph"`` compiles the boundaries into graphs (captures fused into
+    the optimizer step, the prediction), ``"inductor"`` and ``"torch"`` run them after the
+    compiled optimizer step through those kernels, and ``"auto"`` compiles graphs except on the
+    CPU past 16 tensors (:func:`pdt_compile.api.boundaries_in_graphs`)."""
 
     chunk_size: int | None = None
     """Elements per streamed chunk in the eager path. ``None``: 65536 on the CPU (keeps the

@@ -142,6 +142,40 @@ def test_graphs_carry_tagged_pdt_nodes():
     assert grad_on and max(pdt_nodes) < min(grad_on)
 
 
+def deep_mlp() -> torch.nn.Module:
+    """Ten linear layers: 20 tensors, past ``GRAPH_TENSORS_CPU``."""
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(8, 16), torch.nn.Tanh()]
+    for _ in range(8):
+        layers += [torch.nn.Linear(16, 16), torch.nn.Tanh()]
+    return torch.nn.Sequential(*layers, torch.nn.Linear(16, 3))
+
+
+@pytest.mark.parametrize("kernels", ["auto", "graph"])
+def test_a_many_tensor_model_on_the_cpu_runs_its_boundaries_through_the_eager_kernels_unless_graphs_are_asked(kernels):
+    """Boundary graphs unroll PDT's maths per tensor (seconds of compiling each on the CPU):
+    past GRAPH_TENSORS_CPU tensors ``kernels="auto"`` runs the boundaries after the compiled
+    optimizer step through the eager path's kernels; ``kernels="graph"`` keeps the graphs. The
+    run follows eager either way."""
+    from pdt_compile.api import GRAPH_TENSORS_CPU
+
+    data = batches(40)
+    make_opt = OPTIMIZERS["sgd_momentum"]
+    eager_model = deep_mlp()
+    eager = pdt.PDT(make_opt(eager_model.parameters()), **CONFIG)
+    train(eager_model, eager, data)
+    model = deep_mlp()
+    assert len(list(model.parameters())) > GRAPH_TENSORS_CPU
+    opt = pdt.PDT(make_opt(model.parameters()), **CONFIG, kernels=kernels)
+    step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager")
+    for x, y in data:
+        step(x, y)
+    assert bool(step.pdt_graphs["predict"]) == (kernels == "graph")
+    assert bool(step.pdt_graphs["capture"]) == (kernels == "graph")
+    assert step.pdt_graphs["ordinary"]  # the optimizer step itself is compiled either way
+    assert_follows_eager(eager_model, eager, model, opt, atol=1e-5, predictions=5)
+
+
 def test_other_dmd_options_solve_on_the_host_and_follow_eager():
     assert_compiled_equals_eager("sgd_momentum", rank="gavish_donoho")
     _, _, step = run_compiled(OPTIMIZERS["sgd_momentum"], batches(16), rank="gavish_donoho")
