@@ -491,11 +491,7 @@ class PDT(Optimizer):
             self.compiled_step = boundary_graphs(self)
         if self.compiled_step is not None and closure is None:
             loss = None
-            start = time.perf_counter()
-            prediction = self.compiled_step(phase)
-            if phase == Phase.PREDICT:
-                self._stats.prediction_seconds += time.perf_counter() - start
-            self._finish_boundary(phase, prediction)
+            self._finish_boundary(phase, self.compiled_step(phase))
         else:
             self._ring.before_update_()
             loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()

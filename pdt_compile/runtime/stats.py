@@ -62,10 +62,10 @@ class Stats:
     verify_seconds: float = 0.0
     """Host wall time spent verifying merges (the verify losses and the weight moves)."""
     prediction_seconds: float = 0.0
-    """Host wall time spent in predictions: on the eager path the prediction alone; through
-    compiled boundary graphs (``pdt.compile``, ``kernels="graph"``) the whole predicting step,
-    its optimizer update included, as the host sees it (on CUDA the work still queued when the
-    call returns is not in it)."""
+    """Host wall time spent in predictions: on the eager path the prediction alone; in compiled
+    boundary graphs (``pdt.compile``, ``kernels="graph"``) the prediction graph's call, with the
+    optimizer update where the graph holds it, as the host sees it (on CUDA the work still queued
+    when the call returns is not in it)."""
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
