@@ -65,7 +65,7 @@ class Stats:
     """Host wall time spent in predictions: on the eager path the prediction alone; in compiled
     boundary graphs (``pdt.compile``, ``kernels="graph"``) the prediction graph's call, with the
     optimizer update where the graph holds it, as the host sees it (on CUDA the work still queued
-    when the call returns is not in it)."""
+    when the call returns is not in it), leaving out each graph's first call, which compiles it."""
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
