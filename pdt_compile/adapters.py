@@ -42,6 +42,7 @@ WEIGHT_SPACE_STATE: dict[str, tuple[str, ...]] = {
     "pytorch_optimizer.optimizer.schedulefree.ScheduleFreeAdamW": ("z",),
     "pytorch_optimizer.optimizer.schedulefree.ScheduleFreeRAdam": ("z",),
     "torch.optim.asgd.ASGD": ("ax",),
+    "pytorch_optimizer.optimizer.dadapt.DAdaptAdaGrad": ("x0",),
 }
 """``module.qualname`` of an optimizer class -> keys of its per-parameter state that hold
 weights, all translated by the jump (``PDTConfig.averages="move"``; tested for each
@@ -49,7 +50,11 @@ schedule-free variant, pytorch-optimizer's Lookahead, Ranger's Lookahead buffer 
 schedule-free optimizers, which keep the schedulefree package's layout). The reference schedule-free variants
 keep y in their state too: ``train()`` copies it back into the parameters. torch's ASGD keeps
 its average of the weights in ``ax`` (a copy of them until ``t0``), which follows the jumps as
-an average registered with ``PDT.move_with_merges`` does."""
+an average registered with ``PDT.move_with_merges`` does. D-Adaptation AdaGrad rebuilds its
+weights from its initial point at every step (x = x0 - s / d), so a merge stands only if ``x0``
+moves with it (``python -m benchmarks.unregistered_state``: its runs reach the plain optimizer's
+final loss 1.50x sooner in steps with ``x0`` moved, never with it left behind). D-Adaptation SGD
+(z = x0 - s) is left out: moving its state helped at one learning rate and hurt at another."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ STACKED = {
     "ranger": (lambda p: po.Ranger(p, lr=0.02, k=4, alpha=0.5), ("slow_buffer",)),
     "po_sgd_schedule_free": (lambda p: po.ScheduleFreeSGD(p, lr=0.5, momentum=0.9, warmup_steps=3), ("z",)),
     "po_adamw_schedule_free": (lambda p: po.ScheduleFreeAdamW(p, lr=0.02, warmup_steps=3), ("z",)),
+    "dadapt_adagrad": (lambda p: po.DAdaptAdaGrad(p, lr=1.0), ("x0",)),
 }
 
 
@@ -625,6 +626,7 @@ def test_weights_in_an_unregistered_optimizers_state_are_named_once_at_the_first
     pytest.param(lambda p: torch.optim.ASGD(p, lr=0.05, t0=0), id="ASGD (ax registered)"),
     pytest.param(lambda p: po.Lookahead(torch.optim.SGD(p, lr=0.2), k=4), id="Lookahead (registered)"),
     pytest.param(lambda p: po.Prodigy(p, lr=1.0), id="Prodigy (p0 a reference)"),
+    pytest.param(lambda p: po.DAdaptAdaGrad(p, lr=1.0), id="D-Adaptation AdaGrad (x0 registered)"),
     pytest.param(lambda p: schedulefree.SGDScheduleFreeReference(p, lr=0.5, warmup_steps=3), id="schedule-free reference"),
 ])
 def test_moments_registered_state_and_reference_points_raise_no_warning(make):

@@ -974,3 +974,23 @@ def test_gram_forms_times_predictions_with_each_form_and_restores_the_default():
     with eager_form(counted):
         assert predictor.eager_gram is counted
     assert predictor.eager_gram is kernels.eager_gram
+
+
+def test_unregistered_state_moves_the_keys_only_inside_and_finds_the_first_evaluation_at_target():
+    """benchmarks.unregistered_state: ``moved_keys`` sets what PDT moves for a class only
+    inside (a registered class gets its own keys back, an unknown one leaves no entry), and
+    ``to_target`` counts the evaluations up to the first at or below the target."""
+    from benchmarks.unregistered_state import EVERY, moved_keys, to_target
+    from pdt_compile import adapters
+
+    class Unknown(torch.optim.SGD):
+        pass
+
+    registered = adapters.class_name(torch.optim.ASGD([torch.zeros(1, requires_grad=True)]))
+    with moved_keys(torch.optim.ASGD, ()), moved_keys(Unknown, ("x0",)):
+        assert adapters.WEIGHT_SPACE_STATE[registered] == ()
+        assert adapters.weight_space_keys(Unknown([torch.zeros(1, requires_grad=True)], lr=0.1)) == ("x0",)
+    assert adapters.WEIGHT_SPACE_STATE[registered] == ("ax",)
+    assert adapters.weight_space_keys(Unknown([torch.zeros(1, requires_grad=True)], lr=0.1)) == ()
+    assert to_target([0.5, 0.3, 0.2], [1.0, 2.0, 3.0], 0.3) == (2 * EVERY, 2.0)
+    assert to_target([0.5, 0.4], [1.0, 2.0], 0.3) is None
