@@ -27,6 +27,8 @@ STACKED = {
     "po_sgd_schedule_free": (lambda p: po.ScheduleFreeSGD(p, lr=0.5, momentum=0.9, warmup_steps=3), ("z",)),
     "po_adamw_schedule_free": (lambda p: po.ScheduleFreeAdamW(p, lr=0.02, warmup_steps=3), ("z",)),
     "dadapt_adagrad": (lambda p: po.DAdaptAdaGrad(p, lr=1.0), ("x0",)),
+    "accsgd": (lambda p: po.AccSGD(p, lr=0.1), ("momentum_buffer",)),
+    "srmm": (lambda p: po.SRMM(p, lr=0.5), ("mov_avg_param",)),
 }
 
 
