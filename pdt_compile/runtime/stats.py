@@ -62,7 +62,9 @@ class Stats:
     verify_seconds: float = 0.0
     """Host wall time spent verifying merges (the verify losses and the weight moves)."""
     prediction_seconds: float = 0.0
-    """Host wall time spent in predictions: on the eager path the prediction alone; in compiled
+    """Host wall time spent in predictions: on the eager path the prediction alone (with
+    Inductor-compiled kernels, ``kernels="inductor"`` or ``"auto"`` from 2**20 elements, the
+    first prediction includes their compile, a few seconds); in compiled
     boundary graphs (``pdt.compile``, ``kernels="graph"``) the prediction graph's call, with the
     optimizer update where the graph holds it, as the host sees it (on CUDA the work still queued
     when the call returns is not in it), leaving out each graph's first call, which compiles it."""
