@@ -4,7 +4,8 @@ moved with them: what registering it (``pdt_compile.adapters.register_optimizer`
 D-Adaptation AdaGrad rebuilds its weights from its initial point at every step (x = x0 - s / d),
 so a merge of the weights alone is gone at the next step; D-Adaptation SGD pulls its weights
 toward z = x0 - s; AccSGD keeps an iterate of its accelerated scheme in ``momentum_buffer``,
-AdaSmooth its previous weights, SRMM a moving average of them. Each case trains the digits MLP (batch 32, 1800 steps, one snapshot per
+AdaSmooth its previous weights, SRMM a moving average of them, A2Grad an averaged iterate
+``x_k``. Each case trains the digits MLP (batch 32, 1800 steps, one snapshot per
 epoch, PDT's defaults otherwise) with the plain optimizer, PDT with the state left behind, and
 PDT with it moved, from the same initial weights and batches per seed; the target is the plain
 run's final training loss.
@@ -29,13 +30,14 @@ from pdt_compile.experiment import batch_order, evaluate
 
 from .report import write_section
 
-CASES = [  # (pytorch-optimizer name, lr, state keys that hold weights)
+CASES = [  # (pytorch-optimizer name, lr (None: the optimizer takes none), state keys that hold weights)
     ("dadaptadagrad", 1.0, ("x0",)),
     ("dadaptsgd", 0.3, ("x0", "z")),
     ("dadaptsgd", 0.1, ("x0", "z")),
     ("accsgd", 0.1, ("momentum_buffer",)),
     ("adasmooth", 0.01, ("prev_param",)),
     ("srmm", 0.5, ("mov_avg_param",)),
+    ("a2grad", None, ("x_k",)),
 ]
 EVERY = 60
 """Steps between evaluations of the full training loss."""
@@ -58,7 +60,7 @@ def moved_keys(optimizer_class: type, keys: tuple[str, ...]) -> Iterator[None]:
                 registry[name] = value
 
 
-def run(name: str, lr: float, moved: tuple[str, ...] | None, seed: int, steps: int) -> tuple[list[float], list[float], str]:
+def run(name: str, lr: float | None, moved: tuple[str, ...] | None, seed: int, steps: int) -> tuple[list[float], list[float], str]:
     """(full training loss every :data:`EVERY` steps, training seconds at each, PDT's stats or
     '') of one run; ``moved`` None trains the plain optimizer."""
     import pytorch_optimizer
