@@ -29,6 +29,7 @@ STACKED = {
     "dadapt_adagrad": (lambda p: po.DAdaptAdaGrad(p, lr=1.0), ("x0",)),
     "accsgd": (lambda p: po.AccSGD(p, lr=0.1), ("momentum_buffer",)),
     "srmm": (lambda p: po.SRMM(p, lr=0.5), ("mov_avg_param",)),
+    "a2grad": (lambda p: po.A2Grad(p), ("x_k",)),
 }
 
 
