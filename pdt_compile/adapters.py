@@ -251,10 +251,14 @@ def companions(optimizer: Optimizer, params: Sequence[Tensor], keys: Sequence[st
 
 REFERENCE_STATE: dict[str, tuple[str, ...]] = {
     "pytorch_optimizer.optimizer.prodigy.Prodigy": ("p0",),
+    "pytorch_optimizer.optimizer.adasmooth.AdaSmooth": ("prev_param",),
+    "pytorch_optimizer.optimizer.dadapt.DAdaptSGD": ("x0", "z"),
 }
-"""``module.qualname`` -> state keys that hold weights but stay where they are by design: an
-initial point the optimizer measures the distance travelled from (Prodigy's step-size estimate).
-Merges leave them, and PDT does not warn about them (:func:`unmoved_weight_keys`)."""
+"""``module.qualname`` -> state keys that hold weights and that merges leave where they are on
+purpose: an initial point the optimizer measures the distance travelled from (Prodigy's
+step-size estimate), or state whose moving did not help (``python -m
+benchmarks.unregistered_state``: AdaSmooth's previous weights, D-Adaptation SGD's origin and dual
+iterate). PDT does not warn about them (:func:`unmoved_weight_keys`)."""
 
 
 def unmoved_weight_keys(optimizer: object, params: Sequence[Tensor], moved: Sequence[str]) -> list[str]:

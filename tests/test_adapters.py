@@ -630,6 +630,8 @@ def test_weights_in_an_unregistered_optimizers_state_are_named_once_at_the_first
     pytest.param(lambda p: po.Lookahead(torch.optim.SGD(p, lr=0.2), k=4), id="Lookahead (registered)"),
     pytest.param(lambda p: po.Prodigy(p, lr=1.0), id="Prodigy (p0 a reference)"),
     pytest.param(lambda p: po.DAdaptAdaGrad(p, lr=1.0), id="D-Adaptation AdaGrad (x0 registered)"),
+    pytest.param(lambda p: po.DAdaptSGD(p, lr=0.1), id="D-Adaptation SGD (left behind: measured)"),
+    pytest.param(lambda p: po.AdaSmooth(p, lr=0.01), id="AdaSmooth (left behind: measured)"),
     pytest.param(lambda p: schedulefree.SGDScheduleFreeReference(p, lr=0.5, warmup_steps=3), id="schedule-free reference"),
 ])
 def test_moments_registered_state_and_reference_points_raise_no_warning(make):
