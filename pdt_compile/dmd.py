@@ -59,8 +59,19 @@ def segment_grams(ring: Tensor | Sequence[Tensor], spans: Sequence[slice]) -> Te
     each (rather than :func:`gram`'s h(h+1)/2 products, which fuse when compiled). Products of
     float32 values are exact in float64 either way; only the summation order differs.
     """
-    rows = (ring if isinstance(ring, Tensor) else torch.stack(list(ring))).to(torch.float64)
+    rows = float64_rows(ring)
     return block_grams([rows[:, span] for span in spans])
+
+
+def float64_rows(ring: Tensor | Sequence[Tensor]) -> Tensor:
+    """``ring`` (``[h, n]`` or h ``[n]`` rows) as one ``[h, n]`` float64 tensor, copied once."""
+    if isinstance(ring, Tensor):
+        return ring.to(torch.float64)
+    rows = list(ring)
+    out = torch.empty(len(rows), rows[0].numel(), dtype=torch.float64, device=rows[0].device)
+    for row, stored in zip(out, rows):
+        row.copy_(stored)
+    return out
 
 
 def block_grams(blocks: Sequence[Tensor], transposed: Sequence[Tensor] | None = None) -> Tensor:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..config import PDTConfig
-from ..dmd import gram
+from ..dmd import gram, segment_grams
 from ..mask import forecast_mask_merge
 from ..radial import merged_radial_part, merged_radial_sums
 
@@ -59,19 +59,13 @@ def eager_gram(rows: Tensor | Sequence[Tensor]) -> Tensor:
 
     On the CPU: one float64 copy of the rows and a matrix product, several times faster than
     :func:`gram_pass`'s h(h+1)/2 products on cache-sized chunks, where each product would
-    allocate and sum a row-sized temporary (``python -m benchmarks.gram_forms``). Products of
+    allocate and sum a row-sized temporary (``python -m benchmarks.gram_forms``): the form
+    :func:`~pdt_compile.dmd.segment_grams` computes, over one segment. Products of
     float32 values are exact in float64 either way; only the summation order differs. Elsewhere
     :func:`gram_pass` (the matrix form is not measured there)."""
-    first = rows[0]
-    if first.device.type != "cpu":
+    if rows[0].device.type != "cpu":
         return gram_pass(list(rows))
-    if isinstance(rows, Tensor):
-        matrix = rows.to(torch.float64)
-    else:
-        matrix = torch.empty(len(rows), first.numel(), dtype=torch.float64)
-        for row, stored in zip(matrix, rows):
-            row.copy_(stored)
-    return torch.mm(matrix, matrix.t())
+    return segment_grams(rows, [slice(None)])[0]
 
 
 def predict_pass_(
