@@ -320,12 +320,12 @@ class CompiledOptimizerStep:
                 self.variants[key]()
         else:
             self.variants[key]()  # the boundary alone, after the optimizer step
+        if not backend.ran:
+            self._fell_back(phase, in_step)
+            return optimizer._run_boundary(phase)  # which times its own prediction
         if phase == Phase.PREDICT and key in self.ran_once:  # the host's view: on CUDA, queued work is not in it
             optimizer._stats.prediction_seconds += time.perf_counter() - start
         self.ran_once.add(key)
-        if not backend.ran:
-            self._fell_back(phase, in_step)
-            return optimizer._run_boundary(phase)
         ring.advance_()
         if phase == Phase.CAPTURE:
             return None
@@ -396,9 +396,13 @@ def boundaries_in_graphs(optimizer: PDT) -> bool:
 
     ``kernels="graph"``: graphs; ``"inductor"`` or ``"torch"``: those kernels; ``"auto"``: graphs,
     except on the CPU past :data:`GRAPH_TENSORS_CPU` tensors. The graphs unroll PDT's maths for
-    every tensor, about 1.5 s of compiling per tensor on a 2-core CPU, where they save well under
-    a millisecond per prediction over the per-parameter kernels (compiled in about 4 s whatever
-    the tensor count): ``python -m benchmarks.compile_time``. On accelerators the eager path is
+    every tensor, 1.5-2 s of compiling per tensor on a 2-core CPU (``python -m
+    benchmarks.compile_time``), against nothing for the eager kernels below 2**20 elements (plain
+    torch) and 3-7 s above (per-parameter Inductor kernels). A prediction in the graphs is faster:
+    at 98 tensors (6.3M parameters) 17.9 ms against the per-parameter kernels' 35.4 ms, whose
+    graph took 234 s to compile, and plain torch ran 7.8-15.5x the bandwidth floor against the
+    graphs' 0.9-1.1x (``python -m benchmarks.boundary_graphs``): on the CPU the graphs repay their
+    compile only after thousands of predictions. On accelerators the eager path is
     bound by its host calls (33x the bandwidth floor on an H200 against 5.4x compiled), so there
     the graphs stay whatever the count."""
     kernels = optimizer.config.kernels
