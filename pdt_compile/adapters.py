@@ -274,22 +274,25 @@ absolute difference) holds weights (:func:`weight_like_keys`)."""
 
 
 def weight_like_keys(optimizer: object, params: Sequence[Tensor]) -> list[str]:
-    """Keys of ``optimizer.state`` whose tensors hold weights: for some parameter, a tensor of
-    its shape and dtype within :data:`WEIGHT_LIKE_DISTANCE` of its mean magnitude of it (a copy
-    of the weights, an average of them, an initial point). Momentum buffers, moments and other
-    displacements are about as far from the weights as the weights are from zero. Over the 143
-    optimizer classes of ``python -m benchmarks.compatibility`` it names the weight-space state
-    and nothing else."""
-    keys: set[str] = set()
+    """Keys of ``optimizer.state`` whose tensors hold weights: tensors of their parameters'
+    shape and dtype within :data:`WEIGHT_LIKE_DISTANCE` of their mean magnitude of them (a copy
+    of the weights, an average of them, an initial point), for parameters holding most of the
+    key's elements. Momentum buffers, moments and other displacements are about as far from the
+    weights as the weights are from zero; on a parameter of a few elements (a bias of one) they
+    can land near it by chance, hence the majority by elements. Over the 143 optimizer classes
+    of ``python -m benchmarks.compatibility`` it names the weight-space state and nothing else."""
+    near: dict[str, int] = {}
+    held: dict[str, int] = {}
     state = getattr(optimizer, "state", {})
     for p in params:
         weights = _local(p).detach()
         size = weights.abs().mean()
         for key, value in state.get(p, {}).items():
-            if (key not in keys and isinstance(value, Tensor) and value.shape == p.shape and value.dtype == p.dtype
-                    and bool((_local(value) - weights).abs().mean() < WEIGHT_LIKE_DISTANCE * size)):
-                keys.add(key)
-    return sorted(keys)
+            if isinstance(value, Tensor) and value.shape == p.shape and value.dtype == p.dtype:
+                held[key] = held.get(key, 0) + weights.numel()
+                if bool((_local(value) - weights).abs().mean() < WEIGHT_LIKE_DISTANCE * size):
+                    near[key] = near.get(key, 0) + weights.numel()
+    return sorted(key for key, count in near.items() if 2 * count > held[key])
 
 
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")

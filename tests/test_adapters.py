@@ -653,3 +653,12 @@ def test_weight_like_keys_tell_copies_and_averages_from_displacements():
                     "step": torch.tensor(3.0)}
     assert pdt.adapters.weight_like_keys(opt, [p]) == ["copy"]
     assert pdt.adapters.unmoved_weight_keys(opt, [p], moved=["copy"]) == []
+
+
+def test_a_moment_that_lands_near_a_one_element_bias_by_chance_is_no_weight():
+    weight, bias = torch.nn.Parameter(torch.randn(50)), torch.nn.Parameter(torch.tensor([0.12]))
+    opt = torch.optim.Adam([weight, bias], lr=0.1)
+    opt.state[weight] = {"exp_avg": 0.1 * torch.randn(50), "average": weight.detach() + 0.01}
+    opt.state[bias] = {"exp_avg": torch.tensor([0.11]), "average": bias.detach() + 0.01}
+    assert pdt.adapters.weight_like_keys(opt, [weight, bias]) == ["average"]
+    assert pdt.adapters.weight_like_keys(opt, [bias]) == ["average", "exp_avg"]
