@@ -557,8 +557,11 @@ class PDTConfig:
                             tau_max=scaled(self.tau_max), tau_ramp=scaled(self.tau_ramp), base_spacing=1.0)
 
     def replace(self, **changes: Any) -> "PDTConfig":
-        """A copy with ``changes`` applied (validated again)."""
+        """A copy with ``changes`` applied (validated again). A ``tau_max`` at its default,
+        ``2 * tau``, follows a new ``tau`` unless ``changes`` sets it too."""
         check_option_names(changes, "PDTConfig.replace")
+        if "tau" in changes and "tau_max" not in changes and self.tau_max == 2 * self.tau:
+            changes = {**changes, "tau_max": None}
         return dataclasses.replace(self, **changes)
 
 

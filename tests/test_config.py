@@ -109,6 +109,18 @@ def test_replace_validates_again():
         PDTConfig(snap_every=1).replace(tau=0)
 
 
+@given(tau=st.integers(1, 64), new=st.integers(1, 64))
+def test_a_default_tau_max_follows_a_replaced_tau_and_a_set_one_stays(tau, new):
+    assert PDTConfig(snap_every=3, tau=tau).replace(tau=new) == PDTConfig(snap_every=3, tau=new)
+    assert PDTConfig.paper(snap_every=3).replace(tau=new).tau_max == 2 * new
+    assert PDTConfig(snap_every=3, tau=tau, tau_max=200).replace(tau=new).tau_max == 200
+
+
+def test_pdt_options_over_a_config_take_a_larger_tau():
+    opt = pdt.PDT(torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1), PDTConfig.paper(snap_every=3), tau=20)
+    assert (opt.config.tau, opt.config.tau_max) == (20, 40)
+
+
 def test_host_ring_needs_the_float32_ring():
     with pytest.raises(ValueError, match=r"ring_dtype='bfloat16'.*ring_location=\"host\""):
         PDTConfig(snap_every=2, ring_location="host", ring_dtype="bfloat16")
