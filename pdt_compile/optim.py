@@ -22,9 +22,10 @@ from torch.utils.hooks import RemovableHandle
 from .adapters import (adam_moments, averaging, coupled_decay, decoupled_decay, filters_moments, companions, learning_rates,
                        shares, stacking_warning, steps_by_sign, trailing_keys, unmoved_weight_keys, weight_space_keys)
 from .config import PDTConfig, check_option_names
-from .distributed import global_numel, mean_across_ranks, means_across_ranks, sum_across_shards_
+from .distributed import global_numel, mean_across_ranks, means_across_ranks, shard_group, sum_across_shards_
 from .mask import moment_mask, saturation_mask
 from .radial import radial_coefficient
+from .runtime import checkpoint
 from .runtime.history import SnapshotRing, _local, changed_ring_settings, make_ring, ring_settings
 from .runtime.gradient_check import GradientCheck, gradient_norm
 from .runtime.kernels import Kernels, working_dtype
@@ -467,6 +468,8 @@ class PDT(Optimizer):
             self._stop_watching_direct_steps()
         if self._snapshot_ring is None:
             self._materialise()
+        if closure is None and not self.optimizer.state and self._moves_nothing():
+            return self.optimizer.step()
         if closure is None and self._quiet_next():
             self._ring.before_update_()
             self.optimizer.step()
@@ -499,6 +502,21 @@ class PDT(Optimizer):
         if loss is not None:
             self.report_loss(loss)
         return loss
+
+    def _moves_nothing(self) -> bool:
+        """Whether this step is no training step: every learning rate 0 and every gradient zero.
+        ``torch.distributed.checkpoint.state_dict`` takes one to create an optimizer's state
+        before reading it (when the optimizer has none and no gradient is set: a stateless one
+        after ``zero_grad``); PDT leaves such steps to the optimizer and does not count them, so
+        a checkpoint taken that way does not shift PDT's boundaries."""
+        if any(float(group.get("lr", 1.0)) != 0.0 for group in self.param_groups):
+            return False
+        grads = [_local(p.grad) for group in self.param_groups for p in group["params"] if p.grad is not None]
+        nonzero = torch.stack([g.ne(0).any() for g in grads]).sum(dtype=torch.float32) if grads else None
+        if nonzero is None:
+            return True
+        # Sharded gradients (FSDP2): every rank decides on all shards, as every rank steps alike.
+        return float(sum_across_shards_(nonzero, shard_group(self._ring.params))) == 0.0
 
     def _materialise(self) -> None:
         """Build the ring, and the compiled variants built on it, at the first step of a model
@@ -1035,12 +1053,13 @@ class PDT(Optimizer):
         self.schedule.boundaries_since_reset = 0
 
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
-        """The wrapped optimizer's state dict plus a ``"pdt"`` entry (ring, schedule, stats)."""
+        """The wrapped optimizer's state dict holding PDT's (ring, schedule, stats): its tensors
+        in their parameters' state, the rest in the first param group (:mod:`~pdt_compile.runtime.checkpoint`),
+        where ``torch.distributed.checkpoint.state_dict`` and the trainers built on it keep them."""
         self._resolve_pending()
         self._read_gradient_checks()
         self._read_filtered()
-        state = self.optimizer.state_dict()
-        state["pdt"] = {
+        pdt_state = {
             "ring": self._ring.state_dict(),
             "ring_settings": self._ring_settings(),
             "schedule": self.schedule.state_dict(),
@@ -1049,7 +1068,12 @@ class PDT(Optimizer):
             "gradient_check": None if self._gradient_check is None else self._gradient_check.state_dict(),
             "unread_losses": [(step, float(loss)) for step, loss in self._unread_losses],
         }
-        return state
+        return checkpoint.embed(self.optimizer.state_dict(), pdt_state, self._ring_positions())
+
+    def _ring_positions(self) -> list[int]:
+        """Where each of the ring's parameters is among the optimizer's, param group after param group."""
+        positions = {id(p): i for i, p in enumerate(p for group in self.param_groups for p in group["params"])}
+        return [positions[id(p)] for p in self._ring.params]
 
     def _ring_settings(self) -> dict[str, Any]:
         config = self.config
@@ -1075,13 +1099,12 @@ class PDT(Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
         self._pending = None
         self._unread_losses = []
-        state = dict(state_dict)
-        pdt_state = state.pop("pdt", None)
+        state, pdt_state = checkpoint.extract(state_dict, self._ring_positions())
         self.optimizer.load_state_dict(state)
         if pdt_state is None:
             warnings.warn(
-                "PDT.load_state_dict: the checkpoint has no 'pdt' entry (saved from the plain "
-                "optimizer?); PDT starts its burn-in afresh",
+                "PDT.load_state_dict: the checkpoint holds no PDT state (saved from the plain optimizer, or "
+                "through code that keeps only part of a param group?); PDT starts its burn-in afresh",
                 RuntimeWarning,
                 stacklevel=2,
             )

@@ -78,6 +78,27 @@ def full_parameters(model) -> list[torch.Tensor]:
     return [p.full_tensor().detach() if hasattr(p, "full_tensor") else p.detach().clone() for p in model.parameters()]
 
 
+def checkpoint_state(model, opt, api: str) -> dict:
+    """What a trainer hands torch.distributed.checkpoint (see ``--checkpoint-api``)."""
+    if api == "state_dict":
+        return {"model": model.state_dict(), "optim": opt.state_dict()}
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    model_state, optim_state = get_state_dict(model, opt, options=StateDictOptions(full_state_dict=api == "dsd-full"))
+    return {"model": model_state, "optim": optim_state}
+
+
+def load_checkpoint_state(model, opt, state: dict, api: str) -> None:
+    if api == "state_dict":
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optim"])
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                   options=StateDictOptions(full_state_dict=api == "dsd-full"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", choices=["plain", "ddp", "fsdp"], required=True)
@@ -85,6 +106,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--compile", nargs="?", const="aot_eager", default=None, help="Dynamo backend")
     parser.add_argument("--checkpoint-at", type=int, default=None)
+    parser.add_argument("--checkpoint-api", choices=["state_dict", "dsd", "dsd-full"], default="state_dict",
+                        help="opt.state_dict() into DCP, or torch.distributed.checkpoint.state_dict's get/set "
+                             "(sharded, or full tensors as Lightning and Accelerate save them)")
     parser.add_argument("--granularity", default="tensor")
     parser.add_argument("--ring-location", default="device")
     parser.add_argument("--runaway", action="store_true", help="runaway_factor 3, losses reported, a blow-up on rank 0")
@@ -102,13 +126,12 @@ def main() -> None:
         import torch.distributed.checkpoint as dcp
 
         folder = args.out + ".dcp"
-        dcp.save({"model": model.state_dict(), "optim": opt.state_dict()}, checkpoint_id=folder)
+        dcp.save(checkpoint_state(model, opt, args.checkpoint_api), checkpoint_id=folder)
         model, opt = build(args.mode, world, args.granularity, args.ring_location)  # fresh objects, as after a restart
         train(model, opt, range(1), rank, world, None)  # different state, to be overwritten
-        state = {"model": model.state_dict(), "optim": opt.state_dict()}
+        state = checkpoint_state(model, opt, args.checkpoint_api)
         dcp.load(state, checkpoint_id=folder)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optim"])
+        load_checkpoint_state(model, opt, state, args.checkpoint_api)
         train(model, opt, range(stop, args.steps), rank, world, None)
     params = full_parameters(model)
     result = {"params": params, "stats": opt.stats.as_dict(), "schedule": opt.schedule.state_dict(),

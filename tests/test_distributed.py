@@ -103,6 +103,19 @@ def test_fsdp_checkpoint_through_dcp_resumes_exactly(tmp_path, reference, stop, 
         assert_same_run(uninterrupted, reference, atol=1e-5)
 
 
+@pytest.mark.parametrize("api", ["dsd", "dsd-full"])
+def test_fsdp_checkpoint_through_the_distributed_state_dict_api_resumes_exactly(tmp_path, api):
+    """``get_state_dict``/``set_state_dict`` (what Lightning's ModelParallelStrategy and
+    Accelerate's FSDP2 path save through) keep only the optimizer's per-parameter state and
+    param groups: PDT's ring and schedule travel there, sharded or as full tensors."""
+    uninterrupted = launch(tmp_path / "a", "fsdp", 2)
+    resumed = launch(tmp_path / "b", "fsdp", 2, "--checkpoint-at", "15", "--checkpoint-api", api)
+    for a, b in zip(uninterrupted, resumed):
+        for p, q in zip(a["params"], b["params"]):
+            assert torch.equal(p, q)
+        assert timing_free(a["stats"]) == timing_free(b["stats"])
+
+
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_ranks_decide_a_runaway_together(tmp_path, mode):
     """Only rank 0 reports a loss that runs away (steps 20 and 21): PDT decides on the ranks'

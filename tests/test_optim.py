@@ -272,7 +272,8 @@ def test_float64_parameters_with_the_default_gradient_check():
     opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=0.01), **CONFIG)
     train(model, opt, [(x.double(), y) for x, y in batches(40)])
     assert opt.stats.merges >= 1 and all(torch.isfinite(p).all() for p in model.parameters())
-    assert all(jump.dtype == torch.float64 for jump in opt.state_dict()["pdt"]["jumps"])
+    jumps = [entry["pdt_jumps"] for entry in opt.state_dict()["state"].values()]
+    assert len(jumps) == len(list(model.parameters())) and all(jump.dtype == torch.float64 for jump in jumps)
 
 
 def test_nan_weights_clear_the_ring_and_are_never_merged():
@@ -979,7 +980,7 @@ def test_resume_mid_decay_keeps_holding_predictions():
     data = batches(80)
     train(model, opt, data[:30], scheduler)
     checkpoint = save_and_load({"opt": opt.state_dict(), "scheduler": scheduler.state_dict()})
-    assert checkpoint["opt"]["pdt"]["schedule"]["peak_lr"] == pytest.approx(0.1, rel=0.01)
+    assert pdt.runtime.checkpoint.decode(checkpoint["opt"]["param_groups"][0]["pdt"])["schedule"]["peak_lr"] == pytest.approx(0.1, rel=0.01)
     resumed = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), **CONFIG)
     scheduler = cosine(resumed)
     resumed.load_state_dict(checkpoint["opt"])
@@ -1267,3 +1268,20 @@ def test_moment_ratio_filters_at_a_constant_rate_and_not_in_a_decay():
         assert opt.stats.merges >= 1
         filtered[schedule] = opt.stats.moment_filtered
     assert filtered["constant"] >= 1 and filtered["cosine"] == 0
+
+
+def test_a_step_that_moves_nothing_on_a_stateless_optimizer_is_not_counted():
+    """torch.distributed.checkpoint.state_dict steps an optimizer with no state at lr 0 on zero
+    gradients to create its state; PDT lets it through without counting it, so a checkpoint
+    read that way does not shift PDT's boundaries. A real step at lr 0 still counts."""
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), **CONFIG)
+    train(model, opt, batches(7))
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.param_groups[0]["lr"] = 0.0
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    assert opt.schedule.steps == 7 and all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    train(model, opt, batches(1))
+    assert opt.schedule.steps == 8

@@ -1,0 +1,152 @@
+"""Where PDT's own state sits in the wrapped optimizer's state dict.
+
+Checkpointing code that knows optimizers keeps only an optimizer's ``"state"`` (per parameter)
+and ``"param_groups"``: ``torch.distributed.checkpoint.state_dict.get_optimizer_state_dict``,
+which FSDP2 users, Lightning's ``ModelParallelStrategy`` and Accelerate's FSDP2 path save
+through, rebuilds the dict from those two entries, keying each parameter's state by its name.
+So PDT puts its tensors that follow a parameter (its ring rows, its last jump) into that
+parameter's state, under keys starting with :data:`PARAMETER_PREFIX`, and everything else (the
+schedule, the stats, the ring's counters and settings) into the first param group under
+:data:`GROUP_KEY`, as one JSON string: a value that code walking the dict (the full-tensor
+state dicts gather and scatter every leaf of it) keeps whole, whatever the lengths of the lists
+inside. :func:`embed` and :func:`extract` convert between that layout and the one
+``PDT`` builds and reads (one ``"pdt"`` dict with per-parameter lists), which checkpoints saved
+before this layout, and optimizers whose state dicts have a layout of their own, carry at the
+top level.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+PARAMETER_PREFIX = "pdt_"
+"""Prefix of the keys of PDT's tensors in a parameter's optimizer state."""
+
+GROUP_KEY = "pdt"
+"""Key of PDT's other state in the first param group (and, in older checkpoints, at the top)."""
+
+PER_PARAMETER = (("ring", "ring_"), (None, ""))
+"""Where the per-parameter lists of PDT's state dict lie: every list in its ``"ring"`` entry,
+and every list at its top level (the jumps); with the prefix their keys take after
+:data:`PARAMETER_PREFIX`."""
+
+
+TUPLE = "__tuple__"
+
+
+def _tagged(value: Any) -> Any:
+    """``value`` with its tuples marked, so that JSON gives them back as tuples."""
+    if isinstance(value, dict):
+        return {key: _tagged(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_tagged(item) for item in value]
+    if isinstance(value, tuple):
+        return {TUPLE: [_tagged(item) for item in value]}
+    return value
+
+
+def _untagged(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {TUPLE}:
+            return tuple(_untagged(item) for item in value[TUPLE])
+        return {key: _untagged(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_untagged(item) for item in value]
+    return value
+
+
+def encode(metadata: dict[str, Any]) -> str:
+    """PDT's non-tensor state as JSON (floats exact, NaN and infinities kept, tuples marked)."""
+    return json.dumps(_tagged(metadata))
+
+
+def decode(text: str) -> dict[str, Any]:
+    """:func:`encode`'s input back."""
+    return _untagged(json.loads(text))
+
+
+def _lists(pdt_state: dict[str, Any]) -> list[tuple[dict[str, Any], str, str]]:
+    """``(owner, key, parameter key)`` for every per-parameter list of ``pdt_state``."""
+    out = []
+    for entry, prefix in PER_PARAMETER:
+        owner = pdt_state if entry is None else pdt_state.get(entry)
+        if isinstance(owner, dict):
+            out += [(owner, key, PARAMETER_PREFIX + prefix + key) for key, value in owner.items() if isinstance(value, list)
+                    and len(value) > 0 and all(hasattr(v, "shape") for v in value)]
+    return out
+
+
+def _keys(state_dict: dict[str, Any], positions: Sequence[int]) -> list[Any]:
+    """The keys in ``state_dict["state"]`` of the parameters at ``positions`` of the optimizer's
+    parameters, param group after param group: indices, or names where the dict was keyed by
+    name (``get_optimizer_state_dict``)."""
+    keys = [key for group in state_dict.get("param_groups", []) for key in group["params"]]
+    return [keys[i] if i < len(keys) else None for i in positions]
+
+
+def standard(state_dict: dict[str, Any]) -> bool:
+    """Whether ``state_dict`` has torch's layout: per-parameter ``"state"`` and ``"param_groups"``
+    listing their ``"params"`` (some optimizers' own layouts do not: pytorch-optimizer's
+    Lookahead nests its base optimizer's; PDT's state then sits at the top level)."""
+    groups = state_dict.get("param_groups")
+    return (isinstance(state_dict.get("state"), dict) and isinstance(groups, list) and len(groups) > 0
+            and all(isinstance(group, dict) and "params" in group for group in groups))
+
+
+def embed(state_dict: dict[str, Any], pdt_state: dict[str, Any], positions: Sequence[int]) -> dict[str, Any]:
+    """``state_dict`` (the wrapped optimizer's, modified) holding ``pdt_state``: entry ``i`` of
+    each per-parameter list in the state of the parameter at ``positions[i]`` of the
+    optimizer's parameters (param group after param group), the rest in the first param group."""
+    if not standard(state_dict):
+        state_dict[GROUP_KEY] = pdt_state
+        return state_dict
+    rest = {key: (dict(value) if isinstance(value, dict) else value) for key, value in pdt_state.items()}
+    states = state_dict["state"]
+    slots = _keys(state_dict, positions)
+    for owner, key, parameter_key in _lists(rest):
+        tensors = owner.pop(key)
+        if len(tensors) != len(slots):
+            raise ValueError(f"PDT.state_dict: {len(tensors)} {key!r} tensors for {len(slots)} tracked parameters")
+        for slot, tensor in zip(slots, tensors):
+            states.setdefault(slot, {})[parameter_key] = tensor
+        owner[key] = len(tensors)  # what extract rebuilds the list from
+    groups = [dict(group) for group in state_dict["param_groups"]]
+    groups[0][GROUP_KEY] = encode(rest)
+    state_dict["param_groups"] = groups
+    return state_dict
+
+
+def extract(state_dict: dict[str, Any], positions: Sequence[int]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``(the wrapped optimizer's state dict, PDT's state or None)`` from a state dict that
+    :func:`embed` wrote (``positions`` as there, for this run's tracked parameters), or an older
+    one with PDT's state at the top level; ``state_dict`` is left as it was. A list entry whose
+    parameter holds none (another set of tracked parameters) is None."""
+    state = dict(state_dict)
+    if GROUP_KEY in state:
+        return state, state.pop(GROUP_KEY)
+    groups = [dict(group) for group in state.get("param_groups", [])]
+    pdt_state = groups[0].pop(GROUP_KEY, None) if groups else None
+    state["param_groups"] = groups
+    states = {}
+    found: dict[str, dict[Any, Any]] = {}
+    for slot, entry in state.get("state", {}).items():
+        mine = {key: value for key, value in entry.items() if key.startswith(PARAMETER_PREFIX)}
+        for key, value in mine.items():
+            found.setdefault(key, {})[slot] = value
+        if len(mine) < len(entry):
+            states[slot] = {key: value for key, value in entry.items() if key not in mine}
+    state["state"] = states
+    if pdt_state is None:
+        return state, None
+    pdt_state = decode(pdt_state)
+    slots = _keys(state, positions)
+    for entry, prefix in PER_PARAMETER:
+        owner = pdt_state if entry is None else pdt_state.get(entry)
+        if not isinstance(owner, dict):
+            continue
+        for key, value in list(owner.items()):
+            parameter_key = PARAMETER_PREFIX + prefix + key
+            if isinstance(value, int) and not isinstance(value, bool) and parameter_key in found:
+                owner[key] = [found[parameter_key].get(slot) for slot in slots]
+    return state, pdt_state

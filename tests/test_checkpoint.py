@@ -1,0 +1,70 @@
+"""Where PDT's state sits in the wrapped optimizer's state dict (pdt_compile.runtime.checkpoint)."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import torch
+from hypothesis import given, strategies as st
+
+import pdt_compile as pdt
+from pdt_compile.runtime import checkpoint
+
+from conftest import batches, make_mlp, train
+
+CONFIG = dict(snap_every=3, history=4, burn_in=3, tau=3)
+
+leaves = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5)
+values = st.recursive(
+    leaves,
+    lambda inner: st.lists(inner, max_size=3) | st.lists(inner, max_size=3).map(tuple)
+    | st.dictionaries(st.text(max_size=5).filter(lambda k: k != checkpoint.TUPLE), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.text(max_size=5), values, max_size=4))
+def test_metadata_comes_back_as_it_went_tuples_and_floats_exact(metadata):
+    assert checkpoint.decode(checkpoint.encode(metadata)) == metadata
+
+
+def test_infinities_and_nan_survive():
+    back = checkpoint.decode(checkpoint.encode({"a": [math.inf, -math.inf, math.nan]}))
+    assert back["a"][:2] == [math.inf, -math.inf] and math.isnan(back["a"][2])
+
+
+def test_ring_rows_go_to_their_parameters_state_and_the_rest_to_the_first_param_group():
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), **CONFIG)  # no momentum: no state of its own
+    train(model, opt, batches(8))
+    saved = opt.state_dict()
+    assert set(saved) == {"state", "param_groups"}
+    assert isinstance(saved["param_groups"][0]["pdt"], str)
+    for index, p in enumerate(model.parameters()):
+        rows = saved["state"][index]["pdt_ring_buffers"]
+        assert rows.shape == (4, p.numel())
+    inner, pdt_state = checkpoint.extract(saved, opt._ring_positions())
+    assert inner["state"] == {} and "pdt" not in inner["param_groups"][0]
+    assert pdt_state["schedule"]["steps"] == 8 and len(pdt_state["ring"]["buffers"]) == len(list(model.parameters()))
+
+
+def test_a_checkpoint_with_pdt_at_the_top_level_still_resumes_exactly():
+    """The layout saved before PDT's state moved into the optimizer's own entries."""
+    data = batches(30)
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), **CONFIG)
+    train(model, opt, data[:14])
+    inner, pdt_state = checkpoint.extract(opt.state_dict(), opt._ring_positions())
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optim": {**inner, "pdt": pdt_state}}, buffer)
+    train(model, opt, data[14:])
+    buffer.seek(0)
+    old = torch.load(buffer, weights_only=True)
+    resumed_model = make_mlp()
+    resumed_model.load_state_dict(old["model"])
+    resumed = pdt.PDT(torch.optim.SGD(resumed_model.parameters(), lr=0.1, momentum=0.9), **CONFIG)
+    resumed.load_state_dict(old["optim"])
+    train(resumed_model, resumed, data[14:])
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), resumed_model.parameters()))
+    assert resumed.stats.merges == opt.stats.merges >= 1
