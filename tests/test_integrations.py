@@ -57,6 +57,53 @@ def test_lightning_callback_turns_pdt_on(tmp_path):
     assert "pdt" in checkpoint["param_groups"][0]  # PDT's ring and schedule travel with Lightning checkpoints
 
 
+def test_lightning_resumes_from_its_checkpoint_exactly(tmp_path):
+    """``trainer.fit(ckpt_path=...)`` restores the optimizer states after the callback wrapped
+    them: PDT's ring and schedule come back, and the resumed run ends where the uninterrupted one does."""
+    lightning = pytest.importorskip("lightning")
+    from pdt_compile.integrations.lightning import PDTCallback
+
+    pairs = batches(16)
+    data = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])),
+        batch_size=16,
+    )
+
+    class Module(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = make_mlp()
+
+        def training_step(self, batch, index):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+        def train_dataloader(self):
+            return data
+
+    def run(epochs, ckpt_path=None, save=None):
+        torch.manual_seed(0)
+        callback = PDTCallback(**PDT_OPTIONS)
+        trainer = lightning.Trainer(
+            max_epochs=epochs, callbacks=[callback], logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path,
+        )
+        module = Module()
+        trainer.fit(module, ckpt_path=ckpt_path)
+        if save:
+            trainer.save_checkpoint(save)
+        return module, callback.optimizers[0]
+
+    uninterrupted, reference = run(4)
+    run(2, save=tmp_path / "half.ckpt")
+    resumed, opt = run(4, ckpt_path=tmp_path / "half.ckpt")
+    assert all(torch.equal(a, b) for a, b in zip(uninterrupted.parameters(), resumed.parameters()))
+    assert opt.stats.merges == reference.stats.merges >= 1 and opt.schedule.steps == 64
+
+
 def test_accelerate_with_pdt_wrapped_first_counts_real_steps_and_warns_the_other_way_round():
     """Under gradient accumulation an AcceleratedOptimizer skips the micro-batches' steps: PDT
     wrapped before ``accelerator.prepare`` counts only the real ones; PDT wrapped around the
@@ -106,6 +153,38 @@ def test_huggingface_trainer_recipe(tmp_path):
     assert optimizer.stats.verify_evaluations >= 2
     assert len(optimizer.schedule.recent_losses) == min(48, RUNAWAY_WINDOW)  # the model's losses reached the guard
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-9)  # the scheduler ran to its end
+
+
+def test_huggingface_trainer_resumes_from_its_checkpoint_exactly(tmp_path):
+    """The Trainer saves the optimizer's state dict (PDT's ring and schedule inside) with its
+    checkpoints and loads it with ``resume_from_checkpoint``: the resumed run ends where the
+    uninterrupted one does."""
+    transformers = pytest.importorskip("transformers")
+    from pdt_compile.integrations.huggingface import pdt_optimizers
+
+    rows = [{"x": x[i], "labels": y[i]} for x, y in batches(12, size=8) for i in range(8)]
+
+    def run(out, save_steps=None, resume=None):
+        torch.manual_seed(0)
+        model = DictOutputs()
+        optimizer, scheduler = pdt_optimizers(
+            torch.optim.AdamW(model.parameters(), lr=0.01), transformers.get_linear_schedule_with_warmup,
+            num_warmup_steps=0, num_training_steps=48, model=model, **PDT_OPTIONS,
+        )
+        args = transformers.TrainingArguments(
+            output_dir=str(out), max_steps=48, per_device_train_batch_size=8, report_to=[],
+            save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500, use_cpu=True,
+            logging_strategy="no", disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False, seed=0,
+        )
+        trainer = transformers.Trainer(model=model, args=args, train_dataset=rows, optimizers=(optimizer, scheduler))
+        trainer.train(resume_from_checkpoint=resume)
+        return model, optimizer
+
+    uninterrupted, reference = run(tmp_path / "a")
+    run(tmp_path / "b", save_steps=20)
+    resumed, optimizer = run(tmp_path / "b", resume=str(tmp_path / "b" / "checkpoint-20"))
+    assert all(torch.equal(a, b) for a, b in zip(uninterrupted.parameters(), resumed.parameters()))
+    assert optimizer.stats.merges == reference.stats.merges >= 1 and optimizer.schedule.steps == 48
 
 
 class DictOutputs(torch.nn.Module):
