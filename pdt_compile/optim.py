@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -78,6 +79,11 @@ def trainable_parameters(param_groups: list[dict[str, Any]]) -> list[Tensor]:
 def _opted_in(param_groups: list[dict[str, Any]]) -> list[Tensor]:
     """The parameters of the param groups that do not opt out with ``"pdt": False``."""
     return [p for group in param_groups if group.get("pdt", True) for p in group["params"]]
+
+
+_DIRECT_STEP_WATCHES: "weakref.WeakKeyDictionary[Optimizer, RemovableHandle]" = weakref.WeakKeyDictionary()
+"""The one direct-step watch (:meth:`PDT._warn_direct_step`) of each wrapped optimizer: the
+latest PDT's."""
 
 
 class PDT(Optimizer):
@@ -175,11 +181,14 @@ class PDT(Optimizer):
         self._frozen_at_build: list[Tensor] = []
         self._state_checked = False
         """Whether the optimizer's state was searched for weights merges leave behind (at the first prediction)."""
-        self._direct_step_watch: RemovableHandle | None = (
-            optimizer.register_step_pre_hook(self._warn_direct_step)
-            if hasattr(optimizer, "_optimizer_step_pre_hooks") else None  # e.g. AcceleratedOptimizer has none
-        )
+        self._direct_step_watch: RemovableHandle | None = None
         """Warns when the wrapped optimizer is stepped before PDT is: removed at PDT's first step."""
+        if hasattr(optimizer, "_optimizer_step_pre_hooks"):  # e.g. AcceleratedOptimizer has none
+            earlier = _DIRECT_STEP_WATCHES.pop(optimizer, None)
+            if earlier is not None:  # an earlier PDT on it (a notebook cell run twice): this one steps it now
+                earlier.remove()
+            self._direct_step_watch = _DIRECT_STEP_WATCHES[optimizer] = optimizer.register_step_pre_hook(
+                self._warn_direct_step)
         if not any(is_lazy(p) for group in self.param_groups for p in group["params"]):
             self._set_ring(self._build_ring())
 

@@ -216,6 +216,19 @@ def test_stepping_the_wrapped_optimizer_itself_warns_once_and_stepping_pdt_never
     assert not opt.optimizer._optimizer_step_pre_hooks
 
 
+def test_wrapping_an_optimizer_again_hands_the_watch_to_the_new_wrapper():
+    """A notebook cell run twice wraps the same optimizer twice; stepping the second PDT is
+    right and raises no warning from the first."""
+    model = make_mlp()
+    inner = torch.optim.SGD(model.parameters(), lr=0.2)
+    pdt.PDT(inner, **CONFIG)
+    opt = pdt.PDT(inner, **CONFIG)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(model, opt, batches(3))
+    assert not inner._optimizer_step_pre_hooks
+
+
 def test_checkpoint_points_cover_burn_in_boundary_and_merge():
     _, opt = _trajectory(None)
     merge_steps = [step for step, ratio in opt.stats.mask_ratio_history if ratio > 0]
