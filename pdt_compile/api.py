@@ -23,7 +23,7 @@ import inspect
 import time
 import types
 import warnings
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, fx
@@ -425,7 +425,7 @@ def _variant_name(phase: Phase, slot: int) -> str:
 def compile(
     fn: Callable | None = None,
     *,
-    optimizer: PDT,
+    optimizer: PDT | Sequence[PDT],
     backend: str = "inductor",
     mode: str | None = None,
     **torch_compile_kwargs: Any,
@@ -435,9 +435,12 @@ def compile(
     ``fn`` runs forward, ``loss.backward()``, ``optimizer.step()``, ``optimizer.zero_grad()``
     and returns the loss (fed to what reads losses: :func:`step_loss` finds it alone, first in a
     tuple or under ``"loss"`` in a mapping). ``optimizer`` is the
-    :class:`~pdt_compile.PDT` that ``fn`` steps. ``backend``: ``"inductor"`` (default) or any
+    :class:`~pdt_compile.PDT` that ``fn`` steps, or a sequence of them where ``fn`` steps
+    several (Muon on the matrices and AdamW on the rest, as two optimizers): each gets
+    compiled steps of its own. ``backend``: ``"inductor"`` (default) or any
     Dynamo backend name such as ``"aot_eager"``; ``mode`` is passed to Inductor.
-    The returned callable exposes ``pdt_graphs`` (rewritten graphs per phase).
+    The returned callable exposes ``pdt_graphs`` (rewritten graphs per phase; with several
+    optimizers, one such dict per optimizer, in their order).
 
     With CUDA graphs (``mode="reduce-overhead"``), each call begins a cudagraph-trees step
     (``torch.compiler.cudagraph_mark_step_begin()``): PDT's optimizer graphs are compiled
@@ -447,18 +450,24 @@ def compile(
     """
     if fn is None:
         return lambda f: compile(f, optimizer=optimizer, backend=backend, mode=mode, **torch_compile_kwargs)
-    if not isinstance(optimizer, PDT):
-        raise TypeError(
-            f"pdt.compile(optimizer=...): expected a pdt.PDT, got {type(optimizer).__name__}; "
-            "wrap it first: opt = pdt.PDT(opt, snap_every=...)"
-        )
+    optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
+    for item in optimizers:
+        if not isinstance(item, PDT):
+            raise TypeError(
+                f"pdt.compile(optimizer=...): expected a pdt.PDT or a list of them, got {type(item).__name__}; "
+                "wrap it first: opt = pdt.PDT(opt, snap_every=...)"
+            )
+    if not optimizers or len({id(item) for item in optimizers}) < len(optimizers):
+        raise ValueError(f"pdt.compile(optimizer=...): expected distinct pdt.PDT optimizers, got {len(optimizers)} "
+                         f"({len({id(item) for item in optimizers})} distinct)")
     if torch_compile_kwargs.get("fullgraph"):
         raise ValueError(
             "pdt.compile(fullgraph=True): the optimizer step runs as PDT's own compiled graphs, called "
             "between the graphs of the rest of the step (a graph break by design); drop fullgraph=True"
         )
-    step = CompiledOptimizerStep(optimizer, backend, mode)
-    optimizer.compiled_step = step
+    steps = [CompiledOptimizerStep(item, backend, mode) for item in optimizers]
+    for item, step in zip(optimizers, steps):
+        item.compiled_step = step
     options = dict(torch_compile_kwargs)
     if backend == "inductor" and mode is not None:
         options["mode"] = mode
@@ -472,11 +481,13 @@ def compile(
         output = compiled(*args, **kwargs)
         loss = step_loss(output)
         if loss is not None:
-            optimizer.report_loss(loss)
+            for item in optimizers:
+                item.report_loss(loss)
         return output
 
-    training_step.pdt_graphs = step.graphs  # type: ignore[attr-defined]
-    training_step.compiled_optimizer_step = step  # type: ignore[attr-defined]
+    single = isinstance(optimizer, PDT)
+    training_step.pdt_graphs = steps[0].graphs if single else [step.graphs for step in steps]  # type: ignore[attr-defined]
+    training_step.compiled_optimizer_step = steps[0] if single else steps  # type: ignore[attr-defined]
     return training_step
 
 

@@ -549,10 +549,43 @@ def test_an_optimizer_without_lr_in_its_groups_trains_eager_and_compiled_alike()
     assert_follows_eager(eager_model, eager, model, opt, atol=1e-5, predictions=1)
 
 
+def test_two_optimizers_in_one_step_each_get_compiled_boundaries_and_follow_eager():
+    """A step that steps two PDTs (momentum SGD on the matrices, AdamW on the rest), both handed
+    to ``pdt.compile``: each gets prediction graphs of its own, and both follow eager."""
+    runs = []
+    for compiled in (False, True):
+        model = make_mlp()
+        matrices = [p for p in model.parameters() if p.dim() == 2]
+        rest = [p for p in model.parameters() if p.dim() < 2]
+        opts = [pdt.PDT(torch.optim.SGD(matrices, lr=0.05, momentum=0.9, foreach=True), **CONFIG),
+                pdt.PDT(torch.optim.AdamW(rest, lr=0.01, foreach=True), **CONFIG)]
+
+        def train_step(x, y):
+            loss = loss_of(model, x, y)
+            loss.backward()
+            for opt in opts:
+                opt.step()
+                opt.zero_grad()
+            return loss
+
+        step = pdt.compile(train_step, optimizer=opts, backend="aot_eager") if compiled else train_step
+        for x, y in batches(30):
+            step(x, y)
+        runs.append((model, opts, step))
+    (eager_model, eagers, _), (model, opts, step) = runs
+    assert [bool(graphs["predict"]) for graphs in step.pdt_graphs] == [True, True]
+    for eager, opt in zip(eagers, opts):
+        assert_follows_eager(eager_model, eager, model, opt, atol=1e-5, predictions=1)
+    with pytest.raises(ValueError, match="distinct"):
+        pdt.compile(train_step, optimizer=[opts[0], opts[0]])
+
+
 def test_compile_rejects_plain_optimizers():
     model = make_mlp()
     with pytest.raises(TypeError, match="expected a pdt.PDT"):
         pdt.compile(lambda: None, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(TypeError, match="expected a pdt.PDT or a list of them, got SGD"):
+        pdt.compile(lambda: None, optimizer=[torch.optim.SGD(model.parameters(), lr=0.1)])
 
 
 def test_compile_rejects_fullgraph_and_names_why():
