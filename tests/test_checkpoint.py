@@ -40,12 +40,12 @@ def test_ring_rows_go_to_their_parameters_state_and_the_rest_to_the_first_param_
     train(model, opt, batches(8))
     saved = opt.state_dict()
     assert set(saved) == {"state", "param_groups"}
-    assert isinstance(saved["param_groups"][0]["pdt"], str)
+    assert isinstance(saved["param_groups"][0]["pdt_state"], str)
     for index, p in enumerate(model.parameters()):
         rows = saved["state"][index]["pdt_ring_buffers"]
         assert rows.shape == (4, p.numel())
     inner, pdt_state = checkpoint.extract(saved, opt._ring_positions())
-    assert inner["state"] == {} and "pdt" not in inner["param_groups"][0]
+    assert inner["state"] == {} and "pdt_state" not in inner["param_groups"][0]
     assert pdt_state["schedule"]["steps"] == 8 and len(pdt_state["ring"]["buffers"]) == len(list(model.parameters()))
 
 
@@ -65,6 +65,34 @@ def test_a_checkpoint_with_pdt_at_the_top_level_still_resumes_exactly():
     resumed_model.load_state_dict(old["model"])
     resumed = pdt.PDT(torch.optim.SGD(resumed_model.parameters(), lr=0.1, momentum=0.9), **CONFIG)
     resumed.load_state_dict(old["optim"])
+    train(resumed_model, resumed, data[14:])
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), resumed_model.parameters()))
+    assert resumed.stats.merges == opt.stats.merges >= 1
+
+
+def test_an_opted_out_first_param_group_stays_opted_out_across_a_checkpoint():
+    """A param group's ``"pdt": False`` is the user's, saved with the group; PDT's own entry
+    sits beside it under another key."""
+    data = batches(30)
+
+    def make():
+        model = make_mlp()
+        layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        groups = [{"params": layers[0].parameters(), "pdt": False},
+                  {"params": [p for layer in layers[1:] for p in layer.parameters()]}]
+        return model, pdt.PDT(torch.optim.SGD(groups, lr=0.1, momentum=0.9), **CONFIG)
+
+    model, opt = make()
+    train(model, opt, data[:14])
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optim": opt.state_dict()}, buffer)
+    train(model, opt, data[14:])
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    resumed_model, resumed = make()
+    resumed_model.load_state_dict(saved["model"])
+    resumed.load_state_dict(saved["optim"])
+    assert resumed.param_groups[0]["pdt"] is False and "pdt_state" not in resumed.param_groups[0]
     train(resumed_model, resumed, data[14:])
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), resumed_model.parameters()))
     assert resumed.stats.merges == opt.stats.merges >= 1

@@ -132,9 +132,9 @@ def test_an_older_checkpoint_from_another_ring_dtype_fails_clearly():
     that does not fit is refused, naming ring_dtype."""
     model = make_mlp()
     saved = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=2).state_dict()
-    metadata = checkpoint.decode(saved["param_groups"][0]["pdt"])
+    metadata = checkpoint.decode(saved["param_groups"][0]["pdt_state"])
     del metadata["ring_settings"]
-    saved["param_groups"][0]["pdt"] = checkpoint.encode(metadata)
+    saved["param_groups"][0]["pdt_state"] = checkpoint.encode(metadata)
     opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=2, ring_dtype="bfloat16")
     with pytest.raises(ValueError, match="ring_dtype"):
         opt.load_state_dict(saved)

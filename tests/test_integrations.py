@@ -54,7 +54,7 @@ def test_lightning_callback_turns_pdt_on(tmp_path):
     assert opt.schedule.steps == 48 and opt.stats.predictions >= 1
     assert opt.stats.verify_evaluations >= 2  # the held-out loss verified the merges
     checkpoint = trainer.strategy.optimizer_state(trainer.optimizers[0])
-    assert "pdt" in checkpoint["param_groups"][0]  # PDT's ring and schedule travel with Lightning checkpoints
+    assert "pdt_state" in checkpoint["param_groups"][0]  # PDT's ring and schedule travel with Lightning checkpoints
 
 
 def test_lightning_resumes_from_its_checkpoint_exactly(tmp_path):

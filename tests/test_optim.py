@@ -993,7 +993,7 @@ def test_resume_mid_decay_keeps_holding_predictions():
     data = batches(80)
     train(model, opt, data[:30], scheduler)
     checkpoint = save_and_load({"opt": opt.state_dict(), "scheduler": scheduler.state_dict()})
-    assert pdt.runtime.checkpoint.decode(checkpoint["opt"]["param_groups"][0]["pdt"])["schedule"]["peak_lr"] == pytest.approx(0.1, rel=0.01)
+    assert pdt.runtime.checkpoint.decode(checkpoint["opt"]["param_groups"][0]["pdt_state"])["schedule"]["peak_lr"] == pytest.approx(0.1, rel=0.01)
     resumed = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), **CONFIG)
     scheduler = cosine(resumed)
     resumed.load_state_dict(checkpoint["opt"])

@@ -23,8 +23,13 @@ from typing import Any, Sequence
 PARAMETER_PREFIX = "pdt_"
 """Prefix of the keys of PDT's tensors in a parameter's optimizer state."""
 
-GROUP_KEY = "pdt"
-"""Key of PDT's other state in the first param group (and, in older checkpoints, at the top)."""
+GROUP_KEY = "pdt_state"
+"""Key of PDT's other state in the first param group (not ``"pdt"``: a param group's ``"pdt"``
+is the user's opt-out, ``"pdt": False``)."""
+
+TOP_KEY = "pdt"
+"""Key of all of PDT's state at the top level: checkpoints saved before this layout, and
+optimizers whose state dicts have a layout of their own."""
 
 PER_PARAMETER = (("ring", "ring_"), (None, ""))
 """Where the per-parameter lists of PDT's state dict lie: every list in its ``"ring"`` entry,
@@ -99,7 +104,7 @@ def embed(state_dict: dict[str, Any], pdt_state: dict[str, Any], positions: Sequ
     each per-parameter list in the state of the parameter at ``positions[i]`` of the
     optimizer's parameters (param group after param group), the rest in the first param group."""
     if not standard(state_dict):
-        state_dict[GROUP_KEY] = pdt_state
+        state_dict[TOP_KEY] = pdt_state
         return state_dict
     rest = {key: (dict(value) if isinstance(value, dict) else value) for key, value in pdt_state.items()}
     states = state_dict["state"]
@@ -123,8 +128,8 @@ def extract(state_dict: dict[str, Any], positions: Sequence[int]) -> tuple[dict[
     one with PDT's state at the top level; ``state_dict`` is left as it was. A list entry whose
     parameter holds none (another set of tracked parameters) is None."""
     state = dict(state_dict)
-    if GROUP_KEY in state:
-        return state, state.pop(GROUP_KEY)
+    if TOP_KEY in state:
+        return state, state.pop(TOP_KEY)
     groups = [dict(group) for group in state.get("param_groups", [])]
     pdt_state = groups[0].pop(GROUP_KEY, None) if groups else None
     state["param_groups"] = groups
