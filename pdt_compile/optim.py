@@ -1129,8 +1129,8 @@ class PDT(Optimizer):
         check_state = pdt_state.get("gradient_check")
         if self._gradient_check is not None and check_state is not None:
             self._gradient_check.load_state_dict(check_state, self._ring.device)
-        jumps = pdt_state.get("jumps")
-        if "jumps_kept" in pdt_state:
+        jumps = None if changes else pdt_state.get("jumps")  # per tracked parameter: only where they still fit
+        if jumps is not None and "jumps_kept" in pdt_state:
             kept = pdt_state["jumps_kept"]
             jumps = None if kept is None else [_local(j).reshape(-1) if k else None for j, k in zip(jumps, kept)]
         self._jumps = None if jumps is None else [None if j is None else j.to(self._ring.device) for j in jumps]
