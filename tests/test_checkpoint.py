@@ -96,3 +96,15 @@ def test_an_opted_out_first_param_group_stays_opted_out_across_a_checkpoint():
     train(resumed_model, resumed, data[14:])
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), resumed_model.parameters()))
     assert resumed.stats.merges == opt.stats.merges >= 1
+
+
+def test_a_state_dict_leaves_the_optimizers_own_state_as_it_was():
+    """torch's Optimizer.state_dict() hands out the optimizer's live per-parameter dicts; PDT's
+    entries go into copies of them, so nothing of PDT's stays in the optimizer's state."""
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.Adam(model.parameters(), lr=0.01), **CONFIG)
+    train(model, opt, batches(8))
+    keys = [sorted(state) for state in opt.optimizer.state.values()]
+    saved = opt.state_dict()
+    assert [sorted(state) for state in opt.optimizer.state.values()] == keys == [["exp_avg", "exp_avg_sq", "step"]] * 4
+    assert all("pdt_ring_buffers" in entry for entry in saved["state"].values())

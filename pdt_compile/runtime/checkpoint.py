@@ -9,8 +9,10 @@ parameter's state, under keys starting with :data:`PARAMETER_PREFIX`, and everyt
 schedule, the stats, the ring's counters and settings) into the first param group under
 :data:`GROUP_KEY`, as one JSON string: a value that code walking the dict (the full-tensor
 state dicts gather and scatter every leaf of it) keeps whole, whatever the lengths of the lists
-inside. :func:`embed` and :func:`extract` convert between that layout and the one
-``PDT`` builds and reads (one ``"pdt"`` dict with per-parameter lists), which checkpoints saved
+inside. Not in a parameter's state: ``torch.distributed.checkpoint`` loads a non-tensor value
+under an integer key (``opt.state_dict()["state"][0]``) into a new entry keyed ``"0"``, leaving
+the integer one as it was (torch 2.13). :func:`embed` and :func:`extract` convert between that
+layout and the one ``PDT`` builds and reads (one ``"pdt"`` dict with per-parameter lists), which checkpoints saved
 before this layout, and optimizers whose state dicts have a layout of their own, carry at the
 top level.
 """
@@ -107,7 +109,9 @@ def embed(state_dict: dict[str, Any], pdt_state: dict[str, Any], positions: Sequ
         state_dict[TOP_KEY] = pdt_state
         return state_dict
     rest = {key: (dict(value) if isinstance(value, dict) else value) for key, value in pdt_state.items()}
-    states = state_dict["state"]
+    # The entries of Optimizer.state_dict() are the optimizer's live per-parameter dicts: copies.
+    states = {slot: dict(entry) for slot, entry in state_dict["state"].items()}
+    state_dict["state"] = states
     slots = _keys(state_dict, positions)
     for owner, key, parameter_key in _lists(rest):
         tensors = owner.pop(key)
