@@ -12,9 +12,9 @@ state dicts gather and scatter every leaf of it) keeps whole, whatever the lengt
 inside. Not in a parameter's state: ``torch.distributed.checkpoint`` loads a non-tensor value
 under an integer key (``opt.state_dict()["state"][0]``) into a new entry keyed ``"0"``, leaving
 the integer one as it was (torch 2.13). :func:`embed` and :func:`extract` convert between that
-layout and the one ``PDT`` builds and reads (one ``"pdt"`` dict with per-parameter lists), which checkpoints saved
-before this layout, and optimizers whose state dicts have a layout of their own, carry at the
-top level.
+layout and the one ``PDT`` builds and reads (one ``"pdt"`` dict with per-parameter lists),
+which checkpoints saved before this layout, and optimizers whose state dicts have a layout of
+their own, carry at the top level.
 """
 
 from __future__ import annotations
