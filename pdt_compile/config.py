@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Union
+from typing import Any, Callable, Mapping, Union
 
 RULES = ("paper", "reference", "accel_only", "consistency_only", "none")
 GRANULARITIES = ("tensor", "model")
@@ -563,6 +564,18 @@ class PDTConfig:
         if "tau" in changes and "tau_max" not in changes and self.tau_max == 2 * self.tau:
             changes = {**changes, "tau_max": None}
         return dataclasses.replace(self, **changes)
+
+
+def binds(fn: Callable[..., Any], *args: Any) -> bool:
+    """Whether ``fn(*args)`` matches ``fn``'s signature (True where it cannot be read): a
+    callback checked when it is handed over rather than when it is first called."""
+    try:
+        inspect.signature(fn).bind(*args)
+    except TypeError:
+        return False
+    except ValueError:
+        return True
+    return True
 
 
 def check_option_names(options: Mapping[str, Any], where: str) -> None:

@@ -7,6 +7,7 @@ the same maths inside its graphs and is tested against this class.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 import warnings
 import weakref
@@ -22,7 +23,7 @@ from torch.utils.hooks import RemovableHandle
 
 from .adapters import (adam_moments, averaging, coupled_decay, decoupled_decay, filters_moments, companions, learning_rates,
                        shares, stacking_warning, steps_by_sign, trailing_keys, unmoved_weight_keys, weight_space_keys)
-from .config import PDTConfig, check_option_names
+from .config import PDTConfig, binds, check_option_names
 from .distributed import global_numel, mean_across_ranks, means_across_ranks, shard_group, sum_across_shards_
 from .mask import moment_mask, saturation_mask
 from .radial import radial_coefficient
@@ -132,6 +133,9 @@ class PDT(Optimizer):
         if verify is not None and not callable(verify):
             raise TypeError(f"PDT(verify=...): expected a callable that returns a held-out loss, got {verify!r}; "
                             "e.g. verify=lambda: loss_fn(model(x_held_out), y_held_out)")
+        if verify is not None and not binds(verify):
+            raise TypeError(f"PDT(verify=...): {verify!r} needs arguments, but PDT calls it with none; close over "
+                            "what it needs: verify=lambda: loss_fn(model(x_held_out), y_held_out)")
         if config is None:
             if "snap_every" not in options:
                 raise TypeError(
@@ -987,6 +991,11 @@ class PDT(Optimizer):
     def _verified_loss(self) -> float:
         with torch.no_grad():
             value = self._verify()
+        if not (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                or isinstance(value, Tensor) and value.numel() == 1):
+            shape = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, Tensor) else repr(value)
+            raise TypeError(f"PDT(verify=...): the held-out loss must be one number (a float or a one-element "
+                            f"tensor), got {shape}; return the mean, e.g. loss_fn(model(x), y) with reduction='mean'")
         value = float(value.detach()) if isinstance(value, Tensor) else float(value)
         self._stats.verify_evaluations += 1
         return value

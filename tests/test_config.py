@@ -57,6 +57,7 @@ def test_invalid_field_names_field_value_and_allowed(field, value):
     ({"snap_every": 10, "histroy": 5}, r"unknown option 'histroy'; did you mean 'history'\?"),
     ({"snap_every": 10, "zzz": 1}, r"unknown option 'zzz'; the options are PDTConfig's fields: snap_every, history"),
     ({"snap_every": 10, "verify": 3}, r"PDT\(verify=\.\.\.\): expected a callable that returns a held-out loss, got 3"),
+    ({"snap_every": 10, "verify": lambda model: 0.0}, r"PDT\(verify=\.\.\.\): .* needs arguments, but PDT calls it with none"),
 ])
 def test_a_misspelt_option_or_a_verify_that_is_no_callable_is_named_with_the_fix(options, message):
     with pytest.raises(TypeError, match=message):

@@ -160,3 +160,24 @@ def test_a_merge_that_stands_ends_the_streak():
 def test_verify_backoff_is_validated():
     with pytest.raises(ValueError, match="verify_backoff"):
         pdt.PDTConfig(snap_every=1, verify_backoff=-1)
+
+
+@pytest.mark.parametrize("returned, named", [
+    (None, "got None"), (torch.ones(4), r"got a tensor of shape \(4,\)"),
+])
+def test_a_verify_that_returns_no_single_number_is_named_with_the_fix(returned, named):
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=3, history=4, burn_in=3, tau=3,
+                  verify=lambda: returned)
+    with pytest.raises(TypeError, match=rf"PDT\(verify=\.\.\.\): the held-out loss must be one number .*{named}"):
+        train(model, opt, batches(30))
+
+
+def test_the_lightning_callback_checks_that_verify_takes_the_module():
+    pytest.importorskip("lightning")
+    from pdt_compile.integrations.lightning import PDTCallback
+
+    with pytest.raises(TypeError, match=r"PDTCallback\(verify=\.\.\.\): .* must take one argument, the LightningModule"):
+        PDTCallback(verify=lambda: 0.0, snap_every=3)
+    PDTCallback(verify=lambda module: 0.0, snap_every=3)
+

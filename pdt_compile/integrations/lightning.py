@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import lightning
 
-from ..config import PDTConfig, check_option_names
+from ..config import PDTConfig, binds, check_option_names
 from ..optim import PDT
 
 
@@ -30,6 +30,9 @@ class PDTCallback(lightning.Callback):
         verify: Callable[["lightning.LightningModule"], Any] | None = None, **options: Any,
     ) -> None:
         check_option_names(options, "PDTCallback(...)")
+        if verify is not None and not binds(verify, None):
+            raise TypeError(f"PDTCallback(verify=...): {verify!r} must take one argument, the LightningModule, and "
+                            "return a held-out loss: verify=lambda module: loss_fn(module(x_held_out), y_held_out)")
         self.config = config if config is not None else PDTConfig(**options)
         self.verify = verify
         self.optimizers: list[PDT] = []
