@@ -872,12 +872,14 @@ class PDT(Optimizer):
         if readers is None:
             return
         self._awaiting_losses = False
+        if isinstance(loss, Tensor) and loss.numel() != 1:
+            raise ValueError(f"PDT.report_loss: loss has {loss.numel()} elements; pass the step's scalar loss "
+                             "(e.g. loss.mean())")
+        if not isinstance(loss, (Tensor, numbers.Real)) or isinstance(loss, bool):
+            raise TypeError(f"PDT.report_loss: expected the step's loss as a one-element tensor or a float, got {loss!r}")
         if isinstance(loss, Tensor) and readers != 1:
             reads = (1 if loss.is_cpu else LOSS_READS_ON_ACCELERATORS) if readers == "auto" else readers
             if reads > 1:
-                if loss.numel() != 1:
-                    raise ValueError(f"PDT.report_loss: loss has {loss.numel()} elements; pass the step's scalar loss "
-                                     "(e.g. loss.mean())")
                 self._unread_losses.append((self.schedule.steps, loss.detach()))  # an attached loss would keep its graph
                 if len(self._unread_losses) >= reads or self.schedule.boundary_next():
                     self._read_losses()

@@ -7,6 +7,7 @@ import math
 import re
 import warnings
 
+import numpy
 import pytest
 import torch
 from torch import Tensor
@@ -780,10 +781,15 @@ def test_no_loss_warning_where_losses_are_reported_or_read_by_nothing(options):
     assert opt.stats.predictions >= 2
 
 
-def test_a_loss_of_several_elements_is_refused():
-    opt = pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), runaway_factor=3.0, loss_reads=16, **CONFIG)
+@pytest.mark.parametrize("loss_reads", [1, 16])
+def test_a_loss_of_several_elements_or_no_number_is_refused(loss_reads):
+    opt = pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), runaway_factor=3.0, loss_reads=loss_reads, **CONFIG)
     with pytest.raises(ValueError, match="loss has 3 elements"):
         opt.report_loss(torch.ones(3))
+    for value in (None, "0.5", True):
+        with pytest.raises(TypeError, match="PDT.report_loss: expected the step's loss as a one-element tensor or a float"):
+            opt.report_loss(value)
+    opt.report_loss(numpy.float32(0.5))
 
 
 def test_unread_losses_survive_a_checkpoint():
