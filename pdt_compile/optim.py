@@ -522,6 +522,9 @@ class PDT(Optimizer):
         before reading it (when the optimizer has none and no gradient is set: a stateless one
         after ``zero_grad``); PDT leaves such steps to the optimizer and does not count them, so
         a checkpoint taken that way does not shift PDT's boundaries."""
+        first = self.param_groups[0].get("lr", 1.0)
+        if isinstance(first, float) and first != 0.0:  # every step of a stateless optimizer asks: answer fast
+            return False
         rates = [group.get("lr", 1.0) for group in self.param_groups]
         # A rate on an accelerator is a training one (that API's zero is a CPU tensor): no sync to read it.
         if any(isinstance(lr, Tensor) and lr.device.type != "cpu" for lr in rates) or any(float(lr) != 0.0 for lr in rates):
