@@ -99,6 +99,35 @@ def load_checkpoint_state(model, opt, state: dict, api: str) -> None:
                    options=StateDictOptions(full_state_dict=api == "dsd-full"))
 
 
+def resume_through_rank0(args, model, opt, rank: int, world: int, stop: int) -> None:
+    """Lightning's ModelParallelStrategy with a full checkpoint: full tensors on the CPU, the
+    optimizer's keyed by parameter index, saved by rank 0 with torch.save; at the load every
+    rank reads the file, keys it by name again, and rank 0's values are broadcast. Then train to
+    the end (the model and optimizer in ``.resumed``)."""
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict, set_model_state_dict,
+                                                         set_optimizer_state_dict)
+    from torch.distributed.fsdp import FullyShardedDataParallel, OptimStateKeyType
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_state = get_model_state_dict(model, options=options)
+    optim_state = get_optimizer_state_dict(model, opt, options=options)
+    path = args.out + ".full.pt"
+    if rank == 0:
+        optim_state = FullyShardedDataParallel.rekey_optim_state_dict(optim_state, OptimStateKeyType.PARAM_ID, model)
+        torch.save({"model": model_state, "optim": optim_state}, path)
+    dist.barrier()
+    model, opt = build(args.mode, world, args.granularity, args.ring_location)  # fresh objects, as after a restart
+    train(model, opt, range(1), rank, world, None)  # different state, to be overwritten
+    saved = torch.load(path, weights_only=True)
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(model, saved["model"], options=options)
+    optim_state = FullyShardedDataParallel.rekey_optim_state_dict(saved["optim"], OptimStateKeyType.PARAM_NAME, model)
+    set_optimizer_state_dict(model, opt, optim_state, options=options)
+    train(model, opt, range(stop, args.steps), rank, world, None)
+    resume_through_rank0.resumed = model, opt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", choices=["plain", "ddp", "fsdp"], required=True)
@@ -106,9 +135,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--compile", nargs="?", const="aot_eager", default=None, help="Dynamo backend")
     parser.add_argument("--checkpoint-at", type=int, default=None)
-    parser.add_argument("--checkpoint-api", choices=["state_dict", "dsd", "dsd-full"], default="state_dict",
+    parser.add_argument("--checkpoint-api", choices=["state_dict", "dsd", "dsd-full", "dsd-rank0"], default="state_dict",
                         help="opt.state_dict() into DCP, or torch.distributed.checkpoint.state_dict's get/set "
-                             "(sharded, or full tensors as Lightning and Accelerate save them)")
+                             "(sharded, or full tensors into DCP, or as Lightning's ModelParallelStrategy does with "
+                             "a full checkpoint: see resume_through_rank0)")
     parser.add_argument("--granularity", default="tensor")
     parser.add_argument("--ring-location", default="device")
     parser.add_argument("--runaway", action="store_true", help="runaway_factor 3, losses reported, a blow-up on rank 0")
@@ -122,7 +152,10 @@ def main() -> None:
     model, opt = build(args.mode, world, args.granularity, args.ring_location, args.runaway, args.radial, args.optimizer)
     stop = args.checkpoint_at or args.steps
     train(model, opt, range(stop), rank, world, args.compile, args.runaway)
-    if args.checkpoint_at is not None:
+    if args.checkpoint_at is not None and args.checkpoint_api == "dsd-rank0":
+        resume_through_rank0(args, model, opt, rank, world, stop)
+        model, opt = resume_through_rank0.resumed
+    elif args.checkpoint_at is not None:
         import torch.distributed.checkpoint as dcp
 
         folder = args.out + ".dcp"
