@@ -10,10 +10,11 @@ from .config import PDTConfig
 from .dmd import forecast
 from .mask import consistency_mask
 from .optim import PDT
+from .runtime.checkpoint import plain_state_dict
 from .runtime.schedule import Phase
 from .runtime.stats import Stats
 
-__all__ = ["PDT", "PDTConfig", "Phase", "Stats", "compile", "consistency_mask", "forecast"]
+__all__ = ["PDT", "PDTConfig", "Phase", "Stats", "compile", "consistency_mask", "forecast", "plain_state_dict"]
 __version__ = "0.1.0"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 
@@ -108,3 +109,20 @@ def test_a_state_dict_leaves_the_optimizers_own_state_as_it_was():
     saved = opt.state_dict()
     assert [sorted(state) for state in opt.optimizer.state.values()] == keys == [["exp_avg", "exp_avg_sq", "step"]] * 4
     assert all("pdt_ring_buffers" in entry for entry in saved["state"].values())
+
+
+def test_a_pdt_checkpoint_goes_on_without_pdt_through_plain_state_dict():
+    """Dropping PDT: the optimizer alone loads its own state from a PDT checkpoint, without the
+    ring, and steps as the optimizer inside PDT would have."""
+    data = batches(20)
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.Adam(model.parameters(), lr=0.01), **CONFIG)
+    train(model, opt, data[:10])
+    other_model, inner = copy.deepcopy((model, opt.optimizer))  # the optimizer inside PDT, going on alone
+    plain = torch.optim.Adam(model.parameters(), lr=0.01)
+    plain.load_state_dict(pdt.plain_state_dict(opt.state_dict()))
+    assert all(sorted(state) == ["exp_avg", "exp_avg_sq", "step"] for state in plain.state.values())
+    assert "pdt_state" not in plain.param_groups[0]
+    train(model, plain, data[10:])
+    train(other_model, inner, data[10:])
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), other_model.parameters()))

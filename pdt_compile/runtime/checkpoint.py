@@ -159,3 +159,11 @@ def extract(state_dict: dict[str, Any], positions: Sequence[int]) -> tuple[dict[
             if isinstance(value, int) and not isinstance(value, bool) and parameter_key in found:
                 owner[key] = [found[parameter_key].get(slot) for slot in slots]
     return state, pdt_state
+
+
+def plain_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """The wrapped optimizer's own state dict in a checkpoint ``PDT.state_dict()`` wrote, without
+    PDT's entries: what to load into the optimizer alone, to go on without PDT (loaded as it is,
+    it would keep PDT's snapshot ring in its state, unused)."""
+    return extract(state_dict, [])[0]
+
