@@ -1,5 +1,5 @@
 """Recompiles of a compiled training step on optimizers that keep a step counter in their param
-groups, and what they cost: plain ``torch.compile`` against ``@pdt.compile``.
+groups or state, and what they cost: plain ``torch.compile`` against ``@pdt.compile``.
 
 Many optimizers outside ``torch.optim`` (pytorch-optimizer's LAMB, AdaBelief, Ranger, ...) count
 their steps in ``group["step"]``, a Python int their step rewrites and feeds to Python maths
@@ -28,10 +28,13 @@ from .report import write_section
 
 
 def candidates() -> dict[str, Callable]:
-    """Name -> optimizer factory: torch's AdamW (no counter in its groups) beside pytorch-optimizer's."""
+    """Name -> optimizer factory: torch's AdamW (no counter in its groups) beside pytorch-optimizer's,
+    and Hugging Face's Adafactor (a counter in each parameter's state)."""
     import pytorch_optimizer as po
+    from transformers.optimization import Adafactor
 
     return {
+        "transformers.Adafactor": lambda p: Adafactor(p, lr=None, relative_step=True),
         "torch.optim.AdamW": lambda p: torch.optim.AdamW(p, lr=1e-3),
         "pytorch_optimizer.Lamb": lambda p: po.Lamb(p, lr=1e-3),
         "pytorch_optimizer.AdaBelief": lambda p: po.AdaBelief(p, lr=1e-3),

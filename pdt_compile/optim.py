@@ -82,6 +82,15 @@ def _opted_in(param_groups: list[dict[str, Any]]) -> list[Tensor]:
     return [p for group in param_groups if group.get("pdt", True) for p in group["params"]]
 
 
+def _is_zero_rate(lr: Any) -> bool:
+    """Whether a param group's ``lr`` is 0: a number, or a CPU tensor (one on an accelerator is
+    a training rate, never read here: that API's zero is a CPU tensor); None (Hugging Face's
+    Adafactor with its relative step) is no zero."""
+    if isinstance(lr, Tensor):
+        return lr.device.type == "cpu" and lr.numel() == 1 and float(lr) == 0.0
+    return isinstance(lr, numbers.Real) and lr == 0
+
+
 _DIRECT_STEP_WATCHES: "weakref.WeakKeyDictionary[Optimizer, RemovableHandle]" = weakref.WeakKeyDictionary()
 """The one direct-step watch (:meth:`PDT._warn_direct_step`) of each wrapped optimizer: the
 latest PDT's."""
@@ -525,9 +534,7 @@ class PDT(Optimizer):
         first = self.param_groups[0].get("lr", 1.0)
         if isinstance(first, float) and first != 0.0:  # every step of a stateless optimizer asks: answer fast
             return False
-        rates = [group.get("lr", 1.0) for group in self.param_groups]
-        # A rate on an accelerator is a training one (that API's zero is a CPU tensor): no sync to read it.
-        if any(isinstance(lr, Tensor) and lr.device.type != "cpu" for lr in rates) or any(float(lr) != 0.0 for lr in rates):
+        if not all(_is_zero_rate(group.get("lr", 1.0)) for group in self.param_groups):
             return False
         grads = [_local(p.grad) for group in self.param_groups for p in group["params"] if p.grad is not None]
         nonzero = torch.stack([g.ne(0).any() for g in grads]).sum(dtype=torch.float32) if grads else None
@@ -622,7 +629,8 @@ class PDT(Optimizer):
         config = self.config
         if not config.lr_horizon and config.decay_window is None and config.moment_ratio is None:
             return None
-        if any("lr" not in group for group in self.param_groups):  # a step size of its own (A2Grad)
+        # A step size of its own: no "lr" (A2Grad), or None (Hugging Face's Adafactor with its relative step).
+        if any(not isinstance(group.get("lr"), (numbers.Real, Tensor)) for group in self.param_groups):
             return None
         return sum(float(group["lr"]) for group in self.param_groups)
 

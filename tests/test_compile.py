@@ -411,12 +411,27 @@ class CountedSteps(torch.optim.SGD):
                     p.add_(p.grad, alpha=-group["lr"] * correction)
 
 
-def test_a_step_counter_in_the_param_groups_makes_the_optimizer_step_eager_without_recompiles():
+class CountedInState(torch.optim.SGD):
+    """SGD that counts its steps as a Python number in each parameter's state, as Hugging
+    Face's Adafactor does."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    state = self.state[p]
+                    state["step"] = state.get("step", 0) + 1
+                    p.add_(p.grad, alpha=-group["lr"] * (1.0 - math.pow(0.5, state["step"])))
+
+
+@pytest.mark.parametrize("counted", [CountedSteps, CountedInState], ids=["in the param groups", "in the state"])
+def test_a_step_counter_makes_the_optimizer_step_eager_without_recompiles(counted):
     """Dynamo would compile such a step again at every step until its recompile limit (with
     pytorch-optimizer's LAMB, every variant of it: benchmarks.recompiles). From the step that
     adds the counter the optimizer steps eagerly, quietly, and the run follows eager."""
     data = batches(45, size=8)
-    make_opt = lambda p: CountedSteps(p, lr=0.1)  # noqa: E731
+    make_opt = lambda p: counted(p, lr=0.1)  # noqa: E731
     eager_model, eager = run_eager(make_opt, data)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -1304,3 +1304,14 @@ def test_a_step_that_moves_nothing_on_a_stateless_optimizer_is_not_counted():
     assert opt.schedule.steps == 7 and all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     train(model, opt, batches(1))
     assert opt.schedule.steps == 8
+
+
+def test_an_optimizer_whose_groups_hold_no_learning_rate_number_steps_and_counts():
+    """Hugging Face's Adafactor with its relative step keeps ``lr=None`` in its groups; the
+    zero-rate check takes that for no zero."""
+    transformers = pytest.importorskip("transformers")
+    model = make_mlp()
+    opt = pdt.PDT(transformers.optimization.Adafactor(model.parameters(), lr=None, relative_step=True), **CONFIG)
+    assert opt.param_groups[0]["lr"] is None
+    train(model, opt, batches(24))
+    assert opt.schedule.steps == 24 and opt.stats.predictions >= 1

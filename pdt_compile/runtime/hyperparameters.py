@@ -23,6 +23,7 @@ float LR of 0). Such steps (the first step of a warmup from 0) run the optimizer
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
@@ -40,17 +41,27 @@ step run eagerly from then on (:meth:`TensorHyperparameters.changed_constant`)."
 
 
 STEP_COUNTERS = ("weight_sum", "step")
-"""Param-group entries that an optimizer's own step rewrites at every step as Python numbers
-(schedule-free optimizers keep their running sum of step weights in ``weight_sum``;
-pytorch-optimizer's count their steps in ``step`` and feed it to Python maths, as LAMB's bias
-corrections by ``math.pow``): a compiled step would be recompiled at each one (plain
-``torch.compile`` recompiles such a step until Dynamo's recompile limit), so ``pdt.compile`` runs
-it eagerly, from the start or from the step that adds the entry (``benchmarks.recompiles``)."""
+"""Param-group or per-parameter state entries that an optimizer's own step rewrites at every
+step as Python numbers (schedule-free optimizers keep their running sum of step weights in
+``weight_sum``; pytorch-optimizer's count their steps in ``step`` and feed it to Python maths,
+as LAMB's bias corrections by ``math.pow``; Hugging Face's Adafactor counts in each parameter's
+state, where torch's own optimizers keep a tensor): a compiled step would be recompiled at each
+one (plain ``torch.compile`` recompiles such a step until Dynamo's recompile limit), so
+``pdt.compile`` runs it eagerly, from the start or from the step that adds the entry
+(``benchmarks.recompiles``)."""
 
 
 def rewrites_constants_every_step(optimizer: Optimizer) -> bool:
-    """Whether ``optimizer``'s param groups hold one of :data:`STEP_COUNTERS` as a Python number."""
-    return any(isinstance(group.get(key), (int, float)) for group in optimizer.param_groups for key in STEP_COUNTERS)
+    """Whether ``optimizer``'s param groups, or the state of its first parameter that has one,
+    hold one of :data:`STEP_COUNTERS` as a Python number."""
+    if any(_is_count(group.get(key)) for group in optimizer.param_groups for key in STEP_COUNTERS):
+        return True
+    first = next(iter(getattr(optimizer, "state", {}).values()), None)
+    return isinstance(first, dict) and any(_is_count(first.get(key)) for key in STEP_COUNTERS)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _is_float_constant(value: Any) -> bool:
@@ -116,7 +127,8 @@ class TensorHyperparameters:
 
     def has_zero_lr(self) -> bool:
         """Whether some param group's learning rate is exactly 0 this step."""
-        return any("lr" in group and float(group["lr"]) == 0.0 for group in self.optimizer.param_groups)
+        return any(isinstance(group.get("lr"), (numbers.Real, Tensor)) and float(group["lr"]) == 0.0
+                   for group in self.optimizer.param_groups)  # no number: a step size of its own (Adafactor's None)
 
     def _tensor(self, group_index: int, key: str, position: int, value: float, device: torch.device) -> Tensor:
         while len(self._tensors) <= group_index:
