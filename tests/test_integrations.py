@@ -15,11 +15,9 @@ from conftest import batches, make_mlp, train
 PDT_OPTIONS = dict(snap_every=3, history=4, burn_in=4, tau=3, rule="reference")
 
 
-def test_lightning_callback_turns_pdt_on(tmp_path):
-    lightning = pytest.importorskip("lightning")
-    from pdt_compile.integrations.lightning import PDTCallback
-
-    pairs = batches(48)
+def lightning_module(lightning, pairs, step_lr: bool = False):
+    """A LightningModule that trains ``make_mlp()`` with momentum SGD on ``pairs`` in batches of
+    16 (under a StepLR schedule with ``step_lr``)."""
     data = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])),
         batch_size=16,
@@ -36,19 +34,32 @@ def test_lightning_callback_turns_pdt_on(tmp_path):
 
         def configure_optimizers(self):
             opt = torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+            if not step_lr:
+                return opt
             return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.5)}
 
         def train_dataloader(self):
             return data
 
+    return Module()
+
+
+def lightning_trainer(lightning, callback, tmp_path, epochs: int = 1):
+    return lightning.Trainer(
+        max_epochs=epochs, callbacks=[callback], logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path,
+    )
+
+
+def test_lightning_callback_turns_pdt_on(tmp_path):
+    lightning = pytest.importorskip("lightning")
+    from pdt_compile.integrations.lightning import PDTCallback
+
     held_out = batches(1, seed=9, size=32)[0]
     callback = PDTCallback(verify=lambda module: torch.nn.functional.cross_entropy(module.net(held_out[0]), held_out[1]),
                            **PDT_OPTIONS)
-    trainer = lightning.Trainer(
-        max_epochs=1, callbacks=[callback], logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path,
-    )
-    trainer.fit(Module())
+    trainer = lightning_trainer(lightning, callback, tmp_path)
+    trainer.fit(lightning_module(lightning, batches(48), step_lr=True))
     (opt,) = callback.optimizers
     assert isinstance(trainer.optimizers[0], pdt.PDT)
     assert opt.schedule.steps == 48 and opt.stats.predictions >= 1
@@ -64,34 +75,12 @@ def test_lightning_resumes_from_its_checkpoint_exactly(tmp_path):
     from pdt_compile.integrations.lightning import PDTCallback
 
     pairs = batches(16)
-    data = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])),
-        batch_size=16,
-    )
-
-    class Module(lightning.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = make_mlp()
-
-        def training_step(self, batch, index):
-            x, y = batch
-            return torch.nn.functional.cross_entropy(self.net(x), y)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
-
-        def train_dataloader(self):
-            return data
 
     def run(epochs, ckpt_path=None, save=None):
         torch.manual_seed(0)
         callback = PDTCallback(**PDT_OPTIONS)
-        trainer = lightning.Trainer(
-            max_epochs=epochs, callbacks=[callback], logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path,
-        )
-        module = Module()
+        trainer = lightning_trainer(lightning, callback, tmp_path, epochs)
+        module = lightning_module(lightning, pairs)
         trainer.fit(module, ckpt_path=ckpt_path)
         if save:
             trainer.save_checkpoint(save)
