@@ -29,6 +29,7 @@ from .mask import moment_mask, saturation_mask
 from .radial import radial_coefficient
 from .runtime import checkpoint
 from .runtime.history import SnapshotRing, _local, changed_ring_settings, make_ring, ring_settings
+from .runtime.hyperparameters import learning_rate
 from .runtime.gradient_check import GradientCheck, gradient_norm
 from .runtime.kernels import Kernels, working_dtype
 from .runtime.predictor import PendingBoundary, Prediction, pack_limit, predict_merge_capture_
@@ -80,15 +81,6 @@ def trainable_parameters(param_groups: list[dict[str, Any]]) -> list[Tensor]:
 def _opted_in(param_groups: list[dict[str, Any]]) -> list[Tensor]:
     """The parameters of the param groups that do not opt out with ``"pdt": False``."""
     return [p for group in param_groups if group.get("pdt", True) for p in group["params"]]
-
-
-def _is_zero_rate(lr: Any) -> bool:
-    """Whether a param group's ``lr`` is 0: a number, or a CPU tensor (one on an accelerator is
-    a training rate, never read here: that API's zero is a CPU tensor); None (Hugging Face's
-    Adafactor with its relative step) is no zero."""
-    if isinstance(lr, Tensor):
-        return lr.device.type == "cpu" and lr.numel() == 1 and float(lr) == 0.0
-    return isinstance(lr, numbers.Real) and lr == 0
 
 
 _DIRECT_STEP_WATCHES: "weakref.WeakKeyDictionary[Optimizer, RemovableHandle]" = weakref.WeakKeyDictionary()
@@ -531,10 +523,12 @@ class PDT(Optimizer):
         before reading it (when the optimizer has none and no gradient is set: a stateless one
         after ``zero_grad``); PDT leaves such steps to the optimizer and does not count them, so
         a checkpoint taken that way does not shift PDT's boundaries."""
-        first = self.param_groups[0].get("lr", 1.0)
+        first = self.param_groups[0].get("lr")
         if isinstance(first, float) and first != 0.0:  # every step of a stateless optimizer asks: answer fast
             return False
-        if not all(_is_zero_rate(group.get("lr", 1.0)) for group in self.param_groups):
+        # A rate on an accelerator is a training one (that API's zero is a CPU tensor): never read here.
+        if any(lr is None or isinstance(lr, Tensor) and lr.device.type != "cpu" or float(lr) != 0.0
+               for lr in map(learning_rate, self.param_groups)):
             return False
         grads = [_local(p.grad) for group in self.param_groups for p in group["params"] if p.grad is not None]
         nonzero = torch.stack([g.ne(0).any() for g in grads]).sum(dtype=torch.float32) if grads else None
@@ -625,14 +619,12 @@ class PDT(Optimizer):
 
     def _learning_rate(self) -> float | None:
         """The summed learning rate of the param groups (what ``lr_horizon``, ``decay_window``
-        and ``moment_ratio`` compare), or None when all are off or a group has no ``lr``."""
+        and ``moment_ratio`` compare), or None when all are off or a group holds no number there."""
         config = self.config
         if not config.lr_horizon and config.decay_window is None and config.moment_ratio is None:
             return None
-        # A step size of its own: no "lr" (A2Grad), or None (Hugging Face's Adafactor with its relative step).
-        if any(not isinstance(group.get("lr"), (numbers.Real, Tensor)) for group in self.param_groups):
-            return None
-        return sum(float(group["lr"]) for group in self.param_groups)
+        rates = [learning_rate(group) for group in self.param_groups]
+        return None if any(lr is None for lr in rates) else sum(float(lr) for lr in rates)
 
     def _check_parameters(self) -> None:
         self._ring.check_unchanged()

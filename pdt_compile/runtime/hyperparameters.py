@@ -64,6 +64,14 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def learning_rate(group: dict[str, Any]) -> float | Tensor | None:
+    """A param group's learning rate, None where it holds no number: a step size of the
+    optimizer's own (A2Grad's groups have no ``lr``; Hugging Face's Adafactor keeps None there
+    under its relative step)."""
+    lr = group.get("lr")
+    return lr if isinstance(lr, (numbers.Real, Tensor)) and not isinstance(lr, bool) else None
+
+
 def _is_float_constant(value: Any) -> bool:
     """A float, or a tuple of floats (Adam's betas): what Dynamo specialises an optimizer step on."""
     if isinstance(value, tuple):
@@ -127,8 +135,7 @@ class TensorHyperparameters:
 
     def has_zero_lr(self) -> bool:
         """Whether some param group's learning rate is exactly 0 this step."""
-        return any(isinstance(group.get("lr"), (numbers.Real, Tensor)) and float(group["lr"]) == 0.0
-                   for group in self.optimizer.param_groups)  # no number: a step size of its own (Adafactor's None)
+        return any(lr is not None and float(lr) == 0.0 for lr in map(learning_rate, self.optimizer.param_groups))
 
     def _tensor(self, group_index: int, key: str, position: int, value: float, device: torch.device) -> Tensor:
         while len(self._tensors) <= group_index:
