@@ -73,14 +73,14 @@ def decode(text: str) -> dict[str, Any]:
     return _untagged(json.loads(text))
 
 
-def _lists(pdt_state: dict[str, Any]) -> list[tuple[dict[str, Any], str, str]]:
-    """``(owner, key, parameter key)`` for every per-parameter list of ``pdt_state``."""
+def _entries(pdt_state: dict[str, Any]) -> list[tuple[dict[str, Any], str, Any, str]]:
+    """``(owner, key, value, parameter key)`` for every entry of the dicts of ``pdt_state`` that
+    :data:`PER_PARAMETER` names: where its per-parameter lists lie, or lay before :func:`embed`."""
     out = []
     for entry, prefix in PER_PARAMETER:
         owner = pdt_state if entry is None else pdt_state.get(entry)
         if isinstance(owner, dict):
-            out += [(owner, key, PARAMETER_PREFIX + prefix + key) for key, value in owner.items() if isinstance(value, list)
-                    and len(value) > 0 and all(hasattr(v, "shape") for v in value)]
+            out += [(owner, key, value, PARAMETER_PREFIX + prefix + key) for key, value in owner.items()]
     return out
 
 
@@ -113,8 +113,9 @@ def embed(state_dict: dict[str, Any], pdt_state: dict[str, Any], positions: Sequ
     states = {slot: dict(entry) for slot, entry in state_dict["state"].items()}
     state_dict["state"] = states
     slots = _keys(state_dict, positions)
-    for owner, key, parameter_key in _lists(rest):
-        tensors = owner.pop(key)
+    for owner, key, tensors, parameter_key in _entries(rest):
+        if not (isinstance(tensors, list) and tensors and all(hasattr(t, "shape") for t in tensors)):
+            continue
         if len(tensors) != len(slots):
             raise ValueError(f"PDT.state_dict: {len(tensors)} {key!r} tensors for {len(slots)} tracked parameters")
         for slot, tensor in zip(slots, tensors):
@@ -150,14 +151,9 @@ def extract(state_dict: dict[str, Any], positions: Sequence[int]) -> tuple[dict[
         return state, None
     pdt_state = decode(pdt_state)
     slots = _keys(state, positions)
-    for entry, prefix in PER_PARAMETER:
-        owner = pdt_state if entry is None else pdt_state.get(entry)
-        if not isinstance(owner, dict):
-            continue
-        for key, value in list(owner.items()):
-            parameter_key = PARAMETER_PREFIX + prefix + key
-            if isinstance(value, int) and not isinstance(value, bool) and parameter_key in found:
-                owner[key] = [found[parameter_key].get(slot) for slot in slots]
+    for owner, key, value, parameter_key in _entries(pdt_state):
+        if isinstance(value, int) and not isinstance(value, bool) and parameter_key in found:
+            owner[key] = [found[parameter_key].get(slot) for slot in slots]
     return state, pdt_state
 
 
