@@ -174,6 +174,8 @@ class PDT(Optimizer):
         self._unread_losses: list[tuple[int, Tensor]] = []
         """(step, loss) reported as tensors and not read on the host yet (:meth:`report_loss`)."""
         self._jumps: list[Tensor | None] | None = None
+        self._nonfinite_warned = False
+        """Whether the last boundary found non-finite weights and said so (:meth:`_clear_nonfinite`)."""
         self._filtered: dict[str, Tensor | int] = {"moment_filtered": 0, "saturation_filtered": 0}
         """Elements ``moment_ratio`` and ``saturation`` undid, device counts read into the stats
         (under these names) when they are read."""
@@ -719,10 +721,10 @@ class PDT(Optimizer):
             self._jumps = prediction.jumps if merged else None
             if merged and self._gradient_check is not None:
                 self._gradient_check.armed = torch.tensor(True, device=self._ring.device)
-        reset = False
-        if int(self._nonfinite_count()):
+        reset = nonfinite = bool(int(self._nonfinite_count()))
+        self._nonfinite_warned &= nonfinite
+        if nonfinite:
             self._clear_nonfinite(self.schedule.steps + 1)
-            reset = True
         elif merged and self.config.after_merge == "reset":
             self._ring.reset_()
             self._ring.capture_(self.tracked())
@@ -829,14 +831,20 @@ class PDT(Optimizer):
         self._stats.tau_history.append((self.schedule.steps, self.schedule.tau))
 
     def _clear_nonfinite(self, step: int) -> None:
+        """Forget the ring at a boundary whose weights hold a NaN/Inf. Warns at the first such
+        boundary after finite ones: a run that diverged for good would otherwise warn at every
+        boundary to its end (``stats.skipped_nonfinite`` counts them all)."""
         self._stats.skipped_nonfinite += 1
-        warnings.warn(
-            f"PDT: non-finite weights after step {step}; the snapshot ring "
-            "was cleared so no poisoned snapshot is used (burn-in restarts). The NaN/Inf came "
-            "from the optimizer's update, not from a merge.",
-            RuntimeWarning,
-            stacklevel=4,
-        )
+        if not self._nonfinite_warned:
+            self._nonfinite_warned = True
+            warnings.warn(
+                f"PDT: non-finite weights after step {step}; the snapshot ring "
+                "was cleared so no poisoned snapshot is used (burn-in restarts). The NaN/Inf came "
+                "from the optimizer's update, not from a merge. Boundaries that find them again are "
+                "counted in stats.skipped_nonfinite without a warning until the weights are finite.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
         self._ring.reset_()
         self._jumps = None
 
@@ -859,6 +867,8 @@ class PDT(Optimizer):
         if int(pending.nonfinite):
             self._clear_nonfinite(pending.step)
             self.schedule.boundaries_since_reset = 0
+        else:
+            self._nonfinite_warned = False
 
     def report_loss(self, loss: Tensor | float) -> None:
         """Tell PDT the training loss of the step just taken (drives ``adaptive`` tau,

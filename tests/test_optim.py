@@ -305,6 +305,29 @@ def test_nan_weights_clear_the_ring_and_are_never_merged():
     assert torch.isfinite(model[0].weight).all()
 
 
+def test_a_diverged_run_warns_once_per_spell_of_non_finite_boundaries():
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), **CONFIG)
+    data = batches(40)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(model, opt, data[:6])
+        with torch.no_grad():
+            model[0].weight[0, 0] = float("inf")  # diverged: every later step keeps a NaN/Inf
+        train(model, opt, data[6:22])  # boundaries at steps 8, 12, 16, 20 find it
+        first = sum("non-finite" in str(w.message) for w in caught)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.nan_to_num_(0.0, posinf=0.0, neginf=0.0)
+        train(model, opt, data[22:26])  # the boundary at step 24 finds finite weights
+        with torch.no_grad():
+            model[0].weight[0, 0] = float("nan")
+        train(model, opt, data[26:34])  # boundaries at 28 and 32: a new spell, a new warning
+        total = sum("non-finite" in str(w.message) for w in caught)
+    assert (first, total) == (1, 2)
+    assert opt.stats.skipped_nonfinite == 6
+
+
 def test_zero_learning_rate_merges_nothing():
     model = make_mlp()
     start = [p.detach().clone() for p in model.parameters()]
