@@ -994,3 +994,16 @@ def test_unregistered_state_moves_the_keys_only_inside_and_finds_the_first_evalu
     assert adapters.weight_space_keys(Unknown([torch.zeros(1, requires_grad=True)], lr=0.1)) == ()
     assert to_target([0.5, 0.3, 0.2], [1.0, 2.0, 3.0], 0.3) == (2 * EVERY, 2.0)
     assert to_target([0.5, 0.4], [1.0, 2.0], 0.3) is None
+
+
+def test_the_regression_benchmark_counts_steps_as_ttb_does_and_its_end_ratio_over_the_last_tenth():
+    from benchmarks.regression import CASES, end_ratio, noisy_plateau, steps_ratio, train
+
+    plain, run = [4.0, 3.0, 2.0, 1.0], [3.0, 0.9, 0.5, 0.4]
+    assert steps_ratio(plain, run) == 2.0 and steps_ratio(plain, [5.0] * 4) is None
+    assert end_ratio([1.0] * 20, [2.0] * 18 + [0.5, 0.3]) == pytest.approx(0.4) and set(CASES) == {"diabetes MLP", "noisy plateau"}
+    case = dataclasses.replace(noisy_plateau(), steps=80)
+    losses, wrapped = train(case, 0.05, seed=0, options={})
+    assert len(losses) == 8 and wrapped.stats.boundaries == 8 and wrapped.stats.merges >= 1
+    again, _ = train(case, 0.05, seed=0, options={})
+    assert again == losses
