@@ -57,6 +57,10 @@ VARIANTS: dict[str, dict] = {
     "verify (256 training samples), verify_backoff=0": dict(verify=True, verify_backoff=0),
     "predict at every 2nd boundary": dict(predict_every=2),
     "snapshots of z every snap_every (base_spacing=1: on schedule-free, half the boundaries)": dict(base_spacing=1.0),
+    "adaptive tau (halves after a merge whose interval's reported loss rose, +1 after one that paid, up to 2 tau)":
+        dict(adaptive=True),
+    "adaptive tau, capped at tau (halves after a merge that did not pay, +1 after one that did, up to tau)":
+        dict(adaptive=True, tau_max=8),
     "history 3 (a ring of 3 snapshots)": dict(history=3),
     "history 8 (a ring of 8 snapshots)": dict(history=8),
     "merges in the first quarter of training only": dict(stop_at=0.25),
