@@ -75,6 +75,10 @@ METHODS: dict[str, dict] = {
     "PDT default": {},
     "adaptive tau (halves after a merge whose interval's reported loss rose, +1 after one that paid, up to 2 tau)":
         dict(adaptive=True),
+    "adaptive tau, loss_tolerance 0.1 (a merge counts as paid unless its interval's loss rose by over 10 %)":
+        dict(adaptive=True, loss_tolerance=0.1),
+    "adaptive tau, loss_tolerance 0.3": dict(adaptive=True, loss_tolerance=0.3),
+    "adaptive tau, loss_tolerance 1 (halves only where the loss doubled)": dict(adaptive=True, loss_tolerance=1.0),
     "tau 4 (jumps half as far)": dict(tau=4),
     "tau 2 (jumps a quarter as far)": dict(tau=2),
 }

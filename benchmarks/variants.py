@@ -61,6 +61,8 @@ VARIANTS: dict[str, dict] = {
         dict(adaptive=True),
     "adaptive tau, capped at tau (halves after a merge that did not pay, +1 after one that did, up to tau)":
         dict(adaptive=True, tau_max=8),
+    "adaptive tau, loss_tolerance 0.1 (halves only after a merge whose interval's loss rose by over 10 %)":
+        dict(adaptive=True, loss_tolerance=0.1),
     "history 3 (a ring of 3 snapshots)": dict(history=3),
     "history 8 (a ring of 8 snapshots)": dict(history=8),
     "merges in the first quarter of training only": dict(stop_at=0.25),
