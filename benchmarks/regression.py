@@ -73,10 +73,9 @@ CASES: dict[str, Callable[[], Case]] = {"diabetes MLP": diabetes, "noisy plateau
 
 METHODS: dict[str, dict] = {
     "PDT default": {},
-    "adaptive tau (halves after a merge whose interval's reported loss rose, +1 after one that paid, up to 2 tau)":
-        dict(adaptive=True),
-    "adaptive tau, loss_tolerance 0.1 (a merge counts as paid unless its interval's loss rose by over 10 %)":
-        dict(adaptive=True, loss_tolerance=0.1),
+    "adaptive auto (tau halves after a merge whose interval's loss rose by over 10 %, +1 after one that paid; "
+    "at these constant rates the same as adaptive=True)": dict(adaptive="auto"),
+    "adaptive tau, loss_tolerance 0 (any rise halves tau)": dict(adaptive=True, loss_tolerance=0.0),
     "adaptive tau, loss_tolerance 0.3": dict(adaptive=True, loss_tolerance=0.3),
     "adaptive tau, loss_tolerance 1 (halves only where the loss doubled)": dict(adaptive=True, loss_tolerance=1.0),
     "tau 4 (jumps half as far)": dict(tau=4),

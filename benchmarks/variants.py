@@ -58,11 +58,13 @@ VARIANTS: dict[str, dict] = {
     "predict at every 2nd boundary": dict(predict_every=2),
     "snapshots of z every snap_every (base_spacing=1: on schedule-free, half the boundaries)": dict(base_spacing=1.0),
     "adaptive tau (halves after a merge whose interval's reported loss rose, +1 after one that paid, up to 2 tau)":
-        dict(adaptive=True),
+        dict(adaptive=True, loss_tolerance=0.0),
     "adaptive tau, capped at tau (halves after a merge that did not pay, +1 after one that did, up to tau)":
-        dict(adaptive=True, tau_max=8),
+        dict(adaptive=True, tau_max=8, loss_tolerance=0.0),
     "adaptive tau, loss_tolerance 0.1 (halves only after a merge whose interval's loss rose by over 10 %)":
         dict(adaptive=True, loss_tolerance=0.1),
+    "adaptive auto (as loss_tolerance 0.1 while the rate holds at its peak, tau fixed while it decays, off on schedule-free)":
+        dict(adaptive="auto"),
     "history 3 (a ring of 3 snapshots)": dict(history=3),
     "history 8 (a ring of 8 snapshots)": dict(history=8),
     "merges in the first quarter of training only": dict(stop_at=0.25),

@@ -66,10 +66,16 @@ SCHEDULE_FREE_RUNAWAY_FACTOR = 3.0
 
 def options_reading_losses(config: PDTConfig) -> list[str]:
     """The fields of ``config`` that are on and read reported training losses."""
-    on = {"adaptive": config.adaptive, "rollback_factor": config.rollback_factor is not None,
+    on = {"adaptive": config.adaptive is not False, "rollback_factor": config.rollback_factor is not None,
           "setback_limit": config.setback_limit is not None, "loss_hold": config.loss_hold is not None,
           "runaway_factor": config.runaway_factor is not None}
     return [name for name, reading in on.items() if reading]
+
+
+def options_idle_without_losses(config: PDTConfig) -> list[str]:
+    """:func:`options_reading_losses` that PDT warns about when no loss is reported: all but
+    ``adaptive="auto"``, which then keeps tau fixed, as without it."""
+    return [name for name in options_reading_losses(config) if not (name == "adaptive" and config.adaptive == "auto")]
 
 
 def trainable_parameters(param_groups: list[dict[str, Any]]) -> list[Tensor]:
@@ -150,6 +156,8 @@ class PDT(Optimizer):
         self._sequence = self._resolve_sequence(optimizer, config)
         if self._averaging is not None and config.base_spacing != 1.0:
             config = config.spaced(config.base_spacing)
+        if config.adaptive == "auto" and self._averaging is not None:
+            config = config.replace(adaptive=False)
         if config.runaway_factor == "auto":
             config = config.replace(runaway_factor=SCHEDULE_FREE_RUNAWAY_FACTOR if self._averaging is not None else None)
         if config.moment_ratio == "auto":
@@ -160,7 +168,7 @@ class PDT(Optimizer):
         self.config = config
         self._loss_readers = self._readers_of(config)
         """Resolved once: :meth:`report_loss` runs every training step."""
-        self._awaiting_losses = self._loss_readers is not None
+        self._awaiting_losses = bool(options_idle_without_losses(config))
         """True while an option reads losses and none has been reported yet, until PDT has said at
         the first prediction which options stay idle."""
         self._verify = verify
@@ -460,9 +468,10 @@ class PDT(Optimizer):
         """Whether a compiled prediction's accepted counts and finiteness flag may be read on
         the host later (at the next boundary, or when ``stats`` or ``state_dict`` is read)
         rather than right after the step: true unless something must react to a merge at
-        once (adaptive tau, rollback, verification, ``after_merge="reset"``)."""
+        once (rollback, ``setback_limit``, verification, ``after_merge="reset"``; adaptive tau
+        judges a merge at the boundary after it, when its counts have been read)."""
         config = self.config
-        return not (config.adaptive or self._needs_jumps_later or self._verify is not None or config.after_merge == "reset")
+        return not (self._needs_jumps_later or self._verify is not None or config.after_merge == "reset")
 
     def _warn_direct_step(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
         name = type(optimizer).__name__
@@ -623,7 +632,7 @@ class PDT(Optimizer):
         """The summed learning rate of the param groups (what ``lr_horizon``, ``decay_window``
         and ``moment_ratio`` compare), or None when all are off or a group holds no number there."""
         config = self.config
-        if not config.lr_horizon and config.decay_window is None and config.moment_ratio is None:
+        if not config.lr_horizon and config.decay_window is None and config.moment_ratio is None and config.adaptive != "auto":
             return None
         rates = [learning_rate(group) for group in self.param_groups]
         return None if any(lr is None for lr in rates) else sum(float(lr) for lr in rates)
@@ -925,7 +934,7 @@ class PDT(Optimizer):
         """Say, once, which options wait for losses that no one reports."""
         self._awaiting_losses = False
         idle = [name + (" (the runaway guard, on by default on schedule-free optimizers)" if name == "runaway_factor" else "")
-                for name in options_reading_losses(self.config)]
+                for name in options_idle_without_losses(self.config)]
         warnings.warn(
             f"PDT: {', '.join(idle)} reads the training loss, and none was reported by step "
             f"{self.schedule.steps + 1}, so it stays idle. Report it: opt.report_loss(loss) after each step, "
@@ -939,12 +948,13 @@ class PDT(Optimizer):
     def _readers_of(config: PDTConfig) -> int | str | None:
         """None when no option of ``config`` reads reported losses (:meth:`report_loss` returns
         at once); else how many loss tensors may wait to be read together:
-        ``PDTConfig.loss_reads`` (``"auto"``: by device) when the runaway guard is the only
-        reader, which acts from a snapshot taken before the loss rose, else 1."""
+        ``PDTConfig.loss_reads`` (``"auto"``: by device) where no reader acts on a single loss
+        at once (the runaway guard acts from a snapshot taken before the loss rose, adaptive tau
+        and ``loss_hold`` on an interval's mean, all read before the boundary), else 1."""
         reading = options_reading_losses(config)
         if not reading:
             return None
-        return 1 if {"adaptive", "rollback_factor", "setback_limit"} & set(reading) else config.loss_reads
+        return 1 if {"rollback_factor", "setback_limit"} & set(reading) else config.loss_reads
 
     def _read_losses(self) -> None:
         """Take the losses reported as tensors and not read yet, in order (one host read); those

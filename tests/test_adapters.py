@@ -521,6 +521,16 @@ def test_the_runaway_guard_is_on_by_default_on_schedule_free_only(name):
     assert pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=10, runaway_factor=5.0).config.runaway_factor == 5.0
 
 
+@pytest.mark.parametrize("name", sorted(AVERAGED))
+def test_adaptive_auto_is_off_on_schedule_free_only(name):
+    model = make_mlp()
+    auto = dict(snap_every=10, adaptive="auto")
+    assert pdt.PDT(AVERAGED[name][0](model.parameters()), **auto).config.adaptive is False
+    assert pdt.PDT(AVERAGED[name][0](model.parameters()), snap_every=10, adaptive=True).config.adaptive is True
+    assert pdt.PDT(AVERAGED[name][0](model.parameters()), **auto, averages="move").config.adaptive == "auto"
+    assert pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), **auto).config.adaptive == "auto"
+
+
 def test_a_runaway_moves_schedule_free_z_back_and_leaves_the_average():
     """On schedule-free, a runaway restores z (the sequence PDT tracks) to its snapshot; the
     parameters y move by 1 - beta of that, so x stays where it was."""

@@ -22,12 +22,16 @@ OPTIMIZERS = {
 }
 
 
-def run_eager(make_opt, data, **config):
+def run_eager(make_opt, data, report=False, **config):
+    """Eager training; ``report``: each loss reported, as a compiled step reports what it returns."""
     model = make_mlp()
     opt = pdt.PDT(make_opt(model.parameters()), **{**CONFIG, **config})
     for x, y in data:
-        loss_of(model, x, y).backward()
+        loss = loss_of(model, x, y)
+        loss.backward()
         opt.step()
+        if report:
+            opt.report_loss(loss)
         opt.zero_grad()
     return model, opt
 
@@ -99,6 +103,18 @@ def test_compiled_equals_eager_with_the_moment_and_saturation_filters(name, fiel
     eager, opt = assert_compiled_equals_eager(name, **{field: value})
     counter = {"moment_ratio": "moment_filtered", "saturation": "saturation_filtered"}[field]
     assert getattr(opt.stats, counter) == getattr(eager.stats, counter) >= 1
+
+
+@pytest.mark.parametrize("adaptive", ["auto", True])
+def test_compiled_equals_eager_with_adaptive_tau_judged_from_counts_read_a_boundary_late(adaptive):
+    data = batches(36)
+    eager_model, eager = run_eager(OPTIMIZERS["adamw"], data, report=True, adaptive=adaptive)
+    model, opt, _ = run_compiled(OPTIMIZERS["adamw"], data, adaptive=adaptive)
+    assert opt.defers_host_reads and opt.stats.merges == eager.stats.merges >= 2
+    assert opt.stats.tau_history == eager.stats.tau_history
+    assert len({tau for _, tau in eager.stats.tau_history}) > 1
+    for a, b in zip(eager_model.parameters(), model.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
 
 
 def assert_compiled_equals_eager(name, **config):

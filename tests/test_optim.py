@@ -865,6 +865,69 @@ def test_one_spike_is_not_a_runaway_and_the_window_resumes_exactly():
     assert resumed.schedule.suspect == opt.schedule.suspect == pytest.approx(100.0 * top)
 
 
+def _adaptive_run(losses, lr_at=lambda step: 0.1, **options):
+    """PDT on AdamW under ``lr_at(step)``, reporting ``losses(step)`` as the training loss:
+    the horizon of every prediction and the schedule's tau at the end."""
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=lr_at(0)), **{**CONFIG, "adaptive": "auto", **options})
+    horizons = []
+    for step, (x, y) in enumerate(batches(64), start=1):
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        opt.step()
+        opt.zero_grad()
+        opt.report_loss(losses(step))
+        if opt.stats.predictions > len(horizons):
+            horizons.append(opt.schedule.horizon)  # set at the boundary, kept until the next
+    assert opt.stats.merges >= 4
+    return horizons, opt.schedule.tau
+
+
+def test_adaptive_auto_grows_tau_after_merges_that_paid_and_halves_it_after_one_that_set_the_loss_back():
+    flat, _ = _adaptive_run(lambda step: 1.0)
+    assert flat[0] == 3 and flat[-1] > 3 and flat == sorted(flat)  # every merge paid: tau + 1 each
+    within, _ = _adaptive_run(lambda step: 1.0 + 0.09 * (step % 4 == 0 and step > 20))  # rises within 10 %: paid
+    assert within == flat
+    rising, tau = _adaptive_run(lambda step: 1.3 ** (step // 4))  # each interval's loss 30 % above the last
+    assert rising[0] == 3 and tau == 1 and min(rising) == 1
+    fixed, tau = _adaptive_run(lambda step: 1.3 ** (step // 4), adaptive=False)
+    assert set(fixed) == {3} and tau == 3
+
+
+def test_adaptive_auto_predicts_tau_ahead_while_the_rate_decays_and_true_adapts_at_every_rate():
+    decaying = lambda step: 0.01 * 0.97 ** step  # below half its peak from step 23 on: decay_window lets it merge
+    rising_loss = lambda step: 1.3 ** (step // 4)
+    auto, tau = _adaptive_run(rising_loss, decaying)
+    assert set(auto) == {3} and tau == 3
+    always, tau = _adaptive_run(rising_loss, decaying, adaptive=True)
+    assert always[0] == 3 and tau == 1
+
+
+def test_adaptive_tau_judges_a_merge_whose_counts_are_read_a_boundary_late_as_one_read_at_once():
+    def judged(deferred: bool) -> list[int]:
+        schedule, taus = Schedule(pdt.PDTConfig(snap_every=1, history=2, burn_in=0, tau=4, adaptive="auto")), []
+        for loss in (1.0, 1.0, 1.0, 2.0, 2.0, 4.0):  # the interval means, one step each
+            schedule.next_phase(ring_count=2, lr=0.1)
+            schedule.report_loss(loss)
+            schedule.commit(Phase.PREDICT, merged=not deferred, ring_reset=False, lr=0.1)
+            if deferred:
+                schedule.merged_at(schedule.steps)  # its counts read (at the next boundary's start)
+            taus.append(schedule.tau)
+        return taus
+
+    assert judged(deferred=False) == judged(deferred=True) == [4, 5, 6, 3, 4, 2]
+
+
+def test_adaptive_auto_without_reported_losses_keeps_tau_and_says_nothing():
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), adaptive="auto", **CONFIG)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(model, opt, batches(40))
+    assert opt.stats.merges >= 2 and {tau for _, tau in opt.stats.tau_history} == {3}
+
+
 def test_without_a_factor_no_loss_is_a_runaway():
     model = make_mlp()
     opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), adaptive=True, **CONFIG)

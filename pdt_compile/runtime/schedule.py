@@ -140,6 +140,11 @@ class Schedule:
     interval_loss_sum: float = 0.0
     interval_loss_count: int = 0
     loss_before_merge: float | None = None
+    """The mean loss of the interval before the last merge, until the interval after it judges it
+    (``PDTConfig.adaptive``)."""
+    loss_at_prediction: float | None = None
+    """The same for a prediction whose merge is not known yet (a compiled step that reads its
+    counts at the next boundary): :meth:`merged_at` makes it :attr:`loss_before_merge`."""
     last_merge_step: int | None = None
     merge_loss: float | None = None
     lr_at_boundary: float | None = None
@@ -214,7 +219,7 @@ class Schedule:
             return Phase.CAPTURE
         if not judged:
             return Phase.CAPTURE
-        self.horizon = self.tau
+        self.horizon = self.tau if self.adapts() else self.config.tau
         if self.config.tau_ramp is not None:  # past tau.bit_length() doublings the ramp is over
             self.horizon = min(self.tau, self.config.tau_ramp << min(self.merges, self.tau.bit_length()))
         if ready and self.config.lr_horizon and lr is not None and self.lr_at_boundary:
@@ -268,7 +273,7 @@ class Schedule:
             self.boundaries_since_prediction = 0
         else:
             self.boundaries_since_prediction += 1
-        self._adapt(merged)
+        self._adapt(merged, predicted=phase == Phase.PREDICT)
         if merged:
             self.merged_at(self.steps)
             self.merge_loss = None
@@ -278,15 +283,23 @@ class Schedule:
         next boundary on a compiled one that defers its host reads)."""
         self.merges += 1
         self.last_merge_step = step
+        if self.loss_at_prediction is not None:
+            self.loss_before_merge, self.loss_at_prediction = self.loss_at_prediction, None
         if self.config.setback_limit is not None:
             self.setback_pending = setback_window(self.config.snap_every) + 1
 
-    def _adapt(self, merged: bool) -> None:
+    def adapts(self) -> bool:
+        """Whether tau adapts now (``PDTConfig.adaptive``): ``True`` always, ``"auto"`` while the
+        learning rate is not decaying."""
+        return self.config.adaptive is True or (self.config.adaptive == "auto" and not self.decaying)
+
+    def _adapt(self, merged: bool, predicted: bool) -> None:
         mean = self.interval_loss_sum / self.interval_loss_count if self.interval_loss_count else None
         self.interval_loss_sum, self.interval_loss_count = 0.0, 0
         if mean is not None and (self.lowest_interval_loss is None or mean < self.lowest_interval_loss):
             self.lowest_interval_loss = mean
-        if not self.config.adaptive or mean is None:
+        if mean is None or not self.adapts():
+            self.loss_before_merge = self.loss_at_prediction = None
             return
         if self.loss_before_merge is not None:
             if mean > self.loss_before_merge * (1.0 + self.config.loss_tolerance):
@@ -294,6 +307,7 @@ class Schedule:
             else:
                 self.tau = min(self.config.tau_max, self.tau + 1)
         self.loss_before_merge = mean if merged else None
+        self.loss_at_prediction = mean if predicted and not merged else None
 
     def record_verification(self, kept: bool) -> None:
         """A verified merge stood (``kept``) or was undone: count the streak of undone ones
