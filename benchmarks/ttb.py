@@ -100,6 +100,7 @@ def methods(snap_every: int, quick: bool) -> dict[str, Callable]:
         "PDT default (reference, full rank, trend filter, tau 8)": lambda opt: pdt.PDT(opt, **schedule),
         UNCHECKED: lambda opt: pdt.PDT(opt, gradient_limit=None, **schedule),
         "PDT default + adaptive tau": lambda opt: pdt.PDT(opt, adaptive=True, **schedule),
+        ADAPTIVE_AUTO: lambda opt: pdt.PDT(opt, adaptive="auto", **schedule),
         "DMD no mask, full rank": lambda opt: pdt.PDT(opt, rule="none", rank="full", **unfiltered),
         "DMD no mask, rank 3": lambda opt: pdt.PDT(opt, rule="none", rank=3, **unfiltered),
         "linear extrapolation": lambda opt: LinearExtrapolation(opt, **unfiltered),
@@ -188,6 +189,7 @@ UNCHECKED = "PDT default with gradient_limit=None (no gradient check)"
 BASELINE = "baseline (tuned lr)"
 VERIFIED = "PDT default + verify (256 training samples)"
 UNHELD = "PDT default + verify, verify_backoff=0 (every boundary verified)"
+ADAPTIVE_AUTO = "PDT default + adaptive=\"auto\" (tau adapts at a constant rate)"
 NO_WINDOW = "PDT default with decay_window=None (merges at every rate), cosine"
 
 
@@ -534,7 +536,7 @@ def task_sections(args: argparse.Namespace, unit: str, task: Task, snap_every: i
     suite[VERIFIED] = verified(task, snap_every)
     suite[UNHELD] = verified(task, snap_every, verify_backoff=0)
     if args.core:
-        suite = {method: suite[method] for method in (BASELINE, DEFAULT, UNCHECKED, VERIFIED)}
+        suite = {method: suite[method] for method in (BASELINE, DEFAULT, UNCHECKED, VERIFIED, ADAPTIVE_AUTO)}
     runs = seed_major(task, suite, seeds, lr)
     if name in COMPILED_TASKS and not (args.quick or args.core):
         for method, eager_method in COMPILED.items():
