@@ -904,6 +904,19 @@ def test_adaptive_auto_predicts_tau_ahead_while_the_rate_decays_and_true_adapts_
     assert always[0] == 3 and tau == 1
 
 
+@pytest.mark.parametrize("options", [dict(tau_ramp=1), dict(lr_horizon=True)])
+def test_adaptive_auto_horizon_while_the_rate_decays_is_tau_with_a_ramp_or_lr_horizon_too(options):
+    schedule = Schedule(pdt.PDTConfig(snap_every=1, history=2, burn_in=0, tau=4, adaptive="auto", decay_window=None,
+                                      **options))
+    for _ in range(8):  # merges that paid at a constant rate: tau grows to 8, the ramp is over
+        schedule.next_phase(ring_count=2, lr=0.1)
+        schedule.report_loss(1.0)
+        schedule.commit(Phase.PREDICT, merged=True, ring_reset=False, lr=0.1)
+    assert schedule.tau == 8
+    schedule.next_phase(ring_count=2, lr=0.085)  # the decay begins: lr_horizon gives 3 of tau 4 (4 of 8)
+    assert schedule.decaying and schedule.horizon == (3 if options.get("lr_horizon") else 4)
+
+
 def test_adaptive_tau_judges_a_merge_whose_counts_are_read_a_boundary_late_as_one_read_at_once():
     def judged(deferred: bool) -> list[int]:
         schedule, taus = Schedule(pdt.PDTConfig(snap_every=1, history=2, burn_in=0, tau=4, adaptive="auto")), []

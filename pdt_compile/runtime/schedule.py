@@ -219,11 +219,11 @@ class Schedule:
             return Phase.CAPTURE
         if not judged:
             return Phase.CAPTURE
-        self.horizon = self.tau if self.adapts() else self.config.tau
+        tau = self.horizon = self.tau if self.adapts() else self.config.tau
         if self.config.tau_ramp is not None:  # past tau.bit_length() doublings the ramp is over
-            self.horizon = min(self.tau, self.config.tau_ramp << min(self.merges, self.tau.bit_length()))
+            self.horizon = min(tau, self.config.tau_ramp << min(self.merges, tau.bit_length()))
         if ready and self.config.lr_horizon and lr is not None and self.lr_at_boundary:
-            self.horizon = min(self.horizon, lr_horizon(self.tau, lr / self.lr_at_boundary))
+            self.horizon = min(self.horizon, lr_horizon(tau, lr / self.lr_at_boundary))
         return Phase.PREDICT if ready and self.horizon >= 1 else Phase.CAPTURE
 
     def _ready(self, ring_count: int) -> bool:
