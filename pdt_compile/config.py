@@ -496,7 +496,7 @@ class PDTConfig:
         for flag in ("trend", "lr_horizon"):
             if not isinstance(getattr(self, flag), bool):
                 _fail(flag, getattr(self, flag), "expected True or False")
-        if self.adaptive not in (True, False, "auto") or not isinstance(self.adaptive, (bool, str)):
+        if not (isinstance(self.adaptive, bool) or self.adaptive == "auto"):
             _fail("adaptive", self.adaptive, 'expected "auto", True or False')
         if self.drift is not None:
             if isinstance(self.drift, bool) or not isinstance(self.drift, (int, float)) or not (

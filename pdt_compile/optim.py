@@ -730,14 +730,15 @@ class PDT(Optimizer):
             self._jumps = prediction.jumps if merged else None
             if merged and self._gradient_check is not None:
                 self._gradient_check.armed = torch.tensor(True, device=self._ring.device)
-        reset = nonfinite = bool(int(self._nonfinite_count()))
-        self._nonfinite_warned &= nonfinite
-        if nonfinite:
+        reset = bool(int(self._nonfinite_count()))
+        if reset:
             self._clear_nonfinite(self.schedule.steps + 1)
-        elif merged and self.config.after_merge == "reset":
-            self._ring.reset_()
-            self._ring.capture_(self.tracked())
-            reset = True
+        else:
+            self._nonfinite_warned = False
+            if merged and self.config.after_merge == "reset":
+                self._ring.reset_()
+                self._ring.capture_(self.tracked())
+                reset = True
         self._commit(phase, merged, reset)
 
     def _filter_by_moments_(self, prediction: Prediction) -> None:
