@@ -75,6 +75,7 @@ METHODS: dict[str, dict] = {
     "PDT default": {},
     "adaptive auto (tau halves after a merge whose interval's loss rose by over 10 %, +1 after one that paid; "
     "at these constant rates the same as adaptive=True)": dict(adaptive="auto"),
+    "adaptive auto, capped at tau (halves as auto does, grows back up to tau, never past it)": dict(adaptive="auto", tau_max=8),
     "adaptive tau, loss_tolerance 0 (any rise halves tau)": dict(adaptive=True, loss_tolerance=0.0),
     "adaptive tau, loss_tolerance 0.3": dict(adaptive=True, loss_tolerance=0.3),
     "adaptive tau, loss_tolerance 1 (halves only where the loss doubled)": dict(adaptive=True, loss_tolerance=1.0),

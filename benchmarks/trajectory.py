@@ -5,10 +5,11 @@ For each run it also gives the first evaluation at or below the target (the base
 loss, or ``LOSS_FLOOR``: what ``benchmarks.ttb`` times) and the evaluation from which the loss
 stays at or below it to the end (what a run that merely dips below does not do).
 
-    python -m benchmarks.trajectory --task 'digits MLP / Shampoo' --lr 6.4 [--seed 0] [--unchecked] [--peer Lookahead]
+    python -m benchmarks.trajectory --task 'digits MLP / Shampoo' --lr 6.4 [--seed 0] [--unchecked] [--adaptive] [--peer Lookahead]
         [--stop-at STEP]
 
-``--unchecked`` adds PDT with ``gradient_limit=None`` (no gradient check) beside the default;
+``--unchecked`` adds PDT with ``gradient_limit=None`` (no gradient check) beside the default,
+``--adaptive`` PDT with ``adaptive="auto"`` (and where its tau changed);
 ``--peer`` runs the task's peer (``benchmarks.ttb.peers``) whose name contains it as the baseline,
 PDT stacked on it; ``--stop-at`` adds PDT's defaults with no prediction from that step on (the
 boundaries then only capture): whether a late rise of the loss comes from the merges.
@@ -40,6 +41,12 @@ def stays_below(run: Run, target: float) -> Optional[int]:
     return step
 
 
+def tau_changes(history: list[tuple[int, int]]) -> str:
+    """``history`` (step, tau) at each boundary, kept only where tau changed."""
+    kept = [(step, tau) for i, (step, tau) in enumerate(history) if i == 0 or tau != history[i - 1][1]]
+    return ", ".join(f"{step}: {tau}" for step, tau in kept)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True, help="a task of benchmarks.ttb, e.g. 'digits MLP / Shampoo'")
@@ -47,6 +54,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--unchecked", action="store_true", help="also PDT with gradient_limit=None")
     parser.add_argument("--stop-at", type=int, default=None, help="also PDT with no prediction from this step on")
+    parser.add_argument("--adaptive", action="store_true", help='also PDT with adaptive="auto" (its tau at each change)')
     parser.add_argument("--peer", default="", help="a peer of benchmarks.ttb (e.g. 'Lookahead') instead of the task's optimizer")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -65,11 +73,15 @@ def main() -> None:
     variants = {"PDT default": {}}
     if args.unchecked:
         variants["PDT, gradient_limit=None"] = {"gradient_limit": None}
+    if args.adaptive:
+        variants['PDT, adaptive="auto"'] = {"adaptive": "auto"}
     runs, merges = {"baseline": baseline}, []
     for name, options in variants.items():
         runs[name], opt = train(task, lambda opt, o=options: pdt.PDT(opt, snap_every=snap_every, **o),
                                 seed=args.seed, method=name, lr=args.lr)
         merges.append(f"{name} merged {opt.stats.merges} times, undid {opt.stats.gradient_undos} by the gradient check")
+        if options.get("adaptive"):
+            merges.append(f"{name}'s tau (step: tau, at each change) {tau_changes(opt.stats.tau_history)}")
     if args.stop_at is not None:
         name = f"PDT default, no prediction from step {args.stop_at}"
         training = Training(task, lambda opt: pdt.PDT(opt, snap_every=snap_every), seed=args.seed, method=name, lr=args.lr)
@@ -94,6 +106,7 @@ def main() -> None:
     body = "\n".join(lines)
     print(body)
     suffix = ", with and without the gradient check" if args.unchecked else ""
+    suffix += ', with adaptive="auto"' if args.adaptive else ""
     write_section(f"Trajectory, {title}, seed {args.seed}, lr {args.lr:g}{suffix} (benchmarks/trajectory.py)", body)
 
 

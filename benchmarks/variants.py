@@ -65,6 +65,8 @@ VARIANTS: dict[str, dict] = {
         dict(adaptive=True, loss_tolerance=0.1),
     "adaptive auto (as loss_tolerance 0.1 while the rate holds at its peak, tau fixed while it decays, off on schedule-free)":
         dict(adaptive="auto"),
+    "adaptive auto, capped at tau (only ever shorter jumps than the defaults': halves as auto does, grows back up to tau)":
+        dict(adaptive="auto", tau_max=8),
     "history 3 (a ring of 3 snapshots)": dict(history=3),
     "history 8 (a ring of 8 snapshots)": dict(history=8),
     "merges in the first quarter of training only": dict(stop_at=0.25),

@@ -226,6 +226,13 @@ def test_a_run_stays_below_a_target_from_its_last_crossing():
     assert stays_below(Run(method="c", seed=0, steps=[10], seconds=[1.0], train_loss=[1.0]), 1e-6) is None
 
 
+def test_a_trajectory_lists_tau_only_where_it_changed():
+    from benchmarks.trajectory import tau_changes
+
+    assert tau_changes([(40, 8), (80, 8), (120, 9), (160, 9), (200, 4)]) == "40: 8, 120: 9, 200: 4"
+    assert tau_changes([]) == ""
+
+
 def test_a_merges_setback_compares_the_losses_on_either_side_of_it():
     import math
     from types import SimpleNamespace
