@@ -866,10 +866,10 @@ def test_one_spike_is_not_a_runaway_and_the_window_resumes_exactly():
 
 
 def _adaptive_run(losses, lr_at=lambda step: 0.1, **options):
-    """PDT on AdamW under ``lr_at(step)``, reporting ``losses(step)`` as the training loss:
-    the horizon of every prediction and the schedule's tau at the end."""
+    """PDT on SGD with momentum under ``lr_at(step)``, reporting ``losses(step)`` as the training
+    loss: the horizon of every prediction and the schedule's tau at the end."""
     model = make_mlp()
-    opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=lr_at(0)), **{**CONFIG, "adaptive": "auto", **options})
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=lr_at(0), momentum=0.9), **{**CONFIG, "adaptive": "auto", **options})
     horizons = []
     for step, (x, y) in enumerate(batches(64), start=1):
         torch.nn.functional.cross_entropy(model(x), y).backward()
