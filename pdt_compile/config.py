@@ -241,8 +241,8 @@ class PDTConfig:
     Measured for ``"auto"`` at a constant rate (``python -m benchmarks.variants --variants
     'adaptive auto (as' --seeds 10``, steps to the baseline's final loss, median [min-max] over
     ten seeds, 2026-12-05): the mnist1d CNN 1.43x [1.28-1.54] -> 1.46x [1.36-1.76], LAMB 1.34x
-    [1.00-1.63] -> 1.45x [1.15-1.77], every seed reaching the target; on digits with SGD (three
-    seeds) 2.11x -> 2.50x; on Shampoo 1.03x -> 1.09x with seeds below 0.98x 3 -> 4 of 10 (a 1e-6
+    [1.00-1.63] -> 1.45x [1.15-1.77], digits with SGD 2.11x [1.90-2.22] -> 2.43x [2.22-2.67],
+    every seed reaching the target; on Shampoo 1.03x -> 1.09x with seeds below 0.98x 3 -> 4 of 10 (a 1e-6
     floor whose first hit is chance). On AdamW it lost the mnist1d ViT 3 seeds of 10 (none with
     tau fixed): tau grown to 16 early, a late jump set AdamW's loss swinging as the plain run's
     does, hence off on the Adam family (capped at ``tau`` it gained nothing there); on
