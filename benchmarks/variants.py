@@ -160,6 +160,7 @@ def run_variant(task: Task, snap_every: int, fields: dict, *, seed: int, method:
 EXTRA_PEER_LRS = {
     ("char transformer / AdamW", "schedule-free"): 0.048, ("mnist1d ViT / AdamW", "schedule-free"): 0.008,
     ("char transformer / AdamW", "Lookahead (k=5, alpha=0.5)"): 0.012, ("char transformer / AdamW", MUON): 0.024,
+    ("mnist1d ViT / AdamW", MUON): 0.0005,
 }
 """Peer cases ``benchmarks.tau_ramp`` does not run, at the rate ``benchmarks.ttb --peers`` tuned
 (the character transformer: section "Time to baseline, peers, tasks matching 'char transformer'",
