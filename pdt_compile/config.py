@@ -236,8 +236,9 @@ class PDTConfig:
     peak (a constant or rising rate, the stable phase of a warmup-stable-decay schedule) and
     predict ``tau`` intervals ahead while it decays, where ``decay_window`` chooses when to
     merge; without reported losses tau stays ``tau``, silently; off on a schedule-free optimizer
-    (:attr:`averages` ``"stay"``) and on the Adam family (Adam, AdamW, NAdam, RAdam, also inside
-    Lookahead: :data:`pdt_compile.adapters.MOMENT_FILTERED`). ``False`` (default): tau fixed.
+    (:attr:`averages` ``"stay"``), on the Adam family (Adam, AdamW, NAdam, RAdam, also inside
+    Lookahead: :data:`pdt_compile.adapters.MOMENT_FILTERED`) and on Lion
+    (:data:`pdt_compile.adapters.SIGN_STEPPED`). ``False`` (default): tau fixed.
     Measured for ``"auto"`` at a constant rate (``python -m benchmarks.variants --variants
     'adaptive auto (as' --seeds 10``, steps to the baseline's final loss, median [min-max] over
     ten seeds, 2026-12-05): the mnist1d CNN 1.43x [1.28-1.54] -> 1.46x [1.36-1.76], LAMB 1.34x
@@ -245,7 +246,10 @@ class PDTConfig:
     every seed reaching the target; on Shampoo 1.03x -> 1.09x with seeds below 0.98x 3 -> 4 of 10 (a 1e-6
     floor whose first hit is chance). On AdamW it lost the mnist1d ViT 3 seeds of 10 (none with
     tau fixed): tau grown to 16 early, a late jump set AdamW's loss swinging as the plain run's
-    does, hence off on the Adam family (capped at ``tau`` it gained nothing there); on
+    does, hence off on the Adam family (capped at ``tau`` it gained nothing there); on Lion it
+    lost the character transformer 3 seeds of 3 (tau fixed: 1.00x on each), hence off there; on
+    Muon it took the same steps or fewer (the ViT at a median 1.58x either way, its final loss
+    lower on every seed; the character transformer 1.25x -> 1.26x); on
     schedule-free SGD it cost the mnist1d CNN (1.40, 1.33, 1.36 -> 1.20, never, 1.20), hence off
     there; adapted under cosine it cost LAMB a seed, hence fixed while the rate decays. On a
     regression whose loss swings on a noisy plateau it halves the harm of long jumps

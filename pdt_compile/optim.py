@@ -156,7 +156,7 @@ class PDT(Optimizer):
         self._sequence = self._resolve_sequence(optimizer, config)
         if self._averaging is not None and config.base_spacing != 1.0:
             config = config.spaced(config.base_spacing)
-        if config.adaptive == "auto" and (self._averaging is not None or filters_moments(optimizer)):
+        if config.adaptive == "auto" and (self._averaging is not None or filters_moments(optimizer) or steps_by_sign(optimizer)):
             config = config.replace(adaptive=False)
         if config.runaway_factor == "auto":
             config = config.replace(runaway_factor=SCHEDULE_FREE_RUNAWAY_FACTOR if self._averaging is not None else None)
