@@ -522,7 +522,7 @@ def test_the_runaway_guard_is_on_by_default_on_schedule_free_only(name):
 
 
 @pytest.mark.parametrize("name", sorted(AVERAGED))
-def test_adaptive_auto_is_off_on_schedule_free_only(name):
+def test_adaptive_auto_is_off_on_schedule_free_unless_its_average_moves(name):
     model = make_mlp()
     auto = dict(snap_every=10, adaptive="auto")
     assert pdt.PDT(AVERAGED[name][0](model.parameters()), **auto).config.adaptive is False
