@@ -161,13 +161,15 @@ EXTRA_PEER_LRS = {
     ("char transformer / AdamW", "schedule-free"): 0.048, ("mnist1d ViT / AdamW", "schedule-free"): 0.008,
     ("char transformer / AdamW", "Lookahead (k=5, alpha=0.5)"): 0.012, ("char transformer / AdamW", MUON): 0.024,
     ("mnist1d ViT / AdamW", MUON): 0.0005,
+    ("digits MLP / LAMB", "Lookahead (k=5, alpha=0.5)"): 0.01, ("digits MLP / Shampoo", "Lookahead (k=5, alpha=0.5)"): 25.6,
 }
 """Peer cases ``benchmarks.tau_ramp`` does not run, at the rate ``benchmarks.ttb --peers`` tuned
 (the character transformer: section "Time to baseline, peers, tasks matching 'char transformer'",
 2026-11-29 20:38; the ViT: "Time to baseline, core and peers, on an Intel Xeon with the moment
 filter", 2026-12-02 16:47, as on the AMD EPYC that morning; the character transformer on Lookahead:
 the same run; Muon: "Time to baseline, peers, tasks matching 'mnist1d ViT', 'char transformer', peers
-matching 'Muon', on an AMD EPYC", 2026-12-03 23:29)."""
+matching 'Muon', on an AMD EPYC", 2026-12-03 23:29; LAMB and Shampoo on Lookahead: "Time to baseline",
+2026-11-30 21:22)."""
 
 
 COSINE_PEER_LRS = {("char transformer / AdamW", MUON): 0.048, ("mnist1d ViT / AdamW", MUON): 0.032}
