@@ -100,7 +100,7 @@ def methods(snap_every: int, quick: bool) -> dict[str, Callable]:
         "PDT default (reference, full rank, trend filter, tau 8)": lambda opt: pdt.PDT(opt, **schedule),
         UNCHECKED: lambda opt: pdt.PDT(opt, gradient_limit=None, **schedule),
         "PDT default + adaptive tau": lambda opt: pdt.PDT(opt, adaptive=True, **schedule),
-        ADAPTIVE_AUTO: lambda opt: pdt.PDT(opt, adaptive="auto", **schedule),
+        FIXED_TAU: lambda opt: pdt.PDT(opt, adaptive=False, **schedule),
         "DMD no mask, full rank": lambda opt: pdt.PDT(opt, rule="none", rank="full", **unfiltered),
         "DMD no mask, rank 3": lambda opt: pdt.PDT(opt, rule="none", rank=3, **unfiltered),
         "linear extrapolation": lambda opt: LinearExtrapolation(opt, **unfiltered),
@@ -157,8 +157,9 @@ def muon(model: nn.Module, lr: float, task: Task) -> Optimizer:
 def peer_sections(name: str, task: Task, snap_every: int, seeds: int, quick: bool, only: str | None = None,
                   schedule: str = "constant") -> list[str]:
     """For each peer (or the peers whose name contains ``only``): tune its learning rate like
-    the baseline's, then time the peer alone, PDT's defaults stacked on it, those with
-    ``setback_limit=0.3`` and without the gradient check, and PDT verifying every merge on a
+    the baseline's, then time the peer alone, PDT's defaults stacked on it, those with tau
+    fixed (``adaptive=False``, the default before 2026-12-05; from then on, until that date
+    ``setback_limit=0.3``) and without the gradient check, and PDT verifying every merge on a
     fixed batch of training samples, to the tuned peer's final training loss. ``schedule``
     ``"cosine"``: every rate follows a per-step cosine to zero, for the peers that take a
     schedule (not schedule-free optimizers, which are left out)."""
@@ -175,7 +176,7 @@ def peer_sections(name: str, task: Task, snap_every: int, seeds: int, quick: boo
             lr, sweep = tune_lr(peer_task, sweep_factors(name))
         suite = {f"{peer} (tuned lr)": lambda opt: opt,
                  f"PDT default on {peer}": lambda opt: pdt.PDT(opt, snap_every=snap_every),
-                 f"PDT default + setback_limit=0.3 on {peer}": lambda opt: pdt.PDT(opt, snap_every=snap_every, setback_limit=0.3),
+                 f"PDT default with adaptive=False (tau fixed) on {peer}": lambda opt: pdt.PDT(opt, snap_every=snap_every, adaptive=False),
                  f"PDT default with gradient_limit=None on {peer}": lambda opt: pdt.PDT(opt, snap_every=snap_every, gradient_limit=None),
                  f"PDT verified (256 training samples, verify_backoff=0) on {peer}": verified(peer_task, snap_every, verify_backoff=0)}
         runs = seed_major(peer_task, suite, seeds, lr)
@@ -189,7 +190,7 @@ UNCHECKED = "PDT default with gradient_limit=None (no gradient check)"
 BASELINE = "baseline (tuned lr)"
 VERIFIED = "PDT default + verify (256 training samples)"
 UNHELD = "PDT default + verify, verify_backoff=0 (every boundary verified)"
-ADAPTIVE_AUTO = "PDT default + adaptive=\"auto\" (tau adapts at a constant rate)"
+FIXED_TAU = "PDT default with adaptive=False (tau fixed: the default before 2026-12-05)"
 NO_WINDOW = "PDT default with decay_window=None (merges at every rate), cosine"
 
 
@@ -536,7 +537,7 @@ def task_sections(args: argparse.Namespace, unit: str, task: Task, snap_every: i
     suite[VERIFIED] = verified(task, snap_every)
     suite[UNHELD] = verified(task, snap_every, verify_backoff=0)
     if args.core:
-        suite = {method: suite[method] for method in (BASELINE, DEFAULT, UNCHECKED, VERIFIED, ADAPTIVE_AUTO)}
+        suite = {method: suite[method] for method in (BASELINE, DEFAULT, UNCHECKED, VERIFIED, FIXED_TAU)}
     runs = seed_major(task, suite, seeds, lr)
     if name in COMPILED_TASKS and not (args.quick or args.core):
         for method, eager_method in COMPILED.items():

@@ -344,6 +344,22 @@ def steps_by_sign(optimizer: object) -> bool:
     return any(class_name(inner) in SIGN_STEPPED for inner in unwrapped(optimizer))
 
 
+TAU_ADAPTED = (("torch.optim.sgd.SGD",), ("pytorch_optimizer.optimizer.lamb.Lamb",),
+               ("pytorch_optimizer.optimizer.muon.muon.Muon",),
+               ("pytorch_optimizer.optimizer.lookahead.Lookahead", "torch.optim.sgd.SGD"))
+"""Optimizers, as the chain of ``module.qualname`` from the optimizer to the one it wraps
+(Lookahead's ``.optimizer``), on which ``PDTConfig.adaptive="auto"`` adapts tau at a constant
+rate: where it was measured to pay (benchmarks/FINDINGS.md, "Adaptive tau at a constant rate").
+Not the Adam family nor Lion, where it lost seeds; not Lookahead on LAMB, where it lost one of
+ten; not Shampoo, where it lost one more of ten to a target first hit by chance; not what was
+never measured."""
+
+
+def adapts_tau(optimizer: object) -> bool:
+    """Whether ``optimizer`` (with what it wraps) is one of :data:`TAU_ADAPTED`."""
+    return tuple(class_name(inner) for inner in unwrapped(optimizer)) in TAU_ADAPTED
+
+
 def learning_rates(optimizer: object, params: Sequence[Tensor]) -> list[float | Tensor | None]:
     """Each parameter's learning rate in ``optimizer``'s param groups (or those of the optimizer
     it wraps), None where no group holds it."""

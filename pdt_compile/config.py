@@ -226,35 +226,35 @@ class PDTConfig:
     --optimizer lion --variants 'radial undo (every'``, 2026-12-04; benchmarks/FINDINGS.md,
     "Lion: no second moment, a warning")."""
 
-    adaptive: bool | str = False
+    adaptive: bool | str = "auto"
     """Adapt tau from the reported training loss: after each merge, halve it (down to
     ``tau_min``) when the mean loss of the interval after the merge exceeds the mean of the
     interval before it by more than ``loss_tolerance``, else add one (up to ``tau_max``). Needs
     the loss (``PDT.report_loss``, ``PDT.step(closure)`` or a ``@pdt.compile`` step that returns
-    it; the Lightning and Hugging Face integrations report it). ``True``: adapt at every rate
-    (and warn when no loss is reported). ``"auto"``: adapt while the learning rate holds at its
-    peak (a constant or rising rate, the stable phase of a warmup-stable-decay schedule) and
-    predict ``tau`` intervals ahead while it decays, where ``decay_window`` chooses when to
-    merge; without reported losses tau stays ``tau``, silently; off on a schedule-free optimizer
-    (:attr:`averages` ``"stay"``), on the Adam family (Adam, AdamW, NAdam, RAdam, also inside
-    Lookahead: :data:`pdt_compile.adapters.MOMENT_FILTERED`) and on Lion
-    (:data:`pdt_compile.adapters.SIGN_STEPPED`). ``False`` (default): tau fixed.
+    it; the Lightning and Hugging Face integrations report it). ``"auto"`` (default from
+    2026-12-05): adapt while the learning rate holds at its peak (a constant or rising rate, the
+    stable phase of a warmup-stable-decay schedule) and predict ``tau`` intervals ahead while it
+    decays, where ``decay_window`` chooses when to merge, on the optimizers where that was
+    measured to pay (:data:`pdt_compile.adapters.TAU_ADAPTED`: torch's SGD, alone or inside
+    Lookahead, pytorch-optimizer's LAMB and Muon); elsewhere, and without reported losses, tau
+    stays ``tau``, silently. ``True``: adapt at every rate, on any optimizer (and warn when no
+    loss is reported). ``False``: tau fixed (the default before 2026-12-05).
     Measured for ``"auto"`` at a constant rate (``python -m benchmarks.variants --variants
     'adaptive auto (as' --seeds 10``, steps to the baseline's final loss, median [min-max] over
     ten seeds, 2026-12-05): the mnist1d CNN 1.43x [1.28-1.54] -> 1.46x [1.36-1.76], LAMB 1.34x
     [1.00-1.63] -> 1.45x [1.15-1.77], digits with SGD 2.11x [1.90-2.22] -> 2.43x [2.22-2.67],
-    every seed reaching the target; on Shampoo 1.03x -> 1.09x with seeds below 0.98x 3 -> 4 of 10 (a 1e-6
-    floor whose first hit is chance). On AdamW it lost the mnist1d ViT 3 seeds of 10 (none with
-    tau fixed): tau grown to 16 early, a late jump set AdamW's loss swinging as the plain run's
-    does, hence off on the Adam family (capped at ``tau`` it gained nothing there); on Lion it
-    lost the character transformer 3 seeds of 3 (tau fixed: 1.00x on each), hence off there; on
-    Muon it took the same steps or fewer (the ViT at a median 1.58x either way, its final loss
-    lower on every seed; the character transformer 1.25x -> 1.26x); on
-    schedule-free SGD it cost the mnist1d CNN (1.40, 1.33, 1.36 -> 1.20, never, 1.20), hence off
-    there; adapted under cosine it cost LAMB a seed, hence fixed while the rate decays. On a
-    regression whose loss swings on a noisy plateau it halves the harm of long jumps
-    (``python -m benchmarks.regression``). Not the default yet: the headline tables were
-    measured with tau fixed (benchmarks/FINDINGS.md, "Adaptive tau at a constant rate")."""
+    the CNN inside Lookahead 1.43x -> 1.52x, every seed reaching the target. Where it stays off:
+    on Shampoo 1.03x -> 1.09x with seeds below 0.98x 3 -> 4 of 10 (a 1e-6 floor whose first hit
+    is chance); LAMB inside Lookahead 1.33x -> 1.27x with one seed of ten never; on AdamW it lost
+    the mnist1d ViT 3 seeds of 10 (none with tau fixed: tau grown to 16 early, a late jump set
+    AdamW's loss swinging as the plain run's does; capped at ``tau`` it gained nothing there); on
+    Lion the character transformer 3 seeds of 3 (tau fixed: 1.00x on each); on schedule-free SGD
+    the mnist1d CNN (1.40, 1.33, 1.36 -> 1.20, never, 1.20). On Muon it took the same steps or
+    fewer (the ViT at a median 1.58x either way, its final loss lower on every seed; the
+    character transformer 1.25x -> 1.26x). Adapted under cosine it cost LAMB a seed, hence
+    fixed while the rate decays. On a regression whose loss swings on a noisy plateau it halves
+    the harm of long jumps (``python -m benchmarks.regression``). benchmarks/FINDINGS.md,
+    "Adaptive tau at a constant rate"."""
 
     tau_min: int = 1
     """Smallest tau the adaptive schedule may choose."""

@@ -226,7 +226,7 @@ def test_compiled_stacking_follows_eager_with_its_boundaries_in_graphs(name, ave
 
     eager_model, eager, _ = make(name, averages=averages)
     for index, batch in enumerate(data):
-        train(eager_model, eager, [batch])
+        train(eager_model, eager, [batch], report=True)  # as the compiled step reports what it returns
         evaluate_now_and_then(eager, index)
     model, opt, _ = make(name, averages=averages)
     step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager")
@@ -522,29 +522,49 @@ def test_the_runaway_guard_is_on_by_default_on_schedule_free_only(name):
 
 
 @pytest.mark.parametrize("name", sorted(AVERAGED))
-def test_adaptive_auto_is_off_on_schedule_free_unless_its_average_moves(name):
+def test_adaptive_auto_is_off_on_schedule_free_whatever_its_average_does(name):
+    """Adapted, tau cost the mnist1d CNN on schedule-free SGD a seed of three
+    (benchmarks/FINDINGS.md, "Adaptive tau at a constant rate")."""
     model = make_mlp()
     auto = dict(snap_every=10, adaptive="auto")
     assert pdt.PDT(AVERAGED[name][0](model.parameters()), **auto).config.adaptive is False
     assert pdt.PDT(AVERAGED[name][0](model.parameters()), snap_every=10, adaptive=True).config.adaptive is True
-    assert pdt.PDT(AVERAGED[name][0](model.parameters()), **auto, averages="move").config.adaptive == "auto"
+    assert pdt.PDT(AVERAGED[name][0](model.parameters()), **auto, averages="move").config.adaptive is False
     assert pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), **auto).config.adaptive == "auto"
 
 
 @pytest.mark.parametrize("make", [
     lambda p: torch.optim.AdamW(p, lr=1e-3), lambda p: torch.optim.Adam(p, lr=1e-3), lambda p: torch.optim.NAdam(p),
     lambda p: torch.optim.RAdam(p), lambda p: po.Lookahead(torch.optim.AdamW(p, lr=1e-3)), lambda p: po.Lion(p, lr=1e-4),
-], ids=["AdamW", "Adam", "NAdam", "RAdam", "Lookahead(AdamW)", "Lion"])
-def test_adaptive_auto_is_off_on_the_adam_family_and_lion_and_on_for_lamb(make):
-    """At a constant rate, tau grown past its default lost the ViT on AdamW 3 seeds of 10 and
-    the character transformer on Lion 3 of 3 (benchmarks/FINDINGS.md, "Adaptive tau at a
-    constant rate")."""
+    lambda p: po.Shampoo(p, lr=0.1), lambda p: torch.optim.RMSprop(p, lr=1e-3), lambda p: torch.optim.Adagrad(p),
+    lambda p: po.Lookahead(po.Lamb(p, lr=0.01)),
+], ids=["AdamW", "Adam", "NAdam", "RAdam", "Lookahead(AdamW)", "Lion", "Shampoo", "RMSprop", "Adagrad", "Lookahead(LAMB)"])
+def test_adaptive_auto_keeps_tau_fixed_where_adapting_was_not_measured_to_pay(make):
+    """At a constant rate, tau grown past its default lost the ViT on AdamW 3 seeds of 10, the
+    character transformer on Lion 3 of 3, LAMB inside Lookahead 1 of 10 and one more seed of
+    ten on Shampoo; elsewhere it was never measured (benchmarks/FINDINGS.md, "Adaptive tau at a constant rate"). The default
+    ``"auto"`` keeps tau there; ``True`` adapts anyway."""
     model = make_mlp()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Lookahead's own warning
-        assert pdt.PDT(make(model.parameters()), snap_every=10, adaptive="auto").config.adaptive is False
+        assert pdt.PDT(make(model.parameters()), snap_every=10).config.adaptive is False
         assert pdt.PDT(make(model.parameters()), snap_every=10, adaptive=True).config.adaptive is True
-    assert pdt.PDT(po.Lamb(model.parameters(), lr=0.01), snap_every=10, adaptive="auto").config.adaptive == "auto"
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: torch.optim.SGD(p, lr=0.1), lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+    lambda p: po.Lamb(p, lr=0.01), lambda p: po.Lookahead(torch.optim.SGD(p, lr=0.1)),
+    lambda p: po.Muon([dict(params=[q for q in p if q.ndim == 2], use_muon=True),
+                       dict(params=[q for q in p if q.ndim != 2], use_muon=False)], lr=0.02),
+], ids=["SGD", "SGD-nesterov", "LAMB", "Lookahead(SGD)", "Muon"])
+def test_adaptive_auto_adapts_tau_by_default_where_it_was_measured_to_pay(make):
+    """SGD (digits 2.11x -> 2.43x in steps over ten seeds, every seed faster), LAMB (1.34x ->
+    1.45x), Lookahead on SGD (1.43x -> 1.52x), Muon (the same steps or fewer)."""
+    model = make_mlp()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Lookahead's own warning
+        assert pdt.PDT(make(list(model.parameters())), snap_every=10).config.adaptive == "auto"
+        assert pdt.PDT(make(list(model.parameters())), snap_every=10, adaptive=False).config.adaptive is False
 
 
 def test_a_runaway_moves_schedule_free_z_back_and_leaves_the_average():

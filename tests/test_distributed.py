@@ -42,6 +42,8 @@ def assert_same_run(runs: list[dict], reference: dict, atol: float) -> None:
     for run in runs:
         for a, b in zip(run["params"], reference["params"]):
             assert torch.allclose(a, b, atol=atol), (a - b).abs().max()
+        counters = {k: v for k, v in run["schedule"].items() if not isinstance(v, float)}  # not the loss sums
+        assert counters == {k: reference["schedule"][k] for k in counters}  # tau included
         stats, expected = timing_free(run["stats"]), timing_free(reference["stats"])
         assert stats["predictions"] == expected["predictions"] and stats["merges"] == expected["merges"] >= 1
         ratios = [r for _, r in stats["mask_ratio_history"]]
@@ -61,6 +63,15 @@ def reference(tmp_path_factory):
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_two_processes_follow_the_single_process_run(tmp_path, reference, mode):
     assert_same_run(launch(tmp_path, mode, 2), reference, atol=1e-5)
+
+
+def test_adaptive_tau_decides_alike_on_every_rank_and_as_one_process(tmp_path):
+    """The default ``adaptive="auto"`` judges merges from the loss averaged over the ranks:
+    every rank and the single process choose the same horizons. Jumps up to 2 tau long carry
+    the rounding above (all-reduced against full-batch gradients) to 1e-4."""
+    reference = launch(tmp_path / "plain", "plain", 1, "--adaptive")[0]
+    assert reference["schedule"]["tau"] != 3  # tau moved from the worker's 3
+    assert_same_run(launch(tmp_path / "ddp", "ddp", 2, "--adaptive"), reference, atol=1e-4)
 
 
 def test_fsdp_with_one_dmd_for_the_whole_model(tmp_path):
