@@ -564,10 +564,11 @@ class PDTConfig:
 
     @classmethod
     def paper(cls, snap_every: int, **changes: Any) -> "PDTConfig":
-        """The paper's configuration: its mask equations, the Gavish-Donoho rank, tau = 5, no
-        trend filter and predictions at every learning rate."""
+        """The paper's configuration: its mask equations, the Gavish-Donoho rank, tau = 5 (fixed,
+        as the suite has measured it since 2026-11-28), no trend filter and predictions at every
+        learning rate."""
         return cls(snap_every=snap_every, **{"rule": "paper", "rank": "gavish_donoho", "tau": 5, "trend": False,
-                                             "decay_window": None, **changes})
+                                             "decay_window": None, "adaptive": False, **changes})
 
     def dmd_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`pdt_compile.dmd.displacement_coefficients`."""

@@ -79,10 +79,10 @@ def test_affine_dynamics_needs_three_snapshots():
 def test_defaults_and_the_paper_configuration():
     config = PDTConfig(snap_every=100)
     assert (config.history, config.tau, config.rule, config.rank, config.dynamics) == (5, 8, "reference", "full", "linear")
-    assert config.trend and config.tau_max == 16 and config.decay_window == 0.5
+    assert config.trend and config.tau_max == 16 and config.decay_window == 0.5 and config.adaptive == "auto"
     paper = PDTConfig.paper(100)
     assert (paper.rule, paper.rank, paper.history, paper.tau, paper.trend) == ("paper", "gavish_donoho", 5, 5, False)
-    assert paper.decay_window is None
+    assert paper.decay_window is None and paper.adaptive is False
     assert PDTConfig.paper(10, tau=3).tau == 3
     for rank in ("full", 3, 0.9):
         assert PDTConfig(snap_every=1, rank=rank).rank == rank

@@ -8,8 +8,8 @@
 The Trainer steps the optimizer it is given (through Accelerate); PDT shares the wrapped
 optimizer's ``param_groups``, so the scheduler may be built on either. The Trainer hands no loss
 to the optimizer; given ``model=``, the recipe reports the loss of the model's own outputs
-(:func:`report_losses_of`), which the options that read losses need (the runaway guard on
-schedule-free optimizers, on by default).
+(:func:`report_losses_of`), which the options that read losses need (on by default: the
+runaway guard on schedule-free optimizers, adaptive tau on SGD, LAMB and Muon).
 """
 
 from __future__ import annotations
