@@ -73,6 +73,7 @@ CASES: dict[str, Callable[[], Case]] = {"diabetes MLP": diabetes, "noisy plateau
 
 METHODS: dict[str, dict] = {
     "PDT default": {},
+    "tau fixed (adaptive=False, the default before 2026-12-05 13:30)": dict(adaptive=False),
     "adaptive auto (tau halves after a merge whose interval's loss rose by over 10 %, +1 after one that paid; "
     "at these constant rates the same as adaptive=True)": dict(adaptive="auto"),
     "adaptive auto, capped at tau (halves as auto does, grows back up to tau, never past it)": dict(adaptive="auto", tau_max=8),

@@ -63,8 +63,10 @@ VARIANTS: dict[str, dict] = {
         dict(adaptive=True, tau_max=8, loss_tolerance=0.0),
     "adaptive tau, loss_tolerance 0.1 (halves only after a merge whose interval's loss rose by over 10 %)":
         dict(adaptive=True, loss_tolerance=0.1),
-    "adaptive auto (as loss_tolerance 0.1 while the rate holds at its peak, tau fixed while it decays, off on schedule-free, the Adam family and Lion)":
+    "adaptive auto (as loss_tolerance 0.1 while the rate holds at its peak, tau fixed while it decays; until 2026-12-05 13:30 "
+    "off on schedule-free, the Adam family and Lion, since then on SGD, alone or in Lookahead, LAMB and Muon only)":
         dict(adaptive="auto"),
+    "tau fixed (adaptive=False, the default before 2026-12-05 13:30)": dict(adaptive=False),
     "adaptive auto, capped at tau (only ever shorter jumps than the defaults': halves as auto does, grows back up to tau)":
         dict(adaptive="auto", tau_max=8),
     "history 3 (a ring of 3 snapshots)": dict(history=3),
