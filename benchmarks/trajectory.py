@@ -56,13 +56,16 @@ def main() -> None:
     parser.add_argument("--stop-at", type=int, default=None, help="also PDT with no prediction from this step on")
     parser.add_argument("--adaptive", action="store_true", help='also PDT with adaptive="auto" (its tau at each change)')
     parser.add_argument("--peer", default="", help="a peer of benchmarks.ttb (e.g. 'Lookahead') instead of the task's optimizer")
+    parser.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                        help="the learning-rate schedule (cosine: per step to zero, as benchmarks.ttb's cosine sections)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     suite = task_suite(quick=False)
     if args.task not in suite:
         raise SystemExit(f"--task {args.task!r}: not a ttb task; one of {', '.join(suite)}")
     task, snap_every = suite[args.task]
-    title = args.task
+    task = dataclasses.replace(task, schedule=args.schedule)
+    title = args.task + ("" if args.schedule == "constant" else f", {args.schedule}")
     if args.peer:
         matching = [peer for peer in peers(args.task, task) if args.peer in peer]
         if len(matching) != 1:
