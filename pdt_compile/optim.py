@@ -177,7 +177,7 @@ class PDT(Optimizer):
             setattr(self, name, OrderedDict())
         self._zero_grad_profile_name = "Optimizer.zero_grad#PDT.zero_grad"
         self.schedule = Schedule(config)
-        self._stats = Stats(tau=config.tau)
+        self._stats = Stats(tau=config.tau, tau_waits_for_losses=config.adaptive is not False)
         self._pending: PendingBoundary | None = None
         self._unread_losses: list[tuple[int, Tensor]] = []
         """(step, loss) reported as tensors and not read on the host yet (:meth:`report_loss`)."""
@@ -895,6 +895,7 @@ class PDT(Optimizer):
         if readers is None:
             return
         self._awaiting_losses = False
+        self._stats.tau_waits_for_losses = False
         if isinstance(loss, Tensor) and loss.numel() != 1:
             raise ValueError(f"PDT.report_loss: loss has {loss.numel()} elements; pass the step's scalar loss "
                              "(e.g. loss.mean())")

@@ -932,13 +932,21 @@ def test_adaptive_tau_judges_a_merge_whose_counts_are_read_a_boundary_late_as_on
     assert judged(deferred=False) == judged(deferred=True) == [4, 5, 6, 3, 4, 2]
 
 
-def test_adaptive_auto_without_reported_losses_keeps_tau_and_says_nothing():
+def test_adaptive_auto_without_reported_losses_keeps_tau_and_warns_not_but_the_stats_line_says_so():
+    """The default adapts tau from reported losses; without them tau stays fixed, with no
+    warning, and ``print(opt.stats)`` says why it never moves, until a loss is reported."""
     model = make_mlp()
-    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), adaptive="auto", **CONFIG)
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), **CONFIG)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         train(model, opt, batches(40))
     assert opt.stats.merges >= 2 and {tau for _, tau in opt.stats.tau_history} == {3}
+    assert "tau 3 (fixed: no loss reported to adapt it)" in str(opt.stats)
+    train(model, opt, batches(1), report=True)
+    assert "no loss reported" not in str(opt.stats) and "tau 3" in str(opt.stats)
+    adam = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=0.01), **CONFIG)  # tau fixed there by design
+    train(model, adam, batches(40))
+    assert adam.stats.merges >= 1 and "no loss reported" not in str(adam.stats)
 
 
 def test_without_a_factor_no_loss_is_a_runaway():

@@ -45,6 +45,9 @@ class Stats:
     runaways: int = 0
     """Losses that ran away (``PDTConfig.runaway_factor``): each moved the weights back to a snapshot."""
     tau: int = 0
+    tau_waits_for_losses: bool = False
+    """True while adaptive tau (``PDTConfig.adaptive``) is on but no training loss has been
+    reported: tau stays fixed until one is (``opt.report_loss(loss)`` after each step)."""
     mask_ratio: float = 0.0
     """Accepted fraction of the elements at the last prediction."""
     mask_ratio_per_tensor: list[float] = field(default_factory=list)
@@ -80,7 +83,7 @@ class Stats:
         parts = [f"{self.boundaries} boundaries", f"{self.predictions} predictions", f"{self.merges} merges"]
         if ratios:
             parts.append(f"mask ratio {self.mask_ratio:.3g} (mean {sum(ratios) / len(ratios):.3g})")
-        parts.append(f"tau {self.tau}")
+        parts.append(f"tau {self.tau}" + (" (fixed: no loss reported to adapt it)" if self.tau_waits_for_losses else ""))
         parts += [f"{name} {value}" for name in GUARD_COUNTS if (value := getattr(self, name))]
         parts.append(f"{1e3 * self.prediction_seconds:.1f} ms predicting")
         return "PDT: " + ", ".join(parts)
