@@ -237,8 +237,9 @@ class PDTConfig:
     decays, where ``decay_window`` chooses when to merge, on the optimizers where that was
     measured to pay (:data:`pdt_compile.adapters.TAU_ADAPTED`: torch's SGD, alone or inside
     Lookahead, pytorch-optimizer's LAMB and Muon); elsewhere, and without reported losses, tau
-    stays ``tau`` (without losses no warning, but ``str(opt.stats)`` says so). ``True``: adapt at every rate, on any optimizer (and warn when no
-    loss is reported). ``False``: tau fixed (the default before 2026-12-05).
+    stays ``tau`` (without losses no warning, but ``str(opt.stats)`` says so). ``True``: adapt
+    at every rate, on any optimizer (and warn when no loss is reported). ``False``: tau fixed
+    (the default before 2026-12-05).
     Measured for ``"auto"`` at a constant rate (``python -m benchmarks.variants --variants
     'adaptive auto (as' --seeds 10``, steps to the baseline's final loss, median [min-max] over
     ten seeds, 2026-12-05): the mnist1d CNN 1.43x [1.28-1.54] -> 1.46x [1.36-1.76], LAMB 1.34x

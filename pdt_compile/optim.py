@@ -21,8 +21,8 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 from torch.utils.hooks import RemovableHandle
 
-from .adapters import (adam_moments, adapts_tau, averaging, coupled_decay, decoupled_decay, filters_moments, companions, learning_rates,
-                       shares, stacking_warning, steps_by_sign, trailing_keys, unmoved_weight_keys, weight_space_keys)
+from .adapters import (adam_moments, adapts_tau, averaging, coupled_decay, decoupled_decay, filters_moments, companions,
+                       learning_rates, shares, stacking_warning, steps_by_sign, trailing_keys, unmoved_weight_keys, weight_space_keys)
 from .config import PDTConfig, binds, check_option_names
 from .distributed import global_numel, mean_across_ranks, means_across_ranks, shard_group, sum_across_shards_
 from .mask import moment_mask, saturation_mask
@@ -156,7 +156,7 @@ class PDT(Optimizer):
         self._sequence = self._resolve_sequence(optimizer, config)
         if self._averaging is not None and config.base_spacing != 1.0:
             config = config.spaced(config.base_spacing)
-        if config.adaptive == "auto" and (self._averaging is not None or not adapts_tau(optimizer)):
+        if config.adaptive == "auto" and not adapts_tau(optimizer):
             config = config.replace(adaptive=False)
         if config.runaway_factor == "auto":
             config = config.replace(runaway_factor=SCHEDULE_FREE_RUNAWAY_FACTOR if self._averaging is not None else None)

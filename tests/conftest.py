@@ -86,7 +86,8 @@ def amp_step_function(model, opt, scaler, device_type, dtype):
 
 def run_steps(model, opt, data, compiled, before=None, after=None):
     """Train on ``data``, through ``pdt.compile`` (aot_eager) or eagerly; ``before(index)`` and
-    ``after()`` run around each step; each loss is reported, eager and compiled alike. Returns the compiled training step (None when eager)."""
+    ``after()`` run around each step; each loss is reported, eager and compiled alike. Returns
+    the compiled training step (None when eager)."""
     step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager") if compiled else None
     for index, (x, y) in enumerate(data):
         if before is not None:

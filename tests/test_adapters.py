@@ -542,8 +542,8 @@ def test_adaptive_auto_is_off_on_schedule_free_whatever_its_average_does(name):
 def test_adaptive_auto_keeps_tau_fixed_where_adapting_was_not_measured_to_pay(make):
     """At a constant rate, tau grown past its default lost the ViT on AdamW 3 seeds of 10, the
     character transformer on Lion 3 of 3, LAMB inside Lookahead 1 of 10 and one more seed of
-    ten on Shampoo; elsewhere it was never measured (benchmarks/FINDINGS.md, "Adaptive tau at a constant rate"). The default
-    ``"auto"`` keeps tau there; ``True`` adapts anyway."""
+    ten on Shampoo; elsewhere it was never measured (benchmarks/FINDINGS.md, "Adaptive tau at a
+    constant rate"). The default ``"auto"`` keeps tau there; ``True`` adapts anyway."""
     model = make_mlp()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Lookahead's own warning
