@@ -14,7 +14,8 @@ from .runtime.checkpoint import plain_state_dict
 from .runtime.schedule import Phase
 from .runtime.stats import Stats
 
-__all__ = ["PDT", "PDTConfig", "Phase", "Stats", "compile", "consistency_mask", "forecast", "plain_state_dict"]
+__all__ = ["PDT", "PDTConfig", "Phase", "Stats", "compile", "consistency_mask", "forecast", "plain_state_dict",
+           "set_optimizer_state_dict"]
 __version__ = "0.1.0"
 
 
@@ -23,4 +24,8 @@ def __getattr__(name: str):
         from .api import compile
 
         return compile
+    if name == "set_optimizer_state_dict":  # imports torch.distributed.checkpoint
+        from .distributed_checkpoint import set_optimizer_state_dict
+
+        return set_optimizer_state_dict
     raise AttributeError(f"module 'pdt_compile' has no attribute {name!r}")

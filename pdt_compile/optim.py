@@ -1151,7 +1151,9 @@ class PDT(Optimizer):
         if pdt_state is None:
             warnings.warn(
                 "PDT.load_state_dict: the checkpoint holds no PDT state (saved from the plain optimizer, or "
-                "through code that keeps only part of a param group?); PDT starts its burn-in afresh",
+                "through code that keeps only part of a param group?); PDT starts its burn-in afresh. A dict that "
+                "torch.distributed.checkpoint.state_dict flattened (flatten_optimizer_state_dict=True, torchtitan's) "
+                "keeps it: load that with pdt.set_optimizer_state_dict (torch's arguments) to resume PDT too",
                 RuntimeWarning,
                 stacklevel=2,
             )

@@ -88,7 +88,8 @@ def checkpoint_state(model, opt, api: str) -> dict:
         return {"model": model.state_dict(), "optim": opt.state_dict()}
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
-    model_state, optim_state = get_state_dict(model, opt, options=StateDictOptions(full_state_dict=api == "dsd-full"))
+    model_state, optim_state = get_state_dict(model, opt, options=StateDictOptions(
+        full_state_dict=api == "dsd-full", flatten_optimizer_state_dict=api == "dsd-flat"))
     return {"model": model_state, "optim": optim_state}
 
 
@@ -97,8 +98,13 @@ def load_checkpoint_state(model, opt, state: dict, api: str) -> None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
         return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_state_dict
 
+    if api == "dsd-flat":  # torchtitan's layout: torch's set_optimizer_state_dict would drop PDT's state
+        set_model_state_dict(model, state["model"])
+        pdt.set_optimizer_state_dict(model, opt, state["optim"],
+                                     options=StateDictOptions(flatten_optimizer_state_dict=True))
+        return
     set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"],
                    options=StateDictOptions(full_state_dict=api == "dsd-full"))
 
@@ -139,10 +145,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--compile", nargs="?", const="aot_eager", default=None, help="Dynamo backend")
     parser.add_argument("--checkpoint-at", type=int, default=None)
-    parser.add_argument("--checkpoint-api", choices=["state_dict", "dsd", "dsd-full", "dsd-rank0"], default="state_dict",
+    parser.add_argument("--checkpoint-api", choices=["state_dict", "dsd", "dsd-full", "dsd-flat", "dsd-rank0"],
+                        default="state_dict",
                         help="opt.state_dict() into DCP, or torch.distributed.checkpoint.state_dict's get/set "
-                             "(sharded, or full tensors into DCP, or as Lightning's ModelParallelStrategy does with "
-                             "a full checkpoint: see resume_through_rank0)")
+                             "(sharded, or full tensors into DCP, or flattened as torchtitan saves them, or as "
+                             "Lightning's ModelParallelStrategy does with a full checkpoint: see resume_through_rank0)")
     parser.add_argument("--granularity", default="tensor")
     parser.add_argument("--ring-location", default="device")
     parser.add_argument("--runaway", action="store_true", help="runaway_factor 3, losses reported, a blow-up on rank 0")

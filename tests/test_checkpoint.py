@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import io
 import math
+import warnings
 
+import pytest
 import torch
 from hypothesis import given, strategies as st
 
@@ -126,3 +128,62 @@ def test_a_pdt_checkpoint_goes_on_without_pdt_through_plain_state_dict():
     train(model, plain, data[10:])
     train(other_model, inner, data[10:])
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), other_model.parameters()))
+
+
+FLAT = dict(flatten_optimizer_state_dict=True)
+
+
+@pytest.mark.parametrize("make_optimizer", [
+    lambda params: torch.optim.Adam(params, lr=0.01),
+    lambda params: torch.optim.SGD(params, lr=0.1),  # stateless: the load creates no state of its own
+], ids=["adam", "sgd"])
+@pytest.mark.parametrize("stop", [6, 14])  # burn-in; right after a merge
+def test_a_flattened_distributed_checkpoint_resumes_exactly_through_pdt_set_optimizer_state_dict(
+        tmp_path, make_optimizer, stop):
+    """torchtitan's layout (``flatten_optimizer_state_dict=True``) through torch.distributed.checkpoint
+    on disk: ``pdt.set_optimizer_state_dict`` loads PDT's ring, schedule and stats from it into a
+    fresh run, which goes on as the uninterrupted one, and leaves no PDT name in the live optimizer."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    data = batches(30)
+    model = make_mlp()
+    opt = pdt.PDT(make_optimizer(model.parameters()), **CONFIG)
+    train(model, opt, data[:stop], report=True)
+    options = StateDictOptions(**FLAT)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.distributed.*")  # one process, no process group
+        dcp.save({"model": model.state_dict(), "optim": get_optimizer_state_dict(model, opt, options=options)},
+                 checkpoint_id=tmp_path)
+        train(model, opt, data[stop:], report=True)
+        resumed_model = make_mlp(seed=1)
+        resumed = pdt.PDT(make_optimizer(resumed_model.parameters()), **CONFIG)
+        state = {"model": resumed_model.state_dict(), "optim": get_optimizer_state_dict(resumed_model, resumed,
+                                                                                        options=options)}
+        dcp.load(state, checkpoint_id=tmp_path)
+    resumed_model.load_state_dict(state["model"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no "the checkpoint holds no PDT state"
+        pdt.set_optimizer_state_dict(resumed_model, resumed, state["optim"], options=options)
+    assert not [key for entry in resumed.state.values() for key in entry if key.startswith("pdt_")]
+    assert all("pdt_state" not in group for group in resumed.param_groups)
+    assert resumed.schedule.steps == stop
+    train(resumed_model, resumed, data[stop:], report=True)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), resumed_model.parameters()))
+    assert resumed.stats.merges == opt.stats.merges >= 1
+
+
+def test_pdt_set_optimizer_state_dict_loads_a_plain_optimizers_flattened_checkpoint():
+    """A flattened checkpoint of the optimizer alone (no PDT names in it) loads as torch's function
+    loads it, and PDT starts its burn-in afresh, saying so."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    model = make_mlp()
+    plain = torch.optim.Adam(model.parameters(), lr=0.01)
+    train(model, plain, batches(5))
+    saved = copy.deepcopy(get_optimizer_state_dict(model, plain, options=StateDictOptions(**FLAT)))
+    opt = pdt.PDT(torch.optim.Adam(model.parameters(), lr=0.01), **CONFIG)
+    with pytest.warns(RuntimeWarning, match="holds no PDT state"):
+        pdt.set_optimizer_state_dict(model, opt, saved, options=StateDictOptions(**FLAT))
+    assert all(torch.equal(opt.state[p]["exp_avg"], plain.state[p]["exp_avg"]) for p in model.parameters())
+    assert opt.schedule.steps == 0

@@ -117,11 +117,12 @@ def test_fsdp_checkpoint_through_dcp_resumes_exactly(tmp_path, reference, stop, 
         assert_same_run(uninterrupted, reference, atol=1e-5)
 
 
-@pytest.mark.parametrize("api", ["dsd", "dsd-full", "dsd-rank0"])
+@pytest.mark.parametrize("api", ["dsd", "dsd-full", "dsd-flat", "dsd-rank0"])
 def test_fsdp_checkpoint_through_the_distributed_state_dict_api_resumes_exactly(tmp_path, api):
     """``get_state_dict``/``set_state_dict`` (what Lightning's ModelParallelStrategy and
     Accelerate's FSDP2 path save through) keep only the optimizer's per-parameter state and
-    param groups: PDT's ring and schedule travel there, sharded or as full tensors, and through
+    param groups: PDT's ring and schedule travel there, sharded or as full tensors, flattened as
+    torchtitan saves them (loaded through ``pdt.set_optimizer_state_dict``), and through
     Lightning's own full-checkpoint round (rank 0 saves, keyed by index; every rank loads, rank
     0's values broadcast)."""
     uninterrupted = launch(tmp_path / "a", "fsdp", 2)
