@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, fx
 
 from .distributed import global_numel, group_key, shard_group, sum_across_shards_
-from .optim import PDT
+from .optim import PDT, calls_step_hooks
 from .passes.backend import PDTBackend, uses_cuda_graphs
 from .runtime.hyperparameters import TENSOR_HYPERPARAMETERS, TensorHyperparameters, rewrites_constants_every_step
 from .runtime.kernels import working_dtype
@@ -167,7 +167,11 @@ class CompiledOptimizerStep:
     tracked tensor unchanged (:class:`ParameterTouch`) so that the same passes find the writes to
     follow. Nor is a schedule-free optimizer traced, nor one that counts its steps in its param
     groups (pytorch-optimizer's): its step rewrites a number of its param groups at every step
-    (:data:`~pdt_compile.runtime.hyperparameters.STEP_COUNTERS`). Apart from the
+    (:data:`~pdt_compile.runtime.hyperparameters.STEP_COUNTERS`), nor one whose step reads
+    tensors to the host (:data:`HOST_READING_STEPS`: torch's Adafactor). The wrapped optimizer's
+    step hooks (and profiler label), which a variant traced from its undecorated step leaves out,
+    run around the ordinary variant when some are registered; the boundary work then runs after
+    it, so that the hooks see the step as ``optimizer.step()`` would show it. Apart from the
     optimizer step a capture has no update to fuse into: it is the eager path's, one foreach copy
     (no graph to compile per ring row, and no rewrite of the weights).
     An optimizer step that Dynamo falls back to eager for anyway (a
@@ -197,9 +201,12 @@ class CompiledOptimizerStep:
         optimizer = self.optimizer
         inner = optimizer.optimizer
         self.deferred = False
-        self.traced = self.trace_step and not (uses_fused_kernels(inner) or rewrites_constants_every_step(inner))
+        self.traced = self.trace_step and not (
+            uses_fused_kernels(inner) or rewrites_constants_every_step(inner) or reads_to_the_host(inner)
+        )
         """Whether the optimizer step runs in compiled graphs (not for fused optimizers, nor for
-        schedule-free ones, whose step changes a float of its param groups every time)."""
+        schedule-free ones, whose step changes a float of its param groups every time, nor for
+        :data:`HOST_READING_STEPS`)."""
         self.fused = optimizer.ring.fused and boundaries_in_graphs(optimizer)
         """Whether the boundary work runs in compiled graphs (the float32 device ring, and
         :func:`boundaries_in_graphs`)."""
@@ -217,6 +224,14 @@ class CompiledOptimizerStep:
         self.variants: dict[tuple[Phase, int], Callable[[], None]] = {}
         self.ran_once: set[tuple[Phase, int]] = set()
         """Variants called before: a first call compiles, which the prediction time leaves out."""
+        self._ordinary_with_hooks = torch.optim.Optimizer.profile_hook_step(
+            lambda stepped: self.variants[(Phase.ORDINARY, 0)]()
+        )
+        """The ordinary variant between the step hooks and profiler label of the wrapped optimizer
+        (torch's own wrapper, which the variants, traced from its undecorated step, leave out),
+        called as ``inner.step()`` would call them, when some are due (:func:`calls_step_hooks`).
+        Hooks, not the profiler, also move a boundary out of the step's graph: a profile shows
+        the compiled boundaries it is meant to time."""
         if self.traced:
             self._build_variants(inner, ordinary=True, boundaries=self.fused and not self.follows)
 
@@ -299,9 +314,13 @@ class CompiledOptimizerStep:
         if self.traced:
             self._check_constants()
         traced = self.traced and not (self.hyperparameters.has_zero_lr() or self.creates_state())
+        hooked = traced and calls_step_hooks(optimizer.optimizer, profiler=False)
         in_step = self.fused and not self.apart  # the boundary graphs hold the optimizer step
-        if phase == Phase.ORDINARY or not (in_step and traced):
-            if traced:
+        if phase == Phase.ORDINARY or not (in_step and traced) or hooked:
+            if traced and (hooked or calls_step_hooks(optimizer.optimizer)):
+                with self.hyperparameters:
+                    self._ordinary_with_hooks(optimizer.optimizer)
+            elif traced:
                 with self.hyperparameters:
                     self.variants[(Phase.ORDINARY, 0)]()
             else:
@@ -416,6 +435,19 @@ def boundaries_in_graphs(optimizer: PDT) -> bool:
 def uses_fused_kernels(optimizer: torch.optim.Optimizer) -> bool:
     """Whether some param group of ``optimizer`` asks for torch's fused update (``fused=True``)."""
     return any(group.get("fused") for group in optimizer.param_groups)
+
+
+HOST_READING_STEPS: tuple[type, ...] = (torch.optim.Adafactor,)
+"""Optimizer classes (and their subclasses) whose step reads tensors to the host at every step (torch's
+Adafactor: its step count and each parameter's norm, by ``.item()``, in both its for-loop and
+foreach forms). Dynamo breaks the graph at each read, so the parameter writes land in pieces
+where PDT's passes cannot see them: ``pdt.compile`` runs such a step eagerly from the start, its
+predictions compiled, rather than compile it, find no PDT node ran, and warn."""
+
+
+def reads_to_the_host(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` is one of :data:`HOST_READING_STEPS`."""
+    return isinstance(optimizer, HOST_READING_STEPS)
 
 
 def _variant_name(phase: Phase, slot: int) -> str:

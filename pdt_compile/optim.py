@@ -433,10 +433,7 @@ class PDT(Optimizer):
         return self._step_eagerly(closure)
 
     def _step_eagerly(self, closure: Callable[[], Any] | None) -> Any:
-        if (
-            self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks
-            or _global_optimizer_pre_hooks or _global_optimizer_post_hooks or torch.autograd._profiler_enabled()
-        ):
+        if calls_step_hooks(self):
             return _STEP_WITH_HOOKS(self, closure)
         return self._step(closure)
 
@@ -1192,6 +1189,18 @@ def boundary_graphs(optimizer: PDT) -> CompiledOptimizerStep:
     from .api import CompiledOptimizerStep  # api imports this module
 
     return CompiledOptimizerStep(optimizer, "inductor", None, trace_step=False)
+
+
+def calls_step_hooks(optimizer: Optimizer, profiler: bool = True) -> bool:
+    """Whether ``optimizer.step()`` would call step hooks (its own, or torch's global ones) or,
+    with ``profiler``, label a profiler range: what torch's wrapper of every optimizer's step
+    does, and what PDT skips where there is nothing to call, and runs around a compiled step
+    where there is."""
+    return bool(
+        getattr(optimizer, "_optimizer_step_pre_hooks", None) or getattr(optimizer, "_optimizer_step_post_hooks", None)
+        or _global_optimizer_pre_hooks or _global_optimizer_post_hooks
+        or (profiler and torch.autograd._profiler_enabled())
+    )
 
 
 # torch's own hook-and-profiler wrapper, used only when hooks or the profiler are active.

@@ -460,6 +460,54 @@ def test_a_step_counter_makes_the_optimizer_step_eager_without_recompiles(counte
     assert_follows_eager(eager_model, eager, model, opt, 1e-5, predictions=8)
 
 
+@pytest.mark.parametrize("foreach", [False, True], ids=["for-loop", "foreach"])
+def test_torchs_adafactor_steps_eagerly_from_the_start_quietly_and_follows_eager(foreach):
+    """torch.optim.Adafactor reads its step count and each parameter's norm with ``.item()``:
+    Dynamo breaks its step there, PDT's nodes landed in no graph that ran, and the first capture
+    warned that the step fell back. It is now known to run eagerly (its predictions compiled),
+    without a warning, and the run follows eager."""
+    data = batches(45, size=8)
+    make_opt = lambda p: torch.optim.Adafactor(p, lr=0.05, foreach=foreach)  # noqa: E731
+    eager_model, eager = run_eager(make_opt, data)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, opt, step = run_compiled(make_opt, data)
+    assert not [w for w in caught if "pdt.compile" in str(w.message)]
+    assert not step.compiled_optimizer_step.traced
+    assert step.pdt_graphs["predict"]
+    assert_follows_eager(eager_model, eager, model, opt, 1e-5, predictions=8)
+
+
+def test_step_hooks_of_the_wrapped_optimizer_run_at_every_compiled_step_as_in_eager():
+    """The compiled variants are traced from the optimizer's undecorated step, so a hook
+    registered on the wrapped optimizer (here a pre hook that halves the gradients and a post
+    hook that counts) ran at its first, eager step only: the run silently left eager's
+    trajectory. Now the hooks run around every compiled step, in torch's order, and at a
+    boundary before PDT's capture or prediction, as in eager."""
+    data = batches(45, size=8)
+    calls = {}
+
+    def make_opt(params):
+        opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+        counted = calls.setdefault(len(calls), [])
+
+        def halve(optimizer, args, kwargs):
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.grad.mul_(0.5)
+
+        opt.register_step_pre_hook(halve)
+        opt.register_step_post_hook(lambda optimizer, args, kwargs: counted.append(args))
+        return opt
+
+    eager_model, eager = run_eager(make_opt, data)
+    model, opt, _ = run_compiled(make_opt, data)
+    assert len(calls[0]) == len(calls[1]) == len(data)
+    assert calls[1][-1] == (opt.optimizer,)
+    assert_follows_eager(eager_model, eager, model, opt, 1e-5, predictions=8)
+
+
 def test_a_step_whose_graph_breaks_hide_its_writes_still_captures_and_merges():
     """A step that compiles in pieces has its parameter writes where PDT's passes do not see
     them: its capture and prediction graphs came out without PDT's nodes, and PDT went on as if
