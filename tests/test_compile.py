@@ -508,6 +508,30 @@ def test_step_hooks_of_the_wrapped_optimizer_run_at_every_compiled_step_as_in_ea
     assert_follows_eager(eager_model, eager, model, opt, 1e-5, predictions=8)
 
 
+def test_under_the_profiler_compiled_steps_carry_the_optimizers_label_and_boundaries_stay_in_graphs():
+    """The profiler, unlike a hook, does not move the boundaries out of their graphs (a profile
+    should time the compiled boundaries): its ordinary steps carry the wrapped optimizer's
+    ``Optimizer.step#SGD.step`` range, as eager steps do, and the run follows eager."""
+    data = batches(45, size=8)
+    make_opt = OPTIMIZERS["sgd_momentum"]
+    eager_model, eager = run_eager(make_opt, data)
+    model = make_mlp()
+    opt = pdt.PDT(make_opt(model.parameters()), **CONFIG)
+    train_step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager")
+    for x, y in data[:30]:
+        train_step(x, y)
+    compiled = train_step.compiled_optimizer_step
+    predictions = opt.stats.predictions
+    with torch.profiler.profile() as profile:
+        for x, y in data[30:]:
+            train_step(x, y)
+    labels = [event for event in profile.events() if event.name == "Optimizer.step#SGD.step"]
+    assert compiled.traced and compiled.fused and not compiled.apart
+    assert 0 < len(labels) < len(data) - 30  # boundary steps run in the boundary graphs, unlabelled
+    assert opt.stats.predictions > predictions
+    assert_follows_eager(eager_model, eager, model, opt, 1e-4, predictions=8)  # momentum's compiled rounding
+
+
 def test_a_step_whose_graph_breaks_hide_its_writes_still_captures_and_merges():
     """A step that compiles in pieces has its parameter writes where PDT's passes do not see
     them: its capture and prediction graphs came out without PDT's nodes, and PDT went on as if
