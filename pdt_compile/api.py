@@ -170,8 +170,9 @@ class CompiledOptimizerStep:
     (:data:`~pdt_compile.runtime.hyperparameters.STEP_COUNTERS`), nor one whose step reads
     tensors to the host (:data:`HOST_READING_STEPS`: torch's Adafactor). The wrapped optimizer's
     step hooks (and profiler label), which a variant traced from its undecorated step leaves out,
-    run around the ordinary variant when some are registered; the boundary work then runs after
-    it, so that the hooks see the step as ``optimizer.step()`` would show it. Apart from the
+    run around the variant that steps when some are registered; with post hooks the boundary work
+    runs after the ordinary variant, so that they see the step as ``optimizer.step()`` would show
+    it, before any merge. Apart from the
     optimizer step a capture has no update to fuse into: it is the eager path's, one foreach copy
     (no graph to compile per ring row, and no rewrite of the weights).
     An optimizer step that Dynamo falls back to eager for anyway (a
@@ -224,14 +225,11 @@ class CompiledOptimizerStep:
         self.variants: dict[tuple[Phase, int], Callable[[], None]] = {}
         self.ran_once: set[tuple[Phase, int]] = set()
         """Variants called before: a first call compiles, which the prediction time leaves out."""
-        self._ordinary_with_hooks = torch.optim.Optimizer.profile_hook_step(
-            lambda stepped: self.variants[(Phase.ORDINARY, 0)]()
-        )
-        """The ordinary variant between the step hooks and profiler label of the wrapped optimizer
-        (torch's own wrapper, which the variants, traced from its undecorated step, leave out),
-        called as ``inner.step()`` would call them, when some are due (:func:`calls_step_hooks`).
-        Hooks, not the profiler, also move a boundary out of the step's graph: a profile shows
-        the compiled boundaries it is meant to time."""
+        self._hooked: Callable[[], None] | None = None
+        self._with_hooks = torch.optim.Optimizer.profile_hook_step(lambda stepped: self._hooked())
+        """torch's own wrapper of an optimizer step (step hooks, profiler label), which the
+        variants, traced from the undecorated step, leave out: :meth:`_run_variant` calls a
+        variant inside it, with the wrapped optimizer as ``inner.step()`` would."""
         if self.traced:
             self._build_variants(inner, ordinary=True, boundaries=self.fused and not self.follows)
 
@@ -314,15 +312,12 @@ class CompiledOptimizerStep:
         if self.traced:
             self._check_constants()
         traced = self.traced and not (self.hyperparameters.has_zero_lr() or self.creates_state())
-        hooked = traced and calls_step_hooks(optimizer.optimizer, profiler=False)
+        hooked = traced and calls_step_hooks(optimizer.optimizer)
+        hooked_after = hooked and calls_step_hooks(optimizer.optimizer, before=False, profiler=False)
         in_step = self.fused and not self.apart  # the boundary graphs hold the optimizer step
-        if phase == Phase.ORDINARY or not (in_step and traced) or hooked:
-            if traced and (hooked or calls_step_hooks(optimizer.optimizer)):
-                with self.hyperparameters:
-                    self._ordinary_with_hooks(optimizer.optimizer)
-            elif traced:
-                with self.hyperparameters:
-                    self.variants[(Phase.ORDINARY, 0)]()
+        if phase == Phase.ORDINARY or not (in_step and traced) or hooked_after:
+            if traced:
+                self._run_variant((Phase.ORDINARY, 0), hooked)
             else:
                 optimizer.optimizer.step()  # eager: see the class docstring
             if phase != Phase.PREDICT or not self.fused or in_step:
@@ -335,8 +330,7 @@ class CompiledOptimizerStep:
         backend.ran = False
         start = time.perf_counter()
         if in_step:
-            with self.hyperparameters:
-                self.variants[key]()
+            self._run_variant(key, hooked)
         else:
             self.variants[key]()  # the boundary alone, after the optimizer step
         if not backend.ran:
@@ -353,6 +347,22 @@ class CompiledOptimizerStep:
         jumps = self.runtime.jumps or [None] * len(active)
         # Counts stay on the device: PDT reads them when it must (see PDT.defers_host_reads).
         return Prediction(list(active), [j if a else None for j, a in zip(jumps, active)], pending=counts)
+
+    def _run_variant(self, key: tuple[Phase, int], hooked: bool) -> None:
+        """Run a variant that holds the optimizer step, with its hyperparameters handed over as
+        tensors and, where ``hooked``, inside the wrapped optimizer's step hooks and profiler
+        label. A post hook sees the step before PDT's boundary work (as in eager), so a step
+        with post hooks runs its boundary apart (:meth:`__call__`); pre hooks and the profiler
+        keep it in the step's graph."""
+        with self.hyperparameters:
+            if not hooked:
+                self.variants[key]()
+                return
+            self._hooked = self.variants[key]
+            try:
+                self._with_hooks(self.optimizer.optimizer)
+            finally:
+                self._hooked = None
 
     def _fell_back(self, phase: Phase, in_step: bool) -> None:
         """A boundary variant ran without PDT's nodes (Dynamo's eager fallback at a recompile

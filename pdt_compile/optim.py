@@ -1191,14 +1191,14 @@ def boundary_graphs(optimizer: PDT) -> CompiledOptimizerStep:
     return CompiledOptimizerStep(optimizer, "inductor", None, trace_step=False)
 
 
-def calls_step_hooks(optimizer: Optimizer, profiler: bool = True) -> bool:
-    """Whether ``optimizer.step()`` would call step hooks (its own, or torch's global ones) or,
-    with ``profiler``, label a profiler range: what torch's wrapper of every optimizer's step
-    does, and what PDT skips where there is nothing to call, and runs around a compiled step
-    where there is."""
+def calls_step_hooks(optimizer: Optimizer, before: bool = True, profiler: bool = True) -> bool:
+    """Whether ``optimizer.step()`` would call step hooks (its own, or torch's global ones; pre
+    hooks only with ``before``) or, with ``profiler``, label a profiler range: what torch's
+    wrapper of every optimizer's step does, and what PDT skips where there is nothing to call,
+    and runs around a compiled step where there is."""
     return bool(
-        getattr(optimizer, "_optimizer_step_pre_hooks", None) or getattr(optimizer, "_optimizer_step_post_hooks", None)
-        or _global_optimizer_pre_hooks or _global_optimizer_post_hooks
+        getattr(optimizer, "_optimizer_step_post_hooks", None) or _global_optimizer_post_hooks
+        or (before and (getattr(optimizer, "_optimizer_step_pre_hooks", None) or _global_optimizer_pre_hooks))
         or (profiler and torch.autograd._profiler_enabled())
     )
 
