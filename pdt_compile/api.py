@@ -172,7 +172,8 @@ class CompiledOptimizerStep:
     step hooks (and profiler label), which a variant traced from its undecorated step leaves out,
     run around the variant that steps when some are registered; with post hooks the boundary work
     runs after the ordinary variant, so that they see the step as ``optimizer.step()`` would show
-    it, before any merge. Apart from the
+    it, before any merge. A step replaced on the instance (:func:`replaced_step`) runs eagerly,
+    through the replacement. Apart from the
     optimizer step a capture has no update to fuse into: it is the eager path's, one foreach copy
     (no graph to compile per ring row, and no rewrite of the weights).
     An optimizer step that Dynamo falls back to eager for anyway (a
@@ -311,7 +312,9 @@ class CompiledOptimizerStep:
         ring.before_update_()
         if self.traced:
             self._check_constants()
-        traced = self.traced and not (self.hyperparameters.has_zero_lr() or self.creates_state())
+        traced = self.traced and not (
+            self.hyperparameters.has_zero_lr() or self.creates_state() or replaced_step(optimizer.optimizer)
+        )
         hooked = traced and calls_step_hooks(optimizer.optimizer)
         hooked_after = hooked and calls_step_hooks(optimizer.optimizer, before=False, profiler=False)
         in_step = self.fused and not self.apart  # the boundary graphs hold the optimizer step
@@ -458,6 +461,15 @@ predictions compiled, rather than compile it, find no PDT node ran, and warn."""
 def reads_to_the_host(optimizer: torch.optim.Optimizer) -> bool:
     """Whether ``optimizer`` is one of :data:`HOST_READING_STEPS`."""
     return isinstance(optimizer, HOST_READING_STEPS)
+
+
+def replaced_step(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step`` was replaced on the instance (``optimizer.step = wrapper``, as
+    some libraries and users do) by something other than an LR scheduler's marker, which only
+    records that the step ran. The compiled variants are traced from the class's step, so they
+    would skip the replacement: such a step runs eagerly, through it."""
+    step = vars(optimizer).get("step")
+    return step is not None and not getattr(step, "_wrapped_by_lr_sched", False)
 
 
 def _variant_name(phase: Phase, slot: int) -> str:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import pdt_compile as pdt
+from pdt_compile.api import replaced_step
 from pdt_compile.passes.analysis import find_parameter_writes
 from pdt_compile.passes.predict import solve_on_device
 from pdt_compile.runtime.schedule import Phase
@@ -511,6 +512,51 @@ def test_step_hooks_of_the_wrapped_optimizer_run_at_every_compiled_step_as_in_ea
     assert len(calls[0]) == len(calls[1]) == (1 + post) * len(data)
     assert calls[1][-1] == (opt.optimizer,)
     assert bool(step.pdt_graphs["predict"]) != post  # the boundaries ran in the step's graphs
+    assert_follows_eager(eager_model, eager, model, opt, 1e-4, predictions=8)  # momentum's compiled rounding
+
+
+def test_a_step_replaced_on_the_optimizer_instance_runs_through_the_replacement_as_in_eager():
+    """``optimizer.step = wrapper`` on the wrapped optimizer: eager PDT calls the wrapper, the
+    compiled variants (traced from the class's step) skipped it, silently. Such a step now runs
+    eagerly, through the wrapper."""
+    data = batches(45, size=8)
+    calls = []
+
+    def make_opt(params):
+        opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+        original = opt.step
+
+        def halved(closure=None):
+            calls.append(1)
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.grad.mul_(0.5)
+            return original(closure)
+
+        opt.step = halved
+        return opt
+
+    eager_model, eager = run_eager(make_opt, data)
+    model, opt, step = run_compiled(make_opt, data)
+    assert len(calls) == 2 * len(data)
+    assert_follows_eager(eager_model, eager, model, opt, 1e-5, predictions=8)
+
+
+def test_an_lr_schedulers_mark_on_the_optimizer_step_keeps_it_compiled():
+    """An LR scheduler built on the wrapped optimizer replaces its ``step`` on the instance with
+    a marker that only records that the step ran: not a replacement to honour."""
+    data = batches(45, size=8)
+
+    def make_opt(params):
+        opt = OPTIMIZERS["sgd_momentum"](params)
+        torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+        return opt
+
+    eager_model, eager = run_eager(make_opt, data)
+    model, opt, step = run_compiled(make_opt, data)
+    assert "step" in vars(opt.optimizer) and not replaced_step(opt.optimizer)
+    assert step.pdt_graphs["ordinary"] and step.pdt_graphs["predict"]
     assert_follows_eager(eager_model, eager, model, opt, 1e-4, predictions=8)  # momentum's compiled rounding
 
 
