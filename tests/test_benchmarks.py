@@ -1014,3 +1014,25 @@ def test_the_regression_benchmark_counts_steps_as_ttb_does_and_its_end_ratio_ove
     assert len(losses) == 8 and wrapped.stats.boundaries == 8 and wrapped.stats.merges >= 1
     again, _ = train(case, 0.05, seed=0, options={})
     assert again == losses
+
+
+def test_checkpoint_size_sees_the_flattened_layout_repeat_pdts_json_per_parameter():
+    """What README's Memory section says of checkpoints: torch's flattened layout writes the
+    first group's entries once per parameter of the group, PDT's JSON string included, so the
+    flattened checkpoint outgrows the nested one by about that string per parameter."""
+    import pdt_compile as pdt
+    from benchmarks.checkpoint_size import bytes_on_disk
+    from pdt_compile.runtime.checkpoint import GROUP_KEY
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[torch.nn.Linear(8, 8) for _ in range(3)])
+    opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=1e-3), snap_every=2)
+    x = torch.randn(4, 8)
+    for _ in range(40):
+        model(x).pow(2).mean().backward()
+        opt.step()
+        opt.zero_grad()
+    assert opt.stats.predictions > 10
+    text = opt.state_dict()["param_groups"][0][GROUP_KEY]
+    nested, flattened = bytes_on_disk(model, opt, False), bytes_on_disk(model, opt, True)
+    assert flattened - nested > (len(list(model.parameters())) - 1) * len(text)
