@@ -22,7 +22,8 @@ leaves = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) 
 values = st.recursive(
     leaves,
     lambda inner: st.lists(inner, max_size=3) | st.lists(inner, max_size=3).map(tuple)
-    | st.dictionaries(st.text(max_size=5).filter(lambda k: k != checkpoint.TUPLE), inner, max_size=3),
+    | st.dictionaries(st.text(max_size=5).filter(lambda k: k not in (checkpoint.TUPLE, checkpoint.TUPLES)), inner,
+                      max_size=3),
     max_leaves=12,
 )
 
@@ -30,6 +31,14 @@ values = st.recursive(
 @given(st.dictionaries(st.text(max_size=5), values, max_size=4))
 def test_metadata_comes_back_as_it_went_tuples_and_floats_exact(metadata):
     assert checkpoint.decode(checkpoint.encode(metadata)) == metadata
+
+
+def test_a_history_of_pairs_takes_one_tag_and_comes_back_as_tuples():
+    """The stats' histories grow by an entry per prediction: one tag per list, not per pair."""
+    history = [(step, step / 7) for step in range(100)]
+    text = checkpoint.encode({"h": history, "nested": [((1, 2), 3)], "mixed": [(1, 2), [3]]})
+    assert text.count(checkpoint.TUPLES) == 1 and text.count(checkpoint.TUPLE + '"') == 3
+    assert checkpoint.decode(text) == {"h": history, "nested": [((1, 2), 3)], "mixed": [(1, 2), [3]]}
 
 
 def test_infinities_and_nan_survive():

@@ -40,6 +40,12 @@ and every list at its top level (the jumps); with the prefix their keys take aft
 
 
 TUPLE = "__tuple__"
+TUPLES = "__tuples__"
+"""Marks a list of flat tuples with one tag rather than one per tuple: the stats' histories,
+(step, value) pairs with an entry per prediction, are most of the string in a long run, and
+the flattened layout repeats the string per parameter (``benchmarks/checkpoint_size.py``)."""
+
+_SCALARS = (int, float, str, bool, type(None))
 
 
 def _tagged(value: Any) -> Any:
@@ -47,6 +53,8 @@ def _tagged(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _tagged(item) for key, item in value.items()}
     if isinstance(value, list):
+        if value and all(isinstance(item, tuple) and all(isinstance(x, _SCALARS) for x in item) for item in value):
+            return {TUPLES: [list(item) for item in value]}
         return [_tagged(item) for item in value]
     if isinstance(value, tuple):
         return {TUPLE: [_tagged(item) for item in value]}
@@ -57,6 +65,8 @@ def _untagged(value: Any) -> Any:
     if isinstance(value, dict):
         if set(value) == {TUPLE}:
             return tuple(_untagged(item) for item in value[TUPLE])
+        if set(value) == {TUPLES}:
+            return [tuple(item) for item in value[TUPLES]]
         return {key: _untagged(item) for key, item in value.items()}
     if isinstance(value, list):
         return [_untagged(item) for item in value]
