@@ -39,6 +39,7 @@ def test_a_history_of_pairs_takes_one_tag_and_comes_back_as_tuples():
     text = checkpoint.encode({"h": history, "nested": [((1, 2), 3)], "mixed": [(1, 2), [3]]})
     assert text.count(checkpoint.TUPLES) == 1 and text.count(checkpoint.TUPLE + '"') == 3
     assert checkpoint.decode(text) == {"h": history, "nested": [((1, 2), 3)], "mixed": [(1, 2), [3]]}
+    assert checkpoint.decode('{"h": [{"__tuple__": [1, 0.5]}]}') == {"h": [(1, 0.5)]}  # as saved before
 
 
 def test_infinities_and_nan_survive():
