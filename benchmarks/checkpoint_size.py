@@ -3,12 +3,12 @@
 A PDT checkpoint holds the wrapped optimizer's state, PDT's ring rows and kept jump in each
 parameter's state, and one JSON string in the first param group: the schedule, the ring's
 counters and the stats, whose histories (mask ratio, tau, gradient surges) take one entry per
-prediction. torch's flattened layout (``StateDictOptions(flatten_optimizer_state_dict=True)``,
+prediction or boundary, up to ``PDTConfig.history_limit`` (1000 by default), the latest. torch's flattened layout (``StateDictOptions(flatten_optimizer_state_dict=True)``,
 torchtitan's) writes every param-group entry once per parameter of the group, that string
 included. This saves the optimizer, plain and wrapped, at several points of a run through
 ``torch.distributed.checkpoint`` (one process) in both layouts, and counts the bytes on disk.
 
-    python -m benchmarks.checkpoint_size [--layers 100] [--steps 40,400,2000]
+    python -m benchmarks.checkpoint_size [--layers 100] [--steps 40,400,2000,8000]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def bytes_on_disk(model: nn.Module, optimizer: torch.optim.Optimizer, flatten: b
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, default=100, help="Linear(64, 64) layers: two tensors each")
-    parser.add_argument("--steps", default="40,400,2000", help="comma-separated steps at which to save")
+    parser.add_argument("--steps", default="40,400,2000,8000", help="comma-separated steps at which to save")
     parser.add_argument("--snap-every", type=int, default=2, help="small, so that a short run makes many predictions")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -74,7 +74,8 @@ def main() -> None:
         f"batch, PDT's defaults with `snap_every={args.snap_every}`; the optimizer's state saved by "
         "`torch.distributed.checkpoint.save` (one process) from `get_optimizer_state_dict`, nested and with "
         "`flatten_optimizer_state_dict=True`, bytes on disk. PDT's JSON is the first param group's "
-        f"`{GROUP_KEY}` string.")
+        f"`{GROUP_KEY}` string; its histories keep the latest {wrapped.config.history_limit} entries "
+        "(`history_limit`).")
     print(body)
     write_section("Checkpoint size (benchmarks/checkpoint_size.py)", body)
 

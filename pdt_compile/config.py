@@ -477,6 +477,14 @@ class PDTConfig:
     where each chunk costs ~40 kernel launches and small chunks would be launch-bound (its
     intermediates then take ~(tau_max + h) x 8 MB)."""
 
+    history_limit: int | None = 1000
+    """Entries each of the stats' histories keeps, the latest (``opt.stats.mask_ratio_history``,
+    ``tau_history``, ``gradient_surges``, ``verify_loss_change``; the counters and the mean mask
+    ratio cover the whole run). Bounds what a long run's checkpoints carry: torch's flattened
+    layout repeats PDT's state string once per parameter (``benchmarks/checkpoint_size.py``).
+    ``None`` keeps every entry; for a whole run's curve, log ``opt.stats`` as it goes
+    (:mod:`pdt_compile.integrations.tensorboard`)."""
+
     def __post_init__(self) -> None:
         _check_int("snap_every", self.snap_every, 1)
         _check_int("history", self.history, 2, 64)
@@ -558,6 +566,10 @@ class PDTConfig:
             _fail("decay_window", self.decay_window, "expected None or a float in (0, 1] (e.g. 0.5: merge below half the peak rate)")
         if self.chunk_size is not None:
             _check_int("chunk_size", self.chunk_size, 1024)
+        if self.history_limit is not None and (
+            isinstance(self.history_limit, bool) or not isinstance(self.history_limit, int) or self.history_limit < 1
+        ):
+            _fail("history_limit", self.history_limit, "expected None (keep every entry) or an int >= 1 (e.g. 1000)")
         if isinstance(self.base_spacing, bool) or not isinstance(self.base_spacing, (int, float)) or not (
             0 < self.base_spacing <= 1
         ):

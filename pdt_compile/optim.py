@@ -177,7 +177,8 @@ class PDT(Optimizer):
             setattr(self, name, OrderedDict())
         self._zero_grad_profile_name = "Optimizer.zero_grad#PDT.zero_grad"
         self.schedule = Schedule(config)
-        self._stats = Stats(tau=config.tau, tau_waits_for_losses=config.adaptive is not False)
+        self._stats = Stats(tau=config.tau, tau_waits_for_losses=config.adaptive is not False,
+                            history_limit=config.history_limit)
         self._pending: PendingBoundary | None = None
         self._unread_losses: list[tuple[int, Tensor]] = []
         """(step, loss) reported as tensors and not read on the host yet (:meth:`report_loss`)."""
@@ -457,7 +458,7 @@ class PDT(Optimizer):
         if self._gradient_check is None:
             return
         for step, surge, undone in self._gradient_check.read():
-            self._stats.gradient_surges.append((step, surge))
+            self._stats.log("gradient_surges", (step, surge))
             self._stats.gradient_undos += int(undone)
 
     @property
@@ -835,7 +836,7 @@ class PDT(Optimizer):
         self.schedule.commit(phase, merged=merged, ring_reset=reset, lr=self._learning_rate())
         self._stats.boundaries = self.schedule.boundaries
         self._stats.tau = self.schedule.tau
-        self._stats.tau_history.append((self.schedule.steps, self.schedule.tau))
+        self._stats.log("tau_history", (self.schedule.steps, self.schedule.tau))
 
     def _clear_nonfinite(self, step: int) -> None:
         """Forget the ring at a boundary whose weights hold a NaN/Inf. Warns at the first such
@@ -1043,11 +1044,11 @@ class PDT(Optimizer):
                     if jump is not None:
                         jump.mul_(fraction)
                 self._stats.verify_backtracks += int(fraction < 1.0)
-                self._stats.verify_loss_change.append((self.schedule.steps + 1, losses[fraction] - plain, fraction))
+                self._stats.log("verify_loss_change", (self.schedule.steps + 1, losses[fraction] - plain, fraction))
                 return True
         self._stats.merges -= 1
         self._stats.verify_rejections += 1
-        self._stats.verify_loss_change.append((self.schedule.steps + 1, 0.0, 0.0))
+        self._stats.log("verify_loss_change", (self.schedule.steps + 1, 0.0, 0.0))
         return False
 
     def _undo_merge_(self) -> bool:

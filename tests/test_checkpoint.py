@@ -83,6 +83,32 @@ def test_a_checkpoint_with_pdt_at_the_top_level_still_resumes_exactly():
     assert resumed.stats.merges == opt.stats.merges >= 1
 
 
+def test_a_long_runs_checkpoint_stops_growing_and_resumes_with_the_runs_mean_and_counts():
+    data = batches(90)
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), history_limit=3, **CONFIG)
+    train(model, opt, data[:45])
+    early = opt.state_dict()["param_groups"][0][checkpoint.GROUP_KEY]
+    train(model, opt, data[45:])
+    saved = opt.state_dict()
+    assert opt.stats.predictions >= 20 and len(saved["param_groups"][0][checkpoint.GROUP_KEY]) < len(early) + 60
+    resumed = pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), history_limit=2, **CONFIG)
+    resumed.load_state_dict(saved)
+    assert resumed.stats.mask_ratio_history == opt.stats.mask_ratio_history[-2:]
+    assert (resumed.stats.predictions, resumed.stats.mask_ratio_mean) == (opt.stats.predictions, opt.stats.mask_ratio_mean)
+
+
+def test_stats_saved_before_the_mask_ratio_total_take_their_mean_from_the_history():
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), **CONFIG)
+    train(model, opt, batches(20))
+    inner, pdt_state = checkpoint.extract(opt.state_dict(), opt._ring_positions())
+    del pdt_state["stats"]["mask_ratio_total"]
+    resumed = pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), **CONFIG)
+    resumed.load_state_dict({**inner, "pdt": pdt_state})
+    assert resumed.stats.predictions >= 2 and resumed.stats.mask_ratio_mean == pytest.approx(opt.stats.mask_ratio_mean)
+
+
 def test_an_opted_out_first_param_group_stays_opted_out_across_a_checkpoint():
     """A param group's ``"pdt": False`` is the user's, saved with the group; PDT's own entry
     sits beside it under another key."""

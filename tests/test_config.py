@@ -35,6 +35,7 @@ INVALID = [
     ("runaway_factor", 1.0), ("runaway_factor", True), ("runaway_factor", "3"), ("runaway_factor", "on"),
     ("loss_reads", 0), ("loss_reads", 2.0), ("loss_reads", "on"), ("loss_reads", True),
     ("chunk_size", 10),
+    ("history_limit", 0), ("history_limit", 2.0), ("history_limit", True),
     ("ring_dtype", "float16"),
     ("ring_location", "cuda"),
     ("trend", 1),

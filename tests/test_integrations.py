@@ -229,6 +229,22 @@ def test_stats_export_to_csv(tmp_path):
     assert all(0.0 <= float(r["mask_ratio"]) <= 1.0 and int(r["tau"]) == 3 for r in rows)
 
 
+def test_histories_keep_their_latest_entries_and_the_counts_and_mean_cover_the_run():
+    model, kept = make_mlp(), make_mlp()
+    kept.load_state_dict(model.state_dict())
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2), history_limit=4, **PDT_OPTIONS)
+    whole = pdt.PDT(torch.optim.SGD(kept.parameters(), lr=0.2), history_limit=None, **PDT_OPTIONS)
+    data = batches(60)
+    train(model, opt, data)
+    train(kept, whole, data)
+    stats, full = opt.stats, whole.stats
+    assert stats.predictions == full.predictions == len(full.mask_ratio_history) == 16
+    assert stats.mask_ratio_history == full.mask_ratio_history[-4:]
+    assert stats.tau_history == full.tau_history[-4:] and len(full.tau_history) == full.boundaries == 20
+    assert stats.mask_ratio_mean == pytest.approx(sum(r for _, r in full.mask_ratio_history) / 16, rel=1e-12)
+    assert f"(mean {full.mask_ratio_mean:.3g})" in str(stats)
+
+
 def test_printed_stats_are_one_line_naming_the_counts_and_only_the_guards_that_acted():
     model = make_mlp()
     opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2), **PDT_OPTIONS)

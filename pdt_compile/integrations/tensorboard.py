@@ -16,7 +16,8 @@ def log_stats(writer: Any, stats: Stats, step: int, prefix: str = "pdt") -> None
 
 
 def log_history(writer: Any, stats: Stats, prefix: str = "pdt") -> None:
-    """Add the whole mask-ratio and tau histories (one point per prediction / boundary)."""
+    """Add the mask-ratio and tau histories (one point per prediction / boundary; the latest
+    ``PDTConfig.history_limit`` of each: for a whole long run, call :func:`log_stats` as it goes)."""
     for step, ratio in stats.mask_ratio_history:
         writer.add_scalar(f"{prefix}/mask_ratio", ratio, step)
     for step, tau in stats.tau_history:

@@ -12,6 +12,9 @@ GUARD_COUNTS = ("rollbacks", "skipped_nonfinite", "setbacks", "setback_undos", "
                 "moment_filtered", "saturation_filtered", "runaways", "verify_rejections", "verify_backtracks")
 """The counters :meth:`Stats.summary` names when they are not zero."""
 
+HISTORIES = ("mask_ratio_history", "tau_history", "gradient_surges", "verify_loss_change")
+"""The lists that take an entry per prediction or boundary: :attr:`Stats.history_limit` bounds them."""
+
 
 @dataclass
 class Stats:
@@ -35,7 +38,8 @@ class Stats:
     """Merges undone because the gradient at the merged weights surged past
     ``PDTConfig.gradient_limit`` times the norm before them."""
     gradient_surges: list[tuple[int, float]] = field(default_factory=list)
-    """(step, gradient norm right after the merge / mean norm before it) of every checked merge."""
+    """(step, gradient norm right after the merge / mean norm before it) of the latest checked
+    merges (:attr:`history_limit`)."""
     moment_filtered: int = 0
     """Elements whose accepted jump was undone because Adam's moments called their gradient
     noise (``PDTConfig.moment_ratio``); not in ``mask_ratio``."""
@@ -51,9 +55,12 @@ class Stats:
     mask_ratio: float = 0.0
     """Accepted fraction of the elements at the last prediction."""
     mask_ratio_per_tensor: list[float] = field(default_factory=list)
+    mask_ratio_total: float = 0.0
+    """Sum of the mask ratios of every prediction (:attr:`mask_ratio_mean`)."""
     mask_ratio_history: list[tuple[int, float]] = field(default_factory=list)
-    """(step, mask ratio) of every prediction."""
+    """(step, mask ratio) of the latest predictions (:attr:`history_limit`)."""
     tau_history: list[tuple[int, int]] = field(default_factory=list)
+    """(step, tau) at the latest boundaries (:attr:`history_limit`)."""
     verify_evaluations: int = 0
     """Calls of the ``verify`` loss (each one forward pass)."""
     verify_rejections: int = 0
@@ -61,7 +68,8 @@ class Stats:
     verify_backtracks: int = 0
     """Merges kept at a fraction (1/2, 1/4, ...) of their jump."""
     verify_loss_change: list[tuple[int, float, float]] = field(default_factory=list)
-    """(step, verify loss change of what was kept, fraction kept) of every verified merge."""
+    """(step, verify loss change of what was kept, fraction kept) of the latest verified merges
+    (:attr:`history_limit`)."""
     verify_seconds: float = 0.0
     """Host wall time spent verifying merges (the verify losses and the weight moves)."""
     prediction_seconds: float = 0.0
@@ -72,17 +80,35 @@ class Stats:
     optimizer update where the graph holds it, as the host sees it (on CUDA the work still queued
     when the call returns is not in it), leaving out each graph's first call, which compiles it."""
 
+    history_limit: int | None = field(default=1000, repr=False, compare=False)
+    """Entries each history (:data:`HISTORIES`) keeps, the latest; ``None``: all. Set from
+    ``PDTConfig.history_limit``, not saved in checkpoints (the resuming run's setting holds)."""
+
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
+
+    @property
+    def mask_ratio_mean(self) -> float:
+        """Mean mask ratio over every prediction of the run, whatever the histories keep."""
+        return self.mask_ratio_total / self.predictions if self.predictions else 0.0
+
+    def log(self, history: str, entry: tuple) -> None:
+        """Append ``entry`` to the history named ``history``, keeping its latest :attr:`history_limit`."""
+        entries = getattr(self, history)
+        entries.append(entry)
+        self._trim(entries)
+
+    def _trim(self, entries: list) -> None:
+        if self.history_limit is not None and len(entries) > self.history_limit:
+            del entries[: len(entries) - self.history_limit]
 
     def summary(self) -> str:
         """One line for a log: the counts, the mask ratio (last and mean over the predictions),
         tau, the guards that acted and the time spent predicting; ``str(stats)`` gives it
         (``repr`` keeps every history)."""
-        ratios = [ratio for _, ratio in self.mask_ratio_history]
         parts = [f"{self.boundaries} boundaries", f"{self.predictions} predictions", f"{self.merges} merges"]
-        if ratios:
-            parts.append(f"mask ratio {self.mask_ratio:.3g} (mean {sum(ratios) / len(ratios):.3g})")
+        if self.predictions:
+            parts.append(f"mask ratio {self.mask_ratio:.3g} (mean {self.mask_ratio_mean:.3g})")
         parts.append(f"tau {self.tau}" + (" (fixed: no loss reported to adapt it)" if self.tau_waits_for_losses else ""))
         parts += [f"{name} {value}" for name in GUARD_COUNTS if (value := getattr(self, name))]
         parts.append(f"{1e3 * self.prediction_seconds:.1f} ms predicting")
@@ -97,20 +123,29 @@ class Stats:
         total = sum(numels)
         self.mask_ratio = sum(accepted) / total if total else 0.0
         self.mask_ratio_per_tensor = [a / n if n else 0.0 for a, n in zip(accepted, numels)]
-        self.mask_ratio_history.append((step, self.mask_ratio))
+        self.mask_ratio_total += self.mask_ratio
+        self.log("mask_ratio_history", (step, self.mask_ratio))
         merged = sum(accepted) > 0
         self.merges += int(merged)
         return merged
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        state = asdict(self)
+        del state["history_limit"]
+        return state
 
     def load_dict(self, state: dict[str, Any]) -> None:
+        """Take a checkpoint's stats, its histories cut to this run's :attr:`history_limit`."""
         for key, value in state.items():
-            setattr(self, key, value)
+            if key != "history_limit":
+                setattr(self, key, value)
+        if "mask_ratio_total" not in state:  # saved before the total: its history held every prediction
+            self.mask_ratio_total = sum(ratio for _, ratio in self.mask_ratio_history)
+        for name in HISTORIES:
+            self._trim(getattr(self, name))
 
     def to_csv(self, path: str | Path) -> Path:
-        """Write one row per prediction: step, mask ratio, tau in force at that step."""
+        """Write one row per prediction the history keeps: step, mask ratio, tau in force at that step."""
         path = Path(path)
         tau_at = dict(self.tau_history)
         with path.open("w", newline="") as handle:
