@@ -479,7 +479,7 @@ def _variant_name(phase: Phase, slot: int) -> str:
 def compile(
     fn: Callable | None = None,
     *,
-    optimizer: PDT | Sequence[PDT],
+    optimizer: PDT | Sequence[PDT] | None = None,
     backend: str = "inductor",
     mode: str | None = None,
     **torch_compile_kwargs: Any,
@@ -502,6 +502,9 @@ def compile(
     frees the gradients the backward graph just wrote. Tensors the previous call returned are
     overwritten by the next call, as with plain torch.compile in that mode.
     """
+    if optimizer is None:
+        raise TypeError("pdt.compile: optimizer= is required, the pdt.PDT that the step steps: "
+                        "@pdt.compile(optimizer=opt) (with parentheses) above the training step")
     if fn is None:
         return lambda f: compile(f, optimizer=optimizer, backend=backend, mode=mode, **torch_compile_kwargs)
     optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]

@@ -751,6 +751,15 @@ def test_compile_rejects_plain_optimizers():
         pdt.compile(lambda: None, optimizer=[torch.optim.SGD(model.parameters(), lr=0.1)])
 
 
+def test_compile_without_an_optimizer_says_how_to_name_it():
+    with pytest.raises(TypeError, match=r"optimizer= is required.*@pdt.compile\(optimizer=opt\)"):
+        @pdt.compile
+        def step():
+            pass
+    with pytest.raises(TypeError, match="optimizer= is required"):
+        pdt.compile()
+
+
 def test_compile_rejects_fullgraph_and_names_why():
     model = make_mlp()
     opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=2)
