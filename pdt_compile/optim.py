@@ -30,7 +30,7 @@ from .radial import radial_coefficient
 from .runtime import checkpoint
 from .runtime.history import SnapshotRing, _local, changed_ring_settings, make_ring, ring_settings
 from .runtime.hyperparameters import learning_rate
-from .runtime.gradient_check import GradientCheck, gradient_norm
+from .runtime.gradient_check import UNREAD_LIMIT, GradientCheck, gradient_norm
 from .runtime.kernels import Kernels, working_dtype
 from .runtime.predictor import PendingBoundary, Prediction, pack_limit, predict_merge_capture_
 from .runtime.schedule import RUNAWAY_DOUBLINGS, Phase, Schedule, runaway_threshold
@@ -598,6 +598,8 @@ class PDT(Optimizer):
             check.armed = None
             return
         undo = check.judge(self.schedule.steps, norm)
+        if len(check.unread) >= UNREAD_LIMIT:
+            self._read_gradient_checks()
         if self.compiled_step is not None and self.defers_host_reads:
             # Deferring excludes rollback and setback_limit: nothing needs the jump after this.
             self._translate_(self._jumps, -undo)

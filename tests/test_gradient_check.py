@@ -112,6 +112,29 @@ def test_gradient_limit_none_keeps_every_merge():
     assert opt.stats.gradient_undos == 0 and opt.stats.gradient_surges == []
 
 
+def test_a_run_that_never_reads_its_stats_keeps_few_checks_on_the_device_and_loses_none():
+    def run(read_every_step: bool) -> tuple[pdt.PDT, int]:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), snap_every=2, history=3,
+                      burn_in=3, tau=2, trend=False)
+        x, y = torch.randn(64, 4), torch.randn(64, 1)
+        most = 0
+        for step in range(400):
+            torch.nn.functional.mse_loss(model(x[step % 8 * 8:][:8]), y[step % 8 * 8:][:8]).backward()
+            opt.step()
+            opt.zero_grad()
+            most = max(most, len(opt._gradient_check.unread))
+            if read_every_step:
+                opt.stats
+        return opt, most
+
+    unread, most = run(read_every_step=False)
+    read, _ = run(read_every_step=True)
+    assert most < gradient_check.UNREAD_LIMIT < len(read.stats.gradient_surges)
+    assert unread.stats.gradient_surges == read.stats.gradient_surges
+
+
 def _noisy_run(skip: bool, steps: int = 120, cosine: bool = False) -> tuple[pdt.PDT, list[int], list[Tensor]]:
     """A small MLP on random data with PDT and a tight gradient limit (some merges undone).
     ``skip=False`` takes the gradient norm before every boundary, as if every one could

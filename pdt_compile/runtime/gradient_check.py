@@ -62,6 +62,11 @@ def in_window(steps_done: int, snap_every: int, window: int) -> bool:
     return steps_to_boundary(steps_done, snap_every) <= window
 
 
+UNREAD_LIMIT = 64
+"""Checks left on the device before PDT reads them into the stats: a run that never reads its
+stats holds at most this many (one host read per 64 checked merges)."""
+
+
 class GradientCheck:
     """The norms of the gradients before each boundary, whether a merge awaits its check, and
     the checks not yet read on the host."""
