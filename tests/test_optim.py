@@ -1422,3 +1422,32 @@ def test_an_optimizer_whose_groups_hold_no_learning_rate_number_steps_and_counts
     assert opt.param_groups[0]["lr"] is None
     train(model, opt, batches(24))
     assert opt.schedule.steps == 24 and opt.stats.predictions >= 1
+
+
+def test_a_long_run_holds_as_many_tensors_and_checkpoints_as_many_bytes_late_as_early():
+    import gc
+    import io
+
+    def live_tensors() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if isinstance(o, Tensor))
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=0.01), snap_every=2, history=3, burn_in=3, tau=2,
+                  history_limit=20)
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    marks = []
+    for step in range(1, 601):
+        loss = torch.nn.functional.mse_loss(model(x[step % 8 * 8:][:8]), y[step % 8 * 8:][:8])
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        opt.report_loss(loss)
+        if step in (300, 600):
+            buffer = io.BytesIO()
+            torch.save(opt.state_dict(), buffer)  # reads what waits on the device into the stats
+            marks.append((live_tensors(), len(buffer.getvalue())))
+    (early_tensors, early_bytes), (late_tensors, late_bytes) = marks
+    assert opt.stats.predictions > 250 and opt.stats.merges > 2 * 64
+    assert late_tensors <= early_tensors and late_bytes <= early_bytes * 1.02
