@@ -138,6 +138,22 @@ def resume_through_rank0(args, model, opt, rank: int, world: int, stop: int) -> 
     resume_through_rank0.resumed = model, opt
 
 
+def reshard(args, model, opt, rank: int, world: int, stop: int) -> None:
+    """Save the run at ``stop`` through torch.distributed.checkpoint (``--save-to``), or resume
+    it there from such a checkpoint (``--load-from``), possibly saved by another number of
+    processes, and train to the end."""
+    import torch.distributed.checkpoint as dcp
+
+    if args.save_to is not None:
+        dcp.save(checkpoint_state(model, opt, args.checkpoint_api), checkpoint_id=args.save_to)
+        return
+    train(model, opt, range(1), rank, world, None)  # different state, to be overwritten
+    state = checkpoint_state(model, opt, args.checkpoint_api)
+    dcp.load(state, checkpoint_id=args.load_from)
+    load_checkpoint_state(model, opt, state, args.checkpoint_api)
+    train(model, opt, range(stop, args.steps), rank, world, None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", choices=["plain", "ddp", "fsdp"], required=True)
@@ -150,6 +166,11 @@ def main() -> None:
                         help="opt.state_dict() into DCP, or torch.distributed.checkpoint.state_dict's get/set "
                              "(sharded, or full tensors into DCP, or flattened as torchtitan saves them, or as "
                              "Lightning's ModelParallelStrategy does with a full checkpoint: see resume_through_rank0)")
+    parser.add_argument("--save-to", default=None,
+                        help="with --checkpoint-at: save the checkpoint in this folder and stop there")
+    parser.add_argument("--load-from", default=None,
+                        help="with --checkpoint-at: resume from the checkpoint in this folder (saved by any number of "
+                             "processes) and train to the end")
     parser.add_argument("--granularity", default="tensor")
     parser.add_argument("--ring-location", default="device")
     parser.add_argument("--runaway", action="store_true", help="runaway_factor 3, losses reported, a blow-up on rank 0")
@@ -165,8 +186,11 @@ def main() -> None:
     model, opt = build(args.mode, world, args.granularity, args.ring_location, args.runaway, args.radial, args.optimizer,
                        args.adaptive)
     stop = args.checkpoint_at or args.steps
-    train(model, opt, range(stop), rank, world, args.compile, args.runaway)
-    if args.checkpoint_at is not None and args.checkpoint_api == "dsd-rank0":
+    if args.load_from is None:
+        train(model, opt, range(stop), rank, world, args.compile, args.runaway)
+    if args.load_from is not None or args.save_to is not None:
+        reshard(args, model, opt, rank, world, stop)
+    elif args.checkpoint_at is not None and args.checkpoint_api == "dsd-rank0":
         resume_through_rank0(args, model, opt, rank, world, stop)
         model, opt = resume_through_rank0.resumed
     elif args.checkpoint_at is not None:

@@ -133,6 +133,17 @@ def test_fsdp_checkpoint_through_the_distributed_state_dict_api_resumes_exactly(
         assert timing_free(a["stats"]) == timing_free(b["stats"])
 
 
+@pytest.mark.parametrize("saved,resumed,api", [(2, 1, "state_dict"), (1, 2, "dsd-flat"), (2, 1, "dsd")])
+def test_fsdp_checkpoint_resumes_on_another_number_of_processes(tmp_path, reference, saved, resumed, api):
+    """torch.distributed.checkpoint reshards PDT's ring and kept jumps with the parameters: a
+    run saved by ``saved`` processes goes on in ``resumed`` as the one-process run does."""
+    folder = str(tmp_path / "checkpoint")
+    launch(tmp_path / "save", "fsdp", saved, "--checkpoint-at", "15", "--save-to", folder, "--checkpoint-api", api)
+    runs = launch(tmp_path / "load", "fsdp", resumed, "--checkpoint-at", "15", "--load-from", folder,
+                  "--checkpoint-api", api)
+    assert_same_run(runs, reference, atol=1e-5)
+
+
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_ranks_decide_a_runaway_together(tmp_path, mode):
     """Only rank 0 reports a loss that runs away (steps 20 and 21): PDT decides on the ranks'
