@@ -1110,7 +1110,7 @@ class PDT(Optimizer):
             "ring": self._ring.state_dict(),
             "ring_settings": self._ring_settings(),
             "schedule": self.schedule.state_dict(),
-            "stats": self._stats.as_dict(),
+            "stats": self._stats.checkpoint_dict(),
             **self._jumps_state(),
             "gradient_check": None if self._gradient_check is None else self._gradient_check.state_dict(),
             "unread_losses": [(step, float(loss)) for step, loss in self._unread_losses],
@@ -1129,7 +1129,7 @@ class PDT(Optimizer):
 
     def _jumps_state(self) -> dict[str, Any]:
         """The last merge's jumps, for an undo after a resume. Where jumps are kept, one tensor
-        per parameter (zeros where none is kept, ``jumps_kept`` says which are real) so that the
+        per parameter (zeros where none is kept, ``jumps_kept``, a character per parameter, says which are real) so that the
         entry has the same structure whatever the moment (torch.distributed.checkpoint loads
         into a fresh optimizer's state dict, key by key), sharded like the parameters."""
         if not self.keeps_jumps:
@@ -1140,7 +1140,7 @@ class PDT(Optimizer):
                 _local(p).numel(), dtype=working_dtype(p.dtype), device=self._ring.device)).reshape(-1)
             for p, jump in zip(self._ring.params, jumps)
         ]
-        kept = None if self._jumps is None else [jump is not None for jump in jumps]
+        kept = None if self._jumps is None else "".join("1" if jump is not None else "0" for jump in jumps)
         return {"jumps": [self._ring.sharded_copy(i, t) for i, t in enumerate(tensors)], "jumps_kept": kept}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
@@ -1171,7 +1171,8 @@ class PDT(Optimizer):
             self._gradient_check.load_state_dict(check_state, self._ring.device)
         jumps = None if changes else pdt_state.get("jumps")  # per tracked parameter: only where they still fit
         if jumps is not None and "jumps_kept" in pdt_state:
-            kept = pdt_state["jumps_kept"]
+            kept = pdt_state["jumps_kept"]  # one character a parameter ("1": kept), or a list of bools (before 2026-12-06)
+            kept = [k == "1" for k in kept] if isinstance(kept, str) else kept
             jumps = None if kept is None else [_local(j).reshape(-1) if k else None for j, k in zip(jumps, kept)]
         self._jumps = None if jumps is None else [None if j is None else j.to(self._ring.device) for j in jumps]
         if changes:

@@ -14,7 +14,7 @@ from hypothesis import given, strategies as st
 import pdt_compile as pdt
 from pdt_compile.runtime import checkpoint
 
-from conftest import batches, make_mlp, train
+from conftest import batches, make_mlp, save_and_load, train
 
 CONFIG = dict(snap_every=3, history=4, burn_in=3, tau=3)
 
@@ -107,6 +107,52 @@ def test_stats_saved_before_the_mask_ratio_total_take_their_mean_from_the_histor
     resumed = pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), **CONFIG)
     resumed.load_state_dict({**inner, "pdt": pdt_state})
     assert resumed.stats.predictions >= 2 and resumed.stats.mask_ratio_mean == pytest.approx(opt.stats.mask_ratio_mean)
+
+
+def test_pdts_state_string_takes_about_a_byte_per_parameter():
+    """The flattened layout repeats the string under every parameter: what grows with their
+    number would make a checkpoint grow with its square."""
+    lengths = {}
+    for layers in (10, 100):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(layers)])
+        opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=1e-2), **CONFIG)
+        for _ in range(24):  # right after a merge: its jumps kept
+            model(torch.ones(2, 4)).pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad()
+        assert opt.stats.merges >= 3 and opt.keeps_jumps
+        lengths[layers] = len(opt.state_dict()["param_groups"][0][checkpoint.GROUP_KEY])
+    assert lengths[100] - lengths[10] < 2 * 180
+
+
+def test_ring_sizes_and_kept_jumps_saved_as_lists_still_resume_exactly():
+    """Before 2026-12-06 the ring's settings listed every tracked size and the kept jumps were a
+    list of booleans."""
+    data = batches(30)
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), **CONFIG)
+    train(model, opt, data[:15])
+    state = opt.state_dict()
+    metadata = checkpoint.decode(state["param_groups"][0][checkpoint.GROUP_KEY])
+    assert set(metadata["jumps_kept"]) == {"1"}, "the merge's jumps must still be kept"
+    metadata["jumps_kept"] = [True] * len(metadata["jumps_kept"])
+    settings = metadata["ring_settings"]
+    settings["numels"] = [p.numel() for p in model.parameters()]
+    for key in ("tensors", "elements", "numels_digest"):
+        del settings[key]
+    state["param_groups"][0][checkpoint.GROUP_KEY] = checkpoint.encode(metadata)
+    saved = save_and_load({"model": model.state_dict(), "optim": state})
+    train(model, opt, data[15:])
+    resumed_model = make_mlp()
+    resumed_model.load_state_dict(saved["model"])
+    resumed = pdt.PDT(torch.optim.SGD(resumed_model.parameters(), lr=0.1, momentum=0.9), **CONFIG)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resumed.load_state_dict(saved["optim"])
+    assert resumed._jumps is not None and all(j is not None for j in resumed._jumps)
+    train(resumed_model, resumed, data[15:])
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), resumed_model.parameters()))
 
 
 def test_an_opted_out_first_param_group_stays_opted_out_across_a_checkpoint():

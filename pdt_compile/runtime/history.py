@@ -13,6 +13,7 @@ Three storages behind one interface (:meth:`SnapshotRing.block`, :meth:`store_me
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -475,19 +476,28 @@ class HostSnapshotRing(SnapshotRing):
 
 def ring_settings(snap_every: int, history: int, ring_dtype: str, numels: Sequence[int]) -> dict[str, Any]:
     """What a checkpoint's ring was taken under: its spacing, length, storage and the tracked
-    parameters' sizes (global, so that a resharded resume still matches)."""
-    return {"snap_every": snap_every, "history": history, "ring_dtype": ring_dtype, "numels": list(numels)}
+    parameters' sizes (global, so that a resharded resume still matches), the sizes as a count,
+    a total and a digest: a checkpoint's flattened layout repeats this under every parameter
+    (:mod:`~pdt_compile.runtime.checkpoint`), so nothing in it grows with their number."""
+    return {"snap_every": snap_every, "history": history, "ring_dtype": ring_dtype, **_sizes(numels)}
+
+
+def _sizes(numels: Sequence[int]) -> dict[str, Any]:
+    digest = hashlib.sha1(",".join(str(int(n)) for n in numels).encode()).hexdigest()[:16]
+    return {"tensors": len(numels), "elements": int(sum(numels)), "numels_digest": digest}
 
 
 def changed_ring_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """What differs between a checkpoint's :func:`ring_settings` and this run's, in words;
-    empty when its snapshots fit this run's ring."""
+    """What differs between a checkpoint's :func:`ring_settings` (or one saved before the sizes'
+    digest, with their list) and this run's, in words; empty when its snapshots fit this run's ring."""
     changes = [f"{key} {saved[key]} -> {current[key]}" for key in ("snap_every", "history", "ring_dtype")
                if saved[key] != current[key]]
-    if list(saved["numels"]) != list(current["numels"]):
+    sizes = _sizes(saved["numels"]) if "numels" in saved else saved
+    if sizes["numels_digest"] != current["numels_digest"]:
         changes.append(
-            f"the tracked parameters {len(saved['numels'])} tensors of {sum(saved['numels'])} elements -> "
-            f"{len(current['numels'])} of {sum(current['numels'])}"
+            f"the tracked parameters {sizes['tensors']} tensors of {sizes['elements']} elements -> "
+            f"{current['tensors']} of {current['elements']}"
+            + (" (in other sizes)" if (sizes["tensors"], sizes["elements"]) == (current["tensors"], current["elements"]) else "")
         )
     return changes
 

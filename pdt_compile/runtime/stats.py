@@ -55,6 +55,9 @@ class Stats:
     mask_ratio: float = 0.0
     """Accepted fraction of the elements at the last prediction."""
     mask_ratio_per_tensor: list[float] = field(default_factory=list)
+    """Accepted fraction of each predicted tensor at the last prediction (not in checkpoints,
+    where it would take a number per tensor under every parameter of the flattened layout: a
+    resumed run has it from its next prediction)."""
     mask_ratio_total: float = 0.0
     """Sum of the mask ratios of every prediction (:attr:`mask_ratio_mean`)."""
     mask_ratio_history: list[tuple[int, float]] = field(default_factory=list)
@@ -132,6 +135,12 @@ class Stats:
     def as_dict(self) -> dict[str, Any]:
         state = asdict(self)
         del state["history_limit"]
+        return state
+
+    def checkpoint_dict(self) -> dict[str, Any]:
+        """:meth:`as_dict` as a checkpoint holds it: without the per-tensor mask ratios."""
+        state = self.as_dict()
+        del state["mask_ratio_per_tensor"]
         return state
 
     def load_dict(self, state: dict[str, Any]) -> None:
