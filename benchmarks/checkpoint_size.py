@@ -77,7 +77,8 @@ def main() -> None:
         f"`{GROUP_KEY}` string; its histories keep the latest {wrapped.config.history_limit} entries "
         "(`history_limit`).")
     print(body)
-    write_section("Checkpoint size (benchmarks/checkpoint_size.py)", body)
+    where = "" if args.layers == 100 else f", {tensors} tensors"
+    write_section(f"Checkpoint size{where} (benchmarks/checkpoint_size.py)", body)
 
 
 if __name__ == "__main__":
