@@ -318,7 +318,10 @@ class CompiledOptimizerStep:
         hooked = traced and calls_step_hooks(optimizer.optimizer)
         hooked_after = hooked and calls_step_hooks(optimizer.optimizer, before=False, profiler=False)
         in_step = self.fused and not self.apart  # the boundary graphs hold the optimizer step
-        if phase == Phase.ORDINARY or not (in_step and traced) or hooked_after:
+        # A tracked parameter without a gradient is left out of the traced step, where its
+        # capture or merge would be: such a boundary runs apart (the eager path skips it too).
+        gradless = in_step and traced and phase != Phase.ORDINARY and any(optimizer._skipped())
+        if phase == Phase.ORDINARY or not (in_step and traced) or hooked_after or gradless:
             if traced:
                 self._run_variant((Phase.ORDINARY, 0), hooked)
             else:

@@ -515,6 +515,24 @@ def test_step_hooks_of_the_wrapped_optimizer_run_at_every_compiled_step_as_in_ea
     assert_follows_eager(eager_model, eager, model, opt, 1e-4, predictions=8)  # momentum's compiled rounding
 
 
+def test_a_parameter_that_gets_no_gradient_leaves_the_compiled_run_on_the_eager_trajectory():
+    """A parameter in the optimizer that the loss does not reach (an unused head, an expert no
+    token was routed to) has no gradient, so the traced optimizer step leaves it out; its
+    boundary graphs then failed to compile ("does not read tracked parameters"). Such
+    boundaries now run apart from the step, as the eager path runs them."""
+    data = batches(45, size=8)
+    idle = []
+
+    def make_opt(params):
+        idle.append(torch.nn.Parameter(torch.ones(5)))
+        return torch.optim.SGD([*params, idle[-1]], lr=0.1, momentum=0.9)
+
+    eager_model, eager = run_eager(make_opt, data)
+    model, opt, step = run_compiled(make_opt, data)
+    assert len(opt.ring.params) == 5 and torch.equal(idle[-1], torch.ones(5))
+    assert_follows_eager(eager_model, eager, model, opt, 1e-4, predictions=8)  # momentum's compiled rounding
+
+
 def test_a_step_replaced_on_the_optimizer_instance_runs_through_the_replacement_as_in_eager():
     """``optimizer.step = wrapper`` on the wrapped optimizer: eager PDT calls the wrapper, the
     compiled variants (traced from the class's step) skipped it, silently. Such a step now runs
