@@ -533,6 +533,30 @@ def test_a_parameter_that_gets_no_gradient_leaves_the_compiled_run_on_the_eager_
     assert_follows_eager(eager_model, eager, model, opt, 1e-4, predictions=8)  # momentum's compiled rounding
 
 
+def test_a_layer_frozen_mid_run_follows_eager_without_a_warning():
+    """Freezing keeps the layer in PDT's ring, skipped at every boundary for want of a
+    gradient: under pdt.compile its boundaries failed to compile ("does not read tracked
+    parameters") before they ran apart."""
+    data = batches(45, size=8)
+
+    def run(compiled):
+        model = make_mlp()
+        opt = pdt.PDT(OPTIMIZERS["sgd_momentum"](model.parameters()), **CONFIG)
+
+        def freeze(index):
+            if index == 20:
+                model[2].bias.requires_grad_(False)
+
+        return model, opt, run_steps(model, opt, data, compiled, before=freeze)
+
+    eager_model, eager, _ = run(False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model, opt, step = run(True)
+    assert step.compiled_optimizer_step.traced
+    assert_follows_eager(eager_model, eager, model, opt, 1e-5, predictions=8)
+
+
 def test_a_step_replaced_on_the_optimizer_instance_runs_through_the_replacement_as_in_eager():
     """``optimizer.step = wrapper`` on the wrapped optimizer: eager PDT calls the wrapper, the
     compiled variants (traced from the class's step) skipped it, silently. Such a step now runs
@@ -959,19 +983,19 @@ def test_a_changing_constant_hyperparameter_makes_the_step_eager_with_a_warning_
 def test_a_silent_eager_fallback_after_the_recompile_limit_is_caught():
     """Once Dynamo's recompile limit is reached it runs a variant eagerly without a word, PDT's
     capture or prediction left out: each compiled graph marks its runs, so PDT sees the
-    fallback, warns, and does the boundary itself. Here freezing a parameter mid-run changes
-    the optimizer's graph, with a recompile limit of 1."""
+    fallback, warns, and does the boundary itself. Here a momentum buffer dropped mid-run (the
+    optimizer creates it again) changes the optimizer's graph, with a recompile limit of 1."""
     data = batches(45, size=8)
 
     def run(compiled):
         model = make_mlp()
         opt = pdt.PDT(OPTIMIZERS["sgd_momentum"](model.parameters()), **CONFIG)
 
-        def freeze(index):
+        def drop_momentum(index):
             if index == 20:
-                model[2].bias.requires_grad_(False)
+                del opt.optimizer.state[model[2].bias]["momentum_buffer"]
 
-        return model, opt, run_steps(model, opt, data, compiled, before=freeze)
+        return model, opt, run_steps(model, opt, data, compiled, before=drop_momentum)
 
     eager_model, eager, _ = run(False)
     with torch._dynamo.config.patch(recompile_limit=1), pytest.warns(UserWarning, match="ran without being compiled"):
