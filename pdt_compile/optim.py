@@ -874,6 +874,11 @@ class PDT(Optimizer):
             return
         if pending.prediction is not None and self._record(pending.step, pending.prediction):
             self.schedule.merged_at(pending.step)
+        elif pending.prediction is not None and self._gradient_check is not None and pending.step == self.schedule.steps:
+            # Nothing merged, which the eager path knows at once: the check is disarmed, so the
+            # step about to run puts its norm in the window before a boundary, not in a judgement.
+            self._gradient_check.armed = None
+            self._jumps = None
         if int(pending.nonfinite):
             self._clear_nonfinite(pending.step)
             self.schedule.boundaries_since_reset = 0

@@ -246,6 +246,47 @@ def test_compiled_stacking_follows_eager_with_its_boundaries_in_graphs(name, ave
         assert fractions == pytest.approx([0.1] * len(fractions))  # 1 - beta
 
 
+def test_at_a_snapshot_every_step_the_compiled_gradient_check_keeps_eager_s_window():
+    """Schedule-free at ``snap_every=2`` snapshots z every step: a boundary at every step. After
+    a prediction that merged nothing, eager PDT disarms the gradient check, so the next norm goes
+    into the window before the next boundary; the compiled path, which reads the merge later,
+    judged that step instead and measured later surges against an older norm. It now disarms
+    when it reads the prediction, before that step. (``rank`` an int: both paths solve the DMD
+    on the host, which the device solve of the default rank would not match on the nearly
+    collinear snapshots of a one-step spacing.)"""
+    def run(compiled):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        inner = schedulefree.AdamWScheduleFree(model.parameters(), lr=0.01, warmup_steps=2)
+        inner.train()
+        opt = pdt.PDT(inner, snap_every=2, history=3, burn_in=3, tau=2, rank=2)
+
+        def step(x, y):
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            return loss
+
+        step = pdt.compile(step, optimizer=opt, backend="aot_eager") if compiled else step
+        generator = torch.Generator().manual_seed(1)
+        x, y = torch.randn(64, 4, generator=generator), torch.randn(64, 1, generator=generator)
+        for i in range(12):
+            loss = step(x[i % 8 * 8:][:8], y[i % 8 * 8:][:8])
+            if not compiled:
+                opt.report_loss(loss)  # as the compiled step reports what it returns
+        return model, opt
+
+    eager_model, eager = run(False)
+    model, opt = run(True)
+    merges = [ratio for _, ratio in eager.stats.mask_ratio_history]
+    assert 0.0 in merges[:-1] and eager.stats.merges >= 4, "a prediction that merges nothing, then merges"
+    surges = eager.stats.gradient_surges
+    assert [s for s, _ in opt.stats.gradient_surges] == [s for s, _ in surges]
+    assert [v for _, v in opt.stats.gradient_surges] == pytest.approx([v for _, v in surges], rel=1e-4)
+    assert_same_run(eager_model, eager, model, opt)
+
+
 def test_a_changed_interpolation_moves_the_parameters_by_the_new_fraction_without_a_new_graph():
     """Schedule-free's parameters take 1 - momentum of z's jump: the graphs read that fraction
     from a buffer, so a momentum changed mid-run (a scheduler's) is followed, not recompiled."""
