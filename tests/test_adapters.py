@@ -260,14 +260,7 @@ def test_at_a_snapshot_every_step_the_compiled_gradient_check_keeps_eager_s_wind
         inner = schedulefree.AdamWScheduleFree(model.parameters(), lr=0.01, warmup_steps=2)
         inner.train()
         opt = pdt.PDT(inner, snap_every=2, history=3, burn_in=3, tau=2, rank=2)
-
-        def step(x, y):
-            loss = torch.nn.functional.mse_loss(model(x), y)
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            return loss
-
+        step = step_function(model, opt, torch.nn.functional.mse_loss)
         step = pdt.compile(step, optimizer=opt, backend="aot_eager") if compiled else step
         generator = torch.Generator().manual_seed(1)
         x, y = torch.randn(64, 4, generator=generator), torch.randn(64, 1, generator=generator)
