@@ -1134,9 +1134,10 @@ class PDT(Optimizer):
 
     def _jumps_state(self) -> dict[str, Any]:
         """The last merge's jumps, for an undo after a resume. Where jumps are kept, one tensor
-        per parameter (zeros where none is kept, ``jumps_kept``, a character per parameter, says which are real) so that the
-        entry has the same structure whatever the moment (torch.distributed.checkpoint loads
-        into a fresh optimizer's state dict, key by key), sharded like the parameters."""
+        per parameter (zeros where none is kept; ``jumps_kept``, a character per parameter, says
+        which are real) so that the entry has the same structure whatever the moment
+        (torch.distributed.checkpoint loads into a fresh optimizer's state dict, key by key),
+        sharded like the parameters."""
         if not self.keeps_jumps:
             return {"jumps": self._jumps}
         jumps = self._jumps or [None] * len(self._ring.params)
@@ -1176,7 +1177,7 @@ class PDT(Optimizer):
             self._gradient_check.load_state_dict(check_state, self._ring.device)
         jumps = None if changes else pdt_state.get("jumps")  # per tracked parameter: only where they still fit
         if jumps is not None and "jumps_kept" in pdt_state:
-            kept = pdt_state["jumps_kept"]  # one character a parameter ("1": kept), or a list of bools (before 2026-12-06)
+            kept = pdt_state["jumps_kept"]  # a character a parameter ("1": kept); a list of bools before 5123275
             kept = [k == "1" for k in kept] if isinstance(kept, str) else kept
             jumps = None if kept is None else [_local(j).reshape(-1) if k else None for j, k in zip(jumps, kept)]
         self._jumps = None if jumps is None else [None if j is None else j.to(self._ring.device) for j in jumps]

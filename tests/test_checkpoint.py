@@ -127,7 +127,7 @@ def test_pdts_state_string_takes_about_a_byte_per_parameter():
 
 
 def test_ring_sizes_and_kept_jumps_saved_as_lists_still_resume_exactly():
-    """Before 2026-12-06 the ring's settings listed every tracked size and the kept jumps were a
+    """Before 5123275 the ring's settings listed every tracked size and the kept jumps were a
     list of booleans."""
     data = batches(30)
     model = make_mlp()

@@ -146,8 +146,7 @@ class Stats:
     def load_dict(self, state: dict[str, Any]) -> None:
         """Take a checkpoint's stats, its histories cut to this run's :attr:`history_limit`."""
         for key, value in state.items():
-            if key != "history_limit":
-                setattr(self, key, value)
+            setattr(self, key, value)
         if "mask_ratio_total" not in state:  # saved before the total: its history held every prediction
             self.mask_ratio_total = sum(ratio for _, ratio in self.mask_ratio_history)
         for name in HISTORIES:
