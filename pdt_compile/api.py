@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor, fx
 
-from .distributed import global_numel, group_key, shard_group, sum_across_shards_
+from .distributed import global_numel, group_key, shard_reduction, sum_parameter_pieces_
 from .optim import PDT, calls_step_hooks
 from .passes.backend import PDTBackend, uses_cuda_graphs
 from .runtime.hyperparameters import TENSOR_HYPERPARAMETERS, TensorHyperparameters, rewrites_constants_every_step
@@ -74,8 +74,8 @@ class GraphRuntime:
         self.key = identities(self.params, self.followers)
         count, device, h = len(self.params), ring.device, ring.history
         self.groups = group_of(self.config, count)
-        self.process_group = shard_group(self.params)
-        self.shard_group = group_key(self.process_group)
+        self.reduction = shard_reduction(self.params)
+        self.shard_group = group_key(self.reduction)
         self.steps = self.config.tau_max
         numels = [global_numel(p) for p in self.params]
         self.buffers = {
@@ -348,7 +348,7 @@ class CompiledOptimizerStep:
         ring.advance_()
         if phase == Phase.CAPTURE:
             return None
-        counts = sum_across_shards_(self.runtime.buffers["counts"].clone(), self.runtime.process_group)
+        counts = sum_parameter_pieces_(self.runtime.buffers["counts"].clone(), self.runtime.reduction)
         active = self.runtime.active
         jumps = self.runtime.jumps or [None] * len(active)
         # Counts stay on the device: PDT reads them when it must (see PDT.defers_host_reads).

@@ -1,11 +1,13 @@
-"""Sharded parameters (FSDP2 ``fully_shard``): reduce what PDT computes per shard.
+"""Sharded parameters (FSDP2, HSDP, tensor parallelism): reduce what PDT computes per shard.
 
 DDP needs nothing here: its parameters are replicated and every rank sees the same reduced
-gradients, so every rank makes the same prediction. With FSDP2 each rank holds a shard
-(``DTensor`` with ``Shard`` placements): the ring keeps local shards, the Gram is the sum of
-the local Grams (one ``all_reduce`` of h x h floats per DMD group), every rank solves the same
-small problem and merges its own shard. Accepted counts and the finite-weights flag are summed
-too, so every rank keeps identical stats and takes identical decisions. Decisions taken
+gradients, so every rank makes the same prediction. With DTensor parameters split across ranks
+(``fully_shard``, ``parallelize_module``, or both on a 2-D mesh) each rank holds a piece: the
+ring keeps local pieces, the Gram is the sum of the local Grams (one ``all_reduce`` of h x h
+floats per DMD group over each mesh dimension a parameter is split over; a piece replicated
+over such a dimension counts once), every rank solves the same small problem and merges its
+own piece. Accepted counts and the finite-weights flag are summed too, so every rank keeps
+identical stats and takes identical decisions. Decisions taken
 from reported losses (adaptive tau, rollback, the runaway guard) use the loss averaged over
 every rank of the default process group, under DDP as under FSDP2: each rank's own batch loss
 would let ranks decide apart and their weights part.
@@ -13,32 +15,92 @@ would let ranks decide apart and their weights part.
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
 
-def is_sharded(p: Tensor) -> bool:
-    """True for a DTensor parameter split across ranks (FSDP2)."""
-    placements = getattr(p, "placements", None)
-    return placements is not None and any(placement.is_shard() for placement in placements)
+def is_distributed(p: Tensor) -> bool:
+    """True for a DTensor (sharded or replicated over its device mesh)."""
+    return getattr(p, "placements", None) is not None
 
 
-def shard_group(params: Sequence[Tensor]):
-    """The process group over which ``params`` are sharded, or None when none is sharded."""
-    sharded = [p for p in params if is_sharded(p)]
-    if not sharded:
-        return None
-    for p in sharded:
-        if len(p.placements) != 1 or not p.placements[0].is_shard():
+@dataclass(frozen=True, eq=False)
+class ShardReduction:
+    """How every rank sums what PDT computes per parameter piece into the whole parameter's.
+
+    ``groups``: the process groups of the mesh dimensions some parameter is split over, summed
+    over one after the other (in the same order on every rank). ``counted``: per parameter,
+    whether this rank's piece enters those sums; a parameter replicated over one of the
+    groups (a tensor-parallel bias, a parameter outside the plan) enters only from that
+    group's first rank, so that a sum counts it once."""
+
+    groups: tuple[Any, ...]
+    counted: tuple[bool, ...]
+
+    def weigh_(self, values: Tensor, indices: Sequence[int] | None = None) -> Tensor:
+        """In place: ``values`` (one entry per parameter along dim 0: all, or those of
+        ``indices``) with the entries of parameters this rank does not count set to zero."""
+        flags = self.counted if indices is None else [self.counted[i] for i in indices]
+        if not all(flags):
+            values.mul_(torch.tensor(flags, dtype=values.dtype, device=values.device).view(-1, *[1] * (values.dim() - 1)))
+        return values
+
+
+def _split_dimensions(p: Tensor) -> list[int]:
+    """The mesh dimensions ``p`` is split over (none for a plain tensor)."""
+    if not is_distributed(p):
+        return []
+    for placement in p.placements:
+        if placement.is_partial():
             raise NotImplementedError(
-                f"PDT: DTensor placements {p.placements} are not supported; use FSDP2's "
-                "fully_shard on a 1-D mesh (Shard(0))"
+                f"PDT: a parameter with DTensor placements {p.placements} holds partial sums; PDT tracks "
+                "parameters that are sharded (Shard) or replicated (Replicate) on each mesh dimension"
             )
-    if len(sharded) != len(params):
-        raise NotImplementedError("PDT: a mix of sharded and unsharded parameters in one optimizer is not supported")
-    return sharded[0].device_mesh.get_group()
+    return [dim for dim, placement in enumerate(p.placements) if not placement.is_replicate()]
+
+
+@functools.lru_cache(maxsize=64)
+def _mesh_group(mesh: Any, dim: int) -> tuple[tuple[int, ...], Any]:
+    """The process group of ``mesh``'s dimension ``dim`` and its member ranks (which name it:
+    a sub-mesh's group is its parent's dimension's)."""
+    group = mesh.get_group(dim)
+    return tuple(torch.distributed.get_process_group_ranks(group)), group
+
+
+def shard_reduction(params: Sequence[Tensor]) -> ShardReduction | None:
+    """How ``params``' per-piece sums are reduced (:class:`ShardReduction`), or None when no
+    parameter is split across ranks. DTensors on any device mesh: FSDP2 (``Shard``), HSDP
+    (``Replicate`` then ``Shard``), tensor parallelism and FSDP2 with it (``Shard`` or
+    ``_StridedShard`` on one dimension, ``Shard`` or ``Replicate`` on the other), beside plain
+    tensors, which count as replicated."""
+    groups: dict[tuple[int, ...], Any] = {}  # by member ranks: a sub-mesh's group is its parent's dimension's
+    split: list[set[tuple[int, ...]]] = []
+    for p in params:
+        keys = set()
+        for dim in _split_dimensions(p):
+            key, group = _mesh_group(p.device_mesh, dim)
+            groups.setdefault(key, group)
+            keys.add(key)
+        split.append(keys)
+    if not groups:
+        return None
+    first = {key: torch.distributed.get_rank(group) == 0 for key, group in groups.items()}
+    counted = tuple(all(key in keys or first[key] for key in groups) for keys in split)
+    return ShardReduction(tuple(groups.values()), counted)
+
+
+def shifted_placement(placement: Any, lead: int) -> Any:
+    """``placement`` of a tensor, for the same tensor under ``lead`` more leading dimensions (a
+    stack of snapshots): a sharded dimension moves back by ``lead``."""
+    if placement.is_replicate():
+        return placement
+    dim = placement.dim + lead
+    split_factor = getattr(placement, "split_factor", None)  # _StridedShard (FSDP2 over tensor parallelism)
+    return type(placement)(dim) if split_factor is None else type(placement)(dim, split_factor=split_factor)
 
 
 def global_numel(p: Tensor) -> int:
@@ -46,11 +108,22 @@ def global_numel(p: Tensor) -> int:
     return p.numel()
 
 
-def sum_across_shards_(tensor: Tensor, group) -> Tensor:
-    """In-place sum over the ranks of ``group`` (no-op without one)."""
-    if group is not None:
-        torch.distributed.all_reduce(tensor, group=group)
+def sum_across_shards_(tensor: Tensor, reduction: ShardReduction | None) -> Tensor:
+    """In-place sum over the ranks of every group of ``reduction`` (no-op without one)."""
+    if reduction is not None:
+        for group in reduction.groups:
+            torch.distributed.all_reduce(tensor, group=group)
     return tensor
+
+
+def sum_parameter_pieces_(
+    values: Tensor, reduction: ShardReduction | None, indices: Sequence[int] | None = None
+) -> Tensor:
+    """In place: ``values``, one entry per parameter along dim 0 (all, or those of
+    ``indices``), summed over the ranks' pieces with each parameter counted once."""
+    if reduction is None:
+        return values
+    return sum_across_shards_(reduction.weigh_(values, indices), reduction)
 
 
 def _single_process() -> bool:

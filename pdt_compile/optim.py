@@ -24,7 +24,7 @@ from torch.utils.hooks import RemovableHandle
 from .adapters import (adam_moments, adapts_tau, averaging, coupled_decay, decoupled_decay, filters_moments, companions,
                        learning_rates, shares, stacking_warning, steps_by_sign, trailing_keys, unmoved_weight_keys, weight_space_keys)
 from .config import PDTConfig, binds, check_option_names
-from .distributed import global_numel, mean_across_ranks, means_across_ranks, shard_group, sum_across_shards_
+from .distributed import global_numel, mean_across_ranks, means_across_ranks, sum_across_shards_, sum_parameter_pieces_
 from .mask import moment_mask, saturation_mask
 from .radial import radial_coefficient
 from .runtime import checkpoint
@@ -544,7 +544,7 @@ class PDT(Optimizer):
         if nonzero is None:
             return True
         # Sharded gradients (FSDP2): every rank decides on all shards, as every rank steps alike.
-        return float(sum_across_shards_(nonzero, shard_group(self._ring.params))) == 0.0
+        return float(sum_across_shards_(nonzero, self._ring.reduction)) == 0.0
 
     def _materialise(self) -> None:
         """Build the ring, and the compiled variants built on it, at the first step of a model
@@ -574,14 +574,15 @@ class PDT(Optimizer):
     def _gradient_norm(self) -> Tensor | None:
         """The norm of every tracked parameter's gradient (summed over shards), on the device."""
         # A sparse gradient is refused at the next boundary (_check_parameters).
-        grads = [grad for p in self._ring.params if (grad := p.grad) is not None and not grad.is_sparse]
+        grads = [(index, grad) for index, p in enumerate(self._ring.params) if (grad := p.grad) is not None and not grad.is_sparse]
         if not grads:
             return None
-        group = self._ring.process_group
-        if group is not None:
-            grads = [_local(grad) for grad in grads]
-        local = gradient_norm(grads)
-        return local if group is None else sum_across_shards_(local.square().view(1), group).sqrt()
+        reduction = self._ring.reduction
+        if reduction is None:
+            return gradient_norm([grad for _, grad in grads])
+        counted = [_local(grad) for index, grad in grads if reduction.counted[index]]  # a replicated piece once
+        local = gradient_norm(counted) if counted else torch.zeros((), device=self._ring.device)
+        return sum_across_shards_(local.square().view(1), reduction).sqrt()
 
     def _check_gradient(self, check: GradientCheck) -> None:
         """Take this step's gradient norm: into the window before a boundary, or, right after
@@ -783,7 +784,7 @@ class PDT(Optimizer):
         for jump, part in zip(prediction.jumps, undo):
             if jump is not None and part is not None:
                 jump.sub_(part)
-        counts = sum_across_shards_(torch.stack(dropped), self._ring.process_group)
+        counts = sum_parameter_pieces_(torch.stack(dropped), self._ring.reduction)
         self._filtered[counter] = self._filtered[counter] + counts.sum()
         if prediction.pending is not None:
             prediction.pending = prediction.pending - counts.to(prediction.pending.dtype)
@@ -819,7 +820,7 @@ class PDT(Optimizer):
         tracked, kernels = self.tracked(), Kernels(self.config, self._ring.device, sum(self._ring.numels))
         merged = [_local(tracked[index]).detach().reshape(-1) for index, _ in live]
         sums = torch.stack([kernels.radial_sums(jump, w) for (_, jump), w in zip(live, merged)])  # [k, 2]
-        sums = sum_across_shards_(sums, self._ring.process_group)
+        sums = sum_parameter_pieces_(sums, self._ring.reduction, [index for index, _ in live])
         undo: list[Tensor | None] = [None] * len(prediction.jumps)
         for position, ((index, jump), w) in enumerate(zip(live, merged)):
             undo[index] = kernels.radial_part(jump, w, radial_coefficient(sums[position], modes[index] == "inward"))
@@ -864,7 +865,7 @@ class PDT(Optimizer):
         # One foreach pass: a norm is NaN/Inf when any element is (or the weights are ~1e38).
         norms = torch._foreach_norm([_local(p).detach() for p in self._ring.params])
         bad = (~torch.isfinite(torch.stack(norms))).sum().view(1)
-        return sum_across_shards_(bad, self._ring.process_group)
+        return sum_across_shards_(bad, self._ring.reduction)
 
     def _resolve_pending(self) -> None:
         """Read a deferred prediction's counts and finiteness flag and record them as the

@@ -1,4 +1,5 @@
-"""A PDT training run for the distributed tests: plain (1 process), DDP or FSDP2 (gloo).
+"""A PDT training run for the distributed tests: plain (1 process), DDP, FSDP2, HSDP, tensor
+parallelism, or FSDP2 with it (gloo).
 
     python -m torch.distributed.run --nproc_per_node=2 tests/distributed_worker.py --mode fsdp --out F
 """
@@ -23,10 +24,11 @@ against one process allow."""
 GLOBAL_BATCH = 16
 
 
-def make_model() -> torch.nn.Module:
+def make_model(hidden: int = 5) -> torch.nn.Module:
     torch.manual_seed(0)
-    # Linear(8, 5): FSDP2 shards its 5 rows unevenly over 2 ranks (3 + 2).
-    return torch.nn.Sequential(torch.nn.Linear(8, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    # Linear(8, 5): FSDP2 shards its 5 rows unevenly over 2 ranks (3 + 2). Tensor parallelism
+    # wants even pieces: hidden 6.
+    return torch.nn.Sequential(torch.nn.Linear(8, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 3))
 
 
 BLOW_UP = (20, 21)
@@ -52,30 +54,69 @@ def make_optimizer(name: str, params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=0.1, momentum=0.9)
 
 
-def build(mode: str, world: int, granularity: str = "tensor", ring_location: str = "device", runaway: bool = False,
-          radial: str = "auto", optimizer: str = "sgd", adaptive: bool | str = False):
-    model = make_model()
-    if mode == "ddp":
-        model = torch.nn.parallel.DistributedDataParallel(model)
-    elif mode == "fsdp":
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
+TENSOR_PARALLEL = 2
+"""Ranks a layer is split over in the ``tp`` and ``fsdp_tp`` modes (and HSDP's shard groups)."""
 
+
+def data_coordinates(mode: str, rank: int, world: int) -> tuple[int, int]:
+    """Which part of the global batch ``rank`` trains on, of how many: tensor-parallel ranks
+    share a batch; a 2-D mesh is laid out data-parallel dimension first."""
+    if mode == "tp":
+        return 0, 1
+    if mode == "fsdp_tp":
+        return rank // TENSOR_PARALLEL, world // TENSOR_PARALLEL
+    return rank, world
+
+
+def parallelize(model: torch.nn.Module, mode: str, world: int) -> torch.nn.Module:
+    """``model`` under ``mode``'s parallelism: DDP; FSDP2 over every rank; HSDP (replicated
+    over pairs of ranks, each sharded over a pair); tensor parallelism over every rank (the
+    first layer split by rows, the second by columns, its bias replicated); or FSDP2 over
+    pairs of tensor-parallel pairs."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    plan = {"0": ColwiseParallel(), "2": RowwiseParallel()}
+    if mode == "ddp":
+        return torch.nn.parallel.DistributedDataParallel(model)
+    if mode == "fsdp":
         fully_shard(model, mesh=init_device_mesh("cpu", (world,)))
+    elif mode == "hsdp":
+        fully_shard(model, mesh=init_device_mesh("cpu", (world // TENSOR_PARALLEL, TENSOR_PARALLEL),
+                                                 mesh_dim_names=("replicate", "shard")))
+    elif mode == "tp":
+        parallelize_module(model, init_device_mesh("cpu", (world,)), plan)
+    elif mode == "fsdp_tp":
+        mesh = init_device_mesh("cpu", (world // TENSOR_PARALLEL, TENSOR_PARALLEL), mesh_dim_names=("dp", "tp"))
+        parallelize_module(model, mesh["tp"], plan)
+        fully_shard(model, mesh=mesh["dp"])
+    return model
+
+
+def build(mode: str, world: int, granularity: str = "tensor", ring_location: str = "device", runaway: bool = False,
+          radial: str = "auto", optimizer: str = "sgd", adaptive: bool | str = False, hidden: int = 5):
+    model = make_model(hidden)
+    if mode != "plain":
+        model = parallelize(model, mode, world)
     opt = pdt.PDT(make_optimizer(optimizer, model.parameters()), granularity=granularity,
                   ring_location=ring_location, runaway_factor=3.0 if runaway else None, radial=radial,
                   **{**CONFIG, "adaptive": adaptive})
     return model, opt
 
 
-def train(model, opt, steps: range, rank: int, world: int, compiled: str | None, runaway: bool = False) -> None:
+def train(model, opt, steps: range, part: int, parts: int, compiled: str | None, runaway: bool = False,
+          dynamic: bool | None = None) -> None:
+    """Train on part ``part`` of ``parts`` of each global batch; ``dynamic`` goes to
+    torch.compile (False under tensor parallelism, where torch 2.13's Dynamo fails on the
+    forward with automatic dynamic shapes, as plain ``torch.compile`` of the same step does)."""
     step = step_function(model, opt)
     if compiled:
-        step = pdt.compile(step, optimizer=opt, backend=compiled)
+        step = pdt.compile(step, optimizer=opt, backend=compiled, dynamic=dynamic)
     for i in steps:
-        loss = step(*batch(i, rank, world))
+        loss = step(*batch(i, part, parts))
         if not compiled:  # a compiled step reports what it returns
-            opt.report_loss(loss * (100.0 if runaway and i in BLOW_UP and rank == 0 else 1.0))
+            opt.report_loss(loss * (100.0 if runaway and i in BLOW_UP and part == 0 else 1.0))
 
 
 def full_parameters(model) -> list[torch.Tensor]:
@@ -127,14 +168,14 @@ def resume_through_rank0(args, model, opt, rank: int, world: int, stop: int) -> 
         optim_state = FullyShardedDataParallel.rekey_optim_state_dict(optim_state, OptimStateKeyType.PARAM_ID, model)
         torch.save({"model": model_state, "optim": optim_state}, path)
     dist.barrier()
-    model, opt = build(args.mode, world, args.granularity, args.ring_location)  # fresh objects, as after a restart
-    train(model, opt, range(1), rank, world, None)  # different state, to be overwritten
+    model, opt = build(args.mode, world, args.granularity, args.ring_location, hidden=args.hidden)  # fresh objects, as after a restart
+    train(model, opt, range(1), *data_coordinates(args.mode, rank, world), None)  # different state, to be overwritten
     saved = torch.load(path, weights_only=True)
     options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
     set_model_state_dict(model, saved["model"], options=options)
     optim_state = FullyShardedDataParallel.rekey_optim_state_dict(saved["optim"], OptimStateKeyType.PARAM_NAME, model)
     set_optimizer_state_dict(model, opt, optim_state, options=options)
-    train(model, opt, range(stop, args.steps), rank, world, None)
+    train(model, opt, range(stop, args.steps), *data_coordinates(args.mode, rank, world), None)
     resume_through_rank0.resumed = model, opt
 
 
@@ -147,16 +188,17 @@ def reshard(args, model, opt, rank: int, world: int, stop: int) -> None:
     if args.save_to is not None:
         dcp.save(checkpoint_state(model, opt, args.checkpoint_api), checkpoint_id=args.save_to)
         return
-    train(model, opt, range(1), rank, world, None)  # different state, to be overwritten
+    train(model, opt, range(1), *data_coordinates(args.mode, rank, world), None)  # different state, to be overwritten
     state = checkpoint_state(model, opt, args.checkpoint_api)
     dcp.load(state, checkpoint_id=args.load_from)
     load_checkpoint_state(model, opt, state, args.checkpoint_api)
-    train(model, opt, range(stop, args.steps), rank, world, None)
+    train(model, opt, range(stop, args.steps), *data_coordinates(args.mode, rank, world), None)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", choices=["plain", "ddp", "fsdp"], required=True)
+    parser.add_argument("--mode", choices=["plain", "ddp", "fsdp", "hsdp", "tp", "fsdp_tp"], required=True)
+    parser.add_argument("--hidden", type=int, default=5, help="hidden width (tensor parallelism: even)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--compile", nargs="?", const="aot_eager", default=None, help="Dynamo backend")
@@ -184,10 +226,11 @@ def main() -> None:
         dist.init_process_group("gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     model, opt = build(args.mode, world, args.granularity, args.ring_location, args.runaway, args.radial, args.optimizer,
-                       args.adaptive)
+                       args.adaptive, args.hidden)
     stop = args.checkpoint_at or args.steps
     if args.load_from is None:
-        train(model, opt, range(stop), rank, world, args.compile, args.runaway)
+        train(model, opt, range(stop), *data_coordinates(args.mode, rank, world), args.compile, args.runaway,
+              dynamic=False if args.mode in ("tp", "fsdp_tp") else None)
     if args.load_from is not None or args.save_to is not None:
         reshard(args, model, opt, rank, world, stop)
     elif args.checkpoint_at is not None and args.checkpoint_api == "dsd-rank0":
@@ -198,12 +241,12 @@ def main() -> None:
 
         folder = args.out + ".dcp"
         dcp.save(checkpoint_state(model, opt, args.checkpoint_api), checkpoint_id=folder)
-        model, opt = build(args.mode, world, args.granularity, args.ring_location)  # fresh objects, as after a restart
-        train(model, opt, range(1), rank, world, None)  # different state, to be overwritten
+        model, opt = build(args.mode, world, args.granularity, args.ring_location, hidden=args.hidden)  # fresh objects, as after a restart
+        train(model, opt, range(1), *data_coordinates(args.mode, rank, world), None)  # different state, to be overwritten
         state = checkpoint_state(model, opt, args.checkpoint_api)
         dcp.load(state, checkpoint_id=folder)
         load_checkpoint_state(model, opt, state, args.checkpoint_api)
-        train(model, opt, range(stop, args.steps), rank, world, None)
+        train(model, opt, range(stop, args.steps), *data_coordinates(args.mode, rank, world), None)
     params = full_parameters(model)
     result = {"params": params, "stats": opt.stats.as_dict(), "schedule": opt.schedule.state_dict(),
               "boundary_graphs": opt.compiled_step is not None and opt.compiled_step.runtime is not None}

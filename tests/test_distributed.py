@@ -1,4 +1,5 @@
-"""DDP and FSDP2 (gloo, 2 processes on CPU) follow the 1-process run; DCP checkpoints resume."""
+"""DDP, FSDP2, HSDP and tensor parallelism (gloo, 2 or 4 processes on CPU) follow the 1-process run;
+DCP checkpoints resume."""
 
 from __future__ import annotations
 
@@ -81,6 +82,56 @@ def test_fsdp_with_one_dmd_for_the_whole_model(tmp_path):
     # granularity="model": one Gram over all local shards of all parameters, all-reduced.
     reference = launch(tmp_path / "plain", "plain", 1, "--granularity", "model")[0]
     assert_same_run(launch(tmp_path / "fsdp", "fsdp", 2, "--granularity", "model"), reference, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def even_reference(tmp_path_factory):
+    """The 1-process run of the model with an even hidden width, which tensor parallelism splits."""
+    return launch(tmp_path_factory.mktemp("plain-even"), "plain", 1, "--hidden", "6")[0]
+
+
+def assert_same_surges(runs: list[dict], reference: dict) -> None:
+    """The gradient check measured the 1-process run's surges: every piece of every gradient
+    entered the norm once."""
+    expected = reference["stats"]["gradient_surges"]
+    assert expected
+    for run in runs:
+        surges = run["stats"]["gradient_surges"]
+        assert [step for step, _ in surges] == [step for step, _ in expected]
+        assert [value for _, value in surges] == pytest.approx([value for _, value in expected], rel=1e-4)
+
+
+@pytest.mark.parametrize("mode,processes", [("tp", 2), ("hsdp", 4), ("fsdp_tp", 4)])
+def test_hsdp_and_tensor_parallelism_follow_the_single_process_run(tmp_path, even_reference, mode, processes):
+    """HSDP (replicated over pairs, sharded within them), tensor parallelism (rows, columns and a
+    replicated bias) and FSDP2 over it (``_StridedShard``): the Grams, counts and gradient norms
+    sum each parameter's pieces once, over every mesh dimension it is split over."""
+    runs = launch(tmp_path, mode, processes, "--hidden", "6")
+    assert_same_run(runs, even_reference, atol=1e-5)
+    assert_same_surges(runs, even_reference)
+
+
+@pytest.mark.parametrize("extra", [("--granularity", "model"), ("--radial", "undo"), ("--compile", "aot_eager")])
+def test_tensor_parallelism_counts_a_replicated_bias_once(tmp_path, extra):
+    """One DMD for the whole model (the replicated bias's Gram in the sum once), radial parts
+    over whole tensors (its sums once), and the compiled boundaries (its Gram in the graph and
+    its count once) follow the 1-process run."""
+    reference = launch(tmp_path / "plain", "plain", 1, "--hidden", "6", *extra)[0]
+    runs = launch(tmp_path / "tp", "tp", 2, "--hidden", "6", *extra)
+    assert_same_run(runs, reference, atol=1e-5)
+    assert_same_surges(runs, reference)
+
+
+def test_fsdp_over_tensor_parallelism_resumes_from_a_dcp_checkpoint_exactly(tmp_path, even_reference):
+    """The ring is saved as DTensors placed like the parameters (``_StridedShard`` and
+    ``Shard``, ``Replicate`` for the bias) and resumes bit for bit."""
+    uninterrupted = launch(tmp_path / "a", "fsdp_tp", 4, "--hidden", "6")
+    resumed = launch(tmp_path / "b", "fsdp_tp", 4, "--hidden", "6", "--checkpoint-at", "15")
+    for a, b in zip(uninterrupted, resumed):
+        for p, q in zip(a["params"], b["params"]):
+            assert torch.equal(p, q)
+        assert timing_free(a["stats"]) == timing_free(b["stats"])
+    assert_same_run(resumed, even_reference, atol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])

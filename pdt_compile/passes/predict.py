@@ -39,7 +39,8 @@ def solve_coefficients_op(
 ) -> tuple[Tensor, Tensor]:
     """Host solve for the compiled path. host_state (CPU int64): ``[tau, next_slot, count]``.
     ``shard_group`` (a :func:`~pdt_compile.distributed.group_key`, 0 for none): the Grams are
-    local and summed over its ranks first (FSDP2), as the eager path does. Returns float32 coefficients ``[G, steps, h]`` and s-coefficients ``[G, steps]`` on the
+    local and summed over the ranks of its :class:`~pdt_compile.distributed.ShardReduction`
+    first, as the eager path does. Returns float32 coefficients ``[G, steps, h]`` and s-coefficients ``[G, steps]`` on the
     Gram's device; rows past tau repeat row tau (the horizon is dynamic, the shape is not)."""
     tau, next_slot, count = (int(v) for v in host_state.tolist())
     h = grams.shape[-1]
@@ -86,8 +87,12 @@ def solves_on_device(config: PDTConfig, shard_group: int) -> bool:
     return default and shard_group == 0 and config.history <= DEVICE_SOLVE_MAX_HISTORY
 
 
-def group_grams(grams: Sequence[Tensor], groups: Sequence[int]) -> Tensor:
-    """Per-parameter Grams ``[h, h]`` summed into their DMD groups: ``[G, h, h]``."""
+def group_grams(grams: Sequence[Tensor], groups: Sequence[int], counted: Sequence[bool] | None = None) -> Tensor:
+    """Per-parameter Grams ``[h, h]`` summed into their DMD groups: ``[G, h, h]``. ``counted``
+    (:attr:`~pdt_compile.distributed.ShardReduction.counted`): the pieces this rank adds to
+    the sums over ranks; the others add zero."""
+    if counted is not None:
+        grams = [gram if keep else torch.zeros_like(gram) for gram, keep in zip(grams, counted)]
     count = max(groups) + 1
     if count == len(grams):
         return torch.stack(list(grams))
@@ -125,8 +130,8 @@ def insert_predict_merge(
     ``merge_parameter_`` per parameter (``merge``), as ``config`` says. ``names`` maps the
     runtime buffers (``rings[i]``: parameter i's h row buffers; ``jumps``: per-parameter jump
     buffers when rollback is on; ``followers[i]``: the tensors parameter i's jump moves, each by
-    its entry of ``fractions``, parameter after parameter); ``shard_group`` is the key of FSDP2's
-    process group (0: none)."""
+    its entry of ``fractions``, parameter after parameter); ``shard_group`` is the key of the
+    parameters' :class:`~pdt_compile.distributed.ShardReduction` (0: none)."""
     dmd_options, shift = config.dmd_options(), config.after_merge == "shift"
     graph = gm.graph
     # Right after the last parameter write, still inside the step's no_grad region: Dynamo
@@ -148,7 +153,9 @@ def insert_predict_merge(
     with graph.inserting_before(after_writes):
         rings = {i: [attr(name, PREDICT) for name in names["rings"][i]] for i in writes.parameter_nodes}
         grams = [call(gram_pass, (rings[i],), PREDICT) for i in sorted(rings)]
-        stacked = call(group_grams, (grams, list(groups)), PREDICT)
+        reduction = group_from_key(shard_group)
+        counted = None if reduction is None else [reduction.counted[i] for i in sorted(rings)]
+        stacked = call(group_grams, (grams, list(groups), counted), PREDICT)
         if solves_on_device(config, shard_group):
             indices = [attr(names[key], PREDICT) for key in ("perm", "inverse_perm", "row_index")]
             solved = call(solve_on_device, (stacked, *indices, steps), PREDICT)

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ..distributed import is_sharded, shard_group
+from ..distributed import is_distributed, shard_reduction, shifted_placement
 
 
 def _local(p: Tensor) -> Tensor:
@@ -101,8 +101,8 @@ class SnapshotRing:
                 "wrap one optimizer per device"
             )
         self.params = list(params)
-        self.process_group = shard_group(self.params)
-        """The process group the parameters are sharded over (FSDP2), or None."""
+        self.reduction = shard_reduction(self.params)
+        """How sums over the parameters' pieces are reduced across ranks, or None (none is split)."""
         self.shapes = [tuple(t.shape) for t in locals_]
         self.numels = [t.numel() for t in locals_]
         self.device = locals_[0].device
@@ -244,21 +244,22 @@ class SnapshotRing:
         self.next_slot = 0
 
     def sharded_copy(self, index: int, tensor: Tensor) -> Tensor:
-        """A copy of ``tensor`` (``[k, numel_i]`` or ``[numel_i]``). For a sharded parameter, a
-        DTensor of global shape ``[k, *param.shape]`` sharded like the parameter, so that
+        """A copy of ``tensor`` (``[k, numel_i]`` or ``[numel_i]``). For a DTensor parameter, a
+        DTensor of global shape ``[k, *param.shape]`` placed like the parameter, so that
         torch.distributed.checkpoint saves each rank's shard, not one rank's copy."""
         copy = tensor.clone()
         p = self.params[index]
-        if not is_sharded(p):
+        if not is_distributed(p):
             return copy
-        from torch.distributed.tensor import DTensor, Shard
+        from torch.distributed.tensor import DTensor
 
         lead = tuple(copy.shape[:-1])
         shape = (*lead, *p.shape)
         stride = torch.empty(shape, device="meta").stride()
         return DTensor.from_local(
             copy.view(*lead, *self.shapes[index]), p.device_mesh,
-            [Shard(p.placements[0].dim + len(lead))], run_check=False, shape=shape, stride=stride,
+            [shifted_placement(placement, len(lead)) for placement in p.placements], run_check=False, shape=shape,
+            stride=stride,
         )
 
     def _state_tensors(self) -> dict[str, list[Tensor]]:
@@ -457,7 +458,7 @@ class HostSnapshotRing(SnapshotRing):
 
     def sharded_copy(self, index: int, tensor: Tensor) -> Tensor:
         # A sharded parameter's DTensor must live on its mesh's device.
-        return super().sharded_copy(index, tensor.to(self.device) if is_sharded(self.params[index]) else tensor)
+        return super().sharded_copy(index, tensor.to(self.device) if is_distributed(self.params[index]) else tensor)
 
     def _state_tensors(self) -> dict[str, list[Tensor]]:
         return {"buffers": self.buffers}

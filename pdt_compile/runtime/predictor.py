@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..config import PDTConfig
-from ..distributed import global_numel, shard_group, sum_across_shards_
+from ..distributed import ShardReduction, global_numel, shard_reduction, sum_across_shards_, sum_parameter_pieces_
 from ..dmd import block_grams, solve_dmd
 from ..mask import forecast_mask_merge, needs_every_step
 from .history import Pack, SnapshotRing, _local, pack_layout, spans_of
@@ -98,16 +98,21 @@ def _cached(pack: Pack, key: tuple, make: Callable[[], T]) -> T:
     return pack.cache[key]
 
 
-def ring_grams(ring: SnapshotRing, groups: Sequence[int], kernels: Kernels, packs: Sequence[Pack] = ()) -> Tensor:
+def ring_grams(
+    ring: SnapshotRing, groups: Sequence[int], kernels: Kernels, packs: Sequence[Pack] = (),
+    reduction: ShardReduction | None = None,
+) -> Tensor:
     """Float64 Gram of each group over the ring's rows (in ``ring.order()``'s numbering):
-    ``[G, h, h]``. Parameters in ``packs`` are summed from the packs' rows."""
+    ``[G, h, h]``. Parameters in ``packs`` are summed from the packs' rows. ``reduction``: the
+    local part of the Grams its sums complete (pieces this rank does not count left out)."""
     h = ring.history
     out = torch.zeros(max(groups) + 1, h, h, dtype=torch.float64, device=ring.device)
     for pack in packs:
-        out.index_add_(0, _pack_groups(pack, groups), _pack_grams(pack))
+        grams = _pack_grams(pack)
+        out.index_add_(0, _pack_groups(pack, groups), grams if reduction is None else reduction.weigh_(grams.clone(), pack.indices))
     packed = {i for pack in packs for i in pack.indices}
     for index, group in enumerate(groups):
-        if index in packed:
+        if index in packed or (reduction is not None and not reduction.counted[index]):
             continue
         if ring.fused:
             out[group] += kernels.gram(ring.row_tensors(index))
@@ -218,12 +223,12 @@ def predict_merge_capture_(
     """
     groups = group_of(config, len(params))
     numels = [global_numel(p) for p in params]
-    process_group = shard_group(params)
+    reduction = shard_reduction(params)
     kernels = Kernels(config, ring.device, sum(ring.numels))
     packs = []
     if ring.fused and not kernels.compiled:
         packs = pack_parameters(ring, [i for i in range(len(params)) if not skip[i]], pack_limit(config, ring.device, sum(ring.numels)))
-    grams = sum_across_shards_(ring_grams(ring, groups, kernels, packs), process_group)
+    grams = sum_across_shards_(ring_grams(ring, groups, kernels, packs, reduction), reduction)
     coefficients, s_coefficients = solve_coefficients(
         grams, ring.order(), group_rows(tuple(numels), tuple(groups)), config.tau_max, tau,
         needs_every_step(config.rule), **config.dmd_options()
@@ -256,7 +261,8 @@ def predict_merge_capture_(
             parts.append(([index], count.view(1)))
         jumps[index] = jump
     ring.advance_()
-    totals = sum_across_shards_(torch.cat([part for _, part in parts]), process_group) if parts else None
+    totals = sum_parameter_pieces_(torch.cat([part for _, part in parts]), reduction,
+                                   [i for indices, _ in parts for i in indices]) if parts else None
     values = iter(totals.tolist() if totals is not None else [])  # one sync
     counts: list[int | bool | None] = [None] * len(params)
     for indices, _ in parts:
