@@ -57,8 +57,9 @@ def _split_dimensions(p: Tensor) -> list[int]:
     for placement in p.placements:
         if placement.is_partial():
             raise NotImplementedError(
-                f"PDT: a parameter with DTensor placements {p.placements} holds partial sums; PDT tracks "
-                "parameters that are sharded (Shard) or replicated (Replicate) on each mesh dimension"
+                f"PDT: a parameter of shape {tuple(p.shape)} has DTensor placements {p.placements}, partial "
+                "sums, which PDT cannot predict; give it Shard or Replicate placements on every mesh dimension, "
+                'or leave it to the optimizer alone in a param group with "pdt": False'
             )
     return [dim for dim, placement in enumerate(p.placements) if not placement.is_replicate()]
 

@@ -820,7 +820,7 @@ class PDT(Optimizer):
         tracked, kernels = self.tracked(), Kernels(self.config, self._ring.device, sum(self._ring.numels))
         merged = [_local(tracked[index]).detach().reshape(-1) for index, _ in live]
         sums = torch.stack([kernels.radial_sums(jump, w) for (_, jump), w in zip(live, merged)])  # [k, 2]
-        sums = sum_parameter_pieces_(sums, self._ring.reduction, [index for index, _ in live])
+        sums = sum_across_shards_(sums, self._ring.reduction)  # ratios: a replicated piece summed twice cancels
         undo: list[Tensor | None] = [None] * len(prediction.jumps)
         for position, ((index, jump), w) in enumerate(zip(live, merged)):
             undo[index] = kernels.radial_part(jump, w, radial_coefficient(sums[position], modes[index] == "inward"))

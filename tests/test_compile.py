@@ -11,7 +11,7 @@ import torch
 import pdt_compile as pdt
 from pdt_compile.api import replaced_step
 from pdt_compile.passes.analysis import find_parameter_writes
-from pdt_compile.passes.predict import solve_on_device
+from pdt_compile.passes.predict import group_grams, solve_on_device
 from pdt_compile.runtime.schedule import Phase
 
 from conftest import Beside, ComplexLinear, amp_step_function, batches, lazy_mlp, loss_of, make_mlp, run_steps, save_and_load, step_function, train
@@ -1300,3 +1300,13 @@ def test_a_float64_model_under_pdt_compile_follows_eager():
     total = sum(p.numel() for p in model.parameters())
     representable = sum(int((p.float().double() == p).sum()) for p in model.parameters())
     assert step == 36 and 0 < representable == round(ratio * total) < total
+
+
+def test_the_predict_graph_leaves_pieces_this_rank_does_not_count_out_of_its_local_grams():
+    """Under tensor parallelism a replicated parameter enters the Gram's sum over ranks from one
+    rank alone (:class:`~pdt_compile.distributed.ShardReduction`); the graph's grouping adds zero
+    for it on the others."""
+    grams = [torch.full((3, 3), float(i + 1), dtype=torch.float64) for i in range(3)]
+    assert torch.equal(group_grams(grams, [0, 0, 0], [True, False, True]), torch.full((1, 3, 3), 4.0, dtype=torch.float64))
+    assert torch.equal(group_grams(grams, [0, 1, 2], [True, False, True])[1], torch.zeros(3, 3, dtype=torch.float64))
+    assert torch.equal(group_grams(grams, [0, 0, 0]), torch.full((1, 3, 3), 6.0, dtype=torch.float64))

@@ -4,6 +4,7 @@ DCP checkpoints resume."""
 from __future__ import annotations
 
 import subprocess
+from types import SimpleNamespace
 import sys
 from pathlib import Path
 
@@ -101,12 +102,14 @@ def assert_same_surges(runs: list[dict], reference: dict) -> None:
         assert [value for _, value in surges] == pytest.approx([value for _, value in expected], rel=1e-4)
 
 
-@pytest.mark.parametrize("mode,processes", [("tp", 2), ("hsdp", 4), ("fsdp_tp", 4)])
-def test_hsdp_and_tensor_parallelism_follow_the_single_process_run(tmp_path, even_reference, mode, processes):
+@pytest.mark.parametrize("mode,processes,extra", [("tp", 2, ()), ("hsdp", 4, ()), ("fsdp_tp", 4, ()),
+                                                  ("fsdp_tp", 4, ("--compile", "aot_eager"))])
+def test_hsdp_and_tensor_parallelism_follow_the_single_process_run(tmp_path, even_reference, mode, processes, extra):
     """HSDP (replicated over pairs, sharded within them), tensor parallelism (rows, columns and a
-    replicated bias) and FSDP2 over it (``_StridedShard``): the Grams, counts and gradient norms
-    sum each parameter's pieces once, over every mesh dimension it is split over."""
-    runs = launch(tmp_path, mode, processes, "--hidden", "6")
+    replicated bias) and FSDP2 over it (``_StridedShard``), eager and under ``pdt.compile``: the
+    Grams, counts and gradient norms sum each parameter's pieces once, over every mesh dimension
+    it is split over."""
+    runs = launch(tmp_path, mode, processes, "--hidden", "6", *extra)
     assert_same_run(runs, even_reference, atol=1e-5)
     assert_same_surges(runs, even_reference)
 
@@ -204,3 +207,14 @@ def test_ranks_decide_a_runaway_together(tmp_path, mode):
     assert all(run["schedule"] == runs[0]["schedule"] for run in runs)
     for a, b in zip(runs[0]["params"], runs[1]["params"]):
         assert torch.equal(a, b)
+
+
+def test_a_parameter_of_partial_sums_is_refused_with_the_fix():
+    from torch.distributed.tensor import Partial, Replicate
+
+    from pdt_compile.distributed import shard_reduction
+
+    partial = SimpleNamespace(placements=(Replicate(), Partial()), shape=(4, 3))
+    with pytest.raises(NotImplementedError, match=r"shape \(4, 3\).*Partial.*Shard or Replicate.*\"pdt\": False"):
+        shard_reduction([torch.zeros(2), partial])
+    assert shard_reduction([torch.zeros(2), SimpleNamespace(placements=(Replicate(),), shape=(2,))]) is None

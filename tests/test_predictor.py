@@ -7,8 +7,10 @@ import pytest
 import torch
 
 import pdt_compile as pdt
+from pdt_compile.distributed import ShardReduction
 from pdt_compile.runtime import predictor
 from pdt_compile.runtime.history import SnapshotRing
+from pdt_compile.runtime.kernels import Kernels
 
 SHAPES = [(40, 30), (30,), (700, 60), (10, 40), (10,), (1,), (5, 3)]
 
@@ -125,3 +127,18 @@ def test_device_constants_are_made_once_per_argument_and_hold_their_values():
     buffer = torch.zeros(3, dtype=torch.int64)
     write_from_host_(buffer, torch.tensor([4, 5, 6]))
     assert buffer.tolist() == [4, 5, 6]
+
+
+@pytest.mark.parametrize("pack_limit", [0, 2048], ids=["one at a time", "ring packs"])
+def test_a_piece_this_rank_does_not_count_stays_out_of_its_local_grams(pack_limit):
+    """Under tensor parallelism a replicated parameter enters the sums over ranks from one rank
+    alone; on the others its Gram stays out of the local part (single tensors and packs alike)."""
+    _, ring = drifting_ring(3, pack_limit=pack_limit)
+    config = pdt.PDTConfig(snap_every=1, history=3, kernels="torch")
+    kernels = Kernels(config, ring.device, sum(ring.numels))
+    packs = predictor.pack_parameters(ring, range(len(SHAPES)), pack_limit)
+    counted = tuple(i not in (1, 2) for i in range(len(SHAPES)))  # 1 is small (packed), 2 is not
+    per_tensor = predictor.ring_grams(ring, range(len(SHAPES)), kernels, packs)
+    whole_model = predictor.ring_grams(ring, [0] * len(SHAPES), kernels, packs, ShardReduction((), counted))
+    assert torch.allclose(whole_model[0], per_tensor[list(counted)].sum(0), rtol=1e-12)
+    assert not torch.allclose(whole_model[0], per_tensor.sum(0), rtol=1e-6)

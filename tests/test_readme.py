@@ -24,6 +24,7 @@ def namespace(tmp_path: Path) -> dict:
         "torch": torch, "pdt": pdt, "model": make_mlp(), "sharded_model": make_mlp(seed=1),
         "train_loader": data, "loss_fn": torch.nn.functional.cross_entropy, "epochs": 2,
         "steps_per_epoch": len(data), "checkpoint_dir": str(tmp_path / "checkpoint"),
+        "tp_model": make_mlp(seed=2), "device_type": "cpu", "dp": 1, "tp": 1,
     }
 
 
@@ -62,5 +63,9 @@ def test_distributed_block_runs_in_a_one_process_group(tmp_path):
         scope = namespace(tmp_path)
         exec(compile(BLOCKS[3], "README.md[distributed]", "exec"), scope)
         assert (tmp_path / "checkpoint").exists()
+        x, y = batches(1, size=8)[0]
+        torch.nn.functional.cross_entropy(scope["tp_model"](x), y).backward()
+        scope["tp_opt"].step()  # a step over parameters on a 2-D mesh
+        assert scope["tp_opt"].ring.reduction is not None
     finally:
         dist.destroy_process_group()

@@ -109,7 +109,9 @@ def ring_grams(
     out = torch.zeros(max(groups) + 1, h, h, dtype=torch.float64, device=ring.device)
     for pack in packs:
         grams = _pack_grams(pack)
-        out.index_add_(0, _pack_groups(pack, groups), grams if reduction is None else reduction.weigh_(grams.clone(), pack.indices))
+        if reduction is not None:
+            grams = reduction.weigh_(grams.clone(), pack.indices)
+        out.index_add_(0, _pack_groups(pack, groups), grams)
     packed = {i for pack in packs for i in pack.indices}
     for index, group in enumerate(groups):
         if index in packed or (reduction is not None and not reduction.counted[index]):
