@@ -118,6 +118,7 @@ def predict_elements_(
         accepted = accepted & active
         merged = torch.where(accepted, merged, w)
     jump = merged - w
+    merged = w + jump  # where they differ (a jump across zero rounds), followers that equal w reach it too
     if isinstance(slot_mask, int):  # rows: one [h, n] tensor
         if shift:
             rows.add_(jump)
