@@ -45,6 +45,10 @@ def batch(step: int, rank: int, world: int):
 
 
 def make_optimizer(name: str, params) -> torch.optim.Optimizer:
+    if name == "zero":  # DDP's ZeroRedundancyOptimizer: each rank steps its partition, then broadcasts it
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        return ZeroRedundancyOptimizer(params, optimizer_class=torch.optim.SGD, lr=0.1, momentum=0.9)
     if name == "schedule-free":  # merges move its z and its parameters (followers)
         import schedulefree
 
@@ -217,7 +221,7 @@ def main() -> None:
     parser.add_argument("--ring-location", default="device")
     parser.add_argument("--runaway", action="store_true", help="runaway_factor 3, losses reported, a blow-up on rank 0")
     parser.add_argument("--radial", default="auto", help="PDTConfig.radial")
-    parser.add_argument("--optimizer", choices=["sgd", "schedule-free"], default="sgd")
+    parser.add_argument("--optimizer", choices=["sgd", "schedule-free", "zero"], default="sgd")
     parser.add_argument("--adaptive", action="store_const", const="auto", default=False,
                         help='adaptive="auto" (the default of PDTConfig), losses reported')
     args = parser.parse_args()

@@ -85,6 +85,12 @@ def test_fsdp_with_one_dmd_for_the_whole_model(tmp_path):
     assert_same_run(launch(tmp_path / "fsdp", "fsdp", 2, "--granularity", "model"), reference, atol=1e-5)
 
 
+def test_ddp_with_zero_redundancy_optimizer_follows_the_single_process_run(tmp_path, reference):
+    """ZeroRedundancyOptimizer steps each rank's partition and broadcasts it: every rank then
+    holds every parameter and predicts alike, as under DDP."""
+    assert_same_run(launch(tmp_path, "ddp", 2, "--optimizer", "zero"), reference, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def even_reference(tmp_path_factory):
     """The 1-process run of the model with an even hidden width, which tensor parallelism splits."""

@@ -79,6 +79,14 @@ def predict_pass_(
                              jump_out, rule, trend, drift, shift, followers, fractions).sum()
 
 
+def applied_jump(w: Tensor, merged: Tensor) -> tuple[Tensor, Tensor]:
+    """The merged weights as ``w + jump`` and the jump ``merged - w``: what a follower equal to
+    ``w`` reaches by adding the jump, bit for bit (``merged`` itself may differ from it by a
+    rounding where a jump crosses zero)."""
+    jump = merged - w
+    return w + jump, jump
+
+
 def predict_elements_(
     weights: Tensor, rows: Tensor | Sequence[Tensor], s_weights: Tensor | int, slot_mask: Tensor | int,
     coefficients: Tensor, s_coefficients: Tensor, horizon: Tensor, active: Tensor | bool, jump_out: Tensor | None,
@@ -117,8 +125,7 @@ def predict_elements_(
     if active is not True:
         accepted = accepted & active
         merged = torch.where(accepted, merged, w)
-    jump = merged - w
-    merged = w + jump  # where they differ (a jump across zero rounds), followers that equal w reach it too
+    merged, jump = applied_jump(w, merged)
     if isinstance(slot_mask, int):  # rows: one [h, n] tensor
         if shift:
             rows.add_(jump)

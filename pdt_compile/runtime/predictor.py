@@ -24,7 +24,7 @@ from ..distributed import ShardReduction, global_numel, shard_reduction, sum_acr
 from ..dmd import block_grams, solve_dmd
 from ..mask import forecast_mask_merge, needs_every_step
 from .history import Pack, SnapshotRing, _local, pack_layout, spans_of
-from .kernels import Kernels, eager_gram, predict_elements_, use_compiled, working_dtype
+from .kernels import Kernels, applied_jump, eager_gram, predict_elements_, use_compiled, working_dtype
 
 T = TypeVar("T")
 
@@ -378,7 +378,7 @@ def _update_streamed(
             kernels.drift, block[oldest],
         )
         count += accepted.sum()
-        jump = merged - w
+        merged, jump = applied_jump(w, merged)
         ring.store_merged_(index, columns, block, merged, jump if shift else None)
         weights[columns].copy_(merged)
         for follower in followers:
