@@ -46,7 +46,8 @@ class ShardReduction:
         ``indices``) with the entries of parameters this rank does not count set to zero."""
         flags = self.counted if indices is None else [self.counted[i] for i in indices]
         if not all(flags):
-            values.mul_(torch.tensor(flags, dtype=values.dtype, device=values.device).view(-1, *[1] * (values.dim() - 1)))
+            mask = torch.tensor(flags, dtype=values.dtype, device=values.device)
+            values.mul_(mask.view(-1, *[1] * (values.dim() - 1)))
         return values
 
 

@@ -574,7 +574,8 @@ class PDT(Optimizer):
     def _gradient_norm(self) -> Tensor | None:
         """The norm of every tracked parameter's gradient (summed over shards), on the device."""
         # A sparse gradient is refused at the next boundary (_check_parameters).
-        grads = [(index, grad) for index, p in enumerate(self._ring.params) if (grad := p.grad) is not None and not grad.is_sparse]
+        grads = [(index, grad) for index, p in enumerate(self._ring.params)
+                 if (grad := p.grad) is not None and not grad.is_sparse]
         if not grads:
             return None
         reduction = self._ring.reduction

@@ -40,8 +40,9 @@ def solve_coefficients_op(
     """Host solve for the compiled path. host_state (CPU int64): ``[tau, next_slot, count]``.
     ``shard_group`` (a :func:`~pdt_compile.distributed.group_key`, 0 for none): the Grams are
     local and summed over the ranks of its :class:`~pdt_compile.distributed.ShardReduction`
-    first, as the eager path does. Returns float32 coefficients ``[G, steps, h]`` and s-coefficients ``[G, steps]`` on the
-    Gram's device; rows past tau repeat row tau (the horizon is dynamic, the shape is not)."""
+    first, as the eager path does. Returns float32 coefficients ``[G, steps, h]`` and
+    s-coefficients ``[G, steps]`` on the Gram's device; rows past tau repeat row tau (the
+    horizon is dynamic, the shape is not)."""
     tau, next_slot, count = (int(v) for v in host_state.tolist())
     h = grams.shape[-1]
     order = [(next_slot - count + i) % h for i in range(count)]
@@ -80,7 +81,7 @@ it; a longer ring solves on the host (``pdt::solve_coefficients``)."""
 
 
 def solves_on_device(config: PDTConfig, shard_group: int) -> bool:
-    """Whether the predict graph solves on the device: the default DMD, unsharded (FSDP2's
+    """Whether the predict graph solves on the device: the default DMD, unsharded (sharded
     Grams are all-reduced by the host solve), with at most :data:`DEVICE_SOLVE_MAX_HISTORY`
     snapshots."""
     default = config.dmd_options() == {"rank": "full", "modes": "projected", "dynamics": "linear"}
