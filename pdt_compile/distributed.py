@@ -133,23 +133,30 @@ def _single_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1
 
 
-def mean_across_ranks(value: Tensor | float, device: torch.device) -> float:
-    """``value`` (a scalar) averaged over every rank of the default process group; itself
-    outside one or in a group of one (no tensor made, no collective)."""
+def mean_across_ranks(value: Tensor | float | None, device: torch.device) -> float | None:
+    """``value`` (a scalar; None where this rank has none) averaged over the ranks of the
+    default process group that have one; None where none has. Outside a process group, or in
+    a group of one, ``value`` itself (no tensor made, no collective)."""
     if _single_process():
-        return float(value.item() if isinstance(value, Tensor) else value)  # item(): no detach, no warning
-    return means_across_ranks(torch.as_tensor(value.detach() if isinstance(value, Tensor) else value,
-                                              device=device).reshape(1))[0]
+        return None if value is None else float(value.item() if isinstance(value, Tensor) else value)  # no detach
+    return means_across_ranks([value], device)[0]
 
 
-def means_across_ranks(values: Tensor) -> list[float]:
-    """:func:`mean_across_ranks` of each of ``values`` (``[n]``): one float32 all-reduce and
-    one host read for n scalars."""
+def means_across_ranks(values: Sequence[Tensor | float | None], device: torch.device) -> list[float | None]:
+    """:func:`mean_across_ranks` of each of ``values``: one float32 all-reduce of 2n numbers
+    (the values and how many ranks have each) and one host read. A rank without a value (a
+    pipeline stage without the loss) passes None; every rank passes as many."""
+    stacked = torch.stack([torch.as_tensor(0.0 if value is None else value.detach() if isinstance(value, Tensor)
+                                           else value, dtype=torch.float32, device=device).reshape(())
+                           for value in values])
     if _single_process():
-        return values.tolist()
-    total = values.detach().to(torch.float32).clone()
+        return [None if value is None else read for value, read in zip(values, stacked.tolist())]
+    present = torch.tensor([value is not None for value in values], dtype=torch.float32, device=device)
+    total = torch.cat([stacked * present, present])
     torch.distributed.all_reduce(total)
-    return [value / torch.distributed.get_world_size() for value in total.tolist()]
+    read = total.tolist()
+    sums, counts = read[: len(values)], read[len(values):]
+    return [total_ / count if count > 0 else None for total_, count in zip(sums, counts)]
 
 
 _GROUPS: list[Any] = [None]

@@ -180,7 +180,7 @@ class PDT(Optimizer):
         self._stats = Stats(tau=config.tau, tau_waits_for_losses=config.adaptive is not False,
                             history_limit=config.history_limit)
         self._pending: PendingBoundary | None = None
-        self._unread_losses: list[tuple[int, Tensor]] = []
+        self._unread_losses: list[tuple[int, Tensor | None]] = []  # None: this rank had no loss
         """(step, loss) reported as tensors and not read on the host yet (:meth:`report_loss`)."""
         self._jumps: list[Tensor | None] | None = None
         self._nonfinite_warned = False
@@ -887,11 +887,12 @@ class PDT(Optimizer):
         else:
             self._nonfinite_warned = False
 
-    def report_loss(self, loss: Tensor | float) -> None:
+    def report_loss(self, loss: Tensor | float | None) -> None:
         """Tell PDT the training loss of the step just taken (drives ``adaptive`` tau,
         ``rollback_factor``, ``setback_limit`` and ``runaway_factor``; free when none is on). Under
-        ``torch.distributed`` every rank reports its own; PDT decides on their mean (one
-        scalar all-reduce), so that every rank decides alike.
+        ``torch.distributed`` every rank reports, PDT decides on the mean (one scalar
+        all-reduce), so that every rank decides alike; a rank that has no loss (a pipeline
+        stage before the last) reports None, and the mean is over the ranks that have one.
 
         When the runaway guard is the only reader, tensor losses are read on the host in
         batches of ``PDTConfig.loss_reads`` (by default 1 on the CPU, 16 on an accelerator), and
@@ -901,23 +902,26 @@ class PDT(Optimizer):
         readers = self._loss_readers
         if readers is None:
             return
-        self._awaiting_losses = False
-        self._stats.tau_waits_for_losses = False
         if isinstance(loss, Tensor) and loss.numel() != 1:
             raise ValueError(f"PDT.report_loss: loss has {loss.numel()} elements; pass the step's scalar loss "
                              "(e.g. loss.mean())")
-        if not isinstance(loss, (Tensor, numbers.Real)) or isinstance(loss, bool):
-            raise TypeError(f"PDT.report_loss: expected the step's loss as a one-element tensor or a float, got {loss!r}")
-        if isinstance(loss, Tensor) and readers != 1:
-            reads = (1 if loss.is_cpu else LOSS_READS_ON_ACCELERATORS) if readers == "auto" else readers
+        if loss is not None and (not isinstance(loss, (Tensor, numbers.Real)) or isinstance(loss, bool)):
+            raise TypeError(f"PDT.report_loss: expected the step's loss as a one-element tensor or a float (None on "
+                            f"a rank without one), got {loss!r}")
+        if readers != 1 and (loss is None or isinstance(loss, Tensor)):
+            on_cpu = self._ring.device.type == "cpu" if loss is None else loss.is_cpu
+            reads = (1 if on_cpu else LOSS_READS_ON_ACCELERATORS) if readers == "auto" else readers
             if reads > 1:
-                self._unread_losses.append((self.schedule.steps, loss.detach()))  # an attached loss would keep its graph
+                # an attached loss would keep its graph
+                self._unread_losses.append((self.schedule.steps, None if loss is None else loss.detach()))
                 if len(self._unread_losses) >= reads or self.schedule.boundary_next():
                     self._read_losses()
                 return
         if self._unread_losses:
             self._read_losses()
-        self._take_loss(self.schedule.steps, mean_across_ranks(loss, self._ring.device))
+        value = mean_across_ranks(loss, self._ring.device)
+        if value is not None:
+            self._take_loss(self.schedule.steps, value)
 
     def _warn_unmoved_weights(self) -> None:
         """Say, once, which tensors of the optimizer's state hold weights that merges leave
@@ -971,15 +975,17 @@ class PDT(Optimizer):
         if not self._unread_losses:
             return
         unread, self._unread_losses = self._unread_losses, []
-        values = means_across_ranks(torch.stack([loss for _, loss in unread]).view(-1))
+        values = means_across_ranks([loss for _, loss in unread], self._ring.device)
         for (step, _), value in zip(unread, values):
-            if not self._take_loss(step, value):
+            if value is not None and not self._take_loss(step, value):
                 return
 
     def _take_loss(self, step: int, value: float) -> bool:
         """Act on the loss reported at ``step``; False when it called a runaway (and the
         weights were restored)."""
         config = self.config
+        self._awaiting_losses = False
+        self._stats.tau_waits_for_losses = False
         if self.schedule.runaway(value):
             self._restore_(step)
             return False
@@ -1120,7 +1126,7 @@ class PDT(Optimizer):
             "stats": self._stats.checkpoint_dict(),
             **self._jumps_state(),
             "gradient_check": None if self._gradient_check is None else self._gradient_check.state_dict(),
-            "unread_losses": [(step, float(loss)) for step, loss in self._unread_losses],
+            "unread_losses": [(step, None if loss is None else float(loss)) for step, loss in self._unread_losses],
         }
         return checkpoint.embed(self.optimizer.state_dict(), pdt_state, self._ring_positions())
 
@@ -1172,7 +1178,7 @@ class PDT(Optimizer):
             self._ring.load_state_dict(pdt_state["ring"])
         self.schedule.load_state_dict(pdt_state["schedule"])
         self._stats.load_dict(pdt_state["stats"])
-        self._unread_losses = [(step, torch.tensor(value, device=self._ring.device))
+        self._unread_losses = [(step, None if value is None else torch.tensor(value, device=self._ring.device))
                                for step, value in pdt_state.get("unread_losses", [])]
         check_state = pdt_state.get("gradient_check")
         if self._gradient_check is not None and check_state is not None:

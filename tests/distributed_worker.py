@@ -99,28 +99,30 @@ def parallelize(model: torch.nn.Module, mode: str, world: int) -> torch.nn.Modul
 
 
 def build(mode: str, world: int, granularity: str = "tensor", ring_location: str = "device", runaway: bool = False,
-          radial: str = "auto", optimizer: str = "sgd", adaptive: bool | str = False, hidden: int = 5):
+          radial: str = "auto", optimizer: str = "sgd", adaptive: bool | str = False, hidden: int = 5,
+          loss_reads: int | None = None):
     model = make_model(hidden)
     if mode != "plain":
         model = parallelize(model, mode, world)
     opt = pdt.PDT(make_optimizer(optimizer, model.parameters()), granularity=granularity,
                   ring_location=ring_location, runaway_factor=3.0 if runaway else None, radial=radial,
-                  **{**CONFIG, "adaptive": adaptive})
+                  **{**CONFIG, "adaptive": adaptive}, **({} if loss_reads is None else {"loss_reads": loss_reads}))
     return model, opt
 
 
 def train(model, opt, steps: range, part: int, parts: int, compiled: str | None, runaway: bool = False,
-          dynamic: bool | None = None) -> None:
+          dynamic: bool | None = None, reports: bool = True) -> None:
     """Train on part ``part`` of ``parts`` of each global batch; ``dynamic`` goes to
     torch.compile (False under tensor parallelism, where torch 2.13's Dynamo fails on the
-    forward with automatic dynamic shapes, as plain ``torch.compile`` of the same step does)."""
+    forward with automatic dynamic shapes, as plain ``torch.compile`` of the same step does);
+    ``reports`` False: report None for the loss, as a pipeline stage without one would."""
     step = step_function(model, opt)
     if compiled:
         step = pdt.compile(step, optimizer=opt, backend=compiled, dynamic=dynamic)
     for i in steps:
         loss = step(*batch(i, part, parts))
         if not compiled:  # a compiled step reports what it returns
-            opt.report_loss(loss * (100.0 if runaway and i in BLOW_UP and part == 0 else 1.0))
+            opt.report_loss(loss * (100.0 if runaway and i in BLOW_UP and part == 0 else 1.0) if reports else None)
 
 
 def full_parameters(model) -> list[torch.Tensor]:
@@ -203,6 +205,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", choices=["plain", "ddp", "fsdp", "hsdp", "tp", "fsdp_tp"], required=True)
     parser.add_argument("--hidden", type=int, default=5, help="hidden width (tensor parallelism: even)")
+    parser.add_argument("--loss-on-rank0", action="store_true", help="the other ranks report None for the loss")
+    parser.add_argument("--loss-reads", type=int, default=None, help="PDTConfig.loss_reads")
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--compile", nargs="?", const="aot_eager", default=None, help="Dynamo backend")
@@ -230,11 +234,11 @@ def main() -> None:
         dist.init_process_group("gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     model, opt = build(args.mode, world, args.granularity, args.ring_location, args.runaway, args.radial, args.optimizer,
-                       args.adaptive, args.hidden)
+                       args.adaptive, args.hidden, args.loss_reads)
     stop = args.checkpoint_at or args.steps
     if args.load_from is None:
         train(model, opt, range(stop), *data_coordinates(args.mode, rank, world), args.compile, args.runaway,
-              dynamic=False if args.mode in ("tp", "fsdp_tp") else None)
+              dynamic=False if args.mode in ("tp", "fsdp_tp") else None, reports=not args.loss_on_rank0 or rank == 0)
     if args.load_from is not None or args.save_to is not None:
         reshard(args, model, opt, rank, world, stop)
     elif args.checkpoint_at is not None and args.checkpoint_api == "dsd-rank0":

@@ -131,6 +131,18 @@ def test_tensor_parallelism_counts_a_replicated_bias_once(tmp_path, extra):
     assert_same_surges(runs, reference)
 
 
+@pytest.mark.parametrize("loss_reads", ["1", "4"])
+def test_ranks_without_a_loss_report_none_and_decide_on_the_others(tmp_path, loss_reads):
+    """As pipeline stages before the last: only rank 0 reports its loss, the other reports
+    None; the runaway guard decides on the mean over the ranks that have one. Under tensor
+    parallelism every rank computes the same loss (blown up at steps 20 and 21), so the run is
+    the 1-process run (losses read one at a time, or four together)."""
+    extra = ("--hidden", "6", "--runaway", "--loss-reads", loss_reads)
+    reference = launch(tmp_path / "plain", "plain", 1, *extra)[0]
+    assert reference["stats"]["runaways"] == 1
+    assert_same_run(launch(tmp_path / "tp", "tp", 2, *extra, "--loss-on-rank0"), reference, atol=1e-5)
+
+
 def test_fsdp_over_tensor_parallelism_resumes_from_a_dcp_checkpoint_exactly(tmp_path, even_reference):
     """The ring is saved as DTensors placed like the parameters (``_StridedShard`` and
     ``Shard``, ``Replicate`` for the bias) and resumes bit for bit."""

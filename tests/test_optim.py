@@ -809,10 +809,26 @@ def test_a_loss_of_several_elements_or_no_number_is_refused(loss_reads):
     opt = pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), runaway_factor=3.0, loss_reads=loss_reads, **CONFIG)
     with pytest.raises(ValueError, match="loss has 3 elements"):
         opt.report_loss(torch.ones(3))
-    for value in (None, "0.5", True):
+    for value in ("0.5", True):
         with pytest.raises(TypeError, match="PDT.report_loss: expected the step's loss as a one-element tensor or a float"):
             opt.report_loss(value)
     opt.report_loss(numpy.float32(0.5))
+
+
+@pytest.mark.parametrize("loss_reads", [1, 16])
+def test_a_none_loss_is_no_loss_and_the_idle_warning_still_comes(loss_reads):
+    """None stands for a rank without a loss (a pipeline stage before the last); in one process
+    no loss at all: nothing is taken, and the options that read losses still say they idle."""
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), runaway_factor=3.0, loss_reads=loss_reads, **CONFIG)
+    with pytest.warns(RuntimeWarning, match="reads the training loss, and none was reported"):
+        for x, y in batches(20):
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.report_loss(None)
+            opt.zero_grad()
+    assert opt.stats.predictions >= 1
+    assert len(opt.schedule.recent_losses) == 0 and opt.schedule.interval_loss_count == 0
 
 
 def test_unread_losses_survive_a_checkpoint():
