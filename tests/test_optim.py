@@ -831,6 +831,24 @@ def test_a_none_loss_is_no_loss_and_the_idle_warning_still_comes(loss_reads):
     assert len(opt.schedule.recent_losses) == 0 and opt.schedule.interval_loss_count == 0
 
 
+def test_unread_none_losses_survive_a_checkpoint():
+    """Losses waiting to be read in a batch keep their places through a checkpoint, those a
+    rank did not have (None) too, so every rank of a resumed run reads as many."""
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), runaway_factor=3.0, loss_reads=16, **CONFIG)
+    for index, (x, y) in enumerate(batches(2)):  # read with the loss of step 3, before the snapshot of 4
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.report_loss(None if index == 1 else loss)
+        opt.zero_grad()
+    resumed = pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), runaway_factor=3.0, loss_reads=16, **CONFIG)
+    resumed.load_state_dict(save_and_load(opt.state_dict()))
+    assert [step for step, _ in resumed._unread_losses] == [step for step, _ in opt._unread_losses] == [1, 2]
+    assert [loss is None for _, loss in resumed._unread_losses] == [False, True]
+    assert resumed._unread_losses[0][1].item() == pytest.approx(opt._unread_losses[0][1].item())
+
+
 def test_unread_losses_survive_a_checkpoint():
     """A run checkpointed with loss tensors not read yet goes on exactly as one not stopped."""
     model = make_mlp()
