@@ -28,7 +28,7 @@ def is_distributed(p: Tensor) -> bool:
     return getattr(p, "placements", None) is not None
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class ShardReduction:
     """How every rank sums what PDT computes per parameter piece into the whole parameter's.
 
@@ -146,10 +146,14 @@ def means_across_ranks(values: Sequence[Tensor | float | None], device: torch.de
     """:func:`mean_across_ranks` of each of ``values``: one float32 all-reduce of 2n numbers
     (the values and how many ranks have each) and one host read. A rank without a value (a
     pipeline stage without the loss) passes None; every rank passes as many."""
+    single = _single_process()
+    # Alone: every loss read as it is (float64 ones too); all-reduced: float32.
+    dtype = functools.reduce(torch.promote_types, [value.dtype for value in values if isinstance(value, Tensor)],
+                             torch.float32) if single else torch.float32
     stacked = torch.stack([torch.as_tensor(0.0 if value is None else value.detach() if isinstance(value, Tensor)
-                                           else value, dtype=torch.float32, device=device).reshape(())
+                                           else value, dtype=dtype, device=device).reshape(())
                            for value in values])
-    if _single_process():
+    if single:
         return [None if value is None else read for value, read in zip(values, stacked.tolist())]
     present = torch.tensor([value is not None for value in values], dtype=torch.float32, device=device)
     total = torch.cat([stacked * present, present])
@@ -166,7 +170,7 @@ def group_key(group) -> int:
     """An int standing for ``group`` (0 for None), for compiled graphs, whose custom ops take
     ints but not process groups; :func:`group_from_key` maps it back."""
     for key, known in enumerate(_GROUPS):
-        if known is group:
+        if known is group or (known is not None and known == group):  # a rebuilt runtime's equal reduction
             return key
     _GROUPS.append(group)
     return len(_GROUPS) - 1

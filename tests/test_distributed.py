@@ -236,3 +236,11 @@ def test_a_parameter_of_partial_sums_is_refused_with_the_fix():
     with pytest.raises(NotImplementedError, match=r"shape \(4, 3\).*Partial.*Shard or Replicate.*\"pdt\": False"):
         shard_reduction([torch.zeros(2), partial])
     assert shard_reduction([torch.zeros(2), SimpleNamespace(placements=(Replicate(),), shape=(2,))]) is None
+
+
+def test_losses_read_in_one_process_keep_their_precision_and_none_is_no_loss():
+    from pdt_compile.distributed import means_across_ranks
+
+    precise = torch.tensor(1.0 + 1e-12, dtype=torch.float64)  # a float64 model's loss
+    read = means_across_ranks([precise, None, torch.tensor(0.5), 0.25], torch.device("cpu"))
+    assert read == [1.0 + 1e-12, None, 0.5, 0.25]

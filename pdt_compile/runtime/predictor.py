@@ -110,7 +110,7 @@ def ring_grams(
     for pack in packs:
         grams = _pack_grams(pack)
         if reduction is not None:
-            grams = reduction.weigh_(grams.clone(), pack.indices)
+            grams = reduction.weigh_(grams, pack.indices)  # a stack of its own: weighed in place
         out.index_add_(0, _pack_groups(pack, groups), grams)
     packed = {i for pack in packs for i in pack.indices}
     for index, group in enumerate(groups):
