@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor, fx
 
-from .distributed import global_numel, group_key, shard_reduction, sum_parameter_pieces_
+from .distributed import global_numel, group_key, sum_parameter_pieces_
 from .optim import PDT, calls_step_hooks
 from .passes.backend import PDTBackend, uses_cuda_graphs
 from .runtime.hyperparameters import TENSOR_HYPERPARAMETERS, TensorHyperparameters, rewrites_constants_every_step
@@ -74,7 +74,7 @@ class GraphRuntime:
         self.key = identities(self.params, self.followers)
         count, device, h = len(self.params), ring.device, ring.history
         self.groups = group_of(self.config, count)
-        self.reduction = shard_reduction(self.params)
+        self.reduction = ring.reduction
         self.shard_group = group_key(self.reduction)
         self.steps = self.config.tau_max
         numels = [global_numel(p) for p in self.params]

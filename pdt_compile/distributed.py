@@ -11,6 +11,12 @@ identical stats and takes identical decisions. Decisions taken
 from reported losses (adaptive tau, rollback, the runaway guard) use the loss averaged over
 every rank of the default process group, under DDP as under FSDP2: each rank's own batch loss
 would let ranks decide apart and their weights part.
+
+Pipeline parallelism (``torch.distributed.pipelining``) splits the model itself: each stage's
+optimizer holds other parameters. Given the group of a rank's peers in the other stages
+(``PDT(..., pipeline_group=...)``), what PDT sums over the whole model (the gradient norm,
+accepted counts, the finite-weights flag, the Gram of ``granularity="model"``) is summed over
+the stages too, so every stage takes the decisions one process holding the whole model would.
 """
 
 from __future__ import annotations
@@ -40,6 +46,9 @@ class ShardReduction:
 
     groups: tuple[Any, ...]
     counted: tuple[bool, ...]
+    stages: Any = None
+    """The process group of this rank's peers in the other pipeline stages, which hold the
+    rest of the model (None: this rank's parameters are the whole model)."""
 
     def weigh_(self, values: Tensor, indices: Sequence[int] | None = None) -> Tensor:
         """In place: ``values`` (one entry per parameter along dim 0: all, or those of
@@ -73,12 +82,12 @@ def _mesh_group(mesh: Any, dim: int) -> tuple[tuple[int, ...], Any]:
     return tuple(torch.distributed.get_process_group_ranks(group)), group
 
 
-def shard_reduction(params: Sequence[Tensor]) -> ShardReduction | None:
+def shard_reduction(params: Sequence[Tensor], stages: Any = None) -> ShardReduction | None:
     """How ``params``' per-piece sums are reduced (:class:`ShardReduction`), or None when no
-    parameter is split across ranks. DTensors on any device mesh: FSDP2 (``Shard``), HSDP
-    (``Replicate`` then ``Shard``), tensor parallelism and FSDP2 with it (``Shard`` or
-    ``_StridedShard`` on one dimension, ``Shard`` or ``Replicate`` on the other), beside plain
-    tensors, which count as replicated."""
+    parameter is split across ranks and ``stages`` (a pipeline group) is None. DTensors on any
+    device mesh: FSDP2 (``Shard``), HSDP (``Replicate`` then ``Shard``), tensor parallelism and
+    FSDP2 with it (``Shard`` or ``_StridedShard`` on one dimension, ``Shard`` or ``Replicate``
+    on the other), beside plain tensors, which count as replicated."""
     groups: dict[tuple[int, ...], Any] = {}  # by member ranks: a sub-mesh's group is its parent's dimension's
     split: list[set[tuple[int, ...]]] = []
     for p in params:
@@ -88,11 +97,11 @@ def shard_reduction(params: Sequence[Tensor]) -> ShardReduction | None:
             groups.setdefault(key, group)
             keys.add(key)
         split.append(keys)
-    if not groups:
+    if not groups and stages is None:
         return None
     first = {key: torch.distributed.get_rank(group) == 0 for key, group in groups.items()}
     counted = tuple(all(key in keys or first[key] for key in groups) for keys in split)
-    return ShardReduction(tuple(groups.values()), counted)
+    return ShardReduction(tuple(groups.values()), counted, stages)
 
 
 def shifted_placement(placement: Any, lead: int) -> Any:
@@ -118,6 +127,48 @@ def sum_across_shards_(tensor: Tensor, reduction: ShardReduction | None) -> Tens
     return tensor
 
 
+def sum_across_stages_(tensor: Tensor, reduction: ShardReduction | None) -> Tensor:
+    """In-place sum over the pipeline stages of ``reduction`` (no-op without them): for a
+    total over this rank's whole parameters."""
+    if reduction is not None and reduction.stages is not None:
+        torch.distributed.all_reduce(tensor, group=reduction.stages)
+    return tensor
+
+
+def sum_over_model_(tensor: Tensor, reduction: ShardReduction | None) -> Tensor:
+    """In place: a sum over this rank's parameter pieces (one value, not one per parameter)
+    made the whole model's: over the shards, then over the pipeline stages."""
+    return sum_across_stages_(sum_across_shards_(tensor, reduction), reduction)
+
+
+def sum_grams_(grams: Tensor, reduction: ShardReduction | None, whole_model: bool) -> Tensor:
+    """In place: the local Grams of the DMD groups (``[G, h, h]``) summed over the parameters'
+    pieces; with ``whole_model`` (``granularity="model"``: one group of every parameter), over
+    the pipeline stages too."""
+    return (sum_over_model_ if whole_model else sum_across_shards_)(grams, reduction)
+
+
+def pipeline_group_of(value: Any) -> Any:
+    """The process group ``PDT(pipeline_group=...)`` names: a ``ProcessGroup``, or a 1-D
+    ``DeviceMesh`` (a pipeline mesh dimension, e.g. ``world_mesh["pp"]``); None stays None."""
+    if value is None:
+        return None
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("PDT(pipeline_group=...): torch.distributed is not initialized; call "
+                           "torch.distributed.init_process_group first, or leave pipeline_group out in one process")
+    if hasattr(value, "get_group") and hasattr(value, "ndim"):
+        if value.ndim != 1:
+            raise ValueError(f"PDT(pipeline_group=...): a DeviceMesh of {value.ndim} dimensions; pass the pipeline "
+                             'dimension alone, e.g. pipeline_group=world_mesh["pp"]')
+        return value.get_group()
+    if not isinstance(value, dist.ProcessGroup):
+        raise TypeError(f"PDT(pipeline_group=...): expected a ProcessGroup or a 1-D DeviceMesh, got "
+                        f"{type(value).__name__}; pass the group of this rank and its peers in the other stages, "
+                        'e.g. world_mesh["pp"].get_group()')
+    return value
+
+
 def sum_parameter_pieces_(
     values: Tensor, reduction: ShardReduction | None, indices: Sequence[int] | None = None
 ) -> Tensor:
@@ -128,7 +179,8 @@ def sum_parameter_pieces_(
     return sum_across_shards_(reduction.weigh_(values, indices), reduction)
 
 
-def _single_process() -> bool:
+def single_process() -> bool:
+    """True outside a process group, or in a group of one."""
     dist = torch.distributed
     return not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1
 
@@ -137,7 +189,7 @@ def mean_across_ranks(value: Tensor | float | None, device: torch.device) -> flo
     """``value`` (a scalar; None where this rank has none) averaged over the ranks of the
     default process group that have one; None where none has. Outside a process group, or in
     a group of one, ``value`` itself (no tensor made, no collective)."""
-    if _single_process():
+    if single_process():
         return None if value is None else float(value.item() if isinstance(value, Tensor) else value)  # no detach
     return means_across_ranks([value], device)[0]
 
@@ -146,7 +198,7 @@ def means_across_ranks(values: Sequence[Tensor | float | None], device: torch.de
     """:func:`mean_across_ranks` of each of ``values``: one float32 all-reduce of 2n numbers
     (the values and how many ranks have each) and one host read. A rank without a value (a
     pipeline stage without the loss) passes None; every rank passes as many."""
-    single = _single_process()
+    single = single_process()
     # Alone: every loss read as it is (float64 ones too); all-reduced: float32.
     dtype = functools.reduce(torch.promote_types, [value.dtype for value in values if isinstance(value, Tensor)],
                              torch.float32) if single else torch.float32

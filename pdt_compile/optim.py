@@ -24,7 +24,8 @@ from torch.utils.hooks import RemovableHandle
 from .adapters import (adam_moments, adapts_tau, averaging, coupled_decay, decoupled_decay, filters_moments, companions,
                        learning_rates, shares, stacking_warning, steps_by_sign, trailing_keys, unmoved_weight_keys, weight_space_keys)
 from .config import PDTConfig, binds, check_option_names
-from .distributed import global_numel, mean_across_ranks, means_across_ranks, sum_across_shards_, sum_parameter_pieces_
+from .distributed import (global_numel, mean_across_ranks, means_across_ranks, pipeline_group_of, single_process,
+                          sum_across_shards_, sum_across_stages_, sum_over_model_, sum_parameter_pieces_)
 from .mask import moment_mask, saturation_mask
 from .radial import radial_coefficient
 from .runtime import checkpoint
@@ -109,6 +110,14 @@ class PDT(Optimizer):
     batch, under no_grad). With it, a merge stands only where it does not raise that loss: PDT
     evaluates the merged weights and the weights without the merge, then half and a quarter of
     the jump (``verify_backtracks``), and keeps the largest fraction that is no worse, or none.
+    Under ``torch.distributed`` the loss is averaged over the ranks that return one (a pipeline
+    stage without the loss returns None), so that every rank keeps the same fraction.
+
+    ``pipeline_group``: under pipeline parallelism (``torch.distributed.pipelining``), where this
+    optimizer holds one stage's parameters, the process group (or 1-D ``DeviceMesh``) of this
+    rank and its peers holding the other stages. What PDT totals over the model (the gradient
+    check's norm, accepted counts, the finite-weights flag, ``granularity="model"``'s Gram) is
+    then summed over the stages, and every stage decides as one process holding the model would.
 
     ``config`` is the configuration in force: on a schedule-free optimizer its ``snap_every``
     is the base iterate's snapshot spacing and its horizons count those intervals
@@ -121,7 +130,7 @@ class PDT(Optimizer):
 
     def __init__(
         self, optimizer: Optimizer, config: PDTConfig | None = None, *,
-        verify: Callable[[], Any] | None = None, **options: Any,
+        verify: Callable[[], Any] | None = None, pipeline_group: Any = None, **options: Any,
     ) -> None:
         if not isinstance(optimizer, Optimizer):
             weight_space_keys(optimizer)  # names the fix for wrappers PDT knows
@@ -172,6 +181,7 @@ class PDT(Optimizer):
         """True while an option reads losses and none has been reported yet, until PDT has said at
         the first prediction which options stay idle."""
         self._verify = verify
+        self._pipeline_group = pipeline_group_of(pipeline_group)
         self.defaults = optimizer.defaults
         for name in _HOOK_DICTS:
             setattr(self, name, OrderedDict())
@@ -299,7 +309,8 @@ class PDT(Optimizer):
             )
         locals_ = [_local(p) for p in params]
         limit = pack_limit(self.config, locals_[0].device, sum(t.numel() for t in locals_))
-        return make_ring(params, self.config.history, self.config.ring_dtype, self.config.ring_location, limit)
+        return make_ring(params, self.config.history, self.config.ring_dtype, self.config.ring_location, limit,
+                         self._pipeline_group)
 
     def __repr__(self) -> str:
         return f"PDT({self.optimizer!r}, {self.config})"
@@ -540,11 +551,13 @@ class PDT(Optimizer):
                for lr in map(learning_rate, self.param_groups)):
             return False
         grads = [_local(p.grad) for group in self.param_groups for p in group["params"] if p.grad is not None]
-        nonzero = torch.stack([g.ne(0).any() for g in grads]).sum(dtype=torch.float32) if grads else None
-        if nonzero is None:
+        reduction = self._ring.reduction
+        if not grads and reduction is None:
             return True
-        # Sharded gradients (FSDP2): every rank decides on all shards, as every rank steps alike.
-        return float(sum_across_shards_(nonzero, self._ring.reduction)) == 0.0
+        nonzero = (torch.stack([g.ne(0).any() for g in grads]).sum(dtype=torch.float32) if grads
+                   else torch.zeros((), device=self._ring.device))
+        # Sharded gradients (FSDP2), pipeline stages: every rank decides on the whole model, as every rank steps alike.
+        return float(sum_over_model_(nonzero, reduction)) == 0.0
 
     def _materialise(self) -> None:
         """Build the ring, and the compiled variants built on it, at the first step of a model
@@ -576,14 +589,14 @@ class PDT(Optimizer):
         # A sparse gradient is refused at the next boundary (_check_parameters).
         grads = [(index, grad) for index, p in enumerate(self._ring.params)
                  if (grad := p.grad) is not None and not grad.is_sparse]
-        if not grads:
-            return None
         reduction = self._ring.reduction
+        if not grads and (reduction is None or reduction.stages is None):  # a stage without any joins the others' sum
+            return None
         if reduction is None:
             return gradient_norm([grad for _, grad in grads])
         counted = [_local(grad) for index, grad in grads if reduction.counted[index]]  # a replicated piece once
         local = gradient_norm(counted) if counted else torch.zeros((), device=self._ring.device)
-        return sum_across_shards_(local.square().view(1), reduction).sqrt()
+        return sum_over_model_(local.square().view(1), reduction).sqrt()
 
     def _check_gradient(self, check: GradientCheck) -> None:
         """Take this step's gradient norm: into the window before a boundary, or, right after
@@ -714,11 +727,14 @@ class PDT(Optimizer):
             self._filter_by_saturation_(prediction)
         if prediction is not None and self.config.radial != "keep":
             self._undo_radial_(prediction)
+        if prediction is not None:
+            self._total_over_stages_(prediction)
         if self.compiled_step is not None and self.defers_host_reads and (prediction is None or prediction.pending is not None):
             self._pending = PendingBoundary(self.schedule.steps + 1, prediction, self._nonfinite_count())
             if prediction is not None and self._gradient_check is not None:
                 self._jumps = prediction.jumps
-                self._gradient_check.armed = prediction.pending.sum() > 0
+                merged = prediction.pending.sum() if prediction.totals is None else prediction.totals[0]
+                self._gradient_check.armed = merged > 0
             self._commit(phase, merged=False, reset=False)
             return
         merged = False
@@ -779,14 +795,15 @@ class PDT(Optimizer):
             undo.append(part)
             dropped.append(torch.zeros((), dtype=torch.int64, device=self._ring.device) if part is None
                            else (part != 0).sum().to(torch.int64))
-        if all(part is None for part in undo):
+        reduction = self._ring.reduction
+        if all(part is None for part in undo) and (reduction is None or reduction.stages is None):
             return
         self._translate_(undo, -1.0)
         for jump, part in zip(prediction.jumps, undo):
             if jump is not None and part is not None:
                 jump.sub_(part)
-        counts = sum_parameter_pieces_(torch.stack(dropped), self._ring.reduction)
-        self._filtered[counter] = self._filtered[counter] + counts.sum()
+        counts = sum_parameter_pieces_(torch.stack(dropped), reduction) if dropped else torch.zeros(0, dtype=torch.int64)
+        self._filtered[counter] = self._filtered[counter] + sum_across_stages_(counts.sum().to(self._ring.device), reduction)
         if prediction.pending is not None:
             prediction.pending = prediction.pending - counts.to(prediction.pending.dtype)
         else:
@@ -834,7 +851,28 @@ class PDT(Optimizer):
         """Record a prediction's accepted counts in the stats; returns whether it merged."""
         numels = [global_numel(p) for p in self._ring.params]
         pairs = [(a, n) for a, n in zip(prediction.resolved(), numels) if a is not None]
-        return self._stats.record_prediction(step, [a for a, _ in pairs], [n for _, n in pairs])
+        totals = None if prediction.totals is None else tuple(int(v) for v in prediction.totals.tolist())
+        return self._stats.record_prediction(step, [a for a, _ in pairs], [n for _, n in pairs], totals)
+
+    def _total_over_stages_(self, prediction: Prediction) -> None:
+        """Under pipeline parallelism, set ``prediction.totals``: the model's accepted and
+        predicted elements, summed over the stages on the device at the boundary (every stage
+        is there; a later host read of the stats may run on one rank alone)."""
+        reduction = self._ring.reduction
+        if reduction is None or reduction.stages is None:
+            return
+        device = self._ring.device
+        if prediction.pending is not None:
+            active = [bool(a) for a in prediction.accepted]
+            flags = torch.tensor(active, dtype=prediction.pending.dtype, device=device)
+            accepted = (prediction.pending * flags).sum().to(torch.float64)
+        else:
+            active = [a is not None for a in prediction.accepted]
+            accepted = torch.tensor(float(sum(a for a in prediction.accepted if a is not None)), dtype=torch.float64,
+                                    device=device)
+        predicted = float(sum(global_numel(p) for p, a in zip(self._ring.params, active) if a))
+        totals = torch.stack([accepted, torch.tensor(predicted, dtype=torch.float64, device=device)])
+        prediction.totals = sum_across_stages_(totals, reduction)
 
     def _commit(self, phase: Phase, merged: bool, reset: bool) -> None:
         self.schedule.commit(phase, merged=merged, ring_reset=reset, lr=self._learning_rate())
@@ -866,7 +904,7 @@ class PDT(Optimizer):
         # One foreach pass: a norm is NaN/Inf when any element is (or the weights are ~1e38).
         norms = torch._foreach_norm([_local(p).detach() for p in self._ring.params])
         bad = (~torch.isfinite(torch.stack(norms))).sum().view(1)
-        return sum_across_shards_(bad, self._ring.reduction)
+        return sum_over_model_(bad, self._ring.reduction)
 
     def _resolve_pending(self) -> None:
         """Read a deferred prediction's counts and finiteness flag and record them as the
@@ -1031,12 +1069,16 @@ class PDT(Optimizer):
     def _verified_loss(self) -> float:
         with torch.no_grad():
             value = self._verify()
-        if not (isinstance(value, numbers.Real) and not isinstance(value, bool)
+        no_loss_here = value is None and not single_process()  # a pipeline stage without the loss
+        if not (no_loss_here or isinstance(value, numbers.Real) and not isinstance(value, bool)
                 or isinstance(value, Tensor) and value.numel() == 1):
             shape = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, Tensor) else repr(value)
             raise TypeError(f"PDT(verify=...): the held-out loss must be one number (a float or a one-element "
                             f"tensor), got {shape}; return the mean, e.g. loss_fn(model(x), y) with reduction='mean'")
-        value = float(value.detach()) if isinstance(value, Tensor) else float(value)
+        value = mean_across_ranks(value, self._ring.device)  # a stage without the loss: None
+        if value is None:
+            raise TypeError("PDT(verify=...): the held-out loss was None on every rank; return the loss (None only "
+                            "on the ranks of a pipeline that do not compute it)")
         self._stats.verify_evaluations += 1
         return value
 

@@ -1,5 +1,5 @@
 """A PDT training run for the distributed tests: plain (1 process), DDP, FSDP2, HSDP, tensor
-parallelism, or FSDP2 with it (gloo).
+parallelism, FSDP2 with it, or a pipeline of two stages (gloo).
 
     python -m torch.distributed.run --nproc_per_node=2 tests/distributed_worker.py --mode fsdp --out F
 """
@@ -62,10 +62,15 @@ TENSOR_PARALLEL = 2
 """Ranks a layer is split over in the ``tp`` and ``fsdp_tp`` modes (and HSDP's shard groups)."""
 
 
+def held_out_batch(part: int, parts: int):
+    """Part ``part`` of ``parts`` of a batch that training never sees (``--verify``)."""
+    return batch(10_000, part, parts)
+
+
 def data_coordinates(mode: str, rank: int, world: int) -> tuple[int, int]:
     """Which part of the global batch ``rank`` trains on, of how many: tensor-parallel ranks
-    share a batch; a 2-D mesh is laid out data-parallel dimension first."""
-    if mode == "tp":
+    and pipeline stages share a batch; a 2-D mesh is laid out data-parallel dimension first."""
+    if mode in ("tp", "pp"):
         return 0, 1
     if mode == "fsdp_tp":
         return rank // TENSOR_PARALLEL, world // TENSOR_PARALLEL
@@ -98,16 +103,66 @@ def parallelize(model: torch.nn.Module, mode: str, world: int) -> torch.nn.Modul
     return model
 
 
+class Pipeline(torch.nn.Module):
+    """This rank's stage of ``model`` split in two after the hidden layer's activation,
+    scheduled by ``torch.distributed.pipelining`` (GPipe, two microbatches)."""
+
+    def __init__(self, model: torch.nn.Sequential, rank: int, world: int) -> None:
+        from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
+
+        super().__init__()
+        self.stage = model[:2] if rank == 0 else model[2:]
+        self.last = rank == world - 1
+        self.schedule = ScheduleGPipe(PipelineStage(self.stage, rank, world, torch.device("cpu")), n_microbatches=2,
+                                      loss_fn=torch.nn.functional.cross_entropy)
+
+    def loss(self, x, y, training: bool = True):
+        """The batch's mean loss on the last stage, None on the others (a training step when
+        ``training``: forward and backward over the microbatches)."""
+        run = self.schedule.step if training else self.schedule.eval
+        if not self.last:
+            run(x)
+            return None
+        losses: list = []
+        run(target=y, losses=losses)
+        return torch.stack(losses).mean()
+
+
 def build(mode: str, world: int, granularity: str = "tensor", ring_location: str = "device", runaway: bool = False,
           radial: str = "auto", optimizer: str = "sgd", adaptive: bool | str = False, hidden: int = 5,
-          loss_reads: int | None = None):
+          loss_reads: int | None = None, verify: bool = False, kernels: str = "auto"):
+    """The model (under ``mode``'s parallelism; this rank's :class:`Pipeline` stage for
+    ``pp``) and its PDT; ``verify``: merges verified on the rank's part of a held-out batch."""
     model = make_model(hidden)
-    if mode != "plain":
+    rank = dist.get_rank() if mode != "plain" else 0
+    if mode == "pp":
+        model = Pipeline(model, rank, world)
+    elif mode != "plain":
         model = parallelize(model, mode, world)
+    options = {} if loss_reads is None else {"loss_reads": loss_reads}
+    if verify:
+        part = data_coordinates(mode, rank, world)
+        held_out = held_out_batch(*part)
+        options["verify"] = ((lambda: model.loss(*held_out, training=False)) if mode == "pp" else
+                             (lambda: torch.nn.functional.cross_entropy(model(held_out[0]), held_out[1])))
+    if mode == "pp":
+        options["pipeline_group"] = dist.group.WORLD
     opt = pdt.PDT(make_optimizer(optimizer, model.parameters()), granularity=granularity,
-                  ring_location=ring_location, runaway_factor=3.0 if runaway else None, radial=radial,
-                  **{**CONFIG, "adaptive": adaptive}, **({} if loss_reads is None else {"loss_reads": loss_reads}))
+                  ring_location=ring_location, runaway_factor=3.0 if runaway else None, radial=radial, kernels=kernels,
+                  **{**CONFIG, "adaptive": adaptive}, **options)
     return model, opt
+
+
+def pipeline_step_function(model: Pipeline, opt):
+    """:func:`step_function` through the pipeline: returns the loss on the last stage, None on the others."""
+
+    def train_step(x, y):
+        loss = model.loss(x, y)
+        opt.step()
+        opt.zero_grad()
+        return loss
+
+    return train_step
 
 
 def train(model, opt, steps: range, part: int, parts: int, compiled: str | None, runaway: bool = False,
@@ -116,13 +171,14 @@ def train(model, opt, steps: range, part: int, parts: int, compiled: str | None,
     torch.compile (False under tensor parallelism, where torch 2.13's Dynamo fails on the
     forward with automatic dynamic shapes, as plain ``torch.compile`` of the same step does);
     ``reports`` False: report None for the loss, as a pipeline stage without one would."""
-    step = step_function(model, opt)
+    step = pipeline_step_function(model, opt) if isinstance(model, Pipeline) else step_function(model, opt)
     if compiled:
         step = pdt.compile(step, optimizer=opt, backend=compiled, dynamic=dynamic)
     for i in steps:
         loss = step(*batch(i, part, parts))
         if not compiled:  # a compiled step reports what it returns
-            opt.report_loss(loss * (100.0 if runaway and i in BLOW_UP and part == 0 else 1.0) if reports else None)
+            blown_up = loss is not None and reports and runaway and i in BLOW_UP and part == 0
+            opt.report_loss(loss * 100.0 if blown_up else loss if reports else None)
 
 
 def full_parameters(model) -> list[torch.Tensor]:
@@ -203,7 +259,9 @@ def reshard(args, model, opt, rank: int, world: int, stop: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", choices=["plain", "ddp", "fsdp", "hsdp", "tp", "fsdp_tp"], required=True)
+    parser.add_argument("--mode", choices=["plain", "ddp", "fsdp", "hsdp", "tp", "fsdp_tp", "pp"], required=True)
+    parser.add_argument("--verify", action="store_true", help="verify merges on each rank's part of a held-out batch")
+    parser.add_argument("--kernels", default="auto", help="PDTConfig.kernels")
     parser.add_argument("--hidden", type=int, default=5, help="hidden width (tensor parallelism: even)")
     parser.add_argument("--loss-on-rank0", action="store_true", help="the other ranks report None for the loss")
     parser.add_argument("--loss-reads", type=int, default=None, help="PDTConfig.loss_reads")
@@ -234,7 +292,7 @@ def main() -> None:
         dist.init_process_group("gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     model, opt = build(args.mode, world, args.granularity, args.ring_location, args.runaway, args.radial, args.optimizer,
-                       args.adaptive, args.hidden, args.loss_reads)
+                       args.adaptive, args.hidden, args.loss_reads, args.verify, args.kernels)
     stop = args.checkpoint_at or args.steps
     if args.load_from is None:
         train(model, opt, range(stop), *data_coordinates(args.mode, rank, world), args.compile, args.runaway,

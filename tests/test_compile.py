@@ -1156,7 +1156,7 @@ def test_the_host_solve_op_matches_its_fake_kernel(tau):
     rows = torch.full((3,), 20.0, dtype=torch.float64)
     for rank in ("full", "gavish_donoho"):
         torch.library.opcheck(torch.ops.pdt.solve_coefficients.default,
-                              (grams, host_state, rows, 5, rank, "projected", "linear", 0))
+                              (grams, host_state, rows, 5, rank, "projected", "linear", 0, False))
 
 
 def test_a_runaway_is_restored_alike_compiled_and_eager():
@@ -1210,8 +1210,14 @@ def test_cuda_graph_modes_are_recognised():
 def test_the_predict_graph_solves_on_the_device_only_for_the_default_dmd_and_short_rings():
     from pdt_compile.passes.predict import DEVICE_SOLVE_MAX_HISTORY, solves_on_device
 
+    from pdt_compile.distributed import ShardReduction, group_key
+
     config = pdt.PDTConfig(snap_every=4)
-    assert solves_on_device(config, 0) and not solves_on_device(config, 1)
+    sharded = group_key(ShardReduction(groups=(object(),), counted=(True,)))
+    staged = group_key(ShardReduction(groups=(), counted=(True,), stages=object()))  # pipeline stages
+    assert solves_on_device(config, 0) and not solves_on_device(config, sharded)
+    # Per-tensor Grams need no sum over pipeline stages; the whole model's Gram does.
+    assert solves_on_device(config, staged) and not solves_on_device(config.replace(granularity="model"), staged)
     assert solves_on_device(config.replace(history=DEVICE_SOLVE_MAX_HISTORY), 0)
     assert not solves_on_device(config.replace(history=DEVICE_SOLVE_MAX_HISTORY + 1), 0)
     assert not solves_on_device(config.replace(rank="gavish_donoho"), 0)

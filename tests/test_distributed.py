@@ -1,5 +1,5 @@
-"""DDP, FSDP2, HSDP and tensor parallelism (gloo, 2 or 4 processes on CPU) follow the 1-process run;
-DCP checkpoints resume."""
+"""DDP, FSDP2, HSDP, tensor and pipeline parallelism (gloo, 2 or 4 processes on CPU) follow the
+1-process run; DCP checkpoints resume."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def launch(tmp_path, mode: str, processes: int, *extra: str) -> list[dict]:
 
 
 def timing_free(stats: dict) -> dict:
-    return {k: v for k, v in stats.items() if k != "prediction_seconds"}
+    return {k: v for k, v in stats.items() if not k.endswith("_seconds")}
 
 
 SCHEDULE_COUNTERS = ("steps", "boundaries", "merges", "tau", "horizon")
@@ -89,6 +89,82 @@ def test_ddp_with_zero_redundancy_optimizer_follows_the_single_process_run(tmp_p
     """ZeroRedundancyOptimizer steps each rank's partition and broadcasts it: every rank then
     holds every parameter and predicts alike, as under DDP."""
     assert_same_run(launch(tmp_path, "ddp", 2, "--optimizer", "zero"), reference, atol=1e-5)
+
+
+def test_verified_merges_are_kept_alike_on_every_rank(tmp_path):
+    """Each rank verifies merges on its own half of a held-out batch: PDT keeps the fraction of
+    a merge that the ranks' mean loss says, so the replicas stay one model, the 1-process run
+    verified on the whole batch (each rank's own loss had them keep different fractions)."""
+    reference = launch(tmp_path / "plain", "plain", 1, "--hidden", "6", "--verify")[0]
+    assert reference["stats"]["verify_rejections"] >= 1 and reference["stats"]["verify_backtracks"] >= 1
+    assert_same_run(launch(tmp_path / "ddp", "ddp", 2, "--hidden", "6", "--verify"), reference, atol=1e-5)
+
+
+def pipeline_run(stages: list[dict]) -> list[dict]:
+    """Each stage's run as the whole model's: every stage's parameters in order, the stats but
+    the per-tensor mask ratios (of the stage's own tensors)."""
+    params = [p for stage in stages for p in stage["params"]]
+    return [{**stage, "params": params, "stats": model_stats(stage["stats"])} for stage in stages]
+
+
+def model_stats(stats: dict) -> dict:
+    return {k: v for k, v in stats.items() if k != "mask_ratio_per_tensor"}
+
+
+@pytest.mark.parametrize("extra", [(), ("--granularity", "model"), ("--kernels", "graph", "--granularity", "model"), ("--verify",),
+                                   ("--runaway",), ("--compile", "aot_eager")])
+def test_a_pipeline_of_two_stages_follows_the_single_process_run(tmp_path, extra):
+    """``torch.distributed.pipelining`` (GPipe, two microbatches) over two stages, each with a
+    PDT of its own parameters and ``pipeline_group``: the gradient check's norm, the accepted
+    counts and the finite-weights flag are the model's, summed over the stages (as is the Gram
+    of one DMD for the whole model), eager, through boundary graphs and under ``pdt.compile``
+    (the schedule's communication outside its graphs); the last stage alone has the loss, the
+    first reports None (a compiled step returns it), for the runaway guard and for verified
+    merges alike."""
+    reference = launch(tmp_path / "plain", "plain", 1, "--hidden", "6", *extra)[0]
+    reference = {**reference, "stats": model_stats(reference["stats"])}
+    runs = launch(tmp_path / "pp", "pp", 2, "--hidden", "6", *extra)
+    assert all(run["boundary_graphs"] == ("--kernels" in extra or "--compile" in extra) for run in runs)
+    assert len(runs[0]["params"]) == len(runs[1]["params"]) == 2  # each stage holds its own layer
+    assert_same_run(pipeline_run(runs), reference, atol=1e-5)
+    assert_same_surges(runs, reference)
+    assert runs[0]["stats"]["runaways"] == reference["stats"]["runaways"] == int("--runaway" in extra)
+    assert runs[0]["stats"]["verify_rejections"] == reference["stats"]["verify_rejections"]
+
+
+def test_a_pipeline_resumes_from_a_flattened_dcp_checkpoint_exactly(tmp_path):
+    """torchtitan's layout (``flatten_optimizer_state_dict=True``, loaded with
+    ``pdt.set_optimizer_state_dict``) keys each stage's PDT state by its own parameters' names:
+    both stages resume bit for bit. (The nested layout is not: DCP saves the param groups, keyed
+    alike on every stage, once, so every stage but one loads another's; a plain SGD then fails
+    at its next step on the missing "momentum", PDT or not.)"""
+    uninterrupted = launch(tmp_path / "a", "pp", 2, "--hidden", "6")
+    resumed = launch(tmp_path / "b", "pp", 2, "--hidden", "6", "--checkpoint-at", "15", "--checkpoint-api", "dsd-flat")
+    for a, b in zip(uninterrupted, resumed):
+        assert all(torch.equal(p, q) for p, q in zip(a["params"], b["params"]))
+        assert timing_free(a["stats"]) == timing_free(b["stats"]) and a["stats"]["merges"] >= 1
+
+
+def test_pipeline_group_is_checked_with_the_fix(tmp_path):
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    import pdt_compile as pdt
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(3))], lr=0.1)
+    with pytest.raises(RuntimeError, match=r"pipeline_group.*not initialized.*init_process_group"):
+        pdt.PDT(opt, snap_every=2, pipeline_group=object())
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        with pytest.raises(TypeError, match=r"pipeline_group.*ProcessGroup or a 1-D DeviceMesh, got str"):
+            pdt.PDT(opt, snap_every=2, pipeline_group="pp")
+        with pytest.raises(ValueError, match=r'pipeline_group.*2 dimensions.*world_mesh\["pp"\]'):
+            pdt.PDT(opt, snap_every=2, pipeline_group=init_device_mesh("cpu", (1, 1)))
+        mesh = init_device_mesh("cpu", (1,), mesh_dim_names=("pp",))
+        wrapped = pdt.PDT(opt, snap_every=2, pipeline_group=mesh["pp"])
+        assert wrapped.ring.reduction.stages is mesh.get_group()
+    finally:
+        dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")

@@ -29,9 +29,9 @@ def namespace(tmp_path: Path) -> dict:
 
 
 def test_the_readme_has_the_blocks_this_file_runs():
-    assert len(BLOCKS) == 4
+    assert len(BLOCKS) == 5
     assert "pdt.PDT(" in BLOCKS[0] and "@pdt.compile" in BLOCKS[1] and "schedulefree" in BLOCKS[2]
-    assert "fully_shard" in BLOCKS[3]
+    assert "fully_shard" in BLOCKS[3] and "PipelineStage" in BLOCKS[4]
 
 
 def test_eager_block_runs():
@@ -67,5 +67,25 @@ def test_distributed_block_runs_in_a_one_process_group(tmp_path):
         torch.nn.functional.cross_entropy(scope["tp_model"](x), y).backward()
         scope["tp_opt"].step()  # a step over parameters on a 2-D mesh
         assert scope["tp_opt"].ring.reduction is not None
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.distributed
+def test_pipeline_block_runs_as_one_stage_in_a_one_process_group(tmp_path):
+    """The pipeline block as the single stage of a 1-process group (first and last at once:
+    it takes the batch and computes the loss); two stages are tests/test_distributed.py's."""
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        scope = {**namespace(tmp_path), "stage_module": make_mlp(seed=3), "stage_index": 0, "num_stages": 1,
+                 "device": torch.device("cpu"), "pp_group": dist.group.WORLD}
+        exec(compile(BLOCKS[4], "README.md[pipeline]", "exec"), scope)
+        opt = scope["pp_opt"]
+        assert opt.ring.reduction.stages is dist.group.WORLD
+        assert opt.stats.boundaries == 1 and opt.schedule.steps == 4
+        trained = list(scope["stage_module"].parameters())
+        assert all(p.grad is None and torch.isfinite(p).all() for p in trained)
+        assert not all(torch.equal(p, q) for p, q in zip(trained, make_mlp(seed=3).parameters()))  # it learned
     finally:
         dist.destroy_process_group()

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, fx
 
 from ..config import PDTConfig
-from ..distributed import group_from_key, sum_across_shards_
+from ..distributed import group_from_key, sum_grams_
 from ..dmd import full_rank_coefficients
 from ..runtime.history import _local
 from ..runtime.kernels import gram_pass, predict_pass_
@@ -35,18 +35,19 @@ def _decode_rank(text: str):
 @torch.library.custom_op("pdt::solve_coefficients", mutates_args=(), tags=_TAGS)
 def solve_coefficients_op(
     grams: Tensor, host_state: Tensor, rows: Tensor, steps: int, rank: str, modes: str, dynamics: str,
-    shard_group: int,
+    shard_group: int, whole_model: bool,
 ) -> tuple[Tensor, Tensor]:
     """Host solve for the compiled path. host_state (CPU int64): ``[tau, next_slot, count]``.
     ``shard_group`` (a :func:`~pdt_compile.distributed.group_key`, 0 for none): the Grams are
     local and summed over the ranks of its :class:`~pdt_compile.distributed.ShardReduction`
-    first, as the eager path does. Returns float32 coefficients ``[G, steps, h]`` and
+    first, as the eager path does (over the pipeline stages too where ``whole_model``: the
+    one DMD group of ``granularity="model"``). Returns float32 coefficients ``[G, steps, h]`` and
     s-coefficients ``[G, steps]`` on the Gram's device; rows past tau repeat row tau (the
     horizon is dynamic, the shape is not)."""
     tau, next_slot, count = (int(v) for v in host_state.tolist())
     h = grams.shape[-1]
     order = [(next_slot - count + i) % h for i in range(count)]
-    grams = sum_across_shards_(grams.detach().clone(), group_from_key(shard_group))
+    grams = sum_grams_(grams.detach().clone(), group_from_key(shard_group), whole_model)
     coefficients, s_coefficients = solve_coefficients(
         grams, order, rows, steps, tau, rank=_decode_rank(rank), modes=modes, dynamics=dynamics
     )
@@ -55,7 +56,7 @@ def solve_coefficients_op(
 
 
 @solve_coefficients_op.register_fake
-def _(grams, host_state, rows, steps, rank, modes, dynamics, shard_group):
+def _(grams, host_state, rows, steps, rank, modes, dynamics, shard_group, whole_model):
     groups, h = grams.shape[0], grams.shape[-1]
     return grams.new_empty(groups, steps, h, dtype=torch.float32), grams.new_empty(groups, steps, dtype=torch.float32)
 
@@ -81,11 +82,13 @@ it; a longer ring solves on the host (``pdt::solve_coefficients``)."""
 
 
 def solves_on_device(config: PDTConfig, shard_group: int) -> bool:
-    """Whether the predict graph solves on the device: the default DMD, unsharded (sharded
-    Grams are all-reduced by the host solve), with at most :data:`DEVICE_SOLVE_MAX_HISTORY`
-    snapshots."""
+    """Whether the predict graph solves on the device: the default DMD, on Grams that need no
+    sum over ranks (sharded Grams, and a whole model's split over pipeline stages, are
+    all-reduced by the host solve), with at most :data:`DEVICE_SOLVE_MAX_HISTORY` snapshots."""
     default = config.dmd_options() == {"rank": "full", "modes": "projected", "dynamics": "linear"}
-    return default and shard_group == 0 and config.history <= DEVICE_SOLVE_MAX_HISTORY
+    reduction = group_from_key(shard_group)
+    local = reduction is None or not reduction.groups and (reduction.stages is None or config.granularity == "tensor")
+    return default and local and config.history <= DEVICE_SOLVE_MAX_HISTORY
 
 
 def group_grams(grams: Sequence[Tensor], groups: Sequence[int], counted: Sequence[bool] | None = None) -> Tensor:
@@ -164,7 +167,8 @@ def insert_predict_merge(
             solved = call(
                 torch.ops.pdt.solve_coefficients.default,
                 (stacked, attr(names["host_state"], PREDICT), attr(names["rows"], PREDICT), steps,
-                 str(dmd_options["rank"]), dmd_options["modes"], dmd_options["dynamics"], shard_group),
+                 str(dmd_options["rank"]), dmd_options["modes"], dmd_options["dynamics"], shard_group,
+                 config.granularity == "model"),
                 PREDICT,
             )
         coefficients = call(operator.getitem, (solved, 0), PREDICT)

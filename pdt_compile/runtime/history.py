@@ -90,7 +90,7 @@ class SnapshotRing:
     storages of their own. Sharded parameters store their local shard.
     """
 
-    def __init__(self, params: Sequence[Tensor], history: int, pack_limit: int = 0) -> None:
+    def __init__(self, params: Sequence[Tensor], history: int, pack_limit: int = 0, stages: Any = None) -> None:
         if not params:
             raise ValueError("SnapshotRing: no parameters to track (all frozen?)")
         locals_ = [_local(p) for p in params]
@@ -101,8 +101,9 @@ class SnapshotRing:
                 "wrap one optimizer per device"
             )
         self.params = list(params)
-        self.reduction = shard_reduction(self.params)
-        """How sums over the parameters' pieces are reduced across ranks, or None (none is split)."""
+        self.reduction = shard_reduction(self.params, stages)
+        """How sums over the parameters' pieces (and, with ``stages``, a pipeline group, over
+        the model's stages) are reduced across ranks, or None (none is split, no stages)."""
         self.shapes = [tuple(t.shape) for t in locals_]
         self.numels = [t.numel() for t in locals_]
         self.device = locals_[0].device
@@ -505,11 +506,13 @@ def changed_ring_settings(saved: dict[str, Any], current: dict[str, Any]) -> lis
 
 def make_ring(
     params: Sequence[Tensor], history: int, dtype: str = "float32", location: str = "device", pack_limit: int = 0,
+    stages: Any = None,
 ) -> SnapshotRing:
     """The ring for ``PDTConfig.ring_dtype`` and ``PDTConfig.ring_location``; ``pack_limit``
-    applies to the float32 device ring (the others decode chunk by chunk, unpacked)."""
+    applies to the float32 device ring (the others decode chunk by chunk, unpacked);
+    ``stages``: the pipeline group whose other ranks hold the rest of the model."""
     if location == "host":
-        return HostSnapshotRing(params, history)
+        return HostSnapshotRing(params, history, stages=stages)
     if dtype == "bfloat16":
-        return CompressedSnapshotRing(params, history)
-    return SnapshotRing(params, history, pack_limit)
+        return CompressedSnapshotRing(params, history, stages=stages)
+    return SnapshotRing(params, history, pack_limit, stages)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..config import PDTConfig
-from ..distributed import ShardReduction, global_numel, shard_reduction, sum_across_shards_, sum_parameter_pieces_
+from ..distributed import ShardReduction, global_numel, sum_grams_, sum_parameter_pieces_
 from ..dmd import block_grams, solve_dmd
 from ..mask import forecast_mask_merge, needs_every_step
 from .history import Pack, SnapshotRing, _local, pack_layout, spans_of
@@ -45,6 +45,9 @@ class Prediction:
     accepted: list[int | bool | None]
     jumps: list[Tensor | None]
     pending: Tensor | None = None
+    totals: Tensor | None = None
+    """Under pipeline parallelism: the whole model's accepted and predicted elements, summed
+    over the stages (``[2]`` float64 on the device); None where the prediction is the model's."""
 
     def resolved(self) -> list[int | None]:
         """The accepted counts as host ints (one read of ``pending``, if any)."""
@@ -225,12 +228,12 @@ def predict_merge_capture_(
     """
     groups = group_of(config, len(params))
     numels = [global_numel(p) for p in params]
-    reduction = shard_reduction(params)
+    reduction = ring.reduction
     kernels = Kernels(config, ring.device, sum(ring.numels))
     packs = []
     if ring.fused and not kernels.compiled:
         packs = pack_parameters(ring, [i for i in range(len(params)) if not skip[i]], pack_limit(config, ring.device, sum(ring.numels)))
-    grams = sum_across_shards_(ring_grams(ring, groups, kernels, packs, reduction), reduction)
+    grams = sum_grams_(ring_grams(ring, groups, kernels, packs, reduction), reduction, config.granularity == "model")
     coefficients, s_coefficients = solve_coefficients(
         grams, ring.order(), group_rows(tuple(numels), tuple(groups)), config.tau_max, tau,
         needs_every_step(config.rule), **config.dmd_options()

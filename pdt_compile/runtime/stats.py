@@ -120,15 +120,19 @@ class Stats:
     def __str__(self) -> str:
         return self.summary()
 
-    def record_prediction(self, step: int, accepted: Sequence[int], numels: Sequence[int]) -> bool:
-        """Record one prediction; returns whether any element was merged."""
+    def record_prediction(
+        self, step: int, accepted: Sequence[int], numels: Sequence[int], totals: tuple[int, int] | None = None,
+    ) -> bool:
+        """Record one prediction; returns whether any element was merged. ``totals``: the
+        whole model's accepted and predicted elements where ``accepted`` and ``numels`` are one
+        pipeline stage's (default: their sums)."""
         self.predictions += 1
-        total = sum(numels)
-        self.mask_ratio = sum(accepted) / total if total else 0.0
+        merged_total, total = (sum(accepted), sum(numels)) if totals is None else totals
+        self.mask_ratio = merged_total / total if total else 0.0
         self.mask_ratio_per_tensor = [a / n if n else 0.0 for a, n in zip(accepted, numels)]
         self.mask_ratio_total += self.mask_ratio
         self.log("mask_ratio_history", (step, self.mask_ratio))
-        merged = sum(accepted) > 0
+        merged = merged_total > 0
         self.merges += int(merged)
         return merged
 
