@@ -38,6 +38,9 @@ from .runtime.schedule import RUNAWAY_DOUBLINGS, Phase, Schedule, runaway_thresh
 from .runtime.stats import Stats
 
 if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+    from torch.distributed.device_mesh import DeviceMesh
+
     from .api import CompiledOptimizerStep
 
 _HOOK_DICTS = (
@@ -130,7 +133,8 @@ class PDT(Optimizer):
 
     def __init__(
         self, optimizer: Optimizer, config: PDTConfig | None = None, *,
-        verify: Callable[[], Any] | None = None, pipeline_group: Any = None, **options: Any,
+        verify: Callable[[], Any] | None = None, pipeline_group: ProcessGroup | DeviceMesh | None = None,
+        **options: Any,
     ) -> None:
         if not isinstance(optimizer, Optimizer):
             weight_space_keys(optimizer)  # names the fix for wrappers PDT knows
