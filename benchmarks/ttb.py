@@ -357,15 +357,15 @@ def rotated(items: list, start: int) -> list:
     return items[shift:] + items[:shift]
 
 
-def seed_major(task: Task, methods: dict[str, Callable], seeds: int, lr: float) -> dict[str, list[Run]]:
+def seed_major(task: Task, methods: dict[str, Callable], seeds: int, lr: float, first_seed: int = 0) -> dict[str, list[Run]]:
     """Every method on ``task`` at ``lr``, seed by seed, each seed's methods in lock-step
     (:func:`timed_in_lockstep`: a drift in the machine's speed hits every method alike, step
-    by step), training output silenced. Seed s puts the s-th method first in each round of
-    steps, so no method always steps first."""
+    by step), training output silenced; seeds ``first_seed`` on. Seed s puts the s-th method
+    first in each round of steps, so no method always steps first."""
     runs: dict[str, list[Run]] = {method: [] for method in methods}
     order = list(methods.items())
     with contextlib.redirect_stdout(io.StringIO()):
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             first = rotated(order, seed)
             for (method, _), run in zip(first, timed_in_lockstep(task, first, seed=seed, lr=lr)):
                 runs[method].append(run)
@@ -377,8 +377,9 @@ def summarise(name: str, runs: dict[str, list[Run]], lr: float, sweep, snap_ever
     baselines = next(iter(runs.values()))
     edge = " **The best rate is at the sweep's edge: the peer or baseline may be under-tuned.**" if at_edge(lr, sweep) else ""
     lines = [f"### {name}", "",
-             f"{task.steps} steps, batch {task.batch_size}, snapshot every {snap_every} steps; tuned lr {lr:g} "
-             f"(sweep: {', '.join(f'{l:g} → {v:.4f}' for l, v in sweep)}){edge}", "",
+             f"{task.steps} steps, batch {task.batch_size}, snapshot every {snap_every} steps; "
+             + (f"tuned lr {lr:g} (sweep: {', '.join(f'{l:g} → {v:.4f}' for l, v in sweep)}){edge}" if sweep
+                else f"lr {lr:g} (given, not tuned here)"), "",
              "| method | TTB-Loss steps × | TTB-Loss wall × | TTB-Acc steps × | TTB-Acc wall × | final acc | diverged | mean mask ratio |",
              "|---|---|---|---|---|---|---|---|"]
     for method, method_runs in runs.items():

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import Callable
 
 import torch
 
 import pdt_compile as pdt
-from pdt_compile.experiment import Run, speedup
+from pdt_compile.experiment import Run, Task, speedup
 
 from .report import write_section
 from .ttb import seed_major, summarise, sweep_factors, task_suite, tune_lr
@@ -38,22 +39,29 @@ def per_seed(baselines: list[Run], runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+def on_schedule(name: str, schedule: str, methods: Callable[[int], dict[str, Callable]], seeds: int,
+                lr: float | None = None, first_seed: int = 0) -> tuple[Task, int, float, list, dict[str, list[Run]]]:
+    """The suite's task ``name`` on ``schedule``: its baseline's rate tuned there (unless
+    ``lr`` is given), then ``methods(snap_every)`` (the baseline first) in lock-step, seed by
+    seed. Returns the task, its snapshot interval, the rate, the sweep and the runs."""
+    base, snap_every = task_suite(quick=False)[name]
+    task = dataclasses.replace(base, schedule=schedule)
+    lr, sweep = (lr, []) if lr is not None else tune_lr(task, sweep_factors(name))
+    return task, snap_every, lr, sweep, seed_major(task, methods(snap_every), seeds, lr, first_seed)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="", help="run only the tasks whose name contains this")
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    suite = task_suite(quick=False)
     sections = []
     for name in (n for n in TASKS if args.only in n):
-        base, snap_every = suite[name]
-        task = dataclasses.replace(base, schedule="warmup-cosine")
-        lr, sweep = tune_lr(task, sweep_factors(name))
-        runs = seed_major(task, {
+        task, snap_every, lr, sweep, runs = on_schedule(name, "warmup-cosine", lambda snap_every: {
             "baseline, warmup-cosine (tuned lr)": lambda opt: opt,
             "PDT default, warmup-cosine": lambda opt: pdt.PDT(opt, snap_every=snap_every),
-        }, args.seeds, lr)
+        }, args.seeds)
         sections.append(summarise(f"{name}: warmup then cosine", runs, lr, sweep, snap_every, task) + "\n\n"
                         + per_seed(*runs.values()))
         print(sections[-1], flush=True)

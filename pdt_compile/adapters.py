@@ -360,6 +360,19 @@ def adapts_tau(optimizer: object) -> bool:
     return tuple(class_name(inner) for inner in unwrapped(optimizer)) in TAU_ADAPTED
 
 
+RATE_SETTLED = (("torch.optim.sgd.SGD",),)
+"""Optimizers, as the chain of ``module.qualname`` from the optimizer to the one it wraps, on
+which ``PDTConfig.rate_settle="auto"`` lets a rate that dropped and then held count as a
+constant rate: where it was measured to pay (``benchmarks.rate_drop``; benchmarks/FINDINGS.md,
+round eleven). Not AdamW, where it gained nothing and lost a seed of ten on the ViT; not LAMB,
+where it lost on one seed of three; not what was never measured."""
+
+
+def settles_rate(optimizer: object) -> bool:
+    """Whether ``optimizer`` (with what it wraps) is one of :data:`RATE_SETTLED`."""
+    return tuple(class_name(inner) for inner in unwrapped(optimizer)) in RATE_SETTLED
+
+
 def learning_rates(optimizer: object, params: Sequence[Tensor]) -> list[float | Tensor | None]:
     """Each parameter's learning rate in ``optimizer``'s param groups (or those of the optimizer
     it wraps), None where no group holds it."""

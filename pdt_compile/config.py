@@ -400,6 +400,23 @@ class PDTConfig:
     transformer never -> 0.96x (1.00x in steps), at the price of digits 2.33x -> 1.62x and
     the ViT 1.31x -> 1.27x (benchmarks/RESULTS.md; benchmarks/late_merges.py)."""
 
+    rate_settle: int | str | None = "auto"
+    """Boundaries in a row at one unchanged learning rate after which that rate counts as the
+    peak :attr:`decay_window` reads: a schedule that falls to a rate and stays there (the next
+    stage of a step schedule, ``SWALR``'s constant SWA rate, ``ReduceLROnPlateau``) starts a
+    constant-rate phase, where PDT predicts as at any constant rate, once the ring holds only
+    snapshots at that rate (5, the default ``history``). A decay that moves the rate at every
+    boundary (per-step cosine, or a per-epoch schedule with a snapshot per epoch) never settles.
+    ``None``: the peak is the highest rate of the run, and a rate that stays above
+    ``decay_window`` of it holds predictions for the rest of training (``stats.decay_holds``
+    counts them). ``"auto"``: 5 on SGD, None elsewhere. Measured (``python -m
+    benchmarks.rate_drop``: the rate falls to 0.7 of itself a third of the way and holds, each
+    baseline tuned there): the mnist1d CNN on SGD with momentum 1.09x -> 1.52x in wall time to
+    the baseline's final loss, digits on SGD unchanged (reached before the rate settles); on
+    AdamW no gain (the character transformer 1.05x -> 1.03x) and, on the ViT over ten seeds,
+    three seeds that never reach the target against two; on LAMB one seed of three 1.20x ->
+    1.07x (benchmarks/FINDINGS.md, round eleven)."""
+
     sequence: str = "auto"
     """Which weight sequence PDT snapshots, predicts and merges: ``"parameters"`` (what the
     model trains with), a weight-space state key of the wrapped optimizer
@@ -564,6 +581,10 @@ class PDTConfig:
             or not 0 < self.decay_window <= 1
         ):
             _fail("decay_window", self.decay_window, "expected None or a float in (0, 1] (e.g. 0.5: merge below half the peak rate)")
+        if self.rate_settle not in (None, "auto") and (
+            isinstance(self.rate_settle, bool) or not isinstance(self.rate_settle, int) or self.rate_settle < 1
+        ):
+            _fail("rate_settle", self.rate_settle, 'expected None, "auto" or an int >= 1 (e.g. 5: boundaries at one rate)')
         if self.chunk_size is not None:
             _check_int("chunk_size", self.chunk_size, 1024)
         if self.history_limit is not None and (

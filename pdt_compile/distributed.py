@@ -60,6 +60,13 @@ class ShardReduction:
         return values
 
 
+def spans_stages(reduction: ShardReduction | None) -> bool:
+    """Whether ``reduction`` sums over pipeline stages: the rank's parameters are one stage of
+    the model, and what PDT totals over the model must join the other stages' sums even where
+    this stage has nothing to add."""
+    return reduction is not None and reduction.stages is not None
+
+
 def _split_dimensions(p: Tensor) -> list[int]:
     """The mesh dimensions ``p`` is split over (none for a plain tensor)."""
     if not is_distributed(p):

@@ -68,7 +68,9 @@ class Task:
     """Learning-rate schedule: ``"constant"``, ``"cosine"`` (per step, from lr to zero over
     ``steps``; a ``LambdaLR`` on the wrapped optimizer, stepped after every training step) or
     ``"warmup-cosine"`` (a linear warmup over the first :data:`WARMUP_FRACTION` of the steps,
-    then the cosine over the rest: what transformers are commonly trained with)."""
+    then the cosine over the rest: what transformers are commonly trained with) or ``"drop"``
+    (the rate, then :data:`DROP_FACTOR` times it from :data:`DROP_FRACTION` of the steps on: a
+    step schedule's drop, or ``SWALR``'s, to a rate that then holds)."""
 
     @property
     def steps_per_epoch(self) -> int:
@@ -275,11 +277,22 @@ def lr_schedule(task: Task, optimizer: Optimizer) -> torch.optim.lr_scheduler.LR
         warmup = max(1, round(WARMUP_FRACTION * task.steps))
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: (step + 1) / warmup if step < warmup else cosine_factor(step - warmup, task.steps - warmup))
-    raise ValueError(f"Task.schedule: {task.schedule!r} is not a schedule; use 'constant', 'cosine' or 'warmup-cosine'")
+    if task.schedule == "drop":
+        drop = round(DROP_FRACTION * task.steps)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 if step < drop else DROP_FACTOR)
+    raise ValueError(f"Task.schedule: {task.schedule!r} is not a schedule; use 'constant', 'cosine', 'warmup-cosine' "
+                     "or 'drop'")
 
 
 WARMUP_FRACTION = 0.1
 """The share of a ``"warmup-cosine"`` task's steps that its learning rate rises over."""
+
+DROP_FRACTION = 1 / 3
+"""The share of a ``"drop"`` task's steps at its full rate."""
+
+DROP_FACTOR = 0.7
+"""A ``"drop"`` task's rate after :data:`DROP_FRACTION`, times its first: one stage of a step
+schedule, above the default ``decay_window`` of 0.5."""
 
 
 def cosine_factor(step: int, steps: int) -> float:

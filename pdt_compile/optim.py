@@ -22,10 +22,11 @@ from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimize
 from torch.utils.hooks import RemovableHandle
 
 from .adapters import (adam_moments, adapts_tau, averaging, coupled_decay, decoupled_decay, filters_moments, companions,
-                       learning_rates, shares, stacking_warning, steps_by_sign, trailing_keys, unmoved_weight_keys, weight_space_keys)
+                       learning_rates, settles_rate, shares, stacking_warning, steps_by_sign, trailing_keys,
+                       unmoved_weight_keys, weight_space_keys)
 from .config import PDTConfig, binds, check_option_names
 from .distributed import (global_numel, mean_across_ranks, means_across_ranks, pipeline_group_of, single_process,
-                          sum_across_shards_, sum_across_stages_, sum_over_model_, sum_parameter_pieces_)
+                          spans_stages, sum_across_shards_, sum_across_stages_, sum_over_model_, sum_parameter_pieces_)
 from .mask import moment_mask, saturation_mask
 from .radial import radial_coefficient
 from .runtime import checkpoint
@@ -60,6 +61,9 @@ would be a device synchronisation every step."""
 AUTO_MOMENT_RATIO = 0.3
 """``PDTConfig.moment_ratio="auto"`` on Adam and AdamW (``benchmarks.variants --variants 'moment ratio'``)."""
 
+AUTO_RATE_SETTLE = 5
+"""``PDTConfig.rate_settle="auto"`` on SGD (``benchmarks.rate_drop``): the default ``history``."""
+
 AUTO_SATURATION = 0.5
 """``PDTConfig.saturation="auto"`` on Lion (``benchmarks.variants --optimizer lion --variants saturation``)."""
 
@@ -86,6 +90,11 @@ def trainable_parameters(param_groups: list[dict[str, Any]]) -> list[Tensor]:
     """The parameters PDT snapshots and merges: trainable (``requires_grad``) and real-valued,
     in param groups that do not opt out with ``"pdt": False``."""
     return [p for p in _opted_in(param_groups) if p.requires_grad and not p.is_complex()]
+
+
+def _unmaterialised(p: Tensor) -> bool:
+    """Whether ``p`` holds no values yet: a lazy module's parameter, or one on the meta device."""
+    return is_lazy(p) or _local(p).is_meta
 
 
 def _opted_in(param_groups: list[dict[str, Any]]) -> list[Tensor]:
@@ -175,6 +184,8 @@ class PDT(Optimizer):
             config = config.replace(runaway_factor=SCHEDULE_FREE_RUNAWAY_FACTOR if self._averaging is not None else None)
         if config.moment_ratio == "auto":
             config = config.replace(moment_ratio=AUTO_MOMENT_RATIO if filters_moments(optimizer) else None)
+        if config.rate_settle == "auto":
+            config = config.replace(rate_settle=AUTO_RATE_SETTLE if settles_rate(optimizer) else None)
         if config.saturation == "auto":
             config = config.replace(saturation=AUTO_SATURATION if steps_by_sign(optimizer) else None)
         self.optimizer = optimizer
@@ -219,7 +230,7 @@ class PDT(Optimizer):
                 earlier.remove()
             self._direct_step_watch = _DIRECT_STEP_WATCHES[optimizer] = optimizer.register_step_pre_hook(
                 self._warn_direct_step)
-        if not any(is_lazy(p) for group in self.param_groups for p in group["params"]):
+        if not any(_unmaterialised(p) for group in self.param_groups for p in group["params"]):
             self._set_ring(self._build_ring())
 
     def _resolve_sequence(self, optimizer: Optimizer, config: PDTConfig) -> str:
@@ -268,13 +279,15 @@ class PDT(Optimizer):
     @property
     def ring_ready(self) -> bool:
         """Whether the ring is built: false only until the first step of a model whose lazy
-        modules waited for a forward."""
+        modules waited for a forward, or whose parameters were on the meta device when PDT
+        was created."""
         return self._snapshot_ring is not None
 
     @property
     def _ring(self) -> SnapshotRing:
-        """Built at construction, or, where lazy modules' parameters (``nn.LazyLinear``) are not
-        materialised yet, at first use: after the first forward, as a plain optimizer allows."""
+        """Built at construction, or, where lazy modules' parameters (``nn.LazyLinear``) or
+        parameters on the meta device are not materialised yet, at first use: after the first
+        forward, or the model's ``to_empty``, as a plain optimizer allows."""
         if self._snapshot_ring is None:
             self._set_ring(self._build_ring())
         return self._snapshot_ring
@@ -295,6 +308,15 @@ class PDT(Optimizer):
             raise RuntimeError(
                 f"PDT: {lazy} parameters of lazy modules (nn.LazyLinear, ...) are not initialized yet; "
                 "run a forward pass (a dummy batch will do) before the first optimizer step"
+            )
+        meta = [tuple(p.shape) for group in self.param_groups for p in group["params"] if _local(p).is_meta]
+        if meta:
+            raise RuntimeError(
+                f"PDT: {len(meta)} parameters (shapes {meta[:4]}{', ...' if len(meta) > 4 else ''}) are still on the meta "
+                "device at the first optimizer step: the model was materialised after the optimizer was made "
+                "(model.to_empty(...) gives it new parameters, so the optimizer would step the meta ones and the model "
+                "would never train); create the optimizer and PDT after to_empty, or call "
+                "torch.__future__.set_swap_module_params_on_conversion(True) before it to keep the parameter objects"
             )
         complex_ = [tuple(p.shape) for p in _opted_in(self.param_groups) if p.requires_grad and p.is_complex()]
         if complex_:
@@ -459,6 +481,7 @@ class PDT(Optimizer):
         self._resolve_pending()
         self._read_gradient_checks()
         self._stats.loss_holds = self.schedule.loss_holds
+        self._stats.decay_holds = self.schedule.decay_holds
         self._read_filtered()
         return self._stats
 
@@ -594,7 +617,7 @@ class PDT(Optimizer):
         grads = [(index, grad) for index, p in enumerate(self._ring.params)
                  if (grad := p.grad) is not None and not grad.is_sparse]
         reduction = self._ring.reduction
-        if not grads and (reduction is None or reduction.stages is None):  # a stage without any joins the others' sum
+        if not grads and not spans_stages(reduction):
             return None
         if reduction is None:
             return gradient_norm([grad for _, grad in grads])
@@ -800,13 +823,13 @@ class PDT(Optimizer):
             dropped.append(torch.zeros((), dtype=torch.int64, device=self._ring.device) if part is None
                            else (part != 0).sum().to(torch.int64))
         reduction = self._ring.reduction
-        if all(part is None for part in undo) and (reduction is None or reduction.stages is None):
+        if all(part is None for part in undo) and not spans_stages(reduction):
             return
         self._translate_(undo, -1.0)
         for jump, part in zip(prediction.jumps, undo):
             if jump is not None and part is not None:
                 jump.sub_(part)
-        counts = sum_parameter_pieces_(torch.stack(dropped), reduction) if dropped else torch.zeros(0, dtype=torch.int64)
+        counts = sum_parameter_pieces_(torch.stack(dropped), reduction)
         self._filtered[counter] = self._filtered[counter] + sum_across_stages_(counts.sum().to(self._ring.device), reduction)
         if prediction.pending is not None:
             prediction.pending = prediction.pending - counts.to(prediction.pending.dtype)
@@ -863,7 +886,7 @@ class PDT(Optimizer):
         predicted elements, summed over the stages on the device at the boundary (every stage
         is there; a later host read of the stats may run on one rank alone)."""
         reduction = self._ring.reduction
-        if reduction is None or reduction.stages is None:
+        if not spans_stages(reduction):
             return
         device = self._ring.device
         if prediction.pending is not None:

@@ -30,6 +30,23 @@ def test_seed_major_runs_each_seeds_methods_together_and_rotates_which_steps_fir
     assert calls == [(0, ["a", "b", "c"]), (1, ["b", "c", "a"]), (2, ["c", "a", "b"]), (3, ["a", "b", "c"])]
     assert list(runs) == ["a", "b", "c"]  # the first method stays the baseline of every table
     assert runs["b"] == ["b0", "b1", "b2", "b3"]
+    calls.clear()
+    later = ttb.seed_major(None, {"a": None, "b": None}, seeds=2, lr=0.1, first_seed=3)
+    assert calls == [(3, ["b", "a"]), (4, ["a", "b"])] and later["a"] == ["a3", "a4"]
+
+
+def test_the_rate_drop_report_names_each_seed_from_the_first_it_ran():
+    from benchmarks.rate_drop import per_seed
+
+    def run(method, seed, losses):
+        return Run(method=method, seed=seed, steps=[10, 20], seconds=[1.0, 2.0], train_loss=losses,
+                   test_accuracy=[0.5, 0.9], mask_ratio=[(10, 0.1)] if method != "baseline" else [])
+
+    runs = {"baseline": [run("baseline", 5, [0.5, 0.2]), run("baseline", 6, [0.5, 0.3])],
+            "PDT": [run("PDT", 5, [0.2, 0.1]), run("PDT", 6, [0.4, 0.35])]}
+    lines = per_seed(runs, first_seed=5).splitlines()
+    assert lines[0].startswith("- seed 5 ") and "PDT: 2.00x in steps, 2.00x in wall time, 1 predictions" in lines[0]
+    assert lines[1].startswith("- seed 6 ") and "PDT: never" in lines[1]
 
 
 def fake_lockstep(monkeypatch, repeats):

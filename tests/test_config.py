@@ -40,6 +40,7 @@ INVALID = [
     ("ring_location", "cuda"),
     ("trend", 1),
     ("decay_window", 0), ("decay_window", 1.5), ("decay_window", True), ("decay_window", "half"),
+    ("rate_settle", 0), ("rate_settle", 2.5), ("rate_settle", True), ("rate_settle", "5"), ("rate_settle", "on"),
     ("base_spacing", 0), ("base_spacing", 1.5), ("base_spacing", "half"),
 ]
 

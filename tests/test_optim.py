@@ -416,6 +416,43 @@ def test_a_step_before_lazy_modules_are_materialised_names_the_fix():
         opt.step()
 
 
+def test_an_optimizer_made_before_to_empty_names_the_fix_at_the_first_step():
+    """model.to_empty replaces each meta parameter by a new one: the optimizer would step the
+    meta ones and the model never train. PDT says so at the first step."""
+    with torch.device("meta"):
+        model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), **CONFIG)
+    model.to_empty(device="cpu")
+    with pytest.raises(RuntimeError, match="meta device.*create the optimizer and PDT after to_empty"):
+        opt.step()
+
+
+def test_meta_parameters_swapped_in_place_by_to_empty_train_as_if_made_on_the_cpu():
+    """With swap_module_params_on_conversion, to_empty keeps the parameter objects: PDT made
+    over the meta model builds its ring at the first step and follows the run of a PDT made
+    after the model was materialised."""
+    reference_model = make_mlp()
+    reference = pdt.PDT(torch.optim.Adam(reference_model.parameters(), lr=0.01), **CONFIG)
+    train(reference_model, reference, batches(40))
+    swap = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        with torch.device("meta"):
+            model = make_mlp()
+        opt = pdt.PDT(torch.optim.Adam(model.parameters(), lr=0.01), **CONFIG)
+        assert not opt.ring_ready
+        model.to_empty(device="cpu")
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(swap)
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), make_mlp().parameters()):
+            p.copy_(q)
+    train(model, opt, batches(40))
+    assert opt.stats.merges >= 1 and opt.stats.merges == reference.stats.merges
+    for p, q in zip(model.parameters(), reference_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
 def test_a_layer_unfrozen_by_requires_grad_is_tracked_from_the_next_boundary_and_freezing_keeps_burn_in():
     """Progressive unfreezing without add_param_group: every parameter is in the optimizer, the
     first layer frozen at first. From the boundary after ``requires_grad_(True)`` PDT tracks it
@@ -1064,14 +1101,31 @@ def test_lr_horizon_shortens_predictions_while_the_rate_falls():
     assert steep == [] and stats.predictions == 0 and stats.boundaries == 20
 
 
-@given(rates=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=40), window=st.floats(0.05, 1.0))
-def test_decay_window_holds_predictions_only_between_the_window_and_the_peak(rates, window):
-    schedule = Schedule(pdt.PDTConfig(snap_every=1, history=2, burn_in=0, decay_window=window))
-    peak = 0.0
+@given(rates=st.lists(st.sampled_from([0.0, 0.3, 0.7, 1.0]) | st.floats(0.0, 1.0), min_size=1, max_size=40),
+       window=st.floats(0.05, 1.0), settle=st.none() | st.integers(1, 6))
+def test_decay_window_holds_predictions_only_between_the_window_and_the_peak(rates, window, settle):
+    """The peak is the highest rate since the rate last held for ``rate_settle`` boundaries."""
+    schedule = Schedule(pdt.PDTConfig(snap_every=1, history=2, burn_in=0, decay_window=window, rate_settle=settle))
+    peak, held, before = 0.0, 0, None
     for lr in rates:
-        peak = max(peak, lr)
+        held = held + 1 if before is not None and abs(lr - before) <= PEAK_TOLERANCE * max(lr, before) else 0
+        peak = lr if settle is not None and held >= settle else max(peak, lr)
         phase = schedule.next_phase(2, lr)
         assert phase == (Phase.CAPTURE if window * peak < lr < peak * (1 - PEAK_TOLERANCE) else Phase.PREDICT)
+        assert schedule.decaying == (lr < peak * (1 - PEAK_TOLERANCE))
+        schedule.commit(phase, merged=False, ring_reset=False, lr=lr)
+        before = lr
+
+
+@given(rates=st.lists(st.sampled_from([1.0, 0.7, 0.3]), min_size=1, max_size=30), settle=st.integers(1, 4))
+def test_a_boundary_that_predicts_was_announced_by_may_predict_next(rates, settle):
+    """The gradient check takes its norms only before boundaries that may_predict_next
+    announces; a boundary where the rate settles predicts, so it must be announced too."""
+    schedule = Schedule(pdt.PDTConfig(snap_every=1, history=2, burn_in=0, rate_settle=settle))
+    for lr in rates:
+        announced = schedule.may_predict_next(2, lr)
+        phase = schedule.next_phase(2, lr)
+        assert announced or phase != Phase.PREDICT
         schedule.commit(phase, merged=False, ring_reset=False, lr=lr)
 
 
@@ -1113,7 +1167,7 @@ def _prediction_steps(make_scheduler, total=80, **options):
     steps = []
     for x, y in batches(total):
         torch.nn.functional.cross_entropy(model(x), y).backward()
-        if opt.schedule.next_phase(opt.ring.count, opt._learning_rate()) == Phase.PREDICT:
+        if copy.deepcopy(opt.schedule).next_phase(opt.ring.count, opt._learning_rate()) == Phase.PREDICT:
             steps.append(opt.schedule.steps + 1)
         opt.step()
         opt.zero_grad()
@@ -1129,6 +1183,23 @@ def test_decay_window_waits_for_half_the_peak_under_cosine_and_leaves_warmup_and
     assert free[0] < 40 and windowed == [s for s in free if s > 40]  # step 40 runs at 0.52 of the peak rate
     for make in (lambda opt: None, lambda opt: torch.optim.lr_scheduler.LinearLR(opt, 0.1, 1.0, total_iters=30)):
         assert _prediction_steps(make)[0] == _prediction_steps(make, decay_window=None)[0]
+
+
+@pytest.mark.parametrize("scheduler", ["SWALR", "StepLR"])
+def test_a_rate_that_drops_and_then_holds_settles_and_predictions_resume(scheduler):
+    """SWALR anneals to its SWA rate and holds it, StepLR drops once within the run: both to
+    more than decay_window of the first rate. Once the rate has held for rate_settle boundaries
+    it is a constant rate, and PDT predicts there as at any; rate_settle=None holds every
+    prediction after the drop, and stats.decay_holds counts the held boundaries."""
+    make = {"SWALR": lambda opt: torch.optim.swa_utils.SWALR(opt, swa_lr=0.07, anneal_epochs=10),
+            "StepLR": lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=60, gamma=0.7)}[scheduler]
+    settled, opt = _prediction_steps(make, total=120)
+    held, held_opt = _prediction_steps(make, total=120, rate_settle=None)
+    drop = 10 if scheduler == "SWALR" else 60
+    resumes = (drop // 4 + 6) * 4  # the boundary after 5 boundaries in a row at the new rate
+    assert [s for s in held if s > drop] == [] and held_opt.stats.decay_holds >= len([s for s in settled if s > drop]) > 0
+    assert min(s for s in settled if s > drop) <= resumes and opt.stats.decay_holds < held_opt.stats.decay_holds
+    assert [s for s in settled if s <= drop] == [s for s in held if s <= drop]
 
 
 def test_resume_mid_decay_keeps_holding_predictions():
@@ -1353,6 +1424,16 @@ def test_moment_ratio_auto_is_on_for_the_adam_family_only():
     assert resolved(lambda p: torch.optim.Adamax(p)) is None  # no second moment to read
     assert resolved(lambda p: po.Lookahead(torch.optim.AdamW(p))) == 0.3
     assert resolved(lambda p: po.Lamb(p)) is None and resolved(lambda p: torch.optim.SGD(p, lr=0.1)) is None
+
+
+def test_rate_settle_auto_is_on_for_sgd_only():
+    import pytorch_optimizer as po
+
+    resolved = lambda make: pdt.PDT(make(make_mlp().parameters()), snap_every=4).config.rate_settle
+    assert resolved(lambda p: torch.optim.SGD(p, lr=0.1)) == resolved(lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)) == 5
+    assert resolved(lambda p: torch.optim.AdamW(p)) is None and resolved(lambda p: po.Lamb(p)) is None
+    assert resolved(lambda p: po.Lookahead(torch.optim.SGD(p, lr=0.1))) is None  # not measured
+    assert pdt.PDT(torch.optim.AdamW(make_mlp().parameters()), snap_every=4, rate_settle=3).config.rate_settle == 3
 
 
 def _lion(params):

@@ -35,8 +35,19 @@ def test_cosine_schedule_decays_the_wrapped_optimizers_lr_to_zero():
 
 def test_an_unknown_schedule_is_refused():
     task = dataclasses.replace(tasks.digits_mlp(steps=10), schedule="linear")
-    with pytest.raises(ValueError, match="Task.schedule: 'linear'.*'constant', 'cosine' or 'warmup-cosine'"):
+    with pytest.raises(ValueError, match="Task.schedule: 'linear'.*'constant', 'cosine', 'warmup-cosine' or 'drop'"):
         lr_schedule(task, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
+
+
+def test_the_drop_schedule_falls_once_a_third_of_the_way_and_holds():
+    task = dataclasses.replace(tasks.digits_mlp(steps=9), schedule="drop")
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    scheduler, rates = lr_schedule(task, optimizer), []
+    for _ in range(task.steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([0.1] * 3 + [0.07] * 6)
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))])

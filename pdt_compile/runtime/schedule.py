@@ -28,6 +28,11 @@ during an interval, says its boundary will not predict (:meth:`Schedule.may_pred
 smooth decay (cosine, linear) does not fall that far within one interval."""
 
 
+def _same_rate(lr: float | None, before: float | None) -> bool:
+    """Whether two boundaries' learning rates are one rate (within :data:`PEAK_TOLERANCE`)."""
+    return lr is not None and before is not None and abs(lr - before) <= PEAK_TOLERANCE * max(abs(lr), abs(before))
+
+
 def lr_horizon(tau: int, ratio: float) -> int:
     """How many intervals ahead to predict when the learning rate fell by ``ratio`` (now /
     at the previous boundary) over the last interval: the optimizer would move about
@@ -153,7 +158,14 @@ class Schedule:
     held_boundaries: int = 0
     """Prediction boundaries still to skip after those rejections."""
     peak_lr: float = 0.0
-    """The highest learning rate seen at a boundary (``PDTConfig.decay_window``)."""
+    """The highest learning rate seen at a boundary since the rate last settled
+    (``PDTConfig.decay_window``, ``PDTConfig.rate_settle``)."""
+    steady_boundaries: int = 0
+    """Boundaries in a row, up to the last, whose learning rate was the boundary's before
+    (``PDTConfig.rate_settle``)."""
+    decay_holds: int = 0
+    """Prediction boundaries that only took a snapshot because the rate was decaying above
+    ``PDTConfig.decay_window`` of its peak."""
     decaying: bool = False
     """Whether the learning rate at the last boundary was below that peak: the decay of a
     schedule (``PDTConfig.moment_ratio`` filters merges only outside it)."""
@@ -207,9 +219,10 @@ class Schedule:
             return Phase.ORDINARY
         ready = self._ready(ring_count)
         if lr is not None:
-            self.peak_lr = max(self.peak_lr, lr)
+            self.peak_lr = lr if self._settled(lr) else max(self.peak_lr, lr)
             self.decaying = lr < self.peak_lr * (1 - PEAK_TOLERANCE)
         if self._decaying_above_window(lr):
+            self.decay_holds += ready
             return Phase.CAPTURE
         if ready and self.held_boundaries:
             self.held_boundaries -= 1
@@ -225,6 +238,12 @@ class Schedule:
         if ready and self.config.lr_horizon and lr is not None and self.lr_at_boundary:
             self.horizon = min(self.horizon, lr_horizon(tau, lr / self.lr_at_boundary))
         return Phase.PREDICT if ready and self.horizon >= 1 else Phase.CAPTURE
+
+    def _settled(self, lr: float) -> bool:
+        """Whether ``lr``, the rate at the boundary about to complete, makes
+        ``config.rate_settle`` boundaries in a row at one rate."""
+        settle = self.config.rate_settle  # "auto" is resolved by PDT; a schedule alone leaves it off
+        return isinstance(settle, int) and _same_rate(lr, self.lr_at_boundary) and self.steady_boundaries + 1 >= settle
 
     def _ready(self, ring_count: int) -> bool:
         """Whether the ring and the counters allow a prediction at the next boundary."""
@@ -249,16 +268,18 @@ class Schedule:
         (``lr``), a decay still far above ``decay_window`` (:data:`WINDOW_MARGIN`), which only
         a sudden drop (a step schedule) brings into the window by the boundary. True does not
         promise a prediction (the learning rate decides the rest at the boundary)."""
+        settling = lr is not None and self._settled(lr)  # the boundary will make lr the peak
         return (self._ready(ring_count) and not self.held_boundaries
-                and not self._decaying_above_window(lr, margin=1 + WINDOW_MARGIN))
+                and not self._decaying_above_window(lr, margin=1 + WINDOW_MARGIN, peak=lr if settling else None))
 
-    def _decaying_above_window(self, lr: float | None, margin: float = 1.0) -> bool:
-        """Whether ``lr`` has fallen below its peak but not yet to ``margin`` times
-        ``decay_window`` of it."""
+    def _decaying_above_window(self, lr: float | None, margin: float = 1.0, peak: float | None = None) -> bool:
+        """Whether ``lr`` has fallen below its peak (default: :attr:`peak_lr`) but not yet to
+        ``margin`` times ``decay_window`` of it."""
         window = self.config.decay_window
         if window is None or lr is None:
             return False
-        return window * margin * self.peak_lr < lr < self.peak_lr * (1 - PEAK_TOLERANCE)
+        peak = self.peak_lr if peak is None else peak
+        return window * margin * peak < lr < peak * (1 - PEAK_TOLERANCE)
 
     def commit(self, phase: Phase, merged: bool, ring_reset: bool, lr: float | None = None) -> None:
         """Advance the counters after ``phase`` ran; ``merged``: the prediction changed
@@ -267,6 +288,7 @@ class Schedule:
         if phase == Phase.ORDINARY:
             return
         self.boundaries += 1
+        self.steady_boundaries = self.steady_boundaries + 1 if _same_rate(lr, self.lr_at_boundary) else 0
         self.lr_at_boundary = lr
         self.boundaries_since_reset = 0 if ring_reset else self.boundaries_since_reset + 1
         if phase == Phase.PREDICT:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-GUARD_COUNTS = ("rollbacks", "skipped_nonfinite", "setbacks", "setback_undos", "loss_holds", "gradient_undos",
+GUARD_COUNTS = ("rollbacks", "skipped_nonfinite", "setbacks", "setback_undos", "loss_holds", "decay_holds", "gradient_undos",
                 "moment_filtered", "saturation_filtered", "runaways", "verify_rejections", "verify_backtracks")
 """The counters :meth:`Stats.summary` names when they are not zero."""
 
@@ -34,6 +34,9 @@ class Stats:
     loss_holds: int = 0
     """Prediction boundaries that only took a snapshot because the training loss was up
     (``PDTConfig.loss_hold``)."""
+    decay_holds: int = 0
+    """Prediction boundaries that only took a snapshot because the learning rate was decaying
+    and still above ``PDTConfig.decay_window`` of its peak."""
     gradient_undos: int = 0
     """Merges undone because the gradient at the merged weights surged past
     ``PDTConfig.gradient_limit`` times the norm before them."""
