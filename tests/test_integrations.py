@@ -275,3 +275,5 @@ def test_tensorboard_writer(tmp_path):
     events.Reload()
     assert len(events.Scalars("history/mask_ratio")) == 6
     assert events.Scalars("pdt/merges")[0].value == opt.stats.merges
+    assert events.Scalars("pdt/decay_holds")[0].value == opt.stats.decay_holds == 0
+    assert events.Scalars("pdt/gradient_undos")[0].value == opt.stats.gradient_undos

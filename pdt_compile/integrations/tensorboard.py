@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..runtime.stats import Stats
+from ..runtime.stats import GUARD_COUNTS, Stats
 
-SCALARS = ("mask_ratio", "tau", "predictions", "merges", "rollbacks", "runaways", "skipped_nonfinite")
+SCALARS = ("mask_ratio", "tau", "predictions", "merges", "boundaries") + GUARD_COUNTS
+"""What :func:`log_stats` writes: the counts and ratios, and every guard's count (``decay_holds``
+tells a run that predicts nothing in a decay from one whose predictions merge nothing)."""
 
 
 def log_stats(writer: Any, stats: Stats, step: int, prefix: str = "pdt") -> None:
