@@ -411,11 +411,11 @@ class PDTConfig:
     ``decay_window`` of it holds predictions for the rest of training (``stats.decay_holds``
     counts them). ``"auto"``: 5 on SGD, None elsewhere. Measured (``python -m
     benchmarks.rate_drop``: the rate falls to 0.7 of itself a third of the way and holds, each
-    baseline tuned there): the mnist1d CNN on SGD with momentum 1.09x -> 1.52x in wall time to
-    the baseline's final loss, digits on SGD unchanged (reached before the rate settles); on
-    AdamW no gain (the character transformer 1.05x -> 1.03x) and, on the ViT over ten seeds,
-    three seeds that never reach the target against two; on LAMB one seed of three 1.20x ->
-    1.07x (benchmarks/FINDINGS.md, round eleven)."""
+    baseline tuned there; runs at a56ba33): the mnist1d CNN on SGD with momentum 1.09x -> 1.44x
+    in wall time to the baseline's final loss (None -> 5), digits on SGD unchanged (reached
+    before the rate settles); on AdamW no gain (the character transformer 1.05x -> 1.04x) and,
+    on the ViT over ten seeds, three seeds that never reach the target against two; on LAMB one
+    seed of three 1.19x -> 1.07x (benchmarks/FINDINGS.md, round eleven)."""
 
     sequence: str = "auto"
     """Which weight sequence PDT snapshots, predicts and merges: ``"parameters"`` (what the

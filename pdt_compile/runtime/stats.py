@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-GUARD_COUNTS = ("rollbacks", "skipped_nonfinite", "setbacks", "setback_undos", "loss_holds", "decay_holds", "gradient_undos",
-                "moment_filtered", "saturation_filtered", "runaways", "verify_rejections", "verify_backtracks")
+GUARD_COUNTS = ("rollbacks", "skipped_nonfinite", "setbacks", "setback_undos", "loss_holds", "decay_holds",
+                "gradient_undos", "moment_filtered", "saturation_filtered", "runaways", "verify_rejections",
+                "verify_backtracks")
 """The counters :meth:`Stats.summary` names when they are not zero."""
 
 HISTORIES = ("mask_ratio_history", "tau_history", "gradient_surges", "verify_loss_change")
