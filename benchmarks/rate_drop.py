@@ -8,7 +8,7 @@ rate that held for 5 boundaries is the new peak, and PDT predicts as at any cons
 the baseline's rate is tuned on that schedule as ``benchmarks.ttb`` tunes its baselines, then
 the baseline and PDT's defaults with each setting train in lock-step, seed by seed.
 
-    python -m benchmarks.rate_drop [--only 'digits MLP'] [--seeds 3] [--first-seed 0] [--lr 0.002]
+    python -m benchmarks.rate_drop [--only 'digits MLP'] [--seeds 3] [--first-seed 0] [--lr 0.002] [--peer Lookahead]
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed, first-seed + 1, ...")
     parser.add_argument("--lr", type=float, default=None, help="train at this rate instead of tuning one")
+    parser.add_argument("--peer", default=None, help="train the peer whose name contains this (Lookahead, Muon, "
+                                                    "schedule-free) instead of the task's optimizer")
     args = parser.parse_args()
     torch.set_num_threads(1)
     sections = []
@@ -62,10 +64,11 @@ def main() -> None:
             "baseline, rate drop (tuned lr)": lambda opt: opt,
             SETTLES: lambda opt: pdt.PDT(opt, snap_every=snap_every, rate_settle=5),
             NEVER_SETTLES: lambda opt: pdt.PDT(opt, snap_every=snap_every, rate_settle=None),
-        }, args.seeds, args.lr, args.first_seed)
+        }, args.seeds, args.lr, args.first_seed, args.peer)
         settle = pdt.PDT(build_optimizer(task, task.make_model(), lr), snap_every=snap_every).config.rate_settle
         default = f"rate_settle={settle}"
-        title = f"{name}: rate x{DROP_FACTOR:g} from step {round(DROP_FRACTION * task.steps)} on (default: {default})"
+        on = f" on the peer {args.peer!r}" if args.peer else ""
+        title = f"{name}{on}: rate x{DROP_FACTOR:g} from step {round(DROP_FRACTION * task.steps)} on (default: {default})"
         sections.append(summarise(title, runs, lr, sweep, snap_every, task) + "\n\n" + per_seed(runs, args.first_seed))
         print(sections[-1], flush=True)
     title = "Time to baseline where the rate drops once, then holds (benchmarks/rate_drop.py)"
@@ -75,6 +78,8 @@ def main() -> None:
         title += f", {args.seeds} seeds" + (f" from seed {args.first_seed}" if args.first_seed else "")
     if args.lr is not None:
         title += f", lr {args.lr:g}"
+    if args.peer is not None:
+        title += f", peer {args.peer!r}"
     write_section(title, "\n\n".join(sections))
 
 

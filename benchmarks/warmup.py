@@ -21,7 +21,7 @@ import pdt_compile as pdt
 from pdt_compile.experiment import Run, Task, speedup
 
 from .report import write_section
-from .ttb import seed_major, summarise, sweep_factors, task_suite, tune_lr
+from .ttb import peers, seed_major, summarise, sweep_factors, task_suite, tune_lr
 
 TASKS = ("char transformer / AdamW", "mnist1d ViT / AdamW")
 """The AdamW transformers (issue 11's tasks)."""
@@ -40,12 +40,19 @@ def per_seed(baselines: list[Run], runs: list[Run]) -> str:
 
 
 def on_schedule(name: str, schedule: str, methods: Callable[[int], dict[str, Callable]], seeds: int,
-                lr: float | None = None, first_seed: int = 0) -> tuple[Task, int, float, list, dict[str, list[Run]]]:
-    """The suite's task ``name`` on ``schedule``: its baseline's rate tuned there (unless
+                lr: float | None = None, first_seed: int = 0,
+                peer: str | None = None) -> tuple[Task, int, float, list, dict[str, list[Run]]]:
+    """The suite's task ``name`` on ``schedule``, with its optimizer or the peer whose name
+    contains ``peer`` (:func:`benchmarks.ttb.peers`): that optimizer's rate tuned there (unless
     ``lr`` is given), then ``methods(snap_every)`` (the baseline first) in lock-step, seed by
     seed. Returns the task, its snapshot interval, the rate, the sweep and the runs."""
     base, snap_every = task_suite(quick=False)[name]
     task = dataclasses.replace(base, schedule=schedule)
+    if peer is not None:
+        chosen = [make for key, make in peers(name, task).items() if peer in key]
+        if len(chosen) != 1:
+            raise SystemExit(f"--peer {peer!r} names {len(chosen)} of the peers of {name!r}: {sorted(peers(name, task))}")
+        task = dataclasses.replace(task, make_optimizer=chosen[0])
     lr, sweep = (lr, []) if lr is not None else tune_lr(task, sweep_factors(name))
     return task, snap_every, lr, sweep, seed_major(task, methods(snap_every), seeds, lr, first_seed)
 
