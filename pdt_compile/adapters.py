@@ -360,12 +360,13 @@ def adapts_tau(optimizer: object) -> bool:
     return tuple(class_name(inner) for inner in unwrapped(optimizer)) in TAU_ADAPTED
 
 
-RATE_SETTLED = (("torch.optim.sgd.SGD",),)
-"""Optimizers, as the chain of ``module.qualname`` from the optimizer to the one it wraps, on
-which ``PDTConfig.rate_settle="auto"`` lets a rate that dropped and then held count as a
-constant rate: where it was measured to pay (``benchmarks.rate_drop``; benchmarks/FINDINGS.md,
-round eleven). Not AdamW, where it gained nothing and lost a seed of ten on the ViT; not LAMB,
-where it lost on one seed of three; not what was never measured."""
+RATE_SETTLED = (("torch.optim.sgd.SGD",), ("pytorch_optimizer.optimizer.lookahead.Lookahead", "torch.optim.sgd.SGD"))
+"""Optimizers, as the chain of ``module.qualname`` from the optimizer to the one it wraps
+(Lookahead's ``.optimizer``), on which ``PDTConfig.rate_settle="auto"`` lets a rate that
+dropped and then held count as a constant rate: where it was measured to pay
+(``benchmarks.rate_drop [--peer Lookahead]``; benchmarks/FINDINGS.md, round eleven). Not AdamW,
+where it gained nothing and lost a seed of ten on the ViT; not LAMB, where it lost on one seed
+of three; not Muon, where it cost the ViT 1.13x -> 1.07x; not what was never measured."""
 
 
 def settles_rate(optimizer: object) -> bool:

@@ -409,13 +409,15 @@ class PDTConfig:
     boundary (per-step cosine, or a per-epoch schedule with a snapshot per epoch) never settles.
     ``None``: the peak is the highest rate of the run, and a rate that stays above
     ``decay_window`` of it holds predictions for the rest of training (``stats.decay_holds``
-    counts them). ``"auto"``: 5 on SGD, None elsewhere. Measured (``python -m
+    counts them). ``"auto"``: 5 on SGD and on Lookahead over SGD, None elsewhere. Measured (``python -m
     benchmarks.rate_drop``: the rate falls to 0.7 of itself a third of the way and holds, each
     baseline tuned there; runs at a56ba33): the mnist1d CNN on SGD with momentum 1.09x -> 1.44x
     in wall time to the baseline's final loss (None -> 5), digits on SGD unchanged (reached
-    before the rate settles); on AdamW no gain (the character transformer 1.05x -> 1.04x) and,
+    before the rate settles), on Lookahead over SGD digits 1.55x -> 1.67x and the CNN from one
+    seed of three never reaching the target to 1.43x; on AdamW no gain (the character transformer 1.05x -> 1.04x) and,
     on the ViT over ten seeds, three seeds that never reach the target against two; on LAMB one
-    seed of three 1.19x -> 1.07x (benchmarks/FINDINGS.md, round eleven)."""
+    seed of three 1.19x -> 1.07x; on Muon the ViT 1.13x -> 1.07x (benchmarks/FINDINGS.md, round
+    eleven)."""
 
     sequence: str = "auto"
     """Which weight sequence PDT snapshots, predicts and merges: ``"parameters"`` (what the

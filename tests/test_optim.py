@@ -1432,7 +1432,8 @@ def test_rate_settle_auto_is_on_for_sgd_only():
     resolved = lambda make: pdt.PDT(make(make_mlp().parameters()), snap_every=4).config.rate_settle
     assert resolved(lambda p: torch.optim.SGD(p, lr=0.1)) == resolved(lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)) == 5
     assert resolved(lambda p: torch.optim.AdamW(p)) is None and resolved(lambda p: po.Lamb(p)) is None
-    assert resolved(lambda p: po.Lookahead(torch.optim.SGD(p, lr=0.1))) is None  # not measured
+    assert resolved(lambda p: po.Lookahead(torch.optim.SGD(p, lr=0.1))) == 5
+    assert resolved(lambda p: po.Lookahead(torch.optim.AdamW(p))) is None
     assert pdt.PDT(torch.optim.AdamW(make_mlp().parameters()), snap_every=4, rate_settle=3).config.rate_settle == 3
 
 
