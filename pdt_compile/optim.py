@@ -62,7 +62,8 @@ AUTO_MOMENT_RATIO = 0.3
 """``PDTConfig.moment_ratio="auto"`` on Adam and AdamW (``benchmarks.variants --variants 'moment ratio'``)."""
 
 AUTO_RATE_SETTLE = 5
-"""``PDTConfig.rate_settle="auto"`` on SGD (``benchmarks.rate_drop``): the default ``history``."""
+"""``PDTConfig.rate_settle="auto"`` on SGD and Lookahead over SGD (``benchmarks.rate_drop``):
+the default ``history``."""
 
 AUTO_SATURATION = 0.5
 """``PDTConfig.saturation="auto"`` on Lion (``benchmarks.variants --optimizer lion --variants saturation``)."""

@@ -268,18 +268,17 @@ class Schedule:
         (``lr``), a decay still far above ``decay_window`` (:data:`WINDOW_MARGIN`), which only
         a sudden drop (a step schedule) brings into the window by the boundary. True does not
         promise a prediction (the learning rate decides the rest at the boundary)."""
-        settling = lr is not None and self._settled(lr)  # the boundary will make lr the peak
+        settling = lr is not None and self._settled(lr)  # the boundary will make lr the peak: no decay
         return (self._ready(ring_count) and not self.held_boundaries
-                and not self._decaying_above_window(lr, margin=1 + WINDOW_MARGIN, peak=lr if settling else None))
+                and (settling or not self._decaying_above_window(lr, margin=1 + WINDOW_MARGIN)))
 
-    def _decaying_above_window(self, lr: float | None, margin: float = 1.0, peak: float | None = None) -> bool:
-        """Whether ``lr`` has fallen below its peak (default: :attr:`peak_lr`) but not yet to
-        ``margin`` times ``decay_window`` of it."""
+    def _decaying_above_window(self, lr: float | None, margin: float = 1.0) -> bool:
+        """Whether ``lr`` has fallen below its peak but not yet to ``margin`` times
+        ``decay_window`` of it."""
         window = self.config.decay_window
         if window is None or lr is None:
             return False
-        peak = self.peak_lr if peak is None else peak
-        return window * margin * peak < lr < peak * (1 - PEAK_TOLERANCE)
+        return window * margin * self.peak_lr < lr < self.peak_lr * (1 - PEAK_TOLERANCE)
 
     def commit(self, phase: Phase, merged: bool, ring_reset: bool, lr: float | None = None) -> None:
         """Advance the counters after ``phase`` ran; ``merged``: the prediction changed
