@@ -103,6 +103,19 @@ def _opted_in(param_groups: list[dict[str, Any]]) -> list[Tensor]:
     return [p for group in param_groups if group.get("pdt", True) for p in group["params"]]
 
 
+def loss_sign(param_groups: list[dict[str, Any]]) -> float:
+    """-1.0 where every param group PDT predicts has ``maximize=True``: the optimizer climbs
+    what it is handed, so PDT reads the negation of each reported or verified value as the loss
+    its guards and adaptive tau compare; else 1.0."""
+    groups = [group for group in param_groups if group.get("pdt", True)]
+    return -1.0 if groups and all(group.get("maximize", False) for group in groups) else 1.0
+
+
+def mixes_maximize(param_groups: list[dict[str, Any]]) -> bool:
+    """Whether some of the param groups PDT predicts maximize and others minimise."""
+    return len({bool(group.get("maximize", False)) for group in param_groups if group.get("pdt", True)}) > 1
+
+
 _DIRECT_STEP_WATCHES: "weakref.WeakKeyDictionary[Optimizer, RemovableHandle]" = weakref.WeakKeyDictionary()
 """The one direct-step watch (:meth:`PDT._warn_direct_step`) of each wrapped optimizer: the
 latest PDT's."""
@@ -197,6 +210,9 @@ class PDT(Optimizer):
         """True while an option reads losses and none has been reported yet, until PDT has said at
         the first prediction which options stay idle."""
         self._verify = verify
+        if mixes_maximize(optimizer.param_groups):
+            warnings.warn("PDT: some param groups have maximize=True and others not; PDT reads the losses it is "
+                          "handed (report_loss, a closure's, verify) as losses to minimise", UserWarning, stacklevel=2)
         self._pipeline_group = pipeline_group_of(pipeline_group)
         self.defaults = optimizer.defaults
         for name in _HOOK_DICTS:
@@ -955,7 +971,9 @@ class PDT(Optimizer):
 
     def report_loss(self, loss: Tensor | float | None) -> None:
         """Tell PDT the training loss of the step just taken (drives ``adaptive`` tau,
-        ``rollback_factor``, ``setback_limit`` and ``runaway_factor``; free when none is on). Under
+        ``rollback_factor``, ``setback_limit`` and ``runaway_factor``; free when none is on).
+        Where the optimizer maximizes (``maximize=True`` in every predicted param group), report
+        the objective it climbs, as ``verify`` returns it: PDT reads its negation. Under
         ``torch.distributed`` every rank reports, PDT decides on the mean (one scalar
         all-reduce), so that every rank decides alike; a rank that has no loss (a pipeline
         stage before the last) reports None, and the mean is over the ranks that have one.
@@ -1050,6 +1068,7 @@ class PDT(Optimizer):
         """Act on the loss reported at ``step``; False when it called a runaway (and the
         weights were restored)."""
         config = self.config
+        value *= loss_sign(self.param_groups)
         self._awaiting_losses = False
         self._stats.tau_waits_for_losses = False
         if self.schedule.runaway(value):
@@ -1108,7 +1127,7 @@ class PDT(Optimizer):
             raise TypeError("PDT(verify=...): the held-out loss was None on every rank; return the loss (None only "
                             "on the ranks of a pipeline that do not compute it)")
         self._stats.verify_evaluations += 1
-        return value
+        return loss_sign(self.param_groups) * value
 
     def _verify_merge(self, jumps: list[Tensor | None]) -> bool:
         """Keep the largest fraction of the merge just made (1, 1/2, 1/4, ...) whose verify

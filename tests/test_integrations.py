@@ -68,6 +68,56 @@ def test_lightning_callback_turns_pdt_on(tmp_path):
     assert "pdt_state" in checkpoint["param_groups"][0]  # PDT's ring and schedule travel with Lightning checkpoints
 
 
+@pytest.mark.parametrize("halves", [1, 2])
+def test_lightning_manual_optimization_reports_the_loss_of_the_one_optimizer_that_stepped(tmp_path, halves):
+    """With ``automatic_optimization = False`` no closure hands PDT its loss: the callback
+    reports what ``training_step`` returns, so adaptive tau (on for SGD) reads it; where two
+    optimizers step in one batch (a GAN's two players) neither is told a loss that is not its own."""
+    lightning = pytest.importorskip("lightning")
+    from pdt_compile.integrations.lightning import PDTCallback
+
+    pairs = batches(48)
+    data = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])),
+        batch_size=16,
+    )
+    seen = []
+
+    class Manual(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = make_mlp()
+            self.automatic_optimization = False
+
+        def training_step(self, batch, index):
+            x, y = batch
+            optimizers = self.optimizers() if halves == 2 else [self.optimizers()]
+            seen.extend(type(opt.optimizer) for opt in optimizers)
+            loss = torch.nn.functional.cross_entropy(self.net(x), y)
+            self.manual_backward(loss)
+            for opt in optimizers:
+                opt.step()
+                opt.zero_grad()
+            return {"loss": loss}
+
+        def configure_optimizers(self):
+            params = list(self.parameters())
+            if halves == 1:
+                return torch.optim.SGD(params, lr=0.1, momentum=0.9)
+            return [torch.optim.SGD(params[:2], lr=0.1, momentum=0.9), torch.optim.SGD(params[2:], lr=0.1, momentum=0.9)]
+
+        def train_dataloader(self):
+            return data
+
+    callback = PDTCallback(**PDT_OPTIONS)
+    lightning_trainer(lightning, callback, tmp_path, epochs=2).fit(Manual())
+    assert set(seen) == {pdt.PDT}
+    assert len(callback.optimizers) == halves
+    for opt in callback.optimizers:
+        assert opt.schedule.steps == 2 * len(data) and opt.stats.predictions >= 1
+        assert opt.stats.tau_waits_for_losses == (halves == 2)
+
+
 def test_lightning_resumes_from_its_checkpoint_exactly(tmp_path):
     """``trainer.fit(ckpt_path=...)`` restores the optimizer states after the callback wrapped
     them: PDT's ring and schedule come back, and the resumed run ends where the uninterrupted one does."""

@@ -17,7 +17,8 @@ import pdt_compile as pdt
 from pdt_compile.adapters import adam_moments
 from pdt_compile.mask import moment_mask
 from pdt_compile.runtime.schedule import (PEAK_TOLERANCE, RUNAWAY_LAG, RUNAWAY_MIN, RUNAWAY_WINDOW, Phase, Schedule,
-                                         lr_horizon, ran_away, runaway_reference, runaway_threshold, setback)
+                                         exceeds, lr_horizon, ran_away, runaway_reference, runaway_threshold,
+                                         setback)
 
 from conftest import Beside, ComplexLinear, batches, lazy_mlp, loss_of, make_mlp, save_and_load, train
 
@@ -658,6 +659,76 @@ def test_a_runaway_is_a_loss_over_factor_times_every_recent_one_but_the_newest(r
     called = ran_away(recent, loss, factor)
     assert called == (len(recent) >= RUNAWAY_MIN and loss > factor * max(recent[: len(recent) - RUNAWAY_LAG]))
     assert ran_away(recent, float("nan"), factor) == (len(recent) >= RUNAWAY_MIN)
+
+
+@given(st.floats(-1e3, 1e3), st.floats(-1e3, 1e3), st.floats(1.0, 100.0), st.floats(1e-3, 1e3))
+def test_a_loss_exceeds_its_reference_by_the_factor_measured_from_the_references_magnitude(loss, reference, factor, scale):
+    """``factor`` times a reference >= 0, as before; below zero, the same fraction of its
+    magnitude above it. A loss at its reference never exceeds it; a higher loss exceeds where a
+    lower one does; and the test does not depend on the losses' unit."""
+    called = exceeds(loss, reference, factor)
+    if reference >= 0:
+        assert called == (loss > factor * reference)
+    assert not exceeds(reference, reference, factor)
+    assert not called or exceeds(loss + abs(loss) + 1.0, reference, factor)
+    assert exceeds(loss * scale, reference * scale, factor) == called or math.isclose(
+        loss, reference + (factor - 1) * abs(reference), rel_tol=1e-9, abs_tol=1e-9)
+
+
+def test_losses_below_zero_are_no_runaway_and_let_tau_grow():
+    """A loss below zero (a Gaussian negative log-likelihood) that holds calls no runaway and,
+    falling after each merge, lets adaptive tau grow; before, ``factor * reference`` lay below a
+    negative reference, so every such loss was a runaway and every merge a setback."""
+    schedule = Schedule(pdt.PDTConfig(snap_every=10, runaway_factor=3.0))
+    assert not any(schedule.runaway(-2.0 - 0.01 * step) for step in range(60))
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), adaptive=True, **CONFIG)
+    for index, (x, y) in enumerate(batches(60)):
+        loss = loss_of(model, x, y)
+        loss.backward()
+        opt.step()
+        opt.report_loss(-10.0 - 0.01 * index)  # falls steadily, every merge paid
+        opt.zero_grad()
+    assert opt.stats.merges >= 3 and opt.stats.tau > CONFIG["tau"]
+
+
+@pytest.mark.parametrize("name", ["sgd_momentum", "adamw"])
+def test_maximize_climbs_the_objective_pdt_reads_as_its_negation(name):
+    """With ``maximize=True`` every predicted group climbs what it is handed; the runs that
+    climb -loss and report it (and verify on it) make the same merges, tau and weights as
+    the run that descends the loss: PDT reads the negation of what a maximizing optimizer
+    is handed. Before, adaptive tau read the rising objective as a loss going up and shrank."""
+    held_out = batches(1, size=64)[0]  # the batches the run trains on: a merge that pays lowers it
+    runs = []
+    for maximize in (False, True):
+        sign = -1.0 if maximize else 1.0
+        model = make_mlp()
+        inner = OPTIMIZERS[name](model.parameters())
+        for group in inner.param_groups:
+            group["maximize"] = maximize
+        opt = pdt.PDT(inner, adaptive=True, setback_limit=0.3, runaway_factor=3.0,
+                      verify=lambda: sign * loss_of(model, *held_out), **CONFIG)
+        for x, y in batches(60):
+            objective = sign * loss_of(model, x, y)
+            objective.backward()
+            opt.step()
+            opt.report_loss(objective)
+            opt.zero_grad()
+        runs.append((model, opt))
+    (minimizer, descends), (maximizer, climbs) = runs
+    assert climbs.stats.merges == descends.stats.merges >= 2
+    assert climbs.stats.tau == descends.stats.tau and climbs.stats.runaways == descends.stats.runaways == 0
+    assert climbs.stats.verify_evaluations == descends.stats.verify_evaluations >= 3
+    assert climbs.stats.verify_rejections == descends.stats.verify_rejections
+    assert all(torch.equal(a, b) for a, b in zip(minimizer.parameters(), maximizer.parameters()))
+
+
+def test_param_groups_that_mix_maximize_are_named():
+    model = make_mlp()
+    params = list(model.parameters())
+    inner = torch.optim.SGD([{"params": params[:2], "maximize": True}, {"params": params[2:]}], lr=0.1)
+    with pytest.warns(UserWarning, match="some param groups have maximize=True"):
+        pdt.PDT(inner, **CONFIG)
 
 
 @given(st.floats(1.5, 2.9), st.floats(3.0, 12.0))

@@ -94,11 +94,24 @@ def ran_away(recent: Sequence[float], loss: float, factor: float) -> bool:
     return over_reference(loss, runaway_reference(recent), factor)
 
 
+def exceeds(loss: float, reference: float, factor: float) -> bool:
+    """Whether ``loss`` is over ``factor`` times ``reference``, the excess measured from the
+    reference by its magnitude: ``loss > reference + (factor - 1) * |reference|``, which is
+    ``loss > factor * reference`` for a reference >= 0. Losses below zero (a Gaussian
+    negative log-likelihood, an objective negated under ``maximize=True``) then rise by the
+    same fraction before they count, where ``factor * reference`` would lie below a negative
+    reference and call every loss a rise."""
+    if reference >= 0:
+        return loss > factor * reference
+    return loss > reference - (factor - 1.0) * reference
+
+
 def over_reference(loss: float, reference: float | None, factor: float) -> bool:
-    """Whether ``loss`` is not finite or over ``factor`` times ``reference``; never without one."""
+    """Whether ``loss`` is not finite or over ``factor`` times ``reference`` (:func:`exceeds`);
+    never without one."""
     if reference is None:
         return False
-    return not math.isfinite(loss) or loss > factor * reference
+    return not math.isfinite(loss) or exceeds(loss, reference, factor)
 
 
 SETBACK_MERGES = 3
@@ -259,7 +272,7 @@ class Schedule:
         factor, lowest = self.config.loss_hold, self.lowest_interval_loss
         if factor is None or lowest is None or not self.interval_loss_count:
             return False
-        return self.interval_loss_sum / self.interval_loss_count > factor * lowest
+        return exceeds(self.interval_loss_sum / self.interval_loss_count, lowest, factor)
 
     def may_predict_next(self, ring_count: int, lr: float | None = None) -> bool:
         """False when the next boundary will capture only: the ring still filling, burn-in,
@@ -323,7 +336,7 @@ class Schedule:
             self.loss_before_merge = self.loss_at_prediction = None
             return
         if self.loss_before_merge is not None:
-            if mean > self.loss_before_merge * (1.0 + self.config.loss_tolerance):
+            if exceeds(mean, self.loss_before_merge, 1.0 + self.config.loss_tolerance):
                 self.shrink()
             else:
                 self.tau = min(self.config.tau_max, self.tau + 1)
@@ -446,7 +459,7 @@ class Schedule:
             return False
         if self.steps == self.last_merge_step + 1 and self.merge_loss is not None:
             self.last_merge_step = None
-            return loss > factor * self.merge_loss
+            return exceeds(loss, self.merge_loss, factor)
         return False
 
     def state_dict(self) -> dict[str, Any]:
