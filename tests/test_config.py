@@ -36,7 +36,7 @@ INVALID = [
     ("loss_reads", 0), ("loss_reads", 2.0), ("loss_reads", "on"), ("loss_reads", True),
     ("chunk_size", 10),
     ("history_limit", 0), ("history_limit", 2.0), ("history_limit", True),
-    ("ring_dtype", "float16"),
+    ("ring_dtype", "float16"), ("ring_dtype", torch.float16),
     ("ring_location", "cuda"),
     ("trend", 1),
     ("decay_window", 0), ("decay_window", 1.5), ("decay_window", True), ("decay_window", "half"),
@@ -122,6 +122,16 @@ def test_a_default_tau_max_follows_a_replaced_tau_and_a_set_one_stays(tau, new):
 def test_pdt_options_over_a_config_take_a_larger_tau():
     opt = pdt.PDT(torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1), PDTConfig.paper(snap_every=3), tau=20)
     assert (opt.config.tau, opt.config.tau_max) == (20, 40)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_ring_dtype_takes_the_torch_dtype_a_user_writes(dtype):
+    """``ring_dtype=torch.bfloat16`` is the name ``"bfloat16"``, so a checkpoint's settings
+    compare equal either way."""
+    name = str(dtype).removeprefix("torch.")
+    assert PDTConfig(snap_every=2, ring_dtype=dtype) == PDTConfig(snap_every=2, ring_dtype=name)
+    opt = pdt.PDT(torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1), snap_every=2, ring_dtype=dtype)
+    assert opt.config.ring_dtype == name
 
 
 def test_host_ring_needs_the_float32_ring():
