@@ -20,7 +20,7 @@ import torch
 import pdt_compile as pdt
 from pdt_compile.experiment import DROP_FACTOR, DROP_FRACTION, Run, build_optimizer, speedup
 
-from .report import write_section
+from .report import run_title, write_section
 from .ttb import summarise
 from .warmup import on_schedule
 
@@ -71,13 +71,8 @@ def main() -> None:
         title = f"{name}{on}: rate x{DROP_FACTOR:g} from step {round(DROP_FRACTION * task.steps)} on (default: {default})"
         sections.append(summarise(title, runs, lr, sweep, snap_every, task) + "\n\n" + per_seed(runs, args.first_seed))
         print(sections[-1], flush=True)
-    title = "Time to baseline where the rate drops once, then holds (benchmarks/rate_drop.py)"
-    if args.only:
-        title += f", tasks matching {args.only!r}"
-    if args.seeds != 3 or args.first_seed:
-        title += f", {args.seeds} seeds" + (f" from seed {args.first_seed}" if args.first_seed else "")
-    if args.lr is not None:
-        title += f", lr {args.lr:g}"
+    title = run_title("Time to baseline where the rate drops once, then holds (benchmarks/rate_drop.py)",
+                      args.only, args.seeds, args.first_seed, args.lr)
     if args.peer is not None:
         title += f", peer {args.peer!r}"
     write_section(title, "\n\n".join(sections))

@@ -76,6 +76,20 @@ def chosen(variants: dict[str, T], texts: str, always: str) -> dict[str, T]:
             if name == always or not wanted or any(text in name for text in wanted)}
 
 
+def run_title(title: str, only: str = "", seeds: int = 3, first_seed: int = 0, lr: float | None = None,
+              extras: tuple[str, ...] = ()) -> str:
+    """A section title that says how the run differed from the full default one: the tasks
+    it kept (``only``), ``extras`` (e.g. the schedules), the seeds, a rate given rather than tuned."""
+    if only:
+        title += f", tasks matching {only!r}"
+    title += "".join(f", {extra}" for extra in extras)
+    if seeds != 3 or first_seed:
+        title += f", {seeds} seeds" + (f" from seed {first_seed}" if first_seed else "")
+    if lr is not None:
+        title += f", lr {lr:g}"
+    return title
+
+
 def _section_pattern(title: str) -> re.Pattern:
     return re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
 

@@ -70,7 +70,10 @@ class Task:
     ``"warmup-cosine"`` (a linear warmup over the first :data:`WARMUP_FRACTION` of the steps,
     then the cosine over the rest: what transformers are commonly trained with) or ``"drop"``
     (the rate, then :data:`DROP_FACTOR` times it from :data:`DROP_FRACTION` of the steps on: a
-    step schedule's drop, or ``SWALR``'s, to a rate that then holds)."""
+    step schedule's drop, or ``SWALR``'s, to a rate that then holds) or ``"steps"`` (the classic
+    step schedule: the rate times :data:`STEP_FACTOR` at each of :data:`STEP_FRACTIONS` of the
+    steps) or ``"exponential"`` (per step, from lr to :data:`EXPONENTIAL_END` times it at the
+    last step)."""
 
     @property
     def steps_per_epoch(self) -> int:
@@ -280,8 +283,13 @@ def lr_schedule(task: Task, optimizer: Optimizer) -> torch.optim.lr_scheduler.LR
     if task.schedule == "drop":
         drop = round(DROP_FRACTION * task.steps)
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 if step < drop else DROP_FACTOR)
-    raise ValueError(f"Task.schedule: {task.schedule!r} is not a schedule; use 'constant', 'cosine', 'warmup-cosine' "
-                     "or 'drop'")
+    if task.schedule == "steps":
+        marks = [round(fraction * task.steps) for fraction in STEP_FRACTIONS]
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=marks, gamma=STEP_FACTOR)
+    if task.schedule == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=EXPONENTIAL_END ** (1 / max(1, task.steps - 1)))
+    raise ValueError(f"Task.schedule: {task.schedule!r} is not a schedule; use 'constant', 'cosine', 'warmup-cosine', "
+                     "'drop', 'steps' or 'exponential'")
 
 
 WARMUP_FRACTION = 0.1
@@ -293,6 +301,17 @@ DROP_FRACTION = 1 / 3
 DROP_FACTOR = 0.7
 """A ``"drop"`` task's rate after :data:`DROP_FRACTION`, times its first: one stage of a step
 schedule, above the default ``decay_window`` of 0.5."""
+
+
+STEP_FRACTIONS = (0.5, 0.75)
+"""Where a ``"steps"`` task's rate drops, as shares of its steps: the ResNet paper's CIFAR-10
+recipe (divided by 10 at 32k and 48k of 64k iterations)."""
+
+STEP_FACTOR = 0.1
+"""What a ``"steps"`` task's rate is multiplied by at each drop (``MultiStepLR``'s gamma)."""
+
+EXPONENTIAL_END = 0.01
+"""An ``"exponential"`` task's rate at its last step, times its first (``ExponentialLR``)."""
 
 
 def cosine_factor(step: int, steps: int) -> float:

@@ -49,6 +49,26 @@ def test_the_rate_drop_report_names_each_seed_from_the_first_it_ran():
     assert lines[1].startswith("- seed 6 ") and "PDT: never" in lines[1]
 
 
+def test_a_run_title_names_only_what_differs_from_the_full_default_run():
+    from benchmarks.report import run_title
+
+    assert run_title("T") == "T"
+    assert run_title("T", "ViT", 5, 2, 0.002, ("steps",)) == "T, tasks matching 'ViT', steps, 5 seeds from seed 2, lr 0.002"
+    assert run_title("T", seeds=3, first_seed=3) == "T, 3 seeds from seed 3"
+
+
+def test_the_schedules_benchmark_adds_the_no_window_control_on_the_exponential_decay_only():
+    """On the step schedule each drop lands below half the peak, so PDT without the decay
+    window would make the defaults' predictions: that row is left out there."""
+    from benchmarks.schedules import NO_WINDOW, methods
+
+    assert list(methods("steps", 10))[1:] == ["PDT default"]
+    exponential = methods("exponential", 10)
+    assert list(exponential)[1:] == ["PDT default", NO_WINDOW]
+    made = exponential[NO_WINDOW](torch.optim.SGD(torch.nn.Linear(3, 2).parameters(), lr=0.1))
+    assert made.config.decay_window is None and made.config.snap_every == 10
+
+
 def fake_lockstep(monkeypatch, repeats):
     """Make ``benchmarks.ttb.lockstep`` return, per method and one call after another, the
     given (seconds, losses)."""

@@ -35,19 +35,34 @@ def test_cosine_schedule_decays_the_wrapped_optimizers_lr_to_zero():
 
 def test_an_unknown_schedule_is_refused():
     task = dataclasses.replace(tasks.digits_mlp(steps=10), schedule="linear")
-    with pytest.raises(ValueError, match="Task.schedule: 'linear'.*'constant', 'cosine', 'warmup-cosine' or 'drop'"):
+    with pytest.raises(ValueError, match="Task.schedule: 'linear'.*'constant', 'cosine', 'warmup-cosine', 'drop', 'steps' or 'exponential'"):
         lr_schedule(task, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
 
 
-def test_the_drop_schedule_falls_once_a_third_of_the_way_and_holds():
-    task = dataclasses.replace(tasks.digits_mlp(steps=9), schedule="drop")
+def rates_of(schedule: str, steps: int) -> list[float]:
+    """The learning rate of each step of a digits task on ``schedule`` at lr 0.1."""
+    task = dataclasses.replace(tasks.digits_mlp(steps=steps), schedule=schedule)
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     scheduler, rates = lr_schedule(task, optimizer), []
     for _ in range(task.steps):
         rates.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
-    assert rates == pytest.approx([0.1] * 3 + [0.07] * 6)
+    return rates
+
+
+def test_the_drop_schedule_falls_once_a_third_of_the_way_and_holds():
+    assert rates_of("drop", 9) == pytest.approx([0.1] * 3 + [0.07] * 6)
+
+
+def test_the_step_schedule_divides_the_rate_by_ten_at_half_and_three_quarters_of_the_steps():
+    assert rates_of("steps", 8) == pytest.approx([0.1] * 4 + [0.01] * 2 + [0.001] * 2)
+
+
+def test_the_exponential_schedule_falls_by_one_factor_a_step_to_a_hundredth_at_the_last():
+    rates = rates_of("exponential", 11)
+    assert rates[0] == 0.1 and rates[-1] == pytest.approx(0.001)
+    assert [b / a for a, b in zip(rates, rates[1:])] == pytest.approx([0.01 ** 0.1] * 10)
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))])
