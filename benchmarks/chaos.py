@@ -56,6 +56,9 @@ CASES = {  # the rates benchmarks.ttb --core tuned (run of 2026-11-30 15:34)
     "mnist1d ViT / Lion, constant, lr 1e-4": ("mnist1d ViT / AdamW", 0.0001, "constant", "lion"),
     "char transformer / Lion, constant, lr 1.2e-3": ("char transformer / AdamW", 0.0012, "constant", "lion"),
     "char transformer / Lion, constant, lr 2.4e-3": ("char transformer / AdamW", 0.0024, "constant", "lion"),
+    # The classic step schedule (benchmarks.schedules, run of 2026-12-06 07:25 at e6630cd: lr 0.1 tuned there), where over
+    # ten seeds PDT missed the baseline's final loss on one (seed 6):
+    "mnist1d CNN / SGD-momentum, steps": ("mnist1d CNN / SGD-momentum", 0.1, "steps"),
 }
 """Case -> (task, lr, schedule[, peer]): a peer of :func:`benchmarks.ttb.peers`, or an optimizer of
 :data:`benchmarks.variants.IN_PLACE_OF_ADAMW`, trained in the task's optimizer's place."""

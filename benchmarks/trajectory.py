@@ -24,7 +24,7 @@ from typing import Optional
 import torch
 
 import pdt_compile as pdt
-from pdt_compile.experiment import Run, Training, loss_target, train, train_in_lockstep
+from pdt_compile.experiment import SCHEDULES, Run, Training, loss_target, train, train_in_lockstep
 
 from .report import write_section
 from .ttb import peers, task_suite
@@ -56,8 +56,9 @@ def main() -> None:
     parser.add_argument("--stop-at", type=int, default=None, help="also PDT with no prediction from this step on")
     parser.add_argument("--adaptive", action="store_true", help='also PDT with adaptive="auto" (its tau at each change)')
     parser.add_argument("--peer", default="", help="a peer of benchmarks.ttb (e.g. 'Lookahead') instead of the task's optimizer")
-    parser.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
-                        help="the learning-rate schedule (cosine: per step to zero, as benchmarks.ttb's cosine sections)")
+    parser.add_argument("--schedule", choices=SCHEDULES, default="constant",
+                        help="the learning-rate schedule (pdt_compile.experiment.Task.schedule; cosine: per step to zero, "
+                             "as benchmarks.ttb's cosine sections)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     suite = task_suite(quick=False)

@@ -288,8 +288,12 @@ def lr_schedule(task: Task, optimizer: Optimizer) -> torch.optim.lr_scheduler.LR
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=marks, gamma=STEP_FACTOR)
     if task.schedule == "exponential":
         return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=EXPONENTIAL_END ** (1 / max(1, task.steps - 1)))
-    raise ValueError(f"Task.schedule: {task.schedule!r} is not a schedule; use 'constant', 'cosine', 'warmup-cosine', "
-                     "'drop', 'steps' or 'exponential'")
+    raise ValueError(f"Task.schedule: {task.schedule!r} is not a schedule; use "
+                     + ", ".join(repr(name) for name in SCHEDULES[:-1]) + f" or {SCHEDULES[-1]!r}")
+
+
+SCHEDULES = ("constant", "cosine", "warmup-cosine", "drop", "steps", "exponential")
+"""The names :attr:`Task.schedule` takes (:func:`lr_schedule`)."""
 
 
 WARMUP_FRACTION = 0.1
