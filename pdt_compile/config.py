@@ -331,7 +331,11 @@ class PDTConfig:
 
     rollback_factor: float | None = None
     """Roll a merge back when the first loss reported after it exceeds the last loss
-    before it by more than this factor (e.g. 1.5); ``None`` disables rollback."""
+    before it by more than this factor (e.g. 1.5); ``None`` disables rollback. Every such
+    factor (this, ``loss_hold``, ``runaway_factor``, ``1 + loss_tolerance``) measures a rise
+    from the reference's magnitude, so losses below zero rise by the same fraction before they
+    count (:func:`pdt_compile.runtime.schedule.exceeds`); under ``maximize=True`` PDT reads the
+    negation of what is reported."""
 
     runaway_factor: float | str | None = "auto"
     """Guard against a run that blows up: when two training losses in a row exceed this
