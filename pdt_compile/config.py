@@ -463,8 +463,9 @@ class PDTConfig:
 
     ring_dtype: str = "float32"
     """Storage of the snapshot ring: ``"float32"`` (4h bytes per parameter element) or
-    ``"bfloat16"`` (``torch.float32`` and ``torch.bfloat16`` are taken as these names; the newest snapshot in float32 plus the h - 1 interval displacements in
-    bfloat16: 4 + 2(h - 1) bytes). Under ``@pdt.compile`` its boundary work runs after the
+    ``"bfloat16"`` (the newest snapshot in float32 plus the h - 1 interval displacements in
+    bfloat16: 4 + 2(h - 1) bytes); ``torch.float32`` and ``torch.bfloat16`` are taken as these
+    names. Under ``@pdt.compile`` its boundary work runs after the
     compiled optimizer step, through the eager path's code."""
 
     ring_location: str = "device"
@@ -527,8 +528,9 @@ class PDTConfig:
         _check_choice("after_merge", self.after_merge, AFTER_MERGE)
         _check_choice("radial", self.radial, RADIAL)
         _check_choice("averages", self.averages, AVERAGES)
-        if isinstance(self.ring_dtype, torch.dtype) and str(self.ring_dtype).removeprefix("torch.") in RING_DTYPES:
-            self.ring_dtype = str(self.ring_dtype).removeprefix("torch.")  # torch.bfloat16, as a user writes it
+        named = str(self.ring_dtype).removeprefix("torch.")  # torch.bfloat16, as a user writes it
+        if isinstance(self.ring_dtype, torch.dtype) and named in RING_DTYPES:  # else the error names the dtype given
+            self.ring_dtype = named
         _check_choice("ring_dtype", self.ring_dtype, RING_DTYPES)
         _check_choice("ring_location", self.ring_location, RING_LOCATIONS)
         _check_choice("kernels", self.kernels, KERNELS)

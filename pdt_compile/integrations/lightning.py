@@ -54,7 +54,8 @@ class PDTCallback(lightning.Callback):
 
     def on_train_batch_start(self, trainer: "lightning.Trainer", pl_module: "lightning.LightningModule",
                              batch: Any, batch_idx: int) -> None:
-        self._steps_before = [opt.schedule.steps for opt in self.optimizers]
+        if not pl_module.automatic_optimization:
+            self._steps_before = [opt.schedule.steps for opt in self.optimizers]
 
     def on_train_batch_end(self, trainer: "lightning.Trainer", pl_module: "lightning.LightningModule",
                            outputs: Any, batch: Any, batch_idx: int) -> None:
