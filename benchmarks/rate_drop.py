@@ -33,7 +33,7 @@ NEVER_SETTLES = "PDT, rate_settle=None (holds after the drop)"
 
 def per_seed(runs: dict[str, list[Run]], first_seed: int) -> str:
     """Each seed's PDT runs against its own baseline: steps and wall time to the baseline's
-    final training loss, predictions made, and the final test accuracies."""
+    final training loss, predictions made, and the final training losses and test accuracies."""
     baselines = next(iter(runs.values()))
     lines = []
     for index, base in enumerate(baselines):
@@ -43,8 +43,9 @@ def per_seed(runs: dict[str, list[Run]], first_seed: int) -> str:
             steps, wall = speedup(base, run, "loss")
             reached = "never" if steps is None else f"{steps:.2f}x in steps, {wall:.2f}x in wall time"
             parts.append(f"{method}: {reached}, {len(run.mask_ratio)} predictions, "
-                         f"test accuracy {run.test_accuracy[-1] * 100:.1f} %")
-        lines.append(f"- seed {first_seed + index} (baseline test accuracy {base.test_accuracy[-1] * 100:.1f} %): " + "; ".join(parts))
+                         f"final training loss {run.final_loss:.3g}, test accuracy {run.test_accuracy[-1] * 100:.1f} %")
+        lines.append(f"- seed {first_seed + index} (baseline final training loss {base.final_loss:.3g}, test accuracy "
+                     f"{base.test_accuracy[-1] * 100:.1f} %): " + "; ".join(parts))
     return "\n".join(lines)
 
 

@@ -374,6 +374,30 @@ def settles_rate(optimizer: object) -> bool:
     return tuple(class_name(inner) for inner in unwrapped(optimizer)) in RATE_SETTLED
 
 
+MOMENTUM_SPACED = (("torch.optim.sgd.SGD",), ("pytorch_optimizer.optimizer.lamb.Lamb",))
+"""Optimizers, as the chain of ``module.qualname`` from the optimizer to the one it wraps, whose
+momentum sets how close PDT's snapshots may be (``PDTConfig.momentum_spacing="auto"``): torch's
+SGD, where snapshots fewer steps apart than its momentum remembers made merges blow runs up,
+and LAMB, where they left seeds that never reached the baseline's loss (benchmarks/FINDINGS.md,
+"Snapshots closer than the momentum remembers"). Not what was never measured there (Lookahead
+over SGD, RMSprop, Shampoo)."""
+
+
+def spaces_by_momentum(optimizer: object) -> bool:
+    """Whether ``optimizer`` (with what it wraps) is one of :data:`MOMENTUM_SPACED`."""
+    return tuple(class_name(inner) for inner in unwrapped(optimizer)) in MOMENTUM_SPACED
+
+
+def momentum_memory(param_groups: Sequence[dict]) -> float | None:
+    """Steps a momentum ``m`` remembers, ``1 / (1 - m)`` (SGD's and RMSprop's ``momentum``, the
+    first of Adam's ``betas``): the longest over the param groups PDT predicts (not
+    ``"pdt": False``); None where none of them has a momentum in (0, 1)."""
+    momenta = [float(group["momentum"] if "momentum" in group else group.get("betas", (0.0,))[0])
+               for group in param_groups if group.get("pdt", True)]
+    momenta = [m for m in momenta if 0.0 < m < 1.0]
+    return 1.0 / (1.0 - max(momenta)) if momenta else None
+
+
 def learning_rates(optimizer: object, params: Sequence[Tensor]) -> list[float | Tensor | None]:
     """Each parameter's learning rate in ``optimizer``'s param groups (or those of the optimizer
     it wraps), None where no group holds it."""

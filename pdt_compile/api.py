@@ -581,8 +581,8 @@ def explain_demo(backend: str = "aot_eager", steps: int = 12) -> str:
     """Compile the demo MLP's training step and return its rewritten optimizer graphs."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
-    opt = PDT(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, foreach=True),
-              snap_every=2, history=3, burn_in=2, tau=2)
+    opt = PDT(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, foreach=True),  # a prediction within 12 steps
+              snap_every=2, history=3, burn_in=2, tau=2, momentum_spacing=None)
 
     @compile(optimizer=opt, backend=backend)
     def train_step(x: Tensor, y: Tensor) -> Tensor:

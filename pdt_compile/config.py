@@ -461,6 +461,19 @@ class PDTConfig:
     never either way (accuracy 0.8 points below schedule-free's, 0.2 before). 1.0 keeps
     ``snap_every`` exactly. No effect on other optimizers."""
 
+    momentum_spacing: float | str | None = "auto"
+    """Keep snapshots at least ``momentum_spacing / (1 - m)`` steps apart, ``1 / (1 - m)`` being
+    the steps the optimizer's momentum ``m`` remembers (SGD's ``momentum``, the first of Adam's
+    or LAMB's ``betas``; 10 at 0.9): where ``snap_every`` is shorter, PDT snapshots that many
+    steps apart instead, with a warning, and tau counts those intervals. Why: snapshots closer
+    than the momentum remembers see its transients, and merges fitted to them blew runs up that
+    the optimizer alone trained (``python -m benchmarks.short_epochs``; benchmarks/FINDINGS.md,
+    "Snapshots closer than the momentum remembers"). A short epoch (a small data set,
+    full-batch training) makes such a ``snap_every``. ``None`` keeps ``snap_every`` as given;
+    ``"auto"`` (default): 1.0 where it was measured (:data:`pdt_compile.adapters.MOMENTUM_SPACED`:
+    torch's SGD, LAMB), None elsewhere. The momentum read is the largest of the predicted param
+    groups' when PDT is built."""
+
     ring_dtype: str = "float32"
     """Storage of the snapshot ring: ``"float32"`` (4h bytes per parameter element) or
     ``"bfloat16"`` (the newest snapshot in float32 plus the h - 1 interval displacements in
@@ -597,6 +610,12 @@ class PDTConfig:
             isinstance(self.rate_settle, bool) or not isinstance(self.rate_settle, int) or self.rate_settle < 1
         ):
             _fail("rate_settle", self.rate_settle, 'expected None, "auto" or an int >= 1 (e.g. 5: boundaries at one rate)')
+        if self.momentum_spacing not in (None, "auto") and (
+            isinstance(self.momentum_spacing, bool) or not isinstance(self.momentum_spacing, (int, float))
+            or not 0 < self.momentum_spacing <= 100
+        ):
+            _fail("momentum_spacing", self.momentum_spacing,
+                  'expected None, "auto" or a float in (0, 100] (e.g. 1.0: as many steps as the momentum remembers)')
         if self.chunk_size is not None:
             _check_int("chunk_size", self.chunk_size, 1024)
         if self.history_limit is not None and (
@@ -636,6 +655,15 @@ class PDTConfig:
         scaled = lambda horizon: None if horizon is None else min(1000, max(1, round(horizon * factor)))
         return self.replace(snap_every=snap_every, tau=scaled(self.tau), tau_min=scaled(self.tau_min),
                             tau_max=scaled(self.tau_max), tau_ramp=scaled(self.tau_ramp), base_spacing=1.0)
+
+    def momentum_spaced(self, memory: float | None) -> "PDTConfig":
+        """This configuration with ``snap_every`` raised to :attr:`momentum_spacing` times
+        ``memory``, the steps a momentum remembers (rounded up), where it is shorter; unchanged
+        without a ``memory`` or with ``momentum_spacing`` None."""
+        if memory is None or not isinstance(self.momentum_spacing, (int, float)):
+            return self
+        steps = math.ceil(round(self.momentum_spacing * memory, 6))
+        return self.replace(snap_every=steps) if steps > self.snap_every else self
 
     def replace(self, **changes: Any) -> "PDTConfig":
         """A copy with ``changes`` applied (validated again). A ``tau_max`` at its default,

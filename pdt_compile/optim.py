@@ -22,8 +22,8 @@ from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimize
 from torch.utils.hooks import RemovableHandle
 
 from .adapters import (adam_moments, adapts_tau, averaging, coupled_decay, decoupled_decay, filters_moments, companions,
-                       learning_rates, settles_rate, shares, stacking_warning, steps_by_sign, trailing_keys,
-                       unmoved_weight_keys, weight_space_keys)
+                       learning_rates, momentum_memory, settles_rate, shares, spaces_by_momentum, stacking_warning,
+                       steps_by_sign, trailing_keys, unmoved_weight_keys, weight_space_keys)
 from .config import PDTConfig, binds, check_option_names
 from .distributed import (global_numel, mean_across_ranks, means_across_ranks, pipeline_group_of, single_process,
                           spans_stages, sum_across_shards_, sum_across_stages_, sum_over_model_, sum_parameter_pieces_)
@@ -67,6 +67,10 @@ the default ``history``."""
 
 AUTO_SATURATION = 0.5
 """``PDTConfig.saturation="auto"`` on Lion (``benchmarks.variants --optimizer lion --variants saturation``)."""
+
+AUTO_MOMENTUM_SPACING = 1.0
+"""``PDTConfig.momentum_spacing="auto"`` on SGD (``benchmarks.short_epochs``): snapshots at least
+as many steps apart as the momentum remembers."""
 
 SCHEDULE_FREE_RUNAWAY_FACTOR = 3.0
 """``PDTConfig.runaway_factor="auto"`` on a schedule-free optimizer (``benchmarks/blowups.py``)."""
@@ -202,6 +206,16 @@ class PDT(Optimizer):
             config = config.replace(rate_settle=AUTO_RATE_SETTLE if settles_rate(optimizer) else None)
         if config.saturation == "auto":
             config = config.replace(saturation=AUTO_SATURATION if steps_by_sign(optimizer) else None)
+        if config.momentum_spacing == "auto":
+            config = config.replace(momentum_spacing=AUTO_MOMENTUM_SPACING if spaces_by_momentum(optimizer) else None)
+        memory = momentum_memory(optimizer.param_groups)
+        spaced = config.momentum_spaced(memory)
+        if spaced.snap_every != config.snap_every:
+            warnings.warn(f"PDT: snap_every={config.snap_every} is shorter than the {memory:.3g} "
+                          f"steps {type(optimizer).__name__}'s momentum remembers; PDT snapshots every "
+                          f"{spaced.snap_every} steps (momentum_spacing={config.momentum_spacing:g}): merges fitted to closer "
+                          "snapshots blew runs up. momentum_spacing=None keeps snap_every", UserWarning, stacklevel=2)
+            config = spaced
         self.optimizer = optimizer
         self.config = config
         self._loss_readers = self._readers_of(config)

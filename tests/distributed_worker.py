@@ -17,7 +17,7 @@ import pdt_compile as pdt
 
 from conftest import step_function  # tests/ is the script's folder, on sys.path
 
-CONFIG = dict(snap_every=3, history=4, burn_in=4, tau=3, rule="reference", adaptive=False)
+CONFIG = dict(snap_every=3, history=4, burn_in=4, tau=3, rule="reference", adaptive=False, momentum_spacing=None)  # SGD's momentum too: predictions within a few steps
 """Tau fixed unless ``--adaptive``: jumps up to 2 tau long carry the float32 rounding between
 all-reduced and full-batch gradients further than the tolerances of the tests that compare
 against one process allow."""

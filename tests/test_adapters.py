@@ -4,6 +4,7 @@ stays by default; train()/eval() and checkpoints still work."""
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -17,7 +18,7 @@ from conftest import batches, make_mlp, run_steps, save_and_load, step_function,
 schedulefree = pytest.importorskip("schedulefree")
 po = pytest.importorskip("pytorch_optimizer")
 
-CONFIG = dict(snap_every=3, history=4, burn_in=4, tau=3)
+CONFIG = dict(snap_every=3, history=4, burn_in=4, tau=3, momentum_spacing=None)  # SGD's momentum too: predictions within a few steps
 STACKED = {
     "sgd_schedule_free": (lambda p: schedulefree.SGDScheduleFree(p, lr=0.5, momentum=0.9, warmup_steps=3), ("z",)),
     "adamw_schedule_free": (lambda p: schedulefree.AdamWScheduleFree(p, lr=0.02, warmup_steps=3), ("z",)),
@@ -742,3 +743,78 @@ def test_a_moment_that_lands_near_a_one_element_bias_by_chance_is_no_weight():
     opt.state[bias] = {"exp_avg": torch.tensor([0.11]), "average": bias.detach() + 0.01}
     assert pdt.adapters.weight_like_keys(opt, [weight, bias]) == ["average"]
     assert pdt.adapters.weight_like_keys(opt, [bias]) == ["average", "exp_avg"]
+
+
+def test_momentum_memory_is_the_longest_over_the_predicted_groups():
+    """``1 / (1 - m)`` steps, of the param groups PDT predicts; None without momentum."""
+    from pdt_compile.adapters import momentum_memory
+
+    assert momentum_memory([{"momentum": 0.9}, {"momentum": 0.5}]) == pytest.approx(10.0)
+    assert momentum_memory([{"momentum": 0.9}, {"momentum": 0.99, "pdt": False}]) == pytest.approx(10.0)
+    assert momentum_memory([{"momentum": 0.0}, {"lr": 0.1}]) is None
+    assert momentum_memory([{"momentum": 0.99, "pdt": False}]) is None
+    assert momentum_memory([{"betas": (0.8, 0.999)}]) == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("spacing, memory, snap_every, spaced", [
+    (1.0, 1 / (1 - 0.9), 4, 10), (1.0, 1 / (1 - 0.9), 10, 10), (1.0, 1 / (1 - 0.9), 40, 40),
+    (1.0, 1 / (1 - 0.95), 1, 20), (0.5, 1 / (1 - 0.99), 8, 50), (1.0, None, 4, 4), (None, 10.0, 4, 4),
+])
+def test_momentum_spaced_raises_snap_every_to_the_steps_the_momentum_remembers(spacing, memory, snap_every, spaced):
+    """``ceil(momentum_spacing / (1 - m))`` where ``snap_every`` is shorter (10 at 0.9, not 11
+    from 1 / (1 - 0.9)'s rounding); nothing changes without a memory or with the option off."""
+    config = pdt.PDTConfig(snap_every=snap_every, momentum_spacing=spacing)
+    assert config.momentum_spaced(memory).snap_every == spaced
+
+
+def test_momentum_spacing_auto_spaces_snapshots_on_sgd_with_momentum_and_says_so():
+    model = make_mlp()
+    with pytest.warns(UserWarning, match=r"snap_every=4 is shorter than the 10 steps SGD's momentum remembers; PDT "
+                                         r"snapshots every 10 steps"):
+        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), snap_every=4)
+    assert opt.config.snap_every == 10 and opt.config.momentum_spacing == 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kept = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), snap_every=4, momentum_spacing=None)
+        assert kept.config.snap_every == 4
+        assert pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), snap_every=12).config.snap_every == 12
+        assert pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=4).config.snap_every == 4
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: torch.optim.AdamW(p, lr=1e-3), lambda p: torch.optim.RMSprop(p, lr=1e-3, momentum=0.9),
+    lambda p: po.Lookahead(torch.optim.SGD(p, lr=0.1, momentum=0.9)),
+    lambda p: schedulefree.SGDScheduleFree(p, lr=0.5, momentum=0.9),
+], ids=["AdamW", "RMSprop", "Lookahead(SGD)", "SGDScheduleFree"])
+def test_momentum_spacing_auto_leaves_snap_every_where_spacing_was_not_measured(make):
+    """Only torch's SGD was measured to blow up at short spacings (benchmarks.short_epochs);
+    schedule-free's momentum is an interpolation weight, not a heavy ball."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Lookahead's and schedule-free's own warnings
+        opt = pdt.PDT(make(make_mlp().parameters()), snap_every=4)
+    assert opt.config.momentum_spacing is None
+    assert opt.config.snap_every == (2 if isinstance(opt.optimizer, schedulefree.SGDScheduleFree) else 4)
+
+
+def test_snapshots_closer_than_the_momentum_remembers_no_longer_blow_up_a_run_sgd_trains():
+    """A small CNN on 64 samples, an epoch of 4 batches, SGD with momentum 0.9 at a rate it
+    trains at: PDT with snapshots every epoch (4 steps) drove it to NaN; spaced to the 10 steps
+    the momentum remembers, PDT ends below the optimizer alone."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 3, 8, 8, generator=g), torch.randint(0, 4, (64,), generator=g)
+
+    def final_loss(wrap) -> float:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3),
+                                    torch.nn.Flatten(), torch.nn.Linear(128, 4))
+        opt = wrap(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
+        data = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)] * 60
+        train(model, opt, data, report=hasattr(opt, "report_loss"))
+        with torch.no_grad():
+            return float(torch.nn.functional.cross_entropy(model(x), y))
+
+    plain = final_loss(lambda opt: opt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the spacing warning
+        spaced = final_loss(lambda opt: pdt.PDT(opt, snap_every=4))
+    assert math.isfinite(spaced) and spaced < plain

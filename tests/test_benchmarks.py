@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,21 @@ def test_the_schedules_benchmark_adds_the_no_window_control_on_the_exponential_d
     assert list(exponential)[1:] == ["PDT default", NO_WINDOW]
     made = exponential[NO_WINDOW](torch.optim.SGD(torch.nn.Linear(3, 2).parameters(), lr=0.1))
     assert made.config.decay_window is None and made.config.snap_every == 10
+
+
+def test_the_short_epochs_benchmark_runs_each_spacing_with_and_without_momentum_spacing():
+    """Each short spacing twice, so that the table shows what spacing to the momentum's memory
+    changes; the task's own spacing at PDT's defaults for reference; the baseline first."""
+    from benchmarks.short_epochs import methods
+
+    made = methods([2, 4], 40)
+    assert list(made)[:2] == ["baseline (tuned constant lr)", "PDT default, snap_every=40 (the task's epoch)"]
+    sgd = lambda: torch.optim.SGD(torch.nn.Linear(3, 2).parameters(), lr=0.1, momentum=0.9)  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the spacing warning
+        spacings = {name: made[name](sgd()).config.snap_every for name in list(made)[2:]}
+    assert spacings == {"PDT, snap_every=2, momentum_spacing=None": 2, "PDT, snap_every=2, momentum_spacing=1.0": 10,
+                        "PDT, snap_every=4, momentum_spacing=None": 4, "PDT, snap_every=4, momentum_spacing=1.0": 10}
 
 
 def fake_lockstep(monkeypatch, repeats):
@@ -781,7 +797,7 @@ def test_the_interval_mean_probe_snapshots_each_interval_s_mean_and_moves_the_we
 
     model = make_mlp()
     opt = IntervalMeanPDT(torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9), snap_every=3, history=4,
-                          burn_in=4, tau=3)
+                          burn_in=4, tau=3, momentum_spacing=None)
     flat = lambda: torch.cat([p.detach().reshape(-1).clone() for p in model.parameters()])
     reached: list[torch.Tensor] = []  # the weights the optimizer reached at each boundary, before PDT's work
     run_boundary = opt._run_boundary
@@ -895,7 +911,8 @@ def _saturation_probe(optimizer, every: bool, **options):
 def test_each_undoing_probe_takes_back_every_jump_under_its_bar_and_keeps_the_rest(probe):
     import pdt_compile as pdt
 
-    options = dict(snap_every=3, history=4, burn_in=4, tau=3, gradient_limit=1e30)  # a check that never undoes
+    options = dict(snap_every=3, history=4, burn_in=4, tau=3, gradient_limit=1e30,  # a check that never undoes
+                   momentum_spacing=None)
     plain, plain_weights = _trained_mlp(lambda o: pdt.PDT(o, **options))
     _, bare_weights = _trained_mlp(lambda o: o)
     none, weights = _trained_mlp(lambda o: probe(o, True, **options))  # every jump under the bar
@@ -930,7 +947,7 @@ def test_the_saturation_probe_reads_what_the_optimizer_moved_since_the_newest_sn
 
     # A constant gradient: SGD moves every element by lr each step, so over the last interval of
     # snap_every steps the share is 1 exactly; an older snapshot would give 2, 3, ...
-    options = dict(snap_every=3, history=4, burn_in=4, tau=3, gradient_limit=1e30)
+    options = dict(snap_every=3, history=4, burn_in=4, tau=3, gradient_limit=1e30, momentum_spacing=None)
     weight = torch.nn.Parameter(torch.zeros(6))
     probe = SaturationPDT(torch.optim.SGD([weight], lr=0.1), bar=0.5, **options)
     shares = []

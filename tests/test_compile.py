@@ -16,7 +16,7 @@ from pdt_compile.runtime.schedule import Phase
 
 from conftest import Beside, ComplexLinear, amp_step_function, batches, lazy_mlp, loss_of, make_mlp, run_steps, save_and_load, step_function, train
 
-CONFIG = dict(snap_every=3, history=4, burn_in=4, tau=3, rule="reference")
+CONFIG = dict(snap_every=3, history=4, burn_in=4, tau=3, rule="reference", momentum_spacing=None)  # SGD's momentum too: predictions within a few steps
 OPTIMIZERS = {
     "sgd_momentum": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, foreach=True),
     "adam": lambda p: torch.optim.Adam(p, lr=0.01, foreach=True),

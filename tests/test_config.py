@@ -42,6 +42,8 @@ INVALID = [
     ("decay_window", 0), ("decay_window", 1.5), ("decay_window", True), ("decay_window", "half"),
     ("rate_settle", 0), ("rate_settle", 2.5), ("rate_settle", True), ("rate_settle", "5"), ("rate_settle", "on"),
     ("base_spacing", 0), ("base_spacing", 1.5), ("base_spacing", "half"),
+    ("momentum_spacing", 0), ("momentum_spacing", -1.0), ("momentum_spacing", True), ("momentum_spacing", "1"),
+    ("momentum_spacing", float("nan")), ("momentum_spacing", 1000.0),
 ]
 
 

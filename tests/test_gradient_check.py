@@ -117,7 +117,7 @@ def test_a_run_that_never_reads_its_stats_keeps_few_checks_on_the_device_and_los
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
         opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), snap_every=2, history=3,
-                      burn_in=3, tau=2, trend=False)
+                      burn_in=3, tau=2, trend=False, momentum_spacing=None)
         x, y = torch.randn(64, 4), torch.randn(64, 1)
         most = 0
         for step in range(400):
@@ -143,7 +143,7 @@ def _noisy_run(skip: bool, steps: int = 120, cosine: bool = False) -> tuple[pdt.
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
     opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), snap_every=4, history=3, burn_in=3,
-                  tau=2, trend=False, gradient_limit=1.05)
+                  tau=2, trend=False, gradient_limit=1.05, momentum_spacing=None)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cosine else None
     if not skip:
         opt.schedule.may_predict_next = lambda ring_count, lr=None: True

@@ -170,7 +170,8 @@ def test_eager_pdt_with_inductor_kernels_follows_torch_kernels():
     for kernels in ("torch", "inductor"):
         model = make_mlp(hidden=64)
         opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
-                      snap_every=3, history=4, burn_in=4, tau=3, kernels=kernels, rollback_factor=1.0005)
+                      snap_every=3, history=4, burn_in=4, tau=3, kernels=kernels, rollback_factor=1.0005,
+                      momentum_spacing=None)
         train(model, opt, batches(45), report=True)
         runs.append((model, opt))
     (model0, opt0), (model1, opt1) = runs
@@ -205,7 +206,7 @@ def test_eager_pdt_with_boundary_graphs_follows_torch_kernels():
     for kernels in ("torch", "graph"):
         model = make_mlp(hidden=64)
         opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, foreach=True),
-                      snap_every=3, history=4, burn_in=4, tau=3, kernels=kernels)
+                      snap_every=3, history=4, burn_in=4, tau=3, kernels=kernels, momentum_spacing=None)
         quiet = []
         quiet_next = opt._quiet_next
         opt._quiet_next = lambda: quiet.append(quiet_next()) or quiet[-1]

@@ -74,7 +74,7 @@ def _run(wrap, sign=1.0, weight_decay=0.0, steps=24):
     return matrix.detach().clone(), vector.detach().clone(), opt
 
 
-OPTIONS = dict(snap_every=2, history=3, burn_in=3)
+OPTIONS = dict(snap_every=2, history=3, burn_in=3, momentum_spacing=None)  # SGD's momentum too: predictions within a few steps
 
 
 def test_a_purely_radial_jump_is_undone_and_the_rest_still_jumps():

@@ -13,7 +13,7 @@ from pdt_compile.runtime.schedule import Phase, Schedule
 
 from conftest import batches, make_mlp, step_function, train
 
-CONFIG = dict(snap_every=3, history=4, burn_in=4, tau=3)
+CONFIG = dict(snap_every=3, history=4, burn_in=4, tau=3, momentum_spacing=None)  # SGD's momentum too: predictions within a few steps
 
 
 class Scripted:

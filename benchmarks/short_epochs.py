@@ -1,0 +1,79 @@
+"""PDT where snapshots are a few steps apart: a short epoch (a small data set, full-batch
+training) makes a short ``snap_every``. On an optimizer with heavy-ball momentum such snapshots
+are closer than the momentum remembers (``1 / (1 - m)`` steps, 10 at 0.9), and
+``momentum_spacing=1.0`` keeps them that far apart instead (Adam's first beta counts as its
+momentum). For each task, at its tuned constant rate (``benchmarks.ttb --core``), the baseline
+and PDT with ``snap_every`` set to each of ``--spacings`` train in lock-step, seed by seed, with
+``momentum_spacing=None`` (snapshots ``snap_every`` apart) and ``1.0``, beside PDT's defaults at
+the task's own spacing for reference.
+
+    python -m benchmarks.short_epochs [--only 'mnist1d CNN'] [--seeds 3] [--spacings 2,4,8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+import torch
+
+import pdt_compile as pdt
+from pdt_compile.experiment import Run, Training, train_in_lockstep
+
+from .rate_drop import per_seed
+from .report import write_section
+from .ttb import summarise, task_suite
+
+TASKS = {"mnist1d CNN / SGD-momentum": 0.05, "digits MLP / LAMB": 0.005, "mnist1d ViT / AdamW": 5e-4}
+"""Task -> its tuned constant learning rate (``benchmarks.ttb --core``, RESULTS.md)."""
+
+
+def methods(spacings: list[int], epoch: int) -> dict[str, object]:
+    """Method -> wrap: the baseline, PDT at the task's own spacing, and at each short spacing
+    with ``momentum_spacing`` None (snapshots ``snap_every`` apart) and 1.0 (at least as many
+    steps apart as the momentum remembers: SGD's momentum, Adam's first beta)."""
+    out: dict[str, object] = {"baseline (tuned constant lr)": lambda opt: opt,
+                              f"PDT default, snap_every={epoch} (the task's epoch)": lambda opt: pdt.PDT(opt, snap_every=epoch)}
+    for spacing in spacings:
+        for setting in (None, 1.0):
+            out[f"PDT, snap_every={spacing}, momentum_spacing={setting}"] = (
+                lambda opt, s=spacing, m=setting: pdt.PDT(opt, snap_every=s, momentum_spacing=m))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="", help="run only the tasks whose name contains this")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--spacings", default="2,4,8", help="comma-separated snap_every values")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    spacings = [int(s) for s in args.spacings.split(",")]
+    sections = []
+    for name, lr in TASKS.items():
+        if args.only not in name:
+            continue
+        task, epoch = task_suite(quick=False)[name]
+        wraps = methods(spacings, epoch)
+        runs: dict[str, list[Run]] = {method: [] for method in wraps}
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the spacing warning, once per run
+                trainings = [Training(task, wrap, seed=seed, method=method, lr=lr) for method, wrap in wraps.items()]
+                results = train_in_lockstep(trainings)
+            for method, (run, _) in zip(wraps, results):
+                runs[method].append(run)
+        section = summarise(f"{name}, constant lr {lr:g}", runs, lr, [], epoch, task) + "\n\n" + per_seed(runs, args.first_seed)
+        sections.append(section)
+        print(section, flush=True)
+    title = "Snapshots a few steps apart (benchmarks/short_epochs.py)"
+    if args.only:
+        title += f", tasks matching {args.only!r}"
+    if args.seeds != 3 or args.first_seed:
+        title += f", seeds {args.first_seed}-{args.first_seed + args.seeds - 1}"
+    write_section(title, "\n\n".join(sections))
+
+
+if __name__ == "__main__":
+    main()
