@@ -7,7 +7,7 @@ and PDT with ``snap_every`` set to each of ``--spacings`` train in lock-step, se
 ``momentum_spacing=None`` (snapshots ``snap_every`` apart) and ``1.0``, beside PDT's defaults at
 the task's own spacing for reference.
 
-    python -m benchmarks.short_epochs [--only 'mnist1d CNN'] [--seeds 3] [--spacings 2,4,8]
+    python -m benchmarks.short_epochs [--only 'mnist1d CNN'] [--seeds 3] [--spacings 2,4,8] [--factors 1.0]
 """
 
 from __future__ import annotations
@@ -28,14 +28,15 @@ TASKS = {"mnist1d CNN / SGD-momentum": 0.05, "digits MLP / LAMB": 0.005, "mnist1
 """Task -> its tuned constant learning rate (``benchmarks.ttb --core``, RESULTS.md)."""
 
 
-def methods(spacings: list[int], epoch: int) -> dict[str, object]:
+def methods(spacings: list[int], epoch: int, factors: tuple[float, ...] = (1.0,)) -> dict[str, object]:
     """Method -> wrap: the baseline, PDT at the task's own spacing, and at each short spacing
-    with ``momentum_spacing`` None (snapshots ``snap_every`` apart) and 1.0 (at least as many
-    steps apart as the momentum remembers: SGD's momentum, Adam's first beta)."""
+    with ``momentum_spacing`` None (snapshots ``snap_every`` apart) and each of ``factors`` (at
+    least that many times as many steps apart as the momentum remembers: SGD's momentum, Adam's
+    first beta)."""
     out: dict[str, object] = {"baseline (tuned constant lr)": lambda opt: opt,
                               f"PDT default, snap_every={epoch} (the task's epoch)": lambda opt: pdt.PDT(opt, snap_every=epoch)}
     for spacing in spacings:
-        for setting in (None, 1.0):
+        for setting in (None, *factors):
             out[f"PDT, snap_every={spacing}, momentum_spacing={setting}"] = (
                 lambda opt, s=spacing, m=setting: pdt.PDT(opt, snap_every=s, momentum_spacing=m))
     return out
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--spacings", default="2,4,8", help="comma-separated snap_every values")
+    parser.add_argument("--factors", default="1.0", help="comma-separated momentum_spacing values beside None")
     args = parser.parse_args()
     torch.set_num_threads(1)
     spacings = [int(s) for s in args.spacings.split(",")]
@@ -55,7 +57,7 @@ def main() -> None:
         if args.only not in name:
             continue
         task, epoch = task_suite(quick=False)[name]
-        wraps = methods(spacings, epoch)
+        wraps = methods(spacings, epoch, tuple(float(f) for f in args.factors.split(",")))
         runs: dict[str, list[Run]] = {method: [] for method in wraps}
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             with warnings.catch_warnings():
@@ -70,6 +72,8 @@ def main() -> None:
     title = "Snapshots a few steps apart (benchmarks/short_epochs.py)"
     if args.only:
         title += f", tasks matching {args.only!r}"
+    if args.spacings != "2,4,8" or args.factors != "1.0":
+        title += f", snap_every {args.spacings}, momentum_spacing None and {args.factors}"
     if args.seeds != 3 or args.first_seed:
         title += f", seeds {args.first_seed}-{args.first_seed + args.seeds - 1}"
     write_section(title, "\n\n".join(sections))
