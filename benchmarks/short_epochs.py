@@ -1,13 +1,14 @@
 """PDT where snapshots are a few steps apart: a short epoch (a small data set, full-batch
 training) makes a short ``snap_every``. On an optimizer with heavy-ball momentum such snapshots
 are closer than the momentum remembers (``1 / (1 - m)`` steps, 10 at 0.9), and
-``momentum_spacing=1.0`` keeps them that far apart instead (Adam's first beta counts as its
-momentum). For each task, at its tuned constant rate (``benchmarks.ttb --core``), the baseline
-and PDT with ``snap_every`` set to each of ``--spacings`` train in lock-step, seed by seed, with
-``momentum_spacing=None`` (snapshots ``snap_every`` apart) and ``1.0``, beside PDT's defaults at
-the task's own spacing for reference.
+``momentum_spacing=f`` keeps them ``f`` times that far apart instead (Adam's and LAMB's first
+beta counts as their momentum; ``"auto"`` is 2.0 on SGD and LAMB). For each task, at its tuned
+constant rate (``benchmarks.ttb --core``), the baseline and PDT with ``snap_every`` set to each
+of ``--spacings`` train in lock-step, seed by seed, with ``momentum_spacing=None`` (snapshots
+``snap_every`` apart) and each of ``--factors``, beside PDT's defaults at the task's own spacing
+for reference. ``--spacings 2 --factors 1,2,4`` is the sweep that chose the default's 2.0.
 
-    python -m benchmarks.short_epochs [--only 'mnist1d CNN'] [--seeds 3] [--spacings 2,4,8] [--factors 1.0]
+    python -m benchmarks.short_epochs [--only 'mnist1d CNN'] [--seeds 3] [--spacings 2,4,8] [--factors 2.0]
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ TASKS = {"mnist1d CNN / SGD-momentum": 0.05, "digits MLP / LAMB": 0.005, "mnist1
 """Task -> its tuned constant learning rate (``benchmarks.ttb --core``, RESULTS.md)."""
 
 
-def methods(spacings: list[int], epoch: int, factors: tuple[float, ...] = (1.0,)) -> dict[str, object]:
+def methods(spacings: list[int], epoch: int, factors: tuple[float, ...] = (2.0,)) -> dict[str, object]:
     """Method -> wrap: the baseline, PDT at the task's own spacing, and at each short spacing
     with ``momentum_spacing`` None (snapshots ``snap_every`` apart) and each of ``factors`` (at
     least that many times as many steps apart as the momentum remembers: SGD's momentum, Adam's
@@ -48,7 +49,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--spacings", default="2,4,8", help="comma-separated snap_every values")
-    parser.add_argument("--factors", default="1.0", help="comma-separated momentum_spacing values beside None")
+    parser.add_argument("--factors", default="2.0", help="comma-separated momentum_spacing values beside None "
+                        "(2.0: the default's on SGD and LAMB)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     spacings = [int(s) for s in args.spacings.split(",")]
@@ -72,7 +74,7 @@ def main() -> None:
     title = "Snapshots a few steps apart (benchmarks/short_epochs.py)"
     if args.only:
         title += f", tasks matching {args.only!r}"
-    if args.spacings != "2,4,8" or args.factors != "1.0":
+    if args.spacings != "2,4,8" or args.factors != "2.0":
         title += f", snap_every {args.spacings}, momentum_spacing None and {args.factors}"
     if args.seeds != 3 or args.first_seed:
         title += f", seeds {args.first_seed}-{args.first_seed + args.seeds - 1}"

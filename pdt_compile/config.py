@@ -467,12 +467,13 @@ class PDTConfig:
     or LAMB's ``betas``; 10 at 0.9): where ``snap_every`` is shorter, PDT snapshots that many
     steps apart instead, with a warning, and tau counts those intervals. Why: snapshots closer
     than the momentum remembers see its transients, and merges fitted to them blew runs up that
-    the optimizer alone trained (``python -m benchmarks.short_epochs``; benchmarks/FINDINGS.md,
-    "Snapshots closer than the momentum remembers"). A short epoch (a small data set,
-    full-batch training) makes such a ``snap_every``. ``None`` keeps ``snap_every`` as given;
-    ``"auto"`` (default): 1.0 where it was measured (:data:`pdt_compile.adapters.MOMENTUM_SPACED`:
-    torch's SGD, LAMB), None elsewhere. The momentum read is the largest of the predicted param
-    groups' when PDT is built."""
+    the optimizer alone trained; a little further apart they were safe but cost about what they
+    saved (``python -m benchmarks.short_epochs``; benchmarks/FINDINGS.md, "Snapshots closer than
+    the momentum remembers"). A short epoch (a small data set, full-batch training) makes such a
+    ``snap_every``. ``None`` keeps ``snap_every`` as given; ``"auto"`` (default): 2.0 where it
+    was measured (:data:`pdt_compile.adapters.MOMENTUM_SPACED`: torch's SGD, LAMB; chosen from
+    1, 2 and 4 by ``benchmarks.short_epochs --spacings 2 --factors 1,2,4``), None elsewhere. The
+    momentum read is the largest of the predicted param groups' when PDT is built."""
 
     ring_dtype: str = "float32"
     """Storage of the snapshot ring: ``"float32"`` (4h bytes per parameter element) or

@@ -68,9 +68,9 @@ the default ``history``."""
 AUTO_SATURATION = 0.5
 """``PDTConfig.saturation="auto"`` on Lion (``benchmarks.variants --optimizer lion --variants saturation``)."""
 
-AUTO_MOMENTUM_SPACING = 1.0
-"""``PDTConfig.momentum_spacing="auto"`` on SGD (``benchmarks.short_epochs``): snapshots at least
-as many steps apart as the momentum remembers."""
+AUTO_MOMENTUM_SPACING = 2.0
+"""``PDTConfig.momentum_spacing="auto"`` on SGD and LAMB (``benchmarks.short_epochs --spacings 2
+--factors 1,2,4``): snapshots at least twice as many steps apart as the momentum remembers."""
 
 SCHEDULE_FREE_RUNAWAY_FACTOR = 3.0
 """``PDTConfig.runaway_factor="auto"`` on a schedule-free optimizer (``benchmarks/blowups.py``)."""
@@ -211,10 +211,11 @@ class PDT(Optimizer):
         memory = momentum_memory(optimizer.param_groups)
         spaced = config.momentum_spaced(memory)
         if spaced.snap_every != config.snap_every:
-            warnings.warn(f"PDT: snap_every={config.snap_every} is shorter than the {memory:.3g} "
-                          f"steps {type(optimizer).__name__}'s momentum remembers; PDT snapshots every "
-                          f"{spaced.snap_every} steps (momentum_spacing={config.momentum_spacing:g}): merges fitted to closer "
-                          "snapshots blew runs up. momentum_spacing=None keeps snap_every", UserWarning, stacklevel=2)
+            warnings.warn(f"PDT: snap_every={config.snap_every} is shorter than {config.momentum_spacing:g} times the "
+                          f"{memory:.3g} steps {type(optimizer).__name__}'s momentum remembers; PDT snapshots every "
+                          f"{spaced.snap_every} steps (momentum_spacing={config.momentum_spacing:g}): merges fitted to "
+                          "closer snapshots blew runs up or cost more than they saved. momentum_spacing=None keeps "
+                          "snap_every", UserWarning, stacklevel=2)
             config = spaced
         self.optimizer = optimizer
         self.config = config

@@ -767,18 +767,20 @@ def test_momentum_spaced_raises_snap_every_to_the_steps_the_momentum_remembers(s
     assert config.momentum_spaced(memory).snap_every == spaced
 
 
-def test_momentum_spacing_auto_spaces_snapshots_on_sgd_with_momentum_and_says_so():
+def test_momentum_spacing_auto_spaces_snapshots_on_sgd_with_momentum_and_on_lamb_and_says_so():
     model = make_mlp()
-    with pytest.warns(UserWarning, match=r"snap_every=4 is shorter than the 10 steps SGD's momentum remembers; PDT "
-                                         r"snapshots every 10 steps"):
+    with pytest.warns(UserWarning, match=r"snap_every=4 is shorter than 2 times the 10 steps SGD's momentum "
+                                         r"remembers; PDT snapshots every 20 steps"):
         opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), snap_every=4)
-    assert opt.config.snap_every == 10 and opt.config.momentum_spacing == 1.0
+    assert opt.config.snap_every == 20 and opt.config.momentum_spacing == 2.0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         kept = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), snap_every=4, momentum_spacing=None)
         assert kept.config.snap_every == 4
-        assert pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), snap_every=12).config.snap_every == 12
+        assert pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), snap_every=24).config.snap_every == 24
         assert pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=4).config.snap_every == 4
+    with pytest.warns(UserWarning, match=r"the 5 steps Lamb's momentum remembers; PDT snapshots every 10 steps"):
+        assert pdt.PDT(po.Lamb(model.parameters(), lr=0.01, betas=(0.8, 0.999)), snap_every=4).config.snap_every == 10
 
 
 @pytest.mark.parametrize("make", [
@@ -798,8 +800,8 @@ def test_momentum_spacing_auto_leaves_snap_every_where_spacing_was_not_measured(
 
 def test_snapshots_closer_than_the_momentum_remembers_no_longer_blow_up_a_run_sgd_trains():
     """A small CNN on 64 samples, an epoch of 4 batches, SGD with momentum 0.9 at a rate it
-    trains at: PDT with snapshots every epoch (4 steps) drove it to NaN; spaced to the 10 steps
-    the momentum remembers, PDT ends below the optimizer alone."""
+    trains at: PDT with snapshots every epoch (4 steps) drove it to NaN; spaced to twice the 10
+    steps the momentum remembers, PDT ends below the optimizer alone."""
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(64, 3, 8, 8, generator=g), torch.randint(0, 4, (64,), generator=g)
 

@@ -81,8 +81,8 @@ def test_the_short_epochs_benchmark_runs_each_spacing_with_and_without_momentum_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the spacing warning
         spacings = {name: made[name](sgd()).config.snap_every for name in list(made)[2:]}
-    assert spacings == {"PDT, snap_every=2, momentum_spacing=None": 2, "PDT, snap_every=2, momentum_spacing=1.0": 10,
-                        "PDT, snap_every=4, momentum_spacing=None": 4, "PDT, snap_every=4, momentum_spacing=1.0": 10}
+    assert spacings == {"PDT, snap_every=2, momentum_spacing=None": 2, "PDT, snap_every=2, momentum_spacing=2.0": 20,
+                        "PDT, snap_every=4, momentum_spacing=None": 4, "PDT, snap_every=4, momentum_spacing=2.0": 20}
     assert list(methods([2], 40, (1.0, 4.0)))[2:] == ["PDT, snap_every=2, momentum_spacing=None", "PDT, snap_every=2, momentum_spacing=1.0",
                                                        "PDT, snap_every=2, momentum_spacing=4.0"]
 

@@ -1300,7 +1300,7 @@ def test_quiet_steps_follow_the_full_paths_trajectory(gradient_limit):
     for quiet in (True, False):
         model = make_mlp()
         opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9), snap_every=8, history=4, burn_in=8,
-                      gradient_limit=gradient_limit)
+                      gradient_limit=gradient_limit, momentum_spacing=None)
         taken = []
         check = opt._quiet_next
         opt._quiet_next = (lambda: taken.append(check()) or taken[-1]) if quiet else (lambda: False)
