@@ -102,6 +102,8 @@ class Run:
     test_accuracy: list[float] = field(default_factory=list)
     mask_ratio: list[tuple[int, float]] = field(default_factory=list)
     tau: list[tuple[int, int]] = field(default_factory=list)
+    predictions: int = 0
+    """Predictions PDT made over the run (``mask_ratio`` keeps only the latest ``history_limit``)."""
     diverged: bool = False
 
     @property
@@ -231,6 +233,7 @@ class Training:
         if stats is not None:
             self.run.mask_ratio = list(stats.mask_ratio_history)
             self.run.tau = list(stats.tau_history)
+            self.run.predictions = stats.predictions
         return self.run, self.optimizer
 
 

@@ -87,6 +87,20 @@ def test_the_short_epochs_benchmark_runs_each_spacing_with_and_without_momentum_
                                                        "PDT, snap_every=2, momentum_spacing=4.0"]
 
 
+def test_a_run_counts_every_prediction_beyond_the_history_its_stats_keep():
+    """``Run.predictions`` is PDT's count over the whole run; the mask-ratio history stops at
+    ``history_limit``, and a report that counted it would undercount a long run."""
+    import pdt_compile as pdt
+    from benchmarks.rate_drop import per_seed
+    from pdt_compile.experiment import train
+
+    task = tasks.digits_mlp(steps=90, hidden=16)
+    base, _ = train(task, lambda opt: opt, seed=0, method="baseline")
+    run, opt = train(task, lambda opt: pdt.PDT(opt, snap_every=5, burn_in=2, history_limit=2), seed=0, method="PDT")
+    assert run.predictions == opt.stats.predictions > len(run.mask_ratio) == 2
+    assert f"{opt.stats.predictions} predictions" in per_seed({"baseline": [base], "PDT": [run]}, first_seed=0)
+
+
 def fake_lockstep(monkeypatch, repeats):
     """Make ``benchmarks.ttb.lockstep`` return, per method and one call after another, the
     given (seconds, losses)."""
