@@ -1080,10 +1080,13 @@ def test_the_regression_benchmark_counts_steps_as_ttb_does_and_its_end_ratio_ove
     assert steps_ratio(plain, run) == 2.0 and steps_ratio(plain, [5.0] * 4) is None
     assert end_ratio([1.0] * 20, [2.0] * 18 + [0.5, 0.3]) == pytest.approx(0.4) and set(CASES) == {"diabetes MLP", "noisy plateau"}
     case = dataclasses.replace(noisy_plateau(), steps=80)
-    losses, wrapped = train(case, 0.05, seed=0, options={})
+    losses, wrapped = train(case, 0.05, seed=0, options={"momentum_spacing": None})  # snapshots every 10 steps
     assert len(losses) == 8 and wrapped.stats.boundaries == 8 and wrapped.stats.merges >= 1
-    again, _ = train(case, 0.05, seed=0, options={})
+    again, _ = train(case, 0.05, seed=0, options={"momentum_spacing": None})
     assert again == losses
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the spacing warning
+        assert train(case, 0.05, seed=0, options={})[1].stats.boundaries == 4  # by default twice momentum 0.9's 10 steps
 
 
 def test_checkpoint_size_sees_the_flattened_layout_repeat_pdts_json_per_parameter():
