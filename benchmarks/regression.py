@@ -73,6 +73,8 @@ CASES: dict[str, Callable[[], Case]] = {"diabetes MLP": diabetes, "noisy plateau
 
 METHODS: dict[str, dict] = {
     "PDT default": {},
+    "snapshots every snap_every (momentum_spacing=None, the default before 2026-12-06; the default snapshots "
+    "twice the momentum's 10 steps apart)": dict(momentum_spacing=None),
     "tau fixed (adaptive=False, the default before 2026-12-05 13:30)": dict(adaptive=False),
     "adaptive auto (tau halves after a merge whose interval's loss rose by over 10 %, +1 after one that paid; "
     "at these constant rates the same as adaptive=True)": dict(adaptive="auto"),
