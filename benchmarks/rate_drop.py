@@ -42,7 +42,7 @@ def per_seed(runs: dict[str, list[Run]], first_seed: int) -> str:
             run = method_runs[index]
             steps, wall = speedup(base, run, "loss")
             reached = "never" if steps is None else f"{steps:.2f}x in steps, {wall:.2f}x in wall time"
-            parts.append(f"{method}: {reached}, {max(run.predictions, len(run.mask_ratio))} predictions, "
+            parts.append(f"{method}: {reached}, {run.predictions} predictions, "
                          f"final training loss {run.final_loss:.3g}, test accuracy {run.test_accuracy[-1] * 100:.1f} %")
         lines.append(f"- seed {first_seed + index} (baseline final training loss {base.final_loss:.3g}, test accuracy "
                      f"{base.test_accuracy[-1] * 100:.1f} %): " + "; ".join(parts))

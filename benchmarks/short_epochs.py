@@ -22,7 +22,7 @@ import pdt_compile as pdt
 from pdt_compile.experiment import Run, Training, train_in_lockstep
 
 from .rate_drop import per_seed
-from .report import write_section
+from .report import run_title, write_section
 from .ttb import summarise, task_suite
 
 TASKS = {"mnist1d CNN / SGD-momentum": 0.05, "digits MLP / LAMB": 0.005, "mnist1d ViT / AdamW": 5e-4}
@@ -71,13 +71,9 @@ def main() -> None:
         section = summarise(f"{name}, constant lr {lr:g}", runs, lr, [], epoch, task) + "\n\n" + per_seed(runs, args.first_seed)
         sections.append(section)
         print(section, flush=True)
-    title = "Snapshots a few steps apart (benchmarks/short_epochs.py)"
-    if args.only:
-        title += f", tasks matching {args.only!r}"
-    if args.spacings != "2,4,8" or args.factors != "2.0":
-        title += f", snap_every {args.spacings}, momentum_spacing None and {args.factors}"
-    if args.seeds != 3 or args.first_seed:
-        title += f", seeds {args.first_seed}-{args.first_seed + args.seeds - 1}"
+    swept = (f"snap_every {args.spacings}, momentum_spacing None and {args.factors}",)
+    title = run_title("Snapshots a few steps apart (benchmarks/short_epochs.py)", args.only, args.seeds,
+                      args.first_seed, extras=swept if (args.spacings, args.factors) != ("2,4,8", "2.0") else ())
     write_section(title, "\n\n".join(sections))
 
 

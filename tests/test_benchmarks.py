@@ -41,7 +41,8 @@ def test_the_rate_drop_report_names_each_seed_from_the_first_it_ran():
 
     def run(method, seed, losses):
         return Run(method=method, seed=seed, steps=[10, 20], seconds=[1.0, 2.0], train_loss=losses,
-                   test_accuracy=[0.5, 0.9], mask_ratio=[(10, 0.1)] if method != "baseline" else [])
+                   test_accuracy=[0.5, 0.9], mask_ratio=[(10, 0.1)] if method != "baseline" else [],
+                   predictions=int(method != "baseline"))
 
     runs = {"baseline": [run("baseline", 5, [0.5, 0.2]), run("baseline", 6, [0.5, 0.3])],
             "PDT": [run("PDT", 5, [0.2, 0.1]), run("PDT", 6, [0.4, 0.35])]}
