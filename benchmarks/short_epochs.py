@@ -8,25 +8,43 @@ of ``--spacings`` train in lock-step, seed by seed, with ``momentum_spacing=None
 ``snap_every`` apart) and each of ``--factors``, beside PDT's defaults at the task's own spacing
 for reference. ``--spacings 2 --factors 1,2,4`` is the sweep that chose the default's 2.0.
 
-    python -m benchmarks.short_epochs [--only 'mnist1d CNN'] [--seeds 3] [--spacings 2,4,8] [--factors 2.0]
+    python -m benchmarks.short_epochs [--more] [--only 'mnist1d CNN'] [--seeds 3] [--spacings 2,4,8] [--factors 2.0]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import warnings
 
 import torch
 
 import pdt_compile as pdt
-from pdt_compile.experiment import Run, Training, train_in_lockstep
+from pdt_compile.experiment import Run, Task, Training, train_in_lockstep
 
 from .rate_drop import per_seed
 from .report import run_title, write_section
-from .ttb import summarise, task_suite
+from .ttb import peers, summarise, task_suite
 
 TASKS = {"mnist1d CNN / SGD-momentum": 0.05, "digits MLP / LAMB": 0.005, "mnist1d ViT / AdamW": 5e-4}
-"""Task -> its tuned constant learning rate (``benchmarks.ttb --core``, RESULTS.md)."""
+"""Task -> its tuned constant learning rate (``benchmarks.ttb --core``, RESULTS.md): the cases
+that chose ``momentum_spacing="auto"``."""
+
+MORE_TASKS = {"digits MLP / Shampoo": 12.8,
+              "mnist1d CNN / SGD-momentum: on Lookahead (k=5, alpha=0.5)": 0.1,
+              "mnist1d CNN / SGD-momentum: on schedule-free": 1.6}
+"""``--more``: optimizers with a momentum that ``"auto"`` leaves unspaced, at their tuned
+constant rates (``benchmarks.ttb --core`` and ``--peers``). A case ``"task: on peer"`` is the
+task with that peer's optimizer (:func:`benchmarks.ttb.peers`), the baseline and PDT alike."""
+
+
+def case_task(case: str) -> tuple[Task, int]:
+    """The task of ``case`` (with its peer's optimizer where it names one) and its epoch."""
+    name, _, peer = case.partition(": on ")
+    task, epoch = task_suite(quick=False)[name]
+    if peer:
+        task = dataclasses.replace(task, make_optimizer=peers(name, task)[peer])
+    return task, epoch
 
 
 def methods(spacings: list[int], epoch: int, factors: tuple[float, ...] = (2.0,)) -> dict[str, object]:
@@ -46,6 +64,8 @@ def methods(spacings: list[int], epoch: int, factors: tuple[float, ...] = (2.0,)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="", help="run only the tasks whose name contains this")
+    parser.add_argument("--more", action="store_true", help="the cases of MORE_TASKS instead (Shampoo, "
+                        "and the CNN on Lookahead and on schedule-free)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--spacings", default="2,4,8", help="comma-separated snap_every values")
@@ -55,10 +75,10 @@ def main() -> None:
     torch.set_num_threads(1)
     spacings = [int(s) for s in args.spacings.split(",")]
     sections = []
-    for name, lr in TASKS.items():
+    for name, lr in (MORE_TASKS if args.more else TASKS).items():
         if args.only not in name:
             continue
-        task, epoch = task_suite(quick=False)[name]
+        task, epoch = case_task(name)
         wraps = methods(spacings, epoch, tuple(float(f) for f in args.factors.split(",")))
         runs: dict[str, list[Run]] = {method: [] for method in wraps}
         for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -72,8 +92,10 @@ def main() -> None:
         sections.append(section)
         print(section, flush=True)
     swept = (f"snap_every {args.spacings}, momentum_spacing None and {args.factors}",)
+    extras = (("optimizers auto leaves unspaced (--more)",) if args.more else ()) + (
+        swept if (args.spacings, args.factors) != ("2,4,8", "2.0") else ())
     title = run_title("Snapshots a few steps apart (benchmarks/short_epochs.py)", args.only, args.seeds,
-                      args.first_seed, extras=swept if (args.spacings, args.factors) != ("2,4,8", "2.0") else ())
+                      args.first_seed, extras=extras)
     write_section(title, "\n\n".join(sections))
 
 
