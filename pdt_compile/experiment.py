@@ -183,6 +183,17 @@ class Training:
             optimizer.zero_grad(set_to_none=True)
             return loss
 
+        def sharpness_aware_step(x: Tensor, y: Tensor) -> Tensor:
+            """SAM's loop: a gradient at the weights, one at the perturbed weights, the update."""
+            loss = task.loss(model(x), y)
+            loss.backward()
+            optimizer.first_step(zero_grad=True)
+            task.loss(model(x), y).backward()
+            optimizer.second_step(zero_grad=True)
+            return loss
+
+        if hasattr(optimizer, "first_step") and hasattr(optimizer, "second_step"):
+            training_step = sharpness_aware_step
         self.step_fn = training_step
         if compiled:
             from .api import compile as pdt_compile

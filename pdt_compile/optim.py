@@ -6,6 +6,7 @@ the same maths inside its graphs and is tested against this class.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import time
@@ -496,16 +497,58 @@ class PDT(Optimizer):
 
     step.hooked = True  # type: ignore[attr-defined]  # Optimizer must not wrap it again
 
+    @property
+    def first_step(self) -> Callable[..., Any]:
+        """A sharpness-aware optimizer's first step (SAM and its kin keep
+        ``first_step``/``second_step`` beside ``step(closure)``): the wrapped optimizer's own,
+        which moves the weights to where the second gradient is taken. PDT does no work there;
+        :attr:`second_step` counts as the training step. Absent (``hasattr`` False) where the
+        wrapped optimizer has no such step."""
+        return functools.partial(self._first_step, self._sharpness_step("first_step"))
+
+    @property
+    def second_step(self) -> Callable[..., Any]:
+        """A sharpness-aware optimizer's second step (it puts the weights back and takes the
+        update), run as PDT's :meth:`step`: snapshots, predictions and merges at its
+        boundaries, as with ``step(closure)``. Report the loss (:meth:`report_loss`) for what
+        reads it. Its ``zero_grad=True`` clears the gradients after PDT's boundary work, which
+        reads them (a parameter without a gradient is left out of a merge, as a frozen one)."""
+        return functools.partial(self._second_step, self._sharpness_step("second_step"))
+
+    def _first_step(self, first: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self._snapshot_ring is not None:
+            self._ring.before_update_()
+        if torch.compiler.is_compiling():
+            return _outside_graph(first, *args, **kwargs)
+        return first(*args, **kwargs)
+
+    def _second_step(self, second: Callable[..., Any], zero_grad: bool = False) -> Any:
+        if torch.compiler.is_compiling():
+            result = self._step_outside_graph(None, second)
+        else:
+            result = self._step_eagerly(None, second)
+        if zero_grad:
+            self.zero_grad()
+        return result
+
+    def _sharpness_step(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.optimizer, name, None)
+        if method is None:
+            raise AttributeError(
+                f"PDT: {type(self.optimizer).__name__} has no {name}(); PDT's first_step() and second_step() "
+                "forward a sharpness-aware optimizer's (SAM's) two steps: call step() with this optimizer")
+        return method
+
     @torch.compiler.disable
-    def _step_outside_graph(self, closure: Callable[[], Any] | None) -> Any:
+    def _step_outside_graph(self, closure: Callable[[], Any] | None, update: Callable[[], Any] | None = None) -> Any:
         """:meth:`step`, run eagerly from a traced region (a graph break). Plain calls skip this
         decorator: its frame switching costs microseconds every training step."""
-        return self._step_eagerly(closure)
+        return self._step_eagerly(closure, update)
 
-    def _step_eagerly(self, closure: Callable[[], Any] | None) -> Any:
+    def _step_eagerly(self, closure: Callable[[], Any] | None, update: Callable[[], Any] | None = None) -> Any:
         if calls_step_hooks(self):
-            return _STEP_WITH_HOOKS(self, closure)
-        return self._step(closure)
+            return _STEP_WITH_HOOKS(self, closure, update)
+        return self._step(closure, update)
 
     @property
     def stats(self) -> Stats:
@@ -556,16 +599,20 @@ class PDT(Optimizer):
             self._direct_step_watch.remove()
             self._direct_step_watch = None
 
-    def _step(self, closure: Callable[[], Any] | None = None) -> Any:
+    def _step(self, closure: Callable[[], Any] | None = None, update: Callable[[], Any] | None = None) -> Any:
+        """:meth:`step`; ``update``, where given, runs in place of the wrapped optimizer's
+        ``step()`` (a sharpness-aware optimizer's ``second_step``)."""
         if self._direct_step_watch is not None:
             self._stop_watching_direct_steps()
         if self._snapshot_ring is None:
             self._materialise()
+        stepping = update is None
+        update = update or self.optimizer.step
         if closure is None and not self.optimizer.state and self._moves_nothing():
-            return self.optimizer.step()
+            return update()
         if closure is None and self._quiet_next():
             self._ring.before_update_()
-            self.optimizer.step()
+            update()
             self.schedule.commit(Phase.ORDINARY, False, False)
             return None
         boundary = self.schedule.boundary_next()
@@ -585,12 +632,12 @@ class PDT(Optimizer):
                 closure = self._checked_closure(check, closure)
         if self.compiled_step is None and closure is None and phase != Phase.ORDINARY and self._graph_kernels():
             self.compiled_step = boundary_graphs(self)
-        if self.compiled_step is not None and closure is None:
+        if self.compiled_step is not None and closure is None and stepping:
             loss = None
             self._finish_boundary(phase, self.compiled_step(phase))
         else:
             self._ring.before_update_()
-            loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
+            loss = update(closure) if closure is not None else update()
             self._finish_boundary(phase, self._run_boundary(phase))
         if loss is not None:
             self.report_loss(loss)
@@ -1323,6 +1370,12 @@ def calls_step_hooks(optimizer: Optimizer, before: bool = True, profiler: bool =
         or (before and (getattr(optimizer, "_optimizer_step_pre_hooks", None) or _global_optimizer_pre_hooks))
         or (profiler and torch.autograd._profiler_enabled())
     )
+
+
+@torch.compiler.disable
+def _outside_graph(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``function(*args, **kwargs)``, run eagerly from a traced region (a graph break)."""
+    return function(*args, **kwargs)
 
 
 # torch's own hook-and-profiler wrapper, used only when hooks or the profiler are active.

@@ -88,6 +88,31 @@ def test_the_short_epochs_benchmark_runs_each_spacing_with_and_without_momentum_
                                                        "PDT, snap_every=2, momentum_spacing=4.0"]
 
 
+def test_the_sharpness_aware_benchmark_trains_sam_in_its_two_step_loop_and_its_base_alone():
+    """SAM takes two gradients a step (the harness's two-step loop, the second at perturbed
+    weights), PDT on it merges, and the base optimizer alone takes one."""
+    import pdt_compile as pdt
+    from benchmarks.sharpness_aware import methods, sharpness_aware
+    from pdt_compile.experiment import train
+
+    task = sharpness_aware(tasks.digits_mlp(steps=60, hidden=16), rho=0.05)
+    wraps = methods(5)
+    gradients = {}
+    for method in (list(wraps)[0], list(wraps)[2]):
+        counted = []
+
+        def counting_model(make=task.make_model, counted=counted):
+            model = make()
+            next(model.parameters()).register_hook(lambda grad: counted.append(1))
+            return model
+
+        train(dataclasses.replace(task, make_model=counting_model), wraps[method], seed=0, method=method)
+        gradients[method] = len(counted)
+    assert gradients[list(wraps)[0]] == 2 * gradients[list(wraps)[2]] == 120
+    run, opt = train(task, lambda opt: pdt.PDT(opt, snap_every=5, burn_in=2), seed=0, method="PDT on SAM")
+    assert opt.stats.merges > 0
+
+
 def test_a_run_counts_every_prediction_beyond_the_history_its_stats_keep():
     """``Run.predictions`` is PDT's count over the whole run; the mask-ratio history stops at
     ``history_limit``, and a report that counted it would undercount a long run."""

@@ -1,0 +1,127 @@
+"""Sharpness-aware optimizers (SAM and its kin) train through PDT in both of their loops:
+``step(closure)`` and the two-step ``first_step``/``second_step``, eagerly and under
+``pdt.compile``, with the same merges."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pdt_compile as pdt
+
+from conftest import batches, loss_of, make_mlp
+
+po = pytest.importorskip("pytorch_optimizer")
+
+CONFIG = dict(snap_every=3, history=4, burn_in=4, tau=3, momentum_spacing=None)
+
+
+def sharpness_aware(name, params):
+    if name == "WSAM":
+        raise AssertionError("WSAM takes the model: build it in the test")
+    return getattr(po, name)(params, torch.optim.SGD, lr=0.2, momentum=0.9, rho=0.05)
+
+
+def closure_loop(model, opt, data):
+    for x, y in data:
+        def closure():
+            opt.zero_grad()
+            loss = loss_of(model, x, y)
+            loss.backward()
+            return loss
+
+        closure()
+        opt.step(closure)
+
+
+def two_step_loop(model, opt, data, zero_grad=True):
+    """The loop of SAM's README: the second step clears the gradients it was handed."""
+    for x, y in data:
+        loss = loss_of(model, x, y)
+        loss.backward()
+        opt.first_step(zero_grad=True)
+        loss_of(model, x, y).backward()
+        opt.second_step(zero_grad=zero_grad)
+        opt.report_loss(loss)  # as step(closure) reports the closure's
+        if not zero_grad:
+            opt.zero_grad()
+
+
+@pytest.mark.parametrize("name", ["SAM", "FriendlySAM", "LookSAM"])
+def test_the_two_step_loop_merges_as_step_with_a_closure_does(name):
+    data = batches(30)
+    runs = []
+    for loop in (closure_loop, two_step_loop):
+        model = make_mlp()
+        opt = pdt.PDT(sharpness_aware(name, model.parameters()), **CONFIG)
+        loop(model, opt, data)
+        runs.append((model, opt))
+    (closure_model, by_closure), (model, opt) = runs
+    assert opt.stats.merges == by_closure.stats.merges > 0
+    for a, b in zip(closure_model.parameters(), model.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_second_step_that_clears_the_gradients_merges_as_one_that_does_not():
+    """The gradients tell PDT which parameters trained (one without is left out of a merge):
+    a second step told to clear them does so after PDT's boundary work."""
+    data = batches(30)
+    runs = []
+    for zero_grad in (False, True):
+        model = make_mlp()
+        opt = pdt.PDT(sharpness_aware("SAM", model.parameters()), **CONFIG)
+        two_step_loop(model, opt, data, zero_grad=zero_grad)
+        runs.append((model, opt.stats.merges))
+    assert runs[0][1] == runs[1][1] > 0
+    assert all(p.grad is None for p in runs[1][0].parameters())
+    for a, b in zip(runs[0][0].parameters(), runs[1][0].parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_the_model_taking_wsam_trains_through_both_loops_alike():
+    """WSAM's step(closure) calls the closure at the weights and then at the perturbed ones,
+    so the gradient check reads another gradient than in the two-step loop: off here."""
+    data = batches(30)
+    runs = []
+    for loop in (closure_loop, two_step_loop):
+        model = make_mlp()
+        opt = pdt.PDT(po.WSAM(model, model.parameters(), torch.optim.SGD, lr=0.2, momentum=0.9), **CONFIG,
+                      gradient_limit=None)
+        loop(model, opt, data)
+        runs.append((model, opt.stats.merges))
+    assert runs[0][1] == runs[1][1] > 0
+    for a, b in zip(runs[0][0].parameters(), runs[1][0].parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_first_and_second_step_of_an_optimizer_without_them_say_what_to_call():
+    opt = pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), **CONFIG)
+    assert not hasattr(opt, "first_step")
+    with pytest.raises(AttributeError, match=r"SGD has no second_step\(\).*call step\(\)"):
+        opt.second_step()
+
+
+def test_the_two_step_loop_under_pdt_compile_follows_eager():
+    data = batches(24)
+    runs = []
+    for compiled in (False, True):
+        model = make_mlp()
+        opt = pdt.PDT(sharpness_aware("SAM", model.parameters()), **CONFIG)
+
+        def train_step(x, y):
+            loss = loss_of(model, x, y)
+            loss.backward()
+            opt.first_step(zero_grad=True)
+            loss_of(model, x, y).backward()
+            opt.second_step(zero_grad=True)
+            return loss
+
+        step = pdt.compile(train_step, optimizer=opt, backend="aot_eager") if compiled else train_step
+        for x, y in data:
+            loss = step(x, y)
+            if not compiled:
+                opt.report_loss(loss)
+        runs.append((model, opt.stats.merges))
+    assert runs[0][1] == runs[1][1] > 0
+    for a, b in zip(runs[0][0].parameters(), runs[1][0].parameters()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
