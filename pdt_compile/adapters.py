@@ -379,8 +379,10 @@ MOMENTUM_SPACED = (("torch.optim.sgd.SGD",), ("pytorch_optimizer.optimizer.lamb.
 momentum sets how close PDT's snapshots may be (``PDTConfig.momentum_spacing="auto"``): torch's
 SGD, where snapshots fewer steps apart than its momentum remembers made merges blow runs up,
 and LAMB, where they left seeds that never reached the baseline's loss (benchmarks/FINDINGS.md,
-"Snapshots closer than the momentum remembers"). Not what was never measured there (Lookahead
-over SGD, RMSprop, Shampoo)."""
+"Snapshots closer than the momentum remembers"). Not Shampoo, Lookahead over SGD or
+schedule-free SGD (``benchmarks.short_epochs --more``: none blew up at short spacings; spacing
+paid nowhere on Shampoo, and cost test accuracy on Lookahead), nor AdamW or the unmeasured
+RMSprop."""
 
 
 def spaces_by_momentum(optimizer: object) -> bool:

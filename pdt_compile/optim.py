@@ -195,6 +195,7 @@ class PDT(Optimizer):
             config = config.replace(**options)
         self._averaging = averaging(optimizer) if config.averages == "stay" else None
         self._sequence = self._resolve_sequence(optimizer, config)
+        given, base_spacing = config.snap_every, config.base_spacing
         if self._averaging is not None and config.base_spacing != 1.0:
             config = config.spaced(config.base_spacing)
         if config.adaptive == "auto" and not adapts_tau(optimizer):
@@ -212,7 +213,9 @@ class PDT(Optimizer):
         memory = momentum_memory(optimizer.param_groups)
         spaced = config.momentum_spaced(memory)
         if spaced.snap_every != config.snap_every:
-            warnings.warn(f"PDT: snap_every={config.snap_every} is shorter than {config.momentum_spacing:g} times the "
+            base = (f" (snapshots of the base iterate every {config.snap_every}, base_spacing={base_spacing:g})"
+                    if config.snap_every != given else "")
+            warnings.warn(f"PDT: snap_every={given}{base} is shorter than {config.momentum_spacing:g} times the "
                           f"{memory:.3g} steps {type(optimizer).__name__}'s momentum remembers; PDT snapshots every "
                           f"{spaced.snap_every} steps (momentum_spacing={config.momentum_spacing:g}): merges fitted to "
                           "closer snapshots blew runs up or cost more than they saved. momentum_spacing=None keeps "
