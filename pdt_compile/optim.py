@@ -260,11 +260,14 @@ class PDT(Optimizer):
         """Whether the optimizer's state was searched for weights merges leave behind (at the first prediction)."""
         self._direct_step_watch: RemovableHandle | None = None
         """Warns when the wrapped optimizer is stepped before PDT is: removed at PDT's first step."""
-        if hasattr(optimizer, "_optimizer_step_pre_hooks"):  # e.g. AcceleratedOptimizer has none
-            earlier = _DIRECT_STEP_WATCHES.pop(optimizer, None)
+        # A sharpness-aware optimizer's second_step steps its base optimizer, not itself.
+        watched = optimizer.base_optimizer if hasattr(optimizer, "second_step") and hasattr(
+            getattr(optimizer, "base_optimizer", None), "_optimizer_step_pre_hooks") else optimizer
+        if hasattr(watched, "_optimizer_step_pre_hooks"):  # e.g. AcceleratedOptimizer has none
+            earlier = _DIRECT_STEP_WATCHES.pop(watched, None)
             if earlier is not None:  # an earlier PDT on it (a notebook cell run twice): this one steps it now
                 earlier.remove()
-            self._direct_step_watch = _DIRECT_STEP_WATCHES[optimizer] = optimizer.register_step_pre_hook(
+            self._direct_step_watch = _DIRECT_STEP_WATCHES[watched] = watched.register_step_pre_hook(
                 self._warn_direct_step)
         if not any(_unmaterialised(p) for group in self.param_groups for p in group["params"]):
             self._set_ring(self._build_ring())
@@ -588,10 +591,14 @@ class PDT(Optimizer):
         return not (self._needs_jumps_later or self._verify is not None or config.after_merge == "reset")
 
     def _warn_direct_step(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
-        name = type(optimizer).__name__
+        name = type(self.optimizer).__name__
+        if optimizer is not self.optimizer:  # a sharpness-aware optimizer's base optimizer
+            called, call = f"{name}.second_step() (or step())", "first_step() and second_step() (or step(closure))"
+        else:
+            called, call = f"{name}.step()", "step()"
         warnings.warn(
-            f"PDT: {name}.step() was called on the wrapped optimizer itself, so PDT sees no steps and never "
-            f"predicts; call step() on the object pdt.PDT({name}(...), ...) returned, and hand that one to "
+            f"PDT: {called} was called on the wrapped optimizer itself, so PDT sees no steps and never "
+            f"predicts; call {call} on the object pdt.PDT({name}(...), ...) returned, and hand that one to "
             "GradScaler, trainers and pdt.compile",
             UserWarning, stacklevel=3,
         )

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -125,3 +127,33 @@ def test_the_two_step_loop_under_pdt_compile_follows_eager():
     assert runs[0][1] == runs[1][1] > 0
     for a, b in zip(runs[0][0].parameters(), runs[1][0].parameters()):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_stepping_the_wrapped_sam_itself_warns_once_and_the_loops_through_pdt_never_do():
+    """SAM's second_step steps its base optimizer, not SAM: PDT watches that one."""
+    model = make_mlp()
+    sam = sharpness_aware("SAM", model.parameters())
+    pdt.PDT(sam, **CONFIG)
+    with pytest.warns(UserWarning, match=r"SAM.second_step\(\) \(or step\(\)\) was called on the wrapped optimizer "
+                                         r"itself.*call first_step\(\) and second_step\(\)") as caught:
+        two_step_loop(model, _Reporting(sam), batches(3))
+    assert sum("wrapped optimizer itself" in str(w.message) for w in caught) == 1
+    for loop in (two_step_loop, closure_loop):
+        model = make_mlp()
+        opt = pdt.PDT(sharpness_aware("SAM", model.parameters()), **CONFIG)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            loop(model, opt, batches(3))
+
+
+class _Reporting:
+    """``optimizer`` with a ``report_loss`` that does nothing (the loop reports to PDT)."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    def __getattr__(self, name):
+        return getattr(self.optimizer, name)
+
+    def report_loss(self, loss):
+        pass
