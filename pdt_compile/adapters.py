@@ -46,6 +46,9 @@ WEIGHT_SPACE_STATE: dict[str, tuple[str, ...]] = {
     "pytorch_optimizer.optimizer.sgd.AccSGD": ("momentum_buffer",),
     "pytorch_optimizer.optimizer.srmm.SRMM": ("mov_avg_param",),
     "pytorch_optimizer.optimizer.a2grad.A2Grad": ("x_k",),
+    "pytorch_optimizer.optimizer.sam.SAM": ("old_p",),
+    "pytorch_optimizer.optimizer.sam.FriendlySAM": ("old_p",),
+    "pytorch_optimizer.optimizer.sam.LookSAM": ("old_p",),
 }
 """``module.qualname`` of an optimizer class -> keys of its per-parameter state that hold
 weights, all translated by the jump (``PDTConfig.averages="move"``; tested for each
@@ -61,7 +64,12 @@ a moving average of the weights in ``mov_avg_param``, A2Grad an averaged iterate
 final loss): D-Adaptation AdaGrad 1.50x with ``x0`` moved, never with it left behind; AccSGD
 2.31x against 1.30x; SRMM 2.00x against 1.07x; A2Grad 3.75x against 1.20x.
 Left out, as moving their state did not help: D-Adaptation SGD (z = x0 - s; better at one
-learning rate, worse at another) and AdaSmooth's previous weights (1.58x against 1.67x)."""
+learning rate, worse at another) and AdaSmooth's previous weights (1.58x against 1.67x).
+Sharpness-aware optimizers that save the weights in ``old_p`` before perturbing them and copy
+them back before the update (SAM, FriendlySAM, LookSAM): a merge the gradient check undoes
+between the two (the gradient it reads is the perturbed one) must reach the saved weights, or
+the copy-back restores the merge behind PDT's back (benchmarks/FINDINGS.md, "Sharpness-aware
+optimizers")."""
 
 
 @dataclass(frozen=True)

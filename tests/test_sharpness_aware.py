@@ -11,7 +11,7 @@ import torch
 
 import pdt_compile as pdt
 
-from conftest import batches, loss_of, make_mlp
+from conftest import batches, loss_of, make_mlp, save_and_load
 
 po = pytest.importorskip("pytorch_optimizer")
 
@@ -96,6 +96,23 @@ def test_the_model_taking_wsam_trains_through_both_loops_alike():
         torch.testing.assert_close(a, b)
 
 
+def test_resume_in_the_two_step_loop_is_bit_exact():
+    data = batches(40)
+    model = make_mlp()
+    opt = pdt.PDT(sharpness_aware("SAM", model.parameters()), **CONFIG)
+    two_step_loop(model, opt, data[:17])
+    saved_model, saved_opt = save_and_load(model.state_dict()), save_and_load(opt.state_dict())
+    two_step_loop(model, opt, data[17:])
+    resumed = make_mlp(seed=1)
+    resumed_opt = pdt.PDT(sharpness_aware("SAM", resumed.parameters()), **CONFIG)
+    resumed.load_state_dict(saved_model)
+    resumed_opt.load_state_dict(saved_opt)
+    two_step_loop(resumed, resumed_opt, data[17:])
+    assert resumed_opt.stats.merges == opt.stats.merges > 0
+    for a, b in zip(model.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+
+
 def test_first_and_second_step_of_an_optimizer_without_them_say_what_to_call():
     opt = pdt.PDT(torch.optim.SGD(make_mlp().parameters(), lr=0.1), **CONFIG)
     assert not hasattr(opt, "first_step")
@@ -157,3 +174,35 @@ class _Reporting:
 
     def report_loss(self, loss):
         pass
+
+
+def test_a_merge_the_gradient_check_undoes_between_sams_two_steps_stays_undone():
+    """The check reads the gradient at the perturbed weights and undoes the merge there; SAM
+    then copies back the weights it saved before perturbing them, which must have been moved
+    too. At rho 0 SAM is its base optimizer, so PDT on it runs as PDT on SGD, undos and all."""
+    data = batches(60)
+    runs = []
+    config = None
+    for sam in (True, False):
+        model = make_mlp()
+        sgd = dict(lr=0.2, momentum=0.9)
+        inner = (po.SAM(model.parameters(), torch.optim.SGD, rho=0.0, **sgd) if sam
+                 else torch.optim.SGD(model.parameters(), **sgd))
+        # SGD's own "auto" settings differ from SAM's: the same resolved configuration for both.
+        opt = pdt.PDT(inner, **CONFIG, gradient_limit=1.05) if sam else pdt.PDT(inner, config=config)
+        config = opt.config
+        if sam:
+            two_step_loop(model, opt, data)
+        else:
+            for x, y in data:
+                loss = loss_of(model, x, y)
+                loss.backward()
+                opt.step()
+                opt.report_loss(loss)
+                opt.zero_grad()
+        runs.append((model, opt.stats))
+    (model, stats), (plain, plain_stats) = runs
+    assert stats.gradient_undos == plain_stats.gradient_undos > 0
+    assert stats.merges == plain_stats.merges
+    for a, b in zip(plain.parameters(), model.parameters()):
+        torch.testing.assert_close(a, b)
