@@ -2,8 +2,9 @@
 optimizer at the task's tuned constant rate (``benchmarks.ttb --core``; SAM's authors keep the
 base optimizer's rate), trained in its two-step loop (``first_step``, a second gradient at the
 perturbed weights, ``second_step``), which costs two gradients a step. Against SAM alone, in
-lock-step seed by seed: PDT's defaults on SAM, and, for what SAM itself costs, the task's
-optimizer alone and PDT on it. Every × is to SAM's final training loss.
+lock-step seed by seed: PDT's defaults on SAM (which take the base optimizer's per-optimizer
+settings), PDT on SAM without them, and, for what SAM itself costs, the task's optimizer alone
+and PDT on it. Every × is to SAM's final training loss.
 
     python -m benchmarks.sharpness_aware [--only 'mnist1d CNN'] [--seeds 3] [--rho 0.05]
 """
@@ -26,6 +27,10 @@ TASKS = {"digits MLP / SGD": 0.8, "mnist1d CNN / SGD-momentum": 0.05, "mnist1d V
 """Task -> its tuned constant learning rate (``benchmarks.ttb --core``, RESULTS.md)."""
 
 SAM = "SAM (the baseline)"
+OWN = "PDT on SAM without its base optimizer's auto settings (before 2026-12-06 13:00)"
+WITHOUT_BASE_SETTINGS = dict(adaptive=False, moment_ratio=None, momentum_spacing=None, rate_settle=None, saturation=None)
+"""What ``"auto"`` resolved to on SAM before it took its base optimizer's settings
+(:func:`pdt_compile.adapters.chain`): none of the per-optimizer ones."""
 
 
 def sharpness_aware(task: Task, rho: float) -> Task:
@@ -39,11 +44,12 @@ def sharpness_aware(task: Task, rho: float) -> Task:
 
 def methods(epoch: int) -> dict[str, object]:
     """Method -> wrap of the SAM optimizer a run builds: SAM alone, PDT on it (a snapshot
-    every ``epoch`` steps), and SAM's base optimizer alone (it shares SAM's param groups) and
-    under PDT."""
+    every ``epoch`` steps) with its defaults and without its base optimizer's ``"auto"``
+    settings, and SAM's base optimizer alone (it shares SAM's param groups) and under PDT."""
     return {
         SAM: lambda opt: opt,
         "PDT default on SAM": lambda opt: pdt.PDT(opt, snap_every=epoch),
+        OWN: lambda opt: pdt.PDT(opt, snap_every=epoch, **WITHOUT_BASE_SETTINGS),
         "the task's optimizer alone (no SAM)": lambda opt: opt.base_optimizer,
         "PDT default on the task's optimizer (no SAM)": lambda opt: pdt.PDT(opt.base_optimizer, snap_every=epoch),
     }

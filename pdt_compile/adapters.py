@@ -310,10 +310,24 @@ NAdam, RAdam, Adamax has no second; pytorch-optimizer's LAMB, ...): what
 
 
 def unwrapped(optimizer: object) -> Iterator[object]:
-    """``optimizer``, then the optimizer it wraps (``.optimizer``: Lookahead), and so on."""
+    """``optimizer``, then the optimizer it wraps (``.optimizer``: Lookahead; a sharpness-aware
+    optimizer's ``.base_optimizer``), and so on."""
     while optimizer is not None:
         yield optimizer
-        optimizer = getattr(optimizer, "optimizer", None)
+        optimizer = getattr(optimizer, "base_optimizer" if sharpness_aware(optimizer) else "optimizer", None)
+
+
+def sharpness_aware(optimizer: object) -> bool:
+    """Whether ``optimizer`` takes its update from a base optimizer at a gradient of perturbed
+    weights (SAM and its kin: ``first_step``, ``second_step`` and ``base_optimizer``)."""
+    return hasattr(optimizer, "second_step") and hasattr(optimizer, "base_optimizer")
+
+
+def chain(optimizer: object) -> tuple[str, ...]:
+    """``module.qualname`` of ``optimizer`` and of each optimizer it wraps, in order, as the
+    per-optimizer ``"auto"`` settings are keyed; without sharpness-aware wrappers, which
+    update as their base optimizer does (SAM over SGD takes SGD's settings)."""
+    return tuple(class_name(inner) for inner in unwrapped(optimizer) if not sharpness_aware(inner))
 
 
 def adam_moments(optimizer: object, params: Sequence[Tensor]) -> list[tuple[Tensor, Tensor] | None]:
@@ -365,7 +379,7 @@ never measured."""
 
 def adapts_tau(optimizer: object) -> bool:
     """Whether ``optimizer`` (with what it wraps) is one of :data:`TAU_ADAPTED`."""
-    return tuple(class_name(inner) for inner in unwrapped(optimizer)) in TAU_ADAPTED
+    return chain(optimizer) in TAU_ADAPTED
 
 
 RATE_SETTLED = (("torch.optim.sgd.SGD",), ("pytorch_optimizer.optimizer.lookahead.Lookahead", "torch.optim.sgd.SGD"))
@@ -379,7 +393,7 @@ of three; not Muon, where it cost the ViT 1.13x -> 1.07x; not what was never mea
 
 def settles_rate(optimizer: object) -> bool:
     """Whether ``optimizer`` (with what it wraps) is one of :data:`RATE_SETTLED`."""
-    return tuple(class_name(inner) for inner in unwrapped(optimizer)) in RATE_SETTLED
+    return chain(optimizer) in RATE_SETTLED
 
 
 MOMENTUM_SPACED = (("torch.optim.sgd.SGD",), ("pytorch_optimizer.optimizer.lamb.Lamb",))
@@ -395,7 +409,7 @@ RMSprop."""
 
 def spaces_by_momentum(optimizer: object) -> bool:
     """Whether ``optimizer`` (with what it wraps) is one of :data:`MOMENTUM_SPACED`."""
-    return tuple(class_name(inner) for inner in unwrapped(optimizer)) in MOMENTUM_SPACED
+    return chain(optimizer) in MOMENTUM_SPACED
 
 
 def momentum_memory(param_groups: Sequence[dict]) -> float | None:

@@ -23,8 +23,8 @@ from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimize
 from torch.utils.hooks import RemovableHandle
 
 from .adapters import (adam_moments, adapts_tau, averaging, coupled_decay, decoupled_decay, filters_moments, companions,
-                       learning_rates, momentum_memory, settles_rate, shares, spaces_by_momentum, stacking_warning,
-                       steps_by_sign, trailing_keys, unmoved_weight_keys, weight_space_keys)
+                       learning_rates, momentum_memory, settles_rate, shares, sharpness_aware, spaces_by_momentum,
+                       stacking_warning, steps_by_sign, trailing_keys, unmoved_weight_keys, weight_space_keys)
 from .config import PDTConfig, binds, check_option_names
 from .distributed import (global_numel, mean_across_ranks, means_across_ranks, pipeline_group_of, single_process,
                           spans_stages, sum_across_shards_, sum_across_stages_, sum_over_model_, sum_parameter_pieces_)
@@ -261,8 +261,7 @@ class PDT(Optimizer):
         self._direct_step_watch: RemovableHandle | None = None
         """Warns when the wrapped optimizer is stepped before PDT is: removed at PDT's first step."""
         # A sharpness-aware optimizer's second_step steps its base optimizer, not itself.
-        watched = optimizer.base_optimizer if hasattr(optimizer, "second_step") and hasattr(
-            getattr(optimizer, "base_optimizer", None), "_optimizer_step_pre_hooks") else optimizer
+        watched = optimizer.base_optimizer if sharpness_aware(optimizer) else optimizer
         if hasattr(watched, "_optimizer_step_pre_hooks"):  # e.g. AcceleratedOptimizer has none
             earlier = _DIRECT_STEP_WATCHES.pop(watched, None)
             if earlier is not None:  # an earlier PDT on it (a notebook cell run twice): this one steps it now
@@ -647,8 +646,11 @@ class PDT(Optimizer):
             self._finish_boundary(phase, self.compiled_step(phase))
         else:
             self._ring.before_update_()
-            loss = update(closure) if closure is not None else update()
+            returned: list[Any] = []
+            loss = update(_returning_into(closure, returned)) if closure is not None else update()
             self._finish_boundary(phase, self._run_boundary(phase))
+            if loss is None and returned:  # SAM's step(closure) returns nothing: report the closure's loss
+                self.report_loss(returned[0])
         if loss is not None:
             self.report_loss(loss)
         return loss
@@ -1380,6 +1382,18 @@ def calls_step_hooks(optimizer: Optimizer, before: bool = True, profiler: bool =
         or (before and (getattr(optimizer, "_optimizer_step_pre_hooks", None) or _global_optimizer_pre_hooks))
         or (profiler and torch.autograd._profiler_enabled())
     )
+
+
+def _returning_into(closure: Callable[[], Any], returned: list[Any]) -> Callable[[], Any]:
+    """``closure``, whose first result is also appended to ``returned``."""
+
+    def returning() -> Any:
+        result = closure()
+        if not returned:
+            returned.append(result)
+        return result
+
+    return returning
 
 
 @torch.compiler.disable

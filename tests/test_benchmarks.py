@@ -97,8 +97,9 @@ def test_the_sharpness_aware_benchmark_trains_sam_in_its_two_step_loop_and_its_b
 
     task = sharpness_aware(tasks.digits_mlp(steps=60, hidden=16), rho=0.05)
     wraps = methods(5)
+    sam, alone = "SAM (the baseline)", "the task's optimizer alone (no SAM)"
     gradients = {}
-    for method in (list(wraps)[0], list(wraps)[2]):
+    for method in (sam, alone):
         counted = []
 
         def counting_model(make=task.make_model, counted=counted):
@@ -108,7 +109,7 @@ def test_the_sharpness_aware_benchmark_trains_sam_in_its_two_step_loop_and_its_b
 
         train(dataclasses.replace(task, make_model=counting_model), wraps[method], seed=0, method=method)
         gradients[method] = len(counted)
-    assert gradients[list(wraps)[0]] == 2 * gradients[list(wraps)[2]] == 120
+    assert gradients[sam] == 2 * gradients[alone] == 120
     run, opt = train(task, lambda opt: pdt.PDT(opt, snap_every=5, burn_in=2), seed=0, method="PDT on SAM")
     assert opt.stats.merges > 0
 

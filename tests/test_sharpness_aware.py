@@ -37,14 +37,16 @@ def closure_loop(model, opt, data):
 
 
 def two_step_loop(model, opt, data, zero_grad=True):
-    """The loop of SAM's README: the second step clears the gradients it was handed."""
+    """The loop of SAM's README: the second step clears the gradients it was handed. It
+    reports the loss at the perturbed weights, as PDT reports SAM's step(closure)'s: the
+    closure's, which SAM calls there (SAM's step returns nothing)."""
     for x, y in data:
-        loss = loss_of(model, x, y)
-        loss.backward()
-        opt.first_step(zero_grad=True)
         loss_of(model, x, y).backward()
+        opt.first_step(zero_grad=True)
+        perturbed = loss_of(model, x, y)
+        perturbed.backward()
         opt.second_step(zero_grad=zero_grad)
-        opt.report_loss(loss)  # as step(closure) reports the closure's
+        opt.report_loss(perturbed)
         if not zero_grad:
             opt.zero_grad()
 
@@ -206,3 +208,16 @@ def test_a_merge_the_gradient_check_undoes_between_sams_two_steps_stays_undone()
     assert stats.merges == plain_stats.merges
     for a, b in zip(plain.parameters(), model.parameters()):
         torch.testing.assert_close(a, b)
+
+
+def test_sam_takes_its_base_optimizers_auto_settings():
+    """SAM updates as its base optimizer does, at another gradient: PDT's per-optimizer
+    settings follow the base optimizer."""
+    model = make_mlp()
+    for base, options in ((torch.optim.SGD, dict(lr=0.1, momentum=0.9)), (torch.optim.AdamW, dict(lr=1e-3))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SGD's spacing warning
+            plain = pdt.PDT(base(model.parameters(), **options), snap_every=4).config
+            sam = pdt.PDT(po.SAM(model.parameters(), base, **options), snap_every=4).config
+        assert sam == plain
+    assert plain.moment_ratio is not None
