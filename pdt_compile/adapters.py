@@ -396,15 +396,17 @@ def settles_rate(optimizer: object) -> bool:
     return chain(optimizer) in RATE_SETTLED
 
 
-MOMENTUM_SPACED = (("torch.optim.sgd.SGD",), ("pytorch_optimizer.optimizer.lamb.Lamb",))
+MOMENTUM_SPACED = (("torch.optim.sgd.SGD",), ("pytorch_optimizer.optimizer.lamb.Lamb",),
+                   ("schedulefree.sgd_schedulefree.SGDScheduleFree",))
 """Optimizers, as the chain of ``module.qualname`` from the optimizer to the one it wraps, whose
 momentum sets how close PDT's snapshots may be (``PDTConfig.momentum_spacing="auto"``): torch's
 SGD, where snapshots fewer steps apart than its momentum remembers made merges blow runs up,
 and LAMB, where they left seeds that never reached the baseline's loss (benchmarks/FINDINGS.md,
-"Snapshots closer than the momentum remembers"). Not Shampoo, Lookahead over SGD or
-schedule-free SGD (``benchmarks.short_epochs --more``: none blew up at short spacings; spacing
-paid nowhere on Shampoo, and cost test accuracy on Lookahead), nor AdamW or the unmeasured
-RMSprop."""
+"Snapshots closer than the momentum remembers"), and schedule-free SGD, where base-iterate
+snapshots 1 and 2 steps apart never reached it on any seed and spacing made them pay
+(``benchmarks.short_epochs --more``; FINDINGS, round fourteen). Not Shampoo or Lookahead over
+SGD (none blew up at short spacings; spacing paid nowhere on Shampoo, and cost test accuracy
+on Lookahead), nor AdamW or the unmeasured RMSprop."""
 
 
 def spaces_by_momentum(optimizer: object) -> bool:

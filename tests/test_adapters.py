@@ -498,7 +498,8 @@ def test_schedule_free_base_iterate_is_snapshot_at_base_spacing():
 
     def spacing(make_opt, **options):
         model = make_mlp()
-        opt = pdt.PDT(make_opt(model.parameters()), snap_every=10, **options)
+        # momentum_spacing=None: schedule-free SGD's momentum would space z's snapshots to 10 steps.
+        opt = pdt.PDT(make_opt(model.parameters()), snap_every=10, momentum_spacing=None, **options)
         if hasattr(opt.optimizer, "train"):
             opt.train()
         return opt.config.snap_every, first_snapshot_step(opt, model), opt.config.tau
@@ -767,7 +768,7 @@ def test_momentum_spaced_raises_snap_every_to_the_steps_the_momentum_remembers(s
     assert config.momentum_spaced(memory).snap_every == spaced
 
 
-def test_momentum_spacing_auto_spaces_snapshots_on_sgd_with_momentum_and_on_lamb_and_says_so():
+def test_momentum_spacing_auto_spaces_snapshots_on_sgd_with_momentum_lamb_and_schedule_free_sgd_and_says_so():
     model = make_mlp()
     with pytest.warns(UserWarning, match=r"snap_every=4 is shorter than 2 times the 10 steps SGD's momentum "
                                          r"remembers; PDT snapshots every 20 steps"):
@@ -781,6 +782,10 @@ def test_momentum_spacing_auto_spaces_snapshots_on_sgd_with_momentum_and_on_lamb
         assert pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=4).config.snap_every == 4
     with pytest.warns(UserWarning, match=r"the 5 steps Lamb's momentum remembers; PDT snapshots every 10 steps"):
         assert pdt.PDT(po.Lamb(model.parameters(), lr=0.01, betas=(0.8, 0.999)), snap_every=4).config.snap_every == 10
+    with pytest.warns(UserWarning, match=r"snap_every=4 \(snapshots of the base iterate every 2, base_spacing=0.5\) is "
+                                         r"shorter than 2 times the 10 steps SGDScheduleFree's momentum"):
+        spaced = pdt.PDT(schedulefree.SGDScheduleFree(model.parameters(), lr=0.5, momentum=0.9), snap_every=4)
+    assert spaced.config.snap_every == 20 and spaced.config.momentum_spacing == 2.0
 
 
 def test_the_spacing_warning_names_the_snap_every_given_where_schedule_free_snapshots_its_base_iterate_closer():
@@ -797,17 +802,17 @@ def test_the_spacing_warning_names_the_snap_every_given_where_schedule_free_snap
 @pytest.mark.parametrize("make", [
     lambda p: torch.optim.AdamW(p, lr=1e-3), lambda p: torch.optim.RMSprop(p, lr=1e-3, momentum=0.9),
     lambda p: po.Lookahead(torch.optim.SGD(p, lr=0.1, momentum=0.9)),
-    lambda p: schedulefree.SGDScheduleFree(p, lr=0.5, momentum=0.9),
-], ids=["AdamW", "RMSprop", "Lookahead(SGD)", "SGDScheduleFree"])
+    lambda p: po.Shampoo(p, lr=0.1, momentum=0.9),
+], ids=["AdamW", "RMSprop", "Lookahead(SGD)", "Shampoo"])
 def test_momentum_spacing_auto_leaves_snap_every_where_spacing_was_not_measured_to_pay(make):
     """Short spacings blew runs up on torch's SGD and left seeds short of the target on LAMB
-    alone (benchmarks.short_epochs, and its --more on Shampoo, Lookahead and schedule-free);
-    RMSprop was not measured."""
+    and schedule-free SGD alone (benchmarks.short_epochs, and its --more on Shampoo, Lookahead
+    and schedule-free); RMSprop was not measured."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Lookahead's and schedule-free's own warnings
         opt = pdt.PDT(make(make_mlp().parameters()), snap_every=4)
     assert opt.config.momentum_spacing is None
-    assert opt.config.snap_every == (2 if isinstance(opt.optimizer, schedulefree.SGDScheduleFree) else 4)
+    assert opt.config.snap_every == 4
 
 
 def test_snapshots_closer_than_the_momentum_remembers_no_longer_blow_up_a_run_sgd_trains():
