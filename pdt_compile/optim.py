@@ -509,7 +509,8 @@ class PDT(Optimizer):
         which moves the weights to where the second gradient is taken. PDT does no work there;
         :attr:`second_step` counts as the training step. Absent (``hasattr`` False) where the
         wrapped optimizer has no such step."""
-        return functools.partial(self._first_step, self._sharpness_step("first_step"))
+        owner = self._owner()
+        return functools.partial(owner._first_step, owner._sharpness_step("first_step"))
 
     @property
     def second_step(self) -> Callable[..., Any]:
@@ -518,7 +519,13 @@ class PDT(Optimizer):
         boundaries, as with ``step(closure)``. Report the loss (:meth:`report_loss`) for what
         reads it. Its ``zero_grad=True`` clears the gradients after PDT's boundary work, which
         reads them (a parameter without a gradient is left out of a merge, as a frozen one)."""
-        return functools.partial(self._second_step, self._sharpness_step("second_step"))
+        owner = self._owner()
+        return functools.partial(owner._second_step, owner._sharpness_step("second_step"))
+
+    def _owner(self) -> "PDT":
+        """This PDT; or, where this is read on a wrapper that subclasses PDT's class on the fly
+        to pass ``isinstance`` checks (Lightning's ``LightningOptimizer``), the PDT it wraps."""
+        return self if "schedule" in vars(self) else self.optimizer
 
     def _first_step(self, first: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self._snapshot_ring is not None:

@@ -221,3 +221,20 @@ def test_sam_takes_its_base_optimizers_auto_settings():
             sam = pdt.PDT(po.SAM(model.parameters(), base, **options), snap_every=4).config
         assert sam == plain
     assert plain.moment_ratio is not None
+
+
+def test_the_two_step_loop_through_lightnings_optimizer_wrapper_runs_pdt_once_a_step():
+    """Lightning hands manual optimization a LightningOptimizer, a class made on the fly from
+    its own and PDT's: first_step and second_step found on it must step the PDT it wraps."""
+    lightning = pytest.importorskip("lightning.pytorch")
+    data = batches(30)
+    runs = []
+    for wrapped in (False, True):
+        model = make_mlp()
+        opt = pdt.PDT(sharpness_aware("SAM", model.parameters()), **CONFIG)
+        handle = lightning.core.optimizer.LightningOptimizer(opt) if wrapped else opt
+        two_step_loop(model, handle, data)
+        runs.append((model, opt.stats.merges, opt.schedule.steps))
+    assert runs[0][1:] == runs[1][1:] and runs[0][1] > 0 and runs[0][2] == 30
+    for a, b in zip(runs[0][0].parameters(), runs[1][0].parameters()):
+        assert torch.equal(a, b)
