@@ -326,7 +326,8 @@ def sharpness_aware(optimizer: object) -> bool:
 def chain(optimizer: object) -> tuple[str, ...]:
     """``module.qualname`` of ``optimizer`` and of each optimizer it wraps, in order, as the
     per-optimizer ``"auto"`` settings are keyed; without sharpness-aware wrappers, which
-    update as their base optimizer does (SAM over SGD takes SGD's settings)."""
+    update as their base optimizer does (SAM over SGD takes SGD's settings: adaptive tau paid
+    there, ``benchmarks.sharpness_aware``)."""
     return tuple(class_name(inner) for inner in unwrapped(optimizer) if not sharpness_aware(inner))
 
 
@@ -346,12 +347,16 @@ MOMENT_FILTERED = ("torch.optim.adam.Adam", "torch.optim.adamw.AdamW", "torch.op
 """Optimizers (``module.qualname``, alone or inside a wrapper's ``.optimizer``) on which
 ``PDTConfig.moment_ratio="auto"`` filters merges by Adam's moments: where it was measured to
 pay (benchmarks/FINDINGS.md, "Merges only where Adam's moments see a direction", and "Adam's
-relatives: NAdam and RAdam"); LAMB, whose merges paid less with it, is not among them."""
+relatives: NAdam and RAdam"); LAMB, whose merges paid less with it, is not among them; nor
+SAM over them, where it cost the mnist1d ViT 1.19x -> 1.11x in wall time to SAM's final loss and
+0.9 points of test accuracy (``benchmarks.sharpness_aware``)."""
 
 
 def filters_moments(optimizer: object) -> bool:
-    """Whether ``optimizer``, or the optimizer it wraps, is one of :data:`MOMENT_FILTERED`."""
-    return any(class_name(inner) in MOMENT_FILTERED for inner in unwrapped(optimizer))
+    """Whether ``optimizer``, or the optimizer it wraps, is one of :data:`MOMENT_FILTERED`
+    (not under a sharpness-aware wrapper)."""
+    inners = list(unwrapped(optimizer))
+    return not any(map(sharpness_aware, inners)) and any(class_name(inner) in MOMENT_FILTERED for inner in inners)
 
 
 SIGN_STEPPED = ("pytorch_optimizer.optimizer.lion.Lion",)
