@@ -58,7 +58,9 @@ def methods(task: Task, snap_every: int) -> dict:
         "PDT default: z jumps, x stays, snapshots every snap_every / 2": lambda opt: pdt.PDT(opt, snap_every=snap_every),
         "PDT default + verify (256 training samples)": verified(task, snap_every),
         "PDT default, base_spacing 1.0 (snapshots every snap_every)": lambda opt: pdt.PDT(opt, snap_every=snap_every, base_spacing=1.0),
-        "PDT default, base_spacing 0.25": lambda opt: pdt.PDT(opt, snap_every=snap_every, base_spacing=0.25),
+        # On schedule-free SGD momentum_spacing would raise a quarter epoch back to 20 steps.
+        "PDT default, base_spacing 0.25 (momentum_spacing=None)": lambda opt: pdt.PDT(
+            opt, snap_every=snap_every, base_spacing=0.25, momentum_spacing=None),
         "PDT default, tau 4 (8 half intervals ahead: the default until 2026-11-29 21:42)":
             lambda opt: pdt.PDT(opt, snap_every=snap_every, tau=4),
         "PDT default, tau 16": lambda opt: pdt.PDT(opt, snap_every=snap_every, tau=16),

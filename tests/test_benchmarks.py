@@ -881,7 +881,8 @@ def test_the_clock_probe_advances_schedule_free_s_average_by_the_merged_share_of
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(50))]
     drift = torch.linspace(0.5, 1.5, 50)
-    opt = ClockPDT(schedulefree.SGDScheduleFree(params, lr=0.01, momentum=0.9), snap_every=4, history=3, burn_in=3)
+    opt = ClockPDT(schedulefree.SGDScheduleFree(params, lr=0.01, momentum=0.9), snap_every=4, history=3, burn_in=3,
+                   momentum_spacing=None)
     opt.train()
     group = opt.param_groups[0]
     merged_steps = 0.0

@@ -50,8 +50,12 @@ def test_compiled_block_runs_with_inductor():
 
 def test_stacking_block_runs():
     scope = namespace(Path("."))
-    exec(compile(BLOCKS[2], "README.md[stacking]", "exec"), scope)
-    assert scope["opt"].stats.boundaries == 2  # z is snapshot every half epoch of 4 steps (base_spacing)
+    scope["train_loader"] = batches(40, size=8)  # ten epochs of 4 steps
+    with pytest.warns(UserWarning, match="momentum remembers"):
+        exec(compile(BLOCKS[2], "README.md[stacking]", "exec"), scope)
+    # z would be snapshot every half epoch of 4 steps (base_spacing), but schedule-free SGD's
+    # momentum of 0.9 keeps its snapshots 20 steps apart (momentum_spacing)
+    assert scope["opt"].config.snap_every == 20 and scope["opt"].stats.boundaries == 2
     assert not scope["opt"].param_groups[0]["train_mode"]  # left in eval mode, as the block says
 
 
