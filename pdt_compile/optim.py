@@ -502,6 +502,20 @@ class PDT(Optimizer):
 
     step.hooked = True  # type: ignore[attr-defined]  # Optimizer must not wrap it again
 
+    def __getattr__(self, name: str) -> Any:
+        """Only reached for an attribute PDT lacks: an error that says where a method of the
+        wrapped optimizer is (GSAM's ``set_closure``), which PDT does not forward, since one that
+        steps the optimizer past PDT would leave PDT blind."""
+        inner = self.__dict__.get("optimizer")
+        if inner is not None and name in ("first_step", "second_step"):  # their properties raised: say why
+            self._sharpness_step(name)
+        if inner is not None and not name.startswith("_") and hasattr(inner, name):
+            raise AttributeError(
+                f"'PDT' object has no attribute {name!r}; the optimizer it wraps ({type(inner).__name__}) has: "
+                f"use opt.optimizer.{name} where it does not step the optimizer (steps go through PDT: step(), "
+                "or first_step() and second_step())")
+        raise AttributeError(f"'PDT' object has no attribute {name!r}")
+
     @property
     def first_step(self) -> Callable[..., Any]:
         """A sharpness-aware optimizer's first step (SAM and its kin keep
@@ -628,9 +642,9 @@ class PDT(Optimizer):
             return update()
         if closure is None and self._quiet_next():
             self._ring.before_update_()
-            update()
+            result = update()
             self.schedule.commit(Phase.ORDINARY, False, False)
-            return None
+            return result
         boundary = self.schedule.boundary_next()
         if boundary and self._unfrozen():
             self._retrack()
@@ -656,9 +670,9 @@ class PDT(Optimizer):
             returned: list[Any] = []
             loss = update(_returning_into(closure, returned)) if closure is not None else update()
             self._finish_boundary(phase, self._run_boundary(phase))
-            if loss is None and returned:  # SAM's step(closure) returns nothing: report the closure's loss
+            if loss is None and returned and _is_loss(returned[0]):  # SAM's step(closure) returns nothing
                 self.report_loss(returned[0])
-        if loss is not None:
+        if _is_loss(loss):  # not GSAM's (outputs, loss)
             self.report_loss(loss)
         return loss
 
@@ -1389,6 +1403,13 @@ def calls_step_hooks(optimizer: Optimizer, before: bool = True, profiler: bool =
         or (before and (getattr(optimizer, "_optimizer_step_pre_hooks", None) or _global_optimizer_pre_hooks))
         or (profiler and torch.autograd._profiler_enabled())
     )
+
+
+def _is_loss(value: Any) -> bool:
+    """Whether ``value`` is a loss PDT can read: a one-element tensor or a real number."""
+    if isinstance(value, Tensor):
+        return value.numel() == 1
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _returning_into(closure: Callable[[], Any], returned: list[Any]) -> Callable[[], Any]:

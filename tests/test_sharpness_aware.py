@@ -239,3 +239,26 @@ def test_the_two_step_loop_through_lightnings_optimizer_wrapper_runs_pdt_once_a_
     assert runs[0][1:] == runs[1][1:] and runs[0][1] > 0 and runs[0][2] == 30
     for a, b in zip(runs[0][0].parameters(), runs[1][0].parameters()):
         assert torch.equal(a, b)
+
+
+def test_gsam_trains_through_pdt_with_its_closure_set_on_the_optimizer_it_wraps():
+    """GSAM takes its closure from set_closure and returns (outputs, loss): PDT hands that
+    back, and points at the wrapped optimizer for set_closure."""
+    model = make_mlp()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+    constant = torch.optim.lr_scheduler.LambdaLR(sgd, lambda step: 1.0)
+    rho = po.ProportionScheduler(constant, max_lr=0.2, min_lr=0.2, max_value=0.05, min_value=0.05)
+    opt = pdt.PDT(po.GSAM(model.parameters(), sgd, model, rho), **CONFIG)
+    with pytest.raises(AttributeError, match=r"GSAM\) has: use opt.optimizer.set_closure"):
+        opt.set_closure
+    assert not hasattr(opt, "set_closure") and not hasattr(opt, "no_such_thing")
+    for x, y in batches(30):
+        opt.optimizer.set_closure(torch.nn.functional.cross_entropy, x, y)
+        outputs, loss = opt.step(opt.optimizer.forward_backward_func)  # the closure: the check reads its gradient
+        assert outputs.shape == (len(x), 3) and loss.numel() == 1
+        opt.report_loss(loss)
+    assert opt.stats.merges > 0
+    for x, y in batches(CONFIG["snap_every"]):  # without the closure, ordinary steps and a boundary alike
+        opt.optimizer.set_closure(torch.nn.functional.cross_entropy, x, y)
+        outputs, loss = opt.step()
+        assert outputs.shape == (len(x), 3) and loss.numel() == 1
