@@ -1406,10 +1406,10 @@ def calls_step_hooks(optimizer: Optimizer, before: bool = True, profiler: bool =
 
 
 def _is_loss(value: Any) -> bool:
-    """Whether ``value`` is a loss PDT can read: a one-element tensor or a real number."""
-    if isinstance(value, Tensor):
-        return value.numel() == 1
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    """Whether ``value`` is what a step returns as its loss, a tensor or a real number (a
+    tensor of more than one element is then refused by :meth:`PDT.report_loss`), not
+    something else a step may return (GSAM's ``(outputs, loss)``)."""
+    return isinstance(value, Tensor) or isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _returning_into(closure: Callable[[], Any], returned: list[Any]) -> Callable[[], Any]:

@@ -921,6 +921,18 @@ def test_a_loss_of_several_elements_or_no_number_is_refused(loss_reads):
         with pytest.raises(TypeError, match="PDT.report_loss: expected the step's loss as a one-element tensor or a float"):
             opt.report_loss(value)
     opt.report_loss(numpy.float32(0.5))
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), runaway_factor=3.0, loss_reads=loss_reads, **CONFIG)
+    x, y = batches(1)[0]
+
+    def per_sample():
+        opt.zero_grad()
+        losses = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
+        losses.mean().backward()
+        return losses
+
+    with pytest.raises(ValueError, match=r"loss has 16 elements"):  # a closure's, as one reported
+        opt.step(per_sample)
 
 
 @pytest.mark.parametrize("loss_reads", [1, 16])
