@@ -660,7 +660,7 @@ class PDT(Optimizer):
                 self._check_gradient(check)
             else:
                 closure = self._checked_closure(check, closure)
-        if self.compiled_step is None and closure is None and phase != Phase.ORDINARY and self._graph_kernels():
+        if self.compiled_step is None and closure is None and stepping and phase != Phase.ORDINARY and self._graph_kernels():
             self.compiled_step = boundary_graphs(self)
         if self.compiled_step is not None and closure is None and stepping:
             loss = None

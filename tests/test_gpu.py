@@ -224,3 +224,30 @@ def test_a_layer_unfrozen_mid_run_follows_eager_under_cuda_graphs(mode):
     assert len(opt.ring.params) == len(eager.ring.params) == 4
     _assert_same_run(eager_model, eager, model, opt)
 
+
+
+@pytest.mark.gpu
+@cuda
+def test_sams_two_step_loop_compiled_on_cuda_follows_eager():
+    """SAM's second_step is PDT's step, its boundary work eager (no boundary graphs) in both."""
+    po = pytest.importorskip("pytorch_optimizer")
+    runs = []
+    for compiled in (False, True):
+        model = make_mlp().cuda()
+        opt = pdt.PDT(po.SAM(model.parameters(), torch.optim.SGD, lr=0.05, momentum=0.9), **CONFIG)
+
+        def train_step(x, y, model=model, opt=opt):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.first_step(zero_grad=True)
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.second_step(zero_grad=True)
+            return loss
+
+        step = pdt.compile(train_step, optimizer=opt, backend="inductor") if compiled else train_step
+        for x, y in batches(36):
+            loss = step(x.cuda(), y.cuda())
+            if not compiled:
+                opt.report_loss(loss)
+        runs.append((model, opt))
+    _assert_same_run(*runs[0], *runs[1])
