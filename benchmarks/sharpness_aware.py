@@ -37,9 +37,8 @@ def sharpness_aware(task: Task, rho: float) -> Task:
     """``task`` with SAM over its optimizer."""
     import pytorch_optimizer as po
 
-    base = task.make_optimizer
-    return dataclasses.replace(
-        task, make_optimizer=lambda params, lr: po.SAM(params, lambda groups, lr: base(groups, lr), rho=rho, lr=lr))
+    base = task.make_optimizer  # SAM builds it over its own param groups: base(groups, lr=lr)
+    return dataclasses.replace(task, make_optimizer=lambda params, lr: po.SAM(params, base, rho=rho, lr=lr))
 
 
 def methods(epoch: int) -> dict[str, object]:
