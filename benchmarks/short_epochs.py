@@ -33,7 +33,8 @@ that chose ``momentum_spacing="auto"``."""
 MORE_TASKS = {"digits MLP / Shampoo": 12.8,
               "mnist1d CNN / SGD-momentum: on Lookahead (k=5, alpha=0.5)": 0.1,
               "mnist1d CNN / SGD-momentum: on schedule-free": 1.6,
-              "mnist1d ViT / AdamW: on schedule-free": 0.004}
+              "mnist1d ViT / AdamW: on schedule-free": 0.004,
+              "char transformer / AdamW: on schedule-free": 0.024}
 """``--more``: optimizers with a momentum that ``"auto"`` leaves unspaced, at their tuned
 constant rates (``benchmarks.ttb --core`` and ``--peers``). A case ``"task: on peer"`` is the
 task with that peer's optimizer (:func:`benchmarks.ttb.peers`), the baseline and PDT alike."""
@@ -66,7 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="", help="run only the tasks whose name contains this")
     parser.add_argument("--more", action="store_true", help="the cases of MORE_TASKS instead (Shampoo, "
-                        "the CNN on Lookahead and on schedule-free, the ViT on schedule-free)")
+                        "the CNN on Lookahead and on schedule-free, the ViT and the char transformer on schedule-free)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--spacings", default="2,4,8", help="comma-separated snap_every values")
