@@ -1325,23 +1325,31 @@ def test_quiet_steps_follow_the_full_paths_trajectory(gradient_limit):
     assert all(torch.equal(a, b) for a, b in zip(quiet_weights, full_weights))
 
 
-def test_non_contiguous_parameters_take_their_merges_like_contiguous_ones():
+@pytest.mark.parametrize("rows", [6, 200])  # packed with the bias, and a parameter of its own
+@pytest.mark.parametrize("lookahead", [False, True])  # Lookahead: slow weights that merges move too
+def test_non_contiguous_parameters_take_their_merges_like_contiguous_ones(rows, lookahead):
+    import pytorch_optimizer as po
+
     torch.manual_seed(0)
-    start, x, target = torch.randn(6, 5), torch.randn(32, 6), torch.randn(32, 5)
+    start, x, target = torch.randn(rows, 5), torch.randn(32, rows), torch.randn(32, 5)
 
     def run(layout):
         w, b = torch.nn.Parameter(layout(start.clone())), torch.nn.Parameter(torch.zeros(5))
-        opt = pdt.PDT(torch.optim.SGD([w, b], lr=0.05), snap_every=2, history=3, burn_in=1, gradient_limit=None)
+        inner = torch.optim.SGD([w, b], lr=0.05 if rows == 6 else 0.002)
+        opt = pdt.PDT(po.Lookahead(inner, k=3) if lookahead else inner, snap_every=2, history=3, burn_in=1,
+                      gradient_limit=None)
         for _ in range(40):
             ((x @ w + b - target).square().mean()).backward()
             opt.step()
             opt.zero_grad()
-        return w, opt.stats.merges
+        slow = [opt.optimizer.state[p]["slow_params"].clone() for p in (w, b)] if lookahead else []
+        return w, slow, opt.stats.merges
 
-    plain, merges = run(lambda t: t)
-    strided, strided_merges = run(lambda t: t.t().contiguous().t())  # same values, column-major
+    plain, plain_slow, merges = run(lambda t: t)
+    strided, strided_slow, strided_merges = run(lambda t: t.t().contiguous().t())  # same values, column-major
     assert not strided.is_contiguous() and strided_merges == merges >= 2
     assert torch.allclose(plain, strided, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(plain_slow, strided_slow))
 
 
 class _DriftOracle(pdt.PDT):

@@ -19,7 +19,7 @@ from torch import Tensor, fx
 from ..config import PDTConfig
 from ..distributed import group_from_key, sum_grams_
 from ..dmd import full_rank_coefficients
-from ..runtime.history import _local
+from ..runtime.history import flat_elements, write_elements_
 from ..runtime.kernels import gram_pass, predict_pass_
 from ..runtime.predictor import solve_coefficients
 from .analysis import ParameterWrites
@@ -112,16 +112,15 @@ def merge_parameter_(
     """:func:`~pdt_compile.runtime.kernels.predict_pass_` on one parameter (its local shard, if
     sharded), moving its ``followers`` by their fractions of the jump (``fractions`` from
     ``first_follower`` on); its accepted count goes to ``counts[index]``."""
-    parameter = _local(parameter.detach())
-    weights = parameter.view(-1) if parameter.is_contiguous() else parameter.reshape(-1).clone()
-    moved = [_local(follower.detach()).view(-1) for follower in followers]
+    weights = flat_elements(parameter)
+    moved = [flat_elements(follower) for follower in followers]
     count = predict_pass_(
         weights, rows, s_weights, slot_mask, coefficients[group], s_coefficients[group], horizon,
         active[index], jump, rule, trend, drift, shift, moved,
         None if fractions is None else fractions[first_follower : first_follower + len(moved)],
     )
-    if not parameter.is_contiguous():
-        parameter.copy_(weights.view(parameter.shape))
+    for tensor, flat in zip((parameter, *followers), (weights, *moved)):
+        write_elements_(tensor, flat)
     counts.select(0, index).copy_(count)
 
 

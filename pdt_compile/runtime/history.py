@@ -28,6 +28,23 @@ def _local(p: Tensor) -> Tensor:
     return p.to_local() if hasattr(p, "to_local") else p
 
 
+def flat_elements(tensor: Tensor) -> Tensor:
+    """The elements of ``tensor`` (its local shard) as ``[numel]``, in logical order, the order
+    the ring stores them in: a view that writes into it where its layout allows one, else a
+    copy (a channels-last convolution's weight, its optimizer state, a transposed parameter),
+    which :func:`write_elements_` copies back."""
+    local = _local(tensor).detach()
+    return local.view(-1) if local.is_contiguous() else local.reshape(-1)
+
+
+def write_elements_(tensor: Tensor, flat: Tensor) -> None:
+    """Copy ``flat``, from :func:`flat_elements` of ``tensor``, back into ``tensor`` where it
+    was a copy rather than a view."""
+    local = _local(tensor).detach()
+    if not local.is_contiguous():
+        local.copy_(flat.view(local.shape))
+
+
 @dataclass
 class Pack:
     """Small parameters side by side: their h ring rows concatenated as one ``[h, n]``

@@ -23,7 +23,7 @@ from ..config import PDTConfig
 from ..distributed import ShardReduction, global_numel, sum_grams_, sum_parameter_pieces_
 from ..dmd import block_grams, solve_dmd
 from ..mask import forecast_mask_merge, needs_every_step
-from .history import Pack, SnapshotRing, _local, pack_layout, spans_of
+from .history import Pack, SnapshotRing, _local, flat_elements, pack_layout, spans_of, write_elements_
 from .kernels import Kernels, applied_jump, eager_gram, predict_elements_, use_compiled, working_dtype
 
 T = TypeVar("T")
@@ -245,23 +245,22 @@ def predict_merge_capture_(
     parts: list[tuple[Sequence[int], Tensor]] = []  # accepted counts of these parameters ([k] int64)
     jumps: list[Tensor | None] = [None] * len(params)
     for pack in packs:
-        moved = [[_local(f).detach().view(-1) for f in followers[i]] for i in pack.indices] if followers else None
+        moved = [followers[i] for i in pack.indices] if followers else None
         _update_pack(ring, pack, params, skip, groups, coefficients, s_coefficients, horizon, keep_jumps, kernels, moved,
                      parts, jumps)
     packed = {i for pack in packs for i in pack.indices}
     for index, p in enumerate(params):
         if index in packed:
             continue
-        tensor = _local(p).detach()
-        weights = tensor.reshape(-1)  # a copy only for non-contiguous parameters
+        weights = flat_elements(p)
         keep = keep_jumps and not skip[index]
         jump = torch.empty(weights.shape, dtype=working_dtype(weights.dtype), device=ring.device) if keep else None
         group = groups[index]
-        moved = [_local(f).detach().view(-1) for f in followers[index]] if followers else []
+        moved = [flat_elements(f) for f in followers[index]] if followers else []
         count = update(ring, index, weights, coefficients[group], s_coefficients[group], horizon, not skip[index], jump,
                        kernels, moved)
-        if weights.data_ptr() != tensor.data_ptr():
-            tensor.copy_(weights.view(tensor.shape))
+        for tensor, flat in zip((p, *(followers[index] if followers else ())), (weights, *moved)):
+            write_elements_(tensor, flat)
         if not skip[index]:
             parts.append(([index], count.view(1)))
         jumps[index] = jump
@@ -348,12 +347,11 @@ def _update_pack(
     sizes = _cached(pack, ("sizes",), lambda: [span.stop - span.start for span in pack.spans])  # the spans, in order
     torch._foreach_copy_(views, weights.split(sizes))
     for view, tensor in zip(views, tensors):
-        if view.data_ptr() != tensor.data_ptr():  # a copy: the parameter is not contiguous
-            tensor.detach().copy_(view.view(tensor.shape))
+        write_elements_(tensor, view)
     pieces = jump.split(sizes) if jump is not None else None
-    moved = [(follower, piece) for piece, tensors in zip(pieces, followers) for follower in tensors] if followers else []
+    moved = [(_local(follower).detach(), piece) for piece, tensors in zip(pieces, followers) for follower in tensors] if followers else []
     if moved:
-        torch._foreach_add_([follower for follower, _ in moved], [piece for _, piece in moved])
+        torch._foreach_add_([follower for follower, _ in moved], [piece.view(follower.shape) for follower, piece in moved])
     for position, (index, span) in enumerate(zip(pack.indices, pack.spans)):
         if not pack.shared:
             for row, packed_row in zip(ring.row_tensors(index), pack.rows):
