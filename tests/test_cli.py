@@ -21,6 +21,13 @@ def test_demo_prints_the_table_and_writes_the_plot(tmp_path):
     assert "predictions" in out and plot.stat().st_size > 10_000
 
 
+def test_demo_trains_a_transformer_at_its_tuned_rate(tmp_path):
+    out = run("-m", "pdt_compile", "demo", "--task", "vit", "--schedule", "constant", "--steps", "90",
+              "--out", str(tmp_path / "vit.png"))
+    assert "AdamW (baseline)" in out and "AdamW + PDT" in out
+    assert "constant schedule, lr 0.0005 (the tuned constant rate" in out and "snapshot every 40 steps" in out
+
+
 def test_explain_shows_the_tagged_nodes():
     out = run("-m", "pdt_compile", "explain")
     assert "[snapshot]" in out and "[predict]" in out and "[merge]" in out
