@@ -71,6 +71,8 @@ VARIANTS: dict[str, dict] = {
         dict(adaptive="auto", tau_max=8),
     "history 3 (a ring of 3 snapshots)": dict(history=3),
     "history 8 (a ring of 8 snapshots)": dict(history=8),
+    "granularity model (one DMD over all the parameters, not one per tensor)": dict(granularity="model"),
+    "rank gavish_donoho (the paper's truncation, not full rank)": dict(rank="gavish_donoho"),
     "merges in the first quarter of training only": dict(stop_at=0.25),
     "merges in the first half of training only": dict(stop_at=0.5),
     "the radial part of matrices' jumps undone (benchmarks.sf_harm's probe)": dict(tangential=True),
