@@ -84,6 +84,27 @@ def test_a_merge_moves_the_optimizers_weight_space_state_by_the_same_jump(name):
     assert_followers_moved_by_the_jump(records)
 
 
+def column_major(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with its matrices stored column-major, as a channels-last convolution's
+    weights are: not contiguous, no flat view (optimizer state made ``*_like`` them neither)."""
+    for layer in model:
+        if isinstance(layer, torch.nn.Linear):
+            layer.weight.data = layer.weight.data.t().contiguous().t()
+    return model
+
+
+@pytest.mark.parametrize("name", sorted(STACKED))
+def test_a_merge_moves_the_weight_space_state_of_column_major_weights_too(name):
+    model = column_major(make_mlp())
+    make_opt, keys = STACKED[name]
+    opt = pdt.PDT(make_opt(model.parameters()), averages="move", **CONFIG)
+    opt.train()
+    records = spy_on_predictions(opt)
+    train(model, opt, batches(45))
+    assert not model[0].weight.is_contiguous() and opt.stats.merges >= 2
+    assert_followers_moved_by_the_jump(records)
+
+
 @pytest.mark.parametrize("name", ["lookahead", "sgd_schedule_free_reference"])
 def test_a_param_group_added_mid_run_has_its_state_moved_by_merges_too(name):
     """add_param_group (progressive unfreezing) rebuilds the ring: the new parameters' own
@@ -245,6 +266,23 @@ def test_compiled_stacking_follows_eager_with_its_boundaries_in_graphs(name, ave
     if averages == "stay":
         fractions = opt.compiled_step.runtime.buffers["fractions"].tolist()
         assert fractions == pytest.approx([0.1] * len(fractions))  # 1 - beta
+
+
+def test_compiled_merges_move_the_slow_weights_of_column_major_weights_as_eager_ones_do():
+    """Lookahead's slow weights of non-contiguous weights (no flat view) move inside the
+    compiled merge as in eager PDT."""
+    data = batches(45)
+    eager_model = column_major(make_mlp())
+    eager = pdt.PDT(STACKED["lookahead"][0](eager_model.parameters()), averages="move", **CONFIG)
+    train(eager_model, eager, data, report=True)  # as the compiled step reports what it returns
+    model = column_major(make_mlp())
+    opt = pdt.PDT(STACKED["lookahead"][0](model.parameters()), averages="move", **CONFIG)
+    step = pdt.compile(step_function(model, opt), optimizer=opt, backend="aot_eager")
+    for x, y in data:
+        step(x, y)
+    assert opt.state[model[0].weight]["slow_params"].stride() == model[0].weight.stride() != (16, 1)
+    assert_same_run(eager_model, eager, model, opt)
+    assert_boundaries_compiled_with_followers(opt)
 
 
 def test_at_a_snapshot_every_step_the_compiled_gradient_check_keeps_eager_s_window():
