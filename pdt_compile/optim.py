@@ -94,8 +94,10 @@ def options_idle_without_losses(config: PDTConfig) -> list[str]:
 
 def trainable_parameters(param_groups: list[dict[str, Any]]) -> list[Tensor]:
     """The parameters PDT snapshots and merges: trainable (``requires_grad``) and real-valued,
-    in param groups that do not opt out with ``"pdt": False``."""
-    return [p for p in _opted_in(param_groups) if p.requires_grad and not p.is_complex()]
+    in param groups that do not opt out with ``"pdt": False``; each once, where a group lists it
+    twice (tied weights; torch warns, and its optimizers step it twice)."""
+    unique = {id(p): p for p in _opted_in(param_groups) if p.requires_grad and not p.is_complex()}
+    return list(unique.values())
 
 
 def _unmaterialised(p: Tensor) -> bool:

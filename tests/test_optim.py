@@ -1325,6 +1325,33 @@ def test_quiet_steps_follow_the_full_paths_trajectory(gradient_limit):
     assert all(torch.equal(a, b) for a, b in zip(quiet_weights, full_weights))
 
 
+def test_a_parameter_listed_twice_is_tracked_and_merged_once():
+    """Tied weights passed twice in one param group (torch warns and steps them twice): PDT
+    tracks the parameter once, so a merge moves it by one jump, not two."""
+    torch.manual_seed(0)
+    w, b = torch.nn.Parameter(torch.randn(200, 200)), torch.nn.Parameter(torch.zeros(200))  # w: no pack
+    x, y = torch.randn(64, 200), torch.randint(0, 200, (64,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's warning about the duplicate
+        opt = pdt.PDT(torch.optim.SGD([w, b, w], lr=0.1), snap_every=2, history=3, burn_in=2, tau=2, momentum_spacing=None)
+    assert opt.tracked() == [w, b]
+    moves, run_boundary, finish = [], opt._run_boundary, opt._finish_boundary
+    opt._run_boundary = lambda phase: (moves.append(w.detach().clone()), run_boundary(phase))[1]
+
+    def finished(phase, prediction):
+        finish(phase, prediction)
+        if opt._jumps is not None:
+            moves[-1] = (w.detach() - moves[-1], opt._jumps[0].view(w.shape))
+    opt._finish_boundary = finished
+    for _ in range(20):
+        torch.nn.functional.cross_entropy(x @ w.t() + b, y).backward()
+        opt.step()
+        opt.zero_grad()
+    merged = [move for move in moves if isinstance(move, tuple)]
+    assert opt.stats.merges >= 2 and len(merged) == opt.stats.merges
+    assert all(torch.allclose(moved, jump, atol=1e-6) and jump.abs().max() > 1e-3 for moved, jump in merged)
+
+
 @pytest.mark.parametrize("rows", [6, 200])  # packed with the bias, and a parameter of its own
 @pytest.mark.parametrize("lookahead", [False, True])  # Lookahead: slow weights that merges move too
 def test_non_contiguous_parameters_take_their_merges_like_contiguous_ones(rows, lookahead):
