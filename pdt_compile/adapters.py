@@ -323,6 +323,14 @@ def sharpness_aware(optimizer: object) -> bool:
     return hasattr(optimizer, "second_step") and hasattr(optimizer, "base_optimizer")
 
 
+def stored_closure(optimizer: object) -> Callable[[], Any] | None:
+    """The closure ``optimizer`` keeps for a ``step()`` called without one, where it keeps one
+    (GSAM's ``set_closure`` stores ``forward_backward_func``): such a step takes its gradients
+    there, so PDT runs it as ``step(closure)`` and its gradient check reads them."""
+    closure = getattr(optimizer, "forward_backward_func", None)
+    return closure if callable(closure) else None
+
+
 def chain(optimizer: object) -> tuple[str, ...]:
     """``module.qualname`` of ``optimizer`` and of each optimizer it wraps, in order, as the
     per-optimizer ``"auto"`` settings are keyed; without sharpness-aware wrappers, which

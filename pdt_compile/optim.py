@@ -24,7 +24,8 @@ from torch.utils.hooks import RemovableHandle
 
 from .adapters import (adam_moments, adapts_tau, averaging, coupled_decay, decoupled_decay, filters_moments, companions,
                        learning_rates, momentum_memory, settles_rate, shares, sharpness_aware, spaces_by_momentum,
-                       stacking_warning, steps_by_sign, trailing_keys, unmoved_weight_keys, weight_space_keys)
+                       stacking_warning, stored_closure, steps_by_sign, trailing_keys, unmoved_weight_keys,
+                       weight_space_keys)
 from .config import PDTConfig, binds, check_option_names
 from .distributed import (global_numel, mean_across_ranks, means_across_ranks, pipeline_group_of, single_process,
                           spans_stages, sum_across_shards_, sum_across_stages_, sum_over_model_, sum_parameter_pieces_)
@@ -497,7 +498,11 @@ class PDT(Optimizer):
         With a ``closure``, its loss is also reported (see :meth:`report_loss`). Step hooks
         and the profiler label run as for any optimizer, but only when a hook is registered
         or the profiler is on (the wrapper costs ~10 µs a step otherwise). Inside a region
-        ``torch.compile`` traces, the step runs eagerly, outside the graph."""
+        ``torch.compile`` traces, the step runs eagerly, outside the graph. Without a
+        ``closure``, the one the wrapped optimizer stores for such a step (GSAM's
+        ``set_closure``) is passed, as the optimizer would use it."""
+        if closure is None:
+            closure = stored_closure(self.optimizer)
         if torch.compiler.is_compiling():
             return self._step_outside_graph(closure)
         return self._step_eagerly(closure)

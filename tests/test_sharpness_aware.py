@@ -262,3 +262,25 @@ def test_gsam_trains_through_pdt_with_its_closure_set_on_the_optimizer_it_wraps(
         opt.optimizer.set_closure(torch.nn.functional.cross_entropy, x, y)
         outputs, loss = opt.step()
         assert outputs.shape == (len(x), 3) and loss.numel() == 1
+
+
+def test_gsam_stepped_without_a_closure_runs_as_with_the_one_it_stores():
+    """``opt.step()`` after ``set_closure``: GSAM takes the gradient inside its step, from the
+    closure it stores; PDT runs that step as ``opt.step(that closure)``, so the gradient check
+    judges a merge by the gradient taken after it, not the step before's."""
+    def run(pass_closure):
+        model = make_mlp()
+        sgd = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+        constant = torch.optim.lr_scheduler.LambdaLR(sgd, lambda step: 1.0)
+        rho = po.ProportionScheduler(constant, max_lr=0.2, min_lr=0.2, max_value=0.05, min_value=0.05)
+        opt = pdt.PDT(po.GSAM(model.parameters(), sgd, model, rho), gradient_limit=1.05, **CONFIG)
+        for x, y in batches(40):
+            opt.optimizer.set_closure(torch.nn.functional.cross_entropy, x, y)
+            _, loss = opt.step(opt.optimizer.forward_backward_func) if pass_closure else opt.step()
+        return model, opt.stats
+
+    (model, stats), (plain_model, plain_stats) = run(True), run(False)
+    assert stats.merges > 0 and stats.gradient_undos > 0
+    assert plain_stats.as_dict() | {"prediction_seconds": 0} == stats.as_dict() | {"prediction_seconds": 0}
+    for a, b in zip(model.parameters(), plain_model.parameters()):
+        assert torch.equal(a, b)
