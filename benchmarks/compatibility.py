@@ -7,8 +7,11 @@ A user may pick any optimizer, and an optimizer that keeps a copy of the weights
 the optimizer's own or PDT's), how many merges it made, whether the weights stay finite, which
 state tensors hold weights (shaped like their parameter and within a fifth of its mean size of
 it after training: the candidates for an adapter) and which of those PDT moves with a merge.
+``--layout column-major`` stores the MLP's matrices column-major, as a channels-last
+convolution's weights are (not contiguous: neither they nor state made ``*_like`` them has a
+flat view).
 
-    python -m benchmarks.compatibility [--steps 60] [--only 'schedulefree,ranger']
+    python -m benchmarks.compatibility [--steps 60] [--only 'schedulefree,ranger'] [--layout column-major]
 """
 
 from __future__ import annotations
@@ -43,10 +46,13 @@ def optimizers() -> dict[str, Callable]:
     return found
 
 
-def try_optimizer(cls: Callable, steps: int) -> tuple[str, str, str, str, str]:
+def try_optimizer(cls: Callable, steps: int, layout: str = "contiguous") -> tuple[str, str, str, str, str]:
     """(outcome, merges, finite, weight-like state, moved by PDT) for one optimizer class."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    if layout == "column-major":
+        for layer in (model[0], model[2]):
+            layer.weight.data = layer.weight.data.t().contiguous().t()
     x = torch.randn(64, 8, generator=torch.Generator().manual_seed(1))
     y = (x.sum(1) > 0).long()
     try:
@@ -74,6 +80,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--only", default="", help="comma-separated parts of optimizer names")
+    parser.add_argument("--layout", choices=("contiguous", "column-major"), default="contiguous",
+                        help="column-major: the matrices stored as a channels-last convolution's weights are")
     args = parser.parse_args()
     torch.set_num_threads(1)
     wanted = [text.lower() for text in args.only.split(",") if text]
@@ -82,16 +90,19 @@ def main() -> None:
     for name, cls in sorted(optimizers().items(), key=lambda item: item[0].lower()):
         if wanted and not any(text in name.lower() for text in wanted):
             continue
-        lines.append(f"| {name} | " + " | ".join(try_optimizer(cls, args.steps)) + " |")
+        lines.append(f"| {name} | " + " | ".join(try_optimizer(cls, args.steps, args.layout)) + " |")
     body = "\n".join(lines) + (
         f"\n\nA 2-layer MLP (8-16-2) on 64 fixed samples, full batch, lr 1e-3 for every optimizer, {args.steps} "
         "steps, snap_every=5, PDT's defaults otherwise. 'state holding weights': state tensors shaped like their "
         "parameter and within a fifth of its mean magnitude of it after training (a copy of the weights, an "
         "average or a fixed reference point); 'moved with a merge': the keys PDT's adapters translate by each jump "
         "(pdt_compile.adapters). Optimizers that refuse the MLP or need a closure fail on their own terms."
+        + (" The matrices stored column-major (not contiguous)." if args.layout != "contiguous" else "")
     )
     title = "Which optimizers PDT stacks on (benchmarks/compatibility.py)"
-    write_section(title + (f", optimizers matching {args.only!r}" if args.only else ""), body)
+    title += (f", optimizers matching {args.only!r}" if args.only else "") + (
+        f", {args.layout} weights" if args.layout != "contiguous" else "")
+    write_section(title, body)
     print(body)
 
 
