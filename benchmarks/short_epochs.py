@@ -24,7 +24,7 @@ from pdt_compile.experiment import Run, Task, Training, train_in_lockstep
 
 from .rate_drop import per_seed
 from .report import run_title, write_section
-from .ttb import peers, summarise, task_suite
+from .ttb import peers, summarise, sweep_factors, task_suite, tune_lr
 
 TASKS = {"mnist1d CNN / SGD-momentum": 0.05, "digits MLP / LAMB": 0.005, "mnist1d ViT / AdamW": 5e-4}
 """Task -> its tuned constant learning rate (``benchmarks.ttb --core``, RESULTS.md): the cases
@@ -34,17 +34,28 @@ MORE_TASKS = {"digits MLP / Shampoo": 12.8,
               "mnist1d CNN / SGD-momentum: on Lookahead (k=5, alpha=0.5)": 0.1,
               "mnist1d CNN / SGD-momentum: on schedule-free": 1.6,
               "mnist1d ViT / AdamW: on schedule-free": 0.004,
-              "char transformer / AdamW: on schedule-free": 0.024}
+              "char transformer / AdamW: on schedule-free": 0.024,
+              "digits MLP / SGD: on RMSprop (momentum 0.9)": None,
+              "mnist1d CNN / SGD-momentum: on RMSprop (momentum 0.9)": None}
 """``--more``: optimizers with a momentum that ``"auto"`` leaves unspaced, at their tuned
-constant rates (``benchmarks.ttb --core`` and ``--peers``). A case ``"task: on peer"`` is the
-task with that peer's optimizer (:func:`benchmarks.ttb.peers`), the baseline and PDT alike."""
+constant rates (``benchmarks.ttb --core`` and ``--peers``; None: tuned here, as ``benchmarks.ttb``
+tunes, seed 0, the sweep in the section). A case ``"task: on peer"`` is the task with that
+peer's optimizer (:func:`benchmarks.ttb.peers`, or :data:`OTHER_OPTIMIZERS`), the baseline and PDT
+alike."""
+
+OTHER_OPTIMIZERS = {"RMSprop (momentum 0.9)": (lambda params, lr: torch.optim.RMSprop(params, lr=lr, momentum=0.9), 1e-3)}
+"""Optimizers of ``--more`` cases that are not peers of the suite: (make_optimizer, the rate
+its sweep starts from)."""
 
 
 def case_task(case: str) -> tuple[Task, int]:
     """The task of ``case`` (with its peer's optimizer where it names one) and its epoch."""
     name, _, peer = case.partition(": on ")
     task, epoch = task_suite(quick=False)[name]
-    if peer:
+    if peer in OTHER_OPTIMIZERS:
+        make_optimizer, lr = OTHER_OPTIMIZERS[peer]
+        task = dataclasses.replace(task, make_optimizer=make_optimizer, lr=lr)
+    elif peer:
         task = dataclasses.replace(task, make_optimizer=peers(name, task)[peer])
     return task, epoch
 
@@ -67,7 +78,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="", help="run only the tasks whose name contains this")
     parser.add_argument("--more", action="store_true", help="the cases of MORE_TASKS instead (Shampoo, "
-                        "the CNN on Lookahead and on schedule-free, the ViT and the char transformer on schedule-free)")
+                        "the CNN on Lookahead and on schedule-free, the ViT and the char transformer on schedule-free, "
+                        "digits and the CNN on RMSprop with momentum)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--spacings", default="2,4,8", help="comma-separated snap_every values")
@@ -81,6 +93,9 @@ def main() -> None:
         if args.only not in name:
             continue
         task, epoch = case_task(name)
+        sweep: list[tuple[float, float]] = []
+        if lr is None:
+            lr, sweep = tune_lr(task, sweep_factors(name))
         wraps = methods(spacings, epoch, tuple(float(f) for f in args.factors.split(",")))
         runs: dict[str, list[Run]] = {method: [] for method in wraps}
         for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -90,7 +105,7 @@ def main() -> None:
                 results = train_in_lockstep(trainings)
             for method, (run, _) in zip(wraps, results):
                 runs[method].append(run)
-        section = summarise(f"{name}, constant lr {lr:g}", runs, lr, [], epoch, task) + "\n\n" + per_seed(runs, args.first_seed)
+        section = summarise(f"{name}, constant lr {lr:g}", runs, lr, sweep, epoch, task) + "\n\n" + per_seed(runs, args.first_seed)
         sections.append(section)
         print(section, flush=True)
     swept = (f"snap_every {args.spacings}, momentum_spacing None and {args.factors}",)
