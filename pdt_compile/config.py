@@ -471,8 +471,8 @@ class PDTConfig:
     saved (``python -m benchmarks.short_epochs``; benchmarks/FINDINGS.md, "Snapshots closer than
     the momentum remembers"). A short epoch (a small data set, full-batch training) makes such a
     ``snap_every``. ``None`` keeps ``snap_every`` as given; ``"auto"`` (default): 2.0 where it
-    was measured (:data:`pdt_compile.adapters.MOMENTUM_SPACED`: torch's SGD, LAMB, schedule-free
-    SGD; chosen from 1, 2 and 4 by ``benchmarks.short_epochs --spacings 2 --factors 1,2,4``), None
+    was measured (:data:`pdt_compile.adapters.MOMENTUM_SPACED`: torch's SGD and RMSprop, LAMB,
+    schedule-free SGD; chosen from 1, 2 and 4 by ``benchmarks.short_epochs --spacings 2 --factors 1,2,4``), None
     elsewhere. The momentum read is the largest of the predicted param groups' when PDT is built."""
 
     ring_dtype: str = "float32"
