@@ -2,7 +2,7 @@
 training) makes a short ``snap_every``. On an optimizer with heavy-ball momentum such snapshots
 are closer than the momentum remembers (``1 / (1 - m)`` steps, 10 at 0.9), and
 ``momentum_spacing=f`` keeps them ``f`` times that far apart instead (Adam's and LAMB's first
-beta counts as their momentum; ``"auto"`` is 2.0 on SGD and LAMB). For each task, at its tuned
+beta counts as their momentum; ``"auto"`` is 2.0 on SGD, RMSprop, LAMB and schedule-free SGD). For each task, at its tuned
 constant rate (``benchmarks.ttb --core``), the baseline and PDT with ``snap_every`` set to each
 of ``--spacings`` train in lock-step, seed by seed, with ``momentum_spacing=None`` (snapshots
 ``snap_every`` apart) and each of ``--factors``, beside PDT's defaults at the task's own spacing
@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--spacings", default="2,4,8", help="comma-separated snap_every values")
     parser.add_argument("--factors", default="2.0", help="comma-separated momentum_spacing values beside None "
-                        "(2.0: the default's on SGD and LAMB)")
+                        "(2.0: the default's on SGD, RMSprop, LAMB and schedule-free SGD)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     spacings = [int(s) for s in args.spacings.split(",")]

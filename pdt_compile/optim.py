@@ -71,7 +71,7 @@ AUTO_SATURATION = 0.5
 """``PDTConfig.saturation="auto"`` on Lion (``benchmarks.variants --optimizer lion --variants saturation``)."""
 
 AUTO_MOMENTUM_SPACING = 2.0
-"""``PDTConfig.momentum_spacing="auto"`` on SGD and LAMB (``benchmarks.short_epochs --spacings 2
+"""``PDTConfig.momentum_spacing="auto"`` on :data:`~pdt_compile.adapters.MOMENTUM_SPACED` (``benchmarks.short_epochs --spacings 2
 --factors 1,2,4``): snapshots at least twice as many steps apart as the momentum remembers."""
 
 SCHEDULE_FREE_RUNAWAY_FACTOR = 3.0
