@@ -300,14 +300,14 @@ def _pack_groups(pack: Pack, groups: Sequence[int]) -> Tensor:
 def _flat_views(pack: Pack, tensors: Sequence[Tensor]) -> list[Tensor]:
     """``[numel]`` views of ``tensors`` (the pack's parameters) that share their storage, kept
     on the pack while each keeps its storage: writing into them writes the parameters, with no
-    operation per parameter to make them. A non-contiguous one gets a copy (another data
-    pointer), which the caller copies back."""
+    operation per parameter to make them. A non-contiguous one gets a copy
+    (:func:`~pdt_compile.runtime.history.flat_elements`), which the caller writes back."""
     pointers = [t.data_ptr() for t in tensors]
     kept = pack.cache.get(("flat views",))
     if kept is None or kept[0] != pointers:
         kept = pointers, [t.detach().view(-1) if t.is_contiguous() else None for t in tensors]
         pack.cache[("flat views",)] = kept
-    return [view if view is not None else t.detach().reshape(-1) for view, t in zip(kept[1], tensors)]
+    return [view if view is not None else flat_elements(t) for view, t in zip(kept[1], tensors)]
 
 
 def _update_pack(
@@ -349,7 +349,8 @@ def _update_pack(
     for view, tensor in zip(views, tensors):
         write_elements_(tensor, view)
     pieces = jump.split(sizes) if jump is not None else None
-    moved = [(_local(follower).detach(), piece) for piece, tensors in zip(pieces, followers) for follower in tensors] if followers else []
+    moved = ([(_local(follower).detach(), piece) for piece, tensors in zip(pieces, followers) for follower in tensors]
+             if followers else [])
     if moved:
         torch._foreach_add_([follower for follower, _ in moved], [piece.view(follower.shape) for follower, piece in moved])
     for position, (index, span) in enumerate(zip(pack.indices, pack.spans)):
