@@ -939,8 +939,9 @@ class PDT(Optimizer):
         for keep, jump in zip(strong, prediction.jumps):
             part = None if jump is None or keep is None else jump * (~keep).to(jump.dtype)
             undo.append(part)
+            # NaN jumps (on NaN weights) were never accepted: abs() > 0 is False for them, != 0 is not.
             dropped.append(torch.zeros((), dtype=torch.int64, device=self._ring.device) if part is None
-                           else (part != 0).sum().to(torch.int64))
+                           else (part.abs() > 0).sum().to(torch.int64))
         reduction = self._ring.reduction
         if all(part is None for part in undo) and not spans_stages(reduction):
             return

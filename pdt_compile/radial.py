@@ -41,6 +41,8 @@ def radial_coefficient(sums: Tensor, inward: bool) -> Tensor:
     """The radial part's length along the moved weights (0-d on the device, or one per row),
     from :func:`radial_sums`; ``inward``: 0 unless the part shrinks the tensor."""
     along = sums[0] / sums[1].clamp_min(torch.finfo(sums.dtype).tiny)
+    # A NaN weight makes its tensor's sums NaN; 0 keeps the part from spreading it to the rest.
+    along = along.nan_to_num(0.0, 0.0, 0.0)
     return along * (sums[0] < 0).to(along.dtype) if inward else along
 
 

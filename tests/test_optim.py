@@ -306,6 +306,41 @@ def test_nan_weights_clear_the_ring_and_are_never_merged():
     assert torch.isfinite(model[0].weight).all()
 
 
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_a_nan_weight_does_not_spread_through_the_radial_undo(momentum):
+    # SGD's coupled decay has merges take back their jumps' radial part, from sums over each
+    # tensor: one NaN element made them NaN and the whole tensor with them.
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2, momentum=momentum, weight_decay=5e-4), **CONFIG)
+    data = batches(40)
+    train(model, opt, data[:23])
+    x, y = data[23]
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    model[2].bias.grad[0] = float("nan")
+    with pytest.warns(RuntimeWarning, match="non-finite weights"):
+        opt.step()  # step 24: a prediction boundary
+    assert opt.stats.predictions >= 2 and opt._radial_modes() == ["inward"] * 4
+    assert [int(p.isnan().sum()) for p in model.parameters()] == [0, 0, 0, 1]
+
+
+def test_a_prediction_on_non_finite_weights_records_no_negative_mask_ratio():
+    # Adam's moment filter took back NaN jumps as if they had been accepted: accepted counts of
+    # -numel, a mask ratio of -1 in the stats and their mean.
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=0.01), **CONFIG)
+    data = batches(40)
+    train(model, opt, data[:23])
+    x, y = data[23]
+    x = x.clone()
+    x[0] = float("nan")  # a NaN loss: every gradient NaN, as one bad sample makes them
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    with pytest.warns(RuntimeWarning, match="non-finite weights"):
+        opt.step()  # step 24: a prediction boundary on NaN weights
+    ratios = [ratio for _, ratio in opt.stats.mask_ratio_history]
+    assert opt.stats.predictions >= 2 and all(0.0 <= ratio <= 1.0 for ratio in ratios), ratios
+    assert 0.0 <= opt.stats.mask_ratio_mean <= 1.0 and opt.stats.moment_filtered >= 0
+
+
 def test_a_diverged_run_warns_once_per_spell_of_non_finite_boundaries():
     model = make_mlp()
     opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), **CONFIG)
