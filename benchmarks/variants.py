@@ -26,6 +26,7 @@ import torch
 import pdt_compile as pdt
 from pdt_compile.experiment import Task, Wrap, speedup, train
 
+from .adam_moments import MomentScalingPDT
 from .backtest import BacktestPDT
 from .saturation import SaturationPDT
 from .chaos import seed_cells
@@ -97,6 +98,9 @@ VARIANTS: dict[str, dict] = {
     "no moment filter (moment_ratio=None, the default before 2026-12-02 14:00)": dict(moment_ratio=None),
     "moment ratio 0.3 (jumps only where Adam's abs(m)/sqrt(v) is at least 0.3)": dict(moment_ratio=0.3),
     "moment ratio 0.5 (jumps only where Adam's abs(m)/sqrt(v) is at least 0.5)": dict(moment_ratio=0.5),
+    "first moment 0 (Adam's first moment of the merged elements zeroed at each merge; benchmarks.adam_moments's probe)":
+        dict(first_moment=0.0),
+    "first moment 0.5 (Adam's first moment of the merged elements halved at each merge)": dict(first_moment=0.5),
     "rate x0.5 (PDT at half the baseline's tuned learning rate)": dict(lr_scale=0.5),
     "rate x0.7 (PDT at 0.7 times the baseline's tuned learning rate)": dict(lr_scale=0.7),
     "rate x1.4 (PDT at 1.4 times the baseline's tuned learning rate)": dict(lr_scale=1.4),
@@ -110,11 +114,12 @@ VARIANTS: dict[str, dict] = {
 ``clock=True``: :class:`benchmarks.sf_harm.ClockPDT` (a probe: merges move schedule-free's averaging clock);
 ``backtest=f``: :class:`benchmarks.backtest.BacktestPDT` at that factor (a probe: the ring's fit residual as noise);
 ``saturation=b``: :class:`benchmarks.saturation.SaturationPDT` at that bar (a probe: a sign step's share kept, as noise);
+``first_moment=f``: :class:`benchmarks.adam_moments.MomentScalingPDT` (a probe: Adam's first moment of merged elements times f);
 ``lr_scale=c``: PDT trains at c times the rate the baseline was tuned to (is PDT's best rate the
 baseline's?)."""
 
 RUN_FIELDS = ("verify", "stop_at", "tangential", "lr_scale", "progress_hold", "interval_mean", "clock", "backtest",
-              "saturation")
+              "saturation", "first_moment")
 """Variant fields that set how a run is made, not PDTConfig fields."""
 
 
@@ -133,6 +138,8 @@ def wrap_of(task: Task, snap_every: int, fields: dict) -> Wrap:
         return lambda opt: ClockPDT(opt, snap_every=snap_every, **options)
     if fields.get("backtest"):
         return lambda opt: BacktestPDT(opt, snap_every=snap_every, factor=fields["backtest"], **options)
+    if fields.get("first_moment") is not None:
+        return lambda opt: MomentScalingPDT(opt, snap_every=snap_every, factor=fields["first_moment"], **options)
     if fields.get("saturation"):
         return lambda opt: SaturationPDT(opt, snap_every=snap_every, bar=fields["saturation"], **options)
     return lambda opt: pdt.PDT(opt, snap_every=snap_every, **options)
