@@ -457,6 +457,7 @@ def titles(args: argparse.Namespace) -> tuple[str, str]:
     part += f", tasks matching {', '.join(map(repr, args.only))}" if args.only else ""
     part += f", peers matching {args.peer!r}" if args.peer else ""  # a partial run gets its own section
     part += f", peers on a {args.peer_schedule} schedule" if args.peer_schedule != "constant" else ""
+    part += ", denormals flushed" if getattr(args, "flush_denormal", False) else ""
     return f"Time to baseline{part} (benchmarks/ttb.py)", f"Time to baseline{part}, run in progress (benchmarks/ttb.py)"
 
 
@@ -573,12 +574,17 @@ def main() -> None:
                              "are left out)")
     parser.add_argument("--workers", type=int, default=1,
                         help="tasks measured at once, each in its own process (2 on a 2-core machine: about half the time)")
+    parser.add_argument("--flush-denormal", action="store_true",
+                        help="flush denormal floats to zero (torch.set_flush_denormal), every method alike: on the CPU "
+                             "arithmetic on denormals is many times slower, so a run that reaches tiny gradients sooner "
+                             "pays for it in time per step (benchmarks/FINDINGS.md, 'Denormals')")
     parser.add_argument("--resume", action="store_true",
                         help="keep the units of work (a task, or its peers) that the same mode's in-progress section "
                              "of RESULTS.md holds (a run stopped early, e.g. at the end of a session) and measure only "
                              "the others; the section says where each was measured")
     args = parser.parse_args()
     torch.set_num_threads(1)  # steadier timings on a shared 2-core machine
+    torch.set_flush_denormal(args.flush_denormal)
     seeds = 1 if args.quick else args.seeds
     tasks = [name for name in task_suite(args.quick) if not args.only or any(text in name for text in args.only)]
     names = units(args, tasks)
@@ -618,6 +624,7 @@ def measure_task(job: tuple[argparse.Namespace, str, int]) -> tuple[str, list[st
     """All the sections of one unit of work (:func:`units`; a worker's job)."""
     args, unit, seeds = job
     torch.set_num_threads(1)
+    torch.set_flush_denormal(getattr(args, "flush_denormal", False))
     task, snap_every = task_suite(args.quick)[unit.removesuffix(PEERS)]
     return unit, list(task_sections(args, unit, task, snap_every, seeds))
 

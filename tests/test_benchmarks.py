@@ -1137,3 +1137,11 @@ def test_checkpoint_size_sees_the_flattened_layout_repeat_pdts_json_per_paramete
     text = opt.state_dict()["param_groups"][0][GROUP_KEY]
     nested, flattened = bytes_on_disk(model, opt, False), bytes_on_disk(model, opt, True)
     assert flattened - nested > (len(list(model.parameters())) - 1) * len(text)
+
+
+def test_a_run_with_denormals_flushed_gets_sections_of_its_own():
+    args = argparse.Namespace(core=True, peers=False, cosine_only=False, only=["mnist1d CNN"], peer=None,
+                              peer_schedule="constant")
+    flushed = argparse.Namespace(**vars(args), flush_denormal=True)
+    assert ttb.titles(flushed)[0] == "Time to baseline, core, tasks matching 'mnist1d CNN', denormals flushed (benchmarks/ttb.py)"
+    assert set(ttb.titles(flushed)).isdisjoint(ttb.titles(args))
