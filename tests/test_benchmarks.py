@@ -1142,6 +1142,8 @@ def test_checkpoint_size_sees_the_flattened_layout_repeat_pdts_json_per_paramete
 def test_a_run_with_denormals_flushed_gets_sections_of_its_own():
     import argparse
 
+    import benchmarks.ttb as ttb
+
     args = argparse.Namespace(core=True, peers=False, cosine_only=False, only=["mnist1d CNN"], peer=None,
                               peer_schedule="constant")
     flushed = argparse.Namespace(**vars(args), flush_denormal=True)
