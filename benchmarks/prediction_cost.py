@@ -97,8 +97,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tasks", default="", help="comma-separated substrings of task names (default: all)")
+    parser.add_argument("--flush-denormal", action="store_true",
+                        help="flush denormal floats to zero in every run (torch.set_flush_denormal; see benchmarks.ttb)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    torch.set_flush_denormal(args.flush_denormal)
     selected = [s for s in args.tasks.split(",") if s]
     lines = [
         "| task | params (tensors) | steps | predictions | one prediction (ms) | plain step (ms) | prediction in steps | "
@@ -122,9 +125,11 @@ def main() -> None:
         "moving the optimizer's weight-space state). 'predictions / plain training time': predictions x that mean over the plain "
         "run's training seconds (evaluation excluded), what the predictions add. The last three columns: each run's training "
         "seconds over the plain run's, over the same steps (evaluation excluded)."
+        + (" Denormal floats flushed to zero (`torch.set_flush_denormal(True)`) in every run." if args.flush_denormal else "")
     )
     title = "Prediction cost on the tasks' models (benchmarks/prediction_cost.py)"
-    write_section(title if not selected else f"{title}, tasks matching {args.tasks!r}", body)
+    title = title if not selected else f"{title}, tasks matching {args.tasks!r}"
+    write_section(title + (", denormals flushed" if args.flush_denormal else ""), body)
 
 
 if __name__ == "__main__":
