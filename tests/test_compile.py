@@ -1146,6 +1146,28 @@ def test_non_finite_weights_clear_the_ring_on_the_compiled_path_as_on_the_eager_
     assert results[0][:2] == (1, 1)
 
 
+def test_a_nan_batch_at_a_prediction_records_no_negative_mask_ratio_compiled_or_eager():
+    # AdamW's moment filter took NaN jumps back as if accepted: a mask ratio of -1 on both paths.
+    results = []
+    for compiled in (False, True):
+        model = make_mlp()
+        opt = pdt.PDT(OPTIMIZERS["adamw"](model.parameters()), **CONFIG)
+        step = step_function(model, opt)
+        if compiled:
+            step = pdt.compile(step, optimizer=opt, backend="aot_eager")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for index, (x, y) in enumerate(batches(24)):
+                if index == 14:  # the prediction boundary at step 15: a NaN loss, every gradient NaN
+                    x = x.clone()
+                    x[0] = float("nan")
+                step(x, y)
+        ratios = [ratio for _, ratio in opt.stats.mask_ratio_history]
+        assert all(0.0 <= ratio <= 1.0 for ratio in ratios), (compiled, ratios)
+        results.append((opt.stats.predictions, opt.stats.skipped_nonfinite, len(ratios)))
+    assert results[0] == results[1] and results[0][1] >= 1
+
+
 @pytest.mark.parametrize("tau", [1, 3, 5])
 def test_the_host_solve_op_matches_its_fake_kernel(tau):
     # Inductor trusts the fake kernel's shapes and strides (FSDP2 and non-default DMD options
