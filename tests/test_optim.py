@@ -291,16 +291,26 @@ def test_float64_parameters_with_the_default_gradient_check():
     assert len(jumps) == len(list(model.parameters())) and all(jump.dtype == torch.float64 for jump in jumps)
 
 
-def test_nan_weights_clear_the_ring_and_are_never_merged():
-    model = make_mlp()
-    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2), rule="none", **{k: v for k, v in CONFIG.items() if k != "rule"})
+def step_poisoned_at_a_prediction(model, opt, nan_input=False):
+    """Train 23 steps, then take step 24 (a prediction boundary under CONFIG) with a NaN in it:
+    in the input (a NaN loss, every gradient NaN) or in one gradient element of the last bias."""
     data = batches(40)
     train(model, opt, data[:23])
     x, y = data[23]
+    if nan_input:
+        x = x.clone()
+        x[0] = float("nan")
     torch.nn.functional.cross_entropy(model(x), y).backward()
-    model[2].bias.grad[0] = float("nan")  # one poisoned gradient element at step 24
+    if not nan_input:
+        model[2].bias.grad[0] = float("nan")
     with pytest.warns(RuntimeWarning, match="non-finite weights"):
-        opt.step()  # step 24: a prediction boundary; even rule="none" must not merge NaN
+        opt.step()
+
+
+def test_nan_weights_clear_the_ring_and_are_never_merged():
+    model = make_mlp()
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2), rule="none", **{k: v for k, v in CONFIG.items() if k != "rule"})
+    step_poisoned_at_a_prediction(model, opt)  # even rule="none" must not merge NaN
     assert opt.stats.skipped_nonfinite == 1 and opt.ring.count == 0
     assert torch.isnan(model[2].bias[0]) and torch.isfinite(model[2].bias[1:]).all()
     assert torch.isfinite(model[0].weight).all()
@@ -312,13 +322,7 @@ def test_a_nan_weight_does_not_spread_through_the_radial_undo(momentum):
     # tensor: one NaN element made them NaN and the whole tensor with them.
     model = make_mlp()
     opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2, momentum=momentum, weight_decay=5e-4), **CONFIG)
-    data = batches(40)
-    train(model, opt, data[:23])
-    x, y = data[23]
-    torch.nn.functional.cross_entropy(model(x), y).backward()
-    model[2].bias.grad[0] = float("nan")
-    with pytest.warns(RuntimeWarning, match="non-finite weights"):
-        opt.step()  # step 24: a prediction boundary
+    step_poisoned_at_a_prediction(model, opt)
     assert opt.stats.predictions >= 2 and opt._radial_modes() == ["inward"] * 4
     assert [int(p.isnan().sum()) for p in model.parameters()] == [0, 0, 0, 1]
 
@@ -328,14 +332,7 @@ def test_a_prediction_on_non_finite_weights_records_no_negative_mask_ratio():
     # -numel, a mask ratio of -1 in the stats and their mean.
     model = make_mlp()
     opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=0.01), **CONFIG)
-    data = batches(40)
-    train(model, opt, data[:23])
-    x, y = data[23]
-    x = x.clone()
-    x[0] = float("nan")  # a NaN loss: every gradient NaN, as one bad sample makes them
-    torch.nn.functional.cross_entropy(model(x), y).backward()
-    with pytest.warns(RuntimeWarning, match="non-finite weights"):
-        opt.step()  # step 24: a prediction boundary on NaN weights
+    step_poisoned_at_a_prediction(model, opt, nan_input=True)
     ratios = [ratio for _, ratio in opt.stats.mask_ratio_history]
     assert opt.stats.predictions >= 2 and all(0.0 <= ratio <= 1.0 for ratio in ratios), ratios
     assert 0.0 <= opt.stats.mask_ratio_mean <= 1.0 and opt.stats.moment_filtered >= 0
