@@ -6,6 +6,8 @@
 See README.md for the compiled path (``@pdt.compile(optimizer=opt)``).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .config import PDTConfig
 from .dmd import forecast
 from .mask import consistency_mask
@@ -18,8 +20,12 @@ __all__ = ["PDT", "PDTConfig", "Phase", "Stats", "compile", "consistency_mask", 
            "set_optimizer_state_dict"]
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:  # what the lazy imports below give, for type checkers and IDEs
+    from .api import compile
+    from .distributed_checkpoint import set_optimizer_state_dict
 
-def __getattr__(name: str):
+
+def __getattr__(name: str) -> Any:
     if name == "compile":  # imported on first use: keeps `import pdt_compile` light
         from .api import compile
 

@@ -23,7 +23,7 @@ import inspect
 import time
 import types
 import warnings
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Generic, Mapping, ParamSpec, Protocol, Sequence, TypeVar, cast, overload
 
 import torch
 from torch import Tensor, fx
@@ -479,14 +479,55 @@ def _variant_name(phase: Phase, slot: int) -> str:
     return f"pdt_{phase.name.lower()}_step" + (f"_{slot}" if phase == Phase.CAPTURE else "")
 
 
+P = ParamSpec("P")
+R = TypeVar("R", covariant=True)
+Graphs = dict[str, list[fx.GraphModule]]
+
+
+class CompiledStep(Protocol, Generic[P, R]):
+    """What ``@pdt.compile(optimizer=opt)`` returns for one optimizer: the training step, called
+    as the undecorated one (type checkers keep its signature and return type), with PDT's
+    rewritten graphs to inspect."""
+
+    pdt_graphs: Graphs
+    """The rewritten optimizer-step graphs of each phase (``"ordinary"``, ``"capture"``,
+    ``"predict"``)."""
+    compiled_optimizer_step: CompiledOptimizerStep
+    """The compiled variants PDT's step runs through."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+
+class CompiledSteps(Protocol, Generic[P, R]):
+    """:class:`CompiledStep` for a step that steps several optimizers: one entry per optimizer,
+    in their order."""
+
+    pdt_graphs: list[Graphs]
+    compiled_optimizer_step: list[CompiledOptimizerStep]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+
+@overload
+def compile(fn: Callable[P, R], *, optimizer: PDT, backend: str = ..., mode: str | None = ...,
+            **torch_compile_kwargs: Any) -> CompiledStep[P, R]: ...
+@overload
+def compile(fn: Callable[P, R], *, optimizer: Sequence[PDT], backend: str = ..., mode: str | None = ...,
+            **torch_compile_kwargs: Any) -> CompiledSteps[P, R]: ...
+@overload
+def compile(fn: None = None, *, optimizer: PDT, backend: str = ..., mode: str | None = ...,
+            **torch_compile_kwargs: Any) -> Callable[[Callable[P, R]], CompiledStep[P, R]]: ...
+@overload
+def compile(fn: None = None, *, optimizer: Sequence[PDT], backend: str = ..., mode: str | None = ...,
+            **torch_compile_kwargs: Any) -> Callable[[Callable[P, R]], CompiledSteps[P, R]]: ...
 def compile(
-    fn: Callable | None = None,
+    fn: Callable[..., Any] | None = None,
     *,
     optimizer: PDT | Sequence[PDT] | None = None,
     backend: str = "inductor",
     mode: str | None = None,
     **torch_compile_kwargs: Any,
-) -> Callable:
+) -> Any:
     """Compile a training step so that PDT runs inside its optimizer-step graphs.
 
     ``fn`` runs forward, ``loss.backward()``, ``optimizer.step()``, ``optimizer.zero_grad()``
@@ -496,8 +537,10 @@ def compile(
     several (Muon on the matrices and AdamW on the rest, as two optimizers): each gets
     compiled steps of its own. ``backend``: ``"inductor"`` (default) or any
     Dynamo backend name such as ``"aot_eager"``; ``mode`` is passed to Inductor.
-    The returned callable exposes ``pdt_graphs`` (rewritten graphs per phase; with several
-    optimizers, one such dict per optimizer, in their order).
+    The returned callable (:class:`CompiledStep`, or :class:`CompiledSteps` for several
+    optimizers) keeps ``fn``'s signature for type checkers and exposes ``pdt_graphs``
+    (rewritten graphs per phase; with several optimizers, one such dict per optimizer, in their
+    order).
 
     With CUDA graphs (``mode="reduce-overhead"``), each call begins a cudagraph-trees step
     (``torch.compiler.cudagraph_mark_step_begin()``): PDT's optimizer graphs are compiled
