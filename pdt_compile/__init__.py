@@ -8,7 +8,7 @@ See README.md for the compiled path (``@pdt.compile(optimizer=opt)``).
 
 from typing import TYPE_CHECKING, Any
 
-from .config import PDTConfig
+from .config import PDTConfig, PDTOptions
 from .dmd import forecast
 from .mask import consistency_mask
 from .optim import PDT
@@ -16,7 +16,7 @@ from .runtime.checkpoint import plain_state_dict
 from .runtime.schedule import Phase
 from .runtime.stats import Stats
 
-__all__ = ["PDT", "PDTConfig", "Phase", "Stats", "compile", "consistency_mask", "forecast", "plain_state_dict",
+__all__ = ["PDT", "PDTConfig", "PDTOptions", "Phase", "Stats", "compile", "consistency_mask", "forecast", "plain_state_dict",
            "set_optimizer_state_dict"]
 __version__ = "0.1.0"
 

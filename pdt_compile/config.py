@@ -12,9 +12,10 @@ import difflib
 import inspect
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Union
+from typing import Any, Callable, Mapping, TypedDict, Union
 
 import torch
+from typing_extensions import Unpack
 
 RULES = ("paper", "reference", "accel_only", "consistency_only", "none")
 GRANULARITIES = ("tensor", "model")
@@ -666,13 +667,61 @@ class PDTConfig:
         steps = math.ceil(round(self.momentum_spacing * memory, 6))
         return self.replace(snap_every=steps) if steps > self.snap_every else self
 
-    def replace(self, **changes: Any) -> "PDTConfig":
+    def replace(self, **changes: Unpack[PDTOptions]) -> "PDTConfig":
         """A copy with ``changes`` applied (validated again). A ``tau_max`` at its default,
         ``2 * tau``, follows a new ``tau`` unless ``changes`` sets it too."""
         check_option_names(changes, "PDTConfig.replace")
         if "tau" in changes and "tau_max" not in changes and self.tau_max == 2 * self.tau:
             changes = {**changes, "tau_max": None}
         return dataclasses.replace(self, **changes)
+
+
+class PDTOptions(TypedDict, total=False):
+    """:class:`PDTConfig`'s fields as keyword options (``pdt.PDT(opt, snap_every=..., tau=...)``),
+    for type checkers and IDEs: a misspelt option or a value of the wrong type shows before the
+    run (``tests/test_config.py`` keeps the two alike). See :class:`PDTConfig` for each."""
+
+    snap_every: int
+    history: int
+    tau: int
+    burn_in: int
+    tau_ramp: int | None
+    predict_every: int
+    rule: str
+    trend: bool
+    drift: float | None
+    moment_ratio: float | str | None
+    saturation: float | str | None
+    granularity: str
+    rank: Rank
+    modes: str
+    dynamics: str
+    after_merge: str
+    radial: str
+    adaptive: bool | str
+    tau_min: int
+    tau_max: int | None
+    loss_tolerance: float
+    setback_limit: float | None
+    loss_hold: float | None
+    gradient_limit: float | None
+    rollback_factor: float | None
+    runaway_factor: float | str | None
+    loss_reads: int | str
+    verify_backtracks: int
+    verify_backoff: int
+    lr_horizon: bool
+    decay_window: float | None
+    rate_settle: int | str | None
+    sequence: str
+    averages: str
+    base_spacing: float
+    momentum_spacing: float | str | None
+    ring_dtype: str
+    ring_location: str
+    kernels: str
+    chunk_size: int | None
+    history_limit: int | None
 
 
 def binds(fn: Callable[..., Any], *args: Any) -> bool:

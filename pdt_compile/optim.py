@@ -21,12 +21,13 @@ from torch.nn.parameter import is_lazy
 from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 from torch.utils.hooks import RemovableHandle
+from typing_extensions import Unpack
 
 from .adapters import (adam_moments, adapts_tau, averaging, coupled_decay, decoupled_decay, filters_moments, companions,
                        learning_rates, momentum_memory, settles_rate, shares, sharpness_aware, spaces_by_momentum,
                        stacking_warning, stored_closure, steps_by_sign, trailing_keys, unmoved_weight_keys,
                        weight_space_keys)
-from .config import PDTConfig, binds, check_option_names
+from .config import PDTConfig, PDTOptions, binds, check_option_names
 from .distributed import (global_numel, mean_across_ranks, means_across_ranks, pipeline_group_of, single_process,
                           spans_stages, sum_across_shards_, sum_across_stages_, sum_over_model_, sum_parameter_pieces_)
 from .mask import moment_mask, saturation_mask
@@ -165,7 +166,7 @@ class PDT(Optimizer):
     def __init__(
         self, optimizer: Optimizer, config: PDTConfig | None = None, *,
         verify: Callable[[], Any] | None = None, pipeline_group: ProcessGroup | DeviceMesh | None = None,
-        **options: Any,
+        **options: Unpack[PDTOptions],
     ) -> None:
         if not isinstance(optimizer, Optimizer):
             weight_space_keys(optimizer)  # names the fix for wrappers PDT knows

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+
 import pytest
 import torch
 from hypothesis import given, strategies as st
@@ -107,6 +110,14 @@ def test_a_spaced_horizon_reaches_the_same_step_within_half_an_interval(snap_eve
     spaced = PDTConfig(snap_every=snap_every, tau=tau).spaced(spacing)
     assert abs(spaced.tau * spaced.snap_every - tau * snap_every) <= spaced.snap_every / 2
     assert 1 <= spaced.tau_min <= spaced.tau <= spaced.tau_max
+
+
+def test_the_keyword_options_type_checkers_see_are_the_configs_fields():
+    """``pdt.PDTOptions`` (what ``pdt.PDT(opt, **options)`` is typed with) lists every
+    ``PDTConfig`` field with its type, and nothing else: a field added to one and not the other
+    would be refused by type checkers, or go unchecked."""
+    fields = typing.get_type_hints(PDTConfig)
+    assert typing.get_type_hints(pdt.PDTOptions) == {field.name: fields[field.name] for field in dataclasses.fields(PDTConfig)}
 
 
 def test_replace_validates_again():

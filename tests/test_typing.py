@@ -26,7 +26,9 @@ opt = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=1e-3), snap_every=10)
 scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=100)
 scaler = torch.amp.GradScaler("cpu")
 config = pdt.PDTConfig(snap_every=10, tau=4)
-other = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), config)
+other = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), config, tau=8, rank="full", gradient_limit=None)
+options: pdt.PDTOptions = {"snap_every": 20, "adaptive": "auto"}
+third = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), **options)
 
 
 @pdt.compile(optimizer=opt)
@@ -73,6 +75,8 @@ train_step.pdt_graphs[0]  # E: graphs by phase name
 pdt.compile(train_step, optimizer=model)  # E: a module is no PDT
 opt.report_loss([1.0])  # E: a list is no loss
 pdt.PDTConfig(snap_every="10")  # E: a string is no step count
+pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_evry=10)  # E: a misspelt option
+pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=10, tau="4")  # E: an option of the wrong type
 '''
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import lightning
+from typing_extensions import Unpack
 
 from ..api import step_loss
-from ..config import PDTConfig, binds, check_option_names
+from ..config import PDTConfig, PDTOptions, binds, check_option_names
 from ..optim import PDT
 
 
@@ -35,7 +36,7 @@ class PDTCallback(lightning.Callback):
 
     def __init__(
         self, config: PDTConfig | None = None, *,
-        verify: Callable[["lightning.LightningModule"], Any] | None = None, **options: Any,
+        verify: Callable[["lightning.LightningModule"], Any] | None = None, **options: Unpack[PDTOptions],
     ) -> None:
         check_option_names(options, "PDTCallback(...)")
         if verify is not None and not binds(verify, None):
