@@ -116,8 +116,13 @@ def loss_sign(param_groups: list[dict[str, Any]]) -> float:
     """-1.0 where every param group PDT predicts has ``maximize=True``: the optimizer climbs
     what it is handed, so PDT reads the negation of each reported or verified value as the loss
     its guards and adaptive tau compare; else 1.0."""
-    groups = [group for group in param_groups if group.get("pdt", True)]
-    return -1.0 if groups and all(group.get("maximize", False) for group in groups) else 1.0
+    sign = 1.0  # read at every reported loss: it returns at the first group that minimises
+    for group in param_groups:
+        if group.get("pdt", True):
+            if not group.get("maximize", False):
+                return 1.0
+            sign = -1.0
+    return sign
 
 
 def mixes_maximize(param_groups: list[dict[str, Any]]) -> bool:
@@ -1172,9 +1177,12 @@ class PDT(Optimizer):
         """Act on the loss reported at ``step``; False when it called a runaway (and the
         weights were restored)."""
         config = self.config
-        value *= loss_sign(self.param_groups)
-        self._awaiting_losses = False
-        self._stats.tau_waits_for_losses = False
+        value *= loss_sign(self.optimizer.param_groups)
+        if self._awaiting_losses:
+            self._awaiting_losses = False
+        stats = self._stats
+        if stats.tau_waits_for_losses:
+            stats.tau_waits_for_losses = False
         if self.schedule.runaway(value):
             self._restore_(step)
             return False
