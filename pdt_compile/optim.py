@@ -440,6 +440,22 @@ class PDT(Optimizer):
         if hasattr(self.optimizer, "eval"):
             self.optimizer.eval()
 
+    def reset_snapshots(self) -> None:
+        """Forget every snapshot: PDT fills its ring again and predicts after burn-in, as at the
+        start. Call it after moving the weights outside the optimizer without restoring PDT's
+        state with them, as a "restore the best epoch" that loads the model's weights alone does:
+        the snapshots describe a path the weights have left, and a prediction fitted across that
+        gap would merge against it. (Loading the optimizer's state dict with the model's, from
+        the same checkpoint, restores PDT's snapshots too: nothing to call.) A merge the gradient
+        check had still to judge is left as it is, and so are the stats."""
+        self._resolve_pending()
+        self._ring.reset_()
+        self._jumps = None
+        self.schedule.boundaries_since_reset = 0
+        if self._gradient_check is not None:
+            self._gradient_check.armed = None
+            self._gradient_check.norms.clear()
+
     def move_with_merges(self, tensors: Any) -> None:
         """Apply every merge's jump to ``tensors`` too: one tensor per tracked parameter, in
         the same order and shape (e.g. ``ema_model.module.parameters()`` of a

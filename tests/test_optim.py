@@ -327,6 +327,40 @@ def test_a_nan_weight_does_not_spread_through_the_radial_undo(momentum):
     assert [int(p.isnan().sum()) for p in model.parameters()] == [0, 0, 0, 1]
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_after_reset_snapshots_no_snapshot_from_before_reaches_a_prediction(compiled):
+    """A "restore the best epoch" that loads the model's weights alone leaves PDT's snapshots on
+    the path the weights left; ``reset_snapshots()`` forgets them. Two runs with different
+    histories, given the same weights and reset, then train alike to the bit: nothing from
+    before the reset reaches a later prediction, which resume after the ring fills again."""
+    restored = {key: value.clone() for key, value in make_mlp(seed=3).state_dict().items()}
+    finals = []
+    for history_seed in (1, 2):
+        model = make_mlp()
+        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2), **{**CONFIG, "adaptive": False})
+
+        def train_step(x, y):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            return loss
+
+        step = pdt.compile(train_step, optimizer=opt, backend="aot_eager") if compiled else train_step
+        for x, y in batches(30, seed=history_seed):
+            step(x, y)
+        predicted = opt.stats.predictions
+        assert predicted > 0
+        model.load_state_dict(restored)
+        opt.reset_snapshots()
+        assert opt.ring.count == 0
+        for x, y in batches(40, seed=5):
+            step(x, y)
+        assert opt.stats.predictions > predicted  # predictions resumed once the ring filled again
+        finals.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(finals[0], finals[1], rtol=0, atol=0)
+
+
 def test_a_prediction_on_non_finite_weights_records_no_negative_mask_ratio():
     # Adam's moment filter took back NaN jumps as if they had been accepted: accepted counts of
     # -numel, a mask ratio of -1 in the stats and their mean.
