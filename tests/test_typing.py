@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -123,8 +124,14 @@ def test_the_package_ships_its_type_marker(tmp_path):
     assert (PACKAGE_ROOT / "py.typed").is_file()
     if not (SOURCE_ROOT / "pyproject.toml").is_file():
         pytest.skip("installed from a wheel: the marker's presence above is what the wheel gave")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w",
-                    str(tmp_path), str(SOURCE_ROOT)], check=True, capture_output=True, timeout=600)
+    build = SOURCE_ROOT / "build"  # setuptools builds in the source tree: leave none behind
+    built_before = build.exists()
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w",
+                        str(tmp_path), str(SOURCE_ROOT)], check=True, capture_output=True, timeout=600)
+    finally:
+        if not built_before:
+            shutil.rmtree(build, ignore_errors=True)
     (wheel,) = tmp_path.glob("pdt_compile-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "pdt_compile/py.typed" in names
