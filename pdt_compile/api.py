@@ -23,7 +23,7 @@ import inspect
 import time
 import types
 import warnings
-from typing import Any, Callable, Generic, Mapping, ParamSpec, Protocol, Sequence, TypeVar, cast, overload
+from typing import Any, Callable, Generic, Mapping, ParamSpec, Protocol, Sequence, TypeVar, overload
 
 import torch
 from torch import Tensor, fx
