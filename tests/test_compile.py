@@ -1117,15 +1117,20 @@ def test_compiled_boundaries_defer_their_host_reads_to_the_next_boundary():
     assert opt._pending is None and opt.stats.mask_ratio_history[-1][0] == 18 and predictions >= 2
 
 
+def mlp_trained_by(optimizer: str, compiled: bool):
+    """An MLP, PDT on ``OPTIMIZERS[optimizer]`` with CONFIG, and its training step, eager or
+    under ``pdt.compile`` (aot_eager)."""
+    model = make_mlp()
+    opt = pdt.PDT(OPTIMIZERS[optimizer](model.parameters()), **CONFIG)
+    step = step_function(model, opt)
+    return model, opt, pdt.compile(step, optimizer=opt, backend="aot_eager") if compiled else step
+
+
 def test_non_finite_weights_clear_the_ring_on_the_compiled_path_as_on_the_eager_path():
     # The compiled path reads the finiteness flag one boundary later; the outcome is the same.
     results = []
     for compiled in (False, True):
-        model = make_mlp()
-        opt = pdt.PDT(OPTIMIZERS["sgd_momentum"](model.parameters()), **CONFIG)
-        step = step_function(model, opt)
-        if compiled:
-            step = pdt.compile(step, optimizer=opt, backend="aot_eager")
+        model, opt, step = mlp_trained_by("sgd_momentum", compiled)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             for index, (x, y) in enumerate(batches(24)):
@@ -1150,11 +1155,7 @@ def test_a_nan_batch_at_a_prediction_records_no_negative_mask_ratio_compiled_or_
     # AdamW's moment filter took NaN jumps back as if accepted: a mask ratio of -1 on both paths.
     results = []
     for compiled in (False, True):
-        model = make_mlp()
-        opt = pdt.PDT(OPTIMIZERS["adamw"](model.parameters()), **CONFIG)
-        step = step_function(model, opt)
-        if compiled:
-            step = pdt.compile(step, optimizer=opt, backend="aot_eager")
+        _, opt, step = mlp_trained_by("adamw", compiled)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for index, (x, y) in enumerate(batches(24)):
