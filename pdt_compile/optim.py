@@ -449,12 +449,14 @@ class PDT(Optimizer):
         the same checkpoint, restores PDT's snapshots too: nothing to call.) A merge the gradient
         check had still to judge is left as it is, and so are the stats."""
         self._resolve_pending()
+        self._forget_snapshots()
+
+    def _forget_snapshots(self) -> None:
+        """Empty the ring and restart burn-in; without its jump, a merge the gradient check
+        has still to judge is left standing."""
         self._ring.reset_()
         self._jumps = None
         self.schedule.boundaries_since_reset = 0
-        if self._gradient_check is not None:
-            self._gradient_check.armed = None
-            self._gradient_check.norms.clear()
 
     def move_with_merges(self, tensors: Any) -> None:
         """Apply every merge's jump to ``tensors`` too: one tensor per tracked parameter, in
@@ -1414,9 +1416,7 @@ class PDT(Optimizer):
                 RuntimeWarning,
                 stacklevel=2,
             )
-            self._ring.reset_()
-            self._jumps = None
-            self.schedule.boundaries_since_reset = 0
+            self._forget_snapshots()
 
 
 def boundary_graphs(optimizer: PDT) -> CompiledOptimizerStep:
