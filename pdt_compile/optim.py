@@ -41,10 +41,14 @@ from .runtime.predictor import PendingBoundary, Prediction, pack_limit, predict_
 from .runtime.schedule import RUNAWAY_DOUBLINGS, Phase, Schedule, runaway_threshold
 from .runtime.stats import Stats
 
-if TYPE_CHECKING:
+try:  # at run time too: typing.get_type_hints(PDT.__init__) resolves (jsonargparse, pydantic read it)
     from torch.distributed import ProcessGroup
     from torch.distributed.device_mesh import DeviceMesh
+except ImportError:  # a torch built without distributed support
+    if not TYPE_CHECKING:
+        ProcessGroup = DeviceMesh = Any
 
+if TYPE_CHECKING:
     from .api import CompiledOptimizerStep
 
 _HOOK_DICTS = (

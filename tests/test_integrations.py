@@ -118,6 +118,35 @@ def test_lightning_manual_optimization_reports_the_loss_of_the_one_optimizer_tha
         assert opt.stats.tau_waits_for_losses == (halves == 2)
 
 
+def test_lightning_cli_configures_the_callback_from_its_arguments(tmp_path):
+    """LightningCLI (jsonargparse) builds ``PDTCallback`` from a config's ``class_path`` and
+    ``init_args``: every PDT option it reads is typed, and the run it starts uses them."""
+    pytest.importorskip("lightning")
+    pytest.importorskip("jsonargparse")
+    from lightning.pytorch.cli import LightningCLI
+
+    from pdt_compile.integrations.lightning import PDTCallback
+
+    module = lightning_module(pytest.importorskip("lightning"), batches(48))
+
+    def cli(init_args: str) -> LightningCLI:
+        callbacks = f'[{{"class_path": "pdt_compile.integrations.lightning.PDTCallback", "init_args": {init_args}}}]'
+        return LightningCLI(type(module), run=False, save_config_kwargs={"overwrite": True}, args=[
+            "--trainer.max_epochs=1", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu",
+            f"--trainer.default_root_dir={tmp_path}", f"--trainer.callbacks={callbacks}"])
+
+    with pytest.raises(SystemExit):  # a value of the wrong type: jsonargparse names it and exits, as on a command line
+        cli('{"snap_every": "often"}')
+    with pytest.raises(ValueError, match="adaptive='sometimes'"):  # PDTConfig's own check, at instantiation
+        cli('{"snap_every": 3, "adaptive": "sometimes"}')
+    cli = cli('{"snap_every": 3, "history": 4, "burn_in": 4, "tau": 3, "rule": "reference", "momentum_spacing": null}')
+    (callback,) = [c for c in cli.trainer.callbacks if isinstance(c, PDTCallback)]
+    assert callback.config == pdt.PDTConfig(**PDT_OPTIONS)
+    cli.trainer.fit(cli.model)
+    assert callback.optimizers[0].stats.predictions >= 1
+
+
 def test_lightning_resumes_from_its_checkpoint_exactly(tmp_path):
     """``trainer.fit(ckpt_path=...)`` restores the optimizer states after the callback wrapped
     them: PDT's ring and schedule come back, and the resumed run ends where the uninterrupted one does."""

@@ -137,3 +137,28 @@ def test_the_package_ships_its_type_marker(tmp_path):
     assert "pdt_compile/py.typed" in names
     packages = {str(path.parent.relative_to(SOURCE_ROOT)) for path in PACKAGE_ROOT.rglob("__init__.py")}
     assert packages == {name.rsplit("/", 1)[0] for name in names if name.endswith("/__init__.py")}
+
+
+def test_run_time_type_hints_of_the_public_api_resolve():
+    """Tools that read annotations at run time (jsonargparse under LightningCLI, pydantic,
+    typer) call ``typing.get_type_hints``: every public callable's annotations must resolve."""
+    import importlib
+    import inspect
+    import typing
+
+    failures = []
+    for name in ("pdt_compile", "pdt_compile.api", "pdt_compile.integrations.lightning",
+                 "pdt_compile.integrations.huggingface", "pdt_compile.integrations.tensorboard"):
+        module = importlib.import_module(name)
+        for attribute in getattr(module, "__all__", [n for n in vars(module) if not n.startswith("_")]):
+            obj = getattr(module, attribute)
+            if not (inspect.isclass(obj) or inspect.isfunction(obj)) or not obj.__module__.startswith("pdt_compile"):
+                continue
+            members = [obj] if inspect.isfunction(obj) else [obj.__init__] + [
+                v for k, v in vars(obj).items() if inspect.isfunction(v) and not k.startswith("_")]
+            for member in members:
+                try:
+                    typing.get_type_hints(member)
+                except Exception as error:  # noqa: BLE001 - the failure is what the test reports
+                    failures.append(f"{name}.{attribute}.{member.__name__}: {error!r}")
+    assert not failures, failures
