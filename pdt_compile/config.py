@@ -12,34 +12,49 @@ import difflib
 import inspect
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, TypedDict, Union
+from typing import Any, Callable, Literal, Mapping, TypedDict, Union, get_args
 
 import torch
 from typing_extensions import Unpack
 
-RULES = ("paper", "reference", "accel_only", "consistency_only", "none")
-GRANULARITIES = ("tensor", "model")
-DYNAMICS = ("linear", "affine")
-MODES = ("projected", "exact")
-AFTER_MERGE = ("shift", "keep", "reset")
-RADIAL = ("auto", "keep", "inward", "undo")
-AVERAGES = ("stay", "move")
-RANK_NAMES = ("gavish_donoho", "full")
-RING_DTYPES = ("float32", "bfloat16")
-RING_LOCATIONS = ("device", "host")
-KERNELS = ("auto", "inductor", "torch", "graph")
+# The values each named choice takes: one Literal each, for type checkers, IDEs and jsonargparse,
+# and the tuple of its values that validation and error messages read.
+Rule = Literal["paper", "reference", "accel_only", "consistency_only", "none"]
+Granularity = Literal["tensor", "model"]
+Dynamics = Literal["linear", "affine"]
+Modes = Literal["projected", "exact"]
+AfterMerge = Literal["shift", "keep", "reset"]
+Radial = Literal["auto", "keep", "inward", "undo"]
+Averages = Literal["stay", "move"]
+RankName = Literal["gavish_donoho", "full"]
+RingDtype = Literal["float32", "bfloat16"]
+RingLocation = Literal["device", "host"]
+Kernels = Literal["auto", "inductor", "torch", "graph"]
+Auto = Literal["auto"]
 
-Rank = Union[str, int, float]
+RULES: tuple[str, ...] = get_args(Rule)
+GRANULARITIES: tuple[str, ...] = get_args(Granularity)
+DYNAMICS: tuple[str, ...] = get_args(Dynamics)
+MODES: tuple[str, ...] = get_args(Modes)
+AFTER_MERGE: tuple[str, ...] = get_args(AfterMerge)
+RADIAL: tuple[str, ...] = get_args(Radial)
+AVERAGES: tuple[str, ...] = get_args(Averages)
+RANK_NAMES: tuple[str, ...] = get_args(RankName)
+RING_DTYPES: tuple[str, ...] = get_args(RingDtype)
+RING_LOCATIONS: tuple[str, ...] = get_args(RingLocation)
+KERNELS: tuple[str, ...] = get_args(Kernels)
+
+Rank = Union[RankName, int, float]
 
 
 def _fail(field: str, value: Any, allowed: str) -> None:
     raise ValueError(f"PDTConfig.{field}={value!r} is invalid: {allowed}")
 
 
-def _share_or_auto(field: str, value: Any, example: str, why: str) -> float | str | None:
+def _share_or_auto(field: str, value: Any, example: str, why: str) -> float | Auto | None:
     """``value`` of a field that is None, "auto" or a float in (0, 1] (as a float); else fail."""
-    if value in (None, "auto"):
-        return value
+    if value is None or value == "auto":
+        return "auto" if value is not None else None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         _fail(field, value, f'expected None, "auto" or a float in (0, 1] (e.g. {example}): {why}')
     return float(value)
@@ -89,7 +104,7 @@ class PDTConfig:
     predict_every: int = 1
     """Predict at every ``predict_every``-th boundary once burn-in is over."""
 
-    rule: str = "reference"
+    rule: Rule = "reference"
     """Dynamic-consistency rule: ``"paper"`` (the paper's equations), ``"reference"`` (the
     authors' released code), ``"accel_only"``, ``"consistency_only"``, or ``"none"``
     (every finite prediction is accepted: non-selective Koopman training). Default
@@ -120,7 +135,7 @@ class PDTConfig:
     nothing on the character transformer: the wandering elements it drops carry part of the
     gain on most tasks. A prediction took 1.5-1.9x as long on the CPU (benchmarks/overhead.py)."""
 
-    moment_ratio: float | str | None = "auto"
+    moment_ratio: float | Auto | None = "auto"
     """On an optimizer that keeps Adam moments (``exp_avg`` and ``exp_avg_sq``: Adam, AdamW,
     LAMB, ..., also inside Lookahead), keep a merge's jump only where the first moment m and the
     second v say the gradient has a direction, ``|m| >= moment_ratio * sqrt(v)``
@@ -142,7 +157,7 @@ class PDTConfig:
     character transformer as it was, and cost on LAMB (median 1.27x -> 1.08x in steps); under
     cosine, applied throughout, it cost the ViT (seed 0: 1.36x -> 1.09x) and LAMB."""
 
-    saturation: float | str | None = "auto"
+    saturation: float | Auto | None = "auto"
     """On an optimizer that steps every element by its learning rate, the sign of a momentum
     (Lion), keep a merge's jump only where the last interval moved the element by at least this
     share of the most its steps could, ``|d| >= saturation * snap_every * lr``
@@ -161,7 +176,7 @@ class PDTConfig:
     it lowered the final loss's excess over Lion's at two rates of three without removing it.
     Lion still warns."""
 
-    granularity: str = "tensor"
+    granularity: Granularity = "tensor"
     """``"tensor"``: one DMD per parameter tensor; ``"model"``: all parameters as one vector."""
 
     rank: Rank = "full"
@@ -171,22 +186,22 @@ class PDTConfig:
     Gavish-Donoho threshold keeps 1 or 2 modes, and full rank (with the mask) was faster to
     the baseline on 4 of 5 tasks (benchmarks/RESULTS.md)."""
 
-    modes: str = "projected"
+    modes: Modes = "projected"
     """``"projected"`` (U Ã^k Uᵀ s, real arithmetic) or ``"exact"`` DMD modes."""
 
-    dynamics: str = "linear"
+    dynamics: Dynamics = "linear"
     """``"linear"``: DMD of the raw weights (the paper). ``"affine"``: DMD of successive
     displacements (a Koopman model with a constant observable; needs history >= 3). Measured
     (benchmarks/FINDINGS.md): with tau 5 it was faster on a ViT at a constant rate (1.16x in
     steps against 1.03x) and slower or no faster on the CNN, the digits MLP and the character
     transformer, so it is not the default."""
 
-    after_merge: str = "shift"
+    after_merge: AfterMerge = "shift"
     """What happens to the ring after a merge: ``"shift"`` translates every stored snapshot
     by the applied jump (the trajectory stays smooth), ``"keep"`` leaves it, ``"reset"``
     clears it (burn-in starts again)."""
 
-    radial: str = "auto"
+    radial: Radial = "auto"
     """What a merge does with the radial part of each tensor's jump: the part along the tensor
     (over the elements the jump moves), which changes its norm rather than turning it
     (:func:`pdt_compile.radial.radial_part`). ``"keep"`` merges it as predicted; ``"inward"``
@@ -229,7 +244,7 @@ class PDTConfig:
     --optimizer lion --variants 'radial undo (every'``, 2026-12-04; benchmarks/FINDINGS.md,
     "Lion: no second moment, a warning")."""
 
-    adaptive: bool | str = "auto"
+    adaptive: bool | Auto = "auto"
     """Adapt tau from the reported training loss: after each merge, halve it (down to
     ``tau_min``) when the mean loss of the interval after the merge exceeds the mean of the
     interval before it by more than ``loss_tolerance``, else add one (up to ``tau_max``). Needs
@@ -338,7 +353,7 @@ class PDTConfig:
     count (:func:`pdt_compile.runtime.schedule.exceeds`); under ``maximize=True`` PDT reads the
     negation of what is reported."""
 
-    runaway_factor: float | str | None = "auto"
+    runaway_factor: float | Auto | None = "auto"
     """Guard against a run that blows up: when two training losses in a row exceed this
     factor times the largest of the 40 reported before them but the newest 10 (or are not
     finite; from 20 reported on; the newest 10 are left out so that a loss growing by less
@@ -362,7 +377,7 @@ class PDTConfig:
     3.0 on a schedule-free optimizer with :attr:`averages` ``"stay"`` (where
     ``benchmarks/blowups.py`` measured it), else off."""
 
-    loss_reads: int | str = "auto"
+    loss_reads: int | Auto = "auto"
     """How many loss tensors PDT reads on the host at once (``PDT.report_loss``; always before
     the next snapshot) where only the runaway guard, adaptive tau and ``loss_hold`` read them
     (``rollback_factor`` and ``setback_limit`` read each at once): 1 reads each at
@@ -407,7 +422,7 @@ class PDTConfig:
     transformer never -> 0.96x (1.00x in steps), at the price of digits 2.33x -> 1.62x and
     the ViT 1.31x -> 1.27x (benchmarks/RESULTS.md; benchmarks/late_merges.py)."""
 
-    rate_settle: int | str | None = "auto"
+    rate_settle: int | Auto | None = "auto"
     """Boundaries in a row at one unchanged learning rate after which that rate counts as the
     peak :attr:`decay_window` reads: a schedule that falls to a rate and stays there (the next
     stage of a step schedule, ``SWALR``'s constant SWA rate, ``ReduceLROnPlateau``) starts a
@@ -434,7 +449,7 @@ class PDTConfig:
     :attr:`averages` is ``"stay"`` on a schedule-free optimizer, else the parameters. Every
     other weight-space tensor, the parameters included, moves with the jump."""
 
-    averages: str = "stay"
+    averages: Averages = "stay"
     """On an optimizer whose evaluation weights are a running average of its iterates
     (schedule-free: x, the average of z; :data:`pdt_compile.adapters.AVERAGING`): ``"stay"``
     predicts and jumps the base iterate z and leaves the average where it is (the parameters,
@@ -462,7 +477,7 @@ class PDTConfig:
     never either way (accuracy 0.8 points below schedule-free's, 0.2 before). 1.0 keeps
     ``snap_every`` exactly. No effect on other optimizers."""
 
-    momentum_spacing: float | str | None = "auto"
+    momentum_spacing: float | Auto | None = "auto"
     """Keep snapshots at least ``momentum_spacing / (1 - m)`` steps apart, ``1 / (1 - m)`` being
     the steps the optimizer's momentum ``m`` remembers (SGD's ``momentum``, the first of Adam's
     or LAMB's ``betas``; 10 at 0.9): where ``snap_every`` is shorter, PDT snapshots that many
@@ -476,20 +491,20 @@ class PDTConfig:
     schedule-free SGD; chosen from 1, 2 and 4 by ``benchmarks.short_epochs --spacings 2 --factors 1,2,4``), None
     elsewhere. The momentum read is the largest of the predicted param groups' when PDT is built."""
 
-    ring_dtype: str = "float32"
+    ring_dtype: RingDtype | torch.dtype = "float32"
     """Storage of the snapshot ring: ``"float32"`` (4h bytes per parameter element) or
     ``"bfloat16"`` (the newest snapshot in float32 plus the h - 1 interval displacements in
     bfloat16: 4 + 2(h - 1) bytes); ``torch.float32`` and ``torch.bfloat16`` are taken as these
     names. Under ``@pdt.compile`` its boundary work runs after the
     compiled optimizer step, through the eager path's code."""
 
-    ring_location: str = "device"
+    ring_location: RingLocation = "device"
     """Where the ring lives: ``"device"`` (the parameters' device; default) or ``"host"``
     (pinned host memory with asynchronous copies: no ring bytes on the accelerator; each
     prediction streams the ring to the device and back; float32 ring). Under ``@pdt.compile``
     its boundary work runs after the compiled optimizer step, through the eager path's code."""
 
-    kernels: str = "auto"
+    kernels: Kernels = "auto"
     """How the eager path runs a prediction's two passes (Gram; forecast + mask + merge +
     ring update): ``"inductor"`` compiles them once per configuration into fused kernels
     (C++/OpenMP on the CPU, Triton on CUDA; the same functions ``@pdt.compile`` inlines),
@@ -545,7 +560,7 @@ class PDTConfig:
         _check_choice("averages", self.averages, AVERAGES)
         named = str(self.ring_dtype).removeprefix("torch.")  # torch.bfloat16, as a user writes it
         if isinstance(self.ring_dtype, torch.dtype) and named in RING_DTYPES:  # else the error names the dtype given
-            self.ring_dtype = named
+            self.ring_dtype = named  # type: ignore[assignment]  # one of RING_DTYPES: checked below
         _check_choice("ring_dtype", self.ring_dtype, RING_DTYPES)
         _check_choice("ring_location", self.ring_location, RING_LOCATIONS)
         _check_choice("kernels", self.kernels, KERNELS)
@@ -629,6 +644,11 @@ class PDTConfig:
         ):
             _fail("base_spacing", self.base_spacing, "expected a float in (0, 1] (1.0: snapshot z every snap_every steps)")
 
+    @property
+    def ring_dtype_name(self) -> str:
+        """``ring_dtype`` by its name ("float32" or "bfloat16"), whether given as a name or a dtype."""
+        return str(self.ring_dtype).removeprefix("torch.")
+
     @classmethod
     def paper(cls, snap_every: int, **changes: Any) -> "PDTConfig":
         """The paper's configuration: its mask equations, the Gavish-Donoho rank, tau = 5 (fixed,
@@ -687,18 +707,18 @@ class PDTOptions(TypedDict, total=False):
     burn_in: int
     tau_ramp: int | None
     predict_every: int
-    rule: str
+    rule: Rule
     trend: bool
     drift: float | None
-    moment_ratio: float | str | None
-    saturation: float | str | None
-    granularity: str
+    moment_ratio: float | Auto | None
+    saturation: float | Auto | None
+    granularity: Granularity
     rank: Rank
-    modes: str
-    dynamics: str
-    after_merge: str
-    radial: str
-    adaptive: bool | str
+    modes: Modes
+    dynamics: Dynamics
+    after_merge: AfterMerge
+    radial: Radial
+    adaptive: bool | Auto
     tau_min: int
     tau_max: int | None
     loss_tolerance: float
@@ -706,20 +726,20 @@ class PDTOptions(TypedDict, total=False):
     loss_hold: float | None
     gradient_limit: float | None
     rollback_factor: float | None
-    runaway_factor: float | str | None
-    loss_reads: int | str
+    runaway_factor: float | Auto | None
+    loss_reads: int | Auto
     verify_backtracks: int
     verify_backoff: int
     lr_horizon: bool
     decay_window: float | None
-    rate_settle: int | str | None
+    rate_settle: int | Auto | None
     sequence: str
-    averages: str
+    averages: Averages
     base_spacing: float
-    momentum_spacing: float | str | None
-    ring_dtype: str
-    ring_location: str
-    kernels: str
+    momentum_spacing: float | Auto | None
+    ring_dtype: RingDtype | torch.dtype
+    ring_location: RingLocation
+    kernels: Kernels
     chunk_size: int | None
     history_limit: int | None
 

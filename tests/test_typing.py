@@ -29,6 +29,8 @@ scaler = torch.amp.GradScaler("cpu")
 config = pdt.PDTConfig(snap_every=10, tau=4)
 other = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), config, tau=8, rank="full", gradient_limit=None)
 options: pdt.PDTOptions = {"snap_every": 20, "adaptive": "auto"}
+choices = pdt.PDTConfig(snap_every=10, rule="paper", ring_dtype=torch.bfloat16, kernels="torch", rank=0.9,
+                        moment_ratio=None, saturation=0.5, loss_reads="auto", momentum_spacing=1.0)
 third = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), **options)
 
 
@@ -78,6 +80,8 @@ opt.report_loss([1.0])  # E: a list is no loss
 pdt.PDTConfig(snap_every="10")  # E: a string is no step count
 pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_evry=10)  # E: a misspelt option
 pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=10, tau="4")  # E: an option of the wrong type
+pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=10, rule="papre")  # E: a choice misspelt
+pdt.PDTConfig(snap_every=10, adaptive="yes")  # E: "auto", True or False
 '''
 
 
