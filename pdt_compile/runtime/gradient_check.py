@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
+from torch._utils import _flatten_dense_tensors
 
 from .kernels import working_dtype
 from .schedule import setback_window
@@ -33,7 +34,7 @@ the steps."""
 def gradient_norm(grads: Sequence[Tensor]) -> Tensor:
     """The 2-norm of ``grads`` taken together, float32, 0-dim (on their device)."""
     if sum(grad.numel() for grad in grads) <= CONCATENATED_NORM_ELEMENTS:
-        flat = torch.cat([grad.reshape(-1) for grad in grads])
+        flat = _flatten_dense_tensors(grads)  # one operation (DDP's bucketing), where a cat of views costs one per tensor
         return torch.linalg.vector_norm(flat, dtype=working_dtype(flat.dtype)).float()
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).float()
 
