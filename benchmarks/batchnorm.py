@@ -1,0 +1,137 @@
+"""BatchNorm's running statistics after a merge: what an evaluation right after one sees.
+
+A merge moves the weights at a boundary; BatchNorm's running mean and variance, which
+evaluation mode uses, were averaged over batches at the weights before it and catch up only
+over the next training steps (at momentum 0.1, about ten). Where boundaries fall at the end of
+an epoch (``snap_every`` = steps per epoch, the paper's setting) and the user evaluates there,
+the evaluation runs with statistics of other weights. This trains a 1-D CNN with BatchNorm on
+mnist1d (SGD with momentum, 40 epochs of 40 steps, one snapshot per epoch), plain and with PDT's
+defaults, and at every epoch end evaluates the model three ways: as it is (stale statistics),
+after ``torch.optim.swa_utils.update_bn`` over the first ``--batches`` training batches of the
+epoch, and after it over all of them (the reference). It reports, over epochs 6-40, how far the
+first two fall from the reference in test accuracy and in full training loss.
+
+    python -m benchmarks.batchnorm [--seeds 3] [--epochs 40] [--batches 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+import warnings
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import update_bn
+
+import pdt_compile as pdt
+from pdt_compile.tasks import _mnist1d
+
+from .report import write_section
+
+STEPS_PER_EPOCH = 40
+BATCH = 100
+SKIPPED_EPOCHS = 5
+"""The first epochs, left out of the summaries: there the weights move fast with or without merges."""
+
+
+def bn_cnn(channels: int = 32) -> nn.Module:
+    """The suite's mnist1d CNN with a BatchNorm after each convolution."""
+    c = channels
+    return nn.Sequential(
+        nn.Conv1d(1, c, 5, 2, 2), nn.BatchNorm1d(c), nn.ReLU(),
+        nn.Conv1d(c, c, 3, 2, 1), nn.BatchNorm1d(c), nn.ReLU(),
+        nn.Conv1d(c, c, 3, 2, 1), nn.BatchNorm1d(c), nn.ReLU(),
+        nn.Flatten(), nn.Linear(c * 5, 10),
+    )
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """(test accuracy in points, full training loss) in evaluation mode."""
+    model.eval()
+    accuracy = 100 * (model(data["test_x"]).argmax(1) == data["test_y"]).float().mean().item()
+    loss = nn.functional.cross_entropy(model(data["train_x"]), data["train_y"]).item()
+    model.train()
+    return accuracy, loss
+
+
+def recalibrated(model: nn.Module, batches: list[torch.Tensor]) -> nn.Module:
+    """A copy of ``model`` whose BatchNorm statistics ``update_bn`` recomputed over ``batches``."""
+    copied = copy.deepcopy(model)
+    update_bn([(x,) for x in batches], copied)
+    return copied
+
+
+def run(method: str, seed: int, epochs: int, batches: int, data: dict[str, torch.Tensor]) -> dict[str, list[float]]:
+    """Per epoch from the sixth: the accuracy (points) and the loss ratio of the stale and the
+    ``batches``-recalibrated evaluation against the fully recalibrated one; and the final loss."""
+    torch.manual_seed(seed)
+    model = bn_cnn()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    if method == "PDT":
+        opt = pdt.PDT(opt, snap_every=STEPS_PER_EPOCH)
+    order = torch.Generator().manual_seed(seed)
+    out: dict[str, list[float]] = {"stale acc": [], "stale loss": [], "few acc": [], "few loss": [], "final loss": []}
+    x_train, y_train = data["train_x"], data["train_y"]
+    for epoch in range(epochs):
+        permutation = torch.randperm(len(x_train), generator=order)
+        epoch_batches = [permutation[i * BATCH:(i + 1) * BATCH] for i in range(STEPS_PER_EPOCH)]
+        for index in epoch_batches:
+            loss = nn.functional.cross_entropy(model(x_train[index]), y_train[index])
+            loss.backward()
+            opt.step()
+            if isinstance(opt, pdt.PDT):
+                opt.report_loss(loss)
+            opt.zero_grad()
+        stale = evaluate(model, data)
+        reference = evaluate(recalibrated(model, [x_train[i] for i in epoch_batches]), data)
+        few = evaluate(recalibrated(model, [x_train[i] for i in epoch_batches[:batches]]), data)
+        if epoch >= SKIPPED_EPOCHS:
+            out["stale acc"].append(reference[0] - stale[0])
+            out["stale loss"].append(stale[1] / reference[1])
+            out["few acc"].append(reference[0] - few[0])
+            out["few loss"].append(few[1] / reference[1])
+    out["final loss"] = [stale[1], reference[1]]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--batches", type=int, default=5, help="training batches the cheap recalibration reads")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", category=UserWarning, module="pdt_compile")
+    started = time.perf_counter()
+    raw = _mnist1d()
+    data = {"train_x": torch.tensor(raw["x"], dtype=torch.float32).unsqueeze(1), "train_y": torch.tensor(raw["y"]),
+            "test_x": torch.tensor(raw["x_test"], dtype=torch.float32).unsqueeze(1), "test_y": torch.tensor(raw["y_test"])}
+    rows = ["| method | seed | accuracy lost, stale: mean / max (points) | training loss, stale / recalibrated: mean / max | "
+            f"accuracy lost, {args.batches} batches: mean / max | training loss, {args.batches} batches / all: mean / max | "
+            "final training loss, stale / recalibrated |", "|---|---|---|---|---|---|---|"]
+    for method in ("plain", "PDT"):
+        for seed in range(args.seeds):
+            r = run(method, seed, args.epochs, args.batches, data)
+            rows.append(
+                f"| {method} | {seed} | {statistics.mean(r['stale acc']):.2f} / {max(r['stale acc']):.1f} | "
+                f"{statistics.mean(r['stale loss']):.2f} / {max(r['stale loss']):.2f} | "
+                f"{statistics.mean(r['few acc']):.2f} / {max(r['few acc']):.1f} | "
+                f"{statistics.mean(r['few loss']):.2f} / {max(r['few loss']):.2f} | "
+                f"{r['final loss'][0]:.2e} / {r['final loss'][1]:.2e} |")
+            print(rows[-1], flush=True)
+    intro = (f"mnist1d 1-D CNN with BatchNorm, SGD lr 0.05 momentum 0.9, batch {BATCH}, {args.epochs} epochs of "
+             f"{STEPS_PER_EPOCH} steps; PDT's defaults with snap_every = {STEPS_PER_EPOCH} (one boundary per epoch, at "
+             "its last step). Every epoch end is evaluated as the model stands (stale running statistics), after "
+             f"update_bn over the epoch's first {args.batches} training batches, and after update_bn over all "
+             f"{STEPS_PER_EPOCH} (the reference); 'accuracy lost' is the reference's test accuracy minus the evaluation's, "
+             "the loss columns the evaluation's full training loss over the reference's, both over epochs "
+             f"{SKIPPED_EPOCHS + 1}-{args.epochs}. Total benchmark time {time.perf_counter() - started:.0f} s.")
+    write_section("BatchNorm statistics at a boundary (benchmarks/batchnorm.py)", intro + "\n\n" + "\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
