@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import itertools
 import re
 from pathlib import Path
 
@@ -29,9 +31,9 @@ def namespace(tmp_path: Path) -> dict:
 
 
 def test_the_readme_has_the_blocks_this_file_runs():
-    assert len(BLOCKS) == 5
+    assert len(BLOCKS) == 6
     assert "pdt.PDT(" in BLOCKS[0] and "@pdt.compile" in BLOCKS[1] and "schedulefree" in BLOCKS[2]
-    assert "fully_shard" in BLOCKS[3] and "PipelineStage" in BLOCKS[4]
+    assert "update_bn" in BLOCKS[3] and "fully_shard" in BLOCKS[4] and "PipelineStage" in BLOCKS[5]
 
 
 def test_eager_block_runs():
@@ -59,13 +61,39 @@ def test_stacking_block_runs():
     assert not scope["opt"].param_groups[0]["train_mode"]  # left in eval mode, as the block says
 
 
+def test_batchnorm_block_recomputes_the_statistics_after_each_epoch_that_merged(monkeypatch):
+    """The BatchNorm recipe runs ``update_bn`` over five training batches after exactly the
+    epochs in which a merge happened, and leaves the statistics those batches give."""
+    scope = namespace(Path("."))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.BatchNorm1d(16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    scope.update(model=model, train_loader=batches(8, size=16), epochs=12)
+    calls, merges_seen, original = [], [], torch.optim.swa_utils.update_bn
+
+    def counted(loader, net, *args, **kwargs):
+        calls.append(len(list(loader)))
+        merges_seen.append(scope["opt"].stats.merges)
+        original(itertools.islice(scope["train_loader"], 5), net, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.swa_utils, "update_bn", counted)
+    exec(compile(BLOCKS[3], "README.md[batchnorm]", "exec"), scope)
+    opt = scope["opt"]
+    assert opt.stats.merges >= 2 and calls and set(calls) == {5}
+    assert merges_seen == sorted(set(merges_seen))  # once per epoch that merged, never twice for the same merges
+    expected = copy.deepcopy(model)
+    original(itertools.islice(scope["train_loader"], 5), expected)
+    assert merges_seen[-1] == opt.stats.merges  # the last epoch merged: its recomputation is what the model keeps
+    assert torch.allclose(model[1].running_mean, expected[1].running_mean)
+    assert torch.allclose(model[1].running_var, expected[1].running_var)
+
+
 @pytest.mark.distributed
 def test_distributed_block_runs_in_a_one_process_group(tmp_path):
     store = dist.FileStore(str(tmp_path / "store"), 1)
     dist.init_process_group("gloo", store=store, rank=0, world_size=1)
     try:
         scope = namespace(tmp_path)
-        exec(compile(BLOCKS[3], "README.md[distributed]", "exec"), scope)
+        exec(compile(BLOCKS[4], "README.md[distributed]", "exec"), scope)
         assert (tmp_path / "checkpoint").exists()
         x, y = batches(1, size=8)[0]
         torch.nn.functional.cross_entropy(scope["tp_model"](x), y).backward()
@@ -84,7 +112,7 @@ def test_pipeline_block_runs_as_one_stage_in_a_one_process_group(tmp_path):
     try:
         scope = {**namespace(tmp_path), "stage_module": make_mlp(seed=3), "stage_index": 0, "num_stages": 1,
                  "device": torch.device("cpu"), "pp_group": dist.group.WORLD}
-        exec(compile(BLOCKS[4], "README.md[pipeline]", "exec"), scope)
+        exec(compile(BLOCKS[5], "README.md[pipeline]", "exec"), scope)
         opt = scope["pp_opt"]
         assert opt.ring.reduction.stages is dist.group.WORLD
         assert opt.stats.boundaries == 1 and opt.schedule.steps == 4
