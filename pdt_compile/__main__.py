@@ -18,8 +18,9 @@ from .experiment import Run, Task, Training, speedup, train_in_lockstep
 @dataclass(frozen=True)
 class DemoTask:
     """A task of the time-to-baseline suite as the demo trains it: at the learning rate
-    ``python -m benchmarks.ttb --core`` tuned for it under each schedule (RESULTS.md, the run at
-    391c9d1 on an Intel Xeon), the baseline's own rate, not one that flatters PDT."""
+    ``python -m benchmarks.ttb --core`` tuned for it under each schedule (RESULTS.md: the runs at
+    391c9d1 on an Intel Xeon and at f7ccfe3 on an AMD EPYC tuned the same rates), the baseline's
+    own rate, not one that flatters PDT."""
 
     make: Callable[[], Task]
     snap_every: int | None  # None: one snapshot per epoch
@@ -71,7 +72,8 @@ def demo(args: argparse.Namespace) -> int:
     optimizer = results[-1][1]
     baseline = runs[baseline_name]
     tuned = "given with --lr" if args.lr is not None else (
-        f"the tuned {schedule} rate of python -m benchmarks.ttb --core (RESULTS.md, run at 391c9d1 on an Intel Xeon)")
+        f"the tuned {schedule} rate of python -m benchmarks.ttb --core (RESULTS.md, runs at 391c9d1 on an Intel Xeon "
+        "and f7ccfe3 on an AMD EPYC)")
     print(f"\n{task.name}, {chosen.optimizer}, {schedule} schedule, lr {lr:g} ({tuned}), batch {task.batch_size}, "
           f"{task.steps} steps, snapshot every {snap_every} steps, seed {args.seed}\n")
     header = f"{'method':26s} {'to baseline final loss':>24s} {'to best test acc':>22s} {'final loss':>10s} {'final acc':>9s} {'mask':>6s}"
