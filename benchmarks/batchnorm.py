@@ -9,7 +9,8 @@ mnist1d (SGD with momentum, 40 epochs of 40 steps, one snapshot per epoch), plai
 defaults, and at every epoch end evaluates the model three ways: as it is (stale statistics),
 after ``torch.optim.swa_utils.update_bn`` over the first ``--batches`` training batches of the
 epoch, and after it over all of them (the reference). It reports, over epochs 6-40, how far the
-first two fall from the reference in test accuracy and in full training loss.
+first two fall from the reference in test accuracy and in full training loss; then how much
+sooner PDT reaches the plain optimizer's final training loss, evaluated both ways.
 
     python -m benchmarks.batchnorm [--seeds 3] [--epochs 40] [--batches 5]
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import statistics
 import time
 import warnings
@@ -38,10 +40,10 @@ SKIPPED_EPOCHS = 5
 
 
 def bn_cnn(channels: int = 32) -> nn.Module:
-    """The suite's mnist1d CNN with a BatchNorm after each convolution."""
+    """The suite's mnist1d CNN with a BatchNorm after each convolution (input ``[batch, 40]``)."""
     c = channels
     return nn.Sequential(
-        nn.Conv1d(1, c, 5, 2, 2), nn.BatchNorm1d(c), nn.ReLU(),
+        nn.Unflatten(1, (1, -1)), nn.Conv1d(1, c, 5, 2, 2), nn.BatchNorm1d(c), nn.ReLU(),
         nn.Conv1d(c, c, 3, 2, 1), nn.BatchNorm1d(c), nn.ReLU(),
         nn.Conv1d(c, c, 3, 2, 1), nn.BatchNorm1d(c), nn.ReLU(),
         nn.Flatten(), nn.Linear(c * 5, 10),
@@ -98,6 +100,36 @@ def run(method: str, seed: int, epochs: int, batches: int, data: dict[str, torch
     return out
 
 
+def ttb_rows(data: dict[str, torch.Tensor], seeds: int, epochs: int, batches: int) -> tuple[list[str], str]:
+    """Time to the plain optimizer's final training loss on the BatchNorm CNN, PDT's defaults
+    against it in lock-step (as ``benchmarks.ttb`` times them), with the evaluations made on the
+    model as it stands and after ``update_bn`` over ``batches`` training batches; the rate tuned
+    for the plain optimizer (recomputed statistics) as ``benchmarks.ttb`` tunes it."""
+    from pdt_compile.experiment import Task, speedup
+
+    from .ttb import seed_major, spread, tune_lr
+
+    task = Task(name="mnist1d-bn-cnn-sgdm", train_x=data["train_x"], train_y=data["train_y"], test_x=data["test_x"],
+                test_y=data["test_y"], make_model=bn_cnn,
+                make_optimizer=lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
+                lr=0.05, batch_size=BATCH, steps=epochs * STEPS_PER_EPOCH, eval_every=STEPS_PER_EPOCH,
+                batchnorm_batches=batches)
+    lr, sweep = tune_lr(task, [0.25, 0.5, 1.0, 2.0, 4.0])
+    methods = {"plain": lambda opt: opt, "PDT": lambda opt: pdt.PDT(opt, snap_every=STEPS_PER_EPOCH)}
+    rows = []
+    for label, variant in ((f"after update_bn over {batches} batches", task),
+                           ("as the model stands", dataclasses.replace(task, batchnorm_batches=0))):
+        runs = seed_major(variant, methods, seeds, lr)
+        ratios = [speedup(base, run) for base, run in zip(runs["plain"], runs["PDT"])]
+        accuracy = [100 * (run.test_accuracy[-1] - base.test_accuracy[-1]) for base, run in zip(runs["plain"], runs["PDT"])]
+        rows.append(f"| {label} | {spread([steps for steps, _ in ratios])} | {spread([wall for _, wall in ratios])} | "
+                    f"{', '.join(f'{a:+.1f}' for a in accuracy)} | "
+                    f"{', '.join(f'{run.final_loss:.2e}' for run in runs['plain'])} |")
+        print(rows[-1], flush=True)
+    sweep_text = ", ".join(f"{rate:g} → {loss:.4f}" for rate, loss in sweep)
+    return rows, f"tuned lr {lr:g} (sweep, final training loss after update_bn: {sweep_text})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
@@ -108,8 +140,8 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="pdt_compile")
     started = time.perf_counter()
     raw = _mnist1d()
-    data = {"train_x": torch.tensor(raw["x"], dtype=torch.float32).unsqueeze(1), "train_y": torch.tensor(raw["y"]),
-            "test_x": torch.tensor(raw["x_test"], dtype=torch.float32).unsqueeze(1), "test_y": torch.tensor(raw["y_test"])}
+    data = {"train_x": torch.tensor(raw["x"], dtype=torch.float32), "train_y": torch.tensor(raw["y"]),
+            "test_x": torch.tensor(raw["x_test"], dtype=torch.float32), "test_y": torch.tensor(raw["y_test"])}
     rows = ["| method | seed | accuracy lost, stale: mean / max (points) | training loss, stale / recalibrated: mean / max | "
             f"accuracy lost, {args.batches} batches: mean / max | training loss, {args.batches} batches / all: mean / max | "
             "final training loss, stale / recalibrated |", "|---|---|---|---|---|---|---|"]
@@ -123,6 +155,7 @@ def main() -> None:
                 f"{statistics.mean(r['few loss']):.2f} / {max(r['few loss']):.2f} | "
                 f"{r['final loss'][0]:.2e} / {r['final loss'][1]:.2e} |")
             print(rows[-1], flush=True)
+    ttb, tuned = ttb_rows(data, args.seeds, args.epochs, args.batches)
     intro = (f"mnist1d 1-D CNN with BatchNorm, SGD lr 0.05 momentum 0.9, batch {BATCH}, {args.epochs} epochs of "
              f"{STEPS_PER_EPOCH} steps; PDT's defaults with snap_every = {STEPS_PER_EPOCH} (one boundary per epoch, at "
              "its last step). Every epoch end is evaluated as the model stands (stale running statistics), after "
@@ -130,7 +163,13 @@ def main() -> None:
              f"{STEPS_PER_EPOCH} (the reference); 'accuracy lost' is the reference's test accuracy minus the evaluation's, "
              "the loss columns the evaluation's full training loss over the reference's, both over epochs "
              f"{SKIPPED_EPOCHS + 1}-{args.epochs}. Total benchmark time {time.perf_counter() - started:.0f} s.")
-    write_section("BatchNorm statistics at a boundary (benchmarks/batchnorm.py)", intro + "\n\n" + "\n".join(rows))
+    ttb_intro = (f"Time to the plain optimizer's final training loss, the same CNN and schedule at the plain optimizer's "
+                 f"{tuned}; PDT's defaults in lock-step with it, {args.seeds} seeds, as benchmarks.ttb times them "
+                 "(evaluation, and the recomputation, untimed); median [min–max].")
+    ttb_table = ["| evaluations | TTB-Loss steps × | TTB-Loss wall × | final accuracy, PDT − plain, per seed (points) | "
+                 "plain's final training loss, per seed |", "|---|---|---|---|---|", *ttb]
+    write_section("BatchNorm statistics at a boundary (benchmarks/batchnorm.py)",
+                  intro + "\n\n" + "\n".join(rows) + "\n\n" + ttb_intro + "\n\n" + "\n".join(ttb_table))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ training loss and the test accuracy every ``eval_every`` steps.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -64,6 +65,10 @@ class Task:
     loss: Callable[[Tensor, Tensor], Tensor] = nn.functional.cross_entropy
     eval_train_samples: int | None = None
     """Training loss measured on the first this many training samples (None: all)."""
+    batchnorm_batches: int = 0
+    """Evaluate a copy of the model whose BatchNorm running statistics
+    ``torch.optim.swa_utils.update_bn`` recomputed over this many training batches (the first
+    ones), as the README's recipe does after a merge; 0: the model as it stands."""
     schedule: str = "constant"
     """Learning-rate schedule: ``"constant"``, ``"cosine"`` (per step, from lr to zero over
     ``steps``; a ``LambdaLR`` on the wrapped optimizer, stepped after every training step) or
@@ -125,7 +130,13 @@ class Run:
 
 @torch.no_grad()
 def evaluate(task: Task, model: nn.Module, chunk: int = 4096) -> tuple[float, float]:
-    """(mean training loss, test accuracy) of ``model``."""
+    """(mean training loss, test accuracy) of ``model`` (of a copy with its BatchNorm
+    statistics recomputed, where ``task.batchnorm_batches`` says so)."""
+    if task.batchnorm_batches:
+        model = copy.deepcopy(model)
+        size = task.batch_size
+        torch.optim.swa_utils.update_bn(
+            [task.train_x[i * size:(i + 1) * size] for i in range(task.batchnorm_batches)], model)
     was_training = model.training
     model.eval()
     total = 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -74,3 +75,22 @@ def test_a_task_moved_to_a_device_trains_as_it_does_in_place(device):
     moved, _ = train(on_device(task, device), lambda o: pdt.PDT(o, snap_every=10), seed=0, method="moved", lr=0.1)
     assert moved.steps == here.steps
     assert moved.train_loss == pytest.approx(here.train_loss, rel=1e-2 if device == "cuda" else 1e-6)  # CUDA rounds differently
+
+
+def test_an_evaluation_with_batchnorm_batches_reads_a_recomputed_copy_and_leaves_the_model_alone():
+    """``Task.batchnorm_batches``: the evaluation is that of a copy whose BatchNorm statistics
+    ``update_bn`` recomputed over the first training batches; the model evaluated keeps its own."""
+    from pdt_compile.experiment import evaluate
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    task = dataclasses.replace(tasks.digits_mlp(steps=10), make_model=lambda: model, batchnorm_batches=3)
+    model.train()
+    model(task.train_x[:64] * 3 + 1)  # running statistics of other inputs than the training data's
+    kept = {k: v.clone() for k, v in model.state_dict().items()}
+    recomputed = evaluate(task, model)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in kept.items()) and model.training
+    stale = evaluate(dataclasses.replace(task, batchnorm_batches=0), model)
+    reference = copy.deepcopy(model)
+    torch.optim.swa_utils.update_bn([task.train_x[i * task.batch_size:(i + 1) * task.batch_size] for i in range(3)], reference)
+    assert recomputed == evaluate(dataclasses.replace(task, batchnorm_batches=0), reference) != stale
