@@ -491,7 +491,7 @@ class PDTConfig:
     schedule-free SGD; chosen from 1, 2 and 4 by ``benchmarks.short_epochs --spacings 2 --factors 1,2,4``), None
     elsewhere. The momentum read is the largest of the predicted param groups' when PDT is built."""
 
-    ring_dtype: RingDtype | torch.dtype = "float32"
+    ring_dtype: RingDtype = "float32"
     """Storage of the snapshot ring: ``"float32"`` (4h bytes per parameter element) or
     ``"bfloat16"`` (the newest snapshot in float32 plus the h - 1 interval displacements in
     bfloat16: 4 + 2(h - 1) bytes); ``torch.float32`` and ``torch.bfloat16`` are taken as these
@@ -644,11 +644,6 @@ class PDTConfig:
         ):
             _fail("base_spacing", self.base_spacing, "expected a float in (0, 1] (1.0: snapshot z every snap_every steps)")
 
-    @property
-    def ring_dtype_name(self) -> str:
-        """``ring_dtype`` by its name ("float32" or "bfloat16"), whether given as a name or a dtype."""
-        return str(self.ring_dtype).removeprefix("torch.")
-
     @classmethod
     def paper(cls, snap_every: int, **changes: Any) -> "PDTConfig":
         """The paper's configuration: its mask equations, the Gavish-Donoho rank, tau = 5 (fixed,
@@ -737,7 +732,7 @@ class PDTOptions(TypedDict, total=False):
     averages: Averages
     base_spacing: float
     momentum_spacing: float | Auto | None
-    ring_dtype: RingDtype | torch.dtype
+    ring_dtype: RingDtype
     ring_location: RingLocation
     kernels: Kernels
     chunk_size: int | None

@@ -386,7 +386,7 @@ class PDT(Optimizer):
             )
         locals_ = [_local(p) for p in params]
         limit = pack_limit(self.config, locals_[0].device, sum(t.numel() for t in locals_))
-        return make_ring(params, self.config.history, self.config.ring_dtype_name, self.config.ring_location, limit,
+        return make_ring(params, self.config.history, self.config.ring_dtype, self.config.ring_location, limit,
                          self._pipeline_group)
 
     def __repr__(self) -> str:
@@ -1360,7 +1360,7 @@ class PDT(Optimizer):
 
     def _ring_settings(self) -> dict[str, Any]:
         config = self.config
-        return ring_settings(config.snap_every, config.history, config.ring_dtype_name,
+        return ring_settings(config.snap_every, config.history, config.ring_dtype,
                              [global_numel(p) for p in self._ring.params])
 
     def _jumps_state(self) -> dict[str, Any]:

@@ -120,6 +120,20 @@ def test_the_keyword_options_type_checkers_see_are_the_configs_fields():
     assert typing.get_type_hints(pdt.PDTOptions) == {field.name: fields[field.name] for field in dataclasses.fields(PDTConfig)}
 
 
+def test_a_hydra_structured_config_of_pdtconfig_round_trips_and_checks_the_choices():
+    """Hydra users build configs with ``OmegaConf.structured``: every field's annotation must be
+    one OmegaConf supports, a value off a field's choices is refused at the merge, and the
+    config comes back as the same ``PDTConfig``."""
+    omegaconf = pytest.importorskip("omegaconf")
+    config = PDTConfig(snap_every=10, tau=4, rule="paper", moment_ratio=None, rank=0.9)
+    structured = omegaconf.OmegaConf.structured(config)
+    assert PDTConfig(**omegaconf.OmegaConf.to_container(structured)) == config
+    merged = omegaconf.OmegaConf.merge(structured, {"ring_dtype": "bfloat16", "adaptive": True})
+    assert PDTConfig(**omegaconf.OmegaConf.to_container(merged)) == config.replace(ring_dtype="bfloat16", adaptive=True)
+    with pytest.raises(omegaconf.errors.ValidationError, match="papre"):
+        omegaconf.OmegaConf.merge(structured, {"rule": "papre"})
+
+
 def test_replace_validates_again():
     with pytest.raises(ValueError, match="PDTConfig.tau=0"):
         PDTConfig(snap_every=1).replace(tau=0)

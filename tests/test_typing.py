@@ -29,7 +29,7 @@ scaler = torch.amp.GradScaler("cpu")
 config = pdt.PDTConfig(snap_every=10, tau=4)
 other = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), config, tau=8, rank="full", gradient_limit=None)
 options: pdt.PDTOptions = {"snap_every": 20, "adaptive": "auto"}
-choices = pdt.PDTConfig(snap_every=10, rule="paper", ring_dtype=torch.bfloat16, kernels="torch", rank=0.9,
+choices = pdt.PDTConfig(snap_every=10, rule="paper", ring_dtype="bfloat16", kernels="torch", rank=0.9,
                         moment_ratio=None, saturation=0.5, loss_reads="auto", momentum_spacing=1.0)
 third = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), **options)
 
