@@ -208,8 +208,8 @@ def test_eager_pdt_with_boundary_graphs_follows_torch_kernels():
         opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, foreach=True),
                       snap_every=3, history=4, burn_in=4, tau=3, kernels=kernels, momentum_spacing=None)
         quiet = []
-        quiet_next = opt._quiet_next
-        opt._quiet_next = lambda: quiet.append(quiet_next()) or quiet[-1]
+        light_next = opt._light_next
+        opt._light_next = lambda: (kind := light_next(), quiet.append(kind is False))[0]
         train(model, opt, batches(45), report=True)
         runs.append((model, opt, quiet))
     (model0, opt0, quiet0), (model1, opt1, quiet1) = runs
