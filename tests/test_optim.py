@@ -1763,9 +1763,14 @@ def test_losses_read_in_batches_on_the_cpu_change_no_decision_of_adaptive_tau(op
     for reads in ("auto", 1):
         model = make_mlp()
         opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2), loss_reads=reads, **options, **CONFIG)
-        waiting, report = [], opt.report_loss
-        opt.report_loss = lambda loss: (report(loss), waiting.append(len(opt._unread_losses)))
-        train(model, opt, batches(120), report=True)
+        waiting = []
+        for x, y in batches(120):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.report_loss(loss)
+            opt.zero_grad()
+            waiting.append(len(opt._unread_losses))
         opt._read_losses()  # the last losses of the run, read at the next boundary or checkpoint
         runs.append(([p.detach().clone() for p in model.parameters()], list(opt.stats.tau_history), opt.stats.merges,
                      opt.schedule.state_dict(), max(waiting)))
