@@ -382,11 +382,9 @@ class PDTConfig:
     the next snapshot) where only the runaway guard, adaptive tau and ``loss_hold`` read them
     (``rollback_factor`` and ``setback_limit`` read each at once): 1 reads each at
     once; more turns a device synchronisation every step into one per batch, and acts on a
-    runaway up to that many steps late, from the same snapshot. ``"auto"`` (default): 16, but 1
-    for losses on the CPU where the runaway guard reads them. Adaptive tau and ``loss_hold``
-    act on an interval's mean, read before its boundary, so batching changes none of their
-    decisions and spares each step the loss's processing (on the CPU since 2026-12-07). Measured
-    on the CPU (``benchmarks/FINDINGS.md``, "the cost of a prediction"): with the runaway guard,
+    runaway up to that many steps late, from the same snapshot. ``"auto"`` (default): 1 for
+    losses on the CPU, where a read costs microseconds and nothing waits, 16 on an
+    accelerator. Measured on the CPU (``benchmarks/FINDINGS.md``, "the cost of a prediction"):
     16 saved about a point of training time on schedule-free, within noise, and the mnist1d CNN
     on schedule-free SGD, whose seed 0 runs away, reached its target later (1.33x in steps
     against 1.36x), likely because a late restore lets the average x take in more of the

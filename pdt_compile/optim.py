@@ -1132,14 +1132,10 @@ class PDT(Optimizer):
                             f"a rank without one), got {loss!r}")
         if readers != 1 and (loss is None or isinstance(loss, Tensor)):
             on_cpu = self._ring.device.type == "cpu" if loss is None else loss.is_cpu
-            # the runaway guard acts on single losses: on the CPU, where a read waits for nothing, at once
-            prompt = on_cpu and isinstance(self.config.runaway_factor, (int, float))
-            reads = (1 if prompt else LOSS_READS_ON_ACCELERATORS) if readers == "auto" else readers
+            reads = (1 if on_cpu else LOSS_READS_ON_ACCELERATORS) if readers == "auto" else readers
             if reads > 1:
                 # an attached loss would keep its graph
                 self._unread_losses.append((self.schedule.steps, None if loss is None else loss.detach()))
-                if loss is not None and self._stats.tau_waits_for_losses:  # the stats line says so before the read
-                    self._stats.tau_waits_for_losses = False
                 if len(self._unread_losses) >= reads or self.schedule.boundary_next():
                     self._read_losses()
                 return

@@ -1752,29 +1752,3 @@ def test_a_long_run_holds_as_many_tensors_and_checkpoints_as_many_bytes_late_as_
     (early_tensors, early_bytes), (late_tensors, late_bytes) = marks
     assert opt.stats.predictions > 250 and opt.stats.merges > 2 * 64
     assert late_tensors <= early_tensors and late_bytes <= early_bytes * 1.02
-
-
-@pytest.mark.parametrize("options", [dict(adaptive=True), dict(adaptive=True, loss_hold=2.0)])
-def test_losses_read_in_batches_on_the_cpu_change_no_decision_of_adaptive_tau(options):
-    """``loss_reads="auto"`` batches CPU losses where no runaway guard reads them: adaptive tau
-    and ``loss_hold`` act on an interval's mean, read before its boundary, so the run is the one
-    that reads every loss at once."""
-    runs = []
-    for reads in ("auto", 1):
-        model = make_mlp()
-        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.2), loss_reads=reads, **options, **CONFIG)
-        waiting = []
-        for x, y in batches(120):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            opt.report_loss(loss)
-            opt.zero_grad()
-            waiting.append(len(opt._unread_losses))
-        opt._read_losses()  # the last losses of the run, read at the next boundary or checkpoint
-        runs.append(([p.detach().clone() for p in model.parameters()], list(opt.stats.tau_history), opt.stats.merges,
-                     opt.schedule.state_dict(), max(waiting)))
-    (weights, taus, merges, schedule, batched), (weights1, taus1, merges1, schedule1, at_once) = runs
-    assert batched > 1 and at_once == 0
-    assert merges == merges1 > 0 and taus == taus1 and len(set(t for _, t in taus)) > 1 and schedule == schedule1
-    assert all(torch.equal(a, b) for a, b in zip(weights, weights1))
