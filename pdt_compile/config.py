@@ -53,8 +53,10 @@ def _fail(field: str, value: Any, allowed: str) -> None:
 
 def _share_or_auto(field: str, value: Any, example: str, why: str) -> float | Auto | None:
     """``value`` of a field that is None, "auto" or a float in (0, 1] (as a float); else fail."""
-    if value is None or value == "auto":
-        return "auto" if value is not None else None
+    if value is None:
+        return None
+    if value == "auto":
+        return "auto"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         _fail(field, value, f'expected None, "auto" or a float in (0, 1] (e.g. {example}): {why}')
     return float(value)

@@ -676,8 +676,8 @@ class PDT(Optimizer):
         if closure is None and not self.optimizer.state and self._moves_nothing():
             return update()
         if closure is None and (light := self._light_next()) is not None:
-            if light:
-                self._check_gradient(self._gradient_check)  # type: ignore[arg-type]  # light: a check wants it
+            if light and self._gradient_check is not None:  # a step of the check's window: its norm
+                self._check_gradient(self._gradient_check)
             self._ring.before_update_()
             result = update()
             self.schedule.commit(Phase.ORDINARY, False, False)
@@ -1207,11 +1207,8 @@ class PDT(Optimizer):
         weights were restored)."""
         config = self.config
         value *= loss_sign(self.optimizer.param_groups)
-        if self._awaiting_losses:
-            self._awaiting_losses = False
-        stats = self._stats
-        if stats.tau_waits_for_losses:
-            stats.tau_waits_for_losses = False
+        self._awaiting_losses = False
+        self._stats.tau_waits_for_losses = False
         if self.schedule.runaway(value):
             self._restore_(step)
             return False
