@@ -7,8 +7,8 @@ an epoch (``snap_every`` = steps per epoch, the paper's setting) and the user ev
 the evaluation runs with statistics of other weights. This trains a 1-D CNN with BatchNorm on
 mnist1d (SGD with momentum, 40 epochs of 40 steps, one snapshot per epoch), plain and with PDT's
 defaults, and at every epoch end evaluates the model three ways: as it is (stale statistics),
-after ``torch.optim.swa_utils.update_bn`` over the first ``--batches`` training batches of the
-epoch, and after it over all of them (the reference). It reports, over epochs 6-40, how far the
+after ``torch.optim.swa_utils.update_bn`` over the first ``--batches`` training batches, and
+after it over the whole training set (the reference; the harness's ``Task.batchnorm_batches``). It reports, over epochs 6-40, how far the
 first two fall from the reference in test accuracy and in full training loss; then how much
 sooner PDT reaches the plain optimizer's final training loss, evaluated both ways.
 
@@ -18,7 +18,6 @@ sooner PDT reaches the plain optimizer's final training loss, evaluated both way
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import statistics
 import time
@@ -26,9 +25,8 @@ import warnings
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import update_bn
-
 import pdt_compile as pdt
+from pdt_compile.experiment import Task, Training, evaluate, speedup
 from pdt_compile.tasks import _mnist1d
 
 from .report import write_section
@@ -50,53 +48,36 @@ def bn_cnn(channels: int = 32) -> nn.Module:
     )
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, data: dict[str, torch.Tensor]) -> tuple[float, float]:
-    """(test accuracy in points, full training loss) in evaluation mode."""
-    model.eval()
-    accuracy = 100 * (model(data["test_x"]).argmax(1) == data["test_y"]).float().mean().item()
-    loss = nn.functional.cross_entropy(model(data["train_x"]), data["train_y"]).item()
-    model.train()
-    return accuracy, loss
-
-
-def recalibrated(model: nn.Module, batches: list[torch.Tensor]) -> nn.Module:
-    """A copy of ``model`` whose BatchNorm statistics ``update_bn`` recomputed over ``batches``."""
-    copied = copy.deepcopy(model)
-    update_bn([(x,) for x in batches], copied)
-    return copied
+def bn_task(data: dict[str, torch.Tensor], epochs: int, batchnorm_batches: int, lr: float = 0.05) -> Task:
+    """The BatchNorm CNN on mnist1d with SGD and momentum, evaluated after ``update_bn`` over
+    ``batchnorm_batches`` training batches (0: as the model stands)."""
+    return Task(name="mnist1d-bn-cnn-sgdm", train_x=data["train_x"], train_y=data["train_y"], test_x=data["test_x"],
+                test_y=data["test_y"], make_model=bn_cnn,
+                make_optimizer=lambda params, rate: torch.optim.SGD(params, lr=rate, momentum=0.9),
+                lr=lr, batch_size=BATCH, steps=epochs * STEPS_PER_EPOCH, eval_every=STEPS_PER_EPOCH,
+                batchnorm_batches=batchnorm_batches)
 
 
 def run(method: str, seed: int, epochs: int, batches: int, data: dict[str, torch.Tensor]) -> dict[str, list[float]]:
-    """Per epoch from the sixth: the accuracy (points) and the loss ratio of the stale and the
-    ``batches``-recalibrated evaluation against the fully recalibrated one; and the final loss."""
-    torch.manual_seed(seed)
-    model = bn_cnn()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    if method == "PDT":
-        opt = pdt.PDT(opt, snap_every=STEPS_PER_EPOCH)
-    order = torch.Generator().manual_seed(seed)
-    out: dict[str, list[float]] = {"stale acc": [], "stale loss": [], "few acc": [], "few loss": [], "final loss": []}
-    x_train, y_train = data["train_x"], data["train_y"]
-    for epoch in range(epochs):
-        permutation = torch.randperm(len(x_train), generator=order)
-        epoch_batches = [permutation[i * BATCH:(i + 1) * BATCH] for i in range(STEPS_PER_EPOCH)]
-        for index in epoch_batches:
-            loss = nn.functional.cross_entropy(model(x_train[index]), y_train[index])
-            loss.backward()
-            opt.step()
-            if isinstance(opt, pdt.PDT):
-                opt.report_loss(loss)
-            opt.zero_grad()
-        stale = evaluate(model, data)
-        reference = evaluate(recalibrated(model, [x_train[i] for i in epoch_batches]), data)
-        few = evaluate(recalibrated(model, [x_train[i] for i in epoch_batches[:batches]]), data)
-        if epoch >= SKIPPED_EPOCHS:
-            out["stale acc"].append(reference[0] - stale[0])
-            out["stale loss"].append(stale[1] / reference[1])
-            out["few acc"].append(reference[0] - few[0])
-            out["few loss"].append(few[1] / reference[1])
-    out["final loss"] = [stale[1], reference[1]]
+    """Per epoch from the sixth: the accuracy lost (points) and the loss ratio of the stale and the
+    ``batches``-recalibrated evaluation against the one recalibrated over every batch of an
+    epoch's size; and the last epoch's stale and reference training losses."""
+    stale, few, reference = (bn_task(data, epochs, k) for k in (0, batches, STEPS_PER_EPOCH))
+    wrap = (lambda opt: pdt.PDT(opt, snap_every=STEPS_PER_EPOCH)) if method == "PDT" else (lambda opt: opt)
+    training = Training(dataclasses.replace(stale, eval_every=stale.steps), wrap, seed=seed, method=method)
+    out: dict[str, list[float]] = {"stale acc": [], "stale loss": [], "few acc": [], "few loss": []}
+    while not training.done:
+        training.step()
+        if training.steps_done % STEPS_PER_EPOCH:
+            continue
+        (stale_loss, stale_acc), (few_loss, few_acc), (ref_loss, ref_acc) = (
+            evaluate(task, training.model) for task in (stale, few, reference))
+        if training.steps_done > SKIPPED_EPOCHS * STEPS_PER_EPOCH:
+            out["stale acc"].append(100 * (ref_acc - stale_acc))
+            out["stale loss"].append(stale_loss / ref_loss)
+            out["few acc"].append(100 * (ref_acc - few_acc))
+            out["few loss"].append(few_loss / ref_loss)
+    out["final loss"] = [stale_loss, ref_loss]
     return out
 
 
@@ -105,15 +86,9 @@ def ttb_rows(data: dict[str, torch.Tensor], seeds: int, epochs: int, batches: in
     against it in lock-step (as ``benchmarks.ttb`` times them), with the evaluations made on the
     model as it stands and after ``update_bn`` over ``batches`` training batches; the rate tuned
     for the plain optimizer (recomputed statistics) as ``benchmarks.ttb`` tunes it."""
-    from pdt_compile.experiment import Task, speedup
-
     from .ttb import seed_major, spread, tune_lr
 
-    task = Task(name="mnist1d-bn-cnn-sgdm", train_x=data["train_x"], train_y=data["train_y"], test_x=data["test_x"],
-                test_y=data["test_y"], make_model=bn_cnn,
-                make_optimizer=lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
-                lr=0.05, batch_size=BATCH, steps=epochs * STEPS_PER_EPOCH, eval_every=STEPS_PER_EPOCH,
-                batchnorm_batches=batches)
+    task = bn_task(data, epochs, batches)
     lr, sweep = tune_lr(task, [0.25, 0.5, 1.0, 2.0, 4.0])
     methods = {"plain": lambda opt: opt, "PDT": lambda opt: pdt.PDT(opt, snap_every=STEPS_PER_EPOCH)}
     rows = []
@@ -159,8 +134,8 @@ def main() -> None:
     intro = (f"mnist1d 1-D CNN with BatchNorm, SGD lr 0.05 momentum 0.9, batch {BATCH}, {args.epochs} epochs of "
              f"{STEPS_PER_EPOCH} steps; PDT's defaults with snap_every = {STEPS_PER_EPOCH} (one boundary per epoch, at "
              "its last step). Every epoch end is evaluated as the model stands (stale running statistics), after "
-             f"update_bn over the epoch's first {args.batches} training batches, and after update_bn over all "
-             f"{STEPS_PER_EPOCH} (the reference); 'accuracy lost' is the reference's test accuracy minus the evaluation's, "
+             f"update_bn over the first {args.batches} training batches, and after update_bn over all "
+             f"{STEPS_PER_EPOCH} (the whole training set: the reference); 'accuracy lost' is the reference's test accuracy minus the evaluation's, "
              "the loss columns the evaluation's full training loss over the reference's, both over epochs "
              f"{SKIPPED_EPOCHS + 1}-{args.epochs}. Total benchmark time {time.perf_counter() - started:.0f} s.")
     ttb_intro = (f"Time to the plain optimizer's final training loss, the same CNN and schedule at the plain optimizer's "
