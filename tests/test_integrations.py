@@ -121,13 +121,13 @@ def test_lightning_manual_optimization_reports_the_loss_of_the_one_optimizer_tha
 def test_lightning_cli_configures_the_callback_from_its_arguments(tmp_path, capsys):
     """LightningCLI (jsonargparse) builds ``PDTCallback`` from a config's ``class_path`` and
     ``init_args``: every PDT option it reads is typed, and the run it starts uses them."""
-    pytest.importorskip("lightning")
+    lightning = pytest.importorskip("lightning")
     pytest.importorskip("jsonargparse")
     from lightning.pytorch.cli import LightningCLI
 
     from pdt_compile.integrations.lightning import PDTCallback
 
-    module = lightning_module(pytest.importorskip("lightning"), batches(48))
+    module = lightning_module(lightning, batches(48))
 
     def cli(init_args: str) -> LightningCLI:
         callbacks = f'[{{"class_path": "pdt_compile.integrations.lightning.PDTCallback", "init_args": {init_args}}}]'
@@ -140,10 +140,10 @@ def test_lightning_cli_configures_the_callback_from_its_arguments(tmp_path, caps
         with pytest.raises(SystemExit):  # jsonargparse names the key and exits before training, as on a command line
             cli(f'{{"snap_every": 3, "{key}": {bad}}}')
         assert f'Parser key "{key}"' in capsys.readouterr().err
-    cli = cli('{"snap_every": 3, "history": 4, "burn_in": 4, "tau": 3, "rule": "reference", "momentum_spacing": null}')
-    (callback,) = [c for c in cli.trainer.callbacks if isinstance(c, PDTCallback)]
+    built = cli('{"snap_every": 3, "history": 4, "burn_in": 4, "tau": 3, "rule": "reference", "momentum_spacing": null}')
+    (callback,) = [c for c in built.trainer.callbacks if isinstance(c, PDTCallback)]
     assert callback.config == pdt.PDTConfig(**PDT_OPTIONS)
-    cli.trainer.fit(cli.model)
+    built.trainer.fit(built.model)
     assert callback.optimizers[0].stats.predictions >= 1
 
 
