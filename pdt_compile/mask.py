@@ -79,14 +79,15 @@ def mask_of_rows(d: Tensor, predicted: Sequence[Tensor], rule: str, tau: Horizon
     return bounded & _same_sign_every_step(d, predicted)
 
 
-def trend_mask(w: Tensor, ring: Tensor | Sequence[Tensor], s: Tensor) -> Tensor:
+def trend_mask(w: Tensor, ring: Tensor | Sequence[Tensor], s: Tensor, d: Tensor | None = None) -> Tensor:
     """Boolean ``[n]``: elements that every stored snapshot (rows of ``ring``, ``[h, n]`` or h
     ``[n]`` rows, the last snapshot ``s`` among them) lies behind in the direction the
     optimizer last moved them: ``(w - s_i) * (w - s) > 0`` for every row i. An element on a
     steady trend passes; one whose path is a random walk rarely does (about 1 in h). NaN fails.
     An ``[h, n]`` ring is reduced in one operation, h rows unrolled (see
-    :func:`pdt_compile.dmd.predicted_displacement`)."""
-    d = w - s
+    :func:`pdt_compile.dmd.predicted_displacement`). ``d``: ``w - s``, where the caller has it."""
+    if d is None:
+        d = w - s
     if isinstance(ring, Tensor):
         return ((w - ring) * d).amin(0) > 0  # amin propagates NaN
     return functools.reduce(torch.minimum, [(w - row) * d for row in ring]) > 0
@@ -174,9 +175,10 @@ def forecast_mask_merge(
     rows = ring if isinstance(ring, Tensor) else list(ring)
     steps = range(coefficients.shape[0]) if needs_every_step(rule) else [coefficients.shape[0] - 1]
     predicted = [predicted_displacement(rows, s, coefficients[k], s_coefficients[k]) for k in steps]
-    accepted = mask_of_rows(w - s, predicted, rule, tau)
+    d = w - s
+    accepted = mask_of_rows(d, predicted, rule, tau)
     if trend:
-        accepted = accepted & trend_mask(w, rows, s)
+        accepted = accepted & trend_mask(w, rows, s, d)
     if drift is not None:
         if oldest is None:
             raise ValueError("forecast_mask_merge: drift needs oldest, the oldest snapshot")

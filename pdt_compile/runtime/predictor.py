@@ -109,6 +109,9 @@ def ring_grams(
     ``[G, h, h]``. Parameters in ``packs`` are summed from the packs' rows. ``reduction``: the
     local part of the Grams its sums complete (pieces this rank does not count left out)."""
     h = ring.history
+    if reduction is None and _packs_in_order(packs, groups):
+        grams = [_pack_grams(pack) for pack in packs]
+        return grams[0] if len(grams) == 1 else torch.cat(grams)
     out = torch.zeros(max(groups) + 1, h, h, dtype=torch.float64, device=ring.device)
     for pack in packs:
         grams = _pack_grams(pack)
@@ -125,6 +128,15 @@ def ring_grams(
         for start in _chunks(ring.numels[index], kernels.chunk):
             out[group] += eager_gram(ring.block(index, slice(start, start + kernels.chunk)))
     return out
+
+
+def _packs_in_order(packs: Sequence[Pack], groups: Sequence[int]) -> bool:
+    """Whether ``packs`` hold every parameter, in order, each its own DMD group: their Grams,
+    stacked, are then the groups' (no summing into a zeroed tensor)."""
+    if not packs:
+        return False
+    order = [i for pack in packs for i in pack.indices]
+    return order == list(range(len(groups))) and list(groups) == order
 
 
 def _pack_grams(pack: Pack) -> Tensor:
@@ -154,7 +166,7 @@ def solve_coefficients(
 
     This is the one device-to-host transfer of a prediction (h x h floats per group).
     """
-    perm = np.asarray(list(order))
+    perm = _permutation(tuple(order))
     logical = grams.detach().cpu().numpy()[:, perm[:, None], perm]
     coefficients = solve_dmd(logical, tau, rows=rows.cpu().numpy(), last_only=not every_step, **dmd_options)
     solved = coefficients.shape[1]
@@ -162,6 +174,33 @@ def solve_coefficients(
     physical = np.zeros(padded.shape)
     physical[..., perm] = padded
     return torch.from_numpy(physical), torch.from_numpy(padded[..., -1].copy())
+
+
+@functools.lru_cache(maxsize=None)
+def _permutation(order: tuple[int, ...]) -> np.ndarray:
+    """``order`` as an index array (read only; a ring has h of them)."""
+    perm = np.asarray(order)
+    perm.flags.writeable = False
+    return perm
+
+
+def element_table(coefficients: Tensor, s_coefficients: Tensor, every_step: bool, device: torch.device) -> Tensor:
+    """The host solve's coefficients of every DMD group as one float32 table on ``device``,
+    ``[rows * (h + 1), G]``: for each predicted step read (all, or p_tau alone where not
+    ``every_step``), the h row coefficients then the s-coefficient. A pack's elements take
+    their group's column (:func:`_update_pack`). Built in numpy: a handful of host operations
+    where the same in torch would be as many torch operations on a boundary that is cold."""
+    both = np.concatenate([coefficients.numpy(), s_coefficients.numpy()[..., None]], -1)  # [G, steps, h + 1]
+    if not every_step:
+        both = both[:, -1:]
+    table = np.ascontiguousarray(both.reshape(both.shape[0], -1).T, dtype=np.float32)
+    return from_host(torch.from_numpy(table), device)
+
+
+@functools.lru_cache(maxsize=None)
+def device_scalar(value: float, device: torch.device) -> Tensor:
+    """A float32 scalar on ``device``, made once per value (the kernels only read it)."""
+    return from_host(torch.tensor(value), device)
 
 
 @functools.lru_cache(maxsize=64)
@@ -238,17 +277,19 @@ def predict_merge_capture_(
         grams, ring.order(), group_rows(tuple(numels), tuple(groups)), config.tau_max, tau,
         needs_every_step(config.rule), **config.dmd_options()
     )
-    coefficients = coefficients.to(ring.device, torch.float32)
-    s_coefficients = s_coefficients.to(ring.device, torch.float32)
-    horizon = from_host(torch.tensor(float(tau)), ring.device)
+    horizon = device_scalar(float(tau), ring.device)
     update = _update_fused if ring.fused else _update_streamed
     parts: list[tuple[Sequence[int], Tensor]] = []  # accepted counts of these parameters ([k] int64)
     jumps: list[Tensor | None] = [None] * len(params)
+    if packs:
+        table = element_table(coefficients, s_coefficients, needs_every_step(kernels.rule), ring.device)
     for pack in packs:
         moved = [followers[i] for i in pack.indices] if followers else None
-        _update_pack(ring, pack, params, skip, groups, coefficients, s_coefficients, horizon, keep_jumps, kernels, moved,
-                     parts, jumps)
+        _update_pack(ring, pack, params, skip, groups, table, horizon, keep_jumps, kernels, moved, parts, jumps)
     packed = {i for pack in packs for i in pack.indices}
+    if len(packed) < len(params):
+        coefficients = coefficients.to(ring.device, torch.float32)
+        s_coefficients = s_coefficients.to(ring.device, torch.float32)
     for index, p in enumerate(params):
         if index in packed:
             continue
@@ -312,7 +353,7 @@ def _flat_views(pack: Pack, tensors: Sequence[Tensor]) -> list[Tensor]:
 
 def _update_pack(
     ring: SnapshotRing, pack: Pack, params: Sequence[Tensor], skip: Sequence[bool], groups: Sequence[int],
-    coefficients: Tensor, s_coefficients: Tensor, horizon: Tensor, keep_jumps: bool, kernels: Kernels,
+    table: Tensor, horizon: Tensor, keep_jumps: bool, kernels: Kernels,
     followers: Sequence[Sequence[Tensor]] | None, counts: list, jumps: list,
 ) -> None:
     """A pack in one pass of :func:`predict_elements_` with per-element coefficients, written
@@ -320,15 +361,12 @@ def _update_pack(
     ``(pack.indices, accepted counts)`` to ``counts`` and fills ``jumps`` at the pack's
     indices. A skipped parameter in a shared pack is only captured."""
     h, device = ring.history, ring.device
-    steps = slice(None) if needs_every_step(kernels.rule) else slice(-1, None)  # else only p_tau is read
     n = pack.matrix.shape[1]
     key = tuple(groups[i] for i in pack.indices)
     element_groups = _cached(
         pack, ("elements", key), lambda: _pack_groups(pack, groups).repeat_interleave(pack.sizes, 0, output_size=n)
     )
-
-    both = torch.cat([coefficients[:, steps], s_coefficients[:, steps, None]], -1)  # [G, steps, h + 1]
-    spread = both.flatten(1).T.contiguous().index_select(1, element_groups).view(-1, h + 1, n)  # [steps, h + 1, n]
+    spread = table.index_select(1, element_groups).view(-1, h + 1, n)  # [steps, h + 1, n]
 
     live = [not skip[i] for i in pack.indices]
     active = _cached(pack, ("active", tuple(live)), lambda: True if all(live) else (
@@ -342,8 +380,7 @@ def _update_pack(
         weights, pack.matrix, ring.last_slot, ring.next_slot, spread[:, :h], spread[:, h], horizon, active, jump,
         kernels.rule, kernels.trend, kernels.drift, kernels.shift,
     )
-    # float sums are exact: a pack holds far fewer than 2**24 elements
-    counts.append((pack.indices, torch.segment_reduce(accepted.float(), "sum", lengths=pack.sizes).to(torch.int64)))
+    counts.append((pack.indices, _counts_by_parameter(pack, accepted)))
     sizes = _cached(pack, ("sizes",), lambda: [span.stop - span.start for span in pack.spans])  # the spans, in order
     torch._foreach_copy_(views, weights.split(sizes))
     for view, tensor in zip(views, tensors):
@@ -358,6 +395,15 @@ def _update_pack(
             for row, packed_row in zip(ring.row_tensors(index), pack.rows):
                 row.copy_(packed_row[span])
         jumps[index] = pieces[position] if keep_jumps and live[position] else None
+
+
+def _counts_by_parameter(pack: Pack, accepted: Tensor) -> Tensor:
+    """Accepted elements of each parameter in ``pack`` (``[len(indices)]`` int64): a running
+    count read at each span's end, less the one before it (three operations; a segmented sum
+    cost more on a cold boundary)."""
+    ends = _cached(pack, ("span ends",), lambda: pack.sizes.cumsum(0) - 1)
+    zero = _cached(pack, ("zero count",), lambda: torch.zeros(1, dtype=torch.int64, device=pack.sizes.device))
+    return torch.diff(accepted.cumsum(0).index_select(0, ends), prepend=zero)
 
 
 def _update_streamed(
