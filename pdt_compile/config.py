@@ -12,7 +12,7 @@ import difflib
 import inspect
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping, TypedDict, Union, get_args
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, TypedDict, Union, get_args
 
 import torch
 from typing_extensions import Unpack
@@ -45,6 +45,14 @@ RING_LOCATIONS: tuple[str, ...] = get_args(RingLocation)
 KERNELS: tuple[str, ...] = get_args(Kernels)
 
 Rank = Union[RankName, int, float]
+
+if TYPE_CHECKING:
+    RingDtypeArg = Union[RingDtype, torch.dtype]
+else:
+    # What PDTConfig.ring_dtype takes: its names, or the torch dtypes of those names. At run time
+    # the annotation reads the names alone: OmegaConf (Hydra) and jsonargparse (LightningCLI)
+    # build configs from it and take no torch type, and a config file names a dtype anyway.
+    RingDtypeArg = RingDtype
 
 
 def _fail(field: str, value: Any, allowed: str) -> None:
@@ -493,7 +501,7 @@ class PDTConfig:
     schedule-free SGD; chosen from 1, 2 and 4 by ``benchmarks.short_epochs --spacings 2 --factors 1,2,4``), None
     elsewhere. The momentum read is the largest of the predicted param groups' when PDT is built."""
 
-    ring_dtype: RingDtype = "float32"
+    ring_dtype: RingDtypeArg = "float32"
     """Storage of the snapshot ring: ``"float32"`` (4h bytes per parameter element) or
     ``"bfloat16"`` (the newest snapshot in float32 plus the h - 1 interval displacements in
     bfloat16: 4 + 2(h - 1) bytes); ``torch.float32`` and ``torch.bfloat16`` are taken as these
@@ -734,7 +742,7 @@ class PDTOptions(TypedDict, total=False):
     averages: Averages
     base_spacing: float
     momentum_spacing: float | Auto | None
-    ring_dtype: RingDtype
+    ring_dtype: RingDtypeArg
     ring_location: RingLocation
     kernels: Kernels
     chunk_size: int | None

@@ -69,6 +69,30 @@ def test_packed_parameters_predict_as_one_at_a_time(monkeypatch, options, shared
     assert ring_one.order() == ring_packed.order()
 
 
+def test_grams_of_packs_that_hold_every_parameter_in_order_are_the_parameters_own():
+    groups = list(range(len(SHAPES)))
+    _, packed = drifting_ring(4, pack_limit=50_000)
+    _, alone = drifting_ring(4)
+    assert predictor._packs_in_order(packed.packs, groups)  # one pack, every parameter: stacked as they are
+    assert not predictor._packs_in_order(packed.packs, [0] * len(SHAPES))  # one group: summed
+    kernels = Kernels(pdt.PDTConfig(snap_every=1), packed.device, sum(packed.numels))
+    stacked = predictor.ring_grams(packed, groups, kernels, packed.packs)
+    own = predictor.ring_grams(alone, groups, kernels)
+    assert stacked.shape == own.shape == (len(SHAPES), 4, 4)
+    assert torch.allclose(stacked, own, rtol=1e-12, atol=0)
+    model = predictor.ring_grams(packed, [0] * len(SHAPES), kernels, packed.packs)
+    assert torch.allclose(model[0], own.sum(0), rtol=1e-12, atol=0)
+
+
+def test_accepted_counts_of_a_pack_are_each_parameters_own():
+    _, ring = drifting_ring(3, pack_limit=50_000)
+    (pack,) = ring.packs
+    accepted = torch.rand(pack.matrix.shape[1], generator=torch.Generator().manual_seed(1)) > 0.6
+    expected = [int(accepted[span].sum()) for span in pack.spans]
+    assert predictor._counts_by_parameter(pack, accepted).tolist() == expected
+    assert predictor._counts_by_parameter(pack, torch.zeros_like(accepted)).tolist() == [0] * len(pack.spans)
+
+
 def test_packs_hold_small_active_parameters_in_order():
     _, ring = drifting_ring(3)
     packs = predictor.pack_parameters(ring, [0, 1, 2, 4, 5, 6], limit=1235)

@@ -32,6 +32,8 @@ options: pdt.PDTOptions = {"snap_every": 20, "adaptive": "auto"}
 choices = pdt.PDTConfig(snap_every=10, rule="paper", ring_dtype="bfloat16", kernels="torch", rank=0.9,
                         moment_ratio=None, saturation=0.5, loss_reads="auto", momentum_spacing=1.0)
 third = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), **options)
+compact = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=10, ring_dtype=torch.bfloat16)
+compact_config = pdt.PDTConfig(snap_every=10, ring_dtype=torch.float32)
 
 
 @pdt.compile(optimizer=opt)

@@ -110,8 +110,8 @@ def ring_grams(
     local part of the Grams its sums complete (pieces this rank does not count left out)."""
     h = ring.history
     if reduction is None and _packs_in_order(packs, groups):
-        grams = [_pack_grams(pack) for pack in packs]
-        return grams[0] if len(grams) == 1 else torch.cat(grams)
+        stacked = [_pack_grams(pack) for pack in packs]
+        return stacked[0] if len(stacked) == 1 else torch.cat(stacked)
     out = torch.zeros(max(groups) + 1, h, h, dtype=torch.float64, device=ring.device)
     for pack in packs:
         grams = _pack_grams(pack)
