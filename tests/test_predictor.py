@@ -3,6 +3,8 @@ the number of operations."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -91,6 +93,20 @@ def test_accepted_counts_of_a_pack_are_each_parameters_own():
     expected = [int(accepted[span].sum()) for span in pack.spans]
     assert predictor._counts_by_parameter(pack, accepted).tolist() == expected
     assert predictor._counts_by_parameter(pack, torch.zeros_like(accepted)).tolist() == [0] * len(pack.spans)
+
+
+def test_the_element_table_holds_each_groups_coefficients_and_casts_past_float32_to_inf_quietly():
+    coefficients = torch.tensor([[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], [[7.0, 8.0, 9.0], [1e300, -1e300, 0.5]]],
+                                dtype=torch.float64)  # [G = 2, steps = 2, h = 3]
+    s_coefficients = torch.tensor([[10.0, 11.0], [12.0, 13.0]], dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy warns on an overflowing cast unless told not to
+        every = predictor.element_table(coefficients, s_coefficients, True, torch.device("cpu"))
+        last = predictor.element_table(coefficients, s_coefficients, False, torch.device("cpu"))
+    assert every.dtype == torch.float32 and every.shape == (2 * 4, 2)
+    assert every[:, 0].tolist() == [1.0, 2.0, 3.0, 10.0, 4.0, 5.0, 6.0, 11.0]
+    assert last[:, 0].tolist() == [4.0, 5.0, 6.0, 11.0]
+    assert last[:, 1].tolist() == [float("inf"), float("-inf"), 0.5, 13.0]
 
 
 def test_packs_hold_small_active_parameters_in_order():

@@ -193,7 +193,8 @@ def element_table(coefficients: Tensor, s_coefficients: Tensor, every_step: bool
     both = np.concatenate([coefficients.numpy(), s_coefficients.numpy()[..., None]], -1)  # [G, steps, h + 1]
     if not every_step:
         both = both[:, -1:]
-    table = np.ascontiguousarray(both.reshape(both.shape[0], -1).T, dtype=np.float32)
+    with np.errstate(over="ignore"):  # a coefficient past float32's range is inf, as torch casts it: the mask refuses it
+        table = np.ascontiguousarray(both.reshape(both.shape[0], -1).T, dtype=np.float32)
     return from_host(torch.from_numpy(table), device)
 
 
