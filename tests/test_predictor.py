@@ -11,7 +11,7 @@ import torch
 import pdt_compile as pdt
 from pdt_compile.distributed import ShardReduction
 from pdt_compile.runtime import predictor
-from pdt_compile.runtime.history import SnapshotRing
+from pdt_compile.runtime.history import Pack, SnapshotRing, spans_of
 from pdt_compile.runtime.kernels import Kernels
 
 SHAPES = [(40, 30), (30,), (700, 60), (10, 40), (10,), (1,), (5, 3)]
@@ -93,6 +93,24 @@ def test_accepted_counts_of_a_pack_are_each_parameters_own():
     expected = [int(accepted[span].sum()) for span in pack.spans]
     assert predictor._counts_by_parameter(pack, accepted).tolist() == expected
     assert predictor._counts_by_parameter(pack, torch.zeros_like(accepted)).tolist() == [0] * len(pack.spans)
+    sizes = [0, 3, 0, 2, 0]  # parameters of no elements, first, inside and last
+    empty_ends = Pack(list(range(5)), spans_of(sizes), torch.zeros(2, 5), torch.tensor(sizes))
+    counted = predictor._counts_by_parameter(empty_ends, torch.tensor([True, False, True, True, True]))
+    assert counted.tolist() == [0, 2, 0, 2, 0]
+
+
+def test_a_parameter_of_no_elements_trains_beside_the_others():
+    torch.manual_seed(0)
+    empty = torch.nn.Parameter(torch.zeros(0))  # first in the ring's pack
+    layer = torch.nn.Linear(4, 3)
+    opt = pdt.PDT(torch.optim.SGD([empty, *layer.parameters()], lr=0.1), snap_every=3)
+    x, y = torch.randn(32, 4), torch.randn(32, 3)
+    for _ in range(120):
+        loss = (layer(x) + empty.sum() - y).square().mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert opt.stats.predictions > 0 and opt.stats.mask_ratio_per_tensor[0] == 0.0
 
 
 def test_the_element_table_holds_each_groups_coefficients_and_casts_past_float32_to_inf_quietly():
