@@ -200,3 +200,21 @@ def test_a_piece_this_rank_does_not_count_stays_out_of_its_local_grams(pack_limi
     whole_model = predictor.ring_grams(ring, [0] * len(SHAPES), kernels, packs, ShardReduction((), counted))
     assert torch.allclose(whole_model[0], per_tensor[list(counted)].sum(0), rtol=1e-12)
     assert not torch.allclose(whole_model[0], per_tensor.sum(0), rtol=1e-6)
+
+
+def test_solved_coefficients_follow_the_physical_rows_and_repeat_p_tau():
+    from pdt_compile.dmd import displacement_coefficients
+
+    g = torch.Generator().manual_seed(0)
+    snapshots = torch.randn(5, 50, generator=g, dtype=torch.float64).cumsum(0)  # logical order, oldest first
+    order = [3, 4, 0, 1, 2]  # physical row order[i] holds snapshot i
+    physical_rows = torch.empty_like(snapshots)
+    physical_rows[order] = snapshots
+    coefficients, s_coefficients = predictor.solve_coefficients(
+        (physical_rows @ physical_rows.T)[None], order, torch.tensor([50.0], dtype=torch.float64), 6, 4, rank="full")
+    logical = displacement_coefficients(snapshots @ snapshots.T, 4, rows=50, rank="full")  # [tau, h]
+    assert coefficients.shape == (1, 6, 5) and s_coefficients.shape == (1, 6)
+    for k in range(6):
+        expected = logical[min(k, 3)]  # rows past tau repeat p_tau
+        assert torch.allclose(coefficients[0, k, order], expected, rtol=1e-12, atol=1e-12)
+        assert torch.allclose(s_coefficients[0, k], expected[-1], rtol=1e-12, atol=1e-12)

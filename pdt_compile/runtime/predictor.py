@@ -169,11 +169,9 @@ def solve_coefficients(
     perm = _permutation(tuple(order))
     logical = grams.detach().cpu().numpy()[:, perm[:, None], perm]
     coefficients = solve_dmd(logical, tau, rows=rows.cpu().numpy(), last_only=not every_step, **dmd_options)
-    solved = coefficients.shape[1]
-    padded = coefficients[:, np.minimum(np.arange(max(steps, tau)), solved - 1)]  # rows past the last repeat it
-    physical = np.zeros(padded.shape)
-    physical[..., perm] = padded
-    return torch.from_numpy(physical), torch.from_numpy(padded[..., -1].copy())
+    padded = _padded_rows(coefficients.shape[1], max(steps, tau))
+    physical = coefficients[:, padded[:, None], _inverse_permutation(tuple(order))]
+    return torch.from_numpy(physical), torch.from_numpy(coefficients[:, padded, -1])
 
 
 @functools.lru_cache(maxsize=None)
@@ -182,6 +180,23 @@ def _permutation(order: tuple[int, ...]) -> np.ndarray:
     perm = np.asarray(order)
     perm.flags.writeable = False
     return perm
+
+
+@functools.lru_cache(maxsize=None)
+def _inverse_permutation(order: tuple[int, ...]) -> np.ndarray:
+    """Where each physical row sits in ``order`` (logical order): indexing logical columns with
+    it gives physical ones."""
+    inverse = np.argsort(np.asarray(order))
+    inverse.flags.writeable = False
+    return inverse
+
+
+@functools.lru_cache(maxsize=None)
+def _padded_rows(solved: int, steps: int) -> np.ndarray:
+    """Rows 0..steps-1 of ``solved`` solved ones, the rows past the last repeating it."""
+    rows = np.minimum(np.arange(steps), solved - 1)
+    rows.flags.writeable = False
+    return rows
 
 
 def element_table(coefficients: Tensor, s_coefficients: Tensor, every_step: bool, device: torch.device) -> Tensor:
