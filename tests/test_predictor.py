@@ -210,10 +210,12 @@ def test_solved_coefficients_follow_the_physical_rows_and_repeat_p_tau():
     order = [3, 4, 0, 1, 2]  # physical row order[i] holds snapshot i
     physical_rows = torch.empty_like(snapshots)
     physical_rows[order] = snapshots
-    coefficients, s_coefficients = predictor.solve_coefficients(
-        (physical_rows @ physical_rows.T)[None], order, torch.tensor([50.0], dtype=torch.float64), 6, 4, rank="full")
+    gram = physical_rows @ physical_rows.T
+    coefficients, s_coefficients = predictor.solve_coefficients(  # two groups, the same snapshots
+        torch.stack([gram, gram]), order, torch.tensor([50.0, 50.0], dtype=torch.float64), 6, 4, rank="full")
     logical = displacement_coefficients(snapshots @ snapshots.T, 4, rows=50, rank="full")  # [tau, h]
-    assert coefficients.shape == (1, 6, 5) and s_coefficients.shape == (1, 6)
+    assert coefficients.shape == (2, 6, 5) and s_coefficients.shape == (2, 6)
+    assert coefficients.is_contiguous() and s_coefficients.is_contiguous()  # as the compiled op declares them
     for k in range(6):
         expected = logical[min(k, 3)]  # rows past tau repeat p_tau
         assert torch.allclose(coefficients[0, k, order], expected, rtol=1e-12, atol=1e-12)

@@ -170,8 +170,10 @@ def solve_coefficients(
     logical = grams.detach().cpu().numpy()[:, perm[:, None], perm]
     coefficients = solve_dmd(logical, tau, rows=rows.cpu().numpy(), last_only=not every_step, **dmd_options)
     padded = _padded_rows(coefficients.shape[1], max(steps, tau))
-    physical = coefficients[:, padded[:, None], _inverse_permutation(tuple(order))]
-    return torch.from_numpy(physical), torch.from_numpy(coefficients[:, padded, -1])
+    # numpy lays an indexing by several arrays out as it likes: the callers (and the compiled
+    # op's declared output) take contiguous tensors
+    physical = np.ascontiguousarray(coefficients[:, padded[:, None], _inverse_permutation(tuple(order))])
+    return torch.from_numpy(physical), torch.from_numpy(np.ascontiguousarray(coefficients[:, padded, -1]))
 
 
 @functools.lru_cache(maxsize=None)
@@ -322,8 +324,10 @@ def predict_merge_capture_(
             parts.append(([index], count.view(1)))
         jumps[index] = jump
     ring.advance_()
-    totals = sum_parameter_pieces_(torch.cat([part for _, part in parts]), reduction,
-                                   [i for indices, _ in parts for i in indices]) if parts else None
+    totals = None
+    if parts:
+        counted = parts[0][1] if len(parts) == 1 else torch.cat([part for _, part in parts])
+        totals = sum_parameter_pieces_(counted, reduction, [i for indices, _ in parts for i in indices])
     values = iter(totals.tolist() if totals is not None else [])  # one sync
     counts: list[int | bool | None] = [None] * len(params)
     for indices, _ in parts:
@@ -400,7 +404,8 @@ def _update_pack(
     sizes = _cached(pack, ("sizes",), lambda: [span.stop - span.start for span in pack.spans])  # the spans, in order
     torch._foreach_copy_(views, weights.split(sizes))
     for view, tensor in zip(views, tensors):
-        write_elements_(tensor, view)
+        if not tensor.is_contiguous():  # a copy (:func:`_flat_views`): written back; a view wrote the parameter
+            write_elements_(tensor, view)
     pieces = jump.split(sizes) if jump is not None else None
     moved = ([(_local(follower).detach(), piece) for piece, tensors in zip(pieces, followers) for follower in tensors]
              if followers else [])
