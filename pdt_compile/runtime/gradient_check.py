@@ -35,8 +35,10 @@ def gradient_norm(grads: Sequence[Tensor]) -> Tensor:
     """The 2-norm of ``grads`` taken together, float32, 0-dim (on their device)."""
     if sum(grad.numel() for grad in grads) <= CONCATENATED_NORM_ELEMENTS:
         flat = _flatten_dense_tensors(grads)  # one operation (DDP's bucketing), where a cat of views costs one per tensor
-        return torch.linalg.vector_norm(flat, dtype=working_dtype(flat.dtype)).float()
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).float()
+        norm = torch.linalg.vector_norm(flat, dtype=working_dtype(flat.dtype))
+    else:
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    return norm if norm.dtype == torch.float32 else norm.float()  # each operation counts on a small model
 
 
 def gradient_surge(before: Tensor, after: Tensor) -> Tensor:
@@ -108,7 +110,7 @@ class GradientCheck:
         return self.recording is not False
 
     def record(self, norm: Tensor) -> None:
-        self.norms.append(norm.detach().reshape(()))
+        self.norms.append(norm if norm.dim() == 0 and not norm.requires_grad else norm.detach().reshape(()))
 
     def judge(self, step: int, norm: Tensor) -> Tensor:
         """Whether to undo the merge made at ``step`` (a 0-dim float tensor, 1.0 or 0.0, on the
