@@ -173,15 +173,16 @@ def test_default_eager_ring_packs_small_parameters_and_checkpoints_through_them(
 
 def test_device_constants_are_made_once_per_argument_and_hold_their_values():
     # A prediction's one-hot rows and flags were a host-to-device copy per parameter.
-    from pdt_compile.runtime.predictor import device_flag, device_one_hot, one_hot, write_from_host_
+    from pdt_compile.runtime.predictor import device_one_hot, device_scalar, one_hot, write_from_host_
 
     cpu = torch.device("cpu")
     row = device_one_hot(2, 5, torch.float32, cpu)
     assert row is device_one_hot(2, 5, torch.float32, cpu)
     assert torch.equal(row, one_hot(2, 5, torch.float32, cpu)) and row.dtype == torch.float32
     assert device_one_hot(2, 5, torch.bool, cpu).dtype == torch.bool
-    flag = device_flag(False, cpu)
-    assert flag is device_flag(False, cpu) and not bool(flag)
+    flag = device_scalar(False, cpu)
+    assert flag is device_scalar(False, cpu) and not bool(flag) and flag.dtype == torch.bool
+    assert device_scalar(1.0, cpu).dtype == torch.float32 and device_scalar(True, cpu).dtype == torch.bool
     buffer = torch.zeros(3, dtype=torch.int64)
     write_from_host_(buffer, torch.tensor([4, 5, 6]))
     assert buffer.tolist() == [4, 5, 6]

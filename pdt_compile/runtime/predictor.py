@@ -215,11 +215,6 @@ def element_table(coefficients: Tensor, s_coefficients: Tensor, every_step: bool
     return from_host(torch.from_numpy(table), device)
 
 
-@functools.lru_cache(maxsize=None)
-def device_scalar(value: float, device: torch.device) -> Tensor:
-    """A float32 scalar on ``device``, made once per value (the kernels only read it)."""
-    return from_host(torch.tensor(value), device)
-
 
 @functools.lru_cache(maxsize=64)
 def group_rows(numels: tuple[int, ...], groups: tuple[int, ...]) -> Tensor:
@@ -244,9 +239,11 @@ def device_one_hot(slot: int, history: int, dtype: torch.dtype, device: torch.de
     return one_hot(slot, history, dtype, device)
 
 
-@functools.lru_cache(maxsize=None)
-def device_flag(value: bool, device: torch.device) -> Tensor:
-    """A boolean scalar on ``device``, made once per value (as :func:`device_one_hot`)."""
+@functools.lru_cache(maxsize=None, typed=True)  # typed: True and 1.0 are two scalars
+def device_scalar(value: bool | float, device: torch.device) -> Tensor:
+    """A scalar on ``device`` (a bool, or a float in the default dtype), made once per value, as
+    :func:`device_one_hot` (the kernels only read it): the prediction's horizon, a parameter's
+    active flag."""
     return from_host(torch.tensor(value), device)
 
 
@@ -346,7 +343,7 @@ def _update_fused(
     last, slot = ring.last_slot, ring.next_slot
     if kernels.compiled:
         last, slot = device_one_hot(last, h, torch.float32, device), device_one_hot(slot, h, torch.bool, device)
-    flag = device_flag(active, device) if kernels.compiled or not active else True
+    flag = device_scalar(active, device) if kernels.compiled or not active else True
     return kernels.predict_(
         weights, ring.row_tensors(index), last, slot, coefficients, s_coefficients, horizon, flag, jump, followers,
     )
