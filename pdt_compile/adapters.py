@@ -192,7 +192,7 @@ def weight_space_keys(optimizer: object) -> tuple[str, ...]:
 
 _SCHEDULE_FREE_MEASURED = (
     "measured to the schedule-free optimizer's own final loss (python -m benchmarks.ttb --core --peers, "
-    "README 'What it buys you', run of 2026-12-03 on an AMD EPYC): faster on digits MLPs (1.78-1.92x in wall "
+    "benchmarks/FINDINGS.md 'Time to baseline', run of 2026-12-03 on an AMD EPYC): faster on digits MLPs (1.78-1.92x in wall "
     "time), a mnist1d ViT (1.32x) and a mnist1d CNN (1.26x; over ten seeds two never reached it, --seeds 10, "
     "run of 2026-12-03 07:44), and never on a character transformer (accuracy 0.8 points lower). Report the "
     "loss (opt.report_loss(loss) after each step, or pdt.compile) so that the runaway guard can restore a "
@@ -206,8 +206,8 @@ MEASURED_UNSAFE = {
     **{("pytorch_optimizer", name): _SCHEDULE_FREE_MEASURED
        for name in ("ScheduleFreeSGD", "ScheduleFreeAdamW", "ScheduleFreeRAdam")},
     ("pytorch_optimizer", "Lookahead"): (
-        "measured to Lookahead's own final loss (python -m benchmarks.ttb --core --peers, README 'What it buys "
-        "you', run of 2026-12-03 on an AMD EPYC): faster on digits MLPs under SGD and LAMB (1.64x and 1.19x in "
+        "measured to Lookahead's own final loss (python -m benchmarks.ttb --core --peers, benchmarks/FINDINGS.md "
+        "'Time to baseline', run of 2026-12-03 on an AMD EPYC): faster on digits MLPs under SGD and LAMB (1.64x and 1.19x in "
         "wall time) and a mnist1d CNN (1.47x at lr 0.1; at lr 0.2, one step below divergence, five seeds of ten "
         "never reached it on an Intel Xeon, --seeds 10, run of 2026-12-02 22:19), level under Shampoo (1.00x) "
         "and on a character transformer (1.02x), and on a mnist1d ViT one seed of three never reached it. "
