@@ -669,8 +669,11 @@ class PDT(Optimizer):
         ``step()`` (a sharpness-aware optimizer's ``second_step``)."""
         if self._direct_step_watch is not None:
             self._stop_watching_direct_steps()
-        if self._snapshot_ring is None:
+        ring = self._snapshot_ring
+        if ring is None:
             self._materialise()
+        elif ring.params[0].device != ring.device:
+            self._follow_parameters()
         stepping = update is None
         update = update or self.optimizer.step
         if closure is None and not self.optimizer.state and self._moves_nothing():
@@ -740,6 +743,26 @@ class PDT(Optimizer):
         whose lazy modules waited for a forward."""
         self._set_ring(self._build_ring())
         if self.compiled_step is not None and self.compiled_step.deferred:
+            self.compiled_step.rebuild()
+
+    def _follow_parameters(self) -> None:
+        """Move the ring, the last merge's jump and the gradient check's norms to the device
+        the parameters are on now: a model moved after its optimizer was made (``model.to("cuda")``,
+        Accelerate's ``prepare``), which a plain optimizer follows. The snapshots are kept, and
+        under ``pdt.compile`` the optimizer-step graphs are built again."""
+        self._resolve_pending()
+        self._read_gradient_checks()
+        self._read_filtered()
+        old = self._ring
+        ring = self._build_ring()  # raises where the parameters now live on several devices
+        ring.load_state_dict(old.state_dict())
+        self._set_ring(ring)
+        if self._jumps is not None:
+            self._jumps = [None if jump is None else jump.to(ring.device) for jump in self._jumps]
+        check = self._gradient_check
+        if check is not None:
+            check.load_state_dict(check.state_dict(), ring.device)
+        if self.compiled_step is not None and not self.compiled_step.deferred:
             self.compiled_step.rebuild()
 
     def _graph_kernels(self) -> bool:
@@ -834,6 +857,8 @@ class PDT(Optimizer):
         return None if any(lr is None for lr in rates) else sum(float(lr) for lr in rates)
 
     def _check_parameters(self) -> None:
+        if self._ring.moved():
+            self._follow_parameters()
         self._ring.check_unchanged()
         for p in self._ring.params:
             if p.grad is not None and p.grad.is_sparse:

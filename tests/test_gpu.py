@@ -26,17 +26,22 @@ def _sgd_momentum(params):
 
 
 def _train(mode: str | None, compiled: bool, device: str = "cuda", make_opt=_sgd_momentum,
-           steps: int = 36, unfreeze_at: int | None = None, column_major: bool = False):
+           steps: int = 36, unfreeze_at: int | None = None, column_major: bool = False, moved_later: bool = False):
     """``unfreeze_at``: the first layer frozen until that step, then unfrozen (PDT tracks it
     from the next boundary, its compiled variants built again). ``column_major``: the matrices
-    stored as a channels-last convolution's weights are (not contiguous)."""
-    model = make_mlp().to(device)
+    stored as a channels-last convolution's weights are (not contiguous). ``moved_later``: the
+    optimizer and PDT made on the CPU, the model moved to ``device`` after."""
+    model = make_mlp()
+    if moved_later:
+        opt = pdt.PDT(make_opt(model.parameters()), **CONFIG)
+    model = model.to(device)
     for layer in (model[0], model[2]) if column_major else ():
         layer.weight.data = layer.weight.data.t().contiguous().t()
     frozen = list(model[0].parameters()) if unfreeze_at is not None else []
     for p in frozen:
         p.requires_grad_(False)
-    opt = pdt.PDT(make_opt(model.parameters()), **CONFIG)
+    if not moved_later:
+        opt = pdt.PDT(make_opt(model.parameters()), **CONFIG)
     step = step_function(model, opt)
     if compiled:
         step = pdt.compile(step, optimizer=opt, backend="inductor", mode=mode)
@@ -91,6 +96,18 @@ def test_compiled_schedule_free_moves_its_parameters_in_the_boundary_graphs_as_e
     model, opt = _train(mode, compiled=True, make_opt=schedule_free)
     assert opt.compiled_step.runtime is not None and opt.compiled_step.runtime.followers[0]
     _assert_same_run(eager_model, eager, model, opt)
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("compiled", [False, True])
+def test_a_model_moved_to_cuda_after_its_optimizer_was_made_trains_as_one_moved_before(compiled):
+    """``opt = ...; model.cuda()``, which plain optimizers follow, and what Accelerate's
+    ``prepare`` does to a model whose optimizer was made first: PDT's ring follows the model."""
+    reference_model, reference = _train(None, compiled=compiled)
+    model, opt = _train(None, compiled=compiled, moved_later=True)
+    assert opt.ring.device.type == "cuda"
+    _assert_same_run(reference_model, reference, model, opt)
 
 
 def _lookahead(params):

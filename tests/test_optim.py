@@ -20,7 +20,7 @@ from pdt_compile.runtime.schedule import (PEAK_TOLERANCE, RUNAWAY_LAG, RUNAWAY_M
                                          exceeds, lr_horizon, ran_away, runaway_reference, runaway_threshold,
                                          setback)
 
-from conftest import Beside, ComplexLinear, batches, lazy_mlp, loss_of, make_mlp, save_and_load, train
+from conftest import Beside, ComplexLinear, batches, lazy_mlp, loss_of, make_mlp, run_steps, save_and_load, train
 
 OPTIMIZERS = {
     "sgd": lambda p: torch.optim.SGD(p, lr=0.2),
@@ -571,6 +571,35 @@ def test_resized_parameter_raises():
     model[2].bias.grad = torch.zeros(7)
     with pytest.raises(RuntimeError, match="changed from shape"):
         opt.step()
+
+
+@pytest.mark.parametrize("compiled, moved_after", [(False, 24), (False, 25), (False, 27), (True, 25)])
+def test_a_model_moved_after_its_optimizer_was_made_is_followed(compiled, moved_after):
+    """A plain optimizer follows a model moved after it was made (``model.to("cuda")``,
+    Accelerate's ``prepare``); so does PDT, keeping its snapshots, the last merge's jump and the
+    gradient check's norms, its compiled graphs built again: the run goes on as if nothing had
+    moved. With one device here, the ring is made to believe it was built on another (at a
+    boundary that merged, the step after it, and mid-interval); tests/test_gpu.py moves a model
+    to CUDA."""
+    data = batches(48)
+    config = dict(snap_every=4, burn_in=3, momentum_spacing=None)
+    runs = []
+    for move in (False, True):
+        model = make_mlp()
+        opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), **config)
+
+        def moved(index, opt=opt, move=move):
+            if move and index == moved_after:
+                assert opt.stats.merges >= 1
+                opt._snapshot_ring.device = torch.device("meta")
+
+        run_steps(model, opt, data, compiled, before=moved)
+        runs.append((model, opt))
+    (reference_model, reference), (model, opt) = runs
+    assert opt._ring.device == torch.device("cpu")
+    assert opt.stats.merges == reference.stats.merges and opt.stats.gradient_surges == reference.stats.gradient_surges
+    for a, b in zip(reference_model.parameters(), model.parameters()):
+        assert torch.equal(a, b)
 
 
 def test_skipped_amp_step_is_not_counted():

@@ -222,6 +222,10 @@ class SnapshotRing:
         """All snapshots side by side, ``[h, N]`` (a copy; for inspection and tests)."""
         return torch.cat([self.rows(i) for i in range(len(self.params))], dim=1)
 
+    def moved(self) -> bool:
+        """Whether some parameter lives on another device than the ring (the model was moved)."""
+        return any(_local(p).device != self.device for p in self.params)
+
     def check_unchanged(self) -> None:
         """Raise if a parameter changed shape or device since the ring was built."""
         for index, p in enumerate(self.params):
@@ -230,7 +234,7 @@ class SnapshotRing:
                 raise RuntimeError(
                     f"PDT: parameter {index} changed from shape {self.shapes[index]} on "
                     f"{self.device} to {tuple(t.shape)} on {t.device}; PDT's snapshots no longer "
-                    "match it. Create the optimizer (and PDT) again after resizing or moving."
+                    "match it. Create the optimizer (and PDT) again after resizing it."
                 )
 
     def capture_(self, tensors: Sequence[Tensor] | None = None) -> None:
