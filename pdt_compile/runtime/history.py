@@ -227,14 +227,14 @@ class SnapshotRing:
         return any(_local(p).device != self.device for p in self.params)
 
     def check_unchanged(self) -> None:
-        """Raise if a parameter changed shape or device since the ring was built."""
+        """Raise if a parameter changed shape since the ring was built (a move to another
+        device is followed instead: :meth:`moved`)."""
         for index, p in enumerate(self.params):
-            t = _local(p)
-            if tuple(t.shape) != self.shapes[index] or t.device != self.device:
+            shape = tuple(_local(p).shape)
+            if shape != self.shapes[index]:
                 raise RuntimeError(
-                    f"PDT: parameter {index} changed from shape {self.shapes[index]} on "
-                    f"{self.device} to {tuple(t.shape)} on {t.device}; PDT's snapshots no longer "
-                    "match it. Create the optimizer (and PDT) again after resizing it."
+                    f"PDT: parameter {index} changed from shape {self.shapes[index]} to {shape}; PDT's "
+                    "snapshots no longer match it. Create the optimizer (and PDT) again after resizing it."
                 )
 
     def capture_(self, tensors: Sequence[Tensor] | None = None) -> None:
