@@ -44,6 +44,7 @@ VARIANTS: dict[str, dict] = {
     "tau 5, affine, no trend filter (the ViT's lead)": dict(tau=5, trend=False, dynamics="affine"),
     "tau 5, no trend filter (the previous default)": dict(tau=5, trend=False),
     "runaway guard at factor 3 (on by default on schedule-free only)": dict(runaway_factor=3.0),
+    "runaway guard off (runaway_factor=None)": dict(runaway_factor=None),
     "tau ramp 1 (the first merge one interval ahead)": dict(tau_ramp=1),
     "tau 4 (jumps half as far)": dict(tau=4),
     "tau 12 (jumps half as far again)": dict(tau=12),
