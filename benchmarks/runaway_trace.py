@@ -9,7 +9,7 @@ loss the guard compared with (:func:`pdt_compile.runtime.schedule.runaway_refere
 too few are in) and the loss over it.
 
     python -m benchmarks.runaway_trace --task 'mnist1d CNN / SGD-momentum' --peer schedule-free --lr 1.6 --seed 4 \\
-        [--steps 1160-1200] [--verify]
+        [--steps 1160-1200] [--verify] [--no-merges]
 
 ``--peer reference``: the reference schedule-free optimizer, as ``benchmarks.blowups`` runs it.
 ``--verify``: every merge verified, as ``benchmarks.ttb``'s verified rows (a fixed batch of 256
@@ -62,6 +62,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", default="1160-1200", help="first-last step listed")
     parser.add_argument("--verify", action="store_true", help="verify every merge, as benchmarks.ttb's verified rows")
+    parser.add_argument("--no-merges", action="store_true", help="PDT never predicts (burn-in longer than the run): "
+                        "whether the optimizer alone sets the guard off")
     args = parser.parse_args()
     torch.set_num_threads(1)
     first, last = (int(s) for s in args.steps.split("-"))
@@ -85,8 +87,9 @@ def main() -> None:
                         + ("- | - |" if reference is None else f"{reference:.3g} | {value / reference:.3g} |"))
         return report(self, loss, *rest, **options)
 
-    wrap = (verified(task, snap_every, verify_backoff=0) if args.verify
-            else lambda o: pdt.PDT(o, snap_every=snap_every))
+    burn_in = {"burn_in": task.steps + 1} if args.no_merges else {}
+    wrap = (verified(task, snap_every, verify_backoff=0, **burn_in) if args.verify
+            else lambda o: pdt.PDT(o, snap_every=snap_every, **burn_in))
     pdt.PDT.report_loss = traced
     try:
         with warnings.catch_warnings():
@@ -97,7 +100,8 @@ def main() -> None:
     after = ("the window then starts again" + (
         ", and again from the first loss back at the loss the runaway was compared with, which stands in until it "
         "holds enough" if hasattr(opt.schedule, "compared_with") else ""))
-    what = "PDT's defaults" + (", every merge verified (256 training samples, verify_backoff=0)" if args.verify else "")
+    what = ("PDT's defaults" + (", every merge verified (256 training samples, verify_backoff=0)" if args.verify else "")
+            + (", no prediction (burn-in past the run's end): the optimizer's own losses" if args.no_merges else ""))
     evaluations = ", ".join(f"{step}: {loss:.3g}" for step, loss in zip(run.steps, run.train_loss)
                             if first - 2 * task.eval_every <= step <= last + 2 * task.eval_every)
     intro = (f"{args.task}{' on ' + args.peer if args.peer else ''}, lr {args.lr:g}, seed {args.seed}, {what}: "
@@ -106,7 +110,8 @@ def main() -> None:
              f"times the loss compared with; {after}. Training loss (the whole training set, at "
              f"the evaluation weights) at the evaluations around the listed steps: {evaluations}.")
     write_section(f"Runaway trace, {args.task}{' on ' + args.peer if args.peer else ''}, seed {args.seed}, steps "
-                  f"{first}-{last}{', verified merges' if args.verify else ''} (benchmarks/runaway_trace.py)",
+                  f"{first}-{last}{', verified merges' if args.verify else ''}{', no merges' if args.no_merges else ''} "
+                  "(benchmarks/runaway_trace.py)",
                   intro + "\n\n" + "\n".join(rows))
     print("\n".join(rows))
 
