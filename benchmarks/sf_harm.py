@@ -206,6 +206,22 @@ class ClockPDT(pdt.PDT):
         return prediction
 
 
+class ForgetOnlyPDT(pdt.PDT):
+    """PDT whose runaway guard forgets the snapshots and burns in again but leaves the weights
+    where the optimizer has them (the defaults also move them back to the last sound
+    snapshot). Tests whether moving schedule-free AdamW's z back is what turns its own loss
+    spikes, which it settles by itself, into a cascade of runaways (benchmarks/FINDINGS.md,
+    "The runaway guard on schedule-free AdamW")."""
+
+    def _restore_(self, called_at: int) -> None:
+        self._resolve_pending()
+        self._stats.runaways += 1
+        self._ring.reset_()
+        self._ring.capture_(self.tracked())
+        self._jumps = None
+        self.schedule.boundaries_since_reset = 0
+
+
 def variants(snap_every: int) -> dict[str, Callable]:
     """Variant name -> wrap(optimizer) for one task."""
     out: dict[str, Callable] = {

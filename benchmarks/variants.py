@@ -33,7 +33,7 @@ from .chaos import seed_cells
 from .interval_mean import IntervalMeanPDT
 from .report import chosen, write_section
 from .plateau import ProgressHoldPDT
-from .sf_harm import ClockPDT, TangentialPDT, with_weight_decay
+from .sf_harm import ClockPDT, ForgetOnlyPDT, TangentialPDT, with_weight_decay
 from .tau_ramp import selected
 from .ttb import MUON, peers, task_suite, verified
 
@@ -45,6 +45,8 @@ VARIANTS: dict[str, dict] = {
     "tau 5, no trend filter (the previous default)": dict(tau=5, trend=False),
     "runaway guard at factor 3 (on by default on schedule-free only)": dict(runaway_factor=3.0),
     "runaway guard off (runaway_factor=None)": dict(runaway_factor=None),
+    "runaway forget only (a runaway forgets the snapshots, the weights stay; benchmarks.sf_harm's probe)":
+        dict(forget_only=True),
     "tau ramp 1 (the first merge one interval ahead)": dict(tau_ramp=1),
     "tau 4 (jumps half as far)": dict(tau=4),
     "tau 12 (jumps half as far again)": dict(tau=12),
@@ -120,7 +122,7 @@ VARIANTS: dict[str, dict] = {
 baseline's?)."""
 
 RUN_FIELDS = ("verify", "stop_at", "tangential", "lr_scale", "progress_hold", "interval_mean", "clock", "backtest",
-              "saturation", "first_moment")
+              "saturation", "first_moment", "forget_only")
 """Variant fields that set how a run is made, not PDTConfig fields."""
 
 
@@ -137,6 +139,8 @@ def wrap_of(task: Task, snap_every: int, fields: dict) -> Wrap:
         return lambda opt: IntervalMeanPDT(opt, snap_every=snap_every, **options)
     if fields.get("clock"):
         return lambda opt: ClockPDT(opt, snap_every=snap_every, **options)
+    if fields.get("forget_only"):
+        return lambda opt: ForgetOnlyPDT(opt, snap_every=snap_every, **options)
     if fields.get("backtest"):
         return lambda opt: BacktestPDT(opt, snap_every=snap_every, factor=fields["backtest"], **options)
     if fields.get("first_moment") is not None:
