@@ -555,6 +555,39 @@ def test_asgd_average_follows_the_merges():
     assert opt.stats.merges >= 1
 
 
+class ScaledLogits(torch.nn.Module):
+    """An MLP whose logits a learned temperature scales (CLIP's ``logit_scale``), held as a
+    0-dim parameter or as the same value in shape ``(1,)``, beside a parameter with no elements."""
+
+    def __init__(self, temperature_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.body = make_mlp()
+        self.logit_scale = torch.nn.Parameter(torch.full(temperature_shape, 0.3))
+        self.unused = torch.nn.Parameter(torch.zeros(0, 4))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x) * self.logit_scale.exp() + self.unused.sum()
+
+
+def test_a_zero_dim_parameter_is_predicted_as_the_same_value_in_one_element():
+    """A 0-dim parameter (a learned temperature) takes its merges as the same value stored in
+    shape (1,) does, beside a parameter with no elements: every weight of the two runs equal,
+    and the temperature ends elsewhere than where the optimizer alone takes it (merged)."""
+    runs = []
+    for shape, predicted in [((), True), ((1,), True), ((), False)]:
+        model = ScaledLogits(shape)
+        groups = [{"params": [*model.body.parameters(), model.unused]}, {"params": [model.logit_scale], "pdt": predicted}]
+        opt = pdt.PDT(torch.optim.SGD(groups, lr=0.1), **CONFIG)
+        train(model, opt, batches(40))
+        runs.append((model, opt.stats.merges))
+    (zero_dim, merges), (one_element, merges_again), (alone, _) = runs
+    assert merges == merges_again >= 3
+    assert zero_dim.logit_scale.shape == () and zero_dim.logit_scale.item() == one_element.logit_scale.item()
+    assert abs(zero_dim.logit_scale.item() - alone.logit_scale.item()) > 0.1
+    for a, b in zip(zero_dim.body.parameters(), one_element.body.parameters()):
+        assert torch.equal(a, b)
+
+
 def test_sparse_gradients_raise():
     embedding = torch.nn.Embedding(10, 4, sparse=True)
     opt = pdt.PDT(torch.optim.SGD(embedding.parameters(), lr=0.1), snap_every=1)
