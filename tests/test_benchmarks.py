@@ -873,6 +873,33 @@ def test_the_interval_mean_probe_snapshots_each_interval_s_mean_and_moves_the_we
     assert captures >= 4 and predictions_seen >= 2 and opt.stats.merges >= 1
 
 
+def test_the_forget_only_probe_leaves_the_weights_at_a_runaway_and_forgets_the_ring():
+    """benchmarks.sf_harm.ForgetOnlyPDT: a runaway is counted and the ring starts again from the
+    weights as the optimizer has them (z and y where they were), where PDT moves them back."""
+    import schedulefree
+
+    import pdt_compile as pdt
+    from conftest import batches, make_mlp, train
+    from benchmarks.sf_harm import ForgetOnlyPDT
+
+    config = dict(snap_every=4, history=4, burn_in=4, tau=3, momentum_spacing=None, runaway_factor=3.0)
+    moved = {}
+    for cls in (pdt.PDT, ForgetOnlyPDT):
+        model = make_mlp()
+        opt = cls(schedulefree.SGDScheduleFree(model.parameters(), lr=0.5, momentum=0.8, warmup_steps=3), **config)
+        opt.train()
+        params = list(model.parameters())
+        train(model, opt, batches(31), report=True)
+        before = [p.detach().clone() for p in params] + [opt.optimizer.state[p]["z"].clone() for p in params]
+        with pytest.warns(RuntimeWarning, match="ran away") if cls is pdt.PDT else warnings.catch_warnings():
+            opt.report_loss(float("nan"))
+            opt.report_loss(float("nan"))
+        after = [p.detach() for p in params] + [opt.optimizer.state[p]["z"] for p in params]
+        assert opt.stats.runaways == 1 and opt.ring.count == 1 and opt.schedule.boundaries_since_reset == 0
+        moved[cls] = any(not torch.equal(a, b) for a, b in zip(before, after))
+    assert moved == {pdt.PDT: True, ForgetOnlyPDT: False}
+
+
 def test_the_clock_probe_advances_schedule_free_s_average_by_the_merged_share_of_the_horizon():
     import schedulefree
 
