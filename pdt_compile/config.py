@@ -346,8 +346,9 @@ class PDTConfig:
     gradient many-fold at once; an adaptive optimizer, its second moment tuned to the small
     gradients of late training, then takes steps far larger than its own. Costs one gradient
     norm in the last q steps of each interval that can end in a prediction (none while a decay
-    is far above ``decay_window``); needs no loss; under ``@pdt.compile`` decided on the device
-    (no host read). ``None``: off. Measured (``python -m benchmarks.gradient_check``,
+    is far above ``decay_window``); needs no loss; under ``@pdt.compile`` decided on the device,
+    and read on the host at the next boundary. Undone merges in a row hold predictions back as
+    verification's do (``verify_backoff``). ``None``: off. Measured (``python -m benchmarks.gradient_check``,
     every task and peer at its tuned rate, 3 seeds, 2026-11-30; README "Merges the next gradient
     rejects"): 4 brought every seed that never reached its target there except one (LAMB under
     cosine, the mnist1d CNN on schedule-free and on Lookahead, two of three on the ViT with
@@ -405,10 +406,14 @@ class PDTConfig:
     halved before it is undone (2: try 1, 1/2 and 1/4 of the jump)."""
 
     verify_backoff: int = 16
-    """With ``PDT(..., verify=...)``: after r >= 2 merges in a row that verification undid,
-    skip the next min(2^(r-2), ``verify_backoff``) prediction boundaries (snapshots go on), so
-    where merges do not pay, verifying them costs a few evaluations, not a few per boundary.
-    A merge that stands ends the streak; 0 verifies at every prediction boundary. Measured
+    """After r >= 2 merges in a row that verification (``PDT(..., verify=...)``) or the
+    gradient check (``gradient_limit``) undid, skip the next min(2^(r-2), ``verify_backoff``)
+    prediction boundaries (snapshots go on), so where merges do not pay, trying them costs a
+    few evaluations or steps, not a few per boundary. A merge that stands ends the streak; 0
+    predicts at every boundary. Each merge the gradient check undoes costs a training step (its
+    gradient is dropped): on full-batch SGD with momentum near its minimum it undid 40 of 45
+    merges on a function fit, which the holds cut to a few (``python -m benchmarks.full_batch``,
+    benchmarks/FINDINGS.md, "Full-batch training"). Measured for verification
     (benchmarks/ttb.py --core before the decay window, 6 tasks x 2 schedules; the run of
     2026-11-28 13:42 in benchmarks/RESULTS.md at commit ded202f): 16 reached the baseline's loss sooner
     than 0 in 6 cells (the ViT, LAMB, Shampoo), later in 4 (digits at a constant rate, the

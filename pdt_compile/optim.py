@@ -628,12 +628,16 @@ class PDT(Optimizer):
                 self._filtered[name] = 0
 
     def _read_gradient_checks(self) -> None:
-        """Record the gradient checks made since the last read in the stats (one host read)."""
+        """Record the gradient checks made since the last read (one host read): in the stats,
+        and in the schedule's streak of undone merges, which holds predictions back as
+        verification's does (``PDTConfig.verify_backoff``)."""
         if self._gradient_check is None:
             return
         for step, surge, undone in self._gradient_check.read():
-            self._stats.log("gradient_surges", (step, surge))
+            if surge == surge:
+                self._stats.log("gradient_surges", (step, surge))
             self._stats.gradient_undos += int(undone)
+            self.schedule.record_verification(kept=not undone)
 
     @property
     def defers_host_reads(self) -> bool:
@@ -690,6 +694,8 @@ class PDT(Optimizer):
             self._retrack()
         if self._pending is not None and boundary:
             self._resolve_pending()
+        if boundary and self._gradient_check is not None and self._gradient_check.unread:
+            self._read_gradient_checks()  # before the boundary's phase: undone merges may hold it
         check = self._gradient_check
         judged = check is None or check.window_taken()
         phase = self.schedule.next_phase(self._ring.count, self._learning_rate() if boundary else None, judged)

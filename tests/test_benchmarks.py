@@ -1176,3 +1176,21 @@ def test_a_run_with_denormals_flushed_gets_sections_of_its_own():
     flushed = argparse.Namespace(**vars(args), flush_denormal=True)
     assert ttb.titles(flushed)[0] == "Time to baseline, core, tasks matching 'mnist1d CNN', denormals flushed (benchmarks/ttb.py)"
     assert set(ttb.titles(flushed)).isdisjoint(ttb.titles(args))
+
+
+def test_the_full_batch_tasks_train_on_all_their_data_at_every_step_and_every_optimizer_steps_them():
+    """A full-batch case: one batch is the whole training set (its order aside, every step the
+    same loss), evaluated at every 1 % of the steps; each optimizer of the benchmark trains
+    each task's model."""
+    from benchmarks.full_batch import CASES, OPTIMIZERS, TASKS
+    from pdt_compile.experiment import batch_order, train
+
+    for name, make in TASKS.items():
+        task = make()
+        first = next(batch_order(task, seed=0))
+        assert sorted(first.tolist()) == list(range(len(task.train_x))), name
+        assert task.eval_every == max(1, task.steps // 100)
+    for name, optimizer in CASES:
+        task = dataclasses.replace(TASKS[name](), make_optimizer=OPTIMIZERS[optimizer][0], steps=2, eval_every=1)
+        run, _ = train(task, lambda opt: opt, seed=0, method="baseline", lr=OPTIMIZERS[optimizer][1] / 10)
+        assert run.train_loss[1] < run.train_loss[0], (name, optimizer)

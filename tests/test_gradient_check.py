@@ -112,6 +112,47 @@ def test_gradient_limit_none_keeps_every_merge():
     assert opt.stats.gradient_undos == 0 and opt.stats.gradient_surges == []
 
 
+def _surging_predictions(verify_backoff: int, compiled: bool = False) -> tuple[pdt.PDT, list[int]]:
+    """The growth of :func:`_growth_run` over 60 steps, the gradient 10 times larger at every
+    step that judges a merge: every merge is undone. Returns the optimizer and the steps at
+    which it predicted."""
+    w = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 6) + 0.05)
+    opt = pdt.PDT(torch.optim.SGD([w], lr=0.1), snap_every=2, history=3, burn_in=3, tau=2, trend=False,
+                  verify_backoff=verify_backoff)
+
+    def step() -> None:
+        w.grad = -0.5 * w.detach() * (10.0 if opt._gradient_check.armed is not None else 1.0)
+        opt.step()
+
+    if compiled:
+        step = pdt.compile(optimizer=opt, backend="aot_eager")(step)
+    predicted = []
+    for _ in range(60):
+        step()
+        if opt.schedule.boundaries_since_prediction == 0 and opt.schedule.steps % 2 == 0 and opt.schedule.boundaries > 3:
+            predicted.append(opt.schedule.steps)
+    return opt, predicted
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_merges_the_gradient_check_undoes_in_a_row_hold_predictions_back_as_verification_does(compiled):
+    """Where every merge surges (a deterministic valley the jumps leave, as full-batch SGD with
+    momentum near its minimum: benchmarks/full_batch.py), predicting at every boundary spends a
+    step on each undone merge. From the second undone merge in a row, the r-th holds the next
+    min(2^(r-2), ``verify_backoff``) boundaries back, as undone verified merges do (a
+    prediction that merges nothing neither ends nor extends the streak). Under ``pdt.compile``
+    the undo and its count stay on the device until the next boundary reads them."""
+    always, every = _surging_predictions(verify_backoff=0, compiled=compiled)
+    assert every == list(range(8, 61, 2)) and always.stats.gradient_undos == always.stats.merges >= 5
+    opt, predicted = _surging_predictions(verify_backoff=16, compiled=compiled)
+    merges = [step for step, _ in opt.stats.gradient_surges]
+    assert opt.stats.gradient_undos == len(merges) >= 5 and set(merges) <= set(predicted)
+    for streak, merge in enumerate(merges[1:], 2):
+        held = min(2 ** (streak - 2), 16)
+        assert not set(range(merge + 2, merge + 2 * held + 1, 2)) & set(predicted)
+        assert merge + 2 * (held + 1) > 60 or merge + 2 * (held + 1) in predicted
+
+
 def test_a_run_that_never_reads_its_stats_keeps_few_checks_on_the_device_and_loses_none():
     def run(read_every_step: bool) -> tuple[pdt.PDT, int]:
         torch.manual_seed(0)

@@ -81,8 +81,8 @@ class GradientCheck:
         self.norms: deque[Tensor] = deque(maxlen=self.window)
         self.armed: Tensor | None = None
         """Set at a prediction: whether it merged (a device bool); the next gradient judges it."""
-        self.unread: list[tuple[int, Tensor, Tensor]] = []
-        """(step of the merge, surge, undone) of the checks made since the last :meth:`read`."""
+        self.unread: list[tuple[int, Tensor, Tensor, Tensor]] = []
+        """(step of the prediction, surge, undone, merged) of the checks made since the last :meth:`read`."""
         self.recording: bool | None = None
         """Whether this interval's window takes its norms, decided at its first step (None: not
         yet decided)."""
@@ -119,18 +119,19 @@ class GradientCheck:
         before = torch.stack(list(self.norms)) if self.norms else norm.new_zeros(0)
         surge = gradient_surge(before, norm.detach().reshape(()))
         undo = ((surge > self.limit) & armed).float()
-        self.unread.append((step, surge.where(armed, float("nan")), undo))
+        self.unread.append((step, surge.where(armed, float("nan")), undo, armed.float()))
         return undo
 
     def read(self) -> list[tuple[int, float, bool]]:
-        """(step, surge, undone) of every merge checked since the last read (one host read);
-        predictions that merged nothing, and surges without meaning, are left out."""
+        """(step, surge, undone) of every merge checked since the last read (one host read),
+        in the order they were made; predictions that merged nothing are left out. The surge is
+        NaN where it has no meaning (no norms before the merge): the merge then stood."""
         if not self.unread:
             return []
-        values = torch.stack([torch.stack([s, u]) for _, s, u in self.unread]).tolist()
-        steps = [step for step, _, _ in self.unread]
+        values = torch.stack([torch.stack([s, u, m]) for _, s, u, m in self.unread]).tolist()
+        steps = [step for step, *_ in self.unread]
         self.unread = []
-        return [(step, surge, bool(undo)) for step, (surge, undo) in zip(steps, values) if surge == surge]
+        return [(step, surge, bool(undo)) for step, (surge, undo, merged) in zip(steps, values) if merged]
 
     def state_dict(self) -> dict[str, Any]:
         return {"norms": [float(n) for n in self.norms], "armed": None if self.armed is None else bool(self.armed),
