@@ -60,6 +60,9 @@ VARIANTS: dict[str, dict] = {
     "verify (256 training samples)": dict(verify=True),
     "verify (256 training samples), verify_backoff=0": dict(verify=True, verify_backoff=0),
     "predict at every 2nd boundary": dict(predict_every=2),
+    "undo backoff off (verify_backoff=0: merges the gradient check undoes in a row hold nothing back, the default "
+    "before 2026-12-07 08:30)": dict(verify_backoff=0),
+    "undo backoff 2 (verify_backoff=2: at most two boundaries held after undone merges in a row)": dict(verify_backoff=2),
     "snapshots of z every snap_every (base_spacing=1: on schedule-free, half the boundaries)": dict(base_spacing=1.0),
     "adaptive tau (halves after a merge whose interval's reported loss rose, +1 after one that paid, up to 2 tau)":
         dict(adaptive=True, loss_tolerance=0.0),
