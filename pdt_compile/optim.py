@@ -629,15 +629,15 @@ class PDT(Optimizer):
 
     def _read_gradient_checks(self) -> None:
         """Record the gradient checks made since the last read (one host read): in the stats,
-        and in the schedule's streak of undone merges, which holds predictions back as
-        verification's does (``PDTConfig.verify_backoff``)."""
+        and in the schedule's streak of undone merges, which holds predictions back
+        (:meth:`~pdt_compile.runtime.schedule.Schedule.record_gradient_check`)."""
         if self._gradient_check is None:
             return
         for step, surge, undone in self._gradient_check.read():
             if surge == surge:
                 self._stats.log("gradient_surges", (step, surge))
             self._stats.gradient_undos += int(undone)
-            self.schedule.record_verification(kept=not undone)
+            self.schedule.record_gradient_check(kept=not undone)
 
     @property
     def defers_host_reads(self) -> bool:

@@ -135,22 +135,40 @@ def _surging_predictions(verify_backoff: int, compiled: bool = False) -> tuple[p
 
 
 @pytest.mark.parametrize("compiled", [False, True])
-def test_merges_the_gradient_check_undoes_in_a_row_hold_predictions_back_as_verification_does(compiled):
+def test_merges_the_gradient_check_undoes_in_a_row_hold_predictions_back(compiled):
     """Where every merge surges (a deterministic valley the jumps leave, as full-batch SGD with
     momentum near its minimum: benchmarks/full_batch.py), predicting at every boundary spends a
-    step on each undone merge. From the second undone merge in a row, the r-th holds the next
-    min(2^(r-2), ``verify_backoff``) boundaries back, as undone verified merges do (a
+    step on each undone merge. From the ``GRADIENT_STREAK``-th undone merge in a row, the r-th
+    holds the next min(2^(r - GRADIENT_STREAK), ``verify_backoff``) boundaries back (a
     prediction that merges nothing neither ends nor extends the streak). Under ``pdt.compile``
     the undo and its count stay on the device until the next boundary reads them."""
+    from pdt_compile.runtime.schedule import GRADIENT_STREAK
+
     always, every = _surging_predictions(verify_backoff=0, compiled=compiled)
-    assert every == list(range(8, 61, 2)) and always.stats.gradient_undos == always.stats.merges >= 5
+    assert every == list(range(8, 61, 2)) and always.stats.gradient_undos == always.stats.merges >= GRADIENT_STREAK + 1
     opt, predicted = _surging_predictions(verify_backoff=16, compiled=compiled)
     merges = [step for step, _ in opt.stats.gradient_surges]
-    assert opt.stats.gradient_undos == len(merges) >= 5 and set(merges) <= set(predicted)
-    for streak, merge in enumerate(merges[1:], 2):
-        held = min(2 ** (streak - 2), 16)
+    assert opt.stats.gradient_undos == len(merges) > GRADIENT_STREAK and set(merges) <= set(predicted)
+    assert len(predicted) < len(every)
+    for streak, merge in enumerate(merges, 1):
+        held = min(2 ** (streak - GRADIENT_STREAK), 16) if streak >= GRADIENT_STREAK else 0
         assert not set(range(merge + 2, merge + 2 * held + 1, 2)) & set(predicted)
         assert merge + 2 * (held + 1) > 60 or merge + 2 * (held + 1) in predicted
+
+
+def test_a_merge_that_stands_ends_the_gradient_checks_streak():
+    from pdt_compile.runtime.schedule import GRADIENT_STREAK, Schedule
+
+    schedule = Schedule(pdt.PDTConfig(snap_every=1, verify_backoff=16))
+    for _ in range(GRADIENT_STREAK - 1):
+        schedule.record_gradient_check(kept=False)
+    assert schedule.held_boundaries == 0
+    schedule.record_gradient_check(kept=False)
+    assert schedule.held_boundaries == 1
+    schedule.held_boundaries = 0
+    schedule.record_gradient_check(kept=True)
+    schedule.record_gradient_check(kept=False)
+    assert schedule.gradient_undone_in_a_row == 1 and schedule.held_boundaries == 0
 
 
 def test_a_run_that_never_reads_its_stats_keeps_few_checks_on_the_device_and_loses_none():

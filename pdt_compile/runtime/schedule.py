@@ -144,6 +144,16 @@ def setback(before: Sequence[float], after: Sequence[float]) -> float | None:
     return math.log(mean_after / mean_before) if mean_after > 0 else -math.inf
 
 
+GRADIENT_STREAK = 4
+"""Merges the gradient check undoes in a row before it holds predictions back. Each undone merge
+costs a training step (its gradient is dropped); where merges keep leaving the valley (full-batch
+SGD with momentum near its minimum: 40 of 45 undone on a function fit) the holds save most of
+those steps. On minibatch training a few undone merges in a row are followed by merges that pay:
+holding from the second cost the mnist1d CNN at a constant rate 1.45x -> 1.38x in steps (median
+of ten seeds; ``python -m benchmarks.variants --only 'mnist1d CNN / SGD-momentum, constant'
+--variants 'undo backoff'``, benchmarks/FINDINGS.md, "Full-batch training")."""
+
+
 @dataclass
 class Schedule:
     """Counters and the adaptive horizon. Decisions depend only on the counters (and the
@@ -168,6 +178,8 @@ class Schedule:
     lr_at_boundary: float | None = None
     rejected_in_a_row: int = 0
     """Verified merges undone in a row (``PDTConfig.verify_backoff``)."""
+    gradient_undone_in_a_row: int = 0
+    """Merges the gradient check undid in a row (:meth:`record_gradient_check`)."""
     held_boundaries: int = 0
     """Prediction boundaries still to skip after those rejections."""
     peak_lr: float = 0.0
@@ -350,6 +362,15 @@ class Schedule:
         self.rejected_in_a_row = 0 if kept else self.rejected_in_a_row + 1
         if self.rejected_in_a_row >= 2:
             self.held_boundaries = min(2 ** (self.rejected_in_a_row - 2), self.config.verify_backoff)
+
+    def record_gradient_check(self, kept: bool) -> None:
+        """A merge the gradient check let stand (``kept``) or undid: from the
+        :data:`GRADIENT_STREAK`-th undone merge in a row, the r-th holds predictions back by
+        min(2^(r - GRADIENT_STREAK), ``verify_backoff``) boundaries, as undone verified merges
+        do from the second."""
+        self.gradient_undone_in_a_row = 0 if kept else self.gradient_undone_in_a_row + 1
+        if self.gradient_undone_in_a_row >= GRADIENT_STREAK:
+            self.held_boundaries = min(2 ** (self.gradient_undone_in_a_row - GRADIENT_STREAK), self.config.verify_backoff)
 
     def shrink(self) -> None:
         """Halve tau (within tau_min): the last merge did not pay off."""
