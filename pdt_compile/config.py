@@ -347,8 +347,8 @@ class PDTConfig:
     gradients of late training, then takes steps far larger than its own. Costs one gradient
     norm in the last q steps of each interval that can end in a prediction (none while a decay
     is far above ``decay_window``); needs no loss; under ``@pdt.compile`` decided on the device,
-    and read on the host at the next boundary. Undone merges in a row hold predictions back as
-    verification's do (``verify_backoff``). ``None``: off. Measured (``python -m benchmarks.gradient_check``,
+    and read on the host at the next boundary. Undone merges in a row hold predictions back
+    (``verify_backoff``). ``None``: off. Measured (``python -m benchmarks.gradient_check``,
     every task and peer at its tuned rate, 3 seeds, 2026-11-30; README "Merges the next gradient
     rejects"): 4 brought every seed that never reached its target there except one (LAMB under
     cosine, the mnist1d CNN on schedule-free and on Lookahead, two of three on the ViT with
@@ -406,14 +406,15 @@ class PDTConfig:
     halved before it is undone (2: try 1, 1/2 and 1/4 of the jump)."""
 
     verify_backoff: int = 16
-    """After r >= 2 merges in a row that verification (``PDT(..., verify=...)``) or the
-    gradient check (``gradient_limit``) undid, skip the next min(2^(r-2), ``verify_backoff``)
-    prediction boundaries (snapshots go on), so where merges do not pay, trying them costs a
-    few evaluations or steps, not a few per boundary. A merge that stands ends the streak; 0
-    predicts at every boundary. Each merge the gradient check undoes costs a training step (its
-    gradient is dropped): on full-batch SGD with momentum near its minimum it undid 40 of 45
-    merges on a function fit, which the holds cut to a few (``python -m benchmarks.full_batch``,
-    benchmarks/FINDINGS.md, "Full-batch training"). Measured for verification
+    """After r >= 2 merges in a row that verification (``PDT(..., verify=...)``) undid, skip the
+    next min(2^(r-2), ``verify_backoff``) prediction boundaries (snapshots go on), so where merges
+    do not pay, verifying them costs a few evaluations, not a few per boundary; merges the
+    gradient check (``gradient_limit``) undoes hold boundaries back the same way from the
+    fourth in a row (:data:`~pdt_compile.runtime.schedule.GRADIENT_STREAK`: each costs a
+    training step, its gradient dropped; on full-batch SGD with momentum near its minimum the
+    check undid 40-44 of 44-45 merges per seed on a function fit, ``python -m
+    benchmarks.full_batch``). A merge that stands ends a streak; 0 predicts at every boundary.
+    Measured for verification
     (benchmarks/ttb.py --core before the decay window, 6 tasks x 2 schedules; the run of
     2026-11-28 13:42 in benchmarks/RESULTS.md at commit ded202f): 16 reached the baseline's loss sooner
     than 0 in 6 cells (the ViT, LAMB, Shampoo), later in 4 (digits at a constant rate, the

@@ -149,9 +149,10 @@ GRADIENT_STREAK = 4
 costs a training step (its gradient is dropped); where merges keep leaving the valley (full-batch
 SGD with momentum near its minimum: 40 of 45 undone on a function fit) the holds save most of
 those steps. On minibatch training a few undone merges in a row are followed by merges that pay:
-holding from the second cost the mnist1d CNN at a constant rate 1.45x -> 1.38x in steps (median
-of ten seeds; ``python -m benchmarks.variants --only 'mnist1d CNN / SGD-momentum, constant'
---variants 'undo backoff'``, benchmarks/FINDINGS.md, "Full-batch training")."""
+holding from the second cost the mnist1d CNN at a constant rate 1.45x -> 1.38x in steps, from the
+fourth 1.41x (median of ten seeds; ``python -m benchmarks.variants --only 'mnist1d CNN /
+SGD-momentum, constant' --variants 'undo backoff'``, benchmarks/FINDINGS.md, "Full-batch
+training")."""
 
 
 @dataclass
