@@ -835,7 +835,8 @@ def test_every_option_runs_compiled_and_follows_eager(option):
     eager = pdt.PDT(make_opt(eager_model.parameters()), **config)
     train(eager_model, eager, data, report=True)
     model, opt, _ = run_compiled(make_opt, data, **config)
-    assert opt.stats.predictions == eager.stats.predictions >= (3 if option in ("setback hold", "loss hold") else 10)
+    held = ("setback hold", "loss hold", "gradient check")  # the check's undone merges in a row hold boundaries too
+    assert opt.stats.predictions == eager.stats.predictions >= (3 if option in held else 10)
     assert opt.stats.loss_holds == eager.stats.loss_holds >= (1 if option == "loss hold" else 0)
     assert opt.stats.merges == eager.stats.merges >= 1
     assert opt.stats.rollbacks == eager.stats.rollbacks
