@@ -106,7 +106,7 @@ def case_rows(task_name: str, optimizer: str, seeds: int) -> list[str]:
                 runs[method].append(run)
                 stats = opt.stats
                 undone[method].append(f"{stats.gradient_undos}/{stats.merges}" if stats.predictions else "-")
-    spacing = pdt.PDT(make_optimizer(task.make_model().parameters(), lr), snap_every=snap_every).config.snap_every
+                spacing = opt.config.snap_every  # momentum_spacing's, where it raised snap_every
     case = (f"{task_name} / {optimizer}, lr {lr:g} ({task.steps} steps; sweep "
             f"{', '.join(f'{rate:g} → {loss:.2g}' for rate, loss in sweep)}; snapshots every {spacing} steps)")
     rows = [f"| {case} | baseline | final loss {', '.join(f'{b.final_loss:.2g}' for b in baselines)} | - | - | - | - |"]

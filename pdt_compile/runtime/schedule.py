@@ -361,8 +361,7 @@ class Schedule:
         and, from two in a row, hold predictions back by min(2^(streak-2), ``verify_backoff``)
         boundaries."""
         self.rejected_in_a_row = 0 if kept else self.rejected_in_a_row + 1
-        if self.rejected_in_a_row >= 2:
-            self.held_boundaries = min(2 ** (self.rejected_in_a_row - 2), self.config.verify_backoff)
+        self._hold_after(self.rejected_in_a_row, 2)
 
     def record_gradient_check(self, kept: bool) -> None:
         """A merge the gradient check let stand (``kept``) or undid: from the
@@ -370,8 +369,13 @@ class Schedule:
         min(2^(r - GRADIENT_STREAK), ``verify_backoff``) boundaries, as undone verified merges
         do from the second."""
         self.gradient_undone_in_a_row = 0 if kept else self.gradient_undone_in_a_row + 1
-        if self.gradient_undone_in_a_row >= GRADIENT_STREAK:
-            self.held_boundaries = min(2 ** (self.gradient_undone_in_a_row - GRADIENT_STREAK), self.config.verify_backoff)
+        self._hold_after(self.gradient_undone_in_a_row, GRADIENT_STREAK)
+
+    def _hold_after(self, streak: int, first: int) -> None:
+        """From the ``first``-th undone merge in a row on, hold the next
+        min(2^(streak - first), ``verify_backoff``) prediction boundaries back."""
+        if streak >= first:
+            self.held_boundaries = min(2 ** (streak - first), self.config.verify_backoff)
 
     def shrink(self) -> None:
         """Halve tau (within tau_min): the last merge did not pay off."""
