@@ -1194,3 +1194,46 @@ def test_the_full_batch_tasks_train_on_all_their_data_at_every_step_and_every_op
         task = dataclasses.replace(TASKS[name](), make_optimizer=OPTIMIZERS[optimizer][0], steps=2, eval_every=1)
         run, _ = train(task, lambda opt: opt, seed=0, method="baseline", lr=OPTIMIZERS[optimizer][1] / 10)
         assert run.train_loss[1] < run.train_loss[0], (name, optimizer)
+
+
+def test_the_fine_tunes_start_at_the_pretrained_model_and_lora_trains_only_its_adapters_and_head(monkeypatch):
+    """A fine-tune's model is the pretrained one (LoRA's update starts at zero), trained on the
+    digits the pretraining never saw; with LoRA only the adapters and the head train, and PDT
+    snapshots them alone, leaving the frozen weights as they were through a merge."""
+    import benchmarks.fine_tune as fine_tune
+    import pdt_compile as pdt
+    from pdt_compile.tasks import PatchTransformer
+
+    monkeypatch.setattr(fine_tune, "PRETRAIN_EPOCHS", 1)
+    fine_tune.pretrained.cache_clear()
+    try:
+        state = fine_tune.pretrained()
+        pretrained = PatchTransformer()
+        pretrained.load_state_dict(state)
+        for name, (adapters, _) in fine_tune.CASES.items():
+            task = fine_tune.fine_tune_task(adapters, "constant")
+            assert set(task.train_y.tolist()) == {5, 6, 7, 8, 9} and set(task.test_y.tolist()) == {5, 6, 7, 8, 9}
+            model = task.make_model()
+            torch.testing.assert_close(model(task.train_x[:8]), pretrained(task.train_x[:8]), rtol=0, atol=0)
+            trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+            if not adapters:
+                assert trainable == {n for n, _ in model.named_parameters()}, name
+                continue
+            assert trainable == {n for n in trainable if n.endswith((".A", ".B")) or n.startswith("head.")}
+            assert sum(n.endswith(".B") for n in trainable) == 4 * len(model.blocks.layers)
+            frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+            opt = pdt.PDT(task.make_optimizer(model.parameters(), 0.01), snap_every=1, burn_in=3, history=3, tau=2)
+            assert {id(p) for p in opt.ring.params} == {id(p) for p in model.parameters() if p.requires_grad}
+            for step in range(12):
+                x, y = task.train_x[32 * step:32 * step + 32], task.train_y[32 * step:32 * step + 32]
+                loss = task.loss(model(x), y)
+                loss.backward()
+                opt.step()
+                opt.report_loss(loss)
+                opt.zero_grad()
+            assert opt.stats.merges > 0
+            for n, p in model.named_parameters():
+                if n in frozen:
+                    assert torch.equal(p, frozen[n]), n
+    finally:
+        fine_tune.pretrained.cache_clear()
