@@ -12,7 +12,7 @@ nudged by a millionth at PDT's boundaries (:class:`benchmarks.controls.Nudge`: h
 perturbation moves a run this short) and PDT's defaults with one snapshot per epoch (the README's
 ``snap_every=len(train_loader)``). Wall time includes PDT's overhead.
 
-    python -m benchmarks.fine_tune [--seeds 5] [--only LoRA]
+    python -m benchmarks.fine_tune [--seeds 5] [--first-seed 0] [--only LoRA]
 """
 
 from __future__ import annotations
@@ -117,11 +117,22 @@ CASES = {f"{what}, {schedule}": (what == "LoRA", schedule)
          for what in ("full fine-tune", "LoRA") for schedule in ("warmup-cosine", "constant")}
 
 
-def _accuracy_change(baseline: Run, run: Run) -> float:
-    return 100 * (run.test_accuracy[-1] - baseline.test_accuracy[-1])
+TAIL = 0.1
+"""The share of a run's last evaluations whose mean the table also compares: at a constant
+rate the final evaluation is one draw of the minibatch noise."""
 
 
-def case_rows(name: str, seeds: int) -> list[str]:
+def _accuracy_change(baseline: Run, run: Run, tail: bool = False) -> float:
+    count = max(1, round(TAIL * len(run.test_accuracy))) if tail else 1
+    return 100 * (statistics.mean(run.test_accuracy[-count:]) - statistics.mean(baseline.test_accuracy[-count:]))
+
+
+def _tail_loss_ratio(baseline: Run, run: Run) -> float:
+    count = max(1, round(TAIL * len(run.train_loss)))
+    return statistics.mean(run.train_loss[-count:]) / statistics.mean(baseline.train_loss[-count:])
+
+
+def case_rows(name: str, seeds: int, first_seed: int = 0) -> list[str]:
     """One case: its tuned rate, then the nudge's and PDT's ratios to the baseline, per seed."""
     task = fine_tune_task(*CASES[name])
     lr, sweep = tune_lr(task, [0.25, 0.5, 1.0, 2.0, 4.0])
@@ -133,7 +144,7 @@ def case_rows(name: str, seeds: int) -> list[str]:
     runs: dict[str, list[tuple[Run, pdt.PDT]]] = {method: [] for method in wraps}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             trainings = [Training(task, lambda opt: opt, seed=seed, method="baseline", lr=lr)]
             trainings += [Training(task, wrap, seed=seed, method=method, lr=lr) for method, wrap in wraps.items()]
             (baseline, _), *rest = train_in_lockstep(trainings)
@@ -144,41 +155,49 @@ def case_rows(name: str, seeds: int) -> list[str]:
     case = (f"{name}, lr {lr:g} ({trainable:,} trainable parameters, {task.steps} steps; sweep "
             f"{', '.join(f'{rate:g} → {loss:.3g}' for rate, loss in sweep)})")
     rows = [f"| {case} | baseline | final loss {', '.join(f'{b.final_loss:.3g}' for b in baselines)}; test accuracy "
-            f"{', '.join(f'{100 * b.test_accuracy[-1]:.1f}' for b in baselines)} | | | | | | |"]
+            f"{', '.join(f'{100 * b.test_accuracy[-1]:.1f}' for b in baselines)} | | | | | | | | |"]
     for method, results in runs.items():
         ratios = [speedup(b, r) for b, (r, _) in zip(baselines, results)]
         walls, steps = [w for _, w in ratios], [s for s, _ in ratios]
         finals = [r.final_loss / b.final_loss for b, (r, _) in zip(baselines, results)]
         accuracy = [_accuracy_change(b, r) for b, (r, _) in zip(baselines, results)]
+        tail_loss = [_tail_loss_ratio(b, r) for b, (r, _) in zip(baselines, results)]
+        tail_accuracy = [_accuracy_change(b, r, tail=True) for b, (r, _) in zip(baselines, results)]
         below = sum(v is None or v < 0.98 for v in walls)
         merges = ", ".join(str(opt.stats.merges) for _, opt in results) if method.startswith("PDT") else "-"
         rows.append(
             f"| {case} | {method} | {', '.join('never' if v is None else f'{v:.2f}' for v in walls)} | {spread(walls)} | "
             f"{spread(steps)} | {below}/{len(walls)} | {', '.join(f'{f:.2f}' for f in finals)} "
-            f"(median {statistics.median(finals):.2f}) | {', '.join(f'{a:+.1f}' for a in accuracy)} | {merges} |")
+            f"(median {statistics.median(finals):.2f}) | {', '.join(f'{a:+.1f}' for a in accuracy)} "
+            f"(median {statistics.median(accuracy):+.1f}) | {statistics.median(tail_loss):.2f} "
+            f"[{min(tail_loss):.2f}–{max(tail_loss):.2f}] | {statistics.median(tail_accuracy):+.1f} "
+            f"[{min(tail_accuracy):+.1f} to {max(tail_accuracy):+.1f}] | {merges} |")
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--only", default="", help="the cases whose name contains this text")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
     rows = ["| case | run | wall × per seed (baseline's time / run's time to the baseline's final training loss) | "
             "median [min–max] | steps ×, median [min–max] | seeds below 0.98 or never | final training loss / the "
-            "baseline's, per seed | test accuracy − the baseline's (points), per seed | merges, per seed |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "baseline's, per seed | test accuracy − the baseline's (points), per seed | over the last 10 % of the "
+            "evaluations: mean training loss / the baseline's, median [min–max] | and mean test accuracy − the "
+            "baseline's, median [min–max] | merges, per seed |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in CASES:
         if args.only and args.only not in name:
             continue
-        rows += case_rows(name, args.seeds)
+        rows += case_rows(name, args.seeds, args.first_seed)
         print("\n".join(rows[-3:]), flush=True)
     intro = (f"mnist1d's ViT pretrained on the digits 0-4 ({PRETRAIN_EPOCHS} epochs), fine-tuned on 5-9 for {EPOCHS} "
              f"epochs at batch {BATCH} with AdamW; LoRA: rank {RANK}, scale {ALPHA}/{RANK}, on each block's attention "
              "in- and out-projections and MLP matrices, the head trained too, the rest frozen. The rate tuned for "
-             f"the plain AdamW on seed 0; {args.seeds} seeds, each seed's three runs in lock-step from the same "
+             f"the plain AdamW on seed 0; {args.seeds} seeds from seed {args.first_seed}, each seed's three runs in lock-step from the same "
              "initial adapters and batch order. × = the baseline's time (or steps) over the run's to the baseline's "
              "final training loss, first evaluation at it (every 1 % of the steps), as benchmarks.ttb counts them; "
              "wall time includes PDT's overhead, not the evaluations. The nudge multiplies every trained weight by "
@@ -186,6 +205,7 @@ def main() -> None:
              f"Total benchmark time {time.perf_counter() - started:.0f} s.")
     title = "Fine-tuning" + (f", cases matching {args.only!r}" if args.only else "")
     title += f", {args.seeds} seeds" if args.seeds != 5 else ""
+    title += f" from seed {args.first_seed}" if args.first_seed else ""
     write_section(title + " (benchmarks/fine_tune.py)", intro + "\n\n" + "\n".join(rows))
 
 
