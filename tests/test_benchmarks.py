@@ -1223,7 +1223,10 @@ def test_the_fine_tunes_start_at_the_pretrained_model_and_lora_trains_only_its_a
             assert sum(n.endswith(".B") for n in trainable) == 4 * len(model.blocks.layers)
             frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
             opt = pdt.PDT(task.make_optimizer(model.parameters(), 0.01), snap_every=1, burn_in=3, history=3, tau=2)
-            assert {id(p) for p in opt.ring.params} == {id(p) for p in model.parameters() if p.requires_grad}
+            trained = {id(p) for p in model.parameters() if p.requires_grad}
+            assert {id(p) for p in opt.ring.params} == trained
+            every = pdt.PDT(torch.optim.AdamW(model.parameters(), lr=0.01), snap_every=1)  # frozen weights given too
+            assert {id(p) for p in every.ring.params} == trained
             for step in range(12):
                 x, y = task.train_x[32 * step:32 * step + 32], task.train_y[32 * step:32 * step + 32]
                 loss = task.loss(model(x), y)
