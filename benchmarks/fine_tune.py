@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 import pdt_compile as pdt
-from pdt_compile.experiment import Run, Task, Training, speedup, train, train_in_lockstep
+from pdt_compile.experiment import Run, Task, Training, speedup, train_in_lockstep
 from pdt_compile.tasks import PatchTransformer, mnist1d_vit
 
 from .controls import Nudge
@@ -76,7 +76,8 @@ def with_lora(model: PatchTransformer) -> PatchTransformer:
 
 
 def _split(task: Task, digits: range) -> Task:
-    keep, keep_test = torch.isin(task.train_y, torch.tensor(list(digits))), torch.isin(task.test_y, torch.tensor(list(digits)))
+    wanted = torch.tensor(list(digits))
+    keep, keep_test = torch.isin(task.train_y, wanted), torch.isin(task.test_y, wanted)
     return dataclasses.replace(task, train_x=task.train_x[keep], train_y=task.train_y[keep],
                                test_x=task.test_x[keep_test], test_y=task.test_y[keep_test])
 
@@ -122,14 +123,17 @@ TAIL = 0.1
 rate the final evaluation is one draw of the minibatch noise."""
 
 
+def _last(values: list[float], tail: bool) -> float:
+    """The last value, or (``tail``) the mean of the last :data:`TAIL` of them."""
+    return statistics.mean(values[-max(1, round(TAIL * len(values))):]) if tail else values[-1]
+
+
 def _accuracy_change(baseline: Run, run: Run, tail: bool = False) -> float:
-    count = max(1, round(TAIL * len(run.test_accuracy))) if tail else 1
-    return 100 * (statistics.mean(run.test_accuracy[-count:]) - statistics.mean(baseline.test_accuracy[-count:]))
+    return 100 * (_last(run.test_accuracy, tail) - _last(baseline.test_accuracy, tail))
 
 
 def _tail_loss_ratio(baseline: Run, run: Run) -> float:
-    count = max(1, round(TAIL * len(run.train_loss)))
-    return statistics.mean(run.train_loss[-count:]) / statistics.mean(baseline.train_loss[-count:])
+    return _last(run.train_loss, True) / _last(baseline.train_loss, True)
 
 
 def case_rows(name: str, seeds: int, first_seed: int = 0) -> list[str]:
