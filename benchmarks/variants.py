@@ -102,6 +102,7 @@ VARIANTS: dict[str, dict] = {
     "loss hold 2 (no prediction while the interval's loss is over twice its lowest)": dict(loss_hold=2.0),
     "loss hold 3 (no prediction while the interval's loss is over 3 times its lowest)": dict(loss_hold=3.0),
     "no moment filter (moment_ratio=None, the default before 2026-12-02 14:00)": dict(moment_ratio=None),
+    "as an unmeasured optimizer (no moment filter, jumps as predicted)": dict(moment_ratio=None, radial="keep"),
     "moment ratio 0.3 (jumps only where Adam's abs(m)/sqrt(v) is at least 0.3)": dict(moment_ratio=0.3),
     "moment ratio 0.5 (jumps only where Adam's abs(m)/sqrt(v) is at least 0.5)": dict(moment_ratio=0.5),
     "first moment 0 (Adam's first moment of the merged elements zeroed at each merge; benchmarks.adam_moments's probe)":
@@ -226,16 +227,26 @@ def _lion(params, lr: float, adamw: torch.optim.AdamW) -> torch.optim.Optimizer:
     return po.Lion(params, lr=lr, weight_decay=10 * adamw.defaults["weight_decay"])
 
 
+def _adamw8bit(params, lr: float, adamw: torch.optim.AdamW) -> torch.optim.Optimizer:
+    from torchao.optim import AdamW8bit
+
+    return AdamW8bit(params, lr=lr, betas=adamw.defaults["betas"], eps=adamw.defaults["eps"],
+                     weight_decay=adamw.defaults["weight_decay"])
+
+
 IN_PLACE_OF_ADAMW: dict[str, tuple[str, Callable]] = {
     "nadamw": ("NAdam with decoupled decay", _decoupled(torch.optim.NAdam)),
     "radamw": ("RAdam with decoupled decay", _decoupled(torch.optim.RAdam)),
     "lion": ("Lion with 10 times the weight decay", _lion),
+    "adamw8bit": ("torchao's AdamW8bit", _adamw8bit),
 }
 """``--optimizer`` name -> (how a section's title names it, make(params, lr, the AdamW it
 replaces)): torch's NAdam and RAdam with AdamW's betas and weight decay, decoupled (Adam's
 relatives, whose moments PDT reads like Adam's), and pytorch-optimizer's Lion (sign of an
 interpolated momentum; no second moment) at its own betas and ten times AdamW's decoupled weight
-decay, as its authors pair a rate 3-10 times smaller with a decay 3-10 times larger."""
+decay, as its authors pair a rate 3-10 times smaller with a decay 3-10 times larger; torchao's
+AdamW8bit (AdamW with its moments kept in 8 bits, blocks of 256; tensors under 4096 elements
+keep float32 moments) with AdamW's betas, eps and decay."""
 
 
 def in_place_of_adamw(make_optimizer: Callable, name: str) -> Callable:

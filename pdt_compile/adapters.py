@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 from torch import Tensor
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 from torch.optim import SGD, Adam, AdamW, NAdam, Optimizer, RAdam, RMSprop
 
 from .runtime.history import _local
@@ -288,7 +289,9 @@ def weight_like_keys(optimizer: object, params: Sequence[Tensor]) -> list[str]:
     key's elements. Momentum buffers, moments and other displacements are about as far from the
     weights as the weights are from zero; on a parameter of a few elements (a bias of one) they
     can land near it by chance, hence the majority by elements. Over the 143 optimizer classes
-    of ``python -m benchmarks.compatibility`` it names the weight-space state and nothing else."""
+    of ``python -m benchmarks.compatibility`` it names the weight-space state and nothing else.
+    State held in a tensor subclass other than a DTensor (torchao's 8-bit, 4-bit and float8
+    moments) is left out: it supports only its optimizer's own operations, and holds moments."""
     near: dict[str, int] = {}
     held: dict[str, int] = {}
     state = getattr(optimizer, "state", {})
@@ -296,11 +299,26 @@ def weight_like_keys(optimizer: object, params: Sequence[Tensor]) -> list[str]:
         weights = _local(p).detach()
         size = weights.abs().mean()
         for key, value in state.get(p, {}).items():
-            if isinstance(value, Tensor) and value.shape == p.shape and value.dtype == p.dtype:
+            if plain_state(value) and value.shape == p.shape and value.dtype == p.dtype:
                 held[key] = held.get(key, 0) + weights.numel()
                 if bool((_local(value) - weights).abs().mean() < WEIGHT_LIKE_DISTANCE * size):
                     near[key] = near.get(key, 0) + weights.numel()
     return sorted(key for key, count in near.items() if 2 * count > held[key])
+
+
+def plain_state(value: object) -> bool:
+    """Whether ``value`` is a tensor PDT can read as numbers: a plain tensor or a DTensor, not
+    a wrapper subclass whose elements are coded (torchao's quantized optimizer state)."""
+    return isinstance(value, Tensor) and (hasattr(value, "to_local") or not is_traceable_wrapper_subclass(value))
+
+
+def readable(value: Tensor) -> Tensor | None:
+    """``value`` as numbers PDT can read: itself where it is plain (:func:`plain_state`), its
+    decoded copy where it is coded and can decode itself (torchao's ``dequantize()``), else None."""
+    if plain_state(value):
+        return value
+    decode = getattr(value, "dequantize", None)
+    return decode() if callable(decode) else None
 
 
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
@@ -341,17 +359,26 @@ def chain(optimizer: object) -> tuple[str, ...]:
 
 def adam_moments(optimizer: object, params: Sequence[Tensor]) -> list[tuple[Tensor, Tensor] | None]:
     """For each parameter, its (first, second) Adam moments in ``optimizer``'s state, or in the
-    optimizer it wraps; None where none keeps them (SGD, schedule-free, or before the first step)."""
+    optimizer it wraps; None where none keeps them (SGD, schedule-free, or before the first step)
+    or where they are coded in a way PDT cannot read. Coded moments (torchao's 8-bit, 4-bit
+    and float8 AdamW) come decoded: a copy, read, never written."""
     out: list[tuple[Tensor, Tensor] | None] = []
     for p in params:
         states = (getattr(inner, "state", {}).get(p, {}) for inner in unwrapped(optimizer))
         state = next((state for state in states if all(key in state for key in ADAM_MOMENTS)), None)
-        out.append(None if state is None else (state[ADAM_MOMENTS[0]], state[ADAM_MOMENTS[1]]))
+        moments = None if state is None else tuple(map(readable, (state[key] for key in ADAM_MOMENTS)))
+        out.append(None if moments is None or None in moments else moments)  # type: ignore[arg-type]
     return out
 
 
+CODED_ADAMW = ("torchao.optim.adam.AdamW8bit", "torchao.optim.adam.AdamW4bit", "torchao.optim.adam.AdamWFp8")
+"""torchao's AdamW with moments kept in 8 bits, 4 bits or float8 (``module.qualname``): AdamW's
+update and decoupled decay, on moments decoded at each step, so PDT's ``"auto"`` settings take
+them as AdamW (benchmarks/FINDINGS.md, round twenty-four)."""
+
+
 MOMENT_FILTERED = ("torch.optim.adam.Adam", "torch.optim.adamw.AdamW", "torch.optim.nadam.NAdam",
-                   "torch.optim.radam.RAdam")
+                   "torch.optim.radam.RAdam", *CODED_ADAMW)
 """Optimizers (``module.qualname``, alone or inside a wrapper's ``.optimizer``) on which
 ``PDTConfig.moment_ratio="auto"`` filters merges by Adam's moments: where it was measured to
 pay (benchmarks/FINDINGS.md, "Merges only where Adam's moments see a direction", and "Adam's
@@ -472,13 +499,14 @@ DECOUPLABLE = (Adam, NAdam, RAdam)
 
 
 def decoupled_decay(optimizer: object, params: Sequence[Tensor]) -> list[bool]:
-    """For each parameter, whether ``torch.optim.AdamW`` (or one of :data:`DECOUPLABLE` with
-    ``decoupled_weight_decay=True``; ``optimizer`` or one it wraps) decays it apart from the
-    gradient (a param group's ``weight_decay`` > 0): where ``PDTConfig.radial="auto"`` undoes
-    the inward radial part of jumps while the learning rate decays, as measured
+    """For each parameter, whether ``torch.optim.AdamW`` (torchao's too, :data:`CODED_ADAMW`, or
+    one of :data:`DECOUPLABLE` with ``decoupled_weight_decay=True``; ``optimizer`` or one it
+    wraps) decays it apart from the gradient (a param group's ``weight_decay`` > 0): where
+    ``PDTConfig.radial="auto"`` undoes the inward radial part of jumps while the learning rate
+    decays, as measured
     (benchmarks/FINDINGS.md, "Merges on a converged plateau", and "Adam's relatives: NAdam and
     RAdam")."""
-    return _decayed(optimizer, params, lambda inner, group: isinstance(inner, AdamW) or (
+    return _decayed(optimizer, params, lambda inner, group: isinstance(inner, AdamW) or class_name(inner) in CODED_ADAMW or (
         isinstance(inner, DECOUPLABLE) and bool(group.get("decoupled_weight_decay"))))
 
 
