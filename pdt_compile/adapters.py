@@ -307,17 +307,18 @@ def weight_like_keys(optimizer: object, params: Sequence[Tensor]) -> list[str]:
 
 
 def plain_state(value: object) -> bool:
-    """Whether ``value`` is a tensor PDT can read as numbers: a plain tensor or a DTensor, not
-    a wrapper subclass whose elements are coded (torchao's quantized optimizer state)."""
-    return isinstance(value, Tensor) and (hasattr(value, "to_local") or not is_traceable_wrapper_subclass(value))
+    """Whether ``value`` is a tensor PDT can read as numbers: a plain tensor or a DTensor of
+    one, not a wrapper subclass whose elements are coded (torchao's quantized optimizer state)."""
+    return isinstance(value, Tensor) and not is_traceable_wrapper_subclass(_local(value))
 
 
 def readable(value: Tensor) -> Tensor | None:
     """``value`` as numbers PDT can read: itself where it is plain (:func:`plain_state`), its
-    decoded copy where it is coded and can decode itself (torchao's ``dequantize()``), else None."""
+    decoded copy (of its local shard, for a DTensor) where it is coded and can decode itself
+    (torchao's ``dequantize()``), else None."""
     if plain_state(value):
         return value
-    decode = getattr(value, "dequantize", None)
+    decode = getattr(_local(value), "dequantize", None)
     return decode() if callable(decode) else None
 
 

@@ -889,3 +889,50 @@ def test_snapshots_closer_than_the_momentum_remembers_no_longer_blow_up_a_run_sg
         warnings.simplefilter("ignore")  # the spacing warning
         spaced = final_loss(lambda opt: pdt.PDT(opt, snap_every=4))
     assert math.isfinite(spaced) and spaced < plain
+
+
+def test_pdt_merges_on_torchaos_low_bit_adamw_reading_its_coded_moments_and_resumes_exactly():
+    """torchao's AdamW8bit keeps the moments of tensors of 4096 elements or more coded in 8 bits
+    (a tensor subclass with only its optimizer's own operations): PDT's first boundary used to
+    raise in the weight-like state scan, and its moment filter could not read them."""
+    torchao_optim = pytest.importorskip("torchao.optim")
+    model = make_mlp(hidden=512)  # 8 x 512 = 4096 weights: coded moments; the rest plain
+    opt = pdt.PDT(torchao_optim.AdamW8bit(model.parameters(), lr=0.01), snap_every=3, history=4, burn_in=4, tau=3)
+    data = batches(40)
+    train(model, opt, data[:30])
+    moments = opt.optimizer.state[model[0].weight]["exp_avg"]
+    assert type(moments).__name__ == "OptimState8bit"
+    decoded = pdt.adapters.adam_moments(opt.optimizer, [model[0].weight])[0]
+    assert type(decoded[0]) is torch.Tensor and torch.equal(decoded[0], moments.dequantize())
+    assert "exp_avg" not in pdt.adapters.weight_like_keys(opt.optimizer, list(model.parameters()))
+    assert opt.stats.merges > 0 and opt.stats.moment_filtered > 0  # AdamW's moment filter ("auto") read them
+
+    checkpoint = save_and_load({"model": model.state_dict(), "opt": opt.state_dict()})
+    train(model, opt, data[30:])
+    resumed = make_mlp(seed=5, hidden=512)
+    resumed.load_state_dict(checkpoint["model"])
+    resumed_opt = pdt.PDT(torchao_optim.AdamW8bit(resumed.parameters(), lr=0.01), snap_every=3, history=4, burn_in=4, tau=3)
+    resumed_opt.load_state_dict(checkpoint["opt"])
+    train(resumed, resumed_opt, data[30:])
+    for ours, theirs in zip(model.parameters(), resumed.parameters()):
+        assert torch.equal(ours, theirs)
+    assert resumed_opt.stats.merges == opt.stats.merges
+
+
+def test_pdt_on_torchaos_low_bit_adamw_under_fsdp2_reads_the_local_shards_of_its_coded_moments(tmp_path):
+    """Under FSDP2 torchao keeps each coded moment as a DTensor of its coded shard."""
+    torchao_optim = pytest.importorskip("torchao.optim")
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        model = make_mlp(hidden=512)
+        fully_shard(model)
+        opt = pdt.PDT(torchao_optim.AdamW8bit(model.parameters(), lr=0.01), snap_every=3, history=4, burn_in=4, tau=3)
+        train(model, opt, batches(20))
+        moments = opt.optimizer.state[model[0].weight]["exp_avg"]
+        assert type(moments.to_local()).__name__ == "OptimState8bit"
+        assert opt.stats.merges > 0 and opt.stats.moment_filtered > 0
+    finally:
+        dist.destroy_process_group()
