@@ -234,11 +234,19 @@ def _adamw8bit(params, lr: float, adamw: torch.optim.AdamW) -> torch.optim.Optim
                      weight_decay=adamw.defaults["weight_decay"])
 
 
+def _bitsandbytes_adamw8bit(params, lr: float, adamw: torch.optim.AdamW) -> torch.optim.Optimizer:
+    from bitsandbytes.optim import AdamW8bit
+
+    return AdamW8bit(params, lr=lr, betas=adamw.defaults["betas"], eps=adamw.defaults["eps"],
+                     weight_decay=adamw.defaults["weight_decay"])
+
+
 IN_PLACE_OF_ADAMW: dict[str, tuple[str, Callable]] = {
     "nadamw": ("NAdam with decoupled decay", _decoupled(torch.optim.NAdam)),
     "radamw": ("RAdam with decoupled decay", _decoupled(torch.optim.RAdam)),
     "lion": ("Lion with 10 times the weight decay", _lion),
     "adamw8bit": ("torchao's AdamW8bit", _adamw8bit),
+    "bnb-adamw8bit": ("bitsandbytes' AdamW8bit", _bitsandbytes_adamw8bit),
 }
 """``--optimizer`` name -> (how a section's title names it, make(params, lr, the AdamW it
 replaces)): torch's NAdam and RAdam with AdamW's betas and weight decay, decoupled (Adam's
@@ -246,7 +254,8 @@ relatives, whose moments PDT reads like Adam's), and pytorch-optimizer's Lion (s
 interpolated momentum; no second moment) at its own betas and ten times AdamW's decoupled weight
 decay, as its authors pair a rate 3-10 times smaller with a decay 3-10 times larger; torchao's
 AdamW8bit (AdamW with its moments kept in 8 bits, blocks of 256; tensors under 4096 elements
-keep float32 moments) with AdamW's betas, eps and decay."""
+keep float32 moments) with AdamW's betas, eps and decay; bitsandbytes' AdamW8bit likewise (the
+same blocks and threshold, its own kernels)."""
 
 
 def in_place_of_adamw(make_optimizer: Callable, name: str) -> Callable:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
+import torch
 from torch import Tensor
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 from torch.optim import SGD, Adam, AdamW, NAdam, Optimizer, RAdam, RMSprop
@@ -362,28 +363,77 @@ def adam_moments(optimizer: object, params: Sequence[Tensor]) -> list[tuple[Tens
     """For each parameter, its (first, second) Adam moments in ``optimizer``'s state, or in the
     optimizer it wraps; None where none keeps them (SGD, schedule-free, or before the first step)
     or where they are coded in a way PDT cannot read. Coded moments (torchao's 8-bit, 4-bit
-    and float8 AdamW) come decoded: a copy, read, never written."""
+    and float8 AdamW, bitsandbytes' 8-bit Adam) come decoded: a copy, read, never written."""
     out: list[tuple[Tensor, Tensor] | None] = []
     for p in params:
-        states = (getattr(inner, "state", {}).get(p, {}) for inner in unwrapped(optimizer))
-        state = next((state for state in states if all(key in state for key in ADAM_MOMENTS)), None)
-        moments = None if state is None else tuple(map(readable, (state[key] for key in ADAM_MOMENTS)))
-        out.append(None if moments is None or None in moments else moments)  # type: ignore[arg-type]
+        found = (_moments_in(inner, p) for inner in unwrapped(optimizer))
+        out.append(next((moments for moments in found if moments is not None), None))
     return out
 
 
-CODED_ADAMW = ("torchao.optim.adam.AdamW8bit", "torchao.optim.adam.AdamW4bit", "torchao.optim.adam.AdamWFp8")
-"""torchao's AdamW with moments kept in 8 bits, 4 bits or float8 (``module.qualname``): AdamW's
-update and decoupled decay, on moments decoded at each step, so PDT's ``"auto"`` settings take
-them as AdamW (benchmarks/FINDINGS.md, round twenty-four)."""
+def _moments_in(optimizer: object, p: Tensor) -> tuple[Tensor, Tensor] | None:
+    """``p``'s readable Adam moments in ``optimizer``'s own state, or None."""
+    state = getattr(optimizer, "state", {}).get(p, {})
+    if class_name(optimizer) in BITSANDBYTES_ADAM:
+        return bitsandbytes_moments(state)
+    if not all(key in state for key in ADAM_MOMENTS):
+        return None
+    first, second = (readable(state[key]) for key in ADAM_MOMENTS)
+    return None if first is None or second is None else (first, second)
+
+
+BITSANDBYTES_ADAM = tuple(f"bitsandbytes.optim.{module}.{paged}{name}{bits}"
+                          for module, name in (("adam", "Adam"), ("adamw", "AdamW"))
+                          for paged in ("", "Paged") for bits in ("", "8bit", "32bit"))
+"""bitsandbytes' Adam and AdamW (``module.qualname``; paged or not, 8-bit, 32-bit or chosen by
+``optim_bits``): their moments are ``state1`` and ``state2``, float32 or, for tensors of
+``min_8bit_size`` elements or more in 8 bits, coded in blocks of 256 by ``qmap1``/``qmap2`` with
+per-block scales ``absmax1``/``absmax2``."""
+
+BITSANDBYTES_BLOCK = 256
+"""The block size of bitsandbytes' 8-bit optimizer state (fixed in its ``Optimizer2State``)."""
+
+
+def bitsandbytes_moments(state: dict) -> tuple[Tensor, Tensor] | None:
+    """A bitsandbytes Adam's (first, second) moments from one parameter's ``state``, decoded
+    where they are coded; None before its first step or where the coding is not the one
+    :data:`BITSANDBYTES_ADAM` describes (a version that changed its blocks)."""
+    if "state1" not in state or "state2" not in state:
+        return None
+    first, second = state["state1"], state["state2"]
+    if first.dtype != torch.uint8:
+        return first, second
+    decoded = [_blockwise(state, which) for which in ("1", "2")]
+    return None if None in decoded else (decoded[0], decoded[1])  # type: ignore[return-value]
+
+
+def _blockwise(state: dict, which: str) -> Tensor | None:
+    """bitsandbytes' 8-bit ``state<which>`` decoded, or None where its scales do not match blocks
+    of :data:`BITSANDBYTES_BLOCK`."""
+    coded, scales, code = state["state" + which], state.get("absmax" + which), state.get("qmap" + which)
+    if scales is None or code is None or scales.numel() != -(-coded.numel() // BITSANDBYTES_BLOCK):
+        return None
+    from bitsandbytes.functional import dequantize_blockwise
+
+    return dequantize_blockwise(coded, absmax=scales, code=code, blocksize=BITSANDBYTES_BLOCK)
+
+
+TORCHAO_ADAM = tuple(f"torchao.optim.adam.{name}{bits}" for name in ("Adam", "AdamW") for bits in ("8bit", "4bit", "Fp8"))
+"""torchao's Adam and AdamW with moments kept in 8 bits, 4 bits or float8 (``module.qualname``)."""
+
+PACKAGED_ADAMW = tuple(name for name in TORCHAO_ADAM + BITSANDBYTES_ADAM if "AdamW" in name)
+"""AdamW as torchao and bitsandbytes implement it, most with coded moments (``module.qualname``):
+AdamW's update and decoupled decay, so PDT's ``"auto"`` settings take them as AdamW; measured on
+torchao's and bitsandbytes' 8-bit AdamW (benchmarks/FINDINGS.md, round twenty-four)."""
 
 
 MOMENT_FILTERED = ("torch.optim.adam.Adam", "torch.optim.adamw.AdamW", "torch.optim.nadam.NAdam",
-                   "torch.optim.radam.RAdam", *CODED_ADAMW)
+                   "torch.optim.radam.RAdam", *TORCHAO_ADAM, *BITSANDBYTES_ADAM)
 """Optimizers (``module.qualname``, alone or inside a wrapper's ``.optimizer``) on which
 ``PDTConfig.moment_ratio="auto"`` filters merges by Adam's moments: where it was measured to
 pay (benchmarks/FINDINGS.md, "Merges only where Adam's moments see a direction", and "Adam's
-relatives: NAdam and RAdam"); LAMB, whose merges paid less with it, is not among them; nor
+relatives: NAdam and RAdam"; torchao's and bitsandbytes' Adam and AdamW, whose moments
+PDT reads decoded: round twenty-four); LAMB, whose merges paid less with it, is not among them; nor
 SAM over them, where it cost the mnist1d ViT 1.19x -> 1.11x in wall time to SAM's final loss and
 0.9 points of test accuracy (``benchmarks.sharpness_aware``)."""
 
@@ -500,14 +550,14 @@ DECOUPLABLE = (Adam, NAdam, RAdam)
 
 
 def decoupled_decay(optimizer: object, params: Sequence[Tensor]) -> list[bool]:
-    """For each parameter, whether ``torch.optim.AdamW`` (torchao's too, :data:`CODED_ADAMW`, or
+    """For each parameter, whether ``torch.optim.AdamW`` (torchao's and bitsandbytes' too, :data:`PACKAGED_ADAMW`, or
     one of :data:`DECOUPLABLE` with ``decoupled_weight_decay=True``; ``optimizer`` or one it
     wraps) decays it apart from the gradient (a param group's ``weight_decay`` > 0): where
     ``PDTConfig.radial="auto"`` undoes the inward radial part of jumps while the learning rate
     decays, as measured
     (benchmarks/FINDINGS.md, "Merges on a converged plateau", and "Adam's relatives: NAdam and
     RAdam")."""
-    return _decayed(optimizer, params, lambda inner, group: isinstance(inner, AdamW) or class_name(inner) in CODED_ADAMW or (
+    return _decayed(optimizer, params, lambda inner, group: isinstance(inner, AdamW) or class_name(inner) in PACKAGED_ADAMW or (
         isinstance(inner, DECOUPLABLE) and bool(group.get("decoupled_weight_decay"))))
 
 
