@@ -891,27 +891,54 @@ def test_snapshots_closer_than_the_momentum_remembers_no_longer_blow_up_a_run_sg
     assert math.isfinite(spaced) and spaced < plain
 
 
-def test_pdt_merges_on_torchaos_low_bit_adamw_reading_its_coded_moments_and_resumes_exactly():
+LOW_BIT_ADAMW = {"torchao": ("torchao.optim", "AdamW8bit"), "bitsandbytes": ("bitsandbytes.optim", "AdamW8bit")}
+
+
+def low_bit_adamw(package: str):
+    module, name = LOW_BIT_ADAMW[package]
+    return getattr(pytest.importorskip(module), name)
+
+
+@pytest.mark.parametrize("package", sorted(LOW_BIT_ADAMW))
+def test_the_coded_moments_of_low_bit_adamw_read_as_adams_after_one_step(package):
+    """After one step from zero, Adam's moments are (1 - beta1) g and (1 - beta2) g^2: what PDT
+    reads from the 8-bit moments matches them up to the coding's error, element by element."""
+    model = make_mlp(hidden=512)  # 8 x 512 = 4096 weights: coded moments; the rest plain
+    reference = make_mlp(hidden=512)  # the same initial weights
+    x, y = batches(1)[0]
+    torch.nn.functional.cross_entropy(reference(x), y).backward()
+    g = reference[0].weight.grad
+    opt = low_bit_adamw(package)(model.parameters(), lr=0.01)
+    train(model, opt, [(x, y)])
+    weight = model[0].weight
+    state = opt.state[weight]
+    assert type(state.get("exp_avg")).__name__ == "OptimState8bit" or state["state1"].dtype == torch.uint8  # coded
+    first, second = pdt.adapters.adam_moments(opt, [weight])[0]
+    assert type(first) is torch.Tensor and first.shape == weight.shape and first.dtype == torch.float32
+    assert torch.allclose(first, 0.1 * g, rtol=0, atol=0.02 * float((0.1 * g).abs().max()))
+    assert torch.allclose(second, 0.001 * g * g, rtol=0, atol=0.02 * float((0.001 * g * g).abs().max()))
+
+
+@pytest.mark.parametrize("package", sorted(LOW_BIT_ADAMW))
+def test_pdt_merges_on_low_bit_adamw_reading_its_coded_moments_and_resumes_exactly(package):
     """torchao's AdamW8bit keeps the moments of tensors of 4096 elements or more coded in 8 bits
     (a tensor subclass with only its optimizer's own operations): PDT's first boundary used to
-    raise in the weight-like state scan, and its moment filter could not read them."""
-    torchao_optim = pytest.importorskip("torchao.optim")
-    model = make_mlp(hidden=512)  # 8 x 512 = 4096 weights: coded moments; the rest plain
-    opt = pdt.PDT(torchao_optim.AdamW8bit(model.parameters(), lr=0.01), snap_every=3, history=4, burn_in=4, tau=3)
+    raise in the weight-like state scan, and its moment filter could not read them.
+    bitsandbytes' keeps them as bytes under keys of its own (``state1``, ``state2``), which the
+    moment filter did not know."""
+    make = low_bit_adamw(package)
+    model = make_mlp(hidden=512)
+    opt = pdt.PDT(make(model.parameters(), lr=0.01), snap_every=3, history=4, burn_in=4, tau=3)
     data = batches(40)
     train(model, opt, data[:30])
-    moments = opt.optimizer.state[model[0].weight]["exp_avg"]
-    assert type(moments).__name__ == "OptimState8bit"
-    decoded = pdt.adapters.adam_moments(opt.optimizer, [model[0].weight])[0]
-    assert type(decoded[0]) is torch.Tensor and torch.equal(decoded[0], moments.dequantize())
-    assert "exp_avg" not in pdt.adapters.weight_like_keys(opt.optimizer, list(model.parameters()))
+    assert pdt.adapters.weight_like_keys(opt.optimizer, list(model.parameters())) == []
     assert opt.stats.merges > 0 and opt.stats.moment_filtered > 0  # AdamW's moment filter ("auto") read them
 
     checkpoint = save_and_load({"model": model.state_dict(), "opt": opt.state_dict()})
     train(model, opt, data[30:])
     resumed = make_mlp(seed=5, hidden=512)
     resumed.load_state_dict(checkpoint["model"])
-    resumed_opt = pdt.PDT(torchao_optim.AdamW8bit(resumed.parameters(), lr=0.01), snap_every=3, history=4, burn_in=4, tau=3)
+    resumed_opt = pdt.PDT(make(resumed.parameters(), lr=0.01), snap_every=3, history=4, burn_in=4, tau=3)
     resumed_opt.load_state_dict(checkpoint["opt"])
     train(resumed, resumed_opt, data[30:])
     for ours, theirs in zip(model.parameters(), resumed.parameters()):
