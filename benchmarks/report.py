@@ -19,7 +19,8 @@ T = TypeVar("T")
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
-TRAJECTORY_PACKAGES = ("numpy", "scipy", "mnist1d", "scikit-learn", "pytorch-optimizer", "schedulefree")
+TRAJECTORY_PACKAGES = ("numpy", "scipy", "mnist1d", "scikit-learn", "pytorch-optimizer", "schedulefree",
+                        "torchao", "bitsandbytes")
 """Packages whose version can change a benchmark's trajectories: the data they generate, or the
 optimizers they implement."""
 

@@ -158,7 +158,8 @@ class PDTConfig:
     estimate of the gradient's signal-to-noise ratio, is about 0.16 (median) for pure noise at
     beta1 = 0.9. While the rate decays the noise shrinks with it, and the same elements carry
     the gain. A per-element noise estimate from the optimizer (issue 11): one pass over the
-    moments at a merge, no loss. ``"auto"`` (default): 0.3 on Adam, AdamW, NAdam and RAdam
+    moments at a merge, no loss. ``"auto"`` (default): 0.3 on Adam, AdamW, NAdam and RAdam,
+    torchao's and bitsandbytes' Adam and AdamW, whose 8-bit moments it reads decoded
     (:data:`pdt_compile.adapters.MOMENT_FILTERED`), else off; ``None``: off. Measured
     (``python -m benchmarks.variants --variants 'moment ratio'``, 2026-12-02 on an Intel Xeon;
     benchmarks/FINDINGS.md, "Merges only where Adam's moments see a direction"): at a constant
@@ -218,8 +219,8 @@ class PDTConfig:
     takes it back, from the weights, the snapshots and what moves with them, where it shrinks
     the tensor; ``"undo"`` takes it back always; ``"auto"`` (default): ``"inward"`` on the
     parameters ``torch.optim.SGD`` or ``RMSprop`` decays through their gradient (weight decay > 0,
-    :func:`pdt_compile.adapters.coupled_decay`), and on those ``torch.optim.AdamW`` (or Adam,
-    NAdam, RAdam with ``decoupled_weight_decay=True``) decays apart from it
+    :func:`pdt_compile.adapters.coupled_decay`), and on those ``torch.optim.AdamW`` (torchao's and
+    bitsandbytes' AdamW, or Adam, NAdam, RAdam with ``decoupled_weight_decay=True``) decays apart from it
     (:func:`pdt_compile.adapters.decoupled_decay`) while the learning rate decays (below its
     peak, as :attr:`decay_window` reads it), ``"undo"`` on Lion (:func:`pdt_compile.adapters.steps_by_sign`)
     while it does not decay, ``"keep"`` on the rest. Such decay pulls

@@ -55,6 +55,10 @@ def make_optimizer(name: str, params) -> torch.optim.Optimizer:
         opt = schedulefree.SGDScheduleFree(params, lr=0.5, momentum=0.9, warmup_steps=3)
         opt.train()
         return opt
+    if name == "torchao-adamw8bit":  # moments of shards of 4096 elements or more coded in 8 bits
+        from torchao.optim import AdamW8bit
+
+        return AdamW8bit(params, lr=0.01)
     return torch.optim.SGD(params, lr=0.1, momentum=0.9)
 
 
@@ -283,7 +287,7 @@ def main() -> None:
     parser.add_argument("--ring-location", default="device")
     parser.add_argument("--runaway", action="store_true", help="runaway_factor 3, losses reported, a blow-up on rank 0")
     parser.add_argument("--radial", default="auto", help="PDTConfig.radial")
-    parser.add_argument("--optimizer", choices=["sgd", "schedule-free", "zero"], default="sgd")
+    parser.add_argument("--optimizer", choices=["sgd", "schedule-free", "zero", "torchao-adamw8bit"], default="sgd")
     parser.add_argument("--adaptive", action="store_const", const="auto", default=False,
                         help='adaptive="auto" (the default of PDTConfig), losses reported')
     args = parser.parse_args()
@@ -315,7 +319,9 @@ def main() -> None:
         train(model, opt, range(stop, args.steps), *data_coordinates(args.mode, rank, world), None)
     params = full_parameters(model)
     result = {"params": params, "stats": opt.stats.as_dict(), "schedule": opt.schedule.state_dict(),
-              "boundary_graphs": opt.compiled_step is not None and opt.compiled_step.runtime is not None}
+              "boundary_graphs": opt.compiled_step is not None and opt.compiled_step.runtime is not None,
+              "state_types": sorted({type(getattr(value, "_local_tensor", value)).__name__
+                                     for state in opt.state.values() for value in state.values()})}
     torch.save(result, f"{args.out}.rank{rank}")
     if distributed:
         dist.barrier()

@@ -944,22 +944,3 @@ def test_pdt_merges_on_low_bit_adamw_reading_its_coded_moments_and_resumes_exact
     for ours, theirs in zip(model.parameters(), resumed.parameters()):
         assert torch.equal(ours, theirs)
     assert resumed_opt.stats.merges == opt.stats.merges
-
-
-def test_pdt_on_torchaos_low_bit_adamw_under_fsdp2_reads_the_local_shards_of_its_coded_moments(tmp_path):
-    """Under FSDP2 torchao keeps each coded moment as a DTensor of its coded shard."""
-    torchao_optim = pytest.importorskip("torchao.optim")
-    import torch.distributed as dist
-    from torch.distributed.fsdp import fully_shard
-
-    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
-    try:
-        model = make_mlp(hidden=512)
-        fully_shard(model)
-        opt = pdt.PDT(torchao_optim.AdamW8bit(model.parameters(), lr=0.01), snap_every=3, history=4, burn_in=4, tau=3)
-        train(model, opt, batches(20))
-        moments = opt.optimizer.state[model[0].weight]["exp_avg"]
-        assert type(moments.to_local()).__name__ == "OptimState8bit"
-        assert opt.stats.merges > 0 and opt.stats.moment_filtered > 0
-    finally:
-        dist.destroy_process_group()

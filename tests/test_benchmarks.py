@@ -522,7 +522,12 @@ def test_the_optimizer_option_replaces_adamw_and_keeps_its_betas_and_decay():
         assert group["betas"] == (0.8, 0.95) and group["weight_decay"] == 0.05 and group["decoupled_weight_decay"]
     lion = in_place_of_adamw(make_adamw, "lion")(params, 1e-4)
     assert type(lion) is po.Lion and lion.param_groups[0]["weight_decay"] == pytest.approx(0.5)
-    assert set(IN_PLACE_OF_ADAMW) == {"nadamw", "radamw", "lion"}
+    for name, module in (("adamw8bit", "torchao.optim.adam"), ("bnb-adamw8bit", "bitsandbytes.optim.adamw")):
+        low_bit = in_place_of_adamw(make_adamw, name)(params, 0.01)
+        group = low_bit.param_groups[0]
+        assert type(low_bit).__module__ == module and type(low_bit).__name__ == "AdamW8bit"
+        assert tuple(group["betas"]) == (0.8, 0.95) and group["weight_decay"] == 0.05 and float(group["lr"]) == pytest.approx(0.01)
+    assert set(IN_PLACE_OF_ADAMW) == {"nadamw", "radamw", "lion", "adamw8bit", "bnb-adamw8bit"}
     with pytest.raises(ValueError, match="--optimizer nadamw: the case trains SGD"):
         in_place_of_adamw(lambda p, lr: torch.optim.SGD(p, lr=lr), "nadamw")(params, 0.1)
 

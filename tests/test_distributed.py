@@ -253,6 +253,16 @@ def test_pdt_compile_on_schedule_free_moves_the_sharded_followers_in_its_boundar
     assert_same_run(runs, reference, atol=1e-5)
 
 
+def test_fsdp_on_torchaos_8bit_adamw_reads_each_ranks_coded_moment_shards(tmp_path):
+    # torchao keeps each coded moment as a DTensor of its rank's coded shard (4096 elements each).
+    pytest.importorskip("torchao")
+    runs = launch(tmp_path, "fsdp", 2, "--optimizer", "torchao-adamw8bit", "--hidden", "1024")
+    for run in runs:
+        assert "OptimState8bit" in run["state_types"]
+        assert run["stats"]["merges"] >= 1 and run["stats"]["moment_filtered"] > 0
+        assert all(torch.isfinite(p).all() for p in run["params"])
+
+
 @pytest.mark.parametrize("stop,ring", [(10, "device"), (15, "device"), (15, "host")])  # burn-in; right after the first merge
 def test_fsdp_checkpoint_through_dcp_resumes_exactly(tmp_path, reference, stop, ring):
     uninterrupted = launch(tmp_path / "a", "fsdp", 2, "--ring-location", ring)
