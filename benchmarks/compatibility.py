@@ -1,4 +1,4 @@
-"""Which optimizers PDT stacks on: every optimizer of ``torch.optim`` and pytorch-optimizer,
+"""Which optimizers PDT stacks on: every optimizer of ``torch.optim``, pytorch-optimizer, torchao and bitsandbytes,
 wrapped with PDT's defaults, a small MLP trained a few dozen steps.
 
 A user may pick any optimizer, and an optimizer that keeps a copy of the weights in its state
@@ -11,12 +11,13 @@ it after training: the candidates for an adapter) and which of those PDT moves w
 convolution's weights are (not contiguous: neither they nor state made ``*_like`` them has a
 flat view).
 
-    python -m benchmarks.compatibility [--steps 60] [--only 'schedulefree,ranger'] [--layout column-major]
+    python -m benchmarks.compatibility [--steps 60] [--only 'schedulefree,ranger'] [--layout column-major] [--hidden 512]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import warnings
 from typing import Callable
@@ -31,9 +32,14 @@ from .report import write_section
 
 
 def optimizers() -> dict[str, Callable]:
-    """Name -> optimizer class: ``torch.optim``'s and pytorch-optimizer's (where installed)."""
-    found = {f"torch.optim.{name}": cls for name, cls in vars(torch.optim).items()
-             if inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer) and cls is not torch.optim.Optimizer}
+    """Name -> optimizer class: ``torch.optim``'s, and pytorch-optimizer's, torchao's and
+    bitsandbytes' (where installed)."""
+    found = public_optimizers(torch.optim, "torch.optim")
+    for package in ("torchao.optim", "bitsandbytes.optim"):
+        try:
+            found.update(public_optimizers(importlib.import_module(package), package))
+        except ImportError:
+            continue
     try:
         import pytorch_optimizer as po
     except ImportError:
@@ -46,10 +52,17 @@ def optimizers() -> dict[str, Callable]:
     return found
 
 
-def try_optimizer(cls: Callable, steps: int, layout: str = "contiguous") -> tuple[str, str, str, str, str]:
+def public_optimizers(module: object, prefix: str) -> dict[str, Callable]:
+    """``prefix.Name`` -> class, for each public ``torch.optim.Optimizer`` class ``module`` exports."""
+    return {f"{prefix}.{name}": cls for name, cls in vars(module).items()
+            if not name.startswith("_") and inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)
+            and cls is not torch.optim.Optimizer}
+
+
+def try_optimizer(cls: Callable, steps: int, layout: str = "contiguous", hidden: int = 16) -> tuple[str, str, str, str, str]:
     """(outcome, merges, finite, weight-like state, moved by PDT) for one optimizer class."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    model = nn.Sequential(nn.Linear(8, hidden), nn.ReLU(), nn.Linear(hidden, 2))
     if layout == "column-major":
         for layer in (model[0], model[2]):
             layer.weight.data = layer.weight.data.t().contiguous().t()
@@ -82,6 +95,9 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated parts of optimizer names")
     parser.add_argument("--layout", choices=("contiguous", "column-major"), default="contiguous",
                         help="column-major: the matrices stored as a channels-last convolution's weights are")
+    parser.add_argument("--hidden", type=int, default=16,
+                        help="the MLP's hidden width (512: a first matrix of 4096 elements, whose moments "
+                             "torchao and bitsandbytes keep in 8 bits)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     wanted = [text.lower() for text in args.only.split(",") if text]
@@ -90,9 +106,9 @@ def main() -> None:
     for name, cls in sorted(optimizers().items(), key=lambda item: item[0].lower()):
         if wanted and not any(text in name.lower() for text in wanted):
             continue
-        lines.append(f"| {name} | " + " | ".join(try_optimizer(cls, args.steps, args.layout)) + " |")
+        lines.append(f"| {name} | " + " | ".join(try_optimizer(cls, args.steps, args.layout, args.hidden)) + " |")
     body = "\n".join(lines) + (
-        f"\n\nA 2-layer MLP (8-16-2) on 64 fixed samples, full batch, lr 1e-3 for every optimizer, {args.steps} "
+        f"\n\nA 2-layer MLP (8-{args.hidden}-2) on 64 fixed samples, full batch, lr 1e-3 for every optimizer, {args.steps} "
         "steps, snap_every=5, PDT's defaults otherwise. 'state holding weights': state tensors shaped like their "
         "parameter and within a fifth of its mean magnitude of it after training (a copy of the weights, an "
         "average or a fixed reference point); 'moved with a merge': the keys PDT's adapters translate by each jump "
@@ -101,7 +117,8 @@ def main() -> None:
     )
     title = "Which optimizers PDT stacks on (benchmarks/compatibility.py)"
     title += (f", optimizers matching {args.only!r}" if args.only else "") + (
-        f", {args.layout} weights" if args.layout != "contiguous" else "")
+        f", {args.layout} weights" if args.layout != "contiguous" else "") + (
+        f", hidden width {args.hidden}" if args.hidden != 16 else "")
     write_section(title, body)
     print(body)
 
