@@ -58,6 +58,10 @@ def make_optimizer(name: str, params) -> torch.optim.Optimizer:
     if name == "torchao-adamw8bit":  # moments of shards of 4096 elements or more coded in 8 bits
         from torchao.optim import AdamW8bit
 
+        # torchao compiles its step per parameter; with uneven shards (a (2, n) and a (1, n)
+        # shard on the two ranks) a warm AOTAutograd cache hands one rank the other's kernel,
+        # which fails its shape check, PDT or not (benchmarks/FINDINGS.md, round twenty-four).
+        torch._functorch.config.enable_autograd_cache = False
         return AdamW8bit(params, lr=0.01)
     return torch.optim.SGD(params, lr=0.1, momentum=0.9)
 

@@ -1355,3 +1355,24 @@ def test_the_predict_graph_leaves_pieces_this_rank_does_not_count_out_of_its_loc
     assert torch.equal(group_grams(grams, [0, 0, 0], [True, False, True]), torch.full((1, 3, 3), 4.0, dtype=torch.float64))
     assert torch.equal(group_grams(grams, [0, 1, 2], [True, False, True])[1], torch.zeros(3, 3, dtype=torch.float64))
     assert torch.equal(group_grams(grams, [0, 0, 0]), torch.full((1, 3, 3), 6.0, dtype=torch.float64))
+
+
+def test_pdt_compile_traces_bitsandbytes_8bit_adamw_and_merges_as_eagerly():
+    """bitsandbytes' 8-bit AdamW steps through custom ops Dynamo traces: the step compiles with
+    PDT's nodes (no fallback), and merges where the eager path does, its moment filter reading
+    the coded moments alike (torchao's, which compiles itself, falls back: README "Memory")."""
+    bnb_optim = pytest.importorskip("bitsandbytes.optim")
+    runs = []
+    for compiled in (False, True):
+        model = make_mlp(hidden=512)  # 8 x 512 = 4096 weights: coded moments
+        opt = pdt.PDT(bnb_optim.AdamW8bit(model.parameters(), lr=0.01), snap_every=3, history=4, burn_in=4, tau=3)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*ran without being compiled")
+            run_steps(model, opt, batches(30), compiled)
+        runs.append((model, opt))
+    (eager, eager_opt), (model, opt) = runs
+    assert opt.compiled_step.runtime is not None  # the boundary graphs ran
+    assert opt.stats.merges == eager_opt.stats.merges > 0
+    assert opt.stats.moment_filtered == eager_opt.stats.moment_filtered > 0
+    for ours, theirs in zip(model.parameters(), eager.parameters()):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
