@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
+import importlib.util
 import io
 import math
 import multiprocessing
@@ -45,6 +46,7 @@ from pdt_compile.experiment import (LOSS_FLOOR, Run, Task, Training, build_optim
                                     train, train_in_lockstep, verification_loss)
 
 from .controls import LinearExtrapolation
+from .low_bit import bitsandbytes_adamw8bit
 from .report import cpu_label, read_section, remove_section, revision, write_section
 
 HERE = Path(__file__).parent
@@ -115,7 +117,8 @@ def methods(snap_every: int, quick: bool) -> dict[str, Callable]:
 def peers(name: str, task: Task) -> dict[str, Callable]:
     """What a user would pick instead of PDT on ``task``: a schedule-free optimizer (the
     AdamW variant for AdamW tasks, else SGD with momentum 0.9; one epoch of warmup),
-    Lookahead on the task's optimizer, and on the AdamW transformers Muon (:func:`muon`).
+    Lookahead on the task's optimizer, and on the AdamW transformers Muon (:func:`muon`) and,
+    where installed, bitsandbytes' 8-bit AdamW (what users pick to save memory).
     Peer name -> make_optimizer(params, lr), or (Muon) make_optimizer(model, lr)."""
     import pytorch_optimizer as po
     import schedulefree
@@ -131,7 +134,13 @@ def peers(name: str, task: Task) -> dict[str, Callable]:
     }
     if "AdamW" in name:
         out[MUON] = needs_model(lambda model, lr: muon(model, lr, task))
+        if importlib.util.find_spec("bitsandbytes") is not None:
+            adamw = lambda: task.make_optimizer([torch.zeros(1, requires_grad=True)], task.lr)
+            out[EIGHT_BIT] = lambda params, lr: bitsandbytes_adamw8bit(params, lr, adamw())
     return out
+
+
+EIGHT_BIT = "AdamW8bit (bitsandbytes; the task's betas and decay)"
 
 
 MUON = "Muon (hidden matrices; AdamW at lr/10 on the rest)"

@@ -31,6 +31,7 @@ from .backtest import BacktestPDT
 from .saturation import SaturationPDT
 from .chaos import seed_cells
 from .interval_mean import IntervalMeanPDT
+from .low_bit import bitsandbytes_adamw8bit, torchao_adamw8bit
 from .report import chosen, write_section
 from .plateau import ProgressHoldPDT
 from .sf_harm import ClockPDT, ForgetOnlyPDT, TangentialPDT, with_weight_decay
@@ -227,26 +228,12 @@ def _lion(params, lr: float, adamw: torch.optim.AdamW) -> torch.optim.Optimizer:
     return po.Lion(params, lr=lr, weight_decay=10 * adamw.defaults["weight_decay"])
 
 
-def _adamw8bit(params, lr: float, adamw: torch.optim.AdamW) -> torch.optim.Optimizer:
-    from torchao.optim import AdamW8bit
-
-    return AdamW8bit(params, lr=lr, betas=adamw.defaults["betas"], eps=adamw.defaults["eps"],
-                     weight_decay=adamw.defaults["weight_decay"])
-
-
-def _bitsandbytes_adamw8bit(params, lr: float, adamw: torch.optim.AdamW) -> torch.optim.Optimizer:
-    from bitsandbytes.optim import AdamW8bit
-
-    return AdamW8bit(params, lr=lr, betas=adamw.defaults["betas"], eps=adamw.defaults["eps"],
-                     weight_decay=adamw.defaults["weight_decay"])
-
-
 IN_PLACE_OF_ADAMW: dict[str, tuple[str, Callable]] = {
     "nadamw": ("NAdam with decoupled decay", _decoupled(torch.optim.NAdam)),
     "radamw": ("RAdam with decoupled decay", _decoupled(torch.optim.RAdam)),
     "lion": ("Lion with 10 times the weight decay", _lion),
-    "adamw8bit": ("torchao's AdamW8bit", _adamw8bit),
-    "bnb-adamw8bit": ("bitsandbytes' AdamW8bit", _bitsandbytes_adamw8bit),
+    "adamw8bit": ("torchao's AdamW8bit", torchao_adamw8bit),
+    "bnb-adamw8bit": ("bitsandbytes' AdamW8bit", bitsandbytes_adamw8bit),
 }
 """``--optimizer`` name -> (how a section's title names it, make(params, lr, the AdamW it
 replaces)): torch's NAdam and RAdam with AdamW's betas and weight decay, decoupled (Adam's

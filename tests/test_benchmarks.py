@@ -280,6 +280,21 @@ def test_the_muon_peer_gives_the_blocks_matrices_to_muon_and_the_rest_to_adamw_a
     assert not ttb.evaluation_moves_weights(peer_task)
 
 
+def test_the_8bit_peer_of_the_adamw_tasks_is_bitsandbytes_adamw8bit_with_the_tasks_betas_and_decay():
+    pytest.importorskip("bitsandbytes")
+    import benchmarks.ttb as ttb
+    from pdt_compile.experiment import build_optimizer
+
+    task = tasks.mnist1d_vit(epochs=1)
+    assert ttb.EIGHT_BIT not in ttb.peers("mnist1d CNN / SGD-momentum", tasks.mnist1d_cnn(steps=10))
+    peer_task = dataclasses.replace(task, make_optimizer=ttb.peers("mnist1d ViT / AdamW", task)[ttb.EIGHT_BIT])
+    optimizer = build_optimizer(peer_task, task.make_model(), 0.004)
+    adamw = task.make_optimizer([torch.zeros(1, requires_grad=True)], 0.004)
+    assert type(optimizer).__module__ == "bitsandbytes.optim.adamw" and type(optimizer).__name__ == "AdamW8bit"
+    assert all(group["lr"] == 0.004 and group["weight_decay"] == adamw.defaults["weight_decay"] > 0
+               and tuple(group["betas"]) == tuple(adamw.defaults["betas"]) for group in optimizer.param_groups)
+
+
 def test_the_largest_loss_rise_is_found_between_two_evaluations():
     from benchmarks.blowups import worst_rise
 
