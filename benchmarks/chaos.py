@@ -56,6 +56,9 @@ CASES = {  # the rates benchmarks.ttb --core tuned (run of 2026-11-30 15:34)
     "mnist1d ViT / Lion, constant, lr 1e-4": ("mnist1d ViT / AdamW", 0.0001, "constant", "lion"),
     "char transformer / Lion, constant, lr 1.2e-3": ("char transformer / AdamW", 0.0012, "constant", "lion"),
     "char transformer / Lion, constant, lr 2.4e-3": ("char transformer / AdamW", 0.0024, "constant", "lion"),
+    # bitsandbytes' 8-bit AdamW in AdamW's place at the constant rate benchmarks.ttb --peers --peer AdamW8bit tuned
+    # (run of 2026-12-07 15:17 at 06d3a7f), where one seed of three reached its final loss at 0.96x in steps:
+    "mnist1d ViT / bitsandbytes AdamW8bit, constant, lr 1e-3": ("mnist1d ViT / AdamW", 0.001, "constant", "bnb-adamw8bit"),
     # The classic step schedule (benchmarks.schedules, run of 2026-12-06 07:25 at e6630cd: lr 0.1 tuned there), where over
     # ten seeds PDT missed the baseline's final loss on one (seed 6):
     "mnist1d CNN / SGD-momentum, steps": ("mnist1d CNN / SGD-momentum", 0.1, "steps"),
