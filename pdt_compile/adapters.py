@@ -550,13 +550,12 @@ DECOUPLABLE = (Adam, NAdam, RAdam)
 
 
 def decoupled_decay(optimizer: object, params: Sequence[Tensor]) -> list[bool]:
-    """For each parameter, whether ``torch.optim.AdamW`` (torchao's and bitsandbytes' too, :data:`PACKAGED_ADAMW`, or
-    one of :data:`DECOUPLABLE` with ``decoupled_weight_decay=True``; ``optimizer`` or one it
-    wraps) decays it apart from the gradient (a param group's ``weight_decay`` > 0): where
-    ``PDTConfig.radial="auto"`` undoes the inward radial part of jumps while the learning rate
-    decays, as measured
-    (benchmarks/FINDINGS.md, "Merges on a converged plateau", and "Adam's relatives: NAdam and
-    RAdam")."""
+    """For each parameter, whether ``torch.optim.AdamW`` (torchao's and bitsandbytes' too,
+    :data:`PACKAGED_ADAMW`, or one of :data:`DECOUPLABLE` with ``decoupled_weight_decay=True``;
+    ``optimizer`` or one it wraps) decays it apart from the gradient (a param group's
+    ``weight_decay`` > 0): where ``PDTConfig.radial="auto"`` undoes the inward radial part of
+    jumps while the learning rate decays, as measured (benchmarks/FINDINGS.md, "Merges on a
+    converged plateau", "Adam's relatives: NAdam and RAdam", and round twenty-four)."""
     return _decayed(optimizer, params, lambda inner, group: isinstance(inner, AdamW) or class_name(inner) in PACKAGED_ADAMW or (
         isinstance(inner, DECOUPLABLE) and bool(group.get("decoupled_weight_decay"))))
 
