@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
-from torch.optim import SGD, Adam, AdamW, NAdam, Optimizer, RAdam, RMSprop
+from torch.optim import SGD, Adam, AdamW, Muon, NAdam, Optimizer, RAdam, RMSprop
 
 from .runtime.history import _local
 
@@ -549,14 +549,23 @@ DECOUPLABLE = (Adam, NAdam, RAdam)
 """Adam and its relatives whose ``decoupled_weight_decay=True`` makes them decay as AdamW does."""
 
 
+DECOUPLED = (AdamW, Muon)
+"""torch optimizers that always decay apart from the gradient, ``p *= 1 - lr * weight_decay``:
+AdamW, and Muon on the matrices it takes (by default at 0.1), where under a cosine schedule
+merges that kept their inward radial part never reached Muon's final loss on the character
+transformer and taking it back did (``python -m benchmarks.torch_muon --schedule cosine``;
+benchmarks/FINDINGS.md, round twenty-five)."""
+
+
 def decoupled_decay(optimizer: object, params: Sequence[Tensor]) -> list[bool]:
-    """For each parameter, whether ``torch.optim.AdamW`` (torchao's and bitsandbytes' too,
-    :data:`PACKAGED_ADAMW`, or one of :data:`DECOUPLABLE` with ``decoupled_weight_decay=True``;
-    ``optimizer`` or one it wraps) decays it apart from the gradient (a param group's
-    ``weight_decay`` > 0): where ``PDTConfig.radial="auto"`` undoes the inward radial part of
-    jumps while the learning rate decays, as measured (benchmarks/FINDINGS.md, "Merges on a
-    converged plateau", "Adam's relatives: NAdam and RAdam", and round twenty-four)."""
-    return _decayed(optimizer, params, lambda inner, group: isinstance(inner, AdamW) or class_name(inner) in PACKAGED_ADAMW or (
+    """For each parameter, whether one of :data:`DECOUPLED` (torchao's and bitsandbytes' AdamW
+    too, :data:`PACKAGED_ADAMW`, or one of :data:`DECOUPLABLE` with
+    ``decoupled_weight_decay=True``; ``optimizer`` or one it wraps) decays it apart from the
+    gradient (a param group's ``weight_decay`` > 0): where ``PDTConfig.radial="auto"`` undoes the
+    inward radial part of jumps while the learning rate decays, as measured
+    (benchmarks/FINDINGS.md, "Merges on a converged plateau", "Adam's relatives: NAdam and
+    RAdam", and rounds twenty-four and twenty-five)."""
+    return _decayed(optimizer, params, lambda inner, group: isinstance(inner, DECOUPLED) or class_name(inner) in PACKAGED_ADAMW or (
         isinstance(inner, DECOUPLABLE) and bool(group.get("decoupled_weight_decay"))))
 
 

@@ -219,8 +219,9 @@ class PDTConfig:
     takes it back, from the weights, the snapshots and what moves with them, where it shrinks
     the tensor; ``"undo"`` takes it back always; ``"auto"`` (default): ``"inward"`` on the
     parameters ``torch.optim.SGD`` or ``RMSprop`` decays through their gradient (weight decay > 0,
-    :func:`pdt_compile.adapters.coupled_decay`), and on those ``torch.optim.AdamW`` (torchao's and
-    bitsandbytes' AdamW, or Adam, NAdam, RAdam with ``decoupled_weight_decay=True``) decays apart from it
+    :func:`pdt_compile.adapters.coupled_decay`), and on those ``torch.optim.AdamW`` or ``Muon``
+    (torchao's and bitsandbytes' AdamW, or Adam, NAdam, RAdam with ``decoupled_weight_decay=True``)
+    decays apart from it
     (:func:`pdt_compile.adapters.decoupled_decay`) while the learning rate decays (below its
     peak, as :attr:`decay_window` reads it), ``"undo"`` on Lion (:func:`pdt_compile.adapters.steps_by_sign`)
     while it does not decay, ``"keep"`` on the rest. Such decay pulls
@@ -244,7 +245,11 @@ class PDTConfig:
     it was: ``"inward"`` under cosine took the
     mnist1d ViT from 1.33x to 1.46x in steps to the baseline's final loss (every seed faster)
     and left the character transformer at 1.08x, where at a constant rate it cost both
-    (``python -m benchmarks.variants --variants 'radial inward'``, 2026-12-03). On Lion at a
+    (``python -m benchmarks.variants --variants 'radial inward'``, 2026-12-03). torch's Muon
+    (its default decay 0.1 on the matrices) beside AdamW under cosine: the character transformer
+    never reached the pair's final loss with the jumps as predicted (3 seeds of 3) and reached
+    it 1.03x sooner in steps on eight of ten with the inward part taken back (``python -m
+    benchmarks.torch_muon --schedule cosine``, 2026-12-07). On Lion at a
     constant rate the outward part is what harms: the character transformer (lr 2.4e-3) never
     reached plain Lion's final loss with the jumps as predicted (+4.3 to +5.9 %), nor with the
     inward part undone, and with every radial part undone reaches it at 1.00x on three seeds of

@@ -424,7 +424,7 @@ def test_stacking_where_measured_to_hurt_warns_with_what_was_measured():
         pdt.PDT(torch.optim.AdamW(make_mlp().parameters(), lr=0.01, weight_decay=0.01), **CONFIG)
 
 
-def test_radial_auto_undoes_inward_jumps_of_what_sgd_decays_through_its_gradient_and_adamw_apart_from_it():
+def test_radial_auto_undoes_inward_jumps_of_what_sgd_decays_through_its_gradient_and_adamw_and_muon_apart_from_it():
     import warnings
 
     from pdt_compile.adapters import coupled_decay, decoupled_decay
@@ -448,6 +448,10 @@ def test_radial_auto_undoes_inward_jumps_of_what_sgd_decays_through_its_gradient
         assert decoupled_decay(relative(adamw_groups(), lr=0.01, decoupled_weight_decay=True), params) == decoupled
         assert not any(decoupled_decay(relative(adamw_groups(), lr=0.01), params))
     assert not any(decoupled_decay(sgd, params))
+    matrices = [model[0].weight, model[2].weight]
+    muon = torch.optim.Muon([{"params": matrices[:1]}, {"params": matrices[1:], "weight_decay": 0.0}], lr=0.02)
+    assert decoupled_decay(muon, params) == [True] + [False] * (len(params) - 1)  # its default decay, 0.1, apart from the gradient
+    assert not any(coupled_decay(muon, params))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # SGD with weight decay no longer warns: radial="auto" handles it
         opt = pdt.PDT(sgd, **CONFIG)

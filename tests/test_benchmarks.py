@@ -280,6 +280,36 @@ def test_the_muon_peer_gives_the_blocks_matrices_to_muon_and_the_rest_to_adamw_a
     assert not ttb.evaluation_moves_weights(peer_task)
 
 
+@pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon is new in torch 2.9")
+def test_the_torch_muon_pair_steps_both_halves_shares_their_rates_and_wraps_only_the_halves_named():
+    import benchmarks.torch_muon as torch_muon
+    import pdt_compile as pdt
+    from pdt_compile.experiment import lr_schedule
+
+    task = dataclasses.replace(tasks.mnist1d_vit(epochs=1), schedule="cosine")
+    model = task.make_model()
+    pair = torch_muon.torch_muon_pair(model, 0.02, task)
+    muon, adamw = pair.members["muon"], pair.members["adamw"]
+    assert type(muon) is torch.optim.Muon and type(adamw) is torch.optim.AdamW
+    assert {id(p) for g in muon.param_groups for p in g["params"]} == {id(p) for p in model.blocks.parameters() if p.ndim == 2}
+    assert adamw.param_groups[0]["lr"] == pytest.approx(0.002) and adamw.param_groups[0]["weight_decay"] == 0.05
+    assert sum(len(g["params"]) for g in pair.param_groups) == len(list(model.parameters()))
+    wrapped = pair.wrapped({"adamw": lambda o: pdt.PDT(o, snap_every=5, moment_ratio=None)})
+    assert wrapped.members["muon"] is muon and isinstance(wrapped.members["adamw"], pdt.PDT)
+    assert wrapped.members["adamw"].config.moment_ratio is None and wrapped.stats is wrapped.members["adamw"].stats
+    scheduler = lr_schedule(task, wrapped)
+    before = [p.detach().clone() for p in model.parameters()]
+    x, y = task.train_x[:8], task.train_y[:8]
+    task.loss(model(x), y).backward()
+    wrapped.step()
+    wrapped.zero_grad()
+    scheduler.step()
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # both halves stepped
+    assert all(p.grad is None for p in model.parameters())
+    assert muon.param_groups[0]["lr"] < 0.02 and adamw.param_groups[0]["lr"] < 0.002  # the schedule reaches both
+    assert muon.param_groups[0]["lr"] / adamw.param_groups[0]["lr"] == pytest.approx(10)
+
+
 def test_the_8bit_peer_of_the_adamw_tasks_is_bitsandbytes_adamw8bit_with_the_tasks_betas_and_decay():
     pytest.importorskip("bitsandbytes")
     import benchmarks.ttb as ttb
