@@ -4,7 +4,9 @@
 optimizers: Muon on the blocks' matrices, AdamW on the embeddings, norms, biases and head. PDT
 wraps each in its own ``pdt.PDT``. This measures what that pair gains from PDT's defaults, from
 PDT on one half alone, and from the settings pytorch-optimizer's one-optimizer ``Muon`` gets (the
-``Muon`` peer of ``benchmarks.ttb``: adaptive tau on the Muon half, no moment filter on AdamW's).
+``Muon`` peer of ``benchmarks.ttb``: adaptive tau on the Muon half, no moment filter on AdamW's),
+beside the pair nudged by a millionth where PDT would predict (a control: how far any
+perturbation moves the time to the pair's final loss).
 
 For each case it tunes the pair's rate (Muon at ``lr``, AdamW at ``lr / 10``, as ``benchmarks.ttb``
 tunes pytorch-optimizer's Muon) on seed 0, then trains, from the same initial weights and batches
@@ -32,6 +34,7 @@ import pdt_compile as pdt
 from pdt_compile.experiment import Task, needs_model, speedup, train
 
 from .chaos import seed_cells
+from .controls import Nudge
 from .report import chosen, write_section
 from .ttb import seed_major, summarise, sweep_factors, task_suite, tune_lr
 from .variants import loss_change
@@ -91,6 +94,9 @@ def torch_muon_pair(model: nn.Module, lr: float, task: Task) -> Pair:
     return Pair(torch.optim.Muon(hidden, lr=lr), torch.optim.AdamW(rest, lr=lr / 10, betas=(0.9, 0.95), weight_decay=decay))
 
 
+NUDGED = ("the pair nudged by a millionth where PDT's defaults would predict (benchmarks.controls.Nudge on each half; "
+          "a control, no merge)")
+
 SETTINGS: dict[str, dict[str, dict]] = {
     "PDT defaults on each": {"muon": {}, "adamw": {}},
     "PDT on the Muon half only (AdamW bare)": {"muon": {}},
@@ -101,14 +107,19 @@ SETTINGS: dict[str, dict[str, dict]] = {
         {"muon": dict(adaptive=True), "adamw": dict(moment_ratio=None)},
     "Muon half with radial='inward' (its decayed matrices' inward radial part taken back, as radial='auto' does on "
     "AdamW's while the rate decays, and since 2026-12-07 on Muon's)": {"muon": dict(radial="inward"), "adamw": {}},
+    NUDGED: {"muon": dict(nudge=True), "adamw": dict(nudge=True)},
 }
-"""Row name -> role -> PDT options on top of the defaults (a role left out stays unwrapped)."""
+"""Row name -> role -> PDT options on top of the defaults (a role left out stays unwrapped;
+``nudge=True``: :class:`benchmarks.controls.Nudge` in place of PDT, a control)."""
 
 
 def wrap_of(snap_every: int, setting: dict[str, dict]) -> Callable[[Pair], Pair]:
     """How a row of :data:`SETTINGS` wraps the pair: each half it names in its own ``pdt.PDT``."""
-    return lambda pair: pair.wrapped({role: (lambda o, opts=opts: pdt.PDT(o, snap_every=snap_every, **opts))
-                                      for role, opts in setting.items()})
+    def make(optimizer: Optimizer, opts: dict) -> Optimizer:
+        kind = Nudge if opts.get("nudge") else pdt.PDT
+        return kind(optimizer, snap_every=snap_every, **{key: value for key, value in opts.items() if key != "nudge"})
+
+    return lambda pair: pair.wrapped({role: (lambda o, opts=opts: make(o, opts)) for role, opts in setting.items()})
 
 
 def pair_task_of(task: Task, schedule: str) -> Task:

@@ -297,6 +297,10 @@ def test_the_torch_muon_pair_steps_both_halves_shares_their_rates_and_wraps_only
     wrapped = pair.wrapped({"adamw": lambda o: pdt.PDT(o, snap_every=5, moment_ratio=None)})
     assert wrapped.members["muon"] is muon and isinstance(wrapped.members["adamw"], pdt.PDT)
     assert wrapped.members["adamw"].config.moment_ratio is None and wrapped.stats is wrapped.members["adamw"].stats
+    from benchmarks.controls import Nudge
+
+    nudged = torch_muon.wrap_of(5, torch_muon.SETTINGS[torch_muon.NUDGED])(torch_muon.torch_muon_pair(task.make_model(), 0.02, task))
+    assert all(type(member) is Nudge and member.config.snap_every == 5 for member in nudged.members.values())
     scheduler = lr_schedule(task, wrapped)
     before = [p.detach().clone() for p in model.parameters()]
     x, y = task.train_x[:8], task.train_y[:8]
