@@ -161,8 +161,6 @@ def main() -> None:
                         help="time the pair and the settings in lock-step, as benchmarks.ttb does (wall time with all of "
                              "PDT's overhead; keep the machine otherwise quiet), instead of counting steps run by run")
     args = parser.parse_args()
-    if not hasattr(torch.optim, "Muon"):
-        raise SystemExit("torch.optim.Muon is new in torch 2.9; this torch has none")
     torch.set_num_threads(1)
     settings = chosen(SETTINGS, args.settings, always="PDT defaults on each")
     started = time.perf_counter()

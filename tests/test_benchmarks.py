@@ -280,10 +280,10 @@ def test_the_muon_peer_gives_the_blocks_matrices_to_muon_and_the_rest_to_adamw_a
     assert not ttb.evaluation_moves_weights(peer_task)
 
 
-@pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon is new in torch 2.9")
 def test_the_torch_muon_pair_steps_both_halves_shares_their_rates_and_wraps_only_the_halves_named():
     import benchmarks.torch_muon as torch_muon
     import pdt_compile as pdt
+    from benchmarks.controls import Nudge
     from pdt_compile.experiment import lr_schedule
 
     task = dataclasses.replace(tasks.mnist1d_vit(epochs=1), schedule="cosine")
@@ -297,10 +297,6 @@ def test_the_torch_muon_pair_steps_both_halves_shares_their_rates_and_wraps_only
     wrapped = pair.wrapped({"adamw": lambda o: pdt.PDT(o, snap_every=5, moment_ratio=None)})
     assert wrapped.members["muon"] is muon and isinstance(wrapped.members["adamw"], pdt.PDT)
     assert wrapped.members["adamw"].config.moment_ratio is None and wrapped.stats is wrapped.members["adamw"].stats
-    from benchmarks.controls import Nudge
-
-    nudged = torch_muon.wrap_of(5, torch_muon.SETTINGS[torch_muon.NUDGED])(torch_muon.torch_muon_pair(task.make_model(), 0.02, task))
-    assert all(type(member) is Nudge and member.config.snap_every == 5 for member in nudged.members.values())
     scheduler = lr_schedule(task, wrapped)
     before = [p.detach().clone() for p in model.parameters()]
     x, y = task.train_x[:8], task.train_y[:8]
@@ -312,6 +308,8 @@ def test_the_torch_muon_pair_steps_both_halves_shares_their_rates_and_wraps_only
     assert all(p.grad is None for p in model.parameters())
     assert muon.param_groups[0]["lr"] < 0.02 and adamw.param_groups[0]["lr"] < 0.002  # the schedule reaches both
     assert muon.param_groups[0]["lr"] / adamw.param_groups[0]["lr"] == pytest.approx(10)
+    nudged = torch_muon.wrap_of(5, torch_muon.SETTINGS[torch_muon.NUDGED])(torch_muon.torch_muon_pair(task.make_model(), 0.02, task))
+    assert all(type(member) is Nudge and member.config.snap_every == 5 for member in nudged.members.values())
 
 
 def test_the_8bit_peer_of_the_adamw_tasks_is_bitsandbytes_adamw8bit_with_the_tasks_betas_and_decay():

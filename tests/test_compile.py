@@ -806,13 +806,12 @@ def _newton_schulz_in_float32(grad, ns_coefficients, ns_steps, eps):
     return x.T if grad.size(0) > grad.size(1) else x
 
 
-@pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon is new in torch 2.9")
 def test_torchs_muon_and_adamw_each_in_a_pdt_follow_eager_under_compile(monkeypatch):
     """torch's Muon on the matrices and AdamW on the rest, each in its own PDT, both handed to
     ``pdt.compile``: every boundary compiled, the same merges, the weights eager's. Muon
-    orthogonalises in bfloat16, where a millionth's difference from a compiled kernel flips a
-    rounding now and then and the runs part by 1e-3 (plain ``torch.compile`` alike); the
-    comparison runs its iteration in float32."""
+    orthogonalises in bfloat16, where a compiled kernel's float rounding flips a bfloat16
+    rounding now and then and the runs part past any tolerance, merges or not; the comparison
+    runs its iteration in float32."""
     import torch.optim._muon as muon_module
 
     monkeypatch.setattr(muon_module, "_zeropower_via_newtonschulz", _newton_schulz_in_float32)
