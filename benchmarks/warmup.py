@@ -4,15 +4,19 @@ trained with: the learning rate rises over the first tenth of the steps
 holds it then: ``decay_window`` acts only once it falls), so this is where a merge could
 extrapolate the warmup's acceleration. For each task: the warmup-cosine baseline's rate is tuned
 as ``benchmarks.ttb`` tunes its baselines, then the baseline and PDT's defaults train on it in
-lock-step, seed by seed.
+lock-step, seed by seed. ``--nudged`` adds a control: the baseline nudged by a millionth where
+PDT's defaults would predict (:class:`benchmarks.controls.Nudge`), whose final test accuracy
+against the baseline's is how far a perturbation alone moves it.
 
     python -m benchmarks.warmup [--only 'char transformer'] [--seeds 3]
+    python -m benchmarks.warmup --only ViT --seeds 10 --lr 0.008 --nudged   # the rate of the runs of 2026-12-05
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 from typing import Callable
 
 import torch
@@ -20,6 +24,7 @@ import torch
 import pdt_compile as pdt
 from pdt_compile.experiment import Run, Task, speedup
 
+from .controls import Nudge
 from .report import write_section
 from .ttb import peers, seed_major, summarise, sweep_factors, task_suite, tune_lr
 
@@ -27,15 +32,34 @@ TASKS = ("char transformer / AdamW", "mnist1d ViT / AdamW")
 """The AdamW transformers (issue 11's tasks)."""
 
 
-def per_seed(baselines: list[Run], runs: list[Run]) -> str:
-    """Each seed's PDT run against its own baseline: steps and wall time to the baseline's
-    final training loss, and the final test accuracies."""
+BASELINE = "baseline, warmup-cosine (tuned lr)"
+PDT_DEFAULT = "PDT default, warmup-cosine"
+NUDGED = "baseline nudged by 1e-6 where PDT would predict (a control)"
+
+
+def per_seed(runs: dict[str, list[Run]], first_seed: int = 0) -> str:
+    """Each seed's runs against its own baseline (the first method): steps and wall time to the
+    baseline's final training loss, and the final test accuracies; last, each method's test
+    accuracy minus the baseline's, seed by seed, so that PDT's differences stand beside the
+    control's."""
+    baselines, *others = runs.values()
     lines = []
-    for seed, (base, run) in enumerate(zip(baselines, runs)):
-        steps, wall = speedup(base, run, "loss")
-        reached = "never" if steps is None else f"{steps:.2f}x in steps, {wall:.2f}x in wall time"
-        lines.append(f"- seed {seed}: {reached}; test accuracy {run.test_accuracy[-1] * 100:.1f} % against "
-                     f"{base.test_accuracy[-1] * 100:.1f} %")
+    for index, base in enumerate(baselines):
+        parts = []
+        for method, method_runs in list(runs.items())[1:]:
+            run = method_runs[index]
+            steps, wall = speedup(base, run, "loss")
+            reached = "never" if steps is None else f"{steps:.2f}x in steps, {wall:.2f}x in wall time"
+            parts.append(f"{method}: {reached}, test accuracy {run.test_accuracy[-1] * 100:.1f} %")
+        lines.append(f"- seed {first_seed + index}: " + "; ".join(parts)
+                     + f"; the baseline's {base.test_accuracy[-1] * 100:.1f} %")
+    for method, method_runs in list(runs.items())[1:]:
+        gaps = [(run.test_accuracy[-1] - base.test_accuracy[-1]) * 100 for base, run in zip(baselines, method_runs)]
+        below = sum(gap < -0.5 for gap in gaps)
+        lines.append(f"- {method}, test accuracy minus the baseline's per seed (points): "
+                     + ", ".join(f"{gap:+.1f}" for gap in gaps)
+                     + f"; median {statistics.median(gaps):+.2f}"
+                     + f"; {below} of {len(gaps)} below -0.5")
     return "\n".join(lines)
 
 
@@ -61,22 +85,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="", help="run only the tasks whose name contains this")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=None, help="train at this rate instead of tuning one")
+    parser.add_argument("--nudged", action="store_true", help="add the baseline nudged by a millionth (a control)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     sections = []
     for name in (n for n in TASKS if args.only in n):
-        task, snap_every, lr, sweep, runs = on_schedule(name, "warmup-cosine", lambda snap_every: {
-            "baseline, warmup-cosine (tuned lr)": lambda opt: opt,
-            "PDT default, warmup-cosine": lambda opt: pdt.PDT(opt, snap_every=snap_every),
-        }, args.seeds)
+        def methods(snap_every: int) -> dict[str, Callable]:
+            chosen = {BASELINE: lambda opt: opt, PDT_DEFAULT: lambda opt: pdt.PDT(opt, snap_every=snap_every)}
+            if args.nudged:
+                chosen[NUDGED] = lambda opt: Nudge(opt, snap_every=snap_every)
+            return chosen
+
+        task, snap_every, lr, sweep, runs = on_schedule(name, "warmup-cosine", methods, args.seeds, args.lr,
+                                                        args.first_seed)
         sections.append(summarise(f"{name}: warmup then cosine", runs, lr, sweep, snap_every, task) + "\n\n"
-                        + per_seed(*runs.values()))
+                        + per_seed(runs, args.first_seed))
         print(sections[-1], flush=True)
     title = "Time to baseline under a warmup then cosine schedule (benchmarks/warmup.py)"
     if args.only:
         title += f", tasks matching {args.only!r}"
     if args.seeds != 3:
         title += f", {args.seeds} seeds"
+    if args.first_seed:
+        title += f", seeds from {args.first_seed}"
+    if args.lr is not None:
+        title += f", lr {args.lr:g}"
+    if args.nudged:
+        title += ", with a nudged baseline"
     write_section(title, "\n\n".join(sections))
 
 

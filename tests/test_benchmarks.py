@@ -1292,3 +1292,25 @@ def test_the_fine_tunes_start_at_the_pretrained_model_and_lora_trains_only_its_a
                     assert torch.equal(p, frozen[n]), n
     finally:
         fine_tune.pretrained.cache_clear()
+
+
+def test_warmup_per_seed_sets_each_method_beside_the_baseline() -> None:
+    """The warmup benchmark's seed lines: each method against that seed's own baseline, then
+    each method's accuracy differences seed by seed, so that PDT's stand beside the nudged
+    control's."""
+    from benchmarks.warmup import per_seed
+
+    def run(method: str, seed: int, losses: list[float], accuracy: float) -> Run:
+        return Run(method=method, seed=seed, steps=[10, 20], seconds=[1.0, 2.0], train_loss=losses,
+                   test_accuracy=[0.5, accuracy])
+
+    runs = {
+        "base": [run("base", 3, [1.0, 0.5], 0.90), run("base", 4, [1.0, 0.5], 0.80)],
+        "pdt": [run("pdt", 3, [0.4, 0.3], 0.88), run("pdt", 4, [1.0, 0.6], 0.81)],
+        "nudged": [run("nudged", 3, [1.0, 0.5], 0.904), run("nudged", 4, [1.0, 0.5], 0.79)],
+    }
+    text = per_seed(runs, first_seed=3)
+    assert "- seed 3: pdt: 2.00x in steps, 2.00x in wall time, test accuracy 88.0 %; nudged: 1.00x" in text
+    assert "- seed 4: pdt: never, test accuracy 81.0 %" in text
+    assert "- pdt, test accuracy minus the baseline's per seed (points): -2.0, +1.0; median -0.50; 1 of 2 below -0.5" in text
+    assert "- nudged, test accuracy minus the baseline's per seed (points): +0.4, -1.0; median -0.30; 1 of 2 below -0.5" in text
