@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 import pdt_compile as pdt
-from pdt_compile.experiment import Run, Task, speedup
+from pdt_compile.experiment import Run, Task
 
 from .controls import Nudge
 from .report import write_section
@@ -38,28 +38,18 @@ NUDGED = "baseline nudged by 1e-6 where PDT would predict (a control)"
 
 
 def per_seed(runs: dict[str, list[Run]], first_seed: int = 0) -> str:
-    """Each seed's runs against its own baseline (the first method): steps and wall time to the
-    baseline's final training loss, and the final test accuracies; last, each method's test
-    accuracy minus the baseline's, seed by seed, so that PDT's differences stand beside the
-    control's."""
-    baselines, *others = runs.values()
-    lines = []
-    for index, base in enumerate(baselines):
-        parts = []
-        for method, method_runs in list(runs.items())[1:]:
-            run = method_runs[index]
-            steps, wall = speedup(base, run, "loss")
-            reached = "never" if steps is None else f"{steps:.2f}x in steps, {wall:.2f}x in wall time"
-            parts.append(f"{method}: {reached}, test accuracy {run.test_accuracy[-1] * 100:.1f} %")
-        lines.append(f"- seed {first_seed + index}: " + "; ".join(parts)
-                     + f"; the baseline's {base.test_accuracy[-1] * 100:.1f} %")
+    """Each seed's runs against its own baseline (the first method;
+    :func:`benchmarks.rate_drop.per_seed`), then each method's final test accuracy minus the
+    baseline's, seed by seed, so that PDT's differences stand beside the control's."""
+    from .rate_drop import per_seed as seed_lines  # rate_drop imports this module
+
+    baselines = next(iter(runs.values()))
+    lines = [seed_lines(runs, first_seed)]
     for method, method_runs in list(runs.items())[1:]:
         gaps = [(run.test_accuracy[-1] - base.test_accuracy[-1]) * 100 for base, run in zip(baselines, method_runs)]
-        below = sum(gap < -0.5 for gap in gaps)
         lines.append(f"- {method}, test accuracy minus the baseline's per seed (points): "
-                     + ", ".join(f"{gap:+.1f}" for gap in gaps)
-                     + f"; median {statistics.median(gaps):+.2f}"
-                     + f"; {below} of {len(gaps)} below -0.5")
+                     + ", ".join(f"{gap:+.1f}" for gap in gaps) + f"; median {statistics.median(gaps):+.2f}; "
+                     + f"{sum(gap < -0.5 for gap in gaps)} of {len(gaps)} below -0.5")
     return "\n".join(lines)
 
 

@@ -1310,7 +1310,8 @@ def test_warmup_per_seed_sets_each_method_beside_the_baseline() -> None:
         "nudged": [run("nudged", 3, [1.0, 0.5], 0.904), run("nudged", 4, [1.0, 0.5], 0.79)],
     }
     text = per_seed(runs, first_seed=3)
-    assert "- seed 3: pdt: 2.00x in steps, 2.00x in wall time, test accuracy 88.0 %; nudged: 1.00x" in text
-    assert "- seed 4: pdt: never, test accuracy 81.0 %" in text
+    assert "- seed 3 (baseline final training loss 0.5, test accuracy 90.0 %): pdt: 2.00x in steps, 2.00x in wall time" in text
+    assert "- seed 4 (baseline final training loss 0.5, test accuracy 80.0 %): pdt: never" in text
+    assert "nudged: 1.00x in steps" in text
     assert "- pdt, test accuracy minus the baseline's per seed (points): -2.0, +1.0; median -0.50; 1 of 2 below -0.5" in text
     assert "- nudged, test accuracy minus the baseline's per seed (points): +0.4, -1.0; median -0.30; 1 of 2 below -0.5" in text
