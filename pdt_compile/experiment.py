@@ -78,7 +78,10 @@ class Task:
     step schedule's drop, or ``SWALR``'s, to a rate that then holds) or ``"steps"`` (the classic
     step schedule: the rate times :data:`STEP_FACTOR` at each of :data:`STEP_FRACTIONS` of the
     steps) or ``"exponential"`` (per step, from lr to :data:`EXPONENTIAL_END` times it at the
-    last step)."""
+    last step) or ``"restarts"`` (``CosineAnnealingWarmRestarts``, per step: :data:`RESTART_CYCLES`
+    cosines from lr to zero, each back at lr) or ``"one-cycle"`` (``OneCycleLR`` with lr its peak and
+    torch's defaults: up over the first 30 % of the steps from lr / 25, then down to lr / 25e4,
+    momentum or Adam's beta1 cycled against it where the optimizer has momentum)."""
 
     @property
     def steps_per_epoch(self) -> int:
@@ -313,11 +316,17 @@ def lr_schedule(task: Task, optimizer: Optimizer) -> torch.optim.lr_scheduler.LR
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=marks, gamma=STEP_FACTOR)
     if task.schedule == "exponential":
         return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=EXPONENTIAL_END ** (1 / max(1, task.steps - 1)))
+    if task.schedule == "restarts":
+        return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=max(1, task.steps // RESTART_CYCLES))
+    if task.schedule == "one-cycle":
+        with_momentum = any(group.get("momentum", 0) > 0 or "betas" in group for group in optimizer.param_groups)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[group["lr"] for group in optimizer.param_groups],
+                                                   total_steps=task.steps, cycle_momentum=with_momentum)
     raise ValueError(f"Task.schedule: {task.schedule!r} is not a schedule; use "
                      + ", ".join(repr(name) for name in SCHEDULES[:-1]) + f" or {SCHEDULES[-1]!r}")
 
 
-SCHEDULES = ("constant", "cosine", "warmup-cosine", "drop", "steps", "exponential")
+SCHEDULES = ("constant", "cosine", "warmup-cosine", "drop", "steps", "exponential", "restarts", "one-cycle")
 """The names :attr:`Task.schedule` takes (:func:`lr_schedule`)."""
 
 
@@ -341,6 +350,10 @@ STEP_FACTOR = 0.1
 
 EXPONENTIAL_END = 0.01
 """An ``"exponential"`` task's rate at its last step, times its first (``ExponentialLR``)."""
+
+RESTART_CYCLES = 4
+"""How many cosines a ``"restarts"`` task's rate runs (``CosineAnnealingWarmRestarts``'s ``T_0``
+is its steps over this)."""
 
 
 def cosine_factor(step: int, steps: int) -> float:

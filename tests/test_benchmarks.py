@@ -1129,6 +1129,40 @@ def test_the_task_schedules_rise_then_fall_to_zero(schedule):
     assert all(a >= b for a, b in zip(rates[warmup:], rates[warmup + 1:])) and rates[-1] < 1e-3
 
 
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_the_restarts_and_one_cycle_schedules(momentum):
+    """``"restarts"``: RESTART_CYCLES cosines, each from the task's rate to near zero, each back at
+    it. ``"one-cycle"``: up from a 25th of the rate to the rate at 30 % of the steps, then down to
+    near zero; momentum cycled against it only where the optimizer has momentum (plain SGD stays
+    plain)."""
+    from pdt_compile.experiment import RESTART_CYCLES, lr_schedule
+    from pdt_compile.tasks import digits_mlp
+
+    for schedule in ("restarts", "one-cycle"):
+        task = dataclasses.replace(digits_mlp(steps=100), schedule=schedule)
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2.0, momentum=momentum)
+        scheduler = lr_schedule(task, opt)
+        rates, momenta = [], []
+        for _ in range(task.steps):
+            rates.append(opt.param_groups[0]["lr"])
+            momenta.append(opt.param_groups[0]["momentum"])
+            opt.step()
+            scheduler.step()
+        if schedule == "restarts":
+            cycle = task.steps // RESTART_CYCLES
+            assert [rates[k * cycle] for k in range(RESTART_CYCLES)] == pytest.approx([2.0] * RESTART_CYCLES)
+            assert all(rates[(k + 1) * cycle - 1] < 0.01 for k in range(RESTART_CYCLES))
+            assert momenta == [momentum] * task.steps
+        else:
+            peak = rates.index(max(rates))
+            assert rates[0] == pytest.approx(2.0 / 25) and max(rates) == pytest.approx(2.0) and peak in (29, 30)
+            assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1:])) and rates[-1] < 1e-3
+            if momentum:
+                assert momenta[0] == pytest.approx(0.95) and min(momenta) == pytest.approx(0.85)
+            else:
+                assert momenta == [0.0] * task.steps
+
+
 def test_the_compatibility_sweep_reports_weight_copies_and_what_pdt_moves():
     from benchmarks.compatibility import try_optimizer
 
