@@ -65,6 +65,10 @@ CASES = {  # the rates benchmarks.ttb --core tuned (run of 2026-11-30 15:34)
     # RMSprop with momentum (benchmarks.short_epochs --more, run at c882218: lr 0.002 tuned there), where PDT at the
     # task's epoch missed RMSprop's final loss on one seed of three:
     "digits MLP / RMSprop (momentum 0.9), constant": ("digits MLP / SGD", 0.002, "constant", "RMSprop (momentum 0.9)"),
+    # Cosine with warm restarts and the one-cycle policy (benchmarks.schedules --schedule restarts --schedule one-cycle,
+    # runs of 2026-12-07 at 916a581, the rates tuned there), where PDT missed the baseline's final loss on one seed of three:
+    "char transformer / AdamW, restarts": ("char transformer / AdamW", 0.012, "restarts"),
+    "mnist1d CNN / SGD-momentum, one-cycle": ("mnist1d CNN / SGD-momentum", 0.2, "one-cycle"),
 }
 """Case -> (task, lr, schedule[, peer]): a peer of :func:`benchmarks.ttb.peers`, an optimizer of
 :data:`benchmarks.variants.IN_PLACE_OF_ADAMW`, or one of :data:`benchmarks.short_epochs.OTHER_OPTIMIZERS`,
