@@ -36,7 +36,7 @@ def test_cosine_schedule_decays_the_wrapped_optimizers_lr_to_zero():
 
 def test_an_unknown_schedule_is_refused():
     task = dataclasses.replace(tasks.digits_mlp(steps=10), schedule="linear")
-    with pytest.raises(ValueError, match="Task.schedule: 'linear'.*'constant', 'cosine', 'warmup-cosine', 'drop', 'steps' or 'exponential'"):
+    with pytest.raises(ValueError, match="Task.schedule: 'linear'.*'constant', 'cosine', 'warmup-cosine', 'drop', 'steps', 'exponential', 'restarts' or 'one-cycle'"):
         lr_schedule(task, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
 
 
