@@ -25,7 +25,7 @@ import pdt_compile as pdt
 from pdt_compile.experiment import Run, Task
 
 from .controls import Nudge
-from .report import write_section
+from .report import run_title, write_section
 from .ttb import peers, seed_major, summarise, sweep_factors, task_suite, tune_lr
 
 TASKS = ("char transformer / AdamW", "mnist1d ViT / AdamW")
@@ -93,17 +93,8 @@ def main() -> None:
         sections.append(summarise(f"{name}: warmup then cosine", runs, lr, sweep, snap_every, task) + "\n\n"
                         + per_seed(runs, args.first_seed))
         print(sections[-1], flush=True)
-    title = "Time to baseline under a warmup then cosine schedule (benchmarks/warmup.py)"
-    if args.only:
-        title += f", tasks matching {args.only!r}"
-    if args.seeds != 3:
-        title += f", {args.seeds} seeds"
-    if args.first_seed:
-        title += f", seeds from {args.first_seed}"
-    if args.lr is not None:
-        title += f", lr {args.lr:g}"
-    if args.nudged:
-        title += ", with a nudged baseline"
+    title = run_title("Time to baseline under a warmup then cosine schedule (benchmarks/warmup.py)", args.only,
+                      args.seeds, args.first_seed, args.lr, ("with a nudged baseline",) if args.nudged else ())
     write_section(title, "\n\n".join(sections))
 
 
