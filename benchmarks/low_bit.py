@@ -1,7 +1,7 @@
-"""AdamW with 8-bit moments in place of a task's AdamW, for the benchmarks that compare PDT on it
-(``benchmarks.variants --optimizer``, the peers of ``benchmarks.ttb``): the same betas, eps and
-decoupled weight decay, the moments of tensors of 4096 elements or more kept in 8 bits, in blocks
-of 256 (smaller tensors keep float32 moments)."""
+"""Optimizers with 8-bit state in place of a task's AdamW, for the benchmarks that compare PDT on
+them (``benchmarks.variants --optimizer``, the peers of ``benchmarks.ttb``): AdamW with the same
+betas, eps and decoupled weight decay, and Lion, the state of tensors of 4096 elements or more
+kept in 8 bits, in blocks of 256 (smaller tensors keep float32 state)."""
 
 from __future__ import annotations
 
@@ -22,3 +22,11 @@ def bitsandbytes_adamw8bit(params, lr: float, adamw: torch.optim.AdamW) -> torch
 
     return AdamW8bit(params, lr=lr, betas=adamw.defaults["betas"], eps=adamw.defaults["eps"],
                      weight_decay=adamw.defaults["weight_decay"])
+
+
+def bitsandbytes_lion8bit(params, lr: float, adamw: torch.optim.AdamW) -> torch.optim.Optimizer:
+    """bitsandbytes' Lion8bit at its own betas and ten times ``adamw``'s decoupled weight decay,
+    as ``benchmarks.variants`` pairs pytorch-optimizer's Lion with the AdamW it replaces."""
+    from bitsandbytes.optim import Lion8bit
+
+    return Lion8bit(params, lr=lr, weight_decay=10 * adamw.defaults["weight_decay"])

@@ -31,7 +31,7 @@ from .backtest import BacktestPDT
 from .saturation import SaturationPDT
 from .chaos import seed_cells
 from .interval_mean import IntervalMeanPDT
-from .low_bit import bitsandbytes_adamw8bit, torchao_adamw8bit
+from .low_bit import bitsandbytes_adamw8bit, bitsandbytes_lion8bit, torchao_adamw8bit
 from .report import chosen, write_section
 from .plateau import ProgressHoldPDT
 from .sf_harm import ClockPDT, ForgetOnlyPDT, TangentialPDT, with_weight_decay
@@ -104,6 +104,8 @@ VARIANTS: dict[str, dict] = {
     "loss hold 3 (no prediction while the interval's loss is over 3 times its lowest)": dict(loss_hold=3.0),
     "no moment filter (moment_ratio=None, the default before 2026-12-02 14:00)": dict(moment_ratio=None),
     "as an unmeasured optimizer (no moment filter, jumps as predicted)": dict(moment_ratio=None, radial="keep"),
+    "as an optimizer PDT takes for none it measured (no moment or saturation filter, jumps as predicted: what "
+    "bitsandbytes' Lion got before 2026-12-07)": dict(moment_ratio=None, radial="keep", saturation=None),
     "moment ratio 0.3 (jumps only where Adam's abs(m)/sqrt(v) is at least 0.3)": dict(moment_ratio=0.3),
     "moment ratio 0.5 (jumps only where Adam's abs(m)/sqrt(v) is at least 0.5)": dict(moment_ratio=0.5),
     "first moment 0 (Adam's first moment of the merged elements zeroed at each merge; benchmarks.adam_moments's probe)":
@@ -133,7 +135,8 @@ RUN_FIELDS = ("verify", "stop_at", "tangential", "lr_scale", "progress_hold", "i
 
 def wrap_of(task: Task, snap_every: int, fields: dict) -> Wrap:
     """How a variant wraps the task's optimizer."""
-    options = {key: value for key, value in fields.items() if key not in RUN_FIELDS}
+    # saturation=None is PDTConfig's (the filter off); a bar runs benchmarks.saturation's probe
+    options = {key: value for key, value in fields.items() if key not in RUN_FIELDS or (key == "saturation" and value is None)}
     if fields.get("verify"):
         return verified(task, snap_every, **options)
     if fields.get("tangential"):
@@ -234,6 +237,7 @@ IN_PLACE_OF_ADAMW: dict[str, tuple[str, Callable]] = {
     "lion": ("Lion with 10 times the weight decay", _lion),
     "adamw8bit": ("torchao's AdamW8bit", torchao_adamw8bit),
     "bnb-adamw8bit": ("bitsandbytes' AdamW8bit", bitsandbytes_adamw8bit),
+    "bnb-lion8bit": ("bitsandbytes' Lion8bit with 10 times the weight decay", bitsandbytes_lion8bit),
 }
 """``--optimizer`` name -> (how a section's title names it, make(params, lr, the AdamW it
 replaces)): torch's NAdam and RAdam with AdamW's betas and weight decay, decoupled (Adam's
@@ -242,7 +246,7 @@ interpolated momentum; no second moment) at its own betas and ten times AdamW's 
 decay, as its authors pair a rate 3-10 times smaller with a decay 3-10 times larger; torchao's
 AdamW8bit (AdamW with its moments kept in 8 bits, blocks of 256; tensors under 4096 elements
 keep float32 moments) with AdamW's betas, eps and decay; bitsandbytes' AdamW8bit likewise (the
-same blocks and threshold, its own kernels)."""
+same blocks and threshold, its own kernels), and its Lion8bit as Lion above, its momentum in 8 bits."""
 
 
 def in_place_of_adamw(make_optimizer: Callable, name: str) -> Callable:

@@ -245,7 +245,9 @@ def stacking_warning(optimizer: object) -> str | None:
     package, name = type(optimizer).__module__.split(".")[0], type(optimizer).__qualname__
     if (package, name) in WRAP_FIRST:
         return f"PDT on {name}: {WRAP_FIRST[(package, name)]}"
-    measured = MEASURED_UNSAFE.get((package, name), MEASURED_UNSAFE.get((package, None)))
+    rule = update_rule(optimizer)
+    measured = MEASURED_UNSAFE.get((package, name), MEASURED_UNSAFE.get((package, None),
+                                   MEASURED_UNSAFE.get((rule.split(".")[0], rule.rsplit(".", 1)[-1]))))
     return None if measured is None else f"PDT on {name}: {measured}"
 
 
@@ -356,7 +358,7 @@ def chain(optimizer: object) -> tuple[str, ...]:
     per-optimizer ``"auto"`` settings are keyed; without sharpness-aware wrappers, which
     update as their base optimizer does (SAM over SGD takes SGD's settings: adaptive tau paid
     there, ``benchmarks.sharpness_aware``)."""
-    return tuple(class_name(inner) for inner in unwrapped(optimizer) if not sharpness_aware(inner))
+    return tuple(update_rule(inner) for inner in unwrapped(optimizer) if not sharpness_aware(inner))
 
 
 def adam_moments(optimizer: object, params: Sequence[Tensor]) -> list[tuple[Tensor, Tensor] | None]:
@@ -382,9 +384,15 @@ def _moments_in(optimizer: object, p: Tensor) -> tuple[Tensor, Tensor] | None:
     return None if first is None or second is None else (first, second)
 
 
-BITSANDBYTES_ADAM = tuple(f"bitsandbytes.optim.{module}.{paged}{name}{bits}"
-                          for module, name in (("adam", "Adam"), ("adamw", "AdamW"))
-                          for paged in ("", "Paged") for bits in ("", "8bit", "32bit"))
+def bitsandbytes_names(module: str, name: str, paged: bool = True) -> tuple[str, ...]:
+    """``module.qualname`` of bitsandbytes' optimizer ``name`` in every form it ships: 8-bit,
+    32-bit or chosen by ``optim_bits`` (what Hugging Face's ``optim="lion_8bit"`` and the like
+    build), and ``paged`` versions where it has them."""
+    return tuple(f"bitsandbytes.optim.{module}.{prefix}{name}{bits}"
+                 for prefix in (("", "Paged") if paged else ("",)) for bits in ("", "8bit", "32bit"))
+
+
+BITSANDBYTES_ADAM = bitsandbytes_names("adam", "Adam") + bitsandbytes_names("adamw", "AdamW")
 """bitsandbytes' Adam and AdamW (``module.qualname``; paged or not, 8-bit, 32-bit or chosen by
 ``optim_bits``): their moments are ``state1`` and ``state2``, float32 or, for tensors of
 ``min_8bit_size`` elements or more in 8 bits, coded in blocks of 256 by ``qmap1``/``qmap2`` with
@@ -445,21 +453,45 @@ def filters_moments(optimizer: object) -> bool:
     return not any(map(sharpness_aware, inners)) and any(class_name(inner) in MOMENT_FILTERED for inner in inners)
 
 
-SIGN_STEPPED = ("pytorch_optimizer.optimizer.lion.Lion",)
-"""Optimizers (``module.qualname``, alone or inside a wrapper's ``.optimizer``) that step every
+LION = "pytorch_optimizer.optimizer.lion.Lion"
+SGD_NAME = "torch.optim.sgd.SGD"
+
+SAME_UPDATE: dict[str, str] = {
+    **{name: LION for name in bitsandbytes_names("lion", "Lion")},
+    **{name: SGD_NAME for name in bitsandbytes_names("sgd", "SGD", paged=False)},
+}
+"""Optimizers (``module.qualname``) -> the measured one whose update they implement, whose
+``"auto"`` settings they take: bitsandbytes' Lion steps as pytorch-optimizer's Lion, its SGD
+(always with a momentum) as torch's, weight decay included; their 32-bit forms bit for bit
+(tested), their 8-bit forms with the momentum coded in 8 bits. Without this, a Lion or SGD from
+bitsandbytes (Hugging Face's ``optim="lion_8bit"``, ``"paged_lion_32bit"``, ...) got none of the
+settings measured on its update: on the character transformer at a constant rate, Lion without
+them never reached plain Lion's final loss (benchmarks/FINDINGS.md, "Lion: no second moment, a
+warning"; round twenty-seven for bitsandbytes' 8-bit Lion)."""
+
+
+def update_rule(optimizer: object) -> str:
+    """``module.qualname`` of the optimizer whose update ``optimizer`` implements
+    (:data:`SAME_UPDATE`), else its own: what the per-optimizer ``"auto"`` settings read."""
+    name = class_name(optimizer)
+    return SAME_UPDATE.get(name, name)
+
+
+SIGN_STEPPED = (LION,)
+"""Optimizers (:func:`update_rule`, alone or inside a wrapper's ``.optimizer``) that step every
 element by its learning rate, the sign of a momentum, on which ``PDTConfig.saturation="auto"``
 filters merges by how much of the most its steps could move an element it moved (benchmarks/FINDINGS.md,
-"Lion: no second moment, a warning")."""
+"Lion: no second moment, a warning"); bitsandbytes' Lion too (:data:`SAME_UPDATE`)."""
 
 
 def steps_by_sign(optimizer: object) -> bool:
     """Whether ``optimizer``, or the optimizer it wraps, is one of :data:`SIGN_STEPPED`."""
-    return any(class_name(inner) in SIGN_STEPPED for inner in unwrapped(optimizer))
+    return any(update_rule(inner) in SIGN_STEPPED for inner in unwrapped(optimizer))
 
 
-TAU_ADAPTED = (("torch.optim.sgd.SGD",), ("pytorch_optimizer.optimizer.lamb.Lamb",),
+TAU_ADAPTED = ((SGD_NAME,), ("pytorch_optimizer.optimizer.lamb.Lamb",),
                ("pytorch_optimizer.optimizer.muon.muon.Muon",),
-               ("pytorch_optimizer.optimizer.lookahead.Lookahead", "torch.optim.sgd.SGD"))
+               ("pytorch_optimizer.optimizer.lookahead.Lookahead", SGD_NAME))
 """Optimizers, as the chain of ``module.qualname`` from the optimizer to the one it wraps
 (Lookahead's ``.optimizer``), on which ``PDTConfig.adaptive="auto"`` adapts tau at a constant
 rate: where it was measured to pay (benchmarks/FINDINGS.md, "Adaptive tau at a constant rate").
@@ -473,7 +505,7 @@ def adapts_tau(optimizer: object) -> bool:
     return chain(optimizer) in TAU_ADAPTED
 
 
-RATE_SETTLED = (("torch.optim.sgd.SGD",), ("pytorch_optimizer.optimizer.lookahead.Lookahead", "torch.optim.sgd.SGD"))
+RATE_SETTLED = ((SGD_NAME,), ("pytorch_optimizer.optimizer.lookahead.Lookahead", SGD_NAME))
 """Optimizers, as the chain of ``module.qualname`` from the optimizer to the one it wraps
 (Lookahead's ``.optimizer``), on which ``PDTConfig.rate_settle="auto"`` lets a rate that
 dropped and then held count as a constant rate: where it was measured to pay
@@ -487,7 +519,7 @@ def settles_rate(optimizer: object) -> bool:
     return chain(optimizer) in RATE_SETTLED
 
 
-MOMENTUM_SPACED = (("torch.optim.sgd.SGD",), ("pytorch_optimizer.optimizer.lamb.Lamb",),
+MOMENTUM_SPACED = ((SGD_NAME,), ("pytorch_optimizer.optimizer.lamb.Lamb",),
                    ("schedulefree.sgd_schedulefree.SGDScheduleFree",), ("torch.optim.rmsprop.RMSprop",))
 """Optimizers, as the chain of ``module.qualname`` from the optimizer to the one it wraps, whose
 momentum sets how close PDT's snapshots may be (``PDTConfig.momentum_spacing="auto"``): torch's
@@ -542,7 +574,7 @@ def coupled_decay(optimizer: object, params: Sequence[Tensor]) -> list[bool]:
     ``optimizer`` or one it wraps) decays it through its gradient (a param group's
     ``weight_decay`` > 0): where ``PDTConfig.radial="auto"`` undoes the inward radial part of
     jumps, as measured (benchmarks/FINDINGS.md, "Merges on a converged plateau")."""
-    return _decayed(optimizer, params, lambda inner, group: isinstance(inner, COUPLED_DECAY))
+    return _decayed(optimizer, params, lambda inner, group: isinstance(inner, COUPLED_DECAY) or update_rule(inner) == SGD_NAME)
 
 
 DECOUPLABLE = (Adam, NAdam, RAdam)
