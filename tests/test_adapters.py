@@ -948,3 +948,64 @@ def test_pdt_merges_on_low_bit_adamw_reading_its_coded_moments_and_resumes_exact
     for ours, theirs in zip(model.parameters(), resumed.parameters()):
         assert torch.equal(ours, theirs)
     assert resumed_opt.stats.merges == opt.stats.merges
+
+
+BITSANDBYTES_TWINS = {
+    "Lion32bit": (lambda bnb, p: bnb.Lion32bit(p, lr=0.003, weight_decay=0.1), lambda p: po.Lion(p, lr=0.003, weight_decay=0.1)),
+    "SGD32bit": (lambda bnb, p: bnb.SGD32bit(p, lr=0.1, momentum=0.9, weight_decay=0.01),
+                 lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.01)),
+}
+"""bitsandbytes' 32-bit Lion and SGD, and the optimizers whose measured ``"auto"`` settings they take."""
+
+
+@pytest.mark.parametrize("name", sorted(BITSANDBYTES_TWINS))
+def test_bitsandbytes_lion_and_sgd_in_32_bits_step_bit_for_bit_as_the_optimizers_whose_settings_they_take(name):
+    """Why :data:`pdt_compile.adapters.SAME_UPDATE` gives them those settings: the same update,
+    weight decay included, so what was measured on one was measured on the other."""
+    bnb = pytest.importorskip("bitsandbytes.optim")
+    theirs, ours = BITSANDBYTES_TWINS[name]
+    models = [make_mlp(), make_mlp()]
+    train(models[0], theirs(bnb, models[0].parameters()), batches(30))
+    train(models[1], ours(models[1].parameters()), batches(30))
+    for a, b in zip(*(model.parameters() for model in models)):
+        assert torch.equal(a, b)
+
+
+def _resolved(make) -> tuple:
+    model = make_mlp(hidden=512)  # 4096 weights in the first layer: 8-bit state there
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        opt = pdt.PDT(make(list(model.parameters())), snap_every=4)
+    config = opt.config
+    # "PDT on <class name>: <what was measured>", or "PDT: snap_every=4 is shorter than 2 times the 10 steps
+    # <class name>'s momentum remembers; ...": the rest of the message
+    warned = sorted(str(w.message).split(": ", 1)[1].split("'s momentum", 1)[-1]
+                    for w in caught if str(w.message).startswith("PDT"))
+    return (config.saturation, config.adaptive, config.rate_settle, config.momentum_spacing, config.snap_every,
+            config.moment_ratio, opt._radial_modes(False), opt._radial_modes(True), warned)
+
+
+@pytest.mark.parametrize("form", ["Lion", "Lion8bit", "Lion32bit", "PagedLion8bit", "Lion, optim_bits=8",
+                                  "SGD8bit", "SGD", "Lookahead(SGD8bit)"])
+def test_bitsandbytes_lion_and_sgd_take_the_auto_settings_measured_on_their_update(form):
+    """bitsandbytes' Lion (Hugging Face's ``optim="lion_8bit"`` builds its ``Lion`` with
+    ``optim_bits=8``) gets Lion's saturation filter, radial undo at a constant rate and warning;
+    its SGD gets SGD's momentum spacing, adaptive tau, settled rates and inward radial parts
+    under weight decay. Before, both were taken for optimizers PDT knew nothing of."""
+    bnb = pytest.importorskip("bitsandbytes.optim")
+    lion = dict(lr=0.003, weight_decay=0.1)
+    sgd = dict(lr=0.1, momentum=0.9, weight_decay=0.01)
+    forms = {
+        "Lion": (lambda p: bnb.Lion(p, **lion), lambda p: po.Lion(p, **lion)),
+        "Lion8bit": (lambda p: bnb.Lion8bit(p, **lion), lambda p: po.Lion(p, **lion)),
+        "Lion32bit": (lambda p: bnb.Lion32bit(p, **lion), lambda p: po.Lion(p, **lion)),
+        "PagedLion8bit": (lambda p: bnb.PagedLion8bit(p, **lion), lambda p: po.Lion(p, **lion)),
+        "Lion, optim_bits=8": (lambda p: bnb.Lion(p, optim_bits=8, **lion), lambda p: po.Lion(p, **lion)),
+        "SGD8bit": (lambda p: bnb.SGD8bit(p, **sgd), lambda p: torch.optim.SGD(p, **sgd)),
+        "SGD": (lambda p: bnb.SGD(p, **sgd), lambda p: torch.optim.SGD(p, **sgd)),
+        "Lookahead(SGD8bit)": (lambda p: po.Lookahead(bnb.SGD8bit(p, **sgd)), lambda p: po.Lookahead(torch.optim.SGD(p, **sgd))),
+    }
+    theirs, ours = forms[form]
+    resolved = _resolved(theirs)
+    assert resolved == _resolved(ours)
+    assert resolved[0] == 0.5 if "Lion" in form else resolved[4] == 20 or form.startswith("Lookahead")

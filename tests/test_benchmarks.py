@@ -574,7 +574,10 @@ def test_the_optimizer_option_replaces_adamw_and_keeps_its_betas_and_decay():
         group = low_bit.param_groups[0]
         assert type(low_bit).__module__ == module and type(low_bit).__name__ == "AdamW8bit"
         assert tuple(group["betas"]) == (0.8, 0.95) and group["weight_decay"] == 0.05 and float(group["lr"]) == pytest.approx(0.01)
-    assert set(IN_PLACE_OF_ADAMW) == {"nadamw", "radamw", "lion", "adamw8bit", "bnb-adamw8bit"}
+    lion8bit = in_place_of_adamw(make_adamw, "bnb-lion8bit")(params, 1e-4)
+    assert type(lion8bit).__module__ == "bitsandbytes.optim.lion" and type(lion8bit).__name__ == "Lion8bit"
+    assert lion8bit.param_groups[0]["weight_decay"] == pytest.approx(0.5)
+    assert set(IN_PLACE_OF_ADAMW) == {"nadamw", "radamw", "lion", "adamw8bit", "bnb-adamw8bit", "bnb-lion8bit"}
     with pytest.raises(ValueError, match="--optimizer nadamw: the case trains SGD"):
         in_place_of_adamw(lambda p, lr: torch.optim.SGD(p, lr=lr), "nadamw")(params, 0.1)
 
@@ -1349,3 +1352,16 @@ def test_warmup_per_seed_sets_each_method_beside_the_baseline() -> None:
     assert "nudged: 1.00x in steps" in text
     assert "- pdt, test accuracy minus the baseline's per seed (points): -2.0, +1.0; median -0.50; 1 of 2 below -0.5" in text
     assert "- nudged, test accuracy minus the baseline's per seed (points): +0.4, -1.0; median -0.30; 1 of 2 below -0.5" in text
+
+
+def test_a_variant_with_saturation_none_turns_pdts_filter_off_and_one_with_a_bar_runs_the_probe():
+    import pytorch_optimizer as po
+
+    from benchmarks.saturation import SaturationPDT
+    from benchmarks.variants import wrap_of
+
+    task = tasks.digits_mlp(steps=100)
+    lion = lambda: po.Lion([torch.zeros(2, requires_grad=True)], lr=1e-4)
+    assert wrap_of(task, 10, {})(lion()).config.saturation == 0.5  # "auto" on Lion
+    assert wrap_of(task, 10, {"saturation": None})(lion()).config.saturation is None
+    assert type(wrap_of(task, 10, {"saturation": 0.3})(lion())) is SaturationPDT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 
 import pytest
 import torch
@@ -253,6 +254,68 @@ def test_huggingface_trainer_resumes_from_its_checkpoint_exactly(tmp_path):
     resumed, optimizer = run(tmp_path / "b", resume=str(tmp_path / "b" / "checkpoint-20"))
     assert all(torch.equal(a, b) for a, b in zip(uninterrupted.parameters(), resumed.parameters()))
     assert optimizer.stats.merges == reference.stats.merges >= 1 and optimizer.schedule.steps == 48
+
+
+def _hf_trainer(transformers, out, optim: str, **arguments):
+    rows = [{"x": x[i], "labels": y[i]} for x, y in batches(12, size=8) for i in range(8)]
+    torch.manual_seed(0)
+    model = DictOutputs()
+    args = transformers.TrainingArguments(
+        output_dir=str(out), max_steps=48, per_device_train_batch_size=8, report_to=[], use_cpu=True,
+        logging_strategy="no", disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False, seed=0,
+        optim=optim, learning_rate=0.003 if "lion" in optim else 0.05, weight_decay=0.01, lr_scheduler_type="cosine",
+        **{"save_strategy": "no", **arguments},
+    )
+    return model, transformers.Trainer(model=model, args=args, train_dataset=rows)
+
+
+@pytest.mark.parametrize("optim", ["sgd", "lion_8bit"])
+def test_with_pdt_wraps_the_optimizer_the_trainer_builds_from_its_arguments(tmp_path, optim):
+    """The optimizer ``TrainingArguments(optim=...)`` names, its rate, its weight-decay groups and
+    the scheduler ``lr_scheduler_type`` names stay the Trainer's; PDT wraps that optimizer
+    before Accelerate prepares it, gets the model's losses, and takes the ``"auto"`` settings
+    of the optimizer the Trainer made (bitsandbytes' Lion in 8 bits for ``lion_8bit``)."""
+    transformers = pytest.importorskip("transformers")
+    if optim == "lion_8bit":
+        pytest.importorskip("bitsandbytes")
+    from pdt_compile.integrations.huggingface import with_pdt
+
+    model, trainer = _hf_trainer(transformers, tmp_path, optim)
+    assert with_pdt(trainer, runaway_factor=3.0, **PDT_OPTIONS) is trainer
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PDT's warning on Lion
+        trainer.train()
+    opt = trainer.optimizer.optimizer  # Accelerate's wrapper around PDT
+    assert isinstance(opt, pdt.PDT) and opt.schedule.steps == 48 and opt.stats.predictions >= 1
+    assert type(opt.optimizer).__name__ == ("SGD" if optim == "sgd" else "Lion")
+    assert [group["weight_decay"] for group in opt.param_groups] == [0.01, 0.0]  # the Trainer's decay groups
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-9)  # its cosine schedule ran to its end
+    assert len(opt.schedule.recent_losses) == min(48, RUNAWAY_WINDOW)  # the model's losses reached PDT
+    assert opt.config.saturation == (0.5 if optim == "lion_8bit" else None)
+
+
+def test_with_pdt_resumes_from_the_trainers_checkpoint_exactly(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from pdt_compile.integrations.huggingface import with_pdt
+
+    def run(out, resume=None, **arguments):
+        model, trainer = _hf_trainer(transformers, out, "adamw_torch", **arguments)
+        with_pdt(trainer, **PDT_OPTIONS).train(resume_from_checkpoint=resume)
+        return model, trainer.optimizer.optimizer
+
+    uninterrupted, reference = run(tmp_path / "a")
+    run(tmp_path / "b", save_strategy="steps", save_steps=20)
+    resumed, optimizer = run(tmp_path / "b", resume=str(tmp_path / "b" / "checkpoint-20"))
+    assert all(torch.equal(a, b) for a, b in zip(uninterrupted.parameters(), resumed.parameters()))
+    assert optimizer.stats.merges == reference.stats.merges >= 1 and optimizer.schedule.steps == 48
+
+
+def test_with_pdt_names_an_option_that_is_the_trainers():
+    transformers = pytest.importorskip("transformers")
+    from pdt_compile.integrations.huggingface import with_pdt
+
+    with pytest.raises(TypeError, match=r"with_pdt\(\.\.\.\): 'num_training_steps' is not a PDTConfig field; the Trainer's own"):
+        with_pdt(object(), snap_every=4, num_training_steps=10)
 
 
 class DictOutputs(torch.nn.Module):

@@ -1,4 +1,12 @@
-"""Hugging Face ``Trainer`` recipe: hand it a PDT optimizer and its scheduler.
+"""Hugging Face ``Trainer``: PDT on the optimizer the Trainer builds, or a recipe that hands it one.
+
+    trainer = with_pdt(Trainer(model=model, args=args, train_dataset=data), snap_every=200)
+    trainer.train()
+
+keeps everything the ``TrainingArguments`` choose (``optim=``, including bitsandbytes' and
+schedule-free optimizers, the learning rate, the weight-decay groups, ``lr_scheduler_type``)
+and wraps the optimizer the Trainer makes in PDT before Accelerate prepares it. Or build the
+optimizer yourself:
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5)
     trainer = Trainer(model=model, args=args, train_dataset=data,
@@ -52,6 +60,31 @@ def pdt_optimizers(
     else:
         scheduler = make_scheduler(wrapped, **scheduler_options)
     return wrapped, scheduler
+
+
+def with_pdt(trainer: Any, *, verify: Callable[[], Any] | None = None, **options: Any) -> Any:
+    """``trainer`` (a ``transformers.Trainer``), its optimizer wrapped in PDT when the Trainer
+    makes it (``create_optimizer``, before Accelerate prepares it and before the scheduler is
+    built on it), with ``options`` (``PDTConfig`` fields; ``snap_every`` at least) and
+    ``verify`` as for ``PDT(...)``. The losses of the model's outputs are reported to PDT
+    (:func:`report_losses_of`). Checkpoints the Trainer saves hold PDT's state, and
+    ``train(resume_from_checkpoint=...)`` restores it. Returns ``trainer``."""
+    unknown = sorted(set(options) - _PDT_FIELDS)
+    if unknown:
+        raise TypeError(f"with_pdt(...): {', '.join(map(repr, unknown))} "
+                        f"{'is not a PDTConfig field' if len(unknown) == 1 else 'are not PDTConfig fields'}; "
+                        "the Trainer's own settings go to its TrainingArguments")
+    make = trainer.create_optimizer
+
+    def create_optimizer(*args: Any, **kwargs: Any) -> torch.optim.Optimizer:
+        make(*args, **kwargs)
+        if not isinstance(trainer.optimizer, PDT):
+            trainer.optimizer = PDT(trainer.optimizer, verify=verify, **options)
+            report_losses_of(trainer.model, trainer.optimizer)
+        return trainer.optimizer
+
+    trainer.create_optimizer = create_optimizer
+    return trainer
 
 
 def report_losses_of(model: torch.nn.Module, optimizer: PDT) -> tuple[RemovableHandle, RemovableHandle]:
