@@ -135,6 +135,17 @@ _NO_ADAPTER = ("pytorch_optimizer.optimizer.schedulefree.ScheduleFreeWrapper",)
 """Classes outside those packages known to keep weights in their state, with no adapter."""
 
 
+WEIGHTS_ELSEWHERE = {
+    "torchao.optim.cpu_offload.CPUOffloadOptimizer": (
+        "steps a copy of the weights kept on the host and copies it onto the device weights after each step, so "
+        "every merge PDT made on the device would be overwritten at the next step; PDT cannot stack on it. To keep "
+        "optimizer state small on the device, wrap an optimizer with low-bit state instead (torchao's AdamW8bit or "
+        "AdamW4bit, bitsandbytes' AdamW8bit), and ring_location='host' keeps PDT's snapshots off the device"),
+}
+"""``module.qualname`` -> why PDT refuses an optimizer that keeps the weights it steps outside its
+state, where no adapter can move them with a merge."""
+
+
 def class_name(optimizer: object) -> str:
     cls = type(optimizer)
     return f"{cls.__module__}.{cls.__qualname__}"
@@ -183,6 +194,8 @@ def weight_space_keys(optimizer: object) -> tuple[str, ...]:
             f"PDT(optimizer=...): {type(optimizer).__name__} is not a torch.optim.Optimizer; wrap the "
             "schedule-free optimizer itself (e.g. schedulefree.AdamWScheduleFree) instead of a wrapper"
         )
+    if name in WEIGHTS_ELSEWHERE:
+        raise TypeError(f"PDT(optimizer=...): {type(optimizer).__name__} {WEIGHTS_ELSEWHERE[name]}")
     if name.split(".")[0] in _UNSAFE_PACKAGES or name in _NO_ADAPTER:
         raise TypeError(
             f"PDT(optimizer=...): {name} keeps weights in its state and PDT has no adapter for it, so a "

@@ -1009,3 +1009,13 @@ def test_bitsandbytes_lion_and_sgd_take_the_auto_settings_measured_on_their_upda
     resolved = _resolved(theirs)
     assert resolved == _resolved(ours)
     assert resolved[0] == 0.5 if "Lion" in form else resolved[4] == 20 or form.startswith("Lookahead")
+
+
+def test_pdt_refuses_torchaos_cpu_offload_optimizer_which_would_overwrite_every_merge():
+    """torchao's CPUOffloadOptimizer (CUDA only) steps host copies of the weights and copies them
+    back onto the device weights after each step: merges would vanish without a word. Stood in
+    for by an SGD of that name, as the class cannot be built without a GPU."""
+    offload = type("CPUOffloadOptimizer", (torch.optim.SGD,), {"__module__": "torchao.optim.cpu_offload"})
+    with pytest.raises(TypeError, match=r"PDT\(optimizer=...\): CPUOffloadOptimizer steps a copy of the weights kept on "
+                                        r"the host .* PDT cannot stack on it. .*AdamW8bit"):
+        pdt.PDT(offload(make_mlp().parameters(), lr=0.1), snap_every=4)
