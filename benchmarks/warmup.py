@@ -10,12 +10,17 @@ against the baseline's is how far a perturbation alone moves it.
 
     python -m benchmarks.warmup [--only 'char transformer'] [--seeds 3]
     python -m benchmarks.warmup --only ViT --seeds 10 --lr 0.008 --nudged   # the rate of the runs of 2026-12-05
+    python -m benchmarks.warmup --only ViT --seeds 10 --lr 0.008 --variants 'radial keep'   # PDT variants beside
+
+``--variants``: PDT's variants of ``benchmarks.variants`` whose names contain one of the
+comma-separated texts, each one more method in the same lock-step.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import statistics
 from typing import Callable
 
@@ -53,6 +58,27 @@ def per_seed(runs: dict[str, list[Run]], first_seed: int = 0) -> str:
     return "\n".join(lines)
 
 
+def warmup_methods(name: str, snap_every: int, nudged: bool = False, variants: str = "") -> dict[str, Callable]:
+    """The runs of task ``name``: the baseline, PDT's defaults, with ``nudged`` the nudged
+    control, and the PDT variants of ``benchmarks.variants`` whose names contain one of the
+    comma-separated ``variants`` (those that wrap the optimizer; one that changes the run raises)."""
+    methods = {BASELINE: lambda opt: opt, PDT_DEFAULT: lambda opt: pdt.PDT(opt, snap_every=snap_every)}
+    if nudged:
+        methods[NUDGED] = lambda opt: Nudge(opt, snap_every=snap_every)
+    texts = [text for text in variants.split(",") if text]
+    if texts:
+        from .variants import VARIANTS, wrap_of  # variants imports what imports this module
+
+        task = task_suite(quick=False)[name][0]
+        for variant, fields in VARIANTS.items():
+            if variant == "default" or not any(text in variant for text in texts):
+                continue
+            if {"stop_at", "lr_scale"} & set(fields):
+                raise SystemExit(f"--variants: {variant!r} changes the run, not the wrapper; use benchmarks.variants")
+            methods[f"PDT, {variant}"] = wrap_of(task, snap_every, fields)
+    return methods
+
+
 def on_schedule(name: str, schedule: str, methods: Callable[[int], dict[str, Callable]], seeds: int,
                 lr: float | None = None, first_seed: int = 0,
                 peer: str | None = None) -> tuple[Task, int, float, list, dict[str, list[Run]]]:
@@ -78,23 +104,22 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=None, help="train at this rate instead of tuning one")
     parser.add_argument("--nudged", action="store_true", help="add the baseline nudged by a millionth (a control)")
+    parser.add_argument("--variants", default="", help="comma-separated texts: add the PDT variants of "
+                                                       "benchmarks.variants whose name contains one")
     args = parser.parse_args()
     torch.set_num_threads(1)
     sections = []
     for name in (n for n in TASKS if args.only in n):
-        def methods(snap_every: int) -> dict[str, Callable]:
-            chosen = {BASELINE: lambda opt: opt, PDT_DEFAULT: lambda opt: pdt.PDT(opt, snap_every=snap_every)}
-            if args.nudged:
-                chosen[NUDGED] = lambda opt: Nudge(opt, snap_every=snap_every)
-            return chosen
-
+        methods = functools.partial(warmup_methods, name, nudged=args.nudged, variants=args.variants)
         task, snap_every, lr, sweep, runs = on_schedule(name, "warmup-cosine", methods, args.seeds, args.lr,
                                                         args.first_seed)
         sections.append(summarise(f"{name}: warmup then cosine", runs, lr, sweep, snap_every, task) + "\n\n"
                         + per_seed(runs, args.first_seed))
         print(sections[-1], flush=True)
     title = run_title("Time to baseline under a warmup then cosine schedule (benchmarks/warmup.py)", args.only,
-                      args.seeds, args.first_seed, args.lr, ("with a nudged baseline",) if args.nudged else ())
+                      args.seeds, args.first_seed, args.lr,
+                      (("with a nudged baseline",) if args.nudged else ())
+                      + ((f"variants matching {args.variants!r}",) if args.variants else ()))
     write_section(title, "\n\n".join(sections))
 
 

@@ -1365,3 +1365,17 @@ def test_a_variant_with_saturation_none_turns_pdts_filter_off_and_one_with_a_bar
     assert wrap_of(task, 10, {})(lion()).config.saturation == 0.5  # "auto" on Lion
     assert wrap_of(task, 10, {"saturation": None})(lion()).config.saturation is None
     assert type(wrap_of(task, 10, {"saturation": 0.3})(lion())) is SaturationPDT
+
+
+def test_warmup_runs_the_baseline_pdt_the_control_and_the_variants_named():
+    from benchmarks.warmup import BASELINE, NUDGED, PDT_DEFAULT, warmup_methods
+
+    methods = warmup_methods("mnist1d ViT / AdamW", 10, nudged=True, variants="radial keep")
+    [variant] = [name for name in methods if name.startswith("PDT, radial keep")]
+    assert list(methods) == [BASELINE, PDT_DEFAULT, NUDGED, variant]
+    model = torch.nn.Linear(4, 2)
+    assert methods[variant](torch.optim.AdamW(model.parameters())).config.radial == "keep"
+    assert methods[PDT_DEFAULT](torch.optim.AdamW(model.parameters())).config.radial == "auto"
+    assert list(warmup_methods("mnist1d ViT / AdamW", 10)) == [BASELINE, PDT_DEFAULT]
+    with pytest.raises(SystemExit, match="changes the run, not the wrapper"):
+        warmup_methods("mnist1d ViT / AdamW", 10, variants="first half")
