@@ -258,9 +258,9 @@ def stacking_warning(optimizer: object) -> str | None:
     package, name = type(optimizer).__module__.split(".")[0], type(optimizer).__qualname__
     if (package, name) in WRAP_FIRST:
         return f"PDT on {name}: {WRAP_FIRST[(package, name)]}"
-    rule = update_rule(optimizer)
-    measured = MEASURED_UNSAFE.get((package, name), MEASURED_UNSAFE.get((package, None),
-                                   MEASURED_UNSAFE.get((rule.split(".")[0], rule.rsplit(".", 1)[-1]))))
+    rule = update_rule(optimizer)  # bitsandbytes' Lion warns as the Lion it steps as
+    keys = ((package, name), (package, None), (rule.split(".")[0], rule.rsplit(".", 1)[-1]))
+    measured = next((MEASURED_UNSAFE[key] for key in keys if key in MEASURED_UNSAFE), None)
     return None if measured is None else f"PDT on {name}: {measured}"
 
 
@@ -587,7 +587,8 @@ def coupled_decay(optimizer: object, params: Sequence[Tensor]) -> list[bool]:
     ``optimizer`` or one it wraps) decays it through its gradient (a param group's
     ``weight_decay`` > 0): where ``PDTConfig.radial="auto"`` undoes the inward radial part of
     jumps, as measured (benchmarks/FINDINGS.md, "Merges on a converged plateau")."""
-    return _decayed(optimizer, params, lambda inner, group: isinstance(inner, COUPLED_DECAY) or update_rule(inner) == SGD_NAME)
+    return _decayed(optimizer, params,
+                    lambda inner, group: isinstance(inner, COUPLED_DECAY) or update_rule(inner) == SGD_NAME)
 
 
 DECOUPLABLE = (Adam, NAdam, RAdam)

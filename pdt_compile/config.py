@@ -179,7 +179,8 @@ class PDTConfig:
     its steps is the per-element noise estimate it gives for free, as Adam's moments are
     Adam's (``moment_ratio``; Lion keeps no second moment). At every learning rate.
     ``"auto"`` (default): 0.5 on :data:`pdt_compile.adapters.SIGN_STEPPED` (pytorch-optimizer's
-    Lion, and bitsandbytes', 8-bit or not: :data:`pdt_compile.adapters.SAME_UPDATE`), else off; ``None``: off. Measured (``python -m benchmarks.variants --optimizer lion
+    Lion, and bitsandbytes', 8-bit or not: :data:`pdt_compile.adapters.SAME_UPDATE`), else off;
+    ``None``: off. Measured (``python -m benchmarks.variants --optimizer lion
     --variants saturation``, 2026-12-04; benchmarks/FINDINGS.md, "Lion: no second moment, a
     warning"): on a mnist1d ViT under cosine at lr 8e-4 it took three seeds that never reached
     plain Lion's final loss to three that did, but at lr 4e-4 lost two of three that did; at a
@@ -218,8 +219,8 @@ class PDTConfig:
     (:func:`pdt_compile.radial.radial_part`). ``"keep"`` merges it as predicted; ``"inward"``
     takes it back, from the weights, the snapshots and what moves with them, where it shrinks
     the tensor; ``"undo"`` takes it back always; ``"auto"`` (default): ``"inward"`` on the
-    parameters ``torch.optim.SGD`` (or bitsandbytes' SGD) or ``RMSprop`` decays through their gradient (weight decay > 0,
-    :func:`pdt_compile.adapters.coupled_decay`), and on those ``torch.optim.AdamW`` or ``Muon``
+    parameters ``torch.optim.SGD`` (or bitsandbytes' SGD) or ``RMSprop`` decays through their
+    gradient (weight decay > 0, :func:`pdt_compile.adapters.coupled_decay`), and on those ``torch.optim.AdamW`` or ``Muon``
     (torchao's and bitsandbytes' AdamW, or Adam, NAdam, RAdam with ``decoupled_weight_decay=True``)
     decays apart from it
     (:func:`pdt_compile.adapters.decoupled_decay`) while the learning rate decays (below its
