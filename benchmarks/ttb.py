@@ -42,8 +42,8 @@ from torch.optim import Optimizer
 
 import pdt_compile as pdt
 from pdt_compile import tasks
-from pdt_compile.experiment import (LOSS_FLOOR, Run, Task, Training, build_optimizer, loss_target, needs_model, speedup,
-                                    train, train_in_lockstep, verification_loss)
+from pdt_compile.experiment import (LOSS_FLOOR, Run, Task, Training, build_optimizer, loss_target, needs_model,
+                                    schedule_free, speedup, train, train_in_lockstep, verification_loss)
 
 from .controls import LinearExtrapolation
 from .low_bit import bitsandbytes_adamw8bit
@@ -121,15 +121,9 @@ def peers(name: str, task: Task) -> dict[str, Callable]:
     where installed, bitsandbytes' 8-bit AdamW (what users pick to save memory).
     Peer name -> make_optimizer(params, lr), or (Muon) make_optimizer(model, lr)."""
     import pytorch_optimizer as po
-    import schedulefree
 
-    warmup = task.steps_per_epoch
-    if "AdamW" in name:
-        schedule_free = lambda params, lr: schedulefree.AdamWScheduleFree(params, lr=lr, warmup_steps=warmup)
-    else:
-        schedule_free = lambda params, lr: schedulefree.SGDScheduleFree(params, lr=lr, momentum=0.9, warmup_steps=warmup)
     out = {
-        "schedule-free": schedule_free,
+        "schedule-free": schedule_free(task, adamw="AdamW" in name),
         "Lookahead (k=5, alpha=0.5)": lambda params, lr: po.Lookahead(task.make_optimizer(params, lr), k=5, alpha=0.5),
     }
     if "AdamW" in name:

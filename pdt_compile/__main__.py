@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from . import PDT, PDTConfig, tasks
-from .experiment import Run, Task, Training, speedup, train_in_lockstep
+from .experiment import Run, Task, Training, schedule_free, speedup, train_in_lockstep
 
 
 @dataclass(frozen=True)
@@ -27,18 +27,26 @@ class DemoTask:
     optimizer: str
     rates: dict[str, float]
     better: str  # the schedule whose tuned baseline reached the lower final loss
+    schedule_free_rate: float  # the schedule-free optimizer's rate, tuned as python -m benchmarks.ttb --peers tunes it
 
 
 DEMO_TASKS = {
-    "digits": DemoTask(lambda: tasks.digits_mlp(steps=1800), None, "SGD", {"constant": 0.8, "cosine": 0.8}, "constant"),
+    "digits": DemoTask(lambda: tasks.digits_mlp(steps=1800), None, "SGD", {"constant": 0.8, "cosine": 0.8}, "constant",
+                       6.4),
     "cnn": DemoTask(lambda: tasks.mnist1d_cnn(steps=2400), None, "SGD-momentum", {"constant": 0.05, "cosine": 0.2},
-                    "cosine"),
-    "vit": DemoTask(lambda: tasks.mnist1d_vit(epochs=60), None, "AdamW", {"constant": 5e-4, "cosine": 2e-3}, "cosine"),
+                    "cosine", 1.6),
+    "vit": DemoTask(lambda: tasks.mnist1d_vit(epochs=60), None, "AdamW", {"constant": 5e-4, "cosine": 2e-3}, "cosine",
+                    0.004),
     "chars": DemoTask(lambda: tasks.char_transformer(steps=1000), 30, "AdamW", {"constant": 6e-3, "cosine": 0.012},
-                      "cosine"),
+                      "cosine", 0.024),
 }
 """``demo --task``: the digits MLP (seconds), the mnist1d CNN and vision transformer and the
-character transformer (a few minutes each on one core); all their data ships with packages."""
+character transformer (a few minutes each on one core); all their data ships with packages.
+Schedule-free rates: the runs of ``python -m benchmarks.ttb --peers`` at d7fae86 (Intel Xeon;
+digits, the character transformer) and 8169c2c (AMD EPYC; the CNN, the ViT)."""
+
+SCHEDULE_FREE = "schedule-free"
+"""``demo --optimizer``: the task's schedule-free counterpart (:func:`~pdt_compile.experiment.schedule_free`)."""
 
 
 def _format_target(baseline: Run, run: Run, metric: str) -> str:
@@ -56,14 +64,23 @@ def demo(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     chosen = DEMO_TASKS[args.task]
-    schedule = args.schedule or chosen.better
-    lr = args.lr if args.lr is not None else chosen.rates[schedule]
+    free = args.optimizer == SCHEDULE_FREE
+    if free and args.schedule not in (None, "constant"):
+        raise SystemExit(f"demo: --schedule {args.schedule} with --optimizer {SCHEDULE_FREE}: a schedule-free "
+                         "optimizer takes no schedule; leave --schedule out")
+    schedule = "constant" if free else args.schedule or chosen.better
+    lr = args.lr if args.lr is not None else chosen.schedule_free_rate if free else chosen.rates[schedule]
     task = chosen.make()
     task = dataclasses.replace(task, schedule=schedule, steps=args.steps or task.steps)
+    optimizer_name = chosen.optimizer
+    if free:
+        adamw = chosen.optimizer == "AdamW"
+        task = dataclasses.replace(task, make_optimizer=schedule_free(task, adamw))
+        optimizer_name = f"schedule-free {'AdamW' if adamw else 'SGD'}"
     snap_every = chosen.snap_every or task.steps_per_epoch
     config = PDTConfig.paper(snap_every) if args.paper else PDTConfig(snap_every=snap_every)
-    baseline_name = f"{chosen.optimizer} (baseline)"
-    label = f"{chosen.optimizer} + PDT" + (" (paper config)" if args.paper else "")
+    baseline_name = f"{optimizer_name} (baseline)"
+    label = f"{optimizer_name} + PDT" + (" (paper config)" if args.paper else "")
     methods = {baseline_name: lambda opt: opt, label: lambda opt: PDT(opt, config)}
     trainings = [Training(task, wrap, seed=args.seed, method=name, lr=lr) for name, wrap in methods.items()]
     with tqdm(total=task.steps * len(methods), desc="training", unit="step") as bar:
@@ -72,16 +89,19 @@ def demo(args: argparse.Namespace) -> int:
     optimizer = results[-1][1]
     baseline = runs[baseline_name]
     tuned = "given with --lr" if args.lr is not None else (
+        "its rate tuned by python -m benchmarks.ttb --peers (RESULTS.md, runs at d7fae86 and 8169c2c)" if free else
         f"the tuned {schedule} rate of python -m benchmarks.ttb --core (RESULTS.md, runs at 391c9d1 on an Intel Xeon "
         "and f7ccfe3 on an AMD EPYC)")
-    print(f"\n{task.name}, {chosen.optimizer}, {schedule} schedule, lr {lr:g} ({tuned}), batch {task.batch_size}, "
+    print(f"\n{task.name}, {optimizer_name}, {schedule} schedule, lr {lr:g} ({tuned}), batch {task.batch_size}, "
           f"{task.steps} steps, snapshot every {snap_every} steps, seed {args.seed}\n")
-    header = f"{'method':26s} {'to baseline final loss':>24s} {'to best test acc':>22s} {'final loss':>10s} {'final acc':>9s} {'mask':>6s}"
+    width = max(26, *(len(name) for name in runs))
+    header = (f"{'method':{width}s} {'to baseline final loss':>24s} {'to best test acc':>22s} {'final loss':>10s} "
+              f"{'final acc':>9s} {'mask':>6s}")
     print(header)
     print("-" * len(header))
     for name, run in runs.items():
         mask = f"{run.mask_ratio[-1][1]:.3f}" if run.mask_ratio else "-"
-        print(f"{name:26s} {_format_target(baseline, run, 'loss'):>24s} {_format_target(baseline, run, 'accuracy'):>22s} "
+        print(f"{name:{width}s} {_format_target(baseline, run, 'loss'):>24s} {_format_target(baseline, run, 'accuracy'):>22s} "
               f"{run.final_loss:10.4f} {run.test_accuracy[-1]:9.3f} {mask:>6s}")
     pdt_run = runs[label]
     steps_x, time_x = speedup(baseline, pdt_run)
@@ -143,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.add_argument("--schedule", choices=("constant", "cosine"), default=None,
                              help="the learning-rate schedule (per step, cosine to zero); default: the one whose tuned "
                              "baseline reached the lower loss on the task")
+    demo_parser.add_argument("--optimizer", choices=("task", SCHEDULE_FREE), default="task",
+                             help="task: the task's own optimizer (above); schedule-free: the schedulefree package's "
+                             "SGD (momentum 0.9) or AdamW in its place, what a user might pick instead, alone and "
+                             "with PDT stacked on it (no schedule)")
     demo_parser.add_argument("--lr", type=float, default=None, help="the learning rate (default: the tuned one)")
     demo_parser.add_argument("--steps", type=int, default=None, help="default: the task's budget in the suite")
     demo_parser.add_argument("--seed", type=int, default=0)

@@ -31,6 +31,18 @@ def needs_model(wrap: Callable[[Optimizer, nn.Module], Optimizer]) -> Wrap:
     return wrap  # type: ignore[return-value]
 
 
+def schedule_free(task: "Task", adamw: bool) -> Callable[..., Optimizer]:
+    """``make_optimizer(params, lr)`` of the schedule-free optimizer a user would pick instead
+    of ``task``'s (the ``schedulefree`` package): its AdamW variant in place of AdamW
+    (``adamw``), else its SGD with momentum 0.9; one epoch of warmup, as that package advises."""
+    import schedulefree
+
+    warmup = task.steps_per_epoch
+    if adamw:
+        return lambda params, lr: schedulefree.AdamWScheduleFree(params, lr=lr, warmup_steps=warmup)
+    return lambda params, lr: schedulefree.SGDScheduleFree(params, lr=lr, momentum=0.9, warmup_steps=warmup)
+
+
 def build_optimizer(task: "Task", model: nn.Module, lr: float) -> Optimizer:
     """``task``'s optimizer over ``model``'s parameters at ``lr``."""
     make = task.make_optimizer

@@ -28,6 +28,16 @@ def test_demo_trains_a_transformer_at_its_tuned_rate(tmp_path):
     assert "constant schedule, lr 0.0005 (the tuned constant rate" in out and "snapshot every 40 steps" in out
 
 
+def test_demo_stacks_pdt_on_the_schedule_free_optimizer_a_user_would_pick_instead(tmp_path):
+    pytest.importorskip("schedulefree")
+    out = run("-m", "pdt_compile", "demo", "--optimizer", "schedule-free", "--steps", "300", "--out", str(tmp_path / "sf.png"))
+    assert "schedule-free SGD (baseline)" in out and "schedule-free SGD + PDT" in out
+    assert "constant schedule, lr 6.4 (its rate tuned by python -m benchmarks.ttb --peers" in out
+    failed = subprocess.run([sys.executable, "-m", "pdt_compile", "demo", "--optimizer", "schedule-free", "--schedule",
+                             "cosine"], capture_output=True, text=True, timeout=600)
+    assert failed.returncode != 0 and "a schedule-free optimizer takes no schedule; leave --schedule out" in failed.stderr
+
+
 def test_explain_shows_the_tagged_nodes():
     out = run("-m", "pdt_compile", "explain")
     assert "[snapshot]" in out and "[predict]" in out and "[merge]" in out
