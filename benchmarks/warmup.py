@@ -45,15 +45,18 @@ NUDGED = "baseline nudged by 1e-6 where PDT would predict (a control)"
 def per_seed(runs: dict[str, list[Run]], first_seed: int = 0) -> str:
     """Each seed's runs against its own baseline (the first method;
     :func:`benchmarks.rate_drop.per_seed`), then each method's final test accuracy minus the
-    baseline's, seed by seed, so that PDT's differences stand beside the control's."""
+    baseline's, seed by seed, so that PDT's differences stand beside the control's, with their
+    mean and its standard error: whether a shift is larger than the seeds' spread."""
     from .rate_drop import per_seed as seed_lines  # rate_drop imports this module
 
     baselines = next(iter(runs.values()))
     lines = [seed_lines(runs, first_seed)]
     for method, method_runs in list(runs.items())[1:]:
         gaps = [(run.test_accuracy[-1] - base.test_accuracy[-1]) * 100 for base, run in zip(baselines, method_runs)]
+        spread = f" ± {statistics.stdev(gaps) / len(gaps) ** 0.5:.2f}" if len(gaps) > 1 else ""
         lines.append(f"- {method}, test accuracy minus the baseline's per seed (points): "
                      + ", ".join(f"{gap:+.1f}" for gap in gaps) + f"; median {statistics.median(gaps):+.2f}; "
+                     + f"mean {statistics.fmean(gaps):+.2f}{spread} (standard error); "
                      + f"{sum(gap < -0.5 for gap in gaps)} of {len(gaps)} below -0.5")
     return "\n".join(lines)
 

@@ -1350,8 +1350,10 @@ def test_warmup_per_seed_sets_each_method_beside_the_baseline() -> None:
     assert "- seed 3 (baseline final training loss 0.5, test accuracy 90.0 %): pdt: 2.00x in steps, 2.00x in wall time" in text
     assert "- seed 4 (baseline final training loss 0.5, test accuracy 80.0 %): pdt: never" in text
     assert "nudged: 1.00x in steps" in text
-    assert "- pdt, test accuracy minus the baseline's per seed (points): -2.0, +1.0; median -0.50; 1 of 2 below -0.5" in text
-    assert "- nudged, test accuracy minus the baseline's per seed (points): +0.4, -1.0; median -0.30; 1 of 2 below -0.5" in text
+    assert ("- pdt, test accuracy minus the baseline's per seed (points): -2.0, +1.0; median -0.50; "
+            "mean -0.50 ± 1.50 (standard error); 1 of 2 below -0.5") in text
+    assert ("- nudged, test accuracy minus the baseline's per seed (points): +0.4, -1.0; median -0.30; "
+            "mean -0.30 ± 0.70 (standard error); 1 of 2 below -0.5") in text
 
 
 def test_a_variant_with_saturation_none_turns_pdts_filter_off_and_one_with_a_bar_runs_the_probe():
