@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 
 import pdt_compile as pdt
+from pdt_compile import tasks
 from pdt_compile.experiment import Run, Task
 
 from .controls import Nudge
@@ -84,13 +85,21 @@ def warmup_methods(name: str, snap_every: int, nudged: bool = False, variants: s
 
 def on_schedule(name: str, schedule: str, methods: Callable[[int], dict[str, Callable]], seeds: int,
                 lr: float | None = None, first_seed: int = 0,
-                peer: str | None = None) -> tuple[Task, int, float, list, dict[str, list[Run]]]:
+                peer: str | None = None,
+                test_samples: int | None = None) -> tuple[Task, int, float, list, dict[str, list[Run]]]:
     """The suite's task ``name`` on ``schedule``, with its optimizer or the peer whose name
     contains ``peer`` (:func:`benchmarks.ttb.peers`): that optimizer's rate tuned there (unless
     ``lr`` is given), then ``methods(snap_every)`` (the baseline first) in lock-step, seed by
-    seed. Returns the task, its snapshot interval, the rate, the sweep and the runs."""
+    seed. ``test_samples``: test accuracy on that many mnist1d samples generated apart
+    (:func:`pdt_compile.tasks.mnist1d_test_set`) instead of the standard 1000. Returns the task,
+    its snapshot interval, the rate, the sweep and the runs."""
     base, snap_every = task_suite(quick=False)[name]
     task = dataclasses.replace(base, schedule=schedule)
+    if test_samples is not None:
+        if not name.startswith("mnist1d"):
+            raise SystemExit(f"--test-samples: {name} is not an mnist1d task, whose generator makes more test samples")
+        test_x, test_y = tasks.mnist1d_test_set(test_samples)
+        task = dataclasses.replace(task, test_x=test_x, test_y=test_y)
     if peer is not None:
         chosen = [make for key, make in peers(name, task).items() if peer in key]
         if len(chosen) != 1:
@@ -109,20 +118,24 @@ def main() -> None:
     parser.add_argument("--nudged", action="store_true", help="add the baseline nudged by a millionth (a control)")
     parser.add_argument("--variants", default="", help="comma-separated texts: add the PDT variants of "
                                                        "benchmarks.variants whose name contains one")
+    parser.add_argument("--test-samples", type=int, default=None,
+                        help="measure test accuracy on this many mnist1d samples generated apart (the ViT) instead of "
+                             "the standard 1000, to resolve smaller differences")
     args = parser.parse_args()
     torch.set_num_threads(1)
     sections = []
     for name in (n for n in TASKS if args.only in n):
         methods = functools.partial(warmup_methods, name, nudged=args.nudged, variants=args.variants)
         task, snap_every, lr, sweep, runs = on_schedule(name, "warmup-cosine", methods, args.seeds, args.lr,
-                                                        args.first_seed)
+                                                        args.first_seed, test_samples=args.test_samples)
         sections.append(summarise(f"{name}: warmup then cosine", runs, lr, sweep, snap_every, task) + "\n\n"
                         + per_seed(runs, args.first_seed))
         print(sections[-1], flush=True)
     title = run_title("Time to baseline under a warmup then cosine schedule (benchmarks/warmup.py)", args.only,
                       args.seeds, args.first_seed, args.lr,
                       (("with a nudged baseline",) if args.nudged else ())
-                      + ((f"variants matching {args.variants!r}",) if args.variants else ()))
+                      + ((f"variants matching {args.variants!r}",) if args.variants else ())
+                      + ((f"test accuracy on {args.test_samples} samples",) if args.test_samples else ()))
     write_section(title, "\n\n".join(sections))
 
 

@@ -3,6 +3,7 @@
 - ``digits``: MLP on scikit-learn's 8x8 digits (in the wheel), SGD.
 - ``mnist1d``: small 1-D CNN on mnist1d's generated data set, SGD with momentum.
 - ``mnist1d_vit``: small vision transformer on mnist1d (1-D patches), AdamW.
+- ``mnist1d_test_set``: more mnist1d test samples than the standard 1000.
 - ``chars``: a small character-level transformer on English text (``pydoc_data.topics``,
   shipped with every CPython; or a text file such as tinyshakespeare), AdamW.
 """
@@ -13,6 +14,7 @@ import math
 import random
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -64,14 +66,36 @@ def mnist1d_cnn(steps: int = 3000, lr: float = 0.05, batch_size: int = 100) -> T
     )
 
 
-def _mnist1d() -> dict:
+def _mnist1d(**changes: object) -> dict:
     from mnist1d.data import get_dataset_args, make_dataset
 
-    py_state, np_state = random.getstate(), __import__("numpy").random.get_state()
-    data = make_dataset(get_dataset_args())  # reseeds the global RNGs: restore them
+    args = get_dataset_args()
+    for key, value in changes.items():
+        setattr(args, key, value)
+    py_state, np_state = random.getstate(), np.random.get_state()
+    data = make_dataset(args)  # reseeds the global RNGs: restore them
     random.setstate(py_state)
-    __import__("numpy").random.set_state(np_state)
+    np.random.set_state(np_state)
     return data
+
+
+MNIST1D_SEED = 42
+"""The seed of mnist1d's standard data set (``get_dataset_args()``), which the tasks train and test on."""
+
+
+def mnist1d_test_set(samples: int, seed: int = MNIST1D_SEED + 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``samples`` further mnist1d signals and labels, from the same generator as the standard
+    set (its templates, noise and shifts) under another ``seed``: a test set larger than the
+    standard 1000, for differences in test accuracy that 1000 samples cannot resolve."""
+    if samples < 1:
+        raise ValueError(f"mnist1d_test_set: samples={samples} must be at least 1")
+    if seed == MNIST1D_SEED:
+        raise ValueError(f"mnist1d_test_set: seed={seed} is the standard set's, whose samples the tasks train on; "
+                         "use another seed")
+    data = _mnist1d(num_samples=samples, train_split=0.5, seed=seed)
+    x = torch.tensor(np.concatenate([data["x"], data["x_test"]]), dtype=torch.float32)
+    y = torch.tensor(np.concatenate([data["y"], data["y_test"]]))
+    return x[:samples], y[:samples]
 
 
 class PatchTransformer(nn.Module):

@@ -1381,3 +1381,14 @@ def test_warmup_runs_the_baseline_pdt_the_control_and_the_variants_named():
     assert list(warmup_methods("mnist1d ViT / AdamW", 10)) == [BASELINE, PDT_DEFAULT]
     with pytest.raises(SystemExit, match="changes the run, not the wrapper"):
         warmup_methods("mnist1d ViT / AdamW", 10, variants="first half")
+
+
+def test_warmup_measures_accuracy_on_more_mnist1d_samples_only_where_the_generator_makes_them(monkeypatch):
+    from benchmarks import warmup
+
+    with pytest.raises(SystemExit, match="--test-samples: char transformer / AdamW is not an mnist1d task"):
+        warmup.on_schedule("char transformer / AdamW", "warmup-cosine", lambda snap_every: {}, 1, lr=0.01, test_samples=100)
+    monkeypatch.setattr(warmup, "seed_major", lambda task, *rest: {})  # the task it would train, not the training
+    task, *_ = warmup.on_schedule("mnist1d ViT / AdamW", "warmup-cosine", lambda snap_every: {}, 1, lr=0.01,
+                                  test_samples=300)
+    assert task.test_x.shape == (300, 40) and torch.equal(task.test_y, tasks.mnist1d_test_set(300)[1])

@@ -94,3 +94,19 @@ def test_an_evaluation_with_batchnorm_batches_reads_a_recomputed_copy_and_leaves
     reference = copy.deepcopy(model)
     torch.optim.swa_utils.update_bn([task.train_x[i * task.batch_size:(i + 1) * task.batch_size] for i in range(3)], reference)
     assert recomputed == evaluate(dataclasses.replace(task, batchnorm_batches=0), reference) != stale
+
+
+def test_a_larger_mnist1d_test_set_is_balanced_apart_from_the_training_set_and_the_same_each_time():
+    pytest.importorskip("mnist1d")
+    x, y = tasks.mnist1d_test_set(2000)
+    assert x.shape == (2000, 40) and x.dtype == torch.float32 and y.shape == (2000,)
+    assert y.bincount(minlength=10).tolist() == [200] * 10
+    task = tasks.mnist1d_vit(epochs=1)
+    assert torch.cdist(x, task.train_x).min() > 0.1 and torch.cdist(x, task.test_x).min() > 0.1  # none repeated
+    again_x, again_y = tasks.mnist1d_test_set(2000)
+    assert torch.equal(x, again_x) and torch.equal(y, again_y)
+    assert not torch.equal(tasks.mnist1d_test_set(2000, seed=7)[0], x)
+    with pytest.raises(ValueError, match="seed=42 is the standard set's"):
+        tasks.mnist1d_test_set(100, seed=42)
+    with pytest.raises(ValueError, match="samples=0 must be at least 1"):
+        tasks.mnist1d_test_set(0)
