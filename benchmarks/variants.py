@@ -132,6 +132,10 @@ RUN_FIELDS = ("verify", "stop_at", "tangential", "lr_scale", "progress_hold", "i
               "saturation", "first_moment", "forget_only")
 """Variant fields that set how a run is made, not PDTConfig fields."""
 
+BEYOND_THE_WRAPPER = ("stop_at", "lr_scale")
+"""Of :data:`RUN_FIELDS`, those :func:`run_variant` acts on outside :func:`wrap_of` (when predictions
+stop, the rate trained at): a benchmark that takes only the wrapper cannot run them."""
+
 
 def wrap_of(task: Task, snap_every: int, fields: dict) -> Wrap:
     """How a variant wraps the task's optimizer."""

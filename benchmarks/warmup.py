@@ -71,13 +71,13 @@ def warmup_methods(name: str, snap_every: int, nudged: bool = False, variants: s
         methods[NUDGED] = lambda opt: Nudge(opt, snap_every=snap_every)
     texts = [text for text in variants.split(",") if text]
     if texts:
-        from .variants import VARIANTS, wrap_of  # variants imports what imports this module
+        from .variants import BEYOND_THE_WRAPPER, VARIANTS, wrap_of  # variants imports what imports this module
 
         task = task_suite(quick=False)[name][0]
         for variant, fields in VARIANTS.items():
             if variant == "default" or not any(text in variant for text in texts):
                 continue
-            if {"stop_at", "lr_scale"} & set(fields):
+            if set(BEYOND_THE_WRAPPER) & set(fields):
                 raise SystemExit(f"--variants: {variant!r} changes the run, not the wrapper; use benchmarks.variants")
             methods[f"PDT, {variant}"] = wrap_of(task, snap_every, fields)
     return methods

@@ -220,7 +220,8 @@ class PDTConfig:
     takes it back, from the weights, the snapshots and what moves with them, where it shrinks
     the tensor; ``"undo"`` takes it back always; ``"auto"`` (default): ``"inward"`` on the
     parameters ``torch.optim.SGD`` (or bitsandbytes' SGD) or ``RMSprop`` decays through their
-    gradient (weight decay > 0, :func:`pdt_compile.adapters.coupled_decay`), and on those ``torch.optim.AdamW`` or ``Muon``
+    gradient (weight decay > 0, :func:`pdt_compile.adapters.coupled_decay`), and on those
+    ``torch.optim.AdamW`` or ``Muon``
     (torchao's and bitsandbytes' AdamW, or Adam, NAdam, RAdam with ``decoupled_weight_decay=True``)
     decays apart from it
     (:func:`pdt_compile.adapters.decoupled_decay`) while the learning rate decays (below its
