@@ -25,7 +25,7 @@ from pdt_compile.experiment import EXPONENTIAL_END, RESTART_CYCLES, STEP_FACTOR,
 
 from .rate_drop import per_seed
 from .report import run_title, write_section
-from .ttb import summarise
+from .ttb import add_test_samples_argument, summarise
 from .warmup import on_schedule
 
 TASKS = ("digits MLP / SGD", "mnist1d CNN / SGD-momentum", "digits MLP / LAMB", "mnist1d ViT / AdamW",
@@ -59,9 +59,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed, first-seed + 1, ...")
     parser.add_argument("--lr", type=float, default=None, help="train at this rate instead of tuning one")
-    parser.add_argument("--test-samples", type=int, default=None,
-                        help="measure test accuracy on this many mnist1d samples generated apart (mnist1d tasks) "
-                             "instead of the standard 1000, to resolve smaller differences")
+    add_test_samples_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(1)
     schedules = args.schedule or list(SCHEDULES)

@@ -27,12 +27,12 @@ from typing import Callable
 import torch
 
 import pdt_compile as pdt
-from pdt_compile import tasks
 from pdt_compile.experiment import Run, Task
 
 from .controls import Nudge
 from .report import run_title, write_section
-from .ttb import peers, seed_major, summarise, sweep_factors, task_suite, tune_lr
+from .ttb import (add_test_samples_argument, on_test_samples, peers, seed_major, summarise, sweep_factors, task_suite,
+                  tune_lr)
 
 TASKS = ("char transformer / AdamW", "mnist1d ViT / AdamW")
 """The AdamW transformers (issue 11's tasks)."""
@@ -95,11 +95,9 @@ def on_schedule(name: str, schedule: str, methods: Callable[[int], dict[str, Cal
     its snapshot interval, the rate, the sweep and the runs."""
     base, snap_every = task_suite(quick=False)[name]
     task = dataclasses.replace(base, schedule=schedule)
-    if test_samples is not None:
-        if not name.startswith("mnist1d"):
-            raise SystemExit(f"--test-samples: {name} is not an mnist1d task, whose generator makes more test samples")
-        test_x, test_y = tasks.mnist1d_test_set(test_samples)
-        task = dataclasses.replace(task, test_x=test_x, test_y=test_y)
+    if test_samples is not None and not name.startswith("mnist1d"):
+        raise SystemExit(f"--test-samples: {name} is not an mnist1d task, whose generator makes more test samples")
+    task = on_test_samples(name, task, test_samples)
     if peer is not None:
         chosen = [make for key, make in peers(name, task).items() if peer in key]
         if len(chosen) != 1:
@@ -118,9 +116,7 @@ def main() -> None:
     parser.add_argument("--nudged", action="store_true", help="add the baseline nudged by a millionth (a control)")
     parser.add_argument("--variants", default="", help="comma-separated texts: add the PDT variants of "
                                                        "benchmarks.variants whose name contains one")
-    parser.add_argument("--test-samples", type=int, default=None,
-                        help="measure test accuracy on this many mnist1d samples generated apart (the ViT) instead of "
-                             "the standard 1000, to resolve smaller differences")
+    add_test_samples_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(1)
     sections = []

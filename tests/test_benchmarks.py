@@ -1267,6 +1267,26 @@ def test_a_run_with_denormals_flushed_gets_sections_of_its_own():
     assert set(ttb.titles(flushed)).isdisjoint(ttb.titles(args))
 
 
+def test_ttb_measures_the_mnist1d_tasks_accuracy_on_more_samples_in_a_section_of_its_own(monkeypatch):
+    import argparse
+
+    import benchmarks.ttb as ttb
+
+    args = argparse.Namespace(core=True, peers=False, cosine_only=False, only=None, peer=None, peer_schedule="constant",
+                              quick=False, flush_denormal=False, test_samples=None)
+    more = argparse.Namespace(**{**vars(args), "test_samples": 300})
+    assert ttb.titles(more)[0] == "Time to baseline, core, mnist1d test accuracy on 300 samples (benchmarks/ttb.py)"
+    assert set(ttb.titles(more)).isdisjoint(ttb.titles(args))
+    trained = {}
+    monkeypatch.setattr(ttb, "task_sections", lambda args, unit, task, snap_every, seeds: iter([trained.setdefault(unit, task)]))
+    for unit in ("mnist1d ViT / AdamW", "digits MLP / SGD" + ttb.PEERS):
+        ttb.measure_task((more, unit, 1))
+    standard = ttb.task_suite(quick=False)
+    assert trained["mnist1d ViT / AdamW"].test_x.shape == (300, 40)
+    assert torch.equal(trained["mnist1d ViT / AdamW"].test_y, tasks.mnist1d_test_set(300)[1])
+    assert torch.equal(trained["digits MLP / SGD" + ttb.PEERS].test_x, standard["digits MLP / SGD"][0].test_x)
+
+
 def test_the_full_batch_tasks_train_on_all_their_data_at_every_step_and_every_optimizer_steps_them():
     """A full-batch case: one batch is the whole training set (its order aside, every step the
     same loss), evaluated at every 1 % of the steps; each optimizer of the benchmark trains
