@@ -34,6 +34,29 @@ def is_distributed(p: Tensor) -> bool:
     return getattr(p, "placements", None) is not None
 
 
+FSDP1_FLATTENED = "_fsdp_flattened"
+"""The attribute FSDP1 (``FullyShardedDataParallel``) sets on the parameters it flattens into
+its ``FlatParameter``s, and on those (torch 2.11-2.14); FSDP2's ``fully_shard`` does not."""
+
+
+def refuse_fsdp1(params: Sequence[Tensor]) -> None:
+    """Raise where ``params`` are FSDP1's: each rank holds a 1-D slice of flattened weights as
+    a plain tensor, so PDT would fit and decide per rank, apart from the others, and the ring's
+    snapshots (``[history, numel]`` per parameter) break ``FSDP.optim_state_dict``, through which
+    FSDP1's checkpoints (and ``torch.distributed.checkpoint.state_dict``'s of an FSDP1 model)
+    gather optimizer state: a failure at the first checkpoint, hours into a run."""
+    flattened = [p for p in params if getattr(p, FSDP1_FLATTENED, False)]
+    if flattened:
+        raise TypeError(
+            f"PDT: {len(flattened)} of the optimizer's parameters are FSDP1's flattened shards "
+            "(torch.distributed.fsdp.FullyShardedDataParallel), which PDT cannot predict alike on every rank nor save "
+            "through FSDP.optim_state_dict. Shard the model with FSDP2 instead, torch.distributed.fsdp.fully_shard "
+            "(Lightning: ModelParallelStrategy; Accelerate: FullyShardedDataParallelPlugin(fsdp_version=2); "
+            "Transformers: fsdp_config={'version': 2}, its default), whose parameters PDT predicts as one process "
+            "would, or use DDP"
+        )
+
+
 @dataclass(frozen=True)
 class ShardReduction:
     """How every rank sums what PDT computes per parameter piece into the whole parameter's.

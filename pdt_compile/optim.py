@@ -28,8 +28,8 @@ from .adapters import (adam_moments, adapts_tau, averaging, coupled_decay, decou
                        stacking_warning, stored_closure, steps_by_sign, trailing_keys, unmoved_weight_keys,
                        weight_space_keys)
 from .config import PDTConfig, PDTOptions, binds, check_option_names
-from .distributed import (global_numel, mean_across_ranks, means_across_ranks, pipeline_group_of, single_process,
-                          spans_stages, sum_across_shards_, sum_across_stages_, sum_over_model_, sum_parameter_pieces_)
+from .distributed import (global_numel, mean_across_ranks, means_across_ranks, pipeline_group_of, refuse_fsdp1,
+                          single_process, spans_stages, sum_across_shards_, sum_across_stages_, sum_over_model_, sum_parameter_pieces_)
 from .mask import moment_mask, saturation_mask
 from .radial import radial_coefficient
 from .runtime import checkpoint
@@ -384,6 +384,7 @@ class PDT(Optimizer):
                 "PDT: the optimizer has no parameter PDT can predict (trainable, real-valued, in a param group "
                 'without "pdt": False)'
             )
+        refuse_fsdp1(params)
         locals_ = [_local(p) for p in params]
         limit = pack_limit(self.config, locals_[0].device, sum(t.numel() for t in locals_))
         return make_ring(params, self.config.history, self.config.ring_dtype, self.config.ring_location, limit,
@@ -863,6 +864,7 @@ class PDT(Optimizer):
         return None if any(lr is None for lr in rates) else sum(float(lr) for lr in rates)
 
     def _check_parameters(self) -> None:
+        refuse_fsdp1(self._ring.params)  # wrapped by FSDP1 after PDT was made: the same objects, flattened
         if self._ring.moved():
             self._follow_parameters()
         self._ring.check_unchanged()

@@ -324,6 +324,39 @@ def test_a_parameter_of_partial_sums_is_refused_with_the_fix():
     assert shard_reduction([torch.zeros(2), SimpleNamespace(placements=(Replicate(),), shape=(2,))]) is None
 
 
+FSDP1_SCRIPT = """
+import sys, torch, torch.distributed as dist
+from torch.distributed.fsdp import FullyShardedDataParallel
+import pdt_compile as pdt
+dist.init_process_group("gloo")
+use_orig_params, pdt_first = sys.argv[1] == "orig", sys.argv[2] == "pdt-first"
+model = torch.nn.Sequential(torch.nn.Linear(8, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+if pdt_first:  # the optimizer made before wrapping: FSDP1 keeps the parameter objects, flattening their weights
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=2)
+model = FullyShardedDataParallel(model, use_orig_params=use_orig_params, device_id=torch.device("cpu"))
+if not pdt_first:
+    opt = pdt.PDT(torch.optim.SGD(model.parameters(), lr=0.1), snap_every=2)
+for _ in range(4):
+    model(torch.randn(4, 8)).sum().backward()
+    opt.step()
+    opt.zero_grad()
+print("trained")
+"""
+
+
+@pytest.mark.parametrize("params, made", [("flat", "pdt-after"), ("orig", "pdt-after"), ("orig", "pdt-first")])
+def test_fsdp1_parameters_are_refused_with_the_fix(tmp_path, params, made):
+    """FSDP1's flattened shards (either ``use_orig_params``), wrapped before PDT is made or
+    after: refused, naming FSDP2, at PDT's construction or its first boundary, not at the first
+    checkpoint (``FSDP.optim_state_dict`` fails on the ring's snapshots)."""
+    script = tmp_path / "fsdp1.py"
+    script.write_text(FSDP1_SCRIPT)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", "--standalone",
+                           str(script), params, made], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "trained" not in done.stdout
+    assert "FSDP1's flattened shards" in done.stderr and "fully_shard" in done.stderr, done.stderr[-3000:]
+
+
 def test_losses_read_in_one_process_keep_their_precision_and_none_is_no_loss():
     from pdt_compile.distributed import means_across_ranks
 
