@@ -36,7 +36,7 @@ def is_distributed(p: Tensor) -> bool:
 
 FSDP1_FLATTENED = "_fsdp_flattened"
 """The attribute FSDP1 (``FullyShardedDataParallel``) sets on the parameters it flattens into
-its ``FlatParameter``s, and on those (torch 2.11-2.14); FSDP2's ``fully_shard`` does not."""
+its ``FlatParameter``s, and on those (as torch 2.13's source reads); FSDP2's ``fully_shard`` does not."""
 
 
 def refuse_fsdp1(params: Sequence[Tensor]) -> None:
